@@ -1,0 +1,55 @@
+/** Error codes shared by every module, so callers (and the REST layer) can map them without string matching. */
+export const ERROR_CODE = Object.freeze({
+  BadRequest: "BAD_REQUEST",
+  TaskNotFound: "TASK_NOT_FOUND",
+  TaskNotInState: "TASK_NOT_IN_STATE",
+  LeaseLost: "LEASE_LOST",
+  IllegalTransition: "ILLEGAL_TRANSITION",
+  JobNotFound: "JOB_NOT_FOUND",
+  BlobNotFound: "BLOB_NOT_FOUND",
+  PayloadTooLarge: "PAYLOAD_TOO_LARGE",
+  StoreUnavailable: "STORE_UNAVAILABLE",
+  Config: "CONFIG",
+} as const);
+export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
+
+const HTTP_STATUS: Record<ErrorCode, number> = {
+  BAD_REQUEST: 400,
+  TASK_NOT_FOUND: 404,
+  TASK_NOT_IN_STATE: 409,
+  LEASE_LOST: 409,
+  ILLEGAL_TRANSITION: 409,
+  JOB_NOT_FOUND: 400,
+  BLOB_NOT_FOUND: 404,
+  PAYLOAD_TOO_LARGE: 413,
+  STORE_UNAVAILABLE: 503,
+  CONFIG: 500,
+};
+
+export class DocqError extends Error {
+  readonly code: ErrorCode;
+  readonly field: string | undefined;
+  readonly details: Record<string, unknown> | undefined;
+  constructor(code: ErrorCode, message: string, opts: { field?: string; cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = "DocqError";
+    this.code = code;
+    this.field = opts.field;
+    this.details = opts.details;
+  }
+  get httpStatus(): number {
+    return HTTP_STATUS[this.code];
+  }
+}
+
+export function docqError(code: ErrorCode, message: string, opts?: { field?: string; cause?: unknown; details?: Record<string, unknown> }): DocqError {
+  return new DocqError(code, message, opts);
+}
+
+export function isDocqError(err: unknown, code?: ErrorCode): err is DocqError {
+  return err instanceof DocqError && (code === undefined || err.code === code);
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,224 @@
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { execa } from "execa";
+import { z } from "zod";
+import { formatZodIssues, type JobDefinition } from "./job-registry.js";
+
+export type JobMode = "simple" | "split" | "child" | "merge";
+
+export interface JobRequest {
+  mode: JobMode;
+  input?: string;
+  inputs?: string[];
+  outputDir: string;
+  params: Record<string, unknown>;
+  task: { id: string; name: string; user: string; priority: number; parentId: string | null; depth: number };
+}
+
+export type JobAnswer =
+  | { kind: "output"; output: string; stderrTail: string }
+  | { kind: "children"; children: { input: string; params?: Record<string, unknown> }[]; stderrTail: string };
+
+export class JobFailedError extends Error {
+  readonly exitCode: number | null;
+  readonly timedOut: boolean;
+  readonly canceled: boolean;
+  readonly stderrTail: string;
+  constructor(message: string, fields: { exitCode: number | null; timedOut?: boolean; canceled?: boolean; stderrTail: string }) {
+    super(message);
+    this.name = "JobFailedError";
+    this.exitCode = fields.exitCode;
+    this.timedOut = fields.timedOut ?? false;
+    this.canceled = fields.canceled ?? false;
+    this.stderrTail = fields.stderrTail;
+  }
+}
+
+export interface WorkDir {
+  path: string;
+  outputDir: string;
+  remove(): Promise<void>;
+}
+
+export async function createWorkDir(root?: string): Promise<WorkDir> {
+  const dir = await fs.mkdtemp(path.join(root ?? os.tmpdir(), "docq-job-"));
+  const outputDir = path.join(dir, "out");
+  await fs.mkdir(outputDir);
+  return { path: dir, outputDir, remove: () => fs.rm(dir, { recursive: true, force: true }) };
+}
+
+const STDERR_TAIL_CHARS = 4096;
+/** An answer is one line; a few MB leaves room for chatter and a large children list. */
+const STDOUT_MAX_BYTES = 4 * 1024 * 1024;
+
+const AnswerSchema = z
+  .object({
+    output: z.string().min(1).optional(),
+    children: z
+      .array(z.object({ input: z.string().min(1), params: z.record(z.string(), z.unknown()).optional() }))
+      .min(1, "is empty: a job that does not split answers an output")
+      .optional(),
+  })
+  .refine((a) => (a.output === undefined) !== (a.children === undefined), "the answer needs exactly one of output or children");
+
+/**
+ * Runs one job script for one task and returns what it answered. The script gets its own process
+ * group, so a timeout or a cancel kills everything it started, and so does its own exit: a job is
+ * over when its script exits.
+ */
+export async function runJob(
+  job: JobDefinition,
+  request: JobRequest,
+  opts: { workDir: string; signal?: AbortSignal; onSpawn?: (pid: number) => void },
+): Promise<JobAnswer> {
+  const { signal } = opts;
+  if (signal?.aborted) throw new JobFailedError(`job "${job.name}" was canceled`, { exitCode: null, canceled: true, stderrTail: "" });
+
+  const subprocess = execa(job.command, job.args, {
+    cwd: opts.workDir,
+    input: requestLine(request),
+    env: job.env,
+    detached: true,
+    reject: false,
+    stripFinalNewline: false,
+    buffer: { stdout: true, stderr: false },
+    maxBuffer: { stdout: STDOUT_MAX_BYTES },
+  });
+
+  let stderrTail = "";
+  subprocess.stderr.setEncoding("utf8");
+  subprocess.stderr.on("data", (chunk: string) => {
+    stderrTail += chunk;
+    if (stderrTail.length > 2 * STDERR_TAIL_CHARS) stderrTail = stderrTail.slice(-STDERR_TAIL_CHARS);
+  });
+
+  const { pid } = subprocess;
+  let exited = false;
+  let timedOut = false;
+  let canceled = false;
+  const killGroup = (): void => {
+    if (pid === undefined) return;
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {
+      // ESRCH: the group is already gone.
+    }
+  };
+  // Leftovers of a finished script would hold stdout open (delaying the result) and outlive the work dir.
+  subprocess.once("exit", () => {
+    exited = true;
+    killGroup();
+  });
+  const timer = setTimeout(() => {
+    if (exited) return;
+    timedOut = true;
+    killGroup();
+  }, job.timeoutMs);
+  const onAbort = (): void => {
+    if (exited) return;
+    canceled = true;
+    killGroup();
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  if (pid !== undefined) opts.onSpawn?.(pid);
+
+  let result;
+  try {
+    result = await subprocess;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
+  }
+  stderrTail = stderrTail.slice(-STDERR_TAIL_CHARS);
+
+  const fail = (message: string): JobFailedError =>
+    new JobFailedError(`job "${job.name}" ${message}`, { exitCode: result.exitCode ?? null, timedOut, canceled, stderrTail });
+  const lastErr = lastLine(stderrTail);
+  const withStderr = lastErr === "" ? "" : `: ${lastErr}`;
+
+  if (canceled) throw fail("was canceled");
+  if (timedOut) throw fail(`timed out after ${job.timeoutMs} ms`);
+  if (result.isMaxBuffer) throw fail(`printed more than ${STDOUT_MAX_BYTES} bytes on stdout`);
+  if (result.exitCode === undefined && result.signal === undefined) throw fail(`could not start: ${errorText(result.cause)}`);
+  if (result.signal !== undefined) throw fail(`was killed by ${result.signal}${withStderr}`);
+  if (result.exitCode !== 0) throw fail(`exited with code ${result.exitCode}${withStderr}`);
+
+  const answer = parseAnswer(lastLine(result.stdout));
+  if (typeof answer === "string") throw fail(`printed no valid answer on stdout: ${answer}`);
+
+  const workDir = await fs.realpath(opts.workDir);
+  const outputDir = path.resolve(opts.workDir, request.outputDir);
+  const place = async (p: string, what: string): Promise<string> => {
+    const abs = path.resolve(outputDir, p);
+    const problem = await checkInside(abs, workDir);
+    if (problem !== null) throw fail(`answered ${what} ${JSON.stringify(p)}: ${problem}`);
+    return abs;
+  };
+
+  if (answer.output !== undefined) return { kind: "output", output: await place(answer.output, "output"), stderrTail };
+  const children = answer.children ?? [];
+  if (request.mode === "simple") throw fail("answered children in simple mode: declare split: true in job.yaml");
+  if (request.mode === "merge") throw fail("answered children in merge mode: a merge answers an output");
+  const placed = await Promise.all(
+    children.map(async (c) => ({ input: await place(c.input, "child input"), ...(c.params === undefined ? {} : { params: c.params }) })),
+  );
+  return { kind: "children", children: placed, stderrTail };
+}
+
+/**
+ * One line of JSON, keys in a fixed order (mode, input|inputs, outputDir, params, task): sh scripts
+ * rely on it to pick the first fields out with parameter expansion instead of a JSON parser.
+ */
+export function requestLine(request: JobRequest): string {
+  const ordered = {
+    mode: request.mode,
+    ...(request.input === undefined ? {} : { input: request.input }),
+    ...(request.inputs === undefined ? {} : { inputs: request.inputs }),
+    outputDir: request.outputDir,
+    params: request.params,
+    task: request.task,
+  };
+  return JSON.stringify(ordered) + "\n";
+}
+
+type Answer = z.infer<typeof AnswerSchema>;
+
+/** The answer, or why there is none. */
+function parseAnswer(line: string): Answer | string {
+  if (line === "") return "stdout is empty";
+  let json: unknown;
+  try {
+    json = JSON.parse(line);
+  } catch {
+    return `last line is not JSON: ${line.slice(0, 200)}`;
+  }
+  const result = AnswerSchema.safeParse(json);
+  return result.success ? result.data : formatZodIssues(result.error.issues);
+}
+
+/** Null when `abs` is an existing file inside `workDir` (after following symlinks), else the problem. */
+async function checkInside(abs: string, workDir: string): Promise<string | null> {
+  let real: string;
+  try {
+    real = await fs.realpath(abs);
+  } catch {
+    return "no such file";
+  }
+  if (!real.startsWith(workDir + path.sep)) return "path escapes the work dir";
+  if (!(await fs.stat(real)).isFile()) return "not a file";
+  return null;
+}
+
+function lastLine(text: string): string {
+  const lines = text.split("\n");
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const line = (lines[i] ?? "").trim();
+    if (line !== "") return line;
+  }
+  return "";
+}
+
+function errorText(cause: unknown): string {
+  return cause instanceof Error ? cause.message : String(cause);
+}

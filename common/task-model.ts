@@ -1,0 +1,84 @@
+import { z } from "zod";
+
+/** The statuses of the seed system, kept by name; one source for code and SQL. */
+export const TASK_STATUS = Object.freeze({
+  input: "input",
+  work: "work",
+  output: "output",
+  error: "error",
+  wait: "wait",
+  complete: "complete",
+  canceled: "canceled",
+} as const);
+
+export type TaskStatus = (typeof TASK_STATUS)[keyof typeof TASK_STATUS];
+export const TASK_STATUSES = Object.values(TASK_STATUS) as [TaskStatus, ...TaskStatus[]];
+export const FINAL_STATUSES: ReadonlySet<TaskStatus> = new Set([TASK_STATUS.output, TASK_STATUS.error, TASK_STATUS.canceled]);
+/** Statuses in which a task sits in the priority index waiting for a worker. */
+export const QUEUED_STATUSES: ReadonlySet<TaskStatus> = new Set([TASK_STATUS.input, TASK_STATUS.complete]);
+
+export const MIN_PRIORITY = 0;
+export const MAX_PRIORITY = 100;
+export const JOB_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]*$/;
+/** `<site>-<ulid>`: the origin site is readable in the id, the ulid keeps it unique and sortable. */
+export const TASK_ID_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}-[0-9A-HJKMNP-TV-Z]{26}$/;
+export const SITE_PATTERN = /^[a-z0-9][a-z0-9_]{0,62}$/;
+
+export const ParamsSchema = z.record(z.string(), z.unknown());
+export type TaskParams = z.infer<typeof ParamsSchema>;
+
+export const LeaseSchema = z.object({
+  owner: z.string(),
+  expiresAt: z.number().int(),
+});
+export type Lease = z.infer<typeof LeaseSchema>;
+
+export const ProcessedBySchema = z.object({ site: z.string(), node: z.string() });
+export type ProcessedBy = z.infer<typeof ProcessedBySchema>;
+
+export const TaskSchema = z.object({
+  id: z.string().regex(TASK_ID_PATTERN),
+  site: z.string(),
+  user: z.string(),
+  name: z.string(),
+  job: z.string().regex(JOB_NAME_PATTERN),
+  params: ParamsSchema,
+  priority: z.number().int().min(MIN_PRIORITY).max(MAX_PRIORITY),
+  status: z.enum(TASK_STATUSES),
+  input: z.string().nullable(),
+  output: z.string().nullable(),
+  tries: z.number().int().min(0),
+  maxTries: z.number().int().min(1),
+  submitTime: z.number().int(),
+  /** When a queued task may next be pulled (retry backoff); equals submitTime for a fresh task. */
+  availableAt: z.number().int(),
+  startTime: z.number().int().nullable(),
+  endTime: z.number().int().nullable(),
+  duration: z.number().int().nullable(),
+  lease: LeaseSchema.nullable(),
+  processedBy: ProcessedBySchema.nullable(),
+  error: z.string().nullable(),
+  parentId: z.string().nullable(),
+  /** Depth in a split tree: 0 for a submitted task, parent's depth + 1 for a child. */
+  depth: z.number().int().min(0),
+  children: z.array(z.string()),
+  childrenTotal: z.number().int().min(0),
+  childrenCompleted: z.number().int().min(0),
+});
+export type Task = z.infer<typeof TaskSchema>;
+
+/** What the priority index needs of a task: small enough to hold a million of them. */
+export interface QueueEntry {
+  id: string;
+  priority: number;
+  submitTime: number;
+  availableAt: number;
+}
+
+export function isFinal(status: TaskStatus): boolean {
+  return FINAL_STATUSES.has(status);
+}
+
+export function toQueueEntry(task: Pick<Task, "id" | "priority" | "submitTime" | "availableAt">): QueueEntry {
+  return { id: task.id, priority: task.priority, submitTime: task.submitTime, availableAt: task.availableAt };
+}

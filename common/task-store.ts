@@ -1,0 +1,78 @@
+import type { Lease, QueueEntry, Task, TaskStatus } from "./task-model.js";
+
+/**
+ * What a compare-and-set update expects to find. Every field given must match,
+ * so a stale worker (whose lease moved on) cannot overwrite a task.
+ */
+export interface TaskGuard {
+  status?: TaskStatus | readonly TaskStatus[];
+  /** `null` means "no lease". */
+  leaseOwner?: string | null;
+  /** The attempt number the caller holds: guards against the same owner re-claiming a task. */
+  tries?: number;
+}
+
+export type TaskPatch = Partial<Omit<Task, "id">>;
+
+export interface TaskFilter {
+  status?: TaskStatus;
+  user?: string;
+  job?: string;
+  parentId?: string;
+}
+
+export interface TaskPage {
+  items: Task[];
+  /** Opaque; pass back to get the next page. `null` on the last page. */
+  nextCursor: string | null;
+}
+
+/** What reload needs of a non-final task: small, so a million fit in memory. */
+export interface ReloadEntry extends QueueEntry {
+  status: TaskStatus;
+  lease: Lease | null;
+}
+
+/**
+ * The durable record of every task. Adapters: SQLite (embedded), MongoDB.
+ * Every adapter passes `task-store.contract.ts` unchanged.
+ */
+export interface TaskStore {
+  /** Inserts a new task; rejects when the id exists. Durable when it resolves. */
+  create(task: Task): Promise<void>;
+  /** Inserts many tasks at once (the bulk path); all or nothing where the store allows. */
+  createMany(tasks: readonly Task[]): Promise<void>;
+  get(id: string): Promise<Task | null>;
+  /** Compare-and-set: applies `patch` only when the task matches `guard`. Returns the updated task, or null. */
+  update(id: string, guard: TaskGuard, patch: TaskPatch): Promise<Task | null>;
+  /**
+   * One atomic step for a split: creates `children` and applies `parentPatch` to the
+   * parent when it matches `guard`. Returns the updated parent, or null (nothing written).
+   */
+  split(parentId: string, guard: TaskGuard, parentPatch: TaskPatch, children: readonly Task[]): Promise<Task | null>;
+  /** Atomically adds 1 to the parent's childrenCompleted when it is in `wait`; returns the parent after. */
+  incrementChildrenCompleted(parentId: string): Promise<Task | null>;
+  /** Extends the leases of `ids` held by `owner` in status work; returns the ids renewed. */
+  renewLeases(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]>;
+  /** Tasks in `work` whose lease expired before `now`, oldest first. */
+  expiredLeases(now: number, limit: number): Promise<Task[]>;
+  /** Paged listing, newest first. */
+  list(filter: TaskFilter, page: { limit: number; cursor?: string | null }): Promise<TaskPage>;
+  /** Every non-final task, in batches, for the queuer's reload. */
+  loadNonFinal(batchSize?: number): AsyncIterable<ReloadEntry[]>;
+  /** Children of a parent, in the order they were created. */
+  children(parentId: string): Promise<Task[]>;
+  delete(id: string): Promise<boolean>;
+  countByStatus(): Promise<Record<TaskStatus, number>>;
+  close(): Promise<void>;
+}
+
+export function guardMatches(task: Pick<Task, "status" | "lease" | "tries">, guard: TaskGuard): boolean {
+  if (guard.status !== undefined) {
+    const allowed: readonly TaskStatus[] = typeof guard.status === "string" ? [guard.status] : guard.status;
+    if (!allowed.includes(task.status)) return false;
+  }
+  if (guard.leaseOwner !== undefined && (task.lease?.owner ?? null) !== guard.leaseOwner) return false;
+  if (guard.tries !== undefined && task.tries !== guard.tries) return false;
+  return true;
+}
