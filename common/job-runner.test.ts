@@ -1,0 +1,387 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync, promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { JobRegistry, type JobDefinition } from "./job-registry.js";
+import { createWorkDir, JobFailedError, requestLine, runJob, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
+
+const EXAMPLES = fileURLToPath(new URL("../scripts-job/", import.meta.url));
+const TASK: JobRequest["task"] = { id: "test-01JAAAAAAAAAAAAAAAAAAAAAAA", name: "t", user: "u", priority: 50, parentId: null, depth: 0 };
+
+let scriptsDir: string;
+const workDirs: WorkDir[] = [];
+
+before(async () => {
+  scriptsDir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-runner-test-"));
+});
+after(async () => {
+  await Promise.all(workDirs.map((w) => w.remove()));
+  await fs.rm(scriptsDir, { recursive: true, force: true });
+});
+
+/** A job made of an inline sh script. */
+async function shJob(name: string, body: string, overrides: Partial<JobDefinition> = {}): Promise<JobDefinition> {
+  const file = path.join(scriptsDir, `${name}.sh`);
+  await fs.writeFile(file, body);
+  return {
+    name,
+    dir: scriptsDir,
+    command: "/bin/sh",
+    args: [file],
+    timeoutMs: 10_000,
+    maxTries: null,
+    split: false,
+    env: {},
+    paramsSchema: null,
+    warm: false,
+    maxRequests: null,
+    maxRssMb: null,
+    ...overrides,
+  };
+}
+
+async function workDir(): Promise<WorkDir> {
+  const w = await createWorkDir();
+  workDirs.push(w);
+  return w;
+}
+
+async function run(
+  job: JobDefinition,
+  opts: { mode?: JobMode; input?: string; inputs?: string[]; params?: Record<string, unknown>; signal?: AbortSignal; onSpawn?: (pid: number) => void } = {},
+): Promise<{ answer: JobAnswer; work: WorkDir }> {
+  const work = await workDir();
+  const request: JobRequest = {
+    mode: opts.mode ?? "simple",
+    ...(opts.input === undefined ? {} : { input: opts.input }),
+    ...(opts.inputs === undefined ? {} : { inputs: opts.inputs }),
+    outputDir: work.outputDir,
+    params: opts.params ?? {},
+    task: TASK,
+  };
+  const answer = await runJob(job, request, { workDir: work.path, signal: opts.signal, onSpawn: opts.onSpawn });
+  return { answer, work };
+}
+
+async function failure(promise: Promise<unknown>): Promise<JobFailedError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof JobFailedError, `expected JobFailedError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail("expected the job to fail");
+}
+
+function output(answer: JobAnswer): string {
+  assert.equal(answer.kind, "output");
+  return answer.output;
+}
+
+/** A zombie (killed, not yet reaped by init) counts as dead. */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+async function waitDead(pid: number): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    if (!isAlive(pid)) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return false;
+}
+
+describe("createWorkDir", () => {
+  it("makes a fresh dir with an out/ folder and removes it", async () => {
+    const a = await createWorkDir();
+    const b = await createWorkDir();
+    assert.notEqual(a.path, b.path);
+    assert.equal(a.outputDir, path.join(a.path, "out"));
+    assert.ok((await fs.stat(a.outputDir)).isDirectory());
+    await a.remove();
+    await b.remove();
+    await assert.rejects(fs.stat(a.path), { code: "ENOENT" });
+  });
+});
+
+describe("runJob: answers", () => {
+  it("returns an output, relative to outputDir, with chatter before the answer and the stderr tail", async () => {
+    const job = await shJob(
+      "ok",
+      `IFS= read -r req
+       echo "chatter" ; echo "working" >&2
+       echo result > out/result.txt
+       echo '{"output":"result.txt"}'
+       echo`,
+    );
+    const { answer, work } = await run(job);
+    assert.deepEqual(answer, { kind: "output", output: path.join(work.outputDir, "result.txt"), stderrTail: "working\n" });
+  });
+
+  it("accepts an absolute output path inside the work dir", async () => {
+    const job = await shJob("abs", `echo x > "$PWD/top.txt"; echo "{\\"output\\":\\"$PWD/top.txt\\"}"`);
+    const { answer, work } = await run(job);
+    assert.equal(output(answer), path.join(work.path, "top.txt"));
+  });
+
+  it("writes the request as one JSON line, keys in a fixed order, and runs in the work dir", async () => {
+    const job = await shJob("echo-req", `cat > out/req.json; pwd > out/pwd.txt; echo '{"output":"req.json"}'`);
+    const { answer, work } = await run(job, { input: "/x/in", params: { a: 1 } });
+    const text = await fs.readFile(output(answer), "utf8");
+    assert.equal(text, requestLine({ mode: "simple", input: "/x/in", outputDir: work.outputDir, params: { a: 1 }, task: TASK }));
+    assert.deepEqual(Object.keys(JSON.parse(text) as object), ["mode", "input", "outputDir", "params", "task"]);
+    assert.equal((await fs.readFile(path.join(work.outputDir, "pwd.txt"), "utf8")).trim(), await fs.realpath(work.path));
+    assert.deepEqual(Object.keys(JSON.parse(requestLine({ mode: "merge", inputs: [], outputDir: "o", params: {}, task: TASK })) as object), [
+      "mode",
+      "inputs",
+      "outputDir",
+      "params",
+      "task",
+    ]);
+  });
+
+  it("passes process.env plus the job's env", async () => {
+    process.env.DOCQ_TEST_INHERITED = "inherited";
+    const job = await shJob("env", `echo "$DOCQ_TEST_INHERITED $JOB_VAR" > out/env.txt; echo '{"output":"env.txt"}'`, { env: { JOB_VAR: "mine" } });
+    const { answer } = await run(job);
+    assert.equal(await fs.readFile(output(answer), "utf8"), "inherited mine\n");
+  });
+
+  it("returns children in split and child mode, with absolute paths and params", async () => {
+    const job = await shJob(
+      "splitter",
+      `echo a > out/a; echo b > out/b
+       echo '{"children":[{"input":"a","params":{"n":1}},{"input":"b"}]}'`,
+      { split: true },
+    );
+    for (const mode of ["split", "child"] as const) {
+      const { answer, work } = await run(job, { mode });
+      assert.deepEqual(answer, {
+        kind: "children",
+        children: [{ input: path.join(work.outputDir, "a"), params: { n: 1 } }, { input: path.join(work.outputDir, "b") }],
+        stderrTail: "",
+      });
+    }
+  });
+
+  it("refuses children in simple and merge mode", async () => {
+    const job = await shJob("bad-split", `echo a > out/a; echo '{"children":[{"input":"a"}]}'`);
+    const simple = await failure(run(job, { mode: "simple" }));
+    assert.equal(simple.message, 'job "bad-split" answered children in simple mode: declare split: true in job.yaml');
+    assert.equal(simple.exitCode, 0);
+    const merge = await failure(run(job, { mode: "merge", inputs: [] }));
+    assert.match(merge.message, /answered children in merge mode/);
+  });
+
+  it("calls onSpawn with the pid", async () => {
+    const job = await shJob("pid", `echo $$ > out/pid; echo '{"output":"pid"}'`);
+    let spawned = 0;
+    const { answer } = await run(job, { onSpawn: (pid) => (spawned = pid) });
+    assert.equal(Number(await fs.readFile(output(answer), "utf8")), spawned);
+  });
+
+  it("does not wait for a background process the script left behind, and kills it", async () => {
+    const job = await shJob("leaves", `sleep 30 & echo $! > out/bg.pid; echo '{"output":"bg.pid"}'`);
+    const started = Date.now();
+    const { answer } = await run(job);
+    assert.ok(Date.now() - started < 5000);
+    const bg = Number(await fs.readFile(output(answer), "utf8"));
+    assert.ok(await waitDead(bg), "the left-over process is killed");
+  });
+});
+
+describe("runJob: failures", () => {
+  it("fails on a non-zero exit, with the last stderr line in the message and the tail kept", async () => {
+    const job = await shJob("exit3", `echo first >&2; echo "second problem" >&2; echo '{"output":"x"}'; exit 3`);
+    const err = await failure(run(job));
+    assert.equal(err.message, 'job "exit3" exited with code 3: second problem');
+    assert.equal(err.exitCode, 3);
+    assert.equal(err.timedOut, false);
+    assert.equal(err.canceled, false);
+    assert.equal(err.stderrTail, "first\nsecond problem\n");
+  });
+
+  it("keeps only the last ~4 KB of a long stderr", async () => {
+    const job = await shJob("chatty", `i=0; while [ $i -lt 3000 ]; do echo "line $i of noise" >&2; i=$((i+1)); done; echo "the end" >&2; exit 1`);
+    const err = await failure(run(job));
+    assert.ok(err.stderrTail.length <= 4096, `tail is ${err.stderrTail.length} chars`);
+    assert.ok(err.stderrTail.endsWith("line 2999 of noise\nthe end\n"));
+    assert.match(err.message, /: the end$/);
+  });
+
+  it("reports a signal death", async () => {
+    const job = await shJob("selfkill", `kill -TERM $$`);
+    const err = await failure(run(job));
+    assert.match(err.message, /job "selfkill" was killed by SIGTERM/);
+    assert.equal(err.exitCode, null);
+  });
+
+  it("reports a command that cannot start", async () => {
+    const job = await shJob("missing", "", { command: path.join(scriptsDir, "does-not-exist"), args: [] });
+    const err = await failure(run(job));
+    assert.match(err.message, /job "missing" could not start: .*ENOENT/);
+  });
+
+  const badAnswers: Array<[string, string, RegExp]> = [
+    ["no stdout", ``, /printed no valid answer on stdout: stdout is empty/],
+    ["non-JSON", `echo '{"output":"x"}'; echo 'done!'`, /printed no valid answer on stdout: last line is not JSON: done!/],
+    ["a wrong shape", `echo '{"output":42}'`, /printed no valid answer on stdout: output: /],
+    ["both output and children", `echo '{"output":"a","children":[{"input":"a"}]}'`, /exactly one of output or children/],
+    ["neither", `echo '{"result":"a"}'`, /exactly one of output or children/],
+    ["empty children", `echo '{"children":[]}'`, /children: is empty/],
+    ["a missing output file", `echo '{"output":"nope.txt"}'`, /answered output "nope.txt": no such file/],
+    ["an output that is a folder", `mkdir out/d; echo '{"output":"d"}'`, /answered output "d": not a file/],
+    ["an output outside the work dir", `echo '{"output":"/etc/passwd"}'`, /answered output "\/etc\/passwd": path escapes the work dir/],
+    ["a relative escape", `echo '{"output":"../../../../etc/passwd"}'`, /path escapes the work dir/],
+    ["a symlink escape", `ln -s /etc/passwd out/link; echo '{"output":"link"}'`, /answered output "link": path escapes the work dir/],
+    ["a child input outside", `echo '{"children":[{"input":"/etc/hostname"}]}'`, /answered child input "\/etc\/hostname": path escapes the work dir/],
+  ];
+  for (const [what, body, message] of badAnswers) {
+    it(`fails on ${what}`, async () => {
+      const job = await shJob("bad", body, { split: true });
+      const err = await failure(run(job, { mode: "split" }));
+      assert.match(err.message, message);
+      assert.equal(err.exitCode, 0);
+    });
+  }
+});
+
+describe("runJob: timeout and cancel kill the whole process group", () => {
+  const body = `sleep 30 & echo $! > "$PWD/grandchild.pid"; echo started >&2; sleep 30; echo '{"output":"x"}'`;
+
+  async function grandchildPid(work: string): Promise<number> {
+    return Number(await fs.readFile(path.join(work, "grandchild.pid"), "utf8"));
+  }
+
+  it("kills the script and its grandchild on timeout", async () => {
+    const job = await shJob("sleeper", body, { timeoutMs: 300 });
+    const work = await workDir();
+    let pid = 0;
+    const started = Date.now();
+    const err = await failure(
+      runJob(job, { mode: "simple", outputDir: work.outputDir, params: {}, task: TASK }, { workDir: work.path, onSpawn: (p) => (pid = p) }),
+    );
+    assert.ok(Date.now() - started < 5000);
+    assert.equal(err.message, 'job "sleeper" timed out after 300 ms');
+    assert.equal(err.timedOut, true);
+    assert.equal(err.canceled, false);
+    assert.equal(err.exitCode, null);
+    assert.equal(err.stderrTail, "started\n");
+    assert.ok(await waitDead(pid), "the script is dead");
+    assert.ok(await waitDead(await grandchildPid(work.path)), "the grandchild is dead");
+  });
+
+  it("kills the script and its grandchild on cancel", async () => {
+    const job = await shJob("sleeper", body);
+    const work = await workDir();
+    const controller = new AbortController();
+    let pid = 0;
+    const pending = runJob(
+      job,
+      { mode: "simple", outputDir: work.outputDir, params: {}, task: TASK },
+      { workDir: work.path, signal: controller.signal, onSpawn: (p) => (pid = p) },
+    );
+    setTimeout(() => controller.abort(), 200);
+    const err = await failure(pending);
+    assert.equal(err.message, 'job "sleeper" was canceled');
+    assert.equal(err.canceled, true);
+    assert.equal(err.timedOut, false);
+    assert.ok(await waitDead(pid));
+    assert.ok(await waitDead(await grandchildPid(work.path)));
+  });
+
+  it("does not start a job whose signal is already aborted", async () => {
+    const job = await shJob("never", `echo '{"output":"x"}'`);
+    let spawned = false;
+    const err = await failure(run(job, { signal: AbortSignal.abort(), onSpawn: () => (spawned = true) }));
+    assert.equal(err.canceled, true);
+    assert.equal(spawned, false);
+  });
+});
+
+describe("runJob: the example jobs in scripts-job/", () => {
+  const registry = new JobRegistry({ dir: EXAMPLES, defaultTimeoutMs: 10_000 });
+  let sample: string;
+  before(async () => {
+    sample = path.join(scriptsDir, "sample.txt");
+    // A blank line, runs of spaces and tabs, a multi-byte char, and a last line without newline.
+    await fs.writeFile(sample, "first line here\n\n  indented\twith tab  \nünïcode words\nno newline at the end");
+  });
+
+  it("wordcount outputs exactly wc's counts as JSON", async () => {
+    const { answer } = await run(await registry.resolve("wordcount"), { input: sample });
+    const [lines, words, bytes] = execFileSync("sh", ["-c", 'wc < "$1"', "sh", sample], { encoding: "utf8" }).trim().split(/\s+/).map(Number);
+    assert.equal(await fs.readFile(output(answer), "utf8"), JSON.stringify({ lines, words, bytes }));
+    assert.equal(lines, 4);
+  });
+
+  it("sleep waits and outputs its input unchanged", async () => {
+    const job = await registry.resolve("sleep");
+    const params = registry.validateParams(job, { ms: 150 });
+    const started = Date.now();
+    const { answer } = await run(job, { input: sample, params });
+    assert.ok(Date.now() - started >= 150);
+    assert.equal(await fs.readFile(output(answer), "utf8"), await fs.readFile(sample, "utf8"));
+  });
+
+  it("fail fails with its message", async () => {
+    const err = await failure(run(await registry.resolve("fail"), { input: sample }));
+    assert.equal(err.message, 'job "fail" exited with code 1: fail: this job always fails (as designed, for tests)');
+    assert.equal(err.exitCode, 1);
+  });
+
+  it("noop outputs an empty file", async () => {
+    const { answer } = await run(await registry.resolve("noop"), { input: sample });
+    assert.equal((await fs.stat(output(answer))).size, 0);
+  });
+
+  it("pages splits, upper-cases each child and merges in order", async () => {
+    const job = await registry.resolve("pages");
+    const expected = "FIRST LINE HERE\n  INDENTED\tWITH TAB  \nüNïCODE WORDS\nNO NEWLINE AT THE END\n";
+
+    const { answer: split } = await run(job, { mode: "split", input: sample });
+    assert.equal(split.kind, "children");
+    assert.ok(split.kind === "children");
+    const parts = await Promise.all(split.children.map((c) => fs.readFile(c.input, "utf8")));
+    assert.deepEqual(parts, ["first line here\n", "  indented\twith tab  \n", "ünïcode words\n", "no newline at the end\n"]);
+
+    const childOutputs: string[] = [];
+    for (const child of split.children) {
+      const { answer } = await run(job, { mode: "child", input: child.input });
+      childOutputs.push(output(answer));
+    }
+    assert.equal(await fs.readFile(childOutputs[0] ?? "", "utf8"), "FIRST LINE HERE\n");
+
+    const { answer: merged } = await run(job, { mode: "merge", inputs: childOutputs });
+    const result = await fs.readFile(output(merged), "utf8");
+    // mawk upper-cases ASCII only; compare with what the same awk gives for the whole text.
+    const awkUpper = execFileSync("awk", ['$0 != "" { print toupper($0) }', sample], { encoding: "utf8" });
+    assert.equal(result, awkUpper);
+    assert.equal(result.replace(/[üï]/gi, "?"), expected.replace(/[üï]/gi, "?"));
+
+    const { answer: simple } = await run(job, { mode: "simple", input: sample });
+    assert.equal(await fs.readFile(output(simple), "utf8"), result);
+  });
+
+  it("pages answers an empty output for an input without lines, and merges nothing to an empty file", async () => {
+    const job = await registry.resolve("pages");
+    const blank = path.join(scriptsDir, "blank.txt");
+    await fs.writeFile(blank, "\n\n");
+    const { answer } = await run(job, { mode: "split", input: blank });
+    assert.equal(await fs.readFile(output(answer), "utf8"), "");
+    const { answer: merged } = await run(job, { mode: "merge", inputs: [] });
+    assert.equal(await fs.readFile(output(merged), "utf8"), "");
+  });
+});

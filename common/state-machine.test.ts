@@ -1,0 +1,40 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { isDocqError } from "./errors.js";
+import { assertTransition, canTransition, CANCELABLE, sourcesOf } from "./state-machine.js";
+import { TASK_STATUSES } from "./task-model.js";
+
+describe("state machine", () => {
+  it("allows every arrow of the design's diagram", () => {
+    const arrows: [string, string][] = [
+      ["input", "work"], ["work", "output"], ["work", "input"], ["work", "error"], ["work", "wait"],
+      ["wait", "complete"], ["complete", "work"], ["wait", "error"],
+      ["input", "canceled"], ["work", "canceled"], ["wait", "canceled"], ["complete", "canceled"],
+    ];
+    for (const [from, to] of arrows) assert.ok(canTransition(from as never, to as never), `${from} -> ${to}`);
+  });
+
+  it("refuses everything else with an error naming both statuses", () => {
+    let refused = 0;
+    for (const from of TASK_STATUSES) for (const to of TASK_STATUSES) {
+      if (canTransition(from, to)) continue;
+      refused++;
+      assert.throws(() => assertTransition("fr01-x", from, to), (err: unknown) => {
+        assert.ok(isDocqError(err, "ILLEGAL_TRANSITION"));
+        assert.match(err.message, new RegExp(`task fr01-x cannot go from ${from} to ${to}`));
+        return true;
+      });
+    }
+    assert.equal(refused, 49 - 12);
+  });
+
+  it("says a final status is final", () => {
+    assert.throws(() => assertTransition("t", "output", "work"), /output is final/);
+    assert.throws(() => assertTransition("t", "input", "output"), /from input it may only go to work, canceled/);
+  });
+
+  it("derives guards from the diagram", () => {
+    assert.deepEqual(sourcesOf("work"), ["input", "complete"]);
+    assert.deepEqual([...CANCELABLE].sort(), ["complete", "input", "wait", "work"]);
+  });
+});
