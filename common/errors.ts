@@ -2,6 +2,7 @@
 export const ERROR_CODE = Object.freeze({
   BadRequest: "BAD_REQUEST",
   TaskNotFound: "TASK_NOT_FOUND",
+  TaskExists: "TASK_EXISTS",
   TaskNotInState: "TASK_NOT_IN_STATE",
   LeaseLost: "LEASE_LOST",
   IllegalTransition: "ILLEGAL_TRANSITION",
@@ -16,6 +17,7 @@ export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
 const HTTP_STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
   TASK_NOT_FOUND: 404,
+  TASK_EXISTS: 409,
   TASK_NOT_IN_STATE: 409,
   LEASE_LOST: 409,
   ILLEGAL_TRANSITION: 409,
@@ -36,6 +38,10 @@ export class DocqError extends Error {
     this.code = code;
     this.field = opts.field;
     this.details = opts.details;
+  }
+  /** What Moleculer carries across a broker hop besides name, message and code. */
+  get data(): Record<string, unknown> {
+    return { ...this.details, ...(this.field === undefined ? {} : { field: this.field }) };
   }
   get httpStatus(): number {
     return HTTP_STATUS[this.code];

@@ -45,10 +45,12 @@ describe("PriorityIndex", () => {
     const index = new PriorityIndex();
     index.add(entry("late", 100, 1, 500), 100);
     index.add(entry("now", 1, 2), 100);
-    assert.equal(index.nextAvailableAt(), 500);
+    assert.equal(index.nextAvailableAt(100), 500);
     assert.deepEqual(index.counts(100), { ready: 1, delayed: 1, highestPriority: 1 });
+    assert.deepEqual(index.countsByPriority(), { 100: 1, 1: 1 });
     assert.deepEqual(index.take(5, 100).map((e) => e.id), ["now"]);
     assert.deepEqual(index.take(5, 499), []);
+    assert.equal(index.nextAvailableAt(500), null, "a due entry is no longer waiting");
     assert.deepEqual(index.take(5, 500).map((e) => e.id), ["late"]);
   });
 

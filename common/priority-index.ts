@@ -82,8 +82,9 @@ export class PriorityIndex {
     }
   }
 
-  /** Time of the next delayed entry becoming available, or null. */
-  nextAvailableAt(): number | null {
+  /** Time of the next entry still waiting for its backoff at `now`, or null. */
+  nextAvailableAt(now: number = Date.now()): number | null {
+    this.promoteDue(now);
     for (;;) {
       const slot = this.delayed.peek();
       if (slot === undefined) return null;
@@ -98,6 +99,13 @@ export class PriorityIndex {
     let delayed = 0;
     for (const slot of this.live.values()) if (slot.entry.availableAt > now) delayed++;
     return { ready: this.live.size - delayed, delayed, highestPriority: this.peek(now)?.priority ?? null };
+  }
+
+  /** Live entries per priority (ready or delayed), highest priority first. O(n): for stats, not the hot path. */
+  countsByPriority(): Record<number, number> {
+    const counts = new Map<number, number>();
+    for (const slot of this.live.values()) counts.set(slot.entry.priority, (counts.get(slot.entry.priority) ?? 0) + 1);
+    return Object.fromEntries([...counts.entries()].sort((a, b) => b[0] - a[0]));
   }
 
   clear(): void {

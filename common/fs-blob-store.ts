@@ -1,0 +1,287 @@
+import { randomUUID } from "node:crypto";
+import { promises as fs, statSync } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import type { BlobStat, BlobStore } from "./blob-store.js";
+import { docqError, ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
+
+/** Under the root so a rename into place never crosses filesystems; its name can never be a key's first segment. */
+const TEMP_DIR = ".tmp";
+/**
+ * Another process may share the folder and be mid-upload; an upload writes its temp file on every
+ * chunk, so one untouched this long belongs to a writer that died.
+ */
+const STALE_TEMP_MS = 60 * 60 * 1000;
+const KEY_CHARS = /^[A-Za-z0-9._/-]*$/;
+/** S3's limit, so a key valid here stays valid for an S3 adapter. */
+const MAX_KEY_LENGTH = 1024;
+/** Attempts to place a finished blob while a concurrent deletePrefix keeps removing its folder. */
+const PLACE_ATTEMPTS = 3;
+
+/**
+ * Blobs as files under one folder, key `a/b` at `<root>/a/b`. A blob is written to `.tmp/`, fsynced,
+ * then renamed into place, so a reader (or a restart after a crash) sees a whole blob or none.
+ */
+export class FsBlobStore implements BlobStore {
+  readonly root: string;
+  private readonly tempDir: string;
+  private tempDirReady: Promise<unknown> | undefined;
+
+  constructor(opts: { root: string }) {
+    this.root = path.resolve(opts.root);
+    this.tempDir = path.join(this.root, TEMP_DIR);
+  }
+
+  /** Creates the folder and removes temp files left by writers that died mid-upload. */
+  static async open(root: string): Promise<FsBlobStore> {
+    const store = new FsBlobStore({ root });
+    await store.ensureTempDir();
+    await store.removeStaleTemps(Date.now() - STALE_TEMP_MS);
+    return store;
+  }
+
+  /** Consumes `body`; on any failure it is destroyed and nothing is written under `key`. */
+  async put(key: string, body: Readable, opts: { size?: number } = {}): Promise<BlobStat> {
+    let file: string;
+    let temp: string;
+    let handle: FileHandle;
+    try {
+      file = this.fileFor(key);
+      checkExpectedSize(opts.size);
+      await this.ensureTempDir();
+      temp = path.join(this.tempDir, randomUUID());
+      handle = await fs.open(temp, "wx");
+    } catch (err) {
+      body.destroy();
+      throw err;
+    }
+
+    let placed = false;
+    try {
+      let size: number;
+      try {
+        size = await writeBody(handle, body, key, opts.size);
+        await handle.sync();
+      } catch (err) {
+        await handle.close().catch(() => undefined);
+        throw err;
+      }
+      await handle.close();
+      await this.place(temp, file, key);
+      placed = true;
+      return { size };
+    } finally {
+      if (!placed) await fs.rm(temp, { force: true });
+    }
+  }
+
+  async get(key: string): Promise<Readable> {
+    const file = this.fileFor(key);
+    let handle: FileHandle;
+    try {
+      handle = await fs.open(file, "r");
+    } catch (err) {
+      if (isMissing(err)) throw blobNotFound(key);
+      throw err;
+    }
+    try {
+      // Opening a folder for reading succeeds on Linux; `a` is not a blob just because `a/x` is.
+      if (!(await handle.stat()).isFile()) throw blobNotFound(key);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    return handle.createReadStream();
+  }
+
+  async stat(key: string): Promise<BlobStat | null> {
+    const file = this.fileFor(key);
+    try {
+      const stats = await fs.stat(file);
+      return stats.isFile() ? { size: stats.size } : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const file = this.fileFor(key);
+    try {
+      await fs.unlink(file);
+    } catch (err) {
+      // EISDIR: the key names a folder of other blobs, not a blob.
+      if (isMissing(err) || errnoCode(err) === "EISDIR") return;
+      throw err;
+    }
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    const segments = checkKey(prefix, "prefix");
+    const partial = segments.pop() ?? "";
+    const dir = path.join(this.root, ...segments);
+    const removeTree = (target: string): Promise<void> => fs.rm(target, { recursive: true, force: true, maxRetries: 3 });
+
+    if (partial === "") {
+      // `task/` is a whole folder; check it is one, since rm would also take a blob named `task`.
+      const stats = await fs.stat(dir).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
+      if (stats?.isDirectory() === true) await removeTree(dir);
+      return;
+    }
+    let names: string[];
+    try {
+      names = await fs.readdir(dir);
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw err;
+    }
+    const atRoot = segments.length === 0;
+    await Promise.all(names.filter((n) => n.startsWith(partial) && !(atRoot && n === TEMP_DIR)).map((n) => removeTree(path.join(dir, n))));
+  }
+
+  localPath(key: string): string | null {
+    const file = this.fileFor(key);
+    try {
+      return statSync(file, { throwIfNoEntry: false })?.isFile() === true ? file : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  private fileFor(key: string): string {
+    return path.join(this.root, ...checkKey(key, "key"));
+  }
+
+  private ensureTempDir(): Promise<unknown> {
+    this.tempDirReady ??= fs.mkdir(this.tempDir, { recursive: true }).catch((err: unknown) => {
+      this.tempDirReady = undefined;
+      throw err;
+    });
+    return this.tempDirReady;
+  }
+
+  private async removeStaleTemps(olderThanMs: number): Promise<void> {
+    for (const name of await fs.readdir(this.tempDir)) {
+      const temp = path.join(this.tempDir, name);
+      const stats = await fs.lstat(temp).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
+      if (stats !== null && stats.mtimeMs < olderThanMs) await fs.rm(temp, { recursive: true, force: true });
+    }
+  }
+
+  private async place(temp: string, file: string, key: string): Promise<void> {
+    const dir = path.dirname(file);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await fs.mkdir(dir, { recursive: true });
+        await fs.rename(temp, file);
+        break;
+      } catch (err) {
+        const code = errnoCode(err);
+        // A concurrent deletePrefix can remove the folder between mkdir and rename.
+        if (code === "ENOENT" && attempt < PLACE_ATTEMPTS) continue;
+        if (code === "ENOTDIR" || code === "EEXIST" || code === "EISDIR" || code === "ENOTEMPTY") {
+          throw docqError(ERROR_CODE.BadRequest, `blob key ${quote(key)} clashes with an existing blob: on a filesystem a key cannot be both a blob and the folder of other blobs`, { field: "key", cause: err });
+        }
+        throw err;
+      }
+    }
+    // Without this the rename itself may be lost in a crash, and put() would have lied.
+    const dirHandle = await fs.open(dir, "r");
+    try {
+      await dirHandle.sync();
+    } finally {
+      await dirHandle.close();
+    }
+  }
+}
+
+/** Streams `body` into `handle` chunk by chunk; other errors of the body itself are wrapped so the caller can tell them from write errors. */
+async function writeBody(handle: FileHandle, body: Readable, key: string, expectedSize: number | undefined): Promise<number> {
+  let size = 0;
+  let failedWriting = false;
+  try {
+    for await (const chunk of body as AsyncIterable<unknown>) {
+      try {
+        const bytes = asBytes(chunk);
+        size += bytes.byteLength;
+        if (expectedSize !== undefined && size > expectedSize) throw sizeMismatch(key, expectedSize, `more than ${expectedSize}`);
+        await writeFully(handle, bytes);
+      } catch (err) {
+        failedWriting = true;
+        throw err;
+      }
+    }
+  } catch (err) {
+    // A DocqError from the body is the caller's own verdict (an upload limit's PAYLOAD_TOO_LARGE): keep its code.
+    if (failedWriting || isDocqError(err)) throw err;
+    throw new Error(`blob ${quote(key)}: reading the body failed: ${errorMessage(err)}`, { cause: err });
+  }
+  if (expectedSize !== undefined && size !== expectedSize) throw sizeMismatch(key, expectedSize, String(size));
+  return size;
+}
+
+async function writeFully(handle: FileHandle, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.byteLength) {
+    const { bytesWritten } = await handle.write(bytes, offset, bytes.byteLength - offset);
+    offset += bytesWritten;
+  }
+}
+
+function asBytes(chunk: unknown): Uint8Array {
+  if (chunk instanceof Uint8Array) return chunk;
+  if (typeof chunk === "string") return Buffer.from(chunk, "utf8");
+  throw new TypeError(`blob body must yield bytes or strings, got ${typeof chunk}`);
+}
+
+/** The key's segments; throws BAD_REQUEST unless it is a safe relative name. A prefix may end in `/` or mid-segment. */
+function checkKey(key: string, field: "key" | "prefix"): string[] {
+  const refuse = (why: string): never => {
+    throw docqError(ERROR_CODE.BadRequest, `invalid blob ${field} ${quote(key)}: ${why}`, { field });
+  };
+  if (typeof key !== "string") return refuse("must be a string");
+  if (key === "") return refuse("must not be empty");
+  if (key.length > MAX_KEY_LENGTH) return refuse(`longer than ${MAX_KEY_LENGTH} characters`);
+  if (!KEY_CHARS.test(key)) return refuse("only letters, digits and . _ - / are allowed");
+  if (key.startsWith("/")) return refuse("must be relative");
+  const segments = key.split("/");
+  segments.forEach((segment, i) => {
+    const last = i === segments.length - 1;
+    if (segment === "" && !(last && field === "prefix")) refuse("has an empty segment");
+    if (segment === "." || segment === "..") refuse(`has a "${segment}" segment`);
+    if (i === 0 && segment === TEMP_DIR && !(last && field === "prefix")) refuse(`"${TEMP_DIR}" is reserved`);
+  });
+  return segments;
+}
+
+function checkExpectedSize(size: number | undefined): void {
+  if (size === undefined || (Number.isSafeInteger(size) && size >= 0)) return;
+  throw docqError(ERROR_CODE.BadRequest, `invalid blob size ${String(size)}: must be a non-negative integer`, { field: "size" });
+}
+
+function sizeMismatch(key: string, expected: number, actual: string): Error {
+  return docqError(ERROR_CODE.BadRequest, `blob ${quote(key)}: body has ${actual} bytes, expected ${expected}`, { field: "size" });
+}
+
+function blobNotFound(key: string): Error {
+  return docqError(ERROR_CODE.BlobNotFound, `blob ${quote(key)} not found`, { field: "key" });
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | null)?.code;
+}
+
+/** ENOTDIR: a segment of the key is a blob, so nothing can live below it. */
+function isMissing(err: unknown): boolean {
+  const code = errnoCode(err);
+  return code === "ENOENT" || code === "ENOTDIR";
+}
+
+/** Keys reach messages from untrusted callers: escape control characters and bound the length. */
+function quote(key: string): string {
+  return JSON.stringify(typeof key === "string" && key.length > 200 ? `${key.slice(0, 200)}…` : key);
+}

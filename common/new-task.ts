@@ -1,0 +1,62 @@
+import { monotonicFactory } from "ulid";
+import { TASK_STATUS, type Task, type TaskParams } from "./task-model.js";
+
+/** Monotonic within a millisecond, so ids made in one burst still sort in submit order. */
+const nextUlid = monotonicFactory();
+
+export function newTaskId(site: string): string {
+  return `${site}-${nextUlid()}`;
+}
+
+/** What a submitter decides about a task; everything else starts at its initial value. */
+export interface NewTaskSpec {
+  id: string;
+  site: string;
+  user: string;
+  name: string;
+  job: string;
+  params: TaskParams;
+  priority: number;
+  maxTries: number;
+  input: string | null;
+  parentId?: string | null;
+  depth?: number;
+}
+
+export function newTask(spec: NewTaskSpec, now: number): Task {
+  return {
+    id: spec.id,
+    site: spec.site,
+    user: spec.user,
+    name: spec.name,
+    job: spec.job,
+    params: spec.params,
+    priority: spec.priority,
+    status: TASK_STATUS.input,
+    input: spec.input,
+    output: null,
+    tries: 0,
+    maxTries: spec.maxTries,
+    submitTime: now,
+    availableAt: now,
+    startTime: null,
+    endTime: null,
+    duration: null,
+    lease: null,
+    processedBy: null,
+    error: null,
+    parentId: spec.parentId ?? null,
+    depth: spec.depth ?? 0,
+    children: [],
+    childrenTotal: 0,
+    childrenCompleted: 0,
+  };
+}
+
+/** Blob keys live under the task's id, so deleting a task's folder removes all its documents. */
+export const blobKeys = {
+  folder: (taskId: string): string => `${taskId}/`,
+  input: (taskId: string): string => `${taskId}/input`,
+  /** Per attempt: a stale worker finishing late can never overwrite the output of the attempt that won. */
+  output: (taskId: string, attempt: number): string => `${taskId}/output-${attempt}`,
+};

@@ -1,0 +1,51 @@
+import { z } from "zod";
+import { docqError, ERROR_CODE } from "./errors.js";
+import { formatZodIssues } from "./job-registry.js";
+import { ParamsSchema, ProcessedBySchema, TASK_STATUSES } from "./task-model.js";
+
+/**
+ * The messages services send the queuer. In cluster mode they cross process boundaries, so the
+ * queuer checks each one before acting on it.
+ */
+const Owner = z.string().min(1).max(200);
+const Id = z.string().min(1).max(200);
+const Claim = { id: Id, owner: Owner, attempt: z.int().min(1) };
+
+export const QueueMessages = {
+  submit: z.strictObject({
+    id: Id,
+    site: z.string().min(1),
+    user: z.string(),
+    name: z.string(),
+    job: z.string().min(1),
+    params: ParamsSchema,
+    priority: z.int().min(0).max(100),
+    maxTries: z.int().min(1),
+    input: z.string().nullable(),
+  }),
+  pull: z.strictObject({ owner: Owner, max: z.int().min(1).max(10_000) }),
+  heartbeat: z.strictObject({ owner: Owner, ids: z.array(Id), slots: z.int().min(0), busy: z.int().min(0) }),
+  complete: z.strictObject({ ...Claim, output: z.string().min(1), processedBy: ProcessedBySchema }),
+  fail: z.strictObject({ ...Claim, error: z.string(), retryable: z.boolean(), processedBy: ProcessedBySchema.optional() }),
+  byId: z.strictObject({ id: Id }),
+  list: z.strictObject({
+    status: z.enum(TASK_STATUSES).optional(),
+    user: z.string().optional(),
+    job: z.string().optional(),
+    parentId: z.string().optional(),
+    cursor: z.string().optional(),
+    limit: z.int().min(1).max(1000).optional(),
+  }),
+} as const;
+
+export type QueueMessage<K extends keyof typeof QueueMessages> = z.infer<(typeof QueueMessages)[K]>;
+
+/** Parses a message or throws BAD_REQUEST naming the field. */
+export function parseMessage<K extends keyof typeof QueueMessages>(kind: K, raw: unknown): QueueMessage<K> {
+  const result = QueueMessages[kind].safeParse(raw);
+  if (result.success) return result.data as QueueMessage<K>;
+  const field = result.error.issues[0]?.path[0];
+  throw docqError(ERROR_CODE.BadRequest, `bad ${kind} message: ${formatZodIssues(result.error.issues)}`, {
+    ...(field === undefined ? {} : { field: String(field) }),
+  });
+}

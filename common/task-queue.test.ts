@@ -1,0 +1,185 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { isDocqError } from "./errors.js";
+import { newTaskId, type NewTaskSpec } from "./new-task.js";
+import { SqliteTaskStore } from "./sqlite-task-store.js";
+import { retryDelayMs, TaskQueue, type TaskQueueOptions } from "./task-queue.js";
+import type { Task } from "./task-model.js";
+
+let dir: string;
+let store: SqliteTaskStore;
+let clock: number;
+const now = (): number => clock;
+const processedBy = { site: "test", node: "n1" };
+
+function makeQueue(overrides: Partial<TaskQueueOptions> = {}): TaskQueue {
+  return new TaskQueue({ store, leaseMs: 1000, backoffBaseMs: 100, backoffMaxMs: 1000, requeueWorkOnReload: false, now, ...overrides });
+}
+
+function spec(priority: number, overrides: Partial<NewTaskSpec> = {}): NewTaskSpec {
+  return { id: newTaskId("test"), site: "test", user: "u", name: `p${priority}`, job: "noop", params: {}, priority, maxTries: 3, input: null, ...overrides };
+}
+
+const claimOf = (task: Task, owner = "w1") => ({ id: task.id, owner, attempt: task.tries });
+
+beforeEach(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-queue-test-"));
+  store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
+  clock = 1_000_000;
+});
+afterEach(async () => {
+  await store.close();
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+describe("TaskQueue", () => {
+  it("leases by priority, FIFO within a priority, counting the try and recording the lease", async () => {
+    const queue = makeQueue();
+    const a = await queue.submit(spec(10));
+    clock++;
+    const b = await queue.submit(spec(90));
+    clock++;
+    const c = await queue.submit(spec(10));
+    const pulled = await queue.pull("w1", 2);
+    assert.deepEqual(pulled.map((t) => t.id), [b.id, a.id]);
+    for (const t of pulled) {
+      assert.equal(t.status, "work");
+      assert.equal(t.tries, 1);
+      assert.deepEqual(t.lease, { owner: "w1", expiresAt: clock + 1000 });
+      assert.equal(t.startTime, clock);
+    }
+    assert.deepEqual((await queue.pull("w2", 5)).map((t) => t.id), [c.id]);
+    assert.deepEqual(await queue.pull("w2", 5), []);
+  });
+
+  it("completes under the right claim only", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    assert.ok(task);
+    assert.equal(await queue.complete(claimOf(task, "w2"), { output: "k", processedBy }), false, "another owner");
+    assert.equal(await queue.complete({ ...claimOf(task), attempt: 2 }, { output: "k", processedBy }), false, "another attempt");
+    clock += 40;
+    assert.equal(await queue.complete(claimOf(task), { output: "k", processedBy }), true);
+    const done = await store.get(task.id);
+    assert.equal(done?.status, "output");
+    assert.equal(done?.output, "k");
+    assert.equal(done?.lease, null);
+    assert.equal(done?.duration, 40);
+    assert.deepEqual(done?.processedBy, processedBy);
+    assert.equal(await queue.complete(claimOf(task), { output: "k2", processedBy }), false, "no second completion");
+    assert.equal((await store.get(task.id))?.output, "k");
+  });
+
+  it("retries a failure after an exponential backoff, then ends in error after maxTries", async () => {
+    const queue = makeQueue();
+    const submitted = await queue.submit(spec(50, { maxTries: 3 }));
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const [task] = await queue.pull("w1", 1);
+      assert.equal(task?.id, submitted.id, `attempt ${attempt} pulled`);
+      assert.equal(task.tries, attempt);
+      assert.equal(await queue.fail(claimOf(task), `boom ${attempt}`, { retryable: true }), true);
+      const after = await store.get(task.id);
+      if (attempt < 3) {
+        assert.equal(after?.status, "input");
+        assert.equal(after?.availableAt, clock + retryDelayMs(attempt, 100, 1000));
+        assert.deepEqual(await queue.pull("w1", 1), [], "held back during the backoff");
+        clock = after?.availableAt ?? clock;
+      } else {
+        assert.equal(after?.status, "error");
+        assert.equal(after?.error, "boom 3");
+      }
+    }
+    assert.deepEqual([retryDelayMs(1, 100, 1000), retryDelayMs(2, 100, 1000), retryDelayMs(5, 100, 1000)], [100, 200, 1000]);
+  });
+
+  it("ends a non-retryable failure at once", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    assert.ok(task);
+    assert.equal(await queue.fail(claimOf(task), "unknown job", { retryable: false }), true);
+    assert.equal((await store.get(task.id))?.status, "error");
+  });
+
+  it("announces a retry when its backoff elapses", async () => {
+    const queue = makeQueue({ now: Date.now, backoffBaseMs: 30 });
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    assert.ok(task);
+    const announced = once(queue, "task:queued");
+    const failedAt = Date.now();
+    await queue.fail(claimOf(task), "x", { retryable: true });
+    await announced;
+    assert.ok(Date.now() - failedAt >= 25, "not before the backoff");
+    assert.equal((await queue.pull("w1", 1)).length, 1);
+    queue.stop();
+  });
+
+  it("requeues expired leases, counting the try, and refuses the stale holder afterwards", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    assert.ok(task);
+    clock += 500;
+    assert.deepEqual(await queue.heartbeat("w1", [task.id]), []);
+    clock += 900;
+    assert.equal(await queue.sweepExpiredLeases(), 0, "renewed by the heartbeat");
+    clock += 200;
+    assert.equal(await queue.sweepExpiredLeases(), 1);
+    const requeued = await store.get(task.id);
+    assert.equal(requeued?.status, "input");
+    assert.equal(requeued?.tries, 1);
+    assert.match(requeued?.error ?? "", /lease expired: w1/);
+    assert.deepEqual(await queue.heartbeat("w1", [task.id]), [task.id], "the old holder learns it lost the lease");
+    clock = requeued?.availableAt ?? clock;
+    const [again] = await queue.pull("w2", 1);
+    assert.equal(again?.tries, 2);
+    assert.equal(await queue.complete(claimOf(task), { output: "stale", processedBy }), false);
+    assert.equal(await queue.complete(claimOf(again!, "w2"), { output: "fresh", processedBy }), true);
+    assert.equal((await store.get(task.id))?.output, "fresh");
+  });
+
+  it("cancels a queued task (never pulled) and a running one (its holder is told)", async () => {
+    const queue = makeQueue();
+    const queued = await queue.submit(spec(50));
+    const running = await queue.submit(spec(90));
+    const [leased] = await queue.pull("w1", 1);
+    assert.equal(leased?.id, running.id);
+    const told: { id: string; leaseOwner: string }[] = [];
+    queue.on("task:canceled", (c) => told.push(c));
+    assert.equal((await queue.cancel(queued.id)).status, "canceled");
+    assert.equal((await queue.cancel(running.id)).status, "canceled");
+    assert.deepEqual(told, [{ id: running.id, leaseOwner: "w1" }]);
+    assert.deepEqual(await queue.pull("w1", 5), []);
+    assert.equal(await queue.complete(claimOf(leased!), { output: "k", processedBy }), false);
+    await assert.rejects(queue.cancel(queued.id), (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /already canceled/.test(err.message));
+    await assert.rejects(queue.cancel("test-01JAAAAAAAAAAAAAAAAAAAAAAA"), (err: unknown) => isDocqError(err, "TASK_NOT_FOUND"));
+  });
+
+  it("rebuilds the same order on reload, keeping running tasks leased unless told they are orphans", async () => {
+    const first = makeQueue();
+    const low = await first.submit(spec(1));
+    const high = await first.submit(spec(99));
+    const mid = await first.submit(spec(50));
+    const running = await first.submit(spec(100));
+    await first.pull("w1", 1);
+
+    const second = makeQueue();
+    assert.deepEqual(await second.reload().then(({ queued, working, requeued }) => ({ queued, working, requeued })), { queued: 3, working: 1, requeued: 0 });
+    assert.deepEqual((await second.pull("w2", 5)).map((t) => t.id), [high.id, mid.id, low.id]);
+
+    const third = makeQueue({ requeueWorkOnReload: true, backoffBaseMs: 0 });
+    const report = await third.reload();
+    assert.equal(report.requeued, 4, "everything the earlier queues leased");
+    const orphan = await store.get(running.id);
+    assert.equal(orphan?.status, "input");
+    assert.equal(orphan?.tries, 1);
+    assert.deepEqual((await third.pull("w3", 5)).map((t) => t.id), [running.id, high.id, mid.id, low.id]);
+    third.stop();
+  });
+});

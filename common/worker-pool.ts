@@ -1,0 +1,210 @@
+import { createReadStream, createWriteStream, promises as fs } from "node:fs";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import type { BlobStore } from "./blob-store.js";
+import { ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
+import type { JobRegistry } from "./job-registry.js";
+import { createWorkDir, JobFailedError, runJob, type JobRequest } from "./job-runner.js";
+import { blobKeys } from "./new-task.js";
+import type { LeaseClaim } from "./task-queue.js";
+import type { ProcessedBy, Task } from "./task-model.js";
+
+/** How a worker reaches its site's queue: direct calls in tests, broker calls in services. */
+export interface QueueClient {
+  pull(owner: string, max: number): Promise<Task[]>;
+  /** Renews the leases of `ids`; answers the ids no longer held. Also tells the queue the worker's load. */
+  heartbeat(owner: string, ids: string[], load: WorkerLoad): Promise<string[]>;
+  complete(claim: LeaseClaim, result: { output: string; processedBy: ProcessedBy }): Promise<boolean>;
+  fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean>;
+}
+
+export interface WorkerLoad {
+  slots: number;
+  busy: number;
+}
+
+export interface WorkerLog {
+  info(msg: string): void;
+  warn(msg: string): void;
+}
+
+export interface WorkerPoolOptions {
+  /** Lease owner name: unique per worker process in the site. */
+  owner: string;
+  processedBy: ProcessedBy;
+  slots: number;
+  /** Most tasks asked for in one pull; 0 = as many as there are free slots. */
+  batchSize: number;
+  heartbeatMs: number;
+  /** A pull now and then even without a wake-up, in case a "task queued" event was lost. */
+  pollMs: number;
+  client: QueueClient;
+  blobs: BlobStore;
+  registry: JobRegistry;
+  /** Where per-run temp dirs go; the OS temp dir by default. */
+  workRoot?: string;
+  log: WorkerLog;
+}
+
+interface Running {
+  claim: LeaseClaim;
+  abort: AbortController;
+  /** Why the run was stopped from outside; a stopped run reports nothing (its lease is gone). */
+  stopped: "canceled" | "lease lost" | "shutdown" | null;
+}
+
+/** Appended to a failure's message so the task's error shows what the script said. */
+const STDERR_HEADER = "\n--- stderr (tail) ---\n";
+
+/**
+ * A worker's execution slots: pulls tasks when a slot is free (or when woken), runs each job
+ * script in its own temp dir, stores the output and reports the result under its lease.
+ */
+export class WorkerPool {
+  private readonly opts: WorkerPoolOptions;
+  private readonly running = new Map<string, Running>();
+  private pulling = false;
+  private pullAgain = false;
+  private stopping = false;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private readonly finished = new Set<Promise<void>>();
+
+  constructor(opts: WorkerPoolOptions) {
+    this.opts = opts;
+  }
+
+  get busy(): number {
+    return this.running.size;
+  }
+
+  start(): void {
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.opts.heartbeatMs);
+    this.pollTimer = setInterval(() => this.wake(), this.opts.pollMs);
+    this.wake();
+  }
+
+  /** Stops pulling and kills running scripts; their leases lapse and the queue runs them again. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.heartbeatTimer);
+    clearInterval(this.pollTimer);
+    for (const run of this.running.values()) this.stopRun(run, "shutdown");
+    await Promise.allSettled([...this.finished]);
+  }
+
+  /** Called on "task queued": pulls at once if a slot is free. */
+  wake(): void {
+    if (this.stopping) return;
+    if (this.pulling) {
+      this.pullAgain = true;
+      return;
+    }
+    const free = this.opts.slots - this.running.size;
+    if (free <= 0) return;
+    const max = this.opts.batchSize > 0 ? Math.min(this.opts.batchSize, free) : free;
+    this.pulling = true;
+    this.pullAgain = false;
+    this.opts.client.pull(this.opts.owner, max).then(
+      (tasks) => {
+        this.pulling = false;
+        for (const task of tasks) this.start1(task);
+        if (this.pullAgain || tasks.length === max) this.wake();
+      },
+      (err: unknown) => {
+        this.pulling = false;
+        this.opts.log.warn(`pull failed, retrying on the next wake-up: ${errorMessage(err)}`);
+      },
+    );
+  }
+
+  /** Stops a running task that was canceled; answers whether it ran here. */
+  cancel(id: string): boolean {
+    const run = this.running.get(id);
+    if (run === undefined) return false;
+    this.stopRun(run, "canceled");
+    return true;
+  }
+
+  private start1(task: Task): void {
+    const run: Running = { claim: { id: task.id, owner: this.opts.owner, attempt: task.tries }, abort: new AbortController(), stopped: null };
+    this.running.set(task.id, run);
+    const done = this.execute(task, run).finally(() => {
+      this.running.delete(task.id);
+      this.finished.delete(done);
+      this.wake();
+    });
+    this.finished.add(done);
+  }
+
+  private stopRun(run: Running, why: NonNullable<Running["stopped"]>): void {
+    run.stopped ??= why;
+    run.abort.abort();
+  }
+
+  private async execute(task: Task, run: Running): Promise<void> {
+    const { client, blobs, processedBy } = this.opts;
+    let outputKey: string | null = null;
+    try {
+      const job = await this.opts.registry.resolve(task.job);
+      const work = await createWorkDir(this.opts.workRoot);
+      try {
+        const input = task.input === null ? undefined : await this.localInput(task.input, work.path);
+        const request: JobRequest = {
+          mode: "simple",
+          ...(input === undefined ? {} : { input }),
+          outputDir: work.outputDir,
+          params: task.params,
+          task: { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth },
+        };
+        const answer = await runJob(job, request, { workDir: work.path, signal: run.abort.signal });
+        if (answer.kind !== "output") throw new Error(`job "${job.name}" answered children, but splitting is not enabled for it`);
+        outputKey = blobKeys.output(task.id, run.claim.attempt);
+        const { size } = await fs.stat(answer.output);
+        await blobs.put(outputKey, createReadStream(answer.output), { size });
+      } finally {
+        await work.remove();
+      }
+      if (run.stopped !== null) throw new Error(`stopped: ${run.stopped}`);
+      const accepted = await client.complete(run.claim, { output: outputKey, processedBy });
+      if (!accepted) await blobs.delete(outputKey);
+    } catch (err) {
+      if (outputKey !== null) await blobs.delete(outputKey).catch(() => undefined);
+      if (run.stopped !== null) return;
+      const retryable = !isDocqError(err, ERROR_CODE.JobNotFound) && !isDocqError(err, ERROR_CODE.BadRequest);
+      await client.fail(run.claim, failureText(err), { retryable, processedBy }).catch((reportErr: unknown) => {
+        // The lease will lapse and the queue retries the task: nothing is lost, only delayed.
+        this.opts.log.warn(`could not report the failure of ${task.id}: ${errorMessage(reportErr)}`);
+      });
+    }
+  }
+
+  /** A path the script can read: the blob's own file when the store is local, else a download into the work dir. */
+  private async localInput(key: string, workDir: string): Promise<string> {
+    const local = this.opts.blobs.localPath?.(key) ?? null;
+    if (local !== null) return local;
+    const file = path.join(workDir, "input");
+    await pipeline(await this.opts.blobs.get(key), createWriteStream(file));
+    return file;
+  }
+
+  private async heartbeat(): Promise<void> {
+    const ids = [...this.running.keys()];
+    try {
+      const lost = await this.opts.client.heartbeat(this.opts.owner, ids, { slots: this.opts.slots, busy: ids.length });
+      for (const id of lost) {
+        const run = this.running.get(id);
+        if (run === undefined) continue;
+        this.opts.log.warn(`lease of ${id} lost (requeued or canceled): stopping its script`);
+        this.stopRun(run, "lease lost");
+      }
+    } catch (err) {
+      this.opts.log.warn(`heartbeat failed, will retry: ${errorMessage(err)}`);
+    }
+  }
+}
+
+function failureText(err: unknown): string {
+  if (err instanceof JobFailedError && err.stderrTail.trim() !== "") return err.message + STDERR_HEADER + err.stderrTail.trimEnd();
+  return errorMessage(err);
+}

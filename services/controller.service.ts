@@ -1,0 +1,167 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Readable } from "node:stream";
+import type { Context, ServiceSchema } from "moleculer";
+import ApiGateway from "moleculer-web";
+import type { BlobStore } from "../common/blob-store.js";
+import { docqError, ERROR_CODE } from "../common/errors.js";
+import { httpErrorOf } from "../common/http-errors.js";
+import type { JobRegistry } from "../common/job-registry.js";
+import { blobKeys, newTaskId } from "../common/new-task.js";
+import { isFinal, type Task } from "../common/task-model.js";
+import type { TaskPage } from "../common/task-store.js";
+import { assertTaskId, isMultipart, parseCreateTaskFields, storeMultipartBody, storeRawBody } from "../common/task-submission.js";
+
+export interface ControllerDeps {
+  site: string;
+  port: number;
+  maxBodyBytes: number;
+  defaultMaxTries: number;
+  blobs: BlobStore;
+  registry: JobRegistry;
+}
+
+interface RequestMeta {
+  $params?: Record<string, unknown>;
+  contentType?: string;
+  contentLength?: string;
+  $statusCode?: number;
+  $responseType?: string;
+  $responseHeaders?: Record<string, string>;
+}
+
+type ApiContext = Context<Record<string, unknown>, RequestMeta>;
+
+/** The public entry: REST over moleculer-web, and the same actions for callers inside the cluster. */
+export function controllerService(deps: ControllerDeps): ServiceSchema {
+  const { blobs, registry } = deps;
+
+  async function getTask(ctx: ApiContext, id: string): Promise<Task> {
+    return ctx.call<Task, { id: string }>("queuer.get", { id });
+  }
+
+  return {
+    name: "controller",
+    mixins: [ApiGateway],
+    settings: {
+      port: deps.port,
+      ip: "0.0.0.0",
+      log4XXResponses: false,
+      routes: [
+        {
+          path: "/api",
+          mappingPolicy: "restrict",
+          // The create route streams the body itself; the others take no body.
+          bodyParsers: false,
+          aliases: {
+            "POST tasks": "stream:controller.createTask",
+            "GET tasks": "controller.listTasks",
+            "GET tasks/:id": "controller.statusTask",
+            "GET tasks/:id/result": "controller.resultTask",
+            "DELETE tasks/:id": "controller.deleteTask",
+            "GET stats": "controller.stats",
+            "GET health": "controller.health",
+          },
+          onBeforeCall(ctx: ApiContext, _route: unknown, req: IncomingMessage) {
+            ctx.meta.contentType = req.headers["content-type"];
+            ctx.meta.contentLength = req.headers["content-length"];
+          },
+        },
+      ],
+      onError(this: { logger: { error(...args: unknown[]): void } }, req: IncomingMessage, res: ServerResponse, err: unknown) {
+        const { status, body, internal } = httpErrorOf(err);
+        if (internal) this.logger.error(`${req.method} ${req.url} failed:`, err);
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        res.writeHead(status, { "Content-Type": "application/json; charset=utf-8" });
+        res.end(JSON.stringify(body));
+      },
+    },
+    actions: {
+      /** Body: the document stream. Fields: in `meta.$params` (query) and, for a form, in the form. */
+      createTask: {
+        async handler(ctx: ApiContext) {
+          const body = ctx.params as unknown as Readable;
+          const query = ctx.meta.$params ?? {};
+          const upload = { body, contentType: ctx.meta.contentType, contentLength: ctx.meta.contentLength, maxBytes: deps.maxBodyBytes };
+          const id = newTaskId(deps.site);
+          const input = blobKeys.input(id);
+          let fields;
+          if (isMultipart(upload.contentType)) {
+            const form = await storeMultipartBody(upload, blobs, input);
+            fields = parseCreateTaskFields({ ...query, ...form.fields });
+          } else {
+            // Checked before reading the body: a bad request costs no upload.
+            fields = parseCreateTaskFields(query);
+          }
+          try {
+            const job = await registry.resolve(fields.job);
+            const params = registry.validateParams(job, fields.params);
+            if (!isMultipart(upload.contentType)) await storeRawBody(upload, blobs, input);
+            const task = await ctx.call<Task, object>("queuer.submit", {
+              id,
+              site: deps.site,
+              user: fields.user,
+              name: fields.name,
+              job: job.name,
+              params,
+              priority: fields.priority,
+              maxTries: fields.maxTries ?? job.maxTries ?? deps.defaultMaxTries,
+              input,
+            });
+            ctx.meta.$statusCode = 201;
+            ctx.meta.$responseHeaders = { Location: `/api/tasks/${task.id}` };
+            return { id: task.id, status: task.status };
+          } catch (err) {
+            await blobs.deletePrefix(blobKeys.folder(id)).catch(() => undefined);
+            throw err;
+          }
+        },
+      },
+      statusTask: (ctx: ApiContext) => getTask(ctx, assertTaskId(ctx.params.id)),
+      resultTask: async (ctx: ApiContext) => {
+        const task = await getTask(ctx, assertTaskId(ctx.params.id));
+        if (task.status !== "output" || task.output === null) {
+          throw docqError(ERROR_CODE.TaskNotInState, `task ${task.id} has no result yet: it is ${task.status}`, { details: { status: task.status } });
+        }
+        const stat = await blobs.stat(task.output);
+        const stream = await blobs.get(task.output);
+        ctx.meta.$responseType = "application/octet-stream";
+        if (stat !== null) ctx.meta.$responseHeaders = { "Content-Length": String(stat.size) };
+        return stream;
+      },
+      deleteTask: async (ctx: ApiContext) => {
+        const id = assertTaskId(ctx.params.id);
+        const task = await getTask(ctx, id);
+        let status: string;
+        if (isFinal(task.status)) {
+          // Already over: DELETE removes the record itself.
+          await ctx.call("queuer.remove", { id });
+          status = "deleted";
+        } else {
+          const canceled = await ctx.call<Task, { id: string }>("queuer.cancel", { id });
+          status = canceled.status;
+        }
+        await blobs.deletePrefix(blobKeys.folder(id));
+        return { id, status };
+      },
+      listTasks: (ctx: ApiContext) => {
+        const q = ctx.params;
+        const limit = q.limit === undefined ? undefined : Number(q.limit);
+        if (limit !== undefined && (!Number.isInteger(limit) || limit < 1 || limit > 1000)) {
+          throw docqError(ERROR_CODE.BadRequest, "limit: must be an integer 1..1000", { field: "limit" });
+        }
+        const pick = (k: string) => (typeof q[k] === "string" && q[k] !== "" ? { [k]: q[k] } : {});
+        return ctx.call<TaskPage, object>("queuer.list", { ...pick("status"), ...pick("user"), ...pick("job"), ...pick("parentId"), ...pick("cursor"), ...(limit === undefined ? {} : { limit }) });
+      },
+      stats: (ctx: ApiContext) => ctx.call("queuer.stats"),
+      health: (ctx: ApiContext) => ({
+        status: "ok",
+        site: deps.site,
+        node: ctx.broker.nodeID,
+        services: ctx.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true }).map((s: { name: string }) => s.name),
+      }),
+    },
+  };
+}

@@ -1,0 +1,95 @@
+import type { Context, ServiceSchema } from "moleculer";
+import { parseMessage } from "../common/queue-messages.js";
+import type { TaskQueue } from "../common/task-queue.js";
+import type { TaskStore } from "../common/task-store.js";
+import { docqError, ERROR_CODE } from "../common/errors.js";
+import type { Task } from "../common/task-model.js";
+import type { WorkerLoad } from "../common/worker-pool.js";
+
+export const QUEUER_EVENTS = {
+  queued: "docq.task.queued",
+  canceled: "docq.task.canceled",
+} as const;
+
+export interface QueuerDeps {
+  queue: TaskQueue;
+  store: TaskStore;
+  site: string;
+  sweepMs: number;
+  heartbeatMs: number;
+}
+
+/** The queuer: Moleculer wiring around TaskQueue, which holds the logic. */
+export function queuerService(deps: QueuerDeps): ServiceSchema {
+  const { queue, store } = deps;
+  const workers = new Map<string, WorkerLoad & { seenAt: number }>();
+  let sweepTimer: NodeJS.Timeout | undefined;
+
+  return {
+    name: "queuer",
+    actions: {
+      submit: (ctx: Context) => queue.submit(parseMessage("submit", ctx.params)),
+      pull: (ctx: Context) => {
+        const { owner, max } = parseMessage("pull", ctx.params);
+        return queue.pull(owner, max);
+      },
+      heartbeat: (ctx: Context) => {
+        const { owner, ids, slots, busy } = parseMessage("heartbeat", ctx.params);
+        workers.set(owner, { slots, busy, seenAt: Date.now() });
+        return queue.heartbeat(owner, ids);
+      },
+      complete: (ctx: Context) => {
+        const { output, processedBy, ...claim } = parseMessage("complete", ctx.params);
+        return queue.complete(claim, { output, processedBy });
+      },
+      fail: (ctx: Context) => {
+        const { error, retryable, processedBy, ...claim } = parseMessage("fail", ctx.params);
+        return queue.fail(claim, error, { retryable, ...(processedBy === undefined ? {} : { processedBy }) });
+      },
+      cancel: (ctx: Context) => queue.cancel(parseMessage("byId", ctx.params).id),
+      get: async (ctx: Context): Promise<Task> => {
+        const { id } = parseMessage("byId", ctx.params);
+        const task = await store.get(id);
+        if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
+        return task;
+      },
+      remove: async (ctx: Context) => {
+        const { id } = parseMessage("byId", ctx.params);
+        const task = await store.get(id);
+        if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
+        queue.index.remove(id);
+        return store.delete(id);
+      },
+      list: (ctx: Context) => {
+        const { cursor, limit, ...filter } = parseMessage("list", ctx.params);
+        return store.list(filter, { limit: limit ?? 100, cursor: cursor ?? null });
+      },
+      stats: async () => {
+        const now = Date.now();
+        const live = [...workers.entries()].filter(([, w]) => now - w.seenAt < 3 * deps.heartbeatMs);
+        return {
+          site: deps.site,
+          byStatus: await store.countByStatus(),
+          queue: queue.queueCounts(),
+          queuedByPriority: queue.index.countsByPriority(),
+          workers: live.map(([owner, w]) => ({ owner, slots: w.slots, busy: w.busy })),
+          slots: live.reduce((sum, [, w]) => sum + w.slots, 0),
+        };
+      },
+    },
+    async started() {
+      queue.on("task:queued", () => void this.broker.broadcast(QUEUER_EVENTS.queued, { site: deps.site }));
+      queue.on("task:canceled", (c) => void this.broker.broadcast(QUEUER_EVENTS.canceled, c));
+      const report = await queue.reload();
+      this.logger.info(`queue reloaded in ${report.ms} ms: ${report.queued} queued, ${report.working} running elsewhere, ${report.requeued} requeued`);
+      sweepTimer = setInterval(() => {
+        queue.sweepExpiredLeases().catch((err: unknown) => this.logger.warn("lease sweep failed:", err));
+      }, deps.sweepMs);
+    },
+    async stopped() {
+      clearInterval(sweepTimer);
+      queue.stop();
+      queue.removeAllListeners();
+    },
+  };
+}

@@ -1,0 +1,176 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { promises as fs } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Task } from "../common/task-model.js";
+
+export const REPO = fileURLToPath(new URL("..", import.meta.url));
+
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export async function tempDir(prefix: string): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), `docq-${prefix}-`));
+}
+
+/** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs` naming `what`. */
+export async function waitUntil<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError === undefined ? "" : `: ${String(lastError)}`}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export interface EmbeddedApp {
+  url: string;
+  port: number;
+  dataDir: string;
+  process: ChildProcess;
+  /** Everything the app printed, for assertions and for failure messages. */
+  output(): string;
+  stop(): Promise<void>;
+  kill(): Promise<void>;
+}
+
+export interface StartOptions {
+  dataDir?: string;
+  port?: number;
+  slots?: number;
+  /** YAML text of a config file to use instead of config/default.yaml. */
+  configYaml?: string;
+  env?: Record<string, string>;
+}
+
+/** Starts `npm start`'s entry point as a real child process and waits until it answers /api/health. */
+export async function startEmbeddedApp(opts: StartOptions = {}): Promise<EmbeddedApp> {
+  const dataDir = opts.dataDir ?? (await tempDir("data"));
+  const port = opts.port ?? (await freePort());
+  const env: Record<string, string> = { ...(process.env as Record<string, string>), PORT: String(port), DATA_DIR: dataDir, DOCQ_LOG_LEVEL: "warn", ...opts.env };
+  if (opts.slots !== undefined) env.DOCQ_SLOTS = String(opts.slots);
+  if (opts.configYaml !== undefined) {
+    const file = path.join(dataDir, "..", `${path.basename(dataDir)}-config.yaml`);
+    await fs.writeFile(file, opts.configYaml);
+    env.DOCQ_CONFIG = file;
+  }
+  const child = spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout?.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const url = `http://127.0.0.1:${port}`;
+  let gone = false;
+  void exited.then(() => (gone = true));
+  await waitUntil(
+    "the app to answer /api/health",
+    async () => {
+      if (gone) throw new Error(`the app exited during start-up:\n${output}`);
+      const res = await fetch(`${url}/api/health`).catch(() => null);
+      return res?.ok === true;
+    },
+    60_000,
+    100,
+  ).catch((err: unknown) => {
+    child.kill("SIGKILL");
+    throw err;
+  });
+  return {
+    url,
+    port,
+    dataDir,
+    process: child,
+    output: () => output,
+    async stop() {
+      if (gone) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+    async kill() {
+      if (gone) return;
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+export interface SubmitOptions {
+  job: string;
+  priority?: number;
+  name?: string;
+  params?: Record<string, unknown>;
+  maxTries?: number;
+}
+
+export async function submit(url: string, body: string, opts: SubmitOptions): Promise<string> {
+  const q = new URLSearchParams({ job: opts.job });
+  if (opts.priority !== undefined) q.set("priority", String(opts.priority));
+  if (opts.name !== undefined) q.set("name", opts.name);
+  if (opts.params !== undefined) q.set("params", JSON.stringify(opts.params));
+  if (opts.maxTries !== undefined) q.set("maxTries", String(opts.maxTries));
+  const res = await fetch(`${url}/api/tasks?${q}`, { method: "POST", headers: { "content-type": "application/octet-stream" }, body });
+  const json = (await res.json()) as { id?: string; error?: string };
+  if (res.status !== 201 || json.id === undefined) throw new Error(`submit answered ${res.status}: ${JSON.stringify(json)}`);
+  return json.id;
+}
+
+export async function getTask(url: string, id: string): Promise<Task> {
+  const res = await fetch(`${url}/api/tasks/${id}`);
+  if (!res.ok) throw new Error(`GET ${id} answered ${res.status}: ${await res.text()}`);
+  return (await res.json()) as Task;
+}
+
+export async function result(url: string, id: string): Promise<string> {
+  const res = await fetch(`${url}/api/tasks/${id}/result`);
+  if (!res.ok) throw new Error(`result of ${id} answered ${res.status}: ${await res.text()}`);
+  return res.text();
+}
+
+const FINAL = new Set(["output", "error", "canceled"]);
+
+/** Waits until every task is final; answers them in the order of `ids`. */
+export async function waitAllFinal(url: string, ids: readonly string[], timeoutMs = 120_000): Promise<Task[]> {
+  const done = new Map<string, Task>();
+  await waitUntil(
+    `${ids.length} tasks to finish`,
+    async () => {
+      for (const id of ids) {
+        if (done.has(id)) continue;
+        const task = await getTask(url, id);
+        if (FINAL.has(task.status)) done.set(id, task);
+        else return false;
+      }
+      return true;
+    },
+    timeoutMs,
+    100,
+  );
+  return ids.map((id) => done.get(id)!);
+}
+
+/** Runs `fn` over `items` with at most `concurrency` in flight, keeping the order of results. */
+export async function mapLimit<T, R>(items: readonly T[], concurrency: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      for (let i = next++; i < items.length; i = next++) results[i] = await fn(items[i]!, i);
+    }),
+  );
+  return results;
+}
