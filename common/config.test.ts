@@ -53,7 +53,7 @@ const EXPECTED_DEFAULTS = {
   logLevel: "info",
   store: { type: "sqlite" },
   blobs: { type: "fs" },
-  queue: { maxTries: 10, leaseMs: 30000, heartbeatMs: 5000, sweepMs: 1000, backoffBaseMs: 1000, backoffMaxMs: 300000 },
+  queue: { maxTries: 10, leaseMs: 30000, heartbeatMs: 5000, sweepMs: 1000, backoffBaseMs: 1000, backoffMaxMs: 300000, maxSplitDepth: 2 },
   worker: { batchSize: 0 },
   jobs: { defaultTimeoutMs: 600000 },
 } satisfies DocqConfig;

@@ -46,6 +46,7 @@ const ConfigFileSchema = z.strictObject({
         sweepMs: DurationMsSchema.default(1_000),
         backoffBaseMs: DurationMsSchema.default(1_000),
         backoffMaxMs: DurationMsSchema.default(300_000),
+        maxSplitDepth: z.int().min(0).max(10).default(2),
       })
       .prefault({}),
   ),

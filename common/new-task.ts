@@ -59,4 +59,7 @@ export const blobKeys = {
   input: (taskId: string): string => `${taskId}/input`,
   /** Per attempt: a stale worker finishing late can never overwrite the output of the attempt that won. */
   output: (taskId: string, attempt: number): string => `${taskId}/output-${attempt}`,
+  /** A child's input, written by the splitting attempt under the parent: deleting the parent removes it. */
+  splitFolder: (taskId: string, attempt: number): string => `${taskId}/split-${attempt}/`,
+  splitPart: (taskId: string, attempt: number, index: number): string => `${taskId}/split-${attempt}/part-${index}`,
 };

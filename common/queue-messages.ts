@@ -27,6 +27,11 @@ export const QueueMessages = {
   heartbeat: z.strictObject({ owner: Owner, ids: z.array(Id), slots: z.int().min(0), busy: z.int().min(0) }),
   complete: z.strictObject({ ...Claim, output: z.string().min(1), processedBy: ProcessedBySchema }),
   fail: z.strictObject({ ...Claim, error: z.string(), retryable: z.boolean(), processedBy: ProcessedBySchema.optional() }),
+  split: z.strictObject({
+    ...Claim,
+    children: z.array(z.strictObject({ input: z.string().min(1), params: ParamsSchema.optional() })).min(1),
+    processedBy: ProcessedBySchema,
+  }),
   byId: z.strictObject({ id: Id }),
   list: z.strictObject({
     status: z.enum(TASK_STATUSES).optional(),

@@ -342,7 +342,7 @@ export class SqliteTaskStore implements TaskStore {
       exists: db.prepare<[string], number>(`SELECT 1 FROM tasks WHERE id = ?`).pluck(),
       get: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE id = ?`),
       incrementChildrenCompleted: db.prepare<[string], TaskRow>(
-        `UPDATE tasks SET children_completed = children_completed + 1 WHERE id = ? AND status = '${TASK_STATUS.wait}' RETURNING *`,
+        `UPDATE tasks SET children_completed = children_completed + 1 WHERE id = ? AND status = '${TASK_STATUS.wait}' AND children_completed < children_total RETURNING *`,
       ),
       renewLeases: db
         .prepare<SqlValue[], string>(

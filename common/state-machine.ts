@@ -9,6 +9,7 @@ export const TRANSITIONS: Readonly<Record<TaskStatus, Readonly<Partial<Record<Ta
     input: "retry after failure or lease expiry",
     error: "failure with no tries left",
     wait: "script returned children",
+    complete: "merge failed or its lease expired: retry the merge, not the split",
     canceled: "cancel",
   },
   wait: { complete: "all children output", error: "a child in error", canceled: "cancel" },

@@ -16,8 +16,8 @@ let clock: number;
 const now = (): number => clock;
 const processedBy = { site: "test", node: "n1" };
 
-function makeQueue(overrides: Partial<TaskQueueOptions> = {}): TaskQueue {
-  return new TaskQueue({ store, leaseMs: 1000, backoffBaseMs: 100, backoffMaxMs: 1000, requeueWorkOnReload: false, now, ...overrides });
+function makeQueue(overrides: Partial<Omit<TaskQueueOptions, "store">> = {}): TaskQueue {
+  return new TaskQueue({ store, leaseMs: 1000, backoffBaseMs: 100, backoffMaxMs: 1000, requeueWorkOnReload: false, maxSplitDepth: 2, now, ...overrides });
 }
 
 function spec(priority: number, overrides: Partial<NewTaskSpec> = {}): NewTaskSpec {
@@ -152,8 +152,8 @@ describe("TaskQueue", () => {
     assert.equal(leased?.id, running.id);
     const told: { id: string; leaseOwner: string }[] = [];
     queue.on("task:canceled", (c) => told.push(c));
-    assert.equal((await queue.cancel(queued.id)).status, "canceled");
-    assert.equal((await queue.cancel(running.id)).status, "canceled");
+    assert.equal((await queue.cancel(queued.id)).task.status, "canceled");
+    assert.deepEqual((await queue.cancel(running.id)).canceledIds, [running.id]);
     assert.deepEqual(told, [{ id: running.id, leaseOwner: "w1" }]);
     assert.deepEqual(await queue.pull("w1", 5), []);
     assert.equal(await queue.complete(claimOf(leased!), { output: "k", processedBy }), false);

@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import { docqError, ERROR_CODE } from "./errors.js";
-import { newTask, type NewTaskSpec } from "./new-task.js";
+import { newTask, newTaskId, type NewTaskSpec } from "./new-task.js";
 import { PriorityIndex } from "./priority-index.js";
 import { CANCELABLE } from "./state-machine.js";
 import { TASK_STATUS as S, QUEUED_STATUSES, isFinal, toQueueEntry, type ProcessedBy, type Task, type TaskStatus } from "./task-model.js";
@@ -17,7 +17,15 @@ export interface TaskQueueOptions {
    * after its lease runs out.
    */
   requeueWorkOnReload: boolean;
+  /** How deep splits may nest: a split whose children would be deeper fails. */
+  maxSplitDepth: number;
   now?: () => number;
+}
+
+/** A child as a splitting attempt describes it: its input already stored under `input`. */
+export interface ChildSpec {
+  input: string;
+  params?: Record<string, unknown>;
 }
 
 /** The typed events of the queue, `noun:verb`. */
@@ -41,7 +49,15 @@ export interface ReloadReport {
   queued: number;
   working: number;
   requeued: number;
+  /** Parents waiting for children whose count was checked against the children's records. */
+  waiting: number;
   ms: number;
+}
+
+/** What a cancel did: the task after, and every task it canceled (itself and its descendants). */
+export interface CancelReport {
+  task: Task;
+  canceledIds: string[];
 }
 
 /** Exponential backoff after the `tries`-th failed attempt: base, 2·base, 4·base, ..., capped. */
@@ -71,8 +87,9 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   async reload(): Promise<ReloadReport> {
     const started = performance.now();
     const now = this.opts.now();
-    const report: ReloadReport = { queued: 0, working: 0, requeued: 0, ms: 0 };
+    const report: ReloadReport = { queued: 0, working: 0, requeued: 0, waiting: 0, ms: 0 };
     const orphans: string[] = [];
+    const waiting: string[] = [];
     for await (const batch of this.store.loadNonFinal()) {
       for (const entry of batch) {
         if (QUEUED_STATUSES.has(entry.status)) {
@@ -81,6 +98,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
         } else if (entry.status === S.work) {
           if (this.opts.requeueWorkOnReload) orphans.push(entry.id);
           else report.working++;
+        } else if (entry.status === S.wait) {
+          waiting.push(entry.id);
         }
       }
     }
@@ -89,6 +108,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       if (task === null || task.status !== S.work) continue;
       const requeued = await this.failAttempt(task, "the process running it stopped (docq restarted)", true);
       if (requeued) report.requeued++;
+    }
+    // A crash between a child's completion and its parent's count leaves the count behind: recount.
+    for (const id of waiting) {
+      await this.reconcileParent(id);
+      report.waiting++;
     }
     report.ms = Math.round(performance.now() - started);
     this.scheduleWake();
@@ -149,7 +173,63 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     );
     if (done === null) return false;
     this.emit("task:done", done);
+    if (done.parentId !== null) await this.childSucceeded(done.parentId);
     return true;
+  }
+
+  /**
+   * A worker's split: the parent waits, its children are queued, each inheriting user, name, job,
+   * priority and maxTries. One store transaction, so the children exist exactly when the parent
+   * waits for them. False when the claim is stale.
+   */
+  async split(claim: LeaseClaim, children: readonly ChildSpec[], processedBy: ProcessedBy): Promise<boolean> {
+    const parent = await this.store.get(claim.id);
+    if (parent === null || !this.holds(parent, claim)) return false;
+    const depth = parent.depth + 1;
+    if (depth > this.opts.maxSplitDepth) {
+      const why = `split refused: the children would be at depth ${depth}, deeper than queue.maxSplitDepth (${this.opts.maxSplitDepth})`;
+      return this.failAttempt(parent, why, false, processedBy);
+    }
+    const now = this.opts.now();
+    const kids = children.map((child) =>
+      newTask(
+        {
+          id: newTaskId(parent.site),
+          site: parent.site,
+          user: parent.user,
+          name: parent.name,
+          job: parent.job,
+          params: child.params ?? parent.params,
+          priority: parent.priority,
+          maxTries: parent.maxTries,
+          input: child.input,
+          parentId: parent.id,
+          depth,
+        },
+        now,
+      ),
+    );
+    const waiting = await this.store.split(
+      parent.id,
+      { status: S.work, leaseOwner: claim.owner, tries: claim.attempt },
+      { status: S.wait, lease: null, processedBy, children: kids.map((k) => k.id), childrenTotal: kids.length, childrenCompleted: 0 },
+      kids,
+    );
+    if (waiting === null) return false;
+    for (const kid of kids) this.index.add(toQueueEntry(kid), now);
+    this.emit("task:queued");
+    return true;
+  }
+
+  /** The output keys of a parent's children, in order: the inputs of its merge. */
+  async mergeInputs(id: string): Promise<string[]> {
+    const children = await this.store.children(id);
+    return children.map((child) => {
+      if (child.status !== S.output || child.output === null) {
+        throw docqError(ERROR_CODE.TaskNotInState, `cannot merge ${id}: child ${child.id} is ${child.status}, not output`, { details: { status: child.status } });
+      }
+      return child.output;
+    });
   }
 
   /**
@@ -158,8 +238,12 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    */
   async fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean> {
     const task = await this.store.get(claim.id);
-    if (task === null || task.status !== S.work || task.lease?.owner !== claim.owner || task.tries !== claim.attempt) return false;
+    if (task === null || !this.holds(task, claim)) return false;
     return this.failAttempt(task, error, opts.retryable, opts.processedBy);
+  }
+
+  private holds(task: Task, claim: LeaseClaim): boolean {
+    return task.status === S.work && task.lease?.owner === claim.owner && task.tries === claim.attempt;
   }
 
   /** Requeues tasks whose holder stopped heartbeating; each such attempt counts as a try. */
@@ -176,21 +260,52 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   }
 
   /**
-   * Cancels a non-final task: `canceled`, out of the index, its holder told to stop.
-   * Answers the task after, or throws TASK_NOT_IN_STATE when it is already final.
+   * Cancels a non-final task and all its descendants: `canceled`, out of the index, holders told
+   * to stop. A canceled child fails its waiting parent. Throws TASK_NOT_IN_STATE when already final.
    */
-  async cancel(id: string): Promise<Task> {
+  async cancel(id: string): Promise<CancelReport> {
+    const task = await this.cancelOne(id, "canceled");
+    if (task === null) {
+      const now = await this.store.get(id);
+      if (now === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
+      throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is already ${now.status}`, { details: { status: now.status } });
+    }
+    const canceledIds = [id, ...(await this.cancelDescendants(id))];
+    if (task.parentId !== null) await this.failParent(task.parentId, `child ${id} was canceled`);
+    return { task, canceledIds };
+  }
+
+  /**
+   * Deletes the record of a final task and of all its descendants; answers the ids deleted.
+   * Throws TASK_NOT_IN_STATE for a task that is not over (cancel it first).
+   */
+  async remove(id: string): Promise<string[]> {
+    const task = await this.store.get(id);
+    if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
+    if (!isFinal(task.status)) throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is ${task.status}: cancel it before deleting it`, { details: { status: task.status } });
+    const removed: string[] = [];
+    const removeTree = async (taskId: string): Promise<void> => {
+      for (const child of await this.store.children(taskId)) {
+        if (!isFinal(child.status)) await this.cancelOne(child.id, `parent ${id} deleted`);
+        await removeTree(child.id);
+      }
+      this.index.remove(taskId);
+      if (await this.store.delete(taskId)) removed.push(taskId);
+    };
+    await removeTree(id);
+    return removed;
+  }
+
+  /** Cancels one task if it is not final; answers it after, or null when it already was final or missing. */
+  private async cancelOne(id: string, reason: string): Promise<Task | null> {
     for (;;) {
       const task = await this.store.get(id);
-      if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
-      if (isFinal(task.status)) {
-        throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is already ${task.status}`, { details: { status: task.status } });
-      }
+      if (task === null || isFinal(task.status)) return null;
       const now = this.opts.now();
       const canceled = await this.store.update(
         id,
         { status: CANCELABLE, leaseOwner: task.lease?.owner ?? null },
-        { status: S.canceled, lease: null, endTime: now, duration: task.startTime === null ? null : now - task.startTime, error: "canceled" },
+        { status: S.canceled, lease: null, endTime: now, duration: task.startTime === null ? null : now - task.startTime, error: reason },
       );
       // The task moved on between the read and the write (a worker finished it): look again.
       if (canceled === null) continue;
@@ -198,6 +313,58 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       if (task.lease !== null) this.emit("task:canceled", { id, leaseOwner: task.lease.owner });
       this.emit("task:done", canceled);
       return canceled;
+    }
+  }
+
+  /** Cancels every non-final descendant of `id`; answers their ids. */
+  private async cancelDescendants(id: string): Promise<string[]> {
+    const canceled: string[] = [];
+    for (const child of await this.store.children(id)) {
+      if ((await this.cancelOne(child.id, `parent ${id} ended`)) !== null) canceled.push(child.id);
+      canceled.push(...(await this.cancelDescendants(child.id)));
+    }
+    return canceled;
+  }
+
+  private async childSucceeded(parentId: string): Promise<void> {
+    const parent = await this.store.incrementChildrenCompleted(parentId);
+    if (parent !== null && parent.childrenCompleted >= parent.childrenTotal) await this.queueMerge(parent);
+  }
+
+  /** All children are output: the parent is queued for its merge. */
+  private async queueMerge(parent: Task): Promise<void> {
+    const now = this.opts.now();
+    const complete = await this.store.update(parent.id, { status: S.wait }, { status: S.complete, childrenCompleted: parent.childrenTotal, availableAt: now });
+    if (complete === null) return;
+    this.index.add(toQueueEntry(complete), now);
+    this.emit("task:queued");
+  }
+
+  /** A child ended without output: its waiting parent fails and its other descendants are canceled. */
+  private async failParent(parentId: string, reason: string): Promise<void> {
+    const now = this.opts.now();
+    const parent = await this.store.update(parentId, { status: S.wait }, { status: S.error, error: reason, endTime: now });
+    if (parent === null) return;
+    this.emit("task:done", parent);
+    await this.cancelDescendants(parentId);
+    if (parent.parentId !== null) await this.failParent(parent.parentId, `child ${parentId} failed: ${reason}`);
+  }
+
+  /** Brings a waiting parent's count in line with its children's records, and moves it on if they are all over. */
+  private async reconcileParent(id: string): Promise<void> {
+    const parent = await this.store.get(id);
+    if (parent === null || parent.status !== S.wait) return;
+    const children = await this.store.children(id);
+    const failed = children.find((c) => c.status === S.error || c.status === S.canceled);
+    if (failed !== undefined) {
+      await this.failParent(id, `child ${failed.id} ended ${failed.status}: ${failed.error ?? ""}`);
+      return;
+    }
+    const done = children.filter((c) => c.status === S.output).length;
+    if (done === parent.childrenTotal) {
+      await this.queueMerge(parent);
+    } else if (done !== parent.childrenCompleted) {
+      await this.store.update(id, { status: S.wait }, { childrenCompleted: done });
     }
   }
 
@@ -212,10 +379,13 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const common = { lease: null, error, ...(processedBy === undefined ? {} : { processedBy }) };
     if (!retryable || task.tries >= task.maxTries) {
       const ended = await this.store.update(task.id, guard, { ...common, status: S.error, endTime: now, duration: now - (task.startTime ?? now) });
-      if (ended !== null) this.emit("task:done", ended);
-      return ended !== null;
+      if (ended === null) return false;
+      this.emit("task:done", ended);
+      if (ended.parentId !== null) await this.failParent(ended.parentId, `child ${ended.id} failed: ${error}`);
+      return true;
     }
-    const requeueTo: TaskStatus = S.input;
+    // A parent whose merge failed retries the merge: its children are done and must not run again.
+    const requeueTo: TaskStatus = task.childrenTotal > 0 ? S.complete : S.input;
     const availableAt = now + retryDelayMs(task.tries, this.opts.backoffBaseMs, this.opts.backoffMaxMs);
     const requeued = await this.store.update(task.id, guard, { ...common, status: requeueTo, availableAt });
     if (requeued === null) return false;

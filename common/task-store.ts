@@ -50,7 +50,7 @@ export interface TaskStore {
    * parent when it matches `guard`. Returns the updated parent, or null (nothing written).
    */
   split(parentId: string, guard: TaskGuard, parentPatch: TaskPatch, children: readonly Task[]): Promise<Task | null>;
-  /** Atomically adds 1 to the parent's childrenCompleted when it is in `wait`; returns the parent after. */
+  /** Atomically adds 1 to the parent's childrenCompleted when it is in `wait` and not yet at childrenTotal; returns the parent after, or null. */
   incrementChildrenCompleted(parentId: string): Promise<Task | null>;
   /** Extends the leases of `ids` held by `owner` in status work; returns the ids renewed. */
   renewLeases(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]>;

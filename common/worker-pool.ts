@@ -3,10 +3,10 @@ import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { BlobStore } from "./blob-store.js";
 import { ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
-import type { JobRegistry } from "./job-registry.js";
-import { createWorkDir, JobFailedError, runJob, type JobRequest } from "./job-runner.js";
+import type { JobDefinition, JobRegistry } from "./job-registry.js";
+import { createWorkDir, JobFailedError, runJob, type JobAnswer, type JobMode, type JobRequest } from "./job-runner.js";
 import { blobKeys } from "./new-task.js";
-import type { LeaseClaim } from "./task-queue.js";
+import type { ChildSpec, LeaseClaim } from "./task-queue.js";
 import type { ProcessedBy, Task } from "./task-model.js";
 
 /** How a worker reaches its site's queue: direct calls in tests, broker calls in services. */
@@ -16,6 +16,9 @@ export interface QueueClient {
   heartbeat(owner: string, ids: string[], load: WorkerLoad): Promise<string[]>;
   complete(claim: LeaseClaim, result: { output: string; processedBy: ProcessedBy }): Promise<boolean>;
   fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean>;
+  split(claim: LeaseClaim, children: ChildSpec[], processedBy: ProcessedBy): Promise<boolean>;
+  /** The output keys of a parent's children, in order. */
+  mergeInputs(id: string): Promise<string[]>;
 }
 
 export interface WorkerLoad {
@@ -144,32 +147,58 @@ export class WorkerPool {
 
   private async execute(task: Task, run: Running): Promise<void> {
     const { client, blobs, processedBy } = this.opts;
-    let outputKey: string | null = null;
+    /** Blobs this attempt wrote: removed again unless the queue accepted the result. */
+    const written: string[] = [];
     try {
       const job = await this.opts.registry.resolve(task.job);
+      const mode = modeOf(task, job);
       const work = await createWorkDir(this.opts.workRoot);
+      let answer: JobAnswer;
       try {
-        const input = task.input === null ? undefined : await this.localInput(task.input, work.path);
+        const documents =
+          mode === "merge"
+            ? { inputs: await Promise.all((await client.mergeInputs(task.id)).map((key, i) => this.localFile(key, work.path, `input-${i}`))) }
+            : task.input === null
+              ? {}
+              : { input: await this.localFile(task.input, work.path, "input") };
         const request: JobRequest = {
-          mode: "simple",
-          ...(input === undefined ? {} : { input }),
+          mode,
+          ...documents,
           outputDir: work.outputDir,
           params: task.params,
           task: { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth },
         };
-        const answer = await runJob(job, request, { workDir: work.path, signal: run.abort.signal });
-        if (answer.kind !== "output") throw new Error(`job "${job.name}" answered children, but splitting is not enabled for it`);
-        outputKey = blobKeys.output(task.id, run.claim.attempt);
-        const { size } = await fs.stat(answer.output);
-        await blobs.put(outputKey, createReadStream(answer.output), { size });
+        answer = await runJob(job, request, { workDir: work.path, signal: run.abort.signal });
+        if (answer.kind === "output") {
+          const key = blobKeys.output(task.id, run.claim.attempt);
+          written.push(key);
+          await putFile(blobs, key, answer.output);
+        } else {
+          for (const [i, child] of answer.children.entries()) {
+            const key = blobKeys.splitPart(task.id, run.claim.attempt, i);
+            written.push(key);
+            await putFile(blobs, key, child.input);
+          }
+        }
       } finally {
         await work.remove();
       }
       if (run.stopped !== null) throw new Error(`stopped: ${run.stopped}`);
-      const accepted = await client.complete(run.claim, { output: outputKey, processedBy });
-      if (!accepted) await blobs.delete(outputKey);
+      let accepted: boolean;
+      if (answer.kind === "output") {
+        accepted = await client.complete(run.claim, { output: written[0]!, processedBy });
+      } else {
+        const children = answer.children.map((c, i) => ({ input: written[i]!, ...(c.params === undefined ? {} : { params: c.params }) }));
+        accepted = await client.split(run.claim, children, processedBy);
+      }
+      if (!accepted) {
+        await Promise.all(written.map((key) => blobs.delete(key)));
+      } else if (answer.kind === "output") {
+        // An attempt that crashed after storing its output left it behind: only this one counts now.
+        await Promise.all(Array.from({ length: run.claim.attempt - 1 }, (_, i) => blobs.delete(blobKeys.output(task.id, i + 1)))).catch(() => undefined);
+      }
     } catch (err) {
-      if (outputKey !== null) await blobs.delete(outputKey).catch(() => undefined);
+      await Promise.all(written.map((key) => blobs.delete(key))).catch(() => undefined);
       if (run.stopped !== null) return;
       const retryable = !isDocqError(err, ERROR_CODE.JobNotFound) && !isDocqError(err, ERROR_CODE.BadRequest);
       await client.fail(run.claim, failureText(err), { retryable, processedBy }).catch((reportErr: unknown) => {
@@ -180,10 +209,10 @@ export class WorkerPool {
   }
 
   /** A path the script can read: the blob's own file when the store is local, else a download into the work dir. */
-  private async localInput(key: string, workDir: string): Promise<string> {
+  private async localFile(key: string, workDir: string, name: string): Promise<string> {
     const local = this.opts.blobs.localPath?.(key) ?? null;
     if (local !== null) return local;
-    const file = path.join(workDir, "input");
+    const file = path.join(workDir, name);
     await pipeline(await this.opts.blobs.get(key), createWriteStream(file));
     return file;
   }
@@ -202,6 +231,21 @@ export class WorkerPool {
       this.opts.log.warn(`heartbeat failed, will retry: ${errorMessage(err)}`);
     }
   }
+}
+
+/**
+ * What the script is asked to do: merge a parent whose children are done, handle one part as a
+ * child (which may split again), split a document when the job splits, else the whole job.
+ */
+function modeOf(task: Task, job: JobDefinition): JobMode {
+  if (task.childrenTotal > 0) return "merge";
+  if (task.parentId !== null) return "child";
+  return job.split ? "split" : "simple";
+}
+
+async function putFile(blobs: BlobStore, key: string, file: string): Promise<void> {
+  const { size } = await fs.stat(file);
+  await blobs.put(key, createReadStream(file), { size });
 }
 
 function failureText(err: unknown): string {

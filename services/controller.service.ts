@@ -9,6 +9,7 @@ import type { JobRegistry } from "../common/job-registry.js";
 import { blobKeys, newTaskId } from "../common/new-task.js";
 import { isFinal, type Task } from "../common/task-model.js";
 import type { TaskPage } from "../common/task-store.js";
+import type { CancelReport } from "../common/task-queue.js";
 import { assertTaskId, isMultipart, parseCreateTaskFields, storeMultipartBody, storeRawBody } from "../common/task-submission.js";
 
 export interface ControllerDeps {
@@ -135,15 +136,17 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         const id = assertTaskId(ctx.params.id);
         const task = await getTask(ctx, id);
         let status: string;
+        let ended: string[];
         if (isFinal(task.status)) {
-          // Already over: DELETE removes the record itself.
-          await ctx.call("queuer.remove", { id });
+          // Already over: DELETE removes the record itself (and its descendants').
+          ended = await ctx.call<string[], { id: string }>("queuer.remove", { id });
           status = "deleted";
         } else {
-          const canceled = await ctx.call<Task, { id: string }>("queuer.cancel", { id });
-          status = canceled.status;
+          const report = await ctx.call<CancelReport, { id: string }>("queuer.cancel", { id });
+          ended = report.canceledIds;
+          status = report.task.status;
         }
-        await blobs.deletePrefix(blobKeys.folder(id));
+        await Promise.all(ended.map((taskId) => blobs.deletePrefix(blobKeys.folder(taskId))));
         return { id, status };
       },
       listTasks: (ctx: ApiContext) => {

@@ -21,6 +21,7 @@ export async function startEmbedded(config: DocqConfig): Promise<ServiceBroker> 
     backoffBaseMs: config.queue.backoffBaseMs,
     backoffMaxMs: config.queue.backoffMaxMs,
     requeueWorkOnReload: true,
+    maxSplitDepth: config.queue.maxSplitDepth,
   });
 
   const broker = new ServiceBroker({

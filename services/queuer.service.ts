@@ -46,19 +46,18 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
         const { error, retryable, processedBy, ...claim } = parseMessage("fail", ctx.params);
         return queue.fail(claim, error, { retryable, ...(processedBy === undefined ? {} : { processedBy }) });
       },
+      split: (ctx: Context) => {
+        const { children, processedBy, ...claim } = parseMessage("split", ctx.params);
+        return queue.split(claim, children, processedBy);
+      },
+      mergeInputs: (ctx: Context) => queue.mergeInputs(parseMessage("byId", ctx.params).id),
       cancel: (ctx: Context) => queue.cancel(parseMessage("byId", ctx.params).id),
+      remove: (ctx: Context) => queue.remove(parseMessage("byId", ctx.params).id),
       get: async (ctx: Context): Promise<Task> => {
         const { id } = parseMessage("byId", ctx.params);
         const task = await store.get(id);
         if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
         return task;
-      },
-      remove: async (ctx: Context) => {
-        const { id } = parseMessage("byId", ctx.params);
-        const task = await store.get(id);
-        if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
-        queue.index.remove(id);
-        return store.delete(id);
       },
       list: (ctx: Context) => {
         const { cursor, limit, ...filter } = parseMessage("list", ctx.params);

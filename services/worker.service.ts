@@ -32,6 +32,8 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
         heartbeat: (owner, ids, load) => broker.call<string[], object>("queuer.heartbeat", { owner, ids, ...load }),
         complete: (claim, result) => broker.call<boolean, object>("queuer.complete", { ...claim, ...result }),
         fail: (claim, error, opts) => broker.call<boolean, object>("queuer.fail", { ...claim, error, ...opts }),
+        split: (claim, children, processedBy) => broker.call<boolean, object>("queuer.split", { ...claim, children, processedBy }),
+        mergeInputs: (id) => broker.call<string[], object>("queuer.mergeInputs", { id }),
       };
       pool = new WorkerPool({
         owner: ownerName(broker.nodeID),

@@ -174,3 +174,35 @@ export async function mapLimit<T, R>(items: readonly T[], concurrency: number, f
   );
   return results;
 }
+
+/** A jobs dir holding the examples of scripts-job/ plus the test-only jobs of testFunctional/jobs/. */
+export async function testJobsDir(): Promise<string> {
+  const dir = await tempDir("jobs");
+  await fs.cp(path.join(REPO, "scripts-job"), dir, { recursive: true });
+  await fs.cp(path.join(REPO, "testFunctional/jobs"), dir, { recursive: true });
+  return dir;
+}
+
+/** Pids of live processes whose command line contains every one of `parts` (as separate arguments). */
+export async function processesWith(...parts: string[]): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const args = await fs.readFile(`/proc/${entry}/cmdline`, "utf8").then((t) => t.split("\0"), () => null);
+    if (args !== null && parts.every((p) => args.includes(p))) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+export async function listAll(url: string, query: string): Promise<Task[]> {
+  const all: Task[] = [];
+  let cursor: string | null = null;
+  do {
+    const res: Response = await fetch(`${url}/api/tasks?${query}&limit=1000${cursor === null ? "" : `&cursor=${cursor}`}`);
+    if (!res.ok) throw new Error(`list answered ${res.status}: ${await res.text()}`);
+    const page = (await res.json()) as { items: Task[]; nextCursor: string | null };
+    all.push(...page.items);
+    cursor = page.nextCursor;
+  } while (cursor !== null);
+  return all;
+}
