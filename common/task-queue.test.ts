@@ -183,3 +183,115 @@ describe("TaskQueue", () => {
     third.stop();
   });
 });
+
+describe("TaskQueue: split and merge", () => {
+  async function splitOne(queue: TaskQueue, parts: number, priority = 50): Promise<{ parent: Task; children: Task[] }> {
+    const submitted = await queue.submit(spec(priority, { name: "doc" }));
+    const [leased] = await queue.pull("w1", 1);
+    assert.equal(leased?.id, submitted.id);
+    const inputs = Array.from({ length: parts }, (_, i) => ({ input: `${submitted.id}/split-1/part-${i}`, ...(i === 0 ? { params: { first: true } } : {}) }));
+    assert.equal(await queue.split(claimOf(leased!), inputs, processedBy), true);
+    const parent = (await store.get(submitted.id))!;
+    return { parent, children: await store.children(submitted.id) };
+  }
+
+  it("queues the children, inheriting from the parent, and waits", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 3, 70);
+    assert.equal(parent.status, "wait");
+    assert.equal(parent.lease, null);
+    assert.equal(parent.childrenTotal, 3);
+    assert.deepEqual(parent.children, children.map((c) => c.id));
+    for (const [i, child] of children.entries()) {
+      assert.equal(child.status, "input");
+      assert.equal(child.parentId, parent.id);
+      assert.equal(child.depth, 1);
+      assert.equal(child.priority, 70);
+      assert.equal(child.name, "doc");
+      assert.equal(child.input, `${parent.id}/split-1/part-${i}`);
+      assert.deepEqual(child.params, i === 0 ? { first: true } : {});
+    }
+    assert.deepEqual((await queue.pull("w1", 5)).map((t) => t.id), children.map((c) => c.id), "children in order");
+  });
+
+  it("queues the merge when the last child is output, with the children's outputs in order", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 3);
+    const leased = await queue.pull("w1", 3);
+    for (const child of [...leased].reverse()) {
+      assert.equal(await queue.complete(claimOf(child), { output: `${child.id}/out`, processedBy }), true);
+    }
+    const complete = await store.get(parent.id);
+    assert.equal(complete?.status, "complete");
+    assert.equal(complete?.childrenCompleted, 3);
+    const [merge] = await queue.pull("w2", 1);
+    assert.equal(merge?.id, parent.id);
+    assert.deepEqual(await queue.mergeInputs(parent.id), children.map((c) => `${c.id}/out`));
+    // A failed merge retries the merge, never the split.
+    assert.equal(await queue.fail(claimOf(merge!, "w2"), "merge broke", { retryable: true }), true);
+    assert.equal((await store.get(parent.id))?.status, "complete");
+    clock += 10_000;
+    const [again] = await queue.pull("w2", 1);
+    assert.equal(again?.tries, merge!.tries + 1);
+    assert.equal(await queue.complete(claimOf(again!, "w2"), { output: "merged", processedBy }), true);
+    assert.equal((await store.get(parent.id))?.status, "output");
+  });
+
+  it("fails the parent when a child fails for good and cancels the other children, telling their holders", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 3);
+    const told: string[] = [];
+    queue.on("task:canceled", (c) => told.push(c.id));
+    const [first, second] = await queue.pull("w1", 2);
+    assert.equal(await queue.fail(claimOf(first!), "bad page", { retryable: false }), true);
+    const after = await store.get(parent.id);
+    assert.equal(after?.status, "error");
+    assert.match(after?.error ?? "", /child .* failed: bad page/);
+    const statuses = (await store.children(parent.id)).map((c) => c.status);
+    assert.deepEqual(statuses, ["error", "canceled", "canceled"]);
+    assert.deepEqual(told, [second!.id]);
+    assert.deepEqual(await queue.pull("w1", 5), [], "the queued sibling is out of the queue");
+    assert.equal(children.length, 3);
+  });
+
+  it("cancels a waiting parent with all its descendants", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 2);
+    const [child] = await queue.pull("w1", 1);
+    assert.equal(await queue.split(claimOf(child!), [{ input: "g1" }, { input: "g2" }], processedBy), true);
+    const report = await queue.cancel(parent.id);
+    const grandchildren = await store.children(child!.id);
+    assert.deepEqual(new Set(report.canceledIds), new Set([parent.id, ...children.map((c) => c.id), ...grandchildren.map((g) => g.id)]));
+    assert.deepEqual(await queue.pull("w1", 10), []);
+    assert.deepEqual(await queue.remove(parent.id).then((ids) => ids.length), 5);
+    assert.equal(await store.get(grandchildren[0]!.id), null);
+  });
+
+  it("refuses a split deeper than maxSplitDepth, failing the task for good", async () => {
+    const queue = makeQueue({ maxSplitDepth: 1 });
+    const { parent } = await splitOne(queue, 1);
+    const [child] = await queue.pull("w1", 1);
+    assert.equal(await queue.split(claimOf(child!), [{ input: "x" }], processedBy), true, "answered: the attempt is recorded as failed");
+    const failed = await store.get(child!.id);
+    assert.equal(failed?.status, "error");
+    assert.match(failed?.error ?? "", /depth 2, deeper than queue.maxSplitDepth \(1\)/);
+    assert.equal((await store.get(parent.id))?.status, "error");
+  });
+
+  it("recounts a waiting parent's children on reload", async () => {
+    const queue = makeQueue();
+    const { parent } = await splitOne(queue, 2);
+    const leased = await queue.pull("w1", 2);
+    // Children completed in the store without the parent hearing of it, as after a crash between the two writes.
+    for (const child of leased) {
+      await store.update(child.id, { status: "work" }, { status: "output", output: `${child.id}/o`, lease: null });
+    }
+    assert.equal((await store.get(parent.id))?.childrenCompleted, 0);
+    const reloaded = makeQueue();
+    const report = await reloaded.reload();
+    assert.equal(report.waiting, 1);
+    assert.equal((await store.get(parent.id))?.status, "complete");
+    assert.deepEqual((await reloaded.pull("w2", 5)).map((t) => t.id), [parent.id]);
+    reloaded.stop();
+  });
+});
