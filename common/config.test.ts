@@ -55,6 +55,7 @@ const EXPECTED_DEFAULTS = {
   blobs: { type: "fs" },
   queue: { maxTries: 10, leaseMs: 30000, heartbeatMs: 5000, sweepMs: 1000, backoffBaseMs: 1000, backoffMaxMs: 300000, maxSplitDepth: 2 },
   worker: { batchSize: 0 },
+  nats: { url: null },
   jobs: { defaultTimeoutMs: 600000 },
 } satisfies DocqConfig;
 
@@ -181,8 +182,8 @@ describe("loadConfig: errors name the file and the key", () => {
   });
 
   it("a store or blobs type that does not exist", async () => {
-    await configError(loadYaml("store:\n  type: mongodb\n"), /store\.type: /);
-    await configError(loadYaml("blobs:\n  type: s3\n"), /blobs\.type: /);
+    await configError(loadYaml("store:\n  type: postgres\n"), /store\.type: .*'sqlite' \| 'mongodb'/);
+    await configError(loadYaml("blobs:\n  type: gcs\n"), /blobs\.type: .*'fs' \| 's3'/);
   });
 
   it("heartbeatMs not below leaseMs, from the file or from DOCQ_LEASE_MS", async () => {
@@ -203,5 +204,154 @@ describe("loadConfig: errors name the file and the key", () => {
     } finally {
       process.chdir(cwd);
     }
+  });
+});
+
+describe("loadConfig: store mongodb", () => {
+  const MONGO = "store:\n  type: mongodb\n";
+
+  it("takes the URL from MONGO_URL, with the defaults of the other keys", async () => {
+    const config = await loadYaml(MONGO, { MONGO_URL: "mongodb://db-1:27017,db-2:27017/?replicaSet=rs0" });
+    assert.deepEqual(config.store, { type: "mongodb", url: "mongodb://db-1:27017,db-2:27017/?replicaSet=rs0", database: "docq", writeConcern: "majority" });
+  });
+
+  it("prefers DOCQ_MONGO_URL to MONGO_URL, and either to the file's url", async () => {
+    const yaml = `${MONGO}  url: mongodb://from-file:27017\n  database: site_a\n  writeConcern: 2\n`;
+    const fromFile = await loadYaml(yaml);
+    assert.deepEqual(fromFile.store, { type: "mongodb", url: "mongodb://from-file:27017", database: "site_a", writeConcern: 2 });
+    const fromEnv = await loadYaml(yaml, { MONGO_URL: "mongodb://from-env" });
+    assert.deepEqual(fromEnv.store, { ...fromFile.store, url: "mongodb://from-env" });
+    const fromDocqEnv = await loadYaml(yaml, { MONGO_URL: "mongodb://from-env", DOCQ_MONGO_URL: "mongodb+srv://cluster.example" });
+    assert.deepEqual(fromDocqEnv.store, { ...fromFile.store, url: "mongodb+srv://cluster.example" });
+  });
+
+  it("ignores MONGO_URL when the store is sqlite", async () => {
+    assert.deepEqual((await loadConfig({ env: { MONGO_URL: "mongodb://somewhere" } })).store, { type: "sqlite" });
+  });
+
+  it("needs a URL from somewhere", async () => {
+    const err = await configError(loadYaml(MONGO), /store\.type mongodb needs a URL: set MONGO_URL/);
+    assert.equal(err.field, "store.url");
+  });
+
+  it("refuses a password in the file, a bad URL, a bad database name and an unacknowledged write concern", async () => {
+    await configError(loadYaml(`${MONGO}  url: mongodb://docq:hunter2@db:27017\n`), /store\.url: must not hold a password: set MONGO_URL/);
+    await configError(loadYaml(`${MONGO}  url: http://db:27017\n`), /store\.url: must be a mongodb:\/\/ or mongodb\+srv:\/\/ URL/);
+    await configError(loadYaml(`${MONGO}  database: my.db\n`, { MONGO_URL: "mongodb://db" }), /store\.database: must be 1 to 63/);
+    await configError(loadYaml(`${MONGO}  writeConcern: 0\n`, { MONGO_URL: "mongodb://db" }), /store\.writeConcern: /);
+    await configError(loadYaml(`${MONGO}  writeConcern: all\n`, { MONGO_URL: "mongodb://db" }), /store\.writeConcern: must be "majority" or a whole number/);
+    await configError(loadYaml(`${MONGO}  host: db\n`, { MONGO_URL: "mongodb://db" }), /store: Unrecognized key: "host"/);
+  });
+
+  it("refuses a malformed MONGO_URL without echoing it (it may hold a password)", async () => {
+    const err = await configError(loadYaml(MONGO, { MONGO_URL: "postgres://u:secret@db" }), /environment variable MONGO_URL \(store\.url\): must be a mongodb:\/\//);
+    assert.doesNotMatch(err.message, /secret/);
+    assert.equal(err.field, "MONGO_URL");
+  });
+});
+
+describe("loadConfig: blobs s3", () => {
+  const KEYS = { S3_ACCESS_KEY: "AKIA-test", S3_SECRET_KEY: "s3cr3t" };
+  const S3 = "blobs:\n  type: s3\n  endPoint: minio.internal\n";
+  const DEFAULTS = {
+    type: "s3",
+    endPoint: "minio.internal",
+    port: 80,
+    useSSL: false,
+    bucket: "docq",
+    prefix: "local",
+    region: "us-east-1",
+    partSizeBytes: 8 * 1024 * 1024,
+    accessKey: "AKIA-test",
+    secretKey: "s3cr3t",
+  };
+
+  it("fills the defaults, the keys from the environment, and the prefix from the site", async () => {
+    assert.deepEqual((await loadYaml(S3, KEYS)).blobs, DEFAULTS);
+    assert.deepEqual((await loadYaml(`site: paris\n${S3}`, KEYS)).blobs, { ...DEFAULTS, prefix: "paris" });
+    assert.deepEqual((await loadYaml(S3, { ...KEYS, DOCQ_SITE: "lyon" })).blobs, { ...DEFAULTS, prefix: "lyon" });
+  });
+
+  it("reads every key of the file", async () => {
+    const yaml = `${S3}  port: 9000\n  useSSL: true\n  bucket: my.bucket-1\n  prefix: docq/site_a\n  region: eu-west-3\n  partSizeBytes: 5242880\n`;
+    assert.deepEqual((await loadYaml(yaml, KEYS)).blobs, {
+      ...DEFAULTS,
+      port: 9000,
+      useSSL: true,
+      bucket: "my.bucket-1",
+      prefix: "docq/site_a",
+      region: "eu-west-3",
+      partSizeBytes: 5242880,
+    });
+    const https = await loadYaml(`${S3}  useSSL: true\n`, KEYS);
+    assert.equal(https.blobs.type === "s3" ? https.blobs.port : null, 443);
+    const atRoot = await loadYaml(`${S3}  prefix: ""\n`, KEYS);
+    assert.equal(atRoot.blobs.type === "s3" ? atRoot.blobs.prefix : null, "");
+  });
+
+  it("takes endPoint, port and useSSL from S3_URL", async () => {
+    const cases: Array<[string, Partial<typeof DEFAULTS>]> = [
+      ["http://127.0.0.1:9000", { endPoint: "127.0.0.1", port: 9000, useSSL: false }],
+      ["https://s3.eu-west-3.amazonaws.com", { endPoint: "s3.eu-west-3.amazonaws.com", port: 443, useSSL: true }],
+      ["http://minio/", { endPoint: "minio", port: 80, useSSL: false }],
+    ];
+    for (const [url, expected] of cases) {
+      assert.deepEqual((await loadYaml(`${S3}  port: 1234\n  useSSL: true\n`, { ...KEYS, S3_URL: url })).blobs, { ...DEFAULTS, ...expected }, url);
+    }
+    // The file need not name an endpoint when S3_URL does.
+    assert.deepEqual((await loadYaml("blobs:\n  type: s3\n", { ...KEYS, S3_URL: "http://localhost:4568" })).blobs, {
+      ...DEFAULTS,
+      endPoint: "localhost",
+      port: 4568,
+    });
+  });
+
+  it("refuses a malformed S3_URL, naming the variable", async () => {
+    const bad: Array<[string, RegExp]> = [
+      ["localhost:9000", /expected http:\/\/ or https:\/\//],
+      ["not a url", /not a URL/],
+      ["ftp://host", /expected http:\/\/ or https:\/\//],
+      ["http://key:secret@host:9000", /must not hold credentials/],
+      ["http://host:9000/bucket", /only a scheme, host and port/],
+    ];
+    for (const [url, problem] of bad) {
+      const err = await configError(loadYaml(S3, { ...KEYS, S3_URL: url }), /environment variable S3_URL=/, problem);
+      assert.equal(err.field, "S3_URL", url);
+    }
+  });
+
+  it("ignores the S3 variables when the blobs are fs", async () => {
+    assert.deepEqual((await loadConfig({ env: { ...KEYS, S3_URL: "not a url" } })).blobs, { type: "fs" });
+  });
+
+  it("needs both keys from the environment, naming the missing ones", async () => {
+    const none = await configError(loadYaml(S3), /needs the environment variables S3_ACCESS_KEY and S3_SECRET_KEY/);
+    assert.equal(none.field, "S3_ACCESS_KEY");
+    const noSecret = await configError(loadYaml(S3, { S3_ACCESS_KEY: "a" }), /needs the environment variable S3_SECRET_KEY:/);
+    assert.equal(noSecret.field, "S3_SECRET_KEY");
+    await configError(loadYaml(S3, { S3_ACCESS_KEY: "a", S3_SECRET_KEY: "" }), /S3_SECRET_KEY/);
+  });
+
+  it("refuses keys written in the file, pointing to the variables", async () => {
+    await configError(loadYaml(`${S3}  accessKey: AKIA\n`, KEYS), /blobs\.accessKey: is a secret: set the environment variable S3_ACCESS_KEY/);
+    await configError(loadYaml(`${S3}  secretKey: s\n`, KEYS), /blobs\.secretKey: is a secret: set the environment variable S3_SECRET_KEY/);
+  });
+
+  it("needs an endpoint from the file or S3_URL", async () => {
+    const err = await configError(loadYaml("blobs:\n  type: s3\n", KEYS), /blobs\.endPoint is required for blobs\.type s3 \(or set S3_URL/);
+    assert.equal(err.field, "blobs.endPoint");
+  });
+
+  it("refuses a bad endpoint, bucket, prefix, port or part size", async () => {
+    await configError(loadYaml("blobs:\n  type: s3\n  endPoint: http://minio:9000\n", KEYS), /blobs\.endPoint: must be a host name/);
+    await configError(loadYaml(`${S3}  bucket: My_Bucket\n`, KEYS), /blobs\.bucket: must be 3 to 63 lowercase/);
+    await configError(loadYaml(`${S3}  bucket: ab\n`, KEYS), /blobs\.bucket: /);
+    for (const prefix of ["/abs", "a/", "a//b", "../x", ".hidden", "a b"]) {
+      await configError(loadYaml(`${S3}  prefix: "${prefix}"\n`, KEYS), /blobs\.prefix: must be \/-separated names/);
+    }
+    await configError(loadYaml(`${S3}  port: 0\n`, KEYS), /blobs\.port: /);
+    await configError(loadYaml(`${S3}  partSizeBytes: 1048576\n`, KEYS), /blobs\.partSizeBytes: .*5242880/);
+    await configError(loadYaml(`${S3}  useSSL: "yes"\n`, KEYS), /blobs\.useSSL: .*expected boolean/);
+    await configError(loadYaml(`${S3}  endpoint: x\n`, KEYS), /blobs: Unrecognized key: "endpoint"/);
   });
 });

@@ -20,6 +20,91 @@ const FolderSchema = z.string().min(1);
 const SlotsSchema = z.int().positive();
 const DurationMsSchema = z.int().positive();
 const LogLevelSchema = z.enum(LOG_LEVELS);
+const NatsUrlSchema = z.string().regex(/^(nats|tls):\/\/[^\s/]+(:\d+)?$/, "expected nats://host:port");
+
+const MiB = 1024 * 1024;
+/** S3's bounds on a multipart part (except the last): 5 MiB to 5 GiB. */
+export const S3_MIN_PART_BYTES = 5 * MiB;
+export const S3_MAX_PART_BYTES = 5 * 1024 * MiB;
+export const S3_DEFAULT_PART_BYTES = 8 * MiB;
+
+/** `mongodb://user:password@host`: a password must come from the environment, never from a committed file. */
+const URL_WITH_PASSWORD = /^[a-z+]+:\/\/[^/@]*:[^/@]*@/i;
+const MongoUrlSchema = z
+  .string()
+  .regex(/^mongodb(\+srv)?:\/\/\S+$/, "must be a mongodb:// or mongodb+srv:// URL");
+const MongoDatabaseSchema = z.string().regex(/^[A-Za-z0-9_-]{1,63}$/, "must be 1 to 63 letters, digits, _ or -");
+/** `majority` waits for most of a replica set; a number waits for that many members. 0 (unacknowledged) is refused: a task must be durable when acknowledged. */
+const WriteConcernSchema = z.union([z.literal("majority"), z.int().min(1)], { error: 'must be "majority" or a whole number of members >= 1' });
+
+const S3HostSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, "must be a host name or IPv4 address, without scheme or port (S3_URL takes a URL)");
+/** S3's bucket naming rules (3 to 63 lowercase letters, digits, dots and hyphens). */
+const S3BucketSchema = z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "must be 3 to 63 lowercase letters, digits, . or -, starting and ending with a letter or digit");
+/** Segments of blob-key characters, none starting with a dot; "" stores keys at the bucket's root. */
+const S3PrefixSchema = z
+  .string()
+  .max(200)
+  .regex(/^([A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*)?$/, "must be /-separated names of letters, digits, . _ - (no leading dot, no empty segment, no leading or trailing /)");
+
+/** A key that must never be set in a file: the message says which variable to use instead. */
+function fromEnvOnly(variable: string) {
+  return z.never({ error: `is a secret: set the environment variable ${variable} instead, never a config file` }).optional();
+}
+
+const StoreSchema = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("sqlite") }),
+  z.strictObject({
+    type: z.literal("mongodb"),
+    url: MongoUrlSchema.refine((url) => !URL_WITH_PASSWORD.test(url), "must not hold a password: set MONGO_URL instead").nullable().default(null),
+    database: MongoDatabaseSchema.default("docq"),
+    writeConcern: WriteConcernSchema.default("majority"),
+  }),
+]);
+
+const BlobsSchema = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("fs") }),
+  z.strictObject({
+    type: z.literal("s3"),
+    endPoint: S3HostSchema.nullable().default(null),
+    port: z.int().min(1).max(65535).nullable().default(null),
+    useSSL: z.boolean().default(false),
+    bucket: S3BucketSchema.default("docq"),
+    prefix: S3PrefixSchema.nullable().default(null),
+    region: z.string().min(1).default("us-east-1"),
+    partSizeBytes: z.int().min(S3_MIN_PART_BYTES).max(S3_MAX_PART_BYTES).default(S3_DEFAULT_PART_BYTES),
+    accessKey: fromEnvOnly("S3_ACCESS_KEY"),
+    secretKey: fromEnvOnly("S3_SECRET_KEY"),
+  }),
+]);
+
+export type SqliteStoreConfig = { type: "sqlite" };
+export interface MongoStoreConfig {
+  type: "mongodb";
+  /** From DOCQ_MONGO_URL, else MONGO_URL, else the file's `store.url`. May hold credentials: never log it whole. */
+  url: string;
+  database: string;
+  writeConcern: "majority" | number;
+}
+export type StoreConfig = SqliteStoreConfig | MongoStoreConfig;
+
+export type FsBlobsConfig = { type: "fs" };
+export interface S3BlobsConfig {
+  type: "s3";
+  endPoint: string;
+  port: number;
+  useSSL: boolean;
+  bucket: string;
+  /** Every key is stored as `<prefix>/<key>` (or `<key>` when ""); defaults to the site name. */
+  prefix: string;
+  region: string;
+  partSizeBytes: number;
+  /** From S3_ACCESS_KEY and S3_SECRET_KEY only. */
+  accessKey: string;
+  secretKey: string;
+}
+export type BlobsConfig = FsBlobsConfig | S3BlobsConfig;
 
 /** A section whose every line is commented out reads as `null` in YAML; treat it as absent, not as a type error. */
 function section<T extends z.ZodType>(schema: T) {
@@ -34,9 +119,8 @@ const ConfigFileSchema = z.strictObject({
   slots: SlotsSchema.nullable().default(null),
   maxBodyBytes: z.int().positive().default(1024 * 1024 * 1024),
   logLevel: LogLevelSchema.default("info"),
-  // Unions of one, so adding mongodb / s3 is a new member rather than a new shape.
-  store: section(z.discriminatedUnion("type", [z.strictObject({ type: z.literal("sqlite") })]).default({ type: "sqlite" })),
-  blobs: section(z.discriminatedUnion("type", [z.strictObject({ type: z.literal("fs") })]).default({ type: "fs" })),
+  store: section(StoreSchema.default({ type: "sqlite" })),
+  blobs: section(BlobsSchema.default({ type: "fs" })),
   queue: section(
     z
       .strictObject({
@@ -51,12 +135,17 @@ const ConfigFileSchema = z.strictObject({
       .prefault({}),
   ),
   worker: section(z.strictObject({ batchSize: z.int().min(0).default(0) }).prefault({})),
+  // The site's broker: null runs every service in one process with no transporter (embedded mode).
+  nats: section(z.strictObject({ url: NatsUrlSchema.nullable().default(null) }).prefault({})),
   jobs: section(z.strictObject({ defaultTimeoutMs: DurationMsSchema.default(600_000) }).prefault({})),
 });
 type ConfigFile = z.output<typeof ConfigFileSchema>;
 
-/** The loaded configuration: the file's schema with `slots` made concrete and both folders absolute. */
-export type DocqConfig = Omit<ConfigFile, "slots"> & { slots: number };
+/**
+ * The loaded configuration: the file's schema with `slots` made concrete, both folders absolute, and
+ * the stores' endpoints and secrets filled in from the environment.
+ */
+export type DocqConfig = Omit<ConfigFile, "slots" | "store" | "blobs"> & { slots: number; store: StoreConfig; blobs: BlobsConfig };
 
 const WholeNumberSchema = z
   .string()
@@ -93,6 +182,7 @@ const ENV_OVERRIDES: readonly EnvOverride[] = [
   envOverride("DOCQ_JOBS_DIR", "jobsDir", FolderSchema, (c, v) => (c.jobsDir = v)),
   envOverride("DOCQ_LEASE_MS", "queue.leaseMs", WholeNumberSchema.pipe(DurationMsSchema), (c, v) => (c.queue.leaseMs = v)),
   envOverride("DOCQ_LOG_LEVEL", "logLevel", LogLevelSchema, (c, v) => (c.logLevel = v)),
+  envOverride("DOCQ_NATS_URL", "nats.url", NatsUrlSchema, (c, v) => (c.nats.url = v)),
 ];
 
 /**
@@ -114,10 +204,14 @@ export async function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv 
     overriddenBy.set(override.key, override.variable);
   }
   crossCheck(config, label, overriddenBy);
+  const store = resolveStore(config, env, label);
+  const blobs = resolveBlobs(config, env, label);
 
   const cwd = process.cwd();
   return {
     ...config,
+    store,
+    blobs,
     slots: config.slots ?? os.availableParallelism(),
     dataDir: path.resolve(cwd, config.dataDir),
     // The default `./scripts-job` names the repo's folder wherever docq is started from; a path typed in a shell means the shell's folder.
@@ -156,6 +250,85 @@ function crossCheck(config: ConfigFile, label: string, overriddenBy: ReadonlyMap
   if (queue.heartbeatMs >= queue.leaseMs) problems.push(`${show("queue.heartbeatMs", queue.heartbeatMs)} must be less than ${show("queue.leaseMs", queue.leaseMs)}`);
   if (queue.backoffBaseMs > queue.backoffMaxMs) problems.push(`${show("queue.backoffBaseMs", queue.backoffBaseMs)} must not exceed ${show("queue.backoffMaxMs", queue.backoffMaxMs)}`);
   if (problems.length > 0) throw docqError(ERROR_CODE.Config, `${label}: ${problems.join("; ")}`);
+}
+
+/**
+ * The task store with its URL: DOCQ_MONGO_URL, else MONGO_URL, else the file's `store.url`. The
+ * variables are read only when the file chooses mongodb, so a MONGO_URL meant for something else
+ * (the MongoDB contract suite) never switches the store.
+ */
+function resolveStore(config: ConfigFile, env: NodeJS.ProcessEnv, label: string): StoreConfig {
+  const store = config.store;
+  if (store.type === "sqlite") return { type: "sqlite" };
+  let url = store.url;
+  const variable = nonEmpty(env.DOCQ_MONGO_URL) !== undefined ? "DOCQ_MONGO_URL" : "MONGO_URL";
+  const raw = nonEmpty(env[variable]);
+  if (raw !== undefined) {
+    const result = MongoUrlSchema.safeParse(raw);
+    // The value may hold a password: name the variable, not its content.
+    if (!result.success) throw docqError(ERROR_CODE.Config, `environment variable ${variable} (store.url): ${formatZodIssues(result.error.issues)}`, { field: variable });
+    url = result.data;
+  }
+  if (url === null) {
+    throw docqError(ERROR_CODE.Config, `${label}: store.type mongodb needs a URL: set MONGO_URL (or DOCQ_MONGO_URL), or store.url without a password`, {
+      field: "store.url",
+    });
+  }
+  return { type: "mongodb", url, database: store.database, writeConcern: store.writeConcern };
+}
+
+/**
+ * The blob store with its endpoint (S3_URL overrides the file's endPoint, port and useSSL) and its
+ * keys, which come from S3_ACCESS_KEY and S3_SECRET_KEY only. Read only when the file chooses s3.
+ */
+function resolveBlobs(config: ConfigFile, env: NodeJS.ProcessEnv, label: string): BlobsConfig {
+  const blobs = config.blobs;
+  if (blobs.type === "fs") return { type: "fs" };
+  let { endPoint, port, useSSL } = blobs;
+  const s3Url = nonEmpty(env.S3_URL);
+  if (s3Url !== undefined) ({ endPoint, port, useSSL } = parseS3Url(s3Url));
+  if (endPoint === null) {
+    throw docqError(ERROR_CODE.Config, `${label}: blobs.endPoint is required for blobs.type s3 (or set S3_URL=http://host:port)`, { field: "blobs.endPoint" });
+  }
+  const accessKey = nonEmpty(env.S3_ACCESS_KEY);
+  const secretKey = nonEmpty(env.S3_SECRET_KEY);
+  const missing = [accessKey === undefined ? "S3_ACCESS_KEY" : null, secretKey === undefined ? "S3_SECRET_KEY" : null].filter((v) => v !== null);
+  if (accessKey === undefined || secretKey === undefined) {
+    throw docqError(ERROR_CODE.Config, `blobs.type s3 needs the environment variable${missing.length > 1 ? "s" : ""} ${missing.join(" and ")}: S3 keys are never read from a config file`, {
+      field: missing[0] ?? "S3_ACCESS_KEY",
+    });
+  }
+  return {
+    type: "s3",
+    endPoint,
+    port: port ?? (useSSL ? 443 : 80),
+    useSSL,
+    bucket: blobs.bucket,
+    prefix: blobs.prefix ?? config.site,
+    region: blobs.region,
+    partSizeBytes: blobs.partSizeBytes,
+    accessKey,
+    secretKey,
+  };
+}
+
+/** `http://host[:port]` or `https://host[:port]`, nothing else: no credentials, path or query. */
+function parseS3Url(raw: string): { endPoint: string; port: number; useSSL: boolean } {
+  const refuse = (why: string): never => {
+    throw docqError(ERROR_CODE.Config, `environment variable S3_URL=${JSON.stringify(raw)} (blobs.endPoint): ${why}`, { field: "S3_URL" });
+  };
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return refuse("not a URL; expected http://host:port or https://host:port");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") refuse(`expected http:// or https://, got ${url.protocol}//`);
+  if (url.username !== "" || url.password !== "") refuse("must not hold credentials: set S3_ACCESS_KEY and S3_SECRET_KEY");
+  if ((url.pathname !== "/" && url.pathname !== "") || url.search !== "" || url.hash !== "") refuse("must be only a scheme, host and port (the bucket is blobs.bucket)");
+  const useSSL = url.protocol === "https:";
+  const endPoint = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  return { endPoint, port: url.port === "" ? (useSSL ? 443 : 80) : Number(url.port), useSSL };
 }
 
 /** Container setups often pass `VAR=` for "not set"; reading that as a value would turn a default into an error. */

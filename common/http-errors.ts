@@ -1,4 +1,5 @@
 import { DocqError, ERROR_CODE, type ErrorCode } from "./errors.js";
+import { isTransient } from "./transient-retry.js";
 
 export interface HttpErrorBody {
   error: string;
@@ -30,6 +31,10 @@ export function httpErrorOf(err: unknown): { status: number; body: HttpErrorBody
     delete data.field;
     const status = STATUS_OF[code as ErrorCode];
     return { status, body: { error: message, ...(field === undefined ? {} : { field }), ...data }, internal: status >= 500 };
+  }
+  // The queuer restarting or the broker reconnecting: the client may retry shortly.
+  if (isTransient(err)) {
+    return { status: 503, body: { error: `service unavailable, retry shortly: ${message}` }, internal: false };
   }
   // Moleculer's own client errors (route not found, validation, payload) carry a 4xx code.
   if (typeof code === "number" && code >= 400 && code < 500) {

@@ -90,6 +90,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const report: ReloadReport = { queued: 0, working: 0, requeued: 0, waiting: 0, ms: 0 };
     const orphans: string[] = [];
     const waiting: string[] = [];
+    const working: { id: string; owner: string }[] = [];
     for await (const batch of this.store.loadNonFinal()) {
       for (const entry of batch) {
         if (QUEUED_STATUSES.has(entry.status)) {
@@ -97,7 +98,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
           report.queued++;
         } else if (entry.status === S.work) {
           if (this.opts.requeueWorkOnReload) orphans.push(entry.id);
-          else report.working++;
+          else if (entry.lease !== null) working.push({ id: entry.id, owner: entry.lease.owner });
         } else if (entry.status === S.wait) {
           waiting.push(entry.id);
         }
@@ -109,6 +110,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       const requeued = await this.failAttempt(task, "the process running it stopped (docq restarted)", true);
       if (requeued) report.requeued++;
     }
+    // Workers outlive a queuer restart: give each a full lease to re-attach with its next heartbeat,
+    // instead of sweeping leases that lapsed only because nobody could renew them meanwhile.
+    const byOwner = new Map<string, string[]>();
+    for (const { id, owner } of working) byOwner.set(owner, [...(byOwner.get(owner) ?? []), id]);
+    for (const [owner, ids] of byOwner) report.working += (await this.store.renewLeases(owner, ids, now + this.opts.leaseMs)).length;
     // A crash between a child's completion and its parent's count leaves the count behind: recount.
     for (const id of waiting) {
       await this.reconcileParent(id);

@@ -159,12 +159,13 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         return ctx.call<TaskPage, object>("queuer.list", { ...pick("status"), ...pick("user"), ...pick("job"), ...pick("parentId"), ...pick("cursor"), ...(limit === undefined ? {} : { limit }) });
       },
       stats: (ctx: ApiContext) => ctx.call("queuer.stats"),
-      health: (ctx: ApiContext) => ({
-        status: "ok",
-        site: deps.site,
-        node: ctx.broker.nodeID,
-        services: ctx.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true }).map((s: { name: string }) => s.name),
-      }),
+      /** Ready when the site's queuer answers: a controller without it can accept nothing. */
+      health: async (ctx: ApiContext) => {
+        const services = ctx.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true }).map((s: { name: string }) => s.name);
+        const ready = services.includes("queuer");
+        if (!ready) ctx.meta.$statusCode = 503;
+        return { status: ready ? "ok" : "no queuer yet", site: deps.site, node: ctx.broker.nodeID, services: [...new Set(services)].sort() };
+      },
     },
   };
 }

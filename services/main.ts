@@ -1,35 +1,49 @@
-import { loadConfig, type DocqConfig } from "../common/config.js";
+import { Command, Option } from "commander";
+import { loadConfig } from "../common/config.js";
 import { errorMessage } from "../common/errors.js";
-import { startEmbedded } from "./embedded.js";
+import { SERVICE_NAMES, startSite, type ServiceName } from "./site.js";
 
-/** `npm start`: loads the config, then runs every service of the site in this process. */
-async function main(): Promise<void> {
-  let config: DocqConfig;
-  try {
-    config = await loadConfig();
-  } catch (err) {
-    console.error(`docq: cannot start: ${errorMessage(err)}`);
-    process.exit(2);
-  }
-  const broker = await startEmbedded(config);
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    broker.logger.info(`${signal}: stopping`);
-    broker.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        console.error(`docq: stop failed: ${errorMessage(err)}`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGTERM", () => stop("SIGTERM"));
-}
+/**
+ * `npm start [-- --services a,b]`: every service of the site in this process (embedded mode, or a
+ * one-process site when DOCQ_NATS_URL is set), or the chosen ones (cluster mode, e.g. under pm2).
+ */
+const program = new Command()
+  .name("docq-start")
+  .description("Runs docq services. Configuration: config/default.yaml, DOCQ_CONFIG, and environment variables (see README).")
+  .addOption(new Option("--services <names>", `comma-separated services to run here (${SERVICE_NAMES.join(", ")})`).default(SERVICE_NAMES.join(",")))
+  .action(async (opts: { services: string }) => {
+    const names = opts.services.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    const unknown = names.filter((n) => !(SERVICE_NAMES as readonly string[]).includes(n));
+    if (names.length === 0 || unknown.length > 0) {
+      console.error(`docq: --services: unknown service ${unknown.join(", ") || "(none given)"}; choose among ${SERVICE_NAMES.join(", ")}`);
+      process.exit(2);
+    }
+    let config;
+    try {
+      config = await loadConfig();
+    } catch (err) {
+      console.error(`docq: cannot start: ${errorMessage(err)}`);
+      process.exit(2);
+    }
+    const site = await startSite(config, [...new Set(names)] as ServiceName[]);
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      site.broker.logger.info(`${signal}: stopping`);
+      site.stop().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          console.error(`docq: stop failed: ${errorMessage(err)}`);
+          process.exit(1);
+        },
+      );
+    };
+    process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
+  });
 
-main().catch((err: unknown) => {
+program.parseAsync().catch((err: unknown) => {
   console.error(`docq: ${errorMessage(err)}`);
   process.exit(1);
 });

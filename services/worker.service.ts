@@ -1,7 +1,9 @@
 import type { Context, ServiceSchema } from "moleculer";
 import type { BlobStore } from "../common/blob-store.js";
+import { errorMessage } from "../common/errors.js";
 import type { JobRegistry } from "../common/job-registry.js";
 import type { Task } from "../common/task-model.js";
+import { retryTransient } from "../common/transient-retry.js";
 import { WorkerPool, type QueueClient } from "../common/worker-pool.js";
 import { QUEUER_EVENTS } from "./queuer.service.js";
 
@@ -10,6 +12,7 @@ export interface WorkerDeps {
   slots: number;
   batchSize: number;
   heartbeatMs: number;
+  leaseMs: number;
   blobs: BlobStore;
   registry: JobRegistry;
 }
@@ -24,18 +27,32 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
       [QUEUER_EVENTS.canceled]: (ctx: Context<{ id: string; leaseOwner: string }>) => {
         if (pool !== undefined && ctx.params.leaseOwner === ownerName(ctx.broker.nodeID)) pool.cancel(ctx.params.id);
       },
+      // A (re)started queuer: ask for work at once rather than at the next poll.
+      "$services.changed": () => pool?.wake(),
     },
     async started() {
       const broker = this.broker;
+      const log = this.logger;
+      /**
+       * A result must reach the queue even if the queuer is restarting or NATS is reconnecting:
+       * keep trying (the lease stays renewed meanwhile, as the task still counts as running here).
+       */
+      const report = <T>(what: string, call: () => Promise<T>): Promise<T> =>
+        retryTransient(call, {
+          maxMs: 10 * deps.leaseMs,
+          onRetry: (err, n) => {
+            if (n === 1) log.warn(`${what}: queuer unreachable (${errorMessage(err)}), retrying`);
+          },
+        });
       const client: QueueClient = {
         pull: (owner, max) => broker.call<Task[], object>("queuer.pull", { owner, max }),
         heartbeat: (owner, ids, load) => broker.call<string[], object>("queuer.heartbeat", { owner, ids, ...load }),
-        complete: (claim, result) => broker.call<boolean, object>("queuer.complete", { ...claim, ...result }),
-        fail: (claim, error, opts) => broker.call<boolean, object>("queuer.fail", { ...claim, error, ...opts }),
-        split: (claim, children, processedBy) => broker.call<boolean, object>("queuer.split", { ...claim, children, processedBy }),
-        mergeInputs: (id) => broker.call<string[], object>("queuer.mergeInputs", { id }),
+        complete: (claim, result) => report(`complete ${claim.id}`, () => broker.call<boolean, object>("queuer.complete", { ...claim, ...result })),
+        fail: (claim, error, opts) => report(`fail ${claim.id}`, () => broker.call<boolean, object>("queuer.fail", { ...claim, error, ...opts })),
+        split: (claim, children, processedBy) => report(`split ${claim.id}`, () => broker.call<boolean, object>("queuer.split", { ...claim, children, processedBy })),
+        mergeInputs: (id) => report(`merge inputs of ${id}`, () => broker.call<string[], object>("queuer.mergeInputs", { id })),
       };
-      pool = new WorkerPool({
+      const started = new WorkerPool({
         owner: ownerName(broker.nodeID),
         processedBy: { site: deps.site, node: broker.nodeID },
         slots: deps.slots,
@@ -45,11 +62,11 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
         client,
         blobs: deps.blobs,
         registry: deps.registry,
-        log: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
+        log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
       });
-      // Wait for the queuer so the first pulls do not fail while it reloads.
-      await broker.waitForServices(["queuer"]);
-      pool.start();
+      pool = started;
+      // Not awaited: the queuer may start later (or stand by); the pool starts pulling once it is there.
+      void broker.waitForServices(["queuer"]).then(() => started.start());
     },
     async stopped() {
       await pool?.stop();

@@ -1,0 +1,117 @@
+import os from "node:os";
+import path from "node:path";
+import { ServiceBroker, type BrokerOptions } from "moleculer";
+import type { BlobStore } from "../common/blob-store.js";
+import type { DocqConfig } from "../common/config.js";
+import { FsBlobStore } from "../common/fs-blob-store.js";
+import { JobRegistry } from "../common/job-registry.js";
+import { QueuerLock } from "../common/queuer-lock.js";
+import { SqliteTaskStore } from "../common/sqlite-task-store.js";
+import { TaskQueue } from "../common/task-queue.js";
+import { controllerService } from "./controller.service.js";
+import { queuerService } from "./queuer.service.js";
+import { workerService } from "./worker.service.js";
+
+export const SERVICE_NAMES = ["controller", "queuer", "worker"] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+export interface Site {
+  broker: ServiceBroker;
+  stop(): Promise<void>;
+}
+
+function brokerOptions(config: DocqConfig, services: readonly ServiceName[]): BrokerOptions {
+  return {
+    // Unique per process, and telling: which site, which machine, which services, which pid.
+    nodeID: `${config.site}-${os.hostname()}-${services.length === SERVICE_NAMES.length ? "all" : services.join("+")}-${process.pid}`,
+    // One namespace per site: sites sharing a NATS server never see each other's services.
+    namespace: config.site,
+    transporter: config.nats.url === null ? null : { type: "NATS", options: { servers: [config.nats.url], maxReconnectAttempts: -1, reconnectTimeWait: 500 } },
+    logger: { type: "Console", options: { level: config.logLevel, formatter: "short" } },
+    // Nodes that stop heartbeating are dropped quickly, so a restarted queuer is found again soon.
+    heartbeatInterval: 2,
+    heartbeatTimeout: 6,
+  };
+}
+
+/**
+ * Starts the chosen services of a site in this process: all of them with no transporter in
+ * embedded mode, any subset over the site's NATS in cluster mode. A queuer waits for the site's
+ * queuer lock before it serves, so a second one stands by instead of splitting the queue.
+ */
+export async function startSite(config: DocqConfig, services: readonly ServiceName[] = SERVICE_NAMES): Promise<Site> {
+  const embedded = config.nats.url === null;
+  if (embedded && services.length !== SERVICE_NAMES.length) {
+    throw new Error(`starting only ${services.join(", ")} needs a NATS server to reach the other services: set DOCQ_NATS_URL`);
+  }
+  const broker = new ServiceBroker(brokerOptions(config, services));
+  const closers: (() => Promise<void>)[] = [];
+  let blobs: BlobStore | undefined;
+  const openBlobs = async (): Promise<BlobStore> => {
+    if (blobs === undefined) {
+      const opened = await FsBlobStore.open(path.join(config.dataDir, "blobs"));
+      closers.push(() => opened.close());
+      blobs = opened;
+    }
+    return blobs;
+  };
+  const registry = new JobRegistry({ dir: config.jobsDir, defaultTimeoutMs: config.jobs.defaultTimeoutMs });
+
+  if (services.includes("worker")) {
+    broker.createService(
+      workerService({ site: config.site, slots: config.slots, batchSize: config.worker.batchSize, heartbeatMs: config.queue.heartbeatMs, leaseMs: config.queue.leaseMs, blobs: await openBlobs(), registry }),
+    );
+  }
+  if (services.includes("controller")) {
+    broker.createService(
+      controllerService({ site: config.site, port: config.port, maxBodyBytes: config.maxBodyBytes, defaultMaxTries: config.queue.maxTries, blobs: await openBlobs(), registry }),
+    );
+  }
+  await broker.start();
+
+  const standby = new AbortController();
+  let queuerReady: Promise<void> = Promise.resolve();
+  if (services.includes("queuer")) {
+    const lockFile = path.join(config.dataDir, "queuer.lock");
+    queuerReady = (async () => {
+      const lock = await QueuerLock.acquire(lockFile, {
+        pollMs: 500,
+        signal: standby.signal,
+        onWait: () => broker.logger.warn(`another queuer of site "${config.site}" holds ${lockFile}: standing by, and taking over the queue when it stops`),
+      });
+      closers.push(async () => lock.release());
+      const store = SqliteTaskStore.open(path.join(config.dataDir, "tasks.sqlite"));
+      closers.push(() => store.close());
+      const queue = new TaskQueue({
+        store,
+        leaseMs: config.queue.leaseMs,
+        backoffBaseMs: config.queue.backoffBaseMs,
+        backoffMaxMs: config.queue.backoffMaxMs,
+        // Embedded workers die with this process; cluster workers outlive a queuer restart.
+        requeueWorkOnReload: embedded,
+        maxSplitDepth: config.queue.maxSplitDepth,
+      });
+      broker.createService(queuerService({ queue, store, site: config.site, sweepMs: config.queue.sweepMs, heartbeatMs: config.queue.heartbeatMs }));
+      await broker.waitForServices(["queuer"]);
+    })();
+    // In embedded mode nothing works without the queue: start-up waits for it.
+    if (embedded) await queuerReady;
+    else queuerReady.catch((err: unknown) => broker.logger.error("queuer failed to start:", err));
+  }
+  broker.logger.info(
+    `docq site "${config.site}" (${embedded ? "embedded" : `NATS ${config.nats.url}`}): ${services.join(", ")}` +
+      (services.includes("controller") ? `, REST on port ${config.port}` : "") +
+      (services.includes("worker") ? `, ${config.slots} worker slots` : "") +
+      `, data in ${config.dataDir}`,
+  );
+
+  return {
+    broker,
+    async stop() {
+      standby.abort();
+      await queuerReady.catch(() => undefined);
+      await broker.stop();
+      for (const close of closers.reverse()) await close().catch(() => undefined);
+    },
+  };
+}
