@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { docqError, ERROR_CODE } from "./errors.js";
 import { formatZodIssues } from "./job-registry.js";
-import { ParamsSchema, ProcessedBySchema, TASK_STATUSES } from "./task-model.js";
+import { JOB_NAME_PATTERN, ParamsSchema, ProcessedBySchema, TASK_ID_PATTERN, TASK_STATUSES } from "./task-model.js";
 
 /**
  * The messages services send the queuer. In cluster mode they cross process boundaries, so the
@@ -13,11 +13,11 @@ const Claim = { id: Id, owner: Owner, attempt: z.int().min(1) };
 
 export const QueueMessages = {
   submit: z.strictObject({
-    id: Id,
+    id: z.string().regex(TASK_ID_PATTERN),
     site: z.string().min(1),
     user: z.string(),
     name: z.string(),
-    job: z.string().min(1),
+    job: z.string().regex(JOB_NAME_PATTERN),
     params: ParamsSchema,
     priority: z.int().min(0).max(100),
     maxTries: z.int().min(1),

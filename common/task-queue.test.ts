@@ -295,3 +295,23 @@ describe("TaskQueue: split and merge", () => {
     reloaded.stop();
   });
 });
+
+describe("TaskQueue: reports retried after a lost answer", () => {
+  it("accepts a repeated complete or split of the same attempt, and no other", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    const claim = claimOf(task!);
+    assert.equal(await queue.complete(claim, { output: "k-1", processedBy }), true);
+    assert.equal(await queue.complete(claim, { output: "k-1", processedBy }), true, "the same report again");
+    assert.equal(await queue.complete(claim, { output: "k-2", processedBy }), false, "another output");
+    assert.equal(await queue.complete(claim, { output: "k-1", processedBy: { site: "test", node: "n2" } }), false, "another node");
+
+    const parent = await queue.submit(spec(50));
+    const [leased] = await queue.pull("w1", 1);
+    assert.equal(leased?.id, parent.id);
+    assert.equal(await queue.split(claimOf(leased!), [{ input: "p0" }], processedBy), true);
+    assert.equal(await queue.split(claimOf(leased!), [{ input: "p0" }], processedBy), true, "the same split again");
+    assert.equal((await store.children(parent.id)).length, 1, "split once");
+  });
+});

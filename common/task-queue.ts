@@ -65,6 +65,15 @@ export function retryDelayMs(tries: number, baseMs: number, maxMs: number): numb
   return Math.min(maxMs, baseMs * 2 ** Math.max(0, tries - 1));
 }
 
+/** Whether `task`'s recorded result came from this very attempt (same try, same node). */
+function sameAttempt(task: Task, claim: LeaseClaim, processedBy: ProcessedBy): boolean {
+  return task.tries === claim.attempt && task.processedBy?.node === processedBy.node;
+}
+
+function splitBy(task: Task, claim: LeaseClaim, processedBy: ProcessedBy): boolean {
+  return task.childrenTotal > 0 && task.status !== S.work && sameAttempt(task, claim, processedBy);
+}
+
 /**
  * A site's queue: the durable task store plus the in-memory priority index over its queued tasks.
  * Every transition is written to the store with a compare-and-set before the index or any caller
@@ -177,7 +186,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       { status: S.work, leaseOwner: claim.owner, tries: claim.attempt },
       { status: S.output, output: result.output, processedBy: result.processedBy, lease: null, error: null, endTime: now, duration: now - (task.startTime ?? now) },
     );
-    if (done === null) return false;
+    if (done === null) {
+      // A retried report whose first try got through (its answer was lost on the way back) is accepted again.
+      const after = await this.store.get(claim.id);
+      return after !== null && after.status === S.output && after.output === result.output && sameAttempt(after, claim, result.processedBy);
+    }
     this.emit("task:done", done);
     if (done.parentId !== null) await this.childSucceeded(done.parentId);
     return true;
@@ -190,7 +203,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    */
   async split(claim: LeaseClaim, children: readonly ChildSpec[], processedBy: ProcessedBy): Promise<boolean> {
     const parent = await this.store.get(claim.id);
-    if (parent === null || !this.holds(parent, claim)) return false;
+    if (parent === null) return false;
+    if (!this.holds(parent, claim)) return splitBy(parent, claim, processedBy);
     const depth = parent.depth + 1;
     if (depth > this.opts.maxSplitDepth) {
       const why = `split refused: the children would be at depth ${depth}, deeper than queue.maxSplitDepth (${this.opts.maxSplitDepth})`;
@@ -221,7 +235,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       { status: S.wait, lease: null, processedBy, children: kids.map((k) => k.id), childrenTotal: kids.length, childrenCompleted: 0 },
       kids,
     );
-    if (waiting === null) return false;
+    if (waiting === null) {
+      // As for complete: a retried split that already went through is accepted, not split twice.
+      const after = await this.store.get(claim.id);
+      return after !== null && splitBy(after, claim, processedBy);
+    }
     for (const kid of kids) this.index.add(toQueueEntry(kid), now);
     this.emit("task:queued");
     return true;

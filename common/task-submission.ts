@@ -10,7 +10,7 @@ import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, TASK_ID_PATTERN } from ".
 const IntField = (min: number, max: number) => {
   const message = `must be an integer ${min}..${max}`;
   return z
-    .union([z.number(), z.string().trim().min(1, message).transform(Number)])
+    .union([z.number(), z.string().trim().regex(/^[+-]?\d+$/, message).transform(Number)])
     .pipe(z.number(message).int(message).min(min, message).max(max, message));
 };
 
@@ -99,6 +99,8 @@ export async function storeRawBody(req: UploadRequest, blobs: BlobStore, key: st
   if (declared !== null && declared > req.maxBytes) throw tooLarge(req.maxBytes);
   if (declared === 0) throw missingBody();
   const limit = new ByteLimit(req.maxBytes);
+  // With a small limit the error can come before the store reads: it sees it then, it must not crash us now.
+  limit.on("error", () => undefined);
   req.body.on("error", (err) => limit.destroy(err));
   try {
     const { size } = await blobs.put(key, req.body.pipe(limit));
@@ -124,7 +126,7 @@ export async function storeMultipartBody(req: UploadRequest, blobs: BlobStore, k
   let stored: Promise<number> | null = null;
   let form: busboy.Busboy;
   try {
-    form = busboy({ headers: { "content-type": req.contentType ?? "" }, limits: { files: 1, fileSize: req.maxBytes, fields: 100, fieldSize: 1024 * 1024 } });
+    form = busboy({ headers: { "content-type": req.contentType ?? "" }, limits: { files: 1, fileSize: req.maxBytes + 1, fields: 100, fieldSize: 1024 * 1024 } });
   } catch (err) {
     throw docqError(ERROR_CODE.BadRequest, `malformed multipart form: ${errorMessage(err)}`, { field: "body", cause: err });
   }
@@ -137,10 +139,13 @@ export async function storeMultipartBody(req: UploadRequest, blobs: BlobStore, k
         file.resume();
         return;
       }
+      // busboy can fail the part (a form cut short) before the store reads it.
+      file.on("error", () => undefined);
+      // Past the limit busboy stops passing data and ends the part: the store sees a short file,
+      // refused below. (Destroying the part instead would leave busboy waiting for it forever.)
       let truncated = false;
       file.on("limit", () => {
         truncated = true;
-        file.destroy(tooLarge(req.maxBytes));
       });
       stored = blobs.put(key, file).then(({ size }) => {
         if (truncated) throw tooLarge(req.maxBytes);
@@ -150,7 +155,11 @@ export async function storeMultipartBody(req: UploadRequest, blobs: BlobStore, k
     });
     form.on("close", resolve);
     form.on("error", (err: unknown) => reject(docqError(ERROR_CODE.BadRequest, `malformed multipart form: ${errorMessage(err)}`, { field: "body", cause: err })));
-    req.body.on("error", reject);
+    req.body.on("error", (err) => {
+      // The client went away: stop the parser so the stored part ends too.
+      form.destroy(err);
+      reject(err);
+    });
   });
   req.body.pipe(form);
   try {
@@ -160,6 +169,8 @@ export async function storeMultipartBody(req: UploadRequest, blobs: BlobStore, k
     if (size === 0) throw missingBody();
     return { fields, size };
   } catch (err) {
+    // Let a store still writing finish (or fail) first, so the delete leaves nothing behind.
+    await (stored as Promise<number> | null)?.catch(() => undefined);
     await blobs.delete(key).catch(() => undefined);
     if (isDocqError(err)) throw err;
     throw docqError(ERROR_CODE.BadRequest, `upload interrupted: ${errorMessage(err)}`, { field: "body", cause: err });

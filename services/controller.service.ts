@@ -53,6 +53,8 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           mappingPolicy: "restrict",
           // The create route streams the body itself; the others take no body.
           bodyParsers: false,
+          // An upload lasts as long as the client sends; the broker's request timeout is for internal calls.
+          callOptions: { timeout: 0 },
           aliases: {
             "POST tasks": "stream:controller.createTask",
             "GET tasks": "controller.listTasks",

@@ -30,7 +30,9 @@ function brokerOptions(config: DocqConfig, services: readonly ServiceName[]): Br
     logger: { type: "Console", options: { level: config.logLevel, formatter: "short" } },
     // Nodes that stop heartbeating are dropped quickly, so a restarted queuer is found again soon.
     heartbeatInterval: 2,
-    heartbeatTimeout: 6,
+    heartbeatTimeout: 8,
+    // A call to a process that died unannounced would otherwise wait forever; callers retry.
+    requestTimeout: 15_000,
   };
 }
 

@@ -71,6 +71,7 @@ describe("embedded docq over REST", () => {
     await expect(post("priority=5", "x"), 400, /job: is required/, "job");
     await expect(post("job=wordcount&priority=101", "x"), 400, /priority: must be an integer 0\.\.100/, "priority");
     await expect(post("job=wordcount&priority=high", "x"), 400, /priority: must be an integer/, "priority");
+    await expect(post("job=wordcount&priority=0x10", "x"), 400, /priority: must be an integer/, "priority");
     await expect(post("job=wordcount", ""), 400, /missing body/, "body");
     await expect(post("job=wordcount"), 400, /missing body/, "body");
     await expect(post("job=wordcount", "x".repeat(100_001)), 413, /larger than the limit of 100000 bytes/, "body");

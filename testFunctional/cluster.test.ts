@@ -1,0 +1,138 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { promisify } from "node:util";
+import { after, before, describe, it } from "node:test";
+import { freePort, getTask, listAll, mapLimit, REPO, result, submit, tempDir, waitAllFinal, waitUntil } from "./helpers.js";
+import { startNats, type NatsServer } from "./nats.js";
+import { Pm2 } from "./pm2.js";
+import type { Task } from "../common/task-model.js";
+
+const LEASE_MS = 3000;
+const CONFIG = `
+site: fr01
+queue:
+  leaseMs: ${LEASE_MS}
+  heartbeatMs: 1000
+  sweepMs: 250
+  backoffBaseMs: 50
+  backoffMaxMs: 500
+`;
+
+function pagesDoc(i: number): string {
+  return Array.from({ length: 5 }, (_, l) => `doc ${i} page ${l}`).join("\n") + "\n";
+}
+
+/** Every task ended output once: its record names the output of its last attempt, and only that one exists. */
+async function assertDoneOnce(dataDir: string, tasks: readonly Task[]): Promise<void> {
+  for (const task of tasks) {
+    assert.equal(task.status, "output", `${task.id}: ${task.error}`);
+    assert.equal(task.output, `${task.id}/output-${task.tries}`);
+    const outputs = (await fs.readdir(path.join(dataDir, "blobs", task.id))).filter((f) => f.startsWith("output-"));
+    assert.deepEqual(outputs, [`output-${task.tries}`], `one output on record for ${task.id}`);
+  }
+}
+
+describe("cluster mode: pm2 ecosystem over a real NATS", () => {
+  let nats: NatsServer;
+  let pm2: Pm2;
+  let url: string;
+  let dataDir: string;
+
+  before(async () => {
+    await promisify(execFile)(process.execPath, [path.join(REPO, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], { cwd: REPO });
+    nats = await startNats();
+    dataDir = await tempDir("cluster-data");
+    const configFile = path.join(await tempDir("cluster-config"), "cluster.yaml");
+    await fs.writeFile(configFile, CONFIG);
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    pm2 = new Pm2({
+      PM2_HOME: await tempDir("pm2-home"),
+      DOCQ_NATS_URL: nats.url,
+      PORT: String(port),
+      DATA_DIR: dataDir,
+      DOCQ_CONFIG: configFile,
+      DOCQ_WORKERS: "3",
+      DOCQ_SLOTS: "2",
+      DOCQ_LOG_LEVEL: "warn",
+    });
+    await pm2.cmd("start", path.join(REPO, "config/pm2/ecosystem.config.cjs"));
+    await waitUntil("the cluster to answer /api/health", async () => (await fetch(`${url}/api/health`)).ok, 60_000, 200);
+    await waitUntil(
+      "3 worker processes to report",
+      async () => ((await (await fetch(`${url}/api/stats`)).json()) as { workers: unknown[] }).workers.length === 3,
+      30_000,
+      200,
+    );
+  });
+
+  after(async () => {
+    await pm2?.kill();
+    await nats?.stop();
+  });
+
+  it("runs 200 pages tasks over 3 worker processes, every result correct", async () => {
+    const docs = Array.from({ length: 200 }, (_, i) => pagesDoc(i));
+    const ids = await mapLimit(docs, 16, (doc) => submit(url, doc, { job: "pages" }));
+    const tasks = await waitAllFinal(url, ids, 300_000);
+    for (const [i, task] of tasks.entries()) {
+      assert.equal(task.status, "output", `${task.id}: ${task.error}`);
+      assert.equal(await result(url, task.id), docs[i]!.toUpperCase());
+    }
+    const children = await listAll(url, "job=pages&status=output");
+    const nodes = new Set(children.map((t) => t.processedBy?.node));
+    assert.ok(nodes.size > 1, `tasks ran on ${[...nodes].join(", ")}`);
+    for (const node of nodes) assert.match(node ?? "", /^fr01-.*-worker-\d+$/);
+    const processes = await pm2.list();
+    assert.deepEqual(processes.map((p) => p.name).sort(), ["docq-controller", "docq-queuer", "docq-worker", "docq-worker", "docq-worker"]);
+  });
+
+  it("requeues the tasks of a worker killed with SIGKILL after the lease timeout; they complete elsewhere", async () => {
+    const ids = await mapLimit(Array.from({ length: 6 }, (_, i) => `slow ${i}\n`), 6, (doc) => submit(url, doc, { job: "sleep", params: { ms: 4000 }, priority: 100 }));
+    const victim = await waitUntil("a task to run", async () => {
+      for (const id of ids) {
+        const task = await getTask(url, id);
+        if (task.status === "work" && task.lease !== null) return task;
+      }
+      return undefined;
+    });
+    const owner = victim.lease!.owner;
+    const pid = Number(/-(\d+)$/.exec(owner)?.[1]);
+    assert.ok(pid > 0, `pid from lease owner ${owner}`);
+    process.kill(pid, "SIGKILL");
+    const tasks = await waitAllFinal(url, ids, 60_000);
+    await assertDoneOnce(dataDir, tasks);
+    const killedNode = owner.replace(/^worker@/, "");
+    const requeued = tasks.filter((t) => t.tries >= 2);
+    assert.ok(requeued.some((t) => t.id === victim.id), "the killed worker's task was retried");
+    for (const task of requeued) assert.notEqual(task.processedBy?.node, killedNode);
+    assert.match(tasks.find((t) => t.id === victim.id)?.error ?? "", /^$|lease expired/);
+  });
+
+  it("survives a SIGKILL of the queuer mid-run: pm2 restarts it and everything completes exactly once", async () => {
+    const ids = await mapLimit(Array.from({ length: 100 }, (_, i) => `doc ${i}\n`), 16, (doc) => submit(url, doc, { job: "sleep", params: { ms: 50 } }));
+    await waitUntil("some progress", async () => (await listAll(url, "job=sleep&status=output")).length >= 20);
+    const [queuer] = (await pm2.list()).filter((p) => p.name === "docq-queuer");
+    assert.ok(queuer);
+    process.kill(queuer.pid, "SIGKILL");
+    await waitUntil("pm2 to restart the queuer", async () => {
+      const [again] = (await pm2.list()).filter((p) => p.name === "docq-queuer");
+      return again !== undefined && again.restarts > queuer.restarts && again.status === "online";
+    }, 30_000, 200);
+    const tasks = await waitAllFinal(url, ids, 120_000);
+    await assertDoneOnce(dataDir, tasks);
+    for (const [i, task] of tasks.entries()) assert.equal(await result(url, task.id), `doc ${i}\n`);
+  });
+
+  it("rides out a NATS outage of 5 s", async () => {
+    const ids = await mapLimit(Array.from({ length: 100 }, (_, i) => `doc ${i}\n`), 16, (doc) => submit(url, doc, { job: "sleep", params: { ms: 50 } }));
+    await waitUntil("some progress", async () => (await Promise.all(ids.slice(0, 30).map((id) => getTask(url, id)))).some((t) => t.status === "output"));
+    await nats.stop();
+    await new Promise((r) => setTimeout(r, 5000));
+    await nats.start();
+    const tasks = await waitAllFinal(url, ids, 120_000);
+    await assertDoneOnce(dataDir, tasks);
+  });
+});
