@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -39,6 +39,7 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
   let pm2: Pm2;
   let url: string;
   let dataDir: string;
+  let pm2Env: Record<string, string>;
 
   before(async () => {
     await promisify(execFile)(process.execPath, [path.join(REPO, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], { cwd: REPO });
@@ -48,7 +49,7 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
     await fs.writeFile(configFile, CONFIG);
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
-    pm2 = new Pm2({
+    pm2Env = {
       PM2_HOME: await tempDir("pm2-home"),
       DOCQ_NATS_URL: nats.url,
       PORT: String(port),
@@ -57,7 +58,8 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
       DOCQ_WORKERS: "3",
       DOCQ_SLOTS: "2",
       DOCQ_LOG_LEVEL: "warn",
-    });
+    };
+    pm2 = new Pm2(pm2Env);
     await pm2.cmd("start", path.join(REPO, "config/pm2/ecosystem.config.cjs"));
     await waitUntil("the cluster to answer /api/health", async () => (await fetch(`${url}/api/health`)).ok, 60_000, 200);
     await waitUntil(
@@ -124,6 +126,59 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
     const tasks = await waitAllFinal(url, ids, 120_000);
     await assertDoneOnce(dataDir, tasks);
     for (const [i, task] of tasks.entries()) assert.equal(await result(url, task.id), `doc ${i}\n`);
+  });
+
+  it("lets a second queuer of the site stand by, and take over when the first one stops", async () => {
+    const env = { ...(process.env as Record<string, string>), ...pm2Env };
+    const second = spawn(process.execPath, [path.join(REPO, "dist/services/main.js"), "--services", "queuer"], { cwd: REPO, env: { ...env, DOCQ_LOG_LEVEL: "info" }, stdio: ["ignore", "pipe", "pipe"] });
+    let log = "";
+    second.stdout.on("data", (d: Buffer) => (log += d.toString()));
+    second.stderr.on("data", (d: Buffer) => (log += d.toString()));
+    try {
+      await waitUntil("the second queuer to say it stands by", () => /holds .*queuer\.lock: standing by/.test(log), 30_000);
+      // Still one queue: work goes on through the first queuer.
+      const id = await submit(url, "x\n", { job: "wordcount" });
+      assert.equal((await waitAllFinal(url, [id]))[0]?.status, "output");
+      // Stop pm2's queuer for good: the standby takes the queue.
+      await pm2.cmd("stop", "docq-queuer");
+      await waitUntil("the standby to take over", () => /queue reloaded/.test(log), 30_000);
+      // The controller learns of the new queuer by the broker's discovery: 503 until then.
+      await waitUntil("the controller to see the new queuer", async () => (await fetch(`${url}/api/health`)).ok, 30_000, 100);
+      const after = await submit(url, "y\n", { job: "wordcount" });
+      assert.equal((await waitAllFinal(url, [after], 60_000))[0]?.status, "output");
+    } finally {
+      second.kill("SIGTERM");
+      await new Promise((r) => second.once("exit", r));
+      await pm2.cmd("start", "docq-queuer");
+      await waitUntil("pm2's queuer to be back", async () => (await fetch(`${url}/api/health`)).ok, 30_000, 200);
+    }
+  });
+
+  it("streams a 200 MB document to a worker without passing it through NATS or holding it in memory", async () => {
+    const size = 200 * 1024 * 1024;
+    const line = "lorem ipsum dolor sit amet\n";
+    const chunk = Buffer.from(line.repeat(Math.floor((1024 * 1024) / line.length)));
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent >= size) return controller.close();
+        const part = chunk.subarray(0, Math.min(chunk.length, size - sent));
+        sent += part.length;
+        controller.enqueue(part);
+      },
+    });
+    const res = await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body, duplex: "half" } as RequestInit);
+    assert.equal(res.status, 201);
+    const { id } = (await res.json()) as { id: string };
+    const [task] = await waitAllFinal(url, [id], 120_000);
+    assert.equal(task?.status, "output", task?.error ?? "");
+    const counts = (await (await fetch(`${url}/api/tasks/${id}/result`)).json()) as { bytes: number; lines: number };
+    assert.equal(counts.bytes, size);
+    for (const p of await pm2.list()) {
+      const status = await fs.readFile(`/proc/${p.pid}/status`, "utf8");
+      const peakMb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
+      assert.ok(peakMb < 150, `${p.name} peaked at ${peakMb.toFixed(0)} MB`);
+    }
   });
 
   it("rides out a NATS outage of 5 s", async () => {
