@@ -28,6 +28,8 @@ interface RequestMeta {
   $statusCode?: number;
   $responseType?: string;
   $responseHeaders?: Record<string, string>;
+  /** moleculer-web sets the Location header of a 201 from it. */
+  $location?: string;
 }
 
 type ApiContext = Context<Record<string, unknown>, RequestMeta>;
@@ -114,7 +116,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
               input,
             });
             ctx.meta.$statusCode = 201;
-            ctx.meta.$responseHeaders = { Location: `/api/tasks/${task.id}` };
+            ctx.meta.$location = `/api/tasks/${task.id}`;
             return { id: task.id, status: task.status };
           } catch (err) {
             await blobs.deletePrefix(blobKeys.folder(id)).catch(() => undefined);

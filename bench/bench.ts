@@ -1,0 +1,169 @@
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { Command } from "commander";
+import { errorMessage } from "../common/errors.js";
+import { clusterFigure } from "./cluster.js";
+import { formatProfileSummary, profilesIn, summarizeCpuProfile } from "./cpu-profile.js";
+import { enqueueFigure } from "./enqueue.js";
+import { log } from "./harness.js";
+import { latencyFigure } from "./latency.js";
+import { environment, formatReport, round, writeJson, type BenchReport, type FigureResult } from "./report.js";
+import { scaleFigure } from "./scale.js";
+import { splitMergeFigure } from "./split-merge.js";
+import { throughputFigure, type DirectReferences } from "./throughput.js";
+import { warmThroughputFigure } from "./warm-figure.js";
+
+/*
+ * `npm run bench`: how fast docq is, against its limits. A benchmark, not a test: it prints a
+ * table (markdown, to paste into the README) and with --json FILE writes the same figures, the
+ * headline `ratio_vs_direct` at the top. No number ever fails the run; a figure that breaks does
+ * (exit 1, after the table), so `.ci/run`'s `--quick` run keeps the bench from rotting.
+ */
+
+interface Counts {
+  enqueue: number;
+  throughput: number;
+  latency: number;
+  scale: number;
+  splitDocuments: number;
+  warm: number;
+  cluster: number;
+}
+
+const FULL: Counts = { enqueue: 10_000, throughput: 2_000, latency: 500, scale: 1_000_000, splitDocuments: 100, warm: 2_000, cluster: 2_000 };
+/** Every count scaled down so the whole run stays under a minute. */
+const QUICK: Counts = { enqueue: 1_000, throughput: 300, latency: 50, scale: 100_000, splitDocuments: 10, warm: 300, cluster: 300 };
+
+interface Options {
+  quick?: boolean;
+  json?: string;
+  only?: string;
+  cpuProf?: string;
+}
+
+/** Shared between figures: the direct references of figure 2 are reused by figure 6. */
+interface Context {
+  counts: Counts;
+  direct: DirectReferences | null;
+  ratio: number | null;
+  cpuProfDir: string | null;
+}
+
+interface FigureSpec {
+  key: string;
+  number: number;
+  title: string;
+  run(ctx: Context): Promise<FigureResult>;
+}
+
+/** The figures, in the order they run. Adding one (figure 6, 7) is one entry here and one file. */
+const FIGURES: FigureSpec[] = [
+  { key: "enqueue", number: 1, title: "Enqueue", run: (ctx) => enqueueFigure({ count: ctx.counts.enqueue }) },
+  {
+    key: "throughput",
+    number: 2,
+    title: "Throughput vs the spawn limit",
+    async run(ctx) {
+      // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload does the same through the inspector.
+      const preload = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), "cpu-prof-preload.mjs")).href;
+      const app =
+        ctx.cpuProfDir === null
+          ? undefined
+          : { env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import=${preload}`.trim(), DOCQ_BENCH_CPU_PROF_DIR: ctx.cpuProfDir } };
+      const result = await throughputFigure({ count: ctx.counts.throughput, ...(app === undefined ? {} : { app }) });
+      ctx.direct = result.direct;
+      ctx.ratio = result.ratio;
+      return result;
+    },
+  },
+  { key: "latency", number: 3, title: "Latency, idle worker", run: (ctx) => latencyFigure({ count: ctx.counts.latency }) },
+  { key: "scale", number: 4, title: "Scale", run: (ctx) => scaleFigure({ count: ctx.counts.scale }) },
+  { key: "splitMerge", number: 5, title: "Split/merge", run: (ctx) => splitMergeFigure({ documents: ctx.counts.splitDocuments }) },
+  { key: "warm", number: 6, title: "Warm job", run: (ctx) => warmThroughputFigure({ count: ctx.counts.warm, direct: ctx.direct }) },
+  { key: "cluster", number: 7, title: "Cluster (3 workers over NATS) and stealing", run: (ctx) => clusterFigure({ count: ctx.counts.cluster }) },
+];
+
+function selectFigures(only: string | undefined): FigureSpec[] {
+  if (only === undefined) return FIGURES;
+  const wanted = only.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
+  const unknown = wanted.filter((w) => !FIGURES.some((f) => f.key.toLowerCase() === w || String(f.number) === w));
+  if (unknown.length > 0) throw new Error(`--only: unknown figure(s) ${unknown.join(", ")}; known: ${FIGURES.map((f) => `${f.number}/${f.key}`).join(", ")}`);
+  return FIGURES.filter((f) => wanted.includes(f.key.toLowerCase()) || wanted.includes(String(f.number)));
+}
+
+async function main(): Promise<number> {
+  const program = new Command()
+    .name("npm run bench --")
+    .description("docq's figures against its limits: enqueue, throughput vs direct spawn, latency, scale, split/merge (see bench/)")
+    .option("--quick", "scale every count down so the whole run takes under a minute (CI runs this)")
+    .option("--json <file>", "also write the figures as JSON to FILE (top-level ratio_vs_direct is the headline)")
+    .option("--only <figures>", "run only these figures: numbers or keys, comma-separated (e.g. 2,latency)")
+    .option("--cpu-prof <dir>", "profile the app of figure 2 (a V8 CPU profile into DIR) and print where its time goes")
+    .parse();
+  const opts = program.opts<Options>();
+  const figures = selectFigures(opts.only);
+  const counts = opts.quick === true ? QUICK : FULL;
+  const cpuProfDir = opts.cpuProf === undefined ? null : path.resolve(opts.cpuProf);
+  if (cpuProfDir !== null) await fs.mkdir(cpuProfDir, { recursive: true });
+
+  const started = performance.now();
+  const startedAt = new Date().toISOString();
+  const env = await environment();
+  log(
+    `${opts.quick === true ? "QUICK run (counts scaled down, figures indicative only)" : "full run"}: node ${env.node}, ${env.cores} cores, load ${env.loadAvgStart.join(" ")}; ` +
+      `counts ${JSON.stringify(counts)}`,
+  );
+  const ctx: Context = { counts, direct: null, ratio: null, cpuProfDir };
+  const results: FigureResult[] = [];
+  let failed = 0;
+  for (const spec of figures) {
+    const t = performance.now();
+    let result: FigureResult;
+    try {
+      result = await spec.run(ctx);
+    } catch (err) {
+      failed++;
+      log(`figure ${spec.number} (${spec.key}) FAILED: ${errorMessage(err)}`);
+      result = { key: spec.key, number: spec.number, title: spec.title, rows: [], data: { error: errorMessage(err) }, skipped: `FAILED: ${errorMessage(err).split("\n")[0]}` };
+    }
+    result.wallMs = round(performance.now() - t);
+    log(`figure ${spec.number} (${spec.key}) ${result.skipped === undefined ? "done" : `not measured: ${result.skipped}`} in ${round(result.wallMs / 1000, 1)} s`);
+    results.push(result);
+  }
+  env.loadAvgEnd = os.loadavg().map((l) => round(l, 2));
+
+  const report: BenchReport = {
+    ratio_vs_direct: ctx.ratio,
+    quick: opts.quick === true,
+    startedAt,
+    wallMs: round(performance.now() - started),
+    environment: env,
+    figures: Object.fromEntries(
+      results.map((r) => [
+        r.key,
+        { number: r.number, title: r.title, ...(r.skipped === undefined ? {} : { skipped: r.skipped }), ...(r.wallMs === undefined ? {} : { wallMs: r.wallMs }), rows: r.rows, data: r.data },
+      ]),
+    ),
+  };
+  process.stdout.write(formatReport(report, results) + "\n");
+  if (opts.json !== undefined) {
+    await writeJson(opts.json, report);
+    log(`JSON written to ${opts.json}`);
+  }
+  if (cpuProfDir !== null) {
+    const [newest] = await profilesIn(cpuProfDir);
+    if (newest === undefined) log(`--cpu-prof: no .cpuprofile in ${cpuProfDir} (figure 2 not run, or the app did not exit cleanly)`);
+    else process.stdout.write("\n" + formatProfileSummary(newest, await summarizeCpuProfile(newest)) + "\n");
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${errorMessage(err)}\n`);
+    process.exit(2);
+  },
+);
