@@ -119,7 +119,7 @@ async function load(file: string, count: number): Promise<LoadResult> {
   settle();
   const before = process.memoryUsage();
   const store = SqliteTaskStore.open(file);
-  const queue = new TaskQueue({ store, leaseMs: 30_000, backoffBaseMs: 1000, backoffMaxMs: 300_000, requeueWorkOnReload: true, maxSplitDepth: 2 });
+  const queue = new TaskQueue({ store, site: "bench", leaseMs: 30_000, backoffBaseMs: 1000, backoffMaxMs: 300_000, requeueWorkOnReload: true, maxSplitDepth: 2 });
   const t = performance.now();
   const report = await queue.reload();
   const reloadMs = performance.now() - t;

@@ -1,4 +1,4 @@
-import { promises as fs } from "node:fs";
+import { existsSync, promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,7 +8,15 @@ import { docqError, ERROR_CODE, errorMessage } from "./errors.js";
 import { formatZodIssues } from "./job-registry.js";
 import { SITE_PATTERN } from "./task-model.js";
 
-const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** The install folder: the nearest parent holding package.json, the same from `common/` and from `dist/common/`. */
+const REPO_ROOT = findInstallRoot(path.dirname(fileURLToPath(import.meta.url)));
+
+function findInstallRoot(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, "package.json"))) return dir + path.sep;
+    if (path.dirname(dir) === dir) return path.dirname(from) + path.sep;
+  }
+}
 const DEFAULT_CONFIG_FILE = path.join(REPO_ROOT, "config", "default.yaml");
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
@@ -137,6 +145,22 @@ const ConfigFileSchema = z.strictObject({
   worker: section(z.strictObject({ batchSize: z.int().min(0).default(0) }).prefault({})),
   // The site's broker: null runs every service in one process with no transporter (embedded mode).
   nats: section(z.strictObject({ url: NatsUrlSchema.nullable().default(null) }).prefault({})),
+  stealing: section(
+    z
+      .strictObject({
+        // The NATS between the sites' stealers: null means this site neither steals nor lends.
+        globalNatsUrl: NatsUrlSchema.nullable().default(null),
+        enabled: z.boolean().default(true),
+        onlyWhenIdle: z.boolean().default(true),
+        minVictimBacklog: z.int().min(1).default(1),
+        minPriority: z.int().min(0).max(100).default(0),
+        maxInFlight: z.int().min(1).default(8),
+        allow: z.array(SiteSchema).nullable().default(null),
+        backlogIntervalMs: DurationMsSchema.default(2000),
+        tls: z.strictObject({ ca: FolderSchema, cert: FolderSchema, key: FolderSchema }).nullable().default(null),
+      })
+      .prefault({}),
+  ),
   jobs: section(z.strictObject({ defaultTimeoutMs: DurationMsSchema.default(600_000) }).prefault({})),
 });
 type ConfigFile = z.output<typeof ConfigFileSchema>;
@@ -183,6 +207,7 @@ const ENV_OVERRIDES: readonly EnvOverride[] = [
   envOverride("DOCQ_LEASE_MS", "queue.leaseMs", WholeNumberSchema.pipe(DurationMsSchema), (c, v) => (c.queue.leaseMs = v)),
   envOverride("DOCQ_LOG_LEVEL", "logLevel", LogLevelSchema, (c, v) => (c.logLevel = v)),
   envOverride("DOCQ_NATS_URL", "nats.url", NatsUrlSchema, (c, v) => (c.nats.url = v)),
+  envOverride("DOCQ_GLOBAL_NATS_URL", "stealing.globalNatsUrl", NatsUrlSchema, (c, v) => (c.stealing.globalNatsUrl = v)),
 ];
 
 /**

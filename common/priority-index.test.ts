@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { PriorityIndex } from "./priority-index.js";
 
-const entry = (id: string, priority: number, submitTime: number, availableAt = submitTime) => ({ id, priority, submitTime, availableAt });
+const entry = (id: string, priority: number, submitTime: number, availableAt = submitTime) => ({ id, priority, submitTime, availableAt, lendable: true });
 
 describe("PriorityIndex", () => {
   it("takes highest priority first, FIFO by submit time within a priority", () => {

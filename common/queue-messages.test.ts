@@ -16,6 +16,8 @@ const GOOD: { [K in Kind]: Record<string, unknown> } = {
   complete: { id: ID, owner: "worker@n1", attempt: 1, output: `${ID}/output-1`, processedBy },
   fail: { id: ID, owner: "worker@n1", attempt: 2, error: "job exited with code 1", retryable: true, processedBy },
   split: { id: ID, owner: "worker@n1", attempt: 1, children: [{ input: `${ID}/split-1/part-0` }, { input: `${ID}/split-1/part-1`, params: { page: 2 } }], processedBy },
+  lend: { thief: "bb", max: 4, minPriority: 10 },
+  renew: { owner: "site:bb", ids: [ID] },
   byId: { id: ID },
   list: { status: "error", user: "ann", job: "wordcount", parentId: ID, cursor: "abc", limit: 20 },
 };
@@ -38,6 +40,15 @@ const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } =
     [{ maxTries: 0 }, "maxTries"],
     [{ input: 3 }, "input"],
     [{ input: undefined }, "input"],
+  ],
+  lend: [
+    [{ thief: "" }, "thief"],
+    [{ max: 0 }, "max"],
+    [{ minPriority: 101 }, "minPriority"],
+  ],
+  renew: [
+    [{ owner: "" }, "owner"],
+    [{ ids: [7] }, "ids"],
   ],
   pull: [
     [{ owner: "" }, "owner"],

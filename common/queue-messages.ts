@@ -32,6 +32,8 @@ export const QueueMessages = {
     children: z.array(z.strictObject({ input: z.string().min(1), params: ParamsSchema.optional() })).min(1),
     processedBy: ProcessedBySchema,
   }),
+  lend: z.strictObject({ thief: z.string().min(1), max: z.int().min(1).max(1000), minPriority: z.int().min(0).max(100) }),
+  renew: z.strictObject({ owner: Owner, ids: z.array(Id) }),
   byId: z.strictObject({ id: Id }),
   list: z.strictObject({
     status: z.enum(TASK_STATUSES).optional(),

@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
 import { TASK_STATUS, TASK_STATUSES, isFinal, type Lease, type ProcessedBy, type Task, type TaskParams, type TaskStatus } from "./task-model.js";
-import type { ReloadEntry, TaskFilter, TaskGuard, TaskPage, TaskPatch, TaskStore } from "./task-store.js";
+import type { ReloadEntry, StolenCounts, TaskFilter, TaskGuard, TaskPage, TaskPatch, TaskStore } from "./task-store.js";
 
 /*
  * The embedded TaskStore: one SQLite file, one `tasks` table.
@@ -519,6 +519,24 @@ export class SqliteTaskStore implements TaskStore {
     const counts = Object.fromEntries(TASK_STATUSES.map((s) => [s, 0])) as Record<TaskStatus, number>;
     for (const row of rows) counts[row.status] = row.count;
     return counts;
+  }
+
+  async countStolen(localSite: string): Promise<StolenCounts> {
+    return this.attempt("countStolen", () => {
+      const stolenIn = this.db
+        .prepare<[string], { site: string; count: number }>(`SELECT site, COUNT(*) AS count FROM tasks WHERE site != ? AND parent_id IS NULL GROUP BY site`)
+        .all(localSite);
+      const stolenOut = this.db
+        .prepare<[string, string], { site: string; count: number }>(
+          `SELECT json_extract(processed_by, '$.site') AS site, COUNT(*) AS count FROM tasks` +
+            ` WHERE site = ? AND parent_id IS NULL AND processed_by IS NOT NULL AND json_extract(processed_by, '$.site') != ? GROUP BY 1`,
+        )
+        .all(localSite, localSite);
+      return {
+        in: Object.fromEntries(stolenIn.map((r) => [r.site, r.count])),
+        out: Object.fromEntries(stolenOut.map((r) => [r.site, r.count])),
+      };
+    });
   }
 
   async close(): Promise<void> {

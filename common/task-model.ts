@@ -73,12 +73,14 @@ export interface QueueEntry {
   priority: number;
   submitTime: number;
   availableAt: number;
+  /** A plain queued task, not a parent queued for its merge: another site may run it. */
+  lendable: boolean;
 }
 
 export function isFinal(status: TaskStatus): boolean {
   return FINAL_STATUSES.has(status);
 }
 
-export function toQueueEntry(task: Pick<Task, "id" | "priority" | "submitTime" | "availableAt">): QueueEntry {
-  return { id: task.id, priority: task.priority, submitTime: task.submitTime, availableAt: task.availableAt };
+export function toQueueEntry(task: Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status">): QueueEntry {
+  return { id: task.id, priority: task.priority, submitTime: task.submitTime, availableAt: task.availableAt, lendable: task.status === TASK_STATUS.input };
 }

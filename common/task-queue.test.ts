@@ -17,7 +17,7 @@ const now = (): number => clock;
 const processedBy = { site: "test", node: "n1" };
 
 function makeQueue(overrides: Partial<Omit<TaskQueueOptions, "store">> = {}): TaskQueue {
-  return new TaskQueue({ store, leaseMs: 1000, backoffBaseMs: 100, backoffMaxMs: 1000, requeueWorkOnReload: false, maxSplitDepth: 2, now, ...overrides });
+  return new TaskQueue({ store, site: "test", leaseMs: 1000, backoffBaseMs: 100, backoffMaxMs: 1000, requeueWorkOnReload: false, maxSplitDepth: 2, now, ...overrides });
 }
 
 function spec(priority: number, overrides: Partial<NewTaskSpec> = {}): NewTaskSpec {

@@ -3,11 +3,13 @@ import { docqError, ERROR_CODE } from "./errors.js";
 import { newTask, newTaskId, type NewTaskSpec } from "./new-task.js";
 import { PriorityIndex } from "./priority-index.js";
 import { CANCELABLE } from "./state-machine.js";
-import { TASK_STATUS as S, QUEUED_STATUSES, isFinal, toQueueEntry, type ProcessedBy, type Task, type TaskStatus } from "./task-model.js";
+import { TASK_STATUS as S, QUEUED_STATUSES, isFinal, toQueueEntry, type ProcessedBy, type QueueEntry, type Task, type TaskStatus } from "./task-model.js";
 import type { TaskStore } from "./task-store.js";
 
 export interface TaskQueueOptions {
   store: TaskStore;
+  /** This site: only its own tasks are lent to other sites. */
+  site: string;
   leaseMs: number;
   backoffBaseMs: number;
   backoffMaxMs: number;
@@ -36,6 +38,13 @@ export interface TaskQueueEvents {
   "task:canceled": [{ id: string; leaseOwner: string }];
   /** A task reached a final status. */
   "task:done": [Task];
+  /** A pull found nothing ready: `idleSlots` slots asked in vain (the stealer's cue). */
+  "queue:empty": [{ idleSlots: number }];
+}
+
+/** The lease owner of a task lent to another site. */
+export function remoteOwner(site: string): string {
+  return `site:${site}`;
 }
 
 /** What a completing or failing worker proves it holds: the lease owner and the attempt number. */
@@ -153,8 +162,25 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * the status the task was queued in, so a task canceled meanwhile is skipped, never run.
    */
   async pull(owner: string, max: number): Promise<Task[]> {
+    const leased = await this.claim(owner, this.index.take(max, this.opts.now()));
+    if (leased.length < max && this.index.peek(this.opts.now()) === undefined) this.emit("queue:empty", { idleSlots: max - leased.length });
+    return leased;
+  }
+
+  /**
+   * Leases up to `max` of this site's best plain queued tasks at or above `minPriority` to another
+   * site (lease owner `site:<thief>`, renewed by its heartbeats): the victim side of stealing.
+   * Highest priority first, as for local workers, so priority order holds across sites.
+   */
+  async lend(thiefSite: string, max: number, minPriority: number): Promise<Task[]> {
+    const ownPrefix = `${this.opts.site}-`;
+    const entries = this.index.take(max, this.opts.now(), (e) => e.lendable && e.priority >= minPriority && e.id.startsWith(ownPrefix));
+    return this.claim(remoteOwner(thiefSite), entries);
+  }
+
+  /** One compare-and-set per entry from the status it was queued in: a task canceled meanwhile is skipped. */
+  private async claim(owner: string, entries: readonly QueueEntry[]): Promise<Task[]> {
     const now = this.opts.now();
-    const entries = this.index.take(max, now);
     const leased: Task[] = [];
     for (const entry of entries) {
       const task = await this.store.get(entry.id);

@@ -615,5 +615,26 @@ export function taskStoreContract(
         }),
       );
     });
+
+    describe("countStolen", () => {
+      it(
+        "counts top-level tasks run for other sites, and this site's tasks run elsewhere",
+        withStore(async (store) => {
+          assert.deepEqual(await store.countStolen("aa"), { in: {}, out: {} });
+          const here = { site: "aa", node: "n" };
+          await store.createMany([
+            makeTask({ site: "aa", status: TASK_STATUS.output, processedBy: here }),
+            makeTask({ site: "aa", status: TASK_STATUS.output, processedBy: { site: "bb", node: "m" } }),
+            makeTask({ site: "aa", status: TASK_STATUS.output, processedBy: { site: "bb", node: "m2" } }),
+            makeTask({ site: "aa", status: TASK_STATUS.output, processedBy: { site: "cc", node: "m" } }),
+            makeTask({ site: "aa", status: TASK_STATUS.output, processedBy: { site: "cc", node: "m" }, parentId: "aa-child-of-something" }),
+            makeTask({ site: "bb", status: TASK_STATUS.output, processedBy: here }),
+            makeTask({ site: "cc", status: TASK_STATUS.work }),
+            makeTask({ site: "cc", status: TASK_STATUS.output, processedBy: here, parentId: "cc-parent" }),
+          ]);
+          assert.deepEqual(await store.countStolen("aa"), { in: { bb: 1, cc: 1 }, out: { bb: 2, cc: 1 } });
+        }),
+      );
+    });
   });
 }

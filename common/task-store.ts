@@ -1,4 +1,4 @@
-import type { Lease, QueueEntry, Task, TaskStatus } from "./task-model.js";
+import type { Task, TaskStatus } from "./task-model.js";
 
 /**
  * What a compare-and-set update expects to find. Every field given must match,
@@ -27,11 +27,13 @@ export interface TaskPage {
   nextCursor: string | null;
 }
 
-/** What reload needs of a non-final task: small, so a million fit in memory. */
-export interface ReloadEntry extends QueueEntry {
-  status: TaskStatus;
-  lease: Lease | null;
+export interface StolenCounts {
+  in: Record<string, number>;
+  out: Record<string, number>;
 }
+
+/** What reload needs of a non-final task: small, so a million fit in memory. */
+export type ReloadEntry = Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status" | "lease">;
 
 /**
  * The durable record of every task. Adapters: SQLite (embedded), MongoDB.
@@ -64,6 +66,11 @@ export interface TaskStore {
   children(parentId: string): Promise<Task[]>;
   delete(id: string): Promise<boolean>;
   countByStatus(): Promise<Record<TaskStatus, number>>;
+  /**
+   * Top-level tasks that crossed sites: `in`, run here for another site (by origin site); `out`,
+   * this site's own run elsewhere (by the site that ran them). For stats, not the hot path.
+   */
+  countStolen(localSite: string): Promise<StolenCounts>;
   close(): Promise<void>;
 }
 

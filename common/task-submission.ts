@@ -10,8 +10,15 @@ import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, TASK_ID_PATTERN } from ".
 const IntField = (min: number, max: number) => {
   const message = `must be an integer ${min}..${max}`;
   return z
-    .union([z.number(), z.string().trim().regex(/^[+-]?\d+$/, message).transform(Number)])
-    .pipe(z.number(message).int(message).min(min, message).max(max, message));
+    .unknown()
+    .transform((raw, ctx): number => {
+      const value = typeof raw === "string" && /^\s*[+-]?\d+\s*$/.test(raw) ? Number(raw) : raw;
+      if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+        ctx.addIssue({ code: "custom", message });
+        return z.NEVER;
+      }
+      return value;
+    });
 };
 
 /** A JSON object, given as an object (in-cluster callers) or as JSON text (query strings, forms). */

@@ -1,7 +1,7 @@
 import { Command, Option } from "commander";
 import { loadConfig } from "../common/config.js";
 import { errorMessage } from "../common/errors.js";
-import { SERVICE_NAMES, startSite, type ServiceName } from "./site.js";
+import { defaultServices, SERVICE_NAMES, startSite, type ServiceName } from "./site.js";
 
 /**
  * `npm start [-- --services a,b]`: every service of the site in this process (embedded mode, or a
@@ -10,11 +10,11 @@ import { SERVICE_NAMES, startSite, type ServiceName } from "./site.js";
 const program = new Command()
   .name("docq-start")
   .description("Runs docq services. Configuration: config/default.yaml, DOCQ_CONFIG, and environment variables (see README).")
-  .addOption(new Option("--services <names>", `comma-separated services to run here (${SERVICE_NAMES.join(", ")})`).default(SERVICE_NAMES.join(",")))
-  .action(async (opts: { services: string }) => {
-    const names = opts.services.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  .addOption(new Option("--services <names>", `comma-separated services to run here (${SERVICE_NAMES.join(", ")}); default: all (the stealer when DOCQ_GLOBAL_NATS_URL is set)`))
+  .action(async (opts: { services?: string }) => {
+    const names = (opts.services ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
     const unknown = names.filter((n) => !(SERVICE_NAMES as readonly string[]).includes(n));
-    if (names.length === 0 || unknown.length > 0) {
+    if ((opts.services !== undefined && names.length === 0) || unknown.length > 0) {
       console.error(`docq: --services: unknown service ${unknown.join(", ") || "(none given)"}; choose among ${SERVICE_NAMES.join(", ")}`);
       process.exit(2);
     }
@@ -25,7 +25,7 @@ const program = new Command()
       console.error(`docq: cannot start: ${errorMessage(err)}`);
       process.exit(2);
     }
-    const site = await startSite(config, [...new Set(names)] as ServiceName[]);
+    const site = await startSite(config, names.length === 0 ? defaultServices(config) : ([...new Set(names)] as ServiceName[]));
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) return;

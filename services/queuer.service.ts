@@ -1,7 +1,7 @@
 import type { Context, ServiceSchema } from "moleculer";
 import { parseMessage } from "../common/queue-messages.js";
 import type { TaskQueue } from "../common/task-queue.js";
-import type { TaskStore } from "../common/task-store.js";
+import type { StolenCounts, TaskStore } from "../common/task-store.js";
 import { docqError, ERROR_CODE } from "../common/errors.js";
 import type { Task } from "../common/task-model.js";
 import type { WorkerLoad } from "../common/worker-pool.js";
@@ -9,6 +9,10 @@ import type { WorkerLoad } from "../common/worker-pool.js";
 export const QUEUER_EVENTS = {
   queued: "docq.task.queued",
   canceled: "docq.task.canceled",
+  /** A pull found nothing ready: the stealer's cue. Payload: { idleSlots }. */
+  empty: "docq.queue.empty",
+  /** A task run here for another site ended. Payload: the Task. */
+  proxyDone: "docq.proxy.done",
 } as const;
 
 export interface QueuerDeps {
@@ -17,6 +21,12 @@ export interface QueuerDeps {
   site: string;
   sweepMs: number;
   heartbeatMs: number;
+}
+
+/** Per other site: tasks stolen in (run here for it) and out (this site's, run there). */
+function stealingBySite(counts: StolenCounts): Record<string, { stolenIn: number; stolenOut: number }> {
+  const sites = new Set([...Object.keys(counts.in), ...Object.keys(counts.out)]);
+  return Object.fromEntries([...sites].sort().map((site) => [site, { stolenIn: counts.in[site] ?? 0, stolenOut: counts.out[site] ?? 0 }]));
 }
 
 /** The queuer: Moleculer wiring around TaskQueue, which holds the logic. */
@@ -52,6 +62,22 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       },
       mergeInputs: (ctx: Context) => queue.mergeInputs(parseMessage("byId", ctx.params).id),
       cancel: (ctx: Context) => queue.cancel(parseMessage("byId", ctx.params).id),
+      lend: (ctx: Context) => {
+        const { thief, max, minPriority } = parseMessage("lend", ctx.params);
+        return queue.lend(thief, max, minPriority);
+      },
+      /** Lease renewal for a remote holder (a thief site), which has no slots to report. */
+      renew: (ctx: Context) => {
+        const { owner, ids } = parseMessage("renew", ctx.params);
+        return queue.heartbeat(owner, ids);
+      },
+      /** What this site would lend now, and how many of its slots are idle. */
+      backlog: () => {
+        const counts = queue.queueCounts();
+        const now = Date.now();
+        const idleSlots = [...workers.values()].filter((w) => now - w.seenAt < 3 * deps.heartbeatMs).reduce((sum, w) => sum + Math.max(0, w.slots - w.busy), 0);
+        return { queued: counts.ready, highestPriority: counts.highestPriority, idleSlots };
+      },
       remove: (ctx: Context) => queue.remove(parseMessage("byId", ctx.params).id),
       get: async (ctx: Context): Promise<Task> => {
         const { id } = parseMessage("byId", ctx.params);
@@ -73,12 +99,17 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
           queuedByPriority: queue.index.countsByPriority(),
           workers: live.map(([owner, w]) => ({ owner, slots: w.slots, busy: w.busy })),
           slots: live.reduce((sum, [, w]) => sum + w.slots, 0),
+          stealing: stealingBySite(await store.countStolen(deps.site)),
         };
       },
     },
     async started() {
       queue.on("task:queued", () => void this.broker.broadcast(QUEUER_EVENTS.queued, { site: deps.site }));
       queue.on("task:canceled", (c) => void this.broker.broadcast(QUEUER_EVENTS.canceled, c));
+      queue.on("queue:empty", (e) => void this.broker.broadcast(QUEUER_EVENTS.empty, e));
+      queue.on("task:done", (task) => {
+        if (task.site !== deps.site && task.parentId === null) void this.broker.broadcast(QUEUER_EVENTS.proxyDone, task);
+      });
       const report = await queue.reload();
       this.logger.info(`queue reloaded in ${report.ms} ms: ${report.queued} queued, ${report.working} running elsewhere, ${report.requeued} requeued`);
       sweepTimer = setInterval(() => {

@@ -3,16 +3,17 @@ import path from "node:path";
 import { ServiceBroker, type BrokerOptions } from "moleculer";
 import type { BlobStore } from "../common/blob-store.js";
 import type { DocqConfig } from "../common/config.js";
-import { FsBlobStore } from "../common/fs-blob-store.js";
+import { errorMessage } from "../common/errors.js";
 import { JobRegistry } from "../common/job-registry.js";
 import { QueuerLock } from "../common/queuer-lock.js";
-import { SqliteTaskStore } from "../common/sqlite-task-store.js";
+import { openBlobStore, openTaskStore } from "../common/open-stores.js";
 import { TaskQueue } from "../common/task-queue.js";
 import { controllerService } from "./controller.service.js";
 import { queuerService } from "./queuer.service.js";
+import { stealerService } from "./stealer.service.js";
 import { workerService } from "./worker.service.js";
 
-export const SERVICE_NAMES = ["controller", "queuer", "worker"] as const;
+export const SERVICE_NAMES = ["controller", "queuer", "worker", "stealer"] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 export interface Site {
@@ -23,7 +24,7 @@ export interface Site {
 function brokerOptions(config: DocqConfig, services: readonly ServiceName[]): BrokerOptions {
   return {
     // Unique per process, and telling: which site, which machine, which services, which pid.
-    nodeID: `${config.site}-${os.hostname()}-${services.length === SERVICE_NAMES.length ? "all" : services.join("+")}-${process.pid}`,
+    nodeID: `${config.site}-${os.hostname()}-${services.length >= defaultServices(config).length ? "all" : services.join("+")}-${process.pid}`,
     // One namespace per site: sites sharing a NATS server never see each other's services.
     namespace: config.site,
     transporter: config.nats.url === null ? null : { type: "NATS", options: { servers: [config.nats.url], maxReconnectAttempts: -1, reconnectTimeWait: 500 } },
@@ -41,17 +42,26 @@ function brokerOptions(config: DocqConfig, services: readonly ServiceName[]): Br
  * embedded mode, any subset over the site's NATS in cluster mode. A queuer waits for the site's
  * queuer lock before it serves, so a second one stands by instead of splitting the queue.
  */
-export async function startSite(config: DocqConfig, services: readonly ServiceName[] = SERVICE_NAMES): Promise<Site> {
+/** The services `npm start` runs by default: all of them, the stealer only when there is a global NATS to steal over. */
+export function defaultServices(config: DocqConfig): ServiceName[] {
+  return SERVICE_NAMES.filter((name) => name !== "stealer" || config.stealing.globalNatsUrl !== null);
+}
+
+export async function startSite(config: DocqConfig, services: readonly ServiceName[] = defaultServices(config)): Promise<Site> {
   const embedded = config.nats.url === null;
-  if (embedded && services.length !== SERVICE_NAMES.length) {
+  const all = defaultServices(config);
+  if (embedded && !all.every((name) => services.includes(name))) {
     throw new Error(`starting only ${services.join(", ")} needs a NATS server to reach the other services: set DOCQ_NATS_URL`);
+  }
+  if (services.includes("stealer") && config.stealing.globalNatsUrl === null) {
+    throw new Error("the stealer needs the global NATS between sites: set DOCQ_GLOBAL_NATS_URL (or stealing.globalNatsUrl)");
   }
   const broker = new ServiceBroker(brokerOptions(config, services));
   const closers: (() => Promise<void>)[] = [];
   let blobs: BlobStore | undefined;
   const openBlobs = async (): Promise<BlobStore> => {
     if (blobs === undefined) {
-      const opened = await FsBlobStore.open(path.join(config.dataDir, "blobs"));
+      const opened = await openBlobStore(config);
       closers.push(() => opened.close());
       blobs = opened;
     }
@@ -69,6 +79,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
       controllerService({ site: config.site, port: config.port, maxBodyBytes: config.maxBodyBytes, defaultMaxTries: config.queue.maxTries, blobs: await openBlobs(), registry }),
     );
   }
+  if (services.includes("stealer")) broker.createService(stealerService({ config, blobs: await openBlobs() }));
   await broker.start();
 
   const standby = new AbortController();
@@ -82,7 +93,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         onWait: () => broker.logger.warn(`another queuer of site "${config.site}" holds ${lockFile}: standing by, and taking over the queue when it stops`),
       });
       closers.push(async () => lock.release());
-      const store = SqliteTaskStore.open(path.join(config.dataDir, "tasks.sqlite"));
+      const store = await openTaskStore(config);
       closers.push(() => store.close());
       const queue = new TaskQueue({
         store,
@@ -90,7 +101,8 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         backoffBaseMs: config.queue.backoffBaseMs,
         backoffMaxMs: config.queue.backoffMaxMs,
         // Embedded workers die with this process; cluster workers outlive a queuer restart.
-        requeueWorkOnReload: embedded,
+        site: config.site,
+    requeueWorkOnReload: embedded,
         maxSplitDepth: config.queue.maxSplitDepth,
       });
       broker.createService(queuerService({ queue, store, site: config.site, sweepMs: config.queue.sweepMs, heartbeatMs: config.queue.heartbeatMs }));
@@ -98,7 +110,14 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
     })();
     // In embedded mode nothing works without the queue: start-up waits for it.
     if (embedded) await queuerReady;
-    else queuerReady.catch((err: unknown) => broker.logger.error("queuer failed to start:", err));
+    else {
+      queuerReady.catch((err: unknown) => {
+        if (standby.signal.aborted) return;
+        // A queuer without its store is useless: exit, so the process manager restarts it (with backoff).
+        broker.logger.fatal(`the queuer cannot start: ${errorMessage(err)}`);
+        process.exit(2);
+      });
+    }
   }
   broker.logger.info(
     `docq site "${config.site}" (${embedded ? "embedded" : `NATS ${config.nats.url}`}): ${services.join(", ")}` +

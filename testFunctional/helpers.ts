@@ -78,7 +78,8 @@ export async function startEmbeddedApp(opts: StartOptions = {}): Promise<Embedde
   await waitUntil(
     "the app to answer /api/health",
     async () => {
-      if (gone) throw new Error(`the app exited during start-up:\n${output}`);
+      // An app that died will never answer: stop waiting (returning, not throwing, as waitUntil retries throws).
+      if (gone) return true;
       const res = await fetch(`${url}/api/health`).catch(() => null);
       return res?.ok === true;
     },
@@ -88,6 +89,7 @@ export async function startEmbeddedApp(opts: StartOptions = {}): Promise<Embedde
     child.kill("SIGKILL");
     throw err;
   });
+  if (gone) throw new Error(`the app exited during start-up:\n${output}`);
   return {
     url,
     port,

@@ -1,0 +1,131 @@
+import type { Readable } from "node:stream";
+import { ServiceBroker, type Context, type ServiceSchema } from "moleculer";
+import type { BlobStore } from "../common/blob-store.js";
+import type { DocqConfig } from "../common/config.js";
+import { isDocqError } from "../common/errors.js";
+import { Stealer, type LocalQueue, type OtherSites } from "../common/stealer.js";
+import type { Task } from "../common/task-model.js";
+import { QUEUER_EVENTS } from "./queuer.service.js";
+
+const BACKLOG_EVENT = "docq.backlog";
+/** Each site's stealer is the service `steal-<site>` on the global broker. */
+const remote = (site: string, action: string): string => `steal-${site}.${action}`;
+
+export interface StealerDeps {
+  config: DocqConfig;
+  blobs: BlobStore;
+}
+
+function globalTransporter(config: DocqConfig): NonNullable<ConstructorParameters<typeof ServiceBroker>[0]>["transporter"] {
+  const { globalNatsUrl, tls } = config.stealing;
+  return {
+    type: "NATS",
+    options: {
+      servers: [globalNatsUrl ?? ""],
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+      ...(tls === null ? {} : { tls: { caFile: tls.ca, certFile: tls.cert, keyFile: tls.key } }),
+    },
+  };
+}
+
+/**
+ * The stealer: a bridge between the site's broker and a second broker on the global NATS, where
+ * it is the service `steal-<site>`. The logic is in common/stealer.ts.
+ */
+export function stealerService(deps: StealerDeps): ServiceSchema {
+  const { config } = deps;
+  let stealer: Stealer | undefined;
+  let global: ServiceBroker | undefined;
+  const timers: NodeJS.Timeout[] = [];
+  let publishSoon: NodeJS.Timeout | undefined;
+
+  return {
+    name: "stealer",
+    events: {
+      [QUEUER_EVENTS.empty]: (ctx: Context<{ idleSlots: number }>) => stealer?.onQueueEmpty(ctx.params.idleSlots),
+      [QUEUER_EVENTS.proxyDone]: (ctx: Context<Task>) => void stealer?.onProxyDone(ctx.params),
+      [QUEUER_EVENTS.canceled]: (ctx: Context<{ id: string; leaseOwner: string }>) => void stealer?.onLocalCanceled(ctx.params.id, ctx.params.leaseOwner),
+      // New work here: tell the other sites soon (debounced), not only at the next interval.
+      [QUEUER_EVENTS.queued]: () => {
+        if (publishSoon !== undefined || stealer === undefined) return;
+        const s = stealer;
+        publishSoon = setTimeout(() => {
+          publishSoon = undefined;
+          void s.publishBacklog().catch(() => undefined);
+        }, 100);
+      },
+    },
+    async started() {
+      const site = this.broker;
+      const log = this.logger;
+      const local: LocalQueue = {
+        lend: (thief, max, minPriority) => site.call<Task[], object>("queuer.lend", { thief, max, minPriority }),
+        backlog: () => site.call("queuer.backlog"),
+        renew: (owner, ids) => site.call<string[], object>("queuer.renew", { owner, ids }),
+        complete: (claim, result) => site.call<boolean, object>("queuer.complete", { ...claim, ...result }),
+        fail: (claim, error, opts) => site.call<boolean, object>("queuer.fail", { ...claim, error, ...opts }),
+        submitProxy: async (task, input) => {
+          await site.call("queuer.submit", { id: task.id, site: task.site, user: task.user, name: task.name, job: task.job, params: task.params, priority: task.priority, maxTries: 1, input });
+        },
+        cancel: async (id) => {
+          await site.call("queuer.cancel", { id });
+        },
+        get: (id) => site.call<Task, object>("queuer.get", { id }).catch((err: unknown) => (isDocqError(err, "TASK_NOT_FOUND") || (err as { code?: unknown }).code === "TASK_NOT_FOUND" ? null : Promise.reject(err))),
+      };
+      const broker = new ServiceBroker({
+        namespace: "docq-global",
+        nodeID: `${config.site}-stealer-${process.pid}`,
+        transporter: globalTransporter(config),
+        logger: { type: "Console", options: { level: config.logLevel, formatter: "short", moduleColors: false } },
+        requestTimeout: 15_000,
+        heartbeatInterval: 2,
+        heartbeatTimeout: 8,
+      });
+      global = broker;
+      const others: OtherSites = {
+        offer: (victim, request) => broker.call(remote(victim, "offer"), request),
+        input: (victim, request) => broker.call<Readable, object>(remote(victim, "input"), request),
+        heartbeat: (owner, request) => broker.call(remote(owner, "heartbeat"), request),
+        complete: (owner, output, meta) => broker.call(remote(owner, "complete"), output, { meta }),
+        fail: (owner, request) => broker.call(remote(owner, "fail"), request),
+        cancel: (thief, request) => broker.call(remote(thief, "cancel"), request),
+        publishBacklog: (backlog) => void broker.broadcast(BACKLOG_EVENT, backlog),
+      };
+      const s = new Stealer({
+        policy: { ...config.stealing, site: config.site, backlogTtlMs: 3 * config.stealing.backlogIntervalMs },
+        local,
+        others,
+        blobs: deps.blobs,
+        heartbeatMs: config.queue.heartbeatMs,
+        reportRetryMs: 10 * config.queue.leaseMs,
+        log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
+      });
+      stealer = s;
+      broker.createService({
+        name: `steal-${config.site}`,
+        actions: {
+          offer: (ctx: Context) => s.handleOffer(ctx.params),
+          input: (ctx: Context) => s.handleInput(ctx.params),
+          heartbeat: (ctx: Context) => s.handleHeartbeat(ctx.params),
+          complete: (ctx: Context) => s.handleComplete(ctx.params as unknown as Readable, ctx.meta),
+          fail: (ctx: Context) => s.handleFail(ctx.params),
+          cancel: (ctx: Context) => s.onCancel(ctx.params),
+        },
+        events: {
+          [BACKLOG_EVENT]: (ctx: Context) => s.onBacklog(ctx.params),
+        },
+      });
+      // Not awaited: the site works without the global link, and joins the others when it is up.
+      broker.start().catch((err: unknown) => log.error("the global broker failed to start:", err));
+      timers.push(setInterval(() => void s.heartbeat(), config.queue.heartbeatMs));
+      timers.push(setInterval(() => void s.publishBacklog().catch(() => undefined), config.stealing.backlogIntervalMs));
+      log.info(`stealer of site "${config.site}" on the global NATS ${config.stealing.globalNatsUrl}${config.stealing.tls === null ? "" : " (TLS)"}`);
+    },
+    async stopped() {
+      for (const t of timers) clearInterval(t);
+      clearTimeout(publishSoon);
+      await global?.stop();
+    },
+  };
+}

@@ -1,0 +1,188 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { Task } from "../common/task-model.js";
+import { listAll, mapLimit, result, startEmbeddedApp, submit, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+import { startNats, type NatsServer } from "./nats.js";
+import { makeCertificates, type TlsFiles } from "./tls.js";
+
+const LEASE_MS = 3000;
+const SITES = ["a", "b", "c"] as const;
+type SiteName = (typeof SITES)[number];
+
+interface Stealing {
+  enabled?: boolean;
+  allow?: string[];
+  minPriority?: number;
+}
+
+/** Three one-process sites, each on its own NATS, with stealers on the shared global NATS (over TLS). */
+class ThreeSites {
+  readonly apps = new Map<SiteName, EmbeddedApp>();
+  constructor(
+    private readonly siteNats: Map<SiteName, NatsServer>,
+    private readonly global: NatsServer,
+    private readonly tls: TlsFiles,
+  ) {}
+
+  config(stealing: Stealing): string {
+    return [
+      "queue:",
+      `  leaseMs: ${LEASE_MS}`,
+      "  heartbeatMs: 1000",
+      "  sweepMs: 250",
+      "  backoffBaseMs: 50",
+      "stealing:",
+      "  backlogIntervalMs: 500",
+      `  enabled: ${stealing.enabled ?? true}`,
+      `  minPriority: ${stealing.minPriority ?? 0}`,
+      `  allow: ${stealing.allow === undefined ? "null" : JSON.stringify(stealing.allow)}`,
+      "  tls:",
+      `    ca: ${this.tls.ca}`,
+      `    cert: ${this.tls.clientCert}`,
+      `    key: ${this.tls.clientKey}`,
+      "",
+    ].join("\n");
+  }
+
+  async start(site: SiteName, stealing: Stealing = {}): Promise<EmbeddedApp> {
+    const app = await startEmbeddedApp({
+      slots: 2,
+      configYaml: this.config(stealing),
+      env: { DOCQ_SITE: site, DOCQ_NATS_URL: this.siteNats.get(site)!.url, DOCQ_GLOBAL_NATS_URL: this.global.url, DOCQ_LOG_LEVEL: "info" },
+    });
+    this.apps.set(site, app);
+    return app;
+  }
+
+  async startAll(stealing: Partial<Record<SiteName, Stealing>> = {}): Promise<void> {
+    for (const site of SITES) await this.start(site, stealing[site]);
+    // Let the stealers find each other on the global NATS.
+    await new Promise((r) => setTimeout(r, 3000));
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.apps.values()].map((app) => app.stop()));
+    this.apps.clear();
+  }
+
+  app(site: SiteName): EmbeddedApp {
+    return this.apps.get(site)!;
+  }
+}
+
+/** Submits `count` sleep tasks to site a; answers their ids and documents. */
+async function submitToA(sites: ThreeSites, count: number, opts: { ms?: number; priority?: (i: number) => number } = {}): Promise<{ ids: string[]; docs: string[] }> {
+  const docs = Array.from({ length: count }, (_, i) => `document ${i} of a\n`);
+  const ids = await mapLimit(docs, 16, (doc, i) => submit(sites.app("a").url, doc, { job: "sleep", params: { ms: opts.ms ?? 50 }, priority: opts.priority?.(i) ?? 50 }));
+  return { ids, docs };
+}
+
+async function checkAllDoneOnce(app: EmbeddedApp, ids: readonly string[], docs: readonly string[], timeoutMs = 120_000): Promise<Task[]> {
+  const tasks = await waitAllFinal(app.url, ids, timeoutMs);
+  for (const [i, task] of tasks.entries()) {
+    assert.equal(task.status, "output", `${task.id}: ${task.error}`);
+    assert.equal(task.output, `${task.id}/output-${task.tries}`, "the output of the attempt that completed");
+    assert.equal(await result(app.url, task.id), docs[i]);
+  }
+  return tasks;
+}
+
+function ranAt(tasks: readonly Task[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const t of tasks) counts[t.processedBy?.site ?? "?"] = (counts[t.processedBy?.site ?? "?"] ?? 0) + 1;
+  return counts;
+}
+
+function makespan(tasks: readonly Task[]): number {
+  return Math.max(...tasks.map((t) => t.endTime ?? 0)) - Math.min(...tasks.map((t) => t.submitTime));
+}
+
+describe("stealing between three sites", () => {
+  let global: NatsServer;
+  const siteNats = new Map<SiteName, NatsServer>();
+  let sites: ThreeSites;
+
+  before(async () => {
+    const tls = await makeCertificates();
+    global = await startNats(["--tls", "--tlscert", tls.serverCert, "--tlskey", tls.serverKey, "--tlscacert", tls.ca, "--tlsverify"]);
+    for (const site of SITES) siteNats.set(site, await startNats());
+    sites = new ThreeSites(siteNats, global, tls);
+  });
+
+  after(async () => {
+    await sites?.stopAll();
+    for (const nats of siteNats.values()) await nats.stop();
+    await global?.stop();
+  });
+
+  it("runs 300 tasks of site a on all three sites, faster than a alone", async () => {
+    await sites.startAll({ b: { enabled: false }, c: { enabled: false } });
+    const alone = await submitToA(sites, 300);
+    const aloneTasks = await checkAllDoneOnce(sites.app("a"), alone.ids, alone.docs);
+    assert.deepEqual(ranAt(aloneTasks), { a: 300 }, "stealing disabled: a ran everything");
+    await sites.stopAll();
+
+    await sites.startAll();
+    // b has a little work of its own, so the time from its queue running empty to its first stolen task can be read off.
+    const own = await mapLimit(Array.from({ length: 6 }, (_, i) => `own ${i}\n`), 6, (doc) => submit(sites.app("b").url, doc, { job: "sleep", params: { ms: 50 } }));
+    const shared = await submitToA(sites, 300);
+    const tasks = await checkAllDoneOnce(sites.app("a"), shared.ids, shared.docs);
+    const counts = ranAt(tasks);
+    assert.ok((counts.b ?? 0) > 0 && (counts.c ?? 0) > 0, `each site ran a share: ${JSON.stringify(counts)}`);
+    const withStealing = makespan(tasks);
+    const withoutStealing = makespan(aloneTasks);
+    console.log(`# makespan of 300 sleep(50 ms) tasks: a alone ${withoutStealing} ms, a+b+c ${withStealing} ms (speed-up ${(withoutStealing / withStealing).toFixed(2)}), ran at ${JSON.stringify(counts)}`);
+    assert.ok(withStealing < withoutStealing * 0.8, `stealing makes it clearly faster: ${withStealing} ms vs ${withoutStealing} ms`);
+
+    // The owner shows where each stolen task ran, and per site how many were stolen.
+    const stolen = tasks.find((t) => t.processedBy?.site === "b")!;
+    assert.match(stolen.processedBy?.node ?? "", /^b-/);
+    const stats = (await (await fetch(`${sites.app("a").url}/api/stats`)).json()) as { stealing: Record<string, { stolenIn: number; stolenOut: number }> };
+    assert.equal(stats.stealing.b?.stolenOut, counts.b);
+    assert.equal(stats.stealing.c?.stolenOut, counts.c);
+    const statsB = (await (await fetch(`${sites.app("b").url}/api/stats`)).json()) as { stealing: Record<string, { stolenIn: number; stolenOut: number }> };
+    assert.equal(statsB.stealing.a?.stolenIn, counts.b);
+
+    // From b's queue running empty to its first stolen task starting.
+    const ownTasks = await waitAllFinal(sites.app("b").url, own);
+    const proxies = (await listAll(sites.app("b").url, "status=output")).filter((t) => t.site === "a");
+    const emptyAt = Math.max(...ownTasks.map((t) => t.startTime ?? 0));
+    const firstStolen = Math.min(...proxies.map((t) => t.startTime ?? Infinity).filter((s) => s >= emptyAt));
+    console.log(`# b's queue ran empty at +0 ms; its first stolen task started at +${firstStolen - emptyAt} ms`);
+    assert.ok(firstStolen - emptyAt < 5000);
+    await sites.stopAll();
+  });
+
+  it("takes back the tasks of a thief killed with SIGKILL, and rides out a cut of the global NATS", async () => {
+    await sites.startAll();
+    const { ids, docs } = await submitToA(sites, 150, { ms: 100 });
+    const b = sites.app("b");
+    // Wait until b runs stolen tasks, then kill it (its worker and stealer are this process).
+    const deadline = Date.now() + 30_000;
+    while ((await listAll(b.url, "status=work")).filter((t) => t.site === "a").length === 0) {
+      assert.ok(Date.now() < deadline, "b never ran a stolen task");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await b.kill();
+    await new Promise((r) => setTimeout(r, 500));
+    await global.stop();
+    await new Promise((r) => setTimeout(r, 3000));
+    await global.start();
+    const tasks = await checkAllDoneOnce(sites.app("a"), ids, docs);
+    const taken = tasks.filter((t) => t.tries >= 2);
+    assert.ok(taken.length > 0, "some tasks were taken back from b and run again");
+    for (const t of taken) assert.notEqual(t.processedBy?.site, "b", "a task taken back from b completed elsewhere");
+    await sites.stopAll();
+  });
+
+  it("follows the policy: the allow-list, and no stealing below the minimum priority", async () => {
+    await sites.startAll({ a: { allow: ["b"] }, b: { minPriority: 50 } });
+    const { ids, docs } = await submitToA(sites, 200, { priority: (i) => (i % 2 === 0 ? 10 : 90) });
+    const tasks = await checkAllDoneOnce(sites.app("a"), ids, docs);
+    const counts = ranAt(tasks);
+    assert.equal(counts.c, undefined, `c is not on a's allow-list: ${JSON.stringify(counts)}`);
+    assert.ok((counts.b ?? 0) > 0, `b stole: ${JSON.stringify(counts)}`);
+    for (const t of tasks) if (t.priority < 50) assert.equal(t.processedBy?.site, "a", "a task below b's minimum priority stays home");
+    await sites.stopAll();
+  });
+});
