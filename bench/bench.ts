@@ -34,7 +34,7 @@ interface Counts {
 
 const FULL: Counts = { enqueue: 10_000, throughput: 2_000, latency: 500, scale: 1_000_000, splitDocuments: 100, warm: 2_000, cluster: 2_000 };
 /** Every count scaled down so the whole run stays under a minute. */
-const QUICK: Counts = { enqueue: 1_000, throughput: 300, latency: 50, scale: 100_000, splitDocuments: 10, warm: 300, cluster: 300 };
+const QUICK: Counts = { enqueue: 1_000, throughput: 300, latency: 50, scale: 100_000, splitDocuments: 10, warm: 300, cluster: 100 };
 
 interface Options {
   quick?: boolean;
@@ -49,6 +49,7 @@ interface Context {
   direct: DirectReferences | null;
   ratio: number | null;
   cpuProfDir: string | null;
+  quick: boolean;
 }
 
 interface FigureSpec {
@@ -82,7 +83,7 @@ const FIGURES: FigureSpec[] = [
   { key: "scale", number: 4, title: "Scale", run: (ctx) => scaleFigure({ count: ctx.counts.scale }) },
   { key: "splitMerge", number: 5, title: "Split/merge", run: (ctx) => splitMergeFigure({ documents: ctx.counts.splitDocuments }) },
   { key: "warm", number: 6, title: "Warm job", run: (ctx) => warmThroughputFigure({ count: ctx.counts.warm, direct: ctx.direct }) },
-  { key: "cluster", number: 7, title: "Cluster (3 workers over NATS) and stealing", run: (ctx) => clusterFigure({ count: ctx.counts.cluster }) },
+  { key: "cluster", number: 7, title: "Cluster (worker processes over NATS) and stealing", run: (ctx) => clusterFigure({ count: ctx.counts.cluster, quick: ctx.quick }) },
 ];
 
 function selectFigures(only: string | undefined): FigureSpec[] {
@@ -115,7 +116,7 @@ async function main(): Promise<number> {
     `${opts.quick === true ? "QUICK run (counts scaled down, figures indicative only)" : "full run"}: node ${env.node}, ${env.cores} cores, load ${env.loadAvgStart.join(" ")}; ` +
       `counts ${JSON.stringify(counts)}`,
   );
-  const ctx: Context = { counts, direct: null, ratio: null, cpuProfDir };
+  const ctx: Context = { counts, direct: null, ratio: null, cpuProfDir, quick: opts.quick === true };
   const results: FigureResult[] = [];
   let failed = 0;
   for (const spec of figures) {

@@ -31,12 +31,12 @@ export interface QueueThroughput {
  * HTTP at client concurrency 32 while the workers already run them, until the last is `output`.
  * Reusable by every throughput-shaped figure (warm jobs, cluster mode).
  */
-export async function measureQueueThroughput(opts: { job: string; count: number; slots: number; app?: StartOptions }): Promise<QueueThroughput> {
+export async function measureQueueThroughput(opts: { job: string; count: number; slots: number; params?: Record<string, unknown>; app?: StartOptions }): Promise<QueueThroughput> {
   const { job, count, slots } = opts;
   const run = await withApp({ slots, ...opts.app }, async (app) => {
     const t0 = performance.now();
     let submitDone = 0;
-    const submitting = submitMany(app.url, count, CLIENT_CONCURRENCY, (i) => `small document number ${i}\n`, { job }).then((r) => {
+    const submitting = submitMany(app.url, count, CLIENT_CONCURRENCY, (i) => `small document number ${i}\n`, { job, ...(opts.params === undefined ? {} : { params: opts.params }) }).then((r) => {
       submitDone = performance.now();
       return r;
     });
