@@ -5,6 +5,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import type { BlobStat, BlobStore } from "./blob-store.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
+import { blobNotFound, checkBlobKey, checkExpectedSize, quoteKey, sizeMismatch } from "./blob-key.js";
 
 /** Under the root so a rename into place never crosses filesystems; its name can never be a key's first segment. */
 const TEMP_DIR = ".tmp";
@@ -13,9 +14,8 @@ const TEMP_DIR = ".tmp";
  * chunk, so one untouched this long belongs to a writer that died.
  */
 const STALE_TEMP_MS = 60 * 60 * 1000;
-const KEY_CHARS = /^[A-Za-z0-9._/-]*$/;
 /** S3's limit, so a key valid here stays valid for an S3 adapter. */
-const MAX_KEY_LENGTH = 1024;
+const KEY_RULES = { maxLength: 1024, reserved: TEMP_DIR };
 /** Attempts to place a finished blob while a concurrent deletePrefix keeps removing its folder. */
 const PLACE_ATTEMPTS = 3;
 
@@ -118,7 +118,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async deletePrefix(prefix: string): Promise<void> {
-    const segments = checkKey(prefix, "prefix");
+    const segments = checkBlobKey(prefix, "prefix", KEY_RULES);
     const partial = segments.pop() ?? "";
     const dir = path.join(this.root, ...segments);
     const removeTree = (target: string): Promise<void> => fs.rm(target, { recursive: true, force: true, maxRetries: 3 });
@@ -153,7 +153,7 @@ export class FsBlobStore implements BlobStore {
   async close(): Promise<void> {}
 
   private fileFor(key: string): string {
-    return path.join(this.root, ...checkKey(key, "key"));
+    return path.join(this.root, ...checkBlobKey(key, "key", KEY_RULES));
   }
 
   private ensureTempDir(): Promise<unknown> {
@@ -184,7 +184,7 @@ export class FsBlobStore implements BlobStore {
         // A concurrent deletePrefix can remove the folder between mkdir and rename.
         if (code === "ENOENT" && attempt < PLACE_ATTEMPTS) continue;
         if (code === "ENOTDIR" || code === "EEXIST" || code === "EISDIR" || code === "ENOTEMPTY") {
-          throw docqError(ERROR_CODE.BadRequest, `blob key ${quote(key)} clashes with an existing blob: on a filesystem a key cannot be both a blob and the folder of other blobs`, { field: "key", cause: err });
+          throw docqError(ERROR_CODE.BadRequest, `blob key ${quoteKey(key)} clashes with an existing blob: on a filesystem a key cannot be both a blob and the folder of other blobs`, { field: "key", cause: err });
         }
         throw err;
       }
@@ -218,7 +218,7 @@ async function writeBody(handle: FileHandle, body: Readable, key: string, expect
   } catch (err) {
     // A DocqError from the body is the caller's own verdict (an upload limit's PAYLOAD_TOO_LARGE): keep its code.
     if (failedWriting || isDocqError(err)) throw err;
-    throw new Error(`blob ${quote(key)}: reading the body failed: ${errorMessage(err)}`, { cause: err });
+    throw new Error(`blob ${quoteKey(key)}: reading the body failed: ${errorMessage(err)}`, { cause: err });
   }
   if (expectedSize !== undefined && size !== expectedSize) throw sizeMismatch(key, expectedSize, String(size));
   return size;
@@ -238,39 +238,6 @@ function asBytes(chunk: unknown): Uint8Array {
   throw new TypeError(`blob body must yield bytes or strings, got ${typeof chunk}`);
 }
 
-/** The key's segments; throws BAD_REQUEST unless it is a safe relative name. A prefix may end in `/` or mid-segment. */
-function checkKey(key: string, field: "key" | "prefix"): string[] {
-  const refuse = (why: string): never => {
-    throw docqError(ERROR_CODE.BadRequest, `invalid blob ${field} ${quote(key)}: ${why}`, { field });
-  };
-  if (typeof key !== "string") return refuse("must be a string");
-  if (key === "") return refuse("must not be empty");
-  if (key.length > MAX_KEY_LENGTH) return refuse(`longer than ${MAX_KEY_LENGTH} characters`);
-  if (!KEY_CHARS.test(key)) return refuse("only letters, digits and . _ - / are allowed");
-  if (key.startsWith("/")) return refuse("must be relative");
-  const segments = key.split("/");
-  segments.forEach((segment, i) => {
-    const last = i === segments.length - 1;
-    if (segment === "" && !(last && field === "prefix")) refuse("has an empty segment");
-    if (segment === "." || segment === "..") refuse(`has a "${segment}" segment`);
-    if (i === 0 && segment === TEMP_DIR && !(last && field === "prefix")) refuse(`"${TEMP_DIR}" is reserved`);
-  });
-  return segments;
-}
-
-function checkExpectedSize(size: number | undefined): void {
-  if (size === undefined || (Number.isSafeInteger(size) && size >= 0)) return;
-  throw docqError(ERROR_CODE.BadRequest, `invalid blob size ${String(size)}: must be a non-negative integer`, { field: "size" });
-}
-
-function sizeMismatch(key: string, expected: number, actual: string): Error {
-  return docqError(ERROR_CODE.BadRequest, `blob ${quote(key)}: body has ${actual} bytes, expected ${expected}`, { field: "size" });
-}
-
-function blobNotFound(key: string): Error {
-  return docqError(ERROR_CODE.BlobNotFound, `blob ${quote(key)} not found`, { field: "key" });
-}
-
 function errnoCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | null)?.code;
 }
@@ -279,9 +246,4 @@ function errnoCode(err: unknown): string | undefined {
 function isMissing(err: unknown): boolean {
   const code = errnoCode(err);
   return code === "ENOENT" || code === "ENOTDIR";
-}
-
-/** Keys reach messages from untrusted callers: escape control characters and bound the length. */
-function quote(key: string): string {
-  return JSON.stringify(typeof key === "string" && key.length > 200 ? `${key.slice(0, 200)}…` : key);
 }

@@ -5,6 +5,7 @@ import type { Readable } from "node:stream";
 import { Client as MinioClient } from "minio";
 import type { BlobStat, BlobStore } from "./blob-store.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
+import { BLOB_KEY_CHARS, blobNotFound, checkBlobKey, checkExpectedSize, quoteKey, sizeMismatch } from "./blob-key.js";
 
 /*
  * The production BlobStore: objects in an S3-compatible bucket (AWS S3, MinIO, ...) through the
@@ -43,7 +44,6 @@ const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024;
 const MAX_OBJECT_BYTES = 5 * 1024 * 1024 * 1024 * 1024;
 /** S3's limit on an object name, in bytes; keys are ASCII here. */
 const MAX_OBJECT_NAME_LENGTH = 1024;
-const KEY_CHARS = /^[A-Za-z0-9._/-]*$/;
 /** Keys per DeleteObjects request (S3's maximum) and per listing page. */
 const DELETE_BATCH = 1000;
 const CONTENT_TYPE = "application/octet-stream";
@@ -113,8 +113,8 @@ export class S3BlobStore implements BlobStore {
     if (!Number.isSafeInteger(opts.partSizeBytes) || opts.partSizeBytes < MIN_PART_BYTES || opts.partSizeBytes > MAX_PART_BYTES) {
       throw docqError(ERROR_CODE.Config, `S3 blob store: partSizeBytes must be ${MIN_PART_BYTES}..${MAX_PART_BYTES}, got ${opts.partSizeBytes}`, { field: "partSizeBytes" });
     }
-    if (opts.prefix !== "" && (!KEY_CHARS.test(opts.prefix) || opts.prefix.length > 200 || opts.prefix.split("/").some((s) => s === "" || s.startsWith(".")))) {
-      throw docqError(ERROR_CODE.Config, `S3 blob store: invalid prefix ${quote(opts.prefix)}: /-separated names of letters, digits, . _ - (none empty or starting with a dot)`, { field: "prefix" });
+    if (opts.prefix !== "" && (!BLOB_KEY_CHARS.test(opts.prefix) || opts.prefix.length > 200 || opts.prefix.split("/").some((s) => s === "" || s.startsWith(".")))) {
+      throw docqError(ERROR_CODE.Config, `S3 blob store: invalid prefix ${quoteKey(opts.prefix)}: /-separated names of letters, digits, . _ - (none empty or starting with a dot)`, { field: "prefix" });
     }
     this.endpoint = `${opts.useSSL ? "https" : "http"}://${opts.endPoint.includes(":") ? `[${opts.endPoint}]` : opts.endPoint}:${opts.port}`;
     this.bucket = opts.bucket;
@@ -209,7 +209,7 @@ export class S3BlobStore implements BlobStore {
       } catch (err) {
         // A DocqError from the body is the caller's own verdict (an upload limit's PAYLOAD_TOO_LARGE): keep its code.
         if (sending || isDocqError(err)) throw err;
-        throw new Error(`blob ${quote(key)}: reading the body failed: ${errorMessage(err)}`, { cause: err });
+        throw new Error(`blob ${quoteKey(key)}: reading the body failed: ${errorMessage(err)}`, { cause: err });
       }
       if (expected !== undefined && size !== expected) throw sizeMismatch(key, expected, String(size));
       if (upload === null) {
@@ -304,7 +304,7 @@ export class S3BlobStore implements BlobStore {
     const failed = results.find((r) => r?.Error !== undefined && r.Error.Code !== "NoSuchKey");
     if (failed?.Error !== undefined) {
       const { Code, Message, Key } = failed.Error;
-      throw docqError(ERROR_CODE.StoreUnavailable, `${this.label()}: deletePrefix ${quote(prefix)} failed on ${Key ?? "?"}: ${Code ?? "error"}: ${Message ?? ""}`);
+      throw docqError(ERROR_CODE.StoreUnavailable, `${this.label()}: deletePrefix ${quoteKey(prefix)} failed on ${Key ?? "?"}: ${Code ?? "error"}: ${Message ?? ""}`);
     }
   }
 
@@ -415,7 +415,7 @@ export class S3BlobStore implements BlobStore {
 
   private unavailable(operation: string, key: string, err: unknown): Error {
     if (isDocqError(err)) return err;
-    return docqError(ERROR_CODE.StoreUnavailable, `${this.label()}: ${operation} ${quote(key)} failed: ${describe(err)}`, { cause: err });
+    return docqError(ERROR_CODE.StoreUnavailable, `${this.label()}: ${operation} ${quoteKey(key)} failed: ${describe(err)}`, { cause: err });
   }
 
   private label(): string {
@@ -423,7 +423,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   private objectName(key: string, field: "key" | "prefix"): string {
-    checkKey(key, field, this.maxKeyLength);
+    checkBlobKey(key, field, { maxLength: this.maxKeyLength });
     return this.prefix === "" ? key : `${this.prefix}/${key}`;
   }
 }
@@ -508,42 +508,6 @@ function asBytes(chunk: unknown): Uint8Array {
   throw new TypeError(`blob body must yield bytes or strings, got ${typeof chunk}`);
 }
 
-/** Throws BAD_REQUEST unless `key` is a safe relative name (the same rules as the fs store). A prefix may end in `/` or mid-segment. */
-function checkKey(key: string, field: "key" | "prefix", maxLength: number): void {
-  const refuse = (why: string): never => {
-    throw docqError(ERROR_CODE.BadRequest, `invalid blob ${field} ${quote(key)}: ${why}`, { field });
-  };
-  if (typeof key !== "string") return refuse("must be a string");
-  if (key === "") return refuse("must not be empty");
-  if (key.length > maxLength) return refuse(`longer than ${maxLength} characters`);
-  if (!KEY_CHARS.test(key)) return refuse("only letters, digits and . _ - / are allowed");
-  if (key.startsWith("/")) return refuse("must be relative");
-  const segments = key.split("/");
-  segments.forEach((segment, i) => {
-    const last = i === segments.length - 1;
-    if (segment === "" && !(last && field === "prefix")) refuse("has an empty segment");
-    if (segment === "." || segment === "..") refuse(`has a "${segment}" segment`);
-  });
-}
-
-function checkExpectedSize(size: number | undefined): void {
-  if (size === undefined || (Number.isSafeInteger(size) && size >= 0)) return;
-  throw docqError(ERROR_CODE.BadRequest, `invalid blob size ${String(size)}: must be a non-negative integer`, { field: "size" });
-}
-
-function sizeMismatch(key: string, expected: number, actual: string): Error {
-  return docqError(ERROR_CODE.BadRequest, `blob ${quote(key)}: body has ${actual} bytes, expected ${expected}`, { field: "size" });
-}
-
 function tooLarge(key: string, why: string): Error {
-  return docqError(ERROR_CODE.PayloadTooLarge, `blob ${quote(key)} is too large: ${why}`, { field: "body" });
-}
-
-function blobNotFound(key: string): Error {
-  return docqError(ERROR_CODE.BlobNotFound, `blob ${quote(key)} not found`, { field: "key" });
-}
-
-/** Keys reach messages from untrusted callers: escape control characters and bound the length. */
-function quote(key: string): string {
-  return JSON.stringify(typeof key === "string" && key.length > 200 ? `${key.slice(0, 200)}…` : key);
+  return docqError(ERROR_CODE.PayloadTooLarge, `blob ${quoteKey(key)} is too large: ${why}`, { field: "body" });
 }

@@ -82,7 +82,7 @@ describe("split and merge", () => {
 
   it("cancels a running parent: no child left running, no process, no documents", async () => {
     const marker = "32.0271";
-    const id = await submit(app.url, "a\nb\nc\nd\n", { job: "slowsplit", params: { sleep: marker } });
+    const id = await submit(app.url, "a\nb\nc\nd\n", { job: "splitfail", params: { sleep: marker } });
     await waitUntil("children to run", async () => (await processesWith("sleep", marker)).length >= 2, 30_000);
     assert.equal((await getTask(app.url, id)).status, "wait");
     const res = await fetch(`${app.url}/api/tasks/${id}`, { method: "DELETE" });
