@@ -189,7 +189,11 @@ export class Stealer {
   /** Renews the leases of the proxies running here; stops those their owner took back. */
   async heartbeat(): Promise<void> {
     const byOwner = new Map<string, string[]>();
-    for (const [id, f] of this.inFlight) byOwner.set(f.owner, [...(byOwner.get(f.owner) ?? []), id]);
+    for (const [id, f] of this.inFlight) {
+      const ids = byOwner.get(f.owner);
+      if (ids === undefined) byOwner.set(f.owner, [id]);
+      else ids.push(id);
+    }
     for (const [owner, ids] of byOwner) {
       try {
         const lost = parseStealMessage("heartbeatAnswer", await this.opts.others.heartbeat(owner, { thief: this.opts.policy.site, ids }));

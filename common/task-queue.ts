@@ -131,7 +131,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     // Workers outlive a queuer restart: give each a full lease to re-attach with its next heartbeat,
     // instead of sweeping leases that lapsed only because nobody could renew them meanwhile.
     const byOwner = new Map<string, string[]>();
-    for (const { id, owner } of working) byOwner.set(owner, [...(byOwner.get(owner) ?? []), id]);
+    for (const { id, owner } of working) {
+      const ids = byOwner.get(owner);
+      if (ids === undefined) byOwner.set(owner, [id]);
+      else ids.push(id);
+    }
     for (const [owner, ids] of byOwner) report.working += (await this.store.renewLeases(owner, ids, now + this.opts.leaseMs)).length;
     // A crash between a child's completion and its parent's count leaves the count behind: recount.
     for (const id of waiting) {
