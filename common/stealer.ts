@@ -89,7 +89,7 @@ export class Stealer {
   /** Tells the other sites what this one could lend. */
   async publishBacklog(): Promise<void> {
     const own = await this.opts.local.backlog();
-    this.opts.others.publishBacklog({ site: this.opts.policy.site, ...own, at: this.now });
+    this.opts.others.publishBacklog({ site: this.opts.policy.site, queued: own.queued, highestPriority: own.highestPriority, idleSlots: own.idleSlots, at: this.now });
   }
 
   // ---- thief side ----
