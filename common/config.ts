@@ -9,7 +9,7 @@ import { formatZodIssues } from "./job-registry.js";
 import { SITE_PATTERN } from "./task-model.js";
 
 /** The install folder: the nearest parent holding package.json, the same from `common/` and from `dist/common/`. */
-const REPO_ROOT = findInstallRoot(path.dirname(fileURLToPath(import.meta.url)));
+export const REPO_ROOT = findInstallRoot(path.dirname(fileURLToPath(import.meta.url)));
 
 function findInstallRoot(from: string): string {
   for (let dir = from; ; dir = path.dirname(dir)) {

@@ -1,10 +1,15 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { BlobStore } from "../common/blob-store.js";
+import { REPO_ROOT } from "../common/config.js";
 import { docqError, ERROR_CODE } from "../common/errors.js";
 import { httpErrorOf } from "../common/http-errors.js";
+import { openApiDocument } from "../common/openapi.js";
+import type { ApiPrometheusReporter } from "./metrics-reporter.js";
 import type { JobRegistry } from "../common/job-registry.js";
 import { blobKeys, newTaskId } from "../common/new-task.js";
 import { isFinal, type Task } from "../common/task-model.js";
@@ -19,6 +24,8 @@ export interface ControllerDeps {
   defaultMaxTries: number;
   blobs: BlobStore;
   registry: JobRegistry;
+  /** Serves /metrics: Moleculer's metrics of this process, in Prometheus text. */
+  metrics: ApiPrometheusReporter;
 }
 
 interface RequestMeta {
@@ -33,6 +40,8 @@ interface RequestMeta {
 }
 
 type ApiContext = Context<Record<string, unknown>, RequestMeta>;
+
+const VERSION = (JSON.parse(readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")) as { version: string }).version;
 
 /** The public entry: REST over moleculer-web, and the same actions for callers inside the cluster. */
 export function controllerService(deps: ControllerDeps): ServiceSchema {
@@ -65,11 +74,18 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             "DELETE tasks/:id": "controller.deleteTask",
             "GET stats": "controller.stats",
             "GET health": "controller.health",
+            "GET openapi.json": "controller.openapi",
           },
           onBeforeCall(ctx: ApiContext, _route: unknown, req: IncomingMessage) {
             ctx.meta.contentType = req.headers["content-type"];
             ctx.meta.contentLength = req.headers["content-length"];
           },
+        },
+        {
+          path: "/",
+          mappingPolicy: "restrict",
+          bodyParsers: false,
+          aliases: { "GET metrics": "controller.metrics" },
         },
       ],
       onError(this: { logger: { error(...args: unknown[]): void } }, req: IncomingMessage, res: ServerResponse, err: unknown) {
@@ -163,6 +179,11 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         return ctx.call<TaskPage, object>("queuer.list", { ...pick("status"), ...pick("user"), ...pick("job"), ...pick("parentId"), ...pick("cursor"), ...(limit === undefined ? {} : { limit }) });
       },
       stats: (ctx: ApiContext) => ctx.call("queuer.stats"),
+      metrics: (ctx: ApiContext) => {
+        ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
+        return deps.metrics.render();
+      },
+      openapi: () => openApiDocument(VERSION),
       /** Ready when the site's queuer answers: a controller without it can accept nothing. */
       health: async (ctx: ApiContext) => {
         const services = ctx.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true }).map((s: { name: string }) => s.name);

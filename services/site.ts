@@ -1,6 +1,6 @@
 import os from "node:os";
 import path from "node:path";
-import { ServiceBroker, type BrokerOptions } from "moleculer";
+import { ServiceBroker, type BrokerOptions, type MetricsReporterOptions } from "moleculer";
 import type { BlobStore } from "../common/blob-store.js";
 import type { DocqConfig } from "../common/config.js";
 import { errorMessage } from "../common/errors.js";
@@ -9,6 +9,7 @@ import { QueuerLock } from "../common/queuer-lock.js";
 import { openBlobStore, openTaskStore } from "../common/open-stores.js";
 import { TaskQueue } from "../common/task-queue.js";
 import { controllerService } from "./controller.service.js";
+import { ApiPrometheusReporter } from "./metrics-reporter.js";
 import { queuerService } from "./queuer.service.js";
 import { stealerService } from "./stealer.service.js";
 import { workerService } from "./worker.service.js";
@@ -21,8 +22,10 @@ export interface Site {
   stop(): Promise<void>;
 }
 
-function brokerOptions(config: DocqConfig, services: readonly ServiceName[]): BrokerOptions {
+function brokerOptions(config: DocqConfig, services: readonly ServiceName[], metrics: ApiPrometheusReporter): BrokerOptions {
   return {
+    // Moleculer's own metrics (requests, events, process, OS), served by the controller at /metrics.
+    metrics: { enabled: true, reporter: [metrics as unknown as MetricsReporterOptions] },
     // Unique per process, and telling: which site, which machine, which services, which pid.
     nodeID: `${config.site}-${os.hostname()}-${services.length >= defaultServices(config).length ? "all" : services.join("+")}-${process.pid}`,
     // One namespace per site: sites sharing a NATS server never see each other's services.
@@ -56,7 +59,8 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
   if (services.includes("stealer") && config.stealing.globalNatsUrl === null) {
     throw new Error("the stealer needs the global NATS between sites: set DOCQ_GLOBAL_NATS_URL (or stealing.globalNatsUrl)");
   }
-  const broker = new ServiceBroker(brokerOptions(config, services));
+  const metrics = new ApiPrometheusReporter({});
+  const broker = new ServiceBroker(brokerOptions(config, services, metrics));
   const closers: (() => Promise<void>)[] = [];
   let blobs: BlobStore | undefined;
   const openBlobs = async (): Promise<BlobStore> => {
@@ -76,7 +80,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
   }
   if (services.includes("controller")) {
     broker.createService(
-      controllerService({ site: config.site, port: config.port, maxBodyBytes: config.maxBodyBytes, defaultMaxTries: config.queue.maxTries, blobs: await openBlobs(), registry }),
+      controllerService({ site: config.site, port: config.port, maxBodyBytes: config.maxBodyBytes, defaultMaxTries: config.queue.maxTries, blobs: await openBlobs(), registry, metrics }),
     );
   }
   if (services.includes("stealer")) broker.createService(stealerService({ config, blobs: await openBlobs() }));

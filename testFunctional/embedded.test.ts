@@ -173,3 +173,27 @@ describe("a failing job", () => {
     assert.equal((await fetch(`${app.url}/api/tasks/${id}/result`)).status, 409);
   });
 });
+
+describe("metrics and the API description", () => {
+  let app: EmbeddedApp;
+  before(async () => {
+    app = await startEmbeddedApp({ slots: 1 });
+  });
+  after(async () => {
+    await app?.stop();
+  });
+
+  it("serves Prometheus metrics at /metrics and the OpenAPI document at /api/openapi.json", async () => {
+    const id = await submit(app.url, "a b c\n", { job: "wordcount" });
+    await waitAllFinal(app.url, [id]);
+    const metrics = await fetch(`${app.url}/metrics`);
+    assert.equal(metrics.status, 200);
+    assert.match(metrics.headers.get("content-type") ?? "", /^text\/plain/);
+    const text = await metrics.text();
+    assert.match(text, /^moleculer_request_total\{.*action="queuer\.submit".*\} \d+/m);
+    assert.match(text, /^moleculer_request_time_count\{/m);
+    const doc = (await (await fetch(`${app.url}/api/openapi.json`)).json()) as { openapi: string; paths: Record<string, unknown> };
+    assert.equal(doc.openapi, "3.0.3");
+    assert.deepEqual(Object.keys(doc.paths).sort(), ["/api/health", "/api/stats", "/api/tasks", "/api/tasks/{id}", "/api/tasks/{id}/result", "/metrics"]);
+  });
+});

@@ -1,0 +1,96 @@
+/** The OpenAPI 3 description of docq's REST API, served at /api/openapi.json. */
+
+const errorResponse = (description: string) => ({
+  description,
+  content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+});
+
+const idParam = { name: "id", in: "path", required: true, schema: { type: "string", pattern: "^[a-z0-9][a-z0-9_-]{0,62}-[0-9A-HJKMNP-TV-Z]{26}$" } };
+
+export function openApiDocument(version: string): Record<string, unknown> {
+  return {
+    openapi: "3.0.3",
+    info: { title: "docq", version, description: "A document-processing task queue: submit a document, run a job script on it, fetch the result." },
+    paths: {
+      "/api/tasks": {
+        post: {
+          operationId: "createTask",
+          summary: "Submit a document; answers once the task is durable",
+          parameters: [
+            { name: "job", in: "query", required: true, schema: { type: "string", pattern: "^[a-z0-9][a-z0-9_-]*$" } },
+            { name: "priority", in: "query", schema: { type: "integer", minimum: 0, maximum: 100, default: 50 } },
+            { name: "name", in: "query", schema: { type: "string", maxLength: 500 } },
+            { name: "user", in: "query", schema: { type: "string", maxLength: 200 } },
+            { name: "params", in: "query", description: "a JSON object", schema: { type: "string" } },
+            { name: "maxTries", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000 } },
+          ],
+          requestBody: {
+            required: true,
+            content: {
+              "application/octet-stream": { schema: { type: "string", format: "binary" } },
+              "multipart/form-data": {
+                schema: {
+                  type: "object",
+                  required: ["file"],
+                  properties: { file: { type: "string", format: "binary" }, job: { type: "string" }, priority: { type: "integer" }, name: { type: "string" }, user: { type: "string" }, params: { type: "string" }, maxTries: { type: "integer" } },
+                },
+              },
+            },
+          },
+          responses: {
+            "201": { description: "created", content: { "application/json": { schema: { type: "object", properties: { id: { type: "string" }, status: { type: "string" } } } } } },
+            "400": errorResponse("a field is missing or wrong (the field is named)"),
+            "413": errorResponse("the document is over maxBodyBytes"),
+            "503": errorResponse("the queue is not reachable right now"),
+          },
+        },
+        get: {
+          operationId: "listTasks",
+          summary: "Tasks, newest first, a page at a time",
+          parameters: ["status", "user", "job", "parentId", "cursor"].map((name) => ({ name, in: "query", schema: { type: "string" } })).concat([{ name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000 } } as never]),
+          responses: { "200": { description: "a page", content: { "application/json": { schema: { type: "object", properties: { items: { type: "array", items: { $ref: "#/components/schemas/Task" } }, nextCursor: { type: "string", nullable: true } } } } } }, "400": errorResponse("a bad filter") },
+        },
+      },
+      "/api/tasks/{id}": {
+        get: { operationId: "statusTask", parameters: [idParam], responses: { "200": { description: "the task", content: { "application/json": { schema: { $ref: "#/components/schemas/Task" } } } }, "400": errorResponse("malformed id"), "404": errorResponse("unknown task") } },
+        delete: { operationId: "deleteTask", summary: "Cancel a task (its descendants too), or delete the record of one that is over", parameters: [idParam], responses: { "200": { description: "canceled or deleted" }, "404": errorResponse("unknown task") } },
+      },
+      "/api/tasks/{id}/result": {
+        get: { operationId: "resultTask", parameters: [idParam], responses: { "200": { description: "the output document", content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } }, "409": errorResponse("not done yet: the body gives the status"), "404": errorResponse("unknown task") } },
+      },
+      "/api/stats": { get: { operationId: "stats", responses: { "200": { description: "counts per status and priority, workers, stealing per site" } } } },
+      "/api/health": { get: { operationId: "health", responses: { "200": { description: "ready" }, "503": { description: "no queuer yet" } } } },
+      "/metrics": { get: { operationId: "metrics", responses: { "200": { description: "Prometheus metrics", content: { "text/plain": {} } } } } },
+    },
+    components: {
+      schemas: {
+        Error: { type: "object", required: ["error"], properties: { error: { type: "string" }, field: { type: "string" }, status: { type: "string" } } },
+        Task: {
+          type: "object",
+          properties: {
+            id: { type: "string" },
+            site: { type: "string" },
+            user: { type: "string" },
+            name: { type: "string" },
+            job: { type: "string" },
+            params: { type: "object" },
+            priority: { type: "integer" },
+            status: { type: "string", enum: ["input", "work", "output", "error", "wait", "complete", "canceled"] },
+            tries: { type: "integer" },
+            maxTries: { type: "integer" },
+            submitTime: { type: "integer" },
+            startTime: { type: "integer", nullable: true },
+            endTime: { type: "integer", nullable: true },
+            duration: { type: "integer", nullable: true },
+            error: { type: "string", nullable: true },
+            processedBy: { type: "object", nullable: true, properties: { site: { type: "string" }, node: { type: "string" } } },
+            parentId: { type: "string", nullable: true },
+            children: { type: "array", items: { type: "string" } },
+            childrenTotal: { type: "integer" },
+            childrenCompleted: { type: "integer" },
+          },
+        },
+      },
+    },
+  };
+}
