@@ -58,10 +58,15 @@ const JobYamlSchema = z.strictObject({
   // YAML reads `FOO: 1` as a number; an env value is always a string, so accept scalars as written.
   env: z.record(z.string().regex(ENV_NAME, "not a valid variable name"), z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
   params: z.record(z.string().min(1), ParamSpecSchema).optional(),
-  // Kept for warm job processes (a later issue); nothing reads them yet.
+  // Warm job processes (common/warm-pool.ts): kept alive between tasks, recycled after maxRequests or above maxRssMb.
   warm: z.boolean().optional(),
   maxRequests: z.int().min(1).optional(),
   maxRssMb: z.int().min(1).optional(),
+}).superRefine((config, ctx) => {
+  // A limit on a job that is not warm would silently do nothing.
+  for (const key of ["maxRequests", "maxRssMb"] as const) {
+    if (config[key] !== undefined && config.warm !== true) ctx.addIssue({ code: "custom", path: [key], message: "applies to warm jobs only: add warm: true" });
+  }
 });
 type JobYaml = z.infer<typeof JobYamlSchema>;
 

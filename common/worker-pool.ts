@@ -1,5 +1,7 @@
-import { createReadStream, createWriteStream, promises as fs } from "node:fs";
+import { createReadStream, createWriteStream, readFileSync, statSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { BlobStore } from "./blob-store.js";
 import { ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
@@ -8,6 +10,7 @@ import { createWorkDir, JobFailedError, runJob, type JobAnswer, type JobMode, ty
 import { blobKeys } from "./new-task.js";
 import type { ChildSpec, LeaseClaim } from "./task-queue.js";
 import type { ProcessedBy, Task } from "./task-model.js";
+import { WarmPool, type WarmPoolOptions, type WarmProcessInfo } from "./warm-pool.js";
 
 /** How a worker reaches its site's queue: direct calls in tests, broker calls in services. */
 export interface QueueClient {
@@ -47,6 +50,8 @@ export interface WorkerPoolOptions {
   /** Where per-run temp dirs go; the OS temp dir by default. */
   workRoot?: string;
   log: WorkerLog;
+  /** Settings of the warm job processes (restart backoff, exit grace, idle time...); defaults in WARM_POOL_DEFAULTS. */
+  warm?: Partial<Omit<WarmPoolOptions, "log" | "workRoot">>;
 }
 
 interface Running {
@@ -54,6 +59,8 @@ interface Running {
   abort: AbortController;
   /** Why the run was stopped from outside; a stopped run reports nothing (its lease is gone). */
   stopped: "canceled" | "lease lost" | "shutdown" | null;
+  /** True until its script is over: storing the output and reporting happen outside the slot. */
+  holdsSlot: boolean;
 }
 
 /** Appended to a failure's message so the task's error shows what the script said. */
@@ -62,23 +69,37 @@ const STDERR_HEADER = "\n--- stderr (tail) ---\n";
 /**
  * A worker's execution slots: pulls tasks when a slot is free (or when woken), runs each job
  * script in its own temp dir, stores the output and reports the result under its lease.
+ *
+ * A task holds its slot while its script runs (input download included); storing the output and
+ * reporting the result come after, outside the slot, so the next script starts meanwhile. At most
+ * `slots` tasks are in that last stage at once (the worker never holds more than 2 × slots leases).
+ * For a warm job this doubles the rate: storing an output costs about as much as the script.
  */
 export class WorkerPool {
   private readonly opts: WorkerPoolOptions;
   private readonly running = new Map<string, Running>();
+  /** Tasks holding a slot: pulled and not yet past their script. */
+  private inSlot = 0;
   private pulling = false;
   private pullAgain = false;
   private stopping = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private readonly finished = new Set<Promise<void>>();
+  /** The processes of warm jobs (job.yaml `warm: true`), at most one per slot per job. */
+  private readonly warm: WarmPool;
+  /** Where per-run temp dirs go, resolved once (os.tmpdir() reads the environment at each call). */
+  private readonly workRoot: string;
 
   constructor(opts: WorkerPoolOptions) {
     this.opts = opts;
+    this.workRoot = opts.workRoot ?? os.tmpdir();
+    this.warm = new WarmPool({ ...opts.warm, log: opts.log, workRoot: this.workRoot });
   }
 
+  /** Slots in use: tasks whose script runs (or is about to). */
   get busy(): number {
-    return this.running.size;
+    return this.inSlot;
   }
 
   start(): void {
@@ -87,13 +108,20 @@ export class WorkerPool {
     this.wake();
   }
 
-  /** Stops pulling and kills running scripts; their leases lapse and the queue runs them again. */
+  /** The warm job processes alive now. */
+  warmProcesses(): WarmProcessInfo[] {
+    return this.warm.processes();
+  }
+
+  /** Stops pulling and kills running scripts and warm processes; their leases lapse and the queue runs them again. */
   async stop(): Promise<void> {
     this.stopping = true;
     clearInterval(this.heartbeatTimer);
     clearInterval(this.pollTimer);
     for (const run of this.running.values()) this.stopRun(run, "shutdown");
+    const warmStopped = this.warm.stop();
     await Promise.allSettled([...this.finished]);
+    await warmStopped;
   }
 
   /** Called on "task queued": pulls at once if a slot is free. */
@@ -103,7 +131,7 @@ export class WorkerPool {
       this.pullAgain = true;
       return;
     }
-    const free = this.opts.slots - this.running.size;
+    const free = Math.min(this.opts.slots - this.inSlot, 2 * this.opts.slots - this.running.size);
     if (free <= 0) return;
     const max = this.opts.batchSize > 0 ? Math.min(this.opts.batchSize, free) : free;
     this.pulling = true;
@@ -111,6 +139,8 @@ export class WorkerPool {
     this.opts.client.pull(this.opts.owner, max).then(
       (tasks) => {
         this.pulling = false;
+        // Stopped meanwhile: leave them leased; the lease lapses and the queue runs them elsewhere.
+        if (this.stopping) return;
         for (const task of tasks) this.start1(task);
         if (this.pullAgain || tasks.length === max) this.wake();
       },
@@ -130,14 +160,24 @@ export class WorkerPool {
   }
 
   private start1(task: Task): void {
-    const run: Running = { claim: { id: task.id, owner: this.opts.owner, attempt: task.tries }, abort: new AbortController(), stopped: null };
+    const run: Running = { claim: { id: task.id, owner: this.opts.owner, attempt: task.tries }, abort: new AbortController(), stopped: null, holdsSlot: true };
     this.running.set(task.id, run);
+    this.inSlot++;
     const done = this.execute(task, run).finally(() => {
+      this.freeSlot(run);
       this.running.delete(task.id);
       this.finished.delete(done);
       this.wake();
     });
     this.finished.add(done);
+  }
+
+  /** The script of `run` is over: its slot takes the next task while this one is stored and reported. */
+  private freeSlot(run: Running): void {
+    if (!run.holdsSlot) return;
+    run.holdsSlot = false;
+    this.inSlot--;
+    this.wake();
   }
 
   private stopRun(run: Running, why: NonNullable<Running["stopped"]>): void {
@@ -152,8 +192,10 @@ export class WorkerPool {
     try {
       const job = await this.opts.registry.resolve(task.job);
       const mode = modeOf(task, job);
-      const work = await createWorkDir(this.opts.workRoot);
+      const work = await createWorkDir(this.workRoot);
       let answer: JobAnswer;
+      /** Files of the work dir already stored: deleted with it. */
+      let stored: string[] = [];
       try {
         const documents =
           mode === "merge"
@@ -168,20 +210,27 @@ export class WorkerPool {
           params: task.params,
           task: { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth },
         };
-        answer = await runJob(job, request, { workDir: work.path, signal: run.abort.signal });
+        const runOpts = { workDir: work.path, signal: run.abort.signal };
+        try {
+          answer = job.warm ? await this.warm.run(job, request, runOpts) : await runJob(job, request, runOpts);
+        } finally {
+          this.freeSlot(run);
+        }
         if (answer.kind === "output") {
           const key = blobKeys.output(task.id, run.claim.attempt);
           written.push(key);
           await putFile(blobs, key, answer.output);
+          stored = [answer.output];
         } else {
           for (const [i, child] of answer.children.entries()) {
             const key = blobKeys.splitPart(task.id, run.claim.attempt, i);
             written.push(key);
             await putFile(blobs, key, child.input);
           }
+          stored = answer.children.map((c) => c.input);
         }
       } finally {
-        await work.remove();
+        await work.remove(stored);
       }
       if (run.stopped !== null) throw new Error(`stopped: ${run.stopped}`);
       let accepted: boolean;
@@ -220,7 +269,7 @@ export class WorkerPool {
   private async heartbeat(): Promise<void> {
     const ids = [...this.running.keys()];
     try {
-      const lost = await this.opts.client.heartbeat(this.opts.owner, ids, { slots: this.opts.slots, busy: ids.length });
+      const lost = await this.opts.client.heartbeat(this.opts.owner, ids, { slots: this.opts.slots, busy: this.inSlot });
       for (const id of lost) {
         const run = this.running.get(id);
         if (run === undefined) continue;
@@ -243,9 +292,13 @@ function modeOf(task: Task, job: JobDefinition): JobMode {
   return job.split ? "split" : "simple";
 }
 
+/** Outputs up to this size are read at once: a read stream costs three thread-pool round trips (open, read, close) more. */
+const SMALL_OUTPUT_BYTES = 64 * 1024;
+
 async function putFile(blobs: BlobStore, key: string, file: string): Promise<void> {
-  const { size } = await fs.stat(file);
-  await blobs.put(key, createReadStream(file), { size });
+  const { size } = statSync(file);
+  const body = size <= SMALL_OUTPUT_BYTES ? Readable.from(size === 0 ? [] : [readFileSync(file)], { objectMode: false }) : createReadStream(file);
+  await blobs.put(key, body, { size });
 }
 
 function failureText(err: unknown): string {
