@@ -100,6 +100,18 @@ function isInMemoryFs(dir: string): boolean {
   return known;
 }
 
+/** process.env plus the job's own variables, per job definition (the registry reuses definitions). */
+const fullEnvs = new WeakMap<JobDefinition, Record<string, string | undefined>>();
+
+function fullEnv(job: JobDefinition): Record<string, string | undefined> {
+  let env = fullEnvs.get(job);
+  if (env === undefined) {
+    env = { ...process.env, ...job.env };
+    fullEnvs.set(job, env);
+  }
+  return env;
+}
+
 export const STDERR_TAIL_CHARS = 4096;
 /** An answer is one line; a few MB leaves room for chatter and a large children list. */
 export const STDOUT_MAX_BYTES = 4 * 1024 * 1024;
@@ -131,7 +143,9 @@ export async function runJob(
   const subprocess = execa(job.command, job.args, {
     cwd: opts.workDir,
     input: requestLine(request),
-    env: job.env,
+    env: fullEnv(job),
+    // The environment is merged once per job definition: execa would copy process.env on every run.
+    extendEnv: false,
     detached: true,
     reject: false,
     stripFinalNewline: false,

@@ -296,6 +296,10 @@ function modeOf(task: Task, job: JobDefinition): JobMode {
 const SMALL_OUTPUT_BYTES = 64 * 1024;
 
 async function putFile(blobs: BlobStore, key: string, file: string): Promise<void> {
+  if (blobs.putFile !== undefined) {
+    await blobs.putFile(key, file);
+    return;
+  }
   const { size } = statSync(file);
   const body = size <= SMALL_OUTPUT_BYTES ? Readable.from(size === 0 ? [] : [readFileSync(file)], { objectMode: false }) : createReadStream(file);
   await blobs.put(key, body, { size });
