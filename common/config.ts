@@ -142,7 +142,7 @@ const ConfigFileSchema = z.strictObject({
       })
       .prefault({}),
   ),
-  worker: section(z.strictObject({ batchSize: z.int().min(0).default(0) }).prefault({})),
+  worker: section(z.strictObject({ batchSize: z.int().min(0).default(0), spawner: z.boolean().default(true) }).prefault({})),
   // The site's broker: null runs every service in one process with no transporter (embedded mode).
   nats: section(z.strictObject({ url: NatsUrlSchema.nullable().default(null) }).prefault({})),
   stealing: section(

@@ -6,11 +6,14 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { JobRegistry, type JobDefinition } from "./job-registry.js";
+import { Spawner } from "./spawner.js";
 import { createWorkDir, JobFailedError, requestLine, runJob, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
 
 const EXAMPLES = fileURLToPath(new URL("../scripts-job/", import.meta.url));
 const TASK: JobRequest["task"] = { id: "test-01JAAAAAAAAAAAAAAAAAAAAAAA", name: "t", user: "u", priority: 50, parentId: null, depth: 0 };
 
+/** The same suite runs scripts through the spawner process when DOCQ_TEST_LAUNCHER=spawner (see spawner.test.ts). */
+const launcher = process.env.DOCQ_TEST_LAUNCHER === "spawner" ? new Spawner() : undefined;
 let scriptsDir: string;
 const workDirs: WorkDir[] = [];
 
@@ -18,6 +21,7 @@ before(async () => {
   scriptsDir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-runner-test-"));
 });
 after(async () => {
+  await launcher?.stop();
   await Promise.all(workDirs.map((w) => w.remove()));
   await fs.rm(scriptsDir, { recursive: true, force: true });
 });
@@ -62,7 +66,7 @@ async function run(
     params: opts.params ?? {},
     task: TASK,
   };
-  const answer = await runJob(job, request, { workDir: work.path, signal: opts.signal, onSpawn: opts.onSpawn });
+  const answer = await runJob(job, request, { workDir: work.path, signal: opts.signal, onSpawn: opts.onSpawn, ...(launcher === undefined ? {} : { launcher }) });
   return { answer, work };
 }
 
@@ -271,7 +275,7 @@ describe("runJob: timeout and cancel kill the whole process group", () => {
     let pid = 0;
     const started = Date.now();
     const err = await failure(
-      runJob(job, { mode: "simple", outputDir: work.outputDir, params: {}, task: TASK }, { workDir: work.path, onSpawn: (p) => (pid = p) }),
+      runJob(job, { mode: "simple", outputDir: work.outputDir, params: {}, task: TASK }, { workDir: work.path, onSpawn: (p) => (pid = p), ...(launcher === undefined ? {} : { launcher }) }),
     );
     assert.ok(Date.now() - started < 5000);
     assert.equal(err.message, 'job "sleeper" timed out after 300 ms');
@@ -291,7 +295,7 @@ describe("runJob: timeout and cancel kill the whole process group", () => {
     const pending = runJob(
       job,
       { mode: "simple", outputDir: work.outputDir, params: {}, task: TASK },
-      { workDir: work.path, signal: controller.signal, onSpawn: (p) => (pid = p) },
+      { workDir: work.path, signal: controller.signal, onSpawn: (p) => (pid = p), ...(launcher === undefined ? {} : { launcher }) },
     );
     setTimeout(() => controller.abort(), 200);
     const err = await failure(pending);

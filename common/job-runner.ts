@@ -1,7 +1,7 @@
 import { promises as fs, mkdirSync, mkdtempSync, realpathSync, rmdirSync, rmSync, statfsSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { execa } from "execa";
+import { inProcessLauncher, type ScriptLauncher } from "./script-launcher.js";
 import { z } from "zod";
 import { formatZodIssues, type JobDefinition } from "./job-registry.js";
 
@@ -135,69 +135,51 @@ export const AnswerSchema = z
 export async function runJob(
   job: JobDefinition,
   request: JobRequest,
-  opts: { workDir: string; signal?: AbortSignal; onSpawn?: (pid: number) => void },
+  opts: { workDir: string; signal?: AbortSignal; onSpawn?: (pid: number) => void; launcher?: ScriptLauncher },
 ): Promise<JobAnswer> {
   const { signal } = opts;
   if (signal?.aborted) throw new JobFailedError(`job "${job.name}" was canceled`, { exitCode: null, canceled: true, stderrTail: "" });
 
-  const subprocess = execa(job.command, job.args, {
+  const run = (opts.launcher ?? inProcessLauncher).launch({
+    command: job.command,
+    args: job.args,
     cwd: opts.workDir,
     input: requestLine(request),
+    // The environment is merged once per job definition, not copied from process.env on every run.
     env: fullEnv(job),
-    // The environment is merged once per job definition: execa would copy process.env on every run.
-    extendEnv: false,
-    detached: true,
-    reject: false,
-    stripFinalNewline: false,
-    buffer: { stdout: true, stderr: false },
-    maxBuffer: { stdout: STDOUT_MAX_BYTES },
+    maxStdoutBytes: STDOUT_MAX_BYTES,
+    stderrTailChars: STDERR_TAIL_CHARS,
   });
-
-  let stderrTail = "";
-  subprocess.stderr.setEncoding("utf8");
-  subprocess.stderr.on("data", (chunk: string) => {
-    stderrTail += chunk;
-    if (stderrTail.length > 2 * STDERR_TAIL_CHARS) stderrTail = stderrTail.slice(-STDERR_TAIL_CHARS);
-  });
-
-  const { pid } = subprocess;
   let exited = false;
   let timedOut = false;
   let canceled = false;
-  const killGroup = (): void => {
-    if (pid === undefined) return;
-    try {
-      process.kill(-pid, "SIGKILL");
-    } catch {
-      // ESRCH: the group is already gone.
-    }
-  };
-  // Leftovers of a finished script would hold stdout open (delaying the result) and outlive the work dir.
-  subprocess.once("exit", () => {
-    exited = true;
-    killGroup();
-  });
   const timer = setTimeout(() => {
     if (exited) return;
     timedOut = true;
-    killGroup();
+    run.kill();
   }, job.timeoutMs);
   const onAbort = (): void => {
     if (exited) return;
     canceled = true;
-    killGroup();
+    run.kill();
   };
   signal?.addEventListener("abort", onAbort, { once: true });
-  if (pid !== undefined) opts.onSpawn?.(pid);
+  if (opts.onSpawn !== undefined) {
+    const onSpawn = opts.onSpawn;
+    void run.pid.then((pid) => {
+      if (pid !== undefined) onSpawn(pid);
+    });
+  }
 
   let result;
   try {
-    result = await subprocess;
+    result = await run.result;
   } finally {
+    exited = true;
     clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
   }
-  stderrTail = stderrTail.slice(-STDERR_TAIL_CHARS);
+  const { stderrTail } = result;
 
   const fail = (message: string): JobFailedError =>
     new JobFailedError(`job "${job.name}" ${message}`, { exitCode: result.exitCode ?? null, timedOut, canceled, stderrTail });
@@ -207,7 +189,7 @@ export async function runJob(
   if (canceled) throw fail("was canceled");
   if (timedOut) throw fail(`timed out after ${job.timeoutMs} ms`);
   if (result.isMaxBuffer) throw fail(`printed more than ${STDOUT_MAX_BYTES} bytes on stdout`);
-  if (result.exitCode === undefined && result.signal === undefined) throw fail(`could not start: ${errorText(result.cause)}`);
+  if (result.startError !== undefined) throw fail(`could not start: ${result.startError}`);
   if (result.signal !== undefined) throw fail(`was killed by ${result.signal}${withStderr}`);
   if (result.exitCode !== 0) throw fail(`exited with code ${result.exitCode}${withStderr}`);
 
@@ -314,8 +296,4 @@ export function lastLine(text: string): string {
     if (line !== "") return line;
   }
   return "";
-}
-
-function errorText(cause: unknown): string {
-  return cause instanceof Error ? cause.message : String(cause);
 }

@@ -10,6 +10,7 @@ import { createWorkDir, JobFailedError, runJob, type JobAnswer, type JobMode, ty
 import { blobKeys } from "./new-task.js";
 import type { ChildSpec, LeaseClaim } from "./task-queue.js";
 import type { ProcessedBy, Task } from "./task-model.js";
+import { Spawner } from "./spawner.js";
 import { WarmPool, type WarmPoolOptions, type WarmProcessInfo } from "./warm-pool.js";
 
 /** How a worker reaches its site's queue: direct calls in tests, broker calls in services. */
@@ -52,6 +53,11 @@ export interface WorkerPoolOptions {
   log: WorkerLog;
   /** Settings of the warm job processes (restart backoff, exit grace, idle time...); defaults in WARM_POOL_DEFAULTS. */
   warm?: Partial<Omit<WarmPoolOptions, "log" | "workRoot">>;
+  /**
+   * Start one-shot scripts through a small spawner process rather than forking this one: worth it
+   * when this process is large (a worker with a broker, SQLite and HTTP). Default false.
+   */
+  useSpawner?: boolean;
 }
 
 interface Running {
@@ -91,7 +97,13 @@ export class WorkerPool {
   /** Where per-run temp dirs go, resolved once (os.tmpdir() reads the environment at each call). */
   private readonly workRoot: string;
 
+  /** Start one-shot scripts when `useSpawner` is set (see WorkerPoolOptions), taken in turn. */
+  private readonly spawners: Spawner[];
+  private nextSpawner = 0;
+
   constructor(opts: WorkerPoolOptions) {
+    // Two helpers fork in parallel (one fork at a time each); more buys nothing on a 2-core machine.
+    this.spawners = opts.useSpawner === true ? Array.from({ length: Math.min(opts.slots, 2) }, () => new Spawner()) : [];
     this.opts = opts;
     this.workRoot = opts.workRoot ?? os.tmpdir();
     this.warm = new WarmPool({ ...opts.warm, log: opts.log, workRoot: this.workRoot });
@@ -122,6 +134,7 @@ export class WorkerPool {
     const warmStopped = this.warm.stop();
     await Promise.allSettled([...this.finished]);
     await warmStopped;
+    await Promise.all(this.spawners.map((s) => s.stop()));
   }
 
   /** Called on "task queued": pulls at once if a slot is free. */
@@ -210,7 +223,8 @@ export class WorkerPool {
           params: task.params,
           task: { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth },
         };
-        const runOpts = { workDir: work.path, signal: run.abort.signal };
+        const launcher = this.spawners.length === 0 ? undefined : this.spawners[this.nextSpawner++ % this.spawners.length];
+        const runOpts = { workDir: work.path, signal: run.abort.signal, ...(launcher === undefined ? {} : { launcher }) };
         try {
           answer = job.warm ? await this.warm.run(job, request, runOpts) : await runJob(job, request, runOpts);
         } finally {

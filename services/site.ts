@@ -75,7 +75,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
 
   if (services.includes("worker")) {
     broker.createService(
-      workerService({ site: config.site, slots: config.slots, batchSize: config.worker.batchSize, heartbeatMs: config.queue.heartbeatMs, leaseMs: config.queue.leaseMs, blobs: await openBlobs(), registry }),
+      workerService({ site: config.site, slots: config.slots, batchSize: config.worker.batchSize, useSpawner: config.worker.spawner, heartbeatMs: config.queue.heartbeatMs, leaseMs: config.queue.leaseMs, blobs: await openBlobs(), registry }),
     );
   }
   if (services.includes("controller")) {

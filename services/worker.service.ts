@@ -11,6 +11,7 @@ export interface WorkerDeps {
   site: string;
   slots: number;
   batchSize: number;
+  useSpawner: boolean;
   heartbeatMs: number;
   leaseMs: number;
   blobs: BlobStore;
@@ -57,6 +58,7 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
         processedBy: { site: deps.site, node: broker.nodeID },
         slots: deps.slots,
         batchSize: deps.batchSize,
+        useSpawner: deps.useSpawner,
         heartbeatMs: deps.heartbeatMs,
         pollMs: 2000,
         client,
