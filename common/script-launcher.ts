@@ -1,4 +1,4 @@
-import { execa } from "execa";
+import { launchScript } from "./launch-script.mjs";
 
 /** What a job script needs to start: the same for a one-shot run in this process or in the spawner. */
 export interface LaunchSpec {
@@ -41,42 +41,7 @@ export interface ScriptLauncher {
  */
 export const inProcessLauncher: ScriptLauncher = {
   launch(spec) {
-    const subprocess = execa(spec.command, spec.args, {
-      cwd: spec.cwd,
-      input: spec.input,
-      env: spec.env,
-      extendEnv: false,
-      detached: true,
-      reject: false,
-      stripFinalNewline: false,
-      buffer: { stdout: true, stderr: false },
-      maxBuffer: { stdout: spec.maxStdoutBytes },
-    });
-    let stderrTail = "";
-    subprocess.stderr.setEncoding("utf8");
-    subprocess.stderr.on("data", (chunk: string) => {
-      stderrTail += chunk;
-      if (stderrTail.length > 2 * spec.stderrTailChars) stderrTail = stderrTail.slice(-spec.stderrTailChars);
-    });
-    const { pid } = subprocess;
-    const killGroup = (): void => {
-      if (pid === undefined) return;
-      try {
-        process.kill(-pid, "SIGKILL");
-      } catch {
-        // ESRCH: the group is already gone.
-      }
-    };
-    // Leftovers of a finished script would hold stdout open (delaying the result) and outlive the work dir.
-    subprocess.once("exit", killGroup);
-    const result = subprocess.then((r) => ({
-      ...(r.exitCode === undefined ? {} : { exitCode: r.exitCode }),
-      ...(r.signal === undefined ? {} : { signal: r.signal }),
-      stdout: typeof r.stdout === "string" ? r.stdout : "",
-      stderrTail: stderrTail.slice(-spec.stderrTailChars),
-      isMaxBuffer: r.isMaxBuffer,
-      ...(r.exitCode === undefined && r.signal === undefined ? { startError: r.cause instanceof Error ? r.cause.message : String(r.cause) } : {}),
-    }));
-    return { kill: killGroup, result, pid: Promise.resolve(pid) };
+    const script = launchScript(spec);
+    return { kill: script.kill, result: script.result, pid: Promise.resolve(script.pid) };
   },
 };

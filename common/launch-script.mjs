@@ -1,0 +1,46 @@
+// Starts one job script with execa: its own process group (detached), the request on stdin,
+// stdout buffered up to a limit, a tail of stderr kept. Plain JavaScript, so the spawner process
+// (spawner-child.mjs) can use it without a TypeScript loader; the worker uses it too
+// (script-launcher.ts), so both start scripts exactly alike. Types: launch-script.d.mts.
+import { execa } from "execa";
+
+/** Kills a script's whole process group; a group already gone is not an error. */
+export function killGroup(pid) {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // ESRCH: the group is already gone.
+  }
+}
+
+export function launchScript(spec) {
+  const subprocess = execa(spec.command, spec.args, {
+    cwd: spec.cwd,
+    input: spec.input,
+    env: spec.env,
+    extendEnv: false,
+    detached: true,
+    reject: false,
+    stripFinalNewline: false,
+    buffer: { stdout: true, stderr: false },
+    maxBuffer: { stdout: spec.maxStdoutBytes },
+  });
+  let stderrTail = "";
+  subprocess.stderr.setEncoding("utf8");
+  subprocess.stderr.on("data", (chunk) => {
+    stderrTail += chunk;
+    if (stderrTail.length > 2 * spec.stderrTailChars) stderrTail = stderrTail.slice(-spec.stderrTailChars);
+  });
+  const { pid } = subprocess;
+  // Leftovers of a finished script would hold stdout open (delaying the result) and outlive the work dir.
+  subprocess.once("exit", () => killGroup(pid));
+  const result = subprocess.then((r) => {
+    const out = { stdout: typeof r.stdout === "string" ? r.stdout : "", stderrTail: stderrTail.slice(-spec.stderrTailChars), isMaxBuffer: r.isMaxBuffer };
+    if (r.exitCode !== undefined) out.exitCode = r.exitCode;
+    if (r.signal !== undefined) out.signal = r.signal;
+    if (r.exitCode === undefined && r.signal === undefined) out.startError = r.cause instanceof Error ? r.cause.message : String(r.cause);
+    return out;
+  });
+  return { pid, kill: () => killGroup(pid), result };
+}
