@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { JobRegistry, type JobDefinition } from "./job-registry.js";
 import { Spawner } from "./spawner.js";
 import { createWorkDir, JobFailedError, requestLine, runJob, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
+import { readPid } from "./test-support.js";
 
 const EXAMPLES = fileURLToPath(new URL("../scripts-job/", import.meta.url));
 const TASK: JobRequest["task"] = { id: "test-01JAAAAAAAAAAAAAAAAAAAAAAA", name: "t", user: "u", priority: 50, parentId: null, depth: 0 };
@@ -201,7 +202,7 @@ describe("runJob: answers", () => {
     const started = Date.now();
     const { answer } = await run(job);
     assert.ok(Date.now() - started < 5000);
-    const bg = Number(await fs.readFile(output(answer), "utf8"));
+    const bg = await readPid(output(answer));
     assert.ok(await waitDead(bg), "the left-over process is killed");
   });
 });
@@ -266,7 +267,7 @@ describe("runJob: timeout and cancel kill the whole process group", () => {
   const body = `sleep 30 & echo $! > "$PWD/grandchild.pid"; echo started >&2; sleep 30; echo '{"output":"x"}'`;
 
   async function grandchildPid(work: string): Promise<number> {
-    return Number(await fs.readFile(path.join(work, "grandchild.pid"), "utf8"));
+    return await readPid(path.join(work, "grandchild.pid"));
   }
 
   it("kills the script and its grandchild on timeout", async () => {

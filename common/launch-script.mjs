@@ -6,7 +6,8 @@ import { execa } from "execa";
 
 /** Kills a script's whole process group; a group already gone is not an error. */
 export function killGroup(pid) {
-  if (pid === undefined) return;
+  // Never 0 or below: kill(-0) would signal this process's own group.
+  if (!Number.isInteger(pid) || pid <= 0) return;
   try {
     process.kill(-pid, "SIGKILL");
   } catch {

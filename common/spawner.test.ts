@@ -1,29 +1,16 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { promises as fs, readFileSync } from "node:fs";
+import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Spawner } from "./spawner.js";
+import { isAlive } from "./test-support.js";
 
 const run = promisify(execFile);
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-
-/** Alive and not a zombie (an orphan waits for init to reap it, which may take a while here). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
-}
 
 const spec = (script: string, cwd: string) => ({ command: "/bin/sh", args: ["-c", script], cwd, env: { PATH: process.env.PATH }, input: "", maxStdoutBytes: 1024 * 1024, stderrTailChars: 4096 });
 
@@ -44,7 +31,7 @@ describe("Spawner", () => {
     try {
       const first = spawner.launch(spec("echo $$ > pid; sleep 30", cwd));
       const scriptPid = await first.pid;
-      assert.ok(scriptPid !== undefined && alive(scriptPid));
+      assert.ok(scriptPid !== undefined && isAlive(scriptPid));
       // Kill the helper itself: the run it held fails with a message saying so.
       const helpers = (await run("pgrep", ["-f", "spawner-child.mjs"]).then((r) => r.stdout, () => "")).trim().split("\n").map(Number).filter((p) => p > 0);
       for (const pid of helpers) process.kill(pid, "SIGKILL");
@@ -62,8 +49,8 @@ describe("Spawner", () => {
       const pid3 = await third.pid;
       await spawner.stop();
       assert.ok(pid3 !== undefined);
-      for (let i = 0; i < 50 && alive(pid3); i++) await new Promise((r) => setTimeout(r, 20));
-      assert.equal(alive(pid3), false, "stopping the spawner kills what it runs");
+      for (let i = 0; i < 50 && isAlive(pid3); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(isAlive(pid3), false, "stopping the spawner kills what it runs");
     } finally {
       await spawner.stop();
       await fs.rm(cwd, { recursive: true, force: true });

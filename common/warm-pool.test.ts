@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { JobRegistry, type JobDefinition } from "./job-registry.js";
 import { createWorkDir, JobFailedError, runJob, warmRequestLine, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
 import { restartDelayMs, WarmPool, type WarmPoolOptions } from "./warm-pool.js";
+import { readPid } from "./test-support.js";
 
 const EXAMPLES = fileURLToPath(new URL("../scripts-job/", import.meta.url));
 const JS_HELPER = path.join(EXAMPLES, "lib", "docq-warm.mjs");
@@ -213,7 +214,7 @@ describe("WarmPool", () => {
     assert.ok(err instanceof JobFailedError);
     assert.equal(err.message, 'job "slow" timed out after 400 ms');
     assert.equal(err.timedOut, true);
-    const killed = Number(await fs.readFile(mark, "utf8"));
+    const killed = await readPid(mark);
     await waitFor(() => !isAlive(killed), "the overrunning process to be gone");
     assert.ok(isAlive(other), "the other process was left alone");
     // A replacement is started at once; both slots answer again, the survivor with its old pid.
@@ -236,7 +237,7 @@ describe("WarmPool", () => {
     const err = await failure(pending);
     assert.equal(err.message, 'job "cancel" was canceled');
     assert.equal(err.canceled, true);
-    const killed = Number(await fs.readFile(mark, "utf8"));
+    const killed = await readPid(mark);
     await waitFor(() => !isAlive(killed), "the canceled process to be gone");
     const next = await ask(pool, job);
     assert.notEqual(next.pid, killed);
@@ -251,7 +252,7 @@ describe("WarmPool", () => {
     const mark = path.join(dir, "killed.pid");
     const pending = ask(pool, job, { mark, stderr: "working on it", sleepMs: 30_000 });
     await waitFor(() => fs.access(mark).then(() => true, () => false), "the request to start");
-    const pid = Number(await fs.readFile(mark, "utf8"));
+    const pid = await readPid(mark);
     process.kill(pid, "SIGKILL");
     const err = await failure(pending);
     assert.equal(err.message, `job "killed" (warm process ${pid}) was killed by SIGKILL: working on it`);
@@ -424,7 +425,7 @@ serve((req) => { writeFileSync(req.outputDir + "/" + name, JSON.stringify({ pid:
     const { pid: idle } = await ask(pool, job);
     const busy = ask(pool, job, { mark, sleepMs: 30_000 });
     await waitFor(() => fs.access(mark).then(() => true, () => false), "the busy request to start");
-    const busyPid = Number(await fs.readFile(mark, "utf8"));
+    const busyPid = await readPid(mark);
     const started = Date.now();
     await pool.stop();
     assert.ok(Date.now() - started < 3000);

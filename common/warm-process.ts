@@ -248,7 +248,8 @@ export class WarmProcess {
   }
 
   private killGroup(): void {
-    if (this.pid === undefined) return;
+    // Never 0 or below: kill(-0) would signal this process's own group.
+    if (this.pid === undefined || this.pid <= 0) return;
     try {
       process.kill(-this.pid, "SIGKILL");
     } catch {

@@ -14,6 +14,7 @@ import { SqliteTaskStore } from "./sqlite-task-store.js";
 import { TaskQueue, type LeaseClaim } from "./task-queue.js";
 import type { Task } from "./task-model.js";
 import { WorkerPool, type QueueClient, type WorkerPoolOptions } from "./worker-pool.js";
+import { readPid } from "./test-support.js";
 
 /*
  * Warm jobs through the worker pool and a real queue (SQLite, fs blobs): the same retry, cancel,
@@ -189,7 +190,7 @@ function isAlive(pid: number): boolean {
 async function hangingPid(id: string): Promise<number> {
   const file = path.join(h.marks, `${id}.pid`);
   await waitFor(() => exists(file), `task ${id} to reach its warm process`);
-  return Number(await fs.readFile(file, "utf8"));
+  return await readPid(file);
 }
 
 describe("WorkerPool with warm jobs", () => {
