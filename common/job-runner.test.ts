@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync, promises as fs } from "node:fs";
+import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { JobRegistry, type JobDefinition } from "./job-registry.js";
 import { Spawner } from "./spawner.js";
 import { createWorkDir, JobFailedError, requestLine, runJob, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
-import { readPid } from "./test-support.js";
+import { isAlive, readPid } from "./test-support.js";
 
 const EXAMPLES = fileURLToPath(new URL("../scripts-job/", import.meta.url));
 const TASK: JobRequest["task"] = { id: "test-01JAAAAAAAAAAAAAAAAAAAAAAA", name: "t", user: "u", priority: 50, parentId: null, depth: 0 };
@@ -86,19 +86,6 @@ function output(answer: JobAnswer): string {
   return answer.output;
 }
 
-/** A zombie (killed, not yet reaped by init) counts as dead. */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
-}
 
 async function waitDead(pid: number): Promise<boolean> {
   for (let i = 0; i < 100; i++) {

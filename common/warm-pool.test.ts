@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, promises as fs } from "node:fs";
+import { existsSync, promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { JobRegistry, type JobDefinition } from "./job-registry.js";
 import { createWorkDir, JobFailedError, runJob, warmRequestLine, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
 import { restartDelayMs, WarmPool, type WarmPoolOptions } from "./warm-pool.js";
-import { readPid } from "./test-support.js";
+import { isAlive, readPid } from "./test-support.js";
 
 const EXAMPLES = fileURLToPath(new URL("../scripts-job/", import.meta.url));
 const JS_HELPER = path.join(EXAMPLES, "lib", "docq-warm.mjs");
@@ -111,19 +111,6 @@ async function failure(promise: Promise<unknown>): Promise<JobFailedError> {
   assert.fail("expected the request to fail");
 }
 
-/** A zombie not yet reaped counts as dead. */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
-}
 
 async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -138,7 +125,6 @@ async function startsOf(file: string): Promise<number[]> {
   return text.split("\n").filter((l) => l !== "").map(Number);
 }
 
-const pidsOf = (pool: WarmPool): number[] => pool.processes().map((p) => p.pid ?? -1).sort();
 
 describe("createWorkDir on tmpfs and on disk", () => {
   for (const [where, root] of [

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync, promises as fs } from "node:fs";
+import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -14,7 +14,7 @@ import { SqliteTaskStore } from "./sqlite-task-store.js";
 import { TaskQueue, type LeaseClaim } from "./task-queue.js";
 import type { Task } from "./task-model.js";
 import { WorkerPool, type QueueClient, type WorkerPoolOptions } from "./worker-pool.js";
-import { readPid } from "./test-support.js";
+import { isAlive, readPid } from "./test-support.js";
 
 /*
  * Warm jobs through the worker pool and a real queue (SQLite, fs blobs): the same retry, cancel,
@@ -172,19 +172,6 @@ async function startsOf(name: string): Promise<number[]> {
   return content.split("\n").filter((l) => l !== "").map(Number);
 }
 
-/** A zombie not yet reaped counts as dead. */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
-}
 
 /** Makes the task hang in its warm process; answers that process's pid once it holds the task. */
 async function hangingPid(id: string): Promise<number> {
