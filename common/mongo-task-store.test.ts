@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import net from "node:net";
 import { after, describe, it } from "node:test";
 import { MongoClient } from "mongodb";
-import { DocqError, ERROR_CODE } from "./errors.js";
+import { ERROR_CODE } from "./errors.js";
 import { MongoTaskStore, redactUrl } from "./mongo-task-store.js";
 import { TASK_STATUS } from "./task-model.js";
 import { makeTask, taskStoreContract } from "./task-store.contract.js";
+import { closedPort, rejection } from "./test-support.js";
 
 /*
  * The MongoDB adapter. The contract suite needs a server, which cannot be installed on this
@@ -22,25 +22,7 @@ import { makeTask, taskStoreContract } from "./task-store.contract.js";
 const MONGO_URL = process.env.MONGO_URL ?? "";
 const SKIP_MESSAGE = "MONGO_URL is not set: the MongoDB contract suite needs a server (see README)";
 
-async function rejection(promise: Promise<unknown>): Promise<DocqError> {
-  let caught: unknown;
-  try {
-    await promise;
-  } catch (err) {
-    caught = err;
-  }
-  assert.ok(caught instanceof DocqError, `expected a DocqError, got ${String(caught)}`);
-  return caught;
-}
 
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 if (MONGO_URL === "") {
   describe("TaskStore contract: MongoTaskStore", () => {

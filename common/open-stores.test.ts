@@ -1,18 +1,18 @@
 import assert from "node:assert/strict";
 import { promises as fs } from "node:fs";
 import { createRequire } from "node:module";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { loadConfig, type BlobsConfig, type S3BlobsConfig } from "./config.js";
-import { DocqError, ERROR_CODE } from "./errors.js";
+import { ERROR_CODE } from "./errors.js";
 import { FsBlobStore } from "./fs-blob-store.js";
 import { openBlobStore, openTaskStore } from "./open-stores.js";
 import { S3BlobStore } from "./s3-blob-store.js";
 import { SqliteTaskStore } from "./sqlite-task-store.js";
 import { makeTask } from "./task-store.contract.js";
+import { closedPort, rejection } from "./test-support.js";
 
 /** s3rver has no types of its own; what this test uses of it. */
 interface S3rverServer {
@@ -43,24 +43,7 @@ const freshDir = async (): Promise<string> => {
   return dir;
 };
 
-async function rejection(promise: Promise<unknown>): Promise<DocqError> {
-  let caught: unknown;
-  try {
-    await promise;
-  } catch (err) {
-    caught = err;
-  }
-  assert.ok(caught instanceof DocqError, `expected a DocqError, got ${String(caught)}`);
-  return caught;
-}
 
-async function closedPort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 const s3 = (overrides: Partial<S3BlobsConfig> = {}): BlobsConfig => ({
   type: "s3",

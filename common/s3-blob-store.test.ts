@@ -10,8 +10,9 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { blobStoreContract } from "./blob-store.contract.js";
 import { loadConfig, type S3BlobsConfig } from "./config.js";
-import { DocqError, ERROR_CODE, isDocqError } from "./errors.js";
+import { ERROR_CODE, isDocqError } from "./errors.js";
 import { S3BlobStore, type S3BlobStoreOptions } from "./s3-blob-store.js";
+import { closedPort, rejection } from "./test-support.js";
 
 /*
  * The S3 adapter over HTTP against real S3-compatible servers:
@@ -173,16 +174,6 @@ async function sha256Of(stream: Readable): Promise<{ sha256: string; bytes: numb
   return { sha256: hash.digest("hex"), bytes };
 }
 
-async function rejection(promise: Promise<unknown>): Promise<DocqError> {
-  let caught: unknown;
-  try {
-    await promise;
-  } catch (err) {
-    caught = err;
-  }
-  assert.ok(caught instanceof DocqError, `expected a DocqError, got ${String(caught)}`);
-  return caught;
-}
 
 /** Parts s3rver stored since `from` (an offset into its log). */
 function partsLogged(from: number): number {
@@ -381,10 +372,3 @@ describe("S3BlobStore on s3rver", () => {
 });
 
 /** A port nothing listens on (bound, read, closed). */
-async function closedPort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}

@@ -1,4 +1,7 @@
+import assert from "node:assert/strict";
 import { promises as fs, readFileSync } from "node:fs";
+import net from "node:net";
+import { DocqError } from "./errors.js";
 
 /**
  * The pid a script wrote to `file`, once the file holds one. Reading too early gives "" and
@@ -28,4 +31,25 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The DocqError `promise` rejects with; fails the test if it resolves or rejects with anything else. */
+export async function rejection(promise: Promise<unknown>): Promise<DocqError> {
+  let caught: unknown;
+  try {
+    await promise;
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught instanceof DocqError, `expected a DocqError, got ${String(caught)}`);
+  return caught;
+}
+
+/** A port nothing listens on. */
+export async function closedPort(): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const { port } = probe.address() as net.AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
 }
