@@ -85,10 +85,63 @@ describe("SqliteTaskStore", () => {
     const raw = new Database(file, { readonly: true });
     try {
       assert.equal(raw.pragma("journal_mode", { simple: true }), "wal");
-      assert.equal(raw.pragma("user_version", { simple: true }), 1);
+      assert.equal(raw.pragma("user_version", { simple: true }), 2);
     } finally {
       raw.close();
       await store.close();
+    }
+  });
+
+  it("keeps its stats counts in step with the rows through inserts, transitions and deletes, without a scan", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const raw = new Database(file, { readonly: true });
+    try {
+      const tasks = Array.from({ length: 40 }, (_, i) => makeTask({ site: i % 3 === 0 ? "bb" : "aa", ...(i % 5 === 0 ? { parentId: "aa-parent" } : {}) }));
+      await store.createMany(tasks.slice(0, 30));
+      for (const task of tasks.slice(30)) await store.create(task);
+      for (const [i, task] of tasks.entries()) {
+        if (i % 2 === 0) await store.update(task.id, { status: "input" }, { status: "work", tries: 1, lease: { owner: "w", expiresAt: 9 } });
+        if (i % 4 === 0) await store.update(task.id, { status: "work" }, { status: "output", lease: null, output: "o", processedBy: { site: i % 8 === 0 ? "cc" : "aa", node: "n" } });
+        if (i % 7 === 0) await store.delete(task.id);
+      }
+      const scanned = raw.prepare<[], { status: string; count: number }>("SELECT status, COUNT(*) AS count FROM tasks GROUP BY status").all();
+      const counts = await store.countByStatus();
+      for (const { status, count } of scanned) assert.equal(counts[status as keyof typeof counts], count, status);
+      assert.equal(Object.values(counts).reduce((a, b) => a + b, 0), 40 - tasks.filter((_, i) => i % 7 === 0).length);
+      const inFromScan = raw.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM tasks WHERE site != 'aa' AND parent_id IS NULL").get()?.n;
+      const outFromScan = raw
+        .prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM tasks WHERE site = 'aa' AND parent_id IS NULL AND json_extract(processed_by, '$.site') = 'cc'")
+        .get()?.n;
+      const stolen = await store.countStolen("aa");
+      assert.equal(stolen.in.bb ?? 0, inFromScan);
+      assert.equal(stolen.out.cc ?? 0, outFromScan);
+      const plan = raw.prepare("EXPLAIN QUERY PLAN SELECT status, count FROM status_counts").all() as { detail: string }[];
+      assert.ok(plan.every((step) => !/\btasks\b/.test(step.detail)), "stats never read the tasks table");
+    } finally {
+      raw.close();
+      await store.close();
+    }
+  });
+
+  it("migrates a version 1 file: counts its existing rows once, then keeps them", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    await store.createMany([makeTask(), makeTask(), makeTask({ status: TASK_STATUS.canceled })]);
+    await store.close();
+    // Back to version 1: no count tables, no triggers.
+    const raw = new Database(file);
+    raw.exec("DROP TRIGGER tasks_counted_insert; DROP TRIGGER tasks_counted_delete; DROP TRIGGER tasks_counted_update; DROP TABLE status_counts; DROP TABLE top_counts;");
+    raw.pragma("user_version = 1");
+    raw.close();
+    const reopened = SqliteTaskStore.open(file);
+    try {
+      await reopened.create(makeTask());
+      const counts = await reopened.countByStatus();
+      assert.equal(counts.input, 3);
+      assert.equal(counts.canceled, 1);
+    } finally {
+      await reopened.close();
     }
   });
 
