@@ -278,6 +278,49 @@ describe("TaskQueue: split and merge", () => {
     assert.equal((await store.get(parent.id))?.status, "error");
   });
 
+  it("refuses to delete a finished child while its parent lives; allows it once the parent is over", async () => {
+    const queue = makeQueue();
+    const { parent } = await splitOne(queue, 3);
+    const [first] = await queue.pull("w1", 1);
+    assert.equal(await queue.complete(claimOf(first!), { output: `${first!.id}/out`, processedBy }), true);
+    await assert.rejects(queue.remove(first!.id), (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /part of task .* which is wait/.test((err as Error).message));
+    assert.equal((await store.get(first!.id))?.status, "output", "the part stays");
+    for (const child of await queue.pull("w1", 2)) await queue.complete(claimOf(child), { output: `${child.id}/out`, processedBy });
+    const [merge] = await queue.pull("w2", 1);
+    assert.equal(merge?.id, parent.id);
+    await assert.rejects(queue.remove(first!.id), /which is work/);
+    assert.equal(await queue.complete(claimOf(merge!, "w2"), { output: "merged", processedBy }), true);
+    assert.deepEqual(await queue.remove(first!.id), [first!.id], "the parent is over: its part may go");
+  });
+
+  it("never merges fewer parts than the split made: a missing part fails the parent for good", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 3);
+    for (const child of await queue.pull("w1", 3)) await queue.complete(claimOf(child), { output: `${child.id}/out`, processedBy });
+    // A part's record lost behind the queue's back (a store edited by hand, a restore from backup).
+    await store.delete(children[1]!.id);
+    const [merge] = await queue.pull("w2", 1);
+    await assert.rejects(queue.mergeInputs(parent.id), /2 of its 3 parts exist \(missing: /);
+    const after = await store.get(parent.id);
+    assert.equal(after?.status, "error", "not retried: the part can never come back");
+    assert.equal(await queue.complete(claimOf(merge!, "w2"), { output: "merged", processedBy }), false);
+  });
+
+  it("fails a waiting parent on reload when one of its parts is missing, instead of waiting forever", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 3);
+    const [first] = await queue.pull("w1", 1);
+    await queue.complete(claimOf(first!), { output: `${first!.id}/out`, processedBy });
+    await store.delete(children[2]!.id);
+    queue.stop();
+    const reloaded = makeQueue();
+    await reloaded.reload();
+    const after = await store.get(parent.id);
+    assert.equal(after?.status, "error");
+    assert.match(after?.error ?? "", /1 of its 3 parts are missing/);
+    reloaded.stop();
+  });
+
   it("recounts a waiting parent's children on reload", async () => {
     const queue = makeQueue();
     const { parent } = await splitOne(queue, 2);

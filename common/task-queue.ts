@@ -278,6 +278,14 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   /** The output keys of a parent's children, in order: the inputs of its merge. */
   async mergeInputs(id: string): Promise<string[]> {
     const children = await this.store.children(id);
+    const parent = await this.store.get(id);
+    const missing = parent === null ? [] : parent.children.filter((childId) => !children.some((c) => c.id === childId));
+    if (parent !== null && (missing.length > 0 || children.length !== parent.childrenTotal)) {
+      // A merge of fewer parts than the split made would be a wrong output: the parent fails for good.
+      const why = `cannot merge ${id}: ${children.length} of its ${parent.childrenTotal} parts exist (missing: ${missing.join(", ") || "?"})`;
+      if (parent.status === S.work) await this.failAttempt(parent, why, false);
+      throw docqError(ERROR_CODE.TaskNotInState, why, { details: { status: parent.status } });
+    }
     return children.map((child) => {
       if (child.status !== S.output || child.output === null) {
         throw docqError(ERROR_CODE.TaskNotInState, `cannot merge ${id}: child ${child.id} is ${child.status}, not output`, { details: { status: child.status } });
@@ -337,6 +345,17 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const task = await this.store.get(id);
     if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
     if (!isFinal(task.status)) throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is ${task.status}: cancel it before deleting it`, { details: { status: task.status } });
+    // A child's output is a part of its parent's merge: while the parent lives, the part must stay.
+    if (task.parentId !== null) {
+      const parent = await this.store.get(task.parentId);
+      if (parent !== null && !isFinal(parent.status)) {
+        throw docqError(
+          ERROR_CODE.TaskNotInState,
+          `task ${id} is a part of task ${parent.id}, which is ${parent.status}: its output is needed for the merge; delete (or cancel) the parent instead`,
+          { details: { status: task.status, parentId: parent.id, parentStatus: parent.status } },
+        );
+      }
+    }
     const removed: string[] = [];
     const removeTree = async (taskId: string): Promise<void> => {
       for (const child of await this.store.children(taskId)) {
@@ -412,6 +431,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const failed = children.find((c) => c.status === S.error || c.status === S.canceled);
     if (failed !== undefined) {
       await this.failParent(id, `child ${failed.id} ended ${failed.status}: ${failed.error ?? ""}`);
+      return;
+    }
+    if (children.length < parent.childrenTotal) {
+      // A part whose record is gone can never complete: waiting for it would wait forever.
+      await this.failParent(id, `${parent.childrenTotal - children.length} of its ${parent.childrenTotal} parts are missing`);
       return;
     }
     const done = children.filter((c) => c.status === S.output).length;
