@@ -209,7 +209,7 @@ describe("WorkerPool", () => {
     }
     assert.equal(h.calls.fail.length, 0);
     assert.ok(h.calls.complete.every((c) => c.accepted));
-    await waitFor(() => pool.busy === 0, "the pool to be idle");
+    await waitFor(() => pool.held === 0, "the pool to be idle");
     assert.deepEqual(await fs.readdir(h.workRoot), [], "every per-run work dir is removed");
   });
 
@@ -333,6 +333,8 @@ describe("WorkerPool", () => {
     assert.equal(pool.cancel(t.id), true);
     await waitFor(() => pids.every(isGone), "the script and its child to be killed");
     await waitFor(() => pool.busy === 0, "the slot to be freed");
+    // The slot frees when the script ends; the run is over here once its work dir is gone too.
+    await waitFor(() => pool.held === 0, "the run to wind down");
     const after = await task(t.id);
     assert.equal(after.status, "canceled");
     assert.equal(after.error, "canceled");
@@ -356,7 +358,7 @@ describe("WorkerPool", () => {
     assert.match(requeued.error ?? "", /^lease expired: worker@test/);
     assert.equal(pool.busy, 1, "still running until the next heartbeat");
     await waitFor(() => pids.every(isGone), "the heartbeat to stop the script", 3000);
-    await waitFor(() => pool.busy === 0, "the slot to be freed");
+    await waitFor(() => pool.held === 0, "the slot to be freed");
     const after = await task(t.id);
     assert.equal(after.status, "input", "the pool reported nothing over the sweep's requeue");
     assert.equal(after.tries, 1);

@@ -114,6 +114,11 @@ export class WorkerPool {
     return this.inSlot;
   }
 
+  /** Leases held: tasks pulled and not yet over here (a run's output is stored and reported after its slot frees). */
+  get held(): number {
+    return this.running.size;
+  }
+
   start(): void {
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.opts.heartbeatMs);
     this.pollTimer = setInterval(() => this.wake(), this.opts.pollMs);

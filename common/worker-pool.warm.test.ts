@@ -247,7 +247,7 @@ describe("WorkerPool with warm jobs", () => {
       "completed once, by the retry",
     );
     assert.equal(await h.blobs.stat(blobKeys.output(t.id, 1)), null, "no output of the killed attempt");
-    await waitFor(() => pool.busy === 0, "the pool to be idle");
+    await waitFor(() => pool.held === 0, "the pool to be idle");
   });
 
   it("recycles a warm process after maxRequests tasks", async () => {
@@ -276,7 +276,7 @@ describe("WorkerPool with warm jobs", () => {
     await h.queue.cancel(t.id);
     assert.equal(pool.cancel(t.id), true);
     await waitFor(() => !isAlive(pid), "the warm process to be killed");
-    await waitFor(() => pool.busy === 0, "the slot to be freed");
+    await waitFor(() => pool.held === 0, "the slot to be freed");
     assert.equal((await task(t.id)).status, "canceled");
     assert.equal(h.calls.fail.length, 0);
     assert.equal(h.calls.complete.length, 0);

@@ -1,9 +1,55 @@
 #!/usr/bin/env bash
 # The README's test command (`npm test`): unit tests beside each module, then functional tests.
 # Node 20's test runner does not expand globs itself, so the shell does it here.
-set -euo pipefail
+#
+# The run gets a temp dir of its own and a mark in its environment (which every process it starts
+# inherits). Afterwards, whatever a test left behind, a folder in that temp dir or a process
+# carrying the mark, is named, removed or killed, and fails the run: a test must stop what it
+# started and remove what it made, whatever its outcome.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 shopt -s nullglob
-files=(common/*.test.ts services/*.test.ts testFunctional/*.test.ts)
+files=(common/*.test.ts common/*/*.test.ts services/*.test.ts testFunctional/*.test.ts)
 if [ "$#" -gt 0 ]; then files=("$@"); fi
-exec node --import tsx --test --test-concurrency=1 --test-timeout=600000 "${files[@]}"
+
+run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/docq-test-run-XXXXXX")
+export DOCQ_TEST_RUN="docq-test-run-$$-$RANDOM"
+
+# Pids of live processes (not this shell) whose environment carries this run's mark.
+marked_processes() {
+  local environ pid
+  for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}
+    pid=${pid%/environ}
+    [ "$pid" = "$$" ] && continue
+    if grep -qzx "DOCQ_TEST_RUN=$DOCQ_TEST_RUN" "$environ" 2>/dev/null; then
+      # A zombie is already dead; it only waits for its parent.
+      grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null || echo "$pid"
+    fi
+  done
+}
+
+cleanup() {
+  local status=$1 leftovers pids
+  pids=$(marked_processes)
+  if [ -n "$pids" ]; then
+    echo "# tests left these processes running (killed now):" >&2
+    for pid in $pids; do echo "#   $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2; done
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null
+    status=1
+  fi
+  # tsx keeps its compile cache in the temp dir: not something a test made.
+  leftovers=$(ls -A "$run_tmp" | grep -v '^tsx-')
+  if [ -n "$leftovers" ]; then
+    echo "# tests left these in the temp dir (removed now):" >&2
+    echo "$leftovers" | sed 's/^/#   /' >&2
+    status=1
+  fi
+  rm -rf "$run_tmp"
+  exit "$status"
+}
+
+# A test that hangs fails within this limit, far below the time CI allows the whole run.
+TMPDIR="$run_tmp" node --import tsx --test --test-concurrency=1 --test-timeout=180000 "${files[@]}"
+cleanup $?

@@ -4,7 +4,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
-import { freePort, getTask, listAll, mapLimit, REPO, result, submit, tempDir, waitAllFinal, waitUntil } from "./helpers.js";
+import { freePort, getTask, listAll, mapLimit, ownChild, REPO, result, submit, tempDir, waitAllFinal, waitUntil } from "./helpers.js";
 import { startNats, type NatsServer } from "./nats.js";
 import { Pm2 } from "./pm2.js";
 import type { Task } from "../common/task-model.js";
@@ -130,7 +130,7 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
 
   it("lets a second queuer of the site stand by, and take over when the first one stops", async () => {
     const env = { ...(process.env as Record<string, string>), ...pm2Env };
-    const second = spawn(process.execPath, [path.join(REPO, "dist/services/main.js"), "--services", "queuer"], { cwd: REPO, env: { ...env, DOCQ_LOG_LEVEL: "info" }, stdio: ["ignore", "pipe", "pipe"] });
+    const second = ownChild(spawn(process.execPath, [path.join(REPO, "dist/services/main.js"), "--services", "queuer"], { cwd: REPO, env: { ...env, DOCQ_LOG_LEVEL: "info" }, stdio: ["ignore", "pipe", "pipe"] }));
     let log = "";
     second.stdout.on("data", (d: Buffer) => (log += d.toString()));
     second.stderr.on("data", (d: Buffer) => (log += d.toString()));

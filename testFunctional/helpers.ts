@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { promises as fs } from "node:fs";
+import { promises as fs, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { Task } from "../common/task-model.js";
 
@@ -16,8 +17,49 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/*
+ * Whatever a test file starts is stopped, and whatever it makes is removed, when the file ends,
+ * whether its tests passed, failed or timed out: a failing test that skipped its own clean-up must
+ * not leave processes that keep the file from exiting (a hang until the runner's limit) or that
+ * join the next test's sites.
+ */
+const liveChildren = new Set<ChildProcess>();
+const madeDirs = new Set<string>();
+
+/** Registers a child process to be killed when the test file ends, if it is still running then. */
+export function ownChild<C extends ChildProcess>(child: C): C {
+  liveChildren.add(child);
+  child.once("exit", () => liveChildren.delete(child));
+  return child;
+}
+
+async function killLiveChildren(): Promise<void> {
+  await Promise.all(
+    [...liveChildren].map(async (child) => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
+    }),
+  );
+}
+
+after(async () => {
+  await killLiveChildren();
+  for (const dir of madeDirs) await fs.rm(dir, { recursive: true, force: true });
+  madeDirs.clear();
+});
+// A file that ends without the root hook (an uncaught error): still nothing left running.
+process.once("exit", () => {
+  for (const child of liveChildren) child.kill("SIGKILL");
+  for (const dir of madeDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh temp dir, removed when the test file ends. */
 export async function tempDir(prefix: string): Promise<string> {
-  return fs.mkdtemp(path.join(os.tmpdir(), `docq-${prefix}-`));
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), `docq-${prefix}-`));
+  madeDirs.add(dir);
+  return dir;
 }
 
 /** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs` naming `what`. */
@@ -63,11 +105,11 @@ export async function startEmbeddedApp(opts: StartOptions = {}): Promise<Embedde
   const env: Record<string, string> = { ...(process.env as Record<string, string>), PORT: String(port), DATA_DIR: dataDir, DOCQ_LOG_LEVEL: "warn", ...opts.env };
   if (opts.slots !== undefined) env.DOCQ_SLOTS = String(opts.slots);
   if (opts.configYaml !== undefined) {
-    const file = path.join(dataDir, "..", `${path.basename(dataDir)}-config.yaml`);
+    const file = path.join(await tempDir("config"), "docq.yaml");
     await fs.writeFile(file, opts.configYaml);
     env.DOCQ_CONFIG = file;
   }
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = ownChild(spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] }));
   let output = "";
   child.stdout?.on("data", (d: Buffer) => (output += d.toString()));
   child.stderr?.on("data", (d: Buffer) => (output += d.toString()));

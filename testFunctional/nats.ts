@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import net from "node:net";
-import { freePort, waitUntil } from "./helpers.js";
+import { freePort, ownChild, waitUntil } from "./helpers.js";
 
 export interface NatsServer {
   url: string;
@@ -28,7 +28,7 @@ export async function startNats(extraArgs: string[] = []): Promise<NatsServer> {
     url: `nats://127.0.0.1:${port}`,
     port,
     async start() {
-      const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), ...extraArgs], { stdio: ["ignore", "ignore", "pipe"] });
+      const child = ownChild(spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), ...extraArgs], { stdio: ["ignore", "ignore", "pipe"] }));
       let err = "";
       child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
       child.once("error", (e) => (err += `cannot start nats-server: ${e.message} (install the Debian package nats-server)`));

@@ -4,7 +4,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { S3BlobStore } from "../common/s3-blob-store.js";
-import { freePort, mapLimit, REPO, result, startEmbeddedApp, submit, tempDir, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+import { freePort, mapLimit, ownChild, REPO, result, startEmbeddedApp, submit, tempDir, waitAllFinal, type EmbeddedApp } from "./helpers.js";
 
 /*
  * The embedded app with `blobs: s3` against a real S3-compatible server over HTTP (s3rver, in a
@@ -28,7 +28,7 @@ new S3rver({ address: "127.0.0.1", port: Number(port), directory, silent: true }
 `;
 
 async function startS3rver(dir: string, port: number): Promise<S3rverProcess> {
-  const child: ChildProcess = spawn(process.execPath, ["-e", S3RVER_MAIN, dir, String(port)], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  const child: ChildProcess = ownChild(spawn(process.execPath, ["-e", S3RVER_MAIN, dir, String(port)], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] }));
   let output = "";
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   await new Promise<void>((resolve, reject) => {
