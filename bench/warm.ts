@@ -250,6 +250,7 @@ function memoryOutputs(inner: FsBlobStore): BlobStore {
       await inner.delete(key);
     },
     deletePrefix: (prefix) => inner.deletePrefix(prefix),
+    list: () => inner.list(),
     localPath: (key) => (mem.has(key) ? null : inner.localPath(key)),
     close: () => inner.close(),
   };

@@ -172,6 +172,20 @@ export function blobStoreContract(adapterName: string, open: () => Promise<{ sto
       assert.deepEqual(await statAll(store, ["t/input-1", "t/input-2", "t/output"]), [null, null, 1]);
     });
 
+    it("lists every blob with its write time, a folder's keys together, and nothing deleted", async () => {
+      const before = Date.now() - 60_000;
+      const keys = ["b-2/output-1", "a-1/input", "b-2/input", "a-1/split-1/part-0", "a-10/input", "b-2/split-1/part-1"];
+      for (const key of keys) await store.put(key, bodyOf(Buffer.from(key)));
+      await store.delete("b-2/input");
+      const listed: { key: string; modifiedAt: number }[] = [];
+      for await (const entry of store.list()) listed.push(entry);
+      assert.deepEqual(listed.map((e) => e.key).sort(), keys.filter((k) => k !== "b-2/input").sort());
+      for (const entry of listed) assert.ok(entry.modifiedAt > before && entry.modifiedAt < Date.now() + 60_000, `${entry.key} written now`);
+      const folders = listed.map((e) => e.key.split("/")[0]);
+      const runs = folders.filter((f, i) => i === 0 || folders[i - 1] !== f);
+      assert.equal(new Set(runs).size, runs.length, `each folder's keys come together: ${folders.join(" ")}`);
+    });
+
     it("refuses invalid keys with BAD_REQUEST on field key", async () => {
       for (const key of INVALID_KEYS) {
         const label = JSON.stringify(key.slice(0, 20));

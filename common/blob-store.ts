@@ -4,6 +4,12 @@ export interface BlobStat {
   size: number;
 }
 
+export interface BlobEntry {
+  key: string;
+  /** Milliseconds since the epoch. */
+  modifiedAt: number;
+}
+
 /**
  * Where documents live: inputs, outputs, children's parts. Keys are `/`-separated
  * relative names (`<taskId>/input`). Every adapter passes `blob-store.contract.ts`.
@@ -24,6 +30,16 @@ export interface BlobStore {
   delete(key: string): Promise<void>;
   /** Removes every blob whose key starts with `prefix` (a task's folder). */
   deletePrefix(prefix: string): Promise<void>;
+  /**
+   * Every blob with the time it was last written, the keys of a folder together (in key order):
+   * for the garbage collector, which compares them with the task store.
+   */
+  list(): AsyncIterable<BlobEntry>;
+  /**
+   * Removes what the adapter keeps aside and nobody has touched since `before` (the fs store's
+   * partial uploads and empty folders); answers how many. Optional: S3 keeps nothing aside.
+   */
+  sweepLeftovers?(before: number): Promise<number>;
   /** A local file path holding the blob when the adapter has one (saves a copy for local workers). */
   localPath?(key: string): string | null;
   close(): Promise<void>;

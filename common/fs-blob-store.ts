@@ -3,7 +3,7 @@ import { createReadStream, promises as fs, statSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
-import type { BlobStat, BlobStore } from "./blob-store.js";
+import type { BlobEntry, BlobStat, BlobStore } from "./blob-store.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
 import { blobNotFound, checkBlobKey, checkExpectedSize, quoteKey, sizeMismatch } from "./blob-key.js";
 
@@ -141,6 +141,68 @@ export class FsBlobStore implements BlobStore {
       if (isMissing(err) || errnoCode(err) === "EISDIR") return;
       throw err;
     }
+    await this.removeEmptyFolders(path.dirname(file));
+  }
+
+  /** Removes `dir` and its parents up to the root while they are empty (a folder with no blob is no task's). */
+  private async removeEmptyFolders(dir: string): Promise<void> {
+    for (let current = dir; current !== this.root && current.startsWith(this.root + path.sep); current = path.dirname(current)) {
+      try {
+        await fs.rmdir(current);
+      } catch {
+        // Not empty (another blob of the task, or one being placed), or gone already: stop here.
+        return;
+      }
+    }
+  }
+
+  async *list(): AsyncIterable<BlobEntry> {
+    const walk = async function* (dir: string, prefix: string): AsyncGenerator<BlobEntry> {
+      let entries;
+      try {
+        entries = await fs.readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if (isMissing(err)) return;
+        throw err;
+      }
+      for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+        if (prefix === "" && entry.name === TEMP_DIR) continue;
+        const full = path.join(dir, entry.name);
+        if (entry.isDirectory()) {
+          yield* walk(full, `${prefix}${entry.name}/`);
+        } else if (entry.isFile()) {
+          const stats = await fs.lstat(full).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
+          if (stats !== null) yield { key: `${prefix}${entry.name}`, modifiedAt: stats.mtimeMs };
+        }
+      }
+    };
+    yield* walk(this.root, "");
+  }
+
+  /** Partial uploads untouched since `before` (their writer died) and empty task folders older than that. */
+  async sweepLeftovers(before: number): Promise<number> {
+    let removed = await this.removeStaleTemps(before);
+    const sweepEmpty = async (dir: string): Promise<boolean> => {
+      const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => null);
+      if (entries === null) return false;
+      let empty = true;
+      for (const entry of entries) {
+        if (dir === this.root && entry.name === TEMP_DIR) continue;
+        if (!entry.isDirectory() || !(await sweepEmpty(path.join(dir, entry.name)))) empty = false;
+      }
+      if (!empty || dir === this.root) return false;
+      const stats = await fs.stat(dir).catch(() => null);
+      // A folder just made is about to receive a blob (place() makes it, then renames into it).
+      if (stats === null || stats.mtimeMs >= before) return false;
+      const gone = await fs.rmdir(dir).then(
+        () => true,
+        () => false,
+      );
+      if (gone) removed++;
+      return gone;
+    };
+    await sweepEmpty(this.root);
+    return removed;
   }
 
   async deletePrefix(prefix: string): Promise<void> {
@@ -190,12 +252,18 @@ export class FsBlobStore implements BlobStore {
     return this.tempDirReady;
   }
 
-  private async removeStaleTemps(olderThanMs: number): Promise<void> {
-    for (const name of await fs.readdir(this.tempDir)) {
+  private async removeStaleTemps(olderThanMs: number): Promise<number> {
+    let removed = 0;
+    const names = await fs.readdir(this.tempDir).catch((err: unknown) => (isMissing(err) ? [] : Promise.reject(err)));
+    for (const name of names) {
       const temp = path.join(this.tempDir, name);
       const stats = await fs.lstat(temp).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
-      if (stats !== null && stats.mtimeMs < olderThanMs) await fs.rm(temp, { recursive: true, force: true });
+      if (stats !== null && stats.mtimeMs < olderThanMs) {
+        await fs.rm(temp, { recursive: true, force: true });
+        removed++;
+      }
     }
+    return removed;
   }
 
   private async place(temp: string, file: string, key: string): Promise<void> {

@@ -3,7 +3,7 @@ import http from "node:http";
 import https from "node:https";
 import type { Readable } from "node:stream";
 import { Client as MinioClient } from "minio";
-import type { BlobStat, BlobStore } from "./blob-store.js";
+import type { BlobEntry, BlobStat, BlobStore } from "./blob-store.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
 import { BLOB_KEY_CHARS, blobNotFound, checkBlobKey, checkExpectedSize, quoteKey, sizeMismatch } from "./blob-key.js";
 
@@ -255,6 +255,23 @@ export class S3BlobStore implements BlobStore {
     } catch (err) {
       if (NOT_FOUND_CODES.has(codeOf(err) ?? "")) return;
       throw this.unavailable("delete", key, err);
+    }
+  }
+
+  /** Every object under this store's prefix, in key order (S3 lists by name), paged with a marker as deletePrefix is. */
+  async *list(): AsyncIterable<BlobEntry> {
+    const objectPrefix = this.prefix === "" ? "" : `${this.prefix}/`;
+    let marker = "";
+    for (;;) {
+      const page = await this.send("list", "", () => this.client.listObjectsQuery(this.bucket, objectPrefix, marker, { Delimiter: "", MaxKeys: DELETE_BATCH }));
+      const objects = (page.objects ?? []).filter((item) => item.name !== undefined && item.name !== "");
+      for (const item of objects) {
+        const modified = item.lastModified instanceof Date ? item.lastModified.getTime() : Date.now();
+        yield { key: item.name!.slice(objectPrefix.length), modifiedAt: Number.isFinite(modified) ? modified : Date.now() };
+      }
+      const last = objects[objects.length - 1];
+      if (last === undefined || page.isTruncated !== true) return;
+      marker = last.name!;
     }
   }
 

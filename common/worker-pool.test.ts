@@ -278,6 +278,7 @@ describe("WorkerPool", () => {
       stat: (key) => fsBlobs.stat(key),
       delete: (key) => fsBlobs.delete(key),
       deletePrefix: (prefix) => fsBlobs.deletePrefix(prefix),
+      list: () => fsBlobs.list(),
       close: () => fsBlobs.close(),
     };
     makePool({ blobs: remote }).start();

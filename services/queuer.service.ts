@@ -1,4 +1,7 @@
 import type { Context, ServiceSchema } from "moleculer";
+import type { BlobStore } from "../common/blob-store.js";
+import { collectBlobGarbage } from "../common/blob-gc.js";
+import { errorMessage } from "../common/errors.js";
 import { parseMessage } from "../common/queue-messages.js";
 import type { TaskQueue } from "../common/task-queue.js";
 import type { StolenCounts, TaskStore } from "../common/task-store.js";
@@ -21,6 +24,9 @@ export interface QueuerDeps {
   site: string;
   sweepMs: number;
   heartbeatMs: number;
+  /** The site's documents: the queuer removes those no task refers to. */
+  blobs: BlobStore;
+  gc: { intervalMs: number; graceMs: number };
 }
 
 /** Per other site: tasks stolen in (run here for it) and out (this site's, run there). */
@@ -34,6 +40,8 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
   const { queue, store } = deps;
   const workers = new Map<string, WorkerLoad & { seenAt: number }>();
   let sweepTimer: NodeJS.Timeout | undefined;
+  let gcTimer: NodeJS.Timeout | undefined;
+  let gcRunning: Promise<void> | null = null;
 
   return {
     name: "queuer",
@@ -115,9 +123,26 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       sweepTimer = setInterval(() => {
         queue.sweepExpiredLeases().catch((err: unknown) => this.logger.warn("lease sweep failed:", err));
       }, deps.sweepMs);
+      const collectGarbage = (): void => {
+        if (gcRunning !== null) return;
+        gcRunning = collectBlobGarbage({ blobs: deps.blobs, store, graceMs: deps.gc.graceMs })
+          .then((gc) => {
+            if (gc.removed + gc.leftovers > 0) this.logger.info(`removed ${gc.removed} document(s) no task refers to and ${gc.leftovers} leftover(s), ${gc.folders} task folder(s) checked`);
+          })
+          // The next pass tries again; documents only wait longer to be removed.
+          .catch((err: unknown) => this.logger.warn(`removing unreferenced documents failed: ${errorMessage(err)}`))
+          .finally(() => {
+            gcRunning = null;
+          });
+      };
+      // At start: a crash may just have left some behind.
+      collectGarbage();
+      gcTimer = setInterval(collectGarbage, deps.gc.intervalMs);
     },
     async stopped() {
       clearInterval(sweepTimer);
+      clearInterval(gcTimer);
+      await gcRunning;
       queue.stop();
       queue.removeAllListeners();
     },

@@ -80,7 +80,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
   }
   if (services.includes("controller")) {
     broker.createService(
-      controllerService({ site: config.site, port: config.port, maxBodyBytes: config.maxBodyBytes, defaultMaxTries: config.queue.maxTries, blobs: await openBlobs(), registry, metrics }),
+      controllerService({ site: config.site, port: config.port, maxBodyBytes: config.maxBodyBytes, defaultMaxTries: config.queue.maxTries, blobs: await openBlobs(), registry, metrics, corsOrigins: config.http.corsOrigins }),
     );
   }
   if (services.includes("stealer")) broker.createService(stealerService({ config, blobs: await openBlobs() }));
@@ -109,7 +109,17 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
     requeueWorkOnReload: embedded,
         maxSplitDepth: config.queue.maxSplitDepth,
       });
-      broker.createService(queuerService({ queue, store, site: config.site, sweepMs: config.queue.sweepMs, heartbeatMs: config.queue.heartbeatMs }));
+      broker.createService(
+        queuerService({
+          queue,
+          store,
+          site: config.site,
+          sweepMs: config.queue.sweepMs,
+          heartbeatMs: config.queue.heartbeatMs,
+          blobs: await openBlobs(),
+          gc: { intervalMs: config.queue.gcIntervalMs, graceMs: config.queue.gcGraceMs },
+        }),
+      );
       await broker.waitForServices(["queuer"]);
     })();
     // In embedded mode nothing works without the queue: start-up waits for it.
