@@ -11,6 +11,7 @@ import { TaskQueue } from "../common/task-queue.js";
 import { controllerService } from "./controller.service.js";
 import { ApiPrometheusReporter } from "./metrics-reporter.js";
 import { queuerService } from "./queuer.service.js";
+import { announceQueuer, queuerTakeoverWatcher } from "./queuer-takeover.js";
 import { stealerService } from "./stealer.service.js";
 import { workerService } from "./worker.service.js";
 
@@ -32,9 +33,10 @@ function brokerOptions(config: DocqConfig, services: readonly ServiceName[], met
     namespace: config.site,
     transporter: config.nats.url === null ? null : { type: "NATS", options: { servers: [config.nats.url], maxReconnectAttempts: -1, reconnectTimeWait: 500 } },
     logger: { type: "Console", options: { level: config.logLevel, formatter: "short" } },
-    // Nodes that stop heartbeating are dropped quickly, so a restarted queuer is found again soon.
-    heartbeatInterval: 2,
-    heartbeatTimeout: 8,
+    // Nodes that stop heartbeating are dropped within 4-8 s (a queuer taking over announces itself
+    // and the others drop the dead one at once: queuer-takeover.ts).
+    heartbeatInterval: 1,
+    heartbeatTimeout: 4,
     // A call to a process that died unannounced would otherwise wait forever; callers retry.
     requestTimeout: 15_000,
   };
@@ -84,6 +86,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
     );
   }
   if (services.includes("stealer")) broker.createService(stealerService({ config, blobs: await openBlobs() }));
+  if (!embedded) broker.createService(queuerTakeoverWatcher());
   await broker.start();
 
   const standby = new AbortController();
@@ -121,6 +124,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         }),
       );
       await broker.waitForServices(["queuer"]);
+      if (!embedded) announceQueuer(broker, standby.signal);
     })();
     // In embedded mode nothing works without the queue: start-up waits for it.
     if (embedded) await queuerReady;
