@@ -97,4 +97,24 @@ describe("split and merge", () => {
     await new Promise((r) => setTimeout(r, 500));
     assert.deepEqual(await processesWith("sleep", marker), []);
   });
+
+  it("refuses to delete a finished part while its parent waits, and the merge has every part", async () => {
+    const lines = Array.from({ length: 20 }, (_, i) => `part ${i}`);
+    const id = await submit(app.url, lines.join("\n") + "\n", { job: "splitfail", params: { sleep: 0.3 } });
+    const part = await waitUntil("a finished part while the parent waits", async () => {
+      const parent = await getTask(app.url, id);
+      if (parent.status !== "wait") return false;
+      return (await listAll(app.url, `parentId=${id}&status=output`))[0];
+    }, 60_000, 20);
+    const res = await fetch(`${app.url}/api/tasks/${part.id}`, { method: "DELETE" });
+    const body = (await res.json()) as { error: string; parentId?: string };
+    assert.equal(res.status, 409, JSON.stringify(body));
+    assert.match(body.error, new RegExp(`part of task ${id}`));
+    assert.equal((await getTask(app.url, part.id)).status, "output", "the part stays");
+    const [done] = await waitAllFinal(app.url, [id], 60_000);
+    assert.equal(done?.status, "output", done?.error ?? "");
+    assert.equal(await result(app.url, id), lines.join("\n"), "all 20 parts merged, in order");
+    // Once the parent is over, its parts may go.
+    assert.equal((await fetch(`${app.url}/api/tasks/${part.id}`, { method: "DELETE" })).status, 200);
+  });
 });
