@@ -77,4 +77,36 @@ describe("PriorityIndex", () => {
     assert.deepEqual(best.map((e) => e.priority), [100, 100, 100]);
     assert.deepEqual(best.map((e) => e.submitTime), [100, 201, 302]);
   });
+
+  it("keeps its counts right through adds, replacements, removals, takes and backoffs elapsing, without walking the entries", () => {
+    const index = new PriorityIndex();
+    const model = new Map<string, { priority: number; availableAt: number }>();
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let step = 0, now = 1000; step < 5000; step++, now += random(3)) {
+      const id = `t${random(300)}`;
+      const op = random(10);
+      if (op < 5) {
+        const entry = { id, priority: random(101), submitTime: now, availableAt: random(2) === 0 ? now : now + random(50), lendable: true };
+        index.add(entry, now);
+        model.set(id, entry);
+      } else if (op < 7) {
+        assert.equal(index.remove(id), model.delete(id));
+      } else {
+        for (const taken of index.take(random(4), now)) {
+          assert.ok(model.get(taken.id)!.availableAt <= now, "only available entries are taken");
+          model.delete(taken.id);
+        }
+      }
+      const counts = index.counts(now);
+      const delayed = [...model.values()].filter((e) => e.availableAt > now).length;
+      assert.deepEqual([counts.ready, counts.delayed], [model.size - delayed, delayed], `step ${step}`);
+      const byPriority: Record<number, number> = {};
+      for (const e of model.values()) byPriority[e.priority] = (byPriority[e.priority] ?? 0) + 1;
+      assert.deepEqual(index.countsByPriority(), byPriority, `step ${step}`);
+    }
+  });
 });

@@ -5,6 +5,8 @@ interface Slot {
   entry: QueueEntry;
   /** Insertion order: breaks ties between equal submit times so order stays FIFO. */
   seq: number;
+  /** In the delayed heap, waiting for its backoff. */
+  delayed: boolean;
 }
 
 function readyBefore(a: Slot, b: Slot): boolean {
@@ -28,6 +30,9 @@ export class PriorityIndex {
   private readonly delayed = new BinaryHeap<Slot>(delayedBefore);
   private readonly live = new Map<string, Slot>();
   private nextSeq = 0;
+  /** Running counts of the live entries, so stats never walk a million of them. */
+  private delayedCount = 0;
+  private readonly byPriority = new Array<number>(MAX_PRIORITY - MIN_PRIORITY + 1).fill(0);
 
   get size(): number {
     return this.live.size;
@@ -42,13 +47,26 @@ export class PriorityIndex {
     if (!Number.isInteger(entry.priority) || entry.priority < MIN_PRIORITY || entry.priority > MAX_PRIORITY) {
       throw new RangeError(`priority of ${entry.id} must be an integer ${MIN_PRIORITY}..${MAX_PRIORITY}, got ${entry.priority}`);
     }
-    const slot: Slot = { entry, seq: this.nextSeq++ };
+    this.remove(entry.id);
+    const slot: Slot = { entry, seq: this.nextSeq++, delayed: entry.availableAt > now };
     this.live.set(entry.id, slot);
-    (entry.availableAt > now ? this.delayed : this.ready).push(slot);
+    this.byPriority[entry.priority - MIN_PRIORITY]!++;
+    if (slot.delayed) this.delayedCount++;
+    (slot.delayed ? this.delayed : this.ready).push(slot);
   }
 
   remove(id: string): boolean {
-    return this.live.delete(id);
+    const slot = this.live.get(id);
+    if (slot === undefined) return false;
+    this.forget(slot);
+    return true;
+  }
+
+  /** Takes a live slot out of `live` and the counts; its heap entry becomes a tombstone. */
+  private forget(slot: Slot): void {
+    this.live.delete(slot.entry.id);
+    this.byPriority[slot.entry.priority - MIN_PRIORITY]!--;
+    if (slot.delayed) this.delayedCount--;
   }
 
   /** Takes up to `max` entries, best first, among those available at `now`. */
@@ -64,7 +82,7 @@ export class PriorityIndex {
         refused.push(slot);
         continue;
       }
-      this.live.delete(slot.entry.id);
+      this.forget(slot);
       taken.push(slot.entry);
     }
     for (const slot of refused) this.ready.push(slot);
@@ -96,22 +114,25 @@ export class PriorityIndex {
   /** Counts of live entries: ready now, and waiting for their backoff. */
   counts(now: number = Date.now()): { ready: number; delayed: number; highestPriority: number | null } {
     this.promoteDue(now);
-    let delayed = 0;
-    for (const slot of this.live.values()) if (slot.entry.availableAt > now) delayed++;
-    return { ready: this.live.size - delayed, delayed, highestPriority: this.peek(now)?.priority ?? null };
+    return { ready: this.live.size - this.delayedCount, delayed: this.delayedCount, highestPriority: this.peek(now)?.priority ?? null };
   }
 
-  /** Live entries per priority (ready or delayed), highest priority first. O(n): for stats, not the hot path. */
+  /** Live entries per priority (ready or delayed), highest priority first; from running counts. */
   countsByPriority(): Record<number, number> {
-    const counts = new Map<number, number>();
-    for (const slot of this.live.values()) counts.set(slot.entry.priority, (counts.get(slot.entry.priority) ?? 0) + 1);
-    return Object.fromEntries([...counts.entries()].sort((a, b) => b[0] - a[0]));
+    const counts: [number, number][] = [];
+    for (let priority = MAX_PRIORITY; priority >= MIN_PRIORITY; priority--) {
+      const count = this.byPriority[priority - MIN_PRIORITY]!;
+      if (count > 0) counts.push([priority, count]);
+    }
+    return Object.fromEntries(counts);
   }
 
   clear(): void {
     this.ready.clear();
     this.delayed.clear();
     this.live.clear();
+    this.delayedCount = 0;
+    this.byPriority.fill(0);
   }
 
   private promoteDue(now: number): void {
@@ -119,7 +140,11 @@ export class PriorityIndex {
       const slot = this.delayed.peek();
       if (slot === undefined || slot.entry.availableAt > now) return;
       this.delayed.pop();
-      if (this.live.get(slot.entry.id) === slot) this.ready.push(slot);
+      if (this.live.get(slot.entry.id) === slot) {
+        slot.delayed = false;
+        this.delayedCount--;
+        this.ready.push(slot);
+      }
     }
   }
 }
