@@ -58,6 +58,7 @@ const EXPECTED_DEFAULTS = {
   nats: { url: null },
   stealing: { globalNatsUrl: null, enabled: true, onlyWhenIdle: true, minVictimBacklog: 1, minPriority: 0, maxInFlight: 8, allow: null, backlogIntervalMs: 2000, tls: null },
   jobs: { defaultTimeoutMs: 600000 },
+  http: { corsOrigins: [] },
 } satisfies DocqConfig;
 
 describe("loadConfig: defaults", () => {
@@ -118,6 +119,8 @@ describe("loadConfig: environment overrides", () => {
     ["DOCQ_JOBS_DIR", "my-jobs", (c) => c.jobsDir, path.resolve("my-jobs")],
     ["DOCQ_LEASE_MS", "60000", (c) => c.queue.leaseMs, 60000],
     ["DOCQ_LOG_LEVEL", "debug", (c) => c.logLevel, "debug"],
+    ["DOCQ_CORS_ORIGINS", "https://app.example.com", (c) => c.http.corsOrigins, ["https://app.example.com"]],
+    ["DOCQ_CORS_ORIGINS", " https://a.example , http://localhost:8080,", (c) => c.http.corsOrigins, ["https://a.example", "http://localhost:8080"]],
   ];
   for (const [variable, value, read, expected] of cases) {
     it(`${variable}=${value}`, async () => {
@@ -143,6 +146,8 @@ describe("loadConfig: environment overrides", () => {
     ["DOCQ_SITE", "Paris", /must match/],
     ["DOCQ_LEASE_MS", "30s", /whole number/],
     ["DOCQ_LOG_LEVEL", "verbose", /expected one of/],
+    ["DOCQ_CORS_ORIGINS", "*", /must be an origin/],
+    ["DOCQ_CORS_ORIGINS", "https://a.example/app", /must be an origin/],
   ];
   for (const [variable, value, problem] of badValues) {
     it(`refuses ${variable}=${value}, naming the variable`, async () => {
@@ -150,6 +155,25 @@ describe("loadConfig: environment overrides", () => {
       assert.equal(err.field, variable);
     });
   }
+});
+
+describe("loadConfig: http.corsOrigins", () => {
+  it("takes origins as the browser spells them in the Origin header", async () => {
+    const config = await loadYaml("http:\n  corsOrigins: [https://App.Example.com, 'http://localhost:8080', 'https://b.example:443']\n");
+    assert.deepEqual(config.http.corsOrigins, ["https://app.example.com", "http://localhost:8080", "https://b.example"]);
+  });
+
+  it("refuses a wildcard, a path, credentials or another scheme, naming the key", async () => {
+    for (const bad of ['"*"', "https://a.example/", "https://u:p@a.example", "ftp://a.example", "a.example", "42"]) {
+      await configError(loadYaml(`http:\n  corsOrigins: [${bad}]\n`), /http\.corsOrigins\.0/);
+    }
+    await configError(loadYaml("http:\n  corsOrigin: []\n"), /corsOrigin/);
+  });
+
+  it("DOCQ_CORS_ORIGINS replaces the file's list", async () => {
+    const config = await loadYaml("http:\n  corsOrigins: [https://a.example]\n", { DOCQ_CORS_ORIGINS: "https://b.example" });
+    assert.deepEqual(config.http.corsOrigins, ["https://b.example"]);
+  });
 });
 
 describe("loadConfig: errors name the file and the key", () => {

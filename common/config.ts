@@ -29,6 +29,24 @@ const SlotsSchema = z.int().positive();
 const DurationMsSchema = z.int().positive();
 const LogLevelSchema = z.enum(LOG_LEVELS);
 const NatsUrlSchema = z.string().regex(/^(nats|tls):\/\/[^\s/]+(:\d+)?$/, "expected nats://host:port");
+/**
+ * A web origin as a browser sends it in the Origin header: scheme://host[:port], nothing more. Kept
+ * in the browser's spelling (lowercase host, no default port) so it compares equal to the header.
+ */
+const CorsOriginSchema = z
+  .string()
+  .regex(/^https?:\/\/[^\s/?#@*]+$/, 'must be an origin like https://app.example.com (scheme://host[:port], no path, no "*")')
+  .transform((raw, ctx) => {
+    let origin: string;
+    try {
+      origin = new URL(raw).origin;
+    } catch {
+      ctx.addIssue({ code: "custom", message: "is not a valid origin" });
+      return z.NEVER;
+    }
+    return origin;
+  });
+const CorsOriginsSchema = z.array(CorsOriginSchema);
 
 const MiB = 1024 * 1024;
 /** S3's bounds on a multipart part (except the last): 5 MiB to 5 GiB. */
@@ -162,6 +180,8 @@ const ConfigFileSchema = z.strictObject({
       .prefault({}),
   ),
   jobs: section(z.strictObject({ defaultTimeoutMs: DurationMsSchema.default(600_000) }).prefault({})),
+  // The web origins whose pages may call the API from a browser; none by default.
+  http: section(z.strictObject({ corsOrigins: CorsOriginsSchema.default([]) }).prefault({})),
 });
 type ConfigFile = z.output<typeof ConfigFileSchema>;
 
@@ -170,6 +190,14 @@ type ConfigFile = z.output<typeof ConfigFileSchema>;
  * the stores' endpoints and secrets filled in from the environment.
  */
 export type DocqConfig = Omit<ConfigFile, "slots" | "store" | "blobs"> & { slots: number; store: StoreConfig; blobs: BlobsConfig };
+
+/** A comma-separated list, blanks around the commas ignored. */
+const CommaListSchema = z.string().transform((raw) =>
+  raw
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item !== ""),
+);
 
 const WholeNumberSchema = z
   .string()
@@ -208,6 +236,7 @@ const ENV_OVERRIDES: readonly EnvOverride[] = [
   envOverride("DOCQ_LOG_LEVEL", "logLevel", LogLevelSchema, (c, v) => (c.logLevel = v)),
   envOverride("DOCQ_NATS_URL", "nats.url", NatsUrlSchema, (c, v) => (c.nats.url = v)),
   envOverride("DOCQ_GLOBAL_NATS_URL", "stealing.globalNatsUrl", NatsUrlSchema, (c, v) => (c.stealing.globalNatsUrl = v)),
+  envOverride("DOCQ_CORS_ORIGINS", "http.corsOrigins", CommaListSchema.pipe(CorsOriginsSchema), (c, v) => (c.http.corsOrigins = v)),
 ];
 
 /**

@@ -7,7 +7,18 @@ import { text } from "node:stream/consumers";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { DocqError, ERROR_CODE, type ErrorCode } from "./errors.js";
 import { FsBlobStore } from "./fs-blob-store.js";
-import { assertTaskId, isMultipart, parseCreateTaskFields, storeMultipartBody, storeRawBody, type UploadRequest } from "./task-submission.js";
+import {
+  assertTaskId,
+  isMultipart,
+  MAX_FORM_FIELD_BYTES,
+  MAX_FORM_FIELDS,
+  parseCreateTaskFields,
+  parseCreateTaskRequest,
+  parseListTasksQuery,
+  storeMultipartBody,
+  storeRawBody,
+  type UploadRequest,
+} from "./task-submission.js";
 
 /** Runs `fn`, which must throw a DocqError with `code` (and `field` when given); answers it. */
 function throwsDocq(fn: () => unknown, code: ErrorCode, field?: string): DocqError {
@@ -128,6 +139,91 @@ describe("parseCreateTaskFields", () => {
   it("names the first bad field when several are bad", () => {
     throwsDocq(() => parseCreateTaskFields({ priority: "x", params: "[" }), ERROR_CODE.BadRequest, "job");
     throwsDocq(() => parseCreateTaskFields({ job: "j", priority: "x", params: "[" }), ERROR_CODE.BadRequest, "priority");
+  });
+});
+
+describe("parseCreateTaskFields: keys that reach an object's prototype", () => {
+  it("refuses __proto__, constructor and prototype in params at any depth, naming the field and the place", () => {
+    for (const [json, at] of [
+      ['{"__proto__":{"polluted":1}}', "params.__proto__"],
+      ['{"ms":5,"deep":{"x":[1,{"__proto__":{}}]}}', "params.deep.x[1].__proto__"],
+      ['{"constructor":{"prototype":{"polluted":1}}}', "params.constructor"],
+      ['{"a":{"prototype":1}}', "params.a.prototype"],
+    ] as const) {
+      const err = throwsDocq(() => parseCreateTaskFields({ job: "j", params: json }), ERROR_CODE.BadRequest, "params");
+      assert.ok(err.message.startsWith("params: must not hold the key"), err.message);
+      assert.ok(err.message.includes(`(at ${at})`), `${json}: ${err.message}`);
+    }
+    const literal = JSON.parse('{"__proto__":{"x":1}}') as Record<string, unknown>;
+    throwsDocq(() => parseCreateTaskFields({ job: "j", params: literal }), ERROR_CODE.BadRequest, "params");
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  });
+
+  it("accepts such words as values, and params nested deeper than the stack", () => {
+    assert.deepEqual(parseCreateTaskFields({ job: "j", params: '{"mode":"__proto__","list":["constructor"]}' }).params, { mode: "__proto__", list: ["constructor"] });
+    const depth = 200_000;
+    assert.deepEqual(Object.keys(parseCreateTaskFields({ job: "j", params: `{"a":${"[".repeat(depth)}${"]".repeat(depth)}}` }).params), ["a"]);
+  });
+});
+
+describe("parseCreateTaskRequest", () => {
+  it("takes the query's text fields, the form's overriding them", () => {
+    assert.deepEqual(parseCreateTaskRequest({ job: "wordcount", priority: "7", name: "q" }, { name: "f", user: "ann" }), {
+      job: "wordcount",
+      priority: 7,
+      name: "f",
+      user: "ann",
+      params: {},
+    });
+  });
+
+  it("refuses a field given as an array or an object (qs's f[]=, f=a&f=b, f[k]=), naming it", () => {
+    for (const [query, field] of [
+      [{ job: ["noop"] }, "job"],
+      [{ job: "noop", priority: ["7"] }, "priority"],
+      [{ job: "noop", maxTries: ["1", "2"] }, "maxTries"],
+      [{ job: "noop", params: { ms: "5" } }, "params"],
+      [{ job: "noop", name: { a: "x" } }, "name"],
+      [{ job: "noop", user: ["a", "b"] }, "user"],
+    ] as Array<[Record<string, unknown>, string]>) {
+      const err = throwsDocq(() => parseCreateTaskRequest(query), ERROR_CODE.BadRequest, field);
+      assert.match(err.message, new RegExp(`^${field}: must be given once, as text`));
+    }
+  });
+});
+
+describe("parseListTasksQuery", () => {
+  it("answers only the filters that are set, limit as a number", () => {
+    assert.deepEqual(parseListTasksQuery({}), {});
+    assert.deepEqual(parseListTasksQuery({ status: "output", user: "ann", job: "noop", parentId: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV", cursor: "c", limit: "1000" }), {
+      status: "output",
+      user: "ann",
+      job: "noop",
+      parentId: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV",
+      cursor: "c",
+      limit: 1000,
+    });
+    assert.deepEqual(parseListTasksQuery({ status: "", user: "", limit: "1", other: "ignored" }), { limit: 1 });
+  });
+
+  it("refuses a limit that is not digits in 1..1000, naming limit", () => {
+    for (const limit of ["0", "1001", "1e3", "1000.0", "1.5", "-1", "+5", " 5", "", "0x10", "abc", ["1"], { a: "1" }, 5]) {
+      const err = throwsDocq(() => parseListTasksQuery({ limit }), ERROR_CODE.BadRequest, "limit");
+      assert.match(err.message, /^limit: must be an integer 1\.\.1000/, JSON.stringify(limit));
+    }
+  });
+
+  it("refuses a filter given as an array, an object or a non-string, naming it", () => {
+    for (const field of ["status", "user", "job", "parentId", "cursor"]) {
+      for (const value of [["output"], ["a", "b"], { a: "x" }, 5]) {
+        const err = throwsDocq(() => parseListTasksQuery({ [field]: value }), ERROR_CODE.BadRequest, field);
+        assert.match(err.message, new RegExp(`^${field}: `));
+      }
+    }
+  });
+
+  it("refuses an unknown status, naming status", () => {
+    throwsDocq(() => parseListTasksQuery({ status: "bogus" }), ERROR_CODE.BadRequest, "status");
   });
 });
 
@@ -289,6 +385,30 @@ describe("storing uploads", () => {
       assert.match(err.message, /^upload interrupted: .*socket hang up/);
       await assertNothingStored();
     });
+
+    it("ends, storing nothing, when the request failed before it was read, 'error' already emitted", async () => {
+      // Node fails a request whose chunk size is malformed, or whose socket closes before its
+      // Content-Length is reached, as it parses the packet: before the action listens.
+      const body = Readable.from([Buffer.from("hello")]);
+      body.on("error", () => undefined);
+      body.destroy(new Error("aborted"));
+      await new Promise((resolve) => setImmediate(resolve));
+      body.removeAllListeners("error");
+      const err = await rejectsDocq(settles(storeRawBody(raw(body, 1000), blobs, KEY), "storeRawBody"), ERROR_CODE.BadRequest, "body");
+      assert.match(err.message, /^upload interrupted: .*aborted/);
+      await assertNothingStored();
+    });
+
+    it("ends, storing nothing, when the request closes without 'end' and without an error", async () => {
+      const body = new Readable({ read() {} });
+      body.push(Buffer.from("part of it"));
+      const storing = storeRawBody(raw(body, 1000), blobs, KEY);
+      await waitFor(async () => (await tempFiles()).length > 0, "the store to open its temp file");
+      body.destroy();
+      const err = await rejectsDocq(settles(storing, "storeRawBody"), ERROR_CODE.BadRequest, "body");
+      assert.match(err.message, /^upload interrupted: .*[Pp]remature close/);
+      await assertNothingStored();
+    });
   });
 
   describe("storeMultipartBody", () => {
@@ -340,27 +460,79 @@ describe("storing uploads", () => {
       assert.deepEqual(parseCreateTaskFields(result.fields), { job: "wordcount", priority: 80, name: "report", user: "anonymous", params: { ms: 5 } });
     });
 
-    it("stores only the first file field file, ignoring the files after it", async () => {
-      const { contentType, bytes } = await form([
-        ["file", new Blob(["me"]), "doc.txt"],
-        ["attachment", new Blob(["not me"]), "a.txt"],
-        ["file", new Blob(["not me either"]), "doc2.txt"],
-        ["job", "noop"],
-      ]);
-      const result = await settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody");
-      assert.deepEqual(result, { fields: { job: "noop" }, size: 2 });
-      assert.equal(await text(await blobs.get(KEY)), "me");
+    it("refuses a second file, or a file in another field than file, naming the field and storing nothing", async () => {
+      for (const [parts, field, pattern] of [
+        [[["file", new Blob(["me"]), "doc.txt"], ["file", new Blob(["me too"]), "doc2.txt"], ["job", "noop"]], "file", /more than one file/],
+        [[["file", new Blob(["me"]), "doc.txt"], ["attachment", new Blob(["not me"]), "a.txt"], ["job", "noop"]], "file", /more than one file/],
+        [[["attachment", new Blob(["not me"]), "a.txt"], ["file", new Blob(["me"]), "doc.txt"], ["job", "noop"]], "attachment", /^attachment: is a file/],
+        [[["job", "noop"], ["document", new Blob(["x"]), "d.txt"]], "document", /^document: is a file/],
+      ] as Array<[Part[], string, RegExp]>) {
+        const { contentType, bytes } = await form(parts);
+        const err = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, field);
+        assert.match(err.message, pattern);
+        await assertNothingStored();
+      }
+    });
+
+    it("refuses a field over the size limit instead of truncating it, naming the field and storing nothing", async () => {
+      const long = "p".repeat(MAX_FORM_FIELD_BYTES + 1);
+      for (const parts of [
+        [["job", "noop"], ["params", long], ["file", new Blob(["doc"]), "d.txt"]],
+        [["job", "noop"], ["file", new Blob(["doc"]), "d.txt"], ["params", long]],
+      ] as Part[][]) {
+        const { contentType, bytes } = await form(parts);
+        const err = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 4 << 20), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "params");
+        assert.match(err.message, /^params: is longer than 1048576 bytes/);
+        await assertNothingStored();
+      }
+      // A field of exactly the limit is whole.
+      const exact = "q".repeat(MAX_FORM_FIELD_BYTES);
+      const { contentType, bytes } = await form([["name", exact], ["file", new Blob(["doc"]), "d.txt"]]);
+      const result = await settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 4 << 20), blobs, KEY), "storeMultipartBody");
+      assert.equal(result.fields.name?.length, MAX_FORM_FIELD_BYTES);
+    });
+
+    it("refuses more fields than the limit, and a field given twice, storing nothing", async () => {
+      const many: Part[] = Array.from({ length: MAX_FORM_FIELDS + 1 }, (_, i): Part => [`f${i}`, "v"]);
+      const tooMany = await form([["file", new Blob(["doc"]), "d.txt"], ...many]);
+      const err = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([tooMany.bytes]), tooMany.contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
+      assert.match(err.message, /more than 100 fields/);
+      await assertNothingStored();
+      const twice = await form([["job", "noop"], ["file", new Blob(["doc"]), "d.txt"], ["job", "other"]]);
+      const dup = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([twice.bytes]), twice.contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "job");
+      assert.match(dup.message, /^job: is given twice/);
+      await assertNothingStored();
+    });
+
+    it("refuses a file over the limit as soon as it passes it, without reading the rest of the form", async () => {
+      const { contentType, bytes } = await form([["job", "noop"], ["file", new Blob(["x".repeat(5000)]), "big.txt"]]);
+      let pulled = 0;
+      const rest = (function* () {
+        for (let i = 0; i < 10_000; i++) {
+          pulled++;
+          yield Buffer.alloc(1000, 120);
+        }
+      })();
+      // The form's head and the first bytes of the file, then far more file than the limit, never ending.
+      const at = bytes.indexOf("xxxx");
+      await rejectsDocq(settles(storeMultipartBody(upload(gatedBody(bytes.subarray(0, at + 10), rest), contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.PayloadTooLarge, "body");
+      await assertNothingStored();
+      assert.ok(pulled < 10_000, `stopped reading early (${pulled} of 10000 chunks pulled)`);
+    });
+
+    it("ends, storing nothing, when the request failed before it was read (a malformed chunk in the headers' packet)", async () => {
+      const { contentType, bytes } = await form([["job", "noop"], ["file", new Blob(["doc"]), "d.txt"]]);
+      const body = Readable.from([bytes]);
+      body.on("error", () => undefined);
+      body.destroy(new Error("Parse Error: Invalid character in chunk size"));
+      await new Promise((resolve) => setImmediate(resolve));
+      const err = await rejectsDocq(settles(storeMultipartBody(upload(body, contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
+      assert.match(err.message, /^upload interrupted: .*chunk size/);
+      await assertNothingStored();
     });
 
     it("refuses a form without a file field as a missing body, storing nothing", async () => {
-      for (const parts of [
-        [["job", "noop"]],
-        [
-          ["job", "noop"],
-          ["document", new Blob(["x"]), "d.txt"],
-        ],
-        [["file", "a plain field, not a file"]],
-      ] as Part[][]) {
+      for (const parts of [[["job", "noop"]], [["file", "a plain field, not a file"]]] as Part[][]) {
         const { contentType, bytes } = await form(parts);
         const err = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
         assert.match(err.message, /^missing body/);

@@ -15,7 +15,7 @@ import { blobKeys, newTaskId } from "../common/new-task.js";
 import { isFinal, type Task } from "../common/task-model.js";
 import type { TaskPage } from "../common/task-store.js";
 import type { CancelReport } from "../common/task-queue.js";
-import { assertTaskId, isMultipart, parseCreateTaskFields, storeMultipartBody, storeRawBody } from "../common/task-submission.js";
+import { assertTaskId, isMultipart, parseCreateTaskRequest, parseListTasksQuery, storeMultipartBody, storeRawBody } from "../common/task-submission.js";
 
 export interface ControllerDeps {
   site: string;
@@ -26,6 +26,8 @@ export interface ControllerDeps {
   registry: JobRegistry;
   /** Serves /metrics: Moleculer's metrics of this process, in Prometheus text. */
   metrics: ApiPrometheusReporter;
+  /** `http.corsOrigins`: the web origins whose pages may call the API from a browser. */
+  corsOrigins: readonly string[];
 }
 
 interface RequestMeta {
@@ -41,11 +43,70 @@ interface RequestMeta {
 
 type ApiContext = Context<Record<string, unknown>, RequestMeta>;
 
+/** Methods a page of another origin must not use on its own: a browser sends them cross-origin without asking first (a form POST) or after a preflight. */
+const STATE_CHANGING_METHODS: ReadonlySet<string> = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+const CORS_ALLOWED_METHODS = "GET, POST, DELETE";
+const CORS_ALLOWED_HEADERS = "Content-Type, X-Request-ID, X-Correlation-ID";
+const CORS_EXPOSED_HEADERS = "Location, X-Request-ID";
+
+/** Whether `origin` is the origin this request was sent to (a page served from the same host and port). */
+function isSameOrigin(origin: string, host: string | undefined): boolean {
+  if (host === undefined) return false;
+  try {
+    const from = new URL(origin);
+    if (from.protocol !== "http:" && from.protocol !== "https:") return false;
+    // The Host header as a URL of the origin's scheme, so default ports compare equal.
+    return new URL(`${from.protocol}//${host}`).host === from.host;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Answers what must not reach moleculer-web's routing, before any alias is resolved: every OPTIONS
+ * (moleculer-web would take it for the method named in Access-Control-Request-Method and run that
+ * action), and a state-changing request sent by a page of an origin that is neither allowed nor
+ * this one. Sets the CORS headers of an allowed origin on the others. Answers whether it answered.
+ */
+export function guardBrowserRequest(req: IncomingMessage, res: ServerResponse, allowedOrigins: ReadonlySet<string>): boolean {
+  const origin = req.headers.origin;
+  const allowed = origin !== undefined && allowedOrigins.has(origin);
+  if (origin !== undefined) res.setHeader("Vary", "Origin");
+  if (allowed) {
+    res.setHeader("Access-Control-Allow-Origin", origin);
+    res.setHeader("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS);
+  }
+  if (req.method === "OPTIONS") {
+    // A preflight, or a plain OPTIONS: CORS headers only (for an allowed origin), never an action.
+    res.writeHead(204, {
+      Allow: `${CORS_ALLOWED_METHODS}, OPTIONS`,
+      ...(allowed ? { "Access-Control-Allow-Methods": CORS_ALLOWED_METHODS, "Access-Control-Allow-Headers": CORS_ALLOWED_HEADERS, "Access-Control-Max-Age": "600" } : {}),
+    });
+    res.end();
+    return true;
+  }
+  if (origin !== undefined && !allowed && STATE_CHANGING_METHODS.has(req.method ?? "") && !isSameOrigin(origin, req.headers.host)) {
+    const body = { error: `origin ${JSON.stringify(origin)} is not allowed to ${req.method} here: add it to http.corsOrigins (env DOCQ_CORS_ORIGINS) to let its pages call this API`, field: "origin" };
+    // The body is never read: Node discards it once the answer is sent, as for any request nobody reads.
+    res.writeHead(403, { "Content-Type": "application/json; charset=utf-8" });
+    res.end(JSON.stringify(body));
+    return true;
+  }
+  return false;
+}
+
 const VERSION = (JSON.parse(readFileSync(path.join(REPO_ROOT, "package.json"), "utf8")) as { version: string }).version;
+
+/** A second guard behind guardBrowserRequest: an OPTIONS request never reaches an action. */
+function assertNotPreflight(req: IncomingMessage): void {
+  if (req.method === "OPTIONS") throw docqError(ERROR_CODE.BadRequest, "OPTIONS runs no action", { field: "method" });
+}
 
 /** The public entry: REST over moleculer-web, and the same actions for callers inside the cluster. */
 export function controllerService(deps: ControllerDeps): ServiceSchema {
   const { blobs, registry } = deps;
+  const allowedOrigins: ReadonlySet<string> = new Set(deps.corsOrigins);
+  const gatewayHttpHandler = (ApiGateway.methods as Record<string, (...args: unknown[]) => unknown>).httpHandler!;
 
   async function getTask(ctx: ApiContext, id: string): Promise<Task> {
     return ctx.call<Task, { id: string }>("queuer.get", { id });
@@ -77,6 +138,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             "GET openapi.json": "controller.openapi",
           },
           onBeforeCall(ctx: ApiContext, _route: unknown, req: IncomingMessage) {
+            assertNotPreflight(req);
             ctx.meta.contentType = req.headers["content-type"];
             ctx.meta.contentLength = req.headers["content-length"];
           },
@@ -86,6 +148,9 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           mappingPolicy: "restrict",
           bodyParsers: false,
           aliases: { "GET metrics": "controller.metrics" },
+          onBeforeCall(_ctx: ApiContext, _route: unknown, req: IncomingMessage) {
+            assertNotPreflight(req);
+          },
         },
       ],
       onError(this: { logger: { error(...args: unknown[]): void } }, req: IncomingMessage, res: ServerResponse, err: unknown) {
@@ -99,6 +164,13 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         res.end(JSON.stringify(body));
       },
     },
+    methods: {
+      /** The HTTP server's handler: browser requests are screened before moleculer-web routes anything. */
+      httpHandler(this: unknown, req: IncomingMessage, res: ServerResponse, next?: unknown) {
+        if (guardBrowserRequest(req, res, allowedOrigins)) return undefined;
+        return gatewayHttpHandler.call(this, req, res, next);
+      },
+    },
     actions: {
       /** Body: the document stream. Fields: in `meta.$params` (query) and, for a form, in the form. */
       createTask: {
@@ -108,15 +180,17 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           const upload = { body, contentType: ctx.meta.contentType, contentLength: ctx.meta.contentLength, maxBytes: deps.maxBodyBytes };
           const id = newTaskId(deps.site);
           const input = blobKeys.input(id);
-          let fields;
-          if (isMultipart(upload.contentType)) {
-            const form = await storeMultipartBody(upload, blobs, input);
-            fields = parseCreateTaskFields({ ...query, ...form.fields });
-          } else {
-            // Checked before reading the body: a bad request costs no upload.
-            fields = parseCreateTaskFields(query);
-          }
+          // Whatever fails from here on, nothing of this id stays: a form's file is stored before its
+          // later fields are read, and a store that placed a blob leaves its folder.
           try {
+            let fields;
+            if (isMultipart(upload.contentType)) {
+              const form = await storeMultipartBody(upload, blobs, input);
+              fields = parseCreateTaskRequest(query, form.fields);
+            } else {
+              // Checked before reading the body: a bad request costs no upload.
+              fields = parseCreateTaskRequest(query);
+            }
             const job = await registry.resolve(fields.job);
             const params = registry.validateParams(job, fields.params);
             if (!isMultipart(upload.contentType)) await storeRawBody(upload, blobs, input);
@@ -169,15 +243,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         await Promise.all(ended.map((taskId) => blobs.deletePrefix(blobKeys.folder(taskId))));
         return { id, status };
       },
-      listTasks: (ctx: ApiContext) => {
-        const q = ctx.params;
-        const limit = q.limit === undefined ? undefined : Number(q.limit);
-        if (limit !== undefined && (!Number.isInteger(limit) || limit < 1 || limit > 1000)) {
-          throw docqError(ERROR_CODE.BadRequest, "limit: must be an integer 1..1000", { field: "limit" });
-        }
-        const pick = (k: string) => (typeof q[k] === "string" && q[k] !== "" ? { [k]: q[k] } : {});
-        return ctx.call<TaskPage, object>("queuer.list", { ...pick("status"), ...pick("user"), ...pick("job"), ...pick("parentId"), ...pick("cursor"), ...(limit === undefined ? {} : { limit }) });
-      },
+      listTasks: (ctx: ApiContext) => ctx.call<TaskPage, object>("queuer.list", parseListTasksQuery(ctx.params)),
       stats: (ctx: ApiContext) => ctx.call("queuer.stats"),
       metrics: (ctx: ApiContext) => {
         ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
