@@ -53,7 +53,7 @@ const EXPECTED_DEFAULTS = {
   logLevel: "info",
   store: { type: "sqlite" },
   blobs: { type: "fs" },
-  queue: { maxTries: 10, leaseMs: 30000, heartbeatMs: 5000, sweepMs: 1000, backoffBaseMs: 1000, backoffMaxMs: 300000, maxSplitDepth: 2 },
+  queue: { maxTries: 10, leaseMs: 30000, heartbeatMs: 5000, sweepMs: 1000, backoffBaseMs: 1000, backoffMaxMs: 300000, maxSplitDepth: 2, gcIntervalMs: 300000, gcGraceMs: 300000 },
   worker: { batchSize: 0, spawner: true },
   nats: { url: null },
   stealing: { globalNatsUrl: null, enabled: true, onlyWhenIdle: true, minVictimBacklog: 1, minPriority: 0, maxInFlight: 8, allow: null, backlogIntervalMs: 2000, tls: null },

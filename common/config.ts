@@ -157,6 +157,8 @@ const ConfigFileSchema = z.strictObject({
         backoffBaseMs: DurationMsSchema.default(1_000),
         backoffMaxMs: DurationMsSchema.default(300_000),
         maxSplitDepth: z.int().min(0).max(10).default(2),
+        gcIntervalMs: DurationMsSchema.default(300_000),
+        gcGraceMs: DurationMsSchema.default(300_000),
       })
       .prefault({}),
   ),
