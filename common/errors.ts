@@ -10,6 +10,8 @@ export const ERROR_CODE = Object.freeze({
   BlobNotFound: "BLOB_NOT_FOUND",
   PayloadTooLarge: "PAYLOAD_TOO_LARGE",
   StoreUnavailable: "STORE_UNAVAILABLE",
+  /** The site's queuer cannot be reached now (restarting, or the site's NATS is down): retry shortly. */
+  QueueUnavailable: "QUEUE_UNAVAILABLE",
   Config: "CONFIG",
 } as const);
 export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
@@ -25,6 +27,7 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   BLOB_NOT_FOUND: 404,
   PAYLOAD_TOO_LARGE: 413,
   STORE_UNAVAILABLE: 503,
+  QUEUE_UNAVAILABLE: 503,
   CONFIG: 500,
 };
 

@@ -15,6 +15,7 @@ const EXPECTED_STATUS: Record<ErrorCode, number> = {
   BLOB_NOT_FOUND: 404,
   PAYLOAD_TOO_LARGE: 413,
   STORE_UNAVAILABLE: 503,
+  QUEUE_UNAVAILABLE: 503,
   CONFIG: 500,
 };
 
@@ -36,13 +37,13 @@ describe("httpErrorOf", () => {
     assert.deepEqual(httpErrorOf(err), { status: 409, body: { error: "task local-1 is already output", status: "output" }, internal: false });
   });
 
-  it("maps every error code to its documented status, 5xx being internal", () => {
+  it("maps every error code to its documented status, 5xx being internal but a 503 (retry shortly)", () => {
     assert.deepEqual(new Set(Object.keys(EXPECTED_STATUS)), new Set(Object.values(ERROR_CODE)));
     for (const code of Object.values(ERROR_CODE)) {
       const answer = httpErrorOf(new DocqError(code, `a ${code}`));
       assert.equal(answer.status, EXPECTED_STATUS[code], code);
       assert.equal(answer.status, new DocqError(code, "").httpStatus, code);
-      assert.equal(answer.internal, answer.status >= 500, code);
+      assert.equal(answer.internal, answer.status >= 500 && answer.status !== 503, code);
       assert.equal(answer.body.error, `a ${code}`);
     }
   });

@@ -102,6 +102,24 @@ function assertNotPreflight(req: IncomingMessage): void {
   if (req.method === "OPTIONS") throw docqError(ERROR_CODE.BadRequest, "OPTIONS runs no action", { field: "method" });
 }
 
+/**
+ * How long a request waits for the queuer before answering 503. A queuer answers in milliseconds;
+ * one that does not within this is gone (killed, or cut off), and the client is better told to
+ * retry than kept waiting for the broker's request timeout.
+ */
+const QUEUER_CALL_TIMEOUT_MS = 5_000;
+/** What a 503 tells the client: the queuer restarts, or a standby takes over, within seconds. */
+const RETRY_AFTER_S = 2;
+
+/** A call to the site's queuer; QUEUE_UNAVAILABLE at once when this process has lost the site's NATS. */
+function callQueuer<T>(ctx: ApiContext, action: string, params: object): Promise<T> {
+  const transit = ctx.broker.transit as { connected?: boolean } | undefined;
+  if (transit !== undefined && transit.connected === false) {
+    return Promise.reject(docqError(ERROR_CODE.QueueUnavailable, `the site's queue cannot be reached (this node lost its NATS connection): retry in ${RETRY_AFTER_S} s`));
+  }
+  return ctx.call<T, object>(`queuer.${action}`, params, { timeout: QUEUER_CALL_TIMEOUT_MS });
+}
+
 /** The public entry: REST over moleculer-web, and the same actions for callers inside the cluster. */
 export function controllerService(deps: ControllerDeps): ServiceSchema {
   const { blobs, registry } = deps;
@@ -109,7 +127,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
   const gatewayHttpHandler = (ApiGateway.methods as Record<string, (...args: unknown[]) => unknown>).httpHandler!;
 
   async function getTask(ctx: ApiContext, id: string): Promise<Task> {
-    return ctx.call<Task, { id: string }>("queuer.get", { id });
+    return callQueuer<Task>(ctx, "get", { id });
   }
 
   return {
@@ -160,7 +178,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           res.destroy();
           return;
         }
-        res.writeHead(status, { "Content-Type": "application/json; charset=utf-8" });
+        res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", ...(status === 503 ? { "Retry-After": String(RETRY_AFTER_S) } : {}) });
         res.end(JSON.stringify(body));
       },
     },
@@ -194,7 +212,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             const job = await registry.resolve(fields.job);
             const params = registry.validateParams(job, fields.params);
             if (!isMultipart(upload.contentType)) await storeRawBody(upload, blobs, input);
-            const task = await ctx.call<Task, object>("queuer.submit", {
+            const task = await callQueuer<Task>(ctx, "submit", {
               id,
               site: deps.site,
               user: fields.user,
@@ -233,18 +251,18 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         let ended: string[];
         if (isFinal(task.status)) {
           // Already over: DELETE removes the record itself (and its descendants').
-          ended = await ctx.call<string[], { id: string }>("queuer.remove", { id });
+          ended = await callQueuer<string[]>(ctx, "remove", { id });
           status = "deleted";
         } else {
-          const report = await ctx.call<CancelReport, { id: string }>("queuer.cancel", { id });
+          const report = await callQueuer<CancelReport>(ctx, "cancel", { id });
           ended = report.canceledIds;
           status = report.task.status;
         }
         await Promise.all(ended.map((taskId) => blobs.deletePrefix(blobKeys.folder(taskId))));
         return { id, status };
       },
-      listTasks: (ctx: ApiContext) => ctx.call<TaskPage, object>("queuer.list", parseListTasksQuery(ctx.params)),
-      stats: (ctx: ApiContext) => ctx.call("queuer.stats"),
+      listTasks: (ctx: ApiContext) => callQueuer<TaskPage>(ctx, "list", parseListTasksQuery(ctx.params)),
+      stats: (ctx: ApiContext) => callQueuer(ctx, "stats", {}),
       metrics: (ctx: ApiContext) => {
         ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
         return deps.metrics.render();

@@ -128,6 +128,34 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
     for (const [i, task] of tasks.entries()) assert.equal(await result(url, task.id), `doc ${i}\n`);
   });
 
+  it("answers at once while the queuer is down (503 with Retry-After, never a hang) and accepts again soon after its restart", async () => {
+    const [queuer] = (await pm2.list()).filter((p) => p.name === "docq-queuer");
+    assert.ok(queuer);
+    process.kill(queuer.pid, "SIGKILL");
+    const killedAt = Date.now();
+    const answers: { status: number; ms: number; retryAfter: string | null }[] = [];
+    for (;;) {
+      const started = Date.now();
+      const res = await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body: "after the kill\n", signal: AbortSignal.timeout(60_000) });
+      await res.arrayBuffer();
+      answers.push({ status: res.status, ms: Date.now() - started, retryAfter: res.headers.get("retry-after") });
+      if (res.status === 201) break;
+      assert.ok(Date.now() - killedAt < 60_000, `no submission accepted within 60 s of the kill: ${JSON.stringify(answers.slice(-5))}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const refused = answers.filter((a) => a.status !== 201);
+    const slowest = Math.max(...answers.map((a) => a.ms));
+    console.log(`# queuer SIGKILL: ${refused.length} answers of 503 before the first 201 at +${Date.now() - killedAt} ms; slowest answer ${slowest} ms`);
+    for (const a of refused) {
+      assert.equal(a.status, 503, JSON.stringify(a));
+      assert.match(a.retryAfter ?? "", /^\d+$/, "a 503 says when to retry");
+    }
+    // The controller waits for the queuer at most its call timeout (5 s), not the broker's 15 s
+    // request timeout nor the 4-8 s it takes to notice a dead node; the margin is for a slow machine.
+    assert.ok(slowest < 12_000, `an answer took ${slowest} ms`);
+    await waitUntil("pm2's queuer to be back", async () => (await fetch(`${url}/api/health`)).ok, 30_000, 200);
+  });
+
   it("lets a second queuer of the site stand by, and take over when the first one stops", async () => {
     const env = { ...(process.env as Record<string, string>), ...pm2Env };
     const second = ownChild(spawn(process.execPath, [path.join(REPO, "dist/services/main.js"), "--services", "queuer"], { cwd: REPO, env: { ...env, DOCQ_LOG_LEVEL: "info" }, stdio: ["ignore", "pipe", "pipe"] }));
@@ -189,8 +217,20 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
     const ids = await mapLimit(Array.from({ length: 100 }, (_, i) => `doc ${i}\n`), 16, (doc) => submit(url, doc, { job: "sleep", params: { ms: 50 } }));
     await waitUntil("some progress", async () => (await Promise.all(ids.slice(0, 30).map((id) => getTask(url, id)))).some((t) => t.status === "output"));
     await nats.stop();
-    await new Promise((r) => setTimeout(r, 5000));
+    const stoppedAt = Date.now();
+    // Meanwhile the controller cannot reach the queuer: it says so at once, with when to retry.
+    await waitUntil("the controller to notice", async () => (await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body: "x\n" })).status === 503, 4000, 100);
+    const started = Date.now();
+    const res = await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body: "during the outage\n", signal: AbortSignal.timeout(30_000) });
+    const waited = Date.now() - started;
+    assert.equal(res.status, 503, await res.text());
+    assert.match(res.headers.get("retry-after") ?? "", /^\d+$/);
+    // Not the broker's 15 s request timeout: the margin is for a slow machine.
+    assert.ok(waited < 3000, `a submission during the outage waited ${waited} ms for its 503`);
+    await new Promise((r) => setTimeout(r, Math.max(0, 5000 - (Date.now() - stoppedAt))));
     await nats.start();
+    // And accepts again once the link is back.
+    await waitUntil("a submission to be accepted again", async () => (await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body: "y\n" })).status === 201, 30_000, 200);
     const tasks = await waitAllFinal(url, ids, 120_000);
     await assertDoneOnce(dataDir, tasks);
   });
