@@ -32,11 +32,15 @@ if (MONGO_URL === "") {
   const database = `docq_test_${process.pid}_${Date.now().toString(36)}`;
   let collections = 0;
   const open = (transactions?: boolean) => async () => {
+    const n = ++collections;
     const store = await MongoTaskStore.open({
       url: MONGO_URL,
       database,
       writeConcern: "majority",
-      collection: `tasks_${++collections}`,
+      // A fresh set of collections per case: the contract expects an empty store.
+      collection: `tasks_${n}`,
+      apiKeysCollection: `api_keys_${n}`,
+      usageCollection: `usage_${n}`,
       ...(transactions === undefined ? {} : { transactions }),
     });
     return { store, cleanup: () => store.close() };
@@ -55,14 +59,17 @@ if (MONGO_URL === "") {
   taskStoreContract("MongoTaskStore (standalone ordering, no transactions)", open(false));
 
   describe("MongoTaskStore on MONGO_URL", () => {
-    it("creates the indexes the queries name, and says whether it uses transactions", async (t) => {
+    it("creates the indexes the queries name (tasks, api keys, usage), and says whether it uses transactions", async (t) => {
       const { store, cleanup } = await open()();
       try {
         t.diagnostic(`${store.label}: transactions ${store.transactions ? "on (replica set or mongos)" : "off (standalone server)"}`);
         const client = new MongoClient(MONGO_URL);
         try {
-          const indexes = await client.db(database).collection(`tasks_${collections}`).listIndexes().toArray();
-          assert.deepEqual(indexes.map((index) => String(index.name)).sort(), ["_id_", "job_seq", "parent_seq", "seq", "status_seq", "user_seq", "work_lease_expiry"]);
+          const names = async (collection: string) =>
+            (await client.db(database).collection(`${collection}_${collections}`).listIndexes().toArray()).map((index) => String(index.name)).sort();
+          assert.deepEqual(await names("tasks"), ["_id_", "job_seq", "parent_seq", "seq", "status_seq", "user_active", "user_seq", "work_lease_expiry"]);
+          assert.deepEqual(await names("api_keys"), ["_id_", "hash"]);
+          assert.deepEqual(await names("usage"), ["_id_", "day_user", "user_day"]);
         } finally {
           await client.close();
         }
@@ -105,6 +112,23 @@ if (MONGO_URL === "") {
         );
         assert.equal(claims.filter((c) => c !== null).length, 1);
       } finally {
+        await cleanup();
+      }
+    });
+
+    it("reads a task document written before offload existed as offload true", async () => {
+      const { store, cleanup } = await open()();
+      const client = new MongoClient(MONGO_URL);
+      try {
+        const task = makeTask({ offload: false });
+        await store.create(task);
+        await client.db(database).collection<{ _id: string }>(`tasks_${collections}`).updateOne({ _id: task.id }, { $unset: { offload: "" } });
+        assert.deepEqual(await store.get(task.id), { ...task, offload: true });
+        const entries: { id: string; offload: boolean }[] = [];
+        for await (const batch of store.loadNonFinal()) entries.push(...batch);
+        assert.deepEqual(entries.map((e) => [e.id, e.offload]), [[task.id, true]]);
+      } finally {
+        await client.close();
         await cleanup();
       }
     });

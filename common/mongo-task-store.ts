@@ -1,8 +1,20 @@
 import { randomBytes } from "node:crypto";
 import { MongoBulkWriteError, MongoClient, MongoError, ObjectId, type ClientSession, type Collection, type Filter, type IndexDescription, type WriteError } from "mongodb";
+import { ZERO_USAGE, type ApiKeyLimits, type ApiKeyRecord, type UsageCounts, type UsageRow } from "./account-records.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
 import { TASK_STATUS, TASK_STATUSES, isFinal, type Lease, type ProcessedBy, type Task, type TaskParams, type TaskStatus } from "./task-model.js";
-import type { ReloadEntry, StolenCounts, TaskFilter, TaskGuard, TaskPage, TaskPatch, TaskStore } from "./task-store.js";
+import {
+  USAGE_COUNTERS,
+  requireUsageDay,
+  usageDelta,
+  type ReloadEntry,
+  type StolenCounts,
+  type TaskFilter,
+  type TaskGuard,
+  type TaskPage,
+  type TaskPatch,
+  type TaskStore,
+} from "./task-store.js";
 
 /*
  * The production TaskStore: one MongoDB collection (`tasks`), one document per task, through the
@@ -20,7 +32,11 @@ import type { ReloadEntry, StolenCounts, TaskFilter, TaskGuard, TaskPage, TaskPa
  *   acknowledged, but a process killed between the two writes leaves children whose parent never
  *   moved to `wait`: run a replica set (a single-node one is enough) in production.
  *
- * Indexes (created at open, idempotently): see INDEXES.
+ * Indexes (created at open, idempotently): see INDEXES, KEY_INDEXES and USAGE_INDEXES.
+ *
+ * Beside the tasks, two small collections hold the account records: `api_keys` (one document per
+ * key, `_id` = key id, the sha256 of the secret under a unique index) and `usage` (one document per
+ * user and UTC day, unique on both, added to with one upserting `$inc`).
  *
  * Document shape: the task's fields under their own names, `_id` = task id, plus `seq`, an ObjectId
  * made when the task is inserted (see nextSeq: strictly increasing within a process), so `seq`
@@ -62,6 +78,22 @@ const INDEXES: IndexDescription[] = [
   { name: "job_seq", key: { job: 1, seq: 1 } },
   // list({}) newest first and every list cursor; unique, so a cursor position is never ambiguous.
   { name: "seq", key: { seq: 1 }, unique: true },
+  // countActive: {user, parentId: null, status in the non-final ones}, 4 short ranges of one user's
+  // active top-level tasks (at most what maxQueued allows), never the user's finished tasks.
+  { name: "user_active", key: { user: 1, parentId: 1, status: 1 } },
+];
+
+const KEY_INDEXES: IndexDescription[] = [
+  // A secret maps to one key: createKey refuses a second key with the same hash.
+  { name: "hash", key: { hash: 1 }, unique: true },
+];
+
+const USAGE_INDEXES: IndexDescription[] = [
+  // addUsage's upsert target (unique, so two concurrent first adds of a day make one row: the
+  // server retries the upsert that loses the race) and usage({user}) in day order.
+  { name: "user_day", key: { user: 1, day: 1 }, unique: true },
+  // usage() of every user: a day range in day, user order.
+  { name: "day_user", key: { day: 1, user: 1 } },
 ];
 
 /** One task as stored. */
@@ -93,10 +125,31 @@ export interface TaskDoc {
   children: string[];
   childrenTotal: number;
   childrenCompleted: number;
+  /** Missing in a document written before the field existed: reads as true (lendable). */
+  offload?: boolean;
 }
 
-type ReloadDoc = Pick<TaskDoc, "_id" | "seq" | "priority" | "submitTime" | "availableAt" | "status" | "lease">;
-const RELOAD_PROJECTION = { _id: 1, seq: 1, priority: 1, submitTime: 1, availableAt: 1, status: 1, lease: 1 } as const;
+type ReloadDoc = Pick<TaskDoc, "_id" | "seq" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload">;
+const RELOAD_PROJECTION = { _id: 1, seq: 1, priority: 1, submitTime: 1, availableAt: 1, status: 1, lease: 1, offload: 1 } as const;
+
+/** One API key as stored. */
+export interface ApiKeyDoc {
+  _id: string;
+  /** Insertion order among keys made in the same millisecond (nextSeq, as for tasks). */
+  seq: ObjectId;
+  user: string;
+  hash: string;
+  limits: ApiKeyLimits;
+  createdAt: number;
+  revokedAt: number | null;
+}
+
+/** One user's usage of one day as stored (`_id` made by the server on the upsert). */
+export interface UsageDoc extends UsageCounts {
+  _id?: ObjectId;
+  user: string;
+  day: string;
+}
 
 /** This process's 5 bytes of an ObjectId, like the driver's own: tells apart seqs made in the same second by different processes. */
 const PROCESS_TAG = BigInt(`0x${randomBytes(5).toString("hex")}`);
@@ -142,6 +195,7 @@ function taskToDoc(task: Task, seq: ObjectId = nextSeq()): TaskDoc {
     children: [...task.children],
     childrenTotal: task.childrenTotal,
     childrenCompleted: task.childrenCompleted,
+    offload: task.offload !== false,
   };
 }
 
@@ -176,11 +230,38 @@ function docToTask(doc: TaskDoc): Task {
     children: [...doc.children],
     childrenTotal: doc.childrenTotal,
     childrenCompleted: doc.childrenCompleted,
+    offload: doc.offload !== false,
   };
 }
 
 function docToReloadEntry(doc: ReloadDoc): ReloadEntry {
-  return { id: doc._id, priority: doc.priority, submitTime: doc.submitTime, availableAt: doc.availableAt, status: doc.status, lease: leaseOf(doc.lease) };
+  return {
+    id: doc._id,
+    priority: doc.priority,
+    submitTime: doc.submitTime,
+    availableAt: doc.availableAt,
+    status: doc.status,
+    lease: leaseOf(doc.lease),
+    offload: doc.offload !== false,
+  };
+}
+
+/**
+ * The limits without undefined fields: the driver would store an undefined as null (it does not
+ * ignore undefined by default), which would read back as a limit of null.
+ */
+function definedLimits(limits: ApiKeyLimits): ApiKeyLimits {
+  return Object.fromEntries(Object.entries(limits).filter(([, value]) => value !== undefined)) as ApiKeyLimits;
+}
+
+function docToApiKey(doc: ApiKeyDoc): ApiKeyRecord {
+  return { id: doc._id, user: doc.user, hash: doc.hash, limits: definedLimits(doc.limits), createdAt: doc.createdAt, revokedAt: doc.revokedAt ?? null };
+}
+
+function docToUsage(doc: UsageDoc): UsageRow {
+  const row: UsageRow = { user: doc.user, day: doc.day, ...ZERO_USAGE };
+  for (const counter of USAGE_COUNTERS) row[counter] = doc[counter] ?? 0;
+  return row;
 }
 
 type PatchField = keyof Required<TaskPatch>;
@@ -210,6 +291,7 @@ const PATCH_ENCODERS: { [F in PatchField]: (value: Task[F]) => unknown } = {
   children: (v) => [...v],
   childrenTotal: (v) => v,
   childrenCompleted: (v) => v,
+  offload: (v) => v !== false,
 };
 
 /** The patch as a `$set` document; refuses fields that are not patchable (the field names reach the query). */
@@ -248,6 +330,10 @@ export interface MongoTaskStoreOptions {
   writeConcern: "majority" | number;
   /** The collection (default `tasks`): the tests use one per case. */
   collection?: string;
+  /** The collection of API keys (default `api_keys`). */
+  apiKeysCollection?: string;
+  /** The collection of per-user daily usage (default `usage`). */
+  usageCollection?: string;
   /** Default 10 s, unless the URL sets serverSelectionTimeoutMS: how long an operation waits for a server before failing. */
   serverSelectionTimeoutMs?: number;
   /** `false` uses the standalone ordering even where transactions exist (to test it). Default: transactions when the deployment has them. */
@@ -258,6 +344,8 @@ export class MongoTaskStore implements TaskStore {
   private constructor(
     private readonly client: MongoClient,
     private readonly tasks: Collection<TaskDoc>,
+    private readonly keys: Collection<ApiKeyDoc>,
+    private readonly usageDocs: Collection<UsageDoc>,
     /** Whether split and createMany run as transactions (replica set or mongos). */
     readonly transactions: boolean,
     /** `MongoDB mongodb://host:27017, database "docq"`, with no credentials: for messages. */
@@ -288,8 +376,12 @@ export class MongoTaskStore implements TaskStore {
       const hello = await db.admin().command({ hello: 1 });
       const hasTransactions = typeof hello.setName === "string" || hello.msg === "isdbgrid";
       const tasks = db.collection<TaskDoc>(opts.collection ?? "tasks");
+      const keys = db.collection<ApiKeyDoc>(opts.apiKeysCollection ?? "api_keys");
+      const usage = db.collection<UsageDoc>(opts.usageCollection ?? "usage");
       await tasks.createIndexes(INDEXES);
-      return new MongoTaskStore(client, tasks, hasTransactions && opts.transactions !== false, label);
+      await keys.createIndexes(KEY_INDEXES);
+      await usage.createIndexes(USAGE_INDEXES);
+      return new MongoTaskStore(client, tasks, keys, usage, hasTransactions && opts.transactions !== false, label);
     } catch (err) {
       await client.close().catch(() => undefined);
       throw openError(label, opts.url, err);
@@ -471,6 +563,73 @@ export class MongoTaskStore implements TaskStore {
       in: Object.fromEntries(stolenIn.map((r) => [r._id, r.count])),
       out: Object.fromEntries(stolenOut.map((r) => [r._id, r.count])),
     };
+  }
+
+  async createKey(key: ApiKeyRecord): Promise<void> {
+    const doc: ApiKeyDoc = {
+      _id: key.id,
+      seq: nextSeq(),
+      user: key.user,
+      hash: key.hash,
+      limits: definedLimits(key.limits),
+      createdAt: key.createdAt,
+      revokedAt: key.revokedAt,
+    };
+    await this.attempt("createKey", async () => {
+      try {
+        await this.keys.insertOne(doc);
+      } catch (err) {
+        if (!(err instanceof MongoError && err.code === DUPLICATE_KEY)) throw err;
+        const keyPattern: unknown = (err as MongoError & { keyPattern?: unknown }).keyPattern;
+        const onHash = (typeof keyPattern === "object" && keyPattern !== null && "hash" in keyPattern) || /index: hash\b/.test(err.message);
+        const field = onHash ? "hash" : "id";
+        // Named by id only, and without the driver's error as cause (its message quotes the
+        // duplicate value): the hash stays out of messages and logs.
+        throw docqError(ERROR_CODE.BadRequest, `api key ${key.id}: ${field === "id" ? "a key with this id" : "a key with the same hash"} already exists`, {
+          field,
+          details: { id: key.id },
+        });
+      }
+    });
+  }
+
+  async listKeys(): Promise<ApiKeyRecord[]> {
+    const docs = await this.attempt("listKeys", () => this.keys.find({}, { sort: { createdAt: 1, seq: 1 } }).toArray());
+    return docs.map(docToApiKey);
+  }
+
+  /** One atomic step: an update pipeline sets revokedAt only where it is still null (or missing). */
+  async revokeKey(id: string, now: number): Promise<ApiKeyRecord | null> {
+    const doc = await this.attempt("revokeKey", () =>
+      this.keys.findOneAndUpdate({ _id: id }, [{ $set: { revokedAt: { $ifNull: ["$revokedAt", now] } } }], { returnDocument: "after" }),
+    );
+    return doc === null ? null : docToApiKey(doc);
+  }
+
+  /** One upserting `$inc` of every counter (zeros included, so a new row holds all of them). */
+  async addUsage(user: string, day: string, delta: Partial<UsageCounts>): Promise<void> {
+    requireUsageDay(day, "day");
+    const counts: Record<string, number> = { ...usageDelta(delta) };
+    await this.attempt("addUsage", () => this.usageDocs.updateOne({ user, day }, { $inc: counts }, { upsert: true }));
+  }
+
+  async usage(query: { user?: string; from: string; to: string }): Promise<UsageRow[]> {
+    requireUsageDay(query.from, "from");
+    requireUsageDay(query.to, "to");
+    const filter: Filter<UsageDoc> = { day: { $gte: query.from, $lte: query.to } };
+    if (query.user !== undefined) filter.user = query.user;
+    const docs = await this.attempt("usage", () =>
+      this.usageDocs
+        .find(filter, query.user === undefined ? { sort: { day: 1, user: 1 }, hint: "day_user" } : { sort: { day: 1 }, hint: "user_day" })
+        .toArray(),
+    );
+    return docs.map(docToUsage);
+  }
+
+  async countActive(user: string): Promise<number> {
+    return this.attempt("countActive", () =>
+      this.tasks.countDocuments({ user, parentId: null, status: { $in: NON_FINAL_STATUSES } }, { hint: "user_active" }),
+    );
   }
 
   async close(): Promise<void> {

@@ -21,6 +21,8 @@ export interface NewTaskSpec {
   input: string | null;
   parentId?: string | null;
   depth?: number;
+  /** false: never lent to another site (default true). */
+  offload?: boolean;
 }
 
 export function newTask(spec: NewTaskSpec, now: number): Task {
@@ -50,6 +52,7 @@ export function newTask(spec: NewTaskSpec, now: number): Task {
     children: [],
     childrenTotal: 0,
     childrenCompleted: 0,
+    offload: spec.offload ?? true,
   };
 }
 

@@ -9,6 +9,7 @@ import Database from "better-sqlite3";
 import { ERROR_CODE, isDocqError, type ErrorCode } from "./errors.js";
 import { SqliteTaskStore } from "./sqlite-task-store.js";
 import { TASK_STATUS } from "./task-model.js";
+import type { ReloadEntry } from "./task-store.js";
 import { makeTask, taskStoreContract } from "./task-store.contract.js";
 
 taskStoreContract("SqliteTaskStore", async () => {
@@ -22,6 +23,19 @@ taskStoreContract("SqliteTaskStore", async () => {
     },
   };
 });
+
+/** Takes a version 3 file back to version 2 (the tasks keep their rows, offload goes). */
+const UNDO_VERSION_3 = `
+  DROP TRIGGER tasks_active_insert; DROP TRIGGER tasks_active_delete; DROP TRIGGER tasks_active_update;
+  DROP TABLE user_active; DROP TABLE usage; DROP TABLE api_keys;
+  ALTER TABLE tasks DROP COLUMN offload;
+`;
+
+async function collectEntries(store: SqliteTaskStore): Promise<ReloadEntry[]> {
+  const entries: ReloadEntry[] = [];
+  for await (const batch of store.loadNonFinal()) entries.push(...batch);
+  return entries;
+}
 
 function rejectsWithCode(code: ErrorCode, fileInMessage?: string) {
   return (err: unknown): boolean => {
@@ -85,7 +99,7 @@ describe("SqliteTaskStore", () => {
     const raw = new Database(file, { readonly: true });
     try {
       assert.equal(raw.pragma("journal_mode", { simple: true }), "wal");
-      assert.equal(raw.pragma("user_version", { simple: true }), 2);
+      assert.equal(raw.pragma("user_version", { simple: true }), 3);
     } finally {
       raw.close();
       await store.close();
@@ -129,8 +143,9 @@ describe("SqliteTaskStore", () => {
     const store = SqliteTaskStore.open(file);
     await store.createMany([makeTask(), makeTask(), makeTask({ status: TASK_STATUS.canceled })]);
     await store.close();
-    // Back to version 1: no count tables, no triggers.
+    // Back to version 1: no count tables, no triggers, none of version 3.
     const raw = new Database(file);
+    raw.exec(UNDO_VERSION_3);
     raw.exec("DROP TRIGGER tasks_counted_insert; DROP TRIGGER tasks_counted_delete; DROP TRIGGER tasks_counted_update; DROP TABLE status_counts; DROP TABLE top_counts;");
     raw.pragma("user_version = 1");
     raw.close();
@@ -140,8 +155,109 @@ describe("SqliteTaskStore", () => {
       const counts = await reopened.countByStatus();
       assert.equal(counts.input, 3);
       assert.equal(counts.canceled, 1);
+      assert.equal(await reopened.countActive("alice"), 3);
     } finally {
       await reopened.close();
+    }
+  });
+
+  it("migrates a version 2 file: every task lendable, active counts taken once, account tables empty and working", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const parent = makeTask({ status: TASK_STATUS.wait });
+    const tasks = [
+      makeTask(),
+      makeTask({ status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 9 } }),
+      parent,
+      makeTask({ status: TASK_STATUS.output }),
+      makeTask({ parentId: parent.id, depth: 1 }),
+      makeTask({ user: "bob", status: TASK_STATUS.complete }),
+      makeTask({ user: "bob", status: TASK_STATUS.canceled }),
+    ];
+    await store.createMany(tasks);
+    await store.close();
+    // Back to version 2: the tasks as that version wrote them (no offload column), no account tables.
+    const raw = new Database(file);
+    raw.exec(UNDO_VERSION_3);
+    raw.pragma("user_version = 2");
+    assert.equal((raw.prepare("SELECT * FROM tasks LIMIT 1").get() as Record<string, unknown>).offload, undefined, "version 2 has no offload column");
+    raw.close();
+
+    const reopened = SqliteTaskStore.open(file);
+    try {
+      for (const task of tasks) assert.deepEqual(await reopened.get(task.id), { ...task, offload: true });
+      assert.ok((await collectEntries(reopened)).every((entry) => entry.offload));
+      assert.equal(await reopened.countActive("alice"), 3, "queued, working and waiting top-level tasks; not the output or the child");
+      assert.equal(await reopened.countActive("bob"), 1);
+      // The triggers run from here on.
+      await reopened.create(makeTask({ offload: false }));
+      await reopened.update(parent.id, { status: TASK_STATUS.wait }, { status: TASK_STATUS.canceled });
+      assert.equal(await reopened.countActive("alice"), 3);
+      assert.deepEqual(await reopened.listKeys(), []);
+      await reopened.createKey({ id: "k1", user: "alice", hash: "a".repeat(64), limits: { offload: false }, createdAt: 1, revokedAt: null });
+      await reopened.addUsage("alice", "2024-01-01", { submitted: 2 });
+      assert.equal((await reopened.listKeys()).length, 1);
+      assert.equal((await reopened.usage({ from: "2024-01-01", to: "2024-01-01" }))[0]?.submitted, 2);
+    } finally {
+      await reopened.close();
+    }
+    const check = new Database(file, { readonly: true });
+    try {
+      assert.equal(check.pragma("user_version", { simple: true }), 3);
+    } finally {
+      check.close();
+    }
+  });
+
+  it("keeps user_active in step with a scan through inserts, transitions, splits, patches and deletes, and counts without reading tasks", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const raw = new Database(file, { readonly: true });
+    try {
+      const users = ["ann", "ben", "cat"];
+      const tasks = Array.from({ length: 60 }, (_, i) =>
+        makeTask({ user: users[i % 3], ...(i % 6 === 0 ? { parentId: "test-parent", depth: 1 } : {}), ...(i % 10 === 0 ? { status: TASK_STATUS.error } : {}) }),
+      );
+      await store.createMany(tasks.slice(0, 45));
+      for (const task of tasks.slice(45)) await store.create(task);
+      for (const [i, task] of tasks.entries()) {
+        if (i % 2 === 0) await store.update(task.id, { status: "input" }, { status: "work", tries: 1, lease: { owner: "w", expiresAt: 9 } });
+        if (i % 4 === 0) await store.update(task.id, { status: "work" }, { status: "output", lease: null });
+        if (i % 5 === 0) await store.update(task.id, {}, { user: users[(i + 1) % 3] });
+        if (i % 9 === 0) await store.update(task.id, {}, { parentId: i % 2 === 0 ? null : "test-parent", status: "input" });
+        if (i % 11 === 0) await store.update(task.id, { status: "work" }, { status: "wait", lease: null });
+        if (i % 7 === 0) await store.delete(task.id);
+      }
+      const scanned = new Map(
+        raw
+          .prepare<[], { user: string; n: number }>(
+            "SELECT user, COUNT(*) AS n FROM tasks WHERE parent_id IS NULL AND status IN ('input', 'work', 'wait', 'complete') GROUP BY user",
+          )
+          .all()
+          .map((r) => [r.user, r.n]),
+      );
+      for (const user of users) assert.equal(await store.countActive(user), scanned.get(user) ?? 0, user);
+      const plan = raw.prepare("EXPLAIN QUERY PLAN SELECT count FROM user_active WHERE user = 'ann'").all() as { detail: string }[];
+      assert.ok(plan.every((step) => !/\btasks\b/.test(step.detail)), "countActive never reads the tasks table");
+    } finally {
+      raw.close();
+      await store.close();
+    }
+  });
+
+  it("reads usage through the usage table's keys, never a scan", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const raw = new Database(file, { readonly: true });
+    try {
+      const plan = (sql: string) => (raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((step) => step.detail).join("; ");
+      assert.match(plan("SELECT * FROM usage WHERE user = 'a' AND day BETWEEN '2024-01-01' AND '2024-01-31' ORDER BY day"), /SEARCH usage USING PRIMARY KEY/);
+      const all = plan("SELECT * FROM usage INDEXED BY usage_day WHERE day BETWEEN '2024-01-01' AND '2024-01-31' ORDER BY day, user");
+      assert.match(all, /SEARCH usage USING (COVERING )?INDEX usage_day/);
+      assert.doesNotMatch(all, /TEMP B-TREE/, "no sort: the index gives day, user order");
+    } finally {
+      raw.close();
+      await store.close();
     }
   });
 

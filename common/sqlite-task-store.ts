@@ -1,12 +1,25 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import type { ApiKeyLimits, ApiKeyRecord, UsageCounts, UsageRow } from "./account-records.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
 import { TASK_STATUS, TASK_STATUSES, isFinal, type Lease, type ProcessedBy, type Task, type TaskParams, type TaskStatus } from "./task-model.js";
-import type { ReloadEntry, StolenCounts, TaskFilter, TaskGuard, TaskPage, TaskPatch, TaskStore } from "./task-store.js";
+import {
+  USAGE_COUNTERS,
+  requireUsageDay,
+  usageDelta,
+  type ReloadEntry,
+  type StolenCounts,
+  type TaskFilter,
+  type TaskGuard,
+  type TaskPage,
+  type TaskPatch,
+  type TaskStore,
+} from "./task-store.js";
 
 /*
- * The embedded TaskStore: one SQLite file, one `tasks` table.
+ * The embedded TaskStore: one SQLite file, one `tasks` table, and beside it the account records
+ * (`api_keys`, `usage`) and the trigger-kept counts (`status_counts`, `top_counts`, `user_active`).
  *
  * better-sqlite3 is synchronous; the async methods run their statement on the
  * calling tick and settle with its result. A `createMany` of 100k tasks therefore
@@ -15,7 +28,7 @@ import type { ReloadEntry, StolenCounts, TaskFilter, TaskGuard, TaskPage, TaskPa
  */
 
 /** Bump with a migration in `migrate` whenever the table or its indexes change. */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 /** How long a statement waits for another connection's write lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000;
 /**
@@ -28,7 +41,7 @@ const RENEW_CHUNK = 500;
 const STATEMENT_CACHE_LIMIT = 256;
 const DEFAULT_RELOAD_BATCH = 10_000;
 /**
- * Rows per multi-row INSERT on the bulk path: 50 × 26 = 1300 bound values, well under the
+ * Rows per multi-row INSERT on the bulk path: 50 × 27 = 1350 bound values, well under the
  * variable limit. One statement per 50 rows instead of per row cut createMany of 100k tasks
  * from about 1.07 s to 0.72 s here; 200 rows per statement gained little more.
  */
@@ -74,13 +87,15 @@ interface TaskRow {
   children: string;
   children_total: number;
   children_completed: number;
+  /** 1: another site may run the task; 0: never lent. */
+  offload: 0 | 1;
 }
 
 type TaskColumns = Omit<TaskRow, "seq">;
 type TaskColumn = keyof TaskColumns;
 
 /** What loadNonFinal selects: the reload needs no more, and reading less is what makes it fast. */
-type ReloadRow = Pick<TaskRow, "seq" | "id" | "priority" | "submit_time" | "available_at" | "status" | "lease_owner" | "lease_expires_at">;
+type ReloadRow = Pick<TaskRow, "seq" | "id" | "priority" | "submit_time" | "available_at" | "status" | "lease_owner" | "lease_expires_at" | "offload">;
 
 /** A Record so the compiler refuses a column missing here. */
 const COLUMN_PRESENT: Record<TaskColumn, true> = {
@@ -88,10 +103,10 @@ const COLUMN_PRESENT: Record<TaskColumn, true> = {
   input: true, output: true, tries: true, max_tries: true, submit_time: true, available_at: true,
   start_time: true, end_time: true, duration: true, lease_owner: true, lease_expires_at: true,
   processed_by: true, error: true, parent_id: true, depth: true, children: true,
-  children_total: true, children_completed: true,
+  children_total: true, children_completed: true, offload: true,
 };
 const TASK_COLUMNS = Object.keys(COLUMN_PRESENT) as TaskColumn[];
-const RELOAD_COLUMNS = "seq, id, priority, submit_time, available_at, status, lease_owner, lease_expires_at";
+const RELOAD_COLUMNS = "seq, id, priority, submit_time, available_at, status, lease_owner, lease_expires_at, offload";
 
 const FILTER_COLUMNS: Record<keyof TaskFilter, TaskColumn> = {
   status: "status",
@@ -131,6 +146,7 @@ function rowToTask(row: TaskRow): Task {
     children: JSON.parse(row.children) as string[],
     childrenTotal: row.children_total,
     childrenCompleted: row.children_completed,
+    offload: row.offload !== 0,
   };
 }
 
@@ -142,6 +158,7 @@ function rowToReloadEntry(row: ReloadRow): ReloadEntry {
     availableAt: row.available_at,
     status: row.status,
     lease: leaseOf(row.lease_owner, row.lease_expires_at),
+    offload: row.offload !== 0,
   };
 }
 
@@ -174,7 +191,13 @@ function taskToColumns(task: Task): TaskColumns {
     children: JSON.stringify(task.children),
     children_total: task.childrenTotal,
     children_completed: task.childrenCompleted,
+    offload: offloadColumn(task.offload),
   };
+}
+
+/** Only false keeps a task home: a Task built before the field existed (no offload) is lendable, as in the column's default. */
+function offloadColumn(offload: boolean | undefined): 0 | 1 {
+  return offload === false ? 0 : 1;
 }
 
 /** Positional values in TASK_COLUMNS order: named (@column) binding costs better-sqlite3 a property lookup per value. */
@@ -212,6 +235,7 @@ const PATCH_ENCODERS: { [F in PatchField]: (value: Task[F]) => ColumnAssignment[
   children: (v) => [["children", JSON.stringify(v)]],
   childrenTotal: (v) => [["children_total", v]],
   childrenCompleted: (v) => [["children_completed", v]],
+  offload: (v) => [["offload", offloadColumn(v)]],
 };
 
 /** The patch as assignments sorted by column, so equal sets of fields share one cached statement. */
@@ -239,6 +263,71 @@ function filterToConditions(filter: TaskFilter): { columns: TaskColumn[]; values
     values.push(value);
   }
   return { columns, values };
+}
+
+/** One row of `api_keys`. */
+interface ApiKeyRow {
+  id: string;
+  user: string;
+  hash: string;
+  /** JSON object (ApiKeyLimits). */
+  limits: string;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+function rowToApiKey(row: ApiKeyRow): ApiKeyRecord {
+  return {
+    id: row.id,
+    user: row.user,
+    hash: row.hash,
+    limits: JSON.parse(row.limits) as ApiKeyLimits,
+    createdAt: row.created_at,
+    revokedAt: row.revoked_at,
+  };
+}
+
+/** One row of `usage`: the counters under their column names. */
+interface UsageTableRow {
+  user: string;
+  day: string;
+  submitted: number;
+  output: number;
+  error: number;
+  canceled: number;
+  run_ms: number;
+  bytes_in: number;
+  bytes_out: number;
+  ran_elsewhere: number;
+}
+
+/** Each counter's column; a Record so the compiler refuses a counter missing here. */
+const USAGE_COLUMN: Record<keyof UsageCounts, keyof UsageTableRow> = {
+  submitted: "submitted",
+  output: "output",
+  error: "error",
+  canceled: "canceled",
+  runMs: "run_ms",
+  bytesIn: "bytes_in",
+  bytesOut: "bytes_out",
+  ranElsewhere: "ran_elsewhere",
+};
+/** In USAGE_COUNTERS order, the order of addUsage's bound values. */
+const USAGE_COLUMNS = USAGE_COUNTERS.map((counter) => USAGE_COLUMN[counter]);
+
+function rowToUsage(row: UsageTableRow): UsageRow {
+  return {
+    user: row.user,
+    day: row.day,
+    submitted: row.submitted,
+    output: row.output,
+    error: row.error,
+    canceled: row.canceled,
+    runMs: row.run_ms,
+    bytesIn: row.bytes_in,
+    bytesOut: row.bytes_out,
+    ranElsewhere: row.ran_elsewhere,
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -321,6 +410,51 @@ CREATE TRIGGER tasks_counted_update AFTER UPDATE OF status, processed_by ON task
 END;
 `;
 
+/** Whether a row counts in `user_active`: a top-level task that is not final (what an API key's maxQueued limits). */
+const ACTIVE = (row: "NEW" | "OLD") => `(${row}.parent_id IS NULL AND ${row}.status IN (${sqlList(TASK_STATUSES.filter((s) => !isFinal(s)))}))`;
+
+/**
+ * Version 3: the account records. `offload` per task (1: another site may run it; every task
+ * before this version was lendable). `api_keys` holds the sha256 of each secret, never the secret;
+ * `usage` one row of counters per user and UTC day, added to by upsert. `user_active` counts each
+ * user's active top-level tasks, kept like status_counts by triggers that run only when a row's
+ * part in the count changes (WHEN), so a child, a final task or a transition between two active
+ * statuses (input to work) costs nothing more than the evaluation of the WHEN.
+ */
+const SCHEMA_V3 = `
+ALTER TABLE tasks ADD COLUMN offload INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE api_keys (
+  id TEXT PRIMARY KEY NOT NULL,
+  user TEXT NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  limits TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  revoked_at INTEGER
+) STRICT;
+CREATE TABLE usage (
+  user TEXT NOT NULL,
+  day TEXT NOT NULL,
+  ${USAGE_COLUMNS.map((c) => `${c} INTEGER NOT NULL DEFAULT 0`).join(",\n  ")},
+  PRIMARY KEY (user, day)
+) STRICT, WITHOUT ROWID;
+-- usage() of every user: a day range in day, user order (one user's range reads the primary key).
+CREATE INDEX usage_day ON usage (day, user);
+CREATE TABLE user_active (user TEXT PRIMARY KEY, count INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+INSERT INTO user_active (user, count) SELECT user, COUNT(*) FROM tasks WHERE parent_id IS NULL AND ${NON_FINAL_CONDITION} GROUP BY user;
+CREATE TRIGGER tasks_active_insert AFTER INSERT ON tasks WHEN ${ACTIVE("NEW")} BEGIN
+  INSERT INTO user_active (user, count) VALUES (NEW.user, 1) ON CONFLICT (user) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER tasks_active_delete AFTER DELETE ON tasks WHEN ${ACTIVE("OLD")} BEGIN
+  UPDATE user_active SET count = count - 1 WHERE user = OLD.user;
+END;
+-- user and parent_id too: the generic update may patch them, and either moves a task between counts.
+CREATE TRIGGER tasks_active_update AFTER UPDATE OF status, user, parent_id ON tasks
+  WHEN ${ACTIVE("OLD")} IS NOT ${ACTIVE("NEW")} OR (OLD.user IS NOT NEW.user AND ${ACTIVE("OLD")}) BEGIN
+  UPDATE user_active SET count = count - 1 WHERE user = OLD.user AND ${ACTIVE("OLD")};
+  INSERT INTO user_active (user, count) SELECT NEW.user, 1 WHERE ${ACTIVE("NEW")} ON CONFLICT (user) DO UPDATE SET count = count + 1;
+END;
+`;
+
 // ---------------------------------------------------------------------------
 // Store
 // ---------------------------------------------------------------------------
@@ -340,6 +474,14 @@ interface FixedStatements {
   delete: Statement<[string], unknown>;
   countByStatus: Statement<[], { status: TaskStatus; count: number }>;
   topCounts: Statement<[], { site: string; ran_site: string; count: number }>;
+  insertKey: Statement<[string, string, string, string, number, number | null], unknown>;
+  keyIdExists: Statement<[string], number>;
+  listKeys: Statement<[], ApiKeyRow>;
+  revokeKey: Statement<[number, string], ApiKeyRow>;
+  addUsage: Statement<SqlValue[], unknown>;
+  usageOfUser: Statement<[string, string, string], UsageTableRow>;
+  usageOfAll: Statement<[string, string], UsageTableRow>;
+  countActive: Statement<[string], number>;
 }
 
 export class SqliteTaskStore implements TaskStore {
@@ -390,6 +532,21 @@ export class SqliteTaskStore implements TaskStore {
         `SELECT status, count FROM status_counts`,
       ),
       topCounts: db.prepare<[], { site: string; ran_site: string; count: number }>(`SELECT site, ran_site, count FROM top_counts`),
+      insertKey: db.prepare<[string, string, string, string, number, number | null]>(
+        `INSERT INTO api_keys (id, user, hash, limits, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)`,
+      ),
+      keyIdExists: db.prepare<[string], number>(`SELECT 1 FROM api_keys WHERE id = ?`).pluck(),
+      // rowid: insertion order among keys made in the same millisecond.
+      listKeys: db.prepare<[], ApiKeyRow>(`SELECT * FROM api_keys ORDER BY created_at, rowid`),
+      // COALESCE: a second revoke keeps the first time.
+      revokeKey: db.prepare<[number, string], ApiKeyRow>(`UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING *`),
+      addUsage: db.prepare<SqlValue[]>(
+        `INSERT INTO usage (user, day, ${USAGE_COLUMNS.join(", ")}) VALUES (?, ?, ${USAGE_COLUMNS.map(() => "?").join(", ")})` +
+          ` ON CONFLICT (user, day) DO UPDATE SET ${USAGE_COLUMNS.map((c) => `${c} = ${c} + excluded.${c}`).join(", ")}`,
+      ),
+      usageOfUser: db.prepare<[string, string, string], UsageTableRow>(`SELECT * FROM usage WHERE user = ? AND day BETWEEN ? AND ? ORDER BY day`),
+      usageOfAll: db.prepare<[string, string], UsageTableRow>(`SELECT * FROM usage INDEXED BY usage_day WHERE day BETWEEN ? AND ? ORDER BY day, user`),
+      countActive: db.prepare<[string], number>(`SELECT count FROM user_active WHERE user = ?`).pluck(),
     };
 
     // IMMEDIATE: take the write lock at BEGIN, so a second process waits on busy_timeout
@@ -561,6 +718,52 @@ export class SqliteTaskStore implements TaskStore {
     return stolen;
   }
 
+  async createKey(key: ApiKeyRecord): Promise<void> {
+    this.attempt("createKey", () => {
+      try {
+        this.statements.insertKey.run(key.id, key.user, key.hash, JSON.stringify(key.limits), key.createdAt, key.revokedAt);
+      } catch (err) {
+        if (!(err instanceof Database.SqliteError && (err.code === "SQLITE_CONSTRAINT_UNIQUE" || err.code === "SQLITE_CONSTRAINT_PRIMARYKEY"))) throw err;
+        // Named by id only: the hash stays out of messages and logs.
+        const field = this.statements.keyIdExists.get(key.id) !== undefined ? "id" : "hash";
+        throw docqError(ERROR_CODE.BadRequest, `api key ${key.id}: ${field === "id" ? "a key with this id" : "a key with the same hash"} already exists`, {
+          field,
+          cause: err,
+          details: { id: key.id },
+        });
+      }
+    });
+  }
+
+  async listKeys(): Promise<ApiKeyRecord[]> {
+    return this.attempt("listKeys", () => this.statements.listKeys.all()).map(rowToApiKey);
+  }
+
+  async revokeKey(id: string, now: number): Promise<ApiKeyRecord | null> {
+    const row = this.attempt("revokeKey", () => this.statements.revokeKey.get(now, id));
+    return row === undefined ? null : rowToApiKey(row);
+  }
+
+  async addUsage(user: string, day: string, delta: Partial<UsageCounts>): Promise<void> {
+    requireUsageDay(day, "day");
+    const counts = usageDelta(delta);
+    this.attempt("addUsage", () => this.statements.addUsage.run(user, day, ...USAGE_COUNTERS.map((counter) => counts[counter])));
+  }
+
+  async usage(query: { user?: string; from: string; to: string }): Promise<UsageRow[]> {
+    requireUsageDay(query.from, "from");
+    requireUsageDay(query.to, "to");
+    const { user, from, to } = query;
+    const rows = this.attempt("usage", () =>
+      user === undefined ? this.statements.usageOfAll.all(from, to) : this.statements.usageOfUser.all(user, from, to),
+    );
+    return rows.map(rowToUsage);
+  }
+
+  async countActive(user: string): Promise<number> {
+    return this.attempt("countActive", () => this.statements.countActive.get(user)) ?? 0;
+  }
+
   async close(): Promise<void> {
     if (!this.db.open) return;
     this.updateStatements.clear();
@@ -679,6 +882,7 @@ function migrate(db: Database.Database, file: string): void {
     // Version 0 is a new file; future versions add their steps here, each from the one before.
     if (version < 1) db.exec(SCHEMA_V1);
     if (version < 2) db.exec(SCHEMA_V2);
+    if (version < 3) db.exec(SCHEMA_V3);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
 }

@@ -64,6 +64,12 @@ export const TaskSchema = z.object({
   children: z.array(z.string()),
   childrenTotal: z.number().int().min(0),
   childrenCompleted: z.number().int().min(0),
+  /**
+   * Whether another site may run this task (the stealer lends it): false = never lent to another
+   * site, it runs here or not at all (as when the submitter's API key has offload false). Default true; a stored
+   * task from before the field existed reads as true.
+   */
+  offload: z.boolean().default(true),
 });
 export type Task = z.infer<typeof TaskSchema>;
 
@@ -73,7 +79,7 @@ export interface QueueEntry {
   priority: number;
   submitTime: number;
   availableAt: number;
-  /** A plain queued task, not a parent queued for its merge: another site may run it. */
+  /** A plain queued task, not a parent queued for its merge, whose offload is not false: another site may run it. */
   lendable: boolean;
 }
 
@@ -81,6 +87,13 @@ export function isFinal(status: TaskStatus): boolean {
   return FINAL_STATUSES.has(status);
 }
 
-export function toQueueEntry(task: Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status">): QueueEntry {
-  return { id: task.id, priority: task.priority, submitTime: task.submitTime, availableAt: task.availableAt, lendable: task.status === TASK_STATUS.input };
+/** `offload` missing (an entry made before the field existed) counts as true, like a stored task without it. */
+export function toQueueEntry(task: Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status"> & Partial<Pick<Task, "offload">>): QueueEntry {
+  return {
+    id: task.id,
+    priority: task.priority,
+    submitTime: task.submitTime,
+    availableAt: task.availableAt,
+    lendable: task.status === TASK_STATUS.input && task.offload !== false,
+  };
 }

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
 import { monotonicFactory } from "ulid";
+import { ZERO_USAGE, type ApiKeyRecord, type UsageRow } from "./account-records.js";
 import { ERROR_CODE, isDocqError, type ErrorCode } from "./errors.js";
-import { TASK_STATUS, TASK_STATUSES, TaskSchema, isFinal, type Task, type TaskStatus } from "./task-model.js";
+import { newTask } from "./new-task.js";
+import { TASK_STATUS, TASK_STATUSES, TaskSchema, isFinal, toQueueEntry, type Task, type TaskStatus } from "./task-model.js";
 import type { ReloadEntry, TaskStore } from "./task-store.js";
 
 /*
@@ -46,6 +49,7 @@ export function makeTask(overrides: Partial<Task> = {}): Task {
     children: [],
     childrenTotal: 0,
     childrenCompleted: 0,
+    offload: true,
     ...overrides,
   };
 }
@@ -61,6 +65,25 @@ async function assertRejectsWithCode(promise: Promise<unknown>, code: ErrorCode)
     assert.ok(isDocqError(err, code), `expected DocqError ${code}, got ${String(err)}`);
     return true;
   });
+}
+
+/** An API key record with a fresh id and a hash of its own; `overrides` win. */
+function makeKey(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  const id = `key-${nextUlid()}`;
+  return {
+    id,
+    user: "alice",
+    hash: createHash("sha256").update(`secret of ${id}`).digest("hex"),
+    limits: { offload: true },
+    createdAt: 1_700_000_000_000,
+    revokedAt: null,
+    ...overrides,
+  };
+}
+
+/** A usage row: zero where `counts` says nothing. */
+function usageRow(user: string, day: string, counts: Partial<UsageRow> = {}): UsageRow {
+  return { user, day, ...ZERO_USAGE, ...counts };
 }
 
 async function collect(batches: AsyncIterable<ReloadEntry[]>): Promise<ReloadEntry[][]> {
@@ -113,6 +136,7 @@ export function taskStoreContract(
             children: [`c-${nextUlid()}`, `b-${nextUlid()}`],
             childrenTotal: 2,
             childrenCompleted: 1,
+            offload: false,
           });
           assert.equal(TaskSchema.safeParse(task).success, true, "fixture must be a valid task");
           await store.create(task);
@@ -523,6 +547,7 @@ export function taskStoreContract(
                   availableAt: 2_000 + tasks.length,
                   lease: leased ? { owner: `worker-${i}`, expiresAt: 5_000 + i } : null,
                   tries: leased ? 1 : 0,
+                  offload: i !== 1,
                 }),
               );
             }
@@ -533,7 +558,7 @@ export function taskStoreContract(
               .filter((t) => !isFinal(t.status))
               .map((t): [string, ReloadEntry] => [
                 t.id,
-                { id: t.id, priority: t.priority, submitTime: t.submitTime, availableAt: t.availableAt, status: t.status, lease: t.lease },
+                { id: t.id, priority: t.priority, submitTime: t.submitTime, availableAt: t.availableAt, status: t.status, lease: t.lease, offload: t.offload },
               ]),
           );
           assert.equal(expected.size, 12);
@@ -633,6 +658,247 @@ export function taskStoreContract(
             makeTask({ site: "cc", status: TASK_STATUS.output, processedBy: here, parentId: "cc-parent" }),
           ]);
           assert.deepEqual(await store.countStolen("aa"), { in: { bb: 1, cc: 1 }, out: { bb: 2, cc: 1 } });
+        }),
+      );
+    });
+
+    describe("offload", () => {
+      it(
+        "defaults to true and keeps false through create, createMany, update and split",
+        withStore(async (store) => {
+          const made = newTask({ id: makeTask().id, site: "test", user: "alice", name: "n", job: "echo", params: {}, priority: 5, maxTries: 1, input: null }, 1_000);
+          assert.equal(made.offload, true, "newTask without offload makes a lendable task");
+          const home = makeTask({ offload: false });
+          const lendable = makeTask();
+          const homeInBatch = makeTask({ offload: false });
+          await store.create(made);
+          await store.create(home);
+          await store.createMany([lendable, homeInBatch]);
+          assert.equal((await store.get(made.id))?.offload, true);
+          assert.deepEqual(await store.get(home.id), home);
+          assert.equal((await store.get(home.id))?.offload, false);
+          assert.equal((await store.get(lendable.id))?.offload, true);
+          assert.equal((await store.get(homeInBatch.id))?.offload, false);
+
+          // A transition that does not name offload leaves it; a patch that does, changes it.
+          const claimed = await store.update(home.id, { status: TASK_STATUS.input, leaseOwner: null }, { status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 9 } });
+          assert.equal(claimed?.offload, false);
+          assert.deepEqual(await store.update(lendable.id, {}, { offload: false }), { ...lendable, offload: false });
+          assert.deepEqual(await store.update(homeInBatch.id, { status: TASK_STATUS.input }, { offload: true, priority: 9 }), { ...homeInBatch, offload: true, priority: 9 });
+
+          const child = makeTask({ parentId: home.id, depth: 1, offload: false });
+          const split = await store.split(home.id, { status: TASK_STATUS.work, leaseOwner: "w" }, { status: TASK_STATUS.wait, lease: null, children: [child.id], childrenTotal: 1 }, [child]);
+          assert.equal(split?.offload, false);
+          assert.deepEqual(await store.children(home.id), [child]);
+        }),
+      );
+
+      it(
+        "reloads offload with each non-final task, so a queued task kept home is not lendable",
+        withStore(async (store) => {
+          const home = makeTask({ offload: false });
+          const lendable = makeTask();
+          const homeWorking = makeLeasedTask("w", { offload: false });
+          await store.createMany([home, lendable, homeWorking, makeTask({ status: TASK_STATUS.output, offload: false })]);
+          const entries = new Map((await collect(store.loadNonFinal())).flat().map((e): [string, ReloadEntry] => [e.id, e]));
+          assert.deepEqual([...entries.keys()].sort(), [home.id, lendable.id, homeWorking.id].sort());
+          assert.equal(entries.get(home.id)?.offload, false);
+          assert.equal(entries.get(lendable.id)?.offload, true);
+          assert.equal(entries.get(homeWorking.id)?.offload, false);
+          const lendableOf = (id: string) => {
+            const entry = entries.get(id);
+            assert.ok(entry !== undefined);
+            return toQueueEntry(entry).lendable;
+          };
+          assert.equal(lendableOf(home.id), false);
+          assert.equal(lendableOf(lendable.id), true);
+        }),
+      );
+    });
+
+    describe("api keys", () => {
+      it(
+        "creates keys and lists them all, oldest first, with their limits",
+        withStore(async (store) => {
+          assert.deepEqual(await store.listKeys(), []);
+          const first = makeKey({ createdAt: 1_000, limits: { offload: true, maxQueued: 10 } });
+          const third = makeKey({ user: "bob", createdAt: 3_000, limits: { offload: false, maxPriority: 50, maxQueued: 0, maxPerDay: 100, maxBytesPerDay: 5_000_000_000 } });
+          const second = makeKey({ createdAt: 2_000, revokedAt: 2_500 });
+          for (const key of [first, third, second]) await store.createKey(key);
+          assert.deepEqual(await store.listKeys(), [first, second, third]);
+        }),
+      );
+
+      it(
+        "stores no undefined limit: an absent limit reads back absent",
+        withStore(async (store) => {
+          const key = makeKey({ limits: { offload: false, maxQueued: undefined, maxPerDay: 3 } });
+          await store.createKey(key);
+          const [listed] = await store.listKeys();
+          assert.deepEqual(listed?.limits, { offload: false, maxPerDay: 3 });
+          assert.equal(listed !== undefined && "maxQueued" in listed.limits, false);
+        }),
+      );
+
+      it(
+        "revokes a key once: a second revoke keeps the first time; an unknown id answers null",
+        withStore(async (store) => {
+          const key = makeKey();
+          const other = makeKey({ createdAt: key.createdAt + 1 });
+          await store.createKey(key);
+          await store.createKey(other);
+          assert.deepEqual(await store.revokeKey(key.id, 5_000), { ...key, revokedAt: 5_000 });
+          assert.deepEqual(await store.revokeKey(key.id, 6_000), { ...key, revokedAt: 5_000 });
+          assert.equal(await store.revokeKey("key-unknown", 7_000), null);
+          assert.deepEqual(await store.listKeys(), [{ ...key, revokedAt: 5_000 }, other]);
+        }),
+      );
+
+      it(
+        "refuses a key whose id or hash exists with BAD_REQUEST naming the id, not the hash, and keeps the first",
+        withStore(async (store) => {
+          const key = makeKey();
+          await store.createKey(key);
+          for (const duplicate of [makeKey({ hash: key.hash, user: "mallory" }), makeKey({ id: key.id, user: "mallory" })]) {
+            await assert.rejects(store.createKey(duplicate), (err: unknown) => {
+              assert.ok(isDocqError(err, ERROR_CODE.BadRequest), `expected DocqError BAD_REQUEST, got ${String(err)}`);
+              assert.ok(err.message.includes(duplicate.id), `the message names the key: ${err.message}`);
+              assert.ok(!err.message.includes(key.hash), "the message never holds a hash");
+              return true;
+            });
+          }
+          assert.deepEqual(await store.listKeys(), [key]);
+        }),
+      );
+    });
+
+    describe("usage", () => {
+      it(
+        "adds to one row per user and day, made at zero on the first add",
+        withStore(async (store) => {
+          await store.addUsage("alice", "2024-03-01", { submitted: 1 });
+          await store.addUsage("alice", "2024-03-01", { submitted: 2, runMs: 150, bytesIn: 10, bytesOut: 7 });
+          await store.addUsage("alice", "2024-03-01", { output: 1, error: 2, canceled: 3, ranElsewhere: 1, runMs: 50 });
+          await store.addUsage("bob", "2024-03-01", { output: 1 });
+          await store.addUsage("alice", "2024-03-02", { error: 1 });
+          await store.addUsage("carol", "2024-03-01", {});
+          assert.deepEqual(await store.usage({ user: "alice", from: "2024-03-01", to: "2024-03-01" }), [
+            usageRow("alice", "2024-03-01", { submitted: 3, output: 1, error: 2, canceled: 3, runMs: 200, bytesIn: 10, bytesOut: 7, ranElsewhere: 1 }),
+          ]);
+          assert.deepEqual(await store.usage({ user: "bob", from: "2024-03-01", to: "2024-03-31" }), [usageRow("bob", "2024-03-01", { output: 1 })]);
+          assert.deepEqual(await store.usage({ user: "alice", from: "2024-03-02", to: "2024-03-02" }), [usageRow("alice", "2024-03-02", { error: 1 })]);
+          assert.deepEqual(await store.usage({ user: "carol", from: "2024-03-01", to: "2024-03-01" }), [usageRow("carol", "2024-03-01")]);
+          assert.deepEqual(await store.usage({ user: "nobody", from: "2024-01-01", to: "2024-12-31" }), []);
+        }),
+      );
+
+      it(
+        "answers the days from..to inclusive, of one user by day, of every user by day then user",
+        withStore(async (store) => {
+          const days = ["2024-02-29", "2024-03-01", "2024-03-09", "2024-03-10", "2024-03-11"];
+          // Added out of order, so the order of the answer is the store's.
+          for (const user of ["zed", "amy", "bob"]) {
+            for (const [i, day] of [...days.entries()].reverse()) await store.addUsage(user, day, { submitted: i + 1, bytesIn: user.length });
+          }
+          const rows = await store.usage({ from: "2024-03-01", to: "2024-03-10" });
+          assert.deepEqual(
+            rows.map((r) => `${r.day} ${r.user}`),
+            ["2024-03-01 amy", "2024-03-01 bob", "2024-03-01 zed", "2024-03-09 amy", "2024-03-09 bob", "2024-03-09 zed", "2024-03-10 amy", "2024-03-10 bob", "2024-03-10 zed"],
+          );
+          assert.deepEqual(rows[0], usageRow("amy", "2024-03-01", { submitted: 2, bytesIn: 3 }));
+          assert.deepEqual(
+            (await store.usage({ user: "bob", from: "2024-02-29", to: "2024-03-09" })).map((r) => r.day),
+            ["2024-02-29", "2024-03-01", "2024-03-09"],
+          );
+          assert.deepEqual((await store.usage({ from: "2024-03-11", to: "2024-03-11" })).map((r) => r.user), ["amy", "bob", "zed"]);
+          assert.deepEqual(await store.usage({ from: "2024-03-02", to: "2024-03-08" }), []);
+          assert.deepEqual(await store.usage({ from: "2024-03-10", to: "2024-03-01" }), [], "from after to is empty");
+        }),
+      );
+
+      it(
+        "loses no add when many arrive at once for a row that does not exist yet",
+        withStore(async (store) => {
+          await Promise.all(Array.from({ length: 30 }, (_, i) => store.addUsage("alice", "2024-05-05", { submitted: 1, runMs: i })));
+          assert.deepEqual(await store.usage({ user: "alice", from: "2024-05-05", to: "2024-05-05" }), [usageRow("alice", "2024-05-05", { submitted: 30, runMs: 435 })]);
+        }),
+      );
+
+      it(
+        "refuses a day not written YYYY-MM-DD, or a count that is not an integer, with BAD_REQUEST, writing nothing",
+        withStore(async (store) => {
+          await assertRejectsWithCode(store.addUsage("alice", "2024-3-1", { submitted: 1 }), ERROR_CODE.BadRequest);
+          await assertRejectsWithCode(store.addUsage("alice", "2024-03-01T00:00:00Z", { submitted: 1 }), ERROR_CODE.BadRequest);
+          await assertRejectsWithCode(store.addUsage("alice", "2024-03-01", { submitted: 1, runMs: 1.5 }), ERROR_CODE.BadRequest);
+          await assertRejectsWithCode(store.addUsage("alice", "2024-03-01", { bytesIn: Number.NaN }), ERROR_CODE.BadRequest);
+          await assertRejectsWithCode(store.usage({ from: "yesterday", to: "2024-03-01" }), ERROR_CODE.BadRequest);
+          await assertRejectsWithCode(store.usage({ user: "alice", from: "2024-03-01", to: "2024-13-01" }), ERROR_CODE.BadRequest);
+          assert.deepEqual(await store.usage({ from: "0000-01-01", to: "9999-12-31" }), []);
+        }),
+      );
+    });
+
+    describe("countActive", () => {
+      it(
+        "counts a user's top-level tasks that are not final, through inserts, transitions, splits and deletes",
+        withStore(async (store) => {
+          const active = async () => ({ alice: await store.countActive("alice"), bob: await store.countActive("bob") });
+          assert.deepEqual(await active(), { alice: 0, bob: 0 });
+
+          const queued = makeTask();
+          const working = makeLeasedTask("w");
+          const waiting = makeTask({ status: TASK_STATUS.wait });
+          const merging = makeTask({ status: TASK_STATUS.complete });
+          const done = makeTask({ status: TASK_STATUS.output });
+          const child = makeTask({ parentId: waiting.id, depth: 1 });
+          const bobs = makeTask({ user: "bob" });
+          await store.create(queued);
+          await store.createMany([working, waiting, merging, done, child, bobs]);
+          assert.deepEqual(await active(), { alice: 4, bob: 1 });
+
+          // Between two active statuses: no change; to a final status: one fewer.
+          await store.update(queued.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 9 } });
+          assert.deepEqual(await active(), { alice: 4, bob: 1 });
+          await store.update(working.id, { status: TASK_STATUS.work }, { status: TASK_STATUS.output, lease: null });
+          await store.update(merging.id, { status: TASK_STATUS.complete }, { status: TASK_STATUS.canceled });
+          assert.deepEqual(await active(), { alice: 2, bob: 1 });
+          // Children never count, in whatever status.
+          await store.update(child.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.error });
+          await store.update(child.id, { status: TASK_STATUS.error }, { status: TASK_STATUS.input });
+          const kids = [makeTask({ parentId: queued.id, depth: 1 }), makeTask({ parentId: queued.id, depth: 1, user: "bob" })];
+          const parentPatch = { status: TASK_STATUS.wait, lease: null, children: kids.map((k) => k.id), childrenTotal: kids.length };
+          assert.ok((await store.split(queued.id, { status: TASK_STATUS.work, leaseOwner: "w" }, parentPatch, kids)) !== null);
+          assert.deepEqual(await active(), { alice: 2, bob: 1 });
+          // Deletes: an active task counts down, a final one or a child changes nothing.
+          await store.delete(done.id);
+          await store.delete(child.id);
+          assert.deepEqual(await active(), { alice: 2, bob: 1 });
+          await store.delete(waiting.id);
+          assert.deepEqual(await active(), { alice: 1, bob: 1 });
+          // A final task made active again (a store-level patch) counts again.
+          await store.update(working.id, { status: TASK_STATUS.output }, { status: TASK_STATUS.input });
+          assert.deepEqual(await active(), { alice: 2, bob: 1 });
+          await store.update(queued.id, { status: TASK_STATUS.wait }, { status: TASK_STATUS.canceled });
+          await store.update(working.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.canceled });
+          await store.update(bobs.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.canceled });
+          assert.deepEqual(await active(), { alice: 0, bob: 0 });
+          assert.equal(await store.countActive("nobody"), 0);
+        }),
+      );
+
+      it(
+        "follows a patch that moves an active task to another user or under a parent",
+        withStore(async (store) => {
+          const moved = makeTask();
+          const adopted = makeTask({ user: "bob" });
+          const orphan = makeTask({ parentId: "test-gone", depth: 1 });
+          await store.createMany([moved, adopted, orphan, makeTask({ user: "bob" })]);
+          assert.deepEqual([await store.countActive("alice"), await store.countActive("bob")], [1, 2]);
+          await store.update(moved.id, {}, { user: "bob" });
+          assert.deepEqual([await store.countActive("alice"), await store.countActive("bob")], [0, 3]);
+          await store.update(adopted.id, {}, { parentId: "test-parent", depth: 1 });
+          await store.update(orphan.id, {}, { parentId: null, depth: 0 });
+          assert.deepEqual([await store.countActive("alice"), await store.countActive("bob")], [1, 2]);
         }),
       );
     });

@@ -1,3 +1,5 @@
+import type { AccountRecords, UsageCounts } from "./account-records.js";
+import { docqError, ERROR_CODE } from "./errors.js";
 import type { Task, TaskStatus } from "./task-model.js";
 
 /**
@@ -33,13 +35,14 @@ export interface StolenCounts {
 }
 
 /** What reload needs of a non-final task: small, so a million fit in memory. */
-export type ReloadEntry = Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status" | "lease">;
+export type ReloadEntry = Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload">;
 
 /**
  * The durable record of every task. Adapters: SQLite (embedded), MongoDB.
- * Every adapter passes `task-store.contract.ts` unchanged.
+ * Every adapter passes `task-store.contract.ts` unchanged. Beside the tasks it keeps the
+ * account records (API keys, per-user usage and active counts): see `account-records.ts`.
  */
-export interface TaskStore {
+export interface TaskStore extends AccountRecords {
   /** Inserts a new task; rejects when the id exists. Durable when it resolves. */
   create(task: Task): Promise<void>;
   /** Inserts many tasks at once (the bulk path); all or nothing where the store allows. */
@@ -82,4 +85,32 @@ export function guardMatches(task: Pick<Task, "status" | "lease" | "tries">, gua
   if (guard.leaseOwner !== undefined && (task.lease?.owner ?? null) !== guard.leaseOwner) return false;
   if (guard.tries !== undefined && task.tries !== guard.tries) return false;
   return true;
+}
+
+/** The counters of a usage row, in one order for every adapter (a Record so the compiler refuses one missing here). */
+const USAGE_COUNTER_PRESENT: Record<keyof UsageCounts, true> = {
+  submitted: true, output: true, error: true, canceled: true, runMs: true, bytesIn: true, bytesOut: true, ranElsewhere: true,
+};
+export const USAGE_COUNTERS = Object.freeze(Object.keys(USAGE_COUNTER_PRESENT) as (keyof UsageCounts)[]);
+
+const DAY_PATTERN = /^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$/;
+
+/** A usage day is `YYYY-MM-DD` (UTC): stores compare days as text, which only this form keeps in date order. */
+export function requireUsageDay(day: string, field: string): void {
+  if (typeof day !== "string" || !DAY_PATTERN.test(day)) {
+    throw docqError(ERROR_CODE.BadRequest, `${field} must be a day as YYYY-MM-DD, got ${JSON.stringify(day)}`, { field });
+  }
+}
+
+/** `delta` with every counter present (0 where not given); refuses a counter that is not a safe integer. */
+export function usageDelta(delta: Partial<UsageCounts>): UsageCounts {
+  const counts = {} as UsageCounts;
+  for (const counter of USAGE_COUNTERS) {
+    const value = delta[counter] ?? 0;
+    if (!Number.isSafeInteger(value)) {
+      throw docqError(ERROR_CODE.BadRequest, `usage ${counter} must be an integer, got ${String(value)}`, { field: counter });
+    }
+    counts[counter] = value;
+  }
+  return counts;
 }
