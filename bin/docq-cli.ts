@@ -2,12 +2,13 @@ import { createReadStream, createWriteStream, promises as fs } from "node:fs";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import cliProgress from "cli-progress";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import type { Task } from "../common/task-model.js";
 
 /**
  * `docq`: the REST API from a terminal. DOCQ_URL (default http://localhost:3000) or --url names
- * the controller. Exit codes: 0 done, 1 the task failed or the server said no, 2 bad usage.
+ * the controller; DOCQ_KEY or --key the API key sent on every request (as `Authorization: Bearer`).
+ * Exit codes: 0 done, 1 the task failed or the server said no, 2 bad usage.
  */
 
 class CliError extends Error {}
@@ -20,40 +21,65 @@ function intIn(min: number, max: number) {
   };
 }
 
-async function api(base: string, path: string, init?: RequestInit): Promise<Response> {
+/** Where the controller is, and the key to show it (none: send no Authorization header). */
+interface Conn {
+  url: string;
+  key: string | undefined;
+}
+
+/** What fetch accepts in a header value, and what the server takes as a key: printable ASCII, no spaces. */
+const KEY_PATTERN = /^[\x21-\x7e]{1,512}$/;
+
+
+/** The server's explanation of a refusal, from its JSON body `{error, field?}` (or the text as it is). */
+async function refusal(res: Response): Promise<string> {
+  const text = await res.text();
+  let message = text;
+  try {
+    const body = JSON.parse(text) as { error?: string; field?: string; retryAfter?: unknown };
+    // The field of a 401 (authorization) or a 429 (the limit, which the message names first) adds nothing.
+    const showField = body.field !== undefined && res.status !== 401 && res.status !== 429;
+    message = `${body.error ?? text}${showField ? ` (field ${body.field})` : ""}`;
+  } catch {
+    // Not JSON: show the text as it is.
+  }
+  return message;
+}
+
+async function api(conn: Conn, path: string, init?: RequestInit): Promise<Response> {
+  const headers = new Headers(init?.headers);
+  if (conn.key !== undefined) headers.set("authorization", `Bearer ${conn.key}`);
   let res: Response;
   try {
-    res = await fetch(new URL(path, base), init);
+    res = await fetch(new URL(path, conn.url), { ...init, headers });
   } catch (err) {
-    throw new CliError(`cannot reach docq at ${base}: ${err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err)}`);
+    throw new CliError(`cannot reach docq at ${conn.url}: ${err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err)}`);
   }
   if (!res.ok && res.status !== 409) {
-    const text = await res.text();
-    let message = text;
-    try {
-      const body = JSON.parse(text) as { error?: string; field?: string };
-      message = `${body.error ?? text}${body.field === undefined ? "" : ` (field ${body.field})`}`;
-    } catch {
-      // Not JSON: show the text as it is.
+    let message = await refusal(res);
+    if (res.status === 401) message += conn.key === undefined ? " (no key given: pass --key or set DOCQ_KEY)" : " (the key given by --key or DOCQ_KEY was refused)";
+    if (res.status === 429) {
+      const retryAfter = res.headers.get("retry-after");
+      if (retryAfter !== null) message += ` (retry after ${retryAfter} s)`;
     }
     throw new CliError(`${init?.method ?? "GET"} ${path}: ${res.status} ${message}`);
   }
   return res;
 }
 
-async function getTask(base: string, id: string): Promise<Task> {
-  return (await (await api(base, `/api/tasks/${encodeURIComponent(id)}`)).json()) as Task;
+async function getTask(conn: Conn, id: string): Promise<Task> {
+  return (await (await api(conn, `/api/tasks/${encodeURIComponent(id)}`)).json()) as Task;
 }
 
 const FINAL = new Set(["output", "error", "canceled"]);
 
 /** Polls the task until it is over; shows children done / total for a split task. */
-async function waitFor(base: string, id: string, quiet: boolean): Promise<Task> {
+async function waitFor(conn: Conn, id: string, quiet: boolean): Promise<Task> {
   const bar = quiet || !process.stderr.isTTY ? null : new cliProgress.SingleBar({ format: "{status} [{bar}] {value}/{total} children", stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
   let started = false;
   try {
     for (;;) {
-      const task = await getTask(base, id);
+      const task = await getTask(conn, id);
       if (bar !== null && task.childrenTotal > 0) {
         if (!started) bar.start(task.childrenTotal, task.childrenCompleted, { status: task.status });
         started = true;
@@ -68,8 +94,8 @@ async function waitFor(base: string, id: string, quiet: boolean): Promise<Task> 
   }
 }
 
-async function saveResult(base: string, id: string, out: string | undefined): Promise<void> {
-  const res = await api(base, `/api/tasks/${encodeURIComponent(id)}/result`);
+async function saveResult(conn: Conn, id: string, out: string | undefined): Promise<void> {
+  const res = await api(conn, `/api/tasks/${encodeURIComponent(id)}/result`);
   if (res.status === 409) {
     const body = (await res.json()) as { error: string };
     throw new CliError(body.error);
@@ -83,9 +109,18 @@ const program = new Command()
   .name("docq")
   .description("Submit documents to docq, follow them, fetch their results.")
   .option("--url <url>", "the docq REST API", process.env.DOCQ_URL ?? "http://localhost:3000")
+  // From the environment through commander's env(), so help names DOCQ_KEY and never prints the key.
+  .addOption(new Option("--key <key>", "the API key, sent as Authorization: Bearer <key>").env("DOCQ_KEY"))
   .showHelpAfterError();
 
-const base = (): string => program.opts<{ url: string }>().url;
+/** The controller and key of this run; an empty DOCQ_KEY counts as none. */
+const base = (): Conn => {
+  const { url, key } = program.opts<{ url: string; key?: string }>();
+  if (key === undefined || key === "") return { url, key: undefined };
+  // Checked here rather than by commander, whose message would echo the secret. A plain Error: exit 2, bad usage.
+  if (!KEY_PATTERN.test(key)) throw new Error("--key (or DOCQ_KEY): a key is printable ASCII without spaces, at most 512 characters");
+  return { url, key };
+};
 
 program
   .command("submit")
@@ -181,6 +216,109 @@ program
   .description("counts per status, queue, workers, stealing")
   .action(async () => {
     console.log(JSON.stringify(await (await api(base(), "/api/stats")).json(), null, 2));
+  });
+
+/** Columns padded to their widest cell; `right` names the columns aligned right (numbers). */
+function table(header: readonly string[], rows: readonly (readonly string[])[], right: ReadonlySet<number> = new Set()): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (right.has(i) ? c.padStart(widths[i]!) : i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+const when = (ms: number | null): string => (ms === null ? "-" : new Date(ms).toISOString().replace("T", " ").slice(0, 19));
+
+interface KeyLimits {
+  maxPriority?: number;
+  maxQueued?: number;
+  maxPerDay?: number;
+  maxBytesPerDay?: number;
+  offload?: boolean;
+}
+
+interface KeyRecord {
+  id: string;
+  user: string;
+  limits: KeyLimits;
+  createdAt: number;
+  revokedAt: number | null;
+}
+
+/** `maxPriority=80 maxQueued=1000 no-offload`; a limit that is absent is unlimited. */
+function describeLimits(limits: KeyLimits): string {
+  const parts = (["maxPriority", "maxQueued", "maxPerDay", "maxBytesPerDay"] as const).filter((k) => limits[k] !== undefined).map((k) => `${k}=${limits[k]}`);
+  if (limits.offload === false) parts.push("no-offload");
+  return parts.length === 0 ? "unlimited" : parts.join(" ");
+}
+
+function day(value: string): string {
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(value) || Number.isNaN(Date.parse(`${value}T00:00:00Z`))) throw new InvalidArgumentError("must be a day YYYY-MM-DD");
+  return value;
+}
+
+const keys = program.command("keys").description("API keys (needs the admin key)");
+
+keys
+  .command("create")
+  .description("make a key for a user; prints its id and the key, which is shown this once only")
+  .argument("<user>", "the user the key submits as")
+  .option("--max-priority <n>", "the highest priority the key may submit at (0..100)", intIn(0, 100))
+  .option("--max-queued <n>", "tasks of the user not yet over, at most", intIn(1, Number.MAX_SAFE_INTEGER))
+  .option("--max-per-day <n>", "tasks submitted per UTC day, at most", intIn(1, Number.MAX_SAFE_INTEGER))
+  .option("--max-bytes-per-day <n>", "bytes of documents submitted per UTC day, at most", intIn(1, Number.MAX_SAFE_INTEGER))
+  .option("--no-offload", "never lend this user's tasks to another site")
+  .action(async (user: string, opts: { maxPriority?: number; maxQueued?: number; maxPerDay?: number; maxBytesPerDay?: number; offload: boolean }) => {
+    const body: Record<string, unknown> = { user, offload: opts.offload };
+    for (const k of ["maxPriority", "maxQueued", "maxPerDay", "maxBytesPerDay"] as const) if (opts[k] !== undefined) body[k] = opts[k];
+    const res = await api(base(), "/api/keys", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const created = (await res.json()) as KeyRecord & { key: string };
+    console.log(`id:     ${created.id}`);
+    console.log(`user:   ${created.user}`);
+    console.log(`limits: ${describeLimits(created.limits)}`);
+    console.log(`key:    ${created.key}`);
+    console.log("The key is shown this once only (docq keeps its hash): store it now. Revoke it with docq keys revoke <id>.");
+  });
+
+keys
+  .command("ls")
+  .description("every key, revoked ones included: id, user, limits, created, revoked")
+  .action(async () => {
+    const list = (await (await api(base(), "/api/keys")).json()) as KeyRecord[];
+    if (list.length === 0) {
+      console.log("no keys yet: make one with docq keys create <user>");
+      return;
+    }
+    console.log(table(["ID", "USER", "LIMITS", "CREATED", "REVOKED"], list.map((k) => [k.id, k.user, describeLimits(k.limits), when(k.createdAt), when(k.revokedAt)])));
+  });
+
+keys
+  .command("revoke")
+  .description("revoke a key: requests with it are refused (401) from now on")
+  .argument("<id>", "the key's id (key-...), as docq keys ls shows it")
+  .action(async (id: string) => {
+    const key = (await (await api(base(), `/api/keys/${encodeURIComponent(id)}`, { method: "DELETE" })).json()) as KeyRecord;
+    console.log(`${key.id} (${key.user}) revoked at ${when(key.revokedAt)}`);
+  });
+
+program
+  .command("usage")
+  .description("usage per user and UTC day (the admin sees every user, a user key its own)")
+  .option("-u, --user <user>", "one user only")
+  .option("--from <day>", "first day, YYYY-MM-DD (default: --to, or today)", day)
+  .option("--to <day>", "last day, YYYY-MM-DD (default: --from, or today)", day)
+  .action(async (opts: { user?: string; from?: string; to?: string }) => {
+    const query = new URLSearchParams();
+    for (const k of ["user", "from", "to"] as const) if (opts[k] !== undefined) query.set(k, opts[k]);
+    const rows = (await (await api(base(), `/api/usage${query.size === 0 ? "" : `?${query}`}`)).json()) as Array<Record<string, string | number>>;
+    if (rows.length === 0) {
+      console.log("no usage in that range");
+      return;
+    }
+    const columns = ["user", "day", "submitted", "output", "error", "canceled", "runMs", "bytesIn", "bytesOut", "ranElsewhere"] as const;
+    console.log(table(columns, rows.map((r) => columns.map((c) => String(r[c] ?? ""))), new Set(columns.map((_, i) => i).filter((i) => i >= 2))));
   });
 
 program.parseAsync().catch((err: unknown) => {
