@@ -46,6 +46,7 @@ async function configError(loading: Promise<unknown>, ...patterns: RegExp[]): Pr
 const EXPECTED_DEFAULTS = {
   site: "local",
   port: 3000,
+  host: "127.0.0.1",
   dataDir: path.resolve("data"),
   jobsDir: path.join(REPO_ROOT, "scripts-job"),
   slots: os.availableParallelism(),
@@ -57,9 +58,36 @@ const EXPECTED_DEFAULTS = {
   worker: { batchSize: 0, spawner: true },
   nats: { url: null },
   stealing: { globalNatsUrl: null, enabled: true, onlyWhenIdle: true, minVictimBacklog: 1, minPriority: 0, maxInFlight: 8, allow: null, backlogIntervalMs: 2000, tls: null },
-  jobs: { defaultTimeoutMs: 600000 },
+  jobs: { defaultTimeoutMs: 600000, passEnv: [] },
+  metrics: { public: false },
   http: { corsOrigins: [] },
+  auth: { adminKey: null, metricsKey: null },
 } satisfies DocqConfig;
+
+describe("loadConfig: host and secrets", () => {
+  it("listens on loopback by default; DOCQ_HOST overrides the file", async () => {
+    assert.equal((await loadYaml("")).host, "127.0.0.1");
+    assert.equal((await loadConfig({ file: await configFile("host: ::1\n"), env: {} })).host, "::1");
+  });
+
+  it("refuses a non-loopback host without an admin key, naming host and how to turn authentication on", async () => {
+    await assert.rejects(loadConfig({ file: await configFile(""), env: { DOCQ_HOST: "0.0.0.0" } }), (err: unknown) => {
+      const message = (err as Error).message;
+      return /host "0\.0\.0\.0" \(from DOCQ_HOST\)/.test(message) && /DOCQ_ADMIN_KEY/.test(message);
+    });
+    await assert.rejects(loadConfig({ file: await configFile("host: 10.1.2.3\n"), env: {} }), /host "10\.1\.2\.3"/);
+    const config = await loadConfig({ file: await configFile(""), env: { DOCQ_HOST: "0.0.0.0", DOCQ_ADMIN_KEY: "an-admin-key-long-enough" } });
+    assert.deepEqual(config.auth, { adminKey: "an-admin-key-long-enough", metricsKey: null });
+  });
+
+  it("takes secrets from the environment only, refuses short ones without echoing them", async () => {
+    await assert.rejects(loadConfig({ file: await configFile(""), env: { DOCQ_ADMIN_KEY: "short-secret" } }), (err: unknown) => {
+      const message = (err as Error).message;
+      return /DOCQ_ADMIN_KEY: is shorter than 16 characters/.test(message) && !message.includes("short-secret");
+    });
+    await assert.rejects(loadConfig({ file: await configFile("adminKey: abcdefghijklmnopqrstuvwxyz\n"), env: {} }), /adminKey/);
+  });
+});
 
 describe("loadConfig: defaults", () => {
   it("loads config/default.yaml when no file is named", async () => {

@@ -47,6 +47,20 @@ const CorsOriginSchema = z
     return origin;
   });
 const CorsOriginsSchema = z.array(CorsOriginSchema);
+/** An interface address (IPv4, IPv6) or a host name to listen on. */
+const HostSchema = z
+  .string()
+  .min(1, "must not be empty")
+  .max(253)
+  .regex(/^[A-Za-z0-9.:_-]+$/, "expected an IP address or a host name, e.g. 127.0.0.1 or 0.0.0.0");
+/** A variable name a job may inherit from the server's environment. */
+const EnvNameSchema = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name");
+/** A secret from the environment: long enough not to be guessed, printable so it fits a header. */
+const SecretSchema = z
+  .string()
+  .min(16, "is shorter than 16 characters: too short for a secret")
+  .max(512, "is longer than 512 characters")
+  .regex(/^[\x21-\x7e]+$/, "must be printable ASCII without spaces");
 
 const MiB = 1024 * 1024;
 /** S3's bounds on a multipart part (except the last): 5 MiB to 5 GiB. */
@@ -140,6 +154,8 @@ function section<T extends z.ZodType>(schema: T) {
 const ConfigFileSchema = z.strictObject({
   site: SiteSchema.default("local"),
   port: PortSchema.default(3000),
+  // Loopback by default: reachable from another machine only when chosen, and then only with keys.
+  host: HostSchema.default("127.0.0.1"),
   dataDir: FolderSchema.default("./data"),
   jobsDir: FolderSchema.default("./scripts-job"),
   slots: SlotsSchema.nullable().default(null),
@@ -181,7 +197,17 @@ const ConfigFileSchema = z.strictObject({
       })
       .prefault({}),
   ),
-  jobs: section(z.strictObject({ defaultTimeoutMs: DurationMsSchema.default(600_000) }).prefault({})),
+  jobs: section(
+    z
+      .strictObject({
+        defaultTimeoutMs: DurationMsSchema.default(600_000),
+        // Variables of the server's environment a job script may see, beyond PATH, HOME, TMPDIR and LANG.
+        passEnv: z.array(EnvNameSchema).default([]),
+      })
+      .prefault({}),
+  ),
+  // /metrics needs the admin key (or DOCQ_METRICS_KEY) unless public.
+  metrics: section(z.strictObject({ public: z.boolean().default(false) }).prefault({})),
   // The web origins whose pages may call the API from a browser; none by default.
   http: section(z.strictObject({ corsOrigins: CorsOriginsSchema.default([]) }).prefault({})),
 });
@@ -191,7 +217,20 @@ type ConfigFile = z.output<typeof ConfigFileSchema>;
  * The loaded configuration: the file's schema with `slots` made concrete, both folders absolute, and
  * the stores' endpoints and secrets filled in from the environment.
  */
-export type DocqConfig = Omit<ConfigFile, "slots" | "store" | "blobs"> & { slots: number; store: StoreConfig; blobs: BlobsConfig };
+export type DocqConfig = Omit<ConfigFile, "slots" | "store" | "blobs"> & { slots: number; store: StoreConfig; blobs: BlobsConfig; auth: AuthConfig };
+
+/** Secrets of the API, from the environment only (never the config file, which gets copied and committed). */
+export interface AuthConfig {
+  /** DOCQ_ADMIN_KEY: once set, every route but /api/health needs a key. Null: authentication off. */
+  adminKey: string | null;
+  /** DOCQ_METRICS_KEY: a key that may read /metrics and nothing else. */
+  metricsKey: string | null;
+}
+
+/** Loopback names and addresses: only this machine can reach them. */
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
+}
 
 /** A comma-separated list, blanks around the commas ignored. */
 const CommaListSchema = z.string().transform((raw) =>
@@ -238,6 +277,8 @@ const ENV_OVERRIDES: readonly EnvOverride[] = [
   envOverride("DOCQ_LOG_LEVEL", "logLevel", LogLevelSchema, (c, v) => (c.logLevel = v)),
   envOverride("DOCQ_NATS_URL", "nats.url", NatsUrlSchema, (c, v) => (c.nats.url = v)),
   envOverride("DOCQ_GLOBAL_NATS_URL", "stealing.globalNatsUrl", NatsUrlSchema, (c, v) => (c.stealing.globalNatsUrl = v)),
+  envOverride("DOCQ_HOST", "host", HostSchema, (c, v) => (c.host = v)),
+  envOverride("DOCQ_PASS_ENV", "jobs.passEnv", CommaListSchema.pipe(z.array(EnvNameSchema)), (c, v) => (c.jobs.passEnv = v)),
   envOverride("DOCQ_CORS_ORIGINS", "http.corsOrigins", CommaListSchema.pipe(CorsOriginsSchema), (c, v) => (c.http.corsOrigins = v)),
 ];
 
@@ -262,12 +303,14 @@ export async function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv 
   crossCheck(config, label, overriddenBy);
   const store = resolveStore(config, env, label);
   const blobs = resolveBlobs(config, env, label);
+  const auth = resolveAuth(config, env, label, overriddenBy);
 
   const cwd = process.cwd();
   return {
     ...config,
     store,
     blobs,
+    auth,
     slots: config.slots ?? os.availableParallelism(),
     dataDir: path.resolve(cwd, config.dataDir),
     // The default `./scripts-job` names the repo's folder wherever docq is started from; a path typed in a shell means the shell's folder.
@@ -306,6 +349,29 @@ function crossCheck(config: ConfigFile, label: string, overriddenBy: ReadonlyMap
   if (queue.heartbeatMs >= queue.leaseMs) problems.push(`${show("queue.heartbeatMs", queue.heartbeatMs)} must be less than ${show("queue.leaseMs", queue.leaseMs)}`);
   if (queue.backoffBaseMs > queue.backoffMaxMs) problems.push(`${show("queue.backoffBaseMs", queue.backoffBaseMs)} must not exceed ${show("queue.backoffMaxMs", queue.backoffMaxMs)}`);
   if (problems.length > 0) throw docqError(ERROR_CODE.Config, `${label}: ${problems.join("; ")}`);
+}
+
+/** The API's secrets, from the environment; refuses to listen beyond loopback with no key to ask for. */
+function resolveAuth(config: ConfigFile, env: NodeJS.ProcessEnv, label: string, overriddenBy: ReadonlyMap<string, string>): AuthConfig {
+  const secret = (variable: string): string | null => {
+    const raw = nonEmpty(env[variable]);
+    if (raw === undefined) return null;
+    const result = SecretSchema.safeParse(raw);
+    // Never echo a secret, not even a wrong one.
+    if (!result.success) throw docqError(ERROR_CODE.Config, `environment variable ${variable}: ${formatZodIssues(result.error.issues)}`, { field: variable });
+    return result.data;
+  };
+  const auth = { adminKey: secret("DOCQ_ADMIN_KEY"), metricsKey: secret("DOCQ_METRICS_KEY") };
+  if (auth.adminKey === null && !isLoopbackHost(config.host)) {
+    const from = overriddenBy.has("host") ? ` (from ${overriddenBy.get("host")})` : ` (${label})`;
+    throw docqError(
+      ERROR_CODE.Config,
+      `host "${config.host}"${from} is reachable from other machines, and authentication is off: ` +
+        "set DOCQ_ADMIN_KEY in the environment to require API keys (see README, Security), or listen on 127.0.0.1",
+      { field: "host" },
+    );
+  }
+  return auth;
 }
 
 /**

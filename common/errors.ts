@@ -12,6 +12,13 @@ export const ERROR_CODE = Object.freeze({
   StoreUnavailable: "STORE_UNAVAILABLE",
   /** The site's queuer cannot be reached now (restarting, or the site's NATS is down): retry shortly. */
   QueueUnavailable: "QUEUE_UNAVAILABLE",
+  /** No API key, or one docq does not know (revoked, mistyped). */
+  Unauthorized: "UNAUTHORIZED",
+  /** A known key without the right to do this. */
+  Forbidden: "FORBIDDEN",
+  /** A key's limit is reached: retry later (details.retryAfter, in seconds). */
+  QuotaExceeded: "QUOTA_EXCEEDED",
+  KeyNotFound: "KEY_NOT_FOUND",
   Config: "CONFIG",
 } as const);
 export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
@@ -28,6 +35,10 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   PAYLOAD_TOO_LARGE: 413,
   STORE_UNAVAILABLE: 503,
   QUEUE_UNAVAILABLE: 503,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  QUOTA_EXCEEDED: 429,
+  KEY_NOT_FOUND: 404,
   CONFIG: 500,
 };
 

@@ -59,11 +59,46 @@ export function openApiDocument(version: string): Record<string, unknown> {
         get: { operationId: "resultTask", parameters: [idParam], responses: { "200": { description: "the output document", content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } }, "409": errorResponse("not done yet: the body gives the status"), "404": errorResponse("unknown task") } },
       },
       "/api/stats": { get: { operationId: "stats", responses: { "200": { description: "counts per status and priority, workers, stealing per site" } } } },
-      "/api/health": { get: { operationId: "health", responses: { "200": { description: "ready" }, "503": { description: "no queuer yet" } } } },
+      "/api/health": { get: { operationId: "health", security: [], responses: { "200": { description: "ready" }, "503": { description: "no queuer yet" } } } },
+      "/api/keys": {
+        post: {
+          operationId: "createKey",
+          summary: "Make a user key (admin); the key is in this answer only",
+          requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/KeyRequest" } } } },
+          responses: { "201": { description: "the key: {id, key, user, limits, createdAt}" }, "400": errorResponse("a bad field"), "403": errorResponse("not the admin key") },
+        },
+        get: { operationId: "listKeys", summary: "Every key, without secrets (admin)", responses: { "200": { description: "the keys" }, "403": errorResponse("not the admin key") } },
+      },
+      "/api/keys/{id}": {
+        delete: { operationId: "revokeKey", parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }], responses: { "200": { description: "revoked" }, "404": errorResponse("unknown key") } },
+      },
+      "/api/usage": {
+        get: {
+          operationId: "usage",
+          summary: "Usage per user and UTC day (admin: any user; a user key: its own)",
+          parameters: ["user", "from", "to"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
+          responses: { "200": { description: "rows {user, day, submitted, output, error, canceled, runMs, bytesIn, bytesOut, ranElsewhere}" }, "400": errorResponse("a bad day") },
+        },
+      },
       "/metrics": { get: { operationId: "metrics", responses: { "200": { description: "Prometheus metrics", content: { "text/plain": {} } } } } },
     },
+    // With DOCQ_ADMIN_KEY set, every route but /api/health needs a key (401 without, 403 without the right, 429 over a limit).
+    security: [{ bearer: [] }],
     components: {
+      securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
       schemas: {
+        KeyRequest: {
+          type: "object",
+          required: ["user"],
+          properties: {
+            user: { type: "string" },
+            maxPriority: { type: "integer", minimum: 0, maximum: 100 },
+            maxQueued: { type: "integer", minimum: 1 },
+            maxPerDay: { type: "integer", minimum: 1 },
+            maxBytesPerDay: { type: "integer", minimum: 1 },
+            offload: { type: "boolean", default: true },
+          },
+        },
         Error: { type: "object", required: ["error"], properties: { error: { type: "string" }, field: { type: "string" }, status: { type: "string" } } },
         Task: {
           type: "object",
@@ -75,6 +110,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
             job: { type: "string" },
             params: { type: "object" },
             priority: { type: "integer" },
+            offload: { type: "boolean", description: "false: never lent to another site" },
             status: { type: "string", enum: ["input", "work", "output", "error", "wait", "complete", "canceled"] },
             tries: { type: "integer" },
             maxTries: { type: "integer" },

@@ -20,10 +20,31 @@ const GOOD: { [K in Kind]: Record<string, unknown> } = {
   renew: { owner: "site:bb", ids: [ID] },
   byId: { id: ID },
   list: { status: "error", user: "ann", job: "wordcount", parentId: ID, cursor: "abc", limit: 20 },
+  createKey: { user: "alice", limits: { maxPriority: 80, maxQueued: 1000, offload: false } },
+  authenticate: { hash: "a".repeat(64) },
+  usage: { user: "alice", from: "2026-12-01", to: "2026-12-02" },
+  addUsage: { user: "alice", bytesOut: 1024 },
 };
 
 /** Bad variants of each kind: the change to the good message and the field that must be named. */
 const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } = {
+  createKey: [
+    [{ user: "" }, "user"],
+    [{ limits: { offload: "yes" } }, "limits"],
+    [{ limits: { offload: true, maxQueued: 0 } }, "limits"],
+  ],
+  authenticate: [
+    [{ hash: "A".repeat(64) }, "hash"],
+    [{ hash: "abc" }, "hash"],
+  ],
+  usage: [
+    [{ from: "yesterday" }, "from"],
+    [{ to: 20261201 }, "to"],
+  ],
+  addUsage: [
+    [{ user: "" }, "user"],
+    [{ bytesOut: -1 }, "bytesOut"],
+  ],
   submit: [
     [{ id: "" }, "id"],
     [{ id: "x".repeat(201) }, "id"],
@@ -40,6 +61,9 @@ const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } =
     [{ maxTries: 0 }, "maxTries"],
     [{ input: 3 }, "input"],
     [{ input: undefined }, "input"],
+    [{ quota: { maxQueued: 0 } }, "quota"],
+    [{ inputBytes: -1 }, "inputBytes"],
+    [{ offload: "no" }, "offload"],
   ],
   lend: [
     [{ thief: "" }, "thief"],

@@ -11,6 +11,9 @@ const Owner = z.string().min(1).max(200);
 const Id = z.string().min(1).max(200);
 const Claim = { id: Id, owner: Owner, attempt: z.int().min(1) };
 
+const Quota = z.strictObject({ maxQueued: z.int().min(1).optional(), maxPerDay: z.int().min(1).optional(), maxBytesPerDay: z.int().min(1).optional() });
+const Day = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "expected a day YYYY-MM-DD");
+
 export const QueueMessages = {
   submit: z.strictObject({
     id: z.string().regex(TASK_ID_PATTERN),
@@ -22,6 +25,12 @@ export const QueueMessages = {
     priority: z.int().min(0).max(100),
     maxTries: z.int().min(1),
     input: z.string().nullable(),
+    /** false: never lent to another site (the key's `offload`). */
+    offload: z.boolean().optional(),
+    /** Bytes of the stored input, for the user's usage and maxBytesPerDay. */
+    inputBytes: z.int().min(0).optional(),
+    /** The submitting key's limits, checked atomically with the insert. */
+    quota: Quota.optional(),
   }),
   pull: z.strictObject({ owner: Owner, max: z.int().min(1).max(10_000) }),
   heartbeat: z.strictObject({ owner: Owner, ids: z.array(Id), slots: z.int().min(0), busy: z.int().min(0) }),
@@ -35,6 +44,19 @@ export const QueueMessages = {
   lend: z.strictObject({ thief: z.string().min(1), max: z.int().min(1).max(1000), minPriority: z.int().min(0).max(100) }),
   renew: z.strictObject({ owner: Owner, ids: z.array(Id) }),
   byId: z.strictObject({ id: Id }),
+  createKey: z.strictObject({
+    user: z.string().min(1).max(200),
+    limits: z.strictObject({
+      maxPriority: z.int().min(0).max(100).optional(),
+      maxQueued: z.int().min(1).optional(),
+      maxPerDay: z.int().min(1).optional(),
+      maxBytesPerDay: z.int().min(1).optional(),
+      offload: z.boolean(),
+    }),
+  }),
+  authenticate: z.strictObject({ hash: z.string().regex(/^[0-9a-f]{64}$/) }),
+  usage: z.strictObject({ user: z.string().min(1).max(200).optional(), from: Day, to: Day }),
+  addUsage: z.strictObject({ user: z.string().min(1).max(200), bytesOut: z.int().min(0) }),
   list: z.strictObject({
     status: z.enum(TASK_STATUSES).optional(),
     user: z.string().optional(),

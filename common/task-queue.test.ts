@@ -358,3 +358,52 @@ describe("TaskQueue: reports retried after a lost answer", () => {
     assert.equal((await store.children(parent.id)).length, 1, "split once");
   });
 });
+
+describe("TaskQueue: quotas and usage", () => {
+  const today = (): string => new Date(clock).toISOString().slice(0, 10);
+
+  it("holds maxQueued under concurrent submits: exactly the cap accepted, the rest QUOTA_EXCEEDED", async () => {
+    const queue = makeQueue();
+    const results = await Promise.allSettled(Array.from({ length: 30 }, () => queue.submit(spec(50, { user: "carol" }), { quota: { maxQueued: 5 } })));
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 5);
+    for (const r of results) if (r.status === "rejected") assert.ok(isDocqError(r.reason, "QUOTA_EXCEEDED") && /maxQueued/.test((r.reason as Error).message));
+    // Another user is not held back by carol's limit.
+    await queue.submit(spec(50, { user: "dan" }), { quota: { maxQueued: 5 } });
+    // A finished task frees a place.
+    const [first] = await queue.pull("w1", 1);
+    assert.equal(await queue.complete(claimOf(first!), { output: "o", processedBy }), true);
+    await queue.submit(spec(50, { user: first!.user }), { quota: { maxQueued: 5 } });
+  });
+
+  it("holds maxPerDay and maxBytesPerDay per UTC day, and records usage of submits and ends", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2, maxBytesPerDay: 100 }, inputBytes: 60 });
+    await assert.rejects(queue.submit(spec(50, { user: "erin" }), { quota: { maxBytesPerDay: 100 }, inputBytes: 41 }), /maxBytesPerDay/);
+    await queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2 }, inputBytes: 40 });
+    await assert.rejects(queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2 } }), (err: unknown) => isDocqError(err, "QUOTA_EXCEEDED") && /maxPerDay/.test((err as Error).message));
+    const [a, b] = await queue.pull("w1", 2);
+    clock += 250;
+    await queue.complete(claimOf(a!), { output: "o", processedBy: { site: "elsewhere", node: "n" } });
+    await queue.fail(claimOf(b!), "broken", { retryable: false });
+    const [row] = await store.usage({ user: "erin", from: today(), to: today() });
+    assert.deepEqual(
+      { submitted: row?.submitted, bytesIn: row?.bytesIn, output: row?.output, error: row?.error, ranElsewhere: row?.ranElsewhere, runMs: row?.runMs },
+      { submitted: 2, bytesIn: 100, output: 1, error: 1, ranElsewhere: 1, runMs: 500 },
+    );
+    // The next UTC day starts afresh.
+    clock += 86_400_000;
+    await queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2 } });
+  });
+
+  it("children inherit offload: false, and such tasks are never lent", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50, { offload: false }));
+    assert.deepEqual(await queue.lend("b", 5, 0), []);
+    const [parent] = await queue.pull("w1", 1);
+    assert.equal(await queue.split(claimOf(parent!), [{ input: "p0" }, { input: "p1" }], processedBy), true);
+    for (const child of await store.children(parent!.id)) assert.equal(child.offload, false);
+    assert.deepEqual(await queue.lend("b", 5, 0), []);
+    await queue.submit(spec(50));
+    assert.equal((await queue.lend("b", 5, 0)).length, 1);
+  });
+});

@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
-import { docqError, ERROR_CODE } from "./errors.js";
+import type { ApiKeyLimits, UsageCounts } from "./account-records.js";
+import { docqError, ERROR_CODE, errorMessage } from "./errors.js";
 import { newTask, newTaskId, type NewTaskSpec } from "./new-task.js";
 import { PriorityIndex } from "./priority-index.js";
 import { CANCELABLE } from "./state-machine.js";
@@ -40,6 +41,24 @@ export interface TaskQueueEvents {
   "task:done": [Task];
   /** A pull found nothing ready: `idleSlots` slots asked in vain (the stealer's cue). */
   "queue:empty": [{ idleSlots: number }];
+  /** A usage figure could not be written (the store failed): for the log. */
+  "usage:lost": [{ user: string; delta: Partial<UsageCounts>; error: string }];
+}
+
+/** The limits of the submitting key that a submit checks (maxPriority is checked by the caller). */
+export type SubmitQuota = Pick<ApiKeyLimits, "maxQueued" | "maxPerDay" | "maxBytesPerDay">;
+
+/** A user over maxQueued may retry once some of their tasks finish. */
+const QUEUED_RETRY_AFTER_S = 10;
+
+/** The usage day (UTC) of a moment: YYYY-MM-DD. */
+export function usageDay(at: number): string {
+  return new Date(at).toISOString().slice(0, 10);
+}
+
+function secondsToNextDay(now: number): number {
+  const day = 86_400_000;
+  return Math.max(1, Math.ceil((Math.floor(now / day) * day + day - now) / 1000));
 }
 
 /** The lease owner of a task lent to another site. */
@@ -94,6 +113,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   private readonly opts: Required<Omit<TaskQueueOptions, "store">>;
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
+  /** Per user, the end of their last quota-checked submit: the next one waits for it. */
+  private readonly userSteps = new Map<string, Promise<void>>();
 
   constructor(opts: TaskQueueOptions) {
     super();
@@ -152,13 +173,100 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     this.wakeTimer = undefined;
   }
 
-  /** Stores a new task and queues it. Durable when it resolves. */
-  async submit(spec: NewTaskSpec): Promise<Task> {
+  /**
+   * Stores a new task and queues it. Durable when it resolves. With a `quota`, its limits are
+   * checked and the task inserted as one step per user (QUOTA_EXCEEDED when one is reached), so
+   * concurrent submissions of a user can never overshoot them.
+   */
+  async submit(spec: NewTaskSpec, opts: { quota?: SubmitQuota; inputBytes?: number } = {}): Promise<Task> {
+    const { quota } = opts;
+    const limited = quota !== undefined && (quota.maxQueued !== undefined || quota.maxPerDay !== undefined || quota.maxBytesPerDay !== undefined);
+    if (!limited) return this.insert(spec, opts.inputBytes ?? 0);
+    return this.perUser(spec.user, async () => {
+      await this.checkQuota(spec.user, quota, opts.inputBytes ?? 0);
+      return this.insert(spec, opts.inputBytes ?? 0);
+    });
+  }
+
+  private async insert(spec: NewTaskSpec, inputBytes: number): Promise<Task> {
     const task = newTask(spec, this.opts.now());
     await this.store.create(task);
     this.index.add(toQueueEntry(task), task.submitTime);
     this.emit("task:queued");
+    if (task.parentId === null) await this.recordUsage(task.user, task.submitTime, { submitted: 1, bytesIn: inputBytes });
     return task;
+  }
+
+  /** Runs `step` after every earlier step of the same user has finished. */
+  private perUser<T>(user: string, step: () => Promise<T>): Promise<T> {
+    const before = this.userSteps.get(user) ?? Promise.resolve();
+    const result = before.then(step);
+    const done = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.userSteps.set(user, done);
+    void done.then(() => {
+      if (this.userSteps.get(user) === done) this.userSteps.delete(user);
+    });
+    return result;
+  }
+
+  private async checkQuota(user: string, quota: SubmitQuota, inputBytes: number): Promise<void> {
+    const now = this.opts.now();
+    if (quota.maxQueued !== undefined) {
+      const active = await this.store.countActive(user);
+      if (active >= quota.maxQueued) {
+        throw docqError(ERROR_CODE.QuotaExceeded, `maxQueued: ${user} has ${active} tasks not yet finished, the most their key allows (${quota.maxQueued})`, {
+          field: "maxQueued",
+          details: { retryAfter: QUEUED_RETRY_AFTER_S, limit: "maxQueued" },
+        });
+      }
+    }
+    if (quota.maxPerDay === undefined && quota.maxBytesPerDay === undefined) return;
+    const today = usageDay(now);
+    const [usage] = await this.store.usage({ user, from: today, to: today });
+    const untilTomorrow = secondsToNextDay(now);
+    if (quota.maxPerDay !== undefined && (usage?.submitted ?? 0) >= quota.maxPerDay) {
+      throw docqError(ERROR_CODE.QuotaExceeded, `maxPerDay: ${user} submitted ${usage?.submitted ?? 0} tasks today (UTC), the most their key allows (${quota.maxPerDay})`, {
+        field: "maxPerDay",
+        details: { retryAfter: untilTomorrow, limit: "maxPerDay" },
+      });
+    }
+    if (quota.maxBytesPerDay !== undefined && (usage?.bytesIn ?? 0) + inputBytes > quota.maxBytesPerDay) {
+      throw docqError(
+        ERROR_CODE.QuotaExceeded,
+        `maxBytesPerDay: ${user} submitted ${usage?.bytesIn ?? 0} bytes today (UTC); ${inputBytes} more would pass their key's limit of ${quota.maxBytesPerDay}`,
+        { field: "maxBytesPerDay", details: { retryAfter: untilTomorrow, limit: "maxBytesPerDay" } },
+      );
+    }
+  }
+
+  /** Adds to a user's usage of the day of `at`; a failure costs a usage figure, never a task. */
+  async recordUsage(user: string, at: number, delta: Partial<UsageCounts>): Promise<void> {
+    try {
+      await this.store.addUsage(user, usageDay(at), delta);
+    } catch (err) {
+      this.emit("usage:lost", { user, delta, error: errorMessage(err) });
+    }
+  }
+
+  /** Usage of a task that ended here, its own site's: run time of every task, outcomes of submitted ones. */
+  private async recordEnd(task: Task): Promise<void> {
+    if (task.site !== this.opts.site) return;
+    const delta: Partial<UsageCounts> = {};
+    if (task.duration !== null && task.status !== S.canceled) delta.runMs = task.duration;
+    if (task.parentId === null) {
+      if (task.status === S.output || task.status === S.error || task.status === S.canceled) delta[task.status] = 1;
+      if (task.status === S.output && task.processedBy !== null && task.processedBy.site !== this.opts.site) delta.ranElsewhere = 1;
+    }
+    if (Object.keys(delta).length > 0) await this.recordUsage(task.user, task.endTime ?? this.opts.now(), delta);
+  }
+
+  /** A task reached a final status: said, and counted in its user's usage. */
+  private async ended(task: Task): Promise<void> {
+    this.emit("task:done", task);
+    await this.recordEnd(task);
   }
 
   /**
@@ -221,7 +329,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       const after = await this.store.get(claim.id);
       return after !== null && after.status === S.output && after.output === result.output && sameAttempt(after, claim, result.processedBy);
     }
-    this.emit("task:done", done);
+    await this.ended(done);
     if (done.parentId !== null) await this.childSucceeded(done.parentId);
     return true;
   }
@@ -255,6 +363,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
           input: child.input,
           parentId: parent.id,
           depth,
+          offload: parent.offload,
         },
         now,
       ),
@@ -384,7 +493,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       if (canceled === null) continue;
       this.index.remove(id);
       if (task.lease !== null) this.emit("task:canceled", { id, leaseOwner: task.lease.owner });
-      this.emit("task:done", canceled);
+      await this.ended(canceled);
       return canceled;
     }
   }
@@ -418,7 +527,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const now = this.opts.now();
     const parent = await this.store.update(parentId, { status: S.wait }, { status: S.error, error: reason, endTime: now });
     if (parent === null) return;
-    this.emit("task:done", parent);
+    await this.ended(parent);
     await this.cancelDescendants(parentId);
     if (parent.parentId !== null) await this.failParent(parent.parentId, `child ${parentId} failed: ${reason}`);
   }
@@ -458,7 +567,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     if (!retryable || task.tries >= task.maxTries) {
       const ended = await this.store.update(task.id, guard, { ...common, status: S.error, endTime: now, duration: now - (task.startTime ?? now) });
       if (ended === null) return false;
-      this.emit("task:done", ended);
+      await this.ended(ended);
       if (ended.parentId !== null) await this.failParent(ended.parentId, `child ${ended.id} failed: ${error}`);
       return true;
     }

@@ -14,6 +14,8 @@ if [ "$#" -gt 0 ]; then files=("$@"); fi
 
 run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/docq-test-run-XXXXXX")
 export DOCQ_TEST_RUN="docq-test-run-$$-$RANDOM"
+# Job scripts see only the variables docq passes them: this one too, so their leftovers are found.
+export DOCQ_PASS_ENV=DOCQ_TEST_RUN
 
 # Pids of live processes (not this shell) whose environment carries this run's mark.
 marked_processes() {

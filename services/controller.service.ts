@@ -5,13 +5,16 @@ import type { Readable } from "node:stream";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { BlobStore } from "../common/blob-store.js";
-import { REPO_ROOT } from "../common/config.js";
+import { checkSubmission, parseUsageQuery } from "../common/api-access.js";
+import { callerOf, CreateKeySchema, limitsOf, ownUser, requireAdmin, requireApiCaller, type Caller } from "../common/api-keys.js";
+import { REPO_ROOT, type AuthConfig } from "../common/config.js";
 import { docqError, ERROR_CODE } from "../common/errors.js";
 import { httpErrorOf } from "../common/http-errors.js";
 import { openApiDocument } from "../common/openapi.js";
 import type { ApiPrometheusReporter } from "./metrics-reporter.js";
 import type { JobRegistry } from "../common/job-registry.js";
 import { blobKeys, newTaskId } from "../common/new-task.js";
+import { formatZodIssues } from "../common/job-registry.js";
 import { isFinal, type Task } from "../common/task-model.js";
 import type { TaskPage } from "../common/task-store.js";
 import type { CancelReport } from "../common/task-queue.js";
@@ -28,6 +31,12 @@ export interface ControllerDeps {
   metrics: ApiPrometheusReporter;
   /** `http.corsOrigins`: the web origins whose pages may call the API from a browser. */
   corsOrigins: readonly string[];
+  /** The address to listen on (`host`). */
+  host: string;
+  /** The admin and metrics keys (environment only); no admin key: authentication off. */
+  auth: AuthConfig;
+  /** `metrics.public`: /metrics without a key. */
+  metricsPublic: boolean;
 }
 
 interface RequestMeta {
@@ -39,6 +48,8 @@ interface RequestMeta {
   $responseHeaders?: Record<string, string>;
   /** moleculer-web sets the Location header of a 201 from it. */
   $location?: string;
+  /** Who sent the HTTP request (set by authenticate); absent for callers inside the cluster. */
+  user?: Caller | null;
 }
 
 type ApiContext = Context<Record<string, unknown>, RequestMeta>;
@@ -130,12 +141,27 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
     return callQueuer<Task>(ctx, "get", { id });
   }
 
+  /** The request's caller; a call from inside the cluster (no HTTP request) is trusted. */
+  function callerIn(ctx: ApiContext): Caller {
+    const caller = ctx.meta.user ?? { kind: "admin" };
+    requireApiCaller(caller);
+    return caller;
+  }
+
+  /** The task, if the caller may see it: another user's task is answered as missing, as if it did not exist. */
+  async function visibleTask(ctx: ApiContext, id: string): Promise<Task> {
+    const user = ownUser(callerIn(ctx));
+    const task = await getTask(ctx, id);
+    if (user !== null && task.user !== user) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
+    return task;
+  }
+
   return {
     name: "controller",
     mixins: [ApiGateway],
     settings: {
       port: deps.port,
-      ip: "0.0.0.0",
+      ip: deps.host,
       log4XXResponses: false,
       routes: [
         {
@@ -145,6 +171,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           bodyParsers: false,
           // An upload lasts as long as the client sends; the broker's request timeout is for internal calls.
           callOptions: { timeout: 0 },
+          authentication: true,
           aliases: {
             "POST tasks": "stream:controller.createTask",
             "GET tasks": "controller.listTasks",
@@ -154,6 +181,9 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             "GET stats": "controller.stats",
             "GET health": "controller.health",
             "GET openapi.json": "controller.openapi",
+            "GET keys": "controller.listKeys",
+            "DELETE keys/:id": "controller.revokeKey",
+            "GET usage": "controller.usage",
           },
           onBeforeCall(ctx: ApiContext, _route: unknown, req: IncomingMessage) {
             assertNotPreflight(req);
@@ -162,8 +192,21 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           },
         },
         {
+          // The admin's JSON routes (small bodies, parsed by moleculer-web within its limit).
+          // A path of its own: moleculer-web keeps one route per path.
+          path: "/api/keys",
+          mappingPolicy: "restrict",
+          authentication: true,
+          bodyParsers: { json: { strict: true, limit: "16kb" } },
+          aliases: { "POST /": "controller.createKey" },
+          onBeforeCall(_ctx: ApiContext, _route: unknown, req: IncomingMessage) {
+            assertNotPreflight(req);
+          },
+        },
+        {
           path: "/",
           mappingPolicy: "restrict",
+          authentication: true,
           bodyParsers: false,
           aliases: { "GET metrics": "controller.metrics" },
           onBeforeCall(_ctx: ApiContext, _route: unknown, req: IncomingMessage) {
@@ -178,11 +221,21 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           res.destroy();
           return;
         }
-        res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", ...(status === 503 ? { "Retry-After": String(RETRY_AFTER_S) } : {}) });
+        const retryAfter = status === 503 ? RETRY_AFTER_S : status === 429 && typeof body.retryAfter === "number" ? body.retryAfter : null;
+        const challenge = status === 401 ? { "WWW-Authenticate": 'Bearer realm="docq"' } : {};
+        res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", ...(retryAfter === null ? {} : { "Retry-After": String(retryAfter) }), ...challenge });
         res.end(JSON.stringify(body));
       },
     },
     methods: {
+      /** Every route but /api/health: the caller, from the Authorization header (UNAUTHORIZED when it names no key). */
+      async authenticate(ctx: ApiContext, _route: unknown, req: IncomingMessage, _res: ServerResponse, alias: { action?: string }): Promise<Caller | null> {
+        if (alias.action === "controller.health" || (alias.action === "controller.metrics" && deps.metricsPublic)) return null;
+        return callerOf(req.headers.authorization, {
+          ...deps.auth,
+          lookup: (hash) => callQueuer(ctx, "authenticate", { hash }),
+        });
+      },
       /** The HTTP server's handler: browser requests are screened before moleculer-web routes anything. */
       httpHandler(this: unknown, req: IncomingMessage, res: ServerResponse, next?: unknown) {
         if (guardBrowserRequest(req, res, allowedOrigins)) return undefined;
@@ -200,28 +253,45 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           const input = blobKeys.input(id);
           // Whatever fails from here on, nothing of this id stays: a form's file is stored before its
           // later fields are read, and a store that placed a blob leaves its folder.
+          const caller = callerIn(ctx);
           try {
             let fields;
+            let size: number;
             if (isMultipart(upload.contentType)) {
               const form = await storeMultipartBody(upload, blobs, input);
+              size = form.size;
               fields = parseCreateTaskRequest(query, form.fields);
+              checkSubmission(caller, { givenUser: form.fields.user ?? query.user, priority: fields.priority });
             } else {
               // Checked before reading the body: a bad request costs no upload.
               fields = parseCreateTaskRequest(query);
+              checkSubmission(caller, { givenUser: query.user, priority: fields.priority });
             }
             const job = await registry.resolve(fields.job);
             const params = registry.validateParams(job, fields.params);
-            if (!isMultipart(upload.contentType)) await storeRawBody(upload, blobs, input);
+            if (!isMultipart(upload.contentType)) size = await storeRawBody(upload, blobs, input);
+            const limits = caller.kind === "user" ? caller.limits : null;
             const task = await callQueuer<Task>(ctx, "submit", {
               id,
               site: deps.site,
-              user: fields.user,
+              user: caller.kind === "user" ? caller.user : fields.user,
               name: fields.name,
               job: job.name,
               params,
               priority: fields.priority,
               maxTries: fields.maxTries ?? job.maxTries ?? deps.defaultMaxTries,
               input,
+              inputBytes: size!,
+              ...(limits === null
+                ? {}
+                : {
+                    offload: limits.offload,
+                    quota: {
+                      ...(limits.maxQueued === undefined ? {} : { maxQueued: limits.maxQueued }),
+                      ...(limits.maxPerDay === undefined ? {} : { maxPerDay: limits.maxPerDay }),
+                      ...(limits.maxBytesPerDay === undefined ? {} : { maxBytesPerDay: limits.maxBytesPerDay }),
+                    },
+                  }),
             });
             ctx.meta.$statusCode = 201;
             ctx.meta.$location = `/api/tasks/${task.id}`;
@@ -232,21 +302,24 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           }
         },
       },
-      statusTask: (ctx: ApiContext) => getTask(ctx, assertTaskId(ctx.params.id)),
+      statusTask: (ctx: ApiContext) => visibleTask(ctx, assertTaskId(ctx.params.id)),
       resultTask: async (ctx: ApiContext) => {
-        const task = await getTask(ctx, assertTaskId(ctx.params.id));
+        const task = await visibleTask(ctx, assertTaskId(ctx.params.id));
         if (task.status !== "output" || task.output === null) {
           throw docqError(ERROR_CODE.TaskNotInState, `task ${task.id} has no result yet: it is ${task.status}`, { details: { status: task.status } });
         }
         const stat = await blobs.stat(task.output);
         const stream = await blobs.get(task.output);
         ctx.meta.$responseType = "application/octet-stream";
-        if (stat !== null) ctx.meta.$responseHeaders = { "Content-Length": String(stat.size) };
+        if (stat !== null) {
+          ctx.meta.$responseHeaders = { "Content-Length": String(stat.size) };
+          await callQueuer(ctx, "addUsage", { user: task.user, bytesOut: stat.size });
+        }
         return stream;
       },
       deleteTask: async (ctx: ApiContext) => {
         const id = assertTaskId(ctx.params.id);
-        const task = await getTask(ctx, id);
+        const task = await visibleTask(ctx, id);
         let status: string;
         let ended: string[];
         if (isFinal(task.status)) {
@@ -261,13 +334,57 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         await Promise.all(ended.map((taskId) => blobs.deletePrefix(blobKeys.folder(taskId))));
         return { id, status };
       },
-      listTasks: (ctx: ApiContext) => callQueuer<TaskPage>(ctx, "list", parseListTasksQuery(ctx.params)),
-      stats: (ctx: ApiContext) => callQueuer(ctx, "stats", {}),
+      listTasks: (ctx: ApiContext) => {
+        const user = ownUser(callerIn(ctx));
+        const query = parseListTasksQuery(ctx.params);
+        if (user !== null && query.user !== undefined && query.user !== user) {
+          throw docqError(ERROR_CODE.Forbidden, `this key lists the tasks of ${user} only, not of ${query.user}`, { field: "user" });
+        }
+        return callQueuer<TaskPage>(ctx, "list", user === null ? query : { ...query, user });
+      },
+      stats: (ctx: ApiContext) => {
+        requireAdmin(callerIn(ctx), "the whole site's stats");
+        return callQueuer(ctx, "stats", {});
+      },
       metrics: (ctx: ApiContext) => {
+        const caller = ctx.meta.user ?? (deps.metricsPublic ? { kind: "open" } : { kind: "admin" });
+        if (!deps.metricsPublic && caller.kind === "user") throw docqError(ERROR_CODE.Forbidden, "/metrics needs the admin key or DOCQ_METRICS_KEY (or metrics.public: true)");
         ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
         return deps.metrics.render();
       },
-      openapi: () => openApiDocument(VERSION),
+      openapi: (ctx: ApiContext) => {
+        callerIn(ctx);
+        return openApiDocument(VERSION);
+      },
+      createKey: async (ctx: ApiContext) => {
+        requireAdmin(callerIn(ctx), "making keys");
+        const parsed = CreateKeySchema.safeParse(ctx.params);
+        if (!parsed.success) {
+          const field = parsed.error.issues[0]?.path[0];
+          throw docqError(ERROR_CODE.BadRequest, formatZodIssues(parsed.error.issues), field === undefined ? {} : { field: String(field) });
+        }
+        const created = await callQueuer<{ id: string }>(ctx, "createKey", { user: parsed.data.user, limits: limitsOf(parsed.data) });
+        ctx.meta.$statusCode = 201;
+        return created;
+      },
+      listKeys: (ctx: ApiContext) => {
+        requireAdmin(callerIn(ctx), "listing keys");
+        return callQueuer(ctx, "listKeys", {});
+      },
+      revokeKey: (ctx: ApiContext) => {
+        requireAdmin(callerIn(ctx), "revoking keys");
+        const id = ctx.params.id;
+        if (typeof id !== "string" || !/^key-[0-9A-HJKMNP-TV-Z]{26}$/.test(id)) throw docqError(ERROR_CODE.BadRequest, `malformed key id ${JSON.stringify(id)}: expected key-<ulid>`, { field: "id" });
+        return callQueuer(ctx, "revokeKey", { id });
+      },
+      usage: (ctx: ApiContext) => {
+        const own = ownUser(callerIn(ctx));
+        const query = parseUsageQuery(ctx.params, Date.now());
+        if (own !== null && query.user !== undefined && query.user !== own) {
+          throw docqError(ERROR_CODE.Forbidden, `this key reads the usage of ${own} only, not of ${query.user}`, { field: "user" });
+        }
+        return callQueuer(ctx, "usage", own === null ? query : { ...query, user: own });
+      },
       /** Ready when the site's queuer answers: a controller without it can accept nothing. */
       health: async (ctx: ApiContext) => {
         const services = ctx.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true }).map((s: { name: string }) => s.name);

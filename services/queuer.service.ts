@@ -1,6 +1,7 @@
 import type { Context, ServiceSchema } from "moleculer";
 import type { BlobStore } from "../common/blob-store.js";
 import { collectBlobGarbage } from "../common/blob-gc.js";
+import { KeyRing } from "../common/key-ring.js";
 import { errorMessage } from "../common/errors.js";
 import { parseMessage } from "../common/queue-messages.js";
 import type { TaskQueue } from "../common/task-queue.js";
@@ -38,6 +39,7 @@ function stealingBySite(counts: StolenCounts): Record<string, { stolenIn: number
 /** The queuer: Moleculer wiring around TaskQueue, which holds the logic. */
 export function queuerService(deps: QueuerDeps): ServiceSchema {
   const { queue, store } = deps;
+  const keys = new KeyRing(store);
   const workers = new Map<string, WorkerLoad & { seenAt: number }>();
   let sweepTimer: NodeJS.Timeout | undefined;
   let gcTimer: NodeJS.Timeout | undefined;
@@ -46,7 +48,28 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
   return {
     name: "queuer",
     actions: {
-      submit: (ctx: Context) => queue.submit(parseMessage("submit", ctx.params)),
+      submit: (ctx: Context) => {
+        const { quota, inputBytes, ...spec } = parseMessage("submit", ctx.params);
+        return queue.submit(spec, { ...(quota === undefined ? {} : { quota }), ...(inputBytes === undefined ? {} : { inputBytes }) });
+      },
+      createKey: (ctx: Context) => {
+        const { user, limits } = parseMessage("createKey", ctx.params);
+        return keys.create(user, limits);
+      },
+      listKeys: () => keys.list(),
+      revokeKey: (ctx: Context) => keys.revoke(parseMessage("byId", ctx.params).id),
+      /** The key whose secret hashes to `hash`, or null: asked by the controller on every request. */
+      authenticate: (ctx: Context) => keys.authenticate(parseMessage("authenticate", ctx.params).hash),
+      usage: (ctx: Context) => {
+        const { user, from, to } = parseMessage("usage", ctx.params);
+        return store.usage({ ...(user === undefined ? {} : { user }), from, to });
+      },
+      /** Bytes a user downloaded: the controller streams results, the queuer keeps the books. */
+      addUsage: async (ctx: Context) => {
+        const { user, bytesOut } = parseMessage("addUsage", ctx.params);
+        await queue.recordUsage(user, Date.now(), { bytesOut });
+        return true;
+      },
       pull: (ctx: Context) => {
         const { owner, max } = parseMessage("pull", ctx.params);
         return queue.pull(owner, max);
@@ -118,6 +141,9 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       queue.on("task:done", (task) => {
         if (task.site !== deps.site && task.parentId === null) void this.broker.broadcast(QUEUER_EVENTS.proxyDone, task);
       });
+      queue.on("usage:lost", (lost) => this.logger.warn(`usage of ${lost.user} not recorded (${JSON.stringify(lost.delta)}): ${lost.error}`));
+      const keyCount = await keys.load();
+      if (keyCount > 0) this.logger.info(`${keyCount} API key(s) loaded`);
       const report = await queue.reload();
       this.logger.info(`queue reloaded in ${report.ms} ms: ${report.queued} queued, ${report.working} running elsewhere, ${report.requeued} requeued`);
       sweepTimer = setInterval(() => {

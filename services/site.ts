@@ -82,7 +82,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
   }
   if (services.includes("controller")) {
     broker.createService(
-      controllerService({ site: config.site, port: config.port, maxBodyBytes: config.maxBodyBytes, defaultMaxTries: config.queue.maxTries, blobs: await openBlobs(), registry, metrics, corsOrigins: config.http.corsOrigins }),
+      controllerService({ site: config.site, port: config.port, maxBodyBytes: config.maxBodyBytes, defaultMaxTries: config.queue.maxTries, blobs: await openBlobs(), registry, metrics, corsOrigins: config.http.corsOrigins, host: config.host, auth: config.auth, metricsPublic: config.metrics.public }),
     );
   }
   if (services.includes("stealer")) broker.createService(stealerService({ config, blobs: await openBlobs() }));

@@ -161,26 +161,38 @@ export interface SubmitOptions {
   maxTries?: number;
 }
 
+/** The key the helpers below send to an app (by its URL), for apps started with authentication on. */
+const keysByUrl = new Map<string, string>();
+
+export function useKey(url: string, key: string): void {
+  keysByUrl.set(url, key);
+}
+
+function authFor(url: string): Record<string, string> {
+  const key = keysByUrl.get(url);
+  return key === undefined ? {} : { authorization: `Bearer ${key}` };
+}
+
 export async function submit(url: string, body: string, opts: SubmitOptions): Promise<string> {
   const q = new URLSearchParams({ job: opts.job });
   if (opts.priority !== undefined) q.set("priority", String(opts.priority));
   if (opts.name !== undefined) q.set("name", opts.name);
   if (opts.params !== undefined) q.set("params", JSON.stringify(opts.params));
   if (opts.maxTries !== undefined) q.set("maxTries", String(opts.maxTries));
-  const res = await fetch(`${url}/api/tasks?${q}`, { method: "POST", headers: { "content-type": "application/octet-stream" }, body });
+  const res = await fetch(`${url}/api/tasks?${q}`, { method: "POST", headers: { "content-type": "application/octet-stream", ...authFor(url) }, body });
   const json = (await res.json()) as { id?: string; error?: string };
   if (res.status !== 201 || json.id === undefined) throw new Error(`submit answered ${res.status}: ${JSON.stringify(json)}`);
   return json.id;
 }
 
 export async function getTask(url: string, id: string): Promise<Task> {
-  const res = await fetch(`${url}/api/tasks/${id}`);
+  const res = await fetch(`${url}/api/tasks/${id}`, { headers: authFor(url) });
   if (!res.ok) throw new Error(`GET ${id} answered ${res.status}: ${await res.text()}`);
   return (await res.json()) as Task;
 }
 
 export async function result(url: string, id: string): Promise<string> {
-  const res = await fetch(`${url}/api/tasks/${id}/result`);
+  const res = await fetch(`${url}/api/tasks/${id}/result`, { headers: authFor(url) });
   if (!res.ok) throw new Error(`result of ${id} answered ${res.status}: ${await res.text()}`);
   return res.text();
 }
@@ -242,7 +254,7 @@ export async function listAll(url: string, query: string): Promise<Task[]> {
   const all: Task[] = [];
   let cursor: string | null = null;
   do {
-    const res: Response = await fetch(`${url}/api/tasks?${query}&limit=1000${cursor === null ? "" : `&cursor=${cursor}`}`);
+    const res: Response = await fetch(`${url}/api/tasks?${query}&limit=1000${cursor === null ? "" : `&cursor=${cursor}`}`, { headers: authFor(url) });
     if (!res.ok) throw new Error(`list answered ${res.status}: ${await res.text()}`);
     const page = (await res.json()) as { items: Task[]; nextCursor: string | null };
     all.push(...page.items);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, it } from "node:test";
 import type { Task } from "../common/task-model.js";
-import { listAll, mapLimit, result, startEmbeddedApp, submit, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+import { listAll, mapLimit, result, startEmbeddedApp, submit, useKey, waitAllFinal, type EmbeddedApp } from "./helpers.js";
 import { startNats, type NatsServer } from "./nats.js";
 import { makeCertificates, type TlsFiles } from "./tls.js";
 
@@ -44,11 +44,11 @@ class ThreeSites {
     ].join("\n");
   }
 
-  async start(site: SiteName, stealing: Stealing = {}): Promise<EmbeddedApp> {
+  async start(site: SiteName, stealing: Stealing = {}, env: Record<string, string> = {}): Promise<EmbeddedApp> {
     const app = await startEmbeddedApp({
       slots: 2,
       configYaml: this.config(stealing),
-      env: { DOCQ_SITE: site, DOCQ_NATS_URL: this.siteNats.get(site)!.url, DOCQ_GLOBAL_NATS_URL: this.global.url, DOCQ_LOG_LEVEL: "info" },
+      env: { DOCQ_SITE: site, DOCQ_NATS_URL: this.siteNats.get(site)!.url, DOCQ_GLOBAL_NATS_URL: this.global.url, DOCQ_LOG_LEVEL: "info", ...env },
     });
     this.apps.set(site, app);
     return app;
@@ -179,5 +179,34 @@ describe("stealing between three sites", () => {
     assert.equal(counts.c, undefined, `c is not on a's allow-list: ${JSON.stringify(counts)}`);
     assert.ok((counts.b ?? 0) > 0, `b stole: ${JSON.stringify(counts)}`);
     for (const t of tasks) if (t.priority < 50) assert.equal(t.processedBy?.site, "a", "a task below b's minimum priority stays home");
+  });
+
+  it("never lends the tasks of a key with offload: false", async () => {
+    const admin = "admin-key-of-site-a-in-the-stealing-test";
+    await sites.stopAll();
+    const a = await sites.start("a", {}, { DOCQ_ADMIN_KEY: admin });
+    useKey(a.url, admin);
+    await sites.start("b");
+    await new Promise((r) => setTimeout(r, 3000));
+    const made = await fetch(`${a.url}/api/keys`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" },
+      body: JSON.stringify({ user: "dave", offload: false }),
+    });
+    assert.equal(made.status, 201);
+    const dave = ((await made.json()) as { key: string }).key;
+    const docs = Array.from({ length: 60 }, (_, i) => `document ${i}\n`);
+    const submitAs = async (key: string, doc: string): Promise<string> => {
+      const res = await fetch(`${a.url}/api/tasks?job=sleep&params=${encodeURIComponent('{"ms":50}')}`, { method: "POST", headers: { authorization: `Bearer ${key}` }, body: doc });
+      const body = (await res.json()) as { id: string };
+      assert.equal(res.status, 201, JSON.stringify(body));
+      return body.id;
+    };
+    const ids = await mapLimit(docs, 16, (doc, i) => submitAs(i % 2 === 0 ? dave : admin, doc));
+    const tasks = await checkAllDoneOnce(a, ids, docs);
+    const daves = tasks.filter((t) => t.user === "dave");
+    assert.equal(daves.length, 30);
+    for (const t of daves) assert.equal(t.processedBy?.site, "a", `${t.id} of dave ran at ${t.processedBy?.site}`);
+    assert.ok(tasks.some((t) => t.user !== "dave" && t.processedBy?.site === "b"), `b stole the others: ${JSON.stringify(ranAt(tasks))}`);
   });
 });
