@@ -17,11 +17,6 @@ export interface BlobEntry {
 export interface BlobStore {
   /** Streams `body` under `key`; the blob appears under its final name only once complete. */
   put(key: string, body: Readable, opts?: { size?: number }): Promise<BlobStat>;
-  /**
-   * Stores a finished local file under `key`; the file may be moved (it is the caller's no more).
-   * Optional: where an adapter can do better than streaming the file to put() (a rename).
-   */
-  putFile?(key: string, file: string): Promise<BlobStat>;
   /** Streams the blob; rejects with DocqError BLOB_NOT_FOUND when missing. */
   get(key: string): Promise<Readable>;
   /** Size of the blob, or null when missing. */

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { existsSync, promises as fs } from "node:fs";
+import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { blobStoreContract } from "./blob-store.contract.js";
-import { DocqError, ERROR_CODE, isDocqError } from "./errors.js";
+import { DocqError, ERROR_CODE } from "./errors.js";
 import { FsBlobStore } from "./fs-blob-store.js";
 
 async function tempDir(): Promise<string> {
@@ -146,29 +146,3 @@ describe("FsBlobStore: on disk", () => {
   });
 });
 
-describe("FsBlobStore.putFile", () => {
-  it("moves a local file in (same filesystem), copies a symlink's target, and refuses a bad key", async () => {
-    const root = await fs.mkdtemp(path.join(os.tmpdir(), "docq-putfile-"));
-    try {
-      const store = await FsBlobStore.open(path.join(root, "blobs"));
-      const source = path.join(root, "out.txt");
-      await fs.writeFile(source, "result");
-      assert.deepEqual(await store.putFile("t1/output-1", source), { size: 6 });
-      assert.equal(await fs.readFile(store.localPath("t1/output-1")!, "utf8"), "result");
-      assert.equal(existsSync(source), false, "moved, not copied");
-
-      const target = path.join(root, "target.txt");
-      await fs.writeFile(target, "via link");
-      await fs.symlink(target, path.join(root, "link.txt"));
-      await store.putFile("t2/output-1", path.join(root, "link.txt"));
-      const stored = store.localPath("t2/output-1")!;
-      assert.equal((await fs.lstat(stored)).isFile(), true, "a file, not a link");
-      assert.equal(await fs.readFile(stored, "utf8"), "via link");
-
-      await fs.writeFile(source, "x");
-      await assert.rejects(store.putFile("../escape", source), (err: unknown) => isDocqError(err, "BAD_REQUEST"));
-    } finally {
-      await fs.rm(root, { recursive: true, force: true });
-    }
-  });
-});

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { createReadStream, promises as fs, statSync } from "node:fs";
+import { promises as fs, statSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
@@ -74,32 +74,6 @@ export class FsBlobStore implements BlobStore {
     } finally {
       if (!placed) await fs.rm(temp, { force: true });
     }
-  }
-
-  /**
-   * Moves a finished local file in under `key`: a rename instead of a copy when it is on the same
-   * filesystem (the file is gone afterwards), a copy through put() when it is not.
-   */
-  async putFile(key: string, source: string): Promise<BlobStat> {
-    const file = this.fileFor(key);
-    // A symlink would be moved as a link, pointing into a folder about to be removed: copy its target.
-    if (!(await fs.lstat(source)).isFile()) return this.put(key, createReadStream(source));
-    const handle = await fs.open(source, "r");
-    let size: number;
-    try {
-      size = (await handle.stat()).size;
-      // As put() does before its rename: the content must be on disk before the name is.
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    try {
-      await this.place(source, file, key);
-    } catch (err) {
-      if (errnoCode(err) !== "EXDEV") throw err;
-      return this.put(key, createReadStream(source), { size });
-    }
-    return { size };
   }
 
   async get(key: string): Promise<Readable> {

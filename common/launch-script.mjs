@@ -3,6 +3,7 @@
 // (spawner-child.mjs) can use it without a TypeScript loader; the worker uses it too
 // (script-launcher.ts), so both start scripts exactly alike. Types: launch-script.d.mts.
 import { execa } from "execa";
+import { endRun, killRun, newRunId, RUN_ID_VAR } from "./leftovers.mjs";
 
 /** Kills a script's whole process group; a group already gone is not an error. */
 export function killGroup(pid) {
@@ -15,11 +16,18 @@ export function killGroup(pid) {
   }
 }
 
+/**
+ * Starts the script. Every process of the run carries a mark in its environment (leftovers.mjs):
+ * when the script exits, is killed or times out, its group is killed and so is every marked
+ * process that left the group (setsid); the result comes once none is left.
+ */
 export function launchScript(spec) {
+  const runId = newRunId();
+  const startedAt = Date.now();
   const subprocess = execa(spec.command, spec.args, {
     cwd: spec.cwd,
     input: spec.input,
-    env: spec.env,
+    env: { ...spec.env, [RUN_ID_VAR]: runId },
     extendEnv: false,
     detached: true,
     reject: false,
@@ -34,14 +42,27 @@ export function launchScript(spec) {
     if (stderrTail.length > 2 * spec.stderrTailChars) stderrTail = stderrTail.slice(-spec.stderrTailChars);
   });
   const { pid } = subprocess;
+  const scope = pid === undefined ? undefined : { firstPid: pid, startedAt };
+  const killAll = () => {
+    killGroup(pid);
+    return pid === undefined ? 0 : killRun(runId, scope);
+  };
   // Leftovers of a finished script would hold stdout open (delaying the result) and outlive the work dir.
-  subprocess.once("exit", () => killGroup(pid));
-  const result = subprocess.then((r) => {
+  subprocess.once("exit", killAll);
+  const result = subprocess.then(async (r) => {
+    // Once more, until a pass finds none: a process may have forked while the pass at exit ran.
+    if (pid !== undefined) await endRun(runId, scope);
     const out = { stdout: typeof r.stdout === "string" ? r.stdout : "", stderrTail: stderrTail.slice(-spec.stderrTailChars), isMaxBuffer: r.isMaxBuffer };
     if (r.exitCode !== undefined) out.exitCode = r.exitCode;
     if (r.signal !== undefined) out.signal = r.signal;
     if (r.exitCode === undefined && r.signal === undefined) out.startError = r.cause instanceof Error ? r.cause.message : String(r.cause);
     return out;
   });
-  return { pid, kill: () => killGroup(pid), result };
+  return {
+    pid,
+    kill: () => {
+      killAll();
+    },
+    result,
+  };
 }

@@ -3,8 +3,9 @@
 // process stays small (no TypeScript loader, no broker). It speaks over the IPC channel:
 //   in:  {op:"launch", id, spec: LaunchSpec}   {op:"kill", id}
 //   out: {op:"pid", id, pid}   {op:"result", id, result: LaunchResult}
-// When the channel closes (the worker died or stopped), every script it started is killed.
-import { killGroup, launchScript } from "./launch-script.mjs";
+// When the channel closes (the worker died or stopped), every script it started is killed, with
+// whatever the script started (its process group and every process carrying its run's mark).
+import { launchScript } from "./launch-script.mjs";
 
 const running = new Map();
 
@@ -25,6 +26,6 @@ process.on("message", (message) => {
 });
 
 process.on("disconnect", () => {
-  for (const script of running.values()) killGroup(script.pid);
+  for (const script of running.values()) script.kill();
   process.exit(0);
 });

@@ -7,6 +7,7 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { JobRegistry, type JobDefinition } from "./job-registry.js";
 import { createWorkDir, JobFailedError, runJob, warmRequestLine, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
+import { OWNER } from "./leftovers.mjs";
 import { restartDelayMs, WarmPool, type WarmPoolOptions } from "./warm-pool.js";
 import { isAlive, readPid } from "./test-support.js";
 
@@ -420,6 +421,58 @@ serve((req) => { writeFileSync(req.outputDir + "/" + name, JSON.stringify({ pid:
     assert.ok(!isAlive(idle) && !isAlive(busyPid));
     assert.deepEqual(pool.processes(), []);
     assert.equal((await failure(ask(pool, job))).message, 'job "stopped" was stopped: the worker is shutting down');
+  });
+
+  it("ends what a warm process started with setsid when the process ends (killed for a timeout, or stopped), and removes its dir", async () => {
+    const file = path.join(dir, "setsid-warm.mjs");
+    // With params.setsid, the request starts `setsid sh` (a new session: out of the process group),
+    // which writes its pid there and sleeps; the request waits for the pid, then for params.sleepMs.
+    await fs.writeFile(
+      file,
+      `import { spawn } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
+import { serve } from ${JSON.stringify(JS_HELPER)};
+serve(async (req) => {
+  const p = req.params;
+  if (p.setsid) {
+    spawn("setsid", ["sh", "-c", 'echo $$ > "$1.tmp"; mv "$1.tmp" "$1"; exec sleep 1000', "sh", p.setsid], { stdio: "ignore" }).unref();
+    while (!existsSync(p.setsid)) await new Promise((r) => setTimeout(r, 5));
+  }
+  if (p.sleepMs) await new Promise((r) => setTimeout(r, p.sleepMs));
+  writeFileSync(req.outputDir + "/out.json", JSON.stringify({ pid: process.pid }));
+  return "out.json";
+});
+`,
+    );
+    const job = definition("setsid-warm", process.execPath, [file], { timeoutMs: 5000 });
+    const pool = makePool();
+    const leftovers: number[] = [];
+    const ownDirs = async (): Promise<string[]> => (await fs.readdir(dir)).filter((n) => n.startsWith(`docq-warm-${OWNER}-setsid-warm-`));
+    try {
+      const work = await workDir();
+      const timedOut = await failure(pool.run(job, request(work, { setsid: path.join(dir, "setsid-1.pid"), sleepMs: 30_000 }), { workDir: work.path }));
+      assert.equal(timedOut.timedOut, true);
+      leftovers.push(await readPid(path.join(dir, "setsid-1.pid")));
+      assert.equal(isAlive(leftovers[0] ?? 0), false, "the setsid child of a process killed for a timeout is gone when the request fails");
+
+      const { pid } = await ask(pool, job, { setsid: path.join(dir, "setsid-2.pid") });
+      leftovers.push(await readPid(path.join(dir, "setsid-2.pid")));
+      assert.equal(isAlive(leftovers[1] ?? 0), true, "what a warm process started lives as long as the process");
+      assert.equal((await ownDirs()).length, 1, "the process's dir is named after its owner");
+      await pool.stop();
+      assert.equal(isAlive(pid), false);
+      assert.equal(isAlive(leftovers[1] ?? 0), false, "the setsid child is gone once the pool has stopped");
+      await waitFor(async () => (await ownDirs()).length === 0, "the process's dir to be removed");
+    } finally {
+      // Whatever failed: a leftover still running `sleep 1000` (not a pid reused meanwhile).
+      for (const leftover of leftovers) {
+        try {
+          if ((await fs.readFile(`/proc/${leftover}/cmdline`, "utf8")).startsWith("sleep\u00001000")) process.kill(leftover, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
+    }
   });
 
   it("a sh loop speaks the protocol without any helper", async () => {

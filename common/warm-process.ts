@@ -1,15 +1,18 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { mkdtempSync, readFileSync, promises as fs } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type { JobDefinition } from "./job-registry.js";
-import { checkAnswer, JobFailedError, lastLine, STDERR_TAIL_CHARS, STDOUT_MAX_BYTES, warmRequestLine, type Answer, type JobRequest } from "./job-runner.js";
+import { checkAnswer, JobFailedError, lastLine, removeTree, STDERR_TAIL_CHARS, STDOUT_MAX_BYTES, warmRequestLine, type Answer, type JobRequest } from "./job-runner.js";
+import { endRun, killRun, newRunId, OWNER, RUN_ID_VAR, type RunScope } from "./leftovers.mjs";
 
 /*
  * One warm job process: started once, it reads one JSON request per line on stdin and answers one
  * JSON line per request on stdout, `{"requestId": ..., "output": ...}` (or `children`, or
  * `error`). docq sends it one request at a time; an answer is matched by its requestId, other
  * stdout lines are chatter and ignored. It runs in its own process group, so a kill (timeout,
- * cancel, recycle, shutdown) takes everything it started.
+ * cancel, recycle, shutdown) takes everything it started; what left the group (setsid) carries the
+ * process's run mark in its environment and is killed with it (leftovers.mjs). Processes it starts
+ * for a request and leaves running are its own business until it ends: they die with it.
  */
 
 /** Why docq ended a warm process. */
@@ -66,6 +69,9 @@ export class WarmProcess {
   private stateValue: WarmProcessState = "idle";
   private readonly child: ChildProcessWithoutNullStreams;
   private readonly cwd: string;
+  /** The mark of every process it starts (leftovers.mjs). */
+  private readonly runId = newRunId();
+  private readonly scope: RunScope | undefined;
   private pending: Pending | null = null;
   private killedFor: WarmKillReason | null = null;
   private protocolProblem = "";
@@ -83,20 +89,24 @@ export class WarmProcess {
   /**
    * Starts the process at once. Its cwd is a private temp dir under `root`, kept across its
    * requests (each request still has its own work dir and outputDir) and removed when it exits.
+   * The dir's name starts with `docq-warm-<OWNER>-`, so a later worker removes it when this one
+   * died without doing so (sweepLeftovers in job-runner.ts).
    */
   constructor(job: JobDefinition, opts: { root: string; signature: string; onExit: (exit: WarmExit) => void }) {
     this.job = job;
     this.signature = opts.signature;
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
     void this.exited.then(opts.onExit);
-    this.cwd = mkdtempSync(path.join(opts.root, `docq-warm-${job.name}-`));
+    this.cwd = mkdtempSync(path.join(opts.root, `docq-warm-${OWNER}-${job.name}-`));
+    const startedAt = Date.now();
     this.child = spawn(job.command, job.args, {
       cwd: this.cwd,
-      env: { ...process.env, ...job.env },
+      env: { ...process.env, ...job.env, [RUN_ID_VAR]: this.runId },
       detached: true,
       stdio: ["pipe", "pipe", "pipe"],
     });
     this.pid = this.child.pid;
+    this.scope = this.pid === undefined ? undefined : { firstPid: this.pid, startedAt };
     this.child.stdin.on("error", () => undefined); // EPIPE once it is gone: its exit says why
     this.child.stdout.setEncoding("utf8");
     this.child.stdout.on("data", (chunk: string) => this.onStdout(chunk));
@@ -247,6 +257,7 @@ export class WarmProcess {
     });
   }
 
+  /** SIGKILL to its process group and to every process carrying its run mark. */
   private killGroup(): void {
     // Never 0 or below: kill(-0) would signal this process's own group.
     if (this.pid === undefined || this.pid <= 0) return;
@@ -255,6 +266,7 @@ export class WarmProcess {
     } catch {
       // ESRCH: the group is already gone.
     }
+    killRun(this.runId, this.scope);
   }
 
   private finalize(): void {
@@ -263,7 +275,16 @@ export class WarmProcess {
     this.stateValue = "exited";
     clearTimeout(this.graceTimer);
     clearTimeout(this.closeWaitTimer);
-    void fs.rm(this.cwd, { recursive: true, force: true }).catch(() => undefined);
+    // Over only once nothing it started is left (a process that called setsid outlived its group):
+    // its request fails and `exited` resolves after that, and its cwd goes (a leftover could still
+    // write there). The first pass usually finds nothing and this is a microtask later.
+    const leftovers = this.pid === undefined ? Promise.resolve(0) : endRun(this.runId, this.scope);
+    void leftovers.catch(() => 0).then(() => this.settle());
+  }
+
+  /** Fails the request it held (if any), removes its cwd and resolves `exited`. */
+  private settle(): void {
+    void removeTree(this.cwd).catch(() => undefined);
     const stderrTail = this.stderrTail.slice(-STDERR_TAIL_CHARS);
     const description = this.describeEnd(stderrTail);
     const pending = this.pending;

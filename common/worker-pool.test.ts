@@ -425,3 +425,90 @@ describe("WorkerPool", () => {
     assert.equal(pool.busy, 0, "a stopped pool runs no script");
   });
 });
+
+/**
+ * A sh loop that swaps `<dir>/sub` between a folder and a link to `<outside>` until it cannot
+ * (its work dir is gone); it records its pid in `<pidFile>` first. Arguments: dir outside pidFile.
+ */
+const SWAPPER = `echo $$ > "$3"; cd "$1" || exit 1
+while mv sub held && ln -s "$2" sub && rm sub && mv held sub; do :; done`;
+
+/**
+ * Test cleanup, whatever failed: SIGKILLs each swapper whose pid a `*.swapper` file of `dir` holds,
+ * if that pid still runs the swapper (not a pid reused meanwhile by another process).
+ */
+async function killSwappers(dir: string): Promise<void> {
+  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+    if (!name.endsWith(".swapper")) continue;
+    const pid = Number((await fs.readFile(path.join(dir, name), "utf8")).trim());
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    try {
+      if ((await fs.readFile(`/proc/${pid}/cmdline`, "utf8")).includes("mv sub held")) process.kill(pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+}
+
+describe("WorkerPool: what a script answered is stored from inside its work dir only", () => {
+  beforeEach(() => setUp());
+
+  it("never stores the file outside when a process the script left behind swaps a folder of the answer for a link", async () => {
+    const outside = path.join(h.dir, "outside");
+    await fs.mkdir(outside);
+    await fs.writeFile(path.join(outside, "f"), "OUTSIDE\n");
+    // The issue's case: the script answers sub/f and leaves a process (setsid: out of its group)
+    // that keeps swapping out/sub for a link to a folder outside the work dir.
+    await writeJob(
+      "swap",
+      `${READ_REQUEST}mkdir "$out/sub" && echo inside > "$out/sub/f"
+setsid sh -c '${SWAPPER}' sh "$out" "${outside}" "${h.marks}/$id.swapper" > /dev/null 2>&1 < /dev/null &
+while [ ! -s "${h.marks}/$id.swapper" ]; do sleep 0.01; done
+echo '{"output":"sub/f"}'
+`,
+    );
+    try {
+      makePool({ slots: 2 }).start();
+      const tasks = await Promise.all(Array.from({ length: 15 }, () => submit("swap", "doc", { maxTries: 1 })));
+      for (const t of tasks) {
+        await waitFor(async () => ["output", "error"].includes((await task(t.id)).status), `task ${t.id} to end`, 20_000);
+        const done = await task(t.id);
+        if (done.status === "output") assert.equal(await blobText(done.output ?? ""), "inside\n", `task ${t.id} stored the file outside the work dir`);
+        else assert.match(done.error ?? "", /answered output "sub\/f"|was not stored/, `task ${t.id} failed for another reason: ${done.error}`);
+      }
+      assert.equal(await fs.readFile(path.join(outside, "f"), "utf8"), "OUTSIDE\n", "the file outside is where it was, unchanged");
+    } finally {
+      await killSwappers(h.marks);
+    }
+  });
+
+  it("refuses an output that is a hard link to a file outside the work dir, saying why", async () => {
+    const outside = path.join(h.dir, "secret");
+    await fs.writeFile(outside, "SECRET\n");
+    await writeJob("alias", `${READ_REQUEST}ln "${outside}" "$out/alias"\necho '{"output":"alias"}'\n`);
+    makePool().start();
+    const t = await submit("alias", "doc", { maxTries: 1 });
+    const done = await waitStatus(t.id, "error");
+    assert.match(done.error ?? "", /^job "alias" answered output "alias": has 2 hard links: docq stores only a file with one link/);
+    assert.equal(await fs.readFile(outside, "utf8"), "SECRET\n");
+    assert.deepEqual(await fs.readdir(path.join(h.blobs.root, t.id)), ["input"], "no output blob");
+  });
+
+  it("refuses an output that is a symbolic link, saying why", async () => {
+    await writeJob("link", `${READ_REQUEST}echo x > "$out/real"; ln -s real "$out/link"\necho '{"output":"link"}'\n`);
+    makePool().start();
+    const t = await submit("link", "doc", { maxTries: 1 });
+    const done = await waitStatus(t.id, "error");
+    assert.match(done.error ?? "", /^job "link" answered output "link": is a symbolic link/);
+  });
+
+  it("stores a large output, read in chunks from the opened file", async () => {
+    const big = "0123456789abcdef".repeat(64 * 1024); // 1 MiB: over the read-at-once size
+    await writeJob("big", `${READ_REQUEST}head -c ${big.length} /dev/zero | tr '\\0' x > "$out/big"\necho '{"output":"big"}'\n`);
+    makePool().start();
+    const t = await submit("big", "doc");
+    const done = await waitStatus(t.id, "output");
+    assert.equal(await blobText(done.output ?? ""), "x".repeat(big.length));
+    assert.deepEqual(await fs.readdir(h.workRoot), [], "the work dir is removed");
+  });
+});

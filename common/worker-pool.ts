@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream, readFileSync, statSync } from "node:fs";
+import { closeSync, createWriteStream, read, readSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -6,7 +6,7 @@ import { pipeline } from "node:stream/promises";
 import type { BlobStore } from "./blob-store.js";
 import { ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
 import type { JobDefinition, JobRegistry } from "./job-registry.js";
-import { createWorkDir, JobFailedError, runJob, type JobAnswer, type JobMode, type JobRequest } from "./job-runner.js";
+import { createWorkDir, JobFailedError, openInWorkDir, runJob, type JobAnswer, type JobMode, type JobRequest } from "./job-runner.js";
 import { blobKeys } from "./new-task.js";
 import type { ChildSpec, LeaseClaim } from "./task-queue.js";
 import type { ProcessedBy, Task } from "./task-model.js";
@@ -238,13 +238,13 @@ export class WorkerPool {
         if (answer.kind === "output") {
           const key = blobKeys.output(task.id, run.claim.attempt);
           written.push(key);
-          await putFile(blobs, key, answer.output);
+          await putFile(blobs, key, answer.output, work.path);
           stored = [answer.output];
         } else {
           for (const [i, child] of answer.children.entries()) {
             const key = blobKeys.splitPart(task.id, run.claim.attempt, i);
             written.push(key);
-            await putFile(blobs, key, child.input);
+            await putFile(blobs, key, child.input, work.path);
           }
           stored = answer.children.map((c) => c.input);
         }
@@ -314,14 +314,82 @@ function modeOf(task: Task, job: JobDefinition): JobMode {
 /** Outputs up to this size are read at once: a read stream costs three thread-pool round trips (open, read, close) more. */
 const SMALL_OUTPUT_BYTES = 64 * 1024;
 
-async function putFile(blobs: BlobStore, key: string, file: string): Promise<void> {
-  if (blobs.putFile !== undefined) {
-    await blobs.putFile(key, file);
-    return;
+/**
+ * Stores a file the script answered, read from the descriptor openInWorkDir opened (a regular file
+ * with one link, reached inside the work dir without following any link), never by its path: a
+ * path can be swapped for a link to elsewhere between a check and its use, and a rename by path
+ * would then move that other file into the store.
+ */
+async function putFile(blobs: BlobStore, key: string, file: string, workDir: string): Promise<void> {
+  const opened = openInWorkDir(file, workDir);
+  if (typeof opened === "string") throw new Error(`the answered file ${file} was not stored: ${opened}`);
+  const { fd, size } = opened;
+  const body = size <= SMALL_OUTPUT_BYTES ? null : new FdReadable(fd, size);
+  try {
+    await blobs.put(key, body ?? Readable.from(size === 0 ? [] : [readAll(fd, size)], { objectMode: false }), { size });
+  } finally {
+    // Closed only once no read of the stream is under way (the number could be another file's by then).
+    await body?.idle();
+    closeSync(fd);
   }
-  const { size } = statSync(file);
-  const body = size <= SMALL_OUTPUT_BYTES ? Readable.from(size === 0 ? [] : [readFileSync(file)], { objectMode: false }) : createReadStream(file);
-  await blobs.put(key, body, { size });
+}
+
+/** The first `size` bytes of `fd` (fewer if it is shorter now: the store then reports the size mismatch). */
+function readAll(fd: number, size: number): Buffer {
+  const buffer = Buffer.allocUnsafe(size);
+  let offset = 0;
+  while (offset < size) {
+    const n = readSync(fd, buffer, offset, size - offset, offset);
+    if (n === 0) break;
+    offset += n;
+  }
+  return buffer.subarray(0, offset);
+}
+
+/**
+ * The first `size` bytes of an open file, read at offsets (asynchronously, a chunk at a time); the
+ * descriptor stays open: its owner closes it (fs.createReadStream would close it when consumed).
+ */
+class FdReadable extends Readable {
+  private offset = 0;
+  private reading: Promise<void> | null = null;
+
+  constructor(
+    private readonly fd: number,
+    private readonly size: number,
+  ) {
+    super({ highWaterMark: SMALL_OUTPUT_BYTES });
+  }
+
+  override _read(): void {
+    const length = Math.min(SMALL_OUTPUT_BYTES, this.size - this.offset);
+    if (length <= 0) {
+      this.push(null);
+      return;
+    }
+    const buffer = Buffer.allocUnsafe(length);
+    this.reading = new Promise<void>((resolve) => {
+      read(this.fd, buffer, 0, length, this.offset, (err, bytes) => {
+        this.reading = null;
+        resolve();
+        if (this.destroyed) return;
+        if (err !== null) {
+          this.destroy(err);
+          return;
+        }
+        this.offset += bytes;
+        // Shorter now than at open: end here; the store reports the size mismatch.
+        if (bytes === 0) this.push(null);
+        else this.push(bytes < length ? buffer.subarray(0, bytes) : buffer);
+      });
+    });
+  }
+
+  /** Resolves once no read is under way. */
+  async idle(): Promise<void> {
+    this.destroy();
+    await this.reading;
+  }
 }
 
 function failureText(err: unknown): string {

@@ -359,3 +359,68 @@ serve(handle)
     }
   });
 });
+
+describe("WorkerPool with warm jobs: what a request answered is stored from inside its work dir only", () => {
+  /** Swaps `<dir>/sub` between a folder and a link to `<outside>` until it cannot (its work dir is gone); writes its pid to `<pidFile>` first. */
+  const SWAPPER = `echo $$ > "$3"; cd "$1" || exit 1
+while mv sub held && ln -s "$2" sub && rm sub && mv held sub; do :; done`;
+
+  it("never stores the file outside while a process the warm process started swaps a folder of the answer for a link", async () => {
+    const outside = path.join(h.dir, "outside");
+    await fs.mkdir(outside);
+    await fs.writeFile(path.join(outside, "f"), "OUTSIDE\n");
+    // The warm process lives on after each answer, and so does the swapper it starts for it: the
+    // swaps go on while docq checks the answer, stores it and removes the work dir.
+    const folder = path.join(h.jobs, "swap");
+    await fs.mkdir(folder);
+    await fs.writeFile(path.join(folder, "job.yaml"), "warm: true\nentry: main.mjs\n");
+    await fs.writeFile(
+      path.join(folder, "main.mjs"),
+      `import { spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { serve } from ${JSON.stringify(JS_HELPER)};
+serve(async (req) => {
+  mkdirSync(req.outputDir + "/sub");
+  writeFileSync(req.outputDir + "/sub/f", "inside\\n");
+  const args = ["-c", ${JSON.stringify(SWAPPER)}, "sh", req.outputDir, ${JSON.stringify(outside)}, ${JSON.stringify(h.marks)} + "/" + req.task.id + ".swapper"];
+  spawn("/bin/sh", args, { detached: true, stdio: "ignore" }).unref();
+  await new Promise((r) => setTimeout(r, 2));
+  return "sub/f";
+});
+`,
+    );
+    const outcomes = new Map<string, number>();
+    try {
+      makePool({ slots: 2 }).start();
+      const tasks = await Promise.all(Array.from({ length: 30 }, () => submit("swap", "doc", { maxTries: 1 })));
+      for (const t of tasks) {
+        await waitFor(async () => ["output", "error"].includes((await task(t.id)).status), `task ${t.id} to end`, 20_000);
+        const done = await task(t.id);
+        if (done.status === "output") {
+          assert.equal(await text(await h.blobs.get(done.output ?? "")), "inside\n", `task ${t.id} stored the file outside the work dir`);
+          outcomes.set("stored inside", (outcomes.get("stored inside") ?? 0) + 1);
+        } else {
+          // Refused at the answer's check or at storing, or the work dir could not be removed meanwhile.
+          assert.match(done.error ?? "", /answered output "sub\/f"|was not stored|ENOTEMPTY/, `task ${t.id} failed for another reason: ${done.error}`);
+          const reason = (done.error ?? "").replace(/^.*?: (?=[^:]*$)/, "");
+          outcomes.set(reason, (outcomes.get(reason) ?? 0) + 1);
+        }
+      }
+      assert.equal(await fs.readFile(path.join(outside, "f"), "utf8"), "OUTSIDE\n", "the file outside is where it was, unchanged");
+      // What each task met depends on the timing: only shown, not asserted.
+      console.log(`# outcomes: ${JSON.stringify(Object.fromEntries(outcomes))}`);
+    } finally {
+      await Promise.all(h.pools.map((p) => p.stop()));
+      // Whatever failed: each swapper still running (its pid not reused meanwhile).
+      for (const name of await fs.readdir(h.marks).catch(() => [] as string[])) {
+        if (!name.endsWith(".swapper")) continue;
+        const pid = Number((await fs.readFile(path.join(h.marks, name), "utf8")).trim());
+        try {
+          if (pid > 0 && (await fs.readFile(`/proc/${pid}/cmdline`, "utf8")).includes("mv sub held")) process.kill(pid, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
+    }
+  });
+});

@@ -2,6 +2,7 @@ import type { Context, ServiceSchema } from "moleculer";
 import type { BlobStore } from "../common/blob-store.js";
 import { errorMessage } from "../common/errors.js";
 import type { JobRegistry } from "../common/job-registry.js";
+import { startLeftoverSweeper } from "../common/job-runner.js";
 import type { Task } from "../common/task-model.js";
 import { retryTransient } from "../common/transient-retry.js";
 import { WorkerPool, type QueueClient } from "../common/worker-pool.js";
@@ -21,6 +22,7 @@ export interface WorkerDeps {
 /** The worker: Moleculer wiring around WorkerPool; every queue operation is a call to the queuer. */
 export function workerService(deps: WorkerDeps): ServiceSchema {
   let pool: WorkerPool | undefined;
+  let stopSweeping = (): void => undefined;
   return {
     name: "worker",
     events: {
@@ -67,10 +69,13 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
         log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
       });
       pool = started;
+      // What docq processes that died left in the temp dir and running: removed now and every minute.
+      stopSweeping = startLeftoverSweeper({ log: { info: (m) => log.info(m), warn: (m) => log.warn(m) } });
       // Not awaited: the queuer may start later (or stand by); the pool starts pulling once it is there.
       void broker.waitForServices(["queuer"]).then(() => started.start());
     },
     async stopped() {
+      stopSweeping();
       await pool?.stop();
     },
   };
