@@ -324,7 +324,7 @@ describe("JobRegistry: the example jobs in scripts-job/", () => {
     throwsWith(() => reg.validateParams(sleepJob, { ms: -1 }), ERROR_CODE.BadRequest, "params", /param "ms"/);
     const pages = await reg.resolve("pages");
     assert.equal(pages.split, true);
-    assert.deepEqual((await reg.list()).map((j) => j.name), ["fail", "noop", "noop-warm", "pages", "pages-warm", "sleep", "wordcount", "wordcount-warm"]);
+    assert.deepEqual((await reg.list()).map((j) => j.name), ["fail", "noop", "noop-warm", "pages", "pages-warm", "sleep", "sleep-warm", "wordcount", "wordcount-warm"]);
   });
 });
 

@@ -20,6 +20,8 @@ export interface JobDefinition {
   maxTries: number | null;
   split: boolean;
   env: Record<string, string>;
+  /** Variables of the server's environment the job may see beyond the basics (config `jobs.passEnv`). */
+  passEnv: readonly string[];
   paramsSchema: ParamsSchema | null;
   warm: boolean;
   maxRequests: number | null;
@@ -82,13 +84,15 @@ export function formatZodIssues(issues: readonly z.core.$ZodIssue[]): string {
 export class JobRegistry {
   private readonly dir: string;
   private readonly defaultTimeoutMs: number;
+  private readonly passEnv: readonly string[];
   private readonly cache = new Map<string, { def: JobDefinition; at: number }>();
   private readonly loading = new Map<string, Promise<JobDefinition>>();
   private rootPromise: Promise<string> | undefined;
 
-  constructor(opts: { dir: string; defaultTimeoutMs: number }) {
+  constructor(opts: { dir: string; defaultTimeoutMs: number; passEnv?: readonly string[] }) {
     this.dir = path.resolve(opts.dir);
     this.defaultTimeoutMs = opts.defaultTimeoutMs;
+    this.passEnv = opts.passEnv ?? [];
   }
 
   async resolve(name: string): Promise<JobDefinition> {
@@ -206,6 +210,7 @@ export class JobRegistry {
       maxTries: config.maxTries ?? null,
       split: config.split ?? false,
       env: config.env ?? {},
+      passEnv: this.passEnv,
       paramsSchema: config.params === undefined ? null : paramsSchemaFrom(config.params),
       warm: config.warm ?? false,
       maxRequests: config.maxRequests ?? null,

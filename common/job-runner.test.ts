@@ -41,6 +41,8 @@ async function shJob(name: string, body: string, overrides: Partial<JobDefinitio
     maxTries: null,
     split: false,
     env: {},
+    // npm test's mark, so a script these tests leave running is found (scripts/test.sh).
+    passEnv: ["DOCQ_TEST_RUN"],
     paramsSchema: null,
     warm: false,
     maxRequests: null,
@@ -145,11 +147,17 @@ describe("runJob: answers", () => {
     ]);
   });
 
-  it("passes process.env plus the job's env", async () => {
+  it("passes the job's env and what passEnv names, none of the rest of process.env; HOME and TMPDIR are the work dir", async () => {
     process.env.DOCQ_TEST_INHERITED = "inherited";
-    const job = await shJob("env", `echo "$DOCQ_TEST_INHERITED $JOB_VAR" > out/env.txt; echo '{"output":"env.txt"}'`, { env: { JOB_VAR: "mine" } });
+    process.env.DOCQ_TEST_SECRET = "secret";
+    const body = `echo "$DOCQ_TEST_INHERITED $JOB_VAR \${DOCQ_TEST_SECRET:-none} $HOME $TMPDIR $PWD" > out/env.txt; echo '{"output":"env.txt"}'`;
+    const job = await shJob("env", body, { env: { JOB_VAR: "mine" }, passEnv: ["DOCQ_TEST_INHERITED"] });
     const { answer } = await run(job);
-    assert.equal(await fs.readFile(output(answer), "utf8"), "inherited mine\n");
+    const [inherited, mine, secret, home, tmp, cwd] = (await fs.readFile(output(answer), "utf8")).trim().split(" ");
+    assert.deepEqual([inherited, mine, secret], ["inherited", "mine", "none"]);
+    assert.equal(home, cwd);
+    assert.equal(tmp, cwd);
+    delete process.env.DOCQ_TEST_SECRET;
   });
 
   it("returns children in split and child mode, with absolute paths and params", async () => {

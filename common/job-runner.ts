@@ -18,6 +18,7 @@ import path from "node:path";
 import { isOwnerAlive, killOrphans, OWNER } from "./leftovers.mjs";
 import { inProcessLauncher, type ScriptLauncher } from "./script-launcher.js";
 import { z } from "zod";
+import { jobEnvironment } from "./job-env.js";
 import { formatZodIssues, type JobDefinition } from "./job-registry.js";
 
 export type JobMode = "simple" | "split" | "child" | "merge";
@@ -243,18 +244,6 @@ function isInMemoryFs(dir: string): boolean {
   return known;
 }
 
-/** process.env plus the job's own variables, per job definition (the registry reuses definitions). */
-const fullEnvs = new WeakMap<JobDefinition, Record<string, string | undefined>>();
-
-function fullEnv(job: JobDefinition): Record<string, string | undefined> {
-  let env = fullEnvs.get(job);
-  if (env === undefined) {
-    env = { ...process.env, ...job.env };
-    fullEnvs.set(job, env);
-  }
-  return env;
-}
-
 export const STDERR_TAIL_CHARS = 4096;
 /** An answer is one line; a few MB leaves room for chatter and a large children list. */
 export const STDOUT_MAX_BYTES = 4 * 1024 * 1024;
@@ -288,8 +277,8 @@ export async function runJob(
     args: job.args,
     cwd: opts.workDir,
     input: requestLine(request),
-    // The environment is merged once per job definition, not copied from process.env on every run.
-    env: fullEnv(job),
+    // Only what a job may see: no secret of the server's (job-env.ts).
+    env: jobEnvironment({ jobEnv: job.env, passEnv: job.passEnv, workDir: opts.workDir }),
     maxStdoutBytes: STDOUT_MAX_BYTES,
     stderrTailChars: STDERR_TAIL_CHARS,
   });

@@ -48,7 +48,7 @@ function makePool(opts: Partial<WarmPoolOptions> = {}): WarmPool {
 }
 
 function definition(name: string, command: string, args: string[], overrides: Partial<JobDefinition> = {}): JobDefinition {
-  return { name, dir, command, args, timeoutMs: 10_000, maxTries: null, split: false, env: {}, paramsSchema: null, warm: true, maxRequests: null, maxRssMb: null, ...overrides };
+  return { name, dir, command, args, timeoutMs: 10_000, maxTries: null, split: false, env: {}, passEnv: ["DOCQ_TEST_RUN"], paramsSchema: null, warm: true, maxRequests: null, maxRssMb: null, ...overrides };
 }
 
 /**

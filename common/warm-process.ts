@@ -1,6 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { jobEnvironment } from "./job-env.js";
 import type { JobDefinition } from "./job-registry.js";
 import { checkAnswer, JobFailedError, lastLine, removeTree, STDERR_TAIL_CHARS, STDOUT_MAX_BYTES, warmRequestLine, type Answer, type JobRequest } from "./job-runner.js";
 import { endRun, killRun, newRunId, OWNER, RUN_ID_VAR, type RunScope } from "./leftovers.mjs";
@@ -101,7 +102,7 @@ export class WarmProcess {
     const startedAt = Date.now();
     this.child = spawn(job.command, job.args, {
       cwd: this.cwd,
-      env: { ...process.env, ...job.env, [RUN_ID_VAR]: this.runId },
+      env: { ...jobEnvironment({ jobEnv: job.env, passEnv: job.passEnv, workDir: this.cwd }), [RUN_ID_VAR]: this.runId },
       detached: true,
       stdio: ["pipe", "pipe", "pipe"],
     });

@@ -73,7 +73,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
     }
     return blobs;
   };
-  const registry = new JobRegistry({ dir: config.jobsDir, defaultTimeoutMs: config.jobs.defaultTimeoutMs });
+  const registry = new JobRegistry({ dir: config.jobsDir, defaultTimeoutMs: config.jobs.defaultTimeoutMs, passEnv: config.jobs.passEnv });
 
   if (services.includes("worker")) {
     broker.createService(
