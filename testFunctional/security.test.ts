@@ -72,19 +72,20 @@ describe("who may do what: API keys, quotas, a clean job environment", () => {
 
   it("answers 401 without a key and for bad keys of every shape, never a 5xx; /api/health stays open", async () => {
     assert.equal((await call("GET", "/api/health", null)).status, 200);
-    const shapes = ["", "Bearer", "Bearer ", "Bearer  x y", "Basic YWRtaW46YWRtaW4=", `Bearer ${"k".repeat(100_000)}`, "Bearer clé-non-ascii", "Bearer dq_unknownkeyunknownkeyunknownkeyunknownkey1", "Token abc"];
+    const shapes = ["", "Bearer", "Bearer ", "Bearer  x y", "Basic YWRtaW46YWRtaW4=", `Bearer ${"k".repeat(10_000)}`, "Bearer clé-non-ascii", "Bearer dq_unknownkeyunknownkeyunknownkeyunknownkey1", "Token abc", `Bearer ${ADMIN}x`];
     for (const route of ["/api/tasks", "/api/stats", "/api/keys", "/metrics", "/api/tasks/local-01ARZ3NDEKTSV4RRFFQ69G5FAV"]) {
       const none = await call("GET", route, null);
       assert.equal(none.status, 401, `${route}: ${JSON.stringify(none.body)}`);
       assert.match(String(none.body.error), /Authorization/);
       for (const shape of shapes) {
-        const res = await fetch(`${app.url}${route}`, { headers: shape === "" ? {} : { authorization: shape } }).catch(() => null);
-        // A header too large for Node's parser is refused by Node itself (431): still a 4xx.
-        if (res === null) continue;
-        assert.ok(res.status === 401 || res.status === 431, `${route} with ${shape.slice(0, 30)}: ${res.status}`);
+        const res = await fetch(`${app.url}${route}`, { headers: shape === "" ? {} : { authorization: shape } });
+        assert.equal(res.status, 401, `${route} with ${shape.slice(0, 30)}`);
         await res.arrayBuffer();
       }
     }
+    // Headers beyond Node's limit (16 KiB) are refused by Node's parser before docq sees them: 431.
+    const huge = await fetch(`${app.url}/api/tasks`, { headers: { authorization: `Bearer ${"k".repeat(100_000)}` } });
+    assert.equal(huge.status, 431);
     const refused = await submit(null, "job=noop");
     assert.equal(refused.status, 401);
   });
