@@ -194,6 +194,6 @@ describe("metrics and the API description", () => {
     assert.match(text, /^moleculer_request_time_count\{/m);
     const doc = (await (await fetch(`${app.url}/api/openapi.json`)).json()) as { openapi: string; paths: Record<string, unknown> };
     assert.equal(doc.openapi, "3.0.3");
-    assert.deepEqual(Object.keys(doc.paths).sort(), ["/api/health", "/api/stats", "/api/tasks", "/api/tasks/{id}", "/api/tasks/{id}/result", "/metrics"]);
+    assert.deepEqual(Object.keys(doc.paths).sort(), ["/api/health", "/api/keys", "/api/keys/{id}", "/api/stats", "/api/tasks", "/api/tasks/{id}", "/api/tasks/{id}/result", "/api/usage", "/metrics"]);
   });
 });
