@@ -44,11 +44,15 @@ async function killLiveChildren(): Promise<void> {
   );
 }
 
-after(async () => {
-  await killLiveChildren();
-  for (const dir of madeDirs) await fs.rm(dir, { recursive: true, force: true });
-  madeDirs.clear();
-});
+// Only under the test runner: registering a hook elsewhere (the bench imports these helpers)
+// would start node:test's own run, which prints its report on stdout at exit.
+if (process.env.NODE_TEST_CONTEXT !== undefined) {
+  after(async () => {
+    await killLiveChildren();
+    for (const dir of madeDirs) await fs.rm(dir, { recursive: true, force: true });
+    madeDirs.clear();
+  });
+}
 // A file that ends without the root hook (an uncaught error): still nothing left running.
 process.once("exit", () => {
   for (const child of liveChildren) child.kill("SIGKILL");
