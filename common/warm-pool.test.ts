@@ -414,12 +414,16 @@ serve((req) => { writeFileSync(req.outputDir + "/" + name, JSON.stringify({ pid:
     await waitFor(() => fs.access(mark).then(() => true, () => false), "the busy request to start");
     const busyPid = await readPid(mark);
     const started = Date.now();
+    // Listened to before the stop fails it (the stop then still removes the process's dir).
+    const busyFailed = failure(busy);
     await pool.stop();
     assert.ok(Date.now() - started < 3000);
-    const err = await failure(busy);
+    const err = await busyFailed;
     assert.equal(err.canceled, true);
     assert.ok(!isAlive(idle) && !isAlive(busyPid));
     assert.deepEqual(pool.processes(), []);
+    // Stopped means their dirs are gone too: a worker that exits right after leaves none behind.
+    assert.deepEqual((await fs.readdir(dir)).filter((n) => n.startsWith(`docq-warm-${OWNER}-stopped-`)), []);
     assert.equal((await failure(ask(pool, job))).message, 'job "stopped" was stopped: the worker is shutting down');
   });
 

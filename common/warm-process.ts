@@ -283,9 +283,8 @@ export class WarmProcess {
     void leftovers.catch(() => 0).then(() => this.settle());
   }
 
-  /** Fails the request it held (if any), removes its cwd and resolves `exited`. */
+  /** Fails the request it held (if any), removes its cwd and then resolves `exited`. */
   private settle(): void {
-    void removeTree(this.cwd).catch(() => undefined);
     const stderrTail = this.stderrTail.slice(-STDERR_TAIL_CHARS);
     const description = this.describeEnd(stderrTail);
     const pending = this.pending;
@@ -295,7 +294,7 @@ export class WarmProcess {
       pending.signal?.removeEventListener("abort", pending.onAbort);
       pending.reject(this.failure(description, stderrTail));
     }
-    this.resolveExited({
+    const exit: WarmExit = {
       pid: this.pid,
       code: this.exitStatus?.code ?? null,
       signal: this.exitStatus?.signal ?? null,
@@ -304,7 +303,12 @@ export class WarmProcess {
       duringRequest: pending !== null,
       stderrTail,
       description,
-    });
+    };
+    // Exited once its dir is gone too: a pool stopping waits for it, so docq stopping leaves no dir.
+    // A dir that cannot be removed now is swept by the next worker (its owner is gone by then).
+    void removeTree(this.cwd)
+      .catch(() => undefined)
+      .then(() => this.resolveExited(exit));
   }
 
   private describeEnd(stderrTail: string, beforeAnswering = false): string {
