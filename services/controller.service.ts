@@ -309,12 +309,11 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           throw docqError(ERROR_CODE.TaskNotInState, `task ${task.id} has no result yet: it is ${task.status}`, { details: { status: task.status } });
         }
         const stat = await blobs.stat(task.output);
+        // Counted before the stream opens: a failure here leaves no open file behind.
+        if (stat !== null) await callQueuer(ctx, "addUsage", { user: task.user, bytesOut: stat.size });
         const stream = await blobs.get(task.output);
         ctx.meta.$responseType = "application/octet-stream";
-        if (stat !== null) {
-          ctx.meta.$responseHeaders = { "Content-Length": String(stat.size) };
-          await callQueuer(ctx, "addUsage", { user: task.user, bytesOut: stat.size });
-        }
+        if (stat !== null) ctx.meta.$responseHeaders = { "Content-Length": String(stat.size) };
         return stream;
       },
       deleteTask: async (ctx: ApiContext) => {
