@@ -39,6 +39,10 @@ function brokerOptions(config: DocqConfig, services: readonly ServiceName[], met
     heartbeatTimeout: 4,
     // A call to a process that died unannounced would otherwise wait forever; callers retry.
     requestTimeout: 15_000,
+    // main.ts handles SIGTERM/SIGINT by stopping the whole site, then exits. Moleculer's own
+    // handlers (one per broker: this one and the stealer's global one) each stopped their broker
+    // and called process.exit as soon as it was done, before the other services had finished.
+    skipProcessEventRegistration: true,
   };
 }
 

@@ -81,6 +81,9 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
         requestTimeout: 15_000,
         heartbeatInterval: 2,
         heartbeatTimeout: 8,
+        // main.ts stops the site on SIGTERM; this broker stopping and exiting on its own would end
+        // the process before the worker had stopped its scripts and removed their dirs.
+        skipProcessEventRegistration: true,
       });
       global = broker;
       const others: OtherSites = {

@@ -181,6 +181,8 @@ describe("stealing between three sites", () => {
     for (const t of tasks) if (t.priority < 50) assert.equal(t.processedBy?.site, "a", "a task below b's minimum priority stays home");
   });
 
+  // With a warm job: stopping a site with a stealer must also end its warm processes and remove
+  // their dirs (npm test fails on a dir left in its temp dir).
   it("never lends the tasks of a key with offload: false", async () => {
     const admin = "admin-key-of-site-a-in-the-stealing-test";
     await sites.stopAll();
@@ -197,7 +199,7 @@ describe("stealing between three sites", () => {
     const dave = ((await made.json()) as { key: string }).key;
     const docs = Array.from({ length: 60 }, (_, i) => `document ${i}\n`);
     const submitAs = async (key: string, doc: string): Promise<string> => {
-      const res = await fetch(`${a.url}/api/tasks?job=sleep&params=${encodeURIComponent('{"ms":50}')}`, { method: "POST", headers: { authorization: `Bearer ${key}` }, body: doc });
+      const res = await fetch(`${a.url}/api/tasks?job=sleep-warm&params=${encodeURIComponent('{"ms":50}')}`, { method: "POST", headers: { authorization: `Bearer ${key}` }, body: doc });
       const body = (await res.json()) as { id: string };
       assert.equal(res.status, 201, JSON.stringify(body));
       return body.id;
