@@ -1,4 +1,4 @@
-import { closeSync, createWriteStream, read, readSync } from "node:fs";
+import { closeSync, createReadStream, createWriteStream, readSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -324,13 +324,13 @@ async function putFile(blobs: BlobStore, key: string, file: string, workDir: str
   const opened = openInWorkDir(file, workDir);
   if (typeof opened === "string") throw new Error(`the answered file ${file} was not stored: ${opened}`);
   const { fd, size } = opened;
-  const body = size <= SMALL_OUTPUT_BYTES ? null : new FdReadable(fd, size);
+  // A stream takes the descriptor over: it closes it once no read is under way (the number could be another file's by then).
+  const stream = size <= SMALL_OUTPUT_BYTES ? null : createReadStream("", { fd, start: 0, end: size - 1, highWaterMark: SMALL_OUTPUT_BYTES });
   try {
-    await blobs.put(key, body ?? Readable.from(size === 0 ? [] : [readAll(fd, size)], { objectMode: false }), { size });
+    await blobs.put(key, stream ?? Readable.from(size === 0 ? [] : [readAll(fd, size)], { objectMode: false }), { size });
   } finally {
-    // Closed only once no read of the stream is under way (the number could be another file's by then).
-    await body?.idle();
-    closeSync(fd);
+    if (stream === null) closeSync(fd);
+    else if (!stream.closed) await new Promise<void>((resolve) => stream.destroy().once("close", () => resolve()));
   }
 }
 
@@ -344,52 +344,6 @@ function readAll(fd: number, size: number): Buffer {
     offset += n;
   }
   return buffer.subarray(0, offset);
-}
-
-/**
- * The first `size` bytes of an open file, read at offsets (asynchronously, a chunk at a time); the
- * descriptor stays open: its owner closes it (fs.createReadStream would close it when consumed).
- */
-class FdReadable extends Readable {
-  private offset = 0;
-  private reading: Promise<void> | null = null;
-
-  constructor(
-    private readonly fd: number,
-    private readonly size: number,
-  ) {
-    super({ highWaterMark: SMALL_OUTPUT_BYTES });
-  }
-
-  override _read(): void {
-    const length = Math.min(SMALL_OUTPUT_BYTES, this.size - this.offset);
-    if (length <= 0) {
-      this.push(null);
-      return;
-    }
-    const buffer = Buffer.allocUnsafe(length);
-    this.reading = new Promise<void>((resolve) => {
-      read(this.fd, buffer, 0, length, this.offset, (err, bytes) => {
-        this.reading = null;
-        resolve();
-        if (this.destroyed) return;
-        if (err !== null) {
-          this.destroy(err);
-          return;
-        }
-        this.offset += bytes;
-        // Shorter now than at open: end here; the store reports the size mismatch.
-        if (bytes === 0) this.push(null);
-        else this.push(bytes < length ? buffer.subarray(0, bytes) : buffer);
-      });
-    });
-  }
-
-  /** Resolves once no read is under way. */
-  async idle(): Promise<void> {
-    this.destroy();
-    await this.reading;
-  }
 }
 
 function failureText(err: unknown): string {
