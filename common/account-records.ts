@@ -58,3 +58,11 @@ export interface AccountRecords {
   /** Top-level tasks (parentId null) of `user` that are not final: what maxQueued limits. Must not scan all tasks (SQLite: a trigger-kept counter table like status_counts; Mongo: an index-backed count). */
   countActive(user: string): Promise<number>;
 }
+
+/** A usage day: `YYYY-MM-DD` (UTC). Stores compare days as text, which only this form keeps in date order. */
+export const USAGE_DAY_PATTERN = /^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$/;
+
+/** The usage day (UTC) of a moment. */
+export function usageDay(at: number): string {
+  return new Date(at).toISOString().slice(0, 10);
+}

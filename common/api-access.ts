@@ -1,7 +1,8 @@
 import { z } from "zod";
+import { USAGE_DAY_PATTERN, usageDay } from "./account-records.js";
 import type { Caller } from "./api-keys.js";
 import { docqError, ERROR_CODE } from "./errors.js";
-import { formatZodIssues } from "./job-registry.js";
+import { badRequestOf } from "./job-registry.js";
 
 /*
  * What a caller may ask of the API beyond being who they are: a user key submits as its own user
@@ -20,7 +21,7 @@ export function checkSubmission(caller: Caller, request: { givenUser: unknown; p
   }
 }
 
-const Day = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "expected a day YYYY-MM-DD").refine((day) => !Number.isNaN(Date.parse(`${day}T00:00:00Z`)), "is not a date");
+const Day = z.string().regex(USAGE_DAY_PATTERN, "expected a day YYYY-MM-DD").refine((day) => !Number.isNaN(Date.parse(`${day}T00:00:00Z`)), "is not a date");
 /** The longest range one usage query covers. */
 const MAX_USAGE_DAYS = 366;
 
@@ -33,11 +34,8 @@ const UsageQuerySchema = z.strictObject({
 /** `GET /api/usage?user=&from=&to=`: days inclusive, UTC; both default to today. */
 export function parseUsageQuery(raw: Record<string, unknown>, now: number): { user?: string; from: string; to: string } {
   const result = UsageQuerySchema.safeParse(raw);
-  if (!result.success) {
-    const field = result.error.issues[0]?.path[0];
-    throw docqError(ERROR_CODE.BadRequest, formatZodIssues(result.error.issues), field === undefined ? {} : { field: String(field) });
-  }
-  const today = new Date(now).toISOString().slice(0, 10);
+  if (!result.success) throw badRequestOf(result.error.issues);
+  const today = usageDay(now);
   const { user, from = result.data.to ?? today, to = result.data.from ?? today } = result.data;
   if (from > to) throw docqError(ERROR_CODE.BadRequest, `from (${from}) is after to (${to})`, { field: "from" });
   const days = (Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000 + 1;

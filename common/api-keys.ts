@@ -13,6 +13,8 @@ import { MAX_PRIORITY, MIN_PRIORITY } from "./task-model.js";
 
 /** `dq_` and 43 characters of base64url: 32 random bytes. */
 const KEY_PREFIX = "dq_";
+/** `key-<ulid>`: the id of a user key (newApiKey). */
+export const KEY_ID_PATTERN = /^key-[0-9A-HJKMNP-TV-Z]{26}$/;
 /** A bearer token as a client may send it: printable ASCII, bounded, so a huge header costs nothing. */
 const TOKEN_PATTERN = /^[\x21-\x7e]{1,512}$/;
 

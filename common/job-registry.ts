@@ -77,6 +77,12 @@ export function formatZodIssues(issues: readonly z.core.$ZodIssue[]): string {
   return issues.map((i) => (i.path.length > 0 ? `${i.path.map(String).join(".")}: ${i.message}` : i.message)).join("; ");
 }
 
+/** BAD_REQUEST for input that failed a schema: every issue in the message, the first one's field named. */
+export function badRequestOf(issues: readonly z.core.$ZodIssue[]): Error {
+  const first = issues[0]?.path[0];
+  return docqError(ERROR_CODE.BadRequest, formatZodIssues(issues), first === undefined ? {} : { field: String(first) });
+}
+
 /**
  * Finds job scripts in one folder by name. Lookups hit the filesystem on a cache miss, so a job
  * dropped into the folder is found without a restart; hits are trusted for at most CACHE_TTL_MS.

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { USAGE_DAY_PATTERN } from "./account-records.js";
 import { docqError, ERROR_CODE } from "./errors.js";
 import { formatZodIssues } from "./job-registry.js";
 import { JOB_NAME_PATTERN, ParamsSchema, ProcessedBySchema, TASK_ID_PATTERN, TASK_STATUSES } from "./task-model.js";
@@ -12,7 +13,7 @@ const Id = z.string().min(1).max(200);
 const Claim = { id: Id, owner: Owner, attempt: z.int().min(1) };
 
 const Quota = z.strictObject({ maxQueued: z.int().min(1).optional(), maxPerDay: z.int().min(1).optional(), maxBytesPerDay: z.int().min(1).optional() });
-const Day = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "expected a day YYYY-MM-DD");
+const Day = z.string().regex(USAGE_DAY_PATTERN, "expected a day YYYY-MM-DD");
 
 export const QueueMessages = {
   submit: z.strictObject({

@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import type { ApiKeyLimits, UsageCounts } from "./account-records.js";
+import { usageDay, type ApiKeyLimits, type UsageCounts } from "./account-records.js";
 import { docqError, ERROR_CODE, errorMessage } from "./errors.js";
 import { newTask, newTaskId, type NewTaskSpec } from "./new-task.js";
 import { PriorityIndex } from "./priority-index.js";
@@ -50,11 +50,6 @@ export type SubmitQuota = Pick<ApiKeyLimits, "maxQueued" | "maxPerDay" | "maxByt
 
 /** A user over maxQueued may retry once some of their tasks finish. */
 const QUEUED_RETRY_AFTER_S = 10;
-
-/** The usage day (UTC) of a moment: YYYY-MM-DD. */
-export function usageDay(at: number): string {
-  return new Date(at).toISOString().slice(0, 10);
-}
 
 function secondsToNextDay(now: number): number {
   const day = 86_400_000;

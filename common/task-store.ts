@@ -1,4 +1,4 @@
-import type { AccountRecords, UsageCounts } from "./account-records.js";
+import { USAGE_DAY_PATTERN, type AccountRecords, type UsageCounts } from "./account-records.js";
 import { docqError, ERROR_CODE } from "./errors.js";
 import type { Task, TaskStatus } from "./task-model.js";
 
@@ -93,11 +93,9 @@ const USAGE_COUNTER_PRESENT: Record<keyof UsageCounts, true> = {
 };
 export const USAGE_COUNTERS = Object.freeze(Object.keys(USAGE_COUNTER_PRESENT) as (keyof UsageCounts)[]);
 
-const DAY_PATTERN = /^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$/;
-
-/** A usage day is `YYYY-MM-DD` (UTC): stores compare days as text, which only this form keeps in date order. */
+/** Refuses a usage day not written `YYYY-MM-DD` (USAGE_DAY_PATTERN). */
 export function requireUsageDay(day: string, field: string): void {
-  if (typeof day !== "string" || !DAY_PATTERN.test(day)) {
+  if (typeof day !== "string" || !USAGE_DAY_PATTERN.test(day)) {
     throw docqError(ERROR_CODE.BadRequest, `${field} must be a day as YYYY-MM-DD, got ${JSON.stringify(day)}`, { field });
   }
 }

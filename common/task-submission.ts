@@ -3,7 +3,7 @@ import busboy from "busboy";
 import { z } from "zod";
 import type { BlobStore } from "./blob-store.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "./errors.js";
-import { formatZodIssues } from "./job-registry.js";
+import { badRequestOf } from "./job-registry.js";
 import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, TASK_ID_PATTERN, TASK_STATUSES } from "./task-model.js";
 
 /** Query strings and form fields arrive as strings; numbers are converted here, once. */
@@ -80,11 +80,6 @@ export const CreateTaskFieldsSchema = z.object({
 export type CreateTaskFields = z.infer<typeof CreateTaskFieldsSchema>;
 
 /** BAD_REQUEST listing the issues, its field the first bad one. */
-function badRequestOf(issues: readonly z.core.$ZodIssue[]): Error {
-  const first = issues[0]?.path[0];
-  return docqError(ERROR_CODE.BadRequest, formatZodIssues(issues), first === undefined ? {} : { field: String(first) });
-}
-
 /** Validates the fields of a create request; BAD_REQUEST names the first bad field. */
 export function parseCreateTaskFields(raw: Record<string, unknown>): CreateTaskFields {
   const result = CreateTaskFieldsSchema.safeParse(raw);

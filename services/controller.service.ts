@@ -6,7 +6,7 @@ import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { BlobStore } from "../common/blob-store.js";
 import { checkSubmission, parseUsageQuery } from "../common/api-access.js";
-import { callerOf, CreateKeySchema, limitsOf, ownUser, requireAdmin, requireApiCaller, type Caller } from "../common/api-keys.js";
+import { callerOf, CreateKeySchema, KEY_ID_PATTERN, limitsOf, ownUser, requireAdmin, requireApiCaller, type Caller } from "../common/api-keys.js";
 import { REPO_ROOT, type AuthConfig } from "../common/config.js";
 import { docqError, ERROR_CODE } from "../common/errors.js";
 import { httpErrorOf } from "../common/http-errors.js";
@@ -14,7 +14,7 @@ import { openApiDocument } from "../common/openapi.js";
 import type { ApiPrometheusReporter } from "./metrics-reporter.js";
 import type { JobRegistry } from "../common/job-registry.js";
 import { blobKeys, newTaskId } from "../common/new-task.js";
-import { formatZodIssues } from "../common/job-registry.js";
+import { badRequestOf } from "../common/job-registry.js";
 import { isFinal, type Task } from "../common/task-model.js";
 import type { TaskPage } from "../common/task-store.js";
 import type { CancelReport } from "../common/task-queue.js";
@@ -358,10 +358,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       createKey: async (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "making keys");
         const parsed = CreateKeySchema.safeParse(ctx.params);
-        if (!parsed.success) {
-          const field = parsed.error.issues[0]?.path[0];
-          throw docqError(ERROR_CODE.BadRequest, formatZodIssues(parsed.error.issues), field === undefined ? {} : { field: String(field) });
-        }
+        if (!parsed.success) throw badRequestOf(parsed.error.issues);
         const created = await callQueuer<{ id: string }>(ctx, "createKey", { user: parsed.data.user, limits: limitsOf(parsed.data) });
         ctx.meta.$statusCode = 201;
         return created;
@@ -373,7 +370,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       revokeKey: (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "revoking keys");
         const id = ctx.params.id;
-        if (typeof id !== "string" || !/^key-[0-9A-HJKMNP-TV-Z]{26}$/.test(id)) throw docqError(ERROR_CODE.BadRequest, `malformed key id ${JSON.stringify(id)}: expected key-<ulid>`, { field: "id" });
+        if (typeof id !== "string" || !KEY_ID_PATTERN.test(id)) throw docqError(ERROR_CODE.BadRequest, `malformed key id ${JSON.stringify(id)}: expected key-<ulid>`, { field: "id" });
         return callQueuer(ctx, "revokeKey", { id });
       },
       usage: (ctx: ApiContext) => {
