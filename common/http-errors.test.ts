@@ -87,6 +87,12 @@ describe("httpErrorOf", () => {
     assert.equal(httpErrorOf({ message: "x", code: 499 }).status, 499);
   });
 
+  it("names the body for the JSON body parser's refusals (as moleculer-web passes them on)", () => {
+    const badJson = new Errors.MoleculerError("Unexpected token b in JSON at position 1", 400, "entity.parse.failed");
+    assert.deepEqual(httpErrorOf(badJson), { status: 400, body: { error: "Unexpected token b in JSON at position 1", field: "body" }, internal: false });
+    assert.deepEqual(httpErrorOf(new Errors.MoleculerError("request entity too large", 413, "entity.too.large")).body, { error: "request entity too large", field: "body" });
+  });
+
   it("answers 400 for a 422 (Moleculer's validation error)", () => {
     const validation = new Errors.ValidationError("Parameters validation error!", "VALIDATION_ERROR", [{ field: "x", type: "required" }]);
     assert.equal(validation.code, 422);

@@ -38,7 +38,9 @@ export function httpErrorOf(err: unknown): { status: number; body: HttpErrorBody
   }
   // Moleculer's own client errors (route not found, validation, payload) carry a 4xx code.
   if (typeof code === "number" && code >= 400 && code < 500) {
-    return { status: code === 422 ? 400 : code, body: { error: message }, internal: false };
+    // The JSON body parser's refusals (bad JSON, over the size limit) keep its type: they concern the body.
+    const aboutBody = typeof e.type === "string" && e.type.startsWith("entity.");
+    return { status: code === 422 ? 400 : code, body: { error: message, ...(aboutBody ? { field: "body" } : {}) }, internal: false };
   }
   return { status: 500, body: { error: `internal error: ${message}` }, internal: true };
 }

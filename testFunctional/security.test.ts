@@ -104,6 +104,8 @@ describe("who may do what: API keys, quotas, a clean job environment", () => {
     assert.equal((await call("DELETE", "/api/keys/key-01ARZ3NDEKTSV4RRFFQ69G5FAV", ADMIN)).status, 404);
     assert.equal((await call("POST", "/api/keys", ADMIN, { user: "x", maxQueued: 0 })).body.field, "maxQueued");
     assert.equal((await call("POST", "/api/keys", ADMIN, { user: "x", surprise: 1 })).status, 400);
+    const badJson = await call("POST", "/api/keys", ADMIN, "{not json", { "content-type": "application/json" });
+    assert.deepEqual([badJson.status, badJson.body.field], [400, "body"]);
   });
 
   it("keeps each user to their own tasks: submit as self, read, download, delete and list only theirs", async () => {
