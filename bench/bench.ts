@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Command } from "commander";
-import { errorMessage } from "../common/errors.js";
+import { errorMessage } from "../common/model/errors.js";
 import { clusterFigure } from "./cluster.js";
 import { formatProfileSummary, profilesIn, summarizeCpuProfile } from "./cpu-profile.js";
 import { enqueueFigure } from "./enqueue.js";

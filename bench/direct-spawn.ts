@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
  *
  * Each run does what docq's worker does around a script, and nothing else: a fresh temp work dir
  * with an `out/` dir, the same one-line JSON request on stdin, the answer read from stdout, the
- * dir removed. Two methods: `execa` with the options common/job-runner.ts uses, and bare
+ * dir removed. Two methods: `execa` with the options common/jobs/job-runner.ts uses, and bare
  * `child_process.spawn`.
  *
  * Only node builtins are imported at the top (execa is loaded only for the execa method), so the
@@ -47,7 +47,7 @@ export interface DirectResult {
 const STDOUT_MAX_BYTES = 4 * 1024 * 1024;
 
 function requestLine(input: string, outputDir: string, i: number): string {
-  // The key order of common/job-runner.ts's requestLine: mode, input, outputDir, params, task.
+  // The key order of common/jobs/job-runner.ts's requestLine: mode, input, outputDir, params, task.
   return (
     JSON.stringify({
       mode: "simple",

@@ -1,7 +1,7 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { REPO, startEmbeddedApp, submit, tempDir, type EmbeddedApp, type StartOptions, type SubmitOptions } from "../testFunctional/helpers.js";
-import type { Task } from "../common/task-model.js";
+import type { Task } from "../common/model/task-model.js";
 
 /*
  * What the app figures share: the real app as a child process with a fresh data dir, its peak

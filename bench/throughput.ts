@@ -1,6 +1,6 @@
 import path from "node:path";
 import { listAll, type StartOptions } from "../testFunctional/helpers.js";
-import { JobRegistry } from "../common/job-registry.js";
+import { JobRegistry } from "../common/jobs/job-registry.js";
 import { runDirectReference, type DirectResult } from "./direct-spawn.js";
 import { CLIENT_CONCURRENCY, JOBS_DIR, log, submitMany, waitForCounts, withApp } from "./harness.js";
 import { round, type FigureResult, type Row } from "./report.js";

@@ -1,5 +1,5 @@
-import { JobRegistry } from "../common/job-registry.js";
-import { errorMessage } from "../common/errors.js";
+import { JobRegistry } from "../common/jobs/job-registry.js";
+import { errorMessage } from "../common/model/errors.js";
 import { JOBS_DIR, jobExists, log } from "./harness.js";
 import { measureDirectReferences, measureQueueThroughput, THROUGHPUT_SLOTS, type DirectReferences } from "./throughput.js";
 import { round, type FigureResult } from "./report.js";

@@ -3,7 +3,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import cliProgress from "cli-progress";
 import { Command, InvalidArgumentError, Option } from "commander";
-import type { Task } from "../common/task-model.js";
+import type { Task } from "../common/model/task-model.js";
 
 /**
  * `docq`: the REST API from a terminal. DOCQ_URL (default http://localhost:3000) or --url names

@@ -8,8 +8,8 @@
 # started and remove what it made, whatever its outcome.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-shopt -s nullglob
-files=(common/*.test.ts common/*/*.test.ts services/*.test.ts testFunctional/*.test.ts)
+shopt -s nullglob globstar
+files=(common/**/*.test.ts services/*.test.ts testFunctional/*.test.ts)
 if [ "$#" -gt 0 ]; then files=("$@"); fi
 
 run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/docq-test-run-XXXXXX")

@@ -1,6 +1,6 @@
 import { Command, Option } from "commander";
-import { loadConfig } from "../common/config.js";
-import { errorMessage } from "../common/errors.js";
+import { loadConfig } from "../common/config/config.js";
+import { errorMessage } from "../common/model/errors.js";
 import { defaultServices, SERVICE_NAMES, startSite, type ServiceName } from "./site.js";
 
 /**

@@ -1,14 +1,14 @@
 import type { Context, ServiceSchema } from "moleculer";
-import type { BlobStore } from "../common/blob-store.js";
-import { collectBlobGarbage } from "../common/blob-gc.js";
-import { KeyRing } from "../common/key-ring.js";
-import { errorMessage } from "../common/errors.js";
-import { parseMessage } from "../common/queue-messages.js";
-import type { TaskQueue } from "../common/task-queue.js";
-import type { StolenCounts, TaskStore } from "../common/task-store.js";
-import { docqError, ERROR_CODE } from "../common/errors.js";
-import type { Task } from "../common/task-model.js";
-import type { WorkerLoad } from "../common/worker-pool.js";
+import type { BlobStore } from "../common/blobs/blob-store.js";
+import { collectBlobGarbage } from "../common/blobs/blob-gc.js";
+import { KeyRing } from "../common/accounts/key-ring.js";
+import { errorMessage } from "../common/model/errors.js";
+import { parseMessage } from "../common/queue/queue-messages.js";
+import type { TaskQueue } from "../common/queue/task-queue.js";
+import type { StolenCounts, TaskStore } from "../common/store/task-store.js";
+import { docqError, ERROR_CODE } from "../common/model/errors.js";
+import type { Task } from "../common/model/task-model.js";
+import type { WorkerLoad } from "../common/worker/worker-pool.js";
 
 export const QUEUER_EVENTS = {
   queued: "docq.task.queued",

@@ -1,10 +1,10 @@
 import type { Readable } from "node:stream";
 import { ServiceBroker, type Context, type ServiceSchema } from "moleculer";
-import type { BlobStore } from "../common/blob-store.js";
-import type { DocqConfig } from "../common/config.js";
-import { isDocqError } from "../common/errors.js";
-import { Stealer, type LocalQueue, type OtherSites } from "../common/stealer.js";
-import type { Task } from "../common/task-model.js";
+import type { BlobStore } from "../common/blobs/blob-store.js";
+import type { DocqConfig } from "../common/config/config.js";
+import { isDocqError } from "../common/model/errors.js";
+import { Stealer, type LocalQueue, type OtherSites } from "../common/stealing/stealer.js";
+import type { Task } from "../common/model/task-model.js";
 import { QUEUER_EVENTS } from "./queuer.service.js";
 
 const BACKLOG_EVENT = "docq.backlog";
@@ -31,7 +31,7 @@ function globalTransporter(config: DocqConfig): NonNullable<ConstructorParameter
 
 /**
  * The stealer: a bridge between the site's broker and a second broker on the global NATS, where
- * it is the service `steal-<site>`. The logic is in common/stealer.ts.
+ * it is the service `steal-<site>`. The logic is in common/stealing/stealer.ts.
  */
 export function stealerService(deps: StealerDeps): ServiceSchema {
   const { config } = deps;

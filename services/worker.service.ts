@@ -1,11 +1,11 @@
 import type { Context, ServiceSchema } from "moleculer";
-import type { BlobStore } from "../common/blob-store.js";
-import { errorMessage } from "../common/errors.js";
-import type { JobRegistry } from "../common/job-registry.js";
-import { startLeftoverSweeper } from "../common/job-runner.js";
-import type { Task } from "../common/task-model.js";
-import { retryTransient } from "../common/transient-retry.js";
-import { WorkerPool, type QueueClient } from "../common/worker-pool.js";
+import type { BlobStore } from "../common/blobs/blob-store.js";
+import { errorMessage } from "../common/model/errors.js";
+import type { JobRegistry } from "../common/jobs/job-registry.js";
+import { startLeftoverSweeper } from "../common/jobs/job-runner.js";
+import type { Task } from "../common/model/task-model.js";
+import { retryTransient } from "../common/model/transient-retry.js";
+import { WorkerPool, type QueueClient } from "../common/worker/worker-pool.js";
 import { QUEUER_EVENTS } from "./queuer.service.js";
 
 export interface WorkerDeps {

@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { freePort, getTask, listAll, mapLimit, ownChild, REPO, result, submit, tempDir, waitAllFinal, waitUntil } from "./helpers.js";
 import { startNats, type NatsServer } from "./nats.js";
 import { Pm2 } from "./pm2.js";
-import type { Task } from "../common/task-model.js";
+import type { Task } from "../common/model/task-model.js";
 
 const LEASE_MS = 3000;
 const CONFIG = `

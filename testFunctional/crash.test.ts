@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import { SqliteTaskStore } from "../common/sqlite-task-store.js";
+import { SqliteTaskStore } from "../common/store/sqlite/sqlite-task-store.js";
 import { getTask, listAll, mapLimit, result, startEmbeddedApp, submit, tempDir, waitAllFinal, waitUntil, type EmbeddedApp } from "./helpers.js";
 
 const CONFIG = "queue:\n  backoffBaseMs: 20\n  backoffMaxMs: 200\n";

@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { Task } from "../common/task-model.js";
+import type { Task } from "../common/model/task-model.js";
 
 export const REPO = fileURLToPath(new URL("..", import.meta.url));
 

@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { S3BlobStore } from "../common/s3-blob-store.js";
+import { S3BlobStore } from "../common/blobs/s3-blob-store.js";
 import { freePort, mapLimit, ownChild, REPO, result, startEmbeddedApp, submit, tempDir, waitAllFinal, type EmbeddedApp } from "./helpers.js";
 
 /*

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, it } from "node:test";
-import type { Task } from "../common/task-model.js";
+import type { Task } from "../common/model/task-model.js";
 import { listAll, mapLimit, result, startEmbeddedApp, submit, useKey, waitAllFinal, type EmbeddedApp } from "./helpers.js";
 import { startNats, type NatsServer } from "./nats.js";
 import { makeCertificates, type TlsFiles } from "./tls.js";

@@ -1,0 +1,86 @@
+import type { BlobStore } from "./blob-store.js";
+import { isFinal, type Task } from "../model/task-model.js";
+import type { TaskStore } from "../store/task-store.js";
+
+/*
+ * Documents nothing refers to any more, found by comparing the blob store with the task store:
+ * - the input of an upload whose task was never created (the process died between the two);
+ * - outputs and split parts of attempts that ended without their result being accepted (a worker
+ *   killed after storing, a cancel racing with a completion, a split abandoned by a crash);
+ * - whatever an adapter keeps aside (the fs store's partial uploads, empty folders).
+ * Keys of a task's current attempt, or younger than the grace period (an upload about to become a
+ * task, a worker about to report), are left alone: the collector never races the queue.
+ */
+
+export interface BlobGcOptions {
+  blobs: BlobStore;
+  store: TaskStore;
+  /** A blob or temp file untouched for less than this is never collected. */
+  graceMs: number;
+  now?: () => number;
+}
+
+export interface BlobGcReport {
+  /** Task folders looked at. */
+  folders: number;
+  /** Blobs removed. */
+  removed: number;
+  /** Adapter leftovers removed (partial uploads, empty folders). */
+  leftovers: number;
+}
+
+/** `<attempt>` of `output-<attempt>` and `split-<attempt>/...`, or null for other names. */
+function attemptOf(rest: string): number | null {
+  const match = /^(?:output-|split-)(\d+)(?:\/|$)/.exec(rest);
+  return match === null ? null : Number(match[1]);
+}
+
+/** Whether `key` (under `task`'s folder) is still needed; `partKeys` are its children's inputs. */
+function needed(task: Task, key: string, partKeys: ReadonlySet<string>): boolean {
+  if (key === task.input || key === task.output || partKeys.has(key)) return true;
+  const attempt = attemptOf(key.slice(task.id.length + 1));
+  // Not a name the worker writes: not ours to judge.
+  if (attempt === null) return true;
+  if (isFinal(task.status)) return false;
+  // The current attempt (or one claimed since the task was read) may still be storing or reporting.
+  return attempt >= task.tries;
+}
+
+/** One pass over every blob; answers what it removed. */
+export async function collectBlobGarbage(opts: BlobGcOptions): Promise<BlobGcReport> {
+  const now = (opts.now ?? Date.now)();
+  const report: BlobGcReport = { folders: 0, removed: 0, leftovers: 0 };
+  let folder: { id: string; keys: { key: string; modifiedAt: number }[] } | null = null;
+
+  const judge = async (id: string, keys: readonly { key: string; modifiedAt: number }[]): Promise<void> => {
+    report.folders++;
+    const old = keys.filter((k) => now - k.modifiedAt >= opts.graceMs);
+    if (old.length === 0) return;
+    const task = await opts.store.get(id);
+    let garbage: string[];
+    if (task === null) {
+      garbage = old.map((k) => k.key);
+    } else {
+      const parts = task.childrenTotal > 0 ? new Set((await opts.store.children(id)).flatMap((c) => (c.input === null ? [] : [c.input]))) : new Set<string>();
+      garbage = old.filter((k) => !needed(task, k.key, parts)).map((k) => k.key);
+    }
+    for (const key of garbage) await opts.blobs.delete(key);
+    report.removed += garbage.length;
+  };
+
+  // Keys come grouped by folder (a listing is in key order), so one task is read once.
+  for await (const entry of opts.blobs.list()) {
+    const slash = entry.key.indexOf("/");
+    if (slash <= 0) continue;
+    const id = entry.key.slice(0, slash);
+    if (folder !== null && folder.id !== id) {
+      await judge(folder.id, folder.keys);
+      folder = null;
+    }
+    folder ??= { id, keys: [] };
+    folder.keys.push(entry);
+  }
+  if (folder !== null) await judge(folder.id, folder.keys);
+  if (opts.blobs.sweepLeftovers !== undefined) report.leftovers = await opts.blobs.sweepLeftovers(now - opts.graceMs);
+  return report;
+}

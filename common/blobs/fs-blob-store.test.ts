@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { blobStoreContract } from "./blob-store.contract.js";
+import { DocqError, ERROR_CODE } from "../model/errors.js";
+import { FsBlobStore } from "./fs-blob-store.js";
+
+async function tempDir(): Promise<string> {
+  return fs.realpath(await fs.mkdtemp(path.join(os.tmpdir(), "docq-blobs-test-")));
+}
+
+blobStoreContract("FsBlobStore", async () => {
+  const dir = await tempDir();
+  return { store: await FsBlobStore.open(path.join(dir, "blobs")), cleanup: () => fs.rm(dir, { recursive: true, force: true }) };
+});
+
+describe("FsBlobStore: on disk", () => {
+  let dir: string;
+  let root: string;
+  let store: FsBlobStore;
+
+  beforeEach(async () => {
+    dir = await tempDir();
+    root = path.join(dir, "data", "blobs");
+    store = await FsBlobStore.open(root);
+  });
+  afterEach(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  const tempFiles = (): Promise<string[]> => fs.readdir(path.join(root, ".tmp"));
+
+  it("open creates missing folders", async () => {
+    assert.ok((await fs.stat(root)).isDirectory());
+    assert.deepEqual(await tempFiles(), []);
+  });
+
+  it("stores key a/b at <root>/a/b", async () => {
+    await store.put("task-1/input", Readable.from([Buffer.from("doc")]));
+    assert.equal(await fs.readFile(path.join(root, "task-1", "input"), "utf8"), "doc");
+    await store.deletePrefix("task-1/");
+    await assert.rejects(fs.stat(path.join(root, "task-1")), { code: "ENOENT" });
+  });
+
+  it("leaves no temp file after a put succeeds, its body fails, or its size is wrong", async () => {
+    await store.put("t/ok", Readable.from([Buffer.from("ok")]));
+    assert.deepEqual(await tempFiles(), []);
+
+    const boom = new Error("boom");
+    const failing = new Readable({
+      read() {
+        this.push(Buffer.alloc(4096));
+        this.destroy(boom);
+      },
+    });
+    const err: unknown = await store.put("t/failed", failing).then(
+      () => assert.fail("put should reject"),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof Error && err.cause === boom, String(err));
+    assert.deepEqual(await tempFiles(), []);
+
+    await assert.rejects(store.put("t/wrong-size", Readable.from([Buffer.from("abc")]), { size: 2 }), { code: ERROR_CODE.BadRequest });
+    assert.deepEqual(await tempFiles(), []);
+    assert.deepEqual((await fs.readdir(path.join(root, "t"))).sort(), ["ok"]);
+  });
+
+  it("writes the body to .tmp until it is complete", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let pushed = false;
+    const body = new Readable({
+      read() {
+        if (pushed) {
+          void held.then(() => this.push(null));
+          return;
+        }
+        pushed = true;
+        this.push(Buffer.from("partial"));
+      },
+    });
+    const putting = store.put("t/slow", body);
+    while ((await tempFiles()).length === 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(store.localPath("t/slow"), null);
+    assert.equal(await store.stat("t/slow"), null);
+    release();
+    assert.deepEqual(await putting, { size: 7 });
+    assert.deepEqual(await tempFiles(), []);
+  });
+
+  it("open removes stale temp leftovers and keeps ones a live writer may still own", async () => {
+    const tmp = path.join(root, ".tmp");
+    await fs.writeFile(path.join(tmp, "crashed-upload"), "half a document");
+    await fs.mkdir(path.join(tmp, "odd-folder"));
+    const old = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    await fs.utimes(path.join(tmp, "crashed-upload"), old, old);
+    await fs.utimes(path.join(tmp, "odd-folder"), old, old);
+    await fs.writeFile(path.join(tmp, "in-progress"), "being written by another process");
+
+    await FsBlobStore.open(root);
+    assert.deepEqual(await tempFiles(), ["in-progress"]);
+  });
+
+  it("localPath gives the absolute file of a blob, or null", async () => {
+    await store.put("t/input", Readable.from([Buffer.from("local")]));
+    const file = store.localPath("t/input");
+    assert.equal(file, path.join(root, "t", "input"));
+    assert.ok(file !== null && path.isAbsolute(file));
+    assert.equal(await fs.readFile(file, "utf8"), "local");
+    assert.equal(store.localPath("t/missing"), null);
+    assert.equal(store.localPath("t"), null);
+    assert.equal(store.localPath("t/input/below"), null);
+    assert.throws(() => store.localPath("../etc/passwd"), (err: unknown) => err instanceof DocqError && err.code === ERROR_CODE.BadRequest);
+  });
+
+  it("refuses keys inside its temp folder and keeps it out of deletePrefix", async () => {
+    await assert.rejects(store.put(".tmp/x", Readable.from([Buffer.from("x")])), { code: ERROR_CODE.BadRequest, field: "key" });
+    await assert.rejects(store.deletePrefix(".tmp/"), { code: ERROR_CODE.BadRequest, field: "prefix" });
+    await store.put(".tmpfile", Readable.from([Buffer.from("x")]));
+    await store.deletePrefix(".t");
+    assert.equal(await store.stat(".tmpfile"), null);
+    assert.ok((await fs.stat(path.join(root, ".tmp"))).isDirectory());
+  });
+
+  it("refuses a key that would need a blob to also be a folder", async () => {
+    await store.put("t/input", Readable.from([Buffer.from("x")]));
+    await assert.rejects(store.put("t/input/part", Readable.from([Buffer.from("y")])), { code: ERROR_CODE.BadRequest, field: "key" });
+    await assert.rejects(store.put("t", Readable.from([Buffer.from("y")])), { code: ERROR_CODE.BadRequest, field: "key" });
+    assert.deepEqual(await store.stat("t/input"), { size: 1 });
+    assert.deepEqual(await tempFiles(), []);
+  });
+
+  it("works without open() once the root exists or not", async () => {
+    const direct = new FsBlobStore({ root: path.join(dir, "direct") });
+    await direct.put("k", Readable.from([Buffer.from("v")]));
+    assert.equal(await fs.readFile(path.join(dir, "direct", "k"), "utf8"), "v");
+  });
+
+  it("destroys the body when it refuses the key", async () => {
+    const body = Readable.from([Buffer.from("x")]);
+    await assert.rejects(store.put("../x", body), { code: ERROR_CODE.BadRequest });
+    assert.equal(body.destroyed, true);
+  });
+});
+

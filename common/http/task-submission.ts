@@ -1,0 +1,302 @@
+import { finished, Transform, type Readable, type TransformCallback } from "node:stream";
+import busboy from "busboy";
+import { z } from "zod";
+import type { BlobStore } from "../blobs/blob-store.js";
+import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
+import { badRequestOf } from "../jobs/job-registry.js";
+import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, TASK_ID_PATTERN, TASK_STATUSES } from "../model/task-model.js";
+
+/** Query strings and form fields arrive as strings; numbers are converted here, once. */
+const IntField = (min: number, max: number) => {
+  const message = `must be an integer ${min}..${max}`;
+  return z
+    .unknown()
+    .transform((raw, ctx): number => {
+      const value = typeof raw === "string" && /^\s*[+-]?\d+\s*$/.test(raw) ? Number(raw) : raw;
+      if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+        ctx.addIssue({ code: "custom", message });
+        return z.NEVER;
+      }
+      return value;
+    });
+};
+
+/**
+ * Keys that JavaScript treats as an object's prototype chain: JSON.parse keeps `__proto__` as a
+ * plain key, but the first copy by assignment (a schema's parse, a merge) turns it into the
+ * object's prototype and drops it, and `constructor.prototype` is the other way to reach it.
+ */
+const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(["__proto__", "constructor", "prototype"]);
+
+/** The path of the first forbidden key in a JSON value, at any depth; null when there is none. Iterative: the depth is the client's. */
+function forbiddenKeyPath(value: unknown): string | null {
+  const stack: Array<[value: unknown, at: string]> = [[value, "params"]];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [node, at] = next;
+    if (typeof node !== "object" || node === null) continue;
+    if (Array.isArray(node)) {
+      node.forEach((item, i) => stack.push([item, `${at}[${i}]`]));
+      continue;
+    }
+    for (const key of Object.keys(node)) {
+      if (FORBIDDEN_KEYS.has(key)) return `${at}.${key}`;
+      stack.push([(node as Record<string, unknown>)[key], `${at}.${key}`]);
+    }
+  }
+  return null;
+}
+
+/** A JSON object, given as an object (in-cluster callers) or as JSON text (query strings, forms). */
+const ParamsField = z.unknown().transform((raw, ctx): Record<string, unknown> => {
+  let value = raw;
+  if (typeof raw === "string") {
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      ctx.addIssue({ code: "custom", message: "is not valid JSON" });
+      return z.NEVER;
+    }
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    ctx.addIssue({ code: "custom", message: "must be a JSON object" });
+    return z.NEVER;
+  }
+  const forbidden = forbiddenKeyPath(value);
+  if (forbidden !== null) {
+    ctx.addIssue({ code: "custom", message: `must not hold the key "${forbidden.slice(forbidden.lastIndexOf(".") + 1)}" (at ${forbidden}): __proto__, constructor and prototype are refused` });
+    return z.NEVER;
+  }
+  return value as Record<string, unknown>;
+});
+
+export const CreateTaskFieldsSchema = z.object({
+  job: z.string({ error: "is required: the name of a job in scripts-job/" }).regex(JOB_NAME_PATTERN, `must match ${String(JOB_NAME_PATTERN)}`),
+  priority: IntField(MIN_PRIORITY, MAX_PRIORITY).default(50),
+  name: z.string().max(500, "is longer than 500 characters").default(""),
+  user: z.string().max(200, "is longer than 200 characters").default("anonymous"),
+  params: ParamsField.default({}),
+  maxTries: IntField(1, 1000).optional(),
+});
+export type CreateTaskFields = z.infer<typeof CreateTaskFieldsSchema>;
+
+/** BAD_REQUEST listing the issues, its field the first bad one. */
+/** Validates the fields of a create request; BAD_REQUEST names the first bad field. */
+export function parseCreateTaskFields(raw: Record<string, unknown>): CreateTaskFields {
+  const result = CreateTaskFieldsSchema.safeParse(raw);
+  if (result.success) return result.data;
+  throw badRequestOf(result.error.issues);
+}
+
+/** Over HTTP a field is text given once: the query parser (qs) makes `f[]=x`, `f=a&f=b` and `f[k]=v` arrays and objects. */
+const OnceAsText = z.string({ error: "must be given once, as text (not repeated, not f[]= or f[key]=)" }).optional();
+
+const HttpCreateFieldsSchema = z.object(
+  Object.fromEntries(Object.keys(CreateTaskFieldsSchema.shape).map((key) => [key, OnceAsText])) as Record<keyof CreateTaskFields, typeof OnceAsText>,
+);
+
+/**
+ * The fields of a create request made over HTTP: the query string's, overridden by the form's.
+ * Each must be text, or it would be coerced (`priority[]=7` is the number 7 to Number()) or dropped.
+ */
+export function parseCreateTaskRequest(query: Record<string, unknown>, form: Record<string, string> = {}): CreateTaskFields {
+  const text = HttpCreateFieldsSchema.safeParse(query);
+  if (!text.success) throw badRequestOf(text.error.issues);
+  return parseCreateTaskFields({ ...query, ...form });
+}
+
+const LIMIT_MESSAGE = "must be an integer 1..1000";
+/** A list filter: text given once; empty means no filter, as it always has. */
+const FilterText = OnceAsText.transform((value) => (value === "" ? undefined : value));
+
+export const ListTasksQuerySchema = z.object({
+  status: FilterText.pipe(z.enum(TASK_STATUSES).optional()),
+  user: FilterText,
+  job: FilterText,
+  parentId: FilterText,
+  cursor: FilterText,
+  limit: z
+    .string({ error: LIMIT_MESSAGE })
+    .regex(/^\d+$/, LIMIT_MESSAGE)
+    .transform(Number)
+    .pipe(z.number().min(1, LIMIT_MESSAGE).max(1000, LIMIT_MESSAGE))
+    .optional(),
+});
+export type ListTasksQuery = z.infer<typeof ListTasksQuerySchema>;
+
+/** The query of `GET /api/tasks`, checked: BAD_REQUEST names the first bad field. Only the filters that are set are answered. */
+export function parseListTasksQuery(raw: Record<string, unknown>): ListTasksQuery {
+  const result = ListTasksQuerySchema.safeParse(raw);
+  if (!result.success) throw badRequestOf(result.error.issues);
+  return Object.fromEntries(Object.entries(result.data).filter(([, value]) => value !== undefined)) as ListTasksQuery;
+}
+
+export function assertTaskId(id: unknown): string {
+  if (typeof id !== "string" || !TASK_ID_PATTERN.test(id)) {
+    throw docqError(ERROR_CODE.BadRequest, `malformed task id ${JSON.stringify(id)}: expected <site>-<ulid>`, { field: "id" });
+  }
+  return id;
+}
+
+export interface UploadRequest {
+  body: Readable;
+  contentType: string | undefined;
+  contentLength: string | undefined;
+  maxBytes: number;
+}
+
+function tooLarge(maxBytes: number): Error {
+  return docqError(ERROR_CODE.PayloadTooLarge, `body is larger than the limit of ${maxBytes} bytes (maxBodyBytes)`, { field: "body" });
+}
+
+function missingBody(): Error {
+  return docqError(ERROR_CODE.BadRequest, "missing body: send the document as the request body (or as the form field \"file\")", { field: "body" });
+}
+
+/** Passes bytes through, failing the stream as soon as it exceeds the limit. */
+class ByteLimit extends Transform {
+  bytes = 0;
+  constructor(private readonly maxBytes: number) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.bytes += chunk.length;
+    if (this.bytes > this.maxBytes) done(tooLarge(this.maxBytes));
+    else done(null, chunk);
+  }
+}
+
+export function isMultipart(contentType: string | undefined): boolean {
+  return contentType !== undefined && /^multipart\/form-data\b/i.test(contentType);
+}
+
+/**
+ * Calls `onGone` when `body` stops without ending: a client gone, a malformed chunk, a Content-Length
+ * that lies. Node emits the request's 'error' only to the listeners it has at that moment, and a
+ * body sent in the same packet as the headers fails before the action has started: finished()
+ * also reports a stream that failed before it was asked.
+ */
+function onBodyGone(body: Readable, onGone: (err: Error) => void): void {
+  finished(body, { writable: false }, (err) => {
+    if (err) onGone(err);
+  });
+}
+
+/**
+ * Stores a request's raw body under `key`. Refuses a declared length over the limit before
+ * reading anything, and an undeclared one as soon as it passes the limit.
+ */
+export async function storeRawBody(req: UploadRequest, blobs: BlobStore, key: string): Promise<number> {
+  const declared = req.contentLength === undefined ? null : Number(req.contentLength);
+  if (declared !== null && declared > req.maxBytes) throw tooLarge(req.maxBytes);
+  if (declared === 0) throw missingBody();
+  const limit = new ByteLimit(req.maxBytes);
+  // With a small limit the error can come before the store reads: it sees it then, it must not crash us now.
+  limit.on("error", () => undefined);
+  // pipe() alone never ends `limit` for a body that stops without 'end': the store would wait forever.
+  onBodyGone(req.body, (err) => limit.destroy(err));
+  try {
+    const { size } = await blobs.put(key, req.body.pipe(limit));
+    if (size === 0) {
+      await blobs.delete(key);
+      throw missingBody();
+    }
+    return size;
+  } catch (err) {
+    if (isDocqError(err)) throw err;
+    throw docqError(ERROR_CODE.BadRequest, `upload interrupted: ${errorMessage(err)}`, { field: "body", cause: err });
+  }
+}
+
+/** The most fields a form may hold besides its file; more is refused, not cut. */
+export const MAX_FORM_FIELDS = 100;
+/** The largest form field accepted (params is the big one); a longer one is refused, not truncated. */
+export const MAX_FORM_FIELD_BYTES = 1024 * 1024;
+
+function badFormField(name: string, problem: string): Error {
+  return docqError(ERROR_CODE.BadRequest, `${name}: ${problem}`, { field: name });
+}
+
+/**
+ * Reads a multipart form: the document from the field `file` stored under `key`, the other
+ * fields returned. Fields may come before or after the file. Whatever busboy would cut or drop
+ * silently (a field over MAX_FORM_FIELD_BYTES, more than MAX_FORM_FIELDS fields, a second file,
+ * a file in another field, a field given twice) is refused with BAD_REQUEST naming it; on any
+ * failure nothing is left under `key`.
+ */
+export async function storeMultipartBody(req: UploadRequest, blobs: BlobStore, key: string): Promise<{ fields: Record<string, string>; size: number }> {
+  const declared = req.contentLength === undefined ? null : Number(req.contentLength);
+  if (declared !== null && declared > req.maxBytes + 64 * 1024) throw tooLarge(req.maxBytes);
+  const fields: Record<string, string> = {};
+  let stored: Promise<number> | null = null;
+  let form: busboy.Busboy;
+  try {
+    form = busboy({
+      headers: { "content-type": req.contentType ?? "" },
+      // One byte over each limit, so that a value of exactly the limit is whole and a longer one is seen as cut.
+      limits: { files: 1, fileSize: req.maxBytes + 1, fields: MAX_FORM_FIELDS, fieldSize: MAX_FORM_FIELD_BYTES + 1 },
+    });
+  } catch (err) {
+    throw docqError(ERROR_CODE.BadRequest, `malformed multipart form: ${errorMessage(err)}`, { field: "body", cause: err });
+  }
+  const parsed = new Promise<void>((resolve, reject) => {
+    let failed = false;
+    /** Refuses the form: stops reading it, and the part being stored fails too, so the store keeps nothing. */
+    const fail = (err: unknown): void => {
+      if (failed) return;
+      failed = true;
+      reject(err);
+      // Read no more of the request (this pauses it)...
+      req.body.unpipe(form);
+      // ...and stop the parser, not from inside its own event: busboy goes on using its state once the listener returns.
+      process.nextTick(() => {
+        form.destroy(err instanceof Error ? err : new Error(String(err)));
+      });
+    };
+    form.on("field", (name, value, info) => {
+      if (info.nameTruncated) fail(badFormField(name, "the name of this form field is too long"));
+      else if (info.valueTruncated) fail(badFormField(name, `is longer than ${MAX_FORM_FIELD_BYTES} bytes, the limit of a form field`));
+      else if (Object.hasOwn(fields, name)) fail(badFormField(name, "is given twice in the form"));
+      else fields[name] = value;
+    });
+    form.on("fieldsLimit", () => fail(docqError(ERROR_CODE.BadRequest, `the form has more than ${MAX_FORM_FIELDS} fields besides the file`, { field: "body" })));
+    form.on("filesLimit", () => fail(badFormField("file", "the form holds more than one file: send the document alone, in the field file")));
+    form.on("file", (name, file) => {
+      // busboy can fail the part (a form cut short) before the store reads it.
+      file.on("error", () => undefined);
+      if (name !== "file") {
+        file.resume();
+        fail(badFormField(name, "is a file: the document goes in the field file, and no other field may be a file"));
+        return;
+      }
+      // Past the limit busboy stops passing data and ends the part; the form is refused at once.
+      let truncated = false;
+      file.on("limit", () => {
+        truncated = true;
+        fail(tooLarge(req.maxBytes));
+      });
+      stored = blobs.put(key, file).then(({ size }) => {
+        if (truncated) throw tooLarge(req.maxBytes);
+        return size;
+      });
+      stored.catch(() => undefined);
+    });
+    form.on("close", resolve);
+    form.on("error", (err: unknown) => fail(docqError(ERROR_CODE.BadRequest, `malformed multipart form: ${errorMessage(err)}`, { field: "body", cause: err })));
+    // The client went away, or the request broke off: stop the parser so the stored part ends too.
+    onBodyGone(req.body, fail);
+  });
+  req.body.pipe(form);
+  try {
+    await parsed;
+    if (stored === null) throw missingBody();
+    const size = await (stored as Promise<number>);
+    if (size === 0) throw missingBody();
+    return { fields, size };
+  } catch (err) {
+    // Let a store still writing finish (or fail) first, so the delete leaves nothing behind.
+    await (stored as Promise<number> | null)?.catch(() => undefined);
+    await blobs.delete(key).catch(() => undefined);
+    if (isDocqError(err)) throw err;
+    throw docqError(ERROR_CODE.BadRequest, `upload interrupted: ${errorMessage(err)}`, { field: "body", cause: err });
+  }
+}

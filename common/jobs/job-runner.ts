@@ -1,0 +1,576 @@
+import {
+  closeSync,
+  constants as fsConstants,
+  existsSync,
+  fstatSync,
+  lstatSync,
+  promises as fs,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  realpathSync,
+  rmdirSync,
+  statfsSync,
+  unlinkSync,
+} from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { isOwnerAlive, killOrphans, OWNER } from "./launch/leftovers.mjs";
+import { inProcessLauncher, type ScriptLauncher } from "./launch/script-launcher.js";
+import { z } from "zod";
+import { jobEnvironment } from "./job-env.js";
+import { formatZodIssues, type JobDefinition } from "./job-registry.js";
+
+export type JobMode = "simple" | "split" | "child" | "merge";
+
+export interface JobRequest {
+  mode: JobMode;
+  input?: string;
+  inputs?: string[];
+  outputDir: string;
+  params: Record<string, unknown>;
+  task: { id: string; name: string; user: string; priority: number; parentId: string | null; depth: number };
+}
+
+export type JobAnswer =
+  | { kind: "output"; output: string; stderrTail: string }
+  | { kind: "children"; children: { input: string; params?: Record<string, unknown> }[]; stderrTail: string };
+
+export class JobFailedError extends Error {
+  readonly exitCode: number | null;
+  readonly timedOut: boolean;
+  readonly canceled: boolean;
+  readonly stderrTail: string;
+  constructor(message: string, fields: { exitCode: number | null; timedOut?: boolean; canceled?: boolean; stderrTail: string }) {
+    super(message);
+    this.name = "JobFailedError";
+    this.exitCode = fields.exitCode;
+    this.timedOut = fields.timedOut ?? false;
+    this.canceled = fields.canceled ?? false;
+    this.stderrTail = fields.stderrTail;
+  }
+}
+
+export interface WorkDir {
+  path: string;
+  outputDir: string;
+  /** Removes the dir; `known` files in it (outputs already stored) are unlinked first, which usually leaves two empty folders. */
+  remove(known?: readonly string[]): Promise<void>;
+}
+
+/**
+ * A fresh temp dir with an `out/` folder, for one run. On tmpfs it is made and removed with
+ * synchronous calls: they take microseconds there, where each async call costs a thread-pool
+ * round trip (several times more; with a warm job these calls were a third of a task's time).
+ * On a disk (ext4) a folder change can wait for a journal commit that another task's fsync
+ * started, so there the calls stay asynchronous and never stall the event loop.
+ *
+ * Its name, `docq-job-<OWNER>-XXXXXX`, says which process made it (leftovers.mjs): a worker
+ * started after a crash removes the dirs of processes that are gone (sweepLeftovers).
+ *
+ * remove() unlinks the `known` files through the folders it opened without following links (see
+ * openInWorkDir), so a script that swapped a folder for a link cannot make docq unlink a file
+ * elsewhere; whatever else is left goes the same way (removeTree).
+ */
+export async function createWorkDir(root?: string): Promise<WorkDir> {
+  const base = root ?? os.tmpdir();
+  const inMemory = isInMemoryFs(base);
+  const prefix = path.join(base, `docq-job-${OWNER}-`);
+  const dir = inMemory ? mkdtempSync(prefix) : await fs.mkdtemp(prefix);
+  const outputDir = path.join(dir, "out");
+  if (inMemory) mkdirSync(outputDir);
+  else await fs.mkdir(outputDir);
+  return {
+    path: dir,
+    outputDir,
+    remove: inMemory
+      ? async (known = []) => {
+          try {
+            for (const file of known) inParentDir(file, dir, (parent, name) => unlinkSync(at(parent, name)));
+            const problem = inParentDir(outputDir, dir, (parent, name) => rmdirSync(at(parent, name)));
+            if (problem !== undefined) throw new Error(problem);
+            rmdirSync(dir);
+          } catch {
+            await removeTree(dir);
+          }
+        }
+      : async (known = []) => {
+          try {
+            await Promise.all(known.map((file) => inParentDirAsync(file, dir, (parent, name) => fs.unlink(at(parent, name)))));
+            const problem = await inParentDirAsync(outputDir, dir, (parent, name) => fs.rmdir(at(parent, name)));
+            if (problem !== undefined) throw new Error(problem);
+            await fs.rmdir(dir);
+          } catch {
+            await removeTree(dir);
+          }
+        },
+  };
+}
+
+/** Passes of removeTree over a dir that a live process keeps filling (a warm process's child). */
+const REMOVE_ATTEMPTS = 10;
+
+/**
+ * Removes the dir `dir` and everything in it, each entry through the folder it was found in,
+ * opened without following links (see openInWorkDir): rm -r by path (fs.rm) lists a folder by its
+ * path after checking it is one, so a folder swapped for a link meanwhile has it empty the folder
+ * the link leads to. A link is removed, never followed. Where /proc/self/fd is missing it is fs.rm.
+ */
+export async function removeTree(dir: string): Promise<void> {
+  if (!FD_PATHS) {
+    await fs.rm(dir, { recursive: true, force: true, maxRetries: REMOVE_ATTEMPTS });
+    return;
+  }
+  // The temp root itself is configuration: opened as its path says.
+  const rootPath = path.dirname(path.resolve(dir));
+  const root: OpenDir = { fd: openSync(rootPath, O_RDONLY | O_DIRECTORY), path: rootPath };
+  try {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await removeEntry(root, path.basename(dir));
+        return;
+      } catch (err) {
+        // ENOTEMPTY, ENOTDIR: a live process changed the tree meanwhile; the next pass sees it as it is now.
+        if (attempt >= REMOVE_ATTEMPTS) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
+      }
+    }
+  } finally {
+    closeSync(root.fd);
+  }
+}
+
+/** Removes `name` in the opened folder `parent`: a file or a link is unlinked, a folder emptied (the same way) and removed. */
+async function removeEntry(parent: OpenDir, name: string): Promise<void> {
+  let fd: number;
+  try {
+    fd = openSync(at(parent, name), DIR_FLAGS);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === "ENOENT") return;
+    if (code !== "ENOTDIR" && code !== "ELOOP") throw err;
+    // Not a folder (a file, a link): unlinked, never followed.
+    await fs.unlink(at(parent, name)).catch((e: unknown) => (errnoCode(e) === "ENOENT" ? undefined : Promise.reject(e)));
+    return;
+  }
+  const dir: OpenDir = { fd, path: path.join(parent.path, name) };
+  try {
+    for (const entry of await fs.readdir(`/proc/self/fd/${fd}`)) await removeEntry(dir, entry);
+  } finally {
+    closeSync(fd);
+  }
+  await fs.rmdir(at(parent, name)).catch((e: unknown) => (errnoCode(e) === "ENOENT" ? undefined : Promise.reject(e)));
+}
+
+/** Names of the dirs docq makes in a temp root: `docq-job-<OWNER>-...` (createWorkDir), `docq-warm-<OWNER>-<job>-...` (warm-process.ts). */
+const OWNED_DIR = /^docq-(?:job|warm)-(\d+\.\d+)-/;
+/** The same dirs named before their owner was part of the name. */
+const UNOWNED_DIR = /^docq-(?:job|warm)-/;
+/** A dir named without its owner is removed once untouched this long (its owner cannot be told). */
+export const UNOWNED_DIR_MAX_AGE_MS = 24 * 60 * 60 * 1000;
+/** How often a worker looks for what dead docq processes left behind. */
+export const LEFTOVER_SWEEP_MS = 60_000;
+
+/**
+ * Removes what docq processes that are gone (a crash, a kill) left behind: the processes their runs
+ * left running (killOrphans in leftovers.mjs), then their work dirs and warm process dirs in
+ * `root`. A dir whose owner still runs is never touched; one named without its owner (an older
+ * docq) only once untouched for UNOWNED_DIR_MAX_AGE_MS. Answers what it did.
+ */
+export async function sweepLeftovers(root: string = os.tmpdir(), now: number = Date.now()): Promise<{ processes: number; dirs: string[] }> {
+  const processes = killOrphans();
+  const names = await fs.readdir(root).catch(() => [] as string[]);
+  const dirs: string[] = [];
+  for (const name of names) {
+    const owner = OWNED_DIR.exec(name)?.[1];
+    const dir = path.join(root, name);
+    if (owner !== undefined) {
+      if (isOwnerAlive(owner)) continue;
+    } else {
+      if (!UNOWNED_DIR.test(name)) continue;
+      const stats = await fs.lstat(dir).catch(() => null);
+      if (stats === null || !stats.isDirectory() || now - stats.mtimeMs < UNOWNED_DIR_MAX_AGE_MS) continue;
+    }
+    try {
+      await removeTree(dir);
+      dirs.push(name);
+    } catch {
+      // A process of the dead owner still dying may add a file meanwhile: the next sweep takes it.
+    }
+  }
+  return { processes, dirs };
+}
+
+/**
+ * Sweeps leftovers (sweepLeftovers) now and every `intervalMs` (LEFTOVER_SWEEP_MS): after a crash
+ * and restart, what the dead process left is gone once the worker has started, and what a process
+ * that dies meanwhile (a spawner helper) leaves is gone within `intervalMs`. Answers a stop function.
+ */
+export function startLeftoverSweeper(opts: { root?: string; intervalMs?: number; log: { info(msg: string): void; warn(msg: string): void } }): () => void {
+  const root = opts.root ?? os.tmpdir();
+  let running: Promise<void> | null = null;
+  const sweep = (): void => {
+    if (running !== null) return;
+    running = sweepLeftovers(root)
+      .then(({ processes, dirs }) => {
+        if (processes > 0) opts.log.warn(`killed ${processes} process(es) left running by docq processes that are gone`);
+        if (dirs.length > 0) opts.log.info(`removed ${dirs.length} dir(s) left in ${root} by docq processes that are gone: ${dirs.join(", ")}`);
+      })
+      .catch((err: unknown) => opts.log.warn(`sweeping leftovers in ${root} failed, will retry: ${err instanceof Error ? err.message : String(err)}`))
+      .finally(() => (running = null));
+  };
+  sweep();
+  const timer = setInterval(sweep, opts.intervalMs ?? LEFTOVER_SWEEP_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+const TMPFS_MAGIC = 0x01021994;
+const RAMFS_MAGIC = 0x858458f6;
+const inMemoryRoots = new Map<string, boolean>();
+
+/** True when `dir` is on tmpfs or ramfs (asked once per dir). */
+function isInMemoryFs(dir: string): boolean {
+  let known = inMemoryRoots.get(dir);
+  if (known === undefined) {
+    try {
+      const { type } = statfsSync(dir);
+      known = type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+    } catch {
+      known = false;
+    }
+    inMemoryRoots.set(dir, known);
+  }
+  return known;
+}
+
+export const STDERR_TAIL_CHARS = 4096;
+/** An answer is one line; a few MB leaves room for chatter and a large children list. */
+export const STDOUT_MAX_BYTES = 4 * 1024 * 1024;
+
+/** The answer line of a job, one-shot or warm (a warm answer also carries its `requestId`, checked apart). */
+export const AnswerSchema = z
+  .object({
+    output: z.string().min(1).optional(),
+    children: z
+      .array(z.object({ input: z.string().min(1), params: z.record(z.string(), z.unknown()).optional() }))
+      .min(1, "is empty: a job that does not split answers an output")
+      .optional(),
+  })
+  .refine((a) => (a.output === undefined) !== (a.children === undefined), "the answer needs exactly one of output or children");
+
+/**
+ * Runs one job script for one task and returns what it answered. The script gets its own process
+ * group, so a timeout or a cancel kills everything it started, and so does its own exit: a job is
+ * over when its script exits.
+ */
+export async function runJob(
+  job: JobDefinition,
+  request: JobRequest,
+  opts: { workDir: string; signal?: AbortSignal; onSpawn?: (pid: number) => void; launcher?: ScriptLauncher },
+): Promise<JobAnswer> {
+  const { signal } = opts;
+  if (signal?.aborted) throw new JobFailedError(`job "${job.name}" was canceled`, { exitCode: null, canceled: true, stderrTail: "" });
+
+  const run = (opts.launcher ?? inProcessLauncher).launch({
+    command: job.command,
+    args: job.args,
+    cwd: opts.workDir,
+    input: requestLine(request),
+    // Only what a job may see: no secret of the server's (job-env.ts).
+    env: jobEnvironment({ jobEnv: job.env, passEnv: job.passEnv, workDir: opts.workDir }),
+    maxStdoutBytes: STDOUT_MAX_BYTES,
+    stderrTailChars: STDERR_TAIL_CHARS,
+  });
+  let exited = false;
+  let timedOut = false;
+  let canceled = false;
+  const timer = setTimeout(() => {
+    if (exited) return;
+    timedOut = true;
+    run.kill();
+  }, job.timeoutMs);
+  const onAbort = (): void => {
+    if (exited) return;
+    canceled = true;
+    run.kill();
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  if (opts.onSpawn !== undefined) {
+    const onSpawn = opts.onSpawn;
+    void run.pid.then((pid) => {
+      if (pid !== undefined) onSpawn(pid);
+    });
+  }
+
+  let result;
+  try {
+    result = await run.result;
+  } finally {
+    exited = true;
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
+  }
+  const { stderrTail } = result;
+
+  const fail = (message: string): JobFailedError =>
+    new JobFailedError(`job "${job.name}" ${message}`, { exitCode: result.exitCode ?? null, timedOut, canceled, stderrTail });
+  const lastErr = lastLine(stderrTail);
+  const withStderr = lastErr === "" ? "" : `: ${lastErr}`;
+
+  if (canceled) throw fail("was canceled");
+  if (timedOut) throw fail(`timed out after ${job.timeoutMs} ms`);
+  if (result.isMaxBuffer) throw fail(`printed more than ${STDOUT_MAX_BYTES} bytes on stdout`);
+  if (result.startError !== undefined) throw fail(`could not start: ${result.startError}`);
+  if (result.signal !== undefined) throw fail(`was killed by ${result.signal}${withStderr}`);
+  if (result.exitCode !== 0) throw fail(`exited with code ${result.exitCode}${withStderr}`);
+
+  const answer = parseAnswer(lastLine(result.stdout));
+  if (typeof answer === "string") throw fail(`printed no valid answer on stdout: ${answer}`);
+  return placeAnswer(answer, request, { workDir: opts.workDir, stderrTail, fail });
+}
+
+/**
+ * Turns a valid answer into a JobAnswer: paths resolved against the request's outputDir, each one
+ * a regular file with one link inside `workDir`, reached without following any link (see
+ * openInWorkDir; the worker opens it again the same way to store it), children only in split and
+ * child mode. `fail` makes the error thrown for a bad answer. Shared by one-shot and warm runs.
+ */
+export async function placeAnswer(
+  answer: Answer,
+  request: JobRequest,
+  opts: { workDir: string; stderrTail: string; fail: (message: string) => Error },
+): Promise<JobAnswer> {
+  const { stderrTail, fail } = opts;
+  const outputDir = path.resolve(opts.workDir, request.outputDir);
+  const place = (p: string, what: string): string => {
+    const abs = path.resolve(outputDir, p);
+    const opened = openInWorkDir(abs, opts.workDir);
+    if (typeof opened === "string") throw fail(`answered ${what} ${JSON.stringify(p)}: ${opened}`);
+    closeSync(opened.fd);
+    return abs;
+  };
+
+  if (answer.output !== undefined) return { kind: "output", output: place(answer.output, "output"), stderrTail };
+  const children = answer.children ?? [];
+  if (request.mode === "simple") throw fail("answered children in simple mode: declare split: true in job.yaml");
+  if (request.mode === "merge") throw fail("answered children in merge mode: a merge answers an output");
+  const placed = children.map((c) => ({ input: place(c.input, "child input"), ...(c.params === undefined ? {} : { params: c.params }) }));
+  return { kind: "children", children: placed, stderrTail };
+}
+
+/** A file of a work dir, open for reading: read it through `fd` (never again by its path), then closeSync(fd). */
+export interface OpenedFile {
+  fd: number;
+  size: number;
+}
+
+const { O_RDONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY } = fsConstants;
+/** A folder, and never a link to one. */
+const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;
+/** Never through a link; never waiting (a FIFO), never taking a terminal. */
+const FILE_FLAGS = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
+/**
+ * With /proc/self/fd, `/proc/self/fd/<fd of a folder>/<name>` makes the kernel look `name` up in
+ * the folder that fd holds, whatever its path leads to now: a walk down from the work dir one
+ * opened folder at a time cannot be led elsewhere by a folder swapped for a link meanwhile.
+ * Without it (not Linux) each step opens a path again: no link is followed at the moment of each
+ * open, but a swap between two opens is not seen.
+ */
+const FD_PATHS = existsSync("/proc/self/fd");
+
+/** An opened folder of a work dir: `fd`, and `path` for messages (and to open by where /proc/self/fd is missing). */
+interface OpenDir {
+  fd: number;
+  path: string;
+}
+
+/** A path to `name` inside `dir` that goes through the opened folder, not through its path. */
+function at(dir: OpenDir, name: string): string {
+  return FD_PATHS ? `/proc/self/fd/${dir.fd}/${name}` : path.join(dir.path, name);
+}
+
+/** `file` relative to `workDir` (as given, or its real path: a script may answer `$PWD/...`), or null when it is not inside. */
+function insideWorkDir(file: string, workDir: string): string | null {
+  const abs = path.resolve(file);
+  const given = path.resolve(workDir);
+  const relative = (base: string): string | null => {
+    const rel = path.relative(base, abs);
+    return rel === "" || rel === ".." || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel) ? null : rel;
+  };
+  const rel = relative(given);
+  if (rel !== null) return rel;
+  let real: string;
+  try {
+    // The work dir's own name is docq's: only its parent's path is resolved.
+    real = path.join(realpathSync.native(path.dirname(given)), path.basename(given));
+  } catch {
+    return null;
+  }
+  return real === given ? null : relative(real);
+}
+
+function errnoCode(err: unknown): string {
+  return (err as NodeJS.ErrnoException | null)?.code ?? String(err);
+}
+
+/**
+ * Opens the folder holding `file` (inside `workDir`) one folder at a time from `workDir`, never
+ * following a link; answers it (the caller closes its fd) with the file's name, or why the folder
+ * could not be reached.
+ */
+function openParentDir(file: string, workDir: string): { dir: OpenDir; name: string } | string {
+  const rel = insideWorkDir(file, workDir);
+  if (rel === null) return "path escapes the work dir";
+  const parts = rel.split(path.sep);
+  const name = parts.pop() ?? "";
+  let dir: OpenDir;
+  try {
+    dir = { fd: openSync(workDir, DIR_FLAGS), path: path.resolve(workDir) };
+  } catch (err) {
+    return `the work dir ${workDir} cannot be opened (${errnoCode(err)}): it is gone or was replaced by a link`;
+  }
+  let walked = "";
+  for (const part of parts) {
+    walked = walked === "" ? part : path.join(walked, part);
+    let fd: number;
+    try {
+      fd = openSync(at(dir, part), DIR_FLAGS);
+    } catch (err) {
+      const code = errnoCode(err);
+      let problem = code === "ENOENT" ? "no such file" : `folder ${JSON.stringify(walked)} cannot be opened (${code})`;
+      // ENOTDIR for a link as for a file (O_DIRECTORY|O_NOFOLLOW): look, for the message only.
+      if (code === "ENOTDIR") problem = isLink(at(dir, part)) ? `${JSON.stringify(walked)} is a symbolic link: docq follows no link in an answered path` : `${JSON.stringify(walked)} is not a folder`;
+      closeSync(dir.fd);
+      return problem;
+    }
+    closeSync(dir.fd);
+    dir = { fd, path: path.join(dir.path, part) };
+  }
+  return { dir, name };
+}
+
+function isLink(file: string): boolean {
+  try {
+    return lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+/** Runs `fn` on the opened folder of `file` (see openParentDir); answers why not when it could not be reached. */
+function inParentDir(file: string, workDir: string, fn: (dir: OpenDir, name: string) => void): string | undefined {
+  const parent = openParentDir(file, workDir);
+  if (typeof parent === "string") return parent;
+  try {
+    fn(parent.dir, parent.name);
+  } finally {
+    closeSync(parent.dir.fd);
+  }
+  return undefined;
+}
+
+async function inParentDirAsync(file: string, workDir: string, fn: (dir: OpenDir, name: string) => Promise<void>): Promise<string | undefined> {
+  const parent = openParentDir(file, workDir);
+  if (typeof parent === "string") return parent;
+  try {
+    await fn(parent.dir, parent.name);
+  } finally {
+    closeSync(parent.dir.fd);
+  }
+  return undefined;
+}
+
+/**
+ * Opens `file`, a path a script answered, for storing: only a regular file with one link, inside
+ * `workDir`, reached from `workDir` one opened folder at a time without following any link (so a
+ * process that swaps a folder for a link to elsewhere, before or while docq looks, gets its answer
+ * refused, never an outside file stored). One link only: a hard link in the work dir to a file
+ * elsewhere is that file. Answers the opened file, or why not (for a message).
+ *
+ * Synchronous, as createWorkDir on tmpfs: a few opens and an fstat, microseconds each.
+ */
+export function openInWorkDir(file: string, workDir: string): OpenedFile | string {
+  const parent = openParentDir(file, workDir);
+  if (typeof parent === "string") return parent;
+  const { dir, name } = parent;
+  let fd: number;
+  try {
+    fd = openSync(at(dir, name), FILE_FLAGS);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === "ENOENT") return "no such file";
+    if (code === "ELOOP") return "is a symbolic link: docq stores only a regular file, opened without following links";
+    return `cannot be opened (${code})`;
+  } finally {
+    closeSync(dir.fd);
+  }
+  let problem: string | null = null;
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) problem = "not a file";
+    else if (stats.nlink !== 1) problem = `has ${stats.nlink} hard links: docq stores only a file with one link (another link may be a file outside the work dir)`;
+    else return { fd, size: stats.size };
+  } catch (err) {
+    problem = `cannot be read (${errnoCode(err)})`;
+  }
+  closeSync(fd);
+  return problem;
+}
+
+/**
+ * One line of JSON, keys in a fixed order (mode, input|inputs, outputDir, params, task): sh scripts
+ * rely on it to pick the first fields out with parameter expansion instead of a JSON parser.
+ */
+export function requestLine(request: JobRequest): string {
+  return JSON.stringify(orderedRequest(request)) + "\n";
+}
+
+/**
+ * A warm job's request line: `requestId` first (a sh loop takes it with one prefix strip), then
+ * the one-shot request's keys in their fixed order. The answer line carries the same requestId.
+ */
+export function warmRequestLine(requestId: string, request: JobRequest): string {
+  return JSON.stringify({ requestId, ...orderedRequest(request) }) + "\n";
+}
+
+function orderedRequest(request: JobRequest): Record<string, unknown> {
+  return {
+    mode: request.mode,
+    ...(request.input === undefined ? {} : { input: request.input }),
+    ...(request.inputs === undefined ? {} : { inputs: request.inputs }),
+    outputDir: request.outputDir,
+    params: request.params,
+    task: request.task,
+  };
+}
+
+export type Answer = z.infer<typeof AnswerSchema>;
+
+/** The answer, or why there is none. */
+function parseAnswer(line: string): Answer | string {
+  if (line === "") return "stdout is empty";
+  let json: unknown;
+  try {
+    json = JSON.parse(line);
+  } catch {
+    return `last line is not JSON: ${line.slice(0, 200)}`;
+  }
+  return checkAnswer(json);
+}
+
+/** `json` as a valid answer, or what is wrong with it. */
+export function checkAnswer(json: unknown): Answer | string {
+  const result = AnswerSchema.safeParse(json);
+  return result.success ? result.data : formatZodIssues(result.error.issues);
+}
+
+/** The last non-empty line of `text`, trimmed ("" when there is none). */
+export function lastLine(text: string): string {
+  const lines = text.split("\n");
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const line = (lines[i] ?? "").trim();
+    if (line !== "") return line;
+  }
+  return "";
+}

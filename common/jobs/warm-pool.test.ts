@@ -1,0 +1,624 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, afterEach, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { JobRegistry, type JobDefinition } from "./job-registry.js";
+import { createWorkDir, JobFailedError, runJob, warmRequestLine, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
+import { OWNER } from "./launch/leftovers.mjs";
+import { restartDelayMs, WarmPool, type WarmPoolOptions } from "./warm-pool.js";
+import { isAlive, readPid } from "../testing/test-support.js";
+
+const EXAMPLES = fileURLToPath(new URL("../../scripts-job/", import.meta.url));
+const JS_HELPER = path.join(EXAMPLES, "lib", "docq-warm.mjs");
+/** The Python helper and wordcount-warm need python3; as in job-registry.test.ts, their tests are skipped without it. */
+const NO_PYTHON = (() => {
+  try {
+    execFileSync("python3", ["-c", "pass"]);
+    return false;
+  } catch {
+    return "no python3";
+  }
+})();
+const TASK: JobRequest["task"] = { id: "test-01JAAAAAAAAAAAAAAAAAAAAAAA", name: "t", user: "u", priority: 50, parentId: null, depth: 0 };
+
+let dir: string;
+let pools: WarmPool[] = [];
+const workDirs: WorkDir[] = [];
+const logs: string[] = [];
+
+before(async () => {
+  dir = await fs.realpath(await fs.mkdtemp(path.join(os.tmpdir(), "docq-warm-test-")));
+});
+afterEach(async () => {
+  await Promise.all(pools.map((p) => p.stop()));
+  pools = [];
+});
+after(async () => {
+  await Promise.all(workDirs.map((w) => w.remove()));
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+function makePool(opts: Partial<WarmPoolOptions> = {}): WarmPool {
+  const pool = new WarmPool({ workRoot: dir, log: { info: (m) => logs.push(m), warn: (m) => logs.push(m) }, ...opts });
+  pools.push(pool);
+  return pool;
+}
+
+function definition(name: string, command: string, args: string[], overrides: Partial<JobDefinition> = {}): JobDefinition {
+  return { name, dir, command, args, timeoutMs: 10_000, maxTries: null, split: false, env: {}, passEnv: ["DOCQ_TEST_RUN"], paramsSchema: null, warm: true, maxRequests: null, maxRssMb: null, ...overrides };
+}
+
+/**
+ * A warm JS job built on the helper, steered by its params: writes {pid, params} to out.json and
+ * answers it. Every start appends its pid to the file `starts` (one line per process started).
+ */
+async function ctlJob(name: string, overrides: Partial<JobDefinition> = {}): Promise<{ job: JobDefinition; starts: string }> {
+  const file = path.join(dir, `${name}.mjs`);
+  const starts = path.join(dir, `${name}.starts`);
+  await fs.writeFile(
+    file,
+    `import { appendFileSync, writeFileSync } from "node:fs";
+import { serve } from ${JSON.stringify(JS_HELPER)};
+appendFileSync(${JSON.stringify(starts)}, process.pid + "\\n");
+const held = [];
+serve(async (req) => {
+  const p = req.params;
+  if (p.stderr) process.stderr.write(p.stderr + "\\n");
+  if (p.log) console.log(p.log);
+  if (p.mark) writeFileSync(p.mark, String(process.pid));
+  if (p.sleepMs) await new Promise((r) => setTimeout(r, p.sleepMs));
+  if (p.exit !== undefined) process.exit(p.exit);
+  if (p.throw) throw new Error(p.throw);
+  if (p.allocMb) held.push(Buffer.alloc(p.allocMb * 1024 * 1024, 1));
+  if (p.raw) process.stdout.write(p.raw + "\\n");
+  writeFileSync(req.outputDir + "/out.json", JSON.stringify({ pid: process.pid, params: p }));
+  return p.answer ?? "out.json";
+});
+`,
+  );
+  return { job: definition(name, process.execPath, [file], overrides), starts };
+}
+
+async function workDir(): Promise<WorkDir> {
+  const w = await createWorkDir(dir);
+  workDirs.push(w);
+  return w;
+}
+
+function request(work: WorkDir, params: Record<string, unknown> = {}, mode: JobMode = "simple"): JobRequest {
+  return { mode, input: "/dev/null", outputDir: work.outputDir, params, task: TASK };
+}
+
+/** Runs one request on a fresh work dir; answers what out.json says. */
+async function ask(pool: WarmPool, job: JobDefinition, params: Record<string, unknown> = {}, signal?: AbortSignal): Promise<{ pid: number; answer: JobAnswer }> {
+  const work = await workDir();
+  const answer = await pool.run(job, request(work, params), { workDir: work.path, ...(signal === undefined ? {} : { signal }) });
+  assert.equal(answer.kind, "output");
+  const out = answer.kind === "output" ? answer.output : "";
+  const { pid } = JSON.parse(await fs.readFile(out, "utf8")) as { pid: number };
+  return { pid, answer };
+}
+
+async function failure(promise: Promise<unknown>): Promise<JobFailedError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof JobFailedError, `expected JobFailedError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail("expected the request to fail");
+}
+
+
+async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function startsOf(file: string): Promise<number[]> {
+  const text = await fs.readFile(file, "utf8").catch(() => "");
+  return text.split("\n").filter((l) => l !== "").map(Number);
+}
+
+
+describe("createWorkDir on tmpfs and on disk", () => {
+  for (const [where, root] of [
+    ["the OS temp dir", os.tmpdir()],
+    ["tmpfs", "/dev/shm"],
+  ] as const) {
+    it(`makes and removes a fresh dir with out/ in ${where}, with or without leftovers`, { skip: !existsSync(root) && `no ${root}` }, async () => {
+      const a = await createWorkDir(root);
+      const b = await createWorkDir(root);
+      assert.notEqual(a.path, b.path);
+      assert.equal(a.outputDir, path.join(a.path, "out"));
+      assert.ok((await fs.stat(a.outputDir)).isDirectory());
+      await fs.writeFile(path.join(a.outputDir, "stored.txt"), "x");
+      await a.remove([path.join(a.outputDir, "stored.txt")]);
+      await assert.rejects(fs.stat(a.path), { code: "ENOENT" });
+      await fs.mkdir(path.join(b.outputDir, "sub"));
+      await fs.writeFile(path.join(b.outputDir, "sub", "left.txt"), "x");
+      await fs.writeFile(path.join(b.path, "input"), "x");
+      await b.remove();
+      await assert.rejects(fs.stat(b.path), { code: "ENOENT" });
+    });
+  }
+});
+
+describe("warm request line", () => {
+  it("is the one-shot request with requestId first, keys in the fixed order", () => {
+    const line = warmRequestLine("17", { mode: "simple", input: "/in", outputDir: "/out", params: { a: 1 }, task: TASK });
+    assert.ok(line.startsWith('{"requestId":"17","mode":"simple","input":"/in","outputDir":"/out",'));
+    assert.ok(line.endsWith("}\n"));
+    assert.deepEqual(Object.keys(JSON.parse(line) as object), ["requestId", "mode", "input", "outputDir", "params", "task"]);
+  });
+});
+
+describe("WarmPool", () => {
+  it("answers many requests from one process, with the stderr of each request as its tail", async () => {
+    const { job, starts } = await ctlJob("many");
+    const pool = makePool();
+    const pids = new Set<number>();
+    for (let i = 0; i < 50; i++) pids.add((await ask(pool, job)).pid);
+    assert.equal(pids.size, 1);
+    const a = await ask(pool, job, { stderr: "first request says hi" });
+    const b = await ask(pool, job, { stderr: "second request", log: "console.log goes to stderr" });
+    assert.equal(a.answer.stderrTail, "first request says hi\n");
+    assert.equal(b.answer.stderrTail, "second request\nconsole.log goes to stderr\n");
+    assert.deepEqual(await startsOf(starts), [...pids]);
+    assert.deepEqual(
+      pool.processes().map(({ job: name, state, served }) => ({ name, state, served })),
+      [{ name: "many", state: "idle", served: 52 }],
+    );
+  });
+
+  it("starts a process per concurrent request, never more, and reuses them", async () => {
+    const { job, starts } = await ctlJob("pair");
+    const pool = makePool();
+    const first = await Promise.all([ask(pool, job, { sleepMs: 100 }), ask(pool, job, { sleepMs: 100 })]);
+    const pids = new Set(first.map((r) => r.pid));
+    assert.equal(pids.size, 2);
+    for (let i = 0; i < 10; i++) {
+      for (const r of await Promise.all([ask(pool, job), ask(pool, job)])) assert.ok(pids.has(r.pid), `pid ${r.pid} is one of the two`);
+    }
+    assert.equal((await startsOf(starts)).length, 2);
+  });
+
+  it("a request that overruns its timeout kills and replaces its process only", async () => {
+    const { job, starts } = await ctlJob("slow", { timeoutMs: 400 });
+    const pool = makePool();
+    const mark = path.join(dir, "slow.pid");
+    const [stuck, ok] = await Promise.allSettled([ask(pool, job, { mark, sleepMs: 30_000 }), ask(pool, job, { sleepMs: 50 })]);
+    assert.equal(ok.status, "fulfilled");
+    const other = ok.status === "fulfilled" ? ok.value.pid : 0;
+    assert.equal(stuck.status, "rejected");
+    const err = stuck.status === "rejected" ? (stuck.reason as JobFailedError) : null;
+    assert.ok(err instanceof JobFailedError);
+    assert.equal(err.message, 'job "slow" timed out after 400 ms');
+    assert.equal(err.timedOut, true);
+    const killed = await readPid(mark);
+    await waitFor(() => !isAlive(killed), "the overrunning process to be gone");
+    assert.ok(isAlive(other), "the other process was left alone");
+    // A replacement is started at once; both slots answer again, the survivor with its old pid.
+    await waitFor(() => pool.processes().length === 2, "a replacement process");
+    const again = await Promise.all([ask(pool, job, { sleepMs: 50 }), ask(pool, job, { sleepMs: 50 })]);
+    const pids = new Set(again.map((r) => r.pid));
+    assert.ok(pids.has(other));
+    assert.ok(!pids.has(killed));
+    assert.equal((await startsOf(starts)).length, 3);
+  });
+
+  it("a canceled request kills its process; the next request gets another", async () => {
+    const { job } = await ctlJob("cancel");
+    const pool = makePool();
+    const mark = path.join(dir, "cancel.pid");
+    const abort = new AbortController();
+    const pending = ask(pool, job, { mark, sleepMs: 30_000 }, abort.signal);
+    await waitFor(() => fs.access(mark).then(() => true, () => false), "the request to start");
+    abort.abort();
+    const err = await failure(pending);
+    assert.equal(err.message, 'job "cancel" was canceled');
+    assert.equal(err.canceled, true);
+    const killed = await readPid(mark);
+    await waitFor(() => !isAlive(killed), "the canceled process to be gone");
+    const next = await ask(pool, job);
+    assert.notEqual(next.pid, killed);
+    const aborted = new AbortController();
+    aborted.abort();
+    assert.equal((await failure(ask(pool, job, {}, aborted.signal))).canceled, true, "an already aborted signal runs nothing");
+  });
+
+  it("a process killed with SIGKILL mid-request fails that request; the next one gets a new process at once", async () => {
+    const { job } = await ctlJob("killed");
+    const pool = makePool();
+    const mark = path.join(dir, "killed.pid");
+    const pending = ask(pool, job, { mark, stderr: "working on it", sleepMs: 30_000 });
+    await waitFor(() => fs.access(mark).then(() => true, () => false), "the request to start");
+    const pid = await readPid(mark);
+    process.kill(pid, "SIGKILL");
+    const err = await failure(pending);
+    assert.equal(err.message, `job "killed" (warm process ${pid}) was killed by SIGKILL: working on it`);
+    assert.equal(err.exitCode, null);
+    assert.equal(err.stderrTail, "working on it\n");
+    const started = Date.now();
+    const next = await ask(pool, job);
+    assert.notEqual(next.pid, pid);
+    assert.ok(Date.now() - started < 3000, "no backoff after one crash");
+  });
+
+  it("a process that keeps crashing is restarted with backoff; meanwhile its requests fail at once", async () => {
+    const starts = path.join(dir, "crashy.starts");
+    const script = path.join(dir, "crashy.sh");
+    const broken = `echo $$ >> "${starts}"\necho "crashy: cannot load the model" >&2\nexit 3\n`;
+    await fs.writeFile(script, broken);
+    const job = definition("crashy", "/bin/sh", [script]);
+    const pool = makePool({ restartBackoffBaseMs: 300 });
+    const work = await workDir();
+    const run = (): Promise<JobAnswer> => pool.run({ ...job }, request(work), { workDir: work.path });
+
+    const first = await failure(run());
+    assert.match(first.message, /^job "crashy" \(warm process \d+\) exited with code 3 before answering: crashy: cannot load the model$/);
+    assert.equal(first.exitCode, 3);
+    assert.equal(first.stderrTail, "crashy: cannot load the model\n");
+    await failure(run()); // one crash: restarted at once
+    assert.equal((await startsOf(starts)).length, 2);
+    const fast = await failure(run()); // two in a row: the next start waits 300 ms
+    assert.match(fast.message, /^job "crashy" keeps crashing: its warm process exited with code 3: crashy: cannot load the model \(2 crashes in a row\); the next start is in \d+ ms$/);
+    assert.equal(fast.stderrTail, "crashy: cannot load the model\n");
+    assert.equal((await startsOf(starts)).length, 2, "no start during the backoff");
+    await new Promise((r) => setTimeout(r, 350));
+    await failure(run());
+    assert.equal((await startsOf(starts)).length, 3, "started again after the backoff");
+    assert.match((await failure(run())).message, /keeps crashing.*\(3 crashes in a row\); the next start is in \d+ ms$/);
+
+    // Fixing the job (a new version of the script) starts it at once, whatever the backoff.
+    await fs.writeFile(
+      script,
+      `while IFS= read -r req; do
+  id=\${req#'{"requestId":"'}; id=\${id%%'"'*}
+  out=\${req#*'"outputDir":"'}; out=\${out%%'"'*}
+  echo fixed > "$out/o"
+  echo "{\\"requestId\\":\\"$id\\",\\"output\\":\\"o\\"}"
+done
+`,
+    );
+    await fs.utimes(script, new Date(), new Date(Date.now() + 5000));
+    const fixed = await run();
+    assert.equal(fixed.kind, "output");
+    assert.equal(await fs.readFile(fixed.kind === "output" ? fixed.output : "", "utf8"), "fixed\n");
+  });
+
+  it("restart delay: none after one crash, then base · 2^(n-2), capped", () => {
+    assert.deepEqual([0, 1, 2, 3, 4, 5, 10].map((n) => restartDelayMs(n, 250, 2000)), [0, 0, 250, 500, 1000, 2000, 2000]);
+  });
+
+  it("recycles a process after maxRequests, starting its replacement at once", async () => {
+    const { job, starts } = await ctlJob("recycled", { maxRequests: 3 });
+    const pool = makePool();
+    const pids: number[] = [];
+    for (let i = 0; i < 10; i++) pids.push((await ask(pool, job)).pid);
+    const distinct = [...new Set(pids)];
+    assert.equal(distinct.length, 4);
+    assert.deepEqual(
+      distinct.map((pid) => pids.filter((p) => p === pid).length),
+      [3, 3, 3, 1],
+    );
+    await waitFor(() => distinct.slice(0, 3).every((pid) => !isAlive(pid)), "the recycled processes to exit");
+    assert.equal((await startsOf(starts)).length, 4);
+    assert.ok(logs.some((l) => l.includes("recycled: it served 3 requests (maxRequests 3)")));
+  });
+
+  it("recycles a process whose RSS grows over maxRssMb", async () => {
+    const { job } = await ctlJob("leaky", { maxRssMb: 120 });
+    const pool = makePool({ rssCheckMs: 0 });
+    const pids: number[] = [];
+    for (let i = 0; i < 6; i++) pids.push((await ask(pool, job, { allocMb: 40 })).pid);
+    const first = pids[0] ?? 0;
+    const servedByFirst = pids.filter((p) => p === first).length;
+    assert.ok(servedByFirst >= 1 && servedByFirst < 6, `the first process served ${servedByFirst} requests before its recycling`);
+    assert.ok(new Set(pids).size >= 2);
+    assert.ok(logs.some((l) => /recycled: its RSS is \d+ MB \(maxRssMb 120\)/.test(l)));
+  });
+
+  it("an error answer or an invalid answer fails its request only; the process stays", async () => {
+    const { job } = await ctlJob("picky");
+    const pool = makePool();
+    const { pid } = await ask(pool, job);
+    const thrown = await failure(ask(pool, job, { throw: "cannot parse page 3" }));
+    assert.equal(thrown.message, 'job "picky" failed: Error: cannot parse page 3');
+    assert.match(thrown.stderrTail, /^Error: cannot parse page 3\n    at /);
+    const invalid = await failure(ask(pool, job, { answer: { output: "" } }));
+    assert.match(invalid.message, /^job "picky" printed no valid answer on stdout: output: /);
+    const escaping = await failure(ask(pool, job, { answer: "/etc/passwd" }));
+    assert.equal(escaping.message, 'job "picky" answered output "/etc/passwd": path escapes the work dir');
+    const children = await failure(ask(pool, job, { answer: { children: [{ input: "out.json" }] } }));
+    assert.equal(children.message, 'job "picky" answered children in simple mode: declare split: true in job.yaml');
+    assert.equal((await ask(pool, job)).pid, pid);
+    assert.equal(pool.processes().length, 1);
+  });
+
+  it("an answer to another request breaks the protocol: the request fails and the process is replaced", async () => {
+    const { job } = await ctlJob("liar");
+    const pool = makePool();
+    const { pid } = await ask(pool, job);
+    const err = await failure(ask(pool, job, { raw: '{"requestId":"bogus","output":"out.json"}' }));
+    assert.match(err.message, new RegExp(`^job "liar" \\(warm process ${pid}\\) answered request "bogus" while request "\\d+" was asked: the process was restarted$`));
+    await waitFor(() => !isAlive(pid), "the process to be killed");
+    assert.notEqual((await ask(pool, job)).pid, pid);
+  });
+
+  it("ignores chatter on stdout: only a line with the request's id answers", async () => {
+    const { job } = await ctlJob("chatty");
+    const pool = makePool();
+    const { answer } = await ask(pool, job, { raw: 'progress 50%\n{"not":"an answer"}\n[1,2]' });
+    assert.equal(answer.kind, "output");
+  });
+
+  it("a job that cannot start fails its request with the reason", async () => {
+    const job = definition("ghost", path.join(dir, "no-such-program"), []);
+    const work = await workDir();
+    const err = await failure(makePool().run(job, request(work), { workDir: work.path }));
+    assert.match(err.message, /^job "ghost" could not start: spawn .*no-such-program ENOENT$/);
+  });
+
+  it("stops a process idle for idleMs, and starts one again when needed", async () => {
+    const { job } = await ctlJob("idler");
+    const pool = makePool({ idleMs: 150 });
+    const { pid } = await ask(pool, job);
+    await waitFor(() => !isAlive(pid) && pool.processes().length === 0, "the idle process to be stopped");
+    assert.notEqual((await ask(pool, job)).pid, pid);
+  });
+
+  it("retires the processes of a job whose script changed", async () => {
+    const { job } = await ctlJob("edited");
+    const pool = makePool();
+    const { pid } = await ask(pool, job);
+    await fs.utimes(job.args[0] ?? "", new Date(), new Date(Date.now() + 10_000));
+    // The registry hands out a new definition once its cache expires: as here.
+    const next = await ask(pool, { ...job });
+    assert.notEqual(next.pid, pid);
+    await waitFor(() => !isAlive(pid), "the old process to exit");
+  });
+
+  it("retires the processes of a folder job when a module beside its entry changes", async () => {
+    const folder = path.join(dir, "modular");
+    await fs.mkdir(folder);
+    await fs.writeFile(path.join(folder, "answer.mjs"), `export const name = "out.json";\n`);
+    await fs.writeFile(
+      path.join(folder, "main.mjs"),
+      `import { writeFileSync } from "node:fs";
+import { serve } from ${JSON.stringify(JS_HELPER)};
+import { name } from "../answer.mjs";
+serve((req) => { writeFileSync(req.outputDir + "/" + name, JSON.stringify({ pid: process.pid })); return name; });
+`,
+    );
+    const job = { ...definition("modular", process.execPath, [path.join(folder, "main.mjs")]), dir: folder };
+    const pool = makePool();
+    const { pid } = await ask(pool, job);
+    assert.equal((await ask(pool, { ...job })).pid, pid, "unchanged: the same process");
+    await fs.utimes(path.join(folder, "answer.mjs"), new Date(), new Date(Date.now() + 10_000));
+    assert.notEqual((await ask(pool, { ...job })).pid, pid);
+  });
+
+  it("stop() ends idle and busy processes and refuses new requests", async () => {
+    const { job } = await ctlJob("stopped");
+    const pool = makePool();
+    const mark = path.join(dir, "stopped.pid");
+    const { pid: idle } = await ask(pool, job);
+    const busy = ask(pool, job, { mark, sleepMs: 30_000 });
+    await waitFor(() => fs.access(mark).then(() => true, () => false), "the busy request to start");
+    const busyPid = await readPid(mark);
+    const started = Date.now();
+    // Listened to before the stop fails it (the stop then still removes the process's dir).
+    const busyFailed = failure(busy);
+    await pool.stop();
+    assert.ok(Date.now() - started < 3000);
+    const err = await busyFailed;
+    assert.equal(err.canceled, true);
+    assert.ok(!isAlive(idle) && !isAlive(busyPid));
+    assert.deepEqual(pool.processes(), []);
+    // Stopped means their dirs are gone too: a worker that exits right after leaves none behind.
+    assert.deepEqual((await fs.readdir(dir)).filter((n) => n.startsWith(`docq-warm-${OWNER}-stopped-`)), []);
+    assert.equal((await failure(ask(pool, job))).message, 'job "stopped" was stopped: the worker is shutting down');
+  });
+
+  it("ends what a warm process started with setsid when the process ends (killed for a timeout, or stopped), and removes its dir", async () => {
+    const file = path.join(dir, "setsid-warm.mjs");
+    // With params.setsid, the request starts `setsid sh` (a new session: out of the process group),
+    // which writes its pid there and sleeps; the request waits for the pid, then for params.sleepMs.
+    await fs.writeFile(
+      file,
+      `import { spawn } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
+import { serve } from ${JSON.stringify(JS_HELPER)};
+serve(async (req) => {
+  const p = req.params;
+  if (p.setsid) {
+    spawn("setsid", ["sh", "-c", 'echo $$ > "$1.tmp"; mv "$1.tmp" "$1"; exec sleep 1000', "sh", p.setsid], { stdio: "ignore" }).unref();
+    while (!existsSync(p.setsid)) await new Promise((r) => setTimeout(r, 5));
+  }
+  if (p.sleepMs) await new Promise((r) => setTimeout(r, p.sleepMs));
+  writeFileSync(req.outputDir + "/out.json", JSON.stringify({ pid: process.pid }));
+  return "out.json";
+});
+`,
+    );
+    const job = definition("setsid-warm", process.execPath, [file], { timeoutMs: 5000 });
+    const pool = makePool();
+    const leftovers: number[] = [];
+    const ownDirs = async (): Promise<string[]> => (await fs.readdir(dir)).filter((n) => n.startsWith(`docq-warm-${OWNER}-setsid-warm-`));
+    try {
+      const work = await workDir();
+      const timedOut = await failure(pool.run(job, request(work, { setsid: path.join(dir, "setsid-1.pid"), sleepMs: 30_000 }), { workDir: work.path }));
+      assert.equal(timedOut.timedOut, true);
+      leftovers.push(await readPid(path.join(dir, "setsid-1.pid")));
+      assert.equal(isAlive(leftovers[0] ?? 0), false, "the setsid child of a process killed for a timeout is gone when the request fails");
+
+      const { pid } = await ask(pool, job, { setsid: path.join(dir, "setsid-2.pid") });
+      leftovers.push(await readPid(path.join(dir, "setsid-2.pid")));
+      assert.equal(isAlive(leftovers[1] ?? 0), true, "what a warm process started lives as long as the process");
+      assert.equal((await ownDirs()).length, 1, "the process's dir is named after its owner");
+      await pool.stop();
+      assert.equal(isAlive(pid), false);
+      assert.equal(isAlive(leftovers[1] ?? 0), false, "the setsid child is gone once the pool has stopped");
+      await waitFor(async () => (await ownDirs()).length === 0, "the process's dir to be removed");
+    } finally {
+      // Whatever failed: a leftover still running `sleep 1000` (not a pid reused meanwhile).
+      for (const leftover of leftovers) {
+        try {
+          if ((await fs.readFile(`/proc/${leftover}/cmdline`, "utf8")).startsWith("sleep\u00001000")) process.kill(leftover, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
+    }
+  });
+
+  it("a sh loop speaks the protocol without any helper", async () => {
+    const script = path.join(dir, "loop.sh");
+    await fs.writeFile(
+      script,
+      `while IFS= read -r req; do
+  id=\${req#'{"requestId":"'}; id=\${id%%'"'*}
+  out=\${req#*'"outputDir":"'}; out=\${out%%'"'*}
+  echo $$ > "$out/pid"
+  echo "{\\"requestId\\":\\"$id\\",\\"output\\":\\"pid\\"}"
+done
+`,
+    );
+    const job = definition("loop", "/bin/sh", [script]);
+    const pool = makePool();
+    const pids = new Set<string>();
+    for (let i = 0; i < 5; i++) {
+      const work = await workDir();
+      const answer = await pool.run(job, request(work), { workDir: work.path });
+      pids.add(await fs.readFile(answer.kind === "output" ? answer.output : "", "utf8"));
+    }
+    assert.equal(pids.size, 1);
+  });
+});
+
+describe("job.yaml of a warm job", () => {
+  it("refuses maxRequests or maxRssMb without warm: true, naming the key", async () => {
+    const jobs = path.join(dir, "yaml-jobs");
+    for (const [name, yaml] of [
+      ["limited", "maxRequests: 10\n"],
+      ["heavy", "warm: false\nmaxRssMb: 100\n"],
+    ] as const) {
+      await fs.mkdir(path.join(jobs, name), { recursive: true });
+      await fs.writeFile(path.join(jobs, name, "job.yaml"), `entry: main.sh\n${yaml}`);
+      await fs.writeFile(path.join(jobs, name, "main.sh"), "exit 0\n");
+    }
+    const registry = new JobRegistry({ dir: jobs, defaultTimeoutMs: 1000 });
+    await assert.rejects(registry.resolve("limited"), /job\.yaml: maxRequests: applies to warm jobs only: add warm: true/);
+    await assert.rejects(registry.resolve("heavy"), /job\.yaml: maxRssMb: applies to warm jobs only: add warm: true/);
+  });
+});
+
+describe("the warm example jobs and helpers", () => {
+  const registry = new JobRegistry({ dir: EXAMPLES, defaultTimeoutMs: 10_000 });
+  let sample: string;
+  before(async () => {
+    sample = path.join(dir, "sample.txt");
+    // A blank line, runs of spaces and tabs, multi-byte chars, a non-breaking space, a last line without newline.
+    await fs.writeFile(sample, "first line here\n\n  indented\twith tab  \nünïcode words\u00a0here\nno newline at the end");
+  });
+
+  const run = async (job: JobDefinition, req: Omit<JobRequest, "outputDir" | "params" | "task"> & { params?: Record<string, unknown> }, pool?: WarmPool): Promise<JobAnswer> => {
+    const work = await workDir();
+    const full: JobRequest = { params: {}, task: TASK, ...req, outputDir: work.outputDir };
+    return pool === undefined ? runJob(job, full, { workDir: work.path }) : pool.run(job, full, { workDir: work.path });
+  };
+  const text = (answer: JobAnswer): Promise<string> => fs.readFile(answer.kind === "output" ? answer.output : "", "utf8");
+
+  it("declare warm: true", { skip: NO_PYTHON }, async () => {
+    for (const name of ["noop-warm", "wordcount-warm", "pages-warm"]) assert.equal((await registry.resolve(name)).warm, true, name);
+    assert.equal((await registry.resolve("pages-warm")).split, true);
+  });
+
+  it("wordcount-warm outputs exactly what wordcount outputs", { skip: NO_PYTHON }, async () => {
+    const pool = makePool();
+    const warm = await registry.resolve("wordcount-warm");
+    const oneShot = await registry.resolve("wordcount");
+    const empty = path.join(dir, "empty.txt");
+    await fs.writeFile(empty, "");
+    for (const input of [sample, empty, path.join(EXAMPLES, "noop")]) {
+      const expected = await text(await run(oneShot, { mode: "simple", input }));
+      assert.equal(await text(await run(warm, { mode: "simple", input }, pool)), expected, input);
+    }
+    const [lines, words, bytes] = execFileSync("sh", ["-c", 'wc < "$1"', "sh", sample], { encoding: "utf8" }).trim().split(/\s+/).map(Number);
+    assert.equal(await text(await run(warm, { mode: "simple", input: sample }, pool)), JSON.stringify({ lines, words, bytes }));
+    // wc's words depend on the locale (a non-breaking space separates words in UTF-8 only): the warm job follows it too.
+    for (const locale of ["C", "C.UTF-8"]) {
+      const env = { LC_ALL: locale };
+      const expected = await text(await run({ ...oneShot, env }, { mode: "simple", input: sample }));
+      assert.equal(await text(await run({ ...warm, env }, { mode: "simple", input: sample }, makePool())), expected, locale);
+    }
+  });
+
+  it("pages-warm gives what pages gives in split, child and merge mode", async () => {
+    const pool = makePool();
+    const warm = await registry.resolve("pages-warm");
+    const oneShot = await registry.resolve("pages");
+    const blank = path.join(dir, "blank.txt");
+    await fs.writeFile(blank, "\n\n");
+    for (const input of [sample, blank]) {
+      const [a, b] = [await run(oneShot, { mode: "split", input }), await run(warm, { mode: "split", input }, pool)];
+      assert.equal(a.kind, b.kind);
+      if (a.kind === "output" || b.kind === "output") {
+        assert.equal(await text(b), await text(a));
+        continue;
+      }
+      assert.deepEqual(
+        b.children.map((c) => path.basename(c.input)),
+        a.children.map((c) => path.basename(c.input)),
+      );
+      const read = (files: { input: string }[]): Promise<string[]> => Promise.all(files.map((c) => fs.readFile(c.input, "latin1")));
+      assert.deepEqual(await read(b.children), await read(a.children));
+      const outputs: string[] = [];
+      for (const child of b.children) {
+        const [x, y] = [await run(oneShot, { mode: "child", input: child.input }), await run(warm, { mode: "child", input: child.input }, pool)];
+        assert.equal(await text(y), await text(x));
+        outputs.push(y.kind === "output" ? y.output : "");
+      }
+      const merged = await run(warm, { mode: "merge", inputs: outputs }, pool);
+      assert.equal(await text(merged), await text(await run(oneShot, { mode: "merge", inputs: outputs })));
+      assert.equal(await text(await run(warm, { mode: "simple", input }, pool)), await text(merged));
+    }
+    assert.equal(await text(await run(warm, { mode: "merge", inputs: [] }, pool)), "");
+  });
+
+  it("noop-warm outputs an empty file", async () => {
+    const answer = await run(await registry.resolve("noop-warm"), { mode: "simple", input: sample }, makePool());
+    assert.equal(await text(answer), "");
+  });
+
+  it("the helpers also make one-shot jobs: the same scripts run by runJob when warm is off", { skip: NO_PYTHON }, async () => {
+    for (const name of ["wordcount-warm", "pages-warm"]) {
+      const job = { ...(await registry.resolve(name)), warm: false };
+      const answer = await run(job, { mode: name === "pages-warm" ? "child" : "simple", input: sample });
+      assert.equal(answer.kind, "output", name);
+    }
+    // A handler's exception in one-shot mode is an exit code 1 with the traceback on stderr.
+    const missing = path.join(dir, "missing.txt");
+    const err = await failure(run({ ...(await registry.resolve("wordcount-warm")), warm: false }, { mode: "simple", input: missing }));
+    assert.equal(err.exitCode, 1);
+    assert.match(err.stderrTail, /FileNotFoundError/);
+  });
+
+  it("the Python helper answers a handler's exception as an error, with the traceback in the tail", { skip: NO_PYTHON }, async () => {
+    const pool = makePool();
+    const job = await registry.resolve("wordcount-warm");
+    const err = await failure(run(job, { mode: "simple", input: path.join(dir, "missing.txt") }, pool));
+    assert.match(err.message, /^job "wordcount-warm" failed: FileNotFoundError: /);
+    assert.match(err.stderrTail, /^Traceback \(most recent call last\):\n[\s\S]*FileNotFoundError/);
+    assert.equal(err.exitCode, null);
+    assert.equal(pool.processes().length, 1, "the process is still there");
+    assert.equal((await run(job, { mode: "simple", input: sample }, pool)).kind, "output");
+  });
+});

@@ -1,0 +1,343 @@
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { jobEnvironment } from "./job-env.js";
+import type { JobDefinition } from "./job-registry.js";
+import { checkAnswer, JobFailedError, lastLine, removeTree, STDERR_TAIL_CHARS, STDOUT_MAX_BYTES, warmRequestLine, type Answer, type JobRequest } from "./job-runner.js";
+import { endRun, killRun, newRunId, OWNER, RUN_ID_VAR, type RunScope } from "./launch/leftovers.mjs";
+
+/*
+ * One warm job process: started once, it reads one JSON request per line on stdin and answers one
+ * JSON line per request on stdout, `{"requestId": ..., "output": ...}` (or `children`, or
+ * `error`). docq sends it one request at a time; an answer is matched by its requestId, other
+ * stdout lines are chatter and ignored. It runs in its own process group, so a kill (timeout,
+ * cancel, recycle, shutdown) takes everything it started; what left the group (setsid) carries the
+ * process's run mark in its environment and is killed with it (leftovers.mjs). Processes it starts
+ * for a request and leaves running are its own business until it ends: they die with it.
+ */
+
+/** Why docq ended a warm process. */
+export type WarmKillReason = "timeout" | "cancel" | "protocol" | "recycle" | "idle" | "stop";
+
+export type WarmProcessState = "idle" | "busy" | "closing" | "exited";
+
+export interface WarmExit {
+  pid: number | undefined;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Why docq ended it; null when it exited by itself (a crash, or its own choice). */
+  killedFor: WarmKillReason | null;
+  /** Requests it answered. */
+  served: number;
+  /** True when it died holding a request. */
+  duringRequest: boolean;
+  /** Its stderr since its last request started (or since it started). */
+  stderrTail: string;
+  /** How it ended, for messages: `exited with code 1: <last stderr line>`, `was killed by SIGSEGV`... */
+  description: string;
+}
+
+/** What a request answered: a valid answer (paths not yet checked) and the stderr it printed meanwhile. */
+export interface WarmReply {
+  answer: Answer;
+  stderrTail: string;
+}
+
+interface Pending {
+  requestId: string;
+  resolve: (reply: WarmReply) => void;
+  reject: (err: JobFailedError) => void;
+  timer: NodeJS.Timeout;
+  signal: AbortSignal | undefined;
+  onAbort: () => void;
+}
+
+/** After the process exits, how long its stdio may stay open (a leftover that escaped the group) before docq stops waiting. */
+const CLOSE_WAIT_MS = 1000;
+
+export class WarmProcess {
+  readonly job: JobDefinition;
+  /** What the process was started from; the pool retires it when the job's signature changes. */
+  readonly signature: string;
+  readonly pid: number | undefined;
+  readonly startedAt = Date.now();
+  /** Resolves once the process is gone and its pending request (if any) is settled. */
+  readonly exited: Promise<WarmExit>;
+  /** Requests answered (a valid answer, an invalid one or an error answer). */
+  served = 0;
+  /** When the pool last read its RSS. */
+  rssCheckedAt = 0;
+  private stateValue: WarmProcessState = "idle";
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly cwd: string;
+  /** The mark of every process it starts (leftovers.mjs). */
+  private readonly runId = newRunId();
+  private readonly scope: RunScope | undefined;
+  private pending: Pending | null = null;
+  private killedFor: WarmKillReason | null = null;
+  private protocolProblem = "";
+  private stdoutBuffer = "";
+  private stderrTail = "";
+  /** The timeout of the request it holds (or held last), for the message. */
+  private timeoutMs = 0;
+  private exitStatus: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  private spawnError: Error | null = null;
+  private finalized = false;
+  private graceTimer: NodeJS.Timeout | undefined;
+  private closeWaitTimer: NodeJS.Timeout | undefined;
+  private resolveExited!: (exit: WarmExit) => void;
+
+  /**
+   * Starts the process at once. Its cwd is a private temp dir under `root`, kept across its
+   * requests (each request still has its own work dir and outputDir) and removed when it exits.
+   * The dir's name starts with `docq-warm-<OWNER>-`, so a later worker removes it when this one
+   * died without doing so (sweepLeftovers in job-runner.ts).
+   */
+  constructor(job: JobDefinition, opts: { root: string; signature: string; onExit: (exit: WarmExit) => void }) {
+    this.job = job;
+    this.signature = opts.signature;
+    this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+    void this.exited.then(opts.onExit);
+    this.cwd = mkdtempSync(path.join(opts.root, `docq-warm-${OWNER}-${job.name}-`));
+    const startedAt = Date.now();
+    this.child = spawn(job.command, job.args, {
+      cwd: this.cwd,
+      env: { ...jobEnvironment({ jobEnv: job.env, passEnv: job.passEnv, workDir: this.cwd }), [RUN_ID_VAR]: this.runId },
+      detached: true,
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.pid = this.child.pid;
+    this.scope = this.pid === undefined ? undefined : { firstPid: this.pid, startedAt };
+    this.child.stdin.on("error", () => undefined); // EPIPE once it is gone: its exit says why
+    this.child.stdout.setEncoding("utf8");
+    this.child.stdout.on("data", (chunk: string) => this.onStdout(chunk));
+    this.child.stderr.setEncoding("utf8");
+    this.child.stderr.on("data", (chunk: string) => {
+      this.stderrTail += chunk;
+      if (this.stderrTail.length > 2 * STDERR_TAIL_CHARS) this.stderrTail = this.stderrTail.slice(-STDERR_TAIL_CHARS);
+    });
+    this.child.stdout.on("error", () => undefined); // a broken pipe: its exit says why
+    this.child.stderr.on("error", () => undefined);
+    this.child.on("error", (err) => {
+      if (this.pid !== undefined) return; // a failed kill(): nothing to do, its exit follows
+      this.spawnError = err;
+      this.finalize();
+    });
+    this.child.once("exit", (code, signal) => {
+      this.exitStatus = { code, signal };
+      // Gone: not to be handed a request while its stdio drains (a busy one fails when it is closed).
+      if (this.stateValue === "idle") this.stateValue = "closing";
+      // Leftovers would hold its stdio open and outlive it.
+      this.killGroup();
+      this.closeWaitTimer = setTimeout(() => this.finalize(), CLOSE_WAIT_MS);
+    });
+    this.child.once("close", () => this.finalize());
+  }
+
+  get state(): WarmProcessState {
+    return this.stateValue;
+  }
+
+  /**
+   * Sends one request and resolves with its answer. Rejects with a JobFailedError when it answers
+   * an error or an invalid answer (the process stays usable), or when it times out, is canceled,
+   * breaks the protocol or dies (the process is then gone).
+   */
+  request(requestId: string, request: JobRequest, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<WarmReply> {
+    if (this.stateValue !== "idle") throw new Error(`warm process ${this.pid} of job "${this.job.name}" is ${this.stateValue}, not idle`);
+    this.stateValue = "busy";
+    this.stderrTail = "";
+    this.timeoutMs = opts.timeoutMs;
+    return new Promise<WarmReply>((resolve, reject) => {
+      const { signal } = opts;
+      const pending: Pending = {
+        requestId,
+        resolve,
+        reject,
+        timer: setTimeout(() => this.kill("timeout"), opts.timeoutMs),
+        signal,
+        onAbort: () => this.kill("cancel"),
+      };
+      this.pending = pending;
+      signal?.addEventListener("abort", pending.onAbort, { once: true });
+      this.child.stdin.write(warmRequestLine(requestId, request));
+    });
+  }
+
+  /** Ends the process now: SIGKILL to its whole group. Its pending request, if any, fails with `reason`. */
+  kill(reason: WarmKillReason, problem = ""): void {
+    if (this.finalized) return;
+    if (this.killedFor === null) {
+      this.killedFor = reason;
+      this.protocolProblem = problem;
+    }
+    if (this.stateValue !== "exited") this.stateValue = "closing";
+    this.killGroup();
+  }
+
+  /**
+   * Ends an idle process gently: its stdin is closed (the helpers then return from serve() and the
+   * process exits), and its group is killed after `graceMs` if it is still there. A busy one is
+   * killed at once.
+   */
+  close(reason: "recycle" | "idle" | "stop", graceMs: number): void {
+    if (this.finalized || this.killedFor !== null) return;
+    if (this.stateValue === "busy" || graceMs <= 0) {
+      this.kill(reason);
+      return;
+    }
+    this.killedFor = reason;
+    this.stateValue = "closing";
+    this.child.stdin.end();
+    this.graceTimer = setTimeout(() => this.killGroup(), graceMs);
+  }
+
+  /** Its resident set size in MB, from /proc/<pid>/status (null where that cannot be read). */
+  rssMb(): number | null {
+    if (this.pid === undefined) return null;
+    try {
+      const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${this.pid}/status`, "utf8"));
+      return match === null ? null : Number(match[1]) / 1024;
+    } catch {
+      return null;
+    }
+  }
+
+  private onStdout(chunk: string): void {
+    let buffer = this.stdoutBuffer + chunk;
+    let newline = buffer.indexOf("\n");
+    while (newline !== -1) {
+      this.onLine(buffer.slice(0, newline));
+      buffer = buffer.slice(newline + 1);
+      newline = buffer.indexOf("\n");
+    }
+    this.stdoutBuffer = buffer;
+    if (buffer.length > STDOUT_MAX_BYTES) {
+      this.stdoutBuffer = "";
+      this.kill("protocol", `printed more than ${STDOUT_MAX_BYTES} bytes on stdout without a newline`);
+    }
+  }
+
+  /** An answer is a JSON object with a requestId; any other line is chatter. */
+  private onLine(raw: string): void {
+    const line = raw.trim();
+    if (!line.startsWith("{") || this.killedFor !== null) return;
+    let json: unknown;
+    try {
+      json = JSON.parse(line);
+    } catch {
+      return;
+    }
+    if (typeof json !== "object" || json === null || Array.isArray(json) || !("requestId" in json)) return;
+    const { requestId, error, ...rest } = json as Record<string, unknown>;
+    const pending = this.pending;
+    if (pending === null) {
+      this.kill("protocol", `answered request ${JSON.stringify(requestId)} while it held none: the process was restarted`);
+      return;
+    }
+    if (requestId !== pending.requestId) {
+      this.kill("protocol", `answered request ${JSON.stringify(requestId)} while request ${JSON.stringify(pending.requestId)} was asked: the process was restarted`);
+      return;
+    }
+    this.pending = null;
+    this.served++;
+    clearTimeout(pending.timer);
+    pending.signal?.removeEventListener("abort", pending.onAbort);
+    this.stateValue = "idle";
+    // Settled after the poll phase, so stderr written before the answer (a traceback) is in its tail.
+    setImmediate(() => {
+      const stderrTail = this.stderrTail.slice(-STDERR_TAIL_CHARS);
+      const fail = (message: string): JobFailedError => new JobFailedError(`job "${this.job.name}" ${message}`, { exitCode: null, stderrTail });
+      if (error !== undefined) {
+        pending.reject(fail(typeof error === "string" ? `failed: ${error}` : `printed no valid answer on stdout: error: must be a string`));
+        return;
+      }
+      const answer = checkAnswer(rest);
+      if (typeof answer === "string") pending.reject(fail(`printed no valid answer on stdout: ${answer}`));
+      else pending.resolve({ answer, stderrTail });
+    });
+  }
+
+  /** SIGKILL to its process group and to every process carrying its run mark. */
+  private killGroup(): void {
+    // Never 0 or below: kill(-0) would signal this process's own group.
+    if (this.pid === undefined || this.pid <= 0) return;
+    try {
+      process.kill(-this.pid, "SIGKILL");
+    } catch {
+      // ESRCH: the group is already gone.
+    }
+    killRun(this.runId, this.scope);
+  }
+
+  private finalize(): void {
+    if (this.finalized) return;
+    this.finalized = true;
+    this.stateValue = "exited";
+    clearTimeout(this.graceTimer);
+    clearTimeout(this.closeWaitTimer);
+    // Over only once nothing it started is left (a process that called setsid outlived its group):
+    // its request fails and `exited` resolves after that, and its cwd goes (a leftover could still
+    // write there). The first pass usually finds nothing and this is a microtask later.
+    const leftovers = this.pid === undefined ? Promise.resolve(0) : endRun(this.runId, this.scope);
+    void leftovers.catch(() => 0).then(() => this.settle());
+  }
+
+  /** Fails the request it held (if any), removes its cwd and then resolves `exited`. */
+  private settle(): void {
+    const stderrTail = this.stderrTail.slice(-STDERR_TAIL_CHARS);
+    const description = this.describeEnd(stderrTail);
+    const pending = this.pending;
+    this.pending = null;
+    if (pending !== null) {
+      clearTimeout(pending.timer);
+      pending.signal?.removeEventListener("abort", pending.onAbort);
+      pending.reject(this.failure(description, stderrTail));
+    }
+    const exit: WarmExit = {
+      pid: this.pid,
+      code: this.exitStatus?.code ?? null,
+      signal: this.exitStatus?.signal ?? null,
+      killedFor: this.killedFor,
+      served: this.served,
+      duringRequest: pending !== null,
+      stderrTail,
+      description,
+    };
+    // Exited once its dir is gone too: a pool stopping waits for it, so docq stopping leaves no dir.
+    // A dir that cannot be removed now is swept by the next worker (its owner is gone by then).
+    void removeTree(this.cwd)
+      .catch(() => undefined)
+      .then(() => this.resolveExited(exit));
+  }
+
+  private describeEnd(stderrTail: string, beforeAnswering = false): string {
+    if (this.spawnError !== null) return `could not start: ${this.spawnError.message}`;
+    const lastErr = lastLine(stderrTail);
+    const withStderr = lastErr === "" ? "" : `: ${lastErr}`;
+    const { code, signal } = this.exitStatus ?? { code: null, signal: null };
+    if (signal !== null) return `was killed by ${signal}${withStderr}`;
+    return `exited with code ${code ?? "?"}${beforeAnswering ? " before answering" : ""}${withStderr}`;
+  }
+
+  /** The error of the request it held when it ended, in runJob's words. */
+  private failure(description: string, stderrTail: string): JobFailedError {
+    const name = `job "${this.job.name}"`;
+    const code = this.exitStatus?.code ?? null;
+    switch (this.killedFor) {
+      case "timeout":
+        return new JobFailedError(`${name} timed out after ${this.timeoutMs} ms`, { exitCode: code, timedOut: true, stderrTail });
+      case "cancel":
+        return new JobFailedError(`${name} was canceled`, { exitCode: code, canceled: true, stderrTail });
+      case "stop":
+      case "recycle":
+      case "idle":
+        return new JobFailedError(`${name} was stopped: the worker is shutting down`, { exitCode: code, canceled: true, stderrTail });
+      case "protocol":
+        return new JobFailedError(`${name} (warm process ${this.pid}) ${this.protocolProblem}`, { exitCode: code, stderrTail });
+      case null:
+        if (this.spawnError !== null) return new JobFailedError(`${name} ${description}`, { exitCode: null, stderrTail });
+        return new JobFailedError(`${name} (warm process ${this.pid}) ${this.describeEnd(stderrTail, true)}`, { exitCode: code, stderrTail });
+    }
+  }
+}

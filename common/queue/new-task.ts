@@ -1,0 +1,68 @@
+import { monotonicFactory } from "ulid";
+import { TASK_STATUS, type Task, type TaskParams } from "../model/task-model.js";
+
+/** Monotonic within a millisecond, so ids made in one burst still sort in submit order. */
+const nextUlid = monotonicFactory();
+
+export function newTaskId(site: string): string {
+  return `${site}-${nextUlid()}`;
+}
+
+/** What a submitter decides about a task; everything else starts at its initial value. */
+export interface NewTaskSpec {
+  id: string;
+  site: string;
+  user: string;
+  name: string;
+  job: string;
+  params: TaskParams;
+  priority: number;
+  maxTries: number;
+  input: string | null;
+  parentId?: string | null;
+  depth?: number;
+  /** false: never lent to another site (default true). */
+  offload?: boolean;
+}
+
+export function newTask(spec: NewTaskSpec, now: number): Task {
+  return {
+    id: spec.id,
+    site: spec.site,
+    user: spec.user,
+    name: spec.name,
+    job: spec.job,
+    params: spec.params,
+    priority: spec.priority,
+    status: TASK_STATUS.input,
+    input: spec.input,
+    output: null,
+    tries: 0,
+    maxTries: spec.maxTries,
+    submitTime: now,
+    availableAt: now,
+    startTime: null,
+    endTime: null,
+    duration: null,
+    lease: null,
+    processedBy: null,
+    error: null,
+    parentId: spec.parentId ?? null,
+    depth: spec.depth ?? 0,
+    children: [],
+    childrenTotal: 0,
+    childrenCompleted: 0,
+    offload: spec.offload ?? true,
+  };
+}
+
+/** Blob keys live under the task's id, so deleting a task's folder removes all its documents. */
+export const blobKeys = {
+  folder: (taskId: string): string => `${taskId}/`,
+  input: (taskId: string): string => `${taskId}/input`,
+  /** Per attempt: a stale worker finishing late can never overwrite the output of the attempt that won. */
+  output: (taskId: string, attempt: number): string => `${taskId}/output-${attempt}`,
+  /** A child's input, written by the splitting attempt under the parent: deleting the parent removes it. */
+  splitFolder: (taskId: string, attempt: number): string => `${taskId}/split-${attempt}/`,
+  splitPart: (taskId: string, attempt: number, index: number): string => `${taskId}/split-${attempt}/part-${index}`,
+};

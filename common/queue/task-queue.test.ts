@@ -1,0 +1,409 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { isDocqError } from "../model/errors.js";
+import { newTaskId, type NewTaskSpec } from "./new-task.js";
+import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
+import { retryDelayMs, TaskQueue, type TaskQueueOptions } from "./task-queue.js";
+import type { Task } from "../model/task-model.js";
+
+let dir: string;
+let store: SqliteTaskStore;
+let clock: number;
+const now = (): number => clock;
+const processedBy = { site: "test", node: "n1" };
+
+function makeQueue(overrides: Partial<Omit<TaskQueueOptions, "store">> = {}): TaskQueue {
+  return new TaskQueue({ store, site: "test", leaseMs: 1000, backoffBaseMs: 100, backoffMaxMs: 1000, requeueWorkOnReload: false, maxSplitDepth: 2, now, ...overrides });
+}
+
+function spec(priority: number, overrides: Partial<NewTaskSpec> = {}): NewTaskSpec {
+  return { id: newTaskId("test"), site: "test", user: "u", name: `p${priority}`, job: "noop", params: {}, priority, maxTries: 3, input: null, ...overrides };
+}
+
+const claimOf = (task: Task, owner = "w1") => ({ id: task.id, owner, attempt: task.tries });
+
+beforeEach(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-queue-test-"));
+  store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
+  clock = 1_000_000;
+});
+afterEach(async () => {
+  await store.close();
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+describe("TaskQueue", () => {
+  it("leases by priority, FIFO within a priority, counting the try and recording the lease", async () => {
+    const queue = makeQueue();
+    const a = await queue.submit(spec(10));
+    clock++;
+    const b = await queue.submit(spec(90));
+    clock++;
+    const c = await queue.submit(spec(10));
+    const pulled = await queue.pull("w1", 2);
+    assert.deepEqual(pulled.map((t) => t.id), [b.id, a.id]);
+    for (const t of pulled) {
+      assert.equal(t.status, "work");
+      assert.equal(t.tries, 1);
+      assert.deepEqual(t.lease, { owner: "w1", expiresAt: clock + 1000 });
+      assert.equal(t.startTime, clock);
+    }
+    assert.deepEqual((await queue.pull("w2", 5)).map((t) => t.id), [c.id]);
+    assert.deepEqual(await queue.pull("w2", 5), []);
+  });
+
+  it("completes under the right claim only", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    assert.ok(task);
+    assert.equal(await queue.complete(claimOf(task, "w2"), { output: "k", processedBy }), false, "another owner");
+    assert.equal(await queue.complete({ ...claimOf(task), attempt: 2 }, { output: "k", processedBy }), false, "another attempt");
+    clock += 40;
+    assert.equal(await queue.complete(claimOf(task), { output: "k", processedBy }), true);
+    const done = await store.get(task.id);
+    assert.equal(done?.status, "output");
+    assert.equal(done?.output, "k");
+    assert.equal(done?.lease, null);
+    assert.equal(done?.duration, 40);
+    assert.deepEqual(done?.processedBy, processedBy);
+    assert.equal(await queue.complete(claimOf(task), { output: "k2", processedBy }), false, "no second completion");
+    assert.equal((await store.get(task.id))?.output, "k");
+  });
+
+  it("retries a failure after an exponential backoff, then ends in error after maxTries", async () => {
+    const queue = makeQueue();
+    const submitted = await queue.submit(spec(50, { maxTries: 3 }));
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const [task] = await queue.pull("w1", 1);
+      assert.equal(task?.id, submitted.id, `attempt ${attempt} pulled`);
+      assert.equal(task.tries, attempt);
+      assert.equal(await queue.fail(claimOf(task), `boom ${attempt}`, { retryable: true }), true);
+      const after = await store.get(task.id);
+      if (attempt < 3) {
+        assert.equal(after?.status, "input");
+        assert.equal(after?.availableAt, clock + retryDelayMs(attempt, 100, 1000));
+        assert.deepEqual(await queue.pull("w1", 1), [], "held back during the backoff");
+        clock = after?.availableAt ?? clock;
+      } else {
+        assert.equal(after?.status, "error");
+        assert.equal(after?.error, "boom 3");
+      }
+    }
+    assert.deepEqual([retryDelayMs(1, 100, 1000), retryDelayMs(2, 100, 1000), retryDelayMs(5, 100, 1000)], [100, 200, 1000]);
+  });
+
+  it("ends a non-retryable failure at once", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    assert.ok(task);
+    assert.equal(await queue.fail(claimOf(task), "unknown job", { retryable: false }), true);
+    assert.equal((await store.get(task.id))?.status, "error");
+  });
+
+  it("announces a retry when its backoff elapses", async () => {
+    const queue = makeQueue({ now: Date.now, backoffBaseMs: 30 });
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    assert.ok(task);
+    const announced = once(queue, "task:queued");
+    const failedAt = Date.now();
+    await queue.fail(claimOf(task), "x", { retryable: true });
+    await announced;
+    assert.ok(Date.now() - failedAt >= 25, "not before the backoff");
+    assert.equal((await queue.pull("w1", 1)).length, 1);
+    queue.stop();
+  });
+
+  it("requeues expired leases, counting the try, and refuses the stale holder afterwards", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    assert.ok(task);
+    clock += 500;
+    assert.deepEqual(await queue.heartbeat("w1", [task.id]), []);
+    clock += 900;
+    assert.equal(await queue.sweepExpiredLeases(), 0, "renewed by the heartbeat");
+    clock += 200;
+    assert.equal(await queue.sweepExpiredLeases(), 1);
+    const requeued = await store.get(task.id);
+    assert.equal(requeued?.status, "input");
+    assert.equal(requeued?.tries, 1);
+    assert.match(requeued?.error ?? "", /lease expired: w1/);
+    assert.deepEqual(await queue.heartbeat("w1", [task.id]), [task.id], "the old holder learns it lost the lease");
+    clock = requeued?.availableAt ?? clock;
+    const [again] = await queue.pull("w2", 1);
+    assert.equal(again?.tries, 2);
+    assert.equal(await queue.complete(claimOf(task), { output: "stale", processedBy }), false);
+    assert.equal(await queue.complete(claimOf(again!, "w2"), { output: "fresh", processedBy }), true);
+    assert.equal((await store.get(task.id))?.output, "fresh");
+  });
+
+  it("cancels a queued task (never pulled) and a running one (its holder is told)", async () => {
+    const queue = makeQueue();
+    const queued = await queue.submit(spec(50));
+    const running = await queue.submit(spec(90));
+    const [leased] = await queue.pull("w1", 1);
+    assert.equal(leased?.id, running.id);
+    const told: { id: string; leaseOwner: string }[] = [];
+    queue.on("task:canceled", (c) => told.push(c));
+    assert.equal((await queue.cancel(queued.id)).task.status, "canceled");
+    assert.deepEqual((await queue.cancel(running.id)).canceledIds, [running.id]);
+    assert.deepEqual(told, [{ id: running.id, leaseOwner: "w1" }]);
+    assert.deepEqual(await queue.pull("w1", 5), []);
+    assert.equal(await queue.complete(claimOf(leased!), { output: "k", processedBy }), false);
+    await assert.rejects(queue.cancel(queued.id), (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /already canceled/.test(err.message));
+    await assert.rejects(queue.cancel("test-01JAAAAAAAAAAAAAAAAAAAAAAA"), (err: unknown) => isDocqError(err, "TASK_NOT_FOUND"));
+  });
+
+  it("rebuilds the same order on reload, keeping running tasks leased unless told they are orphans", async () => {
+    const first = makeQueue();
+    const low = await first.submit(spec(1));
+    const high = await first.submit(spec(99));
+    const mid = await first.submit(spec(50));
+    const running = await first.submit(spec(100));
+    await first.pull("w1", 1);
+
+    const second = makeQueue();
+    assert.deepEqual(await second.reload().then(({ queued, working, requeued }) => ({ queued, working, requeued })), { queued: 3, working: 1, requeued: 0 });
+    assert.deepEqual((await second.pull("w2", 5)).map((t) => t.id), [high.id, mid.id, low.id]);
+
+    const third = makeQueue({ requeueWorkOnReload: true, backoffBaseMs: 0 });
+    const report = await third.reload();
+    assert.equal(report.requeued, 4, "everything the earlier queues leased");
+    const orphan = await store.get(running.id);
+    assert.equal(orphan?.status, "input");
+    assert.equal(orphan?.tries, 1);
+    assert.deepEqual((await third.pull("w3", 5)).map((t) => t.id), [running.id, high.id, mid.id, low.id]);
+    third.stop();
+  });
+});
+
+describe("TaskQueue: split and merge", () => {
+  async function splitOne(queue: TaskQueue, parts: number, priority = 50): Promise<{ parent: Task; children: Task[] }> {
+    const submitted = await queue.submit(spec(priority, { name: "doc" }));
+    const [leased] = await queue.pull("w1", 1);
+    assert.equal(leased?.id, submitted.id);
+    const inputs = Array.from({ length: parts }, (_, i) => ({ input: `${submitted.id}/split-1/part-${i}`, ...(i === 0 ? { params: { first: true } } : {}) }));
+    assert.equal(await queue.split(claimOf(leased!), inputs, processedBy), true);
+    const parent = (await store.get(submitted.id))!;
+    return { parent, children: await store.children(submitted.id) };
+  }
+
+  it("queues the children, inheriting from the parent, and waits", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 3, 70);
+    assert.equal(parent.status, "wait");
+    assert.equal(parent.lease, null);
+    assert.equal(parent.childrenTotal, 3);
+    assert.deepEqual(parent.children, children.map((c) => c.id));
+    for (const [i, child] of children.entries()) {
+      assert.equal(child.status, "input");
+      assert.equal(child.parentId, parent.id);
+      assert.equal(child.depth, 1);
+      assert.equal(child.priority, 70);
+      assert.equal(child.name, "doc");
+      assert.equal(child.input, `${parent.id}/split-1/part-${i}`);
+      assert.deepEqual(child.params, i === 0 ? { first: true } : {});
+    }
+    assert.deepEqual((await queue.pull("w1", 5)).map((t) => t.id), children.map((c) => c.id), "children in order");
+  });
+
+  it("queues the merge when the last child is output, with the children's outputs in order", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 3);
+    const leased = await queue.pull("w1", 3);
+    for (const child of [...leased].reverse()) {
+      assert.equal(await queue.complete(claimOf(child), { output: `${child.id}/out`, processedBy }), true);
+    }
+    const complete = await store.get(parent.id);
+    assert.equal(complete?.status, "complete");
+    assert.equal(complete?.childrenCompleted, 3);
+    const [merge] = await queue.pull("w2", 1);
+    assert.equal(merge?.id, parent.id);
+    assert.deepEqual(await queue.mergeInputs(parent.id), children.map((c) => `${c.id}/out`));
+    // A failed merge retries the merge, never the split.
+    assert.equal(await queue.fail(claimOf(merge!, "w2"), "merge broke", { retryable: true }), true);
+    assert.equal((await store.get(parent.id))?.status, "complete");
+    clock += 10_000;
+    const [again] = await queue.pull("w2", 1);
+    assert.equal(again?.tries, merge!.tries + 1);
+    assert.equal(await queue.complete(claimOf(again!, "w2"), { output: "merged", processedBy }), true);
+    assert.equal((await store.get(parent.id))?.status, "output");
+  });
+
+  it("fails the parent when a child fails for good and cancels the other children, telling their holders", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 3);
+    const told: string[] = [];
+    queue.on("task:canceled", (c) => told.push(c.id));
+    const [first, second] = await queue.pull("w1", 2);
+    assert.equal(await queue.fail(claimOf(first!), "bad page", { retryable: false }), true);
+    const after = await store.get(parent.id);
+    assert.equal(after?.status, "error");
+    assert.match(after?.error ?? "", /child .* failed: bad page/);
+    const statuses = (await store.children(parent.id)).map((c) => c.status);
+    assert.deepEqual(statuses, ["error", "canceled", "canceled"]);
+    assert.deepEqual(told, [second!.id]);
+    assert.deepEqual(await queue.pull("w1", 5), [], "the queued sibling is out of the queue");
+    assert.equal(children.length, 3);
+  });
+
+  it("cancels a waiting parent with all its descendants", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 2);
+    const [child] = await queue.pull("w1", 1);
+    assert.equal(await queue.split(claimOf(child!), [{ input: "g1" }, { input: "g2" }], processedBy), true);
+    const report = await queue.cancel(parent.id);
+    const grandchildren = await store.children(child!.id);
+    assert.deepEqual(new Set(report.canceledIds), new Set([parent.id, ...children.map((c) => c.id), ...grandchildren.map((g) => g.id)]));
+    assert.deepEqual(await queue.pull("w1", 10), []);
+    assert.deepEqual(await queue.remove(parent.id).then((ids) => ids.length), 5);
+    assert.equal(await store.get(grandchildren[0]!.id), null);
+  });
+
+  it("refuses a split deeper than maxSplitDepth, failing the task for good", async () => {
+    const queue = makeQueue({ maxSplitDepth: 1 });
+    const { parent } = await splitOne(queue, 1);
+    const [child] = await queue.pull("w1", 1);
+    assert.equal(await queue.split(claimOf(child!), [{ input: "x" }], processedBy), true, "answered: the attempt is recorded as failed");
+    const failed = await store.get(child!.id);
+    assert.equal(failed?.status, "error");
+    assert.match(failed?.error ?? "", /depth 2, deeper than queue.maxSplitDepth \(1\)/);
+    assert.equal((await store.get(parent.id))?.status, "error");
+  });
+
+  it("refuses to delete a finished child while its parent lives; allows it once the parent is over", async () => {
+    const queue = makeQueue();
+    const { parent } = await splitOne(queue, 3);
+    const [first] = await queue.pull("w1", 1);
+    assert.equal(await queue.complete(claimOf(first!), { output: `${first!.id}/out`, processedBy }), true);
+    await assert.rejects(queue.remove(first!.id), (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /part of task .* which is wait/.test((err as Error).message));
+    assert.equal((await store.get(first!.id))?.status, "output", "the part stays");
+    for (const child of await queue.pull("w1", 2)) await queue.complete(claimOf(child), { output: `${child.id}/out`, processedBy });
+    const [merge] = await queue.pull("w2", 1);
+    assert.equal(merge?.id, parent.id);
+    await assert.rejects(queue.remove(first!.id), /which is work/);
+    assert.equal(await queue.complete(claimOf(merge!, "w2"), { output: "merged", processedBy }), true);
+    assert.deepEqual(await queue.remove(first!.id), [first!.id], "the parent is over: its part may go");
+  });
+
+  it("never merges fewer parts than the split made: a missing part fails the parent for good", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 3);
+    for (const child of await queue.pull("w1", 3)) await queue.complete(claimOf(child), { output: `${child.id}/out`, processedBy });
+    // A part's record lost behind the queue's back (a store edited by hand, a restore from backup).
+    await store.delete(children[1]!.id);
+    const [merge] = await queue.pull("w2", 1);
+    await assert.rejects(queue.mergeInputs(parent.id), /2 of its 3 parts exist \(missing: /);
+    const after = await store.get(parent.id);
+    assert.equal(after?.status, "error", "not retried: the part can never come back");
+    assert.equal(await queue.complete(claimOf(merge!, "w2"), { output: "merged", processedBy }), false);
+  });
+
+  it("fails a waiting parent on reload when one of its parts is missing, instead of waiting forever", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await splitOne(queue, 3);
+    const [first] = await queue.pull("w1", 1);
+    await queue.complete(claimOf(first!), { output: `${first!.id}/out`, processedBy });
+    await store.delete(children[2]!.id);
+    queue.stop();
+    const reloaded = makeQueue();
+    await reloaded.reload();
+    const after = await store.get(parent.id);
+    assert.equal(after?.status, "error");
+    assert.match(after?.error ?? "", /1 of its 3 parts are missing/);
+    reloaded.stop();
+  });
+
+  it("recounts a waiting parent's children on reload", async () => {
+    const queue = makeQueue();
+    const { parent } = await splitOne(queue, 2);
+    const leased = await queue.pull("w1", 2);
+    // Children completed in the store without the parent hearing of it, as after a crash between the two writes.
+    for (const child of leased) {
+      await store.update(child.id, { status: "work" }, { status: "output", output: `${child.id}/o`, lease: null });
+    }
+    assert.equal((await store.get(parent.id))?.childrenCompleted, 0);
+    const reloaded = makeQueue();
+    const report = await reloaded.reload();
+    assert.equal(report.waiting, 1);
+    assert.equal((await store.get(parent.id))?.status, "complete");
+    assert.deepEqual((await reloaded.pull("w2", 5)).map((t) => t.id), [parent.id]);
+    reloaded.stop();
+  });
+});
+
+describe("TaskQueue: reports retried after a lost answer", () => {
+  it("accepts a repeated complete or split of the same attempt, and no other", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    const claim = claimOf(task!);
+    assert.equal(await queue.complete(claim, { output: "k-1", processedBy }), true);
+    assert.equal(await queue.complete(claim, { output: "k-1", processedBy }), true, "the same report again");
+    assert.equal(await queue.complete(claim, { output: "k-2", processedBy }), false, "another output");
+    assert.equal(await queue.complete(claim, { output: "k-1", processedBy: { site: "test", node: "n2" } }), false, "another node");
+
+    const parent = await queue.submit(spec(50));
+    const [leased] = await queue.pull("w1", 1);
+    assert.equal(leased?.id, parent.id);
+    assert.equal(await queue.split(claimOf(leased!), [{ input: "p0" }], processedBy), true);
+    assert.equal(await queue.split(claimOf(leased!), [{ input: "p0" }], processedBy), true, "the same split again");
+    assert.equal((await store.children(parent.id)).length, 1, "split once");
+  });
+});
+
+describe("TaskQueue: quotas and usage", () => {
+  const today = (): string => new Date(clock).toISOString().slice(0, 10);
+
+  it("holds maxQueued under concurrent submits: exactly the cap accepted, the rest QUOTA_EXCEEDED", async () => {
+    const queue = makeQueue();
+    const results = await Promise.allSettled(Array.from({ length: 30 }, () => queue.submit(spec(50, { user: "carol" }), { quota: { maxQueued: 5 } })));
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 5);
+    for (const r of results) if (r.status === "rejected") assert.ok(isDocqError(r.reason, "QUOTA_EXCEEDED") && /maxQueued/.test((r.reason as Error).message));
+    // Another user is not held back by carol's limit.
+    await queue.submit(spec(50, { user: "dan" }), { quota: { maxQueued: 5 } });
+    // A finished task frees a place.
+    const [first] = await queue.pull("w1", 1);
+    assert.equal(await queue.complete(claimOf(first!), { output: "o", processedBy }), true);
+    await queue.submit(spec(50, { user: first!.user }), { quota: { maxQueued: 5 } });
+  });
+
+  it("holds maxPerDay and maxBytesPerDay per UTC day, and records usage of submits and ends", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2, maxBytesPerDay: 100 }, inputBytes: 60 });
+    await assert.rejects(queue.submit(spec(50, { user: "erin" }), { quota: { maxBytesPerDay: 100 }, inputBytes: 41 }), /maxBytesPerDay/);
+    await queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2 }, inputBytes: 40 });
+    await assert.rejects(queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2 } }), (err: unknown) => isDocqError(err, "QUOTA_EXCEEDED") && /maxPerDay/.test((err as Error).message));
+    const [a, b] = await queue.pull("w1", 2);
+    clock += 250;
+    await queue.complete(claimOf(a!), { output: "o", processedBy: { site: "elsewhere", node: "n" } });
+    await queue.fail(claimOf(b!), "broken", { retryable: false });
+    const [row] = await store.usage({ user: "erin", from: today(), to: today() });
+    assert.deepEqual(
+      { submitted: row?.submitted, bytesIn: row?.bytesIn, output: row?.output, error: row?.error, ranElsewhere: row?.ranElsewhere, runMs: row?.runMs },
+      { submitted: 2, bytesIn: 100, output: 1, error: 1, ranElsewhere: 1, runMs: 500 },
+    );
+    // The next UTC day starts afresh.
+    clock += 86_400_000;
+    await queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2 } });
+  });
+
+  it("children inherit offload: false, and such tasks are never lent", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50, { offload: false }));
+    assert.deepEqual(await queue.lend("b", 5, 0), []);
+    const [parent] = await queue.pull("w1", 1);
+    assert.equal(await queue.split(claimOf(parent!), [{ input: "p0" }, { input: "p1" }], processedBy), true);
+    for (const child of await store.children(parent!.id)) assert.equal(child.offload, false);
+    assert.deepEqual(await queue.lend("b", 5, 0), []);
+    await queue.submit(spec(50));
+    assert.equal((await queue.lend("b", 5, 0)).length, 1);
+  });
+});

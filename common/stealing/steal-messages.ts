@@ -1,0 +1,73 @@
+import { z } from "zod";
+import { docqError, ERROR_CODE } from "../model/errors.js";
+import { formatZodIssues } from "../jobs/job-registry.js";
+import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, ParamsSchema, ProcessedBySchema, SITE_PATTERN, TASK_ID_PATTERN, type Task } from "../model/task-model.js";
+
+/**
+ * What stealers of different sites say to each other over the global NATS. Every message from
+ * another site is parsed with these schemas before anything acts on it.
+ */
+const Site = z.string().regex(SITE_PATTERN);
+const TaskId = z.string().regex(TASK_ID_PATTERN);
+
+export const BacklogSchema = z.strictObject({
+  site: Site,
+  /** Queued tasks this site would lend (ready now, its own). */
+  queued: z.int().min(0),
+  highestPriority: z.int().min(MIN_PRIORITY).max(MAX_PRIORITY).nullable(),
+  idleSlots: z.int().min(0),
+  at: z.int(),
+});
+export type Backlog = z.infer<typeof BacklogSchema>;
+
+/** A task as lent: what the thief needs to run it as a local proxy, and the attempt it reports under. */
+export const LentTaskSchema = z.strictObject({
+  id: TaskId,
+  site: Site,
+  user: z.string(),
+  name: z.string(),
+  job: z.string().regex(JOB_NAME_PATTERN),
+  params: ParamsSchema,
+  priority: z.int().min(MIN_PRIORITY).max(MAX_PRIORITY),
+  attempt: z.int().min(1),
+  depth: z.int().min(0),
+  hasInput: z.boolean(),
+});
+export type LentTask = z.infer<typeof LentTaskSchema>;
+
+export const StealMessages = {
+  backlog: BacklogSchema,
+  offerRequest: z.strictObject({ thief: Site, max: z.int().min(1).max(1000), minPriority: z.int().min(MIN_PRIORITY).max(MAX_PRIORITY) }),
+  offerAnswer: z.strictObject({ tasks: z.array(LentTaskSchema) }),
+  input: z.strictObject({ id: TaskId, thief: Site }),
+  heartbeat: z.strictObject({ thief: Site, ids: z.array(TaskId) }),
+  heartbeatAnswer: z.array(TaskId),
+  complete: z.strictObject({ id: TaskId, thief: Site, attempt: z.int().min(1), processedBy: ProcessedBySchema }),
+  fail: z.strictObject({ id: TaskId, thief: Site, attempt: z.int().min(1), error: z.string().max(64 * 1024), processedBy: ProcessedBySchema.optional() }),
+  cancel: z.strictObject({ id: TaskId, owner: Site }),
+  accepted: z.boolean(),
+} as const;
+
+export type StealMessage<K extends keyof typeof StealMessages> = z.infer<(typeof StealMessages)[K]>;
+
+/** Parses a message from another site or throws BAD_REQUEST saying what is wrong with it. */
+export function parseStealMessage<K extends keyof typeof StealMessages>(kind: K, raw: unknown): StealMessage<K> {
+  const result = StealMessages[kind].safeParse(raw);
+  if (result.success) return result.data as StealMessage<K>;
+  throw docqError(ERROR_CODE.BadRequest, `bad ${kind} message from another site: ${formatZodIssues(result.error.issues)}`);
+}
+
+export function toLentTask(task: Task): LentTask {
+  return {
+    id: task.id,
+    site: task.site,
+    user: task.user,
+    name: task.name,
+    job: task.job,
+    params: task.params,
+    priority: task.priority,
+    attempt: task.tries,
+    depth: task.depth,
+    hasInput: task.input !== null,
+  };
+}

@@ -1,0 +1,192 @@
+import assert from "node:assert/strict";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { text } from "node:stream/consumers";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { FsBlobStore } from "../blobs/fs-blob-store.js";
+import { blobKeys, newTaskId } from "../queue/new-task.js";
+import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
+import type { StealPolicy } from "./steal-policy.js";
+import { Stealer, type LocalQueue, type OtherSites } from "./stealer.js";
+import { TaskQueue } from "../queue/task-queue.js";
+import type { Task } from "../model/task-model.js";
+
+/** One site: its store, queue, blobs and stealer; the stealers call each other directly. */
+interface TestSite {
+  name: string;
+  store: SqliteTaskStore;
+  queue: TaskQueue;
+  blobs: FsBlobStore;
+  stealer: Stealer;
+}
+
+let dir: string;
+let sites: Map<string, TestSite>;
+
+function localQueue(site: () => TestSite): LocalQueue {
+  return {
+    lend: (thief, max, minPriority) => site().queue.lend(thief, max, minPriority),
+    backlog: async () => {
+      const counts = site().queue.queueCounts();
+      return { queued: counts.ready, highestPriority: counts.highestPriority, idleSlots: 0 };
+    },
+    renew: (owner, ids) => site().queue.heartbeat(owner, ids),
+    complete: (claim, result) => site().queue.complete(claim, result),
+    fail: (claim, error, opts) => site().queue.fail(claim, error, opts),
+    submitProxy: async (task, input) => {
+      await site().queue.submit({ id: task.id, site: task.site, user: task.user, name: task.name, job: task.job, params: task.params, priority: task.priority, maxTries: 1, input });
+    },
+    cancel: async (id) => {
+      await site().queue.cancel(id);
+    },
+    get: (id) => site().store.get(id),
+  };
+}
+
+function others(): OtherSites {
+  const at = (name: string): Stealer => {
+    const s = sites.get(name);
+    if (s === undefined) throw Object.assign(new Error(`no site ${name}`), { name: "ServiceNotFoundError" });
+    return s.stealer;
+  };
+  return {
+    offer: (victim, request) => at(victim).handleOffer(request),
+    input: (victim, request) => at(victim).handleInput(request),
+    heartbeat: (owner, request) => at(owner).handleHeartbeat(request),
+    complete: (owner, output, meta) => at(owner).handleComplete(output, meta),
+    fail: (owner, request) => at(owner).handleFail(request),
+    cancel: (thief, request) => at(thief).onCancel(request),
+    publishBacklog: (backlog) => {
+      for (const s of sites.values()) s.stealer.onBacklog(backlog);
+    },
+  };
+}
+
+async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise<TestSite> {
+  const store = SqliteTaskStore.open(path.join(dir, name, "tasks.sqlite"));
+  const queue = new TaskQueue({ store, site: name, leaseMs: 10_000, backoffBaseMs: 0, backoffMaxMs: 0, requeueWorkOnReload: false, maxSplitDepth: 2 });
+  const blobs = await FsBlobStore.open(path.join(dir, name, "blobs"));
+  const site = {} as TestSite;
+  const stealer = new Stealer({
+    policy: { site: name, enabled: true, onlyWhenIdle: true, minVictimBacklog: 1, minPriority: 0, maxInFlight: 4, allow: null, backlogTtlMs: 60_000, ...policy },
+    local: localQueue(() => site),
+    others: others(),
+    blobs,
+    heartbeatMs: 1000,
+    reportRetryMs: 100,
+    log: { info: () => undefined, warn: () => undefined },
+  });
+  Object.assign(site, { name, store, queue, blobs, stealer });
+  sites.set(name, site);
+  return site;
+}
+
+async function submitWithInput(site: TestSite, body: string, priority: number): Promise<Task> {
+  const id = newTaskId(site.name);
+  await site.blobs.put(blobKeys.input(id), Readable.from([body]));
+  return site.queue.submit({ id, site: site.name, user: "u", name: body, job: "noop", params: {}, priority, maxTries: 3, input: blobKeys.input(id) });
+}
+
+/** Runs a proxy at the thief as a worker would: leases it, writes an output, completes it. */
+async function runProxy(thief: TestSite, output: string): Promise<Task> {
+  const [proxy] = await thief.queue.pull("worker@b", 1);
+  assert.ok(proxy, "a proxy is queued at the thief");
+  const key = blobKeys.output(proxy.id, proxy.tries);
+  await thief.blobs.put(key, Readable.from([output]));
+  assert.equal(await thief.queue.complete({ id: proxy.id, owner: "worker@b", attempt: proxy.tries }, { output: key, processedBy: { site: thief.name, node: "b-node" } }), true);
+  return (await thief.store.get(proxy.id))!;
+}
+
+beforeEach(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-stealer-test-"));
+  sites = new Map();
+});
+afterEach(async () => {
+  for (const s of sites.values()) {
+    s.queue.stop();
+    await s.store.close();
+  }
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+describe("Stealer", () => {
+  it("steals the victim's best tasks when idle, runs them as proxies and sends the results home", async () => {
+    const a = await addSite("a");
+    const b = await addSite("b");
+    await submitWithInput(a, "low", 10);
+    const high = await submitWithInput(a, "high", 90);
+    await a.stealer.publishBacklog();
+    assert.equal(await b.stealer.stealRound(1), 1);
+
+    const lent = (await a.store.get(high.id))!;
+    assert.equal(lent.status, "work");
+    assert.equal(lent.lease?.owner, "site:b");
+    const proxy = (await b.store.get(high.id))!;
+    assert.equal(proxy.site, "a");
+    assert.equal(proxy.maxTries, 1, "retries are the owner's business");
+    assert.equal(await text(await b.blobs.get(proxy.input!)), "high", "the input came across");
+
+    const done = await runProxy(b, "HIGH");
+    await b.stealer.onProxyDone(done);
+    const home = (await a.store.get(high.id))!;
+    assert.equal(home.status, "output");
+    assert.deepEqual(home.processedBy, { site: "b", node: "b-node" });
+    assert.equal(await text(await a.blobs.get(home.output!)), "HIGH");
+    assert.equal(await b.blobs.stat(proxy.input!), null, "the thief cleans up");
+    assert.equal(b.stealer.inFlightCount, 0);
+  });
+
+  it("hands a failure home, where the owner's retry rule applies", async () => {
+    const a = await addSite("a");
+    const b = await addSite("b");
+    const task = await submitWithInput(a, "x", 50);
+    await a.stealer.publishBacklog();
+    await b.stealer.stealRound(1);
+    const [proxy] = await b.queue.pull("worker@b", 1);
+    await b.queue.fail({ id: proxy!.id, owner: "worker@b", attempt: proxy!.tries }, "script broke", { retryable: true });
+    await b.stealer.onProxyDone((await b.store.get(task.id))!);
+    const home = (await a.store.get(task.id))!;
+    assert.equal(home.status, "input", "queued at home again");
+    assert.equal(home.tries, 1);
+    assert.equal(home.error, "script broke");
+  });
+
+  it("stops a proxy whose task the owner canceled or took back", async () => {
+    const a = await addSite("a");
+    const b = await addSite("b");
+    const first = await submitWithInput(a, "one", 50);
+    const second = await submitWithInput(a, "two", 50);
+    await a.stealer.publishBacklog();
+    assert.equal(await b.stealer.stealRound(2), 2);
+    const report = await a.queue.cancel(first.id);
+    assert.equal(report.task.status, "canceled");
+    await a.stealer.onLocalCanceled(first.id, "site:b");
+    assert.equal((await b.store.get(first.id))?.status, "canceled");
+    // The owner's lease on the other one lapses (as if b had been silent): b's next heartbeat learns it.
+    await a.store.update(second.id, { status: "work" }, { lease: { owner: "site:b", expiresAt: 0 } });
+    await a.queue.sweepExpiredLeases();
+    await b.stealer.heartbeat();
+    assert.equal((await b.store.get(second.id))?.status, "canceled");
+    assert.equal(b.stealer.inFlightCount, 0);
+  });
+
+  it("keeps to the policy: the allow-list, the minimum priority, the in-flight limit, and own tasks only", async () => {
+    const a = await addSite("a", { allow: ["b"] });
+    const b = await addSite("b", { minPriority: 50, maxInFlight: 2 });
+    const c = await addSite("c");
+    for (const p of [10, 60, 70, 80]) await submitWithInput(a, `p${p}`, p);
+    await a.stealer.publishBacklog();
+    assert.equal(await c.stealer.stealRound(4), 0, "c is not on a's allow-list");
+    assert.equal(await b.stealer.stealRound(4), 2, "b takes at most maxInFlight");
+    assert.deepEqual((await b.queue.pull("worker@b", 5)).map((t) => t.priority), [80, 70]);
+    await a.stealer.publishBacklog();
+    assert.equal(await b.stealer.stealRound(4), 0, "nothing more while two are in flight");
+    // b lends nothing of a's: the proxies are not its own tasks.
+    await b.stealer.publishBacklog();
+    assert.deepEqual(await b.stealer.handleOffer({ thief: "c", max: 5, minPriority: 0 }), { tasks: [] });
+    const left = (await a.queue.pull("worker@a", 5)).map((t) => t.priority);
+    assert.deepEqual(left, [60, 10], "the rest stays home, 10 below b's minimum");
+  });
+});

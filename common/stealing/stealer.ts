@@ -1,0 +1,294 @@
+import type { Readable } from "node:stream";
+import type { BlobStore } from "../blobs/blob-store.js";
+import { docqError, ERROR_CODE, errorMessage } from "../model/errors.js";
+import { blobKeys } from "../queue/new-task.js";
+import { parseStealMessage, toLentTask, type Backlog, type LentTask, type StealMessage } from "./steal-messages.js";
+import { allows, chooseVictim, stealCount, type StealPolicy } from "./steal-policy.js";
+import { remoteOwner, type LeaseClaim } from "../queue/task-queue.js";
+import type { ProcessedBy, Task } from "../model/task-model.js";
+import { retryTransient } from "../model/transient-retry.js";
+
+/** This site's queue as the stealer reaches it (calls to the local queuer). */
+export interface LocalQueue {
+  lend(thief: string, max: number, minPriority: number): Promise<Task[]>;
+  backlog(): Promise<{ queued: number; highestPriority: number | null; idleSlots: number }>;
+  renew(owner: string, ids: string[]): Promise<string[]>;
+  complete(claim: LeaseClaim, result: { output: string; processedBy: ProcessedBy }): Promise<boolean>;
+  fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean>;
+  /** Queues a task run here on behalf of its owner site. */
+  submitProxy(task: LentTask, input: string | null): Promise<void>;
+  cancel(id: string): Promise<void>;
+  get(id: string): Promise<Task | null>;
+}
+
+/** The other sites' stealers (calls over the global NATS). */
+export interface OtherSites {
+  offer(victim: string, request: StealMessage<"offerRequest">): Promise<unknown>;
+  input(victim: string, request: StealMessage<"input">): Promise<Readable>;
+  heartbeat(owner: string, request: StealMessage<"heartbeat">): Promise<unknown>;
+  complete(owner: string, output: Readable, meta: StealMessage<"complete">): Promise<unknown>;
+  fail(owner: string, request: StealMessage<"fail">): Promise<unknown>;
+  cancel(thief: string, request: StealMessage<"cancel">): Promise<unknown>;
+  publishBacklog(backlog: Backlog): void;
+}
+
+export interface StealerLog {
+  info(msg: string): void;
+  warn(msg: string): void;
+}
+
+export interface StealerOptions {
+  policy: StealPolicy;
+  local: LocalQueue;
+  others: OtherSites;
+  blobs: BlobStore;
+  heartbeatMs: number;
+  /** How long a report home is retried while the global link is down. */
+  reportRetryMs: number;
+  log: StealerLog;
+  now?: () => number;
+}
+
+interface InFlight {
+  owner: string;
+  attempt: number;
+}
+
+/**
+ * A site's stealer: as a thief it takes queued tasks from a busy site when its own workers are
+ * idle, runs them here as local proxy tasks and reports the results home; as a victim it lends
+ * its queued tasks (leased to the thief site, renewed by the thief's heartbeats) and takes the
+ * results. The owner keeps the record: a thief that dies only lets its leases lapse.
+ */
+export class Stealer {
+  private readonly opts: StealerOptions;
+  private readonly backlogs = new Map<string, Backlog>();
+  /** Proxies running here, by task id: their owner site and the attempt they report under. */
+  private readonly inFlight = new Map<string, InFlight>();
+  private stealing = false;
+  /** The last time this site's workers found nothing to do, and how many slots were idle then. */
+  private idle: { at: number; slots: number } | null = null;
+  private readonly counters = { stolen: 0, lent: 0 };
+
+  constructor(opts: StealerOptions) {
+    this.opts = opts;
+  }
+
+  private get now(): number {
+    return (this.opts.now ?? Date.now)();
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  stats(): { stolen: number; lent: number; inFlight: number; backlogs: Backlog[] } {
+    return { ...this.counters, inFlight: this.inFlight.size, backlogs: [...this.backlogs.values()] };
+  }
+
+  /** Tells the other sites what this one could lend. */
+  async publishBacklog(): Promise<void> {
+    const own = await this.opts.local.backlog();
+    this.opts.others.publishBacklog({ site: this.opts.policy.site, queued: own.queued, highestPriority: own.highestPriority, idleSlots: own.idleSlots, at: this.now });
+  }
+
+  // ---- thief side ----
+
+  onBacklog(raw: unknown): void {
+    const backlog = parseStealMessage("backlog", raw);
+    if (backlog.site === this.opts.policy.site) return;
+    this.backlogs.set(backlog.site, backlog);
+    // A busy site appeared while this one idles: steal now rather than at the next empty pull.
+    if (backlog.queued === 0) return;
+    if (this.idle !== null && this.now - this.idle.at < this.opts.policy.backlogTtlMs) {
+      void this.stealRound(this.idle.slots);
+    } else if (!this.opts.policy.onlyWhenIdle) {
+      // Allowed to steal with work of its own queued: whenever slots are idle.
+      void this.opts.local.backlog().then((own) => (own.idleSlots > 0 ? this.stealRound(own.idleSlots) : 0)).catch(() => undefined);
+    }
+  }
+
+  /** This site's workers asked for work and found none. */
+  onQueueEmpty(idleSlots: number): void {
+    this.idle = { at: this.now, slots: idleSlots };
+    void this.stealRound(idleSlots);
+  }
+
+  /** One steal at a time: choose a victim, lease its best tasks, fetch their inputs, queue them here. */
+  async stealRound(idleSlots: number): Promise<number> {
+    const { policy, others, local, blobs, log } = this.opts;
+    if (this.stealing) return 0;
+    const want = stealCount(policy, idleSlots, this.inFlight.size);
+    if (want === 0) return 0;
+    const victim = chooseVictim(policy, this.backlogs.values(), this.now);
+    if (victim === null) return 0;
+    this.stealing = true;
+    let queued = 0;
+    try {
+      const answer = parseStealMessage("offerAnswer", await others.offer(victim.site, { thief: policy.site, max: want, minPriority: policy.minPriority }));
+      // The victim's backlog shrank by what it gave: do not ask it again on stale news.
+      this.backlogs.set(victim.site, { ...victim, queued: Math.max(0, victim.queued - answer.tasks.length) });
+      for (const task of answer.tasks) {
+        if (task.site !== victim.site) {
+          log.warn(`site ${victim.site} lent task ${task.id} of site ${task.site}: ignored`);
+          continue;
+        }
+        this.inFlight.set(task.id, { owner: task.site, attempt: task.attempt });
+        try {
+          let input: string | null = null;
+          if (task.hasInput) {
+            input = blobKeys.input(task.id);
+            await blobs.put(input, await others.input(task.site, { id: task.id, thief: policy.site }));
+          }
+          await local.submitProxy(task, input);
+          queued++;
+          this.counters.stolen++;
+        } catch (err) {
+          // Hand it back at once rather than letting its lease lapse: the owner retries it.
+          this.inFlight.delete(task.id);
+          await blobs.deletePrefix(blobKeys.folder(task.id)).catch(() => undefined);
+          await this.reportFailure(task.id, task.site, task.attempt, `site ${policy.site} could not take the stolen task: ${errorMessage(err)}`);
+        }
+      }
+      if (queued > 0) {
+        log.info(`stole ${queued} task(s) from site ${victim.site}`);
+        // Busy again until the workers find the queue empty once more.
+        this.idle = null;
+      }
+    } catch (err) {
+      log.warn(`stealing from site ${victim.site} failed: ${errorMessage(err)}`);
+    } finally {
+      this.stealing = false;
+    }
+    return queued;
+  }
+
+  /** A proxy ended here: its result goes home, then its local documents go. */
+  async onProxyDone(task: Task): Promise<void> {
+    const flight = this.inFlight.get(task.id);
+    if (flight === undefined) return;
+    const { policy, others, blobs } = this.opts;
+    try {
+      if (task.status === "output" && task.output !== null) {
+        const output = task.output;
+        const meta = { id: task.id, thief: policy.site, attempt: flight.attempt, processedBy: task.processedBy ?? { site: policy.site, node: "?" } };
+        await this.retry(`report ${task.id} home`, async () => parseStealMessage("accepted", await others.complete(flight.owner, await blobs.get(output), meta)));
+      } else if (task.status === "error") {
+        await this.reportFailure(task.id, flight.owner, flight.attempt, task.error ?? "failed", task.processedBy ?? undefined);
+      }
+      // canceled: the owner canceled it, or took it back; nothing to report.
+    } catch (err) {
+      // The owner's lease lapses and it runs the task again: nothing is lost.
+      this.opts.log.warn(`could not report ${task.id} to site ${flight.owner}: ${errorMessage(err)}`);
+    } finally {
+      this.inFlight.delete(task.id);
+      await blobs.deletePrefix(blobKeys.folder(task.id)).catch(() => undefined);
+    }
+  }
+
+  /** Renews the leases of the proxies running here; stops those their owner took back. */
+  async heartbeat(): Promise<void> {
+    const byOwner = new Map<string, string[]>();
+    for (const [id, f] of this.inFlight) {
+      const ids = byOwner.get(f.owner);
+      if (ids === undefined) byOwner.set(f.owner, [id]);
+      else ids.push(id);
+    }
+    for (const [owner, ids] of byOwner) {
+      try {
+        const lost = parseStealMessage("heartbeatAnswer", await this.opts.others.heartbeat(owner, { thief: this.opts.policy.site, ids }));
+        for (const id of lost) await this.dropProxy(id, `site ${owner} took it back`);
+      } catch (err) {
+        this.opts.log.warn(`heartbeat to site ${owner} failed: ${errorMessage(err)}`);
+      }
+    }
+  }
+
+  /** The owner canceled a task running here. */
+  async onCancel(raw: unknown): Promise<void> {
+    const { id, owner } = parseStealMessage("cancel", raw);
+    if (this.inFlight.get(id)?.owner !== owner) return;
+    await this.dropProxy(id, `canceled by site ${owner}`);
+  }
+
+  private async dropProxy(id: string, why: string): Promise<void> {
+    if (!this.inFlight.delete(id)) return;
+    this.opts.log.info(`stolen task ${id} dropped: ${why}`);
+    await this.opts.local.cancel(id).catch(() => undefined);
+    await this.opts.blobs.deletePrefix(blobKeys.folder(id)).catch(() => undefined);
+  }
+
+  private async reportFailure(id: string, owner: string, attempt: number, error: string, processedBy?: ProcessedBy): Promise<void> {
+    const message = { id, thief: this.opts.policy.site, attempt, error, ...(processedBy === undefined ? {} : { processedBy }) };
+    await this.retry(`report the failure of ${id} home`, async () => parseStealMessage("accepted", await this.opts.others.fail(owner, message))).catch((err: unknown) =>
+      this.opts.log.warn(`could not report the failure of ${id} to site ${owner}: ${errorMessage(err)}`),
+    );
+  }
+
+  private retry<T>(what: string, call: () => Promise<T>): Promise<T> {
+    return retryTransient(call, {
+      maxMs: this.opts.reportRetryMs,
+      onRetry: (err, n) => {
+        if (n === 1) this.opts.log.warn(`${what}: other site unreachable (${errorMessage(err)}), retrying`);
+      },
+    });
+  }
+
+  // ---- victim side ----
+
+  async handleOffer(raw: unknown): Promise<StealMessage<"offerAnswer">> {
+    const { thief, max, minPriority } = parseStealMessage("offerRequest", raw);
+    if (!allows(this.opts.policy, thief)) return { tasks: [] };
+    const lent = await this.opts.local.lend(thief, max, Math.max(minPriority, this.opts.policy.minPriority));
+    this.counters.lent += lent.length;
+    if (lent.length > 0) this.opts.log.info(`lent ${lent.length} task(s) to site ${thief}`);
+    return { tasks: lent.map(toLentTask) };
+  }
+
+  async handleInput(raw: unknown): Promise<Readable> {
+    const { id, thief } = parseStealMessage("input", raw);
+    const task = await this.lentTo(id, thief);
+    if (task.input === null) throw docqError(ERROR_CODE.BlobNotFound, `task ${id} has no input`);
+    return this.opts.blobs.get(task.input);
+  }
+
+  async handleHeartbeat(raw: unknown): Promise<string[]> {
+    const { thief, ids } = parseStealMessage("heartbeat", raw);
+    return this.opts.local.renew(remoteOwner(thief), ids);
+  }
+
+  /** A thief's result: stored under the attempt's own key, then recorded only if the lease still holds. */
+  async handleComplete(output: Readable, rawMeta: unknown): Promise<boolean> {
+    const meta = parseStealMessage("complete", rawMeta);
+    const key = blobKeys.output(meta.id, meta.attempt);
+    await this.opts.blobs.put(key, output);
+    const accepted = await this.opts.local.complete({ id: meta.id, owner: remoteOwner(meta.thief), attempt: meta.attempt }, { output: key, processedBy: meta.processedBy });
+    if (!accepted) await this.opts.blobs.delete(key);
+    return accepted;
+  }
+
+  async handleFail(raw: unknown): Promise<boolean> {
+    const m = parseStealMessage("fail", raw);
+    return this.opts.local.fail({ id: m.id, owner: remoteOwner(m.thief), attempt: m.attempt }, m.error, {
+      retryable: true,
+      ...(m.processedBy === undefined ? {} : { processedBy: m.processedBy }),
+    });
+  }
+
+  /** This site canceled a task it had lent: tell the thief to stop it. */
+  async onLocalCanceled(id: string, leaseOwner: string): Promise<void> {
+    if (!leaseOwner.startsWith("site:")) return;
+    const thief = leaseOwner.slice("site:".length);
+    await this.opts.others.cancel(thief, { id, owner: this.opts.policy.site }).catch((err: unknown) =>
+      this.opts.log.warn(`could not tell site ${thief} that ${id} was canceled (its lease will lapse): ${errorMessage(err)}`),
+    );
+  }
+
+  private async lentTo(id: string, thief: string): Promise<Task> {
+    const task = await this.opts.local.get(id);
+    if (task === null || task.status !== "work" || task.lease?.owner !== remoteOwner(thief)) {
+      throw docqError(ERROR_CODE.LeaseLost, `task ${id} is not leased to site ${thief}`);
+    }
+    return task;
+  }
+}

@@ -1,0 +1,367 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { pathToFileURL } from "node:url";
+import Database from "better-sqlite3";
+import { ERROR_CODE, isDocqError, type ErrorCode } from "../../model/errors.js";
+import { SqliteTaskStore } from "./sqlite-task-store.js";
+import { TASK_STATUS } from "../../model/task-model.js";
+import type { ReloadEntry } from "../task-store.js";
+import { makeTask, taskStoreContract } from "../task-store.contract.js";
+
+taskStoreContract("SqliteTaskStore", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "docq-task-store-"));
+  const store = SqliteTaskStore.open(join(dir, "tasks.db"));
+  return {
+    store,
+    async cleanup() {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+});
+
+/** Takes a version 3 file back to version 2 (the tasks keep their rows, offload goes). */
+const UNDO_VERSION_3 = `
+  DROP TRIGGER tasks_active_insert; DROP TRIGGER tasks_active_delete; DROP TRIGGER tasks_active_update;
+  DROP TABLE user_active; DROP TABLE usage; DROP TABLE api_keys;
+  ALTER TABLE tasks DROP COLUMN offload;
+`;
+
+async function collectEntries(store: SqliteTaskStore): Promise<ReloadEntry[]> {
+  const entries: ReloadEntry[] = [];
+  for await (const batch of store.loadNonFinal()) entries.push(...batch);
+  return entries;
+}
+
+function rejectsWithCode(code: ErrorCode, fileInMessage?: string) {
+  return (err: unknown): boolean => {
+    assert.ok(isDocqError(err, code), `expected DocqError ${code}, got ${String(err)}`);
+    if (fileInMessage !== undefined) assert.ok(err.message.includes(fileInMessage), `message names ${fileInMessage}: ${err.message}`);
+    return true;
+  };
+}
+
+describe("SqliteTaskStore", () => {
+  let dir = "";
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "docq-sqlite-store-"));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  let fileCount = 0;
+  /** A fresh file per test, in a folder that does not exist yet (open creates it). */
+  const freshFile = (): string => join(dir, `case-${++fileCount}`, "nested", "tasks.db");
+
+  it("sees everything again after close and reopen", async () => {
+    const file = freshFile();
+    const parent = makeTask({ status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 10 } });
+    const children = [makeTask({ parentId: parent.id, depth: 1 }), makeTask({ parentId: parent.id, depth: 1 })];
+    const others = Array.from({ length: 30 }, (_, i) => makeTask({ params: { i } }));
+
+    const first = SqliteTaskStore.open(file);
+    await first.createMany(others);
+    await first.create(parent);
+    const waiting = await first.split(parent.id, { status: TASK_STATUS.work, leaseOwner: "w" }, {
+      status: TASK_STATUS.wait,
+      lease: null,
+      children: children.map((c) => c.id),
+      childrenTotal: 2,
+    }, children);
+    assert.ok(waiting !== null);
+    const counted = await first.incrementChildrenCompleted(parent.id);
+    const listed = await first.list({}, { limit: 100 });
+    await first.close();
+
+    const second = SqliteTaskStore.open(file);
+    try {
+      assert.deepEqual(await second.get(parent.id), counted);
+      assert.deepEqual(await second.children(parent.id), children);
+      assert.deepEqual(await second.list({}, { limit: 100 }), listed);
+      assert.equal((await second.countByStatus()).input, 32);
+      // seq continues after reopen: the next task is the newest.
+      const next = makeTask();
+      await second.create(next);
+      assert.equal((await second.list({}, { limit: 1 })).items[0]?.id, next.id);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it("runs in WAL mode at the current schema version", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    await store.create(makeTask());
+    const raw = new Database(file, { readonly: true });
+    try {
+      assert.equal(raw.pragma("journal_mode", { simple: true }), "wal");
+      assert.equal(raw.pragma("user_version", { simple: true }), 3);
+    } finally {
+      raw.close();
+      await store.close();
+    }
+  });
+
+  it("keeps its stats counts in step with the rows through inserts, transitions and deletes, without a scan", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const raw = new Database(file, { readonly: true });
+    try {
+      const tasks = Array.from({ length: 40 }, (_, i) => makeTask({ site: i % 3 === 0 ? "bb" : "aa", ...(i % 5 === 0 ? { parentId: "aa-parent" } : {}) }));
+      await store.createMany(tasks.slice(0, 30));
+      for (const task of tasks.slice(30)) await store.create(task);
+      for (const [i, task] of tasks.entries()) {
+        if (i % 2 === 0) await store.update(task.id, { status: "input" }, { status: "work", tries: 1, lease: { owner: "w", expiresAt: 9 } });
+        if (i % 4 === 0) await store.update(task.id, { status: "work" }, { status: "output", lease: null, output: "o", processedBy: { site: i % 8 === 0 ? "cc" : "aa", node: "n" } });
+        if (i % 7 === 0) await store.delete(task.id);
+      }
+      const scanned = raw.prepare<[], { status: string; count: number }>("SELECT status, COUNT(*) AS count FROM tasks GROUP BY status").all();
+      const counts = await store.countByStatus();
+      for (const { status, count } of scanned) assert.equal(counts[status as keyof typeof counts], count, status);
+      assert.equal(Object.values(counts).reduce((a, b) => a + b, 0), 40 - tasks.filter((_, i) => i % 7 === 0).length);
+      const inFromScan = raw.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM tasks WHERE site != 'aa' AND parent_id IS NULL").get()?.n;
+      const outFromScan = raw
+        .prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM tasks WHERE site = 'aa' AND parent_id IS NULL AND json_extract(processed_by, '$.site') = 'cc'")
+        .get()?.n;
+      const stolen = await store.countStolen("aa");
+      assert.equal(stolen.in.bb ?? 0, inFromScan);
+      assert.equal(stolen.out.cc ?? 0, outFromScan);
+      const plan = raw.prepare("EXPLAIN QUERY PLAN SELECT status, count FROM status_counts").all() as { detail: string }[];
+      assert.ok(plan.every((step) => !/\btasks\b/.test(step.detail)), "stats never read the tasks table");
+    } finally {
+      raw.close();
+      await store.close();
+    }
+  });
+
+  it("migrates a version 1 file: counts its existing rows once, then keeps them", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    await store.createMany([makeTask(), makeTask(), makeTask({ status: TASK_STATUS.canceled })]);
+    await store.close();
+    // Back to version 1: no count tables, no triggers, none of version 3.
+    const raw = new Database(file);
+    raw.exec(UNDO_VERSION_3);
+    raw.exec("DROP TRIGGER tasks_counted_insert; DROP TRIGGER tasks_counted_delete; DROP TRIGGER tasks_counted_update; DROP TABLE status_counts; DROP TABLE top_counts;");
+    raw.pragma("user_version = 1");
+    raw.close();
+    const reopened = SqliteTaskStore.open(file);
+    try {
+      await reopened.create(makeTask());
+      const counts = await reopened.countByStatus();
+      assert.equal(counts.input, 3);
+      assert.equal(counts.canceled, 1);
+      assert.equal(await reopened.countActive("alice"), 3);
+    } finally {
+      await reopened.close();
+    }
+  });
+
+  it("migrates a version 2 file: every task lendable, active counts taken once, account tables empty and working", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const parent = makeTask({ status: TASK_STATUS.wait });
+    const tasks = [
+      makeTask(),
+      makeTask({ status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 9 } }),
+      parent,
+      makeTask({ status: TASK_STATUS.output }),
+      makeTask({ parentId: parent.id, depth: 1 }),
+      makeTask({ user: "bob", status: TASK_STATUS.complete }),
+      makeTask({ user: "bob", status: TASK_STATUS.canceled }),
+    ];
+    await store.createMany(tasks);
+    await store.close();
+    // Back to version 2: the tasks as that version wrote them (no offload column), no account tables.
+    const raw = new Database(file);
+    raw.exec(UNDO_VERSION_3);
+    raw.pragma("user_version = 2");
+    assert.equal((raw.prepare("SELECT * FROM tasks LIMIT 1").get() as Record<string, unknown>).offload, undefined, "version 2 has no offload column");
+    raw.close();
+
+    const reopened = SqliteTaskStore.open(file);
+    try {
+      for (const task of tasks) assert.deepEqual(await reopened.get(task.id), { ...task, offload: true });
+      assert.ok((await collectEntries(reopened)).every((entry) => entry.offload));
+      assert.equal(await reopened.countActive("alice"), 3, "queued, working and waiting top-level tasks; not the output or the child");
+      assert.equal(await reopened.countActive("bob"), 1);
+      // The triggers run from here on.
+      await reopened.create(makeTask({ offload: false }));
+      await reopened.update(parent.id, { status: TASK_STATUS.wait }, { status: TASK_STATUS.canceled });
+      assert.equal(await reopened.countActive("alice"), 3);
+      assert.deepEqual(await reopened.listKeys(), []);
+      await reopened.createKey({ id: "k1", user: "alice", hash: "a".repeat(64), limits: { offload: false }, createdAt: 1, revokedAt: null });
+      await reopened.addUsage("alice", "2024-01-01", { submitted: 2 });
+      assert.equal((await reopened.listKeys()).length, 1);
+      assert.equal((await reopened.usage({ from: "2024-01-01", to: "2024-01-01" }))[0]?.submitted, 2);
+    } finally {
+      await reopened.close();
+    }
+    const check = new Database(file, { readonly: true });
+    try {
+      assert.equal(check.pragma("user_version", { simple: true }), 3);
+    } finally {
+      check.close();
+    }
+  });
+
+  it("keeps user_active in step with a scan through inserts, transitions, splits, patches and deletes, and counts without reading tasks", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const raw = new Database(file, { readonly: true });
+    try {
+      const users = ["ann", "ben", "cat"];
+      const tasks = Array.from({ length: 60 }, (_, i) =>
+        makeTask({ user: users[i % 3], ...(i % 6 === 0 ? { parentId: "test-parent", depth: 1 } : {}), ...(i % 10 === 0 ? { status: TASK_STATUS.error } : {}) }),
+      );
+      await store.createMany(tasks.slice(0, 45));
+      for (const task of tasks.slice(45)) await store.create(task);
+      for (const [i, task] of tasks.entries()) {
+        if (i % 2 === 0) await store.update(task.id, { status: "input" }, { status: "work", tries: 1, lease: { owner: "w", expiresAt: 9 } });
+        if (i % 4 === 0) await store.update(task.id, { status: "work" }, { status: "output", lease: null });
+        if (i % 5 === 0) await store.update(task.id, {}, { user: users[(i + 1) % 3] });
+        if (i % 9 === 0) await store.update(task.id, {}, { parentId: i % 2 === 0 ? null : "test-parent", status: "input" });
+        if (i % 11 === 0) await store.update(task.id, { status: "work" }, { status: "wait", lease: null });
+        if (i % 7 === 0) await store.delete(task.id);
+      }
+      const scanned = new Map(
+        raw
+          .prepare<[], { user: string; n: number }>(
+            "SELECT user, COUNT(*) AS n FROM tasks WHERE parent_id IS NULL AND status IN ('input', 'work', 'wait', 'complete') GROUP BY user",
+          )
+          .all()
+          .map((r) => [r.user, r.n]),
+      );
+      for (const user of users) assert.equal(await store.countActive(user), scanned.get(user) ?? 0, user);
+      const plan = raw.prepare("EXPLAIN QUERY PLAN SELECT count FROM user_active WHERE user = 'ann'").all() as { detail: string }[];
+      assert.ok(plan.every((step) => !/\btasks\b/.test(step.detail)), "countActive never reads the tasks table");
+    } finally {
+      raw.close();
+      await store.close();
+    }
+  });
+
+  it("reads usage through the usage table's keys, never a scan", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const raw = new Database(file, { readonly: true });
+    try {
+      const plan = (sql: string) => (raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((step) => step.detail).join("; ");
+      assert.match(plan("SELECT * FROM usage WHERE user = 'a' AND day BETWEEN '2024-01-01' AND '2024-01-31' ORDER BY day"), /SEARCH usage USING PRIMARY KEY/);
+      const all = plan("SELECT * FROM usage INDEXED BY usage_day WHERE day BETWEEN '2024-01-01' AND '2024-01-31' ORDER BY day, user");
+      assert.match(all, /SEARCH usage USING (COVERING )?INDEX usage_day/);
+      assert.doesNotMatch(all, /TEMP B-TREE/, "no sort: the index gives day, user order");
+    } finally {
+      raw.close();
+      await store.close();
+    }
+  });
+
+  it("refuses a file from a newer schema version", async () => {
+    const file = freshFile();
+    await SqliteTaskStore.open(file).close();
+    const raw = new Database(file);
+    raw.pragma("user_version = 99");
+    raw.close();
+    assert.throws(() => SqliteTaskStore.open(file), rejectsWithCode(ERROR_CODE.Config, file));
+  });
+
+  it("reports a file that is not a database as STORE_UNAVAILABLE naming the file", async () => {
+    const file = join(dir, "not-a-database.db");
+    await writeFile(file, "this is not an SQLite file, just text that is long enough to have a header".repeat(20));
+    assert.throws(() => SqliteTaskStore.open(file), rejectsWithCode(ERROR_CODE.StoreUnavailable, file));
+  });
+
+  it("wraps driver errors after close in STORE_UNAVAILABLE naming the operation and file", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    await store.close();
+    await store.close(); // twice is harmless
+    await assert.rejects(store.get(makeTask().id), rejectsWithCode(ERROR_CODE.StoreUnavailable, file));
+    await assert.rejects(store.create(makeTask()), (err: unknown) => isDocqError(err) && err.message.includes("create failed") && err.cause !== undefined);
+  });
+
+  it("guards across two connections to one file: the second claim of a task misses", async () => {
+    const file = freshFile();
+    const one = SqliteTaskStore.open(file);
+    const two = SqliteTaskStore.open(file);
+    try {
+      const task = makeTask();
+      await one.create(task);
+      const claim = (owner: string) => ({ status: TASK_STATUS.work, lease: { owner, expiresAt: 1 }, tries: 1 });
+      assert.ok((await one.update(task.id, { status: TASK_STATUS.input, leaseOwner: null }, claim("one"))) !== null);
+      assert.equal(await two.update(task.id, { status: TASK_STATUS.input, leaseOwner: null }, claim("two")), null);
+      assert.equal((await two.get(task.id))?.lease?.owner, "one");
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  });
+
+  it("keeps a write made by a process killed with SIGKILL before close", async () => {
+    const file = freshFile();
+    const task = makeTask({ params: { survived: true } });
+    const storeUrl = pathToFileURL(join(import.meta.dirname, "sqlite-task-store.ts")).href;
+    // The child writes, updates, says so, then hangs until killed: no close, no checkpoint.
+    const script = `
+      const { SqliteTaskStore } = await import(${JSON.stringify(storeUrl)});
+      const store = SqliteTaskStore.open(${JSON.stringify(file)});
+      const task = ${JSON.stringify(task)};
+      await store.create(task);
+      await store.update(task.id, { status: "input" }, { priority: 99 });
+      process.stdout.write("written\\n");
+      setInterval(() => {}, 60_000);
+    `;
+    const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      cwd: join(import.meta.dirname, ".."),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on("exit", (_code, signal) => resolve(signal)));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on("data", (chunk: Buffer) => {
+        if (chunk.toString().includes("written")) resolve();
+      });
+      void exited.then(() => reject(new Error(`child exited before writing: ${stderr}`)));
+    });
+    child.kill("SIGKILL");
+    assert.equal(await exited, "SIGKILL");
+
+    // The commits sit in the WAL (no checkpoint ran); opening replays them.
+    assert.ok((await stat(`${file}-wal`)).size > 0, "the WAL holds the uncheckpointed commits");
+    const store = SqliteTaskStore.open(file);
+    try {
+      assert.deepEqual(await store.get(task.id), { ...task, priority: 99 });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("bulk-creates and reloads 100,000 tasks (timing printed, not asserted)", async (t) => {
+    const store = SqliteTaskStore.open(freshFile());
+    try {
+      const now = Date.now();
+      const tasks = Array.from({ length: 100_000 }, (_, i) =>
+        makeTask({ priority: i % 101, submitTime: now + i, availableAt: now + i, params: { page: i } }),
+      );
+      let started = performance.now();
+      await store.createMany(tasks);
+      const createMs = performance.now() - started;
+
+      started = performance.now();
+      let loaded = 0;
+      for await (const batch of store.loadNonFinal()) loaded += batch.length;
+      const loadMs = performance.now() - started;
+
+      assert.equal(loaded, tasks.length);
+      t.diagnostic(`createMany 100k: ${createMs.toFixed(0)} ms; loadNonFinal 100k: ${loadMs.toFixed(0)} ms`);
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -1,0 +1,909 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import type { ApiKeyLimits, ApiKeyRecord, UsageCounts, UsageRow } from "../../accounts/account-records.js";
+import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/errors.js";
+import { TASK_STATUS, TASK_STATUSES, isFinal, type Lease, type ProcessedBy, type Task, type TaskParams, type TaskStatus } from "../../model/task-model.js";
+import {
+  USAGE_COUNTERS,
+  requireUsageDay,
+  usageDelta,
+  type ReloadEntry,
+  type StolenCounts,
+  type TaskFilter,
+  type TaskGuard,
+  type TaskPage,
+  type TaskPatch,
+  type TaskStore,
+} from "../task-store.js";
+
+/*
+ * The embedded TaskStore: one SQLite file, one `tasks` table, and beside it the account records
+ * (`api_keys`, `usage`) and the trigger-kept counts (`status_counts`, `top_counts`, `user_active`).
+ *
+ * better-sqlite3 is synchronous; the async methods run their statement on the
+ * calling tick and settle with its result. A `createMany` of 100k tasks therefore
+ * holds the event loop for a few hundred milliseconds, which the bulk path accepts
+ * in exchange for one transaction.
+ */
+
+/** Bump with a migration in `migrate` whenever the table or its indexes change. */
+const SCHEMA_VERSION = 3;
+/** How long a statement waits for another connection's write lock before failing with SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5_000;
+/**
+ * Ids bound per renewLeases statement. SQLite refuses more than SQLITE_MAX_VARIABLE_NUMBER
+ * bound values (32766 in this build, 999 in older ones); staying under the old limit keeps
+ * the statement portable and its IN list cheap to plan.
+ */
+const RENEW_CHUNK = 500;
+/** Upper bound on cached guarded-update/list statements; the shapes in use are few, this only caps a runaway. */
+const STATEMENT_CACHE_LIMIT = 256;
+const DEFAULT_RELOAD_BATCH = 10_000;
+/**
+ * Rows per multi-row INSERT on the bulk path: 50 × 27 = 1350 bound values, well under the
+ * variable limit. One statement per 50 rows instead of per row cut createMany of 100k tasks
+ * from about 1.07 s to 0.72 s here; 200 rows per statement gained little more.
+ */
+const INSERT_ROWS_PER_STATEMENT = 50;
+
+// ---------------------------------------------------------------------------
+// Row mapping: the only part of this file that knows the column names.
+// ---------------------------------------------------------------------------
+
+type SqlValue = string | number | null;
+
+/** One row of `tasks` as SQLite returns it (`SELECT *`). */
+interface TaskRow {
+  /** Insertion order: children come back in creation order, list cursors stay stable. */
+  seq: number;
+  id: string;
+  site: string;
+  user: string;
+  name: string;
+  job: string;
+  /** JSON object. */
+  params: string;
+  priority: number;
+  status: TaskStatus;
+  input: string | null;
+  output: string | null;
+  tries: number;
+  max_tries: number;
+  submit_time: number;
+  available_at: number;
+  start_time: number | null;
+  end_time: number | null;
+  duration: number | null;
+  /** With lease_expires_at: the lease, both NULL when there is none (a CHECK keeps them paired). */
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  /** JSON `{site, node}` or NULL. */
+  processed_by: string | null;
+  error: string | null;
+  parent_id: string | null;
+  depth: number;
+  /** JSON array of child ids. */
+  children: string;
+  children_total: number;
+  children_completed: number;
+  /** 1: another site may run the task; 0: never lent. */
+  offload: 0 | 1;
+}
+
+type TaskColumns = Omit<TaskRow, "seq">;
+type TaskColumn = keyof TaskColumns;
+
+/** What loadNonFinal selects: the reload needs no more, and reading less is what makes it fast. */
+type ReloadRow = Pick<TaskRow, "seq" | "id" | "priority" | "submit_time" | "available_at" | "status" | "lease_owner" | "lease_expires_at" | "offload">;
+
+/** A Record so the compiler refuses a column missing here. */
+const COLUMN_PRESENT: Record<TaskColumn, true> = {
+  id: true, site: true, user: true, name: true, job: true, params: true, priority: true, status: true,
+  input: true, output: true, tries: true, max_tries: true, submit_time: true, available_at: true,
+  start_time: true, end_time: true, duration: true, lease_owner: true, lease_expires_at: true,
+  processed_by: true, error: true, parent_id: true, depth: true, children: true,
+  children_total: true, children_completed: true, offload: true,
+};
+const TASK_COLUMNS = Object.keys(COLUMN_PRESENT) as TaskColumn[];
+const RELOAD_COLUMNS = "seq, id, priority, submit_time, available_at, status, lease_owner, lease_expires_at, offload";
+
+const FILTER_COLUMNS: Record<keyof TaskFilter, TaskColumn> = {
+  status: "status",
+  user: "user",
+  job: "job",
+  parentId: "parent_id",
+};
+
+function leaseOf(owner: string | null, expiresAt: number | null): Lease | null {
+  return owner === null || expiresAt === null ? null : { owner, expiresAt };
+}
+
+function rowToTask(row: TaskRow): Task {
+  return {
+    id: row.id,
+    site: row.site,
+    user: row.user,
+    name: row.name,
+    job: row.job,
+    params: JSON.parse(row.params) as TaskParams,
+    priority: row.priority,
+    status: row.status,
+    input: row.input,
+    output: row.output,
+    tries: row.tries,
+    maxTries: row.max_tries,
+    submitTime: row.submit_time,
+    availableAt: row.available_at,
+    startTime: row.start_time,
+    endTime: row.end_time,
+    duration: row.duration,
+    lease: leaseOf(row.lease_owner, row.lease_expires_at),
+    processedBy: row.processed_by === null ? null : (JSON.parse(row.processed_by) as ProcessedBy),
+    error: row.error,
+    parentId: row.parent_id,
+    depth: row.depth,
+    children: JSON.parse(row.children) as string[],
+    childrenTotal: row.children_total,
+    childrenCompleted: row.children_completed,
+    offload: row.offload !== 0,
+  };
+}
+
+function rowToReloadEntry(row: ReloadRow): ReloadEntry {
+  return {
+    id: row.id,
+    priority: row.priority,
+    submitTime: row.submit_time,
+    availableAt: row.available_at,
+    status: row.status,
+    lease: leaseOf(row.lease_owner, row.lease_expires_at),
+    offload: row.offload !== 0,
+  };
+}
+
+/** Written out field by field (not via PATCH_ENCODERS) because createMany runs it 100k times. */
+function taskToColumns(task: Task): TaskColumns {
+  return {
+    id: task.id,
+    site: task.site,
+    user: task.user,
+    name: task.name,
+    job: task.job,
+    params: JSON.stringify(task.params),
+    priority: task.priority,
+    status: task.status,
+    input: task.input,
+    output: task.output,
+    tries: task.tries,
+    max_tries: task.maxTries,
+    submit_time: task.submitTime,
+    available_at: task.availableAt,
+    start_time: task.startTime,
+    end_time: task.endTime,
+    duration: task.duration,
+    lease_owner: task.lease?.owner ?? null,
+    lease_expires_at: task.lease?.expiresAt ?? null,
+    processed_by: task.processedBy === null ? null : JSON.stringify(task.processedBy),
+    error: task.error,
+    parent_id: task.parentId,
+    depth: task.depth,
+    children: JSON.stringify(task.children),
+    children_total: task.childrenTotal,
+    children_completed: task.childrenCompleted,
+    offload: offloadColumn(task.offload),
+  };
+}
+
+/** Only false keeps a task home: a Task built before the field existed (no offload) is lendable, as in the column's default. */
+function offloadColumn(offload: boolean | undefined): 0 | 1 {
+  return offload === false ? 0 : 1;
+}
+
+/** Positional values in TASK_COLUMNS order: named (@column) binding costs better-sqlite3 a property lookup per value. */
+function taskToValues(task: Task): SqlValue[] {
+  const columns = taskToColumns(task);
+  return TASK_COLUMNS.map((column) => columns[column]);
+}
+
+type PatchField = keyof Required<TaskPatch>;
+type ColumnAssignment = readonly [TaskColumn, SqlValue];
+
+/** How each patchable field becomes column assignments (lease is two columns). */
+const PATCH_ENCODERS: { [F in PatchField]: (value: Task[F]) => ColumnAssignment[] } = {
+  site: (v) => [["site", v]],
+  user: (v) => [["user", v]],
+  name: (v) => [["name", v]],
+  job: (v) => [["job", v]],
+  params: (v) => [["params", JSON.stringify(v)]],
+  priority: (v) => [["priority", v]],
+  status: (v) => [["status", v]],
+  input: (v) => [["input", v]],
+  output: (v) => [["output", v]],
+  tries: (v) => [["tries", v]],
+  maxTries: (v) => [["max_tries", v]],
+  submitTime: (v) => [["submit_time", v]],
+  availableAt: (v) => [["available_at", v]],
+  startTime: (v) => [["start_time", v]],
+  endTime: (v) => [["end_time", v]],
+  duration: (v) => [["duration", v]],
+  lease: (v) => [["lease_owner", v?.owner ?? null], ["lease_expires_at", v?.expiresAt ?? null]],
+  processedBy: (v) => [["processed_by", v === null ? null : JSON.stringify(v)]],
+  error: (v) => [["error", v]],
+  parentId: (v) => [["parent_id", v]],
+  depth: (v) => [["depth", v]],
+  children: (v) => [["children", JSON.stringify(v)]],
+  childrenTotal: (v) => [["children_total", v]],
+  childrenCompleted: (v) => [["children_completed", v]],
+  offload: (v) => [["offload", offloadColumn(v)]],
+};
+
+/** The patch as assignments sorted by column, so equal sets of fields share one cached statement. */
+function patchToAssignments(patch: TaskPatch): ColumnAssignment[] {
+  const assignments: ColumnAssignment[] = [];
+  for (const [field, value] of Object.entries(patch)) {
+    if (value === undefined) continue;
+    if (!Object.hasOwn(PATCH_ENCODERS, field)) {
+      // Field names end up in SQL text, so only the known ones may pass.
+      throw docqError(ERROR_CODE.BadRequest, `cannot patch task field "${field}": not a patchable field`, { field });
+    }
+    const encode = PATCH_ENCODERS[field as PatchField] as (value: unknown) => ColumnAssignment[];
+    assignments.push(...encode(value));
+  }
+  return assignments.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+}
+
+function filterToConditions(filter: TaskFilter): { columns: TaskColumn[]; values: SqlValue[] } {
+  const columns: TaskColumn[] = [];
+  const values: SqlValue[] = [];
+  for (const key of Object.keys(FILTER_COLUMNS) as (keyof TaskFilter)[]) {
+    const value = filter[key];
+    if (value === undefined) continue;
+    columns.push(FILTER_COLUMNS[key]);
+    values.push(value);
+  }
+  return { columns, values };
+}
+
+/** One row of `api_keys`. */
+interface ApiKeyRow {
+  id: string;
+  user: string;
+  hash: string;
+  /** JSON object (ApiKeyLimits). */
+  limits: string;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+function rowToApiKey(row: ApiKeyRow): ApiKeyRecord {
+  return {
+    id: row.id,
+    user: row.user,
+    hash: row.hash,
+    limits: JSON.parse(row.limits) as ApiKeyLimits,
+    createdAt: row.created_at,
+    revokedAt: row.revoked_at,
+  };
+}
+
+/** One row of `usage`: the counters under their column names. */
+interface UsageTableRow {
+  user: string;
+  day: string;
+  submitted: number;
+  output: number;
+  error: number;
+  canceled: number;
+  run_ms: number;
+  bytes_in: number;
+  bytes_out: number;
+  ran_elsewhere: number;
+}
+
+/** Each counter's column; a Record so the compiler refuses a counter missing here. */
+const USAGE_COLUMN: Record<keyof UsageCounts, keyof UsageTableRow> = {
+  submitted: "submitted",
+  output: "output",
+  error: "error",
+  canceled: "canceled",
+  runMs: "run_ms",
+  bytesIn: "bytes_in",
+  bytesOut: "bytes_out",
+  ranElsewhere: "ran_elsewhere",
+};
+/** In USAGE_COUNTERS order, the order of addUsage's bound values. */
+const USAGE_COLUMNS = USAGE_COUNTERS.map((counter) => USAGE_COLUMN[counter]);
+
+function rowToUsage(row: UsageTableRow): UsageRow {
+  return {
+    user: row.user,
+    day: row.day,
+    submitted: row.submitted,
+    output: row.output,
+    error: row.error,
+    canceled: row.canceled,
+    runMs: row.run_ms,
+    bytesIn: row.bytes_in,
+    bytesOut: row.bytes_out,
+    ranElsewhere: row.ran_elsewhere,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Schema
+// ---------------------------------------------------------------------------
+
+const sqlList = (values: readonly string[]): string => values.map((v) => `'${v}'`).join(", ");
+/** Shared by the partial index and the query that must use it: SQLite matches them term by term. */
+const NON_FINAL_CONDITION = `status IN (${sqlList(TASK_STATUSES.filter((s) => !isFinal(s)))})`;
+
+const SCHEMA_V1 = `
+CREATE TABLE tasks (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, -- AUTOINCREMENT: a deleted newest seq is never reused, so cursors stay valid
+  id TEXT NOT NULL,
+  site TEXT NOT NULL,
+  user TEXT NOT NULL,
+  name TEXT NOT NULL,
+  job TEXT NOT NULL,
+  params TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  status TEXT NOT NULL CHECK (status IN (${sqlList(TASK_STATUSES)})),
+  input TEXT,
+  output TEXT,
+  tries INTEGER NOT NULL,
+  max_tries INTEGER NOT NULL,
+  submit_time INTEGER NOT NULL,
+  available_at INTEGER NOT NULL,
+  start_time INTEGER,
+  end_time INTEGER,
+  duration INTEGER,
+  lease_owner TEXT,
+  lease_expires_at INTEGER,
+  processed_by TEXT,
+  error TEXT,
+  parent_id TEXT,
+  depth INTEGER NOT NULL,
+  children TEXT NOT NULL,
+  children_total INTEGER NOT NULL,
+  children_completed INTEGER NOT NULL,
+  CHECK ((lease_owner IS NULL) = (lease_expires_at IS NULL))
+) STRICT;
+-- Named (rather than a UNIQUE column) so renewLeases can insist on it with INDEXED BY.
+CREATE UNIQUE INDEX tasks_id ON tasks (id);
+-- expiredLeases: only tasks in work hold a lease that can expire, so the index holds only those.
+CREATE INDEX tasks_work_lease ON tasks (lease_expires_at) WHERE status = '${TASK_STATUS.work}';
+-- loadNonFinal: keyset over seq reading only the non-final tasks; final ones (most, over time) stay out.
+CREATE INDEX tasks_non_final ON tasks (seq) WHERE ${NON_FINAL_CONDITION};
+-- children() and list({parentId}); most tasks have no parent.
+CREATE INDEX tasks_parent ON tasks (parent_id, seq) WHERE parent_id IS NOT NULL;
+-- list() filters, newest first.
+CREATE INDEX tasks_status ON tasks (status, seq);
+CREATE INDEX tasks_user ON tasks (user, seq);
+CREATE INDEX tasks_job ON tasks (job, seq);
+`;
+
+/** A top-level task's row in `top_counts`: its origin site and the site that ran it ('' before any ran it). */
+const RAN_SITE = (row: "NEW" | "OLD") => `COALESCE(json_extract(${row}.processed_by, '$.site'), '')`;
+const bump = (row: "NEW" | "OLD", by: 1 | -1) => `
+  INSERT INTO status_counts (status, count) VALUES (${row}.status, ${by})
+    ON CONFLICT (status) DO UPDATE SET count = count + (${by});
+  INSERT INTO top_counts (site, ran_site, count) SELECT ${row}.site, ${RAN_SITE(row)}, ${by} WHERE ${row}.parent_id IS NULL
+    ON CONFLICT (site, ran_site) DO UPDATE SET count = count + (${by});`;
+
+/**
+ * Counts kept by triggers in the same statement as the change, so stats read a few small rows
+ * instead of scanning a table of a million tasks (which blocked the event loop 45-130 ms a call).
+ */
+const SCHEMA_V2 = `
+CREATE TABLE status_counts (status TEXT PRIMARY KEY, count INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+CREATE TABLE top_counts (site TEXT NOT NULL, ran_site TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (site, ran_site)) STRICT, WITHOUT ROWID;
+INSERT INTO status_counts (status, count) SELECT status, COUNT(*) FROM tasks GROUP BY status;
+INSERT INTO top_counts (site, ran_site, count)
+  SELECT site, COALESCE(json_extract(processed_by, '$.site'), ''), COUNT(*) FROM tasks WHERE parent_id IS NULL GROUP BY 1, 2;
+CREATE TRIGGER tasks_counted_insert AFTER INSERT ON tasks BEGIN ${bump("NEW", 1)}
+END;
+CREATE TRIGGER tasks_counted_delete AFTER DELETE ON tasks BEGIN ${bump("OLD", -1)}
+END;
+CREATE TRIGGER tasks_counted_update AFTER UPDATE OF status, processed_by ON tasks
+  WHEN OLD.status IS NOT NEW.status OR OLD.processed_by IS NOT NEW.processed_by BEGIN ${bump("OLD", -1)} ${bump("NEW", 1)}
+END;
+`;
+
+/** Whether a row counts in `user_active`: a top-level task that is not final (what an API key's maxQueued limits). */
+const ACTIVE = (row: "NEW" | "OLD") => `(${row}.parent_id IS NULL AND ${row}.status IN (${sqlList(TASK_STATUSES.filter((s) => !isFinal(s)))}))`;
+
+/**
+ * Version 3: the account records. `offload` per task (1: another site may run it; every task
+ * before this version was lendable). `api_keys` holds the sha256 of each secret, never the secret;
+ * `usage` one row of counters per user and UTC day, added to by upsert. `user_active` counts each
+ * user's active top-level tasks, kept like status_counts by triggers that run only when a row's
+ * part in the count changes (WHEN), so a child, a final task or a transition between two active
+ * statuses (input to work) costs nothing more than the evaluation of the WHEN.
+ */
+const SCHEMA_V3 = `
+ALTER TABLE tasks ADD COLUMN offload INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE api_keys (
+  id TEXT PRIMARY KEY NOT NULL,
+  user TEXT NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  limits TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  revoked_at INTEGER
+) STRICT;
+CREATE TABLE usage (
+  user TEXT NOT NULL,
+  day TEXT NOT NULL,
+  ${USAGE_COLUMNS.map((c) => `${c} INTEGER NOT NULL DEFAULT 0`).join(",\n  ")},
+  PRIMARY KEY (user, day)
+) STRICT, WITHOUT ROWID;
+-- usage() of every user: a day range in day, user order (one user's range reads the primary key).
+CREATE INDEX usage_day ON usage (day, user);
+CREATE TABLE user_active (user TEXT PRIMARY KEY, count INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+INSERT INTO user_active (user, count) SELECT user, COUNT(*) FROM tasks WHERE parent_id IS NULL AND ${NON_FINAL_CONDITION} GROUP BY user;
+CREATE TRIGGER tasks_active_insert AFTER INSERT ON tasks WHEN ${ACTIVE("NEW")} BEGIN
+  INSERT INTO user_active (user, count) VALUES (NEW.user, 1) ON CONFLICT (user) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER tasks_active_delete AFTER DELETE ON tasks WHEN ${ACTIVE("OLD")} BEGIN
+  UPDATE user_active SET count = count - 1 WHERE user = OLD.user;
+END;
+-- user and parent_id too: the generic update may patch them, and either moves a task between counts.
+CREATE TRIGGER tasks_active_update AFTER UPDATE OF status, user, parent_id ON tasks
+  WHEN ${ACTIVE("OLD")} IS NOT ${ACTIVE("NEW")} OR (OLD.user IS NOT NEW.user AND ${ACTIVE("OLD")}) BEGIN
+  UPDATE user_active SET count = count - 1 WHERE user = OLD.user AND ${ACTIVE("OLD")};
+  INSERT INTO user_active (user, count) SELECT NEW.user, 1 WHERE ${ACTIVE("NEW")} ON CONFLICT (user) DO UPDATE SET count = count + 1;
+END;
+`;
+
+// ---------------------------------------------------------------------------
+// Store
+// ---------------------------------------------------------------------------
+
+type Statement<Params extends unknown[], Result> = Database.Statement<Params, Result>;
+
+interface FixedStatements {
+  insert: Statement<SqlValue[], unknown>;
+  insertRows: Statement<SqlValue[], unknown>;
+  exists: Statement<[string], number>;
+  get: Statement<[string], TaskRow>;
+  incrementChildrenCompleted: Statement<[string], TaskRow>;
+  renewLeases: Statement<SqlValue[], string>;
+  expiredLeases: Statement<[number, number], TaskRow>;
+  reloadBatch: Statement<[number, number], ReloadRow>;
+  children: Statement<[string], TaskRow>;
+  delete: Statement<[string], unknown>;
+  countByStatus: Statement<[], { status: TaskStatus; count: number }>;
+  topCounts: Statement<[], { site: string; ran_site: string; count: number }>;
+  insertKey: Statement<[string, string, string, string, number, number | null], unknown>;
+  keyIdExists: Statement<[string], number>;
+  listKeys: Statement<[], ApiKeyRow>;
+  revokeKey: Statement<[number, string], ApiKeyRow>;
+  addUsage: Statement<SqlValue[], unknown>;
+  usageOfUser: Statement<[string, string, string], UsageTableRow>;
+  usageOfAll: Statement<[string, string], UsageTableRow>;
+  countActive: Statement<[string], number>;
+}
+
+export class SqliteTaskStore implements TaskStore {
+  private readonly statements: FixedStatements;
+  /** Guarded updates keyed by patched columns and guard shape. */
+  private readonly updateStatements = new Map<string, Statement<SqlValue[], TaskRow>>();
+  /** List queries keyed by filter shape and whether a cursor is given. */
+  private readonly listStatements = new Map<string, Statement<SqlValue[], TaskRow>>();
+  private readonly insertAll: (tasks: readonly Task[]) => void;
+  private readonly splitAtomically: (parentId: string, guard: TaskGuard, parentPatch: TaskPatch, children: readonly Task[]) => Task | null;
+  private readonly renewAll: (owner: string, ids: readonly string[], expiresAt: number) => string[];
+
+  private constructor(
+    private readonly db: Database.Database,
+    /** The file, for error messages. */
+    readonly file: string,
+  ) {
+    // The hot queries name their index with INDEXED BY: without ANALYZE statistics the planner
+    // prefers tasks_status for any `status = ...` term and then sorts, which turns a keyset read
+    // of 10k rows into a sort of every queued task. INDEXED BY also fails loudly (at prepare)
+    // if the index it names is lost.
+    const rowPlaceholders = `(${TASK_COLUMNS.map(() => "?").join(", ")})`;
+    this.statements = {
+      insert: db.prepare<SqlValue[]>(`INSERT INTO tasks (${TASK_COLUMNS.join(", ")}) VALUES ${rowPlaceholders}`),
+      insertRows: db.prepare<SqlValue[]>(
+        `INSERT INTO tasks (${TASK_COLUMNS.join(", ")}) VALUES ${Array.from({ length: INSERT_ROWS_PER_STATEMENT }, () => rowPlaceholders).join(", ")}`,
+      ),
+      exists: db.prepare<[string], number>(`SELECT 1 FROM tasks WHERE id = ?`).pluck(),
+      get: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE id = ?`),
+      incrementChildrenCompleted: db.prepare<[string], TaskRow>(
+        `UPDATE tasks SET children_completed = children_completed + 1 WHERE id = ? AND status = '${TASK_STATUS.wait}' AND children_completed < children_total RETURNING *`,
+      ),
+      renewLeases: db
+        .prepare<SqlValue[], string>(
+          `UPDATE tasks INDEXED BY tasks_id SET lease_expires_at = ? WHERE lease_owner = ? AND status = '${TASK_STATUS.work}'` +
+            ` AND id IN (${Array.from({ length: RENEW_CHUNK }, () => "?").join(", ")}) RETURNING id`,
+        )
+        .pluck(),
+      expiredLeases: db.prepare<[number, number], TaskRow>(
+        `SELECT * FROM tasks INDEXED BY tasks_work_lease WHERE status = '${TASK_STATUS.work}' AND lease_expires_at < ? ORDER BY lease_expires_at, seq LIMIT ?`,
+      ),
+      reloadBatch: db.prepare<[number, number], ReloadRow>(
+        `SELECT ${RELOAD_COLUMNS} FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION} AND seq > ? ORDER BY seq LIMIT ?`,
+      ),
+      children: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE parent_id = ? ORDER BY seq`),
+      delete: db.prepare<[string]>(`DELETE FROM tasks WHERE id = ?`),
+      countByStatus: db.prepare<[], { status: TaskStatus; count: number }>(
+        `SELECT status, count FROM status_counts`,
+      ),
+      topCounts: db.prepare<[], { site: string; ran_site: string; count: number }>(`SELECT site, ran_site, count FROM top_counts`),
+      insertKey: db.prepare<[string, string, string, string, number, number | null]>(
+        `INSERT INTO api_keys (id, user, hash, limits, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)`,
+      ),
+      keyIdExists: db.prepare<[string], number>(`SELECT 1 FROM api_keys WHERE id = ?`).pluck(),
+      // rowid: insertion order among keys made in the same millisecond.
+      listKeys: db.prepare<[], ApiKeyRow>(`SELECT * FROM api_keys ORDER BY created_at, rowid`),
+      // COALESCE: a second revoke keeps the first time.
+      revokeKey: db.prepare<[number, string], ApiKeyRow>(`UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING *`),
+      addUsage: db.prepare<SqlValue[]>(
+        `INSERT INTO usage (user, day, ${USAGE_COLUMNS.join(", ")}) VALUES (?, ?, ${USAGE_COLUMNS.map(() => "?").join(", ")})` +
+          ` ON CONFLICT (user, day) DO UPDATE SET ${USAGE_COLUMNS.map((c) => `${c} = ${c} + excluded.${c}`).join(", ")}`,
+      ),
+      usageOfUser: db.prepare<[string, string, string], UsageTableRow>(`SELECT * FROM usage WHERE user = ? AND day BETWEEN ? AND ? ORDER BY day`),
+      usageOfAll: db.prepare<[string, string], UsageTableRow>(`SELECT * FROM usage INDEXED BY usage_day WHERE day BETWEEN ? AND ? ORDER BY day, user`),
+      countActive: db.prepare<[string], number>(`SELECT count FROM user_active WHERE user = ?`).pluck(),
+    };
+
+    // IMMEDIATE: take the write lock at BEGIN, so a second process waits on busy_timeout
+    // up front instead of failing with SQLITE_BUSY when a read transaction tries to upgrade.
+    const insertAll = db.transaction((tasks: readonly Task[]) => {
+      let start = 0;
+      for (; start + INSERT_ROWS_PER_STATEMENT <= tasks.length; start += INSERT_ROWS_PER_STATEMENT) {
+        const rows = tasks.slice(start, start + INSERT_ROWS_PER_STATEMENT);
+        const values: SqlValue[] = [];
+        for (const task of rows) values.push(...taskToValues(task));
+        try {
+          this.statements.insertRows.run(...values);
+        } catch (err) {
+          throw this.explainInsertError(err, rows);
+        }
+      }
+      for (; start < tasks.length; start++) this.insertOne(tasks[start] as Task);
+    });
+    this.insertAll = (tasks) => insertAll.immediate(tasks);
+
+    const splitAtomically = db.transaction(
+      (parentId: string, guard: TaskGuard, parentPatch: TaskPatch, children: readonly Task[]): Task | null => {
+        const parent = this.guardedUpdate(parentId, guard, parentPatch);
+        // Returning (not throwing) commits an empty transaction: nothing was written.
+        if (parent === null) return null;
+        for (const child of children) this.insertOne(child);
+        return parent;
+      },
+    );
+    this.splitAtomically = (...args) => splitAtomically.immediate(...args);
+
+    const renewAll = db.transaction((owner: string, ids: readonly string[], expiresAt: number): string[] => {
+      const renewed: string[] = [];
+      for (let start = 0; start < ids.length; start += RENEW_CHUNK) {
+        const chunk: SqlValue[] = ids.slice(start, start + RENEW_CHUNK);
+        // Pad with NULL so one statement serves every chunk: `id IN (..., NULL)` never matches the NULL.
+        while (chunk.length < RENEW_CHUNK) chunk.push(null);
+        renewed.push(...this.statements.renewLeases.all(expiresAt, owner, ...chunk));
+      }
+      return renewed;
+    });
+    this.renewAll = (...args) => renewAll.immediate(...args);
+  }
+
+  /** Opens (creating it and its parent folders when missing) the store in `file`. */
+  static open(file: string): SqliteTaskStore {
+    const inMemory = file === ":memory:" || file === "";
+    let db: Database.Database | undefined;
+    try {
+      if (!inMemory) mkdirSync(dirname(file), { recursive: true });
+      db = new Database(file);
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      const journalMode = db.pragma("journal_mode = WAL", { simple: true });
+      if (!inMemory && journalMode !== "wal") {
+        throw new Error(`journal_mode is ${String(journalMode)}, not wal (is the file on a network file system?)`);
+      }
+      // In WAL mode NORMAL fsyncs only at checkpoints, not on every commit. A commit is
+      // still written to the WAL file before the statement returns, so it survives the
+      // process being killed (the OS holds the pages); only an OS crash or power loss
+      // can lose the last commits. That is the failure this queue accepts for speed.
+      db.pragma("synchronous = NORMAL");
+      migrate(db, file);
+      return new SqliteTaskStore(db, file);
+    } catch (err) {
+      db?.close();
+      if (isDocqError(err)) throw err;
+      throw docqError(ERROR_CODE.StoreUnavailable, `task store ${file}: open failed: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  async create(task: Task): Promise<void> {
+    this.attempt("create", () => this.insertOne(task));
+  }
+
+  async createMany(tasks: readonly Task[]): Promise<void> {
+    if (tasks.length === 0) return;
+    this.attempt("createMany", () => this.insertAll(tasks));
+  }
+
+  async get(id: string): Promise<Task | null> {
+    const row = this.attempt("get", () => this.statements.get.get(id));
+    return row === undefined ? null : rowToTask(row);
+  }
+
+  async update(id: string, guard: TaskGuard, patch: TaskPatch): Promise<Task | null> {
+    return this.attempt("update", () => this.guardedUpdate(id, guard, patch));
+  }
+
+  async split(parentId: string, guard: TaskGuard, parentPatch: TaskPatch, children: readonly Task[]): Promise<Task | null> {
+    return this.attempt("split", () => this.splitAtomically(parentId, guard, parentPatch, children));
+  }
+
+  async incrementChildrenCompleted(parentId: string): Promise<Task | null> {
+    const row = this.attempt("incrementChildrenCompleted", () => this.statements.incrementChildrenCompleted.get(parentId));
+    return row === undefined ? null : rowToTask(row);
+  }
+
+  async renewLeases(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]> {
+    if (ids.length === 0) return [];
+    // Deduplicated, or an id repeated across two chunks would be renewed and reported twice.
+    const uniqueIds = [...new Set(ids)];
+    return this.attempt("renewLeases", () => this.renewAll(owner, uniqueIds, expiresAt));
+  }
+
+  async expiredLeases(now: number, limit: number): Promise<Task[]> {
+    requirePositiveInteger(limit, "limit");
+    return this.attempt("expiredLeases", () => this.statements.expiredLeases.all(now, limit)).map(rowToTask);
+  }
+
+  async list(filter: TaskFilter, page: { limit: number; cursor?: string | null }): Promise<TaskPage> {
+    requirePositiveInteger(page.limit, "limit");
+    const beforeSeq = page.cursor === undefined || page.cursor === null ? null : decodeCursor(page.cursor);
+    const { columns, values } = filterToConditions(filter);
+    const rows = this.attempt("list", () => {
+      const statement = this.listStatement(columns, beforeSeq !== null);
+      const params: SqlValue[] = beforeSeq === null ? values : [...values, beforeSeq];
+      // One row more than asked tells whether another page exists, so the last page says null.
+      return statement.all(...params, page.limit + 1);
+    });
+    const hasMore = rows.length > page.limit;
+    const pageRows = hasMore ? rows.slice(0, page.limit) : rows;
+    const last = pageRows[pageRows.length - 1];
+    return {
+      items: pageRows.map(rowToTask),
+      nextCursor: hasMore && last !== undefined ? encodeCursor(last.seq) : null,
+    };
+  }
+
+  /**
+   * Keyset pagination by seq: each batch is its own short read, so writers are never held
+   * behind the reload. Tasks created meanwhile appear in a later batch; none is read twice.
+   */
+  async *loadNonFinal(batchSize: number = DEFAULT_RELOAD_BATCH): AsyncGenerator<ReloadEntry[]> {
+    requirePositiveInteger(batchSize, "batchSize");
+    let afterSeq = 0;
+    for (;;) {
+      const rows = this.attempt("loadNonFinal", () => this.statements.reloadBatch.all(afterSeq, batchSize));
+      const last = rows[rows.length - 1];
+      if (last === undefined) return;
+      yield rows.map(rowToReloadEntry);
+      if (rows.length < batchSize) return;
+      afterSeq = last.seq;
+    }
+  }
+
+  async children(parentId: string): Promise<Task[]> {
+    return this.attempt("children", () => this.statements.children.all(parentId)).map(rowToTask);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    return this.attempt("delete", () => this.statements.delete.run(id).changes > 0);
+  }
+
+  async countByStatus(): Promise<Record<TaskStatus, number>> {
+    const rows = this.attempt("countByStatus", () => this.statements.countByStatus.all());
+    const counts = Object.fromEntries(TASK_STATUSES.map((s) => [s, 0])) as Record<TaskStatus, number>;
+    for (const row of rows) counts[row.status] = row.count;
+    return counts;
+  }
+
+  async countStolen(localSite: string): Promise<StolenCounts> {
+    const rows = this.attempt("countStolen", () => this.statements.topCounts.all());
+    const stolen: StolenCounts = { in: {}, out: {} };
+    for (const { site, ran_site: ranSite, count } of rows) {
+      if (count <= 0) continue;
+      if (site !== localSite) stolen.in[site] = (stolen.in[site] ?? 0) + count;
+      else if (ranSite !== "" && ranSite !== localSite) stolen.out[ranSite] = (stolen.out[ranSite] ?? 0) + count;
+    }
+    return stolen;
+  }
+
+  async createKey(key: ApiKeyRecord): Promise<void> {
+    this.attempt("createKey", () => {
+      try {
+        this.statements.insertKey.run(key.id, key.user, key.hash, JSON.stringify(key.limits), key.createdAt, key.revokedAt);
+      } catch (err) {
+        if (!(err instanceof Database.SqliteError && (err.code === "SQLITE_CONSTRAINT_UNIQUE" || err.code === "SQLITE_CONSTRAINT_PRIMARYKEY"))) throw err;
+        // Named by id only: the hash stays out of messages and logs.
+        const field = this.statements.keyIdExists.get(key.id) !== undefined ? "id" : "hash";
+        throw docqError(ERROR_CODE.BadRequest, `api key ${key.id}: ${field === "id" ? "a key with this id" : "a key with the same hash"} already exists`, {
+          field,
+          cause: err,
+          details: { id: key.id },
+        });
+      }
+    });
+  }
+
+  async listKeys(): Promise<ApiKeyRecord[]> {
+    return this.attempt("listKeys", () => this.statements.listKeys.all()).map(rowToApiKey);
+  }
+
+  async revokeKey(id: string, now: number): Promise<ApiKeyRecord | null> {
+    const row = this.attempt("revokeKey", () => this.statements.revokeKey.get(now, id));
+    return row === undefined ? null : rowToApiKey(row);
+  }
+
+  async addUsage(user: string, day: string, delta: Partial<UsageCounts>): Promise<void> {
+    requireUsageDay(day, "day");
+    const counts = usageDelta(delta);
+    this.attempt("addUsage", () => this.statements.addUsage.run(user, day, ...USAGE_COUNTERS.map((counter) => counts[counter])));
+  }
+
+  async usage(query: { user?: string; from: string; to: string }): Promise<UsageRow[]> {
+    requireUsageDay(query.from, "from");
+    requireUsageDay(query.to, "to");
+    const { user, from, to } = query;
+    const rows = this.attempt("usage", () =>
+      user === undefined ? this.statements.usageOfAll.all(from, to) : this.statements.usageOfUser.all(user, from, to),
+    );
+    return rows.map(rowToUsage);
+  }
+
+  async countActive(user: string): Promise<number> {
+    return this.attempt("countActive", () => this.statements.countActive.get(user)) ?? 0;
+  }
+
+  async close(): Promise<void> {
+    if (!this.db.open) return;
+    this.updateStatements.clear();
+    this.listStatements.clear();
+    this.attempt("close", () => this.db.close());
+  }
+
+  /** Inserts one task; a taken id becomes TASK_EXISTS naming it (inside a transaction, throwing rolls it back). */
+  private insertOne(task: Task): void {
+    try {
+      this.statements.insert.run(...taskToValues(task));
+    } catch (err) {
+      throw this.explainInsertError(err, [task]);
+    }
+  }
+
+  /**
+   * A unique violation becomes TASK_EXISTS naming the id. SQLite does not say which row of a
+   * multi-row INSERT collided; the failed statement has been undone, so the first id of `rows`
+   * that already exists (or repeats within `rows`) is the one.
+   */
+  private explainInsertError(err: unknown, rows: readonly Task[]): unknown {
+    if (!(err instanceof Database.SqliteError && err.code === "SQLITE_CONSTRAINT_UNIQUE")) return err;
+    const seen = new Set<string>();
+    const duplicate = rows.find((task) => {
+      const taken = seen.has(task.id) || this.statements.exists.get(task.id) !== undefined;
+      seen.add(task.id);
+      return taken;
+    });
+    const id = duplicate?.id ?? rows[0]?.id ?? "?";
+    return docqError(ERROR_CODE.TaskExists, `task ${id} already exists`, { field: "id", cause: err, details: { id } });
+  }
+
+  /**
+   * One statement: `UPDATE ... WHERE id = ? AND <guard> RETURNING *`. The guard is checked
+   * by SQLite in the same step that writes, so no other writer can slip in between.
+   * Returns null when the task is missing or the guard does not match.
+   */
+  private guardedUpdate(id: string, guard: TaskGuard, patch: TaskPatch): Task | null {
+    const assignments = patchToAssignments(patch);
+    const statuses: readonly TaskStatus[] | undefined = typeof guard.status === "string" ? [guard.status] : guard.status;
+    if (statuses !== undefined && statuses.length === 0) return null; // no status allowed: nothing can match
+    const hasLeaseGuard = guard.leaseOwner !== undefined;
+    const hasTriesGuard = guard.tries !== undefined;
+
+    const key = `${assignments.map(([c]) => c).join(",")}|${statuses?.length ?? "-"}|${hasLeaseGuard ? "L" : "-"}|${hasTriesGuard ? "T" : "-"}`;
+    let statement = this.updateStatements.get(key);
+    if (statement === undefined) {
+      const conditions = ["id = ?"];
+      if (statuses !== undefined) conditions.push(`status IN (${statuses.map(() => "?").join(", ")})`);
+      if (hasLeaseGuard) conditions.push("lease_owner IS ?"); // IS: also matches NULL for "no lease"
+      if (hasTriesGuard) conditions.push("tries = ?");
+      const where = conditions.join(" AND ");
+      // An empty patch is a guarded read: it answers "does the task match?" without a write.
+      const sql =
+        assignments.length === 0
+          ? `SELECT * FROM tasks WHERE ${where}`
+          : `UPDATE tasks SET ${assignments.map(([c]) => `${c} = ?`).join(", ")} WHERE ${where} RETURNING *`;
+      statement = this.db.prepare<SqlValue[], TaskRow>(sql);
+      if (this.updateStatements.size >= STATEMENT_CACHE_LIMIT) this.updateStatements.clear();
+      this.updateStatements.set(key, statement);
+    }
+
+    const params: SqlValue[] = assignments.map(([, v]) => v);
+    params.push(id);
+    if (statuses !== undefined) params.push(...statuses);
+    if (hasLeaseGuard) params.push(guard.leaseOwner ?? null);
+    if (hasTriesGuard) params.push(guard.tries ?? null);
+    const row = statement.get(...params);
+    return row === undefined ? null : rowToTask(row);
+  }
+
+  private listStatement(filterColumns: readonly TaskColumn[], withCursor: boolean): Statement<SqlValue[], TaskRow> {
+    const key = `${filterColumns.join(",")}|${withCursor ? "C" : "-"}`;
+    let statement = this.listStatements.get(key);
+    if (statement === undefined) {
+      const conditions = filterColumns.map((c) => `${c} = ?`);
+      if (withCursor) conditions.push("seq < ?");
+      const where = conditions.length === 0 ? "" : `WHERE ${conditions.join(" AND ")}`;
+      statement = this.db.prepare<SqlValue[], TaskRow>(`SELECT * FROM tasks ${where} ORDER BY seq DESC LIMIT ?`);
+      if (this.listStatements.size >= STATEMENT_CACHE_LIMIT) this.listStatements.clear();
+      this.listStatements.set(key, statement);
+    }
+    return statement;
+  }
+
+  /** Runs a driver call; DocqErrors pass through, anything else becomes STORE_UNAVAILABLE naming the operation and file. */
+  private attempt<T>(operation: string, run: () => T): T {
+    try {
+      return run();
+    } catch (err) {
+      if (isDocqError(err)) throw err;
+      throw docqError(ERROR_CODE.StoreUnavailable, `task store ${this.file}: ${operation} failed: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+  }
+}
+
+/** Creates the schema in a new file, or checks that an existing one is a version this code knows. */
+function migrate(db: Database.Database, file: string): void {
+  const readVersion = (): number => {
+    const version = db.pragma("user_version", { simple: true });
+    if (typeof version !== "number" || version > SCHEMA_VERSION) {
+      throw docqError(
+        ERROR_CODE.Config,
+        `task store ${file}: schema version ${String(version)} is newer than this docq understands (${SCHEMA_VERSION}); upgrade docq`,
+      );
+    }
+    return version;
+  };
+  if (readVersion() === SCHEMA_VERSION) return;
+  db.transaction(() => {
+    // Read again under the write lock: another process may have migrated while we waited for it.
+    const version = readVersion();
+    // Version 0 is a new file; future versions add their steps here, each from the one before.
+    if (version < 1) db.exec(SCHEMA_V1);
+    if (version < 2) db.exec(SCHEMA_V2);
+    if (version < 3) db.exec(SCHEMA_V3);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}
+
+function requirePositiveInteger(value: number, field: string): void {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw docqError(ERROR_CODE.BadRequest, `${field} must be a positive integer, got ${String(value)}`, { field });
+  }
+}
+
+function encodeCursor(seq: number): string {
+  return Buffer.from(String(seq), "utf8").toString("base64url");
+}
+
+function decodeCursor(cursor: string): number {
+  const text = Buffer.from(cursor, "base64url").toString("utf8");
+  const seq = /^[1-9][0-9]{0,15}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(seq)) {
+    throw docqError(ERROR_CODE.BadRequest, `invalid list cursor "${cursor}": pass back a nextCursor from an earlier page`, {
+      field: "cursor",
+    });
+  }
+  return seq;
+}

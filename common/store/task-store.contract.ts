@@ -1,0 +1,906 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { describe, it } from "node:test";
+import { monotonicFactory } from "ulid";
+import { ZERO_USAGE, type ApiKeyRecord, type UsageRow } from "../accounts/account-records.js";
+import { ERROR_CODE, isDocqError, type ErrorCode } from "../model/errors.js";
+import { newTask } from "../queue/new-task.js";
+import { TASK_STATUS, TASK_STATUSES, TaskSchema, isFinal, toQueueEntry, type Task, type TaskStatus } from "../model/task-model.js";
+import type { ReloadEntry, TaskStore } from "./task-store.js";
+
+/*
+ * The behaviour every TaskStore adapter must show, written only against the TaskStore
+ * interface so each adapter (SQLite now, MongoDB later) runs it unchanged:
+ *
+ *   taskStoreContract("sqlite", async () => ({ store, cleanup }));
+ *
+ * Every test opens a fresh, empty store and calls `cleanup` (which closes the store and
+ * removes what it wrote) even when the test fails.
+ */
+
+const nextUlid = monotonicFactory();
+
+/** A valid task (TaskSchema accepts it) with a fresh `test-<ulid>` id; `overrides` win. */
+export function makeTask(overrides: Partial<Task> = {}): Task {
+  const now = Date.now();
+  return {
+    id: `test-${nextUlid()}`,
+    site: "test",
+    user: "alice",
+    name: "document.pdf",
+    job: "echo",
+    params: {},
+    priority: 50,
+    status: TASK_STATUS.input,
+    input: null,
+    output: null,
+    tries: 0,
+    maxTries: 3,
+    submitTime: now,
+    availableAt: now,
+    startTime: null,
+    endTime: null,
+    duration: null,
+    lease: null,
+    processedBy: null,
+    error: null,
+    parentId: null,
+    depth: 0,
+    children: [],
+    childrenTotal: 0,
+    childrenCompleted: 0,
+    offload: true,
+    ...overrides,
+  };
+}
+
+/** A task as a worker holds it: in work, leased by `owner`, on its first try. */
+function makeLeasedTask(owner: string, overrides: Partial<Task> = {}): Task {
+  const now = Date.now();
+  return makeTask({ status: TASK_STATUS.work, tries: 1, startTime: now, lease: { owner, expiresAt: now + 30_000 }, ...overrides });
+}
+
+async function assertRejectsWithCode(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(isDocqError(err, code), `expected DocqError ${code}, got ${String(err)}`);
+    return true;
+  });
+}
+
+/** An API key record with a fresh id and a hash of its own; `overrides` win. */
+function makeKey(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  const id = `key-${nextUlid()}`;
+  return {
+    id,
+    user: "alice",
+    hash: createHash("sha256").update(`secret of ${id}`).digest("hex"),
+    limits: { offload: true },
+    createdAt: 1_700_000_000_000,
+    revokedAt: null,
+    ...overrides,
+  };
+}
+
+/** A usage row: zero where `counts` says nothing. */
+function usageRow(user: string, day: string, counts: Partial<UsageRow> = {}): UsageRow {
+  return { user, day, ...ZERO_USAGE, ...counts };
+}
+
+async function collect(batches: AsyncIterable<ReloadEntry[]>): Promise<ReloadEntry[][]> {
+  const all: ReloadEntry[][] = [];
+  for await (const batch of batches) all.push(batch);
+  return all;
+}
+
+export function taskStoreContract(
+  adapterName: string,
+  open: () => Promise<{ store: TaskStore; cleanup(): Promise<void> }>,
+): void {
+  /** Runs `body` against a fresh store, cleaning up whatever happens. */
+  const withStore = (body: (store: TaskStore) => Promise<void>) => async (): Promise<void> => {
+    const { store, cleanup } = await open();
+    try {
+      await body(store);
+    } finally {
+      await cleanup();
+    }
+  };
+
+  describe(`TaskStore contract: ${adapterName}`, () => {
+    describe("create and get", () => {
+      it(
+        "round-trips every field of a task with everything set",
+        withStore(async (store) => {
+          const task = makeTask({
+            site: "site_a",
+            user: "bob",
+            name: "report é 📄.docx",
+            job: "convert-pdf",
+            params: { dpi: 300, pages: [1, 2, 3], nested: { ok: true, none: null }, text: "quote \" and \\ and ünïcode" },
+            priority: 100,
+            status: TASK_STATUS.work,
+            input: "in/blob",
+            output: "out/blob",
+            tries: 2,
+            maxTries: 5,
+            submitTime: 1_700_000_000_000,
+            availableAt: 1_700_000_000_500,
+            startTime: 1_700_000_001_000,
+            endTime: 1_700_000_002_000,
+            duration: 1_000,
+            lease: { owner: "worker-1", expiresAt: 1_700_000_031_000 },
+            processedBy: { site: "site_a", node: "node-7" },
+            error: "previous try: timeout",
+            parentId: `parent-${nextUlid()}`,
+            depth: 2,
+            children: [`c-${nextUlid()}`, `b-${nextUlid()}`],
+            childrenTotal: 2,
+            childrenCompleted: 1,
+            offload: false,
+          });
+          assert.equal(TaskSchema.safeParse(task).success, true, "fixture must be a valid task");
+          await store.create(task);
+          const stored = await store.get(task.id);
+          assert.deepEqual(stored, task);
+          assert.equal(TaskSchema.safeParse(stored).success, true);
+        }),
+      );
+
+      it(
+        "round-trips nulls and empty values as null and empty, not as missing",
+        withStore(async (store) => {
+          const task = makeTask({ priority: 0 });
+          await store.create(task);
+          const stored = await store.get(task.id);
+          assert.deepEqual(stored, task);
+          assert.ok(stored !== null);
+          for (const field of ["input", "output", "startTime", "endTime", "duration", "lease", "processedBy", "error", "parentId"] as const) {
+            assert.ok(field in stored && stored[field] === null, `${field} is null`);
+          }
+          assert.deepEqual(stored.params, {});
+          assert.deepEqual(stored.children, []);
+        }),
+      );
+
+      it(
+        "returns null for an unknown id",
+        withStore(async (store) => {
+          assert.equal(await store.get(makeTask().id), null);
+        }),
+      );
+
+      it(
+        "refuses a duplicate id with TASK_EXISTS and keeps the original",
+        withStore(async (store) => {
+          const task = makeTask({ name: "first" });
+          await store.create(task);
+          await assertRejectsWithCode(store.create({ ...task, name: "second" }), ERROR_CODE.TaskExists);
+          assert.deepEqual(await store.get(task.id), task);
+        }),
+      );
+    });
+
+    describe("createMany", () => {
+      it(
+        "inserts every task",
+        withStore(async (store) => {
+          const tasks = Array.from({ length: 123 }, (_, i) => makeTask({ priority: i % 101, params: { i } }));
+          await store.createMany(tasks);
+          for (const task of tasks) assert.deepEqual(await store.get(task.id), task);
+          await store.createMany([]);
+          assert.equal((await store.countByStatus()).input, 123);
+        }),
+      );
+
+      it(
+        "writes nothing when one id already exists",
+        withStore(async (store) => {
+          const existing = makeTask();
+          await store.create(existing);
+          const batch = [...Array.from({ length: 120 }, () => makeTask()), { ...existing, name: "again" }, makeTask()];
+          await assertRejectsWithCode(store.createMany(batch), ERROR_CODE.TaskExists);
+          for (const task of batch.filter((t) => t.id !== existing.id)) assert.equal(await store.get(task.id), null);
+          assert.deepEqual(await store.get(existing.id), existing);
+          assert.equal((await store.countByStatus()).input, 1);
+        }),
+      );
+
+      it(
+        "writes nothing when the batch repeats an id",
+        withStore(async (store) => {
+          const repeated = makeTask();
+          const batch = [repeated, ...Array.from({ length: 60 }, () => makeTask()), repeated];
+          await assertRejectsWithCode(store.createMany(batch), ERROR_CODE.TaskExists);
+          for (const task of batch) assert.equal(await store.get(task.id), null);
+        }),
+      );
+    });
+
+    describe("update (compare-and-set)", () => {
+      it(
+        "applies the patch when status, lease owner and tries all match",
+        withStore(async (store) => {
+          const task = makeLeasedTask("worker-1", { tries: 2 });
+          await store.create(task);
+          const patch = { status: TASK_STATUS.output, output: "out/1", lease: null, endTime: 123, duration: 45, processedBy: { site: "s", node: "n" } };
+          const updated = await store.update(task.id, { status: TASK_STATUS.work, leaseOwner: "worker-1", tries: 2 }, patch);
+          const expected = { ...task, ...patch };
+          assert.deepEqual(updated, expected);
+          assert.deepEqual(await store.get(task.id), expected);
+        }),
+      );
+
+      it(
+        "returns null and leaves the task untouched on a wrong status, lease owner or tries",
+        withStore(async (store) => {
+          const task = makeLeasedTask("worker-1", { tries: 2 });
+          await store.create(task);
+          const patch = { status: TASK_STATUS.output, lease: null };
+          assert.equal(await store.update(task.id, { status: TASK_STATUS.input }, patch), null);
+          assert.equal(await store.update(task.id, { status: TASK_STATUS.work, leaseOwner: "worker-2" }, patch), null);
+          assert.equal(await store.update(task.id, { status: TASK_STATUS.work, leaseOwner: "worker-1", tries: 1 }, patch), null);
+          assert.equal(await store.update(task.id, { tries: 3 }, patch), null);
+          assert.deepEqual(await store.get(task.id), task);
+        }),
+      );
+
+      it(
+        "returns null for a missing task",
+        withStore(async (store) => {
+          assert.equal(await store.update(makeTask().id, {}, { priority: 1 }), null);
+          assert.equal(await store.update(makeTask().id, { status: TASK_STATUS.input }, { priority: 1 }), null);
+        }),
+      );
+
+      it(
+        "accepts any status of a status array",
+        withStore(async (store) => {
+          const waiting = makeTask({ status: TASK_STATUS.wait });
+          const queued = makeTask({ status: TASK_STATUS.complete });
+          const done = makeTask({ status: TASK_STATUS.output });
+          await store.createMany([waiting, queued, done]);
+          const cancellable = [TASK_STATUS.input, TASK_STATUS.work, TASK_STATUS.wait, TASK_STATUS.complete] as const;
+          assert.equal((await store.update(waiting.id, { status: cancellable }, { status: TASK_STATUS.canceled }))?.status, TASK_STATUS.canceled);
+          assert.equal((await store.update(queued.id, { status: cancellable }, { status: TASK_STATUS.canceled }))?.status, TASK_STATUS.canceled);
+          assert.equal(await store.update(done.id, { status: cancellable }, { status: TASK_STATUS.canceled }), null);
+          assert.equal(await store.update(done.id, { status: [] }, { status: TASK_STATUS.canceled }), null);
+          assert.equal((await store.get(done.id))?.status, TASK_STATUS.output);
+        }),
+      );
+
+      it(
+        "treats a null leaseOwner guard as 'no lease'",
+        withStore(async (store) => {
+          const free = makeTask();
+          const leased = makeLeasedTask("worker-1");
+          await store.createMany([free, leased]);
+          const lease = { owner: "worker-9", expiresAt: 999 };
+          const claimed = await store.update(free.id, { status: TASK_STATUS.input, leaseOwner: null }, { status: TASK_STATUS.work, lease, tries: 1 });
+          assert.deepEqual(claimed, { ...free, status: TASK_STATUS.work, lease, tries: 1 });
+          assert.equal(await store.update(leased.id, { leaseOwner: null }, { lease }), null);
+          assert.deepEqual(await store.get(leased.id), leased);
+        }),
+      );
+
+      it(
+        "applies an unguarded patch, and an empty patch only reads",
+        withStore(async (store) => {
+          const task = makeTask({ params: { a: 1 }, children: [`x-${nextUlid()}`] });
+          await store.create(task);
+          const patch = { params: { b: [2] }, children: [], priority: 7, availableAt: 5 };
+          assert.deepEqual(await store.update(task.id, {}, patch), { ...task, ...patch });
+          assert.deepEqual(await store.update(task.id, { status: TASK_STATUS.input }, {}), { ...task, ...patch });
+          assert.equal(await store.update(task.id, { status: TASK_STATUS.work }, {}), null);
+        }),
+      );
+
+      it(
+        "keeps patches of different shapes apart",
+        withStore(async (store) => {
+          const a = makeTask();
+          const b = makeTask();
+          await store.createMany([a, b]);
+          await store.update(a.id, { status: TASK_STATUS.input }, { priority: 1 });
+          await store.update(b.id, { status: TASK_STATUS.input }, { error: "e", priority: 2 });
+          await store.update(a.id, { status: TASK_STATUS.input }, { priority: 3, error: "f" });
+          assert.deepEqual(await store.get(a.id), { ...a, priority: 3, error: "f" });
+          assert.deepEqual(await store.get(b.id), { ...b, priority: 2, error: "e" });
+        }),
+      );
+    });
+
+    describe("split", () => {
+      const setUp = async (store: TaskStore) => {
+        const parent = makeLeasedTask("worker-1");
+        await store.create(parent);
+        const children = ["zz", "aa", "mm"].map((site) =>
+          makeTask({ id: `${site}-${nextUlid()}`, parentId: parent.id, depth: 1, site }),
+        );
+        const guard = { status: TASK_STATUS.work, leaseOwner: "worker-1", tries: 1 };
+        const parentPatch = {
+          status: TASK_STATUS.wait,
+          lease: null,
+          children: children.map((c) => c.id),
+          childrenTotal: children.length,
+        };
+        return { parent, children, guard, parentPatch };
+      };
+
+      it(
+        "updates the parent and creates the children in one step",
+        withStore(async (store) => {
+          const { parent, children, guard, parentPatch } = await setUp(store);
+          const updated = await store.split(parent.id, guard, parentPatch, children);
+          assert.deepEqual(updated, { ...parent, ...parentPatch });
+          assert.deepEqual(await store.get(parent.id), { ...parent, ...parentPatch });
+          assert.deepEqual(await store.children(parent.id), children);
+        }),
+      );
+
+      it(
+        "writes nothing when the parent guard fails",
+        withStore(async (store) => {
+          const { parent, children, guard, parentPatch } = await setUp(store);
+          assert.equal(await store.split(parent.id, { ...guard, leaseOwner: "worker-2" }, parentPatch, children), null);
+          assert.equal(await store.split(parent.id, { ...guard, tries: 2 }, parentPatch, children), null);
+          assert.deepEqual(await store.get(parent.id), parent);
+          assert.deepEqual(await store.children(parent.id), []);
+          for (const child of children) assert.equal(await store.get(child.id), null);
+        }),
+      );
+
+      it(
+        "writes nothing when a child id already exists",
+        withStore(async (store) => {
+          const { parent, children, guard, parentPatch } = await setUp(store);
+          const [first, second] = children;
+          assert.ok(first !== undefined && second !== undefined);
+          await store.create(second);
+          await assertRejectsWithCode(store.split(parent.id, guard, parentPatch, children), ERROR_CODE.TaskExists);
+          assert.deepEqual(await store.get(parent.id), parent);
+          assert.equal(await store.get(first.id), null);
+        }),
+      );
+    });
+
+    describe("incrementChildrenCompleted", () => {
+      it(
+        "counts up only while the parent waits",
+        withStore(async (store) => {
+          const parent = makeTask({ status: TASK_STATUS.wait, childrenTotal: 3 });
+          const working = makeLeasedTask("worker-1", { childrenTotal: 3 });
+          await store.createMany([parent, working]);
+          assert.deepEqual(await store.incrementChildrenCompleted(parent.id), { ...parent, childrenCompleted: 1 });
+          assert.equal((await store.incrementChildrenCompleted(parent.id))?.childrenCompleted, 2);
+          assert.equal((await store.get(parent.id))?.childrenCompleted, 2);
+          assert.equal(await store.incrementChildrenCompleted(working.id), null);
+          assert.deepEqual(await store.get(working.id), working);
+          assert.equal(await store.incrementChildrenCompleted(makeTask().id), null);
+        }),
+      );
+
+      it(
+        "loses no increment when many arrive at once",
+        withStore(async (store) => {
+          const parent = makeTask({ status: TASK_STATUS.wait, childrenTotal: 50 });
+          await store.create(parent);
+          await Promise.all(Array.from({ length: 50 }, () => store.incrementChildrenCompleted(parent.id)));
+          assert.equal((await store.get(parent.id))?.childrenCompleted, 50);
+        }),
+      );
+    });
+
+    describe("renewLeases", () => {
+      it(
+        "extends only the leases the owner holds on tasks in work",
+        withStore(async (store) => {
+          const mine = makeLeasedTask("worker-1");
+          const alsoMine = makeLeasedTask("worker-1");
+          const theirs = makeLeasedTask("worker-2");
+          const queued = makeTask();
+          const finishedWithLease = makeTask({ status: TASK_STATUS.output, lease: { owner: "worker-1", expiresAt: 1 } });
+          await store.createMany([mine, alsoMine, theirs, queued, finishedWithLease]);
+          const ids = [mine.id, theirs.id, queued.id, finishedWithLease.id, alsoMine.id, makeTask().id, mine.id];
+          const renewed = await store.renewLeases("worker-1", ids, 77_000);
+          assert.deepEqual([...renewed].sort(), [mine.id, alsoMine.id].sort());
+          assert.deepEqual((await store.get(mine.id))?.lease, { owner: "worker-1", expiresAt: 77_000 });
+          assert.deepEqual((await store.get(alsoMine.id))?.lease, { owner: "worker-1", expiresAt: 77_000 });
+          assert.deepEqual(await store.get(theirs.id), theirs);
+          assert.deepEqual(await store.get(finishedWithLease.id), finishedWithLease);
+          assert.deepEqual(await store.renewLeases("worker-1", [], 1), []);
+        }),
+      );
+
+      it(
+        "handles thousands of ids at once",
+        withStore(async (store) => {
+          const held = Array.from({ length: 1_500 }, () => makeLeasedTask("worker-1"));
+          await store.createMany(held);
+          const unknown = Array.from({ length: 1_700 }, () => makeTask().id);
+          const renewed = await store.renewLeases("worker-1", [...unknown, ...held.map((t) => t.id)], 88_000);
+          assert.deepEqual(new Set(renewed), new Set(held.map((t) => t.id)));
+          assert.equal(renewed.length, held.length);
+          const last = held[held.length - 1];
+          assert.ok(last !== undefined);
+          assert.equal((await store.get(last.id))?.lease?.expiresAt, 88_000);
+        }),
+      );
+    });
+
+    describe("expiredLeases", () => {
+      it(
+        "returns tasks in work whose lease expired before now, oldest expiry first, up to limit",
+        withStore(async (store) => {
+          const at = (expiresAt: number, overrides: Partial<Task> = {}) =>
+            makeLeasedTask("worker-1", { lease: { owner: "worker-1", expiresAt }, ...overrides });
+          const t300 = at(300);
+          const t100 = at(100);
+          const t200 = at(200);
+          const atNow = at(400);
+          const later = at(500);
+          const waitingWithOldLease = at(50, { status: TASK_STATUS.wait });
+          await store.createMany([t300, t100, t200, atNow, later, waitingWithOldLease, makeTask()]);
+          assert.deepEqual((await store.expiredLeases(400, 10)).map((t) => t.id), [t100.id, t200.id, t300.id]);
+          assert.deepEqual((await store.expiredLeases(400, 2)).map((t) => t.id), [t100.id, t200.id]);
+          assert.deepEqual(await store.expiredLeases(400, 1), [t100]);
+          assert.deepEqual(await store.expiredLeases(100, 10), []);
+        }),
+      );
+    });
+
+    describe("list", () => {
+      it(
+        "filters by status, user, job and parent, newest first",
+        withStore(async (store) => {
+          const parent = makeTask({ status: TASK_STATUS.wait });
+          const a = makeTask({ user: "ann", job: "ocr" });
+          const b = makeTask({ user: "ben", job: "ocr", status: TASK_STATUS.output });
+          const c = makeTask({ user: "ann", job: "zip", status: TASK_STATUS.output, parentId: parent.id, depth: 1 });
+          const d = makeTask({ user: "ann", job: "ocr", status: TASK_STATUS.output, parentId: parent.id, depth: 1 });
+          for (const task of [parent, a, b, c, d]) await store.create(task);
+          const ids = async (filter: Parameters<TaskStore["list"]>[0]) => (await store.list(filter, { limit: 100 })).items.map((t) => t.id);
+          assert.deepEqual(await ids({}), [d.id, c.id, b.id, a.id, parent.id]);
+          assert.deepEqual(await ids({ status: TASK_STATUS.output }), [d.id, c.id, b.id]);
+          assert.deepEqual(await ids({ user: "ann" }), [d.id, c.id, a.id]);
+          assert.deepEqual(await ids({ job: "ocr" }), [d.id, b.id, a.id]);
+          assert.deepEqual(await ids({ parentId: parent.id }), [d.id, c.id]);
+          assert.deepEqual(await ids({ user: "ann", job: "ocr", status: TASK_STATUS.output }), [d.id]);
+          assert.deepEqual(await ids({ user: "nobody" }), []);
+          const page = await store.list({ user: "ann", job: "zip" }, { limit: 10 });
+          assert.deepEqual(page, { items: [c], nextCursor: null });
+        }),
+      );
+
+      it(
+        "pages through 25 tasks 10 at a time, each exactly once, newest first",
+        withStore(async (store) => {
+          const tasks: Task[] = [];
+          for (let i = 0; i < 25; i++) {
+            const task = makeTask({ name: `t${i}` });
+            tasks.push(task);
+            await store.create(task);
+          }
+          const seen: string[] = [];
+          const pageSizes: number[] = [];
+          let cursor: string | null = null;
+          do {
+            const page = await store.list({}, { limit: 10, cursor });
+            pageSizes.push(page.items.length);
+            seen.push(...page.items.map((t) => t.id));
+            cursor = page.nextCursor;
+          } while (cursor !== null && pageSizes.length < 10);
+          assert.deepEqual(pageSizes, [10, 10, 5]);
+          assert.deepEqual(seen, tasks.map((t) => t.id).reverse());
+        }),
+      );
+
+      it(
+        "says null on a last page that is exactly full",
+        withStore(async (store) => {
+          await store.createMany(Array.from({ length: 20 }, () => makeTask({ status: TASK_STATUS.error })));
+          const first = await store.list({ status: TASK_STATUS.error }, { limit: 10 });
+          assert.ok(first.nextCursor !== null);
+          const second = await store.list({ status: TASK_STATUS.error }, { limit: 10, cursor: first.nextCursor });
+          assert.equal(second.items.length, 10);
+          assert.equal(second.nextCursor, null);
+          assert.deepEqual(await store.list({}, { limit: 5 }).then((p) => p.items.length), 5);
+        }),
+      );
+
+      it(
+        "keeps a cursor valid while tasks are added and deleted",
+        withStore(async (store) => {
+          const tasks = Array.from({ length: 6 }, (_, i) => makeTask({ name: `t${i}` }));
+          for (const task of tasks) await store.create(task);
+          const first = await store.list({}, { limit: 3 });
+          await store.create(makeTask());
+          const newestSeen = tasks[5];
+          assert.ok(newestSeen !== undefined);
+          await store.delete(newestSeen.id);
+          const second = await store.list({}, { limit: 3, cursor: first.nextCursor });
+          assert.deepEqual(second.items.map((t) => t.id), tasks.slice(0, 3).map((t) => t.id).reverse());
+        }),
+      );
+
+      it(
+        "refuses a malformed cursor with BAD_REQUEST",
+        withStore(async (store) => {
+          await store.create(makeTask());
+          await assertRejectsWithCode(store.list({}, { limit: 10, cursor: "not a cursor!" }), ERROR_CODE.BadRequest);
+        }),
+      );
+    });
+
+    describe("loadNonFinal", () => {
+      it(
+        "returns exactly the non-final tasks, in batches, with the reload fields",
+        withStore(async (store) => {
+          const tasks: Task[] = [];
+          for (const status of TASK_STATUSES) {
+            for (let i = 0; i < 3; i++) {
+              const leased = status === TASK_STATUS.work;
+              tasks.push(
+                makeTask({
+                  status,
+                  priority: tasks.length,
+                  submitTime: 1_000 + tasks.length,
+                  availableAt: 2_000 + tasks.length,
+                  lease: leased ? { owner: `worker-${i}`, expiresAt: 5_000 + i } : null,
+                  tries: leased ? 1 : 0,
+                  offload: i !== 1,
+                }),
+              );
+            }
+          }
+          await store.createMany(tasks);
+          const expected = new Map(
+            tasks
+              .filter((t) => !isFinal(t.status))
+              .map((t): [string, ReloadEntry] => [
+                t.id,
+                { id: t.id, priority: t.priority, submitTime: t.submitTime, availableAt: t.availableAt, status: t.status, lease: t.lease, offload: t.offload },
+              ]),
+          );
+          assert.equal(expected.size, 12);
+
+          const batches = await collect(store.loadNonFinal(5));
+          assert.ok(batches.length >= 3, `expected several batches, got ${batches.length}`);
+          for (const batch of batches) assert.ok(batch.length >= 1 && batch.length <= 5, `batch of ${batch.length}`);
+          const entries = batches.flat();
+          assert.equal(entries.length, expected.size, "each non-final task exactly once");
+          for (const entry of entries) assert.deepEqual(entry, expected.get(entry.id));
+        }),
+      );
+
+      it(
+        "yields nothing for a store with only final tasks, and uses a default batch size",
+        withStore(async (store) => {
+          assert.deepEqual(await collect(store.loadNonFinal()), []);
+          await store.createMany([makeTask({ status: TASK_STATUS.output }), makeTask({ status: TASK_STATUS.canceled })]);
+          assert.deepEqual(await collect(store.loadNonFinal()), []);
+          const queued = makeTask();
+          await store.create(queued);
+          assert.deepEqual((await collect(store.loadNonFinal())).flat().map((e) => e.id), [queued.id]);
+        }),
+      );
+    });
+
+    describe("children", () => {
+      it(
+        "returns a parent's children in creation order, not id order",
+        withStore(async (store) => {
+          const parent = makeTask({ status: TASK_STATUS.wait });
+          const other = makeTask({ status: TASK_STATUS.wait });
+          await store.createMany([parent, other]);
+          const child = (site: string, of: Task) => makeTask({ id: `${site}-${nextUlid()}`, site, parentId: of.id, depth: 1 });
+          const first = child("zz", parent);
+          const second = child("aa", parent);
+          const unrelated = child("bb", other);
+          const third = child("mm", parent);
+          await store.create(first);
+          await store.createMany([second, unrelated, third]);
+          assert.deepEqual((await store.children(parent.id)).map((t) => t.id), [first.id, second.id, third.id]);
+          assert.deepEqual(await store.children(other.id), [unrelated]);
+          assert.deepEqual(await store.children(first.id), []);
+        }),
+      );
+    });
+
+    describe("delete", () => {
+      it(
+        "removes a task and says whether it existed",
+        withStore(async (store) => {
+          const task = makeTask();
+          const kept = makeTask();
+          await store.createMany([task, kept]);
+          assert.equal(await store.delete(task.id), true);
+          assert.equal(await store.get(task.id), null);
+          assert.equal(await store.delete(task.id), false);
+          assert.deepEqual(await store.get(kept.id), kept);
+          await store.create(task);
+          assert.deepEqual(await store.get(task.id), task, "a deleted id can be created again");
+        }),
+      );
+    });
+
+    describe("countByStatus", () => {
+      it(
+        "counts every status, zero where there is none",
+        withStore(async (store) => {
+          const zero = Object.fromEntries(TASK_STATUSES.map((s) => [s, 0])) as Record<TaskStatus, number>;
+          assert.deepEqual(await store.countByStatus(), zero);
+          await store.createMany([
+            makeTask(),
+            makeTask(),
+            makeLeasedTask("w"),
+            makeTask({ status: TASK_STATUS.output }),
+            makeTask({ status: TASK_STATUS.canceled }),
+          ]);
+          assert.deepEqual(await store.countByStatus(), { ...zero, input: 2, work: 1, output: 1, canceled: 1 });
+        }),
+      );
+    });
+
+    describe("countStolen", () => {
+      it(
+        "counts top-level tasks run for other sites, and this site's tasks run elsewhere",
+        withStore(async (store) => {
+          assert.deepEqual(await store.countStolen("aa"), { in: {}, out: {} });
+          const here = { site: "aa", node: "n" };
+          await store.createMany([
+            makeTask({ site: "aa", status: TASK_STATUS.output, processedBy: here }),
+            makeTask({ site: "aa", status: TASK_STATUS.output, processedBy: { site: "bb", node: "m" } }),
+            makeTask({ site: "aa", status: TASK_STATUS.output, processedBy: { site: "bb", node: "m2" } }),
+            makeTask({ site: "aa", status: TASK_STATUS.output, processedBy: { site: "cc", node: "m" } }),
+            makeTask({ site: "aa", status: TASK_STATUS.output, processedBy: { site: "cc", node: "m" }, parentId: "aa-child-of-something" }),
+            makeTask({ site: "bb", status: TASK_STATUS.output, processedBy: here }),
+            makeTask({ site: "cc", status: TASK_STATUS.work }),
+            makeTask({ site: "cc", status: TASK_STATUS.output, processedBy: here, parentId: "cc-parent" }),
+          ]);
+          assert.deepEqual(await store.countStolen("aa"), { in: { bb: 1, cc: 1 }, out: { bb: 2, cc: 1 } });
+        }),
+      );
+    });
+
+    describe("offload", () => {
+      it(
+        "defaults to true and keeps false through create, createMany, update and split",
+        withStore(async (store) => {
+          const made = newTask({ id: makeTask().id, site: "test", user: "alice", name: "n", job: "echo", params: {}, priority: 5, maxTries: 1, input: null }, 1_000);
+          assert.equal(made.offload, true, "newTask without offload makes a lendable task");
+          const home = makeTask({ offload: false });
+          const lendable = makeTask();
+          const homeInBatch = makeTask({ offload: false });
+          await store.create(made);
+          await store.create(home);
+          await store.createMany([lendable, homeInBatch]);
+          assert.equal((await store.get(made.id))?.offload, true);
+          assert.deepEqual(await store.get(home.id), home);
+          assert.equal((await store.get(home.id))?.offload, false);
+          assert.equal((await store.get(lendable.id))?.offload, true);
+          assert.equal((await store.get(homeInBatch.id))?.offload, false);
+
+          // A transition that does not name offload leaves it; a patch that does, changes it.
+          const claimed = await store.update(home.id, { status: TASK_STATUS.input, leaseOwner: null }, { status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 9 } });
+          assert.equal(claimed?.offload, false);
+          assert.deepEqual(await store.update(lendable.id, {}, { offload: false }), { ...lendable, offload: false });
+          assert.deepEqual(await store.update(homeInBatch.id, { status: TASK_STATUS.input }, { offload: true, priority: 9 }), { ...homeInBatch, offload: true, priority: 9 });
+
+          const child = makeTask({ parentId: home.id, depth: 1, offload: false });
+          const split = await store.split(home.id, { status: TASK_STATUS.work, leaseOwner: "w" }, { status: TASK_STATUS.wait, lease: null, children: [child.id], childrenTotal: 1 }, [child]);
+          assert.equal(split?.offload, false);
+          assert.deepEqual(await store.children(home.id), [child]);
+        }),
+      );
+
+      it(
+        "reloads offload with each non-final task, so a queued task kept home is not lendable",
+        withStore(async (store) => {
+          const home = makeTask({ offload: false });
+          const lendable = makeTask();
+          const homeWorking = makeLeasedTask("w", { offload: false });
+          await store.createMany([home, lendable, homeWorking, makeTask({ status: TASK_STATUS.output, offload: false })]);
+          const entries = new Map((await collect(store.loadNonFinal())).flat().map((e): [string, ReloadEntry] => [e.id, e]));
+          assert.deepEqual([...entries.keys()].sort(), [home.id, lendable.id, homeWorking.id].sort());
+          assert.equal(entries.get(home.id)?.offload, false);
+          assert.equal(entries.get(lendable.id)?.offload, true);
+          assert.equal(entries.get(homeWorking.id)?.offload, false);
+          const lendableOf = (id: string) => {
+            const entry = entries.get(id);
+            assert.ok(entry !== undefined);
+            return toQueueEntry(entry).lendable;
+          };
+          assert.equal(lendableOf(home.id), false);
+          assert.equal(lendableOf(lendable.id), true);
+        }),
+      );
+    });
+
+    describe("api keys", () => {
+      it(
+        "creates keys and lists them all, oldest first, with their limits",
+        withStore(async (store) => {
+          assert.deepEqual(await store.listKeys(), []);
+          const first = makeKey({ createdAt: 1_000, limits: { offload: true, maxQueued: 10 } });
+          const third = makeKey({ user: "bob", createdAt: 3_000, limits: { offload: false, maxPriority: 50, maxQueued: 0, maxPerDay: 100, maxBytesPerDay: 5_000_000_000 } });
+          const second = makeKey({ createdAt: 2_000, revokedAt: 2_500 });
+          for (const key of [first, third, second]) await store.createKey(key);
+          assert.deepEqual(await store.listKeys(), [first, second, third]);
+        }),
+      );
+
+      it(
+        "stores no undefined limit: an absent limit reads back absent",
+        withStore(async (store) => {
+          const key = makeKey({ limits: { offload: false, maxQueued: undefined, maxPerDay: 3 } });
+          await store.createKey(key);
+          const [listed] = await store.listKeys();
+          assert.deepEqual(listed?.limits, { offload: false, maxPerDay: 3 });
+          assert.equal(listed !== undefined && "maxQueued" in listed.limits, false);
+        }),
+      );
+
+      it(
+        "revokes a key once: a second revoke keeps the first time; an unknown id answers null",
+        withStore(async (store) => {
+          const key = makeKey();
+          const other = makeKey({ createdAt: key.createdAt + 1 });
+          await store.createKey(key);
+          await store.createKey(other);
+          assert.deepEqual(await store.revokeKey(key.id, 5_000), { ...key, revokedAt: 5_000 });
+          assert.deepEqual(await store.revokeKey(key.id, 6_000), { ...key, revokedAt: 5_000 });
+          assert.equal(await store.revokeKey("key-unknown", 7_000), null);
+          assert.deepEqual(await store.listKeys(), [{ ...key, revokedAt: 5_000 }, other]);
+        }),
+      );
+
+      it(
+        "refuses a key whose id or hash exists with BAD_REQUEST naming the id, not the hash, and keeps the first",
+        withStore(async (store) => {
+          const key = makeKey();
+          await store.createKey(key);
+          for (const duplicate of [makeKey({ hash: key.hash, user: "mallory" }), makeKey({ id: key.id, user: "mallory" })]) {
+            await assert.rejects(store.createKey(duplicate), (err: unknown) => {
+              assert.ok(isDocqError(err, ERROR_CODE.BadRequest), `expected DocqError BAD_REQUEST, got ${String(err)}`);
+              assert.ok(err.message.includes(duplicate.id), `the message names the key: ${err.message}`);
+              assert.ok(!err.message.includes(key.hash), "the message never holds a hash");
+              return true;
+            });
+          }
+          assert.deepEqual(await store.listKeys(), [key]);
+        }),
+      );
+    });
+
+    describe("usage", () => {
+      it(
+        "adds to one row per user and day, made at zero on the first add",
+        withStore(async (store) => {
+          await store.addUsage("alice", "2024-03-01", { submitted: 1 });
+          await store.addUsage("alice", "2024-03-01", { submitted: 2, runMs: 150, bytesIn: 10, bytesOut: 7 });
+          await store.addUsage("alice", "2024-03-01", { output: 1, error: 2, canceled: 3, ranElsewhere: 1, runMs: 50 });
+          await store.addUsage("bob", "2024-03-01", { output: 1 });
+          await store.addUsage("alice", "2024-03-02", { error: 1 });
+          await store.addUsage("carol", "2024-03-01", {});
+          assert.deepEqual(await store.usage({ user: "alice", from: "2024-03-01", to: "2024-03-01" }), [
+            usageRow("alice", "2024-03-01", { submitted: 3, output: 1, error: 2, canceled: 3, runMs: 200, bytesIn: 10, bytesOut: 7, ranElsewhere: 1 }),
+          ]);
+          assert.deepEqual(await store.usage({ user: "bob", from: "2024-03-01", to: "2024-03-31" }), [usageRow("bob", "2024-03-01", { output: 1 })]);
+          assert.deepEqual(await store.usage({ user: "alice", from: "2024-03-02", to: "2024-03-02" }), [usageRow("alice", "2024-03-02", { error: 1 })]);
+          assert.deepEqual(await store.usage({ user: "carol", from: "2024-03-01", to: "2024-03-01" }), [usageRow("carol", "2024-03-01")]);
+          assert.deepEqual(await store.usage({ user: "nobody", from: "2024-01-01", to: "2024-12-31" }), []);
+        }),
+      );
+
+      it(
+        "answers the days from..to inclusive, of one user by day, of every user by day then user",
+        withStore(async (store) => {
+          const days = ["2024-02-29", "2024-03-01", "2024-03-09", "2024-03-10", "2024-03-11"];
+          // Added out of order, so the order of the answer is the store's.
+          for (const user of ["zed", "amy", "bob"]) {
+            for (const [i, day] of [...days.entries()].reverse()) await store.addUsage(user, day, { submitted: i + 1, bytesIn: user.length });
+          }
+          const rows = await store.usage({ from: "2024-03-01", to: "2024-03-10" });
+          assert.deepEqual(
+            rows.map((r) => `${r.day} ${r.user}`),
+            ["2024-03-01 amy", "2024-03-01 bob", "2024-03-01 zed", "2024-03-09 amy", "2024-03-09 bob", "2024-03-09 zed", "2024-03-10 amy", "2024-03-10 bob", "2024-03-10 zed"],
+          );
+          assert.deepEqual(rows[0], usageRow("amy", "2024-03-01", { submitted: 2, bytesIn: 3 }));
+          assert.deepEqual(
+            (await store.usage({ user: "bob", from: "2024-02-29", to: "2024-03-09" })).map((r) => r.day),
+            ["2024-02-29", "2024-03-01", "2024-03-09"],
+          );
+          assert.deepEqual((await store.usage({ from: "2024-03-11", to: "2024-03-11" })).map((r) => r.user), ["amy", "bob", "zed"]);
+          assert.deepEqual(await store.usage({ from: "2024-03-02", to: "2024-03-08" }), []);
+          assert.deepEqual(await store.usage({ from: "2024-03-10", to: "2024-03-01" }), [], "from after to is empty");
+        }),
+      );
+
+      it(
+        "loses no add when many arrive at once for a row that does not exist yet",
+        withStore(async (store) => {
+          await Promise.all(Array.from({ length: 30 }, (_, i) => store.addUsage("alice", "2024-05-05", { submitted: 1, runMs: i })));
+          assert.deepEqual(await store.usage({ user: "alice", from: "2024-05-05", to: "2024-05-05" }), [usageRow("alice", "2024-05-05", { submitted: 30, runMs: 435 })]);
+        }),
+      );
+
+      it(
+        "refuses a day not written YYYY-MM-DD, or a count that is not an integer, with BAD_REQUEST, writing nothing",
+        withStore(async (store) => {
+          await assertRejectsWithCode(store.addUsage("alice", "2024-3-1", { submitted: 1 }), ERROR_CODE.BadRequest);
+          await assertRejectsWithCode(store.addUsage("alice", "2024-03-01T00:00:00Z", { submitted: 1 }), ERROR_CODE.BadRequest);
+          await assertRejectsWithCode(store.addUsage("alice", "2024-03-01", { submitted: 1, runMs: 1.5 }), ERROR_CODE.BadRequest);
+          await assertRejectsWithCode(store.addUsage("alice", "2024-03-01", { bytesIn: Number.NaN }), ERROR_CODE.BadRequest);
+          await assertRejectsWithCode(store.usage({ from: "yesterday", to: "2024-03-01" }), ERROR_CODE.BadRequest);
+          await assertRejectsWithCode(store.usage({ user: "alice", from: "2024-03-01", to: "2024-13-01" }), ERROR_CODE.BadRequest);
+          assert.deepEqual(await store.usage({ from: "0000-01-01", to: "9999-12-31" }), []);
+        }),
+      );
+    });
+
+    describe("countActive", () => {
+      it(
+        "counts a user's top-level tasks that are not final, through inserts, transitions, splits and deletes",
+        withStore(async (store) => {
+          const active = async () => ({ alice: await store.countActive("alice"), bob: await store.countActive("bob") });
+          assert.deepEqual(await active(), { alice: 0, bob: 0 });
+
+          const queued = makeTask();
+          const working = makeLeasedTask("w");
+          const waiting = makeTask({ status: TASK_STATUS.wait });
+          const merging = makeTask({ status: TASK_STATUS.complete });
+          const done = makeTask({ status: TASK_STATUS.output });
+          const child = makeTask({ parentId: waiting.id, depth: 1 });
+          const bobs = makeTask({ user: "bob" });
+          await store.create(queued);
+          await store.createMany([working, waiting, merging, done, child, bobs]);
+          assert.deepEqual(await active(), { alice: 4, bob: 1 });
+
+          // Between two active statuses: no change; to a final status: one fewer.
+          await store.update(queued.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 9 } });
+          assert.deepEqual(await active(), { alice: 4, bob: 1 });
+          await store.update(working.id, { status: TASK_STATUS.work }, { status: TASK_STATUS.output, lease: null });
+          await store.update(merging.id, { status: TASK_STATUS.complete }, { status: TASK_STATUS.canceled });
+          assert.deepEqual(await active(), { alice: 2, bob: 1 });
+          // Children never count, in whatever status.
+          await store.update(child.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.error });
+          await store.update(child.id, { status: TASK_STATUS.error }, { status: TASK_STATUS.input });
+          const kids = [makeTask({ parentId: queued.id, depth: 1 }), makeTask({ parentId: queued.id, depth: 1, user: "bob" })];
+          const parentPatch = { status: TASK_STATUS.wait, lease: null, children: kids.map((k) => k.id), childrenTotal: kids.length };
+          assert.ok((await store.split(queued.id, { status: TASK_STATUS.work, leaseOwner: "w" }, parentPatch, kids)) !== null);
+          assert.deepEqual(await active(), { alice: 2, bob: 1 });
+          // Deletes: an active task counts down, a final one or a child changes nothing.
+          await store.delete(done.id);
+          await store.delete(child.id);
+          assert.deepEqual(await active(), { alice: 2, bob: 1 });
+          await store.delete(waiting.id);
+          assert.deepEqual(await active(), { alice: 1, bob: 1 });
+          // A final task made active again (a store-level patch) counts again.
+          await store.update(working.id, { status: TASK_STATUS.output }, { status: TASK_STATUS.input });
+          assert.deepEqual(await active(), { alice: 2, bob: 1 });
+          await store.update(queued.id, { status: TASK_STATUS.wait }, { status: TASK_STATUS.canceled });
+          await store.update(working.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.canceled });
+          await store.update(bobs.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.canceled });
+          assert.deepEqual(await active(), { alice: 0, bob: 0 });
+          assert.equal(await store.countActive("nobody"), 0);
+        }),
+      );
+
+      it(
+        "follows a patch that moves an active task to another user or under a parent",
+        withStore(async (store) => {
+          const moved = makeTask();
+          const adopted = makeTask({ user: "bob" });
+          const orphan = makeTask({ parentId: "test-gone", depth: 1 });
+          await store.createMany([moved, adopted, orphan, makeTask({ user: "bob" })]);
+          assert.deepEqual([await store.countActive("alice"), await store.countActive("bob")], [1, 2]);
+          await store.update(moved.id, {}, { user: "bob" });
+          assert.deepEqual([await store.countActive("alice"), await store.countActive("bob")], [0, 3]);
+          await store.update(adopted.id, {}, { parentId: "test-parent", depth: 1 });
+          await store.update(orphan.id, {}, { parentId: null, depth: 0 });
+          assert.deepEqual([await store.countActive("alice"), await store.countActive("bob")], [1, 2]);
+        }),
+      );
+    });
+  });
+}

@@ -1,0 +1,514 @@
+import assert from "node:assert/strict";
+import { readFileSync, promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { text } from "node:stream/consumers";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import type { BlobStore } from "../blobs/blob-store.js";
+import { FsBlobStore } from "../blobs/fs-blob-store.js";
+import { JobRegistry } from "../jobs/job-registry.js";
+import { blobKeys, newTaskId } from "../queue/new-task.js";
+import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
+import { TaskQueue, type LeaseClaim, type TaskQueueOptions } from "../queue/task-queue.js";
+import type { Task } from "../model/task-model.js";
+import { WorkerPool, type QueueClient, type WorkerLoad, type WorkerPoolOptions } from "./worker-pool.js";
+
+const OWNER = "worker@test";
+const PROCESSED_BY = { site: "test", node: "n1" };
+
+/** Polls `cond` until it holds; fails with `what` after `timeoutMs`. */
+async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** True when no live process has this pid (a zombie not yet reaped by its new parent counts as gone). */
+function isGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ESRCH";
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return true;
+  }
+}
+
+/** The request-line parsing of scripts-job/wordcount.sh: `input`, `out` and the task `id`. */
+const READ_REQUEST = `IFS= read -r req
+input=\${req#*'"input":"'}; input=\${input%%'"'*}
+out=\${req#*'"outputDir":"'}; out=\${out%%'"'*}
+id=\${req#*'"task":{"id":"'}; id=\${id%%'"'*}
+`;
+
+interface Harness {
+  dir: string;
+  marks: string;
+  workRoot: string;
+  store: SqliteTaskStore;
+  queue: TaskQueue;
+  blobs: FsBlobStore;
+  registry: JobRegistry;
+  client: QueueClient;
+  calls: {
+    complete: { claim: LeaseClaim; accepted: boolean }[];
+    fail: { claim: LeaseClaim; error: string; retryable: boolean }[];
+    pulls: Promise<Task[]>[];
+    heartbeats: { ids: string[]; load: WorkerLoad }[];
+  };
+  pools: WorkerPool[];
+}
+
+let h: Harness;
+
+async function setUp(queueOpts: Partial<TaskQueueOptions> = {}): Promise<void> {
+  const dir = await fs.realpath(await fs.mkdtemp(path.join(os.tmpdir(), "docq-pool-test-")));
+  const marks = path.join(dir, "marks");
+  const workRoot = path.join(dir, "work");
+  const jobsDir = path.join(dir, "jobs");
+  await Promise.all([fs.mkdir(marks), fs.mkdir(workRoot), fs.mkdir(jobsDir)]);
+  const store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
+  const queue = new TaskQueue({ store, site: "test", leaseMs: 30_000, backoffBaseMs: 10, backoffMaxMs: 100, requeueWorkOnReload: false, maxSplitDepth: 3, ...queueOpts });
+  const blobs = await FsBlobStore.open(path.join(dir, "blobs"));
+  const registry = new JobRegistry({ dir: jobsDir, defaultTimeoutMs: 20_000 });
+  const calls: Harness["calls"] = { complete: [], fail: [], pulls: [], heartbeats: [] };
+  // The worker's QueueClient as direct calls: each goes straight to the real queue (and is noted).
+  const client: QueueClient = {
+    pull: (owner, max) => {
+      const pulled = queue.pull(owner, max);
+      calls.pulls.push(pulled);
+      return pulled;
+    },
+    heartbeat: (owner, ids, load) => {
+      calls.heartbeats.push({ ids, load });
+      return queue.heartbeat(owner, ids);
+    },
+    complete: async (claim, result) => {
+      const accepted = await queue.complete(claim, result);
+      calls.complete.push({ claim, accepted });
+      return accepted;
+    },
+    fail: async (claim, error, opts) => {
+      calls.fail.push({ claim, error, retryable: opts.retryable });
+      return queue.fail(claim, error, opts);
+    },
+    split: (claim, children, processedBy) => queue.split(claim, children, processedBy),
+    mergeInputs: (id) => queue.mergeInputs(id),
+  };
+  h = { dir, marks, workRoot, store, queue, blobs, registry, client, calls, pools: [] };
+}
+
+async function tearDown(): Promise<void> {
+  await Promise.all(h.pools.map((p) => p.stop()));
+  h.queue.stop();
+  h.queue.removeAllListeners();
+  await h.store.close();
+  await fs.rm(h.dir, { recursive: true, force: true });
+}
+
+/** A fresh harness whose queue has other options. */
+async function reset(queueOpts: Partial<TaskQueueOptions>): Promise<void> {
+  await tearDown();
+  await setUp(queueOpts);
+}
+
+afterEach(tearDown);
+
+async function writeJob(name: string, body: string): Promise<void> {
+  await fs.writeFile(path.join(h.dir, "jobs", `${name}.sh`), `#!/bin/sh\n${body}`);
+}
+
+/** `tr a-z A-Z` of the input, as wordcount.sh does it. */
+const upperJob = (): Promise<void> =>
+  writeJob("upper", `set -eu\n${READ_REQUEST}tr a-z A-Z < "$input" > "$out/upper.txt"\necho '{"output":"upper.txt"}'\n`);
+
+/** Records "<pid> <child pid>" under marks/<id>.pid, then waits (a background sleep) until killed. */
+const longJob = (): Promise<void> =>
+  writeJob("long", `${READ_REQUEST}sleep 30 &\necho "$$ $!" > "${h.marks}/$id.tmp"\nmv "${h.marks}/$id.tmp" "${h.marks}/$id.pid"\nwait\n`);
+
+function makePool(overrides: Partial<WorkerPoolOptions> = {}, opts: { wakeOnQueued?: boolean } = {}): WorkerPool {
+  const pool = new WorkerPool({
+    owner: OWNER,
+    processedBy: PROCESSED_BY,
+    slots: 2,
+    batchSize: 0,
+    heartbeatMs: 60_000,
+    pollMs: 60_000,
+    client: h.client,
+    blobs: h.blobs,
+    registry: h.registry,
+    workRoot: h.workRoot,
+    log: { info: () => undefined, warn: () => undefined },
+    ...overrides,
+  });
+  // As the worker service does on the queuer's "task queued" event.
+  if (opts.wakeOnQueued ?? true) h.queue.on("task:queued", () => pool.wake());
+  h.pools.push(pool);
+  return pool;
+}
+
+async function submit(job: string, content: string | null, overrides: { maxTries?: number; priority?: number } = {}): Promise<Task> {
+  const id = newTaskId("test");
+  let input: string | null = null;
+  if (content !== null) {
+    input = blobKeys.input(id);
+    await h.blobs.put(input, Readable.from([Buffer.from(content)]));
+  }
+  return h.queue.submit({ id, site: "test", user: "u", name: `n-${id.slice(-4)}`, job, params: {}, priority: overrides.priority ?? 50, maxTries: overrides.maxTries ?? 3, input });
+}
+
+async function task(id: string): Promise<Task> {
+  const t = await h.store.get(id);
+  assert.ok(t, `task ${id} exists`);
+  return t;
+}
+
+async function waitStatus(id: string, status: Task["status"], timeoutMs = 5000): Promise<Task> {
+  await waitFor(async () => (await task(id)).status === status, `task ${id} to be ${status}`, timeoutMs);
+  return task(id);
+}
+
+/** The pids a long job recorded: the script's shell and its background sleep. */
+async function pidsOf(id: string): Promise<number[]> {
+  const file = path.join(h.marks, `${id}.pid`);
+  await waitFor(() => fs.access(file).then(() => true, () => false), `the script of ${id} to record its pid`);
+  const pids = (await fs.readFile(file, "utf8")).trim().split(/\s+/).map(Number);
+  assert.equal(pids.length, 2);
+  for (const pid of pids) assert.ok(Number.isInteger(pid) && pid > 0 && !isGone(pid), `pid ${pid} runs`);
+  return pids;
+}
+
+const blobText = async (key: string): Promise<string> => text(await h.blobs.get(key));
+
+describe("WorkerPool", () => {
+  beforeEach(() => setUp());
+
+  it("runs every submitted task to output and stores what the script wrote", async () => {
+    await upperJob();
+    const pool = makePool({ slots: 3 });
+    pool.start();
+    const docs = Array.from({ length: 8 }, (_, i) => `document ${i}: hello, world\nsecond line ${i}\n`);
+    const tasks = await Promise.all(docs.map((d) => submit("upper", d)));
+    for (const [i, t] of tasks.entries()) {
+      const done = await waitStatus(t.id, "output");
+      assert.equal(done.output, blobKeys.output(t.id, 1));
+      assert.equal(done.tries, 1);
+      assert.equal(done.lease, null);
+      assert.equal(done.error, null);
+      assert.deepEqual(done.processedBy, PROCESSED_BY);
+      assert.equal(await blobText(done.output ?? ""), (docs[i] ?? "").toUpperCase());
+      assert.equal(await blobText(blobKeys.input(t.id)), docs[i], "the input is left as it was");
+    }
+    assert.equal(h.calls.fail.length, 0);
+    assert.ok(h.calls.complete.every((c) => c.accepted));
+    await waitFor(() => pool.held === 0, "the pool to be idle");
+    assert.deepEqual(await fs.readdir(h.workRoot), [], "every per-run work dir is removed");
+  });
+
+  for (const batchSize of [0, 1]) {
+    it(`never runs more than slots scripts at once, and fills them all (batchSize ${batchSize})`, async () => {
+      const log = path.join(h.marks, "log");
+      await writeJob("slow", `set -eu\n${READ_REQUEST}echo "start $id" >> "${log}"\nsleep 0.25\ntr a-z A-Z < "$input" > "$out/o"\necho "end $id" >> "${log}"\necho '{"output":"o"}'\n`);
+      const slots = 3;
+      const pool = makePool({ slots, batchSize });
+      let maxBusy = 0;
+      const sampler = setInterval(() => (maxBusy = Math.max(maxBusy, pool.busy)), 2);
+      try {
+        const tasks = [];
+        for (let i = 0; i < 9; i++) tasks.push(await submit("slow", `doc ${i}`));
+        pool.start();
+        for (const t of tasks) await waitStatus(t.id, "output", 10_000);
+      } finally {
+        clearInterval(sampler);
+      }
+      let now = 0;
+      let most = 0;
+      const lines = (await fs.readFile(log, "utf8")).trim().split("\n");
+      assert.equal(lines.length, 18);
+      for (const line of lines) {
+        now += line.startsWith("start ") ? 1 : -1;
+        most = Math.max(most, now);
+      }
+      assert.equal(now, 0);
+      assert.equal(most, slots, "scripts running at once, from their own start/end markers");
+      assert.ok(maxBusy <= slots, `pool.busy reached ${maxBusy}`);
+    });
+  }
+
+  it("starts a task at once on wake(), without waiting for the poll", async () => {
+    await upperJob();
+    const pool = makePool({ pollMs: 60_000 }, { wakeOnQueued: false });
+    pool.start();
+    const t = await submit("upper", "wake me");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal((await task(t.id)).status, "input", "nothing pulls without a wake-up");
+    const woken = Date.now();
+    pool.wake();
+    await waitStatus(t.id, "output", 3000);
+    assert.ok(Date.now() - woken < 3000);
+    assert.equal(await blobText(blobKeys.output(t.id, 1)), "WAKE ME");
+  });
+
+  it("gives the script a request line without input for a task without input", async () => {
+    await writeJob("echo", `set -eu\nIFS= read -r req\nout=\${req#*'"outputDir":"'}; out=\${out%%'"'*}\nprintf '%s' "$req" > "$out/req.json"\necho '{"output":"req.json"}'\n`);
+    makePool().start();
+    const t = await submit("echo", null, { priority: 70 });
+    const done = await waitStatus(t.id, "output");
+    const req = JSON.parse(await blobText(done.output ?? "")) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(req), ["mode", "outputDir", "params", "task"]);
+    assert.equal(req.mode, "simple");
+    assert.deepEqual(req.task, { id: t.id, name: t.name, user: "u", priority: 70, parentId: null, depth: 0 });
+  });
+
+  it("downloads the input into the work dir when the blob store has no local path", async () => {
+    const seen = path.join(h.marks, "seen");
+    await writeJob("upper", `set -eu\n${READ_REQUEST}printf '%s' "$input" > "${seen}"\ntr a-z A-Z < "$input" > "$out/upper.txt"\necho '{"output":"upper.txt"}'\n`);
+    const fsBlobs = h.blobs;
+    const remote: BlobStore = {
+      put: (key, body, opts) => fsBlobs.put(key, body, opts),
+      get: (key) => fsBlobs.get(key),
+      stat: (key) => fsBlobs.stat(key),
+      delete: (key) => fsBlobs.delete(key),
+      deletePrefix: (prefix) => fsBlobs.deletePrefix(prefix),
+      list: () => fsBlobs.list(),
+      close: () => fsBlobs.close(),
+    };
+    makePool({ blobs: remote }).start();
+    const t = await submit("upper", "remote doc");
+    const done = await waitStatus(t.id, "output");
+    assert.equal(await blobText(done.output ?? ""), "REMOTE DOC");
+    const inputSeen = await fs.readFile(seen, "utf8");
+    assert.ok(inputSeen.startsWith(h.workRoot + path.sep), `input ${inputSeen} is a copy in the work dir`);
+    assert.notEqual(inputSeen, fsBlobs.localPath(blobKeys.input(t.id)));
+  });
+
+  it("reports a failing script with its stderr tail, retrying it maxTries times", async () => {
+    await writeJob("broken", `IFS= read -r req\necho "first line of chatter" >&2\necho "broken: cannot parse page 3" >&2\nexit 3\n`);
+    makePool().start();
+    const t = await submit("broken", "doc", { maxTries: 3 });
+    const done = await waitStatus(t.id, "error");
+    assert.equal(done.tries, 3);
+    assert.deepEqual(done.processedBy, PROCESSED_BY);
+    assert.equal(done.output, null);
+    assert.match(done.error ?? "", /^job "broken" exited with code 3: broken: cannot parse page 3\n--- stderr \(tail\) ---\nfirst line of chatter\nbroken: cannot parse page 3$/);
+    assert.deepEqual(
+      h.calls.fail.map((f) => [f.claim.attempt, f.retryable]),
+      [
+        [1, true],
+        [2, true],
+        [3, true],
+      ],
+    );
+    assert.equal(h.calls.complete.length, 0);
+    assert.deepEqual(await fs.readdir(path.join(h.blobs.root, t.id)), ["input"], "no output blob is left");
+  });
+
+  it("ends a task of an unknown job in error at once, without retrying", async () => {
+    makePool().start();
+    const t = await submit("nosuchjob", "doc", { maxTries: 5 });
+    const done = await waitStatus(t.id, "error");
+    assert.equal(done.tries, 1);
+    assert.match(done.error ?? "", /unknown job "nosuchjob"/);
+    assert.equal(h.calls.fail.length, 1);
+    assert.equal(h.calls.fail[0]?.retryable, false);
+  });
+
+  it("cancel(id) kills the running script; the canceled task is not reported as failed", async () => {
+    await longJob();
+    const pool = makePool({ slots: 1 });
+    pool.start();
+    const t = await submit("long", "doc");
+    const pids = await pidsOf(t.id);
+    assert.equal(pool.busy, 1);
+    // As the worker service does: the queue cancels, then the worker holding the lease stops the script.
+    await h.queue.cancel(t.id);
+    assert.equal((await task(t.id)).status, "canceled");
+    assert.equal(pool.cancel(t.id), true);
+    await waitFor(() => pids.every(isGone), "the script and its child to be killed");
+    await waitFor(() => pool.busy === 0, "the slot to be freed");
+    // The slot frees when the script ends; the run is over here once its work dir is gone too.
+    await waitFor(() => pool.held === 0, "the run to wind down");
+    const after = await task(t.id);
+    assert.equal(after.status, "canceled");
+    assert.equal(after.error, "canceled");
+    assert.equal(h.calls.fail.length, 0, "a canceled run reports nothing");
+    assert.equal(h.calls.complete.length, 0);
+    assert.equal(pool.cancel(t.id), false, "no longer running here");
+    assert.equal(pool.cancel("test-01JAAAAAAAAAAAAAAAAAAAAAAA"), false);
+  });
+
+  it("stops the script when a heartbeat learns its lease is lost", async () => {
+    await reset({ leaseMs: 40, backoffBaseMs: 60_000, backoffMaxMs: 60_000 });
+    await longJob();
+    const pool = makePool({ slots: 1, heartbeatMs: 200 });
+    pool.start();
+    const t = await submit("long", "doc");
+    const pids = await pidsOf(t.id);
+    // Heartbeats renew the lease for only 40 ms; between two of them it expires and the sweep requeues the task.
+    await waitFor(async () => (await h.queue.sweepExpiredLeases()) === 1, "the lease to expire and be swept");
+    const requeued = await task(t.id);
+    assert.equal(requeued.status, "input");
+    assert.match(requeued.error ?? "", /^lease expired: worker@test/);
+    assert.equal(pool.busy, 1, "still running until the next heartbeat");
+    await waitFor(() => pids.every(isGone), "the heartbeat to stop the script", 3000);
+    await waitFor(() => pool.held === 0, "the slot to be freed");
+    const after = await task(t.id);
+    assert.equal(after.status, "input", "the pool reported nothing over the sweep's requeue");
+    assert.equal(after.tries, 1);
+    assert.match(after.error ?? "", /^lease expired/);
+    assert.equal(h.calls.fail.length, 0);
+    assert.equal(h.calls.complete.length, 0);
+    const carrying = h.calls.heartbeats.filter((hb) => hb.ids.includes(t.id));
+    assert.ok(carrying.length > 0);
+    for (const hb of carrying) assert.deepEqual(hb, { ids: [t.id], load: { slots: 1, busy: 1 } }, "a heartbeat names the running tasks and the load");
+  });
+
+  it("a run that finishes after its lease moved on is refused, and its output blob removed", async () => {
+    await reset({ leaseMs: 40, backoffBaseMs: 60_000, backoffMaxMs: 60_000 });
+    const go = path.join(h.marks, "go");
+    await writeJob("gated", `set -eu\n${READ_REQUEST}touch "${h.marks}/started"\nwhile [ ! -e "${go}" ]; do sleep 0.01; done\ncp "$input" "$out/o"\necho '{"output":"o"}'\n`);
+    const pool = makePool({ slots: 1, heartbeatMs: 60_000 });
+    pool.start();
+    const t = await submit("gated", "late");
+    await waitFor(() => fs.access(path.join(h.marks, "started")).then(() => true, () => false), "the script to start");
+    await waitFor(async () => (await h.queue.sweepExpiredLeases()) === 1, "the lease to expire and be swept");
+    await fs.writeFile(go, "");
+    // The slot frees when the script ends; storing and reporting come after it, so wait for the report.
+    await waitFor(() => h.calls.complete.length > 0, "the late run to report");
+    assert.deepEqual(h.calls.complete.map((c) => c.accepted), [false]);
+    const after = await task(t.id);
+    assert.equal(after.status, "input");
+    assert.equal(after.output, null);
+    await waitFor(async () => (await h.blobs.stat(blobKeys.output(t.id, 1))) === null, "the stale attempt's output to be deleted");
+    assert.equal(h.calls.fail.length, 0);
+  });
+
+  it("stop() kills the running scripts and resolves; the pool pulls no more", async () => {
+    await longJob();
+    const pool = makePool({ slots: 2 });
+    pool.start();
+    const a = await submit("long", "a");
+    const b = await submit("long", "b");
+    const pids = [...(await pidsOf(a.id)), ...(await pidsOf(b.id))];
+    assert.equal(pool.busy, 2);
+    const stopping = Date.now();
+    await pool.stop();
+    assert.ok(Date.now() - stopping < 3000, "stop() does not wait for the scripts to end by themselves");
+    assert.equal(pool.busy, 0);
+    await waitFor(() => pids.every(isGone), "every script of the pool to be killed");
+    assert.equal(h.calls.fail.length, 0, "a shutdown reports nothing: the leases lapse and the queue requeues");
+    assert.equal(h.calls.complete.length, 0);
+    for (const t of [a, b]) assert.equal((await task(t.id)).status, "work");
+    const pullsBefore = h.calls.pulls.length;
+    const c = await submit("long", "c");
+    pool.wake();
+    assert.equal(h.calls.pulls.length, pullsBefore, "no pull after stop");
+    assert.equal((await task(c.id)).status, "input");
+  });
+
+  it("stop() while a pull is in flight does not start the pulled tasks afterwards", async () => {
+    await longJob();
+    const t = await submit("long", "doc");
+    const pool = makePool({ slots: 1 }, { wakeOnQueued: false });
+    pool.start(); // pulls at once: the task is taken from the index, the lease is being written
+    await pool.stop();
+    await Promise.allSettled(h.calls.pulls);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(pool.busy, 0, "a stopped pool runs no script");
+  });
+});
+
+/**
+ * A sh loop that swaps `<dir>/sub` between a folder and a link to `<outside>` until it cannot
+ * (its work dir is gone); it records its pid in `<pidFile>` first. Arguments: dir outside pidFile.
+ */
+const SWAPPER = `echo $$ > "$3"; cd "$1" || exit 1
+while mv sub held && ln -s "$2" sub && rm sub && mv held sub; do :; done`;
+
+/**
+ * Test cleanup, whatever failed: SIGKILLs each swapper whose pid a `*.swapper` file of `dir` holds,
+ * if that pid still runs the swapper (not a pid reused meanwhile by another process).
+ */
+async function killSwappers(dir: string): Promise<void> {
+  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+    if (!name.endsWith(".swapper")) continue;
+    const pid = Number((await fs.readFile(path.join(dir, name), "utf8")).trim());
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    try {
+      if ((await fs.readFile(`/proc/${pid}/cmdline`, "utf8")).includes("mv sub held")) process.kill(pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+}
+
+describe("WorkerPool: what a script answered is stored from inside its work dir only", () => {
+  beforeEach(() => setUp());
+
+  it("never stores the file outside when a process the script left behind swaps a folder of the answer for a link", async () => {
+    const outside = path.join(h.dir, "outside");
+    await fs.mkdir(outside);
+    await fs.writeFile(path.join(outside, "f"), "OUTSIDE\n");
+    // The issue's case: the script answers sub/f and leaves a process (setsid: out of its group)
+    // that keeps swapping out/sub for a link to a folder outside the work dir.
+    await writeJob(
+      "swap",
+      `${READ_REQUEST}mkdir "$out/sub" && echo inside > "$out/sub/f"
+setsid sh -c '${SWAPPER}' sh "$out" "${outside}" "${h.marks}/$id.swapper" > /dev/null 2>&1 < /dev/null &
+while [ ! -s "${h.marks}/$id.swapper" ]; do sleep 0.01; done
+echo '{"output":"sub/f"}'
+`,
+    );
+    try {
+      makePool({ slots: 2 }).start();
+      const tasks = await Promise.all(Array.from({ length: 15 }, () => submit("swap", "doc", { maxTries: 1 })));
+      for (const t of tasks) {
+        await waitFor(async () => ["output", "error"].includes((await task(t.id)).status), `task ${t.id} to end`, 20_000);
+        const done = await task(t.id);
+        if (done.status === "output") assert.equal(await blobText(done.output ?? ""), "inside\n", `task ${t.id} stored the file outside the work dir`);
+        else assert.match(done.error ?? "", /answered output "sub\/f"|was not stored/, `task ${t.id} failed for another reason: ${done.error}`);
+      }
+      assert.equal(await fs.readFile(path.join(outside, "f"), "utf8"), "OUTSIDE\n", "the file outside is where it was, unchanged");
+    } finally {
+      await killSwappers(h.marks);
+    }
+  });
+
+  it("refuses an output that is a hard link to a file outside the work dir, saying why", async () => {
+    const outside = path.join(h.dir, "secret");
+    await fs.writeFile(outside, "SECRET\n");
+    await writeJob("alias", `${READ_REQUEST}ln "${outside}" "$out/alias"\necho '{"output":"alias"}'\n`);
+    makePool().start();
+    const t = await submit("alias", "doc", { maxTries: 1 });
+    const done = await waitStatus(t.id, "error");
+    assert.match(done.error ?? "", /^job "alias" answered output "alias": has 2 hard links: docq stores only a file with one link/);
+    assert.equal(await fs.readFile(outside, "utf8"), "SECRET\n");
+    assert.deepEqual(await fs.readdir(path.join(h.blobs.root, t.id)), ["input"], "no output blob");
+  });
+
+  it("refuses an output that is a symbolic link, saying why", async () => {
+    await writeJob("link", `${READ_REQUEST}echo x > "$out/real"; ln -s real "$out/link"\necho '{"output":"link"}'\n`);
+    makePool().start();
+    const t = await submit("link", "doc", { maxTries: 1 });
+    const done = await waitStatus(t.id, "error");
+    assert.match(done.error ?? "", /^job "link" answered output "link": is a symbolic link/);
+  });
+
+  it("stores a large output, read in chunks from the opened file", async () => {
+    const big = "0123456789abcdef".repeat(64 * 1024); // 1 MiB: over the read-at-once size
+    await writeJob("big", `${READ_REQUEST}head -c ${big.length} /dev/zero | tr '\\0' x > "$out/big"\necho '{"output":"big"}'\n`);
+    makePool().start();
+    const t = await submit("big", "doc");
+    const done = await waitStatus(t.id, "output");
+    assert.equal(await blobText(done.output ?? ""), "x".repeat(big.length));
+    assert.deepEqual(await fs.readdir(h.workRoot), [], "the work dir is removed");
+  });
+});
