@@ -14,7 +14,7 @@ import { openApiDocument } from "../common/http/openapi.js";
 import type { ApiPrometheusReporter } from "./metrics-reporter.js";
 import type { JobRegistry } from "../common/jobs/job-registry.js";
 import { blobKeys, newTaskId } from "../common/queue/new-task.js";
-import { badRequestOf } from "../common/jobs/job-registry.js";
+import { badRequestOf } from "../common/model/zod-issues.js";
 import { isFinal, type Task } from "../common/model/task-model.js";
 import type { TaskPage } from "../common/store/task-store.js";
 import type { CancelReport } from "../common/queue/task-queue.js";

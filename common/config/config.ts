@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { docqError, ERROR_CODE, errorMessage } from "../model/errors.js";
-import { formatZodIssues } from "../jobs/job-registry.js";
+import { formatZodIssues } from "../model/zod-issues.js";
 import { SITE_PATTERN } from "../model/task-model.js";
 
 /** The install folder: the nearest parent holding package.json, the same from `common/` and from `dist/common/`. */

@@ -2,7 +2,7 @@ import { z } from "zod";
 import { USAGE_DAY_PATTERN, usageDay } from "../accounts/account-records.js";
 import type { Caller } from "../accounts/api-keys.js";
 import { docqError, ERROR_CODE } from "../model/errors.js";
-import { badRequestOf } from "../jobs/job-registry.js";
+import { badRequestOf } from "../model/zod-issues.js";
 
 /*
  * What a caller may ask of the API beyond being who they are: a user key submits as its own user

@@ -3,7 +3,7 @@ import busboy from "busboy";
 import { z } from "zod";
 import type { BlobStore } from "../blobs/blob-store.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
-import { badRequestOf } from "../jobs/job-registry.js";
+import { badRequestOf } from "../model/zod-issues.js";
 import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, TASK_ID_PATTERN, TASK_STATUSES } from "../model/task-model.js";
 
 /** Query strings and form fields arrive as strings; numbers are converted here, once. */

@@ -6,6 +6,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { docqError, ERROR_CODE, errorMessage } from "../model/errors.js";
 import { JOB_NAME_PATTERN } from "../model/task-model.js";
+import { formatZodIssues } from "../model/zod-issues.js";
 
 export type ParamsSchema = z.ZodType<Record<string, unknown>>;
 
@@ -71,17 +72,6 @@ const JobYamlSchema = z.strictObject({
   }
 });
 type JobYaml = z.infer<typeof JobYamlSchema>;
-
-/** One line per issue, `path: message`, for error messages that must name the offending key. */
-export function formatZodIssues(issues: readonly z.core.$ZodIssue[]): string {
-  return issues.map((i) => (i.path.length > 0 ? `${i.path.map(String).join(".")}: ${i.message}` : i.message)).join("; ");
-}
-
-/** BAD_REQUEST for input that failed a schema: every issue in the message, the first one's field named. */
-export function badRequestOf(issues: readonly z.core.$ZodIssue[]): Error {
-  const first = issues[0]?.path[0];
-  return docqError(ERROR_CODE.BadRequest, formatZodIssues(issues), first === undefined ? {} : { field: String(first) });
-}
 
 /**
  * Finds job scripts in one folder by name. Lookups hit the filesystem on a cache miss, so a job

@@ -19,7 +19,8 @@ import { isOwnerAlive, killOrphans, OWNER } from "./launch/leftovers.mjs";
 import { inProcessLauncher, type ScriptLauncher } from "./launch/script-launcher.js";
 import { z } from "zod";
 import { jobEnvironment } from "./job-env.js";
-import { formatZodIssues, type JobDefinition } from "./job-registry.js";
+import { formatZodIssues } from "../model/zod-issues.js";
+import type { JobDefinition } from "./job-registry.js";
 
 export type JobMode = "simple" | "split" | "child" | "merge";
 

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { USAGE_DAY_PATTERN } from "../accounts/account-records.js";
 import { docqError, ERROR_CODE } from "../model/errors.js";
-import { formatZodIssues } from "../jobs/job-registry.js";
+import { formatZodIssues } from "../model/zod-issues.js";
 import { JOB_NAME_PATTERN, ParamsSchema, ProcessedBySchema, TASK_ID_PATTERN, TASK_STATUSES } from "../model/task-model.js";
 
 /**

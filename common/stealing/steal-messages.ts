@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { docqError, ERROR_CODE } from "../model/errors.js";
-import { formatZodIssues } from "../jobs/job-registry.js";
+import { formatZodIssues } from "../model/zod-issues.js";
 import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, ParamsSchema, ProcessedBySchema, SITE_PATTERN, TASK_ID_PATTERN, type Task } from "../model/task-model.js";
 
 /**
