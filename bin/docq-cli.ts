@@ -1,3 +1,4 @@
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { createReadStream, createWriteStream, promises as fs } from "node:fs";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -101,7 +102,7 @@ async function saveResult(conn: Conn, id: string, out: string | undefined): Prom
     throw new CliError(body.error);
   }
   if (res.body === null) throw new CliError("the result is empty");
-  const body = Readable.fromWeb(res.body as import("node:stream/web").ReadableStream<Uint8Array>);
+  const body = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
   await pipeline(body, out === undefined || out === "-" ? process.stdout : createWriteStream(out));
 }
 
