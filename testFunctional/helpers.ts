@@ -1,21 +1,17 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { promises as fs, rmSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { Task } from "../common/model/task-model.js";
 
-export const REPO = fileURLToPath(new URL("..", import.meta.url));
+import { freePort } from "../common/testing/free-port.js";
+import { waitUntil } from "../common/testing/wait-until.js";
 
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+export { freePort, waitUntil };
+
+export const REPO = fileURLToPath(new URL("..", import.meta.url));
 
 /*
  * Whatever a test file starts is stopped, and whatever it makes is removed, when the file ends,
@@ -64,22 +60,6 @@ export async function tempDir(prefix: string): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), `docq-${prefix}-`));
   madeDirs.add(dir);
   return dir;
-}
-
-/** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs` naming `what`. */
-export async function waitUntil<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, everyMs = 50): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined && value !== false) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError === undefined ? "" : `: ${String(lastError)}`}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
 }
 
 export interface EmbeddedApp {

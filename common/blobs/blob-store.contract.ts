@@ -6,6 +6,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { BlobStore } from "./blob-store.js";
 import { docqError, DocqError, ERROR_CODE, type ErrorCode } from "../model/errors.js";
+import { rejection } from "../testing/rejection.js";
 
 const MB = 1024 * 1024;
 const LARGE_BLOB_BYTES = 50 * MB;
@@ -93,14 +94,14 @@ export function blobStoreContract(adapterName: string, open: () => Promise<{ sto
     });
 
     it("rejects get of a missing key with BLOB_NOT_FOUND naming the key, and stat gives null", async () => {
-      const err = await rejection(store.get("nope/input"), ERROR_CODE.BlobNotFound);
+      const err = await rejection(store.get("nope/input"), { code: ERROR_CODE.BlobNotFound });
       assert.match(err.message, /nope\/input/);
       assert.equal(await store.stat("nope/input"), null);
     });
 
     it("does not treat a prefix of other blobs as a blob", async () => {
       await store.put("dir/child", bodyOf("x"));
-      await rejection(store.get("dir"), ERROR_CODE.BlobNotFound);
+      await rejection(store.get("dir"), { code: ERROR_CODE.BlobNotFound });
       assert.equal(await store.stat("dir"), null);
       await store.delete("dir");
       assert.deepEqual(await store.stat("dir/child"), { size: 1 });
@@ -118,12 +119,12 @@ export function blobStoreContract(adapterName: string, open: () => Promise<{ sto
       const err = await rejectionOf(store.put("t/input", failingBody(boom)));
       assert.ok(causes(err).includes(boom), `the body's error should be the rejection or its cause, got ${String(err)}`);
       assert.equal(await store.stat("t/input"), null);
-      await rejection(store.get("t/input"), ERROR_CODE.BlobNotFound);
+      await rejection(store.get("t/input"), { code: ERROR_CODE.BlobNotFound });
     });
 
     it("keeps the code of a DocqError raised by the body, so an upload limit still answers 413", async () => {
       const tooLarge = docqError(ERROR_CODE.PayloadTooLarge, "document larger than 2 KiB");
-      const err = await rejection(store.put("t/input", failingBody(tooLarge)), ERROR_CODE.PayloadTooLarge);
+      const err = await rejection(store.put("t/input", failingBody(tooLarge)), { code: ERROR_CODE.PayloadTooLarge });
       assert.ok(causes(err).includes(tooLarge));
       assert.equal(await store.stat("t/input"), null);
     });
@@ -131,14 +132,14 @@ export function blobStoreContract(adapterName: string, open: () => Promise<{ sto
     it("keeps the previous blob when an overwrite fails", async () => {
       await store.put("t/input", bodyOf("original"));
       await rejectionOf(store.put("t/input", failingBody(new Error("boom"))));
-      await rejection(store.put("t/input", bodyOf("too long"), { size: 3 }), ERROR_CODE.BadRequest);
+      await rejection(store.put("t/input", bodyOf("too long"), { size: 3 }), { code: ERROR_CODE.BadRequest });
       assert.equal((await readAll(await store.get("t/input"))).toString(), "original");
     });
 
     it("rejects a body whose length differs from opts.size, writing nothing", async () => {
-      await rejection(store.put("t/short", bodyOf("12345"), { size: 6 }), ERROR_CODE.BadRequest);
-      await rejection(store.put("t/long", bodyOf("1234567"), { size: 6 }), ERROR_CODE.BadRequest);
-      await rejection(store.put("t/empty", bodyOf(""), { size: 1 }), ERROR_CODE.BadRequest);
+      await rejection(store.put("t/short", bodyOf("12345"), { size: 6 }), { code: ERROR_CODE.BadRequest });
+      await rejection(store.put("t/long", bodyOf("1234567"), { size: 6 }), { code: ERROR_CODE.BadRequest });
+      await rejection(store.put("t/empty", bodyOf(""), { size: 1 }), { code: ERROR_CODE.BadRequest });
       for (const key of ["t/short", "t/long", "t/empty"]) assert.equal(await store.stat(key), null, key);
     });
 
@@ -147,7 +148,7 @@ export function blobStoreContract(adapterName: string, open: () => Promise<{ sto
       await store.put("t/input", bodyOf("x"));
       await store.delete("t/input");
       assert.equal(await store.stat("t/input"), null);
-      await rejection(store.get("t/input"), ERROR_CODE.BlobNotFound);
+      await rejection(store.get("t/input"), { code: ERROR_CODE.BlobNotFound });
       await store.delete("t/input");
     });
 
@@ -189,13 +190,13 @@ export function blobStoreContract(adapterName: string, open: () => Promise<{ sto
     it("refuses invalid keys with BAD_REQUEST on field key", async () => {
       for (const key of INVALID_KEYS) {
         const label = JSON.stringify(key.slice(0, 20));
-        await rejection(store.put(key, bodyOf("x")), ERROR_CODE.BadRequest, "key", label);
-        await rejection(store.get(key), ERROR_CODE.BadRequest, "key", label);
-        await rejection(store.stat(key), ERROR_CODE.BadRequest, "key", label);
-        await rejection(store.delete(key), ERROR_CODE.BadRequest, "key", label);
+        await rejection(store.put(key, bodyOf("x")), { code: ERROR_CODE.BadRequest, field: "key", label: label });
+        await rejection(store.get(key), { code: ERROR_CODE.BadRequest, field: "key", label: label });
+        await rejection(store.stat(key), { code: ERROR_CODE.BadRequest, field: "key", label: label });
+        await rejection(store.delete(key), { code: ERROR_CODE.BadRequest, field: "key", label: label });
       }
       for (const prefix of INVALID_PREFIXES) {
-        await rejection(store.deletePrefix(prefix), ERROR_CODE.BadRequest, "prefix", JSON.stringify(prefix));
+        await rejection(store.deletePrefix(prefix), { code: ERROR_CODE.BadRequest, field: "prefix", label: JSON.stringify(prefix) });
       }
     });
 
@@ -304,13 +305,6 @@ async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
   assert.fail("expected a rejection");
 }
 
-async function rejection(promise: Promise<unknown>, code: ErrorCode, field?: string, label = ""): Promise<DocqError> {
-  const err = await rejectionOf(promise);
-  assert.ok(err instanceof DocqError, `${label} expected a DocqError, got ${String(err)}`);
-  assert.equal(err.code, code, `${label} ${err.message}`);
-  if (field !== undefined) assert.equal(err.field, field, `${label} ${err.message}`);
-  return err;
-}
 
 function causes(err: unknown): unknown[] {
   const chain: unknown[] = [];

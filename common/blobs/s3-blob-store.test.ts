@@ -12,7 +12,8 @@ import { blobStoreContract } from "./blob-store.contract.js";
 import { loadConfig, type S3BlobsConfig } from "../config/config.js";
 import { ERROR_CODE, isDocqError } from "../model/errors.js";
 import { S3BlobStore, type S3BlobStoreOptions } from "./s3-blob-store.js";
-import { closedPort, rejection } from "../testing/test-support.js";
+import { freePort } from "../testing/free-port.js";
+import { rejection } from "../testing/rejection.js";
 
 /*
  * The S3 adapter over HTTP against real S3-compatible servers:
@@ -312,7 +313,7 @@ describe("S3BlobStore on s3rver", () => {
   });
 
   it("open fails with STORE_UNAVAILABLE naming the endpoint and bucket when nothing listens", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const err = await rejection(S3BlobStore.open(s3rverOptions(server, { port })));
     assert.equal(err.code, ERROR_CODE.StoreUnavailable, err.message);
     assert.match(err.message, new RegExp(`S3 blob store http://127\\.0\\.0\\.1:${port}, bucket "${BUCKET}": connecting failed: .*ECONNREFUSED`));

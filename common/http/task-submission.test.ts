@@ -19,6 +19,8 @@ import {
   storeRawBody,
   type UploadRequest,
 } from "./task-submission.js";
+import { rejection } from "../testing/rejection.js";
+import { waitUntil } from "../testing/wait-until.js";
 
 /** Runs `fn`, which must throw a DocqError with `code` (and `field` when given); answers it. */
 function throwsDocq(fn: () => unknown, code: ErrorCode, field?: string): DocqError {
@@ -34,16 +36,6 @@ function throwsDocq(fn: () => unknown, code: ErrorCode, field?: string): DocqErr
   return caught;
 }
 
-async function rejectsDocq(promise: Promise<unknown>, code: ErrorCode, field?: string): Promise<DocqError> {
-  const caught = await promise.then(
-    (value) => assert.fail(`expected a rejection with ${code}, got ${JSON.stringify(value)}`),
-    (err: unknown) => err,
-  );
-  assert.ok(caught instanceof DocqError, `expected a DocqError ${code}, got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
-  if (field !== undefined) assert.equal(caught.field, field, caught.message);
-  return caught;
-}
 
 /** `promise`, or a failure when it has not settled within `ms` (a hung upload must fail its test, not stall the file). */
 async function settles<T>(promise: Promise<T>, what: string, ms = 2000): Promise<T> {
@@ -58,14 +50,6 @@ async function settles<T>(promise: Promise<T>, what: string, ms = 2000): Promise
   }
 }
 
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
 describe("parseCreateTaskFields", () => {
   it("fills the defaults", () => {
@@ -287,7 +271,7 @@ describe("storing uploads", () => {
   async function assertNothingStored(): Promise<void> {
     assert.equal(await blobs.stat(KEY), null, "no blob under the key");
     // A put that failed removes its temp file on its way out; give it the moment it needs.
-    await waitFor(async () => (await tempFiles()).length === 0, "no temp file left in .tmp");
+    await waitUntil("no temp file left in .tmp", async () => (await tempFiles()).length === 0);
   }
 
   /** A body the test has not read from; `read` tells whether anyone asked for data. */
@@ -310,7 +294,7 @@ describe("storing uploads", () => {
     return Readable.from(
       (async function* () {
         yield first;
-        await waitFor(async () => (await tempFiles()).length > 0, "the store to open its temp file");
+        await waitUntil("the store to open its temp file", async () => (await tempFiles()).length > 0);
         await new Promise((resolve) => setImmediate(resolve));
         yield* rest;
         if (ending !== "end") throw ending;
@@ -342,7 +326,7 @@ describe("storing uploads", () => {
 
     it("refuses a declared Content-Length over the limit before reading the body", async () => {
       const { body, wasRead } = untouchedBody();
-      const err = await rejectsDocq(storeRawBody(raw(body, 1000, 1001), blobs, KEY), ERROR_CODE.PayloadTooLarge, "body");
+      const err = await rejection(storeRawBody(raw(body, 1000, 1001), blobs, KEY), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
       assert.match(err.message, /limit of 1000 bytes/);
       assert.equal(wasRead(), false);
       assert.equal(await blobs.stat(KEY), null);
@@ -357,7 +341,7 @@ describe("storing uploads", () => {
         }
       })();
       const body = gatedBody(Buffer.alloc(10, 7), rest);
-      await rejectsDocq(storeRawBody(raw(body, 64 * 1024), blobs, KEY), ERROR_CODE.PayloadTooLarge, "body");
+      await rejection(storeRawBody(raw(body, 64 * 1024), blobs, KEY), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
       body.destroy();
       await assertNothingStored();
       assert.ok(pulled < 10_000, `stopped reading early (${pulled} of 10000 chunks pulled)`);
@@ -366,22 +350,22 @@ describe("storing uploads", () => {
     it("refuses an undeclared body that passes a small limit before the store reads it, without an uncaught error", async () => {
       // Body of 5000 bytes against a limit of 1000: the ByteLimit transform fails before blobs.put
       // has opened its temp file, and its 'error' event must not escape as an uncaught exception.
-      await rejectsDocq(storeRawBody(raw(Readable.from([Buffer.alloc(5000, 1)]), 1000), blobs, KEY), ERROR_CODE.PayloadTooLarge, "body");
+      await rejection(storeRawBody(raw(Readable.from([Buffer.alloc(5000, 1)]), 1000), blobs, KEY), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
       await assertNothingStored();
     });
 
     it("refuses an empty body as missing, declared or not, storing nothing", async () => {
       const declared = untouchedBody();
-      const a = await rejectsDocq(storeRawBody(raw(declared.body, 1000, 0), blobs, KEY), ERROR_CODE.BadRequest, "body");
+      const a = await rejection(storeRawBody(raw(declared.body, 1000, 0), blobs, KEY), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(a.message, /^missing body/);
       assert.equal(declared.wasRead(), false);
-      const b = await rejectsDocq(storeRawBody(raw(Readable.from([]), 1000), blobs, KEY), ERROR_CODE.BadRequest, "body");
+      const b = await rejection(storeRawBody(raw(Readable.from([]), 1000), blobs, KEY), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(b.message, /^missing body/);
       await assertNothingStored();
     });
 
     it("answers BAD_REQUEST when the client breaks off the upload, storing nothing", async () => {
-      const err = await rejectsDocq(storeRawBody(raw(gatedBody(Buffer.alloc(100, 1), [Buffer.alloc(100, 2)], new Error("socket hang up")), 1000), blobs, KEY), ERROR_CODE.BadRequest, "body");
+      const err = await rejection(storeRawBody(raw(gatedBody(Buffer.alloc(100, 1), [Buffer.alloc(100, 2)], new Error("socket hang up")), 1000), blobs, KEY), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(err.message, /^upload interrupted: .*socket hang up/);
       await assertNothingStored();
     });
@@ -394,7 +378,7 @@ describe("storing uploads", () => {
       body.destroy(new Error("aborted"));
       await new Promise((resolve) => setImmediate(resolve));
       body.removeAllListeners("error");
-      const err = await rejectsDocq(settles(storeRawBody(raw(body, 1000), blobs, KEY), "storeRawBody"), ERROR_CODE.BadRequest, "body");
+      const err = await rejection(settles(storeRawBody(raw(body, 1000), blobs, KEY), "storeRawBody"), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(err.message, /^upload interrupted: .*aborted/);
       await assertNothingStored();
     });
@@ -403,9 +387,9 @@ describe("storing uploads", () => {
       const body = new Readable({ read() {} });
       body.push(Buffer.from("part of it"));
       const storing = storeRawBody(raw(body, 1000), blobs, KEY);
-      await waitFor(async () => (await tempFiles()).length > 0, "the store to open its temp file");
+      await waitUntil("the store to open its temp file", async () => (await tempFiles()).length > 0);
       body.destroy();
-      const err = await rejectsDocq(settles(storing, "storeRawBody"), ERROR_CODE.BadRequest, "body");
+      const err = await rejection(settles(storing, "storeRawBody"), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(err.message, /^upload interrupted: .*[Pp]remature close/);
       await assertNothingStored();
     });
@@ -468,7 +452,7 @@ describe("storing uploads", () => {
         [[["job", "noop"], ["document", new Blob(["x"]), "d.txt"]], "document", /^document: is a file/],
       ] as Array<[Part[], string, RegExp]>) {
         const { contentType, bytes } = await form(parts);
-        const err = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, field);
+        const err = await rejection(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: field });
         assert.match(err.message, pattern);
         await assertNothingStored();
       }
@@ -481,7 +465,7 @@ describe("storing uploads", () => {
         [["job", "noop"], ["file", new Blob(["doc"]), "d.txt"], ["params", long]],
       ] as Part[][]) {
         const { contentType, bytes } = await form(parts);
-        const err = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 4 << 20), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "params");
+        const err = await rejection(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 4 << 20), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "params" });
         assert.match(err.message, /^params: is longer than 1048576 bytes/);
         await assertNothingStored();
       }
@@ -495,11 +479,11 @@ describe("storing uploads", () => {
     it("refuses more fields than the limit, and a field given twice, storing nothing", async () => {
       const many: Part[] = Array.from({ length: MAX_FORM_FIELDS + 1 }, (_, i): Part => [`f${i}`, "v"]);
       const tooMany = await form([["file", new Blob(["doc"]), "d.txt"], ...many]);
-      const err = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([tooMany.bytes]), tooMany.contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
+      const err = await rejection(settles(storeMultipartBody(upload(Readable.from([tooMany.bytes]), tooMany.contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(err.message, /more than 100 fields/);
       await assertNothingStored();
       const twice = await form([["job", "noop"], ["file", new Blob(["doc"]), "d.txt"], ["job", "other"]]);
-      const dup = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([twice.bytes]), twice.contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "job");
+      const dup = await rejection(settles(storeMultipartBody(upload(Readable.from([twice.bytes]), twice.contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "job" });
       assert.match(dup.message, /^job: is given twice/);
       await assertNothingStored();
     });
@@ -515,7 +499,7 @@ describe("storing uploads", () => {
       })();
       // The form's head and the first bytes of the file, then far more file than the limit, never ending.
       const at = bytes.indexOf("xxxx");
-      await rejectsDocq(settles(storeMultipartBody(upload(gatedBody(bytes.subarray(0, at + 10), rest), contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.PayloadTooLarge, "body");
+      await rejection(settles(storeMultipartBody(upload(gatedBody(bytes.subarray(0, at + 10), rest), contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
       await assertNothingStored();
       assert.ok(pulled < 10_000, `stopped reading early (${pulled} of 10000 chunks pulled)`);
     });
@@ -526,7 +510,7 @@ describe("storing uploads", () => {
       body.on("error", () => undefined);
       body.destroy(new Error("Parse Error: Invalid character in chunk size"));
       await new Promise((resolve) => setImmediate(resolve));
-      const err = await rejectsDocq(settles(storeMultipartBody(upload(body, contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
+      const err = await rejection(settles(storeMultipartBody(upload(body, contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(err.message, /^upload interrupted: .*chunk size/);
       await assertNothingStored();
     });
@@ -534,7 +518,7 @@ describe("storing uploads", () => {
     it("refuses a form without a file field as a missing body, storing nothing", async () => {
       for (const parts of [[["job", "noop"]], [["file", "a plain field, not a file"]]] as Part[][]) {
         const { contentType, bytes } = await form(parts);
-        const err = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
+        const err = await rejection(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
         assert.match(err.message, /^missing body/);
         await assertNothingStored();
       }
@@ -545,7 +529,7 @@ describe("storing uploads", () => {
         ["file", new Blob([]), "empty.txt"],
         ["job", "noop"],
       ]);
-      const err = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
+      const err = await rejection(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(err.message, /^missing body/);
       await assertNothingStored();
     });
@@ -557,7 +541,7 @@ describe("storing uploads", () => {
         ["file", new Blob([content]), "big.txt"],
         ["name", "after"],
       ]);
-      const err = await rejectsDocq(settles(storeMultipartBody(upload(gatedForm(bytes, content), contentType, 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.PayloadTooLarge, "body");
+      const err = await rejection(settles(storeMultipartBody(upload(gatedForm(bytes, content), contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
       assert.match(err.message, /limit of 1000 bytes/);
       await assertNothingStored();
     });
@@ -575,13 +559,13 @@ describe("storing uploads", () => {
 
     it("refuses a declared Content-Length far over the limit before reading", async () => {
       const { body, wasRead } = untouchedBody();
-      await rejectsDocq(settles(storeMultipartBody(upload(body, "multipart/form-data; boundary=x", 1000, 1000 + 64 * 1024 + 1), blobs, KEY), "storeMultipartBody"), ERROR_CODE.PayloadTooLarge, "body");
+      await rejection(settles(storeMultipartBody(upload(body, "multipart/form-data; boundary=x", 1000, 1000 + 64 * 1024 + 1), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
       assert.equal(wasRead(), false);
       assert.equal(await blobs.stat(KEY), null);
     });
 
     it("refuses a content type without a boundary as a malformed form", async () => {
-      const err = await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([Buffer.from("x")]), "multipart/form-data", 1000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
+      const err = await rejection(settles(storeMultipartBody(upload(Readable.from([Buffer.from("x")]), "multipart/form-data", 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(err.message, /^malformed multipart form/);
     });
 
@@ -592,7 +576,7 @@ describe("storing uploads", () => {
         ["file", new Blob([content]), "cut.txt"],
       ]);
       const cut = bytes.subarray(0, bytes.indexOf(content) + 1500);
-      await rejectsDocq(settles(storeMultipartBody(upload(gatedForm(cut, content), contentType, 10_000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
+      await rejection(settles(storeMultipartBody(upload(gatedForm(cut, content), contentType, 10_000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
       await assertNothingStored();
     });
 
@@ -604,7 +588,7 @@ describe("storing uploads", () => {
         ["file", new Blob([content]), "cut.txt"],
       ]);
       const cut = bytes.subarray(0, bytes.indexOf(content) + 1500);
-      await rejectsDocq(settles(storeMultipartBody(upload(Readable.from([cut]), contentType, 10_000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
+      await rejection(settles(storeMultipartBody(upload(Readable.from([cut]), contentType, 10_000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
       await assertNothingStored();
     });
 
@@ -615,7 +599,7 @@ describe("storing uploads", () => {
         ["file", new Blob([content]), "abort.txt"],
       ]);
       const cut = bytes.subarray(0, bytes.indexOf(content) + 1500);
-      const err = await rejectsDocq(settles(storeMultipartBody(upload(gatedForm(cut, content, new Error("socket hang up")), contentType, 10_000), blobs, KEY), "storeMultipartBody"), ERROR_CODE.BadRequest, "body");
+      const err = await rejection(settles(storeMultipartBody(upload(gatedForm(cut, content, new Error("socket hang up")), contentType, 10_000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(err.message, /^upload interrupted: .*socket hang up/);
       await assertNothingStored();
     });
