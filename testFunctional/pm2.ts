@@ -28,6 +28,7 @@ export class Pm2 {
   }
 
   async kill(): Promise<void> {
+    // Clean-up after a test: a pm2 daemon that is already gone is what kill wants.
     await this.cmd("kill").catch(() => undefined);
   }
 }

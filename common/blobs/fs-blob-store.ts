@@ -64,6 +64,7 @@ export class FsBlobStore implements BlobStore {
         size = await writeBody(handle, body, key, opts.size);
         await handle.sync();
       } catch (err) {
+        // The write failed: that error is the one to report; a failing close adds nothing to it.
         await handle.close().catch(() => undefined);
         throw err;
       }
