@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
  * The physical limit docq's throughput is compared with: the same job script, spawned in a loop
  * at a fixed concurrency with no queue, by a SMALL node process (this file, run as its own child
  * of the bench), so the reference is not slowed by a big parent (Node's fork cost grows with the
- * spawning process's RSS, about 1 ms per 100 MB on this kind of machine).
+ * spawning process's memory).
  *
  * Each run does what docq's worker does around a script, and nothing else: a fresh temp work dir
  * with an `out/` dir, the same one-line JSON request on stdin, the answer read from stdout, the
