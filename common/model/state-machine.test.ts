@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { isDocqError } from "./errors.js";
-import { assertTransition, canTransition, CANCELABLE, sourcesOf } from "./state-machine.js";
+import { assertTransition, canTransition, CANCELABLE, sourcesOf, STORE_STEP_NAMES, STORE_STEPS } from "./state-machine.js";
 import { TASK_STATUSES } from "./task-model.js";
 
 describe("state machine", () => {
@@ -37,5 +37,20 @@ describe("state machine", () => {
     assert.deepEqual(sourcesOf("work"), ["input", "complete"]);
     assert.deepEqual(sourcesOf("complete"), ["work", "wait"]);
     assert.deepEqual([...CANCELABLE].sort(), ["complete", "input", "wait", "work"]);
+  });
+
+  it("makes every edge of the diagram by some store step, and no edge the diagram lacks", () => {
+    const made = new Set<string>();
+    for (const step of STORE_STEP_NAMES) {
+      for (const from of STORE_STEPS[step].from) {
+        for (const to of STORE_STEPS[step].to) {
+          assert.ok(canTransition(from, to), `store step ${step} makes ${from} -> ${to}, an edge the diagram lacks`);
+          made.add(`${from}->${to}`);
+        }
+      }
+    }
+    for (const from of TASK_STATUSES) for (const to of TASK_STATUSES) {
+      if (canTransition(from, to)) assert.ok(made.has(`${from}->${to}`), `no store step makes the diagram's edge ${from} -> ${to}`);
+    }
   });
 });

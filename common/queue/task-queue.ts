@@ -1,11 +1,11 @@
 import { EventEmitter } from "node:events";
 import { usageDay, type ApiKeyLimits, type UsageCounts } from "../accounts/account-records.js";
 import { docqError, ERROR_CODE, errorMessage } from "../model/errors.js";
-import { newTask, newTaskId, type NewTaskSpec } from "./new-task.js";
+import type { AttemptResult, CancelReport, ChildSpec, DeleteReport, LeaseClaim, PulledTask } from "../model/claims.js";
+import { blobKeys, newTask, newTaskId, type NewTaskSpec } from "./new-task.js";
 import { PriorityIndex } from "./priority-index.js";
-import { CANCELABLE } from "../model/state-machine.js";
-import { TASK_STATUS as S, QUEUED_STATUSES, isFinal, toQueueEntry, type ProcessedBy, type QueueEntry, type Task, type TaskStatus } from "../model/task-model.js";
-import type { TaskStore } from "../store/task-store.js";
+import { TASK_STATUS as S, QUEUED_STATUSES, isFinal, toQueueEntry, type ProcessedBy, type QueueEntry, type Task } from "../model/task-model.js";
+import type { StepResult, TaskStore } from "../store/task-store.js";
 
 export interface TaskQueueOptions {
   store: TaskStore;
@@ -23,12 +23,6 @@ export interface TaskQueueOptions {
   /** How deep splits may nest: a split whose children would be deeper fails. */
   maxSplitDepth: number;
   now?: () => number;
-}
-
-/** A child as a splitting attempt describes it: its input already stored under `input`. */
-export interface ChildSpec {
-  input: string;
-  params?: Record<string, unknown>;
 }
 
 /** The typed events of the queue, `noun:verb`. */
@@ -61,13 +55,6 @@ export function remoteOwner(site: string): string {
   return `site:${site}`;
 }
 
-/** What a completing or failing worker proves it holds: the lease owner and the attempt number. */
-export interface LeaseClaim {
-  id: string;
-  owner: string;
-  attempt: number;
-}
-
 export interface ReloadReport {
   queued: number;
   working: number;
@@ -77,12 +64,6 @@ export interface ReloadReport {
   ms: number;
 }
 
-/** What a cancel did: the task after, and every task it canceled (itself and its descendants). */
-export interface CancelReport {
-  task: Task;
-  canceledIds: string[];
-}
-
 /** Exponential backoff after the `tries`-th failed attempt: base, 2·base, 4·base, ..., capped. */
 export function retryDelayMs(tries: number, baseMs: number, maxMs: number): number {
   return Math.min(maxMs, baseMs * 2 ** Math.max(0, tries - 1));
@@ -90,12 +71,21 @@ export function retryDelayMs(tries: number, baseMs: number, maxMs: number): numb
 
 /** Whether `task`'s recorded result came from this very attempt (same try, same node). */
 function sameAttempt(task: Task, claim: LeaseClaim, processedBy: ProcessedBy): boolean {
-  return task.tries === claim.attempt && task.processedBy?.node === processedBy.node;
+  return task.tries === claim.tries && task.processedBy?.node === processedBy.node;
 }
 
-function splitBy(task: Task, claim: LeaseClaim, processedBy: ProcessedBy): boolean {
-  return task.childrenTotal > 0 && task.status !== S.work && sameAttempt(task, claim, processedBy);
+/** Whether a missed split's row shows that this very attempt split it (a retried report whose first try got through). */
+function splitBy(task: Task | null, claim: LeaseClaim, processedBy: ProcessedBy): boolean {
+  return task !== null && task.childrenTotal > 0 && task.status !== S.work && sameAttempt(task, claim, processedBy);
 }
+
+/** The claim a task in work holds: what the sweep and reload requeue it under. */
+function claimOf(task: Pick<Task, "id" | "lease" | "tries">): LeaseClaim {
+  return { id: task.id, owner: task.lease?.owner ?? "", tries: task.tries };
+}
+
+/** Thrown inside a split's transaction to undo it: the children would nest deeper than allowed. */
+class SplitTooDeep extends Error {}
 
 /**
  * A site's queue: the durable task store plus the in-memory priority index over its queued tasks.
@@ -103,7 +93,7 @@ function splitBy(task: Task, claim: LeaseClaim, processedBy: ProcessedBy): boole
  * sees it, so a crash at any point leaves the store right and a reload rebuilds the index.
  */
 export class TaskQueue extends EventEmitter<TaskQueueEvents> {
-  readonly index = new PriorityIndex();
+  private readonly index = new PriorityIndex();
   private readonly store: TaskStore;
   private readonly opts: Required<Omit<TaskQueueOptions, "store">>;
   private wakeTimer: NodeJS.Timeout | undefined;
@@ -122,7 +112,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const started = performance.now();
     const now = this.opts.now();
     const report: ReloadReport = { queued: 0, working: 0, requeued: 0, waiting: 0, ms: 0 };
-    const orphans: string[] = [];
+    const orphans: LeaseClaim[] = [];
     const waiting: string[] = [];
     const working: { id: string; owner: string }[] = [];
     for await (const batch of this.store.loadNonFinal()) {
@@ -131,17 +121,15 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
           this.index.add(toQueueEntry(entry), now);
           report.queued++;
         } else if (entry.status === S.work) {
-          if (this.opts.requeueWorkOnReload) orphans.push(entry.id);
+          if (this.opts.requeueWorkOnReload) orphans.push(claimOf(entry));
           else if (entry.lease !== null) working.push({ id: entry.id, owner: entry.lease.owner });
         } else if (entry.status === S.wait) {
           waiting.push(entry.id);
         }
       }
     }
-    for (const id of orphans) {
-      const task = await this.store.get(id);
-      if (task === null || task.status !== S.work) continue;
-      const requeued = await this.failAttempt(task, "the process running it stopped (docq restarted)", true);
+    for (const claim of orphans) {
+      const requeued = await this.failAttempt(claim, "the process running it stopped (docq restarted)", true);
       if (requeued) report.requeued++;
     }
     // Workers outlive a queuer restart: give each a full lease to re-attach with its next heartbeat,
@@ -265,13 +253,43 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   }
 
   /**
-   * Leases up to `max` of the best queued tasks to `owner`. Each claim is a compare-and-set from
-   * the status the task was queued in, so a task canceled meanwhile is skipped, never run.
+   * Leases up to `max` of the best queued tasks to `owner`, in one store step: a task canceled
+   * meanwhile is skipped, never run. A task leased for its merge carries its children's output keys
+   * (`mergeInputs`); one whose parts are missing is failed for good here and not handed out.
    */
-  async pull(owner: string, max: number): Promise<Task[]> {
+  async pull(owner: string, max: number): Promise<PulledTask[]> {
     const leased = await this.claim(owner, this.index.take(max, this.opts.now()));
-    if (leased.length < max && this.index.peek(this.opts.now()) === undefined) this.emit("queue:empty", { idleSlots: max - leased.length });
-    return leased;
+    const pulled: PulledTask[] = [];
+    for (const task of leased) {
+      if (task.childrenTotal === 0) {
+        pulled.push(task);
+        continue;
+      }
+      const mergeInputs = await this.mergeInputsOf(task);
+      if (mergeInputs !== null) pulled.push({ ...task, mergeInputs });
+    }
+    if (pulled.length < max && this.index.peek(this.opts.now()) === undefined) this.emit("queue:empty", { idleSlots: max - pulled.length });
+    return pulled;
+  }
+
+  /**
+   * The output keys of a parent's children, in creation order: the inputs of its merge. A merge of
+   * fewer parts than the split made would be a wrong output: then the parent fails for good (null).
+   */
+  private async mergeInputsOf(parent: Task): Promise<string[] | null> {
+    const children = await this.store.children(parent.id);
+    const byId = new Set(children.map((c) => c.id));
+    const missing = parent.children.filter((childId) => !byId.has(childId));
+    let why: string | undefined;
+    if (missing.length > 0 || children.length !== parent.childrenTotal) {
+      why = `cannot merge ${parent.id}: ${children.length} of its ${parent.childrenTotal} parts exist (missing: ${missing.join(", ") || "?"})`;
+    } else {
+      const unfinished = children.find((child) => child.status !== S.output || child.output === null);
+      if (unfinished !== undefined) why = `cannot merge ${parent.id}: child ${unfinished.id} is ${unfinished.status}, not output`;
+    }
+    if (why === undefined) return children.map((child) => child.output ?? "");
+    await this.failAttempt(claimOf(parent), why, false);
+    return null;
   }
 
   /**
@@ -285,21 +303,17 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     return this.claim(remoteOwner(thiefSite), entries);
   }
 
-  /** One compare-and-set per entry from the status it was queued in: a task canceled meanwhile is skipped. */
+  /** One store step for all `entries`, answered in their order: a task canceled meanwhile is skipped. */
   private async claim(owner: string, entries: readonly QueueEntry[]): Promise<Task[]> {
+    if (entries.length === 0) return [];
     const now = this.opts.now();
-    const leased: Task[] = [];
-    for (const entry of entries) {
-      const task = await this.store.get(entry.id);
-      if (task === null || !QUEUED_STATUSES.has(task.status)) continue;
-      const claimed = await this.store.update(
-        task.id,
-        { status: task.status, tries: task.tries, leaseOwner: null },
-        { status: S.work, tries: task.tries + 1, lease: { owner, expiresAt: now + this.opts.leaseMs }, startTime: now, endTime: null, duration: null },
-      );
-      if (claimed !== null) leased.push(claimed);
-    }
-    return leased;
+    const leased = await this.store.claim(
+      entries.map((e) => e.id),
+      { owner, expiresAt: now + this.opts.leaseMs },
+      now,
+    );
+    const byId = new Map(leased.map((task) => [task.id, task]));
+    return entries.flatMap((entry) => byId.get(entry.id) ?? []);
   }
 
   /** Renews `owner`'s leases; answers the ids it no longer holds (requeued or canceled), which it must stop. */
@@ -309,23 +323,19 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     return ids.filter((id) => !renewed.has(id));
   }
 
-  /** A worker's success. False when the claim is stale (lease expired and moved on, or canceled). */
-  async complete(claim: LeaseClaim, result: { output: string; processedBy: ProcessedBy }): Promise<boolean> {
+  /**
+   * A worker's success: the task is output. False when the claim is stale (lease expired and moved
+   * on, or canceled); a retried report whose first try got through is answered true again.
+   */
+  async succeed(claim: LeaseClaim, result: AttemptResult): Promise<boolean> {
     const now = this.opts.now();
-    const task = await this.store.get(claim.id);
-    if (task === null) return false;
-    const done = await this.store.update(
-      claim.id,
-      { status: S.work, leaseOwner: claim.owner, tries: claim.attempt },
-      { status: S.output, output: result.output, processedBy: result.processedBy, lease: null, error: null, endTime: now, duration: now - (task.startTime ?? now) },
-    );
-    if (done === null) {
-      // A retried report whose first try got through (its answer was lost on the way back) is accepted again.
-      const after = await this.store.get(claim.id);
+    const done = await this.store.succeed(claim, result, now);
+    if (!done.ok) {
+      const after = done.task;
       return after !== null && after.status === S.output && after.output === result.output && sameAttempt(after, claim, result.processedBy);
     }
-    await this.ended(done);
-    if (done.parentId !== null) await this.childSucceeded(done.parentId);
+    await this.ended(done.task);
+    if (done.task.parentId !== null) await this.childSucceeded(done.task.parentId);
     return true;
   }
 
@@ -335,67 +345,48 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * waits for them. False when the claim is stale.
    */
   async split(claim: LeaseClaim, children: readonly ChildSpec[], processedBy: ProcessedBy): Promise<boolean> {
-    const parent = await this.store.get(claim.id);
-    if (parent === null) return false;
-    if (!this.holds(parent, claim)) return splitBy(parent, claim, processedBy);
-    const depth = parent.depth + 1;
-    if (depth > this.opts.maxSplitDepth) {
-      const why = `split refused: the children would be at depth ${depth}, deeper than queue.maxSplitDepth (${this.opts.maxSplitDepth})`;
-      return this.failAttempt(parent, why, false, processedBy);
-    }
     const now = this.opts.now();
-    const kids = children.map((child) =>
-      newTask(
-        {
-          id: newTaskId(parent.site),
-          site: parent.site,
-          user: parent.user,
-          name: parent.name,
-          job: parent.job,
-          params: child.params ?? parent.params,
-          priority: parent.priority,
-          maxTries: parent.maxTries,
-          input: child.input,
-          parentId: parent.id,
-          depth,
-          offload: parent.offload,
-        },
-        now,
-      ),
-    );
-    const waiting = await this.store.split(
-      parent.id,
-      { status: S.work, leaseOwner: claim.owner, tries: claim.attempt },
-      { status: S.wait, lease: null, processedBy, children: kids.map((k) => k.id), childrenTotal: kids.length, childrenCompleted: 0 },
-      kids,
-    );
-    if (waiting === null) {
-      // As for complete: a retried split that already went through is accepted, not split twice.
-      const after = await this.store.get(claim.id);
-      return after !== null && splitBy(after, claim, processedBy);
+    const site = claim.id.slice(0, claim.id.lastIndexOf("-"));
+    const ids = children.map(() => newTaskId(site));
+    let kids: Task[] = [];
+    const makeChildren = (parent: Task): Task[] => {
+      const depth = parent.depth + 1;
+      if (depth > this.opts.maxSplitDepth) {
+        throw new SplitTooDeep(`split refused: the children would be at depth ${depth}, deeper than queue.maxSplitDepth (${this.opts.maxSplitDepth})`);
+      }
+      kids = children.map((child, i) =>
+        newTask(
+          {
+            id: ids[i] ?? newTaskId(parent.site),
+            site: parent.site,
+            user: parent.user,
+            name: parent.name,
+            job: parent.job,
+            params: child.params ?? parent.params,
+            priority: parent.priority,
+            maxTries: parent.maxTries,
+            input: child.input,
+            parentId: parent.id,
+            depth,
+            offload: parent.offload,
+          },
+          now,
+        ),
+      );
+      return kids;
+    };
+    let waiting: StepResult;
+    try {
+      waiting = await this.store.split(claim, processedBy, ids, makeChildren);
+    } catch (err) {
+      if (!(err instanceof SplitTooDeep)) throw err;
+      return this.failAttempt(claim, err.message, false, processedBy);
     }
+    // As for succeed: a retried split that already went through is accepted, not split twice.
+    if (!waiting.ok) return splitBy(waiting.task, claim, processedBy);
     for (const kid of kids) this.index.add(toQueueEntry(kid), now);
     this.emit("task:queued");
     return true;
-  }
-
-  /** The output keys of a parent's children, in order: the inputs of its merge. */
-  async mergeInputs(id: string): Promise<string[]> {
-    const children = await this.store.children(id);
-    const parent = await this.store.get(id);
-    const missing = parent === null ? [] : parent.children.filter((childId) => !children.some((c) => c.id === childId));
-    if (parent !== null && (missing.length > 0 || children.length !== parent.childrenTotal)) {
-      // A merge of fewer parts than the split made would be a wrong output: the parent fails for good.
-      const why = `cannot merge ${id}: ${children.length} of its ${parent.childrenTotal} parts exist (missing: ${missing.join(", ") || "?"})`;
-      if (parent.status === S.work) await this.failAttempt(parent, why, false);
-      throw docqError(ERROR_CODE.TaskNotInState, why, { details: { status: parent.status } });
-    }
-    return children.map((child) => {
-      if (child.status !== S.output || child.output === null) {
-        throw docqError(ERROR_CODE.TaskNotInState, `cannot merge ${id}: child ${child.id} is ${child.status}, not output`, { details: { status: child.status } });
-      }
-      return child.output;
-    });
   }
 
   /**
@@ -403,13 +394,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * (a bad request the script can never satisfy) ends it at once. False when the claim is stale.
    */
   async fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean> {
-    const task = await this.store.get(claim.id);
-    if (task === null || !this.holds(task, claim)) return false;
-    return this.failAttempt(task, error, opts.retryable, opts.processedBy);
-  }
-
-  private holds(task: Task, claim: LeaseClaim): boolean {
-    return task.status === S.work && task.lease?.owner === claim.owner && task.tries === claim.attempt;
+    return this.failAttempt(claim, error, opts.retryable, opts.processedBy);
   }
 
   /** Requeues tasks whose holder stopped heartbeating; each such attempt counts as a try. */
@@ -419,7 +404,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       const expired = await this.store.expiredLeases(this.opts.now(), 500);
       for (const task of expired) {
         const owner = task.lease?.owner ?? "?";
-        if (await this.failAttempt(task, `lease expired: ${owner} stopped renewing it for ${this.opts.leaseMs} ms`, true)) swept++;
+        if (await this.failAttempt(claimOf(task), `lease expired: ${owner} stopped renewing it for ${this.opts.leaseMs} ms`, true)) swept++;
       }
       if (expired.length < 500) return swept;
     }
@@ -428,28 +413,35 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   /**
    * Cancels a non-final task and all its descendants: `canceled`, out of the index, holders told
    * to stop. A canceled child fails its waiting parent. Throws TASK_NOT_IN_STATE when already final.
+   * `drop`: the folders of every task canceled, whose documents nobody needs any more.
    */
   async cancel(id: string): Promise<CancelReport> {
-    const task = await this.cancelOne(id, "canceled");
-    if (task === null) {
-      const now = await this.store.get(id);
-      if (now === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
-      throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is already ${now.status}`, { details: { status: now.status } });
+    const result = await this.cancelOne(id, "canceled");
+    if (!result.ok) {
+      if (result.task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
+      throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is already ${result.task.status}`, { details: { status: result.task.status } });
     }
     const canceledIds = [id, ...(await this.cancelDescendants(id))];
-    if (task.parentId !== null) await this.failParent(task.parentId, `child ${id} was canceled`);
-    return { task, canceledIds };
+    if (result.task.parentId !== null) await this.failParent(result.task.parentId, `child ${id} was canceled`);
+    return { task: result.task, canceledIds, drop: canceledIds.map((canceled) => blobKeys.folder(canceled)) };
   }
 
   /**
-   * Deletes the record of a final task and of all its descendants; answers the ids deleted.
-   * Throws TASK_NOT_IN_STATE for a task that is not over (cancel it first).
+   * DELETE of a task, as one queue step: a live task is canceled with its descendants; a final one
+   * is removed with its descendants. A final child whose parent is live is refused
+   * (TASK_NOT_IN_STATE): its output is a part of the parent's merge. `drop`: the folders of every task
+   * canceled or removed.
    */
-  async remove(id: string): Promise<string[]> {
-    const task = await this.store.get(id);
+  async delete(id: string): Promise<DeleteReport> {
+    const result = await this.cancelOne(id, "canceled");
+    if (result.ok) {
+      const ids = [id, ...(await this.cancelDescendants(id))];
+      if (result.task.parentId !== null) await this.failParent(result.task.parentId, `child ${id} was canceled`);
+      return { id, status: result.task.status, ids, drop: ids.map((canceled) => blobKeys.folder(canceled)) };
+    }
+    const task = result.task;
     if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
-    if (!isFinal(task.status)) throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is ${task.status}: cancel it before deleting it`, { details: { status: task.status } });
-    // A child's output is a part of its parent's merge: while the parent lives, the part must stay.
+    // Not cancelable, so final (the cancel's row says so): remove it with its descendants.
     if (task.parentId !== null) {
       const parent = await this.store.get(task.parentId);
       if (parent !== null && !isFinal(parent.status)) {
@@ -470,61 +462,49 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       if (await this.store.delete(taskId)) removed.push(taskId);
     };
     await removeTree(id);
-    return removed;
+    return { id, status: "deleted", ids: removed, drop: removed.map((gone) => blobKeys.folder(gone)) };
   }
 
-  /** Cancels one task if it is not final; answers it after, or null when it already was final or missing. */
-  private async cancelOne(id: string, reason: string): Promise<Task | null> {
-    for (;;) {
-      const task = await this.store.get(id);
-      if (task === null || isFinal(task.status)) return null;
-      const now = this.opts.now();
-      const canceled = await this.store.update(
-        id,
-        { status: CANCELABLE, leaseOwner: task.lease?.owner ?? null },
-        { status: S.canceled, lease: null, endTime: now, duration: task.startTime === null ? null : now - task.startTime, error: reason },
-      );
-      // The task moved on between the read and the write (a worker finished it): look again.
-      if (canceled === null) continue;
-      this.index.remove(id);
-      if (task.lease !== null) this.emit("task:canceled", { id, leaseOwner: task.lease.owner });
-      await this.ended(canceled);
-      return canceled;
-    }
+  /** Cancels one task if it is cancelable; a miss answers the row as it is (null when missing). */
+  private async cancelOne(id: string, reason: string): Promise<StepResult> {
+    const result = await this.store.cancel(id, reason, this.opts.now());
+    if (!result.ok) return result;
+    this.index.remove(id);
+    if (result.previousLeaseOwner !== null) this.emit("task:canceled", { id, leaseOwner: result.previousLeaseOwner });
+    await this.ended(result.task);
+    return result;
   }
 
   /** Cancels every non-final descendant of `id`; answers their ids. */
   private async cancelDescendants(id: string): Promise<string[]> {
     const canceled: string[] = [];
     for (const child of await this.store.children(id)) {
-      if ((await this.cancelOne(child.id, `parent ${id} ended`)) !== null) canceled.push(child.id);
+      if (!isFinal(child.status) && (await this.cancelOne(child.id, `parent ${id} ended`)).ok) canceled.push(child.id);
       canceled.push(...(await this.cancelDescendants(child.id)));
     }
     return canceled;
   }
 
+  /** A child is output: its parent counts it, and the statement that counts the last queues the merge. */
   private async childSucceeded(parentId: string): Promise<void> {
-    const parent = await this.store.incrementChildrenCompleted(parentId);
-    if (parent !== null && parent.childrenCompleted >= parent.childrenTotal) await this.queueMerge(parent);
+    const parent = await this.store.childSucceeded(parentId, this.opts.now());
+    if (parent.ok) this.queuedForMerge(parent.task);
   }
 
-  /** All children are output: the parent is queued for its merge. */
-  private async queueMerge(parent: Task): Promise<void> {
-    const now = this.opts.now();
-    const complete = await this.store.update(parent.id, { status: S.wait }, { status: S.complete, childrenCompleted: parent.childrenTotal, availableAt: now });
-    if (complete === null) return;
-    this.index.add(toQueueEntry(complete), now);
+  /** A parent that a step moved to complete goes into the index. */
+  private queuedForMerge(parent: Task): void {
+    if (parent.status !== S.complete) return;
+    this.index.add(toQueueEntry(parent), parent.availableAt);
     this.emit("task:queued");
   }
 
   /** A child ended without output: its waiting parent fails and its other descendants are canceled. */
   private async failParent(parentId: string, reason: string): Promise<void> {
-    const now = this.opts.now();
-    const parent = await this.store.update(parentId, { status: S.wait }, { status: S.error, error: reason, endTime: now });
-    if (parent === null) return;
-    await this.ended(parent);
+    const parent = await this.store.failParent(parentId, reason, this.opts.now());
+    if (!parent.ok) return;
+    await this.ended(parent.task);
     await this.cancelDescendants(parentId);
-    if (parent.parentId !== null) await this.failParent(parent.parentId, `child ${parentId} failed: ${reason}`);
+    if (parent.task.parentId !== null) await this.failParent(parent.task.parentId, `child ${parentId} failed: ${reason}`);
   }
 
   /** Brings a waiting parent's count in line with its children's records, and moves it on if they are all over. */
@@ -543,11 +523,14 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       return;
     }
     const done = children.filter((c) => c.status === S.output).length;
-    if (done === parent.childrenTotal) {
-      await this.queueMerge(parent);
-    } else if (done !== parent.childrenCompleted) {
-      await this.store.update(id, { status: S.wait }, { childrenCompleted: done });
-    }
+    if (done === parent.childrenCompleted && done < parent.childrenTotal) return;
+    const recounted = await this.store.recountChildren(id, done, this.opts.now());
+    if (recounted.ok) this.queuedForMerge(recounted.task);
+  }
+
+  /** Live entries of the index per priority, highest first. */
+  countsByPriority(): Record<number, number> {
+    return this.index.countsByPriority();
   }
 
   /** Counts of the queue in memory, cheap enough for every stats call. */
@@ -555,24 +538,28 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     return this.index.counts(this.opts.now());
   }
 
-  private async failAttempt(task: Task, error: string, retryable: boolean, processedBy?: ProcessedBy): Promise<boolean> {
+  /**
+   * Ends the attempt `claim` holds: back to the queue after a backoff while tries remain and the
+   * failure is retryable, else error for good (and its waiting parent fails). False when the claim is stale.
+   */
+  private async failAttempt(claim: LeaseClaim, error: string, retryable: boolean, processedBy?: ProcessedBy): Promise<boolean> {
     const now = this.opts.now();
-    const guard = { status: S.work, leaseOwner: task.lease?.owner ?? null, tries: task.tries };
-    const common = { lease: null, error, ...(processedBy === undefined ? {} : { processedBy }) };
-    if (!retryable || task.tries >= task.maxTries) {
-      const ended = await this.store.update(task.id, guard, { ...common, status: S.error, endTime: now, duration: now - (task.startTime ?? now) });
-      if (ended === null) return false;
-      await this.ended(ended);
-      if (ended.parentId !== null) await this.failParent(ended.parentId, `child ${ended.id} failed: ${error}`);
-      return true;
+    const failure = { error, processedBy: processedBy ?? null };
+    if (retryable) {
+      const availableAt = now + retryDelayMs(claim.tries, this.opts.backoffBaseMs, this.opts.backoffMaxMs);
+      const requeued = await this.store.requeue(claim, failure, availableAt);
+      if (requeued.ok) {
+        this.index.add(toQueueEntry(requeued.task), now);
+        this.scheduleWake();
+        return true;
+      }
+      // Held by this claim but with no try left: it ends in error below. Any other miss: stale.
+      if (requeued.why !== "not-in-state" || requeued.task?.status !== S.work) return false;
     }
-    // A parent whose merge failed retries the merge: its children are done and must not run again.
-    const requeueTo: TaskStatus = task.childrenTotal > 0 ? S.complete : S.input;
-    const availableAt = now + retryDelayMs(task.tries, this.opts.backoffBaseMs, this.opts.backoffMaxMs);
-    const requeued = await this.store.update(task.id, guard, { ...common, status: requeueTo, availableAt });
-    if (requeued === null) return false;
-    this.index.add(toQueueEntry(requeued), now);
-    this.scheduleWake();
+    const ended = await this.store.giveUp(claim, failure, now);
+    if (!ended.ok) return false;
+    await this.ended(ended.task);
+    if (ended.task.parentId !== null) await this.failParent(ended.task.parentId, `child ${ended.task.id} failed: ${error}`);
     return true;
   }
 

@@ -1,20 +1,32 @@
 import { USAGE_DAY_PATTERN, type AccountRecords, type UsageCounts } from "../accounts/account-records.js";
 import { docqError, ERROR_CODE } from "../model/errors.js";
-import type { Task, TaskStatus } from "../model/task-model.js";
+import type { LeaseClaim } from "../model/claims.js";
+import { STORE_STEPS, type StoreStep } from "../model/state-machine.js";
+import type { Lease, ProcessedBy, Task, TaskStatus } from "../model/task-model.js";
+
+/** Why a store step wrote nothing. */
+export type StepMiss = "missing" | "not-in-state" | "lease-lost";
 
 /**
- * What a compare-and-set update expects to find. Every field given must match,
- * so a stale worker (whose lease moved on) cannot overwrite a task.
+ * What a store step answers: the task after it, or why it missed and the row as it is now (read in
+ * the same step), so the caller never reads again to learn why.
  */
-export interface TaskGuard {
-  status?: TaskStatus | readonly TaskStatus[];
-  /** `null` means "no lease". */
-  leaseOwner?: string | null;
-  /** The attempt number the caller holds: guards against the same owner re-claiming a task. */
-  tries?: number;
+export type StepResult = { ok: true; task: Task } | { ok: false; why: StepMiss; task: Task | null };
+
+/** A cancel also says who held the lease it ended, so the holder can be told to stop. */
+export type CancelResult = ({ ok: true; task: Task } | { ok: false; why: StepMiss; task: Task | null }) & { previousLeaseOwner: string | null };
+
+/** What a successful attempt records. */
+export interface SuccessRecord {
+  output: string;
+  processedBy: ProcessedBy;
 }
 
-export type TaskPatch = Partial<Omit<Task, "id">>;
+/** What an ended attempt records: its error, and who ran it when known. */
+export interface FailureRecord {
+  error: string;
+  processedBy: ProcessedBy | null;
+}
 
 export interface TaskFilter {
   status?: TaskStatus;
@@ -35,7 +47,7 @@ export interface StolenCounts {
 }
 
 /** What reload needs of a non-final task: small, so a million fit in memory. */
-export type ReloadEntry = Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload">;
+export type ReloadEntry = Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload" | "tries" | "maxTries">;
 
 /**
  * The durable record of every task. Adapters: SQLite (embedded), MongoDB.
@@ -48,15 +60,55 @@ export interface TaskStore extends AccountRecords {
   /** Inserts many tasks at once (the bulk path); all or nothing where the store allows. */
   createMany(tasks: readonly Task[]): Promise<void>;
   get(id: string): Promise<Task | null>;
-  /** Compare-and-set: applies `patch` only when the task matches `guard`. Returns the updated task, or null. */
-  update(id: string, guard: TaskGuard, patch: TaskPatch): Promise<Task | null>;
-  /**
-   * One atomic step for a split: creates `children` and applies `parentPatch` to the
-   * parent when it matches `guard`. Returns the updated parent, or null (nothing written).
+
+  /*
+   * The steps: one per edge of the state diagram (STORE_STEPS in model/state-machine.ts), each one
+   * statement or one transaction with its guard inside. A miss answers why and the row as it is now.
+   * Steps that hold a lease (succeed, requeue, giveUp, split) take the worker's claim: they guard on
+   * `status = work AND lease owner = claim.owner AND tries = claim.tries`, and miss with
+   * `lease-lost` when the task is in work under another owner or attempt.
    */
-  split(parentId: string, guard: TaskGuard, parentPatch: TaskPatch, children: readonly Task[]): Promise<Task | null>;
-  /** Atomically adds 1 to the parent's childrenCompleted when it is in `wait` and not yet at childrenTotal; returns the parent after, or null. */
-  incrementChildrenCompleted(parentId: string): Promise<Task | null>;
+
+  /**
+   * input | complete → work, for every id still queued and unleased: tries + 1, the lease, startTime
+   * = now. Answers the tasks it leased (in no particular order); the queue then emits nothing.
+   */
+  claim(ids: readonly string[], lease: Lease, now: number): Promise<Task[]>;
+  /**
+   * work → output. Sets output, processedBy, endTime = now, duration = now − startTime; clears the
+   * lease and error. The queue then emits task:done (and moves the parent on: childSucceeded).
+   */
+  succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult>;
+  /**
+   * work → input (a plain task) or work → complete (a parent whose merge failed: children_total > 0),
+   * while tries < maxTries: error, availableAt, processedBy when given; clears the lease. A task with no
+   * try left misses with `not-in-state` (the row shows it held by the claim): give it up instead.
+   * The queue then re-indexes the task and wakes idle workers when its backoff ends.
+   */
+  requeue(claim: LeaseClaim, failure: FailureRecord, availableAt: number): Promise<StepResult>;
+  /** work → error: error, processedBy when given, endTime, duration. The queue emits task:done and fails the parent. */
+  giveUp(claim: LeaseClaim, failure: FailureRecord, now: number): Promise<StepResult>;
+  /**
+   * work → wait, and the children inserted, in one transaction: processedBy, children = childIds,
+   * childrenTotal, childrenCompleted = 0; clears the lease. `makeChildren` builds the children (with
+   * those ids) from the parent as the step left it; when it throws, nothing is written and the error
+   * goes to the caller. The queue then indexes the children and emits task:queued.
+   */
+  split(claim: LeaseClaim, processedBy: ProcessedBy, childIds: readonly string[], makeChildren: (parent: Task) => readonly Task[]): Promise<StepResult>;
+  /**
+   * wait: childrenCompleted + 1 while below childrenTotal; the statement that reaches childrenTotal
+   * also moves the parent to complete with availableAt = now. The queue then indexes it, task:queued.
+   */
+  childSucceeded(parentId: string, now: number): Promise<StepResult>;
+  /** wait: childrenCompleted = `completed` (reload's recount); at childrenTotal the parent moves to complete, availableAt = now. */
+  recountChildren(parentId: string, completed: number, now: number): Promise<StepResult>;
+  /** wait → error: error, endTime = now. The queue emits task:done and cancels the other descendants. */
+  failParent(parentId: string, error: string, now: number): Promise<StepResult>;
+  /**
+   * input | work | wait | complete → canceled: error = reason, endTime = now, duration when it had
+   * started; clears the lease and answers who held it. The queue emits task:canceled (when leased) and task:done.
+   */
+  cancel(id: string, reason: string, now: number): Promise<CancelResult>;
   /** Extends the leases of `ids` held by `owner` in status work; returns the ids renewed. */
   renewLeases(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]>;
   /** Tasks in `work` whose lease expired before `now`, oldest first. */
@@ -77,14 +129,23 @@ export interface TaskStore extends AccountRecords {
   close(): Promise<void>;
 }
 
-export function guardMatches(task: Pick<Task, "status" | "lease" | "tries">, guard: TaskGuard): boolean {
-  if (guard.status !== undefined) {
-    const allowed: readonly TaskStatus[] = typeof guard.status === "string" ? [guard.status] : guard.status;
-    if (!allowed.includes(task.status)) return false;
-  }
-  if (guard.leaseOwner !== undefined && (task.lease?.owner ?? null) !== guard.leaseOwner) return false;
-  if (guard.tries !== undefined && task.tries !== guard.tries) return false;
-  return true;
+/**
+ * Why `step` missed, judged from the row as it is now: gone, in a status the step does not start
+ * from, in work under another owner or attempt, or else (its status fits but a further condition of
+ * the step failed: no try left, every child already counted) not in the state the step needs.
+ */
+export function stepMiss(step: StoreStep, task: Task | null, claim?: LeaseClaim): StepMiss {
+  if (task === null) return "missing";
+  if (!(STORE_STEPS[step].from as readonly TaskStatus[]).includes(task.status)) return "not-in-state";
+  if (claim !== undefined && (task.lease?.owner !== claim.owner || task.tries !== claim.tries)) return "lease-lost";
+  return "not-in-state";
+}
+
+/** The answer of a step that wrote `after` (its row, or undefined when the guard missed). */
+export function stepResult(step: StoreStep, after: Task | null, readNow: () => Task | null, claim?: LeaseClaim): StepResult {
+  if (after !== null) return { ok: true, task: after };
+  const task = readNow();
+  return { ok: false, why: stepMiss(step, task, claim), task };
 }
 
 /** The counters of a usage row, in one order for every adapter (a Record so the compiler refuses one missing here). */

@@ -3,17 +3,22 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { ApiKeyLimits, ApiKeyRecord, UsageCounts, UsageRow } from "../../accounts/account-records.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/errors.js";
+import type { LeaseClaim } from "../../model/claims.js";
+import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 import { TASK_STATUS, TASK_STATUSES, isFinal, type Lease, type ProcessedBy, type Task, type TaskParams, type TaskStatus } from "../../model/task-model.js";
 import {
   USAGE_COUNTERS,
   requireUsageDay,
+  stepResult,
   usageDelta,
+  type CancelResult,
+  type FailureRecord,
   type ReloadEntry,
+  type StepResult,
   type StolenCounts,
+  type SuccessRecord,
   type TaskFilter,
-  type TaskGuard,
   type TaskPage,
-  type TaskPatch,
   type TaskStore,
 } from "../task-store.js";
 
@@ -37,8 +42,11 @@ const BUSY_TIMEOUT_MS = 5_000;
  * the statement portable and its IN list cheap to plan.
  */
 const RENEW_CHUNK = 500;
-/** Upper bound on cached guarded-update/list statements; the shapes in use are few, this only caps a runaway. */
-const STATEMENT_CACHE_LIMIT = 256;
+/**
+ * Sizes of the claim statement's IN list, each prepared once: a claim pads its ids with NULL up to
+ * the smallest that fits, and a larger claim runs in chunks of the largest.
+ */
+const CLAIM_SIZES = [1, 8, 64, 500] as const;
 const DEFAULT_RELOAD_BATCH = 10_000;
 /**
  * Rows per multi-row INSERT on the bulk path: 50 × 27 = 1350 bound values, well under the
@@ -95,7 +103,10 @@ type TaskColumns = Omit<TaskRow, "seq">;
 type TaskColumn = keyof TaskColumns;
 
 /** What loadNonFinal selects: the reload needs no more, and reading less is what makes it fast. */
-type ReloadRow = Pick<TaskRow, "seq" | "id" | "priority" | "submit_time" | "available_at" | "status" | "lease_owner" | "lease_expires_at" | "offload">;
+type ReloadRow = Pick<
+  TaskRow,
+  "seq" | "id" | "priority" | "submit_time" | "available_at" | "status" | "lease_owner" | "lease_expires_at" | "offload" | "tries" | "max_tries"
+>;
 
 /** A Record so the compiler refuses a column missing here. */
 const COLUMN_PRESENT: Record<TaskColumn, true> = {
@@ -106,7 +117,7 @@ const COLUMN_PRESENT: Record<TaskColumn, true> = {
   children_total: true, children_completed: true, offload: true,
 };
 const TASK_COLUMNS = Object.keys(COLUMN_PRESENT) as TaskColumn[];
-const RELOAD_COLUMNS = "seq, id, priority, submit_time, available_at, status, lease_owner, lease_expires_at, offload";
+const RELOAD_COLUMNS = "seq, id, priority, submit_time, available_at, status, lease_owner, lease_expires_at, offload, tries, max_tries";
 
 const FILTER_COLUMNS: Record<keyof TaskFilter, TaskColumn> = {
   status: "status",
@@ -159,10 +170,12 @@ function rowToReloadEntry(row: ReloadRow): ReloadEntry {
     status: row.status,
     lease: leaseOf(row.lease_owner, row.lease_expires_at),
     offload: row.offload !== 0,
+    tries: row.tries,
+    maxTries: row.max_tries,
   };
 }
 
-/** Written out field by field (not via PATCH_ENCODERS) because createMany runs it 100k times. */
+/** Written out field by field because createMany runs it 100k times. */
 function taskToColumns(task: Task): TaskColumns {
   return {
     id: task.id,
@@ -206,51 +219,14 @@ function taskToValues(task: Task): SqlValue[] {
   return TASK_COLUMNS.map((column) => columns[column]);
 }
 
-type PatchField = keyof Required<TaskPatch>;
-type ColumnAssignment = readonly [TaskColumn, SqlValue];
+/** Every combination of filter columns, in FILTER_COLUMNS order: one prepared list statement each. */
+const FILTER_SHAPES: TaskColumn[][] = Object.values(FILTER_COLUMNS).reduce<TaskColumn[][]>(
+  (shapes, column) => [...shapes, ...shapes.map((shape) => [...shape, column])],
+  [[]],
+);
 
-/** How each patchable field becomes column assignments (lease is two columns). */
-const PATCH_ENCODERS: { [F in PatchField]: (value: Task[F]) => ColumnAssignment[] } = {
-  site: (v) => [["site", v]],
-  user: (v) => [["user", v]],
-  name: (v) => [["name", v]],
-  job: (v) => [["job", v]],
-  params: (v) => [["params", JSON.stringify(v)]],
-  priority: (v) => [["priority", v]],
-  status: (v) => [["status", v]],
-  input: (v) => [["input", v]],
-  output: (v) => [["output", v]],
-  tries: (v) => [["tries", v]],
-  maxTries: (v) => [["max_tries", v]],
-  submitTime: (v) => [["submit_time", v]],
-  availableAt: (v) => [["available_at", v]],
-  startTime: (v) => [["start_time", v]],
-  endTime: (v) => [["end_time", v]],
-  duration: (v) => [["duration", v]],
-  lease: (v) => [["lease_owner", v?.owner ?? null], ["lease_expires_at", v?.expiresAt ?? null]],
-  processedBy: (v) => [["processed_by", v === null ? null : JSON.stringify(v)]],
-  error: (v) => [["error", v]],
-  parentId: (v) => [["parent_id", v]],
-  depth: (v) => [["depth", v]],
-  children: (v) => [["children", JSON.stringify(v)]],
-  childrenTotal: (v) => [["children_total", v]],
-  childrenCompleted: (v) => [["children_completed", v]],
-  offload: (v) => [["offload", offloadColumn(v)]],
-};
-
-/** The patch as assignments sorted by column, so equal sets of fields share one cached statement. */
-function patchToAssignments(patch: TaskPatch): ColumnAssignment[] {
-  const assignments: ColumnAssignment[] = [];
-  for (const [field, value] of Object.entries(patch)) {
-    if (value === undefined) continue;
-    if (!Object.hasOwn(PATCH_ENCODERS, field)) {
-      // Field names end up in SQL text, so only the known ones may pass.
-      throw docqError(ERROR_CODE.BadRequest, `cannot patch task field "${field}": not a patchable field`, { field });
-    }
-    const encode = PATCH_ENCODERS[field as PatchField] as (value: unknown) => ColumnAssignment[];
-    assignments.push(...encode(value));
-  }
-  return assignments.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+function listKey(filterColumns: readonly TaskColumn[], withCursor: boolean): string {
+  return `${filterColumns.join(",")}|${withCursor ? "C" : "-"}`;
 }
 
 function filterToConditions(filter: TaskFilter): { columns: TaskColumn[]; values: SqlValue[] } {
@@ -336,6 +312,15 @@ function rowToUsage(row: UsageTableRow): UsageRow {
 
 const sqlList = (values: readonly string[]): string => values.map((v) => `'${v}'`).join(", ");
 /** Shared by the partial index and the query that must use it: SQLite matches them term by term. */
+/** The guard `status IN (...)` of a store step, from the table beside the state diagram. */
+const statusIn = (step: StoreStep): string => `status IN (${sqlList(STORE_STEPS[step].from)})`;
+/** The guard of a step that holds a lease; binds id, owner, tries. */
+const HELD_BY_CLAIM = (step: StoreStep): string => `id = ? AND ${statusIn(step)} AND lease_owner = ? AND tries = ?`;
+
+function claimParams(claim: LeaseClaim): [string, string, number] {
+  return [claim.id, claim.owner, claim.tries];
+}
+
 const NON_FINAL_CONDITION = `status IN (${sqlList(TASK_STATUSES.filter((s) => !isFinal(s)))})`;
 
 const SCHEMA_V1 = `
@@ -447,7 +432,7 @@ END;
 CREATE TRIGGER tasks_active_delete AFTER DELETE ON tasks WHEN ${ACTIVE("OLD")} BEGIN
   UPDATE user_active SET count = count - 1 WHERE user = OLD.user;
 END;
--- user and parent_id too: the generic update may patch them, and either moves a task between counts.
+-- user and parent_id too: either moves a task between counts (no step changes them today; the trigger stays exact if one does).
 CREATE TRIGGER tasks_active_update AFTER UPDATE OF status, user, parent_id ON tasks
   WHEN ${ACTIVE("OLD")} IS NOT ${ACTIVE("NEW")} OR (OLD.user IS NOT NEW.user AND ${ACTIVE("OLD")}) BEGIN
   UPDATE user_active SET count = count - 1 WHERE user = OLD.user AND ${ACTIVE("OLD")};
@@ -466,7 +451,15 @@ interface FixedStatements {
   insertRows: Statement<SqlValue[], unknown>;
   exists: Statement<[string], number>;
   get: Statement<[string], TaskRow>;
-  incrementChildrenCompleted: Statement<[string], TaskRow>;
+  claims: Map<number, Statement<SqlValue[], TaskRow>>;
+  succeed: Statement<[string, string, number, number, string, string, number], TaskRow>;
+  requeue: Statement<[string, string | null, number, string, string, number], TaskRow>;
+  giveUp: Statement<[string, string | null, number, number, string, string, number], TaskRow>;
+  splitParent: Statement<[string, string, number, string, string, number], TaskRow>;
+  childSucceeded: Statement<[number, string], TaskRow>;
+  recountChildren: Statement<[number, number, string], TaskRow>;
+  failParent: Statement<[string, number, string], TaskRow>;
+  cancel: Statement<[string, number, number, string], TaskRow>;
   renewLeases: Statement<SqlValue[], string>;
   expiredLeases: Statement<[number, number], TaskRow>;
   reloadBatch: Statement<[number, number], ReloadRow>;
@@ -486,12 +479,11 @@ interface FixedStatements {
 
 export class SqliteTaskStore implements TaskStore {
   private readonly statements: FixedStatements;
-  /** Guarded updates keyed by patched columns and guard shape. */
-  private readonly updateStatements = new Map<string, Statement<SqlValue[], TaskRow>>();
-  /** List queries keyed by filter shape and whether a cursor is given. */
+  /** List queries, one per filter shape and cursor (listKey), all prepared in the constructor. */
   private readonly listStatements = new Map<string, Statement<SqlValue[], TaskRow>>();
   private readonly insertAll: (tasks: readonly Task[]) => void;
-  private readonly splitAtomically: (parentId: string, guard: TaskGuard, parentPatch: TaskPatch, children: readonly Task[]) => Task | null;
+  /** Runs a step in one IMMEDIATE transaction: its write and, on a miss, the read of the row as it is now. */
+  private readonly step: <T>(run: () => T) => T;
   private readonly renewAll: (owner: string, ids: readonly string[], expiresAt: number) => string[];
 
   private constructor(
@@ -511,8 +503,52 @@ export class SqliteTaskStore implements TaskStore {
       ),
       exists: db.prepare<[string], number>(`SELECT 1 FROM tasks WHERE id = ?`).pluck(),
       get: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE id = ?`),
-      incrementChildrenCompleted: db.prepare<[string], TaskRow>(
-        `UPDATE tasks SET children_completed = children_completed + 1 WHERE id = ? AND status = '${TASK_STATUS.wait}' AND children_completed < children_total RETURNING *`,
+      claims: new Map(
+        CLAIM_SIZES.map((size) => [
+          size,
+          db.prepare<SqlValue[], TaskRow>(
+            `UPDATE tasks INDEXED BY tasks_id SET status = '${TASK_STATUS.work}', tries = tries + 1, lease_owner = ?, lease_expires_at = ?,` +
+              ` start_time = ?, end_time = NULL, duration = NULL WHERE id IN (${Array.from({ length: size }, () => "?").join(", ")})` +
+              ` AND ${statusIn("claim")} AND lease_owner IS NULL RETURNING *`,
+          ),
+        ]),
+      ),
+      succeed: db.prepare(
+        `UPDATE tasks SET status = '${TASK_STATUS.output}', output = ?, processed_by = ?, lease_owner = NULL, lease_expires_at = NULL, error = NULL,` +
+          ` end_time = ?, duration = ? - start_time WHERE ${HELD_BY_CLAIM("succeed")} RETURNING *`,
+      ),
+      // A parent whose merge failed retries the merge: its children are done and must not run again.
+      requeue: db.prepare(
+        `UPDATE tasks SET status = CASE WHEN children_total > 0 THEN '${TASK_STATUS.complete}' ELSE '${TASK_STATUS.input}' END,` +
+          ` error = ?, processed_by = COALESCE(?, processed_by), available_at = ?, lease_owner = NULL, lease_expires_at = NULL` +
+          ` WHERE ${HELD_BY_CLAIM("requeue")} AND tries < max_tries RETURNING *`,
+      ),
+      giveUp: db.prepare(
+        `UPDATE tasks SET status = '${TASK_STATUS.error}', error = ?, processed_by = COALESCE(?, processed_by), end_time = ?, duration = ? - start_time,` +
+          ` lease_owner = NULL, lease_expires_at = NULL WHERE ${HELD_BY_CLAIM("giveUp")} RETURNING *`,
+      ),
+      splitParent: db.prepare(
+        `UPDATE tasks SET status = '${TASK_STATUS.wait}', processed_by = ?, children = ?, children_total = ?, children_completed = 0,` +
+          ` lease_owner = NULL, lease_expires_at = NULL WHERE ${HELD_BY_CLAIM("split")} RETURNING *`,
+      ),
+      // SET expressions read the row before the statement: children_completed + 1 is the new count.
+      childSucceeded: db.prepare(
+        `UPDATE tasks SET children_completed = children_completed + 1,` +
+          ` status = CASE WHEN children_completed + 1 >= children_total THEN '${TASK_STATUS.complete}' ELSE status END,` +
+          ` available_at = CASE WHEN children_completed + 1 >= children_total THEN ? ELSE available_at END` +
+          ` WHERE id = ? AND ${statusIn("childSucceeded")} AND children_completed < children_total RETURNING *`,
+      ),
+      recountChildren: db.prepare(
+        `UPDATE tasks SET children_completed = ?1, status = CASE WHEN ?1 >= children_total THEN '${TASK_STATUS.complete}' ELSE status END,` +
+          ` available_at = CASE WHEN ?1 >= children_total THEN ?2 ELSE available_at END WHERE id = ?3 AND ${statusIn("recountChildren")}` +
+          ` RETURNING *`,
+      ),
+      failParent: db.prepare(
+        `UPDATE tasks SET status = '${TASK_STATUS.error}', error = ?, end_time = ? WHERE id = ? AND ${statusIn("failParent")} RETURNING *`,
+      ),
+      cancel: db.prepare(
+        `UPDATE tasks SET status = '${TASK_STATUS.canceled}', error = ?, end_time = ?, duration = ? - start_time,` +
+          ` lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND ${statusIn("cancel")} RETURNING *`,
       ),
       renewLeases: db
         .prepare<SqlValue[], string>(
@@ -567,16 +603,16 @@ export class SqliteTaskStore implements TaskStore {
     });
     this.insertAll = (tasks) => insertAll.immediate(tasks);
 
-    const splitAtomically = db.transaction(
-      (parentId: string, guard: TaskGuard, parentPatch: TaskPatch, children: readonly Task[]): Task | null => {
-        const parent = this.guardedUpdate(parentId, guard, parentPatch);
-        // Returning (not throwing) commits an empty transaction: nothing was written.
-        if (parent === null) return null;
-        for (const child of children) this.insertOne(child);
-        return parent;
-      },
-    );
-    this.splitAtomically = (...args) => splitAtomically.immediate(...args);
+    const step = db.transaction((run: () => unknown) => run());
+    this.step = <T>(run: () => T): T => step.immediate(run) as T;
+    for (const filter of FILTER_SHAPES) {
+      for (const withCursor of [false, true]) {
+        const conditions = filter.map((c) => `${c} = ?`);
+        if (withCursor) conditions.push("seq < ?");
+        const where = conditions.length === 0 ? "" : `WHERE ${conditions.join(" AND ")}`;
+        this.listStatements.set(listKey(filter, withCursor), db.prepare<SqlValue[], TaskRow>(`SELECT * FROM tasks ${where} ORDER BY seq DESC LIMIT ?`));
+      }
+    }
 
     const renewAll = db.transaction((owner: string, ids: readonly string[], expiresAt: number): string[] => {
       const renewed: string[] = [];
@@ -631,17 +667,78 @@ export class SqliteTaskStore implements TaskStore {
     return row === undefined ? null : rowToTask(row);
   }
 
-  async update(id: string, guard: TaskGuard, patch: TaskPatch): Promise<Task | null> {
-    return this.attempt("update", () => this.guardedUpdate(id, guard, patch));
+  async claim(ids: readonly string[], lease: Lease, now: number): Promise<Task[]> {
+    const unique = [...new Set(ids)];
+    if (unique.length === 0) return [];
+    return this.attempt("claim", () =>
+      this.step(() => {
+        const largest = CLAIM_SIZES[CLAIM_SIZES.length - 1] ?? 1;
+        const leased: Task[] = [];
+        for (let start = 0; start < unique.length; start += largest) {
+          const chunk: SqlValue[] = unique.slice(start, start + largest);
+          const size = CLAIM_SIZES.find((s) => s >= chunk.length) ?? largest;
+          // Padded with NULL so a few prepared statements serve every count: `id IN (..., NULL)` never matches the NULL.
+          while (chunk.length < size) chunk.push(null);
+          const statement = this.statements.claims.get(size);
+          if (statement === undefined) throw new Error(`no claim statement for ${size} ids`);
+          leased.push(...statement.all(lease.owner, lease.expiresAt, now, ...chunk).map(rowToTask));
+        }
+        return leased;
+      }),
+    );
   }
 
-  async split(parentId: string, guard: TaskGuard, parentPatch: TaskPatch, children: readonly Task[]): Promise<Task | null> {
-    return this.attempt("split", () => this.splitAtomically(parentId, guard, parentPatch, children));
+  async succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult> {
+    const processedBy = JSON.stringify(result.processedBy);
+    return this.held("succeed", claim, () => this.statements.succeed.get(result.output, processedBy, now, now, ...claimParams(claim)));
   }
 
-  async incrementChildrenCompleted(parentId: string): Promise<Task | null> {
-    const row = this.attempt("incrementChildrenCompleted", () => this.statements.incrementChildrenCompleted.get(parentId));
-    return row === undefined ? null : rowToTask(row);
+  async requeue(claim: LeaseClaim, failure: FailureRecord, availableAt: number): Promise<StepResult> {
+    const processedBy = failure.processedBy === null ? null : JSON.stringify(failure.processedBy);
+    return this.held("requeue", claim, () => this.statements.requeue.get(failure.error, processedBy, availableAt, ...claimParams(claim)));
+  }
+
+  async giveUp(claim: LeaseClaim, failure: FailureRecord, now: number): Promise<StepResult> {
+    const processedBy = failure.processedBy === null ? null : JSON.stringify(failure.processedBy);
+    return this.held("giveUp", claim, () => this.statements.giveUp.get(failure.error, processedBy, now, now, ...claimParams(claim)));
+  }
+
+  async split(claim: LeaseClaim, processedBy: ProcessedBy, childIds: readonly string[], makeChildren: (parent: Task) => readonly Task[]): Promise<StepResult> {
+    return this.attempt("split", () =>
+      this.step((): StepResult => {
+        const row = this.statements.splitParent.get(JSON.stringify(processedBy), JSON.stringify(childIds), childIds.length, ...claimParams(claim));
+        const answer = this.answer("split", claim.id, row, claim);
+        if (!answer.ok) return answer;
+        // Throwing here rolls the parent's write back with the transaction.
+        for (const child of makeChildren(answer.task)) this.insertOne(child);
+        return answer;
+      }),
+    );
+  }
+
+  async childSucceeded(parentId: string, now: number): Promise<StepResult> {
+    return this.unheld("childSucceeded", parentId, () => this.statements.childSucceeded.get(now, parentId));
+  }
+
+  async recountChildren(parentId: string, completed: number, now: number): Promise<StepResult> {
+    return this.unheld("recountChildren", parentId, () => this.statements.recountChildren.get(completed, now, parentId));
+  }
+
+  async failParent(parentId: string, error: string, now: number): Promise<StepResult> {
+    return this.unheld("failParent", parentId, () => this.statements.failParent.get(error, now, parentId));
+  }
+
+  async cancel(id: string, reason: string, now: number): Promise<CancelResult> {
+    return this.attempt("cancel", () =>
+      this.step((): CancelResult => {
+        // Read first: RETURNING sees only the row after, and the lease the cancel ends is news its holder needs.
+        const before = this.statements.get.get(id);
+        const previousLeaseOwner = before?.lease_owner ?? null;
+        const row = before === undefined ? undefined : this.statements.cancel.get(reason, now, now, id);
+        const result = stepResult("cancel", row === undefined ? null : rowToTask(row), () => (before === undefined ? null : rowToTask(before)));
+        return { ...result, previousLeaseOwner };
+      }),
+    );
   }
 
   async renewLeases(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]> {
@@ -661,7 +758,8 @@ export class SqliteTaskStore implements TaskStore {
     const beforeSeq = page.cursor === undefined || page.cursor === null ? null : decodeCursor(page.cursor);
     const { columns, values } = filterToConditions(filter);
     const rows = this.attempt("list", () => {
-      const statement = this.listStatement(columns, beforeSeq !== null);
+      const statement = this.listStatements.get(listKey(columns, beforeSeq !== null));
+      if (statement === undefined) throw new Error(`no list statement for filter ${columns.join(", ")}`);
       const params: SqlValue[] = beforeSeq === null ? values : [...values, beforeSeq];
       // One row more than asked tells whether another page exists, so the last page says null.
       return statement.all(...params, page.limit + 1);
@@ -766,8 +864,6 @@ export class SqliteTaskStore implements TaskStore {
 
   async close(): Promise<void> {
     if (!this.db.open) return;
-    this.updateStatements.clear();
-    this.listStatements.clear();
     this.attempt("close", () => this.db.close());
   }
 
@@ -797,57 +893,22 @@ export class SqliteTaskStore implements TaskStore {
     return docqError(ERROR_CODE.TaskExists, `task ${id} already exists`, { field: "id", cause: err, details: { id } });
   }
 
-  /**
-   * One statement: `UPDATE ... WHERE id = ? AND <guard> RETURNING *`. The guard is checked
-   * by SQLite in the same step that writes, so no other writer can slip in between.
-   * Returns null when the task is missing or the guard does not match.
-   */
-  private guardedUpdate(id: string, guard: TaskGuard, patch: TaskPatch): Task | null {
-    const assignments = patchToAssignments(patch);
-    const statuses: readonly TaskStatus[] | undefined = typeof guard.status === "string" ? [guard.status] : guard.status;
-    if (statuses !== undefined && statuses.length === 0) return null; // no status allowed: nothing can match
-    const hasLeaseGuard = guard.leaseOwner !== undefined;
-    const hasTriesGuard = guard.tries !== undefined;
-
-    const key = `${assignments.map(([c]) => c).join(",")}|${statuses?.length ?? "-"}|${hasLeaseGuard ? "L" : "-"}|${hasTriesGuard ? "T" : "-"}`;
-    let statement = this.updateStatements.get(key);
-    if (statement === undefined) {
-      const conditions = ["id = ?"];
-      if (statuses !== undefined) conditions.push(`status IN (${statuses.map(() => "?").join(", ")})`);
-      if (hasLeaseGuard) conditions.push("lease_owner IS ?"); // IS: also matches NULL for "no lease"
-      if (hasTriesGuard) conditions.push("tries = ?");
-      const where = conditions.join(" AND ");
-      // An empty patch is a guarded read: it answers "does the task match?" without a write.
-      const sql =
-        assignments.length === 0
-          ? `SELECT * FROM tasks WHERE ${where}`
-          : `UPDATE tasks SET ${assignments.map(([c]) => `${c} = ?`).join(", ")} WHERE ${where} RETURNING *`;
-      statement = this.db.prepare<SqlValue[], TaskRow>(sql);
-      if (this.updateStatements.size >= STATEMENT_CACHE_LIMIT) this.updateStatements.clear();
-      this.updateStatements.set(key, statement);
-    }
-
-    const params: SqlValue[] = assignments.map(([, v]) => v);
-    params.push(id);
-    if (statuses !== undefined) params.push(...statuses);
-    if (hasLeaseGuard) params.push(guard.leaseOwner ?? null);
-    if (hasTriesGuard) params.push(guard.tries ?? null);
-    const row = statement.get(...params);
-    return row === undefined ? null : rowToTask(row);
+  /** A step that holds the claim's lease: its write, and on a miss the row as it is now, in one transaction. */
+  private held(step: StoreStep, claim: LeaseClaim, write: () => TaskRow | undefined): StepResult {
+    return this.attempt(step, () => this.step(() => this.answer(step, claim.id, write(), claim)));
   }
 
-  private listStatement(filterColumns: readonly TaskColumn[], withCursor: boolean): Statement<SqlValue[], TaskRow> {
-    const key = `${filterColumns.join(",")}|${withCursor ? "C" : "-"}`;
-    let statement = this.listStatements.get(key);
-    if (statement === undefined) {
-      const conditions = filterColumns.map((c) => `${c} = ?`);
-      if (withCursor) conditions.push("seq < ?");
-      const where = conditions.length === 0 ? "" : `WHERE ${conditions.join(" AND ")}`;
-      statement = this.db.prepare<SqlValue[], TaskRow>(`SELECT * FROM tasks ${where} ORDER BY seq DESC LIMIT ?`);
-      if (this.listStatements.size >= STATEMENT_CACHE_LIMIT) this.listStatements.clear();
-      this.listStatements.set(key, statement);
-    }
-    return statement;
+  /** A step on a parent: its write, and on a miss the row as it is now, in one transaction. */
+  private unheld(step: StoreStep, id: string, write: () => TaskRow | undefined): StepResult {
+    return this.attempt(step, () => this.step(() => this.answer(step, id, write())));
+  }
+
+  private answer(step: StoreStep, id: string, row: TaskRow | undefined, claim?: LeaseClaim): StepResult {
+    const read = (): Task | null => {
+      const now = this.statements.get.get(id);
+      return now === undefined ? null : rowToTask(now);
+    };
+    return stepResult(step, row === undefined ? null : rowToTask(row), read, claim);
   }
 
   /** Runs a driver call; DocqErrors pass through, anything else becomes STORE_UNAVAILABLE naming the operation and file. */
