@@ -15,10 +15,11 @@ import {
 } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { endedCleanly, endOfRun, lastLine, type RunEnd } from "./launch/job-process.mjs";
 import { isOwnerAlive, killOrphans, OWNER } from "./launch/leftovers.mjs";
 import { inProcessLauncher, type ScriptLauncher } from "./launch/script-launcher.js";
 import { z } from "zod";
-import { jobEnvironment } from "./job-env.js";
+import { jobEnvironmentOf } from "./job-env.js";
 import { formatZodIssues } from "../model/zod-issues.js";
 import type { JobDefinition } from "./job-registry.js";
 
@@ -50,6 +51,11 @@ export class JobFailedError extends Error {
     this.canceled = fields.canceled ?? false;
     this.stderrTail = fields.stderrTail;
   }
+}
+
+/** The error of a run docq stopped before it started: canceled already, or the worker is shutting down. */
+export function stoppedBeforeStart(job: { name: string }, why: "cancel" | "stop"): JobFailedError {
+  return new JobFailedError(`job "${job.name}" ${endOfRun({ stoppedFor: why })}`, { exitCode: null, canceled: true, stderrTail: "" });
 }
 
 export interface WorkDir {
@@ -271,7 +277,7 @@ export async function runJob(
   opts: { workDir: string; signal?: AbortSignal; onSpawn?: (pid: number) => void; launcher?: ScriptLauncher },
 ): Promise<JobAnswer> {
   const { signal } = opts;
-  if (signal?.aborted) throw new JobFailedError(`job "${job.name}" was canceled`, { exitCode: null, canceled: true, stderrTail: "" });
+  if (signal?.aborted) throw stoppedBeforeStart(job, "cancel");
 
   const run = (opts.launcher ?? inProcessLauncher).launch({
     command: job.command,
@@ -279,7 +285,7 @@ export async function runJob(
     cwd: opts.workDir,
     input: requestLine(request),
     // Only what a job may see: no secret of the server's (job-env.ts).
-    env: jobEnvironment({ jobEnv: job.env, passEnv: job.passEnv, workDir: opts.workDir }),
+    env: jobEnvironmentOf(job, opts.workDir),
     maxStdoutBytes: STDOUT_MAX_BYTES,
     stderrTailChars: STDERR_TAIL_CHARS,
   });
@@ -315,16 +321,23 @@ export async function runJob(
   const { stderrTail } = result;
 
   const fail = (message: string): JobFailedError =>
-    new JobFailedError(`job "${job.name}" ${message}`, { exitCode: result.exitCode ?? null, timedOut, canceled, stderrTail });
-  const lastErr = lastLine(stderrTail);
-  const withStderr = lastErr === "" ? "" : `: ${lastErr}`;
-
-  if (canceled) throw fail("was canceled");
-  if (timedOut) throw fail(`timed out after ${job.timeoutMs} ms`);
-  if (result.isMaxBuffer) throw fail(`printed more than ${STDOUT_MAX_BYTES} bytes on stdout`);
-  if (result.startError !== undefined) throw fail(`could not start: ${result.startError}`);
-  if (result.signal !== undefined) throw fail(`was killed by ${result.signal}${withStderr}`);
-  if (result.exitCode !== 0) throw fail(`exited with code ${result.exitCode}${withStderr}`);
+    new JobFailedError(`job "${job.name}" ${message}`, {
+      exitCode: result.exitCode ?? null,
+      timedOut,
+      canceled,
+      stderrTail,
+    });
+  // A cancel after a timeout says canceled: the task was canceled, whatever the script did.
+  const stoppedFor = canceled ? "cancel" : timedOut ? "timeout" : undefined;
+  const end: RunEnd = {
+    ...(stoppedFor === undefined ? {} : { stoppedFor, timeoutMs: job.timeoutMs }),
+    ...(result.isMaxBuffer ? { stdoutOverflowBytes: STDOUT_MAX_BYTES } : {}),
+    ...(result.startError === undefined ? {} : { startError: result.startError }),
+    signal: result.signal ?? null,
+    exitCode: result.exitCode ?? null,
+    stderrTail,
+  };
+  if (!endedCleanly(end)) throw fail(endOfRun(end));
 
   const answer = parseAnswer(lastLine(result.stdout));
   if (typeof answer === "string") throw fail(`printed no valid answer on stdout: ${answer}`);
@@ -564,14 +577,4 @@ function parseAnswer(line: string): Answer | string {
 export function checkAnswer(json: unknown): Answer | string {
   const result = AnswerSchema.safeParse(json);
   return result.success ? result.data : formatZodIssues(result.error.issues);
-}
-
-/** The last non-empty line of `text`, trimmed ("" when there is none). */
-export function lastLine(text: string): string {
-  const lines = text.split("\n");
-  for (let i = lines.length - 1; i >= 0; i--) {
-    const line = (lines[i] ?? "").trim();
-    if (line !== "") return line;
-  }
-  return "";
 }

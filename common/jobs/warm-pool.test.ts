@@ -393,7 +393,7 @@ done
       path.join(folder, "main.mjs"),
       `import { writeFileSync } from "node:fs";
 import { serve } from ${JSON.stringify(JS_HELPER)};
-import { name } from "../answer.mjs";
+import { name } from "./answer.mjs";
 serve((req) => { writeFileSync(req.outputDir + "/" + name, JSON.stringify({ pid: process.pid })); return name; });
 `,
     );

@@ -2,7 +2,8 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { JobDefinition } from "./job-registry.js";
-import { JobFailedError, placeAnswer, type JobAnswer, type JobRequest } from "./job-runner.js";
+import type { JobExecutor } from "./executor.js";
+import { JobFailedError, placeAnswer, stoppedBeforeStart, type JobAnswer, type JobRequest } from "./job-runner.js";
 import { WarmProcess, type WarmExit, type WarmProcessState } from "./warm-process.js";
 
 /*
@@ -74,7 +75,7 @@ interface JobGroup {
   restartAt: number;
 }
 
-export class WarmPool {
+export class WarmPool implements JobExecutor {
   private readonly opts: WarmPoolOptions;
   private readonly groups = new Map<string, JobGroup>();
   /** Every process not yet exited, retiring ones included. */
@@ -91,14 +92,14 @@ export class WarmPool {
   }
 
   /**
-   * Runs one request on a warm process of `job` and returns what runJob would: the same JobAnswer,
-   * the same JobFailedError (timedOut, canceled, an exit, an invalid answer).
+   * Runs one request on a warm process of `job` and returns what a one-shot run would: the same
+   * JobAnswer, the same JobFailedError (timedOut, canceled, an exit, an invalid answer).
    */
   async run(job: JobDefinition, request: JobRequest, opts: { workDir: string; signal?: AbortSignal }): Promise<JobAnswer> {
-    if (this.stopping) throw new JobFailedError(`job "${job.name}" was stopped: the worker is shutting down`, { exitCode: null, canceled: true, stderrTail: "" });
-    if (opts.signal?.aborted) throw new JobFailedError(`job "${job.name}" was canceled`, { exitCode: null, canceled: true, stderrTail: "" });
+    if (this.stopping) throw stoppedBeforeStart(job, "stop");
+    if (opts.signal?.aborted) throw stoppedBeforeStart(job, "cancel");
     const group = await this.groupFor(job);
-    if (this.stopping) throw new JobFailedError(`job "${job.name}" was stopped: the worker is shutting down`, { exitCode: null, canceled: true, stderrTail: "" });
+    if (this.stopping) throw stoppedBeforeStart(job, "stop");
     const proc = this.acquire(group);
     let reply;
     try {

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { jobEnvironment } from "./job-env.js";
+import { jobEnvironmentOf } from "./job-env.js";
 import type { JobDefinition } from "./job-registry.js";
-import { checkAnswer, JobFailedError, lastLine, removeTree, STDERR_TAIL_CHARS, STDOUT_MAX_BYTES, warmRequestLine, type Answer, type JobRequest } from "./job-runner.js";
-import { endRun, killRun, newRunId, OWNER, RUN_ID_VAR, type RunScope } from "./launch/leftovers.mjs";
+import { checkAnswer, JobFailedError, removeTree, STDERR_TAIL_CHARS, STDOUT_MAX_BYTES, warmRequestLine, type Answer, type JobRequest } from "./job-runner.js";
+import { endOfRun, killRunNow, markedEnv, StderrTail } from "./launch/job-process.mjs";
+import { endRun, newRunId, OWNER, type RunScope } from "./launch/leftovers.mjs";
 
 /*
  * One warm job process: started once, it reads one JSON request per line on stdin and answers one
@@ -77,7 +78,7 @@ export class WarmProcess {
   private killedFor: WarmKillReason | null = null;
   private protocolProblem = "";
   private stdoutBuffer = "";
-  private stderrTail = "";
+  private readonly stderrTail = new StderrTail(STDERR_TAIL_CHARS);
   /** The timeout of the request it holds (or held last), for the message. */
   private timeoutMs = 0;
   private exitStatus: { code: number | null; signal: NodeJS.Signals | null } | null = null;
@@ -102,7 +103,7 @@ export class WarmProcess {
     const startedAt = Date.now();
     this.child = spawn(job.command, job.args, {
       cwd: this.cwd,
-      env: { ...jobEnvironment({ jobEnv: job.env, passEnv: job.passEnv, workDir: this.cwd }), [RUN_ID_VAR]: this.runId },
+      env: markedEnv(jobEnvironmentOf(job, this.cwd), this.runId),
       detached: true,
       stdio: ["pipe", "pipe", "pipe"],
     });
@@ -112,10 +113,7 @@ export class WarmProcess {
     this.child.stdout.setEncoding("utf8");
     this.child.stdout.on("data", (chunk: string) => this.onStdout(chunk));
     this.child.stderr.setEncoding("utf8");
-    this.child.stderr.on("data", (chunk: string) => {
-      this.stderrTail += chunk;
-      if (this.stderrTail.length > 2 * STDERR_TAIL_CHARS) this.stderrTail = this.stderrTail.slice(-STDERR_TAIL_CHARS);
-    });
+    this.child.stderr.on("data", (chunk: string) => this.stderrTail.add(chunk));
     this.child.stdout.on("error", () => undefined); // a broken pipe: its exit says why
     this.child.stderr.on("error", () => undefined);
     this.child.on("error", (err) => {
@@ -146,7 +144,7 @@ export class WarmProcess {
   request(requestId: string, request: JobRequest, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<WarmReply> {
     if (this.stateValue !== "idle") throw new Error(`warm process ${this.pid} of job "${this.job.name}" is ${this.stateValue}, not idle`);
     this.stateValue = "busy";
-    this.stderrTail = "";
+    this.stderrTail.clear();
     this.timeoutMs = opts.timeoutMs;
     return new Promise<WarmReply>((resolve, reject) => {
       const { signal } = opts;
@@ -246,7 +244,7 @@ export class WarmProcess {
     this.stateValue = "idle";
     // Settled after the poll phase, so stderr written before the answer (a traceback) is in its tail.
     setImmediate(() => {
-      const stderrTail = this.stderrTail.slice(-STDERR_TAIL_CHARS);
+      const stderrTail = this.stderrTail.text;
       const fail = (message: string): JobFailedError => new JobFailedError(`job "${this.job.name}" ${message}`, { exitCode: null, stderrTail });
       if (error !== undefined) {
         pending.reject(fail(typeof error === "string" ? `failed: ${error}` : `printed no valid answer on stdout: error: must be a string`));
@@ -260,14 +258,7 @@ export class WarmProcess {
 
   /** SIGKILL to its process group and to every process carrying its run mark. */
   private killGroup(): void {
-    // Never 0 or below: kill(-0) would signal this process's own group.
-    if (this.pid === undefined || this.pid <= 0) return;
-    try {
-      process.kill(-this.pid, "SIGKILL");
-    } catch {
-      // ESRCH: the group is already gone.
-    }
-    killRun(this.runId, this.scope);
+    killRunNow(this.pid, this.runId, this.scope);
   }
 
   private finalize(): void {
@@ -285,7 +276,7 @@ export class WarmProcess {
 
   /** Fails the request it held (if any), removes its cwd and then resolves `exited`. */
   private settle(): void {
-    const stderrTail = this.stderrTail.slice(-STDERR_TAIL_CHARS);
+    const stderrTail = this.stderrTail.text;
     const description = this.describeEnd(stderrTail);
     const pending = this.pending;
     this.pending = null;
@@ -312,12 +303,9 @@ export class WarmProcess {
   }
 
   private describeEnd(stderrTail: string, beforeAnswering = false): string {
-    if (this.spawnError !== null) return `could not start: ${this.spawnError.message}`;
-    const lastErr = lastLine(stderrTail);
-    const withStderr = lastErr === "" ? "" : `: ${lastErr}`;
+    if (this.spawnError !== null) return endOfRun({ startError: this.spawnError.message });
     const { code, signal } = this.exitStatus ?? { code: null, signal: null };
-    if (signal !== null) return `was killed by ${signal}${withStderr}`;
-    return `exited with code ${code ?? "?"}${beforeAnswering ? " before answering" : ""}${withStderr}`;
+    return endOfRun({ signal, exitCode: code, stderrTail, beforeAnswering });
   }
 
   /** The error of the request it held when it ended, in runJob's words. */
@@ -326,13 +314,13 @@ export class WarmProcess {
     const code = this.exitStatus?.code ?? null;
     switch (this.killedFor) {
       case "timeout":
-        return new JobFailedError(`${name} timed out after ${this.timeoutMs} ms`, { exitCode: code, timedOut: true, stderrTail });
+        return new JobFailedError(`${name} ${endOfRun({ stoppedFor: "timeout", timeoutMs: this.timeoutMs })}`, { exitCode: code, timedOut: true, stderrTail });
       case "cancel":
-        return new JobFailedError(`${name} was canceled`, { exitCode: code, canceled: true, stderrTail });
+        return new JobFailedError(`${name} ${endOfRun({ stoppedFor: "cancel" })}`, { exitCode: code, canceled: true, stderrTail });
       case "stop":
       case "recycle":
       case "idle":
-        return new JobFailedError(`${name} was stopped: the worker is shutting down`, { exitCode: code, canceled: true, stderrTail });
+        return new JobFailedError(`${name} ${endOfRun({ stoppedFor: "stop" })}`, { exitCode: code, canceled: true, stderrTail });
       case "protocol":
         return new JobFailedError(`${name} (warm process ${this.pid}) ${this.protocolProblem}`, { exitCode: code, stderrTail });
       case null:

@@ -3,18 +3,8 @@
 // (spawner-child.mjs) can use it without a TypeScript loader; the worker uses it too
 // (script-launcher.ts), so both start scripts exactly alike. Types: launch-script.d.mts.
 import { execa } from "execa";
-import { endRun, killRun, newRunId, RUN_ID_VAR } from "./leftovers.mjs";
-
-/** Kills a script's whole process group; a group already gone is not an error. */
-export function killGroup(pid) {
-  // Never 0 or below: kill(-0) would signal this process's own group.
-  if (!Number.isInteger(pid) || pid <= 0) return;
-  try {
-    process.kill(-pid, "SIGKILL");
-  } catch {
-    // ESRCH: the group is already gone.
-  }
-}
+import { killRunNow, markedEnv, StderrTail } from "./job-process.mjs";
+import { endRun, newRunId } from "./leftovers.mjs";
 
 /**
  * Starts the script. Every process of the run carries a mark in its environment (leftovers.mjs):
@@ -27,7 +17,7 @@ export function launchScript(spec) {
   const subprocess = execa(spec.command, spec.args, {
     cwd: spec.cwd,
     input: spec.input,
-    env: { ...spec.env, [RUN_ID_VAR]: runId },
+    env: markedEnv(spec.env, runId),
     extendEnv: false,
     detached: true,
     reject: false,
@@ -35,24 +25,18 @@ export function launchScript(spec) {
     buffer: { stdout: true, stderr: false },
     maxBuffer: { stdout: spec.maxStdoutBytes },
   });
-  let stderrTail = "";
+  const stderrTail = new StderrTail(spec.stderrTailChars);
   subprocess.stderr.setEncoding("utf8");
-  subprocess.stderr.on("data", (chunk) => {
-    stderrTail += chunk;
-    if (stderrTail.length > 2 * spec.stderrTailChars) stderrTail = stderrTail.slice(-spec.stderrTailChars);
-  });
+  subprocess.stderr.on("data", (chunk) => stderrTail.add(chunk));
   const { pid } = subprocess;
   const scope = pid === undefined ? undefined : { firstPid: pid, startedAt };
-  const killAll = () => {
-    killGroup(pid);
-    return pid === undefined ? 0 : killRun(runId, scope);
-  };
+  const killAll = () => killRunNow(pid, runId, scope);
   // Leftovers of a finished script would hold stdout open (delaying the result) and outlive the work dir.
   subprocess.once("exit", killAll);
   const result = subprocess.then(async (r) => {
     // Once more, until a pass finds none: a process may have forked while the pass at exit ran.
     if (pid !== undefined) await endRun(runId, scope);
-    const out = { stdout: typeof r.stdout === "string" ? r.stdout : "", stderrTail: stderrTail.slice(-spec.stderrTailChars), isMaxBuffer: r.isMaxBuffer };
+    const out = { stdout: typeof r.stdout === "string" ? r.stdout : "", stderrTail: stderrTail.text, isMaxBuffer: r.isMaxBuffer };
     if (r.exitCode !== undefined) out.exitCode = r.exitCode;
     if (r.signal !== undefined) out.signal = r.signal;
     if (r.exitCode === undefined && r.signal === undefined) out.startError = r.cause instanceof Error ? r.cause.message : String(r.cause);

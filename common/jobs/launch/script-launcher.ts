@@ -37,7 +37,7 @@ export interface ScriptLauncher {
 
 /**
  * Starts scripts from this process with execa. Forking costs more the larger the forking process
- * is (../shared/PLATFORM.md), so a large process hands this to the spawner (common/spawner.ts).
+ * is, so a large process hands this to the spawner (spawner.ts).
  */
 export const inProcessLauncher: ScriptLauncher = {
   launch(spec) {

@@ -15,7 +15,7 @@ interface Pending {
 /**
  * Starts job scripts through a small helper process (common/jobs/launch/spawner-child.mjs) instead of forking
  * this one: a worker holding a broker, SQLite and HTTP is several times the size of the helper, and
- * a fork costs in proportion (../shared/PLATFORM.md); it also takes the fork off this event loop.
+ * a fork costs in proportion (its page tables are copied); it also takes the fork off this event loop.
  * The helper is started on first use and again after it dies; runs it held then fail (and retry).
  */
 export class Spawner implements ScriptLauncher {

@@ -1,0 +1,33 @@
+import type { RunScope } from "./leftovers.mjs";
+
+export function markedEnv(env: Record<string, string | undefined>, runId: string): Record<string, string | undefined>;
+export function killGroup(pid: number | undefined): void;
+export function killRunNow(pid: number | undefined, runId: string, scope: RunScope | undefined): number;
+
+export class StderrTail {
+  constructor(chars: number);
+  add(chunk: string): void;
+  clear(): void;
+  readonly text: string;
+}
+
+export function lastLine(text: string): string;
+
+/** How a run ended, as far as docq saw it. */
+export interface RunEnd {
+  /** Why docq ended it, when it did. */
+  stoppedFor?: "cancel" | "timeout" | "stop";
+  /** The timeout it had (for `timed out after ... ms`). */
+  timeoutMs?: number;
+  /** Set when it printed more than this on stdout. */
+  stdoutOverflowBytes?: number;
+  startError?: string;
+  signal?: string | null;
+  exitCode?: number | null;
+  stderrTail?: string;
+  /** A warm process that exited while it held a request. */
+  beforeAnswering?: boolean;
+}
+
+export function endOfRun(end: RunEnd): string;
+export function endedCleanly(end: RunEnd): boolean;
