@@ -12,7 +12,8 @@ import { SqliteTaskStore } from "../common/store/sqlite/sqlite-task-store.js";
 import { TaskQueue } from "../common/queue/task-queue.js";
 import { createWorkDir } from "../common/jobs/job-runner.js";
 import { WarmPool } from "../common/jobs/warm-pool.js";
-import { WorkerPool, type QueueClient } from "../common/worker/worker-pool.js";
+import type { WorkerQueue } from "../common/queue/queue-client.js";
+import { WorkerPool } from "../common/worker/worker-pool.js";
 import { runDirectReference, type DirectResult } from "./direct-spawn.js";
 import { round } from "./report.js";
 
@@ -94,13 +95,12 @@ export async function measurePool(opts: {
     if (task.status !== "output") failed++;
     if (waiting.size === 0) onDone?.();
   });
-  const client: QueueClient = {
+  const client: WorkerQueue = {
     pull: (owner, max) => queue.pull(owner, max),
     heartbeat: (owner, ids) => queue.heartbeat(owner, ids),
-    complete: (claim, result) => queue.complete(claim, result),
+    succeed: (claim, result) => queue.succeed(claim, result),
     fail: (claim, error, o) => queue.fail(claim, error, o),
     split: (claim, children, processedBy) => queue.split(claim, children, processedBy),
-    mergeInputs: (id) => queue.mergeInputs(id),
   };
   const pool = new WorkerPool({
     owner: "bench-worker",

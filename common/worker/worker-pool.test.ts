@@ -10,9 +10,11 @@ import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { JobRegistry } from "../jobs/job-registry.js";
 import { blobKeys, newTaskId } from "../queue/new-task.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
-import { TaskQueue, type LeaseClaim, type TaskQueueOptions } from "../queue/task-queue.js";
+import type { LeaseClaim, WorkerLoad } from "../model/claims.js";
+import type { WorkerQueue } from "../queue/queue-client.js";
+import { TaskQueue, type TaskQueueOptions } from "../queue/task-queue.js";
 import type { Task } from "../model/task-model.js";
-import { WorkerPool, type QueueClient, type WorkerLoad, type WorkerPoolOptions } from "./worker-pool.js";
+import { WorkerPool, type WorkerPoolOptions } from "./worker-pool.js";
 
 const OWNER = "worker@test";
 const PROCESSED_BY = { site: "test", node: "n1" };
@@ -57,9 +59,9 @@ interface Harness {
   queue: TaskQueue;
   blobs: FsBlobStore;
   registry: JobRegistry;
-  client: QueueClient;
+  client: WorkerQueue;
   calls: {
-    complete: { claim: LeaseClaim; accepted: boolean }[];
+    succeed: { claim: LeaseClaim; accepted: boolean }[];
     fail: { claim: LeaseClaim; error: string; retryable: boolean }[];
     pulls: Promise<Task[]>[];
     heartbeats: { ids: string[]; load: WorkerLoad }[];
@@ -79,9 +81,9 @@ async function setUp(queueOpts: Partial<TaskQueueOptions> = {}): Promise<void> {
   const queue = new TaskQueue({ store, site: "test", leaseMs: 30_000, backoffBaseMs: 10, backoffMaxMs: 100, requeueWorkOnReload: false, maxSplitDepth: 3, ...queueOpts });
   const blobs = await FsBlobStore.open(path.join(dir, "blobs"));
   const registry = new JobRegistry({ dir: jobsDir, defaultTimeoutMs: 20_000 });
-  const calls: Harness["calls"] = { complete: [], fail: [], pulls: [], heartbeats: [] };
-  // The worker's QueueClient as direct calls: each goes straight to the real queue (and is noted).
-  const client: QueueClient = {
+  const calls: Harness["calls"] = { succeed: [], fail: [], pulls: [], heartbeats: [] };
+  // The worker's WorkerQueue as direct calls: each goes straight to the real queue (and is noted).
+  const client: WorkerQueue = {
     pull: (owner, max) => {
       const pulled = queue.pull(owner, max);
       calls.pulls.push(pulled);
@@ -91,9 +93,9 @@ async function setUp(queueOpts: Partial<TaskQueueOptions> = {}): Promise<void> {
       calls.heartbeats.push({ ids, load });
       return queue.heartbeat(owner, ids);
     },
-    complete: async (claim, result) => {
-      const accepted = await queue.complete(claim, result);
-      calls.complete.push({ claim, accepted });
+    succeed: async (claim, result) => {
+      const accepted = await queue.succeed(claim, result);
+      calls.succeed.push({ claim, accepted });
       return accepted;
     },
     fail: async (claim, error, opts) => {
@@ -101,7 +103,6 @@ async function setUp(queueOpts: Partial<TaskQueueOptions> = {}): Promise<void> {
       return queue.fail(claim, error, opts);
     },
     split: (claim, children, processedBy) => queue.split(claim, children, processedBy),
-    mergeInputs: (id) => queue.mergeInputs(id),
   };
   h = { dir, marks, workRoot, store, queue, blobs, registry, client, calls, pools: [] };
 }
@@ -208,7 +209,7 @@ describe("WorkerPool", () => {
       assert.equal(await blobText(blobKeys.input(t.id)), docs[i], "the input is left as it was");
     }
     assert.equal(h.calls.fail.length, 0);
-    assert.ok(h.calls.complete.every((c) => c.accepted));
+    assert.ok(h.calls.succeed.every((c) => c.accepted));
     await waitFor(() => pool.held === 0, "the pool to be idle");
     assert.deepEqual(await fs.readdir(h.workRoot), [], "every per-run work dir is removed");
   });
@@ -300,14 +301,14 @@ describe("WorkerPool", () => {
     assert.equal(done.output, null);
     assert.match(done.error ?? "", /^job "broken" exited with code 3: broken: cannot parse page 3\n--- stderr \(tail\) ---\nfirst line of chatter\nbroken: cannot parse page 3$/);
     assert.deepEqual(
-      h.calls.fail.map((f) => [f.claim.attempt, f.retryable]),
+      h.calls.fail.map((f) => [f.claim.tries, f.retryable]),
       [
         [1, true],
         [2, true],
         [3, true],
       ],
     );
-    assert.equal(h.calls.complete.length, 0);
+    assert.equal(h.calls.succeed.length, 0);
     assert.deepEqual(await fs.readdir(path.join(h.blobs.root, t.id)), ["input"], "no output blob is left");
   });
 
@@ -340,7 +341,7 @@ describe("WorkerPool", () => {
     assert.equal(after.status, "canceled");
     assert.equal(after.error, "canceled");
     assert.equal(h.calls.fail.length, 0, "a canceled run reports nothing");
-    assert.equal(h.calls.complete.length, 0);
+    assert.equal(h.calls.succeed.length, 0);
     assert.equal(pool.cancel(t.id), false, "no longer running here");
     assert.equal(pool.cancel("test-01JAAAAAAAAAAAAAAAAAAAAAAA"), false);
   });
@@ -365,7 +366,7 @@ describe("WorkerPool", () => {
     assert.equal(after.tries, 1);
     assert.match(after.error ?? "", /^lease expired/);
     assert.equal(h.calls.fail.length, 0);
-    assert.equal(h.calls.complete.length, 0);
+    assert.equal(h.calls.succeed.length, 0);
     const carrying = h.calls.heartbeats.filter((hb) => hb.ids.includes(t.id));
     assert.ok(carrying.length > 0);
     for (const hb of carrying) assert.deepEqual(hb, { ids: [t.id], load: { slots: 1, busy: 1 } }, "a heartbeat names the running tasks and the load");
@@ -382,8 +383,8 @@ describe("WorkerPool", () => {
     await waitFor(async () => (await h.queue.sweepExpiredLeases()) === 1, "the lease to expire and be swept");
     await fs.writeFile(go, "");
     // The slot frees when the script ends; storing and reporting come after it, so wait for the report.
-    await waitFor(() => h.calls.complete.length > 0, "the late run to report");
-    assert.deepEqual(h.calls.complete.map((c) => c.accepted), [false]);
+    await waitFor(() => h.calls.succeed.length > 0, "the late run to report");
+    assert.deepEqual(h.calls.succeed.map((c) => c.accepted), [false]);
     const after = await task(t.id);
     assert.equal(after.status, "input");
     assert.equal(after.output, null);
@@ -405,7 +406,7 @@ describe("WorkerPool", () => {
     assert.equal(pool.busy, 0);
     await waitFor(() => pids.every(isGone), "every script of the pool to be killed");
     assert.equal(h.calls.fail.length, 0, "a shutdown reports nothing: the leases lapse and the queue requeues");
-    assert.equal(h.calls.complete.length, 0);
+    assert.equal(h.calls.succeed.length, 0);
     for (const t of [a, b]) assert.equal((await task(t.id)).status, "work");
     const pullsBefore = h.calls.pulls.length;
     const c = await submit("long", "c");

@@ -1,34 +1,13 @@
-import { closeSync, createReadStream, createWriteStream, readSync } from "node:fs";
 import os from "node:os";
-import path from "node:path";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import type { BlobStore } from "../blobs/blob-store.js";
-import { ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
-import type { JobDefinition, JobRegistry } from "../jobs/job-registry.js";
-import { createWorkDir, JobFailedError, openInWorkDir, runJob, type JobAnswer, type JobMode, type JobRequest } from "../jobs/job-runner.js";
-import { blobKeys } from "../queue/new-task.js";
-import type { ChildSpec, LeaseClaim } from "../queue/task-queue.js";
-import type { ProcessedBy, Task } from "../model/task-model.js";
-import { Spawner } from "../jobs/launch/spawner.js";
+import { executorFor, OneShotExecutor } from "../jobs/executor.js";
+import type { JobRegistry } from "../jobs/job-registry.js";
 import { WarmPool, type WarmPoolOptions, type WarmProcessInfo } from "../jobs/warm-pool.js";
-
-/** How a worker reaches its site's queue: direct calls in tests, broker calls in services. */
-export interface QueueClient {
-  pull(owner: string, max: number): Promise<Task[]>;
-  /** Renews the leases of `ids`; answers the ids no longer held. Also tells the queue the worker's load. */
-  heartbeat(owner: string, ids: string[], load: WorkerLoad): Promise<string[]>;
-  complete(claim: LeaseClaim, result: { output: string; processedBy: ProcessedBy }): Promise<boolean>;
-  fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean>;
-  split(claim: LeaseClaim, children: ChildSpec[], processedBy: ProcessedBy): Promise<boolean>;
-  /** The output keys of a parent's children, in order. */
-  mergeInputs(id: string): Promise<string[]>;
-}
-
-export interface WorkerLoad {
-  slots: number;
-  busy: number;
-}
+import type { LeaseClaim, PulledTask } from "../model/claims.js";
+import { errorMessage } from "../model/errors.js";
+import type { ProcessedBy } from "../model/task-model.js";
+import type { WorkerQueue } from "../queue/queue-client.js";
+import { runLeasedTask, type AttemptReport, type LeasedRun, type TaskRunContext } from "./task-run.js";
 
 export interface WorkerLog {
   info(msg: string): void;
@@ -45,7 +24,7 @@ export interface WorkerPoolOptions {
   heartbeatMs: number;
   /** A pull now and then even without a wake-up, in case a "task queued" event was lost. */
   pollMs: number;
-  client: QueueClient;
+  client: WorkerQueue;
   blobs: BlobStore;
   registry: JobRegistry;
   /** Where per-run temp dirs go; the OS temp dir by default. */
@@ -69,12 +48,10 @@ interface Running {
   holdsSlot: boolean;
 }
 
-/** Appended to a failure's message so the task's error shows what the script said. */
-const STDERR_HEADER = "\n--- stderr (tail) ---\n";
-
 /**
- * A worker's execution slots: pulls tasks when a slot is free (or when woken), runs each job
- * script in its own temp dir, stores the output and reports the result under its lease.
+ * A worker's execution slots: pulls tasks when a slot is free (or when woken), hands each to
+ * runLeasedTask (task-run.ts: its script in its own temp dir, its output stored) and reports the
+ * result to the queue under its lease, which it keeps alive with heartbeats.
  *
  * A task holds its slot while its script runs (input download included); storing the output and
  * reporting the result come after, outside the slot, so the next script starts meanwhile. At most
@@ -94,19 +71,17 @@ export class WorkerPool {
   private readonly finished = new Set<Promise<void>>();
   /** The processes of warm jobs (job.yaml `warm: true`), at most one per slot per job. */
   private readonly warm: WarmPool;
-  /** Where per-run temp dirs go, resolved once (os.tmpdir() reads the environment at each call). */
-  private readonly workRoot: string;
-
-  /** Start one-shot scripts when `useSpawner` is set (see WorkerPoolOptions), taken in turn. */
-  private readonly spawners: Spawner[];
-  private nextSpawner = 0;
+  private readonly oneShot: OneShotExecutor;
+  private readonly taskRun: TaskRunContext;
 
   constructor(opts: WorkerPoolOptions) {
-    // Two helpers fork in parallel (one fork at a time each); more buys nothing on a 2-core machine.
-    this.spawners = opts.useSpawner === true ? Array.from({ length: Math.min(opts.slots, 2) }, () => new Spawner()) : [];
     this.opts = opts;
-    this.workRoot = opts.workRoot ?? os.tmpdir();
-    this.warm = new WarmPool({ ...opts.warm, log: opts.log, workRoot: this.workRoot });
+    // Resolved once: os.tmpdir() reads the environment at each call.
+    const workRoot = opts.workRoot ?? os.tmpdir();
+    this.warm = new WarmPool({ ...opts.warm, log: opts.log, workRoot });
+    this.oneShot = new OneShotExecutor({ useSpawner: opts.useSpawner === true, slots: opts.slots });
+    const executors = { oneShot: this.oneShot, warm: this.warm };
+    this.taskRun = { registry: opts.registry, blobs: opts.blobs, workRoot, executorOf: (job) => executorFor(job, executors) };
   }
 
   /** Slots in use: tasks whose script runs (or is about to). */
@@ -139,7 +114,7 @@ export class WorkerPool {
     const warmStopped = this.warm.stop();
     await Promise.allSettled([...this.finished]);
     await warmStopped;
-    await Promise.all(this.spawners.map((s) => s.stop()));
+    await this.oneShot.stop();
   }
 
   /** Called on "task queued": pulls at once if a slot is free. */
@@ -177,11 +152,19 @@ export class WorkerPool {
     return true;
   }
 
-  private start1(task: Task): void {
-    const run: Running = { claim: { id: task.id, owner: this.opts.owner, attempt: task.tries }, abort: new AbortController(), stopped: null, holdsSlot: true };
+  private start1(task: PulledTask): void {
+    const run: Running = { claim: { id: task.id, owner: this.opts.owner, tries: task.tries }, abort: new AbortController(), stopped: null, holdsSlot: true };
     this.running.set(task.id, run);
     this.inSlot++;
-    const done = this.execute(task, run).finally(() => {
+    const leased: LeasedRun = {
+      task,
+      tries: task.tries,
+      signal: run.abort.signal,
+      stoppedFor: () => run.stopped,
+      scriptOver: () => this.freeSlot(run),
+      report: (report) => this.report(run, report),
+    };
+    const done = runLeasedTask(leased, this.taskRun).finally(() => {
       this.freeSlot(run);
       this.running.delete(task.id);
       this.finished.delete(done);
@@ -203,86 +186,21 @@ export class WorkerPool {
     run.abort.abort();
   }
 
-  private async execute(task: Task, run: Running): Promise<void> {
-    const { client, blobs, processedBy } = this.opts;
-    /** Blobs this attempt wrote: removed again unless the queue accepted the result. */
-    const written: string[] = [];
-    try {
-      const job = await this.opts.registry.resolve(task.job);
-      const mode = modeOf(task, job);
-      const work = await createWorkDir(this.workRoot);
-      let answer: JobAnswer;
-      /** Files of the work dir already stored: deleted with it. */
-      let stored: string[] = [];
-      try {
-        const documents =
-          mode === "merge"
-            ? { inputs: await Promise.all((await client.mergeInputs(task.id)).map((key, i) => this.localFile(key, work.path, `input-${i}`))) }
-            : task.input === null
-              ? {}
-              : { input: await this.localFile(task.input, work.path, "input") };
-        const request: JobRequest = {
-          mode,
-          ...documents,
-          outputDir: work.outputDir,
-          params: task.params,
-          task: { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth },
-        };
-        const launcher = this.spawners.length === 0 ? undefined : this.spawners[this.nextSpawner++ % this.spawners.length];
-        const runOpts = { workDir: work.path, signal: run.abort.signal, ...(launcher === undefined ? {} : { launcher }) };
-        try {
-          answer = job.warm ? await this.warm.run(job, request, runOpts) : await runJob(job, request, runOpts);
-        } finally {
-          this.freeSlot(run);
-        }
-        if (answer.kind === "output") {
-          const key = blobKeys.output(task.id, run.claim.attempt);
-          written.push(key);
-          await putFile(blobs, key, answer.output, work.path);
-          stored = [answer.output];
-        } else {
-          for (const [i, child] of answer.children.entries()) {
-            const key = blobKeys.splitPart(task.id, run.claim.attempt, i);
-            written.push(key);
-            await putFile(blobs, key, child.input, work.path);
-          }
-          stored = answer.children.map((c) => c.input);
-        }
-      } finally {
-        await work.remove(stored);
-      }
-      if (run.stopped !== null) throw new Error(`stopped: ${run.stopped}`);
-      let accepted: boolean;
-      if (answer.kind === "output") {
-        accepted = await client.complete(run.claim, { output: written[0]!, processedBy });
-      } else {
-        const children = answer.children.map((c, i) => ({ input: written[i]!, ...(c.params === undefined ? {} : { params: c.params }) }));
-        accepted = await client.split(run.claim, children, processedBy);
-      }
-      if (!accepted) {
-        await Promise.all(written.map((key) => blobs.delete(key)));
-      } else if (answer.kind === "output") {
-        // An attempt that crashed after storing its output left it behind: only this one counts now.
-        await Promise.all(Array.from({ length: run.claim.attempt - 1 }, (_, i) => blobs.delete(blobKeys.output(task.id, i + 1)))).catch(() => undefined);
-      }
-    } catch (err) {
-      await Promise.all(written.map((key) => blobs.delete(key))).catch(() => undefined);
-      if (run.stopped !== null) return;
-      const retryable = !isDocqError(err, ERROR_CODE.JobNotFound) && !isDocqError(err, ERROR_CODE.BadRequest);
-      await client.fail(run.claim, failureText(err), { retryable, processedBy }).catch((reportErr: unknown) => {
-        // The lease will lapse and the queue retries the task: nothing is lost, only delayed.
-        this.opts.log.warn(`could not report the failure of ${task.id}: ${errorMessage(reportErr)}`);
-      });
+  /** Tells the queue how the attempt of `run` went; answers whether the queue took it (a failure it was not told is logged). */
+  private async report(run: Running, report: AttemptReport): Promise<boolean> {
+    const { client, processedBy, log } = this.opts;
+    switch (report.kind) {
+      case "output":
+        return client.succeed(run.claim, { output: report.output, processedBy });
+      case "split":
+        return client.split(run.claim, report.children, processedBy);
+      case "failed":
+        return client.fail(run.claim, report.error, { retryable: report.retryable, processedBy }).catch((err: unknown) => {
+          // The lease will lapse and the queue retries the task: nothing is lost, only delayed.
+          log.warn(`could not report the failure of ${run.claim.id}: ${errorMessage(err)}`);
+          return false;
+        });
     }
-  }
-
-  /** A path the script can read: the blob's own file when the store is local, else a download into the work dir. */
-  private async localFile(key: string, workDir: string, name: string): Promise<string> {
-    const local = this.opts.blobs.localPath?.(key) ?? null;
-    if (local !== null) return local;
-    const file = path.join(workDir, name);
-    await pipeline(await this.opts.blobs.get(key), createWriteStream(file));
-    return file;
   }
 
   private async heartbeat(): Promise<void> {
@@ -301,52 +219,3 @@ export class WorkerPool {
   }
 }
 
-/**
- * What the script is asked to do: merge a parent whose children are done, handle one part as a
- * child (which may split again), split a document when the job splits, else the whole job.
- */
-function modeOf(task: Task, job: JobDefinition): JobMode {
-  if (task.childrenTotal > 0) return "merge";
-  if (task.parentId !== null) return "child";
-  return job.split ? "split" : "simple";
-}
-
-/** Outputs up to this size are read at once: a read stream costs three thread-pool round trips (open, read, close) more. */
-const SMALL_OUTPUT_BYTES = 64 * 1024;
-
-/**
- * Stores a file the script answered, read from the descriptor openInWorkDir opened (a regular file
- * with one link, reached inside the work dir without following any link), never by its path: a
- * path can be swapped for a link to elsewhere between a check and its use, and a rename by path
- * would then move that other file into the store.
- */
-async function putFile(blobs: BlobStore, key: string, file: string, workDir: string): Promise<void> {
-  const opened = openInWorkDir(file, workDir);
-  if (typeof opened === "string") throw new Error(`the answered file ${file} was not stored: ${opened}`);
-  const { fd, size } = opened;
-  // A stream takes the descriptor over: it closes it once no read is under way (the number could be another file's by then).
-  const stream = size <= SMALL_OUTPUT_BYTES ? null : createReadStream("", { fd, start: 0, end: size - 1, highWaterMark: SMALL_OUTPUT_BYTES });
-  try {
-    await blobs.put(key, stream ?? Readable.from(size === 0 ? [] : [readAll(fd, size)], { objectMode: false }), { size });
-  } finally {
-    if (stream === null) closeSync(fd);
-    else if (!stream.closed) await new Promise<void>((resolve) => stream.destroy().once("close", () => resolve()));
-  }
-}
-
-/** The first `size` bytes of `fd` (fewer if it is shorter now: the store then reports the size mismatch). */
-function readAll(fd: number, size: number): Buffer {
-  const buffer = Buffer.allocUnsafe(size);
-  let offset = 0;
-  while (offset < size) {
-    const n = readSync(fd, buffer, offset, size - offset, offset);
-    if (n === 0) break;
-    offset += n;
-  }
-  return buffer.subarray(0, offset);
-}
-
-function failureText(err: unknown): string {
-  if (err instanceof JobFailedError && err.stderrTail.trim() !== "") return err.message + STDERR_HEADER + err.stderrTail.trimEnd();
-  return errorMessage(err);
-}

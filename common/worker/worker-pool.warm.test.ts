@@ -11,9 +11,11 @@ import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { JobRegistry } from "../jobs/job-registry.js";
 import { blobKeys, newTaskId } from "../queue/new-task.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
-import { TaskQueue, type LeaseClaim } from "../queue/task-queue.js";
+import type { LeaseClaim } from "../model/claims.js";
+import type { WorkerQueue } from "../queue/queue-client.js";
+import { TaskQueue } from "../queue/task-queue.js";
 import type { Task } from "../model/task-model.js";
-import { WorkerPool, type QueueClient, type WorkerPoolOptions } from "./worker-pool.js";
+import { WorkerPool, type WorkerPoolOptions } from "./worker-pool.js";
 import { isAlive, readPid } from "../testing/test-support.js";
 
 /*
@@ -42,8 +44,8 @@ interface Harness {
   store: SqliteTaskStore;
   queue: TaskQueue;
   blobs: FsBlobStore;
-  client: QueueClient;
-  calls: { complete: { claim: LeaseClaim; accepted: boolean }[]; fail: { claim: LeaseClaim; error: string; retryable: boolean }[] };
+  client: WorkerQueue;
+  calls: { succeed: { claim: LeaseClaim; accepted: boolean }[]; fail: { claim: LeaseClaim; error: string; retryable: boolean }[] };
   pools: WorkerPool[];
 }
 
@@ -57,13 +59,13 @@ beforeEach(async () => {
   const store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
   const queue = new TaskQueue({ store, site: "test", leaseMs: 30_000, backoffBaseMs: 10, backoffMaxMs: 100, requeueWorkOnReload: false, maxSplitDepth: 3 });
   const blobs = await FsBlobStore.open(path.join(dir, "blobs"));
-  const calls: Harness["calls"] = { complete: [], fail: [] };
-  const client: QueueClient = {
+  const calls: Harness["calls"] = { succeed: [], fail: [] };
+  const client: WorkerQueue = {
     pull: (owner, max) => queue.pull(owner, max),
     heartbeat: (owner, ids) => queue.heartbeat(owner, ids),
-    complete: async (claim, result) => {
-      const accepted = await queue.complete(claim, result);
-      calls.complete.push({ claim, accepted });
+    succeed: async (claim, result) => {
+      const accepted = await queue.succeed(claim, result);
+      calls.succeed.push({ claim, accepted });
       return accepted;
     },
     fail: async (claim, error, opts) => {
@@ -71,7 +73,6 @@ beforeEach(async () => {
       return queue.fail(claim, error, opts);
     },
     split: (claim, children, processedBy) => queue.split(claim, children, processedBy),
-    mergeInputs: (id) => queue.mergeInputs(id),
   };
   h = { dir, jobs, marks, store, queue, blobs, client, calls, pools: [] };
 });
@@ -201,7 +202,7 @@ describe("WorkerPool with warm jobs", () => {
     assert.deepEqual([...pids].sort(), (await startsOf(job)).sort(), "the only processes ever started");
     assert.deepEqual(pool.warmProcesses().map((p) => p.pid).sort(), [...pids].sort());
     assert.equal(h.calls.fail.length, 0);
-    assert.equal(h.calls.complete.length, 1000);
+    assert.equal(h.calls.succeed.length, 1000);
     assert.deepEqual(await fs.readdir(path.join(h.dir, "work")).then((names) => names.filter((n) => n.startsWith("docq-job-"))), [], "every per-task work dir is removed");
   });
 
@@ -242,7 +243,7 @@ describe("WorkerPool with warm jobs", () => {
     assert.match(h.calls.fail[0]?.error ?? "", new RegExp(`^job "sigkill" \\(warm process ${pid}\\) was killed by SIGKILL`));
     assert.equal(h.calls.fail[0]?.retryable, true);
     assert.deepEqual(
-      h.calls.complete.map((c) => [c.claim.attempt, c.accepted]),
+      h.calls.succeed.map((c) => [c.claim.tries, c.accepted]),
       [[2, true]],
       "completed once, by the retry",
     );
@@ -279,7 +280,7 @@ describe("WorkerPool with warm jobs", () => {
     await waitFor(() => pool.held === 0, "the slot to be freed");
     assert.equal((await task(t.id)).status, "canceled");
     assert.equal(h.calls.fail.length, 0);
-    assert.equal(h.calls.complete.length, 0);
+    assert.equal(h.calls.succeed.length, 0);
     const next = await submit(job, "next");
     assert.notEqual((await outputOf(await waitStatus(next.id, "output"))).pid, pid);
   });
@@ -319,7 +320,7 @@ serve(handle)
     assert.equal(done.tries, 2);
     assert.match(done.error ?? "", /^job "flaky" failed: ValueError: page 3 is not a page\n--- stderr \(tail\) ---\nreading page 3\nTraceback \(most recent call last\):\n[\s\S]*ValueError: page 3 is not a page$/);
     assert.deepEqual(
-      h.calls.fail.map((f) => [f.claim.attempt, f.retryable]),
+      h.calls.fail.map((f) => [f.claim.tries, f.retryable]),
       [
         [1, true],
         [2, true],

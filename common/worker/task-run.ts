@@ -1,0 +1,202 @@
+import { closeSync, createReadStream, createWriteStream, readSync } from "node:fs";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { BlobStore } from "../blobs/blob-store.js";
+import type { JobExecutor } from "../jobs/executor.js";
+import type { JobDefinition, JobRegistry } from "../jobs/job-registry.js";
+import { createWorkDir, JobFailedError, openInWorkDir, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "../jobs/job-runner.js";
+import type { ChildSpec, PulledTask } from "../model/claims.js";
+import { ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
+import { blobKeys } from "../queue/new-task.js";
+
+/*
+ * One leased task, end to end, on the worker: its input reached (the blob's own file, or a
+ * download into a fresh work dir), its job run by an executor, the answered output or parts
+ * stored, the work dir removed, and the result reported under the lease. What the attempt stored
+ * is deleted again unless the queue accepted it. The worker pool around it deals in slots and
+ * leases only.
+ */
+
+/** What an attempt came to, as the worker reports it to the queue. */
+export type AttemptReport =
+  | { kind: "output"; output: string }
+  | { kind: "split"; children: ChildSpec[] }
+  | { kind: "failed"; error: string; retryable: boolean };
+
+/** What a task run needs from its worker, the same for every task. */
+export interface TaskRunContext {
+  registry: JobRegistry;
+  blobs: BlobStore;
+  /** Where per-run temp dirs go. */
+  workRoot: string;
+  /** The executor of a job (executorFor in jobs/executor.ts). */
+  executorOf(job: JobDefinition): JobExecutor;
+}
+
+/** One leased task as the worker pool hands it over. */
+export interface LeasedRun {
+  task: PulledTask;
+  /** The task's `tries` when the lease was granted: the attempt number, in the blob keys it writes. */
+  tries: number;
+  /** Aborted when the run is stopped from outside: its script is killed. */
+  signal: AbortSignal;
+  /** Why the run was stopped from outside, null while it runs on: a stopped run reports nothing (its lease is gone). */
+  stoppedFor(): string | null;
+  /** Called once the script is over: its slot can take the next task while this one is stored and reported. */
+  scriptOver(): void;
+  /** Reports the attempt to the queue under the lease; answers whether the queue accepted it. */
+  report(report: AttemptReport): Promise<boolean>;
+}
+
+/** Appended to a failure's message so the task's error shows what the script said. */
+const STDERR_HEADER = "\n--- stderr (tail) ---\n";
+
+/**
+ * Runs one leased task to its end: stored and reported, or failed and reported (retryable unless
+ * the job is unknown or the request is bad), or stopped and silent. Never throws.
+ */
+export async function runLeasedTask(run: LeasedRun, ctx: TaskRunContext): Promise<void> {
+  /** Blobs this attempt wrote: removed again unless the queue accepted the result. */
+  const written: string[] = [];
+  try {
+    const report = await runAndStore(run, ctx, written);
+    const stopped = run.stoppedFor();
+    if (stopped !== null) throw new Error(`stopped: ${stopped}`);
+    const accepted = await run.report(report);
+    if (!accepted) {
+      await deleteBlobs(ctx.blobs, written);
+    } else if (report.kind === "output" && run.tries > 1) {
+      // An attempt that crashed after storing its output left it behind: only this one counts now.
+      const earlier = Array.from({ length: run.tries - 1 }, (_, i) => blobKeys.output(run.task.id, i + 1));
+      // Most earlier attempts stored nothing: a key that cannot be deleted only takes room until the task's folder goes.
+      await deleteBlobs(ctx.blobs, earlier).catch(() => undefined);
+    }
+  } catch (err) {
+    // What is left only takes room until the task's folder is dropped (on cancel or delete); the failure report matters more.
+    await deleteBlobs(ctx.blobs, written).catch(() => undefined);
+    if (run.stoppedFor() !== null) return;
+    const retryable = !isDocqError(err, ERROR_CODE.JobNotFound) && !isDocqError(err, ERROR_CODE.BadRequest);
+    await run.report({ kind: "failed", error: failureText(err), retryable });
+  }
+}
+
+/** Runs the task's script in a fresh work dir and stores what it answered (the keys go to `written` as they are written). */
+async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[]): Promise<AttemptReport> {
+  const { task } = run;
+  const job = await ctx.registry.resolve(task.job);
+  const work = await createWorkDir(ctx.workRoot);
+  /** Files of the work dir already stored: unlinked first when it is removed. */
+  let stored: string[] = [];
+  try {
+    const answer = await runScript(run, job, work, ctx);
+    if (answer.kind === "output") {
+      const key = blobKeys.output(task.id, run.tries);
+      written.push(key);
+      await putFile(ctx.blobs, key, answer.output, work.path);
+      stored = [answer.output];
+      return { kind: "output", output: key };
+    }
+    const children: ChildSpec[] = [];
+    for (const [i, child] of answer.children.entries()) {
+      const key = blobKeys.splitPart(task.id, run.tries, i);
+      written.push(key);
+      await putFile(ctx.blobs, key, child.input, work.path);
+      children.push({ input: key, ...(child.params === undefined ? {} : { params: child.params }) });
+    }
+    stored = answer.children.map((c) => c.input);
+    return { kind: "split", children };
+  } finally {
+    await work.remove(stored);
+  }
+}
+
+/** Reaches the task's documents and runs its job on them; the slot is free again once the script is over, however it ended. */
+async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx: TaskRunContext): Promise<JobAnswer> {
+  const { task } = run;
+  const mode = modeOf(task, job);
+  const request: JobRequest = {
+    mode,
+    ...(await documentsOf(task, mode, work.path, ctx.blobs)),
+    outputDir: work.outputDir,
+    params: task.params,
+    task: { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth },
+  };
+  try {
+    return await ctx.executorOf(job).run(job, request, { workDir: work.path, signal: run.signal });
+  } finally {
+    run.scriptOver();
+  }
+}
+
+/** The request's documents: the parts of a merge (its children's outputs, in order), else the task's input if it has one. */
+async function documentsOf(task: PulledTask, mode: JobMode, workDir: string, blobs: BlobStore): Promise<{ input?: string; inputs?: string[] }> {
+  if (mode === "merge") {
+    if (task.mergeInputs === undefined) throw new Error(`task ${task.id} was leased for its merge without its children's outputs (mergeInputs)`);
+    return { inputs: await Promise.all(task.mergeInputs.map((key, i) => localFile(blobs, key, workDir, `input-${i}`))) };
+  }
+  return task.input === null ? {} : { input: await localFile(blobs, task.input, workDir, "input") };
+}
+
+/**
+ * What the script is asked to do: merge a parent whose children are done, handle one part as a
+ * child (which may split again), split a document when the job splits, else the whole job.
+ */
+function modeOf(task: PulledTask, job: JobDefinition): JobMode {
+  if (task.childrenTotal > 0) return "merge";
+  if (task.parentId !== null) return "child";
+  return job.split ? "split" : "simple";
+}
+
+/** A path the script can read: the blob's own file when the store is local, else a download into the work dir. */
+async function localFile(blobs: BlobStore, key: string, workDir: string, name: string): Promise<string> {
+  const local = blobs.localPath?.(key) ?? null;
+  if (local !== null) return local;
+  const file = path.join(workDir, name);
+  await pipeline(await blobs.get(key), createWriteStream(file));
+  return file;
+}
+
+async function deleteBlobs(blobs: BlobStore, keys: readonly string[]): Promise<void> {
+  await Promise.all(keys.map((key) => blobs.delete(key)));
+}
+
+/** Outputs up to this size are read at once: a read stream costs three thread-pool round trips (open, read, close) more. */
+const SMALL_OUTPUT_BYTES = 64 * 1024;
+
+/**
+ * Stores a file the script answered, read from the descriptor openInWorkDir opened (a regular file
+ * with one link, reached inside the work dir without following any link), never by its path: a
+ * path can be swapped for a link to elsewhere between a check and its use, and a rename by path
+ * would then move that other file into the store.
+ */
+async function putFile(blobs: BlobStore, key: string, file: string, workDir: string): Promise<void> {
+  const opened = openInWorkDir(file, workDir);
+  if (typeof opened === "string") throw new Error(`the answered file ${file} was not stored: ${opened}`);
+  const { fd, size } = opened;
+  // A stream takes the descriptor over: it closes it once no read is under way (the number could be another file's by then).
+  const stream = size <= SMALL_OUTPUT_BYTES ? null : createReadStream("", { fd, start: 0, end: size - 1, highWaterMark: SMALL_OUTPUT_BYTES });
+  try {
+    await blobs.put(key, stream ?? Readable.from(size === 0 ? [] : [readAll(fd, size)], { objectMode: false }), { size });
+  } finally {
+    if (stream === null) closeSync(fd);
+    else if (!stream.closed) await new Promise<void>((resolve) => stream.destroy().once("close", () => resolve()));
+  }
+}
+
+/** The first `size` bytes of `fd` (fewer if it is shorter now: the store then reports the size mismatch). */
+function readAll(fd: number, size: number): Buffer {
+  const buffer = Buffer.allocUnsafe(size);
+  let offset = 0;
+  while (offset < size) {
+    const n = readSync(fd, buffer, offset, size - offset, offset);
+    if (n === 0) break;
+    offset += n;
+  }
+  return buffer.subarray(0, offset);
+}
+
+function failureText(err: unknown): string {
+  if (err instanceof JobFailedError && err.stderrTail.trim() !== "") return err.message + STDERR_HEADER + err.stderrTail.trimEnd();
+  return errorMessage(err);
+}
