@@ -68,14 +68,14 @@ describe("collectBlobGarbage", () => {
     // The first attempt stored its output and died before reporting; the second one won.
     await put(blobKeys.output(first!.id, 1));
     await queue.sweepExpiredLeases();
-    await store.update(first!.id, {}, { status: "input", lease: null, availableAt: 0 });
+    await store.requeue({ id: first!.id, owner: "w1", tries: 1 }, { error: "lost", processedBy: null }, 0);
     queue.stop();
     const again = new TaskQueue({ store, site: "test", leaseMs: 60_000, backoffBaseMs: 1, backoffMaxMs: 1, requeueWorkOnReload: false, maxSplitDepth: 2 });
     await again.reload();
     const [second] = await again.pull("w1", 1);
     assert.equal(second?.tries, 2);
     await put(blobKeys.output(second!.id, 2));
-    assert.equal(await again.complete({ id: second!.id, owner: "w1", attempt: 2 }, { output: blobKeys.output(second!.id, 2), processedBy }), true);
+    assert.equal(await again.succeed({ id: second!.id, owner: "w1", tries: 2 }, { output: blobKeys.output(second!.id, 2), processedBy }), true);
     // The other task runs now, its attempt storing an output (old on disk: a long script).
     const [third] = await again.pull("w2", 1);
     await put(blobKeys.output(third!.id, third!.tries));
@@ -94,10 +94,11 @@ describe("collectBlobGarbage", () => {
     // Attempt 1 wrote its parts and was lost; attempt 2 split for real.
     await put(blobKeys.splitPart(parent.id, 1, 0));
     await put(blobKeys.splitPart(parent.id, 1, 1));
-    await store.update(first!.id, {}, { status: "work", tries: 2 });
+    await store.requeue({ id: first!.id, owner: "w1", tries: 1 }, { error: "lost", processedBy: null }, 0);
+    await store.claim([first!.id], { owner: "w1", expiresAt: Date.now() + 60_000 }, Date.now());
     const parts = [blobKeys.splitPart(parent.id, 2, 0), blobKeys.splitPart(parent.id, 2, 1)];
     for (const part of parts) await put(part);
-    assert.equal(await queue.split({ id: parent.id, owner: "w1", attempt: 2 }, parts.map((input) => ({ input })), processedBy), true);
+    assert.equal(await queue.split({ id: parent.id, owner: "w1", tries: 2 }, parts.map((input) => ({ input })), processedBy), true);
     const canceled = await queue.submit(spec());
     const [leased] = (await queue.pull("w1", 3)).filter((t) => t.id === canceled.id);
     await queue.cancel(canceled.id);

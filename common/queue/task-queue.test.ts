@@ -24,7 +24,7 @@ function spec(priority: number, overrides: Partial<NewTaskSpec> = {}): NewTaskSp
   return { id: newTaskId("test"), site: "test", user: "u", name: `p${priority}`, job: "noop", params: {}, priority, maxTries: 3, input: null, ...overrides };
 }
 
-const claimOf = (task: Task, owner = "w1") => ({ id: task.id, owner, attempt: task.tries });
+const claimOf = (task: Task, owner = "w1") => ({ id: task.id, owner, tries: task.tries });
 
 beforeEach(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-queue-test-"));
@@ -61,17 +61,17 @@ describe("TaskQueue", () => {
     await queue.submit(spec(50));
     const [task] = await queue.pull("w1", 1);
     assert.ok(task);
-    assert.equal(await queue.complete(claimOf(task, "w2"), { output: "k", processedBy }), false, "another owner");
-    assert.equal(await queue.complete({ ...claimOf(task), attempt: 2 }, { output: "k", processedBy }), false, "another attempt");
+    assert.equal(await queue.succeed(claimOf(task, "w2"), { output: "k", processedBy }), false, "another owner");
+    assert.equal(await queue.succeed({ ...claimOf(task), tries: 2 }, { output: "k", processedBy }), false, "another attempt");
     clock += 40;
-    assert.equal(await queue.complete(claimOf(task), { output: "k", processedBy }), true);
+    assert.equal(await queue.succeed(claimOf(task), { output: "k", processedBy }), true);
     const done = await store.get(task.id);
     assert.equal(done?.status, "output");
     assert.equal(done?.output, "k");
     assert.equal(done?.lease, null);
     assert.equal(done?.duration, 40);
     assert.deepEqual(done?.processedBy, processedBy);
-    assert.equal(await queue.complete(claimOf(task), { output: "k2", processedBy }), false, "no second completion");
+    assert.equal(await queue.succeed(claimOf(task), { output: "k2", processedBy }), false, "no second completion");
     assert.equal((await store.get(task.id))?.output, "k");
   });
 
@@ -139,8 +139,8 @@ describe("TaskQueue", () => {
     clock = requeued?.availableAt ?? clock;
     const [again] = await queue.pull("w2", 1);
     assert.equal(again?.tries, 2);
-    assert.equal(await queue.complete(claimOf(task), { output: "stale", processedBy }), false);
-    assert.equal(await queue.complete(claimOf(again!, "w2"), { output: "fresh", processedBy }), true);
+    assert.equal(await queue.succeed(claimOf(task), { output: "stale", processedBy }), false);
+    assert.equal(await queue.succeed(claimOf(again!, "w2"), { output: "fresh", processedBy }), true);
     assert.equal((await store.get(task.id))?.output, "fresh");
   });
 
@@ -156,7 +156,7 @@ describe("TaskQueue", () => {
     assert.deepEqual((await queue.cancel(running.id)).canceledIds, [running.id]);
     assert.deepEqual(told, [{ id: running.id, leaseOwner: "w1" }]);
     assert.deepEqual(await queue.pull("w1", 5), []);
-    assert.equal(await queue.complete(claimOf(leased!), { output: "k", processedBy }), false);
+    assert.equal(await queue.succeed(claimOf(leased!), { output: "k", processedBy }), false);
     await assert.rejects(queue.cancel(queued.id), (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /already canceled/.test(err.message));
     await assert.rejects(queue.cancel("test-01JAAAAAAAAAAAAAAAAAAAAAAA"), (err: unknown) => isDocqError(err, "TASK_NOT_FOUND"));
   });
@@ -219,21 +219,21 @@ describe("TaskQueue: split and merge", () => {
     const { parent, children } = await splitOne(queue, 3);
     const leased = await queue.pull("w1", 3);
     for (const child of [...leased].reverse()) {
-      assert.equal(await queue.complete(claimOf(child), { output: `${child.id}/out`, processedBy }), true);
+      assert.equal(await queue.succeed(claimOf(child), { output: `${child.id}/out`, processedBy }), true);
     }
     const complete = await store.get(parent.id);
     assert.equal(complete?.status, "complete");
     assert.equal(complete?.childrenCompleted, 3);
     const [merge] = await queue.pull("w2", 1);
     assert.equal(merge?.id, parent.id);
-    assert.deepEqual(await queue.mergeInputs(parent.id), children.map((c) => `${c.id}/out`));
+    assert.deepEqual(merge?.mergeInputs, children.map((c) => `${c.id}/out`));
     // A failed merge retries the merge, never the split.
     assert.equal(await queue.fail(claimOf(merge!, "w2"), "merge broke", { retryable: true }), true);
     assert.equal((await store.get(parent.id))?.status, "complete");
     clock += 10_000;
     const [again] = await queue.pull("w2", 1);
     assert.equal(again?.tries, merge!.tries + 1);
-    assert.equal(await queue.complete(claimOf(again!, "w2"), { output: "merged", processedBy }), true);
+    assert.equal(await queue.succeed(claimOf(again!, "w2"), { output: "merged", processedBy }), true);
     assert.equal((await store.get(parent.id))?.status, "output");
   });
 
@@ -263,7 +263,7 @@ describe("TaskQueue: split and merge", () => {
     const grandchildren = await store.children(child!.id);
     assert.deepEqual(new Set(report.canceledIds), new Set([parent.id, ...children.map((c) => c.id), ...grandchildren.map((g) => g.id)]));
     assert.deepEqual(await queue.pull("w1", 10), []);
-    assert.deepEqual(await queue.remove(parent.id).then((ids) => ids.length), 5);
+    assert.deepEqual(await queue.delete(parent.id).then((report) => report.ids.length), 5);
     assert.equal(await store.get(grandchildren[0]!.id), null);
   });
 
@@ -282,35 +282,36 @@ describe("TaskQueue: split and merge", () => {
     const queue = makeQueue();
     const { parent } = await splitOne(queue, 3);
     const [first] = await queue.pull("w1", 1);
-    assert.equal(await queue.complete(claimOf(first!), { output: `${first!.id}/out`, processedBy }), true);
-    await assert.rejects(queue.remove(first!.id), (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /part of task .* which is wait/.test((err as Error).message));
+    assert.equal(await queue.succeed(claimOf(first!), { output: `${first!.id}/out`, processedBy }), true);
+    await assert.rejects(queue.delete(first!.id), (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /part of task .* which is wait/.test((err as Error).message));
     assert.equal((await store.get(first!.id))?.status, "output", "the part stays");
-    for (const child of await queue.pull("w1", 2)) await queue.complete(claimOf(child), { output: `${child.id}/out`, processedBy });
+    for (const child of await queue.pull("w1", 2)) await queue.succeed(claimOf(child), { output: `${child.id}/out`, processedBy });
     const [merge] = await queue.pull("w2", 1);
     assert.equal(merge?.id, parent.id);
-    await assert.rejects(queue.remove(first!.id), /which is work/);
-    assert.equal(await queue.complete(claimOf(merge!, "w2"), { output: "merged", processedBy }), true);
-    assert.deepEqual(await queue.remove(first!.id), [first!.id], "the parent is over: its part may go");
+    await assert.rejects(queue.delete(first!.id), /which is work/);
+    assert.equal(await queue.succeed(claimOf(merge!, "w2"), { output: "merged", processedBy }), true);
+    assert.deepEqual((await queue.delete(first!.id)).ids, [first!.id], "the parent is over: its part may go");
   });
 
   it("never merges fewer parts than the split made: a missing part fails the parent for good", async () => {
     const queue = makeQueue();
     const { parent, children } = await splitOne(queue, 3);
-    for (const child of await queue.pull("w1", 3)) await queue.complete(claimOf(child), { output: `${child.id}/out`, processedBy });
+    for (const child of await queue.pull("w1", 3)) await queue.succeed(claimOf(child), { output: `${child.id}/out`, processedBy });
     // A part's record lost behind the queue's back (a store edited by hand, a restore from backup).
     await store.delete(children[1]!.id);
-    const [merge] = await queue.pull("w2", 1);
-    await assert.rejects(queue.mergeInputs(parent.id), /2 of its 3 parts exist \(missing: /);
+    assert.deepEqual(await queue.pull("w2", 1), [], "the merge is not handed out");
     const after = await store.get(parent.id);
+    assert.match(after?.error ?? "", /2 of its 3 parts exist \(missing: /);
+    const merge = after;
     assert.equal(after?.status, "error", "not retried: the part can never come back");
-    assert.equal(await queue.complete(claimOf(merge!, "w2"), { output: "merged", processedBy }), false);
+    assert.equal(await queue.succeed(claimOf(merge!, "w2"), { output: "merged", processedBy }), false);
   });
 
   it("fails a waiting parent on reload when one of its parts is missing, instead of waiting forever", async () => {
     const queue = makeQueue();
     const { parent, children } = await splitOne(queue, 3);
     const [first] = await queue.pull("w1", 1);
-    await queue.complete(claimOf(first!), { output: `${first!.id}/out`, processedBy });
+    await queue.succeed(claimOf(first!), { output: `${first!.id}/out`, processedBy });
     await store.delete(children[2]!.id);
     queue.stop();
     const reloaded = makeQueue();
@@ -327,7 +328,7 @@ describe("TaskQueue: split and merge", () => {
     const leased = await queue.pull("w1", 2);
     // Children completed in the store without the parent hearing of it, as after a crash between the two writes.
     for (const child of leased) {
-      await store.update(child.id, { status: "work" }, { status: "output", output: `${child.id}/o`, lease: null });
+      await store.succeed(claimOf(child), { output: `${child.id}/o`, processedBy }, clock);
     }
     assert.equal((await store.get(parent.id))?.childrenCompleted, 0);
     const reloaded = makeQueue();
@@ -345,10 +346,10 @@ describe("TaskQueue: reports retried after a lost answer", () => {
     await queue.submit(spec(50));
     const [task] = await queue.pull("w1", 1);
     const claim = claimOf(task!);
-    assert.equal(await queue.complete(claim, { output: "k-1", processedBy }), true);
-    assert.equal(await queue.complete(claim, { output: "k-1", processedBy }), true, "the same report again");
-    assert.equal(await queue.complete(claim, { output: "k-2", processedBy }), false, "another output");
-    assert.equal(await queue.complete(claim, { output: "k-1", processedBy: { site: "test", node: "n2" } }), false, "another node");
+    assert.equal(await queue.succeed(claim, { output: "k-1", processedBy }), true);
+    assert.equal(await queue.succeed(claim, { output: "k-1", processedBy }), true, "the same report again");
+    assert.equal(await queue.succeed(claim, { output: "k-2", processedBy }), false, "another output");
+    assert.equal(await queue.succeed(claim, { output: "k-1", processedBy: { site: "test", node: "n2" } }), false, "another node");
 
     const parent = await queue.submit(spec(50));
     const [leased] = await queue.pull("w1", 1);
@@ -371,7 +372,7 @@ describe("TaskQueue: quotas and usage", () => {
     await queue.submit(spec(50, { user: "dan" }), { quota: { maxQueued: 5 } });
     // A finished task frees a place.
     const [first] = await queue.pull("w1", 1);
-    assert.equal(await queue.complete(claimOf(first!), { output: "o", processedBy }), true);
+    assert.equal(await queue.succeed(claimOf(first!), { output: "o", processedBy }), true);
     await queue.submit(spec(50, { user: first!.user }), { quota: { maxQueued: 5 } });
   });
 
@@ -383,7 +384,7 @@ describe("TaskQueue: quotas and usage", () => {
     await assert.rejects(queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2 } }), (err: unknown) => isDocqError(err, "QUOTA_EXCEEDED") && /maxPerDay/.test((err as Error).message));
     const [a, b] = await queue.pull("w1", 2);
     clock += 250;
-    await queue.complete(claimOf(a!), { output: "o", processedBy: { site: "elsewhere", node: "n" } });
+    await queue.succeed(claimOf(a!), { output: "o", processedBy: { site: "elsewhere", node: "n" } });
     await queue.fail(claimOf(b!), "broken", { retryable: false });
     const [row] = await store.usage({ user: "erin", from: today(), to: today() });
     assert.deepEqual(

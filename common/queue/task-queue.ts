@@ -84,8 +84,7 @@ function claimOf(task: Pick<Task, "id" | "lease" | "tries">): LeaseClaim {
   return { id: task.id, owner: task.lease?.owner ?? "", tries: task.tries };
 }
 
-/** Thrown inside a split's transaction to undo it: the children would nest deeper than allowed. */
-class SplitTooDeep extends Error {}
+
 
 /**
  * A site's queue: the durable task store plus the in-memory priority index over its queued tasks.
@@ -349,10 +348,13 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const site = claim.id.slice(0, claim.id.lastIndexOf("-"));
     const ids = children.map(() => newTaskId(site));
     let kids: Task[] = [];
+    let refused: string | undefined;
     const makeChildren = (parent: Task): Task[] => {
       const depth = parent.depth + 1;
       if (depth > this.opts.maxSplitDepth) {
-        throw new SplitTooDeep(`split refused: the children would be at depth ${depth}, deeper than queue.maxSplitDepth (${this.opts.maxSplitDepth})`);
+        refused = `split refused: the children would be at depth ${depth}, deeper than queue.maxSplitDepth (${this.opts.maxSplitDepth})`;
+        // Thrown inside the split's transaction, so the parent's write is undone with it.
+        throw docqError(ERROR_CODE.BadRequest, refused);
       }
       kids = children.map((child, i) =>
         newTask(
@@ -379,8 +381,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     try {
       waiting = await this.store.split(claim, processedBy, ids, makeChildren);
     } catch (err) {
-      if (!(err instanceof SplitTooDeep)) throw err;
-      return this.failAttempt(claim, err.message, false, processedBy);
+      if (refused === undefined) throw err;
+      return this.failAttempt(claim, refused, false, processedBy);
     }
     // As for succeed: a retried split that already went through is accepted, not split twice.
     if (!waiting.ok) return splitBy(waiting.task, claim, processedBy);

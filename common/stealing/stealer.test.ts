@@ -9,8 +9,10 @@ import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { blobKeys, newTaskId } from "../queue/new-task.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import type { StealPolicy } from "./steal-policy.js";
-import { Stealer, type LocalQueue, type OtherSites } from "./stealer.js";
+import { Stealer, type OtherSites } from "./stealer.js";
 import { TaskQueue } from "../queue/task-queue.js";
+import { directQueuerClient } from "../queue/queue-client.js";
+import { KeyRing } from "../accounts/key-ring.js";
 import type { Task } from "../model/task-model.js";
 
 /** One site: its store, queue, blobs and stealer; the stealers call each other directly. */
@@ -24,26 +26,6 @@ interface TestSite {
 
 let dir: string;
 let sites: Map<string, TestSite>;
-
-function localQueue(site: () => TestSite): LocalQueue {
-  return {
-    lend: (thief, max, minPriority) => site().queue.lend(thief, max, minPriority),
-    backlog: async () => {
-      const counts = site().queue.queueCounts();
-      return { queued: counts.ready, highestPriority: counts.highestPriority, idleSlots: 0 };
-    },
-    renew: (owner, ids) => site().queue.heartbeat(owner, ids),
-    complete: (claim, result) => site().queue.complete(claim, result),
-    fail: (claim, error, opts) => site().queue.fail(claim, error, opts),
-    submitProxy: async (task, input) => {
-      await site().queue.submit({ id: task.id, site: task.site, user: task.user, name: task.name, job: task.job, params: task.params, priority: task.priority, maxTries: 1, input });
-    },
-    cancel: async (id) => {
-      await site().queue.cancel(id);
-    },
-    get: (id) => site().store.get(id),
-  };
-}
 
 function others(): OtherSites {
   const at = (name: string): Stealer => {
@@ -71,7 +53,8 @@ async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise
   const site = {} as TestSite;
   const stealer = new Stealer({
     policy: { site: name, enabled: true, onlyWhenIdle: true, minVictimBacklog: 1, minPriority: 0, maxInFlight: 4, allow: null, backlogTtlMs: 60_000, ...policy },
-    local: localQueue(() => site),
+    // The site's queuer as the stealer reaches it, each message checked as the service checks it.
+    local: directQueuerClient({ queue, store, keys: new KeyRing(store), site: name, heartbeatMs: 1000, blobs, log: { warn: () => undefined } }),
     others: others(),
     blobs,
     heartbeatMs: 1000,
@@ -95,7 +78,7 @@ async function runProxy(thief: TestSite, output: string): Promise<Task> {
   assert.ok(proxy, "a proxy is queued at the thief");
   const key = blobKeys.output(proxy.id, proxy.tries);
   await thief.blobs.put(key, Readable.from([output]));
-  assert.equal(await thief.queue.complete({ id: proxy.id, owner: "worker@b", attempt: proxy.tries }, { output: key, processedBy: { site: thief.name, node: "b-node" } }), true);
+  assert.equal(await thief.queue.succeed({ id: proxy.id, owner: "worker@b", tries: proxy.tries }, { output: key, processedBy: { site: thief.name, node: "b-node" } }), true);
   return (await thief.store.get(proxy.id))!;
 }
 
@@ -145,7 +128,7 @@ describe("Stealer", () => {
     await a.stealer.publishBacklog();
     await b.stealer.stealRound(1);
     const [proxy] = await b.queue.pull("worker@b", 1);
-    await b.queue.fail({ id: proxy!.id, owner: "worker@b", attempt: proxy!.tries }, "script broke", { retryable: true });
+    await b.queue.fail({ id: proxy!.id, owner: "worker@b", tries: proxy!.tries }, "script broke", { retryable: true });
     await b.stealer.onProxyDone((await b.store.get(task.id))!);
     const home = (await a.store.get(task.id))!;
     assert.equal(home.status, "input", "queued at home again");
@@ -165,7 +148,7 @@ describe("Stealer", () => {
     await a.stealer.onLocalCanceled(first.id, "site:b");
     assert.equal((await b.store.get(first.id))?.status, "canceled");
     // The owner's lease on the other one lapses (as if b had been silent): b's next heartbeat learns it.
-    await a.store.update(second.id, { status: "work" }, { lease: { owner: "site:b", expiresAt: 0 } });
+    await a.store.renewLeases("site:b", [second.id], 0);
     await a.queue.sweepExpiredLeases();
     await b.stealer.heartbeat();
     assert.equal((await b.store.get(second.id))?.status, "canceled");

@@ -457,7 +457,7 @@ interface FixedStatements {
   giveUp: Statement<[string, string | null, number, number, string, string, number], TaskRow>;
   splitParent: Statement<[string, string, number, string, string, number], TaskRow>;
   childSucceeded: Statement<[number, string], TaskRow>;
-  recountChildren: Statement<[number, number, string], TaskRow>;
+  recountChildren: Statement<[number, number, number, number, string], TaskRow>;
   failParent: Statement<[string, number, string], TaskRow>;
   cancel: Statement<[string, number, number, string], TaskRow>;
   renewLeases: Statement<SqlValue[], string>;
@@ -539,9 +539,8 @@ export class SqliteTaskStore implements TaskStore {
           ` WHERE id = ? AND ${statusIn("childSucceeded")} AND children_completed < children_total RETURNING *`,
       ),
       recountChildren: db.prepare(
-        `UPDATE tasks SET children_completed = ?1, status = CASE WHEN ?1 >= children_total THEN '${TASK_STATUS.complete}' ELSE status END,` +
-          ` available_at = CASE WHEN ?1 >= children_total THEN ?2 ELSE available_at END WHERE id = ?3 AND ${statusIn("recountChildren")}` +
-          ` RETURNING *`,
+        `UPDATE tasks SET children_completed = ?, status = CASE WHEN ? >= children_total THEN '${TASK_STATUS.complete}' ELSE status END,` +
+          ` available_at = CASE WHEN ? >= children_total THEN ? ELSE available_at END WHERE id = ? AND ${statusIn("recountChildren")} RETURNING *`,
       ),
       failParent: db.prepare(
         `UPDATE tasks SET status = '${TASK_STATUS.error}', error = ?, end_time = ? WHERE id = ? AND ${statusIn("failParent")} RETURNING *`,
@@ -721,7 +720,7 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   async recountChildren(parentId: string, completed: number, now: number): Promise<StepResult> {
-    return this.unheld("recountChildren", parentId, () => this.statements.recountChildren.get(completed, now, parentId));
+    return this.unheld("recountChildren", parentId, () => this.statements.recountChildren.get(completed, completed, completed, now, parentId));
   }
 
   async failParent(parentId: string, error: string, now: number): Promise<StepResult> {
