@@ -39,7 +39,8 @@ export class OneShotExecutor implements JobExecutor {
   }
 
   run(job: JobDefinition, request: JobRequest, opts: JobRunOptions): Promise<JobAnswer> {
-    const launcher: ScriptLauncher | undefined = this.spawners.length === 0 ? undefined : this.spawners[this.nextSpawner++ % this.spawners.length];
+    const launcher: ScriptLauncher | undefined =
+      this.spawners.length === 0 ? undefined : this.spawners[this.nextSpawner++ % this.spawners.length];
     return runJob(job, request, { ...opts, ...(launcher === undefined ? {} : { launcher }) });
   }
 

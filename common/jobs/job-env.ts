@@ -43,6 +43,9 @@ export function jobEnvironment(opts: JobEnvOptions): Record<string, string> {
  * (a one-shot script in its work dir, a warm process in its own dir). The run's mark is added
  * where the process starts (markedEnv in launch/job-process.mjs).
  */
-export function jobEnvironmentOf(job: { env: Readonly<Record<string, string>>; passEnv: readonly string[] }, workDir: string): Record<string, string> {
+export function jobEnvironmentOf(
+  job: { env: Readonly<Record<string, string>>; passEnv: readonly string[] },
+  workDir: string,
+): Record<string, string> {
   return jobEnvironment({ jobEnv: job.env, passEnv: job.passEnv, workDir });
 }

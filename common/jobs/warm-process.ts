@@ -3,7 +3,16 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { jobEnvironmentOf } from "./job-env.js";
 import type { JobDefinition } from "./job-registry.js";
-import { checkAnswer, JobFailedError, removeTree, STDERR_TAIL_CHARS, STDOUT_MAX_BYTES, warmRequestLine, type Answer, type JobRequest } from "./job-runner.js";
+import {
+  checkAnswer,
+  JobFailedError,
+  removeTree,
+  STDERR_TAIL_CHARS,
+  STDOUT_MAX_BYTES,
+  warmRequestLine,
+  type Answer,
+  type JobRequest,
+} from "./job-runner.js";
 import { endOfRun, killRunNow, markedEnv, StderrTail } from "./launch/job-process.mjs";
 import { endRun, newRunId, OWNER, type RunScope } from "./launch/leftovers.mjs";
 
@@ -314,7 +323,11 @@ export class WarmProcess {
     const code = this.exitStatus?.code ?? null;
     switch (this.killedFor) {
       case "timeout":
-        return new JobFailedError(`${name} ${endOfRun({ stoppedFor: "timeout", timeoutMs: this.timeoutMs })}`, { exitCode: code, timedOut: true, stderrTail });
+        return new JobFailedError(`${name} ${endOfRun({ stoppedFor: "timeout", timeoutMs: this.timeoutMs })}`, {
+          exitCode: code,
+          timedOut: true,
+          stderrTail,
+        });
       case "cancel":
         return new JobFailedError(`${name} ${endOfRun({ stoppedFor: "cancel" })}`, { exitCode: code, canceled: true, stderrTail });
       case "stop":

@@ -5,7 +5,15 @@ import { pipeline } from "node:stream/promises";
 import type { BlobStore } from "../blobs/blob-store.js";
 import type { JobExecutor } from "../jobs/executor.js";
 import type { JobDefinition, JobRegistry } from "../jobs/job-registry.js";
-import { createWorkDir, JobFailedError, openInWorkDir, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "../jobs/job-runner.js";
+import {
+  createWorkDir,
+  JobFailedError,
+  openInWorkDir,
+  type JobAnswer,
+  type JobMode,
+  type JobRequest,
+  type WorkDir,
+} from "../jobs/job-runner.js";
 import type { ChildSpec, PulledTask } from "../model/claims.js";
 import { ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
 import { blobKeys } from "../queue/new-task.js";
@@ -130,9 +138,16 @@ async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx:
 }
 
 /** The request's documents: the parts of a merge (its children's outputs, in order), else the task's input if it has one. */
-async function documentsOf(task: PulledTask, mode: JobMode, workDir: string, blobs: BlobStore): Promise<{ input?: string; inputs?: string[] }> {
+async function documentsOf(
+  task: PulledTask,
+  mode: JobMode,
+  workDir: string,
+  blobs: BlobStore,
+): Promise<{ input?: string; inputs?: string[] }> {
   if (mode === "merge") {
-    if (task.mergeInputs === undefined) throw new Error(`task ${task.id} was leased for its merge without its children's outputs (mergeInputs)`);
+    if (task.mergeInputs === undefined) {
+      throw new Error(`task ${task.id} was leased for its merge without its children's outputs (mergeInputs)`);
+    }
     return { inputs: await Promise.all(task.mergeInputs.map((key, i) => localFile(blobs, key, workDir, `input-${i}`))) };
   }
   return task.input === null ? {} : { input: await localFile(blobs, task.input, workDir, "input") };
@@ -175,7 +190,8 @@ async function putFile(blobs: BlobStore, key: string, file: string, workDir: str
   if (typeof opened === "string") throw new Error(`the answered file ${file} was not stored: ${opened}`);
   const { fd, size } = opened;
   // A stream takes the descriptor over: it closes it once no read is under way (the number could be another file's by then).
-  const stream = size <= SMALL_OUTPUT_BYTES ? null : createReadStream("", { fd, start: 0, end: size - 1, highWaterMark: SMALL_OUTPUT_BYTES });
+  const stream =
+    size <= SMALL_OUTPUT_BYTES ? null : createReadStream("", { fd, start: 0, end: size - 1, highWaterMark: SMALL_OUTPUT_BYTES });
   try {
     await blobs.put(key, stream ?? Readable.from(size === 0 ? [] : [readAll(fd, size)], { objectMode: false }), { size });
   } finally {

@@ -153,7 +153,8 @@ export class WorkerPool {
   }
 
   private start1(task: PulledTask): void {
-    const run: Running = { claim: { id: task.id, owner: this.opts.owner, tries: task.tries }, abort: new AbortController(), stopped: null, holdsSlot: true };
+    const claim = { id: task.id, owner: this.opts.owner, tries: task.tries };
+    const run: Running = { claim, abort: new AbortController(), stopped: null, holdsSlot: true };
     this.running.set(task.id, run);
     this.inSlot++;
     const leased: LeasedRun = {
