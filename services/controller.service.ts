@@ -15,9 +15,10 @@ import type { ApiPrometheusReporter } from "./metrics-reporter.js";
 import type { JobRegistry } from "../common/jobs/job-registry.js";
 import { blobKeys, newTaskId } from "../common/queue/new-task.js";
 import { badRequestOf } from "../common/model/zod-issues.js";
-import { isFinal, type Task } from "../common/model/task-model.js";
-import type { TaskPage } from "../common/store/task-store.js";
-import type { CancelReport } from "../common/queue/task-queue.js";
+import type { Task } from "../common/model/task-model.js";
+import { queuerClient, type QueuerClient } from "../common/queue/queue-client.js";
+import { queuerActionName, type QueuerAction, type QueuerAnswer, type QueuerMessage } from "../common/queue/protocol.js";
+import { dropTaskDocuments } from "../common/blobs/task-documents.js";
 import { assertTaskId, isMultipart, parseCreateTaskRequest, parseListTasksQuery, storeMultipartBody, storeRawBody } from "../common/http/task-submission.js";
 
 export interface ControllerDeps {
@@ -122,13 +123,15 @@ const QUEUER_CALL_TIMEOUT_MS = 5_000;
 /** What a 503 tells the client: the queuer restarts, or a standby takes over, within seconds. */
 const RETRY_AFTER_S = 2;
 
-/** A call to the site's queuer; QUEUE_UNAVAILABLE at once when this process has lost the site's NATS. */
-function callQueuer<T>(ctx: ApiContext, action: string, params: object): Promise<T> {
-  const transit = ctx.broker.transit as { connected?: boolean } | undefined;
-  if (transit !== undefined && transit.connected === false) {
-    return Promise.reject(docqError(ERROR_CODE.QueueUnavailable, `the site's queue cannot be reached (this node lost its NATS connection): retry in ${RETRY_AFTER_S} s`));
-  }
-  return ctx.call<T, object>(`queuer.${action}`, params, { timeout: QUEUER_CALL_TIMEOUT_MS });
+/** The site's queuer as a request reaches it; QUEUE_UNAVAILABLE at once when this process has lost the site's NATS. */
+function queuerOf(ctx: ApiContext): QueuerClient {
+  return queuerClient(<A extends QueuerAction>(action: A, message: QueuerMessage<A>): Promise<QueuerAnswer<A>> => {
+    const transit = ctx.broker.transit as { connected?: boolean } | undefined;
+    if (transit !== undefined && transit.connected === false) {
+      return Promise.reject(docqError(ERROR_CODE.QueueUnavailable, `the site's queue cannot be reached (this node lost its NATS connection): retry in ${RETRY_AFTER_S} s`));
+    }
+    return ctx.call<QueuerAnswer<A>, QueuerMessage<A>>(queuerActionName(action), message, { timeout: QUEUER_CALL_TIMEOUT_MS });
+  });
 }
 
 /** The public entry: REST over moleculer-web, and the same actions for callers inside the cluster. */
@@ -138,7 +141,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
   const gatewayHttpHandler = (ApiGateway.methods as Record<string, (...args: unknown[]) => unknown>).httpHandler!;
 
   async function getTask(ctx: ApiContext, id: string): Promise<Task> {
-    return callQueuer<Task>(ctx, "get", { id });
+    return queuerOf(ctx).get(id);
   }
 
   /** The request's caller; a call from inside the cluster (no HTTP request) is trusted. */
@@ -233,7 +236,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         if (alias.action === "controller.health" || (alias.action === "controller.metrics" && deps.metricsPublic)) return null;
         return callerOf(req.headers.authorization, {
           ...deps.auth,
-          lookup: (hash) => callQueuer(ctx, "authenticate", { hash }),
+          lookup: (hash) => queuerOf(ctx).authenticate(hash),
         });
       },
       /** The HTTP server's handler: browser requests are screened before moleculer-web routes anything. */
@@ -271,7 +274,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             const params = registry.validateParams(job, fields.params);
             if (!isMultipart(upload.contentType)) size = await storeRawBody(upload, blobs, input);
             const limits = caller.kind === "user" ? caller.limits : null;
-            const task = await callQueuer<Task>(ctx, "submit", {
+            const task = await queuerOf(ctx).submit({
               id,
               site: deps.site,
               user: caller.kind === "user" ? caller.user : fields.user,
@@ -297,7 +300,8 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             ctx.meta.$location = `/api/tasks/${task.id}`;
             return { id: task.id, status: task.status };
           } catch (err) {
-            await blobs.deletePrefix(blobKeys.folder(id)).catch(() => undefined);
+            // Written here, never handed to the queue (or refused by it): nothing else would drop it.
+            await dropTaskDocuments(blobs, [blobKeys.folder(id)], ctx.broker.logger);
             throw err;
           }
         },
@@ -310,7 +314,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         }
         const stat = await blobs.stat(task.output);
         // Counted before the stream opens: a failure here leaves no open file behind.
-        if (stat !== null) await callQueuer(ctx, "addUsage", { user: task.user, bytesOut: stat.size });
+        if (stat !== null) await queuerOf(ctx).addUsage(task.user, stat.size);
         const stream = await blobs.get(task.output);
         ctx.meta.$responseType = "application/octet-stream";
         if (stat !== null) ctx.meta.$responseHeaders = { "Content-Length": String(stat.size) };
@@ -318,19 +322,10 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       },
       deleteTask: async (ctx: ApiContext) => {
         const id = assertTaskId(ctx.params.id);
-        const task = await visibleTask(ctx, id);
-        let status: string;
-        let ended: string[];
-        if (isFinal(task.status)) {
-          // Already over: DELETE removes the record itself (and its descendants').
-          ended = await callQueuer<string[]>(ctx, "remove", { id });
-          status = "deleted";
-        } else {
-          const report = await callQueuer<CancelReport>(ctx, "cancel", { id });
-          ended = report.canceledIds;
-          status = report.task.status;
-        }
-        await Promise.all(ended.map((taskId) => blobs.deletePrefix(blobKeys.folder(taskId))));
+        // Another user's task is answered as missing; its owner never changes, so this check cannot race the delete.
+        if (ownUser(callerIn(ctx)) !== null) await visibleTask(ctx, id);
+        // One queue step: cancels a live task, removes a final one; the queuer drops their documents.
+        const { status } = await queuerOf(ctx).delete(id);
         return { id, status };
       },
       listTasks: (ctx: ApiContext) => {
@@ -339,11 +334,11 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         if (user !== null && query.user !== undefined && query.user !== user) {
           throw docqError(ERROR_CODE.Forbidden, `this key lists the tasks of ${user} only, not of ${query.user}`, { field: "user" });
         }
-        return callQueuer<TaskPage>(ctx, "list", user === null ? query : { ...query, user });
+        return queuerOf(ctx).list(user === null ? query : { ...query, user });
       },
       stats: (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "the whole site's stats");
-        return callQueuer(ctx, "stats", {});
+        return queuerOf(ctx).stats();
       },
       metrics: (ctx: ApiContext) => {
         const caller = ctx.meta.user ?? (deps.metricsPublic ? { kind: "open" } : { kind: "admin" });
@@ -359,19 +354,19 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         requireAdmin(callerIn(ctx), "making keys");
         const parsed = CreateKeySchema.safeParse(ctx.params);
         if (!parsed.success) throw badRequestOf(parsed.error.issues);
-        const created = await callQueuer<{ id: string }>(ctx, "createKey", { user: parsed.data.user, limits: limitsOf(parsed.data) });
+        const created = await queuerOf(ctx).createKey(parsed.data.user, limitsOf(parsed.data));
         ctx.meta.$statusCode = 201;
         return created;
       },
       listKeys: (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "listing keys");
-        return callQueuer(ctx, "listKeys", {});
+        return queuerOf(ctx).listKeys();
       },
       revokeKey: (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "revoking keys");
         const id = ctx.params.id;
         if (typeof id !== "string" || !KEY_ID_PATTERN.test(id)) throw docqError(ERROR_CODE.BadRequest, `malformed key id ${JSON.stringify(id)}: expected key-<ulid>`, { field: "id" });
-        return callQueuer(ctx, "revokeKey", { id });
+        return queuerOf(ctx).revokeKey(id);
       },
       usage: (ctx: ApiContext) => {
         const own = ownUser(callerIn(ctx));
@@ -379,7 +374,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         if (own !== null && query.user !== undefined && query.user !== own) {
           throw docqError(ERROR_CODE.Forbidden, `this key reads the usage of ${own} only, not of ${query.user}`, { field: "user" });
         }
-        return callQueuer(ctx, "usage", own === null ? query : { ...query, user: own });
+        return queuerOf(ctx).usage(own === null ? query : { ...query, user: own });
       },
       /** Ready when the site's queuer answers: a controller without it can accept nothing. */
       health: async (ctx: ApiContext) => {

@@ -3,12 +3,10 @@ import type { BlobStore } from "../common/blobs/blob-store.js";
 import { collectBlobGarbage } from "../common/blobs/blob-gc.js";
 import { KeyRing } from "../common/accounts/key-ring.js";
 import { errorMessage } from "../common/model/errors.js";
-import { parseMessage } from "../common/queue/queue-messages.js";
+import { QUEUER_ACTION_NAMES, QUEUER_ACTIONS, QUEUER_SERVICE } from "../common/queue/protocol.js";
+import { dispatch, queuerHandlers } from "../common/queue/queuer-actions.js";
 import type { TaskQueue } from "../common/queue/task-queue.js";
-import type { StolenCounts, TaskStore } from "../common/store/task-store.js";
-import { docqError, ERROR_CODE } from "../common/model/errors.js";
-import type { Task } from "../common/model/task-model.js";
-import type { WorkerLoad } from "../common/worker/worker-pool.js";
+import type { TaskStore } from "../common/store/task-store.js";
 
 export const QUEUER_EVENTS = {
   queued: "docq.task.queued",
@@ -30,109 +28,29 @@ export interface QueuerDeps {
   gc: { intervalMs: number; graceMs: number };
 }
 
-/** Per other site: tasks stolen in (run here for it) and out (this site's, run there). */
-function stealingBySite(counts: StolenCounts): Record<string, { stolenIn: number; stolenOut: number }> {
-  const sites = new Set([...Object.keys(counts.in), ...Object.keys(counts.out)]);
-  return Object.fromEntries([...sites].sort().map((site) => [site, { stolenIn: counts.in[site] ?? 0, stolenOut: counts.out[site] ?? 0 }]));
-}
-
 /** The queuer: Moleculer wiring around TaskQueue, which holds the logic. */
 export function queuerService(deps: QueuerDeps): ServiceSchema {
   const { queue, store } = deps;
   const keys = new KeyRing(store);
-  const workers = new Map<string, WorkerLoad & { seenAt: number }>();
   let sweepTimer: NodeJS.Timeout | undefined;
   let gcTimer: NodeJS.Timeout | undefined;
   let gcRunning: Promise<void> | null = null;
+  let handlers: ReturnType<typeof queuerHandlers> | undefined;
 
   return {
-    name: "queuer",
-    actions: {
-      submit: (ctx: Context) => {
-        const { quota, inputBytes, ...spec } = parseMessage("submit", ctx.params);
-        return queue.submit(spec, { ...(quota === undefined ? {} : { quota }), ...(inputBytes === undefined ? {} : { inputBytes }) });
-      },
-      createKey: (ctx: Context) => {
-        const { user, limits } = parseMessage("createKey", ctx.params);
-        return keys.create(user, limits);
-      },
-      listKeys: () => keys.list(),
-      revokeKey: (ctx: Context) => keys.revoke(parseMessage("byId", ctx.params).id),
-      /** The key whose secret hashes to `hash`, or null: asked by the controller on every request. */
-      authenticate: (ctx: Context) => keys.authenticate(parseMessage("authenticate", ctx.params).hash),
-      usage: (ctx: Context) => {
-        const { user, from, to } = parseMessage("usage", ctx.params);
-        return store.usage({ ...(user === undefined ? {} : { user }), from, to });
-      },
-      /** Bytes a user downloaded: the controller streams results, the queuer keeps the books. */
-      addUsage: async (ctx: Context) => {
-        const { user, bytesOut } = parseMessage("addUsage", ctx.params);
-        await queue.recordUsage(user, Date.now(), { bytesOut });
-        return true;
-      },
-      pull: (ctx: Context) => {
-        const { owner, max } = parseMessage("pull", ctx.params);
-        return queue.pull(owner, max);
-      },
-      heartbeat: (ctx: Context) => {
-        const { owner, ids, slots, busy } = parseMessage("heartbeat", ctx.params);
-        workers.set(owner, { slots, busy, seenAt: Date.now() });
-        return queue.heartbeat(owner, ids);
-      },
-      complete: (ctx: Context) => {
-        const { output, processedBy, ...claim } = parseMessage("complete", ctx.params);
-        return queue.complete(claim, { output, processedBy });
-      },
-      fail: (ctx: Context) => {
-        const { error, retryable, processedBy, ...claim } = parseMessage("fail", ctx.params);
-        return queue.fail(claim, error, { retryable, ...(processedBy === undefined ? {} : { processedBy }) });
-      },
-      split: (ctx: Context) => {
-        const { children, processedBy, ...claim } = parseMessage("split", ctx.params);
-        return queue.split(claim, children, processedBy);
-      },
-      mergeInputs: (ctx: Context) => queue.mergeInputs(parseMessage("byId", ctx.params).id),
-      cancel: (ctx: Context) => queue.cancel(parseMessage("byId", ctx.params).id),
-      lend: (ctx: Context) => {
-        const { thief, max, minPriority } = parseMessage("lend", ctx.params);
-        return queue.lend(thief, max, minPriority);
-      },
-      /** Lease renewal for a remote holder (a thief site), which has no slots to report. */
-      renew: (ctx: Context) => {
-        const { owner, ids } = parseMessage("renew", ctx.params);
-        return queue.heartbeat(owner, ids);
-      },
-      /** What this site would lend now, and how many of its slots are idle. */
-      backlog: () => {
-        const counts = queue.queueCounts();
-        const now = Date.now();
-        const idleSlots = [...workers.values()].filter((w) => now - w.seenAt < 3 * deps.heartbeatMs).reduce((sum, w) => sum + Math.max(0, w.slots - w.busy), 0);
-        return { queued: counts.ready, highestPriority: counts.highestPriority, idleSlots };
-      },
-      remove: (ctx: Context) => queue.remove(parseMessage("byId", ctx.params).id),
-      get: async (ctx: Context): Promise<Task> => {
-        const { id } = parseMessage("byId", ctx.params);
-        const task = await store.get(id);
-        if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
-        return task;
-      },
-      list: (ctx: Context) => {
-        const { cursor, limit, ...filter } = parseMessage("list", ctx.params);
-        return store.list(filter, { limit: limit ?? 100, cursor: cursor ?? null });
-      },
-      stats: async () => {
-        const now = Date.now();
-        const live = [...workers.entries()].filter(([, w]) => now - w.seenAt < 3 * deps.heartbeatMs);
-        return {
-          site: deps.site,
-          byStatus: await store.countByStatus(),
-          queue: queue.queueCounts(),
-          queuedByPriority: queue.index.countsByPriority(),
-          workers: live.map(([owner, w]) => ({ owner, slots: w.slots, busy: w.busy })),
-          slots: live.reduce((sum, [, w]) => sum + w.slots, 0),
-          stealing: stealingBySite(await store.countStolen(deps.site)),
-        };
-      },
+    name: QUEUER_SERVICE,
+    // Every action of the protocol, each message checked before its handler acts on it.
+    actions: Object.fromEntries(
+      QUEUER_ACTION_NAMES.map((action) => [
+        QUEUER_ACTIONS[action],
+        (ctx: Context) => {
+          if (handlers === undefined) throw new Error(`the queuer got ${action} before it started`);
+          return dispatch(handlers, action, ctx.params);
+        },
+      ]),
+    ),
+    created() {
+      handlers = queuerHandlers({ queue, store, keys, site: deps.site, heartbeatMs: deps.heartbeatMs, blobs: deps.blobs, log: this.logger });
     },
     async started() {
       queue.on("task:queued", () => void this.broker.broadcast(QUEUER_EVENTS.queued, { site: deps.site }));

@@ -2,9 +2,10 @@ import type { Readable } from "node:stream";
 import { ServiceBroker, type Context, type ServiceSchema } from "moleculer";
 import type { BlobStore } from "../common/blobs/blob-store.js";
 import type { DocqConfig } from "../common/config/config.js";
-import { isDocqError } from "../common/model/errors.js";
-import { Stealer, type LocalQueue, type OtherSites } from "../common/stealing/stealer.js";
+import { errorMessage } from "../common/model/errors.js";
 import type { Task } from "../common/model/task-model.js";
+import { brokerQueuerClient } from "../common/queue/queue-client.js";
+import { Stealer, type LocalQueue, type OtherSites } from "../common/stealing/stealer.js";
 import { QUEUER_EVENTS } from "./queuer.service.js";
 
 const BACKLOG_EVENT = "docq.backlog";
@@ -47,32 +48,19 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
       [QUEUER_EVENTS.proxyDone]: (ctx: Context<Task>) => void stealer?.onProxyDone(ctx.params),
       [QUEUER_EVENTS.canceled]: (ctx: Context<{ id: string; leaseOwner: string }>) => void stealer?.onLocalCanceled(ctx.params.id, ctx.params.leaseOwner),
       // New work here: tell the other sites soon (debounced), not only at the next interval.
-      [QUEUER_EVENTS.queued]: () => {
+      [QUEUER_EVENTS.queued]: (ctx: Context) => {
         if (publishSoon !== undefined || stealer === undefined) return;
         const s = stealer;
         publishSoon = setTimeout(() => {
           publishSoon = undefined;
-          void s.publishBacklog().catch(() => undefined);
+          void s.publishBacklog().catch((err: unknown) => ctx.broker.logger.warn(`publishing the backlog failed (the next interval tries again): ${errorMessage(err)}`));
         }, 100);
       },
     },
     async started() {
       const site = this.broker;
       const log = this.logger;
-      const local: LocalQueue = {
-        lend: (thief, max, minPriority) => site.call<Task[], object>("queuer.lend", { thief, max, minPriority }),
-        backlog: () => site.call("queuer.backlog"),
-        renew: (owner, ids) => site.call<string[], object>("queuer.renew", { owner, ids }),
-        complete: (claim, result) => site.call<boolean, object>("queuer.complete", { ...claim, ...result }),
-        fail: (claim, error, opts) => site.call<boolean, object>("queuer.fail", { ...claim, error, ...opts }),
-        submitProxy: async (task, input) => {
-          await site.call("queuer.submit", { id: task.id, site: task.site, user: task.user, name: task.name, job: task.job, params: task.params, priority: task.priority, maxTries: 1, input });
-        },
-        cancel: async (id) => {
-          await site.call("queuer.cancel", { id });
-        },
-        get: (id) => site.call<Task, object>("queuer.get", { id }).catch((err: unknown) => (isDocqError(err, "TASK_NOT_FOUND") || (err as { code?: unknown }).code === "TASK_NOT_FOUND" ? null : Promise.reject(err))),
-      };
+      const local: LocalQueue = brokerQueuerClient((actionName, params) => site.call(actionName, params));
       const broker = new ServiceBroker({
         namespace: "docq-global",
         nodeID: `${config.site}-stealer-${process.pid}`,
@@ -89,9 +77,9 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
       const others: OtherSites = {
         offer: (victim, request) => broker.call(remote(victim, "offer"), request),
         input: (victim, request) => broker.call<Readable, object>(remote(victim, "input"), request),
-        heartbeat: (owner, request) => broker.call(remote(owner, "heartbeat"), request),
-        complete: (owner, output, meta) => broker.call(remote(owner, "complete"), output, { meta }),
-        fail: (owner, request) => broker.call(remote(owner, "fail"), request),
+        heartbeat: (ownerSite, request) => broker.call(remote(ownerSite, "heartbeat"), request),
+        complete: (ownerSite, output, meta) => broker.call(remote(ownerSite, "complete"), output, { meta }),
+        fail: (ownerSite, request) => broker.call(remote(ownerSite, "fail"), request),
         cancel: (thief, request) => broker.call(remote(thief, "cancel"), request),
         publishBacklog: (backlog) => void broker.broadcast(BACKLOG_EVENT, backlog),
       };
@@ -122,7 +110,9 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
       // Not awaited: the site works without the global link, and joins the others when it is up.
       broker.start().catch((err: unknown) => log.error("the global broker failed to start:", err));
       timers.push(setInterval(() => void s.heartbeat(), config.queue.heartbeatMs));
-      timers.push(setInterval(() => void s.publishBacklog().catch(() => undefined), config.stealing.backlogIntervalMs));
+      const publishBacklog = (): void =>
+        void s.publishBacklog().catch((err: unknown) => log.warn(`publishing the backlog failed (the next interval tries again): ${errorMessage(err)}`));
+      timers.push(setInterval(publishBacklog, config.stealing.backlogIntervalMs));
       log.info(`stealer of site "${config.site}" on the global NATS ${config.stealing.globalNatsUrl}${config.stealing.tls === null ? "" : " (TLS)"}`);
     },
     async stopped() {

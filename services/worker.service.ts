@@ -3,9 +3,10 @@ import type { BlobStore } from "../common/blobs/blob-store.js";
 import { errorMessage } from "../common/model/errors.js";
 import type { JobRegistry } from "../common/jobs/job-registry.js";
 import { startLeftoverSweeper } from "../common/jobs/job-runner.js";
-import type { Task } from "../common/model/task-model.js";
 import { retryTransient } from "../common/model/transient-retry.js";
-import { WorkerPool, type QueueClient } from "../common/worker/worker-pool.js";
+import { brokerQueuerClient, type WorkerQueue } from "../common/queue/queue-client.js";
+import { WorkerPool } from "../common/worker/worker-pool.js";
+import { QUEUER_SERVICE } from "../common/queue/protocol.js";
 import { QUEUER_EVENTS } from "./queuer.service.js";
 
 export interface WorkerDeps {
@@ -47,13 +48,13 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
             if (n === 1) log.warn(`${what}: queuer unreachable (${errorMessage(err)}), retrying`);
           },
         });
-      const client: QueueClient = {
-        pull: (owner, max) => broker.call<Task[], object>("queuer.pull", { owner, max }),
-        heartbeat: (owner, ids, load) => broker.call<string[], object>("queuer.heartbeat", { owner, ids, ...load }),
-        complete: (claim, result) => report(`complete ${claim.id}`, () => broker.call<boolean, object>("queuer.complete", { ...claim, ...result })),
-        fail: (claim, error, opts) => report(`fail ${claim.id}`, () => broker.call<boolean, object>("queuer.fail", { ...claim, error, ...opts })),
-        split: (claim, children, processedBy) => report(`split ${claim.id}`, () => broker.call<boolean, object>("queuer.split", { ...claim, children, processedBy })),
-        mergeInputs: (id) => report(`merge inputs of ${id}`, () => broker.call<string[], object>("queuer.mergeInputs", { id })),
+      const queuer = brokerQueuerClient((actionName, params) => broker.call(actionName, params));
+      const client: WorkerQueue = {
+        pull: (owner, max) => queuer.pull(owner, max),
+        heartbeat: (owner, ids, load) => queuer.heartbeat(owner, ids, load),
+        succeed: (claim, result) => report(`succeed ${claim.id}`, () => queuer.succeed(claim, result)),
+        fail: (claim, error, opts) => report(`fail ${claim.id}`, () => queuer.fail(claim, error, opts)),
+        split: (claim, children, processedBy) => report(`split ${claim.id}`, () => queuer.split(claim, children, processedBy)),
       };
       const started = new WorkerPool({
         owner: ownerName(broker.nodeID),
@@ -72,7 +73,7 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
       // What docq processes that died left in the temp dir and running: removed now and every minute.
       stopSweeping = startLeftoverSweeper({ log: { info: (m) => log.info(m), warn: (m) => log.warn(m) } });
       // Not awaited: the queuer may start later (or stand by); the pool starts pulling once it is there.
-      void broker.waitForServices(["queuer"]).then(() => started.start());
+      void broker.waitForServices([QUEUER_SERVICE]).then(() => started.start());
     },
     async stopped() {
       stopSweeping();

@@ -1,5 +1,8 @@
-import type { AttemptResult, ChildSpec, LeaseClaim, PulledTask, WorkerLoad } from "../model/claims.js";
-import type { ProcessedBy } from "../model/task-model.js";
+import type { AttemptResult, CancelReport, ChildSpec, DeleteReport, LeaseClaim, PulledTask, WorkerLoad } from "../model/claims.js";
+import type { ProcessedBy, Task } from "../model/task-model.js";
+import type { TaskPage } from "../store/task-store.js";
+import { queuerActionName, type QueuerAction, type QueuerAnswer, type QueuerBacklog, type QueuerMessage, type QueuerStats } from "./protocol.js";
+import { dispatch, queuerHandlers, type QueuerActionDeps } from "./queuer-actions.js";
 
 /** The queue as a worker reaches it: direct calls in tests, broker calls in services. */
 export interface WorkerQueue {
@@ -9,4 +12,76 @@ export interface WorkerQueue {
   succeed(claim: LeaseClaim, result: AttemptResult): Promise<boolean>;
   fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean>;
   split(claim: LeaseClaim, children: ChildSpec[], processedBy: ProcessedBy): Promise<boolean>;
+}
+
+/** How a client reaches the queuer: one typed call per action (a broker call in services). */
+export type QueuerCall = <A extends QueuerAction>(action: A, message: QueuerMessage<A>) => Promise<QueuerAnswer<A>>;
+
+/** The whole queuer protocol as typed calls; a worker uses its WorkerQueue part, the stealer and the controller the rest. */
+export interface QueuerClient extends WorkerQueue {
+  submit(spec: QueuerMessage<"submit">): Promise<Task>;
+  lend(thiefSite: string, max: number, minPriority: number): Promise<Task[]>;
+  /** Renews a remote holder's leases; answers the ids no longer held. */
+  renew(owner: string, ids: string[]): Promise<string[]>;
+  backlog(): Promise<QueuerBacklog>;
+  /** Cancels a live task and its descendants; the queuer drops their documents. */
+  cancel(id: string): Promise<CancelReport>;
+  /** DELETE in one queue step; the queuer drops the documents of every task it ended or removed. */
+  delete(id: string): Promise<DeleteReport>;
+  /** The task, or TASK_NOT_FOUND. */
+  get(id: string): Promise<Task>;
+  list(query: QueuerMessage<"list">): Promise<TaskPage>;
+  stats(): Promise<QueuerStats>;
+  createKey(user: string, limits: QueuerMessage<"createKey">["limits"]): Promise<QueuerAnswer<"createKey">>;
+  listKeys(): Promise<QueuerAnswer<"listKeys">>;
+  revokeKey(id: string): Promise<QueuerAnswer<"revokeKey">>;
+  authenticate(hash: string): Promise<QueuerAnswer<"authenticate">>;
+  usage(query: QueuerMessage<"usage">): Promise<QueuerAnswer<"usage">>;
+  addUsage(user: string, bytesOut: number): Promise<boolean>;
+}
+
+/** The typed client over `call`: each method builds its action's message. */
+export function queuerClient(call: QueuerCall): QueuerClient {
+  return {
+    submit: (spec) => call("submit", spec),
+    pull: (owner, max) => call("pull", { owner, max }),
+    heartbeat: (owner, ids, load) => call("heartbeat", { owner, ids, slots: load.slots, busy: load.busy }),
+    succeed: (claim, result) => call("succeed", { ...claimOf(claim), output: result.output, processedBy: result.processedBy }),
+    fail: (claim, error, opts) =>
+      call("fail", { ...claimOf(claim), error, retryable: opts.retryable, ...(opts.processedBy === undefined ? {} : { processedBy: opts.processedBy }) }),
+    split: (claim, children, processedBy) => call("split", { ...claimOf(claim), children, processedBy }),
+    lend: (thief, max, minPriority) => call("lend", { thief, max, minPriority }),
+    renew: (owner, ids) => call("renew", { owner, ids }),
+    backlog: () => call("backlog", {}),
+    cancel: (id) => call("cancel", { id }),
+    delete: (id) => call("delete", { id }),
+    get: (id) => call("get", { id }),
+    list: (query) => call("list", query),
+    stats: () => call("stats", {}),
+    createKey: (user, limits) => call("createKey", { user, limits }),
+    listKeys: () => call("listKeys", {}),
+    revokeKey: (id) => call("revokeKey", { id }),
+    authenticate: (hash) => call("authenticate", { hash }),
+    usage: (query) => call("usage", query),
+    addUsage: (user, bytesOut) => call("addUsage", { user, bytesOut }),
+  };
+}
+
+/** Only the claim's fields: a caller's object may carry more, which the strict message would refuse. */
+function claimOf(claim: LeaseClaim): LeaseClaim {
+  return { id: claim.id, owner: claim.owner, tries: claim.tries };
+}
+
+/** The client over a broker: `brokerCall` is e.g. `(name, params) => broker.call(name, params)`. */
+export function brokerQueuerClient(brokerCall: (actionName: string, params: object) => Promise<unknown>): QueuerClient {
+  return queuerClient(<A extends QueuerAction>(action: A, message: QueuerMessage<A>) => brokerCall(queuerActionName(action), message) as Promise<QueuerAnswer<A>>);
+}
+
+/**
+ * The client straight over a TaskQueue, for tests: the same handlers as the queuer service, each
+ * message checked as the service checks it, without a broker.
+ */
+export function directQueuerClient(deps: QueuerActionDeps): QueuerClient {
+  const handlers = queuerHandlers(deps);
+  return queuerClient((action, message) => dispatch(handlers, action, message));
 }

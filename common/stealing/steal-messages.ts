@@ -20,7 +20,7 @@ export const BacklogSchema = z.strictObject({
 });
 export type Backlog = z.infer<typeof BacklogSchema>;
 
-/** A task as lent: what the thief needs to run it as a local proxy, and the attempt it reports under. */
+/** A task as lent: what the thief needs to run it as a local proxy, and the attempt (`tries`) it reports under. */
 export const LentTaskSchema = z.strictObject({
   id: TaskId,
   site: Site,
@@ -29,7 +29,7 @@ export const LentTaskSchema = z.strictObject({
   job: z.string().regex(JOB_NAME_PATTERN),
   params: ParamsSchema,
   priority: z.int().min(MIN_PRIORITY).max(MAX_PRIORITY),
-  attempt: z.int().min(1),
+  tries: z.int().min(1),
   depth: z.int().min(0),
   hasInput: z.boolean(),
 });
@@ -42,9 +42,10 @@ export const StealMessages = {
   input: z.strictObject({ id: TaskId, thief: Site }),
   heartbeat: z.strictObject({ thief: Site, ids: z.array(TaskId) }),
   heartbeatAnswer: z.array(TaskId),
-  complete: z.strictObject({ id: TaskId, thief: Site, attempt: z.int().min(1), processedBy: ProcessedBySchema }),
-  fail: z.strictObject({ id: TaskId, thief: Site, attempt: z.int().min(1), error: z.string().max(64 * 1024), processedBy: ProcessedBySchema.optional() }),
-  cancel: z.strictObject({ id: TaskId, owner: Site }),
+  complete: z.strictObject({ id: TaskId, thief: Site, tries: z.int().min(1), processedBy: ProcessedBySchema }),
+  fail: z.strictObject({ id: TaskId, thief: Site, tries: z.int().min(1), error: z.string().max(64 * 1024), processedBy: ProcessedBySchema.optional() }),
+  /** The task's own site canceled it (`ownerSite`: the site whose task it is, not a lease owner). */
+  cancel: z.strictObject({ id: TaskId, ownerSite: Site }),
   accepted: z.boolean(),
 } as const;
 
@@ -66,7 +67,7 @@ export function toLentTask(task: Task): LentTask {
     job: task.job,
     params: task.params,
     priority: task.priority,
-    attempt: task.tries,
+    tries: task.tries,
     depth: task.depth,
     hasInput: task.input !== null,
   };

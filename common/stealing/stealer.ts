@@ -1,33 +1,45 @@
 import type { Readable } from "node:stream";
 import type { BlobStore } from "../blobs/blob-store.js";
-import { docqError, ERROR_CODE, errorMessage } from "../model/errors.js";
+import { dropTaskDocuments } from "../blobs/task-documents.js";
+import { docqError, ERROR_CODE, errorMessage, isDocqError, type ErrorCode } from "../model/errors.js";
 import { blobKeys } from "../queue/new-task.js";
+import type { QueuerClient } from "../queue/queue-client.js";
 import { parseStealMessage, toLentTask, type Backlog, type LentTask, type StealMessage } from "./steal-messages.js";
 import { allows, chooseVictim, stealCount, type StealPolicy } from "./steal-policy.js";
-import { remoteOwner, type LeaseClaim } from "../queue/task-queue.js";
+import { remoteOwner } from "../queue/task-queue.js";
 import type { ProcessedBy, Task } from "../model/task-model.js";
 import { retryTransient } from "../model/transient-retry.js";
 
-/** This site's queue as the stealer reaches it (calls to the local queuer). */
-export interface LocalQueue {
-  lend(thief: string, max: number, minPriority: number): Promise<Task[]>;
-  backlog(): Promise<{ queued: number; highestPriority: number | null; idleSlots: number }>;
-  renew(owner: string, ids: string[]): Promise<string[]>;
-  complete(claim: LeaseClaim, result: { output: string; processedBy: ProcessedBy }): Promise<boolean>;
-  fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean>;
-  /** Queues a task run here on behalf of its owner site. */
-  submitProxy(task: LentTask, input: string | null): Promise<void>;
-  cancel(id: string): Promise<void>;
-  get(id: string): Promise<Task | null>;
+/** This site's queue as the stealer reaches it: the part of the queuer's client it uses. */
+export type LocalQueue = Pick<QueuerClient, "lend" | "backlog" | "renew" | "succeed" | "fail" | "submit" | "cancel" | "get">;
+
+/** Queues a task lent by its own site as a proxy here: one try, as retries are the owner's business. */
+async function submitProxy(local: LocalQueue, task: LentTask, input: string | null): Promise<void> {
+  await local.submit({ id: task.id, site: task.site, user: task.user, name: task.name, job: task.job, params: task.params, priority: task.priority, maxTries: 1, input });
+}
+
+/** Whether `err` carries `code`: over the broker it arrives as a plain error with the code, not as a DocqError. */
+function hasCode(err: unknown, code: ErrorCode): boolean {
+  return isDocqError(err, code) || (typeof err === "object" && err !== null && (err as { code?: unknown }).code === code);
+}
+
+/** The task, or null when this site has no such task. */
+async function taskOrNull(local: LocalQueue, id: string): Promise<Task | null> {
+  try {
+    return await local.get(id);
+  } catch (err) {
+    if (hasCode(err, ERROR_CODE.TaskNotFound)) return null;
+    throw err;
+  }
 }
 
 /** The other sites' stealers (calls over the global NATS). */
 export interface OtherSites {
   offer(victim: string, request: StealMessage<"offerRequest">): Promise<unknown>;
   input(victim: string, request: StealMessage<"input">): Promise<Readable>;
-  heartbeat(owner: string, request: StealMessage<"heartbeat">): Promise<unknown>;
-  complete(owner: string, output: Readable, meta: StealMessage<"complete">): Promise<unknown>;
-  fail(owner: string, request: StealMessage<"fail">): Promise<unknown>;
+  heartbeat(ownerSite: string, request: StealMessage<"heartbeat">): Promise<unknown>;
+  complete(ownerSite: string, output: Readable, meta: StealMessage<"complete">): Promise<unknown>;
+  fail(ownerSite: string, request: StealMessage<"fail">): Promise<unknown>;
   cancel(thief: string, request: StealMessage<"cancel">): Promise<unknown>;
   publishBacklog(backlog: Backlog): void;
 }
@@ -50,8 +62,9 @@ export interface StealerOptions {
 }
 
 interface InFlight {
-  owner: string;
-  attempt: number;
+  /** The site whose task it is: the results go there. */
+  ownerSite: string;
+  tries: number;
 }
 
 /**
@@ -63,12 +76,11 @@ interface InFlight {
 export class Stealer {
   private readonly opts: StealerOptions;
   private readonly backlogs = new Map<string, Backlog>();
-  /** Proxies running here, by task id: their owner site and the attempt they report under. */
+  /** Proxies running here, by task id: their owner site and the attempt (`tries`) they report under. */
   private readonly inFlight = new Map<string, InFlight>();
   private stealing = false;
   /** The last time this site's workers found nothing to do, and how many slots were idle then. */
   private idle: { at: number; slots: number } | null = null;
-  private readonly counters = { stolen: 0, lent: 0 };
 
   constructor(opts: StealerOptions) {
     this.opts = opts;
@@ -80,10 +92,6 @@ export class Stealer {
 
   get inFlightCount(): number {
     return this.inFlight.size;
-  }
-
-  stats(): { stolen: number; lent: number; inFlight: number; backlogs: Backlog[] } {
-    return { ...this.counters, inFlight: this.inFlight.size, backlogs: [...this.backlogs.values()] };
   }
 
   /** Tells the other sites what this one could lend. */
@@ -104,7 +112,10 @@ export class Stealer {
       void this.stealRound(this.idle.slots);
     } else if (!this.opts.policy.onlyWhenIdle) {
       // Allowed to steal with work of its own queued: whenever slots are idle.
-      void this.opts.local.backlog().then((own) => (own.idleSlots > 0 ? this.stealRound(own.idleSlots) : 0)).catch(() => undefined);
+      void this.opts.local
+        .backlog()
+        .then((own) => (own.idleSlots > 0 ? this.stealRound(own.idleSlots) : 0))
+        .catch((err: unknown) => this.opts.log.warn(`could not read this site's backlog to steal: ${errorMessage(err)}`));
     }
   }
 
@@ -133,21 +144,21 @@ export class Stealer {
           log.warn(`site ${victim.site} lent task ${task.id} of site ${task.site}: ignored`);
           continue;
         }
-        this.inFlight.set(task.id, { owner: task.site, attempt: task.attempt });
+        this.inFlight.set(task.id, { ownerSite: task.site, tries: task.tries });
         try {
           let input: string | null = null;
           if (task.hasInput) {
             input = blobKeys.input(task.id);
             await blobs.put(input, await others.input(task.site, { id: task.id, thief: policy.site }));
           }
-          await local.submitProxy(task, input);
+          await submitProxy(local, task, input);
           queued++;
-          this.counters.stolen++;
         } catch (err) {
           // Hand it back at once rather than letting its lease lapse: the owner retries it.
           this.inFlight.delete(task.id);
-          await blobs.deletePrefix(blobKeys.folder(task.id)).catch(() => undefined);
-          await this.reportFailure(task.id, task.site, task.attempt, `site ${policy.site} could not take the stolen task: ${errorMessage(err)}`);
+          // Its input may be stored here, and the queue never took it: nothing else would drop it.
+          await dropTaskDocuments(blobs, [blobKeys.folder(task.id)], log);
+          await this.reportFailure(task.id, task.site, task.tries, `site ${policy.site} could not take the stolen task: ${errorMessage(err)}`);
         }
       }
       if (queued > 0) {
@@ -163,65 +174,71 @@ export class Stealer {
     return queued;
   }
 
-  /** A proxy ended here: its result goes home, then its local documents go. */
+  /** A proxy ended here: its result goes home, then its local documents go (a canceled one's, the queuer dropped). */
   async onProxyDone(task: Task): Promise<void> {
     const flight = this.inFlight.get(task.id);
     if (flight === undefined) return;
-    const { policy, others, blobs } = this.opts;
+    const { policy, others, blobs, log } = this.opts;
     try {
       if (task.status === "output" && task.output !== null) {
         const output = task.output;
-        const meta = { id: task.id, thief: policy.site, attempt: flight.attempt, processedBy: task.processedBy ?? { site: policy.site, node: "?" } };
-        await this.retry(`report ${task.id} home`, async () => parseStealMessage("accepted", await others.complete(flight.owner, await blobs.get(output), meta)));
+        const meta = { id: task.id, thief: policy.site, tries: flight.tries, processedBy: task.processedBy ?? { site: policy.site, node: "?" } };
+        await this.retry(`report ${task.id} home`, async () => parseStealMessage("accepted", await others.complete(flight.ownerSite, await blobs.get(output), meta)));
       } else if (task.status === "error") {
-        await this.reportFailure(task.id, flight.owner, flight.attempt, task.error ?? "failed", task.processedBy ?? undefined);
+        await this.reportFailure(task.id, flight.ownerSite, flight.tries, task.error ?? "failed", task.processedBy ?? undefined);
       }
       // canceled: the owner canceled it, or took it back; nothing to report.
     } catch (err) {
       // The owner's lease lapses and it runs the task again: nothing is lost.
-      this.opts.log.warn(`could not report ${task.id} to site ${flight.owner}: ${errorMessage(err)}`);
+      log.warn(`could not report ${task.id} to site ${flight.ownerSite}: ${errorMessage(err)}`);
     } finally {
       this.inFlight.delete(task.id);
-      await blobs.deletePrefix(blobKeys.folder(task.id)).catch(() => undefined);
+      if (task.status !== "canceled") await dropTaskDocuments(blobs, [blobKeys.folder(task.id)], log);
     }
   }
 
   /** Renews the leases of the proxies running here; stops those their owner took back. */
   async heartbeat(): Promise<void> {
-    const byOwner = new Map<string, string[]>();
+    const byOwnerSite = new Map<string, string[]>();
     for (const [id, f] of this.inFlight) {
-      const ids = byOwner.get(f.owner);
-      if (ids === undefined) byOwner.set(f.owner, [id]);
+      const ids = byOwnerSite.get(f.ownerSite);
+      if (ids === undefined) byOwnerSite.set(f.ownerSite, [id]);
       else ids.push(id);
     }
-    for (const [owner, ids] of byOwner) {
+    for (const [ownerSite, ids] of byOwnerSite) {
       try {
-        const lost = parseStealMessage("heartbeatAnswer", await this.opts.others.heartbeat(owner, { thief: this.opts.policy.site, ids }));
-        for (const id of lost) await this.dropProxy(id, `site ${owner} took it back`);
+        const lost = parseStealMessage("heartbeatAnswer", await this.opts.others.heartbeat(ownerSite, { thief: this.opts.policy.site, ids }));
+        for (const id of lost) await this.dropProxy(id, `site ${ownerSite} took it back`);
       } catch (err) {
-        this.opts.log.warn(`heartbeat to site ${owner} failed: ${errorMessage(err)}`);
+        this.opts.log.warn(`heartbeat to site ${ownerSite} failed: ${errorMessage(err)}`);
       }
     }
   }
 
   /** The owner canceled a task running here. */
   async onCancel(raw: unknown): Promise<void> {
-    const { id, owner } = parseStealMessage("cancel", raw);
-    if (this.inFlight.get(id)?.owner !== owner) return;
-    await this.dropProxy(id, `canceled by site ${owner}`);
+    const { id, ownerSite } = parseStealMessage("cancel", raw);
+    if (this.inFlight.get(id)?.ownerSite !== ownerSite) return;
+    await this.dropProxy(id, `canceled by site ${ownerSite}`);
   }
 
+  /** Stops a proxy: the local queuer cancels it and drops its documents. */
   private async dropProxy(id: string, why: string): Promise<void> {
     if (!this.inFlight.delete(id)) return;
     this.opts.log.info(`stolen task ${id} dropped: ${why}`);
-    await this.opts.local.cancel(id).catch(() => undefined);
-    await this.opts.blobs.deletePrefix(blobKeys.folder(id)).catch(() => undefined);
+    try {
+      await this.opts.local.cancel(id);
+    } catch (err) {
+      // It ended here before the cancel came: nobody reports it now, so its documents go here.
+      if (hasCode(err, ERROR_CODE.TaskNotInState)) await dropTaskDocuments(this.opts.blobs, [blobKeys.folder(id)], this.opts.log);
+      else this.opts.log.warn(`could not cancel the proxy of stolen task ${id} (its result is refused at home): ${errorMessage(err)}`);
+    }
   }
 
-  private async reportFailure(id: string, owner: string, attempt: number, error: string, processedBy?: ProcessedBy): Promise<void> {
-    const message = { id, thief: this.opts.policy.site, attempt, error, ...(processedBy === undefined ? {} : { processedBy }) };
-    await this.retry(`report the failure of ${id} home`, async () => parseStealMessage("accepted", await this.opts.others.fail(owner, message))).catch((err: unknown) =>
-      this.opts.log.warn(`could not report the failure of ${id} to site ${owner}: ${errorMessage(err)}`),
+  private async reportFailure(id: string, ownerSite: string, tries: number, error: string, processedBy?: ProcessedBy): Promise<void> {
+    const message = { id, thief: this.opts.policy.site, tries, error, ...(processedBy === undefined ? {} : { processedBy }) };
+    await this.retry(`report the failure of ${id} home`, async () => parseStealMessage("accepted", await this.opts.others.fail(ownerSite, message))).catch((err: unknown) =>
+      this.opts.log.warn(`could not report the failure of ${id} to site ${ownerSite}: ${errorMessage(err)}`),
     );
   }
 
@@ -240,7 +257,6 @@ export class Stealer {
     const { thief, max, minPriority } = parseStealMessage("offerRequest", raw);
     if (!allows(this.opts.policy, thief)) return { tasks: [] };
     const lent = await this.opts.local.lend(thief, max, Math.max(minPriority, this.opts.policy.minPriority));
-    this.counters.lent += lent.length;
     if (lent.length > 0) this.opts.log.info(`lent ${lent.length} task(s) to site ${thief}`);
     return { tasks: lent.map(toLentTask) };
   }
@@ -260,16 +276,16 @@ export class Stealer {
   /** A thief's result: stored under the attempt's own key, then recorded only if the lease still holds. */
   async handleComplete(output: Readable, rawMeta: unknown): Promise<boolean> {
     const meta = parseStealMessage("complete", rawMeta);
-    const key = blobKeys.output(meta.id, meta.attempt);
+    const key = blobKeys.output(meta.id, meta.tries);
     await this.opts.blobs.put(key, output);
-    const accepted = await this.opts.local.complete({ id: meta.id, owner: remoteOwner(meta.thief), attempt: meta.attempt }, { output: key, processedBy: meta.processedBy });
+    const accepted = await this.opts.local.succeed({ id: meta.id, owner: remoteOwner(meta.thief), tries: meta.tries }, { output: key, processedBy: meta.processedBy });
     if (!accepted) await this.opts.blobs.delete(key);
     return accepted;
   }
 
   async handleFail(raw: unknown): Promise<boolean> {
     const m = parseStealMessage("fail", raw);
-    return this.opts.local.fail({ id: m.id, owner: remoteOwner(m.thief), attempt: m.attempt }, m.error, {
+    return this.opts.local.fail({ id: m.id, owner: remoteOwner(m.thief), tries: m.tries }, m.error, {
       retryable: true,
       ...(m.processedBy === undefined ? {} : { processedBy: m.processedBy }),
     });
@@ -279,13 +295,13 @@ export class Stealer {
   async onLocalCanceled(id: string, leaseOwner: string): Promise<void> {
     if (!leaseOwner.startsWith("site:")) return;
     const thief = leaseOwner.slice("site:".length);
-    await this.opts.others.cancel(thief, { id, owner: this.opts.policy.site }).catch((err: unknown) =>
+    await this.opts.others.cancel(thief, { id, ownerSite: this.opts.policy.site }).catch((err: unknown) =>
       this.opts.log.warn(`could not tell site ${thief} that ${id} was canceled (its lease will lapse): ${errorMessage(err)}`),
     );
   }
 
   private async lentTo(id: string, thief: string): Promise<Task> {
-    const task = await this.opts.local.get(id);
+    const task = await taskOrNull(this.opts.local, id);
     if (task === null || task.status !== "work" || task.lease?.owner !== remoteOwner(thief)) {
       throw docqError(ERROR_CODE.LeaseLost, `task ${id} is not leased to site ${thief}`);
     }

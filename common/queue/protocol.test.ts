@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { DocqError, ERROR_CODE } from "../model/errors.js";
-import { parseMessage, QueueMessages } from "./queue-messages.js";
+import { parseMessage, QUEUER_ACTIONS, QueuerMessages, type QueuerAction } from "./protocol.js";
 
-type Kind = keyof typeof QueueMessages;
+type Kind = QueuerAction;
 
 const ID = "local-01ARZ3NDEKTSV4RRFFQ69G5FAV";
 const processedBy = { site: "local", node: "node-1" };
@@ -13,18 +13,34 @@ const GOOD: { [K in Kind]: Record<string, unknown> } = {
   submit: { id: ID, site: "local", user: "anonymous", name: "report", job: "wordcount", params: { ms: 5 }, priority: 50, maxTries: 3, input: `${ID}/input` },
   pull: { owner: "worker@n1", max: 4 },
   heartbeat: { owner: "worker@n1", ids: [ID], slots: 4, busy: 1 },
-  complete: { id: ID, owner: "worker@n1", attempt: 1, output: `${ID}/output-1`, processedBy },
-  fail: { id: ID, owner: "worker@n1", attempt: 2, error: "job exited with code 1", retryable: true, processedBy },
-  split: { id: ID, owner: "worker@n1", attempt: 1, children: [{ input: `${ID}/split-1/part-0` }, { input: `${ID}/split-1/part-1`, params: { page: 2 } }], processedBy },
+  succeed: { id: ID, owner: "worker@n1", tries: 1, output: `${ID}/output-1`, processedBy },
+  fail: { id: ID, owner: "worker@n1", tries: 2, error: "job exited with code 1", retryable: true, processedBy },
+  split: { id: ID, owner: "worker@n1", tries: 1, children: [{ input: `${ID}/split-1/part-0` }, { input: `${ID}/split-1/part-1`, params: { page: 2 } }], processedBy },
   lend: { thief: "bb", max: 4, minPriority: 10 },
   renew: { owner: "site:bb", ids: [ID] },
-  byId: { id: ID },
+  backlog: {},
+  cancel: { id: ID },
+  delete: { id: ID },
+  get: { id: ID },
+  stats: {},
+  listKeys: {},
+  revokeKey: { id: ID },
   list: { status: "error", user: "ann", job: "wordcount", parentId: ID, cursor: "abc", limit: 20 },
   createKey: { user: "alice", limits: { maxPriority: 80, maxQueued: 1000, offload: false } },
   authenticate: { hash: "a".repeat(64) },
   usage: { user: "alice", from: "2026-12-01", to: "2026-12-02" },
   addUsage: { user: "alice", bytesOut: 1024 },
 };
+
+/** The bad variants of a message that names one task (or key) by id. */
+function byId<K extends Kind>(kinds: K[]): Record<K, [change: Record<string, unknown>, field: string][]> {
+  const bad: [Record<string, unknown>, string][] = [
+    [{ id: "" }, "id"],
+    [{ id: undefined }, "id"],
+    [{ id: 12 }, "id"],
+  ];
+  return Object.fromEntries(kinds.map((kind) => [kind, bad])) as Record<K, [Record<string, unknown>, string][]>;
+}
 
 /** Bad variants of each kind: the change to the good message and the field that must be named. */
 const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } = {
@@ -90,11 +106,11 @@ const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } =
     [{ slots: -1 }, "slots"],
     [{ busy: 0.5 }, "busy"],
   ],
-  complete: [
+  succeed: [
     [{ id: undefined }, "id"],
     [{ owner: "" }, "owner"],
-    [{ attempt: 0 }, "attempt"],
-    [{ attempt: "1" }, "attempt"],
+    [{ tries: 0 }, "tries"],
+    [{ tries: "1" }, "tries"],
     [{ output: "" }, "output"],
     [{ processedBy: undefined }, "processedBy"],
     [{ processedBy: { site: "local" } }, "processedBy"],
@@ -103,7 +119,7 @@ const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } =
     [{ error: undefined }, "error"],
     [{ error: 42 }, "error"],
     [{ retryable: "yes" }, "retryable"],
-    [{ attempt: -1 }, "attempt"],
+    [{ tries: -1 }, "tries"],
     [{ processedBy: { site: 1, node: "n" } }, "processedBy"],
   ],
   split: [
@@ -113,13 +129,12 @@ const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } =
     [{ children: [{ input: "k", extra: 1 }] }, "children"],
     [{ children: "k" }, "children"],
     [{ processedBy: undefined }, "processedBy"],
-    [{ attempt: 0 }, "attempt"],
+    [{ tries: 0 }, "tries"],
   ],
-  byId: [
-    [{ id: "" }, "id"],
-    [{ id: undefined }, "id"],
-    [{ id: 12 }, "id"],
-  ],
+  ...byId(["cancel", "delete", "get", "revokeKey"]),
+  backlog: [],
+  stats: [],
+  listKeys: [],
   list: [
     [{ status: "done" }, "status"],
     [{ limit: 0 }, "limit"],
@@ -145,7 +160,8 @@ function refused(kind: Kind, raw: unknown): DocqError {
 
 describe("parseMessage", () => {
   it("covers every kind of message", () => {
-    assert.deepEqual(Object.keys(GOOD).sort(), Object.keys(QueueMessages).sort());
+    assert.deepEqual(Object.keys(GOOD).sort(), Object.keys(QueuerMessages).sort());
+    assert.deepEqual(Object.keys(QUEUER_ACTIONS).sort(), Object.keys(QueuerMessages).sort(), "one message schema per action");
   });
 
   for (const kind of Object.keys(GOOD) as Kind[]) {

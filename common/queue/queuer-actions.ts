@@ -1,0 +1,112 @@
+import type { KeyRing } from "../accounts/key-ring.js";
+import type { BlobStore } from "../blobs/blob-store.js";
+import { dropTaskDocuments, type TaskDocumentsLog } from "../blobs/task-documents.js";
+import type { WorkerLoad } from "../model/claims.js";
+import { docqError, ERROR_CODE } from "../model/errors.js";
+import type { StolenCounts, TaskStore } from "../store/task-store.js";
+import { parseMessage, type QueuerAction, type QueuerAnswer, type QueuerMessage } from "./protocol.js";
+import type { TaskQueue } from "./task-queue.js";
+
+/** What the queuer's actions act on. */
+export interface QueuerActionDeps {
+  queue: TaskQueue;
+  store: TaskStore;
+  keys: KeyRing;
+  site: string;
+  /** A worker silent for three heartbeats no longer counts in the backlog's idle slots or the stats. */
+  heartbeatMs: number;
+  /** The site's documents: cancel and delete drop what their answers name. */
+  blobs: BlobStore;
+  log: TaskDocumentsLog;
+  now?: () => number;
+}
+
+/** One handler per action, taking the parsed message. */
+export type QueuerHandlers = { [A in QueuerAction]: (message: QueuerMessage<A>) => Promise<QueuerAnswer<A>> };
+
+/** Per other site: tasks stolen in (run here for it) and out (this site's, run there). */
+function stealingBySite(counts: StolenCounts): Record<string, { stolenIn: number; stolenOut: number }> {
+  const sites = new Set([...Object.keys(counts.in), ...Object.keys(counts.out)]);
+  return Object.fromEntries([...sites].sort().map((site) => [site, { stolenIn: counts.in[site] ?? 0, stolenOut: counts.out[site] ?? 0 }]));
+}
+
+/**
+ * The queuer's actions over a TaskQueue: the Moleculer service registers them, the direct client
+ * (tests) calls them, both through `dispatch`, so a message is checked the same way either way.
+ */
+export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
+  const { queue, store, keys, blobs, log } = deps;
+  const now = deps.now ?? Date.now;
+  /** The load each worker reported with its last heartbeat. */
+  const workers = new Map<string, WorkerLoad & { seenAt: number }>();
+  const liveWorkers = (): [string, WorkerLoad][] => {
+    const at = now();
+    return [...workers.entries()].filter(([, w]) => at - w.seenAt < 3 * deps.heartbeatMs);
+  };
+
+  return {
+    submit: ({ quota, inputBytes, ...spec }) =>
+      queue.submit(spec, { ...(quota === undefined ? {} : { quota }), ...(inputBytes === undefined ? {} : { inputBytes }) }),
+    pull: ({ owner, max }) => queue.pull(owner, max),
+    heartbeat: ({ owner, ids, slots, busy }) => {
+      workers.set(owner, { slots, busy, seenAt: now() });
+      return queue.heartbeat(owner, ids);
+    },
+    succeed: ({ output, processedBy, ...claim }) => queue.succeed(claim, { output, processedBy }),
+    fail: ({ error, retryable, processedBy, ...claim }) =>
+      queue.fail(claim, error, { retryable, ...(processedBy === undefined ? {} : { processedBy }) }),
+    split: ({ children, processedBy, ...claim }) => queue.split(claim, children, processedBy),
+    lend: ({ thief, max, minPriority }) => queue.lend(thief, max, minPriority),
+    renew: ({ owner, ids }) => queue.heartbeat(owner, ids),
+    backlog: async () => {
+      const counts = queue.queueCounts();
+      const idleSlots = liveWorkers().reduce((sum, [, w]) => sum + Math.max(0, w.slots - w.busy), 0);
+      return { queued: counts.ready, highestPriority: counts.highestPriority, idleSlots };
+    },
+    cancel: async ({ id }) => {
+      const report = await queue.cancel(id);
+      await dropTaskDocuments(blobs, report.drop, log);
+      return report;
+    },
+    delete: async ({ id }) => {
+      const report = await queue.delete(id);
+      await dropTaskDocuments(blobs, report.drop, log);
+      return report;
+    },
+    get: async ({ id }) => {
+      const task = await store.get(id);
+      if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
+      return task;
+    },
+    list: ({ cursor, limit, ...filter }) => store.list(filter, { limit: limit ?? 100, cursor: cursor ?? null }),
+    stats: async () => {
+      const live = liveWorkers();
+      return {
+        site: deps.site,
+        byStatus: await store.countByStatus(),
+        queue: queue.queueCounts(),
+        queuedByPriority: queue.countsByPriority(),
+        workers: live.map(([owner, w]) => ({ owner, slots: w.slots, busy: w.busy })),
+        slots: live.reduce((sum, [, w]) => sum + w.slots, 0),
+        stealing: stealingBySite(await store.countStolen(deps.site)),
+      };
+    },
+    createKey: ({ user, limits }) => keys.create(user, limits),
+    listKeys: () => keys.list(),
+    revokeKey: ({ id }) => keys.revoke(id),
+    /** Asked by the controller on every request: a map lookup. */
+    authenticate: async ({ hash }) => keys.authenticate(hash),
+    usage: ({ user, from, to }) => store.usage({ ...(user === undefined ? {} : { user }), from, to }),
+    /** Bytes a user downloaded: the controller streams results, the queuer keeps the books. */
+    addUsage: async ({ user, bytesOut }) => {
+      await queue.recordUsage(user, now(), { bytesOut });
+      return true;
+    },
+  };
+}
+
+/** Checks `raw` as the message of `action` and runs its handler. */
+export function dispatch<A extends QueuerAction>(handlers: QueuerHandlers, action: A, raw: unknown): Promise<QueuerAnswer<A>> {
+  const handler = handlers[action] as (message: QueuerMessage<A>) => Promise<QueuerAnswer<A>>;
+  return handler(parseMessage(action, raw));
+}
