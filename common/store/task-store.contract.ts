@@ -6,6 +6,7 @@ import { ZERO_USAGE, type ApiKeyRecord, type UsageRow } from "../accounts/accoun
 import { ERROR_CODE, isDocqError, type ErrorCode } from "../model/errors.js";
 import { newTask } from "../queue/new-task.js";
 import { TASK_STATUS, TASK_STATUSES, TaskSchema, isFinal, toQueueEntry, type Task, type TaskStatus } from "../model/task-model.js";
+import { STORE_STEP_NAMES, STORE_STEPS, type StoreStep } from "../model/state-machine.js";
 import type { ReloadEntry, TaskStore } from "./task-store.js";
 
 /*
@@ -216,176 +217,155 @@ export function taskStoreContract(
       );
     });
 
-    describe("update (compare-and-set)", () => {
-      it(
-        "applies the patch when status, lease owner and tries all match",
-        withStore(async (store) => {
-          const task = makeLeasedTask("worker-1", { tries: 2 });
-          await store.create(task);
-          const patch = { status: TASK_STATUS.output, output: "out/1", lease: null, endTime: 123, duration: 45, processedBy: { site: "s", node: "n" } };
-          const updated = await store.update(task.id, { status: TASK_STATUS.work, leaseOwner: "worker-1", tries: 2 }, patch);
-          const expected = { ...task, ...patch };
-          assert.deepEqual(updated, expected);
-          assert.deepEqual(await store.get(task.id), expected);
-        }),
-      );
-
-      it(
-        "returns null and leaves the task untouched on a wrong status, lease owner or tries",
-        withStore(async (store) => {
-          const task = makeLeasedTask("worker-1", { tries: 2 });
-          await store.create(task);
-          const patch = { status: TASK_STATUS.output, lease: null };
-          assert.equal(await store.update(task.id, { status: TASK_STATUS.input }, patch), null);
-          assert.equal(await store.update(task.id, { status: TASK_STATUS.work, leaseOwner: "worker-2" }, patch), null);
-          assert.equal(await store.update(task.id, { status: TASK_STATUS.work, leaseOwner: "worker-1", tries: 1 }, patch), null);
-          assert.equal(await store.update(task.id, { tries: 3 }, patch), null);
-          assert.deepEqual(await store.get(task.id), task);
-        }),
-      );
-
-      it(
-        "returns null for a missing task",
-        withStore(async (store) => {
-          assert.equal(await store.update(makeTask().id, {}, { priority: 1 }), null);
-          assert.equal(await store.update(makeTask().id, { status: TASK_STATUS.input }, { priority: 1 }), null);
-        }),
-      );
-
-      it(
-        "accepts any status of a status array",
-        withStore(async (store) => {
-          const waiting = makeTask({ status: TASK_STATUS.wait });
-          const queued = makeTask({ status: TASK_STATUS.complete });
-          const done = makeTask({ status: TASK_STATUS.output });
-          await store.createMany([waiting, queued, done]);
-          const cancellable = [TASK_STATUS.input, TASK_STATUS.work, TASK_STATUS.wait, TASK_STATUS.complete] as const;
-          assert.equal((await store.update(waiting.id, { status: cancellable }, { status: TASK_STATUS.canceled }))?.status, TASK_STATUS.canceled);
-          assert.equal((await store.update(queued.id, { status: cancellable }, { status: TASK_STATUS.canceled }))?.status, TASK_STATUS.canceled);
-          assert.equal(await store.update(done.id, { status: cancellable }, { status: TASK_STATUS.canceled }), null);
-          assert.equal(await store.update(done.id, { status: [] }, { status: TASK_STATUS.canceled }), null);
-          assert.equal((await store.get(done.id))?.status, TASK_STATUS.output);
-        }),
-      );
-
-      it(
-        "treats a null leaseOwner guard as 'no lease'",
-        withStore(async (store) => {
-          const free = makeTask();
-          const leased = makeLeasedTask("worker-1");
-          await store.createMany([free, leased]);
-          const lease = { owner: "worker-9", expiresAt: 999 };
-          const claimed = await store.update(free.id, { status: TASK_STATUS.input, leaseOwner: null }, { status: TASK_STATUS.work, lease, tries: 1 });
-          assert.deepEqual(claimed, { ...free, status: TASK_STATUS.work, lease, tries: 1 });
-          assert.equal(await store.update(leased.id, { leaseOwner: null }, { lease }), null);
-          assert.deepEqual(await store.get(leased.id), leased);
-        }),
-      );
-
-      it(
-        "applies an unguarded patch, and an empty patch only reads",
-        withStore(async (store) => {
-          const task = makeTask({ params: { a: 1 }, children: [`x-${nextUlid()}`] });
-          await store.create(task);
-          const patch = { params: { b: [2] }, children: [], priority: 7, availableAt: 5 };
-          assert.deepEqual(await store.update(task.id, {}, patch), { ...task, ...patch });
-          assert.deepEqual(await store.update(task.id, { status: TASK_STATUS.input }, {}), { ...task, ...patch });
-          assert.equal(await store.update(task.id, { status: TASK_STATUS.work }, {}), null);
-        }),
-      );
-
-      it(
-        "keeps patches of different shapes apart",
-        withStore(async (store) => {
-          const a = makeTask();
-          const b = makeTask();
-          await store.createMany([a, b]);
-          await store.update(a.id, { status: TASK_STATUS.input }, { priority: 1 });
-          await store.update(b.id, { status: TASK_STATUS.input }, { error: "e", priority: 2 });
-          await store.update(a.id, { status: TASK_STATUS.input }, { priority: 3, error: "f" });
-          assert.deepEqual(await store.get(a.id), { ...a, priority: 3, error: "f" });
-          assert.deepEqual(await store.get(b.id), { ...b, priority: 2, error: "e" });
-        }),
-      );
-    });
-
-    describe("split", () => {
-      const setUp = async (store: TaskStore) => {
-        const parent = makeLeasedTask("worker-1");
-        await store.create(parent);
-        const children = ["zz", "aa", "mm"].map((site) =>
-          makeTask({ id: `${site}-${nextUlid()}`, parentId: parent.id, depth: 1, site }),
-        );
-        const guard = { status: TASK_STATUS.work, leaseOwner: "worker-1", tries: 1 };
-        const parentPatch = {
-          status: TASK_STATUS.wait,
-          lease: null,
-          children: children.map((c) => c.id),
-          childrenTotal: children.length,
-        };
-        return { parent, children, guard, parentPatch };
+    describe("steps: each succeeds from exactly its source statuses (STORE_STEPS) and misses from every other", () => {
+      const claim = { owner: "worker-1", tries: 1 };
+      /** A task in `status` as the queue leaves it there: leased in work, waiting on 2 children in wait. */
+      const inStatus = (status: TaskStatus): Task => {
+        if (status === TASK_STATUS.work) return makeLeasedTask(claim.owner, { startTime: 1_000 });
+        return makeTask({ status, childrenTotal: status === TASK_STATUS.wait || status === TASK_STATUS.complete ? 2 : 0 });
+      };
+      const processedBy = { site: "test", node: "n1" };
+      /** Runs `step` on `task`'s id; answers ok, why and the row the step answered. */
+      const run: Record<StoreStep, (store: TaskStore, id: string) => Promise<{ ok: boolean; why?: string; task: Task | null }>> = {
+        claim: async (store, id) => {
+          const [task] = await store.claim([id], { owner: "w2", expiresAt: 9_000 }, 5_000);
+          return task === undefined ? { ok: false, why: "not-in-state", task: await store.get(id) } : { ok: true, task };
+        },
+        succeed: (store, id) => store.succeed({ id, ...claim }, { output: "o", processedBy }, 5_000),
+        requeue: (store, id) => store.requeue({ id, ...claim }, { error: "e", processedBy: null }, 7_000),
+        giveUp: (store, id) => store.giveUp({ id, ...claim }, { error: "e", processedBy }, 5_000),
+        split: (store, id) => {
+          const childId = `test-${nextUlid()}`;
+          return store.split({ id, ...claim }, processedBy, [childId], (parent) => [makeTask({ id: childId, parentId: parent.id, depth: parent.depth + 1 })]);
+        },
+        childSucceeded: (store, id) => store.childSucceeded(id, 5_000),
+        recountChildren: (store, id) => store.recountChildren(id, 1, 5_000),
+        failParent: (store, id) => store.failParent(id, "child failed", 5_000),
+        cancel: (store, id) => store.cancel(id, "canceled", 5_000),
       };
 
+      for (const step of STORE_STEP_NAMES) {
+        it(
+          `${step}: from ${STORE_STEPS[step].from.join(", ")} only`,
+          withStore(async (store) => {
+            for (const status of TASK_STATUSES) {
+              const task = inStatus(status);
+              await store.create(task);
+              const result = await run[step](store, task.id);
+              const from: readonly TaskStatus[] = STORE_STEPS[step].from;
+              if (from.includes(status)) {
+                assert.equal(result.ok, true, `${step} from ${status}`);
+                const to: readonly TaskStatus[] = STORE_STEPS[step].to;
+                const stays = "stays" in STORE_STEPS[step];
+                assert.ok(result.task !== null && (to.includes(result.task.status) || (stays && result.task.status === status)), `${step} from ${status} made ${result.task?.status}`);
+                assert.deepEqual(await store.get(task.id), result.task, "the answer is the row after");
+              } else {
+                assert.equal(result.ok, false, `${step} from ${status}`);
+                assert.equal(result.why, "not-in-state", `${step} from ${status}`);
+                assert.deepEqual(result.task, task, "the miss answers the row as it is, untouched");
+              }
+            }
+            if (step !== "claim") {
+              const missing = await run[step](store, makeTask().id);
+              assert.deepEqual([missing.ok, missing.why, missing.task], [false, "missing", null]);
+            }
+          }),
+        );
+      }
+
       it(
-        "updates the parent and creates the children in one step",
+        "a step that holds a lease misses with lease-lost under another owner or attempt, writing nothing",
         withStore(async (store) => {
-          const { parent, children, guard, parentPatch } = await setUp(store);
-          const updated = await store.split(parent.id, guard, parentPatch, children);
-          assert.deepEqual(updated, { ...parent, ...parentPatch });
-          assert.deepEqual(await store.get(parent.id), { ...parent, ...parentPatch });
+          const task = makeLeasedTask("worker-1", { startTime: 1_000 });
+          await store.create(task);
+          for (const other of [{ owner: "worker-2", tries: 1 }, { owner: "worker-1", tries: 2 }]) {
+            const held = { id: task.id, ...other };
+            const results = [
+              await store.succeed(held, { output: "o", processedBy: { site: "s", node: "n" } }, 5_000),
+              await store.requeue(held, { error: "e", processedBy: null }, 5_000),
+              await store.giveUp(held, { error: "e", processedBy: null }, 5_000),
+              await store.split(held, { site: "s", node: "n" }, [], () => []),
+            ];
+            for (const result of results) assert.deepEqual(result, { ok: false, why: "lease-lost", task });
+          }
+        }),
+      );
+
+      it(
+        "computes the derived fields: tries + 1 on claim, endTime and duration from startTime",
+        withStore(async (store) => {
+          const queued = makeTask({ tries: 1, status: TASK_STATUS.input });
+          const leased = makeTask();
+          await store.createMany([queued, leased]);
+          assert.deepEqual(await store.claim([queued.id, makeTask().id, queued.id], { owner: "w", expiresAt: 9_000 }, 1_000), [
+            { ...queued, status: TASK_STATUS.work, tries: 2, lease: { owner: "w", expiresAt: 9_000 }, startTime: 1_000 },
+          ]);
+          assert.deepEqual(await store.claim([queued.id], { owner: "w2", expiresAt: 9_000 }, 1_000), [], "already leased");
+          const done = await store.succeed({ id: queued.id, owner: "w", tries: 2 }, { output: "out", processedBy: { site: "s", node: "n" } }, 1_500);
+          assert.ok(done.ok);
+          assert.deepEqual([done.task.status, done.task.output, done.task.endTime, done.task.duration, done.task.lease], [TASK_STATUS.output, "out", 1_500, 500, null]);
+        }),
+      );
+
+      it(
+        "requeues a plain task to input and a merge to complete, and misses when no try is left",
+        withStore(async (store) => {
+          const plain = makeLeasedTask("w", { tries: 1, maxTries: 3 });
+          const merge = makeLeasedTask("w", { tries: 1, maxTries: 3, childrenTotal: 2, childrenCompleted: 2 });
+          const spent = makeLeasedTask("w", { tries: 3, maxTries: 3 });
+          await store.createMany([plain, merge, spent]);
+          const requeued = await store.requeue({ id: plain.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 7_000);
+          assert.deepEqual(requeued, { ok: true, task: { ...plain, status: TASK_STATUS.input, lease: null, error: "e", availableAt: 7_000 } });
+          assert.equal((await store.requeue({ id: merge.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 7_000)).task?.status, TASK_STATUS.complete);
+          assert.deepEqual(await store.requeue({ id: spent.id, owner: "w", tries: 3 }, { error: "e", processedBy: null }, 7_000), { ok: false, why: "not-in-state", task: spent });
+        }),
+      );
+
+      it(
+        "split creates the children with the parent's step, and writes nothing when a child id exists or the builder throws",
+        withStore(async (store) => {
+          const parent = makeLeasedTask("worker-1");
+          await store.create(parent);
+          const children = ["zz", "aa", "mm"].map((site) => makeTask({ id: `${site}-${nextUlid()}`, parentId: parent.id, depth: 1, site }));
+          const ids = children.map((c) => c.id);
+          const held = { id: parent.id, owner: "worker-1", tries: 1 };
+          const [, second] = children;
+          assert.ok(second !== undefined);
+          await store.create(second);
+          await assertRejectsWithCode(store.split(held, { site: "s", node: "n" }, ids, () => children), ERROR_CODE.TaskExists);
+          assert.deepEqual(await store.get(parent.id), parent);
+          await store.delete(second.id);
+          await assert.rejects(store.split(held, { site: "s", node: "n" }, ids, () => { throw new Error("too deep"); }), /too deep/);
+          assert.deepEqual(await store.get(parent.id), parent);
+          const split = await store.split(held, { site: "s", node: "n" }, ids, () => children);
+          const after = { ...parent, status: TASK_STATUS.wait, lease: null, processedBy: { site: "s", node: "n" }, children: ids, childrenTotal: 3, childrenCompleted: 0 };
+          assert.deepEqual(split, { ok: true, task: after });
           assert.deepEqual(await store.children(parent.id), children);
         }),
       );
 
       it(
-        "writes nothing when the parent guard fails",
-        withStore(async (store) => {
-          const { parent, children, guard, parentPatch } = await setUp(store);
-          assert.equal(await store.split(parent.id, { ...guard, leaseOwner: "worker-2" }, parentPatch, children), null);
-          assert.equal(await store.split(parent.id, { ...guard, tries: 2 }, parentPatch, children), null);
-          assert.deepEqual(await store.get(parent.id), parent);
-          assert.deepEqual(await store.children(parent.id), []);
-          for (const child of children) assert.equal(await store.get(child.id), null);
-        }),
-      );
-
-      it(
-        "writes nothing when a child id already exists",
-        withStore(async (store) => {
-          const { parent, children, guard, parentPatch } = await setUp(store);
-          const [first, second] = children;
-          assert.ok(first !== undefined && second !== undefined);
-          await store.create(second);
-          await assertRejectsWithCode(store.split(parent.id, guard, parentPatch, children), ERROR_CODE.TaskExists);
-          assert.deepEqual(await store.get(parent.id), parent);
-          assert.equal(await store.get(first.id), null);
-        }),
-      );
-    });
-
-    describe("incrementChildrenCompleted", () => {
-      it(
-        "counts up only while the parent waits",
-        withStore(async (store) => {
-          const parent = makeTask({ status: TASK_STATUS.wait, childrenTotal: 3 });
-          const working = makeLeasedTask("worker-1", { childrenTotal: 3 });
-          await store.createMany([parent, working]);
-          assert.deepEqual(await store.incrementChildrenCompleted(parent.id), { ...parent, childrenCompleted: 1 });
-          assert.equal((await store.incrementChildrenCompleted(parent.id))?.childrenCompleted, 2);
-          assert.equal((await store.get(parent.id))?.childrenCompleted, 2);
-          assert.equal(await store.incrementChildrenCompleted(working.id), null);
-          assert.deepEqual(await store.get(working.id), working);
-          assert.equal(await store.incrementChildrenCompleted(makeTask().id), null);
-        }),
-      );
-
-      it(
-        "loses no increment when many arrive at once",
+        "childSucceeded counts up; the count that reaches the total queues the merge; none is lost when many arrive at once",
         withStore(async (store) => {
           const parent = makeTask({ status: TASK_STATUS.wait, childrenTotal: 50 });
           await store.create(parent);
-          await Promise.all(Array.from({ length: 50 }, () => store.incrementChildrenCompleted(parent.id)));
-          assert.equal((await store.get(parent.id))?.childrenCompleted, 50);
+          await Promise.all(Array.from({ length: 49 }, () => store.childSucceeded(parent.id, 5_000)));
+          assert.deepEqual(await store.get(parent.id), { ...parent, childrenCompleted: 49 });
+          const last = await store.childSucceeded(parent.id, 6_000);
+          assert.deepEqual(last, { ok: true, task: { ...parent, childrenCompleted: 50, status: TASK_STATUS.complete, availableAt: 6_000 } });
+        }),
+      );
+
+      it(
+        "cancel answers the lease it ended",
+        withStore(async (store) => {
+          const leased = makeLeasedTask("worker-1", { startTime: 1_000 });
+          const queued = makeTask();
+          await store.createMany([leased, queued]);
+          const canceled = await store.cancel(leased.id, "stop", 1_500);
+          assert.equal(canceled.previousLeaseOwner, "worker-1");
+          assert.deepEqual(canceled.task, { ...leased, status: TASK_STATUS.canceled, lease: null, error: "stop", endTime: 1_500, duration: 500 });
+          assert.equal((await store.cancel(queued.id, "stop", 1_500)).previousLeaseOwner, null);
         }),
       );
     });
@@ -558,7 +538,10 @@ export function taskStoreContract(
               .filter((t) => !isFinal(t.status))
               .map((t): [string, ReloadEntry] => [
                 t.id,
-                { id: t.id, priority: t.priority, submitTime: t.submitTime, availableAt: t.availableAt, status: t.status, lease: t.lease, offload: t.offload },
+                {
+                  id: t.id, priority: t.priority, submitTime: t.submitTime, availableAt: t.availableAt, status: t.status, lease: t.lease, offload: t.offload,
+                  tries: t.tries, maxTries: t.maxTries,
+                },
               ]),
           );
           assert.equal(expected.size, 12);
@@ -680,15 +663,13 @@ export function taskStoreContract(
           assert.equal((await store.get(lendable.id))?.offload, true);
           assert.equal((await store.get(homeInBatch.id))?.offload, false);
 
-          // A transition that does not name offload leaves it; a patch that does, changes it.
-          const claimed = await store.update(home.id, { status: TASK_STATUS.input, leaseOwner: null }, { status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 9 } });
+          // A step leaves offload as it is.
+          const [claimed] = await store.claim([home.id], { owner: "w", expiresAt: 9 }, 1);
           assert.equal(claimed?.offload, false);
-          assert.deepEqual(await store.update(lendable.id, {}, { offload: false }), { ...lendable, offload: false });
-          assert.deepEqual(await store.update(homeInBatch.id, { status: TASK_STATUS.input }, { offload: true, priority: 9 }), { ...homeInBatch, offload: true, priority: 9 });
 
           const child = makeTask({ parentId: home.id, depth: 1, offload: false });
-          const split = await store.split(home.id, { status: TASK_STATUS.work, leaseOwner: "w" }, { status: TASK_STATUS.wait, lease: null, children: [child.id], childrenTotal: 1 }, [child]);
-          assert.equal(split?.offload, false);
+          const split = await store.split({ id: home.id, owner: "w", tries: home.tries + 1 }, { site: "s", node: "n" }, [child.id], () => [child]);
+          assert.equal(split.task?.offload, false);
           assert.deepEqual(await store.children(home.id), [child]);
         }),
       );
@@ -857,17 +838,17 @@ export function taskStoreContract(
           assert.deepEqual(await active(), { alice: 4, bob: 1 });
 
           // Between two active statuses: no change; to a final status: one fewer.
-          await store.update(queued.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 9 } });
+          await store.claim([queued.id], { owner: "w", expiresAt: 9 }, 1);
           assert.deepEqual(await active(), { alice: 4, bob: 1 });
-          await store.update(working.id, { status: TASK_STATUS.work }, { status: TASK_STATUS.output, lease: null });
-          await store.update(merging.id, { status: TASK_STATUS.complete }, { status: TASK_STATUS.canceled });
+          await store.succeed({ id: working.id, owner: "w", tries: working.tries }, { output: "o", processedBy: { site: "s", node: "n" } }, 2);
+          await store.cancel(merging.id, "stop", 2);
           assert.deepEqual(await active(), { alice: 2, bob: 1 });
           // Children never count, in whatever status.
-          await store.update(child.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.error });
-          await store.update(child.id, { status: TASK_STATUS.error }, { status: TASK_STATUS.input });
+          await store.claim([child.id], { owner: "w", expiresAt: 9 }, 1);
+          await store.requeue({ id: child.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 3);
           const kids = [makeTask({ parentId: queued.id, depth: 1 }), makeTask({ parentId: queued.id, depth: 1, user: "bob" })];
-          const parentPatch = { status: TASK_STATUS.wait, lease: null, children: kids.map((k) => k.id), childrenTotal: kids.length };
-          assert.ok((await store.split(queued.id, { status: TASK_STATUS.work, leaseOwner: "w" }, parentPatch, kids)) !== null);
+          const split = await store.split({ id: queued.id, owner: "w", tries: 1 }, { site: "s", node: "n" }, kids.map((k) => k.id), () => kids);
+          assert.ok(split.ok);
           assert.deepEqual(await active(), { alice: 2, bob: 1 });
           // Deletes: an active task counts down, a final one or a child changes nothing.
           await store.delete(done.id);
@@ -875,32 +856,13 @@ export function taskStoreContract(
           assert.deepEqual(await active(), { alice: 2, bob: 1 });
           await store.delete(waiting.id);
           assert.deepEqual(await active(), { alice: 1, bob: 1 });
-          // A final task made active again (a store-level patch) counts again.
-          await store.update(working.id, { status: TASK_STATUS.output }, { status: TASK_STATUS.input });
-          assert.deepEqual(await active(), { alice: 2, bob: 1 });
-          await store.update(queued.id, { status: TASK_STATUS.wait }, { status: TASK_STATUS.canceled });
-          await store.update(working.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.canceled });
-          await store.update(bobs.id, { status: TASK_STATUS.input }, { status: TASK_STATUS.canceled });
+          await store.cancel(queued.id, "stop", 4);
+          await store.cancel(bobs.id, "stop", 4);
           assert.deepEqual(await active(), { alice: 0, bob: 0 });
           assert.equal(await store.countActive("nobody"), 0);
         }),
       );
 
-      it(
-        "follows a patch that moves an active task to another user or under a parent",
-        withStore(async (store) => {
-          const moved = makeTask();
-          const adopted = makeTask({ user: "bob" });
-          const orphan = makeTask({ parentId: "test-gone", depth: 1 });
-          await store.createMany([moved, adopted, orphan, makeTask({ user: "bob" })]);
-          assert.deepEqual([await store.countActive("alice"), await store.countActive("bob")], [1, 2]);
-          await store.update(moved.id, {}, { user: "bob" });
-          assert.deepEqual([await store.countActive("alice"), await store.countActive("bob")], [0, 3]);
-          await store.update(adopted.id, {}, { parentId: "test-parent", depth: 1 });
-          await store.update(orphan.id, {}, { parentId: null, depth: 0 });
-          assert.deepEqual([await store.countActive("alice"), await store.countActive("bob")], [1, 2]);
-        }),
-      );
     });
   });
 }

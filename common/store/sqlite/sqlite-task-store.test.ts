@@ -66,14 +66,9 @@ describe("SqliteTaskStore", () => {
     const first = SqliteTaskStore.open(file);
     await first.createMany(others);
     await first.create(parent);
-    const waiting = await first.split(parent.id, { status: TASK_STATUS.work, leaseOwner: "w" }, {
-      status: TASK_STATUS.wait,
-      lease: null,
-      children: children.map((c) => c.id),
-      childrenTotal: 2,
-    }, children);
-    assert.ok(waiting !== null);
-    const counted = await first.incrementChildrenCompleted(parent.id);
+    const waiting = await first.split({ id: parent.id, owner: "w", tries: 1 }, { site: "s", node: "n" }, children.map((c) => c.id), () => children);
+    assert.ok(waiting.ok);
+    const counted = (await first.childSucceeded(parent.id, 5)).task;
     const listed = await first.list({}, { limit: 100 });
     await first.close();
 
@@ -115,8 +110,8 @@ describe("SqliteTaskStore", () => {
       await store.createMany(tasks.slice(0, 30));
       for (const task of tasks.slice(30)) await store.create(task);
       for (const [i, task] of tasks.entries()) {
-        if (i % 2 === 0) await store.update(task.id, { status: "input" }, { status: "work", tries: 1, lease: { owner: "w", expiresAt: 9 } });
-        if (i % 4 === 0) await store.update(task.id, { status: "work" }, { status: "output", lease: null, output: "o", processedBy: { site: i % 8 === 0 ? "cc" : "aa", node: "n" } });
+        if (i % 2 === 0) await store.claim([task.id], { owner: "w", expiresAt: 9 }, 1);
+        if (i % 4 === 0) await store.succeed({ id: task.id, owner: "w", tries: 1 }, { output: "o", processedBy: { site: i % 8 === 0 ? "cc" : "aa", node: "n" } }, 2);
         if (i % 7 === 0) await store.delete(task.id);
       }
       const scanned = raw.prepare<[], { status: string; count: number }>("SELECT status, COUNT(*) AS count FROM tasks GROUP BY status").all();
@@ -191,7 +186,7 @@ describe("SqliteTaskStore", () => {
       assert.equal(await reopened.countActive("bob"), 1);
       // The triggers run from here on.
       await reopened.create(makeTask({ offload: false }));
-      await reopened.update(parent.id, { status: TASK_STATUS.wait }, { status: TASK_STATUS.canceled });
+      await reopened.cancel(parent.id, "stop", 1);
       assert.equal(await reopened.countActive("alice"), 3);
       assert.deepEqual(await reopened.listKeys(), []);
       await reopened.createKey({ id: "k1", user: "alice", hash: "a".repeat(64), limits: { offload: false }, createdAt: 1, revokedAt: null });
@@ -221,11 +216,11 @@ describe("SqliteTaskStore", () => {
       await store.createMany(tasks.slice(0, 45));
       for (const task of tasks.slice(45)) await store.create(task);
       for (const [i, task] of tasks.entries()) {
-        if (i % 2 === 0) await store.update(task.id, { status: "input" }, { status: "work", tries: 1, lease: { owner: "w", expiresAt: 9 } });
-        if (i % 4 === 0) await store.update(task.id, { status: "work" }, { status: "output", lease: null });
-        if (i % 5 === 0) await store.update(task.id, {}, { user: users[(i + 1) % 3] });
-        if (i % 9 === 0) await store.update(task.id, {}, { parentId: i % 2 === 0 ? null : "test-parent", status: "input" });
-        if (i % 11 === 0) await store.update(task.id, { status: "work" }, { status: "wait", lease: null });
+        if (i % 2 === 0) await store.claim([task.id], { owner: "w", expiresAt: 9 }, 1);
+        if (i % 4 === 0) await store.succeed({ id: task.id, owner: "w", tries: 1 }, { output: "o", processedBy: { site: "s", node: "n" } }, 2);
+        if (i % 5 === 0) await store.cancel(task.id, "stop", 2);
+        if (i % 9 === 0) await store.requeue({ id: task.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 3);
+        if (i % 11 === 0) await store.split({ id: task.id, owner: "w", tries: 1 }, { site: "s", node: "n" }, [], () => []);
         if (i % 7 === 0) await store.delete(task.id);
       }
       const scanned = new Map(
@@ -292,9 +287,8 @@ describe("SqliteTaskStore", () => {
     try {
       const task = makeTask();
       await one.create(task);
-      const claim = (owner: string) => ({ status: TASK_STATUS.work, lease: { owner, expiresAt: 1 }, tries: 1 });
-      assert.ok((await one.update(task.id, { status: TASK_STATUS.input, leaseOwner: null }, claim("one"))) !== null);
-      assert.equal(await two.update(task.id, { status: TASK_STATUS.input, leaseOwner: null }, claim("two")), null);
+      assert.equal((await one.claim([task.id], { owner: "one", expiresAt: 1 }, 1)).length, 1);
+      assert.deepEqual(await two.claim([task.id], { owner: "two", expiresAt: 1 }, 1), []);
       assert.equal((await two.get(task.id))?.lease?.owner, "one");
     } finally {
       await one.close();
@@ -312,7 +306,7 @@ describe("SqliteTaskStore", () => {
       const store = SqliteTaskStore.open(${JSON.stringify(file)});
       const task = ${JSON.stringify(task)};
       await store.create(task);
-      await store.update(task.id, { status: "input" }, { priority: 99 });
+      await store.claim([task.id], { owner: "w", expiresAt: 9 }, 1);
       process.stdout.write("written\\n");
       setInterval(() => {}, 60_000);
     `;
@@ -336,7 +330,7 @@ describe("SqliteTaskStore", () => {
     assert.ok((await stat(`${file}-wal`)).size > 0, "the WAL holds the uncheckpointed commits");
     const store = SqliteTaskStore.open(file);
     try {
-      assert.deepEqual(await store.get(task.id), { ...task, priority: 99 });
+      assert.deepEqual(await store.get(task.id), { ...task, status: "work", tries: 1, lease: { owner: "w", expiresAt: 9 }, startTime: 1 });
     } finally {
       await store.close();
     }
