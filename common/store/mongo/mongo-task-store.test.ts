@@ -88,10 +88,10 @@ if (MONGO_URL === "") {
           await store.create(parent);
           const attempts = Array.from({ length: 10 }, (_, i) => {
             const children = Array.from({ length: 3 }, () => makeTask({ parentId: parent.id, depth: 1, name: `attempt-${i}` }));
-            return { children, done: store.split(parent.id, { status: TASK_STATUS.work, leaseOwner: "w", tries: 1 }, { status: TASK_STATUS.wait, lease: null, children: children.map((c) => c.id), childrenTotal: 3 }, children) };
+            return { children, done: store.split({ id: parent.id, owner: "w", tries: 1 }, { site: "s", node: "n" }, children.map((c) => c.id), () => children) };
           });
           const results = await Promise.all(attempts.map((a) => a.done));
-          const winners = results.flatMap((r, i) => (r === null ? [] : [i]));
+          const winners = results.flatMap((r, i) => (r.ok ? [i] : []));
           assert.equal(winners.length, 1, `one split wins, got ${winners.length}`);
           const winner = attempts[winners[0]!]!;
           assert.deepEqual(await store.children(parent.id), winner.children);
@@ -108,9 +108,9 @@ if (MONGO_URL === "") {
         const task = makeTask();
         await store.create(task);
         const claims = await Promise.all(
-          Array.from({ length: 20 }, (_, i) => store.update(task.id, { status: TASK_STATUS.input, leaseOwner: null }, { status: TASK_STATUS.work, tries: 1, lease: { owner: `w${i}`, expiresAt: 1 } })),
+          Array.from({ length: 20 }, (_, i) => store.claim([task.id], { owner: `w${i}`, expiresAt: 1 }, 1)),
         );
-        assert.equal(claims.filter((c) => c !== null).length, 1);
+        assert.equal(claims.filter((c) => c.length > 0).length, 1);
       } finally {
         await cleanup();
       }
@@ -139,8 +139,8 @@ if (MONGO_URL === "") {
         const task = makeTask({ params: { $where: "x", "a.b": 1, "nul\u0000key": [null, { $gt: 1 }] } });
         await store.create(task);
         assert.deepEqual(await store.get(task.id), task);
-        const patched = await store.update(task.id, {}, { params: { $set: { "x.y": true } } });
-        assert.deepEqual(patched?.params, { $set: { "x.y": true } });
+        const [claimed] = await store.claim([task.id], { owner: "w", expiresAt: 1 }, 1);
+        assert.deepEqual(claimed?.params, task.params);
       } finally {
         await cleanup();
       }

@@ -1,5 +1,17 @@
 import { randomBytes } from "node:crypto";
-import { MongoBulkWriteError, MongoClient, MongoError, ObjectId, type ClientSession, type Collection, type Filter, type IndexDescription, type WriteError } from "mongodb";
+import {
+  MongoBulkWriteError,
+  MongoClient,
+  MongoError,
+  ObjectId,
+  type ClientSession,
+  type Collection,
+  type Document,
+  type Filter,
+  type IndexDescription,
+  type UpdateFilter,
+  type WriteError,
+} from "mongodb";
 import { ZERO_USAGE, type ApiKeyLimits, type ApiKeyRecord, type UsageCounts, type UsageRow } from "../../accounts/account-records.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/errors.js";
 import { TASK_STATUS, TASK_STATUSES, isFinal, type Lease, type ProcessedBy, type Task, type TaskParams, type TaskStatus } from "../../model/task-model.js";
@@ -9,12 +21,17 @@ import {
   usageDelta,
   type ReloadEntry,
   type StolenCounts,
+  stepMiss,
+  type CancelResult,
+  type FailureRecord,
+  type StepResult,
+  type SuccessRecord,
   type TaskFilter,
-  type TaskGuard,
   type TaskPage,
-  type TaskPatch,
   type TaskStore,
 } from "../task-store.js";
+import type { LeaseClaim } from "../../model/claims.js";
+import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 
 /*
  * The production TaskStore: one MongoDB collection (`tasks`), one document per task, through the
@@ -129,8 +146,8 @@ export interface TaskDoc {
   offload?: boolean;
 }
 
-type ReloadDoc = Pick<TaskDoc, "_id" | "seq" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload">;
-const RELOAD_PROJECTION = { _id: 1, seq: 1, priority: 1, submitTime: 1, availableAt: 1, status: 1, lease: 1, offload: 1 } as const;
+type ReloadDoc = Pick<TaskDoc, "_id" | "seq" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload" | "tries" | "maxTries">;
+const RELOAD_PROJECTION = { _id: 1, seq: 1, priority: 1, submitTime: 1, availableAt: 1, status: 1, lease: 1, offload: 1, tries: 1, maxTries: 1 } as const;
 
 /** One API key as stored. */
 export interface ApiKeyDoc {
@@ -243,6 +260,8 @@ function docToReloadEntry(doc: ReloadDoc): ReloadEntry {
     status: doc.status,
     lease: leaseOf(doc.lease),
     offload: doc.offload !== false,
+    tries: doc.tries,
+    maxTries: doc.maxTries,
   };
 }
 
@@ -264,63 +283,23 @@ function docToUsage(doc: UsageDoc): UsageRow {
   return row;
 }
 
-type PatchField = keyof Required<TaskPatch>;
-/** How each patchable field is stored; a Record so the compiler refuses a field missing here. */
-const PATCH_ENCODERS: { [F in PatchField]: (value: Task[F]) => unknown } = {
-  site: (v) => v,
-  user: (v) => v,
-  name: (v) => v,
-  job: (v) => v,
-  params: (v) => JSON.stringify(v),
-  priority: (v) => v,
-  status: (v) => v,
-  input: (v) => v,
-  output: (v) => v,
-  tries: (v) => v,
-  maxTries: (v) => v,
-  submitTime: (v) => v,
-  availableAt: (v) => v,
-  startTime: (v) => v,
-  endTime: (v) => v,
-  duration: (v) => v,
-  lease: (v) => leaseOf(v),
-  processedBy: (v) => (v === null ? null : { site: v.site, node: v.node }),
-  error: (v) => v,
-  parentId: (v) => v,
-  depth: (v) => v,
-  children: (v) => [...v],
-  childrenTotal: (v) => v,
-  childrenCompleted: (v) => v,
-  offload: (v) => v !== false,
-};
-
-/** The patch as a `$set` document; refuses fields that are not patchable (the field names reach the query). */
-function patchToSet(patch: TaskPatch): Record<string, unknown> {
-  const set: Record<string, unknown> = {};
-  for (const [field, value] of Object.entries(patch)) {
-    if (value === undefined) continue;
-    if (!Object.hasOwn(PATCH_ENCODERS, field)) {
-      throw docqError(ERROR_CODE.BadRequest, `cannot patch task field "${field}": not a patchable field`, { field });
-    }
-    set[field] = (PATCH_ENCODERS[field as PatchField] as (value: unknown) => unknown)(value);
-  }
-  return set;
+/** The guard `status in (...)` of a store step, from the table beside the state diagram. */
+function statusIn(step: StoreStep): Filter<TaskDoc> {
+  return { status: { $in: [...STORE_STEPS[step].from] } };
 }
 
-/** The guard as a filter on the task's document; null when nothing can match (an empty status list). */
-function guardFilter(id: string, guard: TaskGuard): Filter<TaskDoc> | null {
-  const filter: Filter<TaskDoc> = { _id: id };
-  if (guard.status !== undefined) {
-    const statuses: readonly TaskStatus[] = typeof guard.status === "string" ? [guard.status] : guard.status;
-    if (statuses.length === 0) return null;
-    filter.status = statuses.length === 1 ? statuses[0] : { $in: [...statuses] };
-  }
-  // `lease: null` matches a null (or absent) lease: "no lease".
-  if (guard.leaseOwner === null) filter.lease = null;
-  else if (guard.leaseOwner !== undefined) filter["lease.owner"] = guard.leaseOwner;
-  if (guard.tries !== undefined) filter.tries = guard.tries;
-  return filter;
+/** The guard of a step that holds a lease. */
+function heldBy(step: StoreStep, claim: LeaseClaim): Filter<TaskDoc> {
+  return { _id: claim.id, ...statusIn(step), "lease.owner": claim.owner, tries: claim.tries };
 }
+
+/** `now − startTime` as an aggregation expression (null when the task never started). */
+/** Values of a pipeline `$set` taken as they are: a string starting with `$` would otherwise name a field. */
+function literalStrings(set: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(set).map(([k, v]) => [k, typeof v === "string" || (typeof v === "object" && v !== null && !("$cond" in v)) ? { $literal: v } : v]));
+}
+
+const durationUntil = (now: number) => ({ $cond: [{ $eq: [{ $ifNull: ["$startTime", null] }, null] }, null, { $subtract: [now, "$startTime"] }] });
 
 export interface MongoTaskStoreOptions {
   /** `mongodb://...` or `mongodb+srv://...`; credentials allowed (they never appear in messages). */
@@ -418,43 +397,112 @@ export class MongoTaskStore implements TaskStore {
     return doc === null ? null : docToTask(doc);
   }
 
-  async update(id: string, guard: TaskGuard, patch: TaskPatch): Promise<Task | null> {
-    const filter = guardFilter(id, guard);
-    const set = patchToSet(patch);
-    if (filter === null) return null;
-    const doc = await this.attempt("update", () => this.guardedUpdate(filter, set));
-    return doc === null ? null : docToTask(doc);
+  /** One findOneAndUpdate per id, as the old guarded claims were: each is atomic on its document. */
+  async claim(ids: readonly string[], lease: Lease, now: number): Promise<Task[]> {
+    const leased: Task[] = [];
+    for (const id of new Set(ids)) {
+      const doc = await this.attempt("claim", () =>
+        this.tasks.findOneAndUpdate(
+          { _id: id, ...statusIn("claim"), lease: null },
+          { $set: { status: TASK_STATUS.work, lease: { owner: lease.owner, expiresAt: lease.expiresAt }, startTime: now, endTime: null, duration: null }, $inc: { tries: 1 } },
+          { returnDocument: "after" },
+        ),
+      );
+      if (doc !== null) leased.push(docToTask(doc));
+    }
+    return leased;
   }
 
-  async split(parentId: string, guard: TaskGuard, parentPatch: TaskPatch, children: readonly Task[]): Promise<Task | null> {
-    refuseRepeatedIds(children);
-    const filter = guardFilter(parentId, guard);
-    const set = patchToSet(parentPatch);
-    if (filter === null) return null;
-    const docs = children.map((child) => taskToDoc(child));
+  async succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult> {
+    const set = {
+      status: TASK_STATUS.output, output: result.output, processedBy: { site: result.processedBy.site, node: result.processedBy.node },
+      lease: null, error: null, endTime: now, duration: durationUntil(now),
+    };
+    return this.step("succeed", claim.id, heldBy("succeed", claim), [{ $set: literalStrings(set) }], claim);
+  }
+
+  async requeue(claim: LeaseClaim, failure: FailureRecord, availableAt: number): Promise<StepResult> {
+    const set = {
+      // A parent whose merge failed retries the merge: its children are done and must not run again.
+      status: { $cond: [{ $gt: ["$childrenTotal", 0] }, TASK_STATUS.complete, TASK_STATUS.input] },
+      error: { $literal: failure.error }, lease: null, availableAt,
+      ...(failure.processedBy === null ? {} : { processedBy: { $literal: failure.processedBy } }),
+    };
+    const filter = { ...heldBy("requeue", claim), $expr: { $lt: ["$tries", "$maxTries"] } };
+    return this.step("requeue", claim.id, filter, [{ $set: set }], claim);
+  }
+
+  async giveUp(claim: LeaseClaim, failure: FailureRecord, now: number): Promise<StepResult> {
+    const set = {
+      status: TASK_STATUS.error, error: { $literal: failure.error }, lease: null, endTime: now, duration: durationUntil(now),
+      ...(failure.processedBy === null ? {} : { processedBy: { $literal: failure.processedBy } }),
+    };
+    return this.step("giveUp", claim.id, heldBy("giveUp", claim), [{ $set: set }], claim);
+  }
+
+  async split(claim: LeaseClaim, processedBy: ProcessedBy, childIds: readonly string[], makeChildren: (parent: Task) => readonly Task[]): Promise<StepResult> {
+    const filter = heldBy("split", claim);
+    const update = { $set: { status: TASK_STATUS.wait, processedBy: { site: processedBy.site, node: processedBy.node }, children: [...childIds], childrenTotal: childIds.length, childrenCompleted: 0, lease: null } };
+    let inserting: TaskDoc[] = [];
+    const build = (parent: Task): TaskDoc[] => {
+      const children = makeChildren(parent);
+      refuseRepeatedIds(children);
+      inserting = children.map((child) => taskToDoc(child));
+      return inserting;
+    };
     const parent = await this.attempt(
       "split",
       async () => {
         if (this.transactions) {
           return this.inTransaction(async (session) => {
-            const updated = await this.guardedUpdate(filter, set, session);
-            // A guard that misses writes nothing; the empty transaction commits.
-            if (updated !== null && docs.length > 0) await this.tasks.insertMany(docs, { session, ordered: true });
+            const updated = await this.tasks.findOneAndUpdate(filter, update, { returnDocument: "after", session });
+            // A guard that misses writes nothing; the empty transaction commits. A builder that throws aborts it.
+            if (updated === null) return null;
+            const docs = build(docToTask(updated));
+            if (docs.length > 0) await this.tasks.insertMany(docs, { session, ordered: true });
             return updated;
           });
         }
-        return this.splitWithoutTransaction(filter, set, docs);
+        return this.splitWithoutTransaction(filter, update, build);
       },
-      docs,
+      inserting,
     );
-    return parent === null ? null : docToTask(parent);
+    if (parent !== null) return { ok: true, task: docToTask(parent) };
+    return this.miss("split", claim.id, claim);
   }
 
-  async incrementChildrenCompleted(parentId: string): Promise<Task | null> {
-    const doc = await this.attempt("incrementChildrenCompleted", () =>
-      this.tasks.findOneAndUpdate({ _id: parentId, status: TASK_STATUS.wait }, { $inc: { childrenCompleted: 1 } }, { returnDocument: "after" }),
+  async childSucceeded(parentId: string, now: number): Promise<StepResult> {
+    const reaches = { $gte: [{ $add: ["$childrenCompleted", 1] }, "$childrenTotal"] };
+    const set = {
+      childrenCompleted: { $add: ["$childrenCompleted", 1] },
+      status: { $cond: [reaches, TASK_STATUS.complete, "$status"] },
+      availableAt: { $cond: [reaches, now, "$availableAt"] },
+    };
+    const filter = { _id: parentId, ...statusIn("childSucceeded"), $expr: { $lt: ["$childrenCompleted", "$childrenTotal"] } };
+    return this.step("childSucceeded", parentId, filter, [{ $set: set }]);
+  }
+
+  async recountChildren(parentId: string, completed: number, now: number): Promise<StepResult> {
+    const reaches = { $gte: [completed, "$childrenTotal"] };
+    const set = { childrenCompleted: completed, status: { $cond: [reaches, TASK_STATUS.complete, "$status"] }, availableAt: { $cond: [reaches, now, "$availableAt"] } };
+    return this.step("recountChildren", parentId, { _id: parentId, ...statusIn("recountChildren") }, [{ $set: set }]);
+  }
+
+  async failParent(parentId: string, error: string, now: number): Promise<StepResult> {
+    const set = { status: TASK_STATUS.error, error: { $literal: error }, endTime: now };
+    return this.step("failParent", parentId, { _id: parentId, ...statusIn("failParent") }, [{ $set: set }]);
+  }
+
+  /** returnDocument "before": the lease it ended is news its holder needs; the row after is derived from it. */
+  async cancel(id: string, reason: string, now: number): Promise<CancelResult> {
+    const set = { status: TASK_STATUS.canceled, error: { $literal: reason }, endTime: now, duration: durationUntil(now), lease: null };
+    const before = await this.attempt("cancel", () =>
+      this.tasks.findOneAndUpdate({ _id: id, ...statusIn("cancel") }, [{ $set: set }], { returnDocument: "before" }),
     );
-    return doc === null ? null : docToTask(doc);
+    if (before === null) return { ...(await this.miss("cancel", id)), previousLeaseOwner: null };
+    const task = docToTask(before);
+    const after: Task = { ...task, status: TASK_STATUS.canceled, error: reason, endTime: now, duration: task.startTime === null ? null : now - task.startTime, lease: null };
+    return { ok: true, task: after, previousLeaseOwner: task.lease?.owner ?? null };
   }
 
   /**
@@ -638,10 +686,16 @@ export class MongoTaskStore implements TaskStore {
 
   // -------------------------------------------------------------------------
 
-  /** The guarded compare-and-set; an empty patch only reads ("does the task match?"). */
-  private async guardedUpdate(filter: Filter<TaskDoc>, set: Record<string, unknown>, session?: ClientSession): Promise<TaskDoc | null> {
-    if (Object.keys(set).length === 0) return this.tasks.findOne(filter, session === undefined ? {} : { session });
-    return this.tasks.findOneAndUpdate(filter, { $set: set }, { returnDocument: "after", ...(session === undefined ? {} : { session }) });
+  /** One guarded findOneAndUpdate (an update pipeline); on a miss, a read of the document as it is now. */
+  private async step(step: StoreStep, id: string, filter: Filter<TaskDoc>, pipeline: Document[], claim?: LeaseClaim): Promise<StepResult> {
+    const doc = await this.attempt(step, () => this.tasks.findOneAndUpdate(filter, pipeline, { returnDocument: "after" }));
+    return doc === null ? this.miss(step, id, claim) : { ok: true, task: docToTask(doc) };
+  }
+
+  /** A step's miss: the document as it is now, and why. Two operations on a standalone server or a replica set alike. */
+  private async miss(step: StoreStep, id: string, claim?: LeaseClaim): Promise<StepResult & { ok: false }> {
+    const task = await this.get(id);
+    return { ok: false, why: stepMiss(step, task, claim), task };
   }
 
   /** `run` as one transaction, retried by the driver on transient errors (it must be idempotent: ours are). */
@@ -654,12 +708,14 @@ export class MongoTaskStore implements TaskStore {
    * again when the guard misses or a step fails. A first guarded read spares the inserts when the
    * guard already misses (a stale worker).
    */
-  private async splitWithoutTransaction(filter: Filter<TaskDoc>, set: Record<string, unknown>, docs: readonly TaskDoc[]): Promise<TaskDoc | null> {
-    if ((await this.tasks.findOne(filter, { projection: { _id: 1 } })) === null) return null;
+  private async splitWithoutTransaction(filter: Filter<TaskDoc>, update: UpdateFilter<TaskDoc>, build: (parent: Task) => TaskDoc[]): Promise<TaskDoc | null> {
+    const current = await this.tasks.findOne(filter);
+    if (current === null) return null;
+    const docs = build(docToTask(current));
     await this.insertOrUndo(docs);
     let parent: TaskDoc | null;
     try {
-      parent = await this.guardedUpdate(filter, set);
+      parent = await this.tasks.findOneAndUpdate(filter, update, { returnDocument: "after" });
     } catch (err) {
       await this.undoInsert(docs).catch(() => undefined);
       throw err;
