@@ -128,7 +128,8 @@ function queuerOf(ctx: ApiContext): QueuerClient {
   return queuerClient(<A extends QueuerAction>(action: A, message: QueuerMessage<A>): Promise<QueuerAnswer<A>> => {
     const transit = ctx.broker.transit as { connected?: boolean } | undefined;
     if (transit !== undefined && transit.connected === false) {
-      return Promise.reject(docqError(ERROR_CODE.QueueUnavailable, `the site's queue cannot be reached (this node lost its NATS connection): retry in ${RETRY_AFTER_S} s`));
+      const why = `the site's queue cannot be reached (this node lost its NATS connection): retry in ${RETRY_AFTER_S} s`;
+      return Promise.reject(docqError(ERROR_CODE.QueueUnavailable, why));
     }
     return ctx.call<QueuerAnswer<A>, QueuerMessage<A>>(queuerActionName(action), message, { timeout: QUEUER_CALL_TIMEOUT_MS });
   });

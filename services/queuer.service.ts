@@ -50,7 +50,8 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       ]),
     ),
     created() {
-      handlers = queuerHandlers({ queue, store, keys, site: deps.site, heartbeatMs: deps.heartbeatMs, blobs: deps.blobs, log: this.logger });
+      const { site, heartbeatMs, blobs } = deps;
+      handlers = queuerHandlers({ queue, store, keys, site, heartbeatMs, blobs, log: this.logger });
     },
     async started() {
       queue.on("task:queued", () => void this.broker.broadcast(QUEUER_EVENTS.queued, { site: deps.site }));

@@ -12,6 +12,10 @@ const BACKLOG_EVENT = "docq.backlog";
 /** Each site's stealer is the service `steal-<site>` on the global broker. */
 const remote = (site: string, action: string): string => `steal-${site}.${action}`;
 
+function backlogNotPublished(err: unknown): string {
+  return `publishing the backlog failed (the next interval tries again): ${errorMessage(err)}`;
+}
+
 export interface StealerDeps {
   config: DocqConfig;
   blobs: BlobStore;
@@ -53,7 +57,7 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
         const s = stealer;
         publishSoon = setTimeout(() => {
           publishSoon = undefined;
-          void s.publishBacklog().catch((err: unknown) => ctx.broker.logger.warn(`publishing the backlog failed (the next interval tries again): ${errorMessage(err)}`));
+          void s.publishBacklog().catch((err: unknown) => ctx.broker.logger.warn(backlogNotPublished(err)));
         }, 100);
       },
     },
@@ -111,7 +115,7 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
       broker.start().catch((err: unknown) => log.error("the global broker failed to start:", err));
       timers.push(setInterval(() => void s.heartbeat(), config.queue.heartbeatMs));
       const publishBacklog = (): void =>
-        void s.publishBacklog().catch((err: unknown) => log.warn(`publishing the backlog failed (the next interval tries again): ${errorMessage(err)}`));
+        void s.publishBacklog().catch((err: unknown) => log.warn(backlogNotPublished(err)));
       timers.push(setInterval(publishBacklog, config.stealing.backlogIntervalMs));
       log.info(`stealer of site "${config.site}" on the global NATS ${config.stealing.globalNatsUrl}${config.stealing.tls === null ? "" : " (TLS)"}`);
     },

@@ -5,7 +5,15 @@ import type { KeyRing, KnownKey } from "../accounts/key-ring.js";
 import type { CancelReport, DeleteReport, PulledTask } from "../model/claims.js";
 import { docqError, ERROR_CODE } from "../model/errors.js";
 import { formatZodIssues } from "../model/zod-issues.js";
-import { JOB_NAME_PATTERN, ParamsSchema, ProcessedBySchema, TASK_ID_PATTERN, TASK_STATUSES, type Task, type TaskStatus } from "../model/task-model.js";
+import {
+  JOB_NAME_PATTERN,
+  ParamsSchema,
+  ProcessedBySchema,
+  TASK_ID_PATTERN,
+  TASK_STATUSES,
+  type Task,
+  type TaskStatus,
+} from "../model/task-model.js";
 import type { TaskPage } from "../store/task-store.js";
 
 /*
@@ -63,7 +71,11 @@ const ById = z.strictObject({ id: Id });
 const NoParams = z.strictObject({});
 const User = z.string().min(1).max(200);
 
-const Quota = z.strictObject({ maxQueued: z.int().min(1).optional(), maxPerDay: z.int().min(1).optional(), maxBytesPerDay: z.int().min(1).optional() });
+const Quota = z.strictObject({
+  maxQueued: z.int().min(1).optional(),
+  maxPerDay: z.int().min(1).optional(),
+  maxBytesPerDay: z.int().min(1).optional(),
+});
 const Day = z.string().regex(USAGE_DAY_PATTERN, "expected a day YYYY-MM-DD");
 
 export const QueuerMessages = {

@@ -1,7 +1,14 @@
 import type { AttemptResult, CancelReport, ChildSpec, DeleteReport, LeaseClaim, PulledTask, WorkerLoad } from "../model/claims.js";
 import type { ProcessedBy, Task } from "../model/task-model.js";
 import type { TaskPage } from "../store/task-store.js";
-import { queuerActionName, type QueuerAction, type QueuerAnswer, type QueuerBacklog, type QueuerMessage, type QueuerStats } from "./protocol.js";
+import {
+  queuerActionName,
+  type QueuerAction,
+  type QueuerAnswer,
+  type QueuerBacklog,
+  type QueuerMessage,
+  type QueuerStats,
+} from "./protocol.js";
 import { dispatch, queuerHandlers, type QueuerActionDeps } from "./queuer-actions.js";
 
 /** The queue as a worker reaches it: direct calls in tests, broker calls in services. */
@@ -47,8 +54,10 @@ export function queuerClient(call: QueuerCall): QueuerClient {
     pull: (owner, max) => call("pull", { owner, max }),
     heartbeat: (owner, ids, load) => call("heartbeat", { owner, ids, slots: load.slots, busy: load.busy }),
     succeed: (claim, result) => call("succeed", { ...claimOf(claim), output: result.output, processedBy: result.processedBy }),
-    fail: (claim, error, opts) =>
-      call("fail", { ...claimOf(claim), error, retryable: opts.retryable, ...(opts.processedBy === undefined ? {} : { processedBy: opts.processedBy }) }),
+    fail: (claim, error, opts) => {
+      const processedBy = opts.processedBy === undefined ? {} : { processedBy: opts.processedBy };
+      return call("fail", { ...claimOf(claim), error, retryable: opts.retryable, ...processedBy });
+    },
     split: (claim, children, processedBy) => call("split", { ...claimOf(claim), children, processedBy }),
     lend: (thief, max, minPriority) => call("lend", { thief, max, minPriority }),
     renew: (owner, ids) => call("renew", { owner, ids }),
@@ -74,7 +83,9 @@ function claimOf(claim: LeaseClaim): LeaseClaim {
 
 /** The client over a broker: `brokerCall` is e.g. `(name, params) => broker.call(name, params)`. */
 export function brokerQueuerClient(brokerCall: (actionName: string, params: object) => Promise<unknown>): QueuerClient {
-  return queuerClient(<A extends QueuerAction>(action: A, message: QueuerMessage<A>) => brokerCall(queuerActionName(action), message) as Promise<QueuerAnswer<A>>);
+  return queuerClient(
+    <A extends QueuerAction>(action: A, message: QueuerMessage<A>) => brokerCall(queuerActionName(action), message) as Promise<QueuerAnswer<A>>,
+  );
 }
 
 /**

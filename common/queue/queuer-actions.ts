@@ -105,8 +105,8 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
   };
 }
 
-/** Checks `raw` as the message of `action` and runs its handler. */
-export function dispatch<A extends QueuerAction>(handlers: QueuerHandlers, action: A, raw: unknown): Promise<QueuerAnswer<A>> {
+/** Checks `raw` as the message of `action` and runs its handler; a bad message rejects, as over the broker. */
+export async function dispatch<A extends QueuerAction>(handlers: QueuerHandlers, action: A, raw: unknown): Promise<QueuerAnswer<A>> {
   const handler = handlers[action] as (message: QueuerMessage<A>) => Promise<QueuerAnswer<A>>;
   return handler(parseMessage(action, raw));
 }

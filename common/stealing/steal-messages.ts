@@ -43,7 +43,13 @@ export const StealMessages = {
   heartbeat: z.strictObject({ thief: Site, ids: z.array(TaskId) }),
   heartbeatAnswer: z.array(TaskId),
   complete: z.strictObject({ id: TaskId, thief: Site, tries: z.int().min(1), processedBy: ProcessedBySchema }),
-  fail: z.strictObject({ id: TaskId, thief: Site, tries: z.int().min(1), error: z.string().max(64 * 1024), processedBy: ProcessedBySchema.optional() }),
+  fail: z.strictObject({
+    id: TaskId,
+    thief: Site,
+    tries: z.int().min(1),
+    error: z.string().max(64 * 1024),
+    processedBy: ProcessedBySchema.optional(),
+  }),
   /** The task's own site canceled it (`ownerSite`: the site whose task it is, not a lease owner). */
   cancel: z.strictObject({ id: TaskId, ownerSite: Site }),
   accepted: z.boolean(),

@@ -24,6 +24,7 @@ interface TestSite {
   stealer: Stealer;
 }
 
+const quiet = { info: (): void => undefined, warn: (): void => undefined };
 let dir: string;
 let sites: Map<string, TestSite>;
 
@@ -54,12 +55,12 @@ async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise
   const stealer = new Stealer({
     policy: { site: name, enabled: true, onlyWhenIdle: true, minVictimBacklog: 1, minPriority: 0, maxInFlight: 4, allow: null, backlogTtlMs: 60_000, ...policy },
     // The site's queuer as the stealer reaches it, each message checked as the service checks it.
-    local: directQueuerClient({ queue, store, keys: new KeyRing(store), site: name, heartbeatMs: 1000, blobs, log: { warn: () => undefined } }),
+    local: directQueuerClient({ queue, store, keys: new KeyRing(store), site: name, heartbeatMs: 1000, blobs, log: quiet }),
     others: others(),
     blobs,
     heartbeatMs: 1000,
     reportRetryMs: 100,
-    log: { info: () => undefined, warn: () => undefined },
+    log: quiet,
   });
   Object.assign(site, { name, store, queue, blobs, stealer });
   sites.set(name, site);
@@ -78,7 +79,8 @@ async function runProxy(thief: TestSite, output: string): Promise<Task> {
   assert.ok(proxy, "a proxy is queued at the thief");
   const key = blobKeys.output(proxy.id, proxy.tries);
   await thief.blobs.put(key, Readable.from([output]));
-  assert.equal(await thief.queue.succeed({ id: proxy.id, owner: "worker@b", tries: proxy.tries }, { output: key, processedBy: { site: thief.name, node: "b-node" } }), true);
+  const claim = { id: proxy.id, owner: "worker@b", tries: proxy.tries };
+  assert.equal(await thief.queue.succeed(claim, { output: key, processedBy: { site: thief.name, node: "b-node" } }), true);
   return (await thief.store.get(proxy.id))!;
 }
 

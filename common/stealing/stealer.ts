@@ -15,7 +15,8 @@ export type LocalQueue = Pick<QueuerClient, "lend" | "backlog" | "renew" | "succ
 
 /** Queues a task lent by its own site as a proxy here: one try, as retries are the owner's business. */
 async function submitProxy(local: LocalQueue, task: LentTask, input: string | null): Promise<void> {
-  await local.submit({ id: task.id, site: task.site, user: task.user, name: task.name, job: task.job, params: task.params, priority: task.priority, maxTries: 1, input });
+  const { id, site, user, name, job, params, priority } = task;
+  await local.submit({ id, site, user, name, job, params, priority, maxTries: 1, input });
 }
 
 /** Whether `err` carries `code`: over the broker it arrives as a plain error with the code, not as a DocqError. */
@@ -158,7 +159,8 @@ export class Stealer {
           this.inFlight.delete(task.id);
           // Its input may be stored here, and the queue never took it: nothing else would drop it.
           await dropTaskDocuments(blobs, [blobKeys.folder(task.id)], log);
-          await this.reportFailure(task.id, task.site, task.tries, `site ${policy.site} could not take the stolen task: ${errorMessage(err)}`);
+          const why = `site ${policy.site} could not take the stolen task: ${errorMessage(err)}`;
+          await this.reportFailure(task.id, task.site, task.tries, why);
         }
       }
       if (queued > 0) {
@@ -182,8 +184,11 @@ export class Stealer {
     try {
       if (task.status === "output" && task.output !== null) {
         const output = task.output;
-        const meta = { id: task.id, thief: policy.site, tries: flight.tries, processedBy: task.processedBy ?? { site: policy.site, node: "?" } };
-        await this.retry(`report ${task.id} home`, async () => parseStealMessage("accepted", await others.complete(flight.ownerSite, await blobs.get(output), meta)));
+        const processedBy = task.processedBy ?? { site: policy.site, node: "?" };
+        const meta = { id: task.id, thief: policy.site, tries: flight.tries, processedBy };
+        await this.retry(`report ${task.id} home`, async () =>
+          parseStealMessage("accepted", await others.complete(flight.ownerSite, await blobs.get(output), meta)),
+        );
       } else if (task.status === "error") {
         await this.reportFailure(task.id, flight.ownerSite, flight.tries, task.error ?? "failed", task.processedBy ?? undefined);
       }
@@ -207,7 +212,8 @@ export class Stealer {
     }
     for (const [ownerSite, ids] of byOwnerSite) {
       try {
-        const lost = parseStealMessage("heartbeatAnswer", await this.opts.others.heartbeat(ownerSite, { thief: this.opts.policy.site, ids }));
+        const answer = await this.opts.others.heartbeat(ownerSite, { thief: this.opts.policy.site, ids });
+        const lost = parseStealMessage("heartbeatAnswer", answer);
         for (const id of lost) await this.dropProxy(id, `site ${ownerSite} took it back`);
       } catch (err) {
         this.opts.log.warn(`heartbeat to site ${ownerSite} failed: ${errorMessage(err)}`);
@@ -237,7 +243,9 @@ export class Stealer {
 
   private async reportFailure(id: string, ownerSite: string, tries: number, error: string, processedBy?: ProcessedBy): Promise<void> {
     const message = { id, thief: this.opts.policy.site, tries, error, ...(processedBy === undefined ? {} : { processedBy }) };
-    await this.retry(`report the failure of ${id} home`, async () => parseStealMessage("accepted", await this.opts.others.fail(ownerSite, message))).catch((err: unknown) =>
+    await this.retry(`report the failure of ${id} home`, async () =>
+      parseStealMessage("accepted", await this.opts.others.fail(ownerSite, message)),
+    ).catch((err: unknown) =>
       this.opts.log.warn(`could not report the failure of ${id} to site ${ownerSite}: ${errorMessage(err)}`),
     );
   }
@@ -278,7 +286,8 @@ export class Stealer {
     const meta = parseStealMessage("complete", rawMeta);
     const key = blobKeys.output(meta.id, meta.tries);
     await this.opts.blobs.put(key, output);
-    const accepted = await this.opts.local.succeed({ id: meta.id, owner: remoteOwner(meta.thief), tries: meta.tries }, { output: key, processedBy: meta.processedBy });
+    const claim = { id: meta.id, owner: remoteOwner(meta.thief), tries: meta.tries };
+    const accepted = await this.opts.local.succeed(claim, { output: key, processedBy: meta.processedBy });
     if (!accepted) await this.opts.blobs.delete(key);
     return accepted;
   }

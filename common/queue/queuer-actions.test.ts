@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { promises as fs } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { KeyRing } from "../accounts/key-ring.js";
+import { FsBlobStore } from "../blobs/fs-blob-store.js";
+import { dropTaskDocuments } from "../blobs/task-documents.js";
+import { ERROR_CODE } from "../model/errors.js";
+import { rejection } from "../testing/test-support.js";
+import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
+import { blobKeys, newTaskId } from "./new-task.js";
+import { directQueuerClient, type QueuerClient } from "./queue-client.js";
+import { TaskQueue } from "./task-queue.js";
+
+let dir: string;
+let store: SqliteTaskStore;
+let queue: TaskQueue;
+let blobs: FsBlobStore;
+let warnings: string[];
+let queuer: QueuerClient;
+
+/** A task with its input stored, submitted through the protocol. */
+async function submitted(priority = 50): Promise<string> {
+  const id = newTaskId("test");
+  await blobs.put(blobKeys.input(id), Readable.from(["a document"]));
+  await queuer.submit({ id, site: "test", user: "u", name: "t", job: "noop", params: {}, priority, maxTries: 1, input: blobKeys.input(id) });
+  return id;
+}
+
+beforeEach(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-queuer-actions-test-"));
+  store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
+  queue = new TaskQueue({ store, site: "test", leaseMs: 10_000, backoffBaseMs: 0, backoffMaxMs: 0, requeueWorkOnReload: false, maxSplitDepth: 2 });
+  blobs = await FsBlobStore.open(path.join(dir, "blobs"));
+  warnings = [];
+  const log = { warn: (msg: string): void => void warnings.push(msg) };
+  queuer = directQueuerClient({ queue, store, keys: new KeyRing(store), site: "test", heartbeatMs: 1000, blobs, log });
+});
+afterEach(async () => {
+  queue.stop();
+  await store.close();
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+describe("the queuer's actions", () => {
+  it("delete cancels a live task in one step and drops its documents", async () => {
+    const id = await submitted();
+    const report = await queuer.delete(id);
+    assert.equal(report.status, "canceled");
+    assert.deepEqual(report.drop, [blobKeys.folder(id)]);
+    assert.equal(await blobs.stat(blobKeys.input(id)), null, "the queuer dropped the input");
+    assert.equal((await queuer.get(id)).status, "canceled");
+  });
+
+  it("delete removes a final task's record and documents; an unknown id is TASK_NOT_FOUND", async () => {
+    const id = await submitted();
+    await queuer.cancel(id);
+    const report = await queuer.delete(id);
+    assert.equal(report.status, "deleted");
+    assert.equal((await rejection(queuer.get(id))).code, ERROR_CODE.TaskNotFound);
+    assert.equal((await rejection(queuer.delete(id))).code, ERROR_CODE.TaskNotFound);
+    assert.deepEqual(warnings, []);
+  });
+
+  it("cancel drops the canceled task's documents", async () => {
+    const id = await submitted();
+    const report = await queuer.cancel(id);
+    assert.deepEqual(report.canceledIds, [id]);
+    assert.equal(await blobs.stat(blobKeys.input(id)), null);
+  });
+
+  it("checks each message as the service does, and counts the queue by priority in the stats", async () => {
+    await submitted(70);
+    await submitted(70);
+    assert.equal((await rejection(queuer.pull("", 1))).code, ERROR_CODE.BadRequest);
+    const stats = await queuer.stats();
+    assert.equal(stats.queuedByPriority[70], 2);
+    assert.deepEqual(await queuer.backlog(), { queued: 2, highestPriority: 70, idleSlots: 0 });
+  });
+});
+
+describe("dropTaskDocuments", () => {
+  it("logs a prefix it could not drop, and drops the others", async () => {
+    const failing = {
+      deletePrefix: async (prefix: string): Promise<void> => {
+        if (prefix === "bad/") throw new Error("disk gone");
+      },
+    } as unknown as FsBlobStore;
+    const logged: string[] = [];
+    assert.equal(await dropTaskDocuments(failing, ["good/", "bad/"], { warn: (m) => void logged.push(m) }), 1);
+    assert.equal(logged.length, 1);
+    assert.match(logged[0]!, /bad\/.*disk gone/);
+  });
+});
