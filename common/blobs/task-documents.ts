@@ -7,9 +7,10 @@ export interface TaskDocumentsLog {
 
 /**
  * The one place a task's documents are dropped: the prefixes (task folders) the queue's cancel and
- * delete answers name in `drop`, and the folder of a task whose documents were written but never
- * handed to the queue. A failure is logged, not thrown: the record is already gone or never was,
- * so nothing refers to what is left and the blob GC removes it later.
+ * delete answers name in `drop` and its "documents:unneeded" event names after a cascade, and the
+ * folder of a task whose documents were written but never handed to the queue. A failure is
+ * logged, not thrown: the step it follows is done, and the documents only take room longer (the
+ * blob GC removes those of tasks whose record is gone).
  * Answers how many prefixes could not be dropped.
  */
 export async function dropTaskDocuments(blobs: BlobStore, prefixes: readonly string[], log: TaskDocumentsLog): Promise<number> {

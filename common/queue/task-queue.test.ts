@@ -242,8 +242,11 @@ describe("TaskQueue: split and merge", () => {
     const { parent, children } = await splitOne(queue, 3);
     const told: string[] = [];
     queue.on("task:canceled", (c) => told.push(c.id));
+    const unneeded: string[][] = [];
+    queue.on("documents:unneeded", (prefixes) => unneeded.push(prefixes));
     const [first, second] = await queue.pull("w1", 2);
     assert.equal(await queue.fail(claimOf(first!), "bad page", { retryable: false }), true);
+    assert.deepEqual(unneeded, [[`${children[1]!.id}/`, `${children[2]!.id}/`]], "the canceled siblings' folders, said once");
     const after = await store.get(parent.id);
     assert.equal(after?.status, "error");
     assert.match(after?.error ?? "", /child .* failed: bad page/);
@@ -262,6 +265,7 @@ describe("TaskQueue: split and merge", () => {
     const report = await queue.cancel(parent.id);
     const grandchildren = await store.children(child!.id);
     assert.deepEqual(new Set(report.canceledIds), new Set([parent.id, ...children.map((c) => c.id), ...grandchildren.map((g) => g.id)]));
+    assert.deepEqual(new Set(report.drop), new Set(report.canceledIds.map((id) => `${id}/`)), "every canceled task's folder to drop");
     assert.deepEqual(await queue.pull("w1", 10), []);
     assert.deepEqual(await queue.delete(parent.id).then((report) => report.ids.length), 5);
     assert.equal(await store.get(grandchildren[0]!.id), null);

@@ -37,6 +37,12 @@ export interface TaskQueueEvents {
   "queue:empty": [{ idleSlots: number }];
   /** A usage figure could not be written (the store failed): for the log. */
   "usage:lost": [{ user: string; delta: Partial<UsageCounts>; error: string }];
+  /**
+   * Tasks were canceled as a consequence of another step (a child failed for good, so its siblings
+   * were canceled): the folders of their documents, which nobody needs any more. Cancel and delete
+   * answer theirs (`drop`) instead.
+   */
+  "documents:unneeded": [string[]];
 }
 
 /** The limits of the submitting key that a submit checks (maxPriority is checked by the caller). */
@@ -127,8 +133,9 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
         }
       }
     }
+    const dropped: string[] = [];
     for (const claim of orphans) {
-      const requeued = await this.failAttempt(claim, "the process running it stopped (docq restarted)", true);
+      const requeued = await this.failAttempt(claim, "the process running it stopped (docq restarted)", true, dropped);
       if (requeued) report.requeued++;
     }
     // Workers outlive a queuer restart: give each a full lease to re-attach with its next heartbeat,
@@ -142,9 +149,10 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     for (const [owner, ids] of byOwner) report.working += (await this.store.renewLeases(owner, ids, now + this.opts.leaseMs)).length;
     // A crash between a child's completion and its parent's count leaves the count behind: recount.
     for (const id of waiting) {
-      await this.reconcileParent(id);
+      await this.reconcileParent(id, dropped);
       report.waiting++;
     }
+    this.unneeded(dropped);
     report.ms = Math.round(performance.now() - started);
     this.scheduleWake();
     return report;
@@ -259,14 +267,16 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   async pull(owner: string, max: number): Promise<PulledTask[]> {
     const leased = await this.claim(owner, this.index.take(max, this.opts.now()));
     const pulled: PulledTask[] = [];
+    const dropped: string[] = [];
     for (const task of leased) {
       if (task.childrenTotal === 0) {
         pulled.push(task);
         continue;
       }
-      const mergeInputs = await this.mergeInputsOf(task);
+      const mergeInputs = await this.mergeInputsOf(task, dropped);
       if (mergeInputs !== null) pulled.push({ ...task, mergeInputs });
     }
+    this.unneeded(dropped);
     if (pulled.length < max && this.index.peek(this.opts.now()) === undefined) this.emit("queue:empty", { idleSlots: max - pulled.length });
     return pulled;
   }
@@ -275,7 +285,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * The output keys of a parent's children, in creation order: the inputs of its merge. A merge of
    * fewer parts than the split made would be a wrong output: then the parent fails for good (null).
    */
-  private async mergeInputsOf(parent: Task): Promise<string[] | null> {
+  private async mergeInputsOf(parent: Task, dropped: string[]): Promise<string[] | null> {
     const children = await this.store.children(parent.id);
     const byId = new Set(children.map((c) => c.id));
     const missing = parent.children.filter((childId) => !byId.has(childId));
@@ -287,7 +297,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       if (unfinished !== undefined) why = `cannot merge ${parent.id}: child ${unfinished.id} is ${unfinished.status}, not output`;
     }
     if (why === undefined) return children.map((child) => child.output ?? "");
-    await this.failAttempt(claimOf(parent), why, false);
+    await this.failAttempt(claimOf(parent), why, false, dropped);
     return null;
   }
 
@@ -382,7 +392,10 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       waiting = await this.store.split(claim, processedBy, ids, makeChildren);
     } catch (err) {
       if (refused === undefined) throw err;
-      return this.failAttempt(claim, refused, false, processedBy);
+      const dropped: string[] = [];
+      const ended = await this.failAttempt(claim, refused, false, dropped, processedBy);
+      this.unneeded(dropped);
+      return ended;
     }
     // As for succeed: a retried split that already went through is accepted, not split twice.
     if (!waiting.ok) return splitBy(waiting.task, claim, processedBy);
@@ -396,19 +409,25 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * (a bad request the script can never satisfy) ends it at once. False when the claim is stale.
    */
   async fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean> {
-    return this.failAttempt(claim, error, opts.retryable, opts.processedBy);
+    const dropped: string[] = [];
+    const accepted = await this.failAttempt(claim, error, opts.retryable, dropped, opts.processedBy);
+    this.unneeded(dropped);
+    return accepted;
   }
 
   /** Requeues tasks whose holder stopped heartbeating; each such attempt counts as a try. */
   async sweepExpiredLeases(): Promise<number> {
     let swept = 0;
+    const dropped: string[] = [];
     for (;;) {
       const expired = await this.store.expiredLeases(this.opts.now(), 500);
       for (const task of expired) {
         const owner = task.lease?.owner ?? "?";
-        if (await this.failAttempt(claimOf(task), `lease expired: ${owner} stopped renewing it for ${this.opts.leaseMs} ms`, true)) swept++;
+        if (await this.failAttempt(claimOf(task), `lease expired: ${owner} stopped renewing it for ${this.opts.leaseMs} ms`, true, dropped)) swept++;
       }
-      if (expired.length < 500) return swept;
+      if (expired.length >= 500) continue;
+      this.unneeded(dropped);
+      return swept;
     }
   }
 
@@ -418,14 +437,15 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * `drop`: the folders of every task canceled, whose documents nobody needs any more.
    */
   async cancel(id: string): Promise<CancelReport> {
-    const result = await this.cancelOne(id, "canceled");
+    const dropped: string[] = [];
+    const result = await this.cancelOne(id, "canceled", dropped);
     if (!result.ok) {
       if (result.task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
       throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is already ${result.task.status}`, { details: { status: result.task.status } });
     }
-    const canceledIds = [id, ...(await this.cancelDescendants(id))];
-    if (result.task.parentId !== null) await this.failParent(result.task.parentId, `child ${id} was canceled`);
-    return { task: result.task, canceledIds, drop: canceledIds.map((canceled) => blobKeys.folder(canceled)) };
+    const canceledIds = [id, ...(await this.cancelDescendants(id, dropped))];
+    if (result.task.parentId !== null) await this.failParent(result.task.parentId, `child ${id} was canceled`, dropped);
+    return { task: result.task, canceledIds, drop: dropped };
   }
 
   /**
@@ -435,11 +455,12 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * canceled or removed.
    */
   async delete(id: string): Promise<DeleteReport> {
-    const result = await this.cancelOne(id, "canceled");
+    const dropped: string[] = [];
+    const result = await this.cancelOne(id, "canceled", dropped);
     if (result.ok) {
-      const ids = [id, ...(await this.cancelDescendants(id))];
-      if (result.task.parentId !== null) await this.failParent(result.task.parentId, `child ${id} was canceled`);
-      return { id, status: result.task.status, ids, drop: ids.map((canceled) => blobKeys.folder(canceled)) };
+      const ids = [id, ...(await this.cancelDescendants(id, dropped))];
+      if (result.task.parentId !== null) await this.failParent(result.task.parentId, `child ${id} was canceled`, dropped);
+      return { id, status: result.task.status, ids, drop: dropped };
     }
     const task = result.task;
     if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
@@ -457,7 +478,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const removed: string[] = [];
     const removeTree = async (taskId: string): Promise<void> => {
       for (const child of await this.store.children(taskId)) {
-        if (!isFinal(child.status)) await this.cancelOne(child.id, `parent ${id} deleted`);
+        // Removed right after: its folder is in `drop` as a removed task's.
+        if (!isFinal(child.status)) await this.cancelOne(child.id, `parent ${id} deleted`, []);
         await removeTree(child.id);
       }
       this.index.remove(taskId);
@@ -467,10 +489,14 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     return { id, status: "deleted", ids: removed, drop: removed.map((gone) => blobKeys.folder(gone)) };
   }
 
-  /** Cancels one task if it is cancelable; a miss answers the row as it is (null when missing). */
-  private async cancelOne(id: string, reason: string): Promise<StepResult> {
+  /**
+   * Cancels one task if it is cancelable; a miss answers the row as it is (null when missing).
+   * The folder of a task it canceled goes into `dropped`: nobody needs its documents any more.
+   */
+  private async cancelOne(id: string, reason: string, dropped: string[]): Promise<StepResult> {
     const result = await this.store.cancel(id, reason, this.opts.now());
     if (!result.ok) return result;
+    dropped.push(blobKeys.folder(id));
     this.index.remove(id);
     if (result.previousLeaseOwner !== null) this.emit("task:canceled", { id, leaseOwner: result.previousLeaseOwner });
     await this.ended(result.task);
@@ -478,11 +504,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   }
 
   /** Cancels every non-final descendant of `id`; answers their ids. */
-  private async cancelDescendants(id: string): Promise<string[]> {
+  private async cancelDescendants(id: string, dropped: string[]): Promise<string[]> {
     const canceled: string[] = [];
     for (const child of await this.store.children(id)) {
-      if (!isFinal(child.status) && (await this.cancelOne(child.id, `parent ${id} ended`)).ok) canceled.push(child.id);
-      canceled.push(...(await this.cancelDescendants(child.id)));
+      if (!isFinal(child.status) && (await this.cancelOne(child.id, `parent ${id} ended`, dropped)).ok) canceled.push(child.id);
+      canceled.push(...(await this.cancelDescendants(child.id, dropped)));
     }
     return canceled;
   }
@@ -501,27 +527,27 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   }
 
   /** A child ended without output: its waiting parent fails and its other descendants are canceled. */
-  private async failParent(parentId: string, reason: string): Promise<void> {
+  private async failParent(parentId: string, reason: string, dropped: string[]): Promise<void> {
     const parent = await this.store.failParent(parentId, reason, this.opts.now());
     if (!parent.ok) return;
     await this.ended(parent.task);
-    await this.cancelDescendants(parentId);
-    if (parent.task.parentId !== null) await this.failParent(parent.task.parentId, `child ${parentId} failed: ${reason}`);
+    await this.cancelDescendants(parentId, dropped);
+    if (parent.task.parentId !== null) await this.failParent(parent.task.parentId, `child ${parentId} failed: ${reason}`, dropped);
   }
 
   /** Brings a waiting parent's count in line with its children's records, and moves it on if they are all over. */
-  private async reconcileParent(id: string): Promise<void> {
+  private async reconcileParent(id: string, dropped: string[]): Promise<void> {
     const parent = await this.store.get(id);
     if (parent === null || parent.status !== S.wait) return;
     const children = await this.store.children(id);
     const failed = children.find((c) => c.status === S.error || c.status === S.canceled);
     if (failed !== undefined) {
-      await this.failParent(id, `child ${failed.id} ended ${failed.status}: ${failed.error ?? ""}`);
+      await this.failParent(id, `child ${failed.id} ended ${failed.status}: ${failed.error ?? ""}`, dropped);
       return;
     }
     if (children.length < parent.childrenTotal) {
       // A part whose record is gone can never complete: waiting for it would wait forever.
-      await this.failParent(id, `${parent.childrenTotal - children.length} of its ${parent.childrenTotal} parts are missing`);
+      await this.failParent(id, `${parent.childrenTotal - children.length} of its ${parent.childrenTotal} parts are missing`, dropped);
       return;
     }
     const done = children.filter((c) => c.status === S.output).length;
@@ -544,7 +570,13 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * Ends the attempt `claim` holds: back to the queue after a backoff while tries remain and the
    * failure is retryable, else error for good (and its waiting parent fails). False when the claim is stale.
    */
-  private async failAttempt(claim: LeaseClaim, error: string, retryable: boolean, processedBy?: ProcessedBy): Promise<boolean> {
+  private async failAttempt(
+    claim: LeaseClaim,
+    error: string,
+    retryable: boolean,
+    dropped: string[],
+    processedBy?: ProcessedBy,
+  ): Promise<boolean> {
     const now = this.opts.now();
     const failure = { error, processedBy: processedBy ?? null };
     if (retryable) {
@@ -561,8 +593,13 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const ended = await this.store.giveUp(claim, failure, now);
     if (!ended.ok) return false;
     await this.ended(ended.task);
-    if (ended.task.parentId !== null) await this.failParent(ended.task.parentId, `child ${ended.task.id} failed: ${error}`);
+    if (ended.task.parentId !== null) await this.failParent(ended.task.parentId, `child ${ended.task.id} failed: ${error}`, dropped);
     return true;
+  }
+
+  /** Says which documents a cascade left unneeded (the queuer drops them). */
+  private unneeded(dropped: readonly string[]): void {
+    if (dropped.length > 0) this.emit("documents:unneeded", [...dropped]);
   }
 
   /** Announces work again when the earliest backoff elapses, so idle workers need not poll. */
