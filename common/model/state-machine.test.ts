@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { isDocqError } from "./errors.js";
-import { assertTransition, canTransition, CANCELABLE, sourcesOf, STORE_STEP_NAMES, STORE_STEPS } from "./state-machine.js";
+import { canTransition, CANCELABLE, sourcesOf, STORE_STEP_NAMES, STORE_STEPS } from "./state-machine.js";
 import { TASK_STATUSES } from "./task-model.js";
 
 describe("state machine", () => {
@@ -14,23 +13,11 @@ describe("state machine", () => {
     for (const [from, to] of arrows) assert.ok(canTransition(from as never, to as never), `${from} -> ${to}`);
   });
 
-  it("refuses everything else with an error naming both statuses", () => {
+  it("has no other arrow: every other pair of statuses is refused, and a final status leads nowhere", () => {
     let refused = 0;
-    for (const from of TASK_STATUSES) for (const to of TASK_STATUSES) {
-      if (canTransition(from, to)) continue;
-      refused++;
-      assert.throws(() => assertTransition("fr01-x", from, to), (err: unknown) => {
-        assert.ok(isDocqError(err, "ILLEGAL_TRANSITION"));
-        assert.match(err.message, new RegExp(`task fr01-x cannot go from ${from} to ${to}`));
-        return true;
-      });
-    }
+    for (const from of TASK_STATUSES) for (const to of TASK_STATUSES) if (!canTransition(from, to)) refused++;
     assert.equal(refused, 49 - 13);
-  });
-
-  it("says a final status is final", () => {
-    assert.throws(() => assertTransition("t", "output", "work"), /output is final/);
-    assert.throws(() => assertTransition("t", "input", "output"), /from input it may only go to work, canceled/);
+    for (const final of ["output", "error", "canceled"] as const) for (const to of TASK_STATUSES) assert.ok(!canTransition(final, to));
   });
 
   it("derives guards from the diagram", () => {

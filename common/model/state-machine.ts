@@ -1,4 +1,3 @@
-import { docqError, ERROR_CODE } from "./errors.js";
 import { TASK_STATUS as S, type TaskStatus } from "./task-model.js";
 
 /** The design's diagram, one named edge per arrow: what may follow each status, and why. */
@@ -21,18 +20,6 @@ export const TRANSITIONS: Readonly<Record<TaskStatus, Readonly<Partial<Record<Ta
 
 export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
   return TRANSITIONS[from][to] !== undefined;
-}
-
-/** Throws ILLEGAL_TRANSITION naming both statuses and what is allowed instead. */
-export function assertTransition(taskId: string, from: TaskStatus, to: TaskStatus): void {
-  if (canTransition(from, to)) return;
-  const allowed = Object.keys(TRANSITIONS[from]);
-  throw docqError(
-    ERROR_CODE.IllegalTransition,
-    `task ${taskId} cannot go from ${from} to ${to}: ` +
-      (allowed.length === 0 ? `${from} is final` : `from ${from} it may only go to ${allowed.join(", ")}`),
-    { details: { from, to } },
-  );
 }
 
 /** The statuses a transition to `to` may start from: the guard of a compare-and-set. */
