@@ -146,7 +146,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       if (ids === undefined) byOwner.set(owner, [id]);
       else ids.push(id);
     }
-    for (const [owner, ids] of byOwner) report.working += (await this.store.renewLeases(owner, ids, now + this.opts.leaseMs)).length;
+    for (const [owner, ids] of byOwner) report.working += (await this.store.renew(owner, ids, now + this.opts.leaseMs)).length;
     // A crash between a child's completion and its parent's count leaves the count behind: recount.
     for (const id of waiting) {
       await this.reconcileParent(id, dropped);
@@ -328,7 +328,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   /** Renews `owner`'s leases; answers the ids it no longer holds (requeued or canceled), which it must stop. */
   async heartbeat(owner: string, ids: readonly string[]): Promise<string[]> {
     if (ids.length === 0) return [];
-    const renewed = new Set(await this.store.renewLeases(owner, ids, this.opts.now() + this.opts.leaseMs));
+    const renewed = new Set(await this.store.renew(owner, ids, this.opts.now() + this.opts.leaseMs));
     return ids.filter((id) => !renewed.has(id));
   }
 
@@ -420,7 +420,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     let swept = 0;
     const dropped: string[] = [];
     for (;;) {
-      const expired = await this.store.expiredLeases(this.opts.now(), 500);
+      const expired = await this.store.expired(this.opts.now(), 500);
       for (const task of expired) {
         const owner = task.lease?.owner ?? "?";
         if (await this.failAttempt(claimOf(task), `lease expired: ${owner} stopped renewing it for ${this.opts.leaseMs} ms`, true, dropped)) swept++;

@@ -150,7 +150,7 @@ describe("Stealer", () => {
     await a.stealer.onLocalCanceled(first.id, "site:b");
     assert.equal((await b.store.get(first.id))?.status, "canceled");
     // The owner's lease on the other one lapses (as if b had been silent): b's next heartbeat learns it.
-    await a.store.renewLeases("site:b", [second.id], 0);
+    await a.store.renew("site:b", [second.id], 0);
     await a.queue.sweepExpiredLeases();
     await b.stealer.heartbeat();
     assert.equal((await b.store.get(second.id))?.status, "canceled");

@@ -370,7 +370,7 @@ export function taskStoreContract(
       );
     });
 
-    describe("renewLeases", () => {
+    describe("renew", () => {
       it(
         "extends only the leases the owner holds on tasks in work",
         withStore(async (store) => {
@@ -381,13 +381,13 @@ export function taskStoreContract(
           const finishedWithLease = makeTask({ status: TASK_STATUS.output, lease: { owner: "worker-1", expiresAt: 1 } });
           await store.createMany([mine, alsoMine, theirs, queued, finishedWithLease]);
           const ids = [mine.id, theirs.id, queued.id, finishedWithLease.id, alsoMine.id, makeTask().id, mine.id];
-          const renewed = await store.renewLeases("worker-1", ids, 77_000);
+          const renewed = await store.renew("worker-1", ids, 77_000);
           assert.deepEqual([...renewed].sort(), [mine.id, alsoMine.id].sort());
           assert.deepEqual((await store.get(mine.id))?.lease, { owner: "worker-1", expiresAt: 77_000 });
           assert.deepEqual((await store.get(alsoMine.id))?.lease, { owner: "worker-1", expiresAt: 77_000 });
           assert.deepEqual(await store.get(theirs.id), theirs);
           assert.deepEqual(await store.get(finishedWithLease.id), finishedWithLease);
-          assert.deepEqual(await store.renewLeases("worker-1", [], 1), []);
+          assert.deepEqual(await store.renew("worker-1", [], 1), []);
         }),
       );
 
@@ -397,7 +397,7 @@ export function taskStoreContract(
           const held = Array.from({ length: 1_500 }, () => makeLeasedTask("worker-1"));
           await store.createMany(held);
           const unknown = Array.from({ length: 1_700 }, () => makeTask().id);
-          const renewed = await store.renewLeases("worker-1", [...unknown, ...held.map((t) => t.id)], 88_000);
+          const renewed = await store.renew("worker-1", [...unknown, ...held.map((t) => t.id)], 88_000);
           assert.deepEqual(new Set(renewed), new Set(held.map((t) => t.id)));
           assert.equal(renewed.length, held.length);
           const last = held[held.length - 1];
@@ -407,7 +407,7 @@ export function taskStoreContract(
       );
     });
 
-    describe("expiredLeases", () => {
+    describe("expired", () => {
       it(
         "returns tasks in work whose lease expired before now, oldest expiry first, up to limit",
         withStore(async (store) => {
@@ -420,10 +420,10 @@ export function taskStoreContract(
           const later = at(500);
           const waitingWithOldLease = at(50, { status: TASK_STATUS.wait });
           await store.createMany([t300, t100, t200, atNow, later, waitingWithOldLease, makeTask()]);
-          assert.deepEqual((await store.expiredLeases(400, 10)).map((t) => t.id), [t100.id, t200.id, t300.id]);
-          assert.deepEqual((await store.expiredLeases(400, 2)).map((t) => t.id), [t100.id, t200.id]);
-          assert.deepEqual(await store.expiredLeases(400, 1), [t100]);
-          assert.deepEqual(await store.expiredLeases(100, 10), []);
+          assert.deepEqual((await store.expired(400, 10)).map((t) => t.id), [t100.id, t200.id, t300.id]);
+          assert.deepEqual((await store.expired(400, 2)).map((t) => t.id), [t100.id, t200.id]);
+          assert.deepEqual(await store.expired(400, 1), [t100]);
+          assert.deepEqual(await store.expired(100, 10), []);
         }),
       );
     });

@@ -110,9 +110,9 @@ export interface TaskStore extends AccountRecords {
    */
   cancel(id: string, reason: string, now: number): Promise<CancelResult>;
   /** Extends the leases of `ids` held by `owner` in status work; returns the ids renewed. */
-  renewLeases(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]>;
+  renew(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]>;
   /** Tasks in `work` whose lease expired before `now`, oldest first. */
-  expiredLeases(now: number, limit: number): Promise<Task[]>;
+  expired(now: number, limit: number): Promise<Task[]>;
   /** Paged listing, newest first. */
   list(filter: TaskFilter, page: { limit: number; cursor?: string | null }): Promise<TaskPage>;
   /** Every non-final task, in batches, for the queuer's reload. */

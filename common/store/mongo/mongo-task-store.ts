@@ -66,7 +66,7 @@ import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 
 /** Batches for the queuer's reload; each is its own short query (no cursor kept open between batches). */
 const DEFAULT_RELOAD_BATCH = 10_000;
-/** Ids per renewLeases statement: keeps the filter document far below MongoDB's 16 MB. */
+/** Ids per renew statement: keeps the filter document far below MongoDB's 16 MB. */
 const RENEW_CHUNK = 10_000;
 /** Ids per delete when undoing a partial insert on a standalone server. */
 const UNDO_CHUNK = 10_000;
@@ -78,10 +78,10 @@ const NON_FINAL_STATUSES: TaskStatus[] = TASK_STATUSES.filter((s) => !isFinal(s)
 
 /**
  * Each index serves named queries of this file; `_id` (the task id) serves get, update, delete,
- * incrementChildrenCompleted and renewLeases.
+ * incrementChildrenCompleted and renew.
  */
 const INDEXES: IndexDescription[] = [
-  // expiredLeases: {status: work, lease.expiresAt < now} oldest expiry first. Partial on status
+  // expired: {status: work, lease.expiresAt < now} oldest expiry first. Partial on status
   // work, so it holds only the leased tasks (a few thousand), however many tasks the store has.
   { name: "work_lease_expiry", key: { "lease.expiresAt": 1, seq: 1 }, partialFilterExpression: { status: TASK_STATUS.work } },
   // loadNonFinal: {status in the 4 non-final statuses, seq > after} by seq, a merge of 4 ranges
@@ -509,13 +509,13 @@ export class MongoTaskStore implements TaskStore {
    * One updateMany per chunk, then a read of which of those ids now hold this owner's lease with
    * the new expiry: the ids renewed (an id the sweep took meanwhile is, rightly, not among them).
    */
-  async renewLeases(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]> {
+  async renew(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]> {
     const unique = [...new Set(ids)];
     const renewed: string[] = [];
     for (let i = 0; i < unique.length; i += RENEW_CHUNK) {
       const chunk = unique.slice(i, i + RENEW_CHUNK);
       const held: Filter<TaskDoc> = { _id: { $in: chunk }, status: TASK_STATUS.work, "lease.owner": owner };
-      const docs = await this.attempt("renewLeases", async () => {
+      const docs = await this.attempt("renew", async () => {
         await this.tasks.updateMany(held, { $set: { "lease.expiresAt": expiresAt } });
         return this.tasks.find<{ _id: string }>({ ...held, "lease.expiresAt": expiresAt }, { projection: { _id: 1 } }).toArray();
       });
@@ -524,9 +524,9 @@ export class MongoTaskStore implements TaskStore {
     return renewed;
   }
 
-  async expiredLeases(now: number, limit: number): Promise<Task[]> {
+  async expired(now: number, limit: number): Promise<Task[]> {
     requirePositiveInteger(limit, "limit");
-    const docs = await this.attempt("expiredLeases", () =>
+    const docs = await this.attempt("expired", () =>
       this.tasks
         .find({ status: TASK_STATUS.work, "lease.expiresAt": { $lt: now } }, { sort: { "lease.expiresAt": 1, seq: 1 }, limit, hint: "work_lease_expiry" })
         .toArray(),

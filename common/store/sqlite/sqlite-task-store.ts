@@ -37,7 +37,7 @@ const SCHEMA_VERSION = 3;
 /** How long a statement waits for another connection's write lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000;
 /**
- * Ids bound per renewLeases statement. SQLite refuses more than SQLITE_MAX_VARIABLE_NUMBER
+ * Ids bound per renew statement. SQLite refuses more than SQLITE_MAX_VARIABLE_NUMBER
  * bound values (32766 in this build, 999 in older ones); staying under the old limit keeps
  * the statement portable and its IN list cheap to plan.
  */
@@ -354,9 +354,9 @@ CREATE TABLE tasks (
   children_completed INTEGER NOT NULL,
   CHECK ((lease_owner IS NULL) = (lease_expires_at IS NULL))
 ) STRICT;
--- Named (rather than a UNIQUE column) so renewLeases can insist on it with INDEXED BY.
+-- Named (rather than a UNIQUE column) so renew can insist on it with INDEXED BY.
 CREATE UNIQUE INDEX tasks_id ON tasks (id);
--- expiredLeases: only tasks in work hold a lease that can expire, so the index holds only those.
+-- expired: only tasks in work hold a lease that can expire, so the index holds only those.
 CREATE INDEX tasks_work_lease ON tasks (lease_expires_at) WHERE status = '${TASK_STATUS.work}';
 -- loadNonFinal: keyset over seq reading only the non-final tasks; final ones (most, over time) stay out.
 CREATE INDEX tasks_non_final ON tasks (seq) WHERE ${NON_FINAL_CONDITION};
@@ -460,8 +460,8 @@ interface FixedStatements {
   recountChildren: Statement<[number, number, number, number, string], TaskRow>;
   failParent: Statement<[string, number, string], TaskRow>;
   cancel: Statement<[string, number, number, string], TaskRow>;
-  renewLeases: Statement<SqlValue[], string>;
-  expiredLeases: Statement<[number, number], TaskRow>;
+  renew: Statement<SqlValue[], string>;
+  expired: Statement<[number, number], TaskRow>;
   reloadBatch: Statement<[number, number], ReloadRow>;
   children: Statement<[string], TaskRow>;
   delete: Statement<[string], unknown>;
@@ -549,13 +549,13 @@ export class SqliteTaskStore implements TaskStore {
         `UPDATE tasks SET status = '${TASK_STATUS.canceled}', error = ?, end_time = ?, duration = ? - start_time,` +
           ` lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND ${statusIn("cancel")} RETURNING *`,
       ),
-      renewLeases: db
+      renew: db
         .prepare<SqlValue[], string>(
           `UPDATE tasks INDEXED BY tasks_id SET lease_expires_at = ? WHERE lease_owner = ? AND status = '${TASK_STATUS.work}'` +
             ` AND id IN (${Array.from({ length: RENEW_CHUNK }, () => "?").join(", ")}) RETURNING id`,
         )
         .pluck(),
-      expiredLeases: db.prepare<[number, number], TaskRow>(
+      expired: db.prepare<[number, number], TaskRow>(
         `SELECT * FROM tasks INDEXED BY tasks_work_lease WHERE status = '${TASK_STATUS.work}' AND lease_expires_at < ? ORDER BY lease_expires_at, seq LIMIT ?`,
       ),
       reloadBatch: db.prepare<[number, number], ReloadRow>(
@@ -619,7 +619,7 @@ export class SqliteTaskStore implements TaskStore {
         const chunk: SqlValue[] = ids.slice(start, start + RENEW_CHUNK);
         // Pad with NULL so one statement serves every chunk: `id IN (..., NULL)` never matches the NULL.
         while (chunk.length < RENEW_CHUNK) chunk.push(null);
-        renewed.push(...this.statements.renewLeases.all(expiresAt, owner, ...chunk));
+        renewed.push(...this.statements.renew.all(expiresAt, owner, ...chunk));
       }
       return renewed;
     });
@@ -740,16 +740,16 @@ export class SqliteTaskStore implements TaskStore {
     );
   }
 
-  async renewLeases(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]> {
+  async renew(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]> {
     if (ids.length === 0) return [];
     // Deduplicated, or an id repeated across two chunks would be renewed and reported twice.
     const uniqueIds = [...new Set(ids)];
-    return this.attempt("renewLeases", () => this.renewAll(owner, uniqueIds, expiresAt));
+    return this.attempt("renew", () => this.renewAll(owner, uniqueIds, expiresAt));
   }
 
-  async expiredLeases(now: number, limit: number): Promise<Task[]> {
+  async expired(now: number, limit: number): Promise<Task[]> {
     requirePositiveInteger(limit, "limit");
-    return this.attempt("expiredLeases", () => this.statements.expiredLeases.all(now, limit)).map(rowToTask);
+    return this.attempt("expired", () => this.statements.expired.all(now, limit)).map(rowToTask);
   }
 
   async list(filter: TaskFilter, page: { limit: number; cursor?: string | null }): Promise<TaskPage> {
