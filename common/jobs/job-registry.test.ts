@@ -7,6 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { DocqError, ERROR_CODE, type ErrorCode } from "../model/errors.js";
 import { JobRegistry, type JobDefinition } from "./job-registry.js";
+import { rejection } from "../testing/rejection.js";
 
 const EXAMPLES = fileURLToPath(new URL("../../scripts-job/", import.meta.url));
 const HAS_PYTHON = (() => {
@@ -41,19 +42,6 @@ function registry(dir = jobsDir): JobRegistry {
   return new JobRegistry({ dir, defaultTimeoutMs: 5000 });
 }
 
-async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, field: string, message: RegExp): Promise<DocqError> {
-  let caught: unknown;
-  try {
-    await promise;
-  } catch (err) {
-    caught = err;
-  }
-  assert.ok(caught instanceof DocqError, `expected a DocqError, got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
-  assert.equal(caught.field, field);
-  assert.match(caught.message, message);
-  return caught;
-}
 
 function throwsWith(fn: () => unknown, code: ErrorCode, field: string, message: RegExp): void {
   assert.throws(fn, (err: unknown) => err instanceof DocqError && err.code === code && err.field === field && message.test(err.message));
@@ -87,8 +75,8 @@ describe("JobRegistry: job forms", () => {
   it("refuses an extension-less file that is not executable or has no shebang", async () => {
     await write("not-exec", "#!/bin/sh\n", 0o644);
     await write("no-shebang", "echo hi\n", 0o755);
-    await rejectsWith(registry().resolve("not-exec"), ERROR_CODE.Config, "job", /not-exec.*not an executable file starting with #!/);
-    await rejectsWith(registry().resolve("no-shebang"), ERROR_CODE.Config, "job", /no-shebang/);
+    await rejection(registry().resolve("not-exec"), { code: ERROR_CODE.Config, field: "job", message: /not-exec.*not an executable file starting with #!/ });
+    await rejection(registry().resolve("no-shebang"), { code: ERROR_CODE.Config, field: "job", message: /no-shebang/ });
   });
 
   it("resolves a folder with job.yaml and applies its settings", async () => {
@@ -142,25 +130,25 @@ describe("JobRegistry: job forms", () => {
 
   it("does not take a folder without job.yaml for a job", async () => {
     await write("plain-folder/main.sh", "echo '{}'\n");
-    await rejectsWith(registry().resolve("plain-folder"), ERROR_CODE.JobNotFound, "job", /unknown job "plain-folder"/);
+    await rejection(registry().resolve("plain-folder"), { code: ERROR_CODE.JobNotFound, field: "job", message: /unknown job "plain-folder"/ });
   });
 
   it("refuses a name that several forms claim", async () => {
     await write("twice.sh", "echo '{}'\n");
     await write("twice.js", "console.log('{}')\n");
-    await rejectsWith(registry().resolve("twice"), ERROR_CODE.Config, "job", /job "twice" is ambiguous: twice\.js, twice\.sh/);
+    await rejection(registry().resolve("twice"), { code: ERROR_CODE.Config, field: "job", message: /job "twice" is ambiguous: twice\.js, twice\.sh/ });
   });
 });
 
 describe("JobRegistry: names", () => {
   for (const bad of ["", "../x", "x/y", "Upper", "-dash", "_under", ".hidden", "x.sh", "a b", "x\u0000"]) {
     it(`refuses the name ${JSON.stringify(bad)}`, async () => {
-      await rejectsWith(registry().resolve(bad), ERROR_CODE.BadRequest, "job", new RegExp(`invalid job name "${escapeRe(bad)}"`));
+      await rejection(registry().resolve(bad), { code: ERROR_CODE.BadRequest, field: "job", message: new RegExp(`invalid job name "${escapeRe(bad)}"`) });
     });
   }
 
   it("reports an unknown job with the folder it looked in", async () => {
-    const err = await rejectsWith(registry().resolve("missing"), ERROR_CODE.JobNotFound, "job", /.*/);
+    const err = await rejection(registry().resolve("missing"), { code: ERROR_CODE.JobNotFound, field: "job", message: /.*/ });
     assert.equal(err.message, `unknown job "missing": no script or folder with job.yaml in ${jobsDir}`);
   });
 
@@ -173,9 +161,9 @@ describe("JobRegistry: names", () => {
     await fs.symlink(outside, path.join(jobsDir, "link-dir"));
     await write("link-entry/job.yaml", "entry: ../../outside/evil.sh\n");
     await write("link-entry/main.sh", "echo '{}'\n");
-    await rejectsWith(registry().resolve("link-file"), ERROR_CODE.BadRequest, "job", /job "link-file" refused: .* resolves outside/);
-    await rejectsWith(registry().resolve("link-dir"), ERROR_CODE.BadRequest, "job", /job "link-dir" refused/);
-    await rejectsWith(registry().resolve("link-entry"), ERROR_CODE.BadRequest, "job", /job "link-entry" refused/);
+    await rejection(registry().resolve("link-file"), { code: ERROR_CODE.BadRequest, field: "job", message: /job "link-file" refused: .* resolves outside/ });
+    await rejection(registry().resolve("link-dir"), { code: ERROR_CODE.BadRequest, field: "job", message: /job "link-dir" refused/ });
+    await rejection(registry().resolve("link-entry"), { code: ERROR_CODE.BadRequest, field: "job", message: /job "link-entry" refused/ });
   });
 
   it("accepts a symlink that stays inside the folder", async () => {
@@ -188,7 +176,7 @@ describe("JobRegistry: names", () => {
 describe("JobRegistry: changes at runtime", () => {
   it("finds a job added after a failed lookup, without a restart", async () => {
     const reg = registry();
-    await rejectsWith(reg.resolve("late"), ERROR_CODE.JobNotFound, "job", /unknown job "late"/);
+    await rejection(reg.resolve("late"), { code: ERROR_CODE.JobNotFound, field: "job", message: /unknown job "late"/ });
     await write("late.sh", "echo '{}'\n");
     assert.equal((await reg.resolve("late")).name, "late");
   });
@@ -231,7 +219,7 @@ describe("JobRegistry: job.yaml errors name the file and the key", () => {
     it(`${name}`, async () => {
       await write(`${name}/main.sh`, "echo '{}'\n");
       const file = await write(`${name}/job.yaml`, yaml);
-      const err = await rejectsWith(registry().resolve(name), ERROR_CODE.Config, "job", message);
+      const err = await rejection(registry().resolve(name), { code: ERROR_CODE.Config, field: "job", message: message });
       assert.ok(err.message.startsWith(`${file}: `), err.message);
     });
   }
@@ -240,9 +228,9 @@ describe("JobRegistry: job.yaml errors name the file and the key", () => {
     await write("no-entry/main.sh", "echo '{}'\n");
     await write("no-entry/main.py", "print('{}')\n");
     await write("no-entry/job.yaml", "timeoutMs: 10\n");
-    await rejectsWith(registry().resolve("no-entry"), ERROR_CODE.Config, "job", /job\.yaml: entry: required: several candidates \(main\.py, main\.sh\)/);
+    await rejection(registry().resolve("no-entry"), { code: ERROR_CODE.Config, field: "job", message: /job\.yaml: entry: required: several candidates \(main\.py, main\.sh\)/ });
     await write("lost-entry/job.yaml", "entry: nope.sh\n");
-    await rejectsWith(registry().resolve("lost-entry"), ERROR_CODE.Config, "job", /job\.yaml: entry: file "nope\.sh" not found/);
+    await rejection(registry().resolve("lost-entry"), { code: ERROR_CODE.Config, field: "job", message: /job\.yaml: entry: file "nope\.sh" not found/ });
   });
 });
 

@@ -9,7 +9,7 @@ import { JobRegistry, type JobDefinition } from "./job-registry.js";
 import { Spawner } from "./launch/spawner.js";
 import { createWorkDir, JobFailedError, openInWorkDir, removeTree, requestLine, runJob, sweepLeftovers, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
 import { OWNER, RUN_ID_VAR } from "./launch/leftovers.mjs";
-import { isAlive, readPid } from "../testing/test-support.js";
+import { isAlive, readPid } from "../testing/processes.js";
 
 const EXAMPLES = fileURLToPath(new URL("../../scripts-job/", import.meta.url));
 const TASK: JobRequest["task"] = { id: "test-01JAAAAAAAAAAAAAAAAAAAAAAA", name: "t", user: "u", priority: 50, parentId: null, depth: 0 };

@@ -9,7 +9,8 @@ import { JobRegistry, type JobDefinition } from "./job-registry.js";
 import { createWorkDir, JobFailedError, runJob, warmRequestLine, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
 import { OWNER } from "./launch/leftovers.mjs";
 import { restartDelayMs, WarmPool, type WarmPoolOptions } from "./warm-pool.js";
-import { isAlive, readPid } from "../testing/test-support.js";
+import { isAlive, readPid } from "../testing/processes.js";
+import { waitUntil } from "../testing/wait-until.js";
 
 const EXAMPLES = fileURLToPath(new URL("../../scripts-job/", import.meta.url));
 const JS_HELPER = path.join(EXAMPLES, "lib", "docq-warm.mjs");
@@ -113,13 +114,6 @@ async function failure(promise: Promise<unknown>): Promise<JobFailedError> {
 }
 
 
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 async function startsOf(file: string): Promise<number[]> {
   const text = await fs.readFile(file, "utf8").catch(() => "");
@@ -202,10 +196,10 @@ describe("WarmPool", () => {
     assert.equal(err.message, 'job "slow" timed out after 400 ms');
     assert.equal(err.timedOut, true);
     const killed = await readPid(mark);
-    await waitFor(() => !isAlive(killed), "the overrunning process to be gone");
+    await waitUntil("the overrunning process to be gone", () => !isAlive(killed));
     assert.ok(isAlive(other), "the other process was left alone");
     // A replacement is started at once; both slots answer again, the survivor with its old pid.
-    await waitFor(() => pool.processes().length === 2, "a replacement process");
+    await waitUntil("a replacement process", () => pool.processes().length === 2);
     const again = await Promise.all([ask(pool, job, { sleepMs: 50 }), ask(pool, job, { sleepMs: 50 })]);
     const pids = new Set(again.map((r) => r.pid));
     assert.ok(pids.has(other));
@@ -219,13 +213,13 @@ describe("WarmPool", () => {
     const mark = path.join(dir, "cancel.pid");
     const abort = new AbortController();
     const pending = ask(pool, job, { mark, sleepMs: 30_000 }, abort.signal);
-    await waitFor(() => fs.access(mark).then(() => true, () => false), "the request to start");
+    await waitUntil("the request to start", () => fs.access(mark).then(() => true, () => false));
     abort.abort();
     const err = await failure(pending);
     assert.equal(err.message, 'job "cancel" was canceled');
     assert.equal(err.canceled, true);
     const killed = await readPid(mark);
-    await waitFor(() => !isAlive(killed), "the canceled process to be gone");
+    await waitUntil("the canceled process to be gone", () => !isAlive(killed));
     const next = await ask(pool, job);
     assert.notEqual(next.pid, killed);
     const aborted = new AbortController();
@@ -238,7 +232,7 @@ describe("WarmPool", () => {
     const pool = makePool();
     const mark = path.join(dir, "killed.pid");
     const pending = ask(pool, job, { mark, stderr: "working on it", sleepMs: 30_000 });
-    await waitFor(() => fs.access(mark).then(() => true, () => false), "the request to start");
+    await waitUntil("the request to start", () => fs.access(mark).then(() => true, () => false));
     const pid = await readPid(mark);
     process.kill(pid, "SIGKILL");
     const err = await failure(pending);
@@ -308,7 +302,7 @@ done
       distinct.map((pid) => pids.filter((p) => p === pid).length),
       [3, 3, 3, 1],
     );
-    await waitFor(() => distinct.slice(0, 3).every((pid) => !isAlive(pid)), "the recycled processes to exit");
+    await waitUntil("the recycled processes to exit", () => distinct.slice(0, 3).every((pid) => !isAlive(pid)));
     assert.equal((await startsOf(starts)).length, 4);
     assert.ok(logs.some((l) => l.includes("recycled: it served 3 requests (maxRequests 3)")));
   });
@@ -348,7 +342,7 @@ done
     const { pid } = await ask(pool, job);
     const err = await failure(ask(pool, job, { raw: '{"requestId":"bogus","output":"out.json"}' }));
     assert.match(err.message, new RegExp(`^job "liar" \\(warm process ${pid}\\) answered request "bogus" while request "\\d+" was asked: the process was restarted$`));
-    await waitFor(() => !isAlive(pid), "the process to be killed");
+    await waitUntil("the process to be killed", () => !isAlive(pid));
     assert.notEqual((await ask(pool, job)).pid, pid);
   });
 
@@ -370,7 +364,7 @@ done
     const { job } = await ctlJob("idler");
     const pool = makePool({ idleMs: 150 });
     const { pid } = await ask(pool, job);
-    await waitFor(() => !isAlive(pid) && pool.processes().length === 0, "the idle process to be stopped");
+    await waitUntil("the idle process to be stopped", () => !isAlive(pid) && pool.processes().length === 0);
     assert.notEqual((await ask(pool, job)).pid, pid);
   });
 
@@ -382,7 +376,7 @@ done
     // The registry hands out a new definition once its cache expires: as here.
     const next = await ask(pool, { ...job });
     assert.notEqual(next.pid, pid);
-    await waitFor(() => !isAlive(pid), "the old process to exit");
+    await waitUntil("the old process to exit", () => !isAlive(pid));
   });
 
   it("retires the processes of a folder job when a module beside its entry changes", async () => {
@@ -411,7 +405,7 @@ serve((req) => { writeFileSync(req.outputDir + "/" + name, JSON.stringify({ pid:
     const mark = path.join(dir, "stopped.pid");
     const { pid: idle } = await ask(pool, job);
     const busy = ask(pool, job, { mark, sleepMs: 30_000 });
-    await waitFor(() => fs.access(mark).then(() => true, () => false), "the busy request to start");
+    await waitUntil("the busy request to start", () => fs.access(mark).then(() => true, () => false));
     const busyPid = await readPid(mark);
     const started = Date.now();
     // Listened to before the stop fails it (the stop then still removes the process's dir).
@@ -466,7 +460,7 @@ serve(async (req) => {
       await pool.stop();
       assert.equal(isAlive(pid), false);
       assert.equal(isAlive(leftovers[1] ?? 0), false, "the setsid child is gone once the pool has stopped");
-      await waitFor(async () => (await ownDirs()).length === 0, "the process's dir to be removed");
+      await waitUntil("the process's dir to be removed", async () => (await ownDirs()).length === 0);
     } finally {
       // Whatever failed: a leftover still running `sleep 1000` (not a pid reused meanwhile).
       for (const leftover of leftovers) {

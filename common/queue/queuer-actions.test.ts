@@ -8,7 +8,7 @@ import { KeyRing } from "../accounts/key-ring.js";
 import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { dropTaskDocuments } from "../blobs/task-documents.js";
 import { ERROR_CODE } from "../model/errors.js";
-import { rejection } from "../testing/test-support.js";
+import { rejection } from "../testing/rejection.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import { blobKeys, newTaskId } from "./new-task.js";
 import { directQueuerClient, type QueuerClient } from "./queue-client.js";

@@ -12,7 +12,8 @@ import { openBlobStore, openTaskStore } from "./open-stores.js";
 import { S3BlobStore } from "../blobs/s3-blob-store.js";
 import { SqliteTaskStore } from "./sqlite/sqlite-task-store.js";
 import { makeTask } from "./task-store.contract.js";
-import { closedPort, rejection } from "../testing/test-support.js";
+import { freePort } from "../testing/free-port.js";
+import { rejection } from "../testing/rejection.js";
 
 /** s3rver has no types of its own; what this test uses of it. */
 interface S3rverServer {
@@ -86,7 +87,7 @@ describe("openTaskStore", () => {
   });
 
   it("stops with CONFIG naming mongodb, the server without its password, and the cause when MongoDB does not answer", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const url = `mongodb://docq:hunter2@127.0.0.1:${port}/?serverSelectionTimeoutMS=300`;
     const err = await rejection(openTaskStore({ store: { type: "mongodb", url, database: "site_a", writeConcern: "majority" }, dataDir: root }));
     assert.equal(err.code, ERROR_CODE.Config);
@@ -155,7 +156,7 @@ describe("openBlobStore", () => {
   });
 
   it("stops with CONFIG naming s3, the endpoint and bucket when nothing answers there", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const err = await rejection(openBlobStore({ blobs: s3({ port }), dataDir: root }));
     assert.equal(err.code, ERROR_CODE.Config);
     assert.match(err.message, new RegExp(`^cannot open the blob store \\(blobs\\.type s3\\): S3 blob store http://127\\.0\\.0\\.1:${port}, bucket "docq-open": connecting failed: .*ECONNREFUSED`));

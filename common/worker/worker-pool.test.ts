@@ -15,19 +15,11 @@ import type { WorkerQueue } from "../queue/queue-client.js";
 import { TaskQueue, type TaskQueueOptions } from "../queue/task-queue.js";
 import type { Task } from "../model/task-model.js";
 import { WorkerPool, type WorkerPoolOptions } from "./worker-pool.js";
+import { waitUntil } from "../testing/wait-until.js";
 
 const OWNER = "worker@test";
 const PROCESSED_BY = { site: "test", node: "n1" };
 
-/** Polls `cond` until it holds; fails with `what` after `timeoutMs`. */
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /** True when no live process has this pid (a zombie not yet reaped by its new parent counts as gone). */
 function isGone(pid: number): boolean {
@@ -173,14 +165,14 @@ async function task(id: string): Promise<Task> {
 }
 
 async function waitStatus(id: string, status: Task["status"], timeoutMs = 5000): Promise<Task> {
-  await waitFor(async () => (await task(id)).status === status, `task ${id} to be ${status}`, timeoutMs);
+  await waitUntil(`task ${id} to be ${status}`, async () => (await task(id)).status === status, timeoutMs);
   return task(id);
 }
 
 /** The pids a long job recorded: the script's shell and its background sleep. */
 async function pidsOf(id: string): Promise<number[]> {
   const file = path.join(h.marks, `${id}.pid`);
-  await waitFor(() => fs.access(file).then(() => true, () => false), `the script of ${id} to record its pid`);
+  await waitUntil(`the script of ${id} to record its pid`, () => fs.access(file).then(() => true, () => false));
   const pids = (await fs.readFile(file, "utf8")).trim().split(/\s+/).map(Number);
   assert.equal(pids.length, 2);
   for (const pid of pids) assert.ok(Number.isInteger(pid) && pid > 0 && !isGone(pid), `pid ${pid} runs`);
@@ -210,7 +202,7 @@ describe("WorkerPool", () => {
     }
     assert.equal(h.calls.fail.length, 0);
     assert.ok(h.calls.succeed.every((c) => c.accepted));
-    await waitFor(() => pool.held === 0, "the pool to be idle");
+    await waitUntil("the pool to be idle", () => pool.held === 0);
     assert.deepEqual(await fs.readdir(h.workRoot), [], "every per-run work dir is removed");
   });
 
@@ -333,10 +325,10 @@ describe("WorkerPool", () => {
     await h.queue.cancel(t.id);
     assert.equal((await task(t.id)).status, "canceled");
     assert.equal(pool.cancel(t.id), true);
-    await waitFor(() => pids.every(isGone), "the script and its child to be killed");
-    await waitFor(() => pool.busy === 0, "the slot to be freed");
+    await waitUntil("the script and its child to be killed", () => pids.every(isGone));
+    await waitUntil("the slot to be freed", () => pool.busy === 0);
     // The slot frees when the script ends; the run is over here once its work dir is gone too.
-    await waitFor(() => pool.held === 0, "the run to wind down");
+    await waitUntil("the run to wind down", () => pool.held === 0);
     const after = await task(t.id);
     assert.equal(after.status, "canceled");
     assert.equal(after.error, "canceled");
@@ -354,13 +346,13 @@ describe("WorkerPool", () => {
     const t = await submit("long", "doc");
     const pids = await pidsOf(t.id);
     // Heartbeats renew the lease for only 40 ms; between two of them it expires and the sweep requeues the task.
-    await waitFor(async () => (await h.queue.sweepExpiredLeases()) === 1, "the lease to expire and be swept");
+    await waitUntil("the lease to expire and be swept", async () => (await h.queue.sweepExpiredLeases()) === 1);
     const requeued = await task(t.id);
     assert.equal(requeued.status, "input");
     assert.match(requeued.error ?? "", /^lease expired: worker@test/);
     assert.equal(pool.busy, 1, "still running until the next heartbeat");
-    await waitFor(() => pids.every(isGone), "the heartbeat to stop the script", 3000);
-    await waitFor(() => pool.held === 0, "the slot to be freed");
+    await waitUntil("the heartbeat to stop the script", () => pids.every(isGone), 3000);
+    await waitUntil("the slot to be freed", () => pool.held === 0);
     const after = await task(t.id);
     assert.equal(after.status, "input", "the pool reported nothing over the sweep's requeue");
     assert.equal(after.tries, 1);
@@ -379,16 +371,16 @@ describe("WorkerPool", () => {
     const pool = makePool({ slots: 1, heartbeatMs: 60_000 });
     pool.start();
     const t = await submit("gated", "late");
-    await waitFor(() => fs.access(path.join(h.marks, "started")).then(() => true, () => false), "the script to start");
-    await waitFor(async () => (await h.queue.sweepExpiredLeases()) === 1, "the lease to expire and be swept");
+    await waitUntil("the script to start", () => fs.access(path.join(h.marks, "started")).then(() => true, () => false));
+    await waitUntil("the lease to expire and be swept", async () => (await h.queue.sweepExpiredLeases()) === 1);
     await fs.writeFile(go, "");
     // The slot frees when the script ends; storing and reporting come after it, so wait for the report.
-    await waitFor(() => h.calls.succeed.length > 0, "the late run to report");
+    await waitUntil("the late run to report", () => h.calls.succeed.length > 0);
     assert.deepEqual(h.calls.succeed.map((c) => c.accepted), [false]);
     const after = await task(t.id);
     assert.equal(after.status, "input");
     assert.equal(after.output, null);
-    await waitFor(async () => (await h.blobs.stat(blobKeys.output(t.id, 1))) === null, "the stale attempt's output to be deleted");
+    await waitUntil("the stale attempt's output to be deleted", async () => (await h.blobs.stat(blobKeys.output(t.id, 1))) === null);
     assert.equal(h.calls.fail.length, 0);
   });
 
@@ -404,7 +396,7 @@ describe("WorkerPool", () => {
     await pool.stop();
     assert.ok(Date.now() - stopping < 3000, "stop() does not wait for the scripts to end by themselves");
     assert.equal(pool.busy, 0);
-    await waitFor(() => pids.every(isGone), "every script of the pool to be killed");
+    await waitUntil("every script of the pool to be killed", () => pids.every(isGone));
     assert.equal(h.calls.fail.length, 0, "a shutdown reports nothing: the leases lapse and the queue requeues");
     assert.equal(h.calls.succeed.length, 0);
     for (const t of [a, b]) assert.equal((await task(t.id)).status, "work");
@@ -472,7 +464,7 @@ echo '{"output":"sub/f"}'
       makePool({ slots: 2 }).start();
       const tasks = await Promise.all(Array.from({ length: 15 }, () => submit("swap", "doc", { maxTries: 1 })));
       for (const t of tasks) {
-        await waitFor(async () => ["output", "error"].includes((await task(t.id)).status), `task ${t.id} to end`, 20_000);
+        await waitUntil(`task ${t.id} to end`, async () => ["output", "error"].includes((await task(t.id)).status), 20_000);
         const done = await task(t.id);
         if (done.status === "output") assert.equal(await blobText(done.output ?? ""), "inside\n", `task ${t.id} stored the file outside the work dir`);
         else assert.match(done.error ?? "", /answered output "sub\/f"|was not stored/, `task ${t.id} failed for another reason: ${done.error}`);

@@ -16,7 +16,8 @@ import type { WorkerQueue } from "../queue/queue-client.js";
 import { TaskQueue } from "../queue/task-queue.js";
 import type { Task } from "../model/task-model.js";
 import { WorkerPool, type WorkerPoolOptions } from "./worker-pool.js";
-import { isAlive, readPid } from "../testing/test-support.js";
+import { isAlive, readPid } from "../testing/processes.js";
+import { waitUntil } from "../testing/wait-until.js";
 
 /*
  * Warm jobs through the worker pool and a real queue (SQLite, fs blobs): the same retry, cancel,
@@ -148,16 +149,9 @@ async function task(id: string): Promise<Task> {
   return t;
 }
 
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 const waitStatus = async (id: string, status: Task["status"], timeoutMs = 10_000): Promise<Task> => {
-  await waitFor(async () => (await task(id)).status === status, `task ${id} to be ${status}`, timeoutMs);
+  await waitUntil(`task ${id} to be ${status}`, async () => (await task(id)).status === status, timeoutMs);
   return task(id);
 };
 
@@ -177,7 +171,7 @@ async function startsOf(name: string): Promise<number[]> {
 /** Makes the task hang in its warm process; answers that process's pid once it holds the task. */
 async function hangingPid(id: string): Promise<number> {
   const file = path.join(h.marks, `${id}.pid`);
-  await waitFor(() => exists(file), `task ${id} to reach its warm process`);
+  await waitUntil(`task ${id} to reach its warm process`, () => exists(file));
   return await readPid(file);
 }
 
@@ -189,7 +183,7 @@ describe("WorkerPool with warm jobs", () => {
     h.queue.on("task:done", (t) => void (t.status === "output" && outputs++));
     pool.start();
     const tasks = await Promise.all(Array.from({ length: 1000 }, (_, i) => submit(job, `document ${i}`)));
-    await waitFor(() => outputs === 1000, "1,000 tasks to be output", 120_000);
+    await waitUntil("1,000 tasks to be output", () => outputs === 1000, 120_000);
     const pids = new Set<number>();
     for (const [i, t] of tasks.entries()) {
       const done = await task(t.id);
@@ -218,7 +212,7 @@ describe("WorkerPool with warm jobs", () => {
     const [other] = [...beforePids];
     const failed = await waitStatus(stuck.id, "error");
     assert.match(failed.error ?? "", /^job "timeouts" timed out after 500 ms$/);
-    await waitFor(() => !isAlive(stuckPid), "the stuck process to be killed");
+    await waitUntil("the stuck process to be killed", () => !isAlive(stuckPid));
     assert.ok(other !== undefined && isAlive(other), "the other process is untouched");
     const after = await Promise.all(Array.from({ length: 20 }, (_, i) => submit(job, `after ${i}`)));
     const afterPids = new Set(await Promise.all(after.map(async (t) => (await outputOf(await waitStatus(t.id, "output"))).pid)));
@@ -248,7 +242,7 @@ describe("WorkerPool with warm jobs", () => {
       "completed once, by the retry",
     );
     assert.equal(await h.blobs.stat(blobKeys.output(t.id, 1)), null, "no output of the killed attempt");
-    await waitFor(() => pool.held === 0, "the pool to be idle");
+    await waitUntil("the pool to be idle", () => pool.held === 0);
   });
 
   it("recycles a warm process after maxRequests tasks", async () => {
@@ -264,7 +258,7 @@ describe("WorkerPool with warm jobs", () => {
       distinct.map((pid) => pids.filter((p) => p === pid).length),
       [5, 5, 2],
     );
-    await waitFor(() => distinct.slice(0, 2).every((pid) => !isAlive(pid)), "the recycled processes to exit");
+    await waitUntil("the recycled processes to exit", () => distinct.slice(0, 2).every((pid) => !isAlive(pid)));
     assert.equal(h.calls.fail.length, 0);
   });
 
@@ -276,8 +270,8 @@ describe("WorkerPool with warm jobs", () => {
     const pid = await hangingPid(t.id);
     await h.queue.cancel(t.id);
     assert.equal(pool.cancel(t.id), true);
-    await waitFor(() => !isAlive(pid), "the warm process to be killed");
-    await waitFor(() => pool.held === 0, "the slot to be freed");
+    await waitUntil("the warm process to be killed", () => !isAlive(pid));
+    await waitUntil("the slot to be freed", () => pool.held === 0);
     assert.equal((await task(t.id)).status, "canceled");
     assert.equal(h.calls.fail.length, 0);
     assert.equal(h.calls.succeed.length, 0);
@@ -292,7 +286,7 @@ describe("WorkerPool with warm jobs", () => {
     const t = await submit(job, "hang: doc");
     const pid = await hangingPid(t.id);
     await h.queue.cancel(t.id); // no pool.cancel(): only the heartbeat can tell
-    await waitFor(() => !isAlive(pid), "the heartbeat to stop the warm process");
+    await waitUntil("the heartbeat to stop the warm process", () => !isAlive(pid));
     assert.equal(h.calls.fail.length, 0);
   });
 
@@ -338,7 +332,7 @@ serve(handle)
     const busyPid = await hangingPid(busy.id);
     await pool.stop();
     assert.deepEqual(pool.warmProcesses(), []);
-    await waitFor(() => !isAlive(idlePid) && !isAlive(busyPid), "every warm process to be gone");
+    await waitUntil("every warm process to be gone", () => !isAlive(idlePid) && !isAlive(busyPid));
     assert.equal((await task(busy.id)).status, "work", "nothing reported: the lease lapses");
     assert.equal(h.calls.fail.length, 0);
   });
@@ -395,7 +389,7 @@ serve(async (req) => {
       makePool({ slots: 2 }).start();
       const tasks = await Promise.all(Array.from({ length: 30 }, () => submit("swap", "doc", { maxTries: 1 })));
       for (const t of tasks) {
-        await waitFor(async () => ["output", "error"].includes((await task(t.id)).status), `task ${t.id} to end`, 20_000);
+        await waitUntil(`task ${t.id} to end`, async () => ["output", "error"].includes((await task(t.id)).status), 20_000);
         const done = await task(t.id);
         if (done.status === "output") {
           assert.equal(await text(await h.blobs.get(done.output ?? "")), "inside\n", `task ${t.id} stored the file outside the work dir`);

@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Spawner } from "./spawner.js";
-import { isAlive } from "../../testing/test-support.js";
+import { isAlive } from "../../testing/processes.js";
 
 const run = promisify(execFile);
 const HERE = path.dirname(fileURLToPath(import.meta.url));

@@ -5,7 +5,8 @@ import { ERROR_CODE } from "../../model/errors.js";
 import { MongoTaskStore, redactUrl } from "./mongo-task-store.js";
 import { TASK_STATUS } from "../../model/task-model.js";
 import { makeTask, taskStoreContract } from "../task-store.contract.js";
-import { closedPort, rejection } from "../../testing/test-support.js";
+import { freePort } from "../../testing/free-port.js";
+import { rejection } from "../../testing/rejection.js";
 
 /*
  * The MongoDB adapter. The contract suite needs a server, which cannot be installed on this
@@ -150,7 +151,7 @@ if (MONGO_URL === "") {
 
 describe("MongoTaskStore without a server", () => {
   it("fails to open with STORE_UNAVAILABLE naming the server and database, never the password", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const started = Date.now();
     const err = await rejection(
       MongoTaskStore.open({ url: `mongodb://docq:hunter2@127.0.0.1:${port}/?serverSelectionTimeoutMS=300`, database: "docq", writeConcern: "majority" }),
@@ -164,7 +165,7 @@ describe("MongoTaskStore without a server", () => {
   });
 
   it("uses its own server selection timeout unless the URL sets one", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const started = Date.now();
     await rejection(MongoTaskStore.open({ url: `mongodb://127.0.0.1:${port}`, database: "docq", writeConcern: 1, serverSelectionTimeoutMs: 200 }));
     assert.ok(Date.now() - started < 5_000);
