@@ -32,7 +32,15 @@ interface Counts {
   cluster: number;
 }
 
-const FULL: Counts = { enqueue: 10_000, throughput: 2_000, latency: 500, scale: 1_000_000, splitDocuments: 100, warm: 2_000, cluster: 2_000 };
+const FULL: Counts = {
+  enqueue: 10_000,
+  throughput: 2_000,
+  latency: 500,
+  scale: 1_000_000,
+  splitDocuments: 100,
+  warm: 2_000,
+  cluster: 2_000,
+};
 /** Every count scaled down so the whole run stays under a minute. */
 const QUICK: Counts = { enqueue: 1_000, throughput: 300, latency: 50, scale: 100_000, splitDocuments: 10, warm: 300, cluster: 100 };
 
@@ -72,7 +80,12 @@ const FIGURES: FigureSpec[] = [
       const app =
         ctx.cpuProfDir === null
           ? undefined
-          : { env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import=${preload}`.trim(), DOCQ_BENCH_CPU_PROF_DIR: ctx.cpuProfDir } };
+          : {
+              env: {
+                NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import=${preload}`.trim(),
+                DOCQ_BENCH_CPU_PROF_DIR: ctx.cpuProfDir,
+              },
+            };
       const result = await throughputFigure({ count: ctx.counts.throughput, ...(app === undefined ? {} : { app }) });
       ctx.direct = result.direct;
       ctx.ratio = result.ratio;
@@ -83,14 +96,23 @@ const FIGURES: FigureSpec[] = [
   { key: "scale", number: 4, title: "Scale", run: (ctx) => scaleFigure({ count: ctx.counts.scale }) },
   { key: "splitMerge", number: 5, title: "Split/merge", run: (ctx) => splitMergeFigure({ documents: ctx.counts.splitDocuments }) },
   { key: "warm", number: 6, title: "Warm job", run: (ctx) => warmThroughputFigure({ count: ctx.counts.warm, direct: ctx.direct }) },
-  { key: "cluster", number: 7, title: "Cluster (worker processes over NATS) and stealing", run: (ctx) => clusterFigure({ count: ctx.counts.cluster, quick: ctx.quick }) },
+  {
+    key: "cluster",
+    number: 7,
+    title: "Cluster (worker processes over NATS) and stealing",
+    run: (ctx) => clusterFigure({ count: ctx.counts.cluster, quick: ctx.quick }),
+  },
 ];
 
 function selectFigures(only: string | undefined): FigureSpec[] {
   if (only === undefined) return FIGURES;
-  const wanted = only.split(",").map((s) => s.trim().toLowerCase()).filter((s) => s !== "");
+  const wanted = only
+    .split(",")
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s !== "");
   const unknown = wanted.filter((w) => !FIGURES.some((f) => f.key.toLowerCase() === w || String(f.number) === w));
-  if (unknown.length > 0) throw new Error(`--only: unknown figure(s) ${unknown.join(", ")}; known: ${FIGURES.map((f) => `${f.number}/${f.key}`).join(", ")}`);
+  if (unknown.length > 0)
+    throw new Error(`--only: unknown figure(s) ${unknown.join(", ")}; known: ${FIGURES.map((f) => `${f.number}/${f.key}`).join(", ")}`);
   return FIGURES.filter((f) => wanted.includes(f.key.toLowerCase()) || wanted.includes(String(f.number)));
 }
 
@@ -127,10 +149,19 @@ async function main(): Promise<number> {
     } catch (err) {
       failed++;
       log(`figure ${spec.number} (${spec.key}) FAILED: ${errorMessage(err)}`);
-      result = { key: spec.key, number: spec.number, title: spec.title, rows: [], data: { error: errorMessage(err) }, skipped: `FAILED: ${errorMessage(err).split("\n")[0]}` };
+      result = {
+        key: spec.key,
+        number: spec.number,
+        title: spec.title,
+        rows: [],
+        data: { error: errorMessage(err) },
+        skipped: `FAILED: ${errorMessage(err).split("\n")[0]}`,
+      };
     }
     result.wallMs = round(performance.now() - t);
-    log(`figure ${spec.number} (${spec.key}) ${result.skipped === undefined ? "done" : `not measured: ${result.skipped}`} in ${round(result.wallMs / 1000, 1)} s`);
+    log(
+      `figure ${spec.number} (${spec.key}) ${result.skipped === undefined ? "done" : `not measured: ${result.skipped}`} in ${round(result.wallMs / 1000, 1)} s`,
+    );
     results.push(result);
   }
   env.loadAvgEnd = os.loadavg().map((l) => round(l, 2));
@@ -144,7 +175,14 @@ async function main(): Promise<number> {
     figures: Object.fromEntries(
       results.map((r) => [
         r.key,
-        { number: r.number, title: r.title, ...(r.skipped === undefined ? {} : { skipped: r.skipped }), ...(r.wallMs === undefined ? {} : { wallMs: r.wallMs }), rows: r.rows, data: r.data },
+        {
+          number: r.number,
+          title: r.title,
+          ...(r.skipped === undefined ? {} : { skipped: r.skipped }),
+          ...(r.wallMs === undefined ? {} : { wallMs: r.wallMs }),
+          rows: r.rows,
+          data: r.data,
+        },
       ]),
     ),
   };

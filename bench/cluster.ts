@@ -30,20 +30,44 @@ async function runCluster(nats: NatsServer, workers: number, job: string, count:
   const dataDir = await tempDir("bench-cluster");
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const env = { ...(process.env as Record<string, string>), DOCQ_NATS_URL: nats.url, DATA_DIR: dataDir, PORT: String(port), DOCQ_SLOTS: String(SLOTS_PER_WORKER), DOCQ_LOG_LEVEL: "warn" };
+  const env = {
+    ...(process.env as Record<string, string>),
+    DOCQ_NATS_URL: nats.url,
+    DATA_DIR: dataDir,
+    PORT: String(port),
+    DOCQ_SLOTS: String(SLOTS_PER_WORKER),
+    DOCQ_LOG_LEVEL: "warn",
+  };
   const processes = new Map<string, ChildProcess>();
   const start = (name: string, services: string): void => {
-    processes.set(name, spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts"), "--services", services], { cwd: REPO, env, stdio: "ignore" }));
+    processes.set(
+      name,
+      spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts"), "--services", services], {
+        cwd: REPO,
+        env,
+        stdio: "ignore",
+      }),
+    );
   };
   try {
     start("controller+queuer", "controller,queuer");
     for (let i = 1; i <= workers; i++) start(`worker ${i}`, "worker");
     await waitUntil("the cluster to answer", async () => (await fetch(`${url}/api/health`)).ok, 60_000, 100);
-    await waitUntil(`${workers} workers to report`, async () => ((await (await fetch(`${url}/api/stats`)).json()) as { workers: unknown[] }).workers.length === workers, 30_000, 100);
+    await waitUntil(
+      `${workers} workers to report`,
+      async () => ((await (await fetch(`${url}/api/stats`)).json()) as { workers: unknown[] }).workers.length === workers,
+      30_000,
+      100,
+    );
     const t0 = performance.now();
     const [, done] = await Promise.all([
       submitMany(url, count, CLIENT_CONCURRENCY, (i) => `small document number ${i}\n`, { job, params: { ms: 0 } }),
-      waitForCounts(url, `${count} tasks over ${workers} worker processes`, (c) => (c.output ?? 0) >= count, Math.max(120_000, count * 200)),
+      waitForCounts(
+        url,
+        `${count} tasks over ${workers} worker processes`,
+        (c) => (c.output ?? 0) >= count,
+        Math.max(120_000, count * 200),
+      ),
     ]);
     const endToEndMs = done.at - t0;
     const peakRssMb: Record<string, number | null> = {};
@@ -111,22 +135,34 @@ async function runStealing(siteCount: number, count: number): Promise<{ makespan
  */
 export async function clusterFigure(opts: { count: number; quick?: boolean }): Promise<FigureResult> {
   const base = { key: "cluster", number: 7, title: "Cluster (worker processes over NATS) and stealing" };
-  if (!(await natsAvailable())) return { ...base, rows: [], data: {}, skipped: "nats-server is not installed (apt-get install nats-server)" };
+  if (!(await natsAvailable()))
+    return { ...base, rows: [], data: {}, skipped: "nats-server is not installed (apt-get install nats-server)" };
   const rows: Row[] = [];
   const data: Record<string, unknown> = {};
   const job = "sleep";
   log(`cluster: ${opts.count} ${job}(0 ms) tasks embedded, then over NATS`);
   // The embedded mode on the same run, for the ratio (the quick run skips it: figure 2 stands in).
-  const embedded = opts.quick === true ? null : await measureQueueThroughput({ job, count: opts.count, slots: SLOTS_PER_WORKER, params: { ms: 0 } });
+  const embedded =
+    opts.quick === true ? null : await measureQueueThroughput({ job, count: opts.count, slots: SLOTS_PER_WORKER, params: { ms: 0 } });
   if (embedded !== null) {
-    rows.push({ measure: `embedded: ${opts.count.toLocaleString("en-US")} sleep(0) tasks, ${SLOTS_PER_WORKER} slots`, value: embedded.tasksPerSec, unit: "tasks/s", peakRssMb: embedded.appPeakRssMb, rssOf: "app" });
+    rows.push({
+      measure: `embedded: ${opts.count.toLocaleString("en-US")} sleep(0) tasks, ${SLOTS_PER_WORKER} slots`,
+      value: embedded.tasksPerSec,
+      unit: "tasks/s",
+      peakRssMb: embedded.appPeakRssMb,
+      rssOf: "app",
+    });
     data.embedded = embedded;
   }
   const nats = await startNats();
   try {
     for (const workers of opts.quick === true ? [3] : [1, 3]) {
       const run = await runCluster(nats, workers, job, opts.count);
-      const workerPeak = Math.max(...Object.entries(run.peakRssMb).filter(([k]) => k.startsWith("worker")).map(([, v]) => v ?? 0));
+      const workerPeak = Math.max(
+        ...Object.entries(run.peakRssMb)
+          .filter(([k]) => k.startsWith("worker"))
+          .map(([, v]) => v ?? 0),
+      );
       rows.push({
         measure: `cluster over NATS: ${workers} worker process${workers > 1 ? "es" : ""} × ${SLOTS_PER_WORKER} slots`,
         value: run.tasksPerSec,

@@ -37,7 +37,11 @@ export async function enqueueFigure(opts: { count: number }): Promise<FigureResu
         peakRssMb: run.peakRssMb,
         rssOf: "app",
       },
-      { measure: "POST latency p50 / p99 under that load", value: round(percentile(latencies, 50), 1), unit: `ms / ${round(percentile(latencies, 99), 1)} ms` },
+      {
+        measure: "POST latency p50 / p99 under that load",
+        value: round(percentile(latencies, 50), 1),
+        unit: `ms / ${round(percentile(latencies, 99), 1)} ms`,
+      },
       {
         measure: "bulk path over HTTP",
         value: null,
@@ -50,7 +54,11 @@ export async function enqueueFigure(opts: { count: number }): Promise<FigureResu
       concurrency: CLIENT_CONCURRENCY,
       ms: round(ms),
       tasksPerSec: round(perSec, 1),
-      postLatencyMs: { p50: round(percentile(latencies, 50), 2), p99: round(percentile(latencies, 99), 2), max: round(latencies[latencies.length - 1] ?? NaN, 2) },
+      postLatencyMs: {
+        p50: round(percentile(latencies, 50), 2),
+        p99: round(percentile(latencies, 99), 2),
+        max: round(latencies[latencies.length - 1] ?? NaN, 2),
+      },
       queuedAfter: queued,
       appPeakRssMb: run.peakRssMb,
       appRssMbAtEnd: run.rssMb,

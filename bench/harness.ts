@@ -1,6 +1,14 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import { REPO, startEmbeddedApp, submit, tempDir, type EmbeddedApp, type StartOptions, type SubmitOptions } from "../testFunctional/helpers.js";
+import {
+  REPO,
+  startEmbeddedApp,
+  submit,
+  tempDir,
+  type EmbeddedApp,
+  type StartOptions,
+  type SubmitOptions,
+} from "../testFunctional/helpers.js";
 import type { Task } from "../common/model/task-model.js";
 
 /*
@@ -55,7 +63,10 @@ export async function withApp<T>(opts: StartOptions, fn: (app: EmbeddedApp) => P
       }
     } catch (err) {
       const tail = app.output().split("\n").slice(-30).join("\n");
-      throw new Error(`${err instanceof Error ? err.message : String(err)}${tail.trim() === "" ? "" : `\n--- app output (tail) ---\n${tail}`}`, { cause: err });
+      throw new Error(
+        `${err instanceof Error ? err.message : String(err)}${tail.trim() === "" ? "" : `\n--- app output (tail) ---\n${tail}`}`,
+        { cause: err },
+      );
     } finally {
       await app.stop();
     }
@@ -83,7 +94,12 @@ export async function getStats(url: string): Promise<Stats> {
  * A task in `error` stops the wait at once with that task's error: a bench over failing tasks
  * would measure the wrong thing.
  */
-export async function waitForCounts(url: string, what: string, done: (c: StatusCounts) => boolean, timeoutMs: number): Promise<{ at: number; counts: StatusCounts }> {
+export async function waitForCounts(
+  url: string,
+  what: string,
+  done: (c: StatusCounts) => boolean,
+  timeoutMs: number,
+): Promise<{ at: number; counts: StatusCounts }> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const { byStatus } = await getStats(url);
@@ -149,7 +165,8 @@ export async function waitTaskStatus(url: string, id: string, statuses: readonly
     const task = (await res.json()) as Task;
     if (statuses.includes(task.status)) return task;
     if (task.status === "error" || task.status === "canceled") throw new Error(`task ${id} ended ${task.status}: ${task.error ?? "?"}`);
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for task ${id} to be ${statuses.join(" or ")} (it is ${task.status})`);
+    if (performance.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for task ${id} to be ${statuses.join(" or ")} (it is ${task.status})`);
     await sleep(everyMs);
   }
 }

@@ -37,9 +37,20 @@ export async function latencyFigure(opts: { count: number }): Promise<FigureResu
     number: 3,
     title: "Latency, idle worker",
     rows: [
-      { measure: `submit → start p50 / p99 (${count} tasks, one at a time)`, value: p(toStart, 50), unit: `ms / ${p(toStart, 99)} ms`, peakRssMb: run.peakRssMb, rssOf: "app" },
+      {
+        measure: `submit → start p50 / p99 (${count} tasks, one at a time)`,
+        value: p(toStart, 50),
+        unit: `ms / ${p(toStart, 99)} ms`,
+        peakRssMb: run.peakRssMb,
+        rssOf: "app",
+      },
       { measure: "submit → output p50 / p99", value: p(toOutput, 50), unit: `ms / ${p(toOutput, 99)} ms` },
-      { measure: "client POST round trip p50 / p99", value: p(post, 50), unit: `ms / ${p(post, 99)} ms`, note: "document stored durably before submitTime" },
+      {
+        measure: "client POST round trip p50 / p99",
+        value: p(post, 50),
+        unit: `ms / ${p(post, 99)} ms`,
+        note: "document stored durably before submitTime",
+      },
     ],
     data: {
       count,

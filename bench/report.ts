@@ -75,7 +75,13 @@ export async function environment(): Promise<Environment> {
     devDependencies?: Record<string, string>;
   };
   const versions = async (deps: Record<string, string> | undefined): Promise<Record<string, string>> =>
-    Object.fromEntries(await Promise.all(Object.keys(deps ?? {}).sort().map(async (name) => [name, await installedVersion(name)] as const)));
+    Object.fromEntries(
+      await Promise.all(
+        Object.keys(deps ?? {})
+          .sort()
+          .map(async (name) => [name, await installedVersion(name)] as const),
+      ),
+    );
   return {
     node: process.version,
     v8: process.versions.v8,
@@ -129,7 +135,10 @@ export function formatReport(report: BenchReport, results: readonly FigureResult
     }
     r.rows.forEach((row, i) => {
       const value = row.value === null ? "—" : `${formatNumber(row.value)} ${row.unit}`.trim();
-      const rss = row.peakRssMb === undefined || row.peakRssMb === null ? "" : `${formatNumber(row.peakRssMb)} MB${row.rssOf === undefined ? "" : ` (${row.rssOf})`}`;
+      const rss =
+        row.peakRssMb === undefined || row.peakRssMb === null
+          ? ""
+          : `${formatNumber(row.peakRssMb)} MB${row.rssOf === undefined ? "" : ` (${row.rssOf})`}`;
       lines.push([i === 0 ? figure : "", row.measure, value, rss, row.note ?? ""]);
     });
   }
@@ -147,7 +156,10 @@ export function formatReport(report: BenchReport, results: readonly FigureResult
       [
         ["node", `${env.node} (V8 ${env.v8})`],
         ["machine", `${env.platform}, ${env.cores} cores (${env.cpuModel}), ${formatNumber(env.totalMemMb)} MB RAM`],
-        ["load average (1, 5, 15 min)", `start ${env.loadAvgStart.join(" ")}${env.loadAvgEnd === undefined ? "" : `, end ${env.loadAvgEnd.join(" ")}`}`],
+        [
+          "load average (1, 5, 15 min)",
+          `start ${env.loadAvgStart.join(" ")}${env.loadAvgEnd === undefined ? "" : `, end ${env.loadAvgEnd.join(" ")}`}`,
+        ],
         ["dependencies", deps],
         ["devDependencies", devDeps],
         ["bench wall time", `${formatNumber(report.wallMs / 1000)} s`],

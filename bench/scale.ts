@@ -89,7 +89,17 @@ async function fill(file: string, count: number): Promise<FillResult> {
     for (let i = 0; i < n; i++) {
       const id = newTaskId("bench");
       tasks[i] = newTask(
-        { id, site: "bench", user: "bench", name: `doc ${done + i}`, job: PARKED_JOB, params: {}, priority: Math.floor(random() * 101), maxTries: 3, input: null },
+        {
+          id,
+          site: "bench",
+          user: "bench",
+          name: `doc ${done + i}`,
+          job: PARKED_JOB,
+          params: {},
+          priority: Math.floor(random() * 101),
+          maxTries: 3,
+          input: null,
+        },
         now,
       );
     }
@@ -99,7 +109,14 @@ async function fill(file: string, count: number): Promise<FillResult> {
     createManyMs += performance.now() - t;
   }
   await store.close();
-  const files = await Promise.all(["", "-wal", "-shm"].map((s) => fs.stat(file + s).then((st) => st.size, () => 0)));
+  const files = await Promise.all(
+    ["", "-wal", "-shm"].map((s) =>
+      fs.stat(file + s).then(
+        (st) => st.size,
+        () => 0,
+      ),
+    ),
+  );
   return {
     count,
     createManyMs: round(createManyMs),
@@ -119,7 +136,15 @@ async function load(file: string, count: number): Promise<LoadResult> {
   settle();
   const before = process.memoryUsage();
   const store = SqliteTaskStore.open(file);
-  const queue = new TaskQueue({ store, site: "bench", leaseMs: 30_000, backoffBaseMs: 1000, backoffMaxMs: 300_000, requeueWorkOnReload: true, maxSplitDepth: 2 });
+  const queue = new TaskQueue({
+    store,
+    site: "bench",
+    leaseMs: 30_000,
+    backoffBaseMs: 1000,
+    backoffMaxMs: 300_000,
+    requeueWorkOnReload: true,
+    maxSplitDepth: 2,
+  });
   const t = performance.now();
   const report = await queue.reload();
   const reloadMs = performance.now() - t;
@@ -147,7 +172,12 @@ async function load(file: string, count: number): Promise<LoadResult> {
     rssAfterMb: mb(after.rss),
     bytesPerTaskHeap: round((after.heapUsed - before.heapUsed) / count),
     bytesPerTaskRss: round((after.rss - before.rss) / count),
-    pullMs: { p50: round(percentile(sorted, 50), 3), p99: round(percentile(sorted, 99), 3), max: round(sorted[sorted.length - 1] ?? NaN, 3), pulls: PULLS },
+    pullMs: {
+      p50: round(percentile(sorted, 50), 3),
+      p99: round(percentile(sorted, 99), 3),
+      max: round(sorted[sorted.length - 1] ?? NaN, 3),
+      pulls: PULLS,
+    },
     peakRssMb: await procStatusMb("self", "VmHWM"),
   };
 }
@@ -155,7 +185,9 @@ async function load(file: string, count: number): Promise<LoadResult> {
 const THIS_FILE = fileURLToPath(import.meta.url);
 
 async function runPhase<T>(phase: Phase): Promise<T> {
-  const child = spawn(process.execPath, ["--expose-gc", "--import", "tsx", THIS_FILE, JSON.stringify(phase)], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--expose-gc", "--import", "tsx", THIS_FILE, JSON.stringify(phase)], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stdout = "";
   let stderr = "";
   child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
@@ -236,7 +268,11 @@ export async function scaleFigure(opts: { count: number }): Promise<FigureResult
           note: `${loaded.bytesPerTaskHeap} B/task heap, ${loaded.bytesPerTaskRss} B/task RSS (RSS +${rssGrowth} MB)${loaded.gcExposed ? "" : "; GC not exposed"}`,
         },
         { measure: "reload into a new TaskQueue (in-process)", value: loaded.reloadMs, unit: "ms" },
-        { measure: `pull the next task (queue.pull 1) p50 / p99 of ${PULLS}`, value: loaded.pullMs.p50, unit: `ms / ${loaded.pullMs.p99} ms` },
+        {
+          measure: `pull the next task (queue.pull 1) p50 / p99 of ${PULLS}`,
+          value: loaded.pullMs.p50,
+          unit: `ms / ${loaded.pullMs.p99} ms`,
+        },
         {
           measure: `app start until its queue serves ${n} tasks`,
           value: full.readyMs,

@@ -13,14 +13,20 @@ export async function splitMergeFigure(opts: { documents: number }): Promise<Fig
   const { documents } = opts;
   const children = documents * LINES_PER_DOCUMENT;
   const runs = documents * (LINES_PER_DOCUMENT + 2);
-  const doc = (d: number): string => Array.from({ length: LINES_PER_DOCUMENT }, (_, l) => `document ${d} line ${l + 1}: some words to upper-case`).join("\n") + "\n";
+  const doc = (d: number): string =>
+    Array.from({ length: LINES_PER_DOCUMENT }, (_, l) => `document ${d} line ${l + 1}: some words to upper-case`).join("\n") + "\n";
   log(`split/merge: ${documents} documents × ${LINES_PER_DOCUMENT} lines through pages (${runs} script runs), ${THROUGHPUT_SLOTS} slots`);
   const run = await withApp({ slots: THROUGHPUT_SLOTS }, async (app) => {
     const t0 = performance.now();
     const [, done] = await Promise.all([
       submitMany(app.url, documents, CLIENT_CONCURRENCY, doc, { job: "pages" }),
       // Every child and every parent ends in output.
-      waitForCounts(app.url, `${documents} documents split and merged`, (c) => (c.output ?? 0) >= documents + children, Math.max(120_000, runs * 200)),
+      waitForCounts(
+        app.url,
+        `${documents} documents split and merged`,
+        (c) => (c.output ?? 0) >= documents + children,
+        Math.max(120_000, runs * 200),
+      ),
     ]);
     return { ms: done.at - t0 };
   });
@@ -40,7 +46,12 @@ export async function splitMergeFigure(opts: { documents: number }): Promise<Fig
         note: `${round(ms / 1000, 1)} s end to end`,
       },
       { measure: "child tasks", value: perSec(children), unit: "children/s" },
-      { measure: "all script runs (split + children + merge)", value: perSec(runs), unit: "runs/s", note: "compare with figure 2's direct spawn rate" },
+      {
+        measure: "all script runs (split + children + merge)",
+        value: perSec(runs),
+        unit: "runs/s",
+        note: "compare with figure 2's direct spawn rate",
+      },
     ],
     data: {
       documents,

@@ -31,17 +31,29 @@ export interface QueueThroughput {
  * HTTP at client concurrency 32 while the workers already run them, until the last is `output`.
  * Reusable by every throughput-shaped figure (warm jobs, cluster mode).
  */
-export async function measureQueueThroughput(opts: { job: string; count: number; slots: number; params?: Record<string, unknown>; app?: StartOptions }): Promise<QueueThroughput> {
+export async function measureQueueThroughput(opts: {
+  job: string;
+  count: number;
+  slots: number;
+  params?: Record<string, unknown>;
+  app?: StartOptions;
+}): Promise<QueueThroughput> {
   const { job, count, slots } = opts;
   const run = await withApp({ slots, ...opts.app }, async (app) => {
     const t0 = performance.now();
     let submitDone = 0;
-    const submitting = submitMany(app.url, count, CLIENT_CONCURRENCY, (i) => `small document number ${i}\n`, { job, ...(opts.params === undefined ? {} : { params: opts.params }) }).then((r) => {
+    const submitting = submitMany(app.url, count, CLIENT_CONCURRENCY, (i) => `small document number ${i}\n`, {
+      job,
+      ...(opts.params === undefined ? {} : { params: opts.params }),
+    }).then((r) => {
       submitDone = performance.now();
       return r;
     });
     const timeoutMs = Math.max(120_000, count * 200);
-    const [, done] = await Promise.all([submitting, waitForCounts(app.url, `${count} ${job} tasks to be output`, (c) => (c.output ?? 0) >= count, timeoutMs)]);
+    const [, done] = await Promise.all([
+      submitting,
+      waitForCounts(app.url, `${count} ${job} tasks to be output`, (c) => (c.output ?? 0) >= count, timeoutMs),
+    ]);
     const endToEndMs = done.at - t0;
     // After the clock stopped: the records, for the run phase alone.
     const tasks = await listAll(app.url, "status=output");
@@ -88,7 +100,9 @@ export interface DirectReferences {
 export async function measureDirectReferences(count: number): Promise<DirectReferences> {
   const { command, args } = await jobCommand("noop");
   const warmup = Math.min(20, Math.ceil(count / 20));
-  log(`direct references: ${path.relative(process.cwd(), command) || command} ${count}× at concurrency ${THROUGHPUT_SLOTS}, execa then child_process.spawn`);
+  log(
+    `direct references: ${path.relative(process.cwd(), command) || command} ${count}× at concurrency ${THROUGHPUT_SLOTS}, execa then child_process.spawn`,
+  );
   const execa = await runDirectReference({ method: "execa", command, args, count, concurrency: THROUGHPUT_SLOTS, warmup });
   const spawn = await runDirectReference({ method: "spawn", command, args, count, concurrency: THROUGHPUT_SLOTS, warmup });
   return { execa, spawn };
@@ -107,7 +121,12 @@ export interface ThroughputFigure extends FigureResult {
 export async function throughputFigure(opts: { count: number; app?: StartOptions }): Promise<ThroughputFigure> {
   const { count } = opts;
   log(`throughput: ${count} noop tasks, ${THROUGHPUT_SLOTS} slots, end to end`);
-  const docq = await measureQueueThroughput({ job: "noop", count, slots: THROUGHPUT_SLOTS, ...(opts.app === undefined ? {} : { app: opts.app }) });
+  const docq = await measureQueueThroughput({
+    job: "noop",
+    count,
+    slots: THROUGHPUT_SLOTS,
+    ...(opts.app === undefined ? {} : { app: opts.app }),
+  });
   const direct = await measureDirectReferences(count);
   const ratio = direct.execa.perSec > 0 ? round(docq.tasksPerSec / direct.execa.perSec, 2) : null;
   const ratioSpawn = direct.spawn.perSec > 0 ? round(docq.tasksPerSec / direct.spawn.perSec, 2) : null;
@@ -142,7 +161,12 @@ export async function throughputFigure(opts: { count: number; app?: StartOptions
       peakRssMb: direct.spawn.peakRssMb,
       rssOf: "reference",
     },
-    { measure: "**ratio docq / direct execa** (headline; goal ≥ 1.0)", value: ratio, unit: "", note: `docq / bare spawn: ${ratioSpawn ?? "—"}` },
+    {
+      measure: "**ratio docq / direct execa** (headline; goal ≥ 1.0)",
+      value: ratio,
+      unit: "",
+      note: `docq / bare spawn: ${ratioSpawn ?? "—"}`,
+    },
   ];
   return {
     key: "throughput",

@@ -80,7 +80,15 @@ export async function measurePool(opts: {
 }): Promise<PoolRate> {
   const dir = await fs.mkdtemp(path.join(opts.dataDir, "docq-bench-warm-"));
   const store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
-  const queue = new TaskQueue({ store, site: "bench", leaseMs: 60_000, backoffBaseMs: 1000, backoffMaxMs: 10_000, requeueWorkOnReload: false, maxSplitDepth: 3 });
+  const queue = new TaskQueue({
+    store,
+    site: "bench",
+    leaseMs: 60_000,
+    backoffBaseMs: 1000,
+    backoffMaxMs: 10_000,
+    requeueWorkOnReload: false,
+    maxSplitDepth: 3,
+  });
   const fsBlobs = await FsBlobStore.open(path.join(dir, "blobs"));
   const blobs = opts.outputs === "memory" ? memoryOutputs(fsBlobs) : fsBlobs;
   const workRoot = path.join(dir, "work");
@@ -175,22 +183,35 @@ export async function measurePool(opts: {
 }
 
 /** The warm pool alone (no queue, no store): `count` requests of noop-warm at `concurrency`, each with its own fresh work dir. */
-export async function measureWarmPoolAlone(opts: { count: number; concurrency: number; workRoot: string }): Promise<{ perSec: number; usPerRequest: number }> {
+export async function measureWarmPoolAlone(opts: {
+  count: number;
+  concurrency: number;
+  workRoot: string;
+}): Promise<{ perSec: number; usPerRequest: number }> {
   const job = await new JobRegistry({ dir: JOBS_DIR, defaultTimeoutMs: 60_000 }).resolve("noop-warm");
-  const pool = new WarmPool({ workRoot: opts.workRoot, log: { info: () => undefined, warn: (m) => process.stderr.write(`[bench warm] ${m}\n`) } });
+  const pool = new WarmPool({
+    workRoot: opts.workRoot,
+    log: { info: () => undefined, warn: (m) => process.stderr.write(`[bench warm] ${m}\n`) },
+  });
   const task = { id: "bench-0", name: "", user: "bench", priority: 50, parentId: null, depth: 0 };
   const once = async (): Promise<void> => {
     const work = await createWorkDir(opts.workRoot);
     try {
-      await pool.run(job, { mode: "simple", input: path.join(JOBS_DIR, "noop"), outputDir: work.outputDir, params: {}, task }, { workDir: work.path });
+      await pool.run(
+        job,
+        { mode: "simple", input: path.join(JOBS_DIR, "noop"), outputDir: work.outputDir, params: {}, task },
+        { workDir: work.path },
+      );
     } finally {
       await work.remove();
     }
   };
   const loop = async (n: number): Promise<void> => {
-    await Promise.all(Array.from({ length: opts.concurrency }, async () => {
-      for (let i = 0; i < n / opts.concurrency; i++) await once();
-    }));
+    await Promise.all(
+      Array.from({ length: opts.concurrency }, async () => {
+        for (let i = 0; i < n / opts.concurrency; i++) await once();
+      }),
+    );
   };
   try {
     await loop(200);
@@ -219,10 +240,24 @@ export async function measureWarm(opts: { count: number; dataDir: string }): Pro
   const loadAvg = os.loadavg().map((x) => round(x, 2));
   const warmPoolAlone = await measureWarmPoolAlone({ count: opts.count, concurrency: SLOTS, workRoot: opts.dataDir });
   const warm = await measurePool({ job: "noop-warm", count: opts.count, slots: SLOTS, warmup: 200, dataDir: opts.dataDir });
-  const warmMemoryOutputs = await measurePool({ job: "noop-warm", count: opts.count, slots: SLOTS, warmup: 200, dataDir: opts.dataDir, outputs: "memory" });
+  const warmMemoryOutputs = await measurePool({
+    job: "noop-warm",
+    count: opts.count,
+    slots: SLOTS,
+    warmup: 200,
+    dataDir: opts.dataDir,
+    outputs: "memory",
+  });
   const oneShotCount = Math.max(100, Math.round(opts.count / 10));
   const oneShot = await measurePool({ job: "noop", count: oneShotCount, slots: SLOTS, warmup: 20, dataDir: opts.dataDir });
-  const direct = await runDirectReference({ method: "spawn", command: path.join(JOBS_DIR, "noop"), args: [], count: oneShotCount, concurrency: SLOTS, warmup: 20 });
+  const direct = await runDirectReference({
+    method: "spawn",
+    command: path.join(JOBS_DIR, "noop"),
+    args: [],
+    count: oneShotCount,
+    concurrency: SLOTS,
+    warmup: 20,
+  });
   return { dataDir: opts.dataDir, warmPoolAlone, warm, warmMemoryOutputs, oneShot, direct, loadAvg };
 }
 

@@ -31,7 +31,6 @@ interface Conn {
 /** What fetch accepts in a header value, and what the server takes as a key: printable ASCII, no spaces. */
 const KEY_PATTERN = /^[\x21-\x7e]{1,512}$/;
 
-
 /** The server's explanation of a refusal, from its JSON body `{error, field?}` (or the text as it is). */
 async function refusal(res: Response): Promise<string> {
   const text = await res.text();
@@ -54,11 +53,15 @@ async function api(conn: Conn, path: string, init?: RequestInit): Promise<Respon
   try {
     res = await fetch(new URL(path, conn.url), { ...init, headers });
   } catch (err) {
-    throw new CliError(`cannot reach docq at ${conn.url}: ${err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err)}`);
+    throw new CliError(
+      `cannot reach docq at ${conn.url}: ${err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err)}`,
+    );
   }
   if (!res.ok && res.status !== 409) {
     let message = await refusal(res);
-    if (res.status === 401) message += conn.key === undefined ? " (no key given: pass --key or set DOCQ_KEY)" : " (the key given by --key or DOCQ_KEY was refused)";
+    if (res.status === 401)
+      message +=
+        conn.key === undefined ? " (no key given: pass --key or set DOCQ_KEY)" : " (the key given by --key or DOCQ_KEY was refused)";
     if (res.status === 429) {
       const retryAfter = res.headers.get("retry-after");
       if (retryAfter !== null) message += ` (retry after ${retryAfter} s)`;
@@ -76,7 +79,13 @@ const FINAL = new Set(["output", "error", "canceled"]);
 
 /** Polls the task until it is over; shows children done / total for a split task. */
 async function waitFor(conn: Conn, id: string, quiet: boolean): Promise<Task> {
-  const bar = quiet || !process.stderr.isTTY ? null : new cliProgress.SingleBar({ format: "{status} [{bar}] {value}/{total} children", stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+  const bar =
+    quiet || !process.stderr.isTTY
+      ? null
+      : new cliProgress.SingleBar(
+          { format: "{status} [{bar}] {value}/{total} children", stream: process.stderr, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        );
   let started = false;
   try {
     for (;;) {
@@ -134,29 +143,34 @@ program
   .option("--max-tries <n>", "attempts before the task fails for good", intIn(1, 1000))
   .option("-w, --wait", "wait until the task is over (a progress bar for split tasks)")
   .option("-o, --output <file>", "with --wait: save the result here (- for stdout)")
-  .action(async (file: string, opts: { job: string; priority: number; name?: string; params?: string; maxTries?: number; wait?: boolean; output?: string }) => {
-    const stat = await fs.stat(file).catch(() => null);
-    if (stat === null || !stat.isFile()) throw new CliError(`${file}: no such file`);
-    const query = new URLSearchParams({ job: opts.job, priority: String(opts.priority) });
-    if (opts.name !== undefined) query.set("name", opts.name);
-    if (opts.params !== undefined) query.set("params", opts.params);
-    if (opts.maxTries !== undefined) query.set("maxTries", String(opts.maxTries));
-    const res = await api(base(), `/api/tasks?${query}`, {
-      method: "POST",
-      headers: { "content-type": "application/octet-stream", "content-length": String(stat.size) },
-      body: Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>,
-      duplex: "half",
-    } as RequestInit);
-    const { id } = (await res.json()) as { id: string };
-    if (opts.wait !== true) {
-      console.log(id);
-      return;
-    }
-    const task = await waitFor(base(), id, opts.output === "-");
-    if (task.status !== "output") throw new CliError(`task ${id} ended ${task.status}: ${task.error ?? ""}`);
-    if (opts.output !== undefined) await saveResult(base(), id, opts.output);
-    else console.log(`${id} output`);
-  });
+  .action(
+    async (
+      file: string,
+      opts: { job: string; priority: number; name?: string; params?: string; maxTries?: number; wait?: boolean; output?: string },
+    ) => {
+      const stat = await fs.stat(file).catch(() => null);
+      if (stat === null || !stat.isFile()) throw new CliError(`${file}: no such file`);
+      const query = new URLSearchParams({ job: opts.job, priority: String(opts.priority) });
+      if (opts.name !== undefined) query.set("name", opts.name);
+      if (opts.params !== undefined) query.set("params", opts.params);
+      if (opts.maxTries !== undefined) query.set("maxTries", String(opts.maxTries));
+      const res = await api(base(), `/api/tasks?${query}`, {
+        method: "POST",
+        headers: { "content-type": "application/octet-stream", "content-length": String(stat.size) },
+        body: Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>,
+        duplex: "half",
+      } as RequestInit);
+      const { id } = (await res.json()) as { id: string };
+      if (opts.wait !== true) {
+        console.log(id);
+        return;
+      }
+      const task = await waitFor(base(), id, opts.output === "-");
+      if (task.status !== "output") throw new CliError(`task ${id} ended ${task.status}: ${task.error ?? ""}`);
+      if (opts.output !== undefined) await saveResult(base(), id, opts.output);
+      else console.log(`${id} output`);
+    },
+  );
 
 program
   .command("status")
@@ -250,13 +264,16 @@ interface KeyRecord {
 
 /** `maxPriority=80 maxQueued=1000 no-offload`; a limit that is absent is unlimited. */
 function describeLimits(limits: KeyLimits): string {
-  const parts = (["maxPriority", "maxQueued", "maxPerDay", "maxBytesPerDay"] as const).filter((k) => limits[k] !== undefined).map((k) => `${k}=${limits[k]}`);
+  const parts = (["maxPriority", "maxQueued", "maxPerDay", "maxBytesPerDay"] as const)
+    .filter((k) => limits[k] !== undefined)
+    .map((k) => `${k}=${limits[k]}`);
   if (limits.offload === false) parts.push("no-offload");
   return parts.length === 0 ? "unlimited" : parts.join(" ");
 }
 
 function day(value: string): string {
-  if (!/^\d{4}-\d{2}-\d{2}$/.test(value) || Number.isNaN(Date.parse(`${value}T00:00:00Z`))) throw new InvalidArgumentError("must be a day YYYY-MM-DD");
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(value) || Number.isNaN(Date.parse(`${value}T00:00:00Z`)))
+    throw new InvalidArgumentError("must be a day YYYY-MM-DD");
   return value;
 }
 
@@ -271,17 +288,26 @@ keys
   .option("--max-per-day <n>", "tasks submitted per UTC day, at most", intIn(1, Number.MAX_SAFE_INTEGER))
   .option("--max-bytes-per-day <n>", "bytes of documents submitted per UTC day, at most", intIn(1, Number.MAX_SAFE_INTEGER))
   .option("--no-offload", "never lend this user's tasks to another site")
-  .action(async (user: string, opts: { maxPriority?: number; maxQueued?: number; maxPerDay?: number; maxBytesPerDay?: number; offload: boolean }) => {
-    const body: Record<string, unknown> = { user, offload: opts.offload };
-    for (const k of ["maxPriority", "maxQueued", "maxPerDay", "maxBytesPerDay"] as const) if (opts[k] !== undefined) body[k] = opts[k];
-    const res = await api(base(), "/api/keys", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-    const created = (await res.json()) as KeyRecord & { key: string };
-    console.log(`id:     ${created.id}`);
-    console.log(`user:   ${created.user}`);
-    console.log(`limits: ${describeLimits(created.limits)}`);
-    console.log(`key:    ${created.key}`);
-    console.log("The key is shown this once only (docq keeps its hash): store it now. Revoke it with docq keys revoke <id>.");
-  });
+  .action(
+    async (
+      user: string,
+      opts: { maxPriority?: number; maxQueued?: number; maxPerDay?: number; maxBytesPerDay?: number; offload: boolean },
+    ) => {
+      const body: Record<string, unknown> = { user, offload: opts.offload };
+      for (const k of ["maxPriority", "maxQueued", "maxPerDay", "maxBytesPerDay"] as const) if (opts[k] !== undefined) body[k] = opts[k];
+      const res = await api(base(), "/api/keys", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const created = (await res.json()) as KeyRecord & { key: string };
+      console.log(`id:     ${created.id}`);
+      console.log(`user:   ${created.user}`);
+      console.log(`limits: ${describeLimits(created.limits)}`);
+      console.log(`key:    ${created.key}`);
+      console.log("The key is shown this once only (docq keeps its hash): store it now. Revoke it with docq keys revoke <id>.");
+    },
+  );
 
 keys
   .command("ls")
@@ -292,7 +318,12 @@ keys
       console.log("no keys yet: make one with docq keys create <user>");
       return;
     }
-    console.log(table(["ID", "USER", "LIMITS", "CREATED", "REVOKED"], list.map((k) => [k.id, k.user, describeLimits(k.limits), when(k.createdAt), when(k.revokedAt)])));
+    console.log(
+      table(
+        ["ID", "USER", "LIMITS", "CREATED", "REVOKED"],
+        list.map((k) => [k.id, k.user, describeLimits(k.limits), when(k.createdAt), when(k.revokedAt)]),
+      ),
+    );
   });
 
 keys
@@ -313,13 +344,21 @@ program
   .action(async (opts: { user?: string; from?: string; to?: string }) => {
     const query = new URLSearchParams();
     for (const k of ["user", "from", "to"] as const) if (opts[k] !== undefined) query.set(k, opts[k]);
-    const rows = (await (await api(base(), `/api/usage${query.size === 0 ? "" : `?${query}`}`)).json()) as Array<Record<string, string | number>>;
+    const rows = (await (await api(base(), `/api/usage${query.size === 0 ? "" : `?${query}`}`)).json()) as Array<
+      Record<string, string | number>
+    >;
     if (rows.length === 0) {
       console.log("no usage in that range");
       return;
     }
     const columns = ["user", "day", "submitted", "output", "error", "canceled", "runMs", "bytesIn", "bytesOut", "ranElsewhere"] as const;
-    console.log(table(columns, rows.map((r) => columns.map((c) => String(r[c] ?? ""))), new Set(columns.map((_, i) => i).filter((i) => i >= 2))));
+    console.log(
+      table(
+        columns,
+        rows.map((r) => columns.map((c) => String(r[c] ?? ""))),
+        new Set(columns.map((_, i) => i).filter((i) => i >= 2)),
+      ),
+    );
   });
 
 program.parseAsync().catch((err: unknown) => {

@@ -6,7 +6,16 @@ import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { BlobStore } from "../common/blobs/blob-store.js";
 import { checkSubmission, parseUsageQuery } from "../common/http/api-access.js";
-import { callerOf, CreateKeySchema, KEY_ID_PATTERN, limitsOf, ownUser, requireAdmin, requireApiCaller, type Caller } from "../common/accounts/api-keys.js";
+import {
+  callerOf,
+  CreateKeySchema,
+  KEY_ID_PATTERN,
+  limitsOf,
+  ownUser,
+  requireAdmin,
+  requireApiCaller,
+  type Caller,
+} from "../common/accounts/api-keys.js";
 import { REPO_ROOT, type AuthConfig } from "../common/config/config.js";
 import { docqError, ERROR_CODE } from "../common/model/errors.js";
 import { httpErrorOf } from "../common/http/http-errors.js";
@@ -19,7 +28,14 @@ import type { Task } from "../common/model/task-model.js";
 import { queuerClient, type QueuerClient } from "../common/queue/queue-client.js";
 import { queuerActionName, type QueuerAction, type QueuerAnswer, type QueuerMessage } from "../common/queue/protocol.js";
 import { dropTaskDocuments } from "../common/blobs/task-documents.js";
-import { assertTaskId, isMultipart, parseCreateTaskRequest, parseListTasksQuery, storeMultipartBody, storeRawBody } from "../common/http/task-submission.js";
+import {
+  assertTaskId,
+  isMultipart,
+  parseCreateTaskRequest,
+  parseListTasksQuery,
+  storeMultipartBody,
+  storeRawBody,
+} from "../common/http/task-submission.js";
 
 export interface ControllerDeps {
   site: string;
@@ -55,7 +71,10 @@ interface RequestMeta {
 
 type ApiContext = Context<Record<string, unknown>, RequestMeta>;
 
-/** Methods a page of another origin must not use on its own: a browser sends them cross-origin without asking first (a form POST) or after a preflight. */
+/**
+ * Methods a page of another origin must not use on its own: a browser sends them cross-origin without asking
+ * first (a form POST) or after a preflight.
+ */
 const STATE_CHANGING_METHODS: ReadonlySet<string> = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 const CORS_ALLOWED_METHODS = "GET, POST, DELETE";
 const CORS_ALLOWED_HEADERS = "Content-Type, X-Request-ID, X-Correlation-ID";
@@ -92,13 +111,22 @@ export function guardBrowserRequest(req: IncomingMessage, res: ServerResponse, a
     // A preflight, or a plain OPTIONS: CORS headers only (for an allowed origin), never an action.
     res.writeHead(204, {
       Allow: `${CORS_ALLOWED_METHODS}, OPTIONS`,
-      ...(allowed ? { "Access-Control-Allow-Methods": CORS_ALLOWED_METHODS, "Access-Control-Allow-Headers": CORS_ALLOWED_HEADERS, "Access-Control-Max-Age": "600" } : {}),
+      ...(allowed
+        ? {
+            "Access-Control-Allow-Methods": CORS_ALLOWED_METHODS,
+            "Access-Control-Allow-Headers": CORS_ALLOWED_HEADERS,
+            "Access-Control-Max-Age": "600",
+          }
+        : {}),
     });
     res.end();
     return true;
   }
   if (origin !== undefined && !allowed && STATE_CHANGING_METHODS.has(req.method ?? "") && !isSameOrigin(origin, req.headers.host)) {
-    const body = { error: `origin ${JSON.stringify(origin)} is not allowed to ${req.method} here: add it to http.corsOrigins (env DOCQ_CORS_ORIGINS) to let its pages call this API`, field: "origin" };
+    const body = {
+      error: `origin ${JSON.stringify(origin)} is not allowed to ${req.method} here: add it to http.corsOrigins (env DOCQ_CORS_ORIGINS) to let its pages call this API`,
+      field: "origin",
+    };
     // The body is never read: Node discards it once the answer is sent, as for any request nobody reads.
     res.writeHead(403, { "Content-Type": "application/json; charset=utf-8" });
     res.end(JSON.stringify(body));
@@ -227,13 +255,23 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         }
         const retryAfter = status === 503 ? RETRY_AFTER_S : status === 429 && typeof body.retryAfter === "number" ? body.retryAfter : null;
         const challenge = status === 401 ? { "WWW-Authenticate": 'Bearer realm="docq"' } : {};
-        res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", ...(retryAfter === null ? {} : { "Retry-After": String(retryAfter) }), ...challenge });
+        res.writeHead(status, {
+          "Content-Type": "application/json; charset=utf-8",
+          ...(retryAfter === null ? {} : { "Retry-After": String(retryAfter) }),
+          ...challenge,
+        });
         res.end(JSON.stringify(body));
       },
     },
     methods: {
       /** Every route but /api/health: the caller, from the Authorization header (UNAUTHORIZED when it names no key). */
-      async authenticate(ctx: ApiContext, _route: unknown, req: IncomingMessage, _res: ServerResponse, alias: { action?: string }): Promise<Caller | null> {
+      async authenticate(
+        ctx: ApiContext,
+        _route: unknown,
+        req: IncomingMessage,
+        _res: ServerResponse,
+        alias: { action?: string },
+      ): Promise<Caller | null> {
         if (alias.action === "controller.health" || (alias.action === "controller.metrics" && deps.metricsPublic)) return null;
         return callerOf(req.headers.authorization, {
           ...deps.auth,
@@ -311,7 +349,9 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       resultTask: async (ctx: ApiContext) => {
         const task = await visibleTask(ctx, assertTaskId(ctx.params.id));
         if (task.status !== "output" || task.output === null) {
-          throw docqError(ERROR_CODE.TaskNotInState, `task ${task.id} has no result yet: it is ${task.status}`, { details: { status: task.status } });
+          throw docqError(ERROR_CODE.TaskNotInState, `task ${task.id} has no result yet: it is ${task.status}`, {
+            details: { status: task.status },
+          });
         }
         const stat = await blobs.stat(task.output);
         // Counted before the stream opens: a failure here leaves no open file behind.
@@ -343,7 +383,8 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       },
       metrics: (ctx: ApiContext) => {
         const caller = ctx.meta.user ?? (deps.metricsPublic ? { kind: "open" } : { kind: "admin" });
-        if (!deps.metricsPublic && caller.kind === "user") throw docqError(ERROR_CODE.Forbidden, "/metrics needs the admin key or DOCQ_METRICS_KEY (or metrics.public: true)");
+        if (!deps.metricsPublic && caller.kind === "user")
+          throw docqError(ERROR_CODE.Forbidden, "/metrics needs the admin key or DOCQ_METRICS_KEY (or metrics.public: true)");
         ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
         return deps.metrics.render();
       },
@@ -366,7 +407,8 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       revokeKey: (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "revoking keys");
         const id = ctx.params.id;
-        if (typeof id !== "string" || !KEY_ID_PATTERN.test(id)) throw docqError(ERROR_CODE.BadRequest, `malformed key id ${JSON.stringify(id)}: expected key-<ulid>`, { field: "id" });
+        if (typeof id !== "string" || !KEY_ID_PATTERN.test(id))
+          throw docqError(ERROR_CODE.BadRequest, `malformed key id ${JSON.stringify(id)}: expected key-<ulid>`, { field: "id" });
         return queuerOf(ctx).revokeKey(id);
       },
       usage: (ctx: ApiContext) => {
@@ -379,10 +421,17 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       },
       /** Ready when the site's queuer answers: a controller without it can accept nothing. */
       health: async (ctx: ApiContext) => {
-        const services = ctx.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true }).map((s: { name: string }) => s.name);
+        const services = ctx.broker.registry
+          .getServiceList({ onlyAvailable: true, skipInternal: true })
+          .map((s: { name: string }) => s.name);
         const ready = services.includes("queuer");
         if (!ready) ctx.meta.$statusCode = 503;
-        return { status: ready ? "ok" : "no queuer yet", site: deps.site, node: ctx.broker.nodeID, services: [...new Set(services)].sort() };
+        return {
+          status: ready ? "ok" : "no queuer yet",
+          site: deps.site,
+          node: ctx.broker.nodeID,
+          services: [...new Set(services)].sort(),
+        };
       },
     },
   };

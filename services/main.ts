@@ -10,9 +10,17 @@ import { defaultServices, SERVICE_NAMES, startSite, type ServiceName } from "./s
 const program = new Command()
   .name("docq-start")
   .description("Runs docq services. Configuration: config/default.yaml, DOCQ_CONFIG, and environment variables (see README).")
-  .addOption(new Option("--services <names>", `comma-separated services to run here (${SERVICE_NAMES.join(", ")}); default: all (the stealer when DOCQ_GLOBAL_NATS_URL is set)`))
+  .addOption(
+    new Option(
+      "--services <names>",
+      `comma-separated services to run here (${SERVICE_NAMES.join(", ")}); default: all (the stealer when DOCQ_GLOBAL_NATS_URL is set)`,
+    ),
+  )
   .action(async (opts: { services?: string }) => {
-    const names = (opts.services ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+    const names = (opts.services ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== "");
     const unknown = names.filter((n) => !(SERVICE_NAMES as readonly string[]).includes(n));
     if ((opts.services !== undefined && names.length === 0) || unknown.length > 0) {
       console.error(`docq: --services: unknown service ${unknown.join(", ") || "(none given)"}; choose among ${SERVICE_NAMES.join(", ")}`);

@@ -21,7 +21,9 @@ interface NodeCatalog {
 
 function forgetOtherQueuers(broker: ServiceBroker, activeNodeID: string): string[] {
   const services = broker.registry.getServiceList({ onlyAvailable: true }) as { name: string; nodeID: string }[];
-  const stale = [...new Set(services.filter((s) => s.name === "queuer" && s.nodeID !== activeNodeID && s.nodeID !== broker.nodeID).map((s) => s.nodeID))];
+  const stale = [
+    ...new Set(services.filter((s) => s.name === "queuer" && s.nodeID !== activeNodeID && s.nodeID !== broker.nodeID).map((s) => s.nodeID)),
+  ];
   const nodes = (broker.registry as unknown as { nodes: NodeCatalog }).nodes;
   for (const nodeID of stale) nodes.disconnected(nodeID, true);
   return stale;
@@ -36,7 +38,10 @@ export function queuerTakeoverWatcher(): ServiceSchema {
         const parsed = ActiveQueuerSchema.safeParse(ctx.params);
         if (!parsed.success) return;
         const stale = forgetOtherQueuers(this.broker, parsed.data.nodeID);
-        if (stale.length > 0) this.broker.logger.warn(`queuer ${parsed.data.nodeID} took over the queue: dropped ${stale.join(", ")}, which stopped without a word`);
+        if (stale.length > 0)
+          this.broker.logger.warn(
+            `queuer ${parsed.data.nodeID} took over the queue: dropped ${stale.join(", ")}, which stopped without a word`,
+          );
       },
     },
   };

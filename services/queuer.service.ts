@@ -62,11 +62,15 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
         if (task.site !== deps.site && task.parentId === null) void this.broker.broadcast(QUEUER_EVENTS.proxyDone, task);
       });
       queue.on("documents:unneeded", (prefixes) => void dropTaskDocuments(deps.blobs, prefixes, this.logger));
-      queue.on("usage:lost", (lost) => this.logger.warn(`usage of ${lost.user} not recorded (${JSON.stringify(lost.delta)}): ${lost.error}`));
+      queue.on("usage:lost", (lost) =>
+        this.logger.warn(`usage of ${lost.user} not recorded (${JSON.stringify(lost.delta)}): ${lost.error}`),
+      );
       const keyCount = await keys.load();
       if (keyCount > 0) this.logger.info(`${keyCount} API key(s) loaded`);
       const report = await queue.reload();
-      this.logger.info(`queue reloaded in ${report.ms} ms: ${report.queued} queued, ${report.working} running elsewhere, ${report.requeued} requeued`);
+      this.logger.info(
+        `queue reloaded in ${report.ms} ms: ${report.queued} queued, ${report.working} running elsewhere, ${report.requeued} requeued`,
+      );
       sweepTimer = setInterval(() => {
         queue.sweepExpiredLeases().catch((err: unknown) => this.logger.warn("lease sweep failed:", err));
       }, deps.sweepMs);
@@ -74,7 +78,10 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
         if (gcRunning !== null) return;
         gcRunning = collectBlobGarbage({ blobs: deps.blobs, store, graceMs: deps.gc.graceMs })
           .then((gc) => {
-            if (gc.removed + gc.leftovers > 0) this.logger.info(`removed ${gc.removed} document(s) no task refers to and ${gc.leftovers} leftover(s), ${gc.folders} task folder(s) checked`);
+            if (gc.removed + gc.leftovers > 0)
+              this.logger.info(
+                `removed ${gc.removed} document(s) no task refers to and ${gc.leftovers} leftover(s), ${gc.folders} task folder(s) checked`,
+              );
           })
           // The next pass tries again; documents only wait longer to be removed.
           .catch((err: unknown) => this.logger.warn(`removing unreferenced documents failed: ${errorMessage(err)}`))

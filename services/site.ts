@@ -31,7 +31,10 @@ function brokerOptions(config: DocqConfig, services: readonly ServiceName[], met
     nodeID: `${config.site}-${os.hostname()}-${services.length >= defaultServices(config).length ? "all" : services.join("+")}-${process.pid}`,
     // One namespace per site: sites sharing a NATS server never see each other's services.
     namespace: config.site,
-    transporter: config.nats.url === null ? null : { type: "NATS", options: { servers: [config.nats.url], maxReconnectAttempts: -1, reconnectTimeWait: 500 } },
+    transporter:
+      config.nats.url === null
+        ? null
+        : { type: "NATS", options: { servers: [config.nats.url], maxReconnectAttempts: -1, reconnectTimeWait: 500 } },
     logger: { type: "Console", options: { level: config.logLevel, formatter: "short" } },
     // Nodes that stop heartbeating are dropped within 4-8 s (a queuer taking over announces itself
     // and the others drop the dead one at once: queuer-takeover.ts).
@@ -81,12 +84,33 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
 
   if (services.includes("worker")) {
     broker.createService(
-      workerService({ site: config.site, slots: config.slots, batchSize: config.worker.batchSize, useSpawner: config.worker.spawner, heartbeatMs: config.queue.heartbeatMs, leaseMs: config.queue.leaseMs, blobs: await openBlobs(), registry }),
+      workerService({
+        site: config.site,
+        slots: config.slots,
+        batchSize: config.worker.batchSize,
+        useSpawner: config.worker.spawner,
+        heartbeatMs: config.queue.heartbeatMs,
+        leaseMs: config.queue.leaseMs,
+        blobs: await openBlobs(),
+        registry,
+      }),
     );
   }
   if (services.includes("controller")) {
     broker.createService(
-      controllerService({ site: config.site, port: config.port, maxBodyBytes: config.maxBodyBytes, defaultMaxTries: config.queue.maxTries, blobs: await openBlobs(), registry, metrics, corsOrigins: config.http.corsOrigins, host: config.host, auth: config.auth, metricsPublic: config.metrics.public }),
+      controllerService({
+        site: config.site,
+        port: config.port,
+        maxBodyBytes: config.maxBodyBytes,
+        defaultMaxTries: config.queue.maxTries,
+        blobs: await openBlobs(),
+        registry,
+        metrics,
+        corsOrigins: config.http.corsOrigins,
+        host: config.host,
+        auth: config.auth,
+        metricsPublic: config.metrics.public,
+      }),
     );
   }
   if (services.includes("stealer")) broker.createService(stealerService({ config, blobs: await openBlobs() }));
@@ -101,7 +125,10 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
       const lock = await QueuerLock.acquire(lockFile, {
         pollMs: 500,
         signal: standby.signal,
-        onWait: () => broker.logger.warn(`another queuer of site "${config.site}" holds ${lockFile}: standing by, and taking over the queue when it stops`),
+        onWait: () =>
+          broker.logger.warn(
+            `another queuer of site "${config.site}" holds ${lockFile}: standing by, and taking over the queue when it stops`,
+          ),
       });
       closers.push(async () => lock.release());
       const store = await openTaskStore(config);
@@ -113,7 +140,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         backoffMaxMs: config.queue.backoffMaxMs,
         // Embedded workers die with this process; cluster workers outlive a queuer restart.
         site: config.site,
-    requeueWorkOnReload: embedded,
+        requeueWorkOnReload: embedded,
         maxSplitDepth: config.queue.maxSplitDepth,
       });
       broker.createService(

@@ -50,7 +50,8 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
     events: {
       [QUEUER_EVENTS.empty]: (ctx: Context<{ idleSlots: number }>) => stealer?.onQueueEmpty(ctx.params.idleSlots),
       [QUEUER_EVENTS.proxyDone]: (ctx: Context<Task>) => void stealer?.onProxyDone(ctx.params),
-      [QUEUER_EVENTS.canceled]: (ctx: Context<{ id: string; leaseOwner: string }>) => void stealer?.onLocalCanceled(ctx.params.id, ctx.params.leaseOwner),
+      [QUEUER_EVENTS.canceled]: (ctx: Context<{ id: string; leaseOwner: string }>) =>
+        void stealer?.onLocalCanceled(ctx.params.id, ctx.params.leaseOwner),
       // New work here: tell the other sites soon (debounced), not only at the next interval.
       [QUEUER_EVENTS.queued]: (ctx: Context) => {
         if (publishSoon !== undefined || stealer === undefined) return;
@@ -114,10 +115,11 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
       // Not awaited: the site works without the global link, and joins the others when it is up.
       broker.start().catch((err: unknown) => log.error("the global broker failed to start:", err));
       timers.push(setInterval(() => void s.heartbeat(), config.queue.heartbeatMs));
-      const publishBacklog = (): void =>
-        void s.publishBacklog().catch((err: unknown) => log.warn(backlogNotPublished(err)));
+      const publishBacklog = (): void => void s.publishBacklog().catch((err: unknown) => log.warn(backlogNotPublished(err)));
       timers.push(setInterval(publishBacklog, config.stealing.backlogIntervalMs));
-      log.info(`stealer of site "${config.site}" on the global NATS ${config.stealing.globalNatsUrl}${config.stealing.tls === null ? "" : " (TLS)"}`);
+      log.info(
+        `stealer of site "${config.site}" on the global NATS ${config.stealing.globalNatsUrl}${config.stealing.tls === null ? "" : " (TLS)"}`,
+      );
     },
     async stopped() {
       for (const t of timers) clearInterval(t);

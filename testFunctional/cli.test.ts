@@ -23,7 +23,19 @@ describe("the docq CLI", () => {
 
   it("submits, waits, fetches the result, lists and cancels", async () => {
     await fs.writeFile(path.join(dir, "doc.txt"), "first line\n\nsecond line\n");
-    const { stdout: waited } = await docq("submit", "doc.txt", "--job", "pages", "--priority", "80", "--name", "cli-doc", "--wait", "-o", "-");
+    const { stdout: waited } = await docq(
+      "submit",
+      "doc.txt",
+      "--job",
+      "pages",
+      "--priority",
+      "80",
+      "--name",
+      "cli-doc",
+      "--wait",
+      "-o",
+      "-",
+    );
     assert.equal(waited, "FIRST LINE\nSECOND LINE\n");
 
     const { stdout: idLine } = await docq("submit", "doc.txt", "--job", "wordcount");
@@ -44,11 +56,22 @@ describe("the docq CLI", () => {
   });
 
   it("says what is wrong and exits non-zero", async () => {
-    await assert.rejects(docq("submit", "missing.txt", "--job", "wordcount"), (err: { code?: number; stderr?: string }) => err.code === 1 && /missing\.txt: no such file/.test(err.stderr ?? ""));
+    await assert.rejects(
+      docq("submit", "missing.txt", "--job", "wordcount"),
+      (err: { code?: number; stderr?: string }) => err.code === 1 && /missing\.txt: no such file/.test(err.stderr ?? ""),
+    );
     await fs.writeFile(path.join(dir, "x.txt"), "x");
-    await assert.rejects(docq("submit", "x.txt", "--job", "nosuchjob"), (err: { stderr?: string }) => /400 unknown job "nosuchjob".*\(field job\)/.test(err.stderr ?? ""));
-    await assert.rejects(docq("submit", "x.txt", "--job", "wordcount", "--priority", "101"), (err: { code?: number; stderr?: string }) => err.code !== 0 && /must be an integer 0\.\.100/.test(err.stderr ?? ""));
-    await assert.rejects(run(process.execPath, [path.join(REPO, "bin/docq.js"), "--url", "http://127.0.0.1:1", "stats"]), (err: { stderr?: string }) => /cannot reach docq/.test(err.stderr ?? ""));
+    await assert.rejects(docq("submit", "x.txt", "--job", "nosuchjob"), (err: { stderr?: string }) =>
+      /400 unknown job "nosuchjob".*\(field job\)/.test(err.stderr ?? ""),
+    );
+    await assert.rejects(
+      docq("submit", "x.txt", "--job", "wordcount", "--priority", "101"),
+      (err: { code?: number; stderr?: string }) => err.code !== 0 && /must be an integer 0\.\.100/.test(err.stderr ?? ""),
+    );
+    await assert.rejects(
+      run(process.execPath, [path.join(REPO, "bin/docq.js"), "--url", "http://127.0.0.1:1", "stats"]),
+      (err: { stderr?: string }) => /cannot reach docq/.test(err.stderr ?? ""),
+    );
   });
 });
 
@@ -97,23 +120,46 @@ describe("the docq CLI with API keys", () => {
 
   it("makes, lists and revokes keys with --key and DOCQ_KEY; a user key submits, waits, fetches, and meets its limits; usage", async () => {
     // The admin key by --key, which wins over a DOCQ_KEY in the environment.
-    const alice = created((await docq(["--key", ADMIN, "keys", "create", "alice", "--max-priority", "80", "--max-per-day", "2", "--no-offload"], { DOCQ_KEY: "not-a-key-docq-made" })).stdout);
+    const alice = created(
+      (
+        await docq(["--key", ADMIN, "keys", "create", "alice", "--max-priority", "80", "--max-per-day", "2", "--no-offload"], {
+          DOCQ_KEY: "not-a-key-docq-made",
+        })
+      ).stdout,
+    );
     assert.ok(alice.id !== undefined && alice.key !== undefined, "keys create prints the id and the key");
     assert.match((await docq(["--key", ADMIN, "keys", "create", "alice"])).stdout, /^limits:\s+unlimited$/m);
     // The admin key by DOCQ_KEY.
     const asAdmin = { DOCQ_KEY: ADMIN };
-    const bob = created((await docq(["keys", "create", "bob", "--max-queued", "1000", "--max-bytes-per-day", "10737418240"], asAdmin)).stdout);
+    const bob = created(
+      (await docq(["keys", "create", "bob", "--max-queued", "1000", "--max-bytes-per-day", "10737418240"], asAdmin)).stdout,
+    );
     assert.ok(bob.id !== undefined && bob.key !== undefined);
     assert.notEqual(alice.key, bob.key);
 
     const listed = (await docq(["keys", "ls"], asAdmin)).stdout;
     assert.match(listed, /^ID\s+USER\s+LIMITS\s+CREATED\s+REVOKED$/m);
-    assert.match(listed, new RegExp(`^${alice.id}\\s+alice\\s+maxPriority=80 maxPerDay=2 no-offload\\s+\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}\\s+-$`, "m"));
+    assert.match(
+      listed,
+      new RegExp(`^${alice.id}\\s+alice\\s+maxPriority=80 maxPerDay=2 no-offload\\s+\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}\\s+-$`, "m"),
+    );
     assert.match(listed, new RegExp(`^${bob.id}\\s+bob\\s+maxQueued=1000 maxBytesPerDay=10737418240\\s+\\S+ \\S+\\s+-$`, "m"));
     assert.ok(!listed.includes(alice.key!) && !listed.includes(bob.key!), "keys ls never shows a key");
 
     // A user key, by --key: submit with --wait polls and downloads the result with it.
-    const { stdout: waited } = await docq(["--key", alice.key!, "submit", "doc.txt", "--job", "pages", "--priority", "80", "--wait", "-o", "-"]);
+    const { stdout: waited } = await docq([
+      "--key",
+      alice.key!,
+      "submit",
+      "doc.txt",
+      "--job",
+      "pages",
+      "--priority",
+      "80",
+      "--wait",
+      "-o",
+      "-",
+    ]);
     assert.equal(waited, "FIRST LINE\nSECOND LINE\n");
     // And by DOCQ_KEY: submit, wait, result, status.
     const asAlice = { DOCQ_KEY: alice.key! };
@@ -126,8 +172,14 @@ describe("the docq CLI with API keys", () => {
 
     // A user key's limits and rights: 403 with the server's message, 429 with its Retry-After.
     await assert.rejects(docq(["keys", "ls"], asAlice), refused(403, /listing keys needs the admin key/));
-    await assert.rejects(docq(["submit", "doc.txt", "--job", "wordcount", "--priority", "90"], asAlice), refused(403, /above this key's maxPriority of 80/));
-    await assert.rejects(docq(["submit", "doc.txt", "--job", "wordcount"], asAlice), refused(429, /maxPerDay: alice submitted 2 tasks today.*\(retry after \d+ s\)/));
+    await assert.rejects(
+      docq(["submit", "doc.txt", "--job", "wordcount", "--priority", "90"], asAlice),
+      refused(403, /above this key's maxPriority of 80/),
+    );
+    await assert.rejects(
+      docq(["submit", "doc.txt", "--job", "wordcount"], asAlice),
+      refused(429, /maxPerDay: alice submitted 2 tasks today.*\(retry after \d+ s\)/),
+    );
     await docq(["--key", bob.key!, "submit", "doc.txt", "--job", "wordcount", "--wait"]);
 
     // Usage: the admin sees every user; a user key its own only.
@@ -140,12 +192,24 @@ describe("the docq CLI with API keys", () => {
     assert.doesNotMatch(own, /^bob\s/m);
     await assert.rejects(docq(["usage", "--user", "bob"], asAlice), refused(403, /usage of alice only/));
     assert.match((await docq(["usage", "--from", "2000-01-01", "--to", "2000-01-02"], asAdmin)).stdout, /no usage in that range/);
-    await assert.rejects(docq(["usage", "--from", "yesterday"], asAdmin), (err: Failure) => err.code !== 0 && /must be a day YYYY-MM-DD/.test(err.stderr ?? ""));
+    await assert.rejects(
+      docq(["usage", "--from", "yesterday"], asAdmin),
+      (err: Failure) => err.code !== 0 && /must be a day YYYY-MM-DD/.test(err.stderr ?? ""),
+    );
 
     // Revoked: listed with the time, and refused from then on.
-    assert.match((await docq(["keys", "revoke", alice.id!], asAdmin)).stdout, new RegExp(`^${alice.id} \\(alice\\) revoked at \\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}$`, "m"));
-    assert.match((await docq(["keys", "ls"], asAdmin)).stdout, new RegExp(`^${alice.id}\\s+alice\\s+.*\\d{2}:\\d{2}:\\d{2}\\s+\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}$`, "m"));
+    assert.match(
+      (await docq(["keys", "revoke", alice.id!], asAdmin)).stdout,
+      new RegExp(`^${alice.id} \\(alice\\) revoked at \\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}$`, "m"),
+    );
+    assert.match(
+      (await docq(["keys", "ls"], asAdmin)).stdout,
+      new RegExp(`^${alice.id}\\s+alice\\s+.*\\d{2}:\\d{2}:\\d{2}\\s+\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}$`, "m"),
+    );
     await assert.rejects(docq(["stats"], asAlice), refused(401, /unknown or revoked key.*refused/));
-    await assert.rejects(docq(["--key", ADMIN, "keys", "revoke", "key-nosuch"]), (err: Failure) => err.code === 1 && /DELETE \/api\/keys\/key-nosuch: 400 /.test(err.stderr ?? ""));
+    await assert.rejects(
+      docq(["--key", ADMIN, "keys", "revoke", "key-nosuch"]),
+      (err: Failure) => err.code === 1 && /DELETE \/api\/keys\/key-nosuch: 400 /.test(err.stderr ?? ""),
+    );
   });
 });

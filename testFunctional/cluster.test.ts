@@ -42,7 +42,9 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
   let pm2Env: Record<string, string>;
 
   before(async () => {
-    await promisify(execFile)(process.execPath, [path.join(REPO, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], { cwd: REPO });
+    await promisify(execFile)(process.execPath, [path.join(REPO, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], {
+      cwd: REPO,
+    });
     nats = await startNats();
     dataDir = await tempDir("cluster-data");
     const configFile = path.join(await tempDir("cluster-config"), "cluster.yaml");
@@ -92,7 +94,11 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
   });
 
   it("requeues the tasks of a worker killed with SIGKILL after the lease timeout; they complete elsewhere", async () => {
-    const ids = await mapLimit(Array.from({ length: 6 }, (_, i) => `slow ${i}\n`), 6, (doc) => submit(url, doc, { job: "sleep", params: { ms: 4000 }, priority: 100 }));
+    const ids = await mapLimit(
+      Array.from({ length: 6 }, (_, i) => `slow ${i}\n`),
+      6,
+      (doc) => submit(url, doc, { job: "sleep", params: { ms: 4000 }, priority: 100 }),
+    );
     const victim = await waitUntil("a task to run", async () => {
       for (const id of ids) {
         const task = await getTask(url, id);
@@ -108,21 +114,33 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
     await assertDoneOnce(dataDir, tasks);
     const killedNode = owner.replace(/^worker@/, "");
     const requeued = tasks.filter((t) => t.tries >= 2);
-    assert.ok(requeued.some((t) => t.id === victim.id), "the killed worker's task was retried");
+    assert.ok(
+      requeued.some((t) => t.id === victim.id),
+      "the killed worker's task was retried",
+    );
     for (const task of requeued) assert.notEqual(task.processedBy?.node, killedNode);
     assert.match(tasks.find((t) => t.id === victim.id)?.error ?? "", /^$|lease expired/);
   });
 
   it("survives a SIGKILL of the queuer mid-run: pm2 restarts it and everything completes exactly once", async () => {
-    const ids = await mapLimit(Array.from({ length: 100 }, (_, i) => `doc ${i}\n`), 16, (doc) => submit(url, doc, { job: "sleep", params: { ms: 50 } }));
+    const ids = await mapLimit(
+      Array.from({ length: 100 }, (_, i) => `doc ${i}\n`),
+      16,
+      (doc) => submit(url, doc, { job: "sleep", params: { ms: 50 } }),
+    );
     await waitUntil("some progress", async () => (await listAll(url, "job=sleep&status=output")).length >= 20);
     const [queuer] = (await pm2.list()).filter((p) => p.name === "docq-queuer");
     assert.ok(queuer);
     process.kill(queuer.pid, "SIGKILL");
-    await waitUntil("pm2 to restart the queuer", async () => {
-      const [again] = (await pm2.list()).filter((p) => p.name === "docq-queuer");
-      return again !== undefined && again.restarts > queuer.restarts && again.status === "online";
-    }, 30_000, 200);
+    await waitUntil(
+      "pm2 to restart the queuer",
+      async () => {
+        const [again] = (await pm2.list()).filter((p) => p.name === "docq-queuer");
+        return again !== undefined && again.restarts > queuer.restarts && again.status === "online";
+      },
+      30_000,
+      200,
+    );
     const tasks = await waitAllFinal(url, ids, 120_000);
     await assertDoneOnce(dataDir, tasks);
     for (const [i, task] of tasks.entries()) assert.equal(await result(url, task.id), `doc ${i}\n`);
@@ -136,7 +154,11 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
     const answers: { status: number; ms: number; retryAfter: string | null }[] = [];
     for (;;) {
       const started = Date.now();
-      const res = await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body: "after the kill\n", signal: AbortSignal.timeout(60_000) });
+      const res = await fetch(`${url}/api/tasks?job=wordcount`, {
+        method: "POST",
+        body: "after the kill\n",
+        signal: AbortSignal.timeout(60_000),
+      });
       await res.arrayBuffer();
       answers.push({ status: res.status, ms: Date.now() - started, retryAfter: res.headers.get("retry-after") });
       if (res.status === 201) break;
@@ -145,7 +167,9 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
     }
     const refused = answers.filter((a) => a.status !== 201);
     const slowest = Math.max(...answers.map((a) => a.ms));
-    console.log(`# queuer SIGKILL: ${refused.length} answers of 503 before the first 201 at +${Date.now() - killedAt} ms; slowest answer ${slowest} ms`);
+    console.log(
+      `# queuer SIGKILL: ${refused.length} answers of 503 before the first 201 at +${Date.now() - killedAt} ms; slowest answer ${slowest} ms`,
+    );
     for (const a of refused) {
       assert.equal(a.status, 503, JSON.stringify(a));
       assert.match(a.retryAfter ?? "", /^\d+$/, "a 503 says when to retry");
@@ -158,7 +182,13 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
 
   it("lets a second queuer of the site stand by, and take over when the first one stops", async () => {
     const env = { ...(process.env as Record<string, string>), ...pm2Env };
-    const second = ownChild(spawn(process.execPath, [path.join(REPO, "dist/services/main.js"), "--services", "queuer"], { cwd: REPO, env: { ...env, DOCQ_LOG_LEVEL: "info" }, stdio: ["ignore", "pipe", "pipe"] }));
+    const second = ownChild(
+      spawn(process.execPath, [path.join(REPO, "dist/services/main.js"), "--services", "queuer"], {
+        cwd: REPO,
+        env: { ...env, DOCQ_LOG_LEVEL: "info" },
+        stdio: ["ignore", "pipe", "pipe"],
+      }),
+    );
     let log = "";
     second.stdout.on("data", (d: Buffer) => (log += d.toString()));
     second.stderr.on("data", (d: Buffer) => (log += d.toString()));
@@ -195,7 +225,8 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
         controller.enqueue(part);
       },
     });
-    const procField = async (pid: number, field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(await fs.readFile(`/proc/${pid}/status`, "utf8"))?.[1]) / 1024;
+    const procField = async (pid: number, field: string) =>
+      Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(await fs.readFile(`/proc/${pid}/status`, "utf8"))?.[1]) / 1024;
     const before = new Map<number, number>();
     for (const p of await pm2.list()) before.set(p.pid, await procField(p.pid, "VmRSS"));
     const res = await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body, duplex: "half" } as RequestInit);
@@ -214,14 +245,29 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
   });
 
   it("rides out a NATS outage of 5 s", async () => {
-    const ids = await mapLimit(Array.from({ length: 100 }, (_, i) => `doc ${i}\n`), 16, (doc) => submit(url, doc, { job: "sleep", params: { ms: 50 } }));
-    await waitUntil("some progress", async () => (await Promise.all(ids.slice(0, 30).map((id) => getTask(url, id)))).some((t) => t.status === "output"));
+    const ids = await mapLimit(
+      Array.from({ length: 100 }, (_, i) => `doc ${i}\n`),
+      16,
+      (doc) => submit(url, doc, { job: "sleep", params: { ms: 50 } }),
+    );
+    await waitUntil("some progress", async () =>
+      (await Promise.all(ids.slice(0, 30).map((id) => getTask(url, id)))).some((t) => t.status === "output"),
+    );
     await nats.stop();
     const stoppedAt = Date.now();
     // Meanwhile the controller cannot reach the queuer: it says so at once, with when to retry.
-    await waitUntil("the controller to notice", async () => (await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body: "x\n" })).status === 503, 4000, 100);
+    await waitUntil(
+      "the controller to notice",
+      async () => (await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body: "x\n" })).status === 503,
+      4000,
+      100,
+    );
     const started = Date.now();
-    const res = await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body: "during the outage\n", signal: AbortSignal.timeout(30_000) });
+    const res = await fetch(`${url}/api/tasks?job=wordcount`, {
+      method: "POST",
+      body: "during the outage\n",
+      signal: AbortSignal.timeout(30_000),
+    });
     const waited = Date.now() - started;
     assert.equal(res.status, 503, await res.text());
     assert.match(res.headers.get("retry-after") ?? "", /^\d+$/);
@@ -230,7 +276,12 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
     await new Promise((r) => setTimeout(r, Math.max(0, 5000 - (Date.now() - stoppedAt))));
     await nats.start();
     // And accepts again once the link is back.
-    await waitUntil("a submission to be accepted again", async () => (await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body: "y\n" })).status === 201, 30_000, 200);
+    await waitUntil(
+      "a submission to be accepted again",
+      async () => (await fetch(`${url}/api/tasks?job=wordcount`, { method: "POST", body: "y\n" })).status === 201,
+      30_000,
+      200,
+    );
     const tasks = await waitAllFinal(url, ids, 120_000);
     await assertDoneOnce(dataDir, tasks);
   });

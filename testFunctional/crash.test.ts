@@ -4,7 +4,18 @@ import http from "node:http";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { SqliteTaskStore } from "../common/store/sqlite/sqlite-task-store.js";
-import { getTask, listAll, mapLimit, result, startEmbeddedApp, submit, tempDir, waitAllFinal, waitUntil, type EmbeddedApp } from "./helpers.js";
+import {
+  getTask,
+  listAll,
+  mapLimit,
+  result,
+  startEmbeddedApp,
+  submit,
+  tempDir,
+  waitAllFinal,
+  waitUntil,
+  type EmbeddedApp,
+} from "./helpers.js";
 
 const CONFIG = "queue:\n  backoffBaseMs: 20\n  backoffMaxMs: 200\n";
 
@@ -20,7 +31,10 @@ async function runningOnRecord(dataDir: string): Promise<string[]> {
 
 /** Starts an upload that sends half its body and then waits: in flight when the app is killed. */
 function startHalfUpload(url: string): http.ClientRequest {
-  const req = http.request(`${url}/api/tasks?job=pages`, { method: "POST", headers: { "content-type": "text/plain", "content-length": "2000000" } });
+  const req = http.request(`${url}/api/tasks?job=pages`, {
+    method: "POST",
+    headers: { "content-type": "text/plain", "content-length": "2000000" },
+  });
   req.on("error", () => undefined);
   req.write("line\n".repeat(200_000));
   return req;
@@ -61,11 +75,16 @@ describe("crash: SIGKILL of the embedded app", () => {
       const current = app;
       // Kill while work is under way: after some progress, with tasks leased.
       const doneBefore = (await listAll(current.url, "status=output")).length;
-      await waitUntil(`progress before kill ${kill}`, async () => {
-        const done = (await listAll(current.url, "status=output")).length;
-        const working = (await listAll(current.url, "status=work")).length;
-        return done >= doneBefore + 20 && working > 0;
-      }, 60_000, 20);
+      await waitUntil(
+        `progress before kill ${kill}`,
+        async () => {
+          const done = (await listAll(current.url, "status=output")).length;
+          const working = (await listAll(current.url, "status=work")).length;
+          return done >= doneBefore + 20 && working > 0;
+        },
+        60_000,
+        20,
+      );
       await current.kill();
       const running = await runningOnRecord(dataDir);
       assert.ok(running.length > 0, `kill ${kill} interrupted running tasks`);
@@ -95,13 +114,27 @@ describe("crash: SIGKILL of the embedded app", () => {
     app = await startEmbeddedApp({ dataDir, configYaml: config });
     const port = app.port;
     const doc = (i: number): string => Array.from({ length: 30 }, (_, line) => `doc ${i} line ${line}`).join("\n") + "\n";
-    const ids = await mapLimit(Array.from({ length: 60 }, (_, i) => i), 8, (i) => submit(app!.url, doc(i), { job: "pages", name: `gc-${i}` }));
+    const ids = await mapLimit(
+      Array.from({ length: 60 }, (_, i) => i),
+      8,
+      (i) => submit(app!.url, doc(i), { job: "pages", name: `gc-${i}` }),
+    );
     for (let kill = 1; kill <= 2; kill++) {
       const current = app;
-      await waitUntil(`splits under way before kill ${kill}`, async () => (await listAll(current.url, "status=work")).length > 0, 60_000, 10);
+      await waitUntil(
+        `splits under way before kill ${kill}`,
+        async () => (await listAll(current.url, "status=work")).length > 0,
+        60_000,
+        10,
+      );
       const uploads = [startHalfUpload(current.url), startHalfUpload(current.url)];
       // Let the half bodies reach the disk before the kill.
-      await waitUntil("the uploads to be written", async () => (await fs.readdir(path.join(dataDir, "blobs", ".tmp"))).length >= 2, 10_000, 10);
+      await waitUntil(
+        "the uploads to be written",
+        async () => (await fs.readdir(path.join(dataDir, "blobs", ".tmp"))).length >= 2,
+        10_000,
+        10,
+      );
       await current.kill();
       for (const upload of uploads) upload.destroy();
       app = await startEmbeddedApp({ dataDir, port, configYaml: config });
@@ -128,7 +161,9 @@ describe("crash: SIGKILL of the embedded app", () => {
     ).catch(async (err: unknown) => {
       const refs = await referenced();
       const found = await blobFiles(path.join(dataDir, "blobs"));
-      throw new Error(`${String(err)}: unreferenced ${JSON.stringify(found.files.filter((f) => !refs.has(f)).slice(0, 10))}, empty ${JSON.stringify(found.emptyFolders.slice(0, 10))}, partial ${JSON.stringify(found.partial)}`);
+      throw new Error(
+        `${String(err)}: unreferenced ${JSON.stringify(found.files.filter((f) => !refs.has(f)).slice(0, 10))}, empty ${JSON.stringify(found.emptyFolders.slice(0, 10))}, partial ${JSON.stringify(found.partial)}`,
+      );
     });
     // And nothing a task needs went with the rest.
     for (const id of ids.slice(0, 5)) assert.ok(last.files.includes((await getTask(current.url, id)).output!));

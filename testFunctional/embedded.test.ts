@@ -4,7 +4,11 @@ import { getTask, mapLimit, startEmbeddedApp, submit, waitAllFinal, waitUntil, t
 
 /** What `wc` prints for a text: newlines, whitespace-separated words, bytes. */
 function wc(text: string): { lines: number; words: number; bytes: number } {
-  return { lines: (text.match(/\n/g) ?? []).length, words: text.split(/\s+/).filter((w) => w !== "").length, bytes: Buffer.byteLength(text) };
+  return {
+    lines: (text.match(/\n/g) ?? []).length,
+    words: text.split(/\s+/).filter((w) => w !== "").length,
+    bytes: Buffer.byteLength(text),
+  };
 }
 
 function randomDocument(i: number): string {
@@ -58,7 +62,11 @@ describe("embedded docq over REST", () => {
 
   it("answers 4xx naming the problem, never a 500", async () => {
     const post = (query: string, body?: string, headers: Record<string, string> = {}) =>
-      fetch(`${app.url}/api/tasks?${query}`, { method: "POST", headers: { "content-type": "application/octet-stream", ...headers }, ...(body === undefined ? {} : { body }) });
+      fetch(`${app.url}/api/tasks?${query}`, {
+        method: "POST",
+        headers: { "content-type": "application/octet-stream", ...headers },
+        ...(body === undefined ? {} : { body }),
+      });
     const expect = async (res: Response | Promise<Response>, status: number, pattern: RegExp, field?: string) => {
       const r = await res;
       const body = (await r.json()) as { error: string; field?: string };
@@ -124,7 +132,12 @@ describe("embedded docq over REST", () => {
     assert.equal(seen.size, 101);
     const stats = (await (await fetch(`${app.url}/api/stats`)).json()) as { byStatus: Record<string, number>; slots: number };
     assert.ok(stats.byStatus.output >= 101);
-    await waitUntil("the worker to report its slots", async () => ((await (await fetch(`${app.url}/api/stats`)).json()) as { slots: number }).slots === 2, 15_000, 200);
+    await waitUntil(
+      "the worker to report its slots",
+      async () => ((await (await fetch(`${app.url}/api/stats`)).json()) as { slots: number }).slots === 2,
+      15_000,
+      200,
+    );
   });
 });
 
@@ -142,11 +155,18 @@ describe("priority order with one worker slot", () => {
     await waitUntil("the blocker to start", async () => (await getTask(app.url, blocker)).status === "work");
     const priorities = [10, 90, 50, 90, 10, 100, 0, 50, 90, 10];
     const ids: string[] = [];
-    for (const [i, priority] of priorities.entries()) ids.push(await submit(app.url, `doc ${i}`, { job: "wordcount", priority, name: `n${i}` }));
+    for (const [i, priority] of priorities.entries())
+      ids.push(await submit(app.url, `doc ${i}`, { job: "wordcount", priority, name: `n${i}` }));
     const tasks = await waitAllFinal(app.url, ids);
     const started = [...tasks].sort((a, b) => (a.startTime ?? 0) - (b.startTime ?? 0) || a.id.localeCompare(b.id));
-    const expected = priorities.map((priority, i) => ({ priority, i })).sort((a, b) => b.priority - a.priority || a.i - b.i).map(({ i }) => `n${i}`);
-    assert.deepEqual(started.map((t) => t.name), expected);
+    const expected = priorities
+      .map((priority, i) => ({ priority, i }))
+      .sort((a, b) => b.priority - a.priority || a.i - b.i)
+      .map(({ i }) => `n${i}`);
+    assert.deepEqual(
+      started.map((t) => t.name),
+      expected,
+    );
   });
 });
 
@@ -194,6 +214,16 @@ describe("metrics and the API description", () => {
     assert.match(text, /^moleculer_request_time_count\{/m);
     const doc = (await (await fetch(`${app.url}/api/openapi.json`)).json()) as { openapi: string; paths: Record<string, unknown> };
     assert.equal(doc.openapi, "3.0.3");
-    assert.deepEqual(Object.keys(doc.paths).sort(), ["/api/health", "/api/keys", "/api/keys/{id}", "/api/stats", "/api/tasks", "/api/tasks/{id}", "/api/tasks/{id}/result", "/api/usage", "/metrics"]);
+    assert.deepEqual(Object.keys(doc.paths).sort(), [
+      "/api/health",
+      "/api/keys",
+      "/api/keys/{id}",
+      "/api/stats",
+      "/api/tasks",
+      "/api/tasks/{id}",
+      "/api/tasks/{id}/result",
+      "/api/usage",
+      "/metrics",
+    ]);
   });
 });

@@ -86,14 +86,26 @@ export interface StartOptions {
 export async function startEmbeddedApp(opts: StartOptions = {}): Promise<EmbeddedApp> {
   const dataDir = opts.dataDir ?? (await tempDir("data"));
   const port = opts.port ?? (await freePort());
-  const env: Record<string, string> = { ...(process.env as Record<string, string>), PORT: String(port), DATA_DIR: dataDir, DOCQ_LOG_LEVEL: "warn", ...opts.env };
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    PORT: String(port),
+    DATA_DIR: dataDir,
+    DOCQ_LOG_LEVEL: "warn",
+    ...opts.env,
+  };
   if (opts.slots !== undefined) env.DOCQ_SLOTS = String(opts.slots);
   if (opts.configYaml !== undefined) {
     const file = path.join(await tempDir("config"), "docq.yaml");
     await fs.writeFile(file, opts.configYaml);
     env.DOCQ_CONFIG = file;
   }
-  const child = ownChild(spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] }));
+  const child = ownChild(
+    spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], {
+      cwd: REPO,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    }),
+  );
   let output = "";
   child.stdout?.on("data", (d: Buffer) => (output += d.toString()));
   child.stderr?.on("data", (d: Buffer) => (output += d.toString()));
@@ -163,7 +175,11 @@ export async function submit(url: string, body: string, opts: SubmitOptions): Pr
   if (opts.name !== undefined) q.set("name", opts.name);
   if (opts.params !== undefined) q.set("params", JSON.stringify(opts.params));
   if (opts.maxTries !== undefined) q.set("maxTries", String(opts.maxTries));
-  const res = await fetch(`${url}/api/tasks?${q}`, { method: "POST", headers: { "content-type": "application/octet-stream", ...authFor(url) }, body });
+  const res = await fetch(`${url}/api/tasks?${q}`, {
+    method: "POST",
+    headers: { "content-type": "application/octet-stream", ...authFor(url) },
+    body,
+  });
   const json = (await res.json()) as { id?: string; error?: string };
   if (res.status !== 201 || json.id === undefined) throw new Error(`submit answered ${res.status}: ${JSON.stringify(json)}`);
   return json.id;
@@ -228,7 +244,10 @@ export async function processesWith(...parts: string[]): Promise<number[]> {
   const pids: number[] = [];
   for (const entry of await fs.readdir("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
-    const args = await fs.readFile(`/proc/${entry}/cmdline`, "utf8").then((t) => t.split("\0"), () => null);
+    const args = await fs.readFile(`/proc/${entry}/cmdline`, "utf8").then(
+      (t) => t.split("\0"),
+      () => null,
+    );
     if (args !== null && parts.every((p) => args.includes(p))) pids.push(Number(entry));
   }
   return pids;
@@ -238,7 +257,9 @@ export async function listAll(url: string, query: string): Promise<Task[]> {
   const all: Task[] = [];
   let cursor: string | null = null;
   do {
-    const res: Response = await fetch(`${url}/api/tasks?${query}&limit=1000${cursor === null ? "" : `&cursor=${cursor}`}`, { headers: authFor(url) });
+    const res: Response = await fetch(`${url}/api/tasks?${query}&limit=1000${cursor === null ? "" : `&cursor=${cursor}`}`, {
+      headers: authFor(url),
+    });
     if (!res.ok) throw new Error(`list answered ${res.status}: ${await res.text()}`);
     const page = (await res.json()) as { items: Task[]; nextCursor: string | null };
     all.push(...page.items);

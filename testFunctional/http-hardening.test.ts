@@ -27,7 +27,12 @@ interface Answer {
  * One request over a connection of its own, the body written as `chunks` (chunked unless a
  * content-length header is given). Resolves on the answer, even one sent before the body was read.
  */
-function request(app: EmbeddedApp, method: string, target: string, opts: { headers?: Record<string, string>; chunks?: (string | Buffer)[] } = {}): Promise<Answer> {
+function request(
+  app: EmbeddedApp,
+  method: string,
+  target: string,
+  opts: { headers?: Record<string, string>; chunks?: (string | Buffer)[] } = {},
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     let answered = false;
     const req = http.request({ host: "127.0.0.1", port: app.port, method, path: target, headers: opts.headers, agent: false }, (res) => {
@@ -57,7 +62,11 @@ function multipart(parts: Array<[name: string, value: string | Buffer, filename?
   for (const [name, value, filename] of parts) {
     const disposition = `form-data; name="${name}"${filename === undefined ? "" : `; filename="${filename}"`}`;
     const type = filename === undefined ? "" : "Content-Type: application/octet-stream\r\n";
-    pieces.push(Buffer.from(`--${boundary}\r\nContent-Disposition: ${disposition}\r\n${type}\r\n`), Buffer.from(value), Buffer.from("\r\n"));
+    pieces.push(
+      Buffer.from(`--${boundary}\r\nContent-Disposition: ${disposition}\r\n${type}\r\n`),
+      Buffer.from(value),
+      Buffer.from("\r\n"),
+    );
   }
   pieces.push(Buffer.from(`--${boundary}--\r\n`));
   return { contentType: `multipart/form-data; boundary=${boundary}`, body: Buffer.concat(pieces) };
@@ -70,7 +79,10 @@ function pieces(buffer: Buffer, size = 16 * 1024): Buffer[] {
   return out;
 }
 
-/** Writes `payload` in one write (in the packet of the headers), optionally half-closes, and answers what came back once the server closed. */
+/**
+ * Writes `payload` in one write (in the packet of the headers), optionally half-closes, and answers what came
+ * back once the server closed.
+ */
 function rawExchange(app: EmbeddedApp, payload: string, opts: { end: boolean }): Promise<string> {
   return new Promise((resolve) => {
     const socket = net.connect(app.port, "127.0.0.1", () => {
@@ -119,7 +131,14 @@ async function assertNothingLeft(app: EmbeddedApp, tasksBefore: readonly string[
   assert.deepEqual(await taskIds(app), [...tasksBefore], `${what}: no task was created`);
 }
 
-async function expectRefusal(app: EmbeddedApp, what: string, send: () => Promise<Answer>, status: number, field: string, pattern?: RegExp): Promise<Answer> {
+async function expectRefusal(
+  app: EmbeddedApp,
+  what: string,
+  send: () => Promise<Answer>,
+  status: number,
+  field: string,
+  pattern?: RegExp,
+): Promise<Answer> {
   const before = await taskIds(app);
   const answer = await send();
   assert.equal(answer.status, status, `${what}: ${answer.text}`);
@@ -144,31 +163,138 @@ describe("HTTP hardening (embedded app)", () => {
   describe("a refused create leaves nothing on disk", () => {
     const form = (parts: Parameters<typeof multipart>[0]) => () => {
       const { contentType, body } = multipart(parts);
-      return request(app, "POST", "/api/tasks", { headers: { "content-type": contentType, "content-length": String(body.length) }, chunks: [body] });
+      return request(app, "POST", "/api/tasks", {
+        headers: { "content-type": contentType, "content-length": String(body.length) },
+        chunks: [body],
+      });
     };
 
     it("when the fields after the file are bad", async () => {
-      await expectRefusal(app, "priority 999", form([["file", doc, "1mb.bin"], ["priority", "999"], ["job", "noop"]]), 400, "priority", /^priority: /);
-      await expectRefusal(app, "params not JSON", form([["file", doc, "d.bin"], ["job", "noop"], ["params", "{nope"]]), 400, "params");
-      await expectRefusal(app, "params against the job's schema", form([["file", doc, "d.bin"], ["job", "sleep"], ["params", "{}"]]), 400, "params", /param "ms" is required/);
-      await expectRefusal(app, "an unknown job", form([["file", doc, "d.bin"], ["job", "nosuchjob"]]), 400, "job", /unknown job/);
+      await expectRefusal(
+        app,
+        "priority 999",
+        form([
+          ["file", doc, "1mb.bin"],
+          ["priority", "999"],
+          ["job", "noop"],
+        ]),
+        400,
+        "priority",
+        /^priority: /,
+      );
+      await expectRefusal(
+        app,
+        "params not JSON",
+        form([
+          ["file", doc, "d.bin"],
+          ["job", "noop"],
+          ["params", "{nope"],
+        ]),
+        400,
+        "params",
+      );
+      await expectRefusal(
+        app,
+        "params against the job's schema",
+        form([
+          ["file", doc, "d.bin"],
+          ["job", "sleep"],
+          ["params", "{}"],
+        ]),
+        400,
+        "params",
+        /param "ms" is required/,
+      );
+      await expectRefusal(
+        app,
+        "an unknown job",
+        form([
+          ["file", doc, "d.bin"],
+          ["job", "nosuchjob"],
+        ]),
+        400,
+        "job",
+        /unknown job/,
+      );
       await expectRefusal(app, "no job", form([["file", doc, "d.bin"]]), 400, "job");
-      await expectRefusal(app, "a name over 500 characters", form([["file", doc, "d.bin"], ["job", "noop"], ["name", "n".repeat(501)]]), 400, "name");
+      await expectRefusal(
+        app,
+        "a name over 500 characters",
+        form([
+          ["file", doc, "d.bin"],
+          ["job", "noop"],
+          ["name", "n".repeat(501)],
+        ]),
+        400,
+        "name",
+      );
       const many = Array.from({ length: 101 }, (_, i): [string, string] => [`f${i}`, "v"]);
-      await expectRefusal(app, "too many fields", form([["file", doc, "d.bin"], ["job", "noop"], ...many]), 400, "body", /more than 100 fields/);
-      await expectRefusal(app, "a second file", form([["file", doc, "d.bin"], ["job", "noop"], ["file", doc, "e.bin"]]), 400, "file", /more than one file/);
-      await expectRefusal(app, "a file in another field", form([["job", "noop"], ["attachment", doc, "a.bin"], ["file", doc, "d.bin"]]), 400, "attachment");
-      await expectRefusal(app, "a field given twice", form([["job", "noop"], ["file", doc, "d.bin"], ["job", "wordcount"]]), 400, "job", /given twice/);
+      await expectRefusal(
+        app,
+        "too many fields",
+        form([["file", doc, "d.bin"], ["job", "noop"], ...many]),
+        400,
+        "body",
+        /more than 100 fields/,
+      );
+      await expectRefusal(
+        app,
+        "a second file",
+        form([
+          ["file", doc, "d.bin"],
+          ["job", "noop"],
+          ["file", doc, "e.bin"],
+        ]),
+        400,
+        "file",
+        /more than one file/,
+      );
+      await expectRefusal(
+        app,
+        "a file in another field",
+        form([
+          ["job", "noop"],
+          ["attachment", doc, "a.bin"],
+          ["file", doc, "d.bin"],
+        ]),
+        400,
+        "attachment",
+      );
+      await expectRefusal(
+        app,
+        "a field given twice",
+        form([
+          ["job", "noop"],
+          ["file", doc, "d.bin"],
+          ["job", "wordcount"],
+        ]),
+        400,
+        "job",
+        /given twice/,
+      );
     });
 
     it("when a multipart body over the limit is sent chunked (no empty folder)", async () => {
-      const { contentType, body } = multipart([["job", "noop"], ["file", Buffer.alloc(MAX_BODY + 50_000, "x"), "big.bin"], ["name", "after"]]);
-      await expectRefusal(app, "a chunked form over the limit", () => request(app, "POST", "/api/tasks", { headers: { "content-type": contentType }, chunks: pieces(body) }), 413, "body", /larger than the limit/);
+      const { contentType, body } = multipart([
+        ["job", "noop"],
+        ["file", Buffer.alloc(MAX_BODY + 50_000, "x"), "big.bin"],
+        ["name", "after"],
+      ]);
+      await expectRefusal(
+        app,
+        "a chunked form over the limit",
+        () => request(app, "POST", "/api/tasks", { headers: { "content-type": contentType }, chunks: pieces(body) }),
+        413,
+        "body",
+        /larger than the limit/,
+      );
     });
 
     it("when a raw body is refused, before or while it is read", async () => {
-      const raw = (query: string, chunks: Buffer[], headers: Record<string, string> = {}) => () =>
-        request(app, "POST", `/api/tasks?${query}`, { headers: { "content-type": "application/octet-stream", ...headers }, chunks });
+      const raw =
+        (query: string, chunks: Buffer[], headers: Record<string, string> = {}) =>
+        () =>
+          request(app, "POST", `/api/tasks?${query}`, { headers: { "content-type": "application/octet-stream", ...headers }, chunks });
       await expectRefusal(app, "raw: priority 999", raw("job=noop&priority=999", [doc]), 400, "priority");
       await expectRefusal(app, "raw: unknown job", raw("job=nosuchjob", [doc]), 400, "job");
       await expectRefusal(app, "raw: chunked over the limit", raw("job=noop", pieces(Buffer.alloc(MAX_BODY + 50_000, "y"))), 413, "body");
@@ -177,14 +303,30 @@ describe("HTTP hardening (embedded app)", () => {
   });
 
   describe("a malformed request ends, cleans up, and the app still serves", () => {
-    const head = (contentType: string, framing: string) => `POST /api/tasks?job=noop HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: ${contentType}\r\n${framing}\r\n`;
-    const { contentType: formType, body: formBody } = multipart([["job", "noop"], ["file", "hello world", "h.txt"]]);
+    const head = (contentType: string, framing: string) =>
+      `POST /api/tasks?job=noop HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: ${contentType}\r\n${framing}\r\n`;
+    const { contentType: formType, body: formBody } = multipart([
+      ["job", "noop"],
+      ["file", "hello world", "h.txt"],
+    ]);
     const variants: Array<[string, string, boolean]> = [
       ["a bad chunk size first", `${head("application/octet-stream", "Transfer-Encoding: chunked\r\n")}zz\r\nhello\r\n0\r\n\r\n`, false],
-      ["a bad chunk size after a good chunk", `${head("application/octet-stream", "Transfer-Encoding: chunked\r\n")}5\r\nhello\r\nzz\r\nxx\r\n`, false],
+      [
+        "a bad chunk size after a good chunk",
+        `${head("application/octet-stream", "Transfer-Encoding: chunked\r\n")}5\r\nhello\r\nzz\r\nxx\r\n`,
+        false,
+      ],
       ["a Content-Length bigger than the body, then close", `${head("application/octet-stream", "Content-Length: 1000\r\n")}hello`, true],
-      ["a form with a bad chunk size", `${head(formType, "Transfer-Encoding: chunked\r\n")}${formBody.length.toString(16)}\r\n${formBody.toString()}\r\nzz\r\n`, false],
-      ["a form with a Content-Length that lies, then close", `${head(formType, `Content-Length: ${formBody.length + 500}\r\n`)}${formBody.toString()}`, true],
+      [
+        "a form with a bad chunk size",
+        `${head(formType, "Transfer-Encoding: chunked\r\n")}${formBody.length.toString(16)}\r\n${formBody.toString()}\r\nzz\r\n`,
+        false,
+      ],
+      [
+        "a form with a Content-Length that lies, then close",
+        `${head(formType, `Content-Length: ${formBody.length + 500}\r\n`)}${formBody.toString()}`,
+        true,
+      ],
     ];
 
     for (const [what, payload, end] of variants) {
@@ -200,7 +342,11 @@ describe("HTTP hardening (embedded app)", () => {
 
     it("through a loop of malformed requests, then accepts a good one", async () => {
       const before = await taskIds(app);
-      await mapLimit(Array.from({ length: 200 }, (_, i) => variants[i % variants.length]!), 10, ([, payload, end]) => rawExchange(app, payload, { end }));
+      await mapLimit(
+        Array.from({ length: 200 }, (_, i) => variants[i % variants.length]!),
+        10,
+        ([, payload, end]) => rawExchange(app, payload, { end }),
+      );
       await assertNothingLeft(app, before, "a loop of malformed requests");
       const id = await submit(app.url, "still here", { job: "noop" });
       assert.equal((await getTask(app.url, id)).id, id);
@@ -218,7 +364,9 @@ describe("HTTP hardening (embedded app)", () => {
       const id = await sleepingTask();
       for (const origin of [FOREIGN_ORIGIN, ALLOWED_ORIGIN, undefined]) {
         for (let i = 0; i < 2; i++) {
-          const answer = await request(app, "OPTIONS", `/api/tasks/${id}`, { headers: { "access-control-request-method": "DELETE", ...(origin === undefined ? {} : { origin }) } });
+          const answer = await request(app, "OPTIONS", `/api/tasks/${id}`, {
+            headers: { "access-control-request-method": "DELETE", ...(origin === undefined ? {} : { origin }) },
+          });
           assert.equal(answer.status, 204, answer.text);
           assert.equal(answer.text, "");
           if (origin === ALLOWED_ORIGIN) {
@@ -246,7 +394,8 @@ describe("HTTP hardening (embedded app)", () => {
       const plain = await request(app, "OPTIONS", "/api/tasks");
       assert.equal(plain.status, 204);
       assert.equal(plain.text, "", "no task list");
-      for (const target of ["/api/stats", "/metrics", "/api/nothing-here"]) assert.equal((await request(app, "OPTIONS", target)).status, 204, target);
+      for (const target of ["/api/stats", "/metrics", "/api/nothing-here"])
+        assert.equal((await request(app, "OPTIONS", target)).status, 204, target);
       await assertNothingLeft(app, before, "preflights");
     });
 
@@ -255,14 +404,33 @@ describe("HTTP hardening (embedded app)", () => {
       await expectRefusal(
         app,
         "a cross-origin text/plain form POST",
-        () => request(app, "POST", "/api/tasks?job=noop", { headers: { origin: FOREIGN_ORIGIN, "content-type": "text/plain" }, chunks: ["a document"] }),
+        () =>
+          request(app, "POST", "/api/tasks?job=noop", {
+            headers: { origin: FOREIGN_ORIGIN, "content-type": "text/plain" },
+            chunks: ["a document"],
+          }),
         403,
         "origin",
         /evil\.example/,
       );
-      const { contentType, body } = multipart([["job", "noop"], ["file", doc, "d.bin"]]);
-      await expectRefusal(app, "a cross-origin multipart POST", () => request(app, "POST", "/api/tasks", { headers: { origin: FOREIGN_ORIGIN, "content-type": contentType }, chunks: [body] }), 403, "origin");
-      await expectRefusal(app, "an opaque origin", () => request(app, "POST", "/api/tasks?job=noop", { headers: { origin: "null", "content-type": "text/plain" }, chunks: ["x"] }), 403, "origin");
+      const { contentType, body } = multipart([
+        ["job", "noop"],
+        ["file", doc, "d.bin"],
+      ]);
+      await expectRefusal(
+        app,
+        "a cross-origin multipart POST",
+        () => request(app, "POST", "/api/tasks", { headers: { origin: FOREIGN_ORIGIN, "content-type": contentType }, chunks: [body] }),
+        403,
+        "origin",
+      );
+      await expectRefusal(
+        app,
+        "an opaque origin",
+        () => request(app, "POST", "/api/tasks?job=noop", { headers: { origin: "null", "content-type": "text/plain" }, chunks: ["x"] }),
+        403,
+        "origin",
+      );
       for (const method of ["DELETE", "PATCH", "PUT"]) {
         const answer = await request(app, method, `/api/tasks/${id}`, { headers: { origin: FOREIGN_ORIGIN } });
         assert.equal(answer.status, 403, `${method}: ${answer.text}`);
@@ -278,8 +446,16 @@ describe("HTTP hardening (embedded app)", () => {
     });
 
     it("an allowed origin, the app's own origin and a client without Origin may create and delete", async () => {
-      for (const headers of [{ origin: ALLOWED_ORIGIN }, { origin: `http://127.0.0.1:${app.port}` }, { origin: `http://localhost:${app.port}`, host: `localhost:${app.port}` }, {}] as Record<string, string>[]) {
-        const created = await request(app, "POST", "/api/tasks?job=noop", { headers: { ...headers, "content-type": "text/plain" }, chunks: ["a document"] });
+      for (const headers of [
+        { origin: ALLOWED_ORIGIN },
+        { origin: `http://127.0.0.1:${app.port}` },
+        { origin: `http://localhost:${app.port}`, host: `localhost:${app.port}` },
+        {},
+      ] as Record<string, string>[]) {
+        const created = await request(app, "POST", "/api/tasks?job=noop", {
+          headers: { ...headers, "content-type": "text/plain" },
+          chunks: ["a document"],
+        });
         assert.equal(created.status, 201, `${JSON.stringify(headers)}: ${created.text}`);
         assert.equal(created.headers["access-control-allow-origin"], headers.origin === ALLOWED_ORIGIN ? ALLOWED_ORIGIN : undefined);
         const id = created.json().id!;
@@ -314,7 +490,8 @@ describe("HTTP hardening (embedded app)", () => {
     });
 
     it("refuses create fields given as arrays or objects, naming the field", async () => {
-      const raw = (query: string) => () => request(app, "POST", `/api/tasks?${query}`, { headers: { "content-type": "application/octet-stream" }, chunks: ["x"] });
+      const raw = (query: string) => () =>
+        request(app, "POST", `/api/tasks?${query}`, { headers: { "content-type": "application/octet-stream" }, chunks: ["x"] });
       await expectRefusal(app, "priority[]=7", raw("job=noop&priority[]=7"), 400, "priority", /given once, as text/);
       await expectRefusal(app, "job=a&job=b", raw("job=noop&job=wordcount"), 400, "job");
       await expectRefusal(app, "params[ms]=5", raw("job=sleep&params[ms]=5"), 400, "params");
@@ -322,23 +499,66 @@ describe("HTTP hardening (embedded app)", () => {
 
     it("refuses a __proto__, constructor or prototype key in params, from the query or a form", async () => {
       const raw = (params: string) => () =>
-        request(app, "POST", `/api/tasks?job=noop&params=${encodeURIComponent(params)}`, { headers: { "content-type": "application/octet-stream" }, chunks: ["x"] });
+        request(app, "POST", `/api/tasks?job=noop&params=${encodeURIComponent(params)}`, {
+          headers: { "content-type": "application/octet-stream" },
+          chunks: ["x"],
+        });
       await expectRefusal(app, "params __proto__", raw('{"__proto__":{"polluted":true}}'), 400, "params", /__proto__/);
-      await expectRefusal(app, "params deep __proto__", raw('{"a":[{"b":{"__proto__":{}}}]}'), 400, "params", /params\.a\[0\]\.b\.__proto__/);
-      await expectRefusal(app, "params constructor.prototype", raw('{"constructor":{"prototype":{"polluted":true}}}'), 400, "params", /constructor/);
-      const { contentType, body } = multipart([["file", doc, "d.bin"], ["job", "noop"], ["params", '{"x":{"__proto__":{"polluted":true}}}']]);
-      await expectRefusal(app, "form params __proto__", () => request(app, "POST", "/api/tasks", { headers: { "content-type": contentType }, chunks: [body] }), 400, "params", /__proto__/);
+      await expectRefusal(
+        app,
+        "params deep __proto__",
+        raw('{"a":[{"b":{"__proto__":{}}}]}'),
+        400,
+        "params",
+        /params\.a\[0\]\.b\.__proto__/,
+      );
+      await expectRefusal(
+        app,
+        "params constructor.prototype",
+        raw('{"constructor":{"prototype":{"polluted":true}}}'),
+        400,
+        "params",
+        /constructor/,
+      );
+      const { contentType, body } = multipart([
+        ["file", doc, "d.bin"],
+        ["job", "noop"],
+        ["params", '{"x":{"__proto__":{"polluted":true}}}'],
+      ]);
+      await expectRefusal(
+        app,
+        "form params __proto__",
+        () => request(app, "POST", "/api/tasks", { headers: { "content-type": contentType }, chunks: [body] }),
+        400,
+        "params",
+        /__proto__/,
+      );
     });
 
     it("refuses a form field over 1 MiB instead of truncating it, naming the field", async () => {
       // Chunked, so the declared length cannot refuse it first.
       for (const parts of [
-        [["job", "noop"], ["params", `{"pad":"${"p".repeat(1024 * 1024)}"}`], ["file", doc, "d.bin"]],
-        [["job", "noop"], ["file", doc, "d.bin"], ["name", "n".repeat(1024 * 1024 + 1)]],
+        [
+          ["job", "noop"],
+          ["params", `{"pad":"${"p".repeat(1024 * 1024)}"}`],
+          ["file", doc, "d.bin"],
+        ],
+        [
+          ["job", "noop"],
+          ["file", doc, "d.bin"],
+          ["name", "n".repeat(1024 * 1024 + 1)],
+        ],
       ] as Parameters<typeof multipart>[0][]) {
         const { contentType, body } = multipart(parts);
         const field = parts[1]![0] === "file" ? parts[2]![0] : parts[1]![0];
-        await expectRefusal(app, `a ${field} field over 1 MiB`, () => request(app, "POST", "/api/tasks", { headers: { "content-type": contentType }, chunks: pieces(body) }), 400, field, /longer than 1048576 bytes/);
+        await expectRefusal(
+          app,
+          `a ${field} field over 1 MiB`,
+          () => request(app, "POST", "/api/tasks", { headers: { "content-type": contentType }, chunks: pieces(body) }),
+          400,
+          field,
+          /longer than 1048576 bytes/,
+        );
       }
     });
   });

@@ -28,15 +28,22 @@ export async function startNats(extraArgs: string[] = []): Promise<NatsServer> {
     url: `nats://127.0.0.1:${port}`,
     port,
     async start() {
-      const child = ownChild(spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), ...extraArgs], { stdio: ["ignore", "ignore", "pipe"] }));
+      const child = ownChild(
+        spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), ...extraArgs], { stdio: ["ignore", "ignore", "pipe"] }),
+      );
       let err = "";
       child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
       child.once("error", (e) => (err += `cannot start nats-server: ${e.message} (install the Debian package nats-server)`));
       proc = child;
-      await waitUntil(`nats-server on port ${port}`, async () => {
-        if (child.exitCode !== null || err.includes("cannot start")) throw new Error(err);
-        return listening(port);
-      }, 10_000, 50);
+      await waitUntil(
+        `nats-server on port ${port}`,
+        async () => {
+          if (child.exitCode !== null || err.includes("cannot start")) throw new Error(err);
+          return listening(port);
+        },
+        10_000,
+        50,
+      );
     },
     async stop() {
       const child = proc;

@@ -18,7 +18,11 @@ export class Pm2 {
   constructor(private readonly env: Record<string, string>) {}
 
   async cmd(...args: string[]): Promise<string> {
-    const { stdout } = await run(PM2, args, { cwd: REPO, env: { ...(process.env as Record<string, string>), ...this.env }, maxBuffer: 64 * 1024 * 1024 });
+    const { stdout } = await run(PM2, args, {
+      cwd: REPO,
+      env: { ...(process.env as Record<string, string>), ...this.env },
+      maxBuffer: 64 * 1024 * 1024,
+    });
     return stdout;
   }
 

@@ -4,7 +4,18 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { S3BlobStore } from "../common/blobs/s3-blob-store.js";
-import { freePort, mapLimit, ownChild, REPO, result, startEmbeddedApp, submit, tempDir, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+import {
+  freePort,
+  mapLimit,
+  ownChild,
+  REPO,
+  result,
+  startEmbeddedApp,
+  submit,
+  tempDir,
+  waitAllFinal,
+  type EmbeddedApp,
+} from "./helpers.js";
 
 /*
  * The embedded app with `blobs: s3` against a real S3-compatible server over HTTP (s3rver, in a
@@ -28,7 +39,9 @@ new S3rver({ address: "127.0.0.1", port: Number(port), directory, silent: true }
 `;
 
 async function startS3rver(dir: string, port: number): Promise<S3rverProcess> {
-  const child: ChildProcess = ownChild(spawn(process.execPath, ["-e", S3RVER_MAIN, dir, String(port)], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] }));
+  const child: ChildProcess = ownChild(
+    spawn(process.execPath, ["-e", S3RVER_MAIN, dir, String(port)], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] }),
+  );
   let output = "";
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   await new Promise<void>((resolve, reject) => {
@@ -50,12 +63,18 @@ async function startS3rver(dir: string, port: number): Promise<S3rverProcess> {
 
 /** What `wc` prints for a text: newlines, whitespace-separated words, bytes. */
 function wc(text: string): { lines: number; words: number; bytes: number } {
-  return { lines: (text.match(/\n/g) ?? []).length, words: text.split(/\s+/).filter((w) => w !== "").length, bytes: Buffer.byteLength(text) };
+  return {
+    lines: (text.match(/\n/g) ?? []).length,
+    words: text.split(/\s+/).filter((w) => w !== "").length,
+    bytes: Buffer.byteLength(text),
+  };
 }
 
 function document(i: number): string {
   const words = ["alpha", "beta", "gamma", "délta", "z", "  ", "\t"];
-  const lines = Array.from({ length: 1 + (i % 9) }, (_, l) => Array.from({ length: (i * 5 + l) % 11 }, (_, w) => words[(i + l + w) % words.length]).join(" "));
+  const lines = Array.from({ length: 1 + (i % 9) }, (_, l) =>
+    Array.from({ length: (i * 5 + l) % 11 }, (_, w) => words[(i + l + w) % words.length]).join(" "),
+  );
   return `s3 doc ${i}\n${lines.join("\n")}${i % 2 === 0 ? "\n" : ""}`;
 }
 
@@ -70,7 +89,14 @@ async function startExpectingExit(yaml: string, env: Record<string, string>): Pr
     await fs.writeFile(config, yaml);
     const child = spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], {
       cwd: REPO,
-      env: { ...process.env, PORT: String(await freePort()), DATA_DIR: path.join(dir, "data"), DOCQ_LOG_LEVEL: "warn", DOCQ_CONFIG: config, ...env },
+      env: {
+        ...process.env,
+        PORT: String(await freePort()),
+        DATA_DIR: path.join(dir, "data"),
+        DOCQ_LOG_LEVEL: "warn",
+        DOCQ_CONFIG: config,
+        ...env,
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let output = "";
@@ -135,7 +161,10 @@ describe("embedded docq with blobs on S3 (s3rver)", () => {
     }
     // Nothing went to the local blob folder.
     const local = await fs.readdir(path.join(app.dataDir, "blobs")).catch(() => []);
-    assert.deepEqual(local.filter((name) => name !== ".tmp"), []);
+    assert.deepEqual(
+      local.filter((name) => name !== ".tmp"),
+      [],
+    );
   });
 
   it("answers 503 naming S3 while it is down, and works again when it is back, losing nothing", async () => {
@@ -144,7 +173,11 @@ describe("embedded docq with blobs on S3 (s3rver)", () => {
     assert.equal(done?.status, "output");
 
     await s3.stop();
-    const refused = await fetch(`${app.url}/api/tasks?job=wordcount`, { method: "POST", headers: { "content-type": "application/octet-stream" }, body: "during the outage\n" });
+    const refused = await fetch(`${app.url}/api/tasks?job=wordcount`, {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: "during the outage\n",
+    });
     const body = (await refused.json()) as { error: string };
     assert.equal(refused.status, 503, JSON.stringify(body));
     assert.match(body.error, new RegExp(`S3 blob store http://127\\.0\\.0\\.1:${s3Port}, bucket "${BUCKET}": put .*failed`));
@@ -163,7 +196,10 @@ describe("embedded docq with blobs on S3 (s3rver)", () => {
     const closed = await freePort();
     const { code, output } = await startExpectingExit(configYaml(closed), KEYS);
     assert.notEqual(code, 0);
-    assert.match(output, new RegExp(`docq: .*S3 blob store http://127\\.0\\.0\\.1:${closed}, bucket "${BUCKET}": connecting failed: .*ECONNREFUSED`));
+    assert.match(
+      output,
+      new RegExp(`docq: .*S3 blob store http://127\\.0\\.0\\.1:${closed}, bucket "${BUCKET}": connecting failed: .*ECONNREFUSED`),
+    );
   });
 
   it("refuses to start, naming the variables, when the S3 keys are not in the environment", async () => {

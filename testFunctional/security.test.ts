@@ -7,7 +7,11 @@ import { freePort, mapLimit, ownChild, REPO, startEmbeddedApp, tempDir, testJobs
 const ADMIN = "admin-key-for-the-security-test-0123456789";
 const METRICS = "metrics-key-for-the-security-test-0123";
 /** Secrets in the server's environment that no job may see. */
-const SECRETS = { DOCQ_ADMIN_KEY: ADMIN, S3_SECRET_KEY: "s3-secret-the-jobs-must-not-see", MONGO_URL: "mongodb://user:pw-jobs-must-not-see@db:27017/" };
+const SECRETS = {
+  DOCQ_ADMIN_KEY: ADMIN,
+  S3_SECRET_KEY: "s3-secret-the-jobs-must-not-see",
+  MONGO_URL: "mongodb://user:pw-jobs-must-not-see@db:27017/",
+};
 
 interface Answer {
   status: number;
@@ -18,7 +22,13 @@ interface Answer {
 describe("who may do what: API keys, quotas, a clean job environment", () => {
   let app: EmbeddedApp;
 
-  async function call(method: string, route: string, key: string | null, body?: string | object, headers: Record<string, string> = {}): Promise<Answer> {
+  async function call(
+    method: string,
+    route: string,
+    key: string | null,
+    body?: string | object,
+    headers: Record<string, string> = {},
+  ): Promise<Answer> {
     const res = await fetch(`${app.url}${route}`, {
       method,
       headers: {
@@ -72,7 +82,18 @@ describe("who may do what: API keys, quotas, a clean job environment", () => {
 
   it("answers 401 without a key and for bad keys of every shape, never a 5xx; /api/health stays open", async () => {
     assert.equal((await call("GET", "/api/health", null)).status, 200);
-    const shapes = ["", "Bearer", "Bearer ", "Bearer  x y", "Basic YWRtaW46YWRtaW4=", `Bearer ${"k".repeat(10_000)}`, "Bearer clé-non-ascii", "Bearer dq_unknownkeyunknownkeyunknownkeyunknownkey1", "Token abc", `Bearer ${ADMIN}x`];
+    const shapes = [
+      "",
+      "Bearer",
+      "Bearer ",
+      "Bearer  x y",
+      "Basic YWRtaW46YWRtaW4=",
+      `Bearer ${"k".repeat(10_000)}`,
+      "Bearer clé-non-ascii",
+      "Bearer dq_unknownkeyunknownkeyunknownkeyunknownkey1",
+      "Token abc",
+      `Bearer ${ADMIN}x`,
+    ];
     for (const route of ["/api/tasks", "/api/stats", "/api/keys", "/metrics", "/api/tasks/local-01ARZ3NDEKTSV4RRFFQ69G5FAV"]) {
       const none = await call("GET", route, null);
       assert.equal(none.status, 401, `${route}: ${JSON.stringify(none.body)}`);
@@ -91,7 +112,14 @@ describe("who may do what: API keys, quotas, a clean job environment", () => {
   });
 
   it("makes keys shown once and stored as hashes; revoking takes effect on the next request", async () => {
-    const made = await makeKey({ user: "erin", maxPriority: 80, maxQueued: 1000, maxPerDay: 50000, maxBytesPerDay: 10737418240, offload: true });
+    const made = await makeKey({
+      user: "erin",
+      maxPriority: 80,
+      maxQueued: 1000,
+      maxPerDay: 50000,
+      maxBytesPerDay: 10737418240,
+      offload: true,
+    });
     assert.match(made.key, /^dq_[A-Za-z0-9_-]{43}$/);
     const listed = await call("GET", "/api/keys", ADMIN);
     assert.equal(listed.status, 200);
@@ -121,7 +149,11 @@ describe("who may do what: API keys, quotas, a clean job environment", () => {
     assert.match(String(capped.body.error), /maxPriority of 80/);
     const task = await call("GET", `/api/tasks/${id}`, alice.key);
     assert.equal(task.body.user, "alice");
-    for (const [method, route] of [["GET", `/api/tasks/${id}`], ["GET", `/api/tasks/${id}/result`], ["DELETE", `/api/tasks/${id}`]] as const) {
+    for (const [method, route] of [
+      ["GET", `/api/tasks/${id}`],
+      ["GET", `/api/tasks/${id}/result`],
+      ["DELETE", `/api/tasks/${id}`],
+    ] as const) {
       const res = await call(method, route, bob.key);
       assert.equal(res.status, 404, `${method} ${route} by bob: ${JSON.stringify(res.body)}`);
     }
@@ -130,7 +162,10 @@ describe("who may do what: API keys, quotas, a clean job environment", () => {
     assert.equal((await call("GET", "/api/tasks?user=alice", bob.key)).status, 403);
     const aliceList = (await call("GET", "/api/tasks", alice.key)).body.items as { user: string }[];
     assert.ok(aliceList.length >= 2 && aliceList.every((t) => t.user === "alice"));
-    assert.ok(((await call("GET", "/api/tasks?limit=1000", ADMIN)).body.items as unknown[]).length >= aliceList.length, "the admin sees all");
+    assert.ok(
+      ((await call("GET", "/api/tasks?limit=1000", ADMIN)).body.items as unknown[]).length >= aliceList.length,
+      "the admin sees all",
+    );
     assert.equal((await call("GET", "/api/stats", alice.key)).status, 403);
     assert.equal((await call("GET", "/api/stats", ADMIN)).status, 200);
     assert.equal((await call("DELETE", `/api/tasks/${id}`, alice.key)).status, 200, "alice deletes her own");
@@ -138,7 +173,11 @@ describe("who may do what: API keys, quotas, a clean job environment", () => {
 
   it("holds maxQueued under 50 concurrent submissions: exactly the cap accepted, the rest 429 with Retry-After", async () => {
     const carol = await makeKey({ user: "carol", maxQueued: 7 });
-    const answers = await mapLimit(Array.from({ length: 50 }, (_, i) => i), 50, () => submit(carol.key, `job=sleep&params=${encodeURIComponent('{"ms":60000}')}`));
+    const answers = await mapLimit(
+      Array.from({ length: 50 }, (_, i) => i),
+      50,
+      () => submit(carol.key, `job=sleep&params=${encodeURIComponent('{"ms":60000}')}`),
+    );
     const accepted = answers.filter((a) => a.status === 201);
     const refused = answers.filter((a) => a.status !== 201);
     assert.equal(accepted.length, 7, JSON.stringify(answers.map((a) => a.status)));
@@ -150,7 +189,7 @@ describe("who may do what: API keys, quotas, a clean job environment", () => {
     // One finished (here: canceled) frees one place.
     assert.equal((await call("DELETE", `/api/tasks/${String(accepted[0]!.body.id)}`, carol.key)).status, 200);
     assert.equal((await submit(carol.key, `job=sleep&params=${encodeURIComponent('{"ms":60000}')}`)).status, 201);
-    for (const task of ((await call("GET", "/api/tasks?user=carol", ADMIN)).body.items as { id: string; status: string }[])) {
+    for (const task of (await call("GET", "/api/tasks?user=carol", ADMIN)).body.items as { id: string; status: string }[]) {
       if (task.status !== "canceled") await call("DELETE", `/api/tasks/${task.id}`, ADMIN);
     }
   });

@@ -2,7 +2,19 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { getTask, listAll, mapLimit, processesWith, result, startEmbeddedApp, submit, testJobsDir, waitAllFinal, waitUntil, type EmbeddedApp } from "./helpers.js";
+import {
+  getTask,
+  listAll,
+  mapLimit,
+  processesWith,
+  result,
+  startEmbeddedApp,
+  submit,
+  testJobsDir,
+  waitAllFinal,
+  waitUntil,
+  type EmbeddedApp,
+} from "./helpers.js";
 
 /** 20 lines, some empty, so the expected result (non-empty lines, upper-cased) is not the input. */
 function document(i: number): string {
@@ -10,7 +22,11 @@ function document(i: number): string {
 }
 
 function expectedPages(text: string): string {
-  return text.split("\n").filter((l) => l !== "").map((l) => l.toUpperCase() + "\n").join("");
+  return text
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => l.toUpperCase() + "\n")
+    .join("");
 }
 
 describe("split and merge", () => {
@@ -76,7 +92,10 @@ describe("split and merge", () => {
     const failed = children.filter((c) => c.status === "error");
     assert.equal(failed.length, 1);
     assert.equal(failed[0]?.tries, 2, "the failing child used its tries");
-    assert.deepEqual(children.filter((c) => c.status !== "error").map((c) => c.status), ["canceled", "canceled", "canceled"]);
+    assert.deepEqual(
+      children.filter((c) => c.status !== "error").map((c) => c.status),
+      ["canceled", "canceled", "canceled"],
+    );
     await waitUntil("the siblings' scripts to be killed", async () => (await processesWith("sleep", marker)).length === 0, 10_000);
   });
 
@@ -89,7 +108,10 @@ describe("split and merge", () => {
     assert.deepEqual(await res.json(), { id, status: "canceled" });
     const children = await listAll(app.url, `parentId=${id}`);
     assert.equal(children.length, 4);
-    assert.ok(children.every((c) => c.status === "canceled"), JSON.stringify(children.map((c) => c.status)));
+    assert.ok(
+      children.every((c) => c.status === "canceled"),
+      JSON.stringify(children.map((c) => c.status)),
+    );
     await waitUntil("no child script left", async () => (await processesWith("sleep", marker)).length === 0, 10_000);
     assert.equal(existsSync(path.join(app.dataDir, "blobs", id)), false, "the parent's documents are removed");
     for (const c of children) assert.equal(existsSync(path.join(app.dataDir, "blobs", c.id)), false);
@@ -101,11 +123,16 @@ describe("split and merge", () => {
   it("refuses to delete a finished part while its parent waits, and the merge has every part", async () => {
     const lines = Array.from({ length: 20 }, (_, i) => `part ${i}`);
     const id = await submit(app.url, lines.join("\n") + "\n", { job: "splitfail", params: { sleep: 0.3 } });
-    const part = await waitUntil("a finished part while the parent waits", async () => {
-      const parent = await getTask(app.url, id);
-      if (parent.status !== "wait") return false;
-      return (await listAll(app.url, `parentId=${id}&status=output`))[0];
-    }, 60_000, 20);
+    const part = await waitUntil(
+      "a finished part while the parent waits",
+      async () => {
+        const parent = await getTask(app.url, id);
+        if (parent.status !== "wait") return false;
+        return (await listAll(app.url, `parentId=${id}&status=output`))[0];
+      },
+      60_000,
+      20,
+    );
     const res = await fetch(`${app.url}/api/tasks/${part.id}`, { method: "DELETE" });
     const body = (await res.json()) as { error: string; parentId?: string };
     assert.equal(res.status, 409, JSON.stringify(body));

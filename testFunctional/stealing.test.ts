@@ -48,7 +48,13 @@ class ThreeSites {
     const app = await startEmbeddedApp({
       slots: 2,
       configYaml: this.config(stealing),
-      env: { DOCQ_SITE: site, DOCQ_NATS_URL: this.siteNats.get(site)!.url, DOCQ_GLOBAL_NATS_URL: this.global.url, DOCQ_LOG_LEVEL: "info", ...env },
+      env: {
+        DOCQ_SITE: site,
+        DOCQ_NATS_URL: this.siteNats.get(site)!.url,
+        DOCQ_GLOBAL_NATS_URL: this.global.url,
+        DOCQ_LOG_LEVEL: "info",
+        ...env,
+      },
     });
     this.apps.set(site, app);
     return app;
@@ -73,9 +79,15 @@ class ThreeSites {
 }
 
 /** Submits `count` sleep tasks to site a; answers their ids and documents. */
-async function submitToA(sites: ThreeSites, count: number, opts: { ms?: number; priority?: (i: number) => number } = {}): Promise<{ ids: string[]; docs: string[] }> {
+async function submitToA(
+  sites: ThreeSites,
+  count: number,
+  opts: { ms?: number; priority?: (i: number) => number } = {},
+): Promise<{ ids: string[]; docs: string[] }> {
   const docs = Array.from({ length: count }, (_, i) => `document ${i} of a\n`);
-  const ids = await mapLimit(docs, 16, (doc, i) => submit(sites.app("a").url, doc, { job: "sleep", params: { ms: opts.ms ?? 50 }, priority: opts.priority?.(i) ?? 50 }));
+  const ids = await mapLimit(docs, 16, (doc, i) =>
+    submit(sites.app("a").url, doc, { job: "sleep", params: { ms: opts.ms ?? 50 }, priority: opts.priority?.(i) ?? 50 }),
+  );
   return { ids, docs };
 }
 
@@ -124,7 +136,11 @@ describe("stealing between three sites", () => {
   it("runs 300 tasks of site a on all three sites, each result once, and counts them per site", async () => {
     await sites.startAll();
     // b has a little work of its own, so the time from its queue running empty to its first stolen task can be read off.
-    const own = await mapLimit(Array.from({ length: 6 }, (_, i) => `own ${i}\n`), 6, (doc) => submit(sites.app("b").url, doc, { job: "sleep", params: { ms: 50 } }));
+    const own = await mapLimit(
+      Array.from({ length: 6 }, (_, i) => `own ${i}\n`),
+      6,
+      (doc) => submit(sites.app("b").url, doc, { job: "sleep", params: { ms: 50 } }),
+    );
     const shared = await submitToA(sites, 300);
     const tasks = await checkAllDoneOnce(sites.app("a"), shared.ids, shared.docs);
     const counts = ranAt(tasks);
@@ -134,10 +150,14 @@ describe("stealing between three sites", () => {
     // The owner shows where each stolen task ran, and per site how many were stolen.
     const stolen = tasks.find((t) => t.processedBy?.site === "b")!;
     assert.match(stolen.processedBy?.node ?? "", /^b-/);
-    const stats = (await (await fetch(`${sites.app("a").url}/api/stats`)).json()) as { stealing: Record<string, { stolenIn: number; stolenOut: number }> };
+    const stats = (await (await fetch(`${sites.app("a").url}/api/stats`)).json()) as {
+      stealing: Record<string, { stolenIn: number; stolenOut: number }>;
+    };
     assert.equal(stats.stealing.b?.stolenOut, counts.b);
     assert.equal(stats.stealing.c?.stolenOut, counts.c);
-    const statsB = (await (await fetch(`${sites.app("b").url}/api/stats`)).json()) as { stealing: Record<string, { stolenIn: number; stolenOut: number }> };
+    const statsB = (await (await fetch(`${sites.app("b").url}/api/stats`)).json()) as {
+      stealing: Record<string, { stolenIn: number; stolenOut: number }>;
+    };
     assert.equal(statsB.stealing.a?.stolenIn, counts.b);
 
     // From b's queue running empty to its first stolen task starting.
@@ -199,7 +219,11 @@ describe("stealing between three sites", () => {
     const dave = ((await made.json()) as { key: string }).key;
     const docs = Array.from({ length: 60 }, (_, i) => `document ${i}\n`);
     const submitAs = async (key: string, doc: string): Promise<string> => {
-      const res = await fetch(`${a.url}/api/tasks?job=sleep-warm&params=${encodeURIComponent('{"ms":50}')}`, { method: "POST", headers: { authorization: `Bearer ${key}` }, body: doc });
+      const res = await fetch(`${a.url}/api/tasks?job=sleep-warm&params=${encodeURIComponent('{"ms":50}')}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}` },
+        body: doc,
+      });
       const body = (await res.json()) as { id: string };
       assert.equal(res.status, 201, JSON.stringify(body));
       return body.id;
@@ -209,6 +233,9 @@ describe("stealing between three sites", () => {
     const daves = tasks.filter((t) => t.user === "dave");
     assert.equal(daves.length, 30);
     for (const t of daves) assert.equal(t.processedBy?.site, "a", `${t.id} of dave ran at ${t.processedBy?.site}`);
-    assert.ok(tasks.some((t) => t.user !== "dave" && t.processedBy?.site === "b"), `b stole the others: ${JSON.stringify(ranAt(tasks))}`);
+    assert.ok(
+      tasks.some((t) => t.user !== "dave" && t.processedBy?.site === "b"),
+      `b stole the others: ${JSON.stringify(ranAt(tasks))}`,
+    );
   });
 });

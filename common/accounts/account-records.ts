@@ -41,7 +41,16 @@ export interface UsageRow extends UsageCounts {
 }
 
 /** Frozen: spread it (`{ ...ZERO_USAGE }`) for a row to add to. */
-export const ZERO_USAGE: UsageCounts = Object.freeze({ submitted: 0, output: 0, error: 0, canceled: 0, runMs: 0, bytesIn: 0, bytesOut: 0, ranElsewhere: 0 });
+export const ZERO_USAGE: UsageCounts = Object.freeze({
+  submitted: 0,
+  output: 0,
+  error: 0,
+  canceled: 0,
+  runMs: 0,
+  bytesIn: 0,
+  bytesOut: 0,
+  ranElsewhere: 0,
+});
 
 /** The records kept beside the tasks: API keys and usage to bill from. */
 export interface AccountRecords {
@@ -55,7 +64,10 @@ export interface AccountRecords {
   addUsage(user: string, day: string, delta: Partial<UsageCounts>): Promise<void>;
   /** Rows of days from..to inclusive (YYYY-MM-DD), of `user` or of every user, ordered by day then user. */
   usage(query: { user?: string; from: string; to: string }): Promise<UsageRow[]>;
-  /** Top-level tasks (parentId null) of `user` that are not final: what maxQueued limits. Must not scan all tasks (SQLite: a trigger-kept counter table like status_counts; Mongo: an index-backed count). */
+  /**
+   * Top-level tasks (parentId null) of `user` that are not final: what maxQueued limits. Must not scan all tasks
+   * (SQLite: a trigger-kept counter table like status_counts; Mongo: an index-backed count).
+   */
   countActive(user: string): Promise<number>;
 }
 

@@ -26,7 +26,17 @@ describe("API keys", () => {
   it("reads only Bearer tokens of printable ASCII and bounded length", () => {
     assert.deepEqual(bearerToken("Bearer abc"), { token: "abc" });
     assert.deepEqual(bearerToken("bearer abc"), { token: "abc" });
-    for (const bad of [undefined, "", "Bearer", "Bearer ", "Basic abc", "Bearer a b", `Bearer ${"x".repeat(513)}`, "Bearer clé", ["Bearer a", "Bearer b"]]) {
+    for (const bad of [
+      undefined,
+      "",
+      "Bearer",
+      "Bearer ",
+      "Basic abc",
+      "Bearer a b",
+      `Bearer ${"x".repeat(513)}`,
+      "Bearer clé",
+      ["Bearer a", "Bearer b"],
+    ]) {
       assert.ok("missing" in bearerToken(bad), JSON.stringify(bad));
     }
   });
@@ -40,7 +50,12 @@ describe("API keys", () => {
     };
     assert.deepEqual(await callerOf(`Bearer ${ADMIN}`, check), { kind: "admin" });
     assert.deepEqual(await callerOf("Bearer the-metrics-key-of-this-test", check), { kind: "metrics" });
-    assert.deepEqual(await callerOf(`Bearer ${user.secret}`, check), { kind: "user", user: "bob", keyId: user.record.id, limits: { offload: false, maxPriority: 10 } });
+    assert.deepEqual(await callerOf(`Bearer ${user.secret}`, check), {
+      kind: "user",
+      user: "bob",
+      keyId: user.record.id,
+      limits: { offload: false, maxPriority: 10 },
+    });
     await assert.rejects(callerOf("Bearer nope", check), (err: unknown) => isDocqError(err, "UNAUTHORIZED"));
     await assert.rejects(callerOf(undefined, check), (err: unknown) => isDocqError(err, "UNAUTHORIZED"));
     assert.deepEqual(await callerOf(undefined, { ...check, adminKey: null }), { kind: "open" });
@@ -50,7 +65,10 @@ describe("API keys", () => {
     const bob: Caller = { kind: "user", user: "bob", keyId: "k", limits: { offload: true, maxPriority: 50 } };
     checkSubmission(bob, { givenUser: undefined, priority: 50 });
     checkSubmission(bob, { givenUser: "bob", priority: 0 });
-    assert.throws(() => checkSubmission(bob, { givenUser: "alice", priority: 1 }), (err: unknown) => isDocqError(err, "FORBIDDEN"));
+    assert.throws(
+      () => checkSubmission(bob, { givenUser: "alice", priority: 1 }),
+      (err: unknown) => isDocqError(err, "FORBIDDEN"),
+    );
     assert.throws(() => checkSubmission(bob, { givenUser: undefined, priority: 51 }), /maxPriority of 50/);
     checkSubmission({ kind: "admin" }, { givenUser: "anyone", priority: 100 });
   });
@@ -60,8 +78,18 @@ describe("API keys", () => {
     assert.deepEqual(parseUsageQuery({}, now), { from: "2026-12-02", to: "2026-12-02" });
     assert.deepEqual(parseUsageQuery({ user: "a", from: "2026-11-01" }, now), { user: "a", from: "2026-11-01", to: "2026-11-01" });
     assert.deepEqual(parseUsageQuery({ from: "2026-11-01", to: "2026-11-30" }, now), { from: "2026-11-01", to: "2026-11-30" });
-    for (const bad of [{ from: "2026-13-01" }, { from: "2026-12-02", to: "2026-12-01" }, { from: "2020-01-01", to: "2026-01-01" }, { other: 1 }, { user: ["a", "b"] }]) {
-      assert.throws(() => parseUsageQuery(bad, now), (err: unknown) => isDocqError(err, "BAD_REQUEST"), JSON.stringify(bad));
+    for (const bad of [
+      { from: "2026-13-01" },
+      { from: "2026-12-02", to: "2026-12-01" },
+      { from: "2020-01-01", to: "2026-01-01" },
+      { other: 1 },
+      { user: ["a", "b"] },
+    ]) {
+      assert.throws(
+        () => parseUsageQuery(bad, now),
+        (err: unknown) => isDocqError(err, "BAD_REQUEST"),
+        JSON.stringify(bad),
+      );
     }
   });
 });

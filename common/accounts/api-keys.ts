@@ -48,7 +48,8 @@ export function bearerToken(header: string | string[] | undefined): { token: str
  * Who is calling: the admin, a user's key, the metrics key (which may read /metrics only), or
  * anyone (authentication off: no admin key set, and docq then listens on loopback only).
  */
-export type Caller = { kind: "admin" } | { kind: "user"; user: string; keyId: string; limits: ApiKeyLimits } | { kind: "metrics" } | { kind: "open" };
+export type Caller =
+  { kind: "admin" } | { kind: "user"; user: string; keyId: string; limits: ApiKeyLimits } | { kind: "metrics" } | { kind: "open" };
 
 /** The secrets a request's key is checked against; `lookup` finds a user key by the hash of its secret. */
 export interface KeyCheck {

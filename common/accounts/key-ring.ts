@@ -29,7 +29,10 @@ export class KeyRing {
   }
 
   /** A new key for `user`: the secret is in this answer only. */
-  async create(user: string, limits: ApiKeyLimits): Promise<{ id: string; key: string; user: string; limits: ApiKeyLimits; createdAt: number }> {
+  async create(
+    user: string,
+    limits: ApiKeyLimits,
+  ): Promise<{ id: string; key: string; user: string; limits: ApiKeyLimits; createdAt: number }> {
     const { secret, record } = newApiKey(user, limits, this.now());
     await this.store.createKey(record);
     this.live.set(record.hash, record);

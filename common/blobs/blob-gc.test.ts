@@ -19,7 +19,18 @@ const GRACE_MS = 60_000;
 
 function spec(overrides: Partial<NewTaskSpec> = {}): NewTaskSpec {
   const id = newTaskId("test");
-  return { id, site: "test", user: "u", name: "doc", job: "noop", params: {}, priority: 50, maxTries: 3, input: blobKeys.input(id), ...overrides };
+  return {
+    id,
+    site: "test",
+    user: "u",
+    name: "doc",
+    job: "noop",
+    params: {},
+    priority: 50,
+    maxTries: 3,
+    input: blobKeys.input(id),
+    ...overrides,
+  };
 }
 
 async function put(key: string, ageMs = 2 * GRACE_MS): Promise<void> {
@@ -41,7 +52,15 @@ beforeEach(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-blob-gc-"));
   store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
   blobs = await FsBlobStore.open(path.join(dir, "blobs"));
-  queue = new TaskQueue({ store, site: "test", leaseMs: 60_000, backoffBaseMs: 1, backoffMaxMs: 1, requeueWorkOnReload: false, maxSplitDepth: 2 });
+  queue = new TaskQueue({
+    store,
+    site: "test",
+    leaseMs: 60_000,
+    backoffBaseMs: 1,
+    backoffMaxMs: 1,
+    requeueWorkOnReload: false,
+    maxSplitDepth: 2,
+  });
 });
 afterEach(async () => {
   queue.stop();
@@ -56,7 +75,11 @@ describe("collectBlobGarbage", () => {
     const report = await collect();
     assert.deepEqual(await keys(), ["test-01JBBBBBBBBBBBBBBBBBBBBBBB/input"]);
     assert.equal(report.removed, 1);
-    assert.deepEqual(await fs.readdir(blobs.root).then((names) => names.sort()), [".tmp", "test-01JBBBBBBBBBBBBBBBBBBBBBBB"], "no empty folder left");
+    assert.deepEqual(
+      await fs.readdir(blobs.root).then((names) => names.sort()),
+      [".tmp", "test-01JBBBBBBBBBBBBBBBBBBBBBBB"],
+      "no empty folder left",
+    );
   });
 
   it("keeps what tasks refer to and the current attempt's blobs; removes outputs of attempts that lost", async () => {
@@ -70,21 +93,29 @@ describe("collectBlobGarbage", () => {
     await queue.sweepExpiredLeases();
     await store.requeue({ id: first!.id, owner: "w1", tries: 1 }, { error: "lost", processedBy: null }, 0);
     queue.stop();
-    const again = new TaskQueue({ store, site: "test", leaseMs: 60_000, backoffBaseMs: 1, backoffMaxMs: 1, requeueWorkOnReload: false, maxSplitDepth: 2 });
+    const again = new TaskQueue({
+      store,
+      site: "test",
+      leaseMs: 60_000,
+      backoffBaseMs: 1,
+      backoffMaxMs: 1,
+      requeueWorkOnReload: false,
+      maxSplitDepth: 2,
+    });
     await again.reload();
     const [second] = await again.pull("w1", 1);
     assert.equal(second?.tries, 2);
     await put(blobKeys.output(second!.id, 2));
-    assert.equal(await again.succeed({ id: second!.id, owner: "w1", tries: 2 }, { output: blobKeys.output(second!.id, 2), processedBy }), true);
+    assert.equal(
+      await again.succeed({ id: second!.id, owner: "w1", tries: 2 }, { output: blobKeys.output(second!.id, 2), processedBy }),
+      true,
+    );
     // The other task runs now, its attempt storing an output (old on disk: a long script).
     const [third] = await again.pull("w2", 1);
     await put(blobKeys.output(third!.id, third!.tries));
     again.stop();
     await collect();
-    assert.deepEqual(
-      await keys(),
-      [done.input!, blobKeys.output(done.id, 2), running.input!, blobKeys.output(running.id, 1)].sort(),
-    );
+    assert.deepEqual(await keys(), [done.input!, blobKeys.output(done.id, 2), running.input!, blobKeys.output(running.id, 1)].sort());
   });
 
   it("removes the parts of an abandoned split, keeps the parts the children were made from, and a canceled task's late output", async () => {
@@ -98,7 +129,14 @@ describe("collectBlobGarbage", () => {
     await store.claim([first!.id], { owner: "w1", expiresAt: Date.now() + 60_000 }, Date.now());
     const parts = [blobKeys.splitPart(parent.id, 2, 0), blobKeys.splitPart(parent.id, 2, 1)];
     for (const part of parts) await put(part);
-    assert.equal(await queue.split({ id: parent.id, owner: "w1", tries: 2 }, parts.map((input) => ({ input })), processedBy), true);
+    assert.equal(
+      await queue.split(
+        { id: parent.id, owner: "w1", tries: 2 },
+        parts.map((input) => ({ input })),
+        processedBy,
+      ),
+      true,
+    );
     const canceled = await queue.submit(spec());
     const [leased] = (await queue.pull("w1", 3)).filter((t) => t.id === canceled.id);
     await queue.cancel(canceled.id);

@@ -61,7 +61,10 @@ export async function collectBlobGarbage(opts: BlobGcOptions): Promise<BlobGcRep
     if (task === null) {
       garbage = old.map((k) => k.key);
     } else {
-      const parts = task.childrenTotal > 0 ? new Set((await opts.store.children(id)).flatMap((c) => (c.input === null ? [] : [c.input]))) : new Set<string>();
+      const parts =
+        task.childrenTotal > 0
+          ? new Set((await opts.store.children(id)).flatMap((c) => (c.input === null ? [] : [c.input])))
+          : new Set<string>();
       garbage = old.filter((k) => !needed(task, k.key, parts)).map((k) => k.key);
     }
     for (const key of garbage) await opts.blobs.delete(key);

@@ -21,7 +21,8 @@ export function checkBlobKey(key: string, field: "key" | "prefix", opts: { maxLe
     const last = i === segments.length - 1;
     if (segment === "" && !(last && field === "prefix")) refuse("has an empty segment");
     if (segment === "." || segment === "..") refuse(`has a "${segment}" segment`);
-    if (i === 0 && opts.reserved !== undefined && segment === opts.reserved && !(last && field === "prefix")) refuse(`"${opts.reserved}" is reserved`);
+    if (i === 0 && opts.reserved !== undefined && segment === opts.reserved && !(last && field === "prefix"))
+      refuse(`"${opts.reserved}" is reserved`);
   });
   return segments;
 }

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { BlobStore } from "./blob-store.js";
-import { docqError, DocqError, ERROR_CODE, type ErrorCode } from "../model/errors.js";
+import { docqError, ERROR_CODE } from "../model/errors.js";
 import { rejection } from "../testing/rejection.js";
 
 const MB = 1024 * 1024;
@@ -13,21 +13,7 @@ const LARGE_BLOB_BYTES = 50 * MB;
 /** Well under the blob's size: a store that buffers the whole document cannot pass. */
 const MAX_RSS_GROWTH_BYTES = 40 * MB;
 
-const INVALID_KEYS = [
-  "",
-  "/abs",
-  "a/../b",
-  "..",
-  "./a",
-  "a/./b",
-  "a\\b",
-  "a\0b",
-  "a b",
-  "caf\u00e9",
-  "a//b",
-  "a/",
-  "x".repeat(1025),
-];
+const INVALID_KEYS = ["", "/abs", "a/../b", "..", "./a", "a/./b", "a\\b", "a\0b", "a b", "caf\u00e9", "a//b", "a/", "x".repeat(1025)];
 const INVALID_PREFIXES = ["", "/", "/a", "../", "a/../", "a//", "a\\"];
 
 /**
@@ -181,7 +167,8 @@ export function blobStoreContract(adapterName: string, open: () => Promise<{ sto
       const listed: { key: string; modifiedAt: number }[] = [];
       for await (const entry of store.list()) listed.push(entry);
       assert.deepEqual(listed.map((e) => e.key).sort(), keys.filter((k) => k !== "b-2/input").sort());
-      for (const entry of listed) assert.ok(entry.modifiedAt > before && entry.modifiedAt < Date.now() + 60_000, `${entry.key} written now`);
+      for (const entry of listed)
+        assert.ok(entry.modifiedAt > before && entry.modifiedAt < Date.now() + 60_000, `${entry.key} written now`);
       const folders = listed.map((e) => e.key.split("/")[0]);
       const runs = folders.filter((f, i) => i === 0 || folders[i - 1] !== f);
       assert.equal(new Set(runs).size, runs.length, `each folder's keys come together: ${folders.join(" ")}`);
@@ -304,7 +291,6 @@ async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
   }
   assert.fail("expected a rejection");
 }
-
 
 function causes(err: unknown): unknown[] {
   const chain: unknown[] = [];

@@ -113,7 +113,10 @@ describe("FsBlobStore: on disk", () => {
     assert.equal(store.localPath("t/missing"), null);
     assert.equal(store.localPath("t"), null);
     assert.equal(store.localPath("t/input/below"), null);
-    assert.throws(() => store.localPath("../etc/passwd"), (err: unknown) => err instanceof DocqError && err.code === ERROR_CODE.BadRequest);
+    assert.throws(
+      () => store.localPath("../etc/passwd"),
+      (err: unknown) => err instanceof DocqError && err.code === ERROR_CODE.BadRequest,
+    );
   });
 
   it("refuses keys inside its temp folder and keeps it out of deletePrefix", async () => {
@@ -145,4 +148,3 @@ describe("FsBlobStore: on disk", () => {
     assert.equal(body.destroyed, true);
   });
 });
-

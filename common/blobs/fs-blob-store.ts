@@ -253,7 +253,11 @@ export class FsBlobStore implements BlobStore {
         // A concurrent deletePrefix can remove the folder between mkdir and rename.
         if (code === "ENOENT" && attempt < PLACE_ATTEMPTS) continue;
         if (code === "ENOTDIR" || code === "EEXIST" || code === "EISDIR" || code === "ENOTEMPTY") {
-          throw docqError(ERROR_CODE.BadRequest, `blob key ${quoteKey(key)} clashes with an existing blob: on a filesystem a key cannot be both a blob and the folder of other blobs`, { field: "key", cause: err });
+          throw docqError(
+            ERROR_CODE.BadRequest,
+            `blob key ${quoteKey(key)} clashes with an existing blob: on a filesystem a key cannot be both a blob and the folder of other blobs`,
+            { field: "key", cause: err },
+          );
         }
         throw err;
       }
@@ -268,7 +272,10 @@ export class FsBlobStore implements BlobStore {
   }
 }
 
-/** Streams `body` into `handle` chunk by chunk; other errors of the body itself are wrapped so the caller can tell them from write errors. */
+/**
+ * Streams `body` into `handle` chunk by chunk; other errors of the body itself are wrapped so the caller can
+ * tell them from write errors.
+ */
 async function writeBody(handle: FileHandle, body: Readable, key: string, expectedSize: number | undefined): Promise<number> {
   let size = 0;
   let failedWriting = false;

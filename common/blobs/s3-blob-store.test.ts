@@ -51,7 +51,10 @@ new S3rver({ address: "127.0.0.1", port: Number(port), directory, silent: false 
 
 /** Starts s3rver in a child process storing under `dir`; port 0 picks a free one. */
 async function startS3rver(dir: string, port = 0): Promise<S3rverProcess> {
-  const child: ChildProcess = spawn(process.execPath, ["-e", S3RVER_MAIN, dir, String(port)], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  const child: ChildProcess = spawn(process.execPath, ["-e", S3RVER_MAIN, dir, String(port)], {
+    cwd: REPO,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let output = "";
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const listening = new Promise<number>((resolve, reject) => {
@@ -77,7 +80,17 @@ async function startS3rver(dir: string, port = 0): Promise<S3rverProcess> {
 }
 
 function s3rverOptions(server: S3rverProcess, overrides: Partial<S3BlobStoreOptions> = {}): S3BlobStoreOptions {
-  return { endPoint: "127.0.0.1", port: server.port, useSSL: false, ...S3RVER_KEYS, bucket: BUCKET, prefix: "local", region: "us-east-1", partSizeBytes: PART, ...overrides };
+  return {
+    endPoint: "127.0.0.1",
+    port: server.port,
+    useSSL: false,
+    ...S3RVER_KEYS,
+    bucket: BUCKET,
+    prefix: "local",
+    region: "us-east-1",
+    partSizeBytes: PART,
+    ...overrides,
+  };
 }
 
 let root: string;
@@ -105,7 +118,8 @@ blobStoreContract("S3BlobStore on s3rver (5 MiB parts)", async () => ({
 // The same contract against any endpoint named by S3_URL.
 // ---------------------------------------------------------------------------
 
-const S3_URL_SKIP = "S3_URL is not set: the contract against an external S3 endpoint (MinIO, AWS) needs S3_URL=http://host:port, S3_ACCESS_KEY and S3_SECRET_KEY (see README)";
+const S3_URL_SKIP =
+  "S3_URL is not set: the contract against an external S3 endpoint (MinIO, AWS) needs S3_URL=http://host:port, S3_ACCESS_KEY and S3_SECRET_KEY (see README)";
 
 if (process.env.S3_URL === undefined || process.env.S3_URL === "") {
   describe("BlobStore contract: S3BlobStore on S3_URL", () => {
@@ -175,10 +189,14 @@ async function sha256Of(stream: Readable): Promise<{ sha256: string; bytes: numb
   return { sha256: hash.digest("hex"), bytes };
 }
 
-
 /** Parts s3rver stored since `from` (an offset into its log). */
 function partsLogged(from: number): number {
-  return (server.log().slice(from).match(/Stored part \d+ of /g) ?? []).length;
+  return (
+    server
+      .log()
+      .slice(from)
+      .match(/Stored part \d+ of /g) ?? []
+  ).length;
 }
 
 describe("S3BlobStore on s3rver", () => {
@@ -317,7 +335,10 @@ describe("S3BlobStore on s3rver", () => {
     const port = await freePort();
     const err = await rejection(S3BlobStore.open(s3rverOptions(server, { port })));
     assert.equal(err.code, ERROR_CODE.StoreUnavailable, err.message);
-    assert.match(err.message, new RegExp(`S3 blob store http://127\\.0\\.0\\.1:${port}, bucket "${BUCKET}": connecting failed: .*ECONNREFUSED`));
+    assert.match(
+      err.message,
+      new RegExp(`S3 blob store http://127\\.0\\.0\\.1:${port}, bucket "${BUCKET}": connecting failed: .*ECONNREFUSED`),
+    );
   });
 
   it("open gives up after connectTimeoutMs on an endpoint that never answers", async () => {
@@ -356,7 +377,10 @@ describe("S3BlobStore on s3rver", () => {
         const err = failures[i]!;
         assert.equal(err.code, ERROR_CODE.StoreUnavailable, err.message);
         // Refused, or reset on a connection kept alive from before.
-        assert.match(err.message, new RegExp(`^S3 blob store http://127\\.0\\.0\\.1:${own.port}, bucket "${BUCKET}": ${operation}\\b.*(ECONNREFUSED|ECONNRESET)`));
+        assert.match(
+          err.message,
+          new RegExp(`^S3 blob store http://127\\.0\\.0\\.1:${own.port}, bucket "${BUCKET}": ${operation}\\b.*(ECONNREFUSED|ECONNRESET)`),
+        );
         assert.ok(err.cause !== undefined);
       }
 

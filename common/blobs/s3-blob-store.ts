@@ -111,10 +111,21 @@ export class S3BlobStore implements BlobStore {
 
   constructor(opts: S3BlobStoreOptions) {
     if (!Number.isSafeInteger(opts.partSizeBytes) || opts.partSizeBytes < MIN_PART_BYTES || opts.partSizeBytes > MAX_PART_BYTES) {
-      throw docqError(ERROR_CODE.Config, `S3 blob store: partSizeBytes must be ${MIN_PART_BYTES}..${MAX_PART_BYTES}, got ${opts.partSizeBytes}`, { field: "partSizeBytes" });
+      throw docqError(
+        ERROR_CODE.Config,
+        `S3 blob store: partSizeBytes must be ${MIN_PART_BYTES}..${MAX_PART_BYTES}, got ${opts.partSizeBytes}`,
+        { field: "partSizeBytes" },
+      );
     }
-    if (opts.prefix !== "" && (!BLOB_KEY_CHARS.test(opts.prefix) || opts.prefix.length > 200 || opts.prefix.split("/").some((s) => s === "" || s.startsWith(".")))) {
-      throw docqError(ERROR_CODE.Config, `S3 blob store: invalid prefix ${quoteKey(opts.prefix)}: /-separated names of letters, digits, . _ - (none empty or starting with a dot)`, { field: "prefix" });
+    if (
+      opts.prefix !== "" &&
+      (!BLOB_KEY_CHARS.test(opts.prefix) || opts.prefix.length > 200 || opts.prefix.split("/").some((s) => s === "" || s.startsWith(".")))
+    ) {
+      throw docqError(
+        ERROR_CODE.Config,
+        `S3 blob store: invalid prefix ${quoteKey(opts.prefix)}: /-separated names of letters, digits, . _ - (none empty or starting with a dot)`,
+        { field: "prefix" },
+      );
     }
     this.endpoint = `${opts.useSSL ? "https" : "http"}://${opts.endPoint.includes(":") ? `[${opts.endPoint}]` : opts.endPoint}:${opts.port}`;
     this.bucket = opts.bucket;
@@ -133,7 +144,9 @@ export class S3BlobStore implements BlobStore {
     const endpoint = this.endpoint;
     const request = ((options: http.RequestOptions, callback?: (res: http.IncomingMessage) => void) => {
       const req = base.request(options, callback);
-      req.setTimeout(idleTimeoutMs, () => req.destroy(Object.assign(new Error(`no answer from ${endpoint} for ${idleTimeoutMs} ms`), { code: "ETIMEDOUT" })));
+      req.setTimeout(idleTimeoutMs, () =>
+        req.destroy(Object.assign(new Error(`no answer from ${endpoint} for ${idleTimeoutMs} ms`), { code: "ETIMEDOUT" })),
+      );
       return req;
     }) as typeof http.request;
     try {
@@ -165,7 +178,10 @@ export class S3BlobStore implements BlobStore {
     const store = new S3BlobStore(opts);
     try {
       await withTimeout(store.ensureBucket(), store.connectTimeoutMs, () =>
-        docqError(ERROR_CODE.StoreUnavailable, `${store.label()}: no answer within ${store.connectTimeoutMs} ms (is the endpoint right and up?)`),
+        docqError(
+          ERROR_CODE.StoreUnavailable,
+          `${store.label()}: no answer within ${store.connectTimeoutMs} ms (is the endpoint right and up?)`,
+        ),
       );
       return store;
     } catch (err) {
@@ -217,7 +233,9 @@ export class S3BlobStore implements BlobStore {
       } else {
         await this.sendPart(key, upload, pending.take(pending.length));
         const finished = upload;
-        await this.attempt("put (complete multipart)", key, () => this.client.completeMultipartUpload(this.bucket, objectName, finished.uploadId, finished.parts));
+        await this.attempt("put (complete multipart)", key, () =>
+          this.client.completeMultipartUpload(this.bucket, objectName, finished.uploadId, finished.parts),
+        );
         upload = null;
       }
       return { size };
@@ -263,7 +281,9 @@ export class S3BlobStore implements BlobStore {
     const objectPrefix = this.prefix === "" ? "" : `${this.prefix}/`;
     let marker = "";
     for (;;) {
-      const page = await this.send("list", "", () => this.client.listObjectsQuery(this.bucket, objectPrefix, marker, { Delimiter: "", MaxKeys: DELETE_BATCH }));
+      const page = await this.send("list", "", () =>
+        this.client.listObjectsQuery(this.bucket, objectPrefix, marker, { Delimiter: "", MaxKeys: DELETE_BATCH }),
+      );
       const objects = (page.objects ?? []).filter((item) => item.name !== undefined && item.name !== "");
       for (const item of objects) {
         const modified = item.lastModified instanceof Date ? item.lastModified.getTime() : Date.now();
@@ -321,7 +341,10 @@ export class S3BlobStore implements BlobStore {
     const failed = results.find((r) => r?.Error !== undefined && r.Error.Code !== "NoSuchKey");
     if (failed?.Error !== undefined) {
       const { Code, Message, Key } = failed.Error;
-      throw docqError(ERROR_CODE.StoreUnavailable, `${this.label()}: deletePrefix ${quoteKey(prefix)} failed on ${Key ?? "?"}: ${Code ?? "error"}: ${Message ?? ""}`);
+      throw docqError(
+        ERROR_CODE.StoreUnavailable,
+        `${this.label()}: deletePrefix ${quoteKey(prefix)} failed on ${Key ?? "?"}: ${Code ?? "error"}: ${Message ?? ""}`,
+      );
     }
   }
 
@@ -345,11 +368,20 @@ export class S3BlobStore implements BlobStore {
     const code = codeOf(err) ?? "";
     const detail = describe(err);
     if (CREDENTIAL_CODES.has(code)) {
-      return docqError(ERROR_CODE.Config, `${this.label()}: the endpoint refused the credentials or the bucket (${detail}); check S3_ACCESS_KEY, S3_SECRET_KEY and the bucket's policy`, {
-        cause: err,
-      });
+      return docqError(
+        ERROR_CODE.Config,
+        `${this.label()}: the endpoint refused the credentials or the bucket (${detail}); check S3_ACCESS_KEY, S3_SECRET_KEY and the bucket's policy`,
+        {
+          cause: err,
+        },
+      );
     }
-    if (code === "BucketAlreadyExists" || code === "InvalidBucketName" || code === "AuthorizationHeaderMalformed" || code === "InvalidRegion") {
+    if (
+      code === "BucketAlreadyExists" ||
+      code === "InvalidBucketName" ||
+      code === "AuthorizationHeaderMalformed" ||
+      code === "InvalidRegion"
+    ) {
       return docqError(ERROR_CODE.Config, `${this.label()}: ${doing} failed: ${detail}`, { cause: err });
     }
     return docqError(ERROR_CODE.StoreUnavailable, `${this.label()}: ${doing} failed: ${detail}`, { cause: err });
@@ -372,10 +404,20 @@ export class S3BlobStore implements BlobStore {
 
   private async sendPart(key: string, upload: MultipartUpload, bytes: Buffer): Promise<void> {
     const part = upload.parts.length + 1;
-    if (part > MAX_PARTS) throw tooLarge(key, `a document of unknown size may have at most ${MAX_PARTS} parts of ${this.partSize} bytes (blobs.partSizeBytes)`);
+    if (part > MAX_PARTS)
+      throw tooLarge(key, `a document of unknown size may have at most ${MAX_PARTS} parts of ${this.partSize} bytes (blobs.partSizeBytes)`);
     const md5 = createHash("md5").update(bytes).digest("base64");
     const { etag } = await this.send(`put (part ${part})`, key, () =>
-      this.client.uploadPart({ bucketName: this.bucket, objectName: upload.objectName, uploadID: upload.uploadId, partNumber: part, headers: { "Content-MD5": md5 } }, bytes),
+      this.client.uploadPart(
+        {
+          bucketName: this.bucket,
+          objectName: upload.objectName,
+          uploadID: upload.uploadId,
+          partNumber: part,
+          headers: { "Content-MD5": md5 },
+        },
+        bytes,
+      ),
     );
     upload.parts.push({ part, etag });
   }
@@ -432,7 +474,9 @@ export class S3BlobStore implements BlobStore {
 
   private unavailable(operation: string, key: string, err: unknown): Error {
     if (isDocqError(err)) return err;
-    return docqError(ERROR_CODE.StoreUnavailable, `${this.label()}: ${operation} ${quoteKey(key)} failed: ${describe(err)}`, { cause: err });
+    return docqError(ERROR_CODE.StoreUnavailable, `${this.label()}: ${operation} ${quoteKey(key)} failed: ${describe(err)}`, {
+      cause: err,
+    });
   }
 
   private label(): string {
@@ -508,7 +552,10 @@ function isConnectionFailure(err: unknown): boolean {
   return code.startsWith("E") && code === code.toUpperCase();
 }
 
-/** The error in one line: S3's code and message, or the connection's (Node 20 reports a refused `localhost` as an AggregateError with no message). */
+/**
+ * The error in one line: S3's code and message, or the connection's (Node 20 reports a refused `localhost` as an
+ * AggregateError with no message).
+ */
 function describe(err: unknown): string {
   const code = codeOf(err);
   let message = errorMessage(err);

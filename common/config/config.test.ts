@@ -54,10 +54,30 @@ const EXPECTED_DEFAULTS = {
   logLevel: "info",
   store: { type: "sqlite" },
   blobs: { type: "fs" },
-  queue: { maxTries: 10, leaseMs: 30000, heartbeatMs: 5000, sweepMs: 1000, backoffBaseMs: 1000, backoffMaxMs: 300000, maxSplitDepth: 2, gcIntervalMs: 300000, gcGraceMs: 300000 },
+  queue: {
+    maxTries: 10,
+    leaseMs: 30000,
+    heartbeatMs: 5000,
+    sweepMs: 1000,
+    backoffBaseMs: 1000,
+    backoffMaxMs: 300000,
+    maxSplitDepth: 2,
+    gcIntervalMs: 300000,
+    gcGraceMs: 300000,
+  },
   worker: { batchSize: 0, spawner: true },
   nats: { url: null },
-  stealing: { globalNatsUrl: null, enabled: true, onlyWhenIdle: true, minVictimBacklog: 1, minPriority: 0, maxInFlight: 8, allow: null, backlogIntervalMs: 2000, tls: null },
+  stealing: {
+    globalNatsUrl: null,
+    enabled: true,
+    onlyWhenIdle: true,
+    minVictimBacklog: 1,
+    minPriority: 0,
+    maxInFlight: 8,
+    allow: null,
+    backlogIntervalMs: 2000,
+    tls: null,
+  },
   jobs: { defaultTimeoutMs: 600000, passEnv: [] },
   metrics: { public: false },
   http: { corsOrigins: [] },
@@ -76,7 +96,10 @@ describe("loadConfig: host and secrets", () => {
       return /host "0\.0\.0\.0" \(from DOCQ_HOST\)/.test(message) && /DOCQ_ADMIN_KEY/.test(message);
     });
     await assert.rejects(loadConfig({ file: await configFile("host: 10.1.2.3\n"), env: {} }), /host "10\.1\.2\.3"/);
-    const config = await loadConfig({ file: await configFile(""), env: { DOCQ_HOST: "0.0.0.0", DOCQ_ADMIN_KEY: "an-admin-key-long-enough" } });
+    const config = await loadConfig({
+      file: await configFile(""),
+      env: { DOCQ_HOST: "0.0.0.0", DOCQ_ADMIN_KEY: "an-admin-key-long-enough" },
+    });
     assert.deepEqual(config.auth, { adminKey: "an-admin-key-long-enough", metricsKey: null });
   });
 
@@ -148,7 +171,12 @@ describe("loadConfig: environment overrides", () => {
     ["DOCQ_LEASE_MS", "60000", (c) => c.queue.leaseMs, 60000],
     ["DOCQ_LOG_LEVEL", "debug", (c) => c.logLevel, "debug"],
     ["DOCQ_CORS_ORIGINS", "https://app.example.com", (c) => c.http.corsOrigins, ["https://app.example.com"]],
-    ["DOCQ_CORS_ORIGINS", " https://a.example , http://localhost:8080,", (c) => c.http.corsOrigins, ["https://a.example", "http://localhost:8080"]],
+    [
+      "DOCQ_CORS_ORIGINS",
+      " https://a.example , http://localhost:8080,",
+      (c) => c.http.corsOrigins,
+      ["https://a.example", "http://localhost:8080"],
+    ],
   ];
   for (const [variable, value, read, expected] of cases) {
     it(`${variable}=${value}`, async () => {
@@ -179,7 +207,11 @@ describe("loadConfig: environment overrides", () => {
   ];
   for (const [variable, value, problem] of badValues) {
     it(`refuses ${variable}=${value}, naming the variable`, async () => {
-      const err = await configError(loadConfig({ env: { [variable]: value } }), new RegExp(`${variable}="${value.replace(".", "\\.")}"`), problem);
+      const err = await configError(
+        loadConfig({ env: { [variable]: value } }),
+        new RegExp(`${variable}="${value.replace(".", "\\.")}"`),
+        problem,
+      );
       assert.equal(err.field, variable);
     });
   }
@@ -240,12 +272,21 @@ describe("loadConfig: errors name the file and the key", () => {
   });
 
   it("heartbeatMs not below leaseMs, from the file or from DOCQ_LEASE_MS", async () => {
-    await configError(loadYaml("queue:\n  heartbeatMs: 30000\n"), /queue\.heartbeatMs \(30000\) must be less than queue\.leaseMs \(30000\)/);
-    await configError(loadConfig({ env: { DOCQ_LEASE_MS: "4000" } }), /queue\.heartbeatMs \(5000\) must be less than queue\.leaseMs \(4000, from DOCQ_LEASE_MS\)/);
+    await configError(
+      loadYaml("queue:\n  heartbeatMs: 30000\n"),
+      /queue\.heartbeatMs \(30000\) must be less than queue\.leaseMs \(30000\)/,
+    );
+    await configError(
+      loadConfig({ env: { DOCQ_LEASE_MS: "4000" } }),
+      /queue\.heartbeatMs \(5000\) must be less than queue\.leaseMs \(4000, from DOCQ_LEASE_MS\)/,
+    );
   });
 
   it("backoffBaseMs above backoffMaxMs", async () => {
-    await configError(loadYaml("queue:\n  backoffBaseMs: 2000\n  backoffMaxMs: 1000\n"), /queue\.backoffBaseMs \(2000\) must not exceed queue\.backoffMaxMs \(1000\)/);
+    await configError(
+      loadYaml("queue:\n  backoffBaseMs: 2000\n  backoffMaxMs: 1000\n"),
+      /queue\.backoffBaseMs \(2000\) must not exceed queue\.backoffMaxMs \(1000\)/,
+    );
     assert.equal((await loadYaml("queue:\n  backoffBaseMs: 1000\n  backoffMaxMs: 1000\n")).queue.backoffMaxMs, 1000);
   });
 
@@ -265,7 +306,12 @@ describe("loadConfig: store mongodb", () => {
 
   it("takes the URL from MONGO_URL, with the defaults of the other keys", async () => {
     const config = await loadYaml(MONGO, { MONGO_URL: "mongodb://db-1:27017,db-2:27017/?replicaSet=rs0" });
-    assert.deepEqual(config.store, { type: "mongodb", url: "mongodb://db-1:27017,db-2:27017/?replicaSet=rs0", database: "docq", writeConcern: "majority" });
+    assert.deepEqual(config.store, {
+      type: "mongodb",
+      url: "mongodb://db-1:27017,db-2:27017/?replicaSet=rs0",
+      database: "docq",
+      writeConcern: "majority",
+    });
   });
 
   it("prefers DOCQ_MONGO_URL to MONGO_URL, and either to the file's url", async () => {
@@ -292,12 +338,18 @@ describe("loadConfig: store mongodb", () => {
     await configError(loadYaml(`${MONGO}  url: http://db:27017\n`), /store\.url: must be a mongodb:\/\/ or mongodb\+srv:\/\/ URL/);
     await configError(loadYaml(`${MONGO}  database: my.db\n`, { MONGO_URL: "mongodb://db" }), /store\.database: must be 1 to 63/);
     await configError(loadYaml(`${MONGO}  writeConcern: 0\n`, { MONGO_URL: "mongodb://db" }), /store\.writeConcern: /);
-    await configError(loadYaml(`${MONGO}  writeConcern: all\n`, { MONGO_URL: "mongodb://db" }), /store\.writeConcern: must be "majority" or a whole number/);
+    await configError(
+      loadYaml(`${MONGO}  writeConcern: all\n`, { MONGO_URL: "mongodb://db" }),
+      /store\.writeConcern: must be "majority" or a whole number/,
+    );
     await configError(loadYaml(`${MONGO}  host: db\n`, { MONGO_URL: "mongodb://db" }), /store: Unrecognized key: "host"/);
   });
 
   it("refuses a malformed MONGO_URL without echoing it (it may hold a password)", async () => {
-    const err = await configError(loadYaml(MONGO, { MONGO_URL: "postgres://u:secret@db" }), /environment variable MONGO_URL \(store\.url\): must be a mongodb:\/\//);
+    const err = await configError(
+      loadYaml(MONGO, { MONGO_URL: "postgres://u:secret@db" }),
+      /environment variable MONGO_URL \(store\.url\): must be a mongodb:\/\//,
+    );
     assert.doesNotMatch(err.message, /secret/);
     assert.equal(err.field, "MONGO_URL");
   });
@@ -349,7 +401,11 @@ describe("loadConfig: blobs s3", () => {
       ["http://minio/", { endPoint: "minio", port: 80, useSSL: false }],
     ];
     for (const [url, expected] of cases) {
-      assert.deepEqual((await loadYaml(`${S3}  port: 1234\n  useSSL: true\n`, { ...KEYS, S3_URL: url })).blobs, { ...DEFAULTS, ...expected }, url);
+      assert.deepEqual(
+        (await loadYaml(`${S3}  port: 1234\n  useSSL: true\n`, { ...KEYS, S3_URL: url })).blobs,
+        { ...DEFAULTS, ...expected },
+        url,
+      );
     }
     // The file need not name an endpoint when S3_URL does.
     assert.deepEqual((await loadYaml("blobs:\n  type: s3\n", { ...KEYS, S3_URL: "http://localhost:4568" })).blobs, {
@@ -386,7 +442,10 @@ describe("loadConfig: blobs s3", () => {
   });
 
   it("refuses keys written in the file, pointing to the variables", async () => {
-    await configError(loadYaml(`${S3}  accessKey: AKIA\n`, KEYS), /blobs\.accessKey: is a secret: set the environment variable S3_ACCESS_KEY/);
+    await configError(
+      loadYaml(`${S3}  accessKey: AKIA\n`, KEYS),
+      /blobs\.accessKey: is a secret: set the environment variable S3_ACCESS_KEY/,
+    );
     await configError(loadYaml(`${S3}  secretKey: s\n`, KEYS), /blobs\.secretKey: is a secret: set the environment variable S3_SECRET_KEY/);
   });
 

@@ -70,23 +70,34 @@ export const S3_DEFAULT_PART_BYTES = 8 * MiB;
 
 /** `mongodb://user:password@host`: a password must come from the environment, never from a committed file. */
 const URL_WITH_PASSWORD = /^[a-z+]+:\/\/[^/@]*:[^/@]*@/i;
-const MongoUrlSchema = z
-  .string()
-  .regex(/^mongodb(\+srv)?:\/\/\S+$/, "must be a mongodb:// or mongodb+srv:// URL");
+const MongoUrlSchema = z.string().regex(/^mongodb(\+srv)?:\/\/\S+$/, "must be a mongodb:// or mongodb+srv:// URL");
 const MongoDatabaseSchema = z.string().regex(/^[A-Za-z0-9_-]{1,63}$/, "must be 1 to 63 letters, digits, _ or -");
-/** `majority` waits for most of a replica set; a number waits for that many members. 0 (unacknowledged) is refused: a task must be durable when acknowledged. */
-const WriteConcernSchema = z.union([z.literal("majority"), z.int().min(1)], { error: 'must be "majority" or a whole number of members >= 1' });
+/**
+ * `majority` waits for most of a replica set; a number waits for that many members. 0 (unacknowledged) is
+ * refused: a task must be durable when acknowledged.
+ */
+const WriteConcernSchema = z.union([z.literal("majority"), z.int().min(1)], {
+  error: 'must be "majority" or a whole number of members >= 1',
+});
 
 const S3HostSchema = z
   .string()
   .regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, "must be a host name or IPv4 address, without scheme or port (S3_URL takes a URL)");
 /** S3's bucket naming rules (3 to 63 lowercase letters, digits, dots and hyphens). */
-const S3BucketSchema = z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "must be 3 to 63 lowercase letters, digits, . or -, starting and ending with a letter or digit");
+const S3BucketSchema = z
+  .string()
+  .regex(
+    /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+    "must be 3 to 63 lowercase letters, digits, . or -, starting and ending with a letter or digit",
+  );
 /** Segments of blob-key characters, none starting with a dot; "" stores keys at the bucket's root. */
 const S3PrefixSchema = z
   .string()
   .max(200)
-  .regex(/^([A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*)?$/, "must be /-separated names of letters, digits, . _ - (no leading dot, no empty segment, no leading or trailing /)");
+  .regex(
+    /^([A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*)?$/,
+    "must be /-separated names of letters, digits, . _ - (no leading dot, no empty segment, no leading or trailing /)",
+  );
 
 /** A key that must never be set in a file: the message says which variable to use instead. */
 function fromEnvOnly(variable: string) {
@@ -97,7 +108,9 @@ const StoreSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("sqlite") }),
   z.strictObject({
     type: z.literal("mongodb"),
-    url: MongoUrlSchema.refine((url) => !URL_WITH_PASSWORD.test(url), "must not hold a password: set MONGO_URL instead").nullable().default(null),
+    url: MongoUrlSchema.refine((url) => !URL_WITH_PASSWORD.test(url), "must not hold a password: set MONGO_URL instead")
+      .nullable()
+      .default(null),
     database: MongoDatabaseSchema.default("docq"),
     writeConcern: WriteConcernSchema.default("majority"),
   }),
@@ -159,7 +172,10 @@ const ConfigFileSchema = z.strictObject({
   dataDir: FolderSchema.default("./data"),
   jobsDir: FolderSchema.default("./scripts-job"),
   slots: SlotsSchema.nullable().default(null),
-  maxBodyBytes: z.int().positive().default(1024 * 1024 * 1024),
+  maxBodyBytes: z
+    .int()
+    .positive()
+    .default(1024 * 1024 * 1024),
   logLevel: LogLevelSchema.default("info"),
   store: section(StoreSchema.default({ type: "sqlite" })),
   blobs: section(BlobsSchema.default({ type: "fs" })),
@@ -217,7 +233,12 @@ type ConfigFile = z.output<typeof ConfigFileSchema>;
  * The loaded configuration: the file's schema with `slots` made concrete, both folders absolute, and
  * the stores' endpoints and secrets filled in from the environment.
  */
-export type DocqConfig = Omit<ConfigFile, "slots" | "store" | "blobs"> & { slots: number; store: StoreConfig; blobs: BlobsConfig; auth: AuthConfig };
+export type DocqConfig = Omit<ConfigFile, "slots" | "store" | "blobs"> & {
+  slots: number;
+  store: StoreConfig;
+  blobs: BlobsConfig;
+  auth: AuthConfig;
+};
 
 /** Secrets of the API, from the environment only (never the config file, which gets copied and committed). */
 export interface AuthConfig {
@@ -240,10 +261,7 @@ const CommaListSchema = z.string().transform((raw) =>
     .filter((item) => item !== ""),
 );
 
-const WholeNumberSchema = z
-  .string()
-  .regex(/^\d+$/, "expected a whole number")
-  .transform(Number);
+const WholeNumberSchema = z.string().regex(/^\d+$/, "expected a whole number").transform(Number);
 
 interface EnvOverride {
   variable: string;
@@ -251,16 +269,25 @@ interface EnvOverride {
   apply(config: ConfigFile, raw: string): void;
 }
 
-function envOverride<T>(variable: string, key: string, schema: z.ZodType<T, string>, set: (config: ConfigFile, value: T) => void): EnvOverride {
+function envOverride<T>(
+  variable: string,
+  key: string,
+  schema: z.ZodType<T, string>,
+  set: (config: ConfigFile, value: T) => void,
+): EnvOverride {
   return {
     variable,
     key,
     apply(config, raw) {
       const result = schema.safeParse(raw);
       if (!result.success) {
-        throw docqError(ERROR_CODE.Config, `environment variable ${variable}=${JSON.stringify(raw)} (${key}): ${formatZodIssues(result.error.issues)}`, {
-          field: variable,
-        });
+        throw docqError(
+          ERROR_CODE.Config,
+          `environment variable ${variable}=${JSON.stringify(raw)} (${key}): ${formatZodIssues(result.error.issues)}`,
+          {
+            field: variable,
+          },
+        );
       }
       set(config, result.data);
     },
@@ -346,8 +373,10 @@ function crossCheck(config: ConfigFile, label: string, overriddenBy: ReadonlyMap
   const { queue } = config;
   const problems: string[] = [];
   // A worker must renew its lease at least once before it expires, or healthy tasks get re-queued.
-  if (queue.heartbeatMs >= queue.leaseMs) problems.push(`${show("queue.heartbeatMs", queue.heartbeatMs)} must be less than ${show("queue.leaseMs", queue.leaseMs)}`);
-  if (queue.backoffBaseMs > queue.backoffMaxMs) problems.push(`${show("queue.backoffBaseMs", queue.backoffBaseMs)} must not exceed ${show("queue.backoffMaxMs", queue.backoffMaxMs)}`);
+  if (queue.heartbeatMs >= queue.leaseMs)
+    problems.push(`${show("queue.heartbeatMs", queue.heartbeatMs)} must be less than ${show("queue.leaseMs", queue.leaseMs)}`);
+  if (queue.backoffBaseMs > queue.backoffMaxMs)
+    problems.push(`${show("queue.backoffBaseMs", queue.backoffBaseMs)} must not exceed ${show("queue.backoffMaxMs", queue.backoffMaxMs)}`);
   if (problems.length > 0) throw docqError(ERROR_CODE.Config, `${label}: ${problems.join("; ")}`);
 }
 
@@ -358,7 +387,8 @@ function resolveAuth(config: ConfigFile, env: NodeJS.ProcessEnv, label: string, 
     if (raw === undefined) return null;
     const result = SecretSchema.safeParse(raw);
     // Never echo a secret, not even a wrong one.
-    if (!result.success) throw docqError(ERROR_CODE.Config, `environment variable ${variable}: ${formatZodIssues(result.error.issues)}`, { field: variable });
+    if (!result.success)
+      throw docqError(ERROR_CODE.Config, `environment variable ${variable}: ${formatZodIssues(result.error.issues)}`, { field: variable });
     return result.data;
   };
   const auth = { adminKey: secret("DOCQ_ADMIN_KEY"), metricsKey: secret("DOCQ_METRICS_KEY") };
@@ -388,13 +418,20 @@ function resolveStore(config: ConfigFile, env: NodeJS.ProcessEnv, label: string)
   if (raw !== undefined) {
     const result = MongoUrlSchema.safeParse(raw);
     // The value may hold a password: name the variable, not its content.
-    if (!result.success) throw docqError(ERROR_CODE.Config, `environment variable ${variable} (store.url): ${formatZodIssues(result.error.issues)}`, { field: variable });
+    if (!result.success)
+      throw docqError(ERROR_CODE.Config, `environment variable ${variable} (store.url): ${formatZodIssues(result.error.issues)}`, {
+        field: variable,
+      });
     url = result.data;
   }
   if (url === null) {
-    throw docqError(ERROR_CODE.Config, `${label}: store.type mongodb needs a URL: set MONGO_URL (or DOCQ_MONGO_URL), or store.url without a password`, {
-      field: "store.url",
-    });
+    throw docqError(
+      ERROR_CODE.Config,
+      `${label}: store.type mongodb needs a URL: set MONGO_URL (or DOCQ_MONGO_URL), or store.url without a password`,
+      {
+        field: "store.url",
+      },
+    );
   }
   return { type: "mongodb", url, database: store.database, writeConcern: store.writeConcern };
 }
@@ -410,15 +447,23 @@ function resolveBlobs(config: ConfigFile, env: NodeJS.ProcessEnv, label: string)
   const s3Url = nonEmpty(env.S3_URL);
   if (s3Url !== undefined) ({ endPoint, port, useSSL } = parseS3Url(s3Url));
   if (endPoint === null) {
-    throw docqError(ERROR_CODE.Config, `${label}: blobs.endPoint is required for blobs.type s3 (or set S3_URL=http://host:port)`, { field: "blobs.endPoint" });
+    throw docqError(ERROR_CODE.Config, `${label}: blobs.endPoint is required for blobs.type s3 (or set S3_URL=http://host:port)`, {
+      field: "blobs.endPoint",
+    });
   }
   const accessKey = nonEmpty(env.S3_ACCESS_KEY);
   const secretKey = nonEmpty(env.S3_SECRET_KEY);
-  const missing = [accessKey === undefined ? "S3_ACCESS_KEY" : null, secretKey === undefined ? "S3_SECRET_KEY" : null].filter((v) => v !== null);
+  const missing = [accessKey === undefined ? "S3_ACCESS_KEY" : null, secretKey === undefined ? "S3_SECRET_KEY" : null].filter(
+    (v) => v !== null,
+  );
   if (accessKey === undefined || secretKey === undefined) {
-    throw docqError(ERROR_CODE.Config, `blobs.type s3 needs the environment variable${missing.length > 1 ? "s" : ""} ${missing.join(" and ")}: S3 keys are never read from a config file`, {
-      field: missing[0] ?? "S3_ACCESS_KEY",
-    });
+    throw docqError(
+      ERROR_CODE.Config,
+      `blobs.type s3 needs the environment variable${missing.length > 1 ? "s" : ""} ${missing.join(" and ")}: S3 keys are never read from a config file`,
+      {
+        field: missing[0] ?? "S3_ACCESS_KEY",
+      },
+    );
   }
   return {
     type: "s3",
@@ -447,7 +492,8 @@ function parseS3Url(raw: string): { endPoint: string; port: number; useSSL: bool
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") refuse(`expected http:// or https://, got ${url.protocol}//`);
   if (url.username !== "" || url.password !== "") refuse("must not hold credentials: set S3_ACCESS_KEY and S3_SECRET_KEY");
-  if ((url.pathname !== "/" && url.pathname !== "") || url.search !== "" || url.hash !== "") refuse("must be only a scheme, host and port (the bucket is blobs.bucket)");
+  if ((url.pathname !== "/" && url.pathname !== "") || url.search !== "" || url.hash !== "")
+    refuse("must be only a scheme, host and port (the bucket is blobs.bucket)");
   const useSSL = url.protocol === "https:";
   const endPoint = url.hostname.replace(/^\[(.*)\]$/, "$1");
   return { endPoint, port: url.port === "" ? (useSSL ? 443 : 80) : Number(url.port), useSSL };

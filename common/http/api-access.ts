@@ -13,15 +13,25 @@ import { badRequestOf } from "../model/zod-issues.js";
 export function checkSubmission(caller: Caller, request: { givenUser: unknown; priority: number }): void {
   if (caller.kind !== "user") return;
   if (request.givenUser !== undefined && request.givenUser !== caller.user) {
-    throw docqError(ERROR_CODE.Forbidden, `user: this key submits as ${JSON.stringify(caller.user)} only, not as ${JSON.stringify(request.givenUser)}`, { field: "user" });
+    throw docqError(
+      ERROR_CODE.Forbidden,
+      `user: this key submits as ${JSON.stringify(caller.user)} only, not as ${JSON.stringify(request.givenUser)}`,
+      { field: "user" },
+    );
   }
   const cap = caller.limits.maxPriority;
   if (cap !== undefined && request.priority > cap) {
-    throw docqError(ERROR_CODE.Forbidden, `priority: ${request.priority} is above this key's maxPriority of ${cap}`, { field: "priority", details: { maxPriority: cap } });
+    throw docqError(ERROR_CODE.Forbidden, `priority: ${request.priority} is above this key's maxPriority of ${cap}`, {
+      field: "priority",
+      details: { maxPriority: cap },
+    });
   }
 }
 
-const Day = z.string().regex(USAGE_DAY_PATTERN, "expected a day YYYY-MM-DD").refine((day) => !Number.isNaN(Date.parse(`${day}T00:00:00Z`)), "is not a date");
+const Day = z
+  .string()
+  .regex(USAGE_DAY_PATTERN, "expected a day YYYY-MM-DD")
+  .refine((day) => !Number.isNaN(Date.parse(`${day}T00:00:00Z`)), "is not a date");
 /** The longest range one usage query covers. */
 const MAX_USAGE_DAYS = 366;
 
@@ -39,6 +49,7 @@ export function parseUsageQuery(raw: Record<string, unknown>, now: number): { us
   const { user, from = result.data.to ?? today, to = result.data.from ?? today } = result.data;
   if (from > to) throw docqError(ERROR_CODE.BadRequest, `from (${from}) is after to (${to})`, { field: "from" });
   const days = (Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000 + 1;
-  if (days > MAX_USAGE_DAYS) throw docqError(ERROR_CODE.BadRequest, `from..to spans ${days} days, more than ${MAX_USAGE_DAYS}`, { field: "from" });
+  if (days > MAX_USAGE_DAYS)
+    throw docqError(ERROR_CODE.BadRequest, `from..to spans ${days} days, more than ${MAX_USAGE_DAYS}`, { field: "from" });
   return { ...(user === undefined ? {} : { user }), from, to };
 }

@@ -32,12 +32,20 @@ function overTheBroker(err: Error): unknown {
 describe("httpErrorOf", () => {
   it("answers a DocqError with its status, message and field", () => {
     const err = docqError(ERROR_CODE.BadRequest, "priority: must be an integer 0..100", { field: "priority" });
-    assert.deepEqual(httpErrorOf(err), { status: 400, body: { error: "priority: must be an integer 0..100", field: "priority" }, internal: false });
+    assert.deepEqual(httpErrorOf(err), {
+      status: 400,
+      body: { error: "priority: must be an integer 0..100", field: "priority" },
+      internal: false,
+    });
   });
 
   it("puts a DocqError's details in the body", () => {
     const err = docqError(ERROR_CODE.TaskNotInState, "task local-1 is already output", { details: { status: "output" } });
-    assert.deepEqual(httpErrorOf(err), { status: 409, body: { error: "task local-1 is already output", status: "output" }, internal: false });
+    assert.deepEqual(httpErrorOf(err), {
+      status: 409,
+      body: { error: "task local-1 is already output", status: "output" },
+      internal: false,
+    });
   });
 
   it("maps every error code to its documented status, 5xx being internal but a 503 (retry shortly)", () => {
@@ -57,7 +65,11 @@ describe("httpErrorOf", () => {
       code: "TASK_NOT_IN_STATE",
       data: { field: "id", status: "error" },
     });
-    assert.deepEqual(httpErrorOf(rebuilt), { status: 409, body: { error: "task local-1 is already error", field: "id", status: "error" }, internal: false });
+    assert.deepEqual(httpErrorOf(rebuilt), {
+      status: 409,
+      body: { error: "task local-1 is already error", field: "id", status: "error" },
+      internal: false,
+    });
 
     const plain = { name: "DocqError", message: "body is larger than the limit", code: "PAYLOAD_TOO_LARGE", data: { field: "body" } };
     assert.deepEqual(httpErrorOf(plain), { status: 413, body: { error: "body is larger than the limit", field: "body" }, internal: false });
@@ -80,16 +92,31 @@ describe("httpErrorOf", () => {
   });
 
   it("answers a client error with a numeric 4xx code (Moleculer's own) with that status", () => {
-    assert.deepEqual(httpErrorOf(new Errors.MoleculerClientError("Not found", 404, "NOT_FOUND")), { status: 404, body: { error: "Not found" }, internal: false });
-    assert.deepEqual(httpErrorOf({ message: "Payload too large", code: 413 }), { status: 413, body: { error: "Payload too large" }, internal: false });
+    assert.deepEqual(httpErrorOf(new Errors.MoleculerClientError("Not found", 404, "NOT_FOUND")), {
+      status: 404,
+      body: { error: "Not found" },
+      internal: false,
+    });
+    assert.deepEqual(httpErrorOf({ message: "Payload too large", code: 413 }), {
+      status: 413,
+      body: { error: "Payload too large" },
+      internal: false,
+    });
     assert.equal(httpErrorOf({ message: "x", code: 400 }).status, 400);
     assert.equal(httpErrorOf({ message: "x", code: 499 }).status, 499);
   });
 
   it("names the body for the JSON body parser's refusals (as moleculer-web passes them on)", () => {
     const badJson = new Errors.MoleculerError("Unexpected token b in JSON at position 1", 400, "entity.parse.failed");
-    assert.deepEqual(httpErrorOf(badJson), { status: 400, body: { error: "Unexpected token b in JSON at position 1", field: "body" }, internal: false });
-    assert.deepEqual(httpErrorOf(new Errors.MoleculerError("request entity too large", 413, "entity.too.large")).body, { error: "request entity too large", field: "body" });
+    assert.deepEqual(httpErrorOf(badJson), {
+      status: 400,
+      body: { error: "Unexpected token b in JSON at position 1", field: "body" },
+      internal: false,
+    });
+    assert.deepEqual(httpErrorOf(new Errors.MoleculerError("request entity too large", 413, "entity.too.large")).body, {
+      error: "request entity too large",
+      field: "body",
+    });
   });
 
   it("answers 400 for a 422 (Moleculer's validation error)", () => {
@@ -100,7 +127,11 @@ describe("httpErrorOf", () => {
 
   it("answers anything else with 500, internal, saying it is an internal error", () => {
     assert.deepEqual(httpErrorOf(new Error("boom")), { status: 500, body: { error: "internal error: boom" }, internal: true });
-    assert.deepEqual(httpErrorOf(new TypeError("x is undefined")), { status: 500, body: { error: "internal error: x is undefined" }, internal: true });
+    assert.deepEqual(httpErrorOf(new TypeError("x is undefined")), {
+      status: 500,
+      body: { error: "internal error: x is undefined" },
+      internal: true,
+    });
     assert.deepEqual(httpErrorOf("a thrown string"), { status: 500, body: { error: "internal error: a thrown string" }, internal: true });
     assert.deepEqual(httpErrorOf(null), { status: 500, body: { error: "internal error: null" }, internal: true });
     assert.deepEqual(httpErrorOf(undefined), { status: 500, body: { error: "internal error: undefined" }, internal: true });

@@ -30,7 +30,11 @@ export function httpErrorOf(err: unknown): { status: number; body: HttpErrorBody
     const field = typeof e.field === "string" ? e.field : typeof data.field === "string" ? data.field : undefined;
     delete data.field;
     const status = STATUS_OF[code as ErrorCode];
-    return { status, body: { ...data, error: message, ...(field === undefined ? {} : { field }) }, internal: status >= 500 && status !== 503 };
+    return {
+      status,
+      body: { ...data, error: message, ...(field === undefined ? {} : { field }) },
+      internal: status >= 500 && status !== 503,
+    };
   }
   // The queuer restarting or the broker reconnecting: the client may retry shortly.
   if (isTransient(err)) {

@@ -5,12 +5,21 @@ const errorResponse = (description: string) => ({
   content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
 });
 
-const idParam = { name: "id", in: "path", required: true, schema: { type: "string", pattern: "^[a-z0-9][a-z0-9_-]{0,62}-[0-9A-HJKMNP-TV-Z]{26}$" } };
+const idParam = {
+  name: "id",
+  in: "path",
+  required: true,
+  schema: { type: "string", pattern: "^[a-z0-9][a-z0-9_-]{0,62}-[0-9A-HJKMNP-TV-Z]{26}$" },
+};
 
 export function openApiDocument(version: string): Record<string, unknown> {
   return {
     openapi: "3.0.3",
-    info: { title: "docq", version, description: "A document-processing task queue: submit a document, run a job script on it, fetch the result." },
+    info: {
+      title: "docq",
+      version,
+      description: "A document-processing task queue: submit a document, run a job script on it, fetch the result.",
+    },
     paths: {
       "/api/tasks": {
         post: {
@@ -32,13 +41,26 @@ export function openApiDocument(version: string): Record<string, unknown> {
                 schema: {
                   type: "object",
                   required: ["file"],
-                  properties: { file: { type: "string", format: "binary" }, job: { type: "string" }, priority: { type: "integer" }, name: { type: "string" }, user: { type: "string" }, params: { type: "string" }, maxTries: { type: "integer" } },
+                  properties: {
+                    file: { type: "string", format: "binary" },
+                    job: { type: "string" },
+                    priority: { type: "integer" },
+                    name: { type: "string" },
+                    user: { type: "string" },
+                    params: { type: "string" },
+                    maxTries: { type: "integer" },
+                  },
                 },
               },
             },
           },
           responses: {
-            "201": { description: "created", content: { "application/json": { schema: { type: "object", properties: { id: { type: "string" }, status: { type: "string" } } } } } },
+            "201": {
+              description: "created",
+              content: {
+                "application/json": { schema: { type: "object", properties: { id: { type: "string" }, status: { type: "string" } } } },
+              },
+            },
             "400": errorResponse("a field is missing or wrong (the field is named)"),
             "413": errorResponse("the document is over maxBodyBytes"),
             "503": errorResponse("the queue is not reachable right now"),
@@ -47,40 +69,107 @@ export function openApiDocument(version: string): Record<string, unknown> {
         get: {
           operationId: "listTasks",
           summary: "Tasks, newest first, a page at a time",
-          parameters: ["status", "user", "job", "parentId", "cursor"].map((name) => ({ name, in: "query", schema: { type: "string" } })).concat([{ name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000 } } as never]),
-          responses: { "200": { description: "a page", content: { "application/json": { schema: { type: "object", properties: { items: { type: "array", items: { $ref: "#/components/schemas/Task" } }, nextCursor: { type: "string", nullable: true } } } } } }, "400": errorResponse("a bad filter") },
+          parameters: ["status", "user", "job", "parentId", "cursor"]
+            .map((name) => ({ name, in: "query", schema: { type: "string" } }))
+            .concat([{ name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000 } } as never]),
+          responses: {
+            "200": {
+              description: "a page",
+              content: {
+                "application/json": {
+                  schema: {
+                    type: "object",
+                    properties: {
+                      items: { type: "array", items: { $ref: "#/components/schemas/Task" } },
+                      nextCursor: { type: "string", nullable: true },
+                    },
+                  },
+                },
+              },
+            },
+            "400": errorResponse("a bad filter"),
+          },
         },
       },
       "/api/tasks/{id}": {
-        get: { operationId: "statusTask", parameters: [idParam], responses: { "200": { description: "the task", content: { "application/json": { schema: { $ref: "#/components/schemas/Task" } } } }, "400": errorResponse("malformed id"), "404": errorResponse("unknown task") } },
-        delete: { operationId: "deleteTask", summary: "Cancel a task (its descendants too), or delete the record of one that is over", parameters: [idParam], responses: { "200": { description: "canceled or deleted" }, "404": errorResponse("unknown task") } },
+        get: {
+          operationId: "statusTask",
+          parameters: [idParam],
+          responses: {
+            "200": { description: "the task", content: { "application/json": { schema: { $ref: "#/components/schemas/Task" } } } },
+            "400": errorResponse("malformed id"),
+            "404": errorResponse("unknown task"),
+          },
+        },
+        delete: {
+          operationId: "deleteTask",
+          summary: "Cancel a task (its descendants too), or delete the record of one that is over",
+          parameters: [idParam],
+          responses: { "200": { description: "canceled or deleted" }, "404": errorResponse("unknown task") },
+        },
       },
       "/api/tasks/{id}/result": {
-        get: { operationId: "resultTask", parameters: [idParam], responses: { "200": { description: "the output document", content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } }, "409": errorResponse("not done yet: the body gives the status"), "404": errorResponse("unknown task") } },
+        get: {
+          operationId: "resultTask",
+          parameters: [idParam],
+          responses: {
+            "200": {
+              description: "the output document",
+              content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } },
+            },
+            "409": errorResponse("not done yet: the body gives the status"),
+            "404": errorResponse("unknown task"),
+          },
+        },
       },
-      "/api/stats": { get: { operationId: "stats", responses: { "200": { description: "counts per status and priority, workers, stealing per site" } } } },
-      "/api/health": { get: { operationId: "health", security: [], responses: { "200": { description: "ready" }, "503": { description: "no queuer yet" } } } },
+      "/api/stats": {
+        get: { operationId: "stats", responses: { "200": { description: "counts per status and priority, workers, stealing per site" } } },
+      },
+      "/api/health": {
+        get: {
+          operationId: "health",
+          security: [],
+          responses: { "200": { description: "ready" }, "503": { description: "no queuer yet" } },
+        },
+      },
       "/api/keys": {
         post: {
           operationId: "createKey",
           summary: "Make a user key (admin); the key is in this answer only",
           requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/KeyRequest" } } } },
-          responses: { "201": { description: "the key: {id, key, user, limits, createdAt}" }, "400": errorResponse("a bad field"), "403": errorResponse("not the admin key") },
+          responses: {
+            "201": { description: "the key: {id, key, user, limits, createdAt}" },
+            "400": errorResponse("a bad field"),
+            "403": errorResponse("not the admin key"),
+          },
         },
-        get: { operationId: "listKeys", summary: "Every key, without secrets (admin)", responses: { "200": { description: "the keys" }, "403": errorResponse("not the admin key") } },
+        get: {
+          operationId: "listKeys",
+          summary: "Every key, without secrets (admin)",
+          responses: { "200": { description: "the keys" }, "403": errorResponse("not the admin key") },
+        },
       },
       "/api/keys/{id}": {
-        delete: { operationId: "revokeKey", parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }], responses: { "200": { description: "revoked" }, "404": errorResponse("unknown key") } },
+        delete: {
+          operationId: "revokeKey",
+          parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+          responses: { "200": { description: "revoked" }, "404": errorResponse("unknown key") },
+        },
       },
       "/api/usage": {
         get: {
           operationId: "usage",
           summary: "Usage per user and UTC day (admin: any user; a user key: its own)",
           parameters: ["user", "from", "to"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
-          responses: { "200": { description: "rows {user, day, submitted, output, error, canceled, runMs, bytesIn, bytesOut, ranElsewhere}" }, "400": errorResponse("a bad day") },
+          responses: {
+            "200": { description: "rows {user, day, submitted, output, error, canceled, runMs, bytesIn, bytesOut, ranElsewhere}" },
+            "400": errorResponse("a bad day"),
+          },
         },
       },
-      "/metrics": { get: { operationId: "metrics", responses: { "200": { description: "Prometheus metrics", content: { "text/plain": {} } } } } },
+      "/metrics": {
+        get: { operationId: "metrics", responses: { "200": { description: "Prometheus metrics", content: { "text/plain": {} } } } },
+      },
     },
     // With DOCQ_ADMIN_KEY set, every route but /api/health needs a key (401 without, 403 without the right, 429 over a limit).
     security: [{ bearer: [] }],
@@ -99,7 +188,11 @@ export function openApiDocument(version: string): Record<string, unknown> {
             offload: { type: "boolean", default: true },
           },
         },
-        Error: { type: "object", required: ["error"], properties: { error: { type: "string" }, field: { type: "string" }, status: { type: "string" } } },
+        Error: {
+          type: "object",
+          required: ["error"],
+          properties: { error: { type: "string" }, field: { type: "string" }, status: { type: "string" } },
+        },
         Task: {
           type: "object",
           properties: {

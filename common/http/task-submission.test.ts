@@ -36,7 +36,6 @@ function throwsDocq(fn: () => unknown, code: ErrorCode, field?: string): DocqErr
   return caught;
 }
 
-
 /** `promise`, or a failure when it has not settled within `ms` (a hung upload must fail its test, not stall the file). */
 async function settles<T>(promise: Promise<T>, what: string, ms = 2000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -50,14 +49,26 @@ async function settles<T>(promise: Promise<T>, what: string, ms = 2000): Promise
   }
 }
 
-
 describe("parseCreateTaskFields", () => {
   it("fills the defaults", () => {
-    assert.deepEqual(parseCreateTaskFields({ job: "wordcount" }), { job: "wordcount", priority: 50, name: "", user: "anonymous", params: {} });
+    assert.deepEqual(parseCreateTaskFields({ job: "wordcount" }), {
+      job: "wordcount",
+      priority: 50,
+      name: "",
+      user: "anonymous",
+      params: {},
+    });
   });
 
   it("keeps the given fields", () => {
-    const fields = parseCreateTaskFields({ job: "sleep", priority: "80", name: "report", user: "ann", params: '{"ms":500}', maxTries: "4" });
+    const fields = parseCreateTaskFields({
+      job: "sleep",
+      priority: "80",
+      name: "report",
+      user: "ann",
+      params: '{"ms":500}',
+      maxTries: "4",
+    });
     assert.deepEqual(fields, { job: "sleep", priority: 80, name: "report", user: "ann", params: { ms: 500 }, maxTries: 4 });
   });
 
@@ -144,9 +155,14 @@ describe("parseCreateTaskFields: keys that reach an object's prototype", () => {
   });
 
   it("accepts such words as values, and params nested deeper than the stack", () => {
-    assert.deepEqual(parseCreateTaskFields({ job: "j", params: '{"mode":"__proto__","list":["constructor"]}' }).params, { mode: "__proto__", list: ["constructor"] });
+    assert.deepEqual(parseCreateTaskFields({ job: "j", params: '{"mode":"__proto__","list":["constructor"]}' }).params, {
+      mode: "__proto__",
+      list: ["constructor"],
+    });
     const depth = 200_000;
-    assert.deepEqual(Object.keys(parseCreateTaskFields({ job: "j", params: `{"a":${"[".repeat(depth)}${"]".repeat(depth)}}` }).params), ["a"]);
+    assert.deepEqual(Object.keys(parseCreateTaskFields({ job: "j", params: `{"a":${"[".repeat(depth)}${"]".repeat(depth)}}` }).params), [
+      "a",
+    ]);
   });
 });
 
@@ -179,14 +195,24 @@ describe("parseCreateTaskRequest", () => {
 describe("parseListTasksQuery", () => {
   it("answers only the filters that are set, limit as a number", () => {
     assert.deepEqual(parseListTasksQuery({}), {});
-    assert.deepEqual(parseListTasksQuery({ status: "output", user: "ann", job: "noop", parentId: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV", cursor: "c", limit: "1000" }), {
-      status: "output",
-      user: "ann",
-      job: "noop",
-      parentId: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV",
-      cursor: "c",
-      limit: 1000,
-    });
+    assert.deepEqual(
+      parseListTasksQuery({
+        status: "output",
+        user: "ann",
+        job: "noop",
+        parentId: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        cursor: "c",
+        limit: "1000",
+      }),
+      {
+        status: "output",
+        user: "ann",
+        job: "noop",
+        parentId: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        cursor: "c",
+        limit: 1000,
+      },
+    );
     assert.deepEqual(parseListTasksQuery({ status: "", user: "", limit: "1", other: "ignored" }), { limit: 1 });
   });
 
@@ -213,7 +239,8 @@ describe("parseListTasksQuery", () => {
 
 describe("assertTaskId", () => {
   it("answers a well-formed id", () => {
-    for (const id of ["local-01JD3ZQ4M5N6P7R8S9T0VWXYZA", "site_2-01ARZ3NDEKTSV4RRFFQ69G5FAV", "a-b-c-01ARZ3NDEKTSV4RRFFQ69G5FAV"]) assert.equal(assertTaskId(id), id);
+    for (const id of ["local-01JD3ZQ4M5N6P7R8S9T0VWXYZA", "site_2-01ARZ3NDEKTSV4RRFFQ69G5FAV", "a-b-c-01ARZ3NDEKTSV4RRFFQ69G5FAV"])
+      assert.equal(assertTaskId(id), id);
   });
 
   it("refuses anything else with BAD_REQUEST on field id", () => {
@@ -247,7 +274,15 @@ describe("isMultipart", () => {
   });
 
   it("refuses other types and a missing header", () => {
-    for (const type of [undefined, "", "application/octet-stream", "text/plain", "multipart/mixed; boundary=x", "application/x-www-form-urlencoded", "text/plain; multipart/form-data"]) {
+    for (const type of [
+      undefined,
+      "",
+      "application/octet-stream",
+      "text/plain",
+      "multipart/mixed; boundary=x",
+      "application/x-www-form-urlencoded",
+      "text/plain; multipart/form-data",
+    ]) {
       assert.equal(isMultipart(type), false, String(type));
     }
   });
@@ -350,7 +385,10 @@ describe("storing uploads", () => {
     it("refuses an undeclared body that passes a small limit before the store reads it, without an uncaught error", async () => {
       // Body of 5000 bytes against a limit of 1000: the ByteLimit transform fails before blobs.put
       // has opened its temp file, and its 'error' event must not escape as an uncaught exception.
-      await rejection(storeRawBody(raw(Readable.from([Buffer.alloc(5000, 1)]), 1000), blobs, KEY), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
+      await rejection(storeRawBody(raw(Readable.from([Buffer.alloc(5000, 1)]), 1000), blobs, KEY), {
+        code: ERROR_CODE.PayloadTooLarge,
+        field: "body",
+      });
       await assertNothingStored();
     });
 
@@ -365,7 +403,10 @@ describe("storing uploads", () => {
     });
 
     it("answers BAD_REQUEST when the client breaks off the upload, storing nothing", async () => {
-      const err = await rejection(storeRawBody(raw(gatedBody(Buffer.alloc(100, 1), [Buffer.alloc(100, 2)], new Error("socket hang up")), 1000), blobs, KEY), { code: ERROR_CODE.BadRequest, field: "body" });
+      const err = await rejection(
+        storeRawBody(raw(gatedBody(Buffer.alloc(100, 1), [Buffer.alloc(100, 2)], new Error("socket hang up")), 1000), blobs, KEY),
+        { code: ERROR_CODE.BadRequest, field: "body" },
+      );
       assert.match(err.message, /^upload interrupted: .*socket hang up/);
       await assertNothingStored();
     });
@@ -378,7 +419,10 @@ describe("storing uploads", () => {
       body.destroy(new Error("aborted"));
       await new Promise((resolve) => setImmediate(resolve));
       body.removeAllListeners("error");
-      const err = await rejection(settles(storeRawBody(raw(body, 1000), blobs, KEY), "storeRawBody"), { code: ERROR_CODE.BadRequest, field: "body" });
+      const err = await rejection(settles(storeRawBody(raw(body, 1000), blobs, KEY), "storeRawBody"), {
+        code: ERROR_CODE.BadRequest,
+        field: "body",
+      });
       assert.match(err.message, /^upload interrupted: .*aborted/);
       await assertNothingStored();
     });
@@ -437,22 +481,68 @@ describe("storing uploads", () => {
       // In small chunks, as a socket delivers them.
       const chunks = [];
       for (let i = 0; i < bytes.length; i += 97) chunks.push(bytes.subarray(i, i + 97));
-      const result = await settles(storeMultipartBody(upload(Readable.from(chunks), contentType, 1 << 20, bytes.length), blobs, KEY), "storeMultipartBody");
-      assert.deepEqual(result, { fields: { job: "wordcount", priority: "80", name: "report", params: '{"ms":5}' }, size: Buffer.byteLength(doc) });
+      const result = await settles(
+        storeMultipartBody(upload(Readable.from(chunks), contentType, 1 << 20, bytes.length), blobs, KEY),
+        "storeMultipartBody",
+      );
+      assert.deepEqual(result, {
+        fields: { job: "wordcount", priority: "80", name: "report", params: '{"ms":5}' },
+        size: Buffer.byteLength(doc),
+      });
       assert.equal(await text(await blobs.get(KEY)), doc);
       assert.deepEqual(await tempFiles(), []);
-      assert.deepEqual(parseCreateTaskFields(result.fields), { job: "wordcount", priority: 80, name: "report", user: "anonymous", params: { ms: 5 } });
+      assert.deepEqual(parseCreateTaskFields(result.fields), {
+        job: "wordcount",
+        priority: 80,
+        name: "report",
+        user: "anonymous",
+        params: { ms: 5 },
+      });
     });
 
     it("refuses a second file, or a file in another field than file, naming the field and storing nothing", async () => {
       for (const [parts, field, pattern] of [
-        [[["file", new Blob(["me"]), "doc.txt"], ["file", new Blob(["me too"]), "doc2.txt"], ["job", "noop"]], "file", /more than one file/],
-        [[["file", new Blob(["me"]), "doc.txt"], ["attachment", new Blob(["not me"]), "a.txt"], ["job", "noop"]], "file", /more than one file/],
-        [[["attachment", new Blob(["not me"]), "a.txt"], ["file", new Blob(["me"]), "doc.txt"], ["job", "noop"]], "attachment", /^attachment: is a file/],
-        [[["job", "noop"], ["document", new Blob(["x"]), "d.txt"]], "document", /^document: is a file/],
+        [
+          [
+            ["file", new Blob(["me"]), "doc.txt"],
+            ["file", new Blob(["me too"]), "doc2.txt"],
+            ["job", "noop"],
+          ],
+          "file",
+          /more than one file/,
+        ],
+        [
+          [
+            ["file", new Blob(["me"]), "doc.txt"],
+            ["attachment", new Blob(["not me"]), "a.txt"],
+            ["job", "noop"],
+          ],
+          "file",
+          /more than one file/,
+        ],
+        [
+          [
+            ["attachment", new Blob(["not me"]), "a.txt"],
+            ["file", new Blob(["me"]), "doc.txt"],
+            ["job", "noop"],
+          ],
+          "attachment",
+          /^attachment: is a file/,
+        ],
+        [
+          [
+            ["job", "noop"],
+            ["document", new Blob(["x"]), "d.txt"],
+          ],
+          "document",
+          /^document: is a file/,
+        ],
       ] as Array<[Part[], string, RegExp]>) {
         const { contentType, bytes } = await form(parts);
-        const err = await rejection(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: field });
+        const err = await rejection(
+          settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"),
+          { code: ERROR_CODE.BadRequest, field: field },
+        );
         assert.match(err.message, pattern);
         await assertNothingStored();
       }
@@ -461,35 +551,65 @@ describe("storing uploads", () => {
     it("refuses a field over the size limit instead of truncating it, naming the field and storing nothing", async () => {
       const long = "p".repeat(MAX_FORM_FIELD_BYTES + 1);
       for (const parts of [
-        [["job", "noop"], ["params", long], ["file", new Blob(["doc"]), "d.txt"]],
-        [["job", "noop"], ["file", new Blob(["doc"]), "d.txt"], ["params", long]],
+        [
+          ["job", "noop"],
+          ["params", long],
+          ["file", new Blob(["doc"]), "d.txt"],
+        ],
+        [
+          ["job", "noop"],
+          ["file", new Blob(["doc"]), "d.txt"],
+          ["params", long],
+        ],
       ] as Part[][]) {
         const { contentType, bytes } = await form(parts);
-        const err = await rejection(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 4 << 20), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "params" });
+        const err = await rejection(
+          settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 4 << 20), blobs, KEY), "storeMultipartBody"),
+          { code: ERROR_CODE.BadRequest, field: "params" },
+        );
         assert.match(err.message, /^params: is longer than 1048576 bytes/);
         await assertNothingStored();
       }
       // A field of exactly the limit is whole.
       const exact = "q".repeat(MAX_FORM_FIELD_BYTES);
-      const { contentType, bytes } = await form([["name", exact], ["file", new Blob(["doc"]), "d.txt"]]);
-      const result = await settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 4 << 20), blobs, KEY), "storeMultipartBody");
+      const { contentType, bytes } = await form([
+        ["name", exact],
+        ["file", new Blob(["doc"]), "d.txt"],
+      ]);
+      const result = await settles(
+        storeMultipartBody(upload(Readable.from([bytes]), contentType, 4 << 20), blobs, KEY),
+        "storeMultipartBody",
+      );
       assert.equal(result.fields.name?.length, MAX_FORM_FIELD_BYTES);
     });
 
     it("refuses more fields than the limit, and a field given twice, storing nothing", async () => {
       const many: Part[] = Array.from({ length: MAX_FORM_FIELDS + 1 }, (_, i): Part => [`f${i}`, "v"]);
       const tooMany = await form([["file", new Blob(["doc"]), "d.txt"], ...many]);
-      const err = await rejection(settles(storeMultipartBody(upload(Readable.from([tooMany.bytes]), tooMany.contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
+      const err = await rejection(
+        settles(storeMultipartBody(upload(Readable.from([tooMany.bytes]), tooMany.contentType, 1000), blobs, KEY), "storeMultipartBody"),
+        { code: ERROR_CODE.BadRequest, field: "body" },
+      );
       assert.match(err.message, /more than 100 fields/);
       await assertNothingStored();
-      const twice = await form([["job", "noop"], ["file", new Blob(["doc"]), "d.txt"], ["job", "other"]]);
-      const dup = await rejection(settles(storeMultipartBody(upload(Readable.from([twice.bytes]), twice.contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "job" });
+      const twice = await form([
+        ["job", "noop"],
+        ["file", new Blob(["doc"]), "d.txt"],
+        ["job", "other"],
+      ]);
+      const dup = await rejection(
+        settles(storeMultipartBody(upload(Readable.from([twice.bytes]), twice.contentType, 1000), blobs, KEY), "storeMultipartBody"),
+        { code: ERROR_CODE.BadRequest, field: "job" },
+      );
       assert.match(dup.message, /^job: is given twice/);
       await assertNothingStored();
     });
 
     it("refuses a file over the limit as soon as it passes it, without reading the rest of the form", async () => {
-      const { contentType, bytes } = await form([["job", "noop"], ["file", new Blob(["x".repeat(5000)]), "big.txt"]]);
+      const { contentType, bytes } = await form([
+        ["job", "noop"],
+        ["file", new Blob(["x".repeat(5000)]), "big.txt"],
+      ]);
       let pulled = 0;
       const rest = (function* () {
         for (let i = 0; i < 10_000; i++) {
@@ -499,18 +619,30 @@ describe("storing uploads", () => {
       })();
       // The form's head and the first bytes of the file, then far more file than the limit, never ending.
       const at = bytes.indexOf("xxxx");
-      await rejection(settles(storeMultipartBody(upload(gatedBody(bytes.subarray(0, at + 10), rest), contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
+      await rejection(
+        settles(
+          storeMultipartBody(upload(gatedBody(bytes.subarray(0, at + 10), rest), contentType, 1000), blobs, KEY),
+          "storeMultipartBody",
+        ),
+        { code: ERROR_CODE.PayloadTooLarge, field: "body" },
+      );
       await assertNothingStored();
       assert.ok(pulled < 10_000, `stopped reading early (${pulled} of 10000 chunks pulled)`);
     });
 
     it("ends, storing nothing, when the request failed before it was read (a malformed chunk in the headers' packet)", async () => {
-      const { contentType, bytes } = await form([["job", "noop"], ["file", new Blob(["doc"]), "d.txt"]]);
+      const { contentType, bytes } = await form([
+        ["job", "noop"],
+        ["file", new Blob(["doc"]), "d.txt"],
+      ]);
       const body = Readable.from([bytes]);
       body.on("error", () => undefined);
       body.destroy(new Error("Parse Error: Invalid character in chunk size"));
       await new Promise((resolve) => setImmediate(resolve));
-      const err = await rejection(settles(storeMultipartBody(upload(body, contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
+      const err = await rejection(settles(storeMultipartBody(upload(body, contentType, 1000), blobs, KEY), "storeMultipartBody"), {
+        code: ERROR_CODE.BadRequest,
+        field: "body",
+      });
       assert.match(err.message, /^upload interrupted: .*chunk size/);
       await assertNothingStored();
     });
@@ -518,7 +650,10 @@ describe("storing uploads", () => {
     it("refuses a form without a file field as a missing body, storing nothing", async () => {
       for (const parts of [[["job", "noop"]], [["file", "a plain field, not a file"]]] as Part[][]) {
         const { contentType, bytes } = await form(parts);
-        const err = await rejection(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
+        const err = await rejection(
+          settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"),
+          { code: ERROR_CODE.BadRequest, field: "body" },
+        );
         assert.match(err.message, /^missing body/);
         await assertNothingStored();
       }
@@ -529,7 +664,10 @@ describe("storing uploads", () => {
         ["file", new Blob([]), "empty.txt"],
         ["job", "noop"],
       ]);
-      const err = await rejection(settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
+      const err = await rejection(
+        settles(storeMultipartBody(upload(Readable.from([bytes]), contentType, 1000), blobs, KEY), "storeMultipartBody"),
+        { code: ERROR_CODE.BadRequest, field: "body" },
+      );
       assert.match(err.message, /^missing body/);
       await assertNothingStored();
     });
@@ -541,7 +679,10 @@ describe("storing uploads", () => {
         ["file", new Blob([content]), "big.txt"],
         ["name", "after"],
       ]);
-      const err = await rejection(settles(storeMultipartBody(upload(gatedForm(bytes, content), contentType, 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
+      const err = await rejection(
+        settles(storeMultipartBody(upload(gatedForm(bytes, content), contentType, 1000), blobs, KEY), "storeMultipartBody"),
+        { code: ERROR_CODE.PayloadTooLarge, field: "body" },
+      );
       assert.match(err.message, /limit of 1000 bytes/);
       await assertNothingStored();
     });
@@ -552,20 +693,35 @@ describe("storing uploads", () => {
         ["job", "noop"],
         ["file", new Blob([content]), "exact.txt"],
       ]);
-      const result = await settles(storeMultipartBody(upload(gatedForm(bytes, content), contentType, 1000), blobs, KEY), "storeMultipartBody");
+      const result = await settles(
+        storeMultipartBody(upload(gatedForm(bytes, content), contentType, 1000), blobs, KEY),
+        "storeMultipartBody",
+      );
       assert.equal(result.size, 1000);
       assert.equal(await text(await blobs.get(KEY)), content);
     });
 
     it("refuses a declared Content-Length far over the limit before reading", async () => {
       const { body, wasRead } = untouchedBody();
-      await rejection(settles(storeMultipartBody(upload(body, "multipart/form-data; boundary=x", 1000, 1000 + 64 * 1024 + 1), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
+      await rejection(
+        settles(
+          storeMultipartBody(upload(body, "multipart/form-data; boundary=x", 1000, 1000 + 64 * 1024 + 1), blobs, KEY),
+          "storeMultipartBody",
+        ),
+        { code: ERROR_CODE.PayloadTooLarge, field: "body" },
+      );
       assert.equal(wasRead(), false);
       assert.equal(await blobs.stat(KEY), null);
     });
 
     it("refuses a content type without a boundary as a malformed form", async () => {
-      const err = await rejection(settles(storeMultipartBody(upload(Readable.from([Buffer.from("x")]), "multipart/form-data", 1000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
+      const err = await rejection(
+        settles(
+          storeMultipartBody(upload(Readable.from([Buffer.from("x")]), "multipart/form-data", 1000), blobs, KEY),
+          "storeMultipartBody",
+        ),
+        { code: ERROR_CODE.BadRequest, field: "body" },
+      );
       assert.match(err.message, /^malformed multipart form/);
     });
 
@@ -576,7 +732,10 @@ describe("storing uploads", () => {
         ["file", new Blob([content]), "cut.txt"],
       ]);
       const cut = bytes.subarray(0, bytes.indexOf(content) + 1500);
-      await rejection(settles(storeMultipartBody(upload(gatedForm(cut, content), contentType, 10_000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
+      await rejection(settles(storeMultipartBody(upload(gatedForm(cut, content), contentType, 10_000), blobs, KEY), "storeMultipartBody"), {
+        code: ERROR_CODE.BadRequest,
+        field: "body",
+      });
       await assertNothingStored();
     });
 
@@ -588,7 +747,10 @@ describe("storing uploads", () => {
         ["file", new Blob([content]), "cut.txt"],
       ]);
       const cut = bytes.subarray(0, bytes.indexOf(content) + 1500);
-      await rejection(settles(storeMultipartBody(upload(Readable.from([cut]), contentType, 10_000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
+      await rejection(settles(storeMultipartBody(upload(Readable.from([cut]), contentType, 10_000), blobs, KEY), "storeMultipartBody"), {
+        code: ERROR_CODE.BadRequest,
+        field: "body",
+      });
       await assertNothingStored();
     });
 
@@ -599,7 +761,13 @@ describe("storing uploads", () => {
         ["file", new Blob([content]), "abort.txt"],
       ]);
       const cut = bytes.subarray(0, bytes.indexOf(content) + 1500);
-      const err = await rejection(settles(storeMultipartBody(upload(gatedForm(cut, content, new Error("socket hang up")), contentType, 10_000), blobs, KEY), "storeMultipartBody"), { code: ERROR_CODE.BadRequest, field: "body" });
+      const err = await rejection(
+        settles(
+          storeMultipartBody(upload(gatedForm(cut, content, new Error("socket hang up")), contentType, 10_000), blobs, KEY),
+          "storeMultipartBody",
+        ),
+        { code: ERROR_CODE.BadRequest, field: "body" },
+      );
       assert.match(err.message, /^upload interrupted: .*socket hang up/);
       await assertNothingStored();
     });

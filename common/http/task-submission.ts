@@ -9,16 +9,14 @@ import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, TASK_ID_PATTERN, TASK_STA
 /** Query strings and form fields arrive as strings; numbers are converted here, once. */
 const IntField = (min: number, max: number) => {
   const message = `must be an integer ${min}..${max}`;
-  return z
-    .unknown()
-    .transform((raw, ctx): number => {
-      const value = typeof raw === "string" && /^\s*[+-]?\d+\s*$/.test(raw) ? Number(raw) : raw;
-      if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-        ctx.addIssue({ code: "custom", message });
-        return z.NEVER;
-      }
-      return value;
-    });
+  return z.unknown().transform((raw, ctx): number => {
+    const value = typeof raw === "string" && /^\s*[+-]?\d+\s*$/.test(raw) ? Number(raw) : raw;
+    if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+      ctx.addIssue({ code: "custom", message });
+      return z.NEVER;
+    }
+    return value;
+  });
 };
 
 /**
@@ -63,14 +61,19 @@ const ParamsField = z.unknown().transform((raw, ctx): Record<string, unknown> =>
   }
   const forbidden = forbiddenKeyPath(value);
   if (forbidden !== null) {
-    ctx.addIssue({ code: "custom", message: `must not hold the key "${forbidden.slice(forbidden.lastIndexOf(".") + 1)}" (at ${forbidden}): __proto__, constructor and prototype are refused` });
+    ctx.addIssue({
+      code: "custom",
+      message: `must not hold the key "${forbidden.slice(forbidden.lastIndexOf(".") + 1)}" (at ${forbidden}): __proto__, constructor and prototype are refused`,
+    });
     return z.NEVER;
   }
   return value as Record<string, unknown>;
 });
 
 export const CreateTaskFieldsSchema = z.object({
-  job: z.string({ error: "is required: the name of a job in scripts-job/" }).regex(JOB_NAME_PATTERN, `must match ${String(JOB_NAME_PATTERN)}`),
+  job: z
+    .string({ error: "is required: the name of a job in scripts-job/" })
+    .regex(JOB_NAME_PATTERN, `must match ${String(JOB_NAME_PATTERN)}`),
   priority: IntField(MIN_PRIORITY, MAX_PRIORITY).default(50),
   name: z.string().max(500, "is longer than 500 characters").default(""),
   user: z.string().max(200, "is longer than 200 characters").default("anonymous"),
@@ -91,7 +94,10 @@ export function parseCreateTaskFields(raw: Record<string, unknown>): CreateTaskF
 const OnceAsText = z.string({ error: "must be given once, as text (not repeated, not f[]= or f[key]=)" }).optional();
 
 const HttpCreateFieldsSchema = z.object(
-  Object.fromEntries(Object.keys(CreateTaskFieldsSchema.shape).map((key) => [key, OnceAsText])) as Record<keyof CreateTaskFields, typeof OnceAsText>,
+  Object.fromEntries(Object.keys(CreateTaskFieldsSchema.shape).map((key) => [key, OnceAsText])) as Record<
+    keyof CreateTaskFields,
+    typeof OnceAsText
+  >,
 );
 
 /**
@@ -149,7 +155,9 @@ function tooLarge(maxBytes: number): Error {
 }
 
 function missingBody(): Error {
-  return docqError(ERROR_CODE.BadRequest, "missing body: send the document as the request body (or as the form field \"file\")", { field: "body" });
+  return docqError(ERROR_CODE.BadRequest, 'missing body: send the document as the request body (or as the form field "file")', {
+    field: "body",
+  });
 }
 
 /** Passes bytes through, failing the stream as soon as it exceeds the limit. */
@@ -223,7 +231,11 @@ function badFormField(name: string, problem: string): Error {
  * a file in another field, a field given twice) is refused with BAD_REQUEST naming it; on any
  * failure nothing is left under `key`.
  */
-export async function storeMultipartBody(req: UploadRequest, blobs: BlobStore, key: string): Promise<{ fields: Record<string, string>; size: number }> {
+export async function storeMultipartBody(
+  req: UploadRequest,
+  blobs: BlobStore,
+  key: string,
+): Promise<{ fields: Record<string, string>; size: number }> {
   const declared = req.contentLength === undefined ? null : Number(req.contentLength);
   if (declared !== null && declared > req.maxBytes + 64 * 1024) throw tooLarge(req.maxBytes);
   const fields: Record<string, string> = {};
@@ -258,8 +270,12 @@ export async function storeMultipartBody(req: UploadRequest, blobs: BlobStore, k
       else if (Object.hasOwn(fields, name)) fail(badFormField(name, "is given twice in the form"));
       else fields[name] = value;
     });
-    form.on("fieldsLimit", () => fail(docqError(ERROR_CODE.BadRequest, `the form has more than ${MAX_FORM_FIELDS} fields besides the file`, { field: "body" })));
-    form.on("filesLimit", () => fail(badFormField("file", "the form holds more than one file: send the document alone, in the field file")));
+    form.on("fieldsLimit", () =>
+      fail(docqError(ERROR_CODE.BadRequest, `the form has more than ${MAX_FORM_FIELDS} fields besides the file`, { field: "body" })),
+    );
+    form.on("filesLimit", () =>
+      fail(badFormField("file", "the form holds more than one file: send the document alone, in the field file")),
+    );
     form.on("file", (name, file) => {
       // busboy can fail the part (a form cut short) before the store reads it.
       file.on("error", () => undefined);
@@ -281,7 +297,9 @@ export async function storeMultipartBody(req: UploadRequest, blobs: BlobStore, k
       stored.catch(() => undefined);
     });
     form.on("close", resolve);
-    form.on("error", (err: unknown) => fail(docqError(ERROR_CODE.BadRequest, `malformed multipart form: ${errorMessage(err)}`, { field: "body", cause: err })));
+    form.on("error", (err: unknown) =>
+      fail(docqError(ERROR_CODE.BadRequest, `malformed multipart form: ${errorMessage(err)}`, { field: "body", cause: err })),
+    );
     // The client went away, or the request broke off: stop the parser so the stored part ends too.
     onBodyGone(req.body, fail);
   });

@@ -42,7 +42,6 @@ function registry(dir = jobsDir): JobRegistry {
   return new JobRegistry({ dir, defaultTimeoutMs: 5000 });
 }
 
-
 function throwsWith(fn: () => unknown, code: ErrorCode, field: string, message: RegExp): void {
   assert.throws(fn, (err: unknown) => err instanceof DocqError && err.code === code && err.field === field && message.test(err.message));
 }
@@ -75,7 +74,11 @@ describe("JobRegistry: job forms", () => {
   it("refuses an extension-less file that is not executable or has no shebang", async () => {
     await write("not-exec", "#!/bin/sh\n", 0o644);
     await write("no-shebang", "echo hi\n", 0o755);
-    await rejection(registry().resolve("not-exec"), { code: ERROR_CODE.Config, field: "job", message: /not-exec.*not an executable file starting with #!/ });
+    await rejection(registry().resolve("not-exec"), {
+      code: ERROR_CODE.Config,
+      field: "job",
+      message: /not-exec.*not an executable file starting with #!/,
+    });
     await rejection(registry().resolve("no-shebang"), { code: ERROR_CODE.Config, field: "job", message: /no-shebang/ });
   });
 
@@ -130,20 +133,32 @@ describe("JobRegistry: job forms", () => {
 
   it("does not take a folder without job.yaml for a job", async () => {
     await write("plain-folder/main.sh", "echo '{}'\n");
-    await rejection(registry().resolve("plain-folder"), { code: ERROR_CODE.JobNotFound, field: "job", message: /unknown job "plain-folder"/ });
+    await rejection(registry().resolve("plain-folder"), {
+      code: ERROR_CODE.JobNotFound,
+      field: "job",
+      message: /unknown job "plain-folder"/,
+    });
   });
 
   it("refuses a name that several forms claim", async () => {
     await write("twice.sh", "echo '{}'\n");
     await write("twice.js", "console.log('{}')\n");
-    await rejection(registry().resolve("twice"), { code: ERROR_CODE.Config, field: "job", message: /job "twice" is ambiguous: twice\.js, twice\.sh/ });
+    await rejection(registry().resolve("twice"), {
+      code: ERROR_CODE.Config,
+      field: "job",
+      message: /job "twice" is ambiguous: twice\.js, twice\.sh/,
+    });
   });
 });
 
 describe("JobRegistry: names", () => {
   for (const bad of ["", "../x", "x/y", "Upper", "-dash", "_under", ".hidden", "x.sh", "a b", "x\u0000"]) {
     it(`refuses the name ${JSON.stringify(bad)}`, async () => {
-      await rejection(registry().resolve(bad), { code: ERROR_CODE.BadRequest, field: "job", message: new RegExp(`invalid job name "${escapeRe(bad)}"`) });
+      await rejection(registry().resolve(bad), {
+        code: ERROR_CODE.BadRequest,
+        field: "job",
+        message: new RegExp(`invalid job name "${escapeRe(bad)}"`),
+      });
     });
   }
 
@@ -161,7 +176,11 @@ describe("JobRegistry: names", () => {
     await fs.symlink(outside, path.join(jobsDir, "link-dir"));
     await write("link-entry/job.yaml", "entry: ../../outside/evil.sh\n");
     await write("link-entry/main.sh", "echo '{}'\n");
-    await rejection(registry().resolve("link-file"), { code: ERROR_CODE.BadRequest, field: "job", message: /job "link-file" refused: .* resolves outside/ });
+    await rejection(registry().resolve("link-file"), {
+      code: ERROR_CODE.BadRequest,
+      field: "job",
+      message: /job "link-file" refused: .* resolves outside/,
+    });
     await rejection(registry().resolve("link-dir"), { code: ERROR_CODE.BadRequest, field: "job", message: /job "link-dir" refused/ });
     await rejection(registry().resolve("link-entry"), { code: ERROR_CODE.BadRequest, field: "job", message: /job "link-entry" refused/ });
   });
@@ -228,9 +247,17 @@ describe("JobRegistry: job.yaml errors name the file and the key", () => {
     await write("no-entry/main.sh", "echo '{}'\n");
     await write("no-entry/main.py", "print('{}')\n");
     await write("no-entry/job.yaml", "timeoutMs: 10\n");
-    await rejection(registry().resolve("no-entry"), { code: ERROR_CODE.Config, field: "job", message: /job\.yaml: entry: required: several candidates \(main\.py, main\.sh\)/ });
+    await rejection(registry().resolve("no-entry"), {
+      code: ERROR_CODE.Config,
+      field: "job",
+      message: /job\.yaml: entry: required: several candidates \(main\.py, main\.sh\)/,
+    });
     await write("lost-entry/job.yaml", "entry: nope.sh\n");
-    await rejection(registry().resolve("lost-entry"), { code: ERROR_CODE.Config, field: "job", message: /job\.yaml: entry: file "nope\.sh" not found/ });
+    await rejection(registry().resolve("lost-entry"), {
+      code: ERROR_CODE.Config,
+      field: "job",
+      message: /job\.yaml: entry: file "nope\.sh" not found/,
+    });
   });
 });
 
@@ -312,7 +339,10 @@ describe("JobRegistry: the example jobs in scripts-job/", () => {
     throwsWith(() => reg.validateParams(sleepJob, { ms: -1 }), ERROR_CODE.BadRequest, "params", /param "ms"/);
     const pages = await reg.resolve("pages");
     assert.equal(pages.split, true);
-    assert.deepEqual((await reg.list()).map((j) => j.name), ["fail", "noop", "noop-warm", "pages", "pages-warm", "sleep", "sleep-warm", "wordcount", "wordcount-warm"]);
+    assert.deepEqual(
+      (await reg.list()).map((j) => j.name),
+      ["fail", "noop", "noop-warm", "pages", "pages-warm", "sleep", "sleep-warm", "wordcount", "wordcount-warm"],
+    );
   });
 });
 

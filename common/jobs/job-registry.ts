@@ -53,24 +53,29 @@ const ParamSpecSchema = z
   });
 type ParamSpec = z.infer<typeof ParamSpecSchema>;
 
-const JobYamlSchema = z.strictObject({
-  entry: z.string().min(1).optional(),
-  timeoutMs: z.int().positive().optional(),
-  maxTries: z.int().min(1).optional(),
-  split: z.boolean().optional(),
-  // YAML reads `FOO: 1` as a number; an env value is always a string, so accept scalars as written.
-  env: z.record(z.string().regex(ENV_NAME, "not a valid variable name"), z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
-  params: z.record(z.string().min(1), ParamSpecSchema).optional(),
-  // Warm job processes (common/jobs/warm-pool.ts): kept alive between tasks, recycled after maxRequests or above maxRssMb.
-  warm: z.boolean().optional(),
-  maxRequests: z.int().min(1).optional(),
-  maxRssMb: z.int().min(1).optional(),
-}).superRefine((config, ctx) => {
-  // A limit on a job that is not warm would silently do nothing.
-  for (const key of ["maxRequests", "maxRssMb"] as const) {
-    if (config[key] !== undefined && config.warm !== true) ctx.addIssue({ code: "custom", path: [key], message: "applies to warm jobs only: add warm: true" });
-  }
-});
+const JobYamlSchema = z
+  .strictObject({
+    entry: z.string().min(1).optional(),
+    timeoutMs: z.int().positive().optional(),
+    maxTries: z.int().min(1).optional(),
+    split: z.boolean().optional(),
+    // YAML reads `FOO: 1` as a number; an env value is always a string, so accept scalars as written.
+    env: z
+      .record(z.string().regex(ENV_NAME, "not a valid variable name"), z.union([z.string(), z.number(), z.boolean()]).transform(String))
+      .optional(),
+    params: z.record(z.string().min(1), ParamSpecSchema).optional(),
+    // Warm job processes (common/jobs/warm-pool.ts): kept alive between tasks, recycled after maxRequests or above maxRssMb.
+    warm: z.boolean().optional(),
+    maxRequests: z.int().min(1).optional(),
+    maxRssMb: z.int().min(1).optional(),
+  })
+  .superRefine((config, ctx) => {
+    // A limit on a job that is not warm would silently do nothing.
+    for (const key of ["maxRequests", "maxRssMb"] as const) {
+      if (config[key] !== undefined && config.warm !== true)
+        ctx.addIssue({ code: "custom", path: [key], message: "applies to warm jobs only: add warm: true" });
+    }
+  });
 type JobYaml = z.infer<typeof JobYamlSchema>;
 
 /**
@@ -154,7 +159,9 @@ export class JobRegistry {
   private async load(name: string): Promise<JobDefinition> {
     const root = await this.root();
     const base = path.join(root, name);
-    const [bare, ...scripts] = await Promise.all([base, ...SCRIPT_EXTENSIONS.map((e) => base + e)].map((p) => realpathInside(p, root, name)));
+    const [bare, ...scripts] = await Promise.all(
+      [base, ...SCRIPT_EXTENSIONS.map((e) => base + e)].map((p) => realpathInside(p, root, name)),
+    );
 
     const forms: Array<() => Promise<JobDefinition>> = [];
     const found: string[] = [];
@@ -183,7 +190,9 @@ export class JobRegistry {
     }
     if (forms.length > 1) {
       // Picking one silently would make the job depend on an unwritten precedence rule.
-      throw docqError(ERROR_CODE.Config, `job "${name}" is ambiguous: ${found.join(", ")} all exist in ${this.dir}; keep one`, { field: "job" });
+      throw docqError(ERROR_CODE.Config, `job "${name}" is ambiguous: ${found.join(", ")} all exist in ${this.dir}; keep one`, {
+        field: "job",
+      });
     }
     return only();
   }
@@ -270,7 +279,11 @@ async function commandFor(script: string, name: string): Promise<{ command: stri
     () => false,
   );
   if (!executable || !(await hasShebang(script))) {
-    throw docqError(ERROR_CODE.Config, `job "${name}": ${script} has no known extension (.py .js .mjs .sh) and is not an executable file starting with #!`, { field: "job" });
+    throw docqError(
+      ERROR_CODE.Config,
+      `job "${name}": ${script} has no known extension (.py .js .mjs .sh) and is not an executable file starting with #!`,
+      { field: "job" },
+    );
   }
   return { command: script, args: [] };
 }

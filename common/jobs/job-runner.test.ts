@@ -7,7 +7,19 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { JobRegistry, type JobDefinition } from "./job-registry.js";
 import { Spawner } from "./launch/spawner.js";
-import { createWorkDir, JobFailedError, openInWorkDir, removeTree, requestLine, runJob, sweepLeftovers, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
+import {
+  createWorkDir,
+  JobFailedError,
+  openInWorkDir,
+  removeTree,
+  requestLine,
+  runJob,
+  sweepLeftovers,
+  type JobAnswer,
+  type JobMode,
+  type JobRequest,
+  type WorkDir,
+} from "./job-runner.js";
 import { OWNER, RUN_ID_VAR } from "./launch/leftovers.mjs";
 import { isAlive, readPid } from "../testing/processes.js";
 
@@ -59,7 +71,14 @@ async function workDir(): Promise<WorkDir> {
 
 async function run(
   job: JobDefinition,
-  opts: { mode?: JobMode; input?: string; inputs?: string[]; params?: Record<string, unknown>; signal?: AbortSignal; onSpawn?: (pid: number) => void } = {},
+  opts: {
+    mode?: JobMode;
+    input?: string;
+    inputs?: string[];
+    params?: Record<string, unknown>;
+    signal?: AbortSignal;
+    onSpawn?: (pid: number) => void;
+  } = {},
 ): Promise<{ answer: JobAnswer; work: WorkDir }> {
   const work = await workDir();
   const request: JobRequest = {
@@ -70,7 +89,12 @@ async function run(
     params: opts.params ?? {},
     task: TASK,
   };
-  const answer = await runJob(job, request, { workDir: work.path, signal: opts.signal, onSpawn: opts.onSpawn, ...(launcher === undefined ? {} : { launcher }) });
+  const answer = await runJob(job, request, {
+    workDir: work.path,
+    signal: opts.signal,
+    onSpawn: opts.onSpawn,
+    ...(launcher === undefined ? {} : { launcher }),
+  });
   return { answer, work };
 }
 
@@ -88,7 +112,6 @@ function output(answer: JobAnswer): string {
   assert.equal(answer.kind, "output");
   return answer.output;
 }
-
 
 async function waitDead(pid: number): Promise<boolean> {
   for (let i = 0; i < 100; i++) {
@@ -138,13 +161,10 @@ describe("runJob: answers", () => {
     assert.equal(text, requestLine({ mode: "simple", input: "/x/in", outputDir: work.outputDir, params: { a: 1 }, task: TASK }));
     assert.deepEqual(Object.keys(JSON.parse(text) as object), ["mode", "input", "outputDir", "params", "task"]);
     assert.equal((await fs.readFile(path.join(work.outputDir, "pwd.txt"), "utf8")).trim(), await fs.realpath(work.path));
-    assert.deepEqual(Object.keys(JSON.parse(requestLine({ mode: "merge", inputs: [], outputDir: "o", params: {}, task: TASK })) as object), [
-      "mode",
-      "inputs",
-      "outputDir",
-      "params",
-      "task",
-    ]);
+    assert.deepEqual(
+      Object.keys(JSON.parse(requestLine({ mode: "merge", inputs: [], outputDir: "o", params: {}, task: TASK })) as object),
+      ["mode", "inputs", "outputDir", "params", "task"],
+    );
   });
 
   it("passes the job's env and what passEnv names, none of the rest of process.env; HOME and TMPDIR are the work dir", async () => {
@@ -215,7 +235,10 @@ describe("runJob: failures", () => {
   });
 
   it("keeps only the last ~4 KB of a long stderr", async () => {
-    const job = await shJob("chatty", `i=0; while [ $i -lt 3000 ]; do echo "line $i of noise" >&2; i=$((i+1)); done; echo "the end" >&2; exit 1`);
+    const job = await shJob(
+      "chatty",
+      `i=0; while [ $i -lt 3000 ]; do echo "line $i of noise" >&2; i=$((i+1)); done; echo "the end" >&2; exit 1`,
+    );
     const err = await failure(run(job));
     assert.ok(err.stderrTail.length <= 4096, `tail is ${err.stderrTail.length} chars`);
     assert.ok(err.stderrTail.endsWith("line 2999 of noise\nthe end\n"));
@@ -246,14 +269,38 @@ describe("runJob: failures", () => {
     ["an output that is a folder", `mkdir out/d; echo '{"output":"d"}'`, /answered output "d": not a file/],
     ["an output outside the work dir", `echo '{"output":"/etc/passwd"}'`, /answered output "\/etc\/passwd": path escapes the work dir/],
     ["a relative escape", `echo '{"output":"../../../../etc/passwd"}'`, /path escapes the work dir/],
-    ["a symlink escape", `ln -s /etc/passwd out/link; echo '{"output":"link"}'`, /answered output "link": is a symbolic link: docq stores only a regular file, opened without following links/],
-    ["a symlink to a file inside", `echo x > out/a; ln -s a out/link; echo '{"output":"link"}'`, /answered output "link": is a symbolic link/],
-    ["a folder that is a link to one outside", `ln -s /etc out/sub; echo '{"output":"sub/hostname"}'`, /answered output "sub\/hostname": "out\/sub" is a symbolic link: docq follows no link in an answered path/],
+    [
+      "a symlink escape",
+      `ln -s /etc/passwd out/link; echo '{"output":"link"}'`,
+      /answered output "link": is a symbolic link: docq stores only a regular file, opened without following links/,
+    ],
+    [
+      "a symlink to a file inside",
+      `echo x > out/a; ln -s a out/link; echo '{"output":"link"}'`,
+      /answered output "link": is a symbolic link/,
+    ],
+    [
+      "a folder that is a link to one outside",
+      `ln -s /etc out/sub; echo '{"output":"sub/hostname"}'`,
+      /answered output "sub\/hostname": "out\/sub" is a symbolic link: docq follows no link in an answered path/,
+    ],
     ["a path through a file", `echo x > out/f; echo '{"output":"f/g"}'`, /answered output "f\/g": "out\/f" is not a folder/],
     ["a FIFO (without waiting for a writer)", `mkfifo out/fifo; echo '{"output":"fifo"}'`, /answered output "fifo": not a file/],
-    ["a hard link to a file outside the work dir", `ln "$OUTSIDE_FILE" out/alias; echo '{"output":"alias"}'`, /answered output "alias": has 2 hard links: docq stores only a file with one link/],
-    ["a child input that is a hard link", `echo a > out/a; ln out/a out/b; echo '{"children":[{"input":"b"}]}'`, /answered child input "b": has 2 hard links/],
-    ["a child input outside", `echo '{"children":[{"input":"/etc/hostname"}]}'`, /answered child input "\/etc\/hostname": path escapes the work dir/],
+    [
+      "a hard link to a file outside the work dir",
+      `ln "$OUTSIDE_FILE" out/alias; echo '{"output":"alias"}'`,
+      /answered output "alias": has 2 hard links: docq stores only a file with one link/,
+    ],
+    [
+      "a child input that is a hard link",
+      `echo a > out/a; ln out/a out/b; echo '{"children":[{"input":"b"}]}'`,
+      /answered child input "b": has 2 hard links/,
+    ],
+    [
+      "a child input outside",
+      `echo '{"children":[{"input":"/etc/hostname"}]}'`,
+      /answered child input "\/etc\/hostname": path escapes the work dir/,
+    ],
   ];
   for (const [what, body, message] of badAnswers) {
     it(`fails on ${what}`, async () => {
@@ -281,7 +328,11 @@ describe("runJob: timeout and cancel kill the whole process group", () => {
     let pid = 0;
     const started = Date.now();
     const err = await failure(
-      runJob(job, { mode: "simple", outputDir: work.outputDir, params: {}, task: TASK }, { workDir: work.path, onSpawn: (p) => (pid = p), ...(launcher === undefined ? {} : { launcher }) }),
+      runJob(
+        job,
+        { mode: "simple", outputDir: work.outputDir, params: {}, task: TASK },
+        { workDir: work.path, onSpawn: (p) => (pid = p), ...(launcher === undefined ? {} : { launcher }) },
+      ),
     );
     assert.ok(Date.now() - started < 5000);
     assert.equal(err.message, 'job "sleeper" timed out after 300 ms');
@@ -392,7 +443,11 @@ describe("runJob: processes that left the script's process group", () => {
     let leftover: number | undefined;
     try {
       const err = await failure(
-        runJob(job, { mode: "simple", outputDir: work.outputDir, params: {}, task: TASK }, { workDir: work.path, ...(launcher === undefined ? {} : { launcher }) }),
+        runJob(
+          job,
+          { mode: "simple", outputDir: work.outputDir, params: {}, task: TASK },
+          { workDir: work.path, ...(launcher === undefined ? {} : { launcher }) },
+        ),
       );
       assert.equal(err.timedOut, true);
       leftover = await readPid(path.join(work.path, "leftover.pid"));
@@ -463,10 +518,20 @@ describe("removeTree", () => {
         await fs.symlink(outside, path.join(work.outputDir, "link"));
         await fs.symlink(path.join(outside, "f0"), path.join(work.path, "file-link"));
         // Swaps out/sub between the folder and a link to `outside` until the work dir is gone.
-        const racer = spawn("/bin/sh", ["-c", `cd "$1" || exit 1; while mv sub held && ln -s "$2" sub && rm sub && mv held sub; do :; done`, "racer", work.outputDir, outside], {
-          detached: true,
-          stdio: "ignore",
-        });
+        const racer = spawn(
+          "/bin/sh",
+          [
+            "-c",
+            `cd "$1" || exit 1; while mv sub held && ln -s "$2" sub && rm sub && mv held sub; do :; done`,
+            "racer",
+            work.outputDir,
+            outside,
+          ],
+          {
+            detached: true,
+            stdio: "ignore",
+          },
+        );
         racers.push(racer);
         await removeTree(work.path).catch((err: unknown) => {
           // A pass may keep meeting the swapper's latest change (ENOTEMPTY): not what is tested here.
@@ -538,7 +603,10 @@ describe("runJob: the example jobs in scripts-job/", () => {
 
   it("wordcount outputs exactly wc's counts as JSON", async () => {
     const { answer } = await run(await registry.resolve("wordcount"), { input: sample });
-    const [lines, words, bytes] = execFileSync("sh", ["-c", 'wc < "$1"', "sh", sample], { encoding: "utf8" }).trim().split(/\s+/).map(Number);
+    const [lines, words, bytes] = execFileSync("sh", ["-c", 'wc < "$1"', "sh", sample], { encoding: "utf8" })
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     assert.equal(await fs.readFile(output(answer), "utf8"), JSON.stringify({ lines, words, bytes }));
     assert.equal(lines, 4);
   });

@@ -213,7 +213,11 @@ export async function sweepLeftovers(root: string = os.tmpdir(), now: number = D
  * and restart, what the dead process left is gone once the worker has started, and what a process
  * that dies meanwhile (a spawner helper) leaves is gone within `intervalMs`. Answers a stop function.
  */
-export function startLeftoverSweeper(opts: { root?: string; intervalMs?: number; log: { info(msg: string): void; warn(msg: string): void } }): () => void {
+export function startLeftoverSweeper(opts: {
+  root?: string;
+  intervalMs?: number;
+  log: { info(msg: string): void; warn(msg: string): void };
+}): () => void {
   const root = opts.root ?? os.tmpdir();
   let running: Promise<void> | null = null;
   const sweep = (): void => {
@@ -221,9 +225,12 @@ export function startLeftoverSweeper(opts: { root?: string; intervalMs?: number;
     running = sweepLeftovers(root)
       .then(({ processes, dirs }) => {
         if (processes > 0) opts.log.warn(`killed ${processes} process(es) left running by docq processes that are gone`);
-        if (dirs.length > 0) opts.log.info(`removed ${dirs.length} dir(s) left in ${root} by docq processes that are gone: ${dirs.join(", ")}`);
+        if (dirs.length > 0)
+          opts.log.info(`removed ${dirs.length} dir(s) left in ${root} by docq processes that are gone: ${dirs.join(", ")}`);
       })
-      .catch((err: unknown) => opts.log.warn(`sweeping leftovers in ${root} failed, will retry: ${err instanceof Error ? err.message : String(err)}`))
+      .catch((err: unknown) =>
+        opts.log.warn(`sweeping leftovers in ${root} failed, will retry: ${err instanceof Error ? err.message : String(err)}`),
+      )
       .finally(() => (running = null));
   };
   sweep();
@@ -454,7 +461,10 @@ function openParentDir(file: string, workDir: string): { dir: OpenDir; name: str
       const code = errnoCode(err);
       let problem = code === "ENOENT" ? "no such file" : `folder ${JSON.stringify(walked)} cannot be opened (${code})`;
       // ENOTDIR for a link as for a file (O_DIRECTORY|O_NOFOLLOW): look, for the message only.
-      if (code === "ENOTDIR") problem = isLink(at(dir, part)) ? `${JSON.stringify(walked)} is a symbolic link: docq follows no link in an answered path` : `${JSON.stringify(walked)} is not a folder`;
+      if (code === "ENOTDIR")
+        problem = isLink(at(dir, part))
+          ? `${JSON.stringify(walked)} is a symbolic link: docq follows no link in an answered path`
+          : `${JSON.stringify(walked)} is not a folder`;
       closeSync(dir.fd);
       return problem;
     }
@@ -484,7 +494,11 @@ function inParentDir(file: string, workDir: string, fn: (dir: OpenDir, name: str
   return undefined;
 }
 
-async function inParentDirAsync(file: string, workDir: string, fn: (dir: OpenDir, name: string) => Promise<void>): Promise<string | undefined> {
+async function inParentDirAsync(
+  file: string,
+  workDir: string,
+  fn: (dir: OpenDir, name: string) => Promise<void>,
+): Promise<string | undefined> {
   const parent = openParentDir(file, workDir);
   if (typeof parent === "string") return parent;
   try {
@@ -523,7 +537,8 @@ export function openInWorkDir(file: string, workDir: string): OpenedFile | strin
   try {
     const stats = fstatSync(fd);
     if (!stats.isFile()) problem = "not a file";
-    else if (stats.nlink !== 1) problem = `has ${stats.nlink} hard links: docq stores only a file with one link (another link may be a file outside the work dir)`;
+    else if (stats.nlink !== 1)
+      problem = `has ${stats.nlink} hard links: docq stores only a file with one link (another link may be a file outside the work dir)`;
     else return { fd, size: stats.size };
   } catch (err) {
     problem = `cannot be read (${errnoCode(err)})`;

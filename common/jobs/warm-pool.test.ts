@@ -6,7 +6,16 @@ import path from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { JobRegistry, type JobDefinition } from "./job-registry.js";
-import { createWorkDir, JobFailedError, runJob, warmRequestLine, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "./job-runner.js";
+import {
+  createWorkDir,
+  JobFailedError,
+  runJob,
+  warmRequestLine,
+  type JobAnswer,
+  type JobMode,
+  type JobRequest,
+  type WorkDir,
+} from "./job-runner.js";
 import { OWNER } from "./launch/leftovers.mjs";
 import { restartDelayMs, WarmPool, type WarmPoolOptions } from "./warm-pool.js";
 import { isAlive, readPid } from "../testing/processes.js";
@@ -49,7 +58,22 @@ function makePool(opts: Partial<WarmPoolOptions> = {}): WarmPool {
 }
 
 function definition(name: string, command: string, args: string[], overrides: Partial<JobDefinition> = {}): JobDefinition {
-  return { name, dir, command, args, timeoutMs: 10_000, maxTries: null, split: false, env: {}, passEnv: ["DOCQ_TEST_RUN"], paramsSchema: null, warm: true, maxRequests: null, maxRssMb: null, ...overrides };
+  return {
+    name,
+    dir,
+    command,
+    args,
+    timeoutMs: 10_000,
+    maxTries: null,
+    split: false,
+    env: {},
+    passEnv: ["DOCQ_TEST_RUN"],
+    paramsSchema: null,
+    warm: true,
+    maxRequests: null,
+    maxRssMb: null,
+    ...overrides,
+  };
 }
 
 /**
@@ -94,7 +118,12 @@ function request(work: WorkDir, params: Record<string, unknown> = {}, mode: JobM
 }
 
 /** Runs one request on a fresh work dir; answers what out.json says. */
-async function ask(pool: WarmPool, job: JobDefinition, params: Record<string, unknown> = {}, signal?: AbortSignal): Promise<{ pid: number; answer: JobAnswer }> {
+async function ask(
+  pool: WarmPool,
+  job: JobDefinition,
+  params: Record<string, unknown> = {},
+  signal?: AbortSignal,
+): Promise<{ pid: number; answer: JobAnswer }> {
   const work = await workDir();
   const answer = await pool.run(job, request(work, params), { workDir: work.path, ...(signal === undefined ? {} : { signal }) });
   assert.equal(answer.kind, "output");
@@ -113,34 +142,38 @@ async function failure(promise: Promise<unknown>): Promise<JobFailedError> {
   assert.fail("expected the request to fail");
 }
 
-
-
 async function startsOf(file: string): Promise<number[]> {
   const text = await fs.readFile(file, "utf8").catch(() => "");
-  return text.split("\n").filter((l) => l !== "").map(Number);
+  return text
+    .split("\n")
+    .filter((l) => l !== "")
+    .map(Number);
 }
-
 
 describe("createWorkDir on tmpfs and on disk", () => {
   for (const [where, root] of [
     ["the OS temp dir", os.tmpdir()],
     ["tmpfs", "/dev/shm"],
   ] as const) {
-    it(`makes and removes a fresh dir with out/ in ${where}, with or without leftovers`, { skip: !existsSync(root) && `no ${root}` }, async () => {
-      const a = await createWorkDir(root);
-      const b = await createWorkDir(root);
-      assert.notEqual(a.path, b.path);
-      assert.equal(a.outputDir, path.join(a.path, "out"));
-      assert.ok((await fs.stat(a.outputDir)).isDirectory());
-      await fs.writeFile(path.join(a.outputDir, "stored.txt"), "x");
-      await a.remove([path.join(a.outputDir, "stored.txt")]);
-      await assert.rejects(fs.stat(a.path), { code: "ENOENT" });
-      await fs.mkdir(path.join(b.outputDir, "sub"));
-      await fs.writeFile(path.join(b.outputDir, "sub", "left.txt"), "x");
-      await fs.writeFile(path.join(b.path, "input"), "x");
-      await b.remove();
-      await assert.rejects(fs.stat(b.path), { code: "ENOENT" });
-    });
+    it(
+      `makes and removes a fresh dir with out/ in ${where}, with or without leftovers`,
+      { skip: !existsSync(root) && `no ${root}` },
+      async () => {
+        const a = await createWorkDir(root);
+        const b = await createWorkDir(root);
+        assert.notEqual(a.path, b.path);
+        assert.equal(a.outputDir, path.join(a.path, "out"));
+        assert.ok((await fs.stat(a.outputDir)).isDirectory());
+        await fs.writeFile(path.join(a.outputDir, "stored.txt"), "x");
+        await a.remove([path.join(a.outputDir, "stored.txt")]);
+        await assert.rejects(fs.stat(a.path), { code: "ENOENT" });
+        await fs.mkdir(path.join(b.outputDir, "sub"));
+        await fs.writeFile(path.join(b.outputDir, "sub", "left.txt"), "x");
+        await fs.writeFile(path.join(b.path, "input"), "x");
+        await b.remove();
+        await assert.rejects(fs.stat(b.path), { code: "ENOENT" });
+      },
+    );
   }
 });
 
@@ -213,7 +246,12 @@ describe("WarmPool", () => {
     const mark = path.join(dir, "cancel.pid");
     const abort = new AbortController();
     const pending = ask(pool, job, { mark, sleepMs: 30_000 }, abort.signal);
-    await waitUntil("the request to start", () => fs.access(mark).then(() => true, () => false));
+    await waitUntil("the request to start", () =>
+      fs.access(mark).then(
+        () => true,
+        () => false,
+      ),
+    );
     abort.abort();
     const err = await failure(pending);
     assert.equal(err.message, 'job "cancel" was canceled');
@@ -232,7 +270,12 @@ describe("WarmPool", () => {
     const pool = makePool();
     const mark = path.join(dir, "killed.pid");
     const pending = ask(pool, job, { mark, stderr: "working on it", sleepMs: 30_000 });
-    await waitUntil("the request to start", () => fs.access(mark).then(() => true, () => false));
+    await waitUntil("the request to start", () =>
+      fs.access(mark).then(
+        () => true,
+        () => false,
+      ),
+    );
     const pid = await readPid(mark);
     process.kill(pid, "SIGKILL");
     const err = await failure(pending);
@@ -262,7 +305,10 @@ describe("WarmPool", () => {
     await failure(run()); // one crash: restarted at once
     assert.equal((await startsOf(starts)).length, 2);
     const fast = await failure(run()); // two in a row: the next start waits 300 ms
-    assert.match(fast.message, /^job "crashy" keeps crashing: its warm process exited with code 3: crashy: cannot load the model \(2 crashes in a row\); the next start is in \d+ ms$/);
+    assert.match(
+      fast.message,
+      /^job "crashy" keeps crashing: its warm process exited with code 3: crashy: cannot load the model \(2 crashes in a row\); the next start is in \d+ ms$/,
+    );
     assert.equal(fast.stderrTail, "crashy: cannot load the model\n");
     assert.equal((await startsOf(starts)).length, 2, "no start during the backoff");
     await new Promise((r) => setTimeout(r, 350));
@@ -288,7 +334,10 @@ done
   });
 
   it("restart delay: none after one crash, then base · 2^(n-2), capped", () => {
-    assert.deepEqual([0, 1, 2, 3, 4, 5, 10].map((n) => restartDelayMs(n, 250, 2000)), [0, 0, 250, 500, 1000, 2000, 2000]);
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5, 10].map((n) => restartDelayMs(n, 250, 2000)),
+      [0, 0, 250, 500, 1000, 2000, 2000],
+    );
   });
 
   it("recycles a process after maxRequests, starting its replacement at once", async () => {
@@ -325,7 +374,7 @@ done
     const { pid } = await ask(pool, job);
     const thrown = await failure(ask(pool, job, { throw: "cannot parse page 3" }));
     assert.equal(thrown.message, 'job "picky" failed: Error: cannot parse page 3');
-    assert.match(thrown.stderrTail, /^Error: cannot parse page 3\n    at /);
+    assert.match(thrown.stderrTail, /^Error: cannot parse page 3\n {4}at /);
     const invalid = await failure(ask(pool, job, { answer: { output: "" } }));
     assert.match(invalid.message, /^job "picky" printed no valid answer on stdout: output: /);
     const escaping = await failure(ask(pool, job, { answer: "/etc/passwd" }));
@@ -341,7 +390,12 @@ done
     const pool = makePool();
     const { pid } = await ask(pool, job);
     const err = await failure(ask(pool, job, { raw: '{"requestId":"bogus","output":"out.json"}' }));
-    assert.match(err.message, new RegExp(`^job "liar" \\(warm process ${pid}\\) answered request "bogus" while request "\\d+" was asked: the process was restarted$`));
+    assert.match(
+      err.message,
+      new RegExp(
+        `^job "liar" \\(warm process ${pid}\\) answered request "bogus" while request "\\d+" was asked: the process was restarted$`,
+      ),
+    );
     await waitUntil("the process to be killed", () => !isAlive(pid));
     assert.notEqual((await ask(pool, job)).pid, pid);
   });
@@ -405,7 +459,12 @@ serve((req) => { writeFileSync(req.outputDir + "/" + name, JSON.stringify({ pid:
     const mark = path.join(dir, "stopped.pid");
     const { pid: idle } = await ask(pool, job);
     const busy = ask(pool, job, { mark, sleepMs: 30_000 });
-    await waitUntil("the busy request to start", () => fs.access(mark).then(() => true, () => false));
+    await waitUntil("the busy request to start", () =>
+      fs.access(mark).then(
+        () => true,
+        () => false,
+      ),
+    );
     const busyPid = await readPid(mark);
     const started = Date.now();
     // Listened to before the stop fails it (the stop then still removes the process's dir).
@@ -417,7 +476,10 @@ serve((req) => { writeFileSync(req.outputDir + "/" + name, JSON.stringify({ pid:
     assert.ok(!isAlive(idle) && !isAlive(busyPid));
     assert.deepEqual(pool.processes(), []);
     // Stopped means their dirs are gone too: a worker that exits right after leaves none behind.
-    assert.deepEqual((await fs.readdir(dir)).filter((n) => n.startsWith(`docq-warm-${OWNER}-stopped-`)), []);
+    assert.deepEqual(
+      (await fs.readdir(dir)).filter((n) => n.startsWith(`docq-warm-${OWNER}-stopped-`)),
+      [],
+    );
     assert.equal((await failure(ask(pool, job))).message, 'job "stopped" was stopped: the worker is shutting down');
   });
 
@@ -448,7 +510,9 @@ serve(async (req) => {
     const ownDirs = async (): Promise<string[]> => (await fs.readdir(dir)).filter((n) => n.startsWith(`docq-warm-${OWNER}-setsid-warm-`));
     try {
       const work = await workDir();
-      const timedOut = await failure(pool.run(job, request(work, { setsid: path.join(dir, "setsid-1.pid"), sleepMs: 30_000 }), { workDir: work.path }));
+      const timedOut = await failure(
+        pool.run(job, request(work, { setsid: path.join(dir, "setsid-1.pid"), sleepMs: 30_000 }), { workDir: work.path }),
+      );
       assert.equal(timedOut.timedOut, true);
       leftovers.push(await readPid(path.join(dir, "setsid-1.pid")));
       assert.equal(isAlive(leftovers[0] ?? 0), false, "the setsid child of a process killed for a timeout is gone when the request fails");
@@ -523,7 +587,11 @@ describe("the warm example jobs and helpers", () => {
     await fs.writeFile(sample, "first line here\n\n  indented\twith tab  \nünïcode words\u00a0here\nno newline at the end");
   });
 
-  const run = async (job: JobDefinition, req: Omit<JobRequest, "outputDir" | "params" | "task"> & { params?: Record<string, unknown> }, pool?: WarmPool): Promise<JobAnswer> => {
+  const run = async (
+    job: JobDefinition,
+    req: Omit<JobRequest, "outputDir" | "params" | "task"> & { params?: Record<string, unknown> },
+    pool?: WarmPool,
+  ): Promise<JobAnswer> => {
     const work = await workDir();
     const full: JobRequest = { params: {}, task: TASK, ...req, outputDir: work.outputDir };
     return pool === undefined ? runJob(job, full, { workDir: work.path }) : pool.run(job, full, { workDir: work.path });
@@ -545,7 +613,10 @@ describe("the warm example jobs and helpers", () => {
       const expected = await text(await run(oneShot, { mode: "simple", input }));
       assert.equal(await text(await run(warm, { mode: "simple", input }, pool)), expected, input);
     }
-    const [lines, words, bytes] = execFileSync("sh", ["-c", 'wc < "$1"', "sh", sample], { encoding: "utf8" }).trim().split(/\s+/).map(Number);
+    const [lines, words, bytes] = execFileSync("sh", ["-c", 'wc < "$1"', "sh", sample], { encoding: "utf8" })
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     assert.equal(await text(await run(warm, { mode: "simple", input: sample }, pool)), JSON.stringify({ lines, words, bytes }));
     // wc's words depend on the locale (a non-breaking space separates words in UTF-8 only): the warm job follows it too.
     for (const locale of ["C", "C.UTF-8"]) {
@@ -576,7 +647,10 @@ describe("the warm example jobs and helpers", () => {
       assert.deepEqual(await read(b.children), await read(a.children));
       const outputs: string[] = [];
       for (const child of b.children) {
-        const [x, y] = [await run(oneShot, { mode: "child", input: child.input }), await run(warm, { mode: "child", input: child.input }, pool)];
+        const [x, y] = [
+          await run(oneShot, { mode: "child", input: child.input }),
+          await run(warm, { mode: "child", input: child.input }, pool),
+        ];
         assert.equal(await text(y), await text(x));
         outputs.push(y.kind === "output" ? y.output : "");
       }

@@ -141,7 +141,18 @@ export class WarmPool implements JobExecutor {
     const signature = await signatureOf(job);
     group = this.groups.get(job.name);
     if (group === undefined) {
-      group = { name: job.name, job, signature, checkedAt: now, procs: new Set(), idle: [], idleTimers: new Map(), crashes: 0, lastCrash: null, restartAt: 0 };
+      group = {
+        name: job.name,
+        job,
+        signature,
+        checkedAt: now,
+        procs: new Set(),
+        idle: [],
+        idleTimers: new Map(),
+        crashes: 0,
+        lastCrash: null,
+        restartAt: 0,
+      };
       this.groups.set(job.name, group);
       return group;
     }
@@ -292,7 +303,12 @@ export function restartDelayMs(crashes: number, baseMs: number, maxMs: number): 
 async function signatureOf(job: JobDefinition): Promise<string> {
   const script = job.args[0] ?? job.command;
   const folderJob = path.basename(job.dir) === job.name;
-  const files = folderJob ? await fs.readdir(job.dir).then((names) => names.map((n) => path.join(job.dir, n)), () => [script]) : [script];
+  const files = folderJob
+    ? await fs.readdir(job.dir).then(
+        (names) => names.map((n) => path.join(job.dir, n)),
+        () => [script],
+      )
+    : [script];
   const mtimes = await Promise.all(
     files.map((f) =>
       fs.stat(f).then(

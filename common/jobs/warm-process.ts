@@ -243,7 +243,10 @@ export class WarmProcess {
       return;
     }
     if (requestId !== pending.requestId) {
-      this.kill("protocol", `answered request ${JSON.stringify(requestId)} while request ${JSON.stringify(pending.requestId)} was asked: the process was restarted`);
+      this.kill(
+        "protocol",
+        `answered request ${JSON.stringify(requestId)} while request ${JSON.stringify(pending.requestId)} was asked: the process was restarted`,
+      );
       return;
     }
     this.pending = null;
@@ -254,7 +257,8 @@ export class WarmProcess {
     // Settled after the poll phase, so stderr written before the answer (a traceback) is in its tail.
     setImmediate(() => {
       const stderrTail = this.stderrTail.text;
-      const fail = (message: string): JobFailedError => new JobFailedError(`job "${this.job.name}" ${message}`, { exitCode: null, stderrTail });
+      const fail = (message: string): JobFailedError =>
+        new JobFailedError(`job "${this.job.name}" ${message}`, { exitCode: null, stderrTail });
       if (error !== undefined) {
         pending.reject(fail(typeof error === "string" ? `failed: ${error}` : `printed no valid answer on stdout: error: must be a string`));
         return;
@@ -338,7 +342,10 @@ export class WarmProcess {
         return new JobFailedError(`${name} (warm process ${this.pid}) ${this.protocolProblem}`, { exitCode: code, stderrTail });
       case null:
         if (this.spawnError !== null) return new JobFailedError(`${name} ${description}`, { exitCode: null, stderrTail });
-        return new JobFailedError(`${name} (warm process ${this.pid}) ${this.describeEnd(stderrTail, true)}`, { exitCode: code, stderrTail });
+        return new JobFailedError(`${name} (warm process ${this.pid}) ${this.describeEnd(stderrTail, true)}`, {
+          exitCode: code,
+          stderrTail,
+        });
     }
   }
 }

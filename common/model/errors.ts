@@ -60,7 +60,11 @@ export class DocqError extends Error {
   }
 }
 
-export function docqError(code: ErrorCode, message: string, opts?: { field?: string; cause?: unknown; details?: Record<string, unknown> }): DocqError {
+export function docqError(
+  code: ErrorCode,
+  message: string,
+  opts?: { field?: string; cause?: unknown; details?: Record<string, unknown> },
+): DocqError {
   return new DocqError(code, message, opts);
 }
 

@@ -6,9 +6,19 @@ import { TASK_STATUSES } from "./task-model.js";
 describe("state machine", () => {
   it("allows every arrow of the design's diagram", () => {
     const arrows: [string, string][] = [
-      ["input", "work"], ["work", "output"], ["work", "input"], ["work", "error"], ["work", "wait"],
-      ["wait", "complete"], ["complete", "work"], ["wait", "error"], ["work", "complete"],
-      ["input", "canceled"], ["work", "canceled"], ["wait", "canceled"], ["complete", "canceled"],
+      ["input", "work"],
+      ["work", "output"],
+      ["work", "input"],
+      ["work", "error"],
+      ["work", "wait"],
+      ["wait", "complete"],
+      ["complete", "work"],
+      ["wait", "error"],
+      ["work", "complete"],
+      ["input", "canceled"],
+      ["work", "canceled"],
+      ["wait", "canceled"],
+      ["complete", "canceled"],
     ];
     for (const [from, to] of arrows) assert.ok(canTransition(from as never, to as never), `${from} -> ${to}`);
   });
@@ -36,8 +46,9 @@ describe("state machine", () => {
         }
       }
     }
-    for (const from of TASK_STATUSES) for (const to of TASK_STATUSES) {
-      if (canTransition(from, to)) assert.ok(made.has(`${from}->${to}`), `no store step makes the diagram's edge ${from} -> ${to}`);
-    }
+    for (const from of TASK_STATUSES)
+      for (const to of TASK_STATUSES) {
+        if (canTransition(from, to)) assert.ok(made.has(`${from}->${to}`), `no store step makes the diagram's edge ${from} -> ${to}`);
+      }
   });
 });

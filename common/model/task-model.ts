@@ -88,7 +88,9 @@ export function isFinal(status: TaskStatus): boolean {
 }
 
 /** `offload` missing (an entry made before the field existed) counts as true, like a stored task without it. */
-export function toQueueEntry(task: Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status"> & Partial<Pick<Task, "offload">>): QueueEntry {
+export function toQueueEntry(
+  task: Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status"> & Partial<Pick<Task, "offload">>,
+): QueueEntry {
   return {
     id: task.id,
     priority: task.priority,

@@ -37,15 +37,21 @@ describe("retryTransient", () => {
   it("rethrows a refusal at once and gives up after maxMs", async () => {
     let calls = 0;
     await assert.rejects(
-      retryTransient(async () => {
-        calls++;
-        throw new Error("refused");
-      }, { maxMs: 5000 }),
+      retryTransient(
+        async () => {
+          calls++;
+          throw new Error("refused");
+        },
+        { maxMs: 5000 },
+      ),
       /refused/,
     );
     assert.equal(calls, 1);
     const started = Date.now();
-    await assert.rejects(retryTransient(async () => Promise.reject(named("ServiceNotFoundError")), { maxMs: 100, firstDelayMs: 10 }), /ServiceNotFoundError/);
+    await assert.rejects(
+      retryTransient(async () => Promise.reject(named("ServiceNotFoundError")), { maxMs: 100, firstDelayMs: 10 }),
+      /ServiceNotFoundError/,
+    );
     assert.ok(Date.now() - started < 1000);
   });
 });

@@ -46,4 +46,3 @@ export async function retryTransient<T>(call: () => Promise<T>, opts: RetryOptio
     }
   }
 }
-

@@ -10,7 +10,17 @@ const processedBy = { site: "local", node: "node-1" };
 
 /** One valid message of each kind. */
 const GOOD: { [K in Kind]: Record<string, unknown> } = {
-  submit: { id: ID, site: "local", user: "anonymous", name: "report", job: "wordcount", params: { ms: 5 }, priority: 50, maxTries: 3, input: `${ID}/input` },
+  submit: {
+    id: ID,
+    site: "local",
+    user: "anonymous",
+    name: "report",
+    job: "wordcount",
+    params: { ms: 5 },
+    priority: 50,
+    maxTries: 3,
+    input: `${ID}/input`,
+  },
   pull: { owner: "worker@n1", max: 4 },
   heartbeat: { owner: "worker@n1", ids: [ID], slots: 4, busy: 1 },
   succeed: { id: ID, owner: "worker@n1", tries: 1, output: `${ID}/output-1`, processedBy },

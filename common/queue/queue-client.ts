@@ -84,7 +84,8 @@ function claimOf(claim: LeaseClaim): LeaseClaim {
 /** The client over a broker: `brokerCall` is e.g. `(name, params) => broker.call(name, params)`. */
 export function brokerQueuerClient(brokerCall: (actionName: string, params: object) => Promise<unknown>): QueuerClient {
   return queuerClient(
-    <A extends QueuerAction>(action: A, message: QueuerMessage<A>) => brokerCall(queuerActionName(action), message) as Promise<QueuerAnswer<A>>,
+    <A extends QueuerAction>(action: A, message: QueuerMessage<A>) =>
+      brokerCall(queuerActionName(action), message) as Promise<QueuerAnswer<A>>,
   );
 }
 

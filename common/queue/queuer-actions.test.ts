@@ -25,14 +25,32 @@ let queuer: QueuerClient;
 async function submitted(priority = 50): Promise<string> {
   const id = newTaskId("test");
   await blobs.put(blobKeys.input(id), Readable.from(["a document"]));
-  await queuer.submit({ id, site: "test", user: "u", name: "t", job: "noop", params: {}, priority, maxTries: 1, input: blobKeys.input(id) });
+  await queuer.submit({
+    id,
+    site: "test",
+    user: "u",
+    name: "t",
+    job: "noop",
+    params: {},
+    priority,
+    maxTries: 1,
+    input: blobKeys.input(id),
+  });
   return id;
 }
 
 beforeEach(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-queuer-actions-test-"));
   store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
-  queue = new TaskQueue({ store, site: "test", leaseMs: 10_000, backoffBaseMs: 0, backoffMaxMs: 0, requeueWorkOnReload: false, maxSplitDepth: 2 });
+  queue = new TaskQueue({
+    store,
+    site: "test",
+    leaseMs: 10_000,
+    backoffBaseMs: 0,
+    backoffMaxMs: 0,
+    requeueWorkOnReload: false,
+    maxSplitDepth: 2,
+  });
   blobs = await FsBlobStore.open(path.join(dir, "blobs"));
   warnings = [];
   const log = { warn: (msg: string): void => void warnings.push(msg) };

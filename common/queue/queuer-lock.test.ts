@@ -34,7 +34,13 @@ describe("QueuerLock", () => {
     const module = fileURLToPath(new URL("./queuer-lock.ts", import.meta.url));
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", "--input-type=module", "-e", `import { QueuerLock } from ${JSON.stringify(module)}; QueuerLock.tryAcquire(${JSON.stringify(file)}); console.log("held"); setInterval(() => {}, 1000);`],
+      [
+        "--import",
+        "tsx",
+        "--input-type=module",
+        "-e",
+        `import { QueuerLock } from ${JSON.stringify(module)}; QueuerLock.tryAcquire(${JSON.stringify(file)}); console.log("held"); setInterval(() => {}, 1000);`,
+      ],
       { stdio: ["ignore", "pipe", "inherit"] },
     );
     await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()));

@@ -17,11 +17,32 @@ const now = (): number => clock;
 const processedBy = { site: "test", node: "n1" };
 
 function makeQueue(overrides: Partial<Omit<TaskQueueOptions, "store">> = {}): TaskQueue {
-  return new TaskQueue({ store, site: "test", leaseMs: 1000, backoffBaseMs: 100, backoffMaxMs: 1000, requeueWorkOnReload: false, maxSplitDepth: 2, now, ...overrides });
+  return new TaskQueue({
+    store,
+    site: "test",
+    leaseMs: 1000,
+    backoffBaseMs: 100,
+    backoffMaxMs: 1000,
+    requeueWorkOnReload: false,
+    maxSplitDepth: 2,
+    now,
+    ...overrides,
+  });
 }
 
 function spec(priority: number, overrides: Partial<NewTaskSpec> = {}): NewTaskSpec {
-  return { id: newTaskId("test"), site: "test", user: "u", name: `p${priority}`, job: "noop", params: {}, priority, maxTries: 3, input: null, ...overrides };
+  return {
+    id: newTaskId("test"),
+    site: "test",
+    user: "u",
+    name: `p${priority}`,
+    job: "noop",
+    params: {},
+    priority,
+    maxTries: 3,
+    input: null,
+    ...overrides,
+  };
 }
 
 const claimOf = (task: Task, owner = "w1") => ({ id: task.id, owner, tries: task.tries });
@@ -45,14 +66,20 @@ describe("TaskQueue", () => {
     clock++;
     const c = await queue.submit(spec(10));
     const pulled = await queue.pull("w1", 2);
-    assert.deepEqual(pulled.map((t) => t.id), [b.id, a.id]);
+    assert.deepEqual(
+      pulled.map((t) => t.id),
+      [b.id, a.id],
+    );
     for (const t of pulled) {
       assert.equal(t.status, "work");
       assert.equal(t.tries, 1);
       assert.deepEqual(t.lease, { owner: "w1", expiresAt: clock + 1000 });
       assert.equal(t.startTime, clock);
     }
-    assert.deepEqual((await queue.pull("w2", 5)).map((t) => t.id), [c.id]);
+    assert.deepEqual(
+      (await queue.pull("w2", 5)).map((t) => t.id),
+      [c.id],
+    );
     assert.deepEqual(await queue.pull("w2", 5), []);
   });
 
@@ -157,7 +184,10 @@ describe("TaskQueue", () => {
     assert.deepEqual(told, [{ id: running.id, leaseOwner: "w1" }]);
     assert.deepEqual(await queue.pull("w1", 5), []);
     assert.equal(await queue.succeed(claimOf(leased!), { output: "k", processedBy }), false);
-    await assert.rejects(queue.cancel(queued.id), (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /already canceled/.test(err.message));
+    await assert.rejects(
+      queue.cancel(queued.id),
+      (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /already canceled/.test(err.message),
+    );
     await assert.rejects(queue.cancel("test-01JAAAAAAAAAAAAAAAAAAAAAAA"), (err: unknown) => isDocqError(err, "TASK_NOT_FOUND"));
   });
 
@@ -170,8 +200,15 @@ describe("TaskQueue", () => {
     await first.pull("w1", 1);
 
     const second = makeQueue();
-    assert.deepEqual(await second.reload().then(({ queued, working, requeued }) => ({ queued, working, requeued })), { queued: 3, working: 1, requeued: 0 });
-    assert.deepEqual((await second.pull("w2", 5)).map((t) => t.id), [high.id, mid.id, low.id]);
+    assert.deepEqual(await second.reload().then(({ queued, working, requeued }) => ({ queued, working, requeued })), {
+      queued: 3,
+      working: 1,
+      requeued: 0,
+    });
+    assert.deepEqual(
+      (await second.pull("w2", 5)).map((t) => t.id),
+      [high.id, mid.id, low.id],
+    );
 
     const third = makeQueue({ requeueWorkOnReload: true, backoffBaseMs: 0 });
     const report = await third.reload();
@@ -179,7 +216,10 @@ describe("TaskQueue", () => {
     const orphan = await store.get(running.id);
     assert.equal(orphan?.status, "input");
     assert.equal(orphan?.tries, 1);
-    assert.deepEqual((await third.pull("w3", 5)).map((t) => t.id), [running.id, high.id, mid.id, low.id]);
+    assert.deepEqual(
+      (await third.pull("w3", 5)).map((t) => t.id),
+      [running.id, high.id, mid.id, low.id],
+    );
     third.stop();
   });
 });
@@ -189,7 +229,10 @@ describe("TaskQueue: split and merge", () => {
     const submitted = await queue.submit(spec(priority, { name: "doc" }));
     const [leased] = await queue.pull("w1", 1);
     assert.equal(leased?.id, submitted.id);
-    const inputs = Array.from({ length: parts }, (_, i) => ({ input: `${submitted.id}/split-1/part-${i}`, ...(i === 0 ? { params: { first: true } } : {}) }));
+    const inputs = Array.from({ length: parts }, (_, i) => ({
+      input: `${submitted.id}/split-1/part-${i}`,
+      ...(i === 0 ? { params: { first: true } } : {}),
+    }));
     assert.equal(await queue.split(claimOf(leased!), inputs, processedBy), true);
     const parent = (await store.get(submitted.id))!;
     return { parent, children: await store.children(submitted.id) };
@@ -201,7 +244,10 @@ describe("TaskQueue: split and merge", () => {
     assert.equal(parent.status, "wait");
     assert.equal(parent.lease, null);
     assert.equal(parent.childrenTotal, 3);
-    assert.deepEqual(parent.children, children.map((c) => c.id));
+    assert.deepEqual(
+      parent.children,
+      children.map((c) => c.id),
+    );
     for (const [i, child] of children.entries()) {
       assert.equal(child.status, "input");
       assert.equal(child.parentId, parent.id);
@@ -211,7 +257,11 @@ describe("TaskQueue: split and merge", () => {
       assert.equal(child.input, `${parent.id}/split-1/part-${i}`);
       assert.deepEqual(child.params, i === 0 ? { first: true } : {});
     }
-    assert.deepEqual((await queue.pull("w1", 5)).map((t) => t.id), children.map((c) => c.id), "children in order");
+    assert.deepEqual(
+      (await queue.pull("w1", 5)).map((t) => t.id),
+      children.map((c) => c.id),
+      "children in order",
+    );
   });
 
   it("queues the merge when the last child is output, with the children's outputs in order", async () => {
@@ -226,7 +276,10 @@ describe("TaskQueue: split and merge", () => {
     assert.equal(complete?.childrenCompleted, 3);
     const [merge] = await queue.pull("w2", 1);
     assert.equal(merge?.id, parent.id);
-    assert.deepEqual(merge?.mergeInputs, children.map((c) => `${c.id}/out`));
+    assert.deepEqual(
+      merge?.mergeInputs,
+      children.map((c) => `${c.id}/out`),
+    );
     // A failed merge retries the merge, never the split.
     assert.equal(await queue.fail(claimOf(merge!, "w2"), "merge broke", { retryable: true }), true);
     assert.equal((await store.get(parent.id))?.status, "complete");
@@ -287,7 +340,10 @@ describe("TaskQueue: split and merge", () => {
     const { parent } = await splitOne(queue, 3);
     const [first] = await queue.pull("w1", 1);
     assert.equal(await queue.succeed(claimOf(first!), { output: `${first!.id}/out`, processedBy }), true);
-    await assert.rejects(queue.delete(first!.id), (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /part of task .* which is wait/.test((err as Error).message));
+    await assert.rejects(
+      queue.delete(first!.id),
+      (err: unknown) => isDocqError(err, "TASK_NOT_IN_STATE") && /part of task .* which is wait/.test((err as Error).message),
+    );
     assert.equal((await store.get(first!.id))?.status, "output", "the part stays");
     for (const child of await queue.pull("w1", 2)) await queue.succeed(claimOf(child), { output: `${child.id}/out`, processedBy });
     const [merge] = await queue.pull("w2", 1);
@@ -339,7 +395,10 @@ describe("TaskQueue: split and merge", () => {
     const report = await reloaded.reload();
     assert.equal(report.waiting, 1);
     assert.equal((await store.get(parent.id))?.status, "complete");
-    assert.deepEqual((await reloaded.pull("w2", 5)).map((t) => t.id), [parent.id]);
+    assert.deepEqual(
+      (await reloaded.pull("w2", 5)).map((t) => t.id),
+      [parent.id],
+    );
     reloaded.stop();
   });
 });
@@ -369,9 +428,12 @@ describe("TaskQueue: quotas and usage", () => {
 
   it("holds maxQueued under concurrent submits: exactly the cap accepted, the rest QUOTA_EXCEEDED", async () => {
     const queue = makeQueue();
-    const results = await Promise.allSettled(Array.from({ length: 30 }, () => queue.submit(spec(50, { user: "carol" }), { quota: { maxQueued: 5 } })));
+    const results = await Promise.allSettled(
+      Array.from({ length: 30 }, () => queue.submit(spec(50, { user: "carol" }), { quota: { maxQueued: 5 } })),
+    );
     assert.equal(results.filter((r) => r.status === "fulfilled").length, 5);
-    for (const r of results) if (r.status === "rejected") assert.ok(isDocqError(r.reason, "QUOTA_EXCEEDED") && /maxQueued/.test((r.reason as Error).message));
+    for (const r of results)
+      if (r.status === "rejected") assert.ok(isDocqError(r.reason, "QUOTA_EXCEEDED") && /maxQueued/.test((r.reason as Error).message));
     // Another user is not held back by carol's limit.
     await queue.submit(spec(50, { user: "dan" }), { quota: { maxQueued: 5 } });
     // A finished task frees a place.
@@ -385,14 +447,24 @@ describe("TaskQueue: quotas and usage", () => {
     await queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2, maxBytesPerDay: 100 }, inputBytes: 60 });
     await assert.rejects(queue.submit(spec(50, { user: "erin" }), { quota: { maxBytesPerDay: 100 }, inputBytes: 41 }), /maxBytesPerDay/);
     await queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2 }, inputBytes: 40 });
-    await assert.rejects(queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2 } }), (err: unknown) => isDocqError(err, "QUOTA_EXCEEDED") && /maxPerDay/.test((err as Error).message));
+    await assert.rejects(
+      queue.submit(spec(50, { user: "erin" }), { quota: { maxPerDay: 2 } }),
+      (err: unknown) => isDocqError(err, "QUOTA_EXCEEDED") && /maxPerDay/.test((err as Error).message),
+    );
     const [a, b] = await queue.pull("w1", 2);
     clock += 250;
     await queue.succeed(claimOf(a!), { output: "o", processedBy: { site: "elsewhere", node: "n" } });
     await queue.fail(claimOf(b!), "broken", { retryable: false });
     const [row] = await store.usage({ user: "erin", from: today(), to: today() });
     assert.deepEqual(
-      { submitted: row?.submitted, bytesIn: row?.bytesIn, output: row?.output, error: row?.error, ranElsewhere: row?.ranElsewhere, runMs: row?.runMs },
+      {
+        submitted: row?.submitted,
+        bytesIn: row?.bytesIn,
+        output: row?.output,
+        error: row?.error,
+        ranElsewhere: row?.ranElsewhere,
+        runMs: row?.runMs,
+      },
       { submitted: 2, bytesIn: 100, output: 1, error: 1, ranElsewhere: 1, runMs: 500 },
     );
     // The next UTC day starts afresh.

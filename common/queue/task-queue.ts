@@ -4,7 +4,15 @@ import { docqError, ERROR_CODE, errorMessage } from "../model/errors.js";
 import type { AttemptResult, CancelReport, ChildSpec, DeleteReport, LeaseClaim, PulledTask } from "../model/claims.js";
 import { blobKeys, newTask, newTaskId, type NewTaskSpec } from "./new-task.js";
 import { PriorityIndex } from "./priority-index.js";
-import { TASK_STATUS as S, QUEUED_STATUSES, isFinal, toQueueEntry, type ProcessedBy, type QueueEntry, type Task } from "../model/task-model.js";
+import {
+  TASK_STATUS as S,
+  QUEUED_STATUSES,
+  isFinal,
+  toQueueEntry,
+  type ProcessedBy,
+  type QueueEntry,
+  type Task,
+} from "../model/task-model.js";
 import type { StepResult, TaskStore } from "../store/task-store.js";
 
 export interface TaskQueueOptions {
@@ -90,8 +98,6 @@ function claimOf(task: Pick<Task, "id" | "lease" | "tries">): LeaseClaim {
   return { id: task.id, owner: task.lease?.owner ?? "", tries: task.tries };
 }
 
-
-
 /**
  * A site's queue: the durable task store plus the in-memory priority index over its queued tasks.
  * Every transition is written to the store with a compare-and-set before the index or any caller
@@ -170,7 +176,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    */
   async submit(spec: NewTaskSpec, opts: { quota?: SubmitQuota; inputBytes?: number } = {}): Promise<Task> {
     const { quota } = opts;
-    const limited = quota !== undefined && (quota.maxQueued !== undefined || quota.maxPerDay !== undefined || quota.maxBytesPerDay !== undefined);
+    const limited =
+      quota !== undefined && (quota.maxQueued !== undefined || quota.maxPerDay !== undefined || quota.maxBytesPerDay !== undefined);
     if (!limited) return this.insert(spec, opts.inputBytes ?? 0);
     return this.perUser(spec.user, async () => {
       await this.checkQuota(spec.user, quota, opts.inputBytes ?? 0);
@@ -207,10 +214,14 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     if (quota.maxQueued !== undefined) {
       const active = await this.store.countActive(user);
       if (active >= quota.maxQueued) {
-        throw docqError(ERROR_CODE.QuotaExceeded, `maxQueued: ${user} has ${active} tasks not yet finished, the most their key allows (${quota.maxQueued})`, {
-          field: "maxQueued",
-          details: { retryAfter: QUEUED_RETRY_AFTER_S, limit: "maxQueued" },
-        });
+        throw docqError(
+          ERROR_CODE.QuotaExceeded,
+          `maxQueued: ${user} has ${active} tasks not yet finished, the most their key allows (${quota.maxQueued})`,
+          {
+            field: "maxQueued",
+            details: { retryAfter: QUEUED_RETRY_AFTER_S, limit: "maxQueued" },
+          },
+        );
       }
     }
     if (quota.maxPerDay === undefined && quota.maxBytesPerDay === undefined) return;
@@ -218,10 +229,14 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const [usage] = await this.store.usage({ user, from: today, to: today });
     const untilTomorrow = secondsToNextDay(now);
     if (quota.maxPerDay !== undefined && (usage?.submitted ?? 0) >= quota.maxPerDay) {
-      throw docqError(ERROR_CODE.QuotaExceeded, `maxPerDay: ${user} submitted ${usage?.submitted ?? 0} tasks today (UTC), the most their key allows (${quota.maxPerDay})`, {
-        field: "maxPerDay",
-        details: { retryAfter: untilTomorrow, limit: "maxPerDay" },
-      });
+      throw docqError(
+        ERROR_CODE.QuotaExceeded,
+        `maxPerDay: ${user} submitted ${usage?.submitted ?? 0} tasks today (UTC), the most their key allows (${quota.maxPerDay})`,
+        {
+          field: "maxPerDay",
+          details: { retryAfter: untilTomorrow, limit: "maxPerDay" },
+        },
+      );
     }
     if (quota.maxBytesPerDay !== undefined && (usage?.bytesIn ?? 0) + inputBytes > quota.maxBytesPerDay) {
       throw docqError(
@@ -423,7 +438,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       const expired = await this.store.expired(this.opts.now(), 500);
       for (const task of expired) {
         const owner = task.lease?.owner ?? "?";
-        if (await this.failAttempt(claimOf(task), `lease expired: ${owner} stopped renewing it for ${this.opts.leaseMs} ms`, true, dropped)) swept++;
+        if (await this.failAttempt(claimOf(task), `lease expired: ${owner} stopped renewing it for ${this.opts.leaseMs} ms`, true, dropped))
+          swept++;
       }
       if (expired.length >= 500) continue;
       this.unneeded(dropped);
@@ -441,7 +457,9 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const result = await this.cancelOne(id, "canceled", dropped);
     if (!result.ok) {
       if (result.task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
-      throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is already ${result.task.status}`, { details: { status: result.task.status } });
+      throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is already ${result.task.status}`, {
+        details: { status: result.task.status },
+      });
     }
     const canceledIds = [id, ...(await this.cancelDescendants(id, dropped))];
     if (result.task.parentId !== null) await this.failParent(result.task.parentId, `child ${id} was canceled`, dropped);
@@ -608,11 +626,14 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     if (next === null || next >= this.wakeAt) return;
     clearTimeout(this.wakeTimer);
     this.wakeAt = next;
-    this.wakeTimer = setTimeout(() => {
-      this.wakeAt = Infinity;
-      this.wakeTimer = undefined;
-      this.emit("task:queued");
-      this.scheduleWake();
-    }, Math.max(0, next - this.opts.now()));
+    this.wakeTimer = setTimeout(
+      () => {
+        this.wakeAt = Infinity;
+        this.wakeTimer = undefined;
+        this.emit("task:queued");
+        this.scheduleWake();
+      },
+      Math.max(0, next - this.opts.now()),
+    );
   }
 }

@@ -1,7 +1,16 @@
 import { z } from "zod";
 import { docqError, ERROR_CODE } from "../model/errors.js";
 import { formatZodIssues } from "../model/zod-issues.js";
-import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, ParamsSchema, ProcessedBySchema, SITE_PATTERN, TASK_ID_PATTERN, type Task } from "../model/task-model.js";
+import {
+  JOB_NAME_PATTERN,
+  MAX_PRIORITY,
+  MIN_PRIORITY,
+  ParamsSchema,
+  ProcessedBySchema,
+  SITE_PATTERN,
+  TASK_ID_PATTERN,
+  type Task,
+} from "../model/task-model.js";
 
 /**
  * What stealers of different sites say to each other over the global NATS. Every message from

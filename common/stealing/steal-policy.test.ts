@@ -4,8 +4,23 @@ import { isDocqError } from "../model/errors.js";
 import { parseStealMessage } from "./steal-messages.js";
 import { chooseVictim, stealCount, type StealPolicy } from "./steal-policy.js";
 
-const policy: StealPolicy = { site: "aa", enabled: true, onlyWhenIdle: true, minVictimBacklog: 2, minPriority: 10, maxInFlight: 5, allow: null, backlogTtlMs: 1000 };
-const backlog = (site: string, queued: number, highestPriority: number | null, at = 1000) => ({ site, queued, highestPriority, idleSlots: 0, at });
+const policy: StealPolicy = {
+  site: "aa",
+  enabled: true,
+  onlyWhenIdle: true,
+  minVictimBacklog: 2,
+  minPriority: 10,
+  maxInFlight: 5,
+  allow: null,
+  backlogTtlMs: 1000,
+};
+const backlog = (site: string, queued: number, highestPriority: number | null, at = 1000) => ({
+  site,
+  queued,
+  highestPriority,
+  idleSlots: 0,
+  at,
+});
 
 describe("steal policy", () => {
   it("picks the highest queued priority, then the largest backlog", () => {
@@ -32,8 +47,20 @@ describe("steal policy", () => {
 
   it("refuses malformed messages from other sites, naming the problem", () => {
     assert.deepEqual(parseStealMessage("offerRequest", { thief: "bb", max: 3, minPriority: 0 }), { thief: "bb", max: 3, minPriority: 0 });
-    assert.throws(() => parseStealMessage("offerRequest", { thief: "BAD SITE", max: 3, minPriority: 0 }), (e: unknown) => isDocqError(e, "BAD_REQUEST") && /thief/.test(e.message));
+    assert.throws(
+      () => parseStealMessage("offerRequest", { thief: "BAD SITE", max: 3, minPriority: 0 }),
+      (e: unknown) => isDocqError(e, "BAD_REQUEST") && /thief/.test(e.message),
+    );
     assert.throws(() => parseStealMessage("offerAnswer", { tasks: [{ id: "../etc", site: "bb" }] }), /tasks\.0\.id/);
-    assert.throws(() => parseStealMessage("complete", { id: "bb-01JAAAAAAAAAAAAAAAAAAAAAAA", thief: "aa", attempt: 0, processedBy: { site: "aa", node: "n" } }), /attempt/);
+    assert.throws(
+      () =>
+        parseStealMessage("complete", {
+          id: "bb-01JAAAAAAAAAAAAAAAAAAAAAAA",
+          thief: "aa",
+          attempt: 0,
+          processedBy: { site: "aa", node: "n" },
+        }),
+      /attempt/,
+    );
   });
 });

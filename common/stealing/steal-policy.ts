@@ -26,7 +26,12 @@ export function chooseVictim(policy: StealPolicy, backlogs: Iterable<Backlog>, n
   for (const b of backlogs) {
     if (!allows(policy, b.site) || now - b.at > policy.backlogTtlMs) continue;
     if (b.queued < policy.minVictimBacklog || b.highestPriority === null || b.highestPriority < policy.minPriority) continue;
-    if (best === null || b.highestPriority > (best.highestPriority ?? -1) || (b.highestPriority === best.highestPriority && b.queued > best.queued)) best = b;
+    if (
+      best === null ||
+      b.highestPriority > (best.highestPriority ?? -1) ||
+      (b.highestPriority === best.highestPriority && b.queued > best.queued)
+    )
+      best = b;
   }
   return best;
 }

@@ -49,11 +49,29 @@ function others(): OtherSites {
 
 async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise<TestSite> {
   const store = SqliteTaskStore.open(path.join(dir, name, "tasks.sqlite"));
-  const queue = new TaskQueue({ store, site: name, leaseMs: 10_000, backoffBaseMs: 0, backoffMaxMs: 0, requeueWorkOnReload: false, maxSplitDepth: 2 });
+  const queue = new TaskQueue({
+    store,
+    site: name,
+    leaseMs: 10_000,
+    backoffBaseMs: 0,
+    backoffMaxMs: 0,
+    requeueWorkOnReload: false,
+    maxSplitDepth: 2,
+  });
   const blobs = await FsBlobStore.open(path.join(dir, name, "blobs"));
   const site = {} as TestSite;
   const stealer = new Stealer({
-    policy: { site: name, enabled: true, onlyWhenIdle: true, minVictimBacklog: 1, minPriority: 0, maxInFlight: 4, allow: null, backlogTtlMs: 60_000, ...policy },
+    policy: {
+      site: name,
+      enabled: true,
+      onlyWhenIdle: true,
+      minVictimBacklog: 1,
+      minPriority: 0,
+      maxInFlight: 4,
+      allow: null,
+      backlogTtlMs: 60_000,
+      ...policy,
+    },
     // The site's queuer as the stealer reaches it, each message checked as the service checks it.
     local: directQueuerClient({ queue, store, keys: new KeyRing(store), site: name, heartbeatMs: 1000, blobs, log: quiet }),
     others: others(),
@@ -70,7 +88,17 @@ async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise
 async function submitWithInput(site: TestSite, body: string, priority: number): Promise<Task> {
   const id = newTaskId(site.name);
   await site.blobs.put(blobKeys.input(id), Readable.from([body]));
-  return site.queue.submit({ id, site: site.name, user: "u", name: body, job: "noop", params: {}, priority, maxTries: 3, input: blobKeys.input(id) });
+  return site.queue.submit({
+    id,
+    site: site.name,
+    user: "u",
+    name: body,
+    job: "noop",
+    params: {},
+    priority,
+    maxTries: 3,
+    input: blobKeys.input(id),
+  });
 }
 
 /** Runs a proxy at the thief as a worker would: leases it, writes an output, completes it. */
@@ -165,7 +193,10 @@ describe("Stealer", () => {
     await a.stealer.publishBacklog();
     assert.equal(await c.stealer.stealRound(4), 0, "c is not on a's allow-list");
     assert.equal(await b.stealer.stealRound(4), 2, "b takes at most maxInFlight");
-    assert.deepEqual((await b.queue.pull("worker@b", 5)).map((t) => t.priority), [80, 70]);
+    assert.deepEqual(
+      (await b.queue.pull("worker@b", 5)).map((t) => t.priority),
+      [80, 70],
+    );
     await a.stealer.publishBacklog();
     assert.equal(await b.stealer.stealRound(4), 0, "nothing more while two are in flight");
     // b lends nothing of a's: the proxies are not its own tasks.

@@ -98,7 +98,13 @@ export class Stealer {
   /** Tells the other sites what this one could lend. */
   async publishBacklog(): Promise<void> {
     const own = await this.opts.local.backlog();
-    this.opts.others.publishBacklog({ site: this.opts.policy.site, queued: own.queued, highestPriority: own.highestPriority, idleSlots: own.idleSlots, at: this.now });
+    this.opts.others.publishBacklog({
+      site: this.opts.policy.site,
+      queued: own.queued,
+      highestPriority: own.highestPriority,
+      idleSlots: own.idleSlots,
+      at: this.now,
+    });
   }
 
   // ---- thief side ----
@@ -137,7 +143,10 @@ export class Stealer {
     this.stealing = true;
     let queued = 0;
     try {
-      const answer = parseStealMessage("offerAnswer", await others.offer(victim.site, { thief: policy.site, max: want, minPriority: policy.minPriority }));
+      const answer = parseStealMessage(
+        "offerAnswer",
+        await others.offer(victim.site, { thief: policy.site, max: want, minPriority: policy.minPriority }),
+      );
       // The victim's backlog shrank by what it gave: do not ask it again on stale news.
       this.backlogs.set(victim.site, { ...victim, queued: Math.max(0, victim.queued - answer.tasks.length) });
       for (const task of answer.tasks) {
@@ -245,9 +254,7 @@ export class Stealer {
     const message = { id, thief: this.opts.policy.site, tries, error, ...(processedBy === undefined ? {} : { processedBy }) };
     await this.retry(`report the failure of ${id} home`, async () =>
       parseStealMessage("accepted", await this.opts.others.fail(ownerSite, message)),
-    ).catch((err: unknown) =>
-      this.opts.log.warn(`could not report the failure of ${id} to site ${ownerSite}: ${errorMessage(err)}`),
-    );
+    ).catch((err: unknown) => this.opts.log.warn(`could not report the failure of ${id} to site ${ownerSite}: ${errorMessage(err)}`));
   }
 
   private retry<T>(what: string, call: () => Promise<T>): Promise<T> {
@@ -304,9 +311,11 @@ export class Stealer {
   async onLocalCanceled(id: string, leaseOwner: string): Promise<void> {
     if (!leaseOwner.startsWith("site:")) return;
     const thief = leaseOwner.slice("site:".length);
-    await this.opts.others.cancel(thief, { id, ownerSite: this.opts.policy.site }).catch((err: unknown) =>
-      this.opts.log.warn(`could not tell site ${thief} that ${id} was canceled (its lease will lapse): ${errorMessage(err)}`),
-    );
+    await this.opts.others
+      .cancel(thief, { id, ownerSite: this.opts.policy.site })
+      .catch((err: unknown) =>
+        this.opts.log.warn(`could not tell site ${thief} that ${id} was canceled (its lease will lapse): ${errorMessage(err)}`),
+      );
   }
 
   private async lentTo(id: string, thief: string): Promise<Task> {

@@ -44,8 +44,6 @@ const freshDir = async (): Promise<string> => {
   return dir;
 };
 
-
-
 const s3 = (overrides: Partial<S3BlobsConfig> = {}): BlobsConfig => ({
   type: "s3",
   endPoint: "127.0.0.1",
@@ -89,11 +87,22 @@ describe("openTaskStore", () => {
   it("stops with CONFIG naming mongodb, the server without its password, and the cause when MongoDB does not answer", async () => {
     const port = await freePort();
     const url = `mongodb://docq:hunter2@127.0.0.1:${port}/?serverSelectionTimeoutMS=300`;
-    const err = await rejection(openTaskStore({ store: { type: "mongodb", url, database: "site_a", writeConcern: "majority" }, dataDir: root }));
+    const err = await rejection(
+      openTaskStore({ store: { type: "mongodb", url, database: "site_a", writeConcern: "majority" }, dataDir: root }),
+    );
     assert.equal(err.code, ERROR_CODE.Config);
-    assert.match(err.message, new RegExp(`^cannot open the task store \\(store\\.type mongodb\\): MongoDB mongodb://127\\.0\\.0\\.1:${port}, database "site_a": cannot connect: .*ECONNREFUSED`));
+    assert.match(
+      err.message,
+      new RegExp(
+        `^cannot open the task store \\(store\\.type mongodb\\): MongoDB mongodb://127\\.0\\.0\\.1:${port}, database "site_a": cannot connect: .*ECONNREFUSED`,
+      ),
+    );
     assert.doesNotMatch(err.message, /hunter2/);
-    assert.deepEqual(err.details, { adapter: "mongodb", endpoint: `mongodb://127.0.0.1:${port}, database "site_a"`, reason: ERROR_CODE.StoreUnavailable });
+    assert.deepEqual(err.details, {
+      adapter: "mongodb",
+      endpoint: `mongodb://127.0.0.1:${port}, database "site_a"`,
+      reason: ERROR_CODE.StoreUnavailable,
+    });
   });
 });
 
@@ -135,7 +144,10 @@ describe("openBlobStore", () => {
   it("opens S3 from a config file, S3_URL and the key variables", async () => {
     const file = path.join(await freshDir(), "config.yaml");
     await fs.writeFile(file, "site: paris\nblobs:\n  type: s3\n  bucket: docq-from-config\n");
-    const config = await loadConfig({ file, env: { S3_URL: `http://127.0.0.1:${s3Port}`, S3_ACCESS_KEY: "S3RVER", S3_SECRET_KEY: "S3RVER" } });
+    const config = await loadConfig({
+      file,
+      env: { S3_URL: `http://127.0.0.1:${s3Port}`, S3_ACCESS_KEY: "S3RVER", S3_SECRET_KEY: "S3RVER" },
+    });
     const blobs = await openBlobStore(config);
     try {
       assert.ok(blobs instanceof S3BlobStore);
@@ -151,7 +163,12 @@ describe("openBlobStore", () => {
   it("stops with CONFIG naming s3, the endpoint and bucket, and the cause when the keys are refused", async () => {
     const err = await rejection(openBlobStore({ blobs: s3({ accessKey: "NOT-A-KEY" }), dataDir: root }));
     assert.equal(err.code, ERROR_CODE.Config);
-    assert.match(err.message, new RegExp(`^cannot open the blob store \\(blobs\\.type s3\\): S3 blob store http://127\\.0\\.0\\.1:${s3Port}, bucket "docq-open": .*InvalidAccessKeyId`));
+    assert.match(
+      err.message,
+      new RegExp(
+        `^cannot open the blob store \\(blobs\\.type s3\\): S3 blob store http://127\\.0\\.0\\.1:${s3Port}, bucket "docq-open": .*InvalidAccessKeyId`,
+      ),
+    );
     assert.deepEqual(err.details, { adapter: "s3", endpoint: `http://127.0.0.1:${s3Port}, bucket "docq-open"`, reason: ERROR_CODE.Config });
   });
 
@@ -159,7 +176,12 @@ describe("openBlobStore", () => {
     const port = await freePort();
     const err = await rejection(openBlobStore({ blobs: s3({ port }), dataDir: root }));
     assert.equal(err.code, ERROR_CODE.Config);
-    assert.match(err.message, new RegExp(`^cannot open the blob store \\(blobs\\.type s3\\): S3 blob store http://127\\.0\\.0\\.1:${port}, bucket "docq-open": connecting failed: .*ECONNREFUSED`));
+    assert.match(
+      err.message,
+      new RegExp(
+        `^cannot open the blob store \\(blobs\\.type s3\\): S3 blob store http://127\\.0\\.0\\.1:${port}, bucket "docq-open": connecting failed: .*ECONNREFUSED`,
+      ),
+    );
     assert.equal(err.details?.reason, ERROR_CODE.StoreUnavailable);
   });
 });

@@ -29,7 +29,9 @@ export async function openTaskStore(config: Pick<DocqConfig, "store" | "dataDir"
     }
     case "mongodb": {
       const endpoint = `${redactUrl(store.url)}, database "${store.database}"`;
-      return opening("task", "mongodb", endpoint, () => MongoTaskStore.open({ url: store.url, database: store.database, writeConcern: store.writeConcern }));
+      return opening("task", "mongodb", endpoint, () =>
+        MongoTaskStore.open({ url: store.url, database: store.database, writeConcern: store.writeConcern }),
+      );
     }
   }
 }
@@ -67,10 +69,14 @@ async function opening<T>(kind: "task" | "blob", adapter: string, endpoint: stri
     const reason = isDocqError(err) ? err.code : undefined;
     // The adapters' own errors name their endpoint; a raw one (a folder that cannot be made) gets it here.
     const detail = isDocqError(err) ? err.message : `${endpoint}: ${errorMessage(err)}`;
-    const wrapped: DocqError = docqError(ERROR_CODE.Config, `cannot open the ${kind} store (${kind === "task" ? "store" : "blobs"}.type ${adapter}): ${detail}`, {
-      cause: err,
-      details: { adapter, endpoint, ...(reason === undefined ? {} : { reason }) },
-    });
+    const wrapped: DocqError = docqError(
+      ERROR_CODE.Config,
+      `cannot open the ${kind} store (${kind === "task" ? "store" : "blobs"}.type ${adapter}): ${detail}`,
+      {
+        cause: err,
+        details: { adapter, endpoint, ...(reason === undefined ? {} : { reason }) },
+      },
+    );
     throw wrapped;
   }
 }

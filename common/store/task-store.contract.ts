@@ -93,10 +93,7 @@ async function collect(batches: AsyncIterable<ReloadEntry[]>): Promise<ReloadEnt
   return all;
 }
 
-export function taskStoreContract(
-  adapterName: string,
-  open: () => Promise<{ store: TaskStore; cleanup(): Promise<void> }>,
-): void {
+export function taskStoreContract(adapterName: string, open: () => Promise<{ store: TaskStore; cleanup(): Promise<void> }>): void {
   /** Runs `body` against a fresh store, cleaning up whatever happens. */
   const withStore = (body: (store: TaskStore) => Promise<void>) => async (): Promise<void> => {
     const { store, cleanup } = await open();
@@ -117,7 +114,7 @@ export function taskStoreContract(
             user: "bob",
             name: "report é 📄.docx",
             job: "convert-pdf",
-            params: { dpi: 300, pages: [1, 2, 3], nested: { ok: true, none: null }, text: "quote \" and \\ and ünïcode" },
+            params: { dpi: 300, pages: [1, 2, 3], nested: { ok: true, none: null }, text: 'quote " and \\ and ünïcode' },
             priority: 100,
             status: TASK_STATUS.work,
             input: "in/blob",
@@ -155,7 +152,17 @@ export function taskStoreContract(
           const stored = await store.get(task.id);
           assert.deepEqual(stored, task);
           assert.ok(stored !== null);
-          for (const field of ["input", "output", "startTime", "endTime", "duration", "lease", "processedBy", "error", "parentId"] as const) {
+          for (const field of [
+            "input",
+            "output",
+            "startTime",
+            "endTime",
+            "duration",
+            "lease",
+            "processedBy",
+            "error",
+            "parentId",
+          ] as const) {
             assert.ok(field in stored && stored[field] === null, `${field} is null`);
           }
           assert.deepEqual(stored.params, {});
@@ -236,7 +243,9 @@ export function taskStoreContract(
         giveUp: (store, id) => store.giveUp({ id, ...claim }, { error: "e", processedBy }, 5_000),
         split: (store, id) => {
           const childId = `test-${nextUlid()}`;
-          return store.split({ id, ...claim }, processedBy, [childId], (parent) => [makeTask({ id: childId, parentId: parent.id, depth: parent.depth + 1 })]);
+          return store.split({ id, ...claim }, processedBy, [childId], (parent) => [
+            makeTask({ id: childId, parentId: parent.id, depth: parent.depth + 1 }),
+          ]);
         },
         childSucceeded: (store, id) => store.childSucceeded(id, 5_000),
         recountChildren: (store, id) => store.recountChildren(id, 1, 5_000),
@@ -257,7 +266,10 @@ export function taskStoreContract(
                 assert.equal(result.ok, true, `${step} from ${status}`);
                 const to: readonly TaskStatus[] = STORE_STEPS[step].to;
                 const stays = "stays" in STORE_STEPS[step];
-                assert.ok(result.task !== null && (to.includes(result.task.status) || (stays && result.task.status === status)), `${step} from ${status} made ${result.task?.status}`);
+                assert.ok(
+                  result.task !== null && (to.includes(result.task.status) || (stays && result.task.status === status)),
+                  `${step} from ${status} made ${result.task?.status}`,
+                );
                 assert.deepEqual(await store.get(task.id), result.task, "the answer is the row after");
               } else {
                 assert.equal(result.ok, false, `${step} from ${status}`);
@@ -278,7 +290,10 @@ export function taskStoreContract(
         withStore(async (store) => {
           const task = makeLeasedTask("worker-1", { startTime: 1_000 });
           await store.create(task);
-          for (const other of [{ owner: "worker-2", tries: 1 }, { owner: "worker-1", tries: 2 }]) {
+          for (const other of [
+            { owner: "worker-2", tries: 1 },
+            { owner: "worker-1", tries: 2 },
+          ]) {
             const held = { id: task.id, ...other };
             const results = [
               await store.succeed(held, { output: "o", processedBy: { site: "s", node: "n" } }, 5_000),
@@ -301,9 +316,16 @@ export function taskStoreContract(
             { ...queued, status: TASK_STATUS.work, tries: 2, lease: { owner: "w", expiresAt: 9_000 }, startTime: 1_000 },
           ]);
           assert.deepEqual(await store.claim([queued.id], { owner: "w2", expiresAt: 9_000 }, 1_000), [], "already leased");
-          const done = await store.succeed({ id: queued.id, owner: "w", tries: 2 }, { output: "out", processedBy: { site: "s", node: "n" } }, 1_500);
+          const done = await store.succeed(
+            { id: queued.id, owner: "w", tries: 2 },
+            { output: "out", processedBy: { site: "s", node: "n" } },
+            1_500,
+          );
           assert.ok(done.ok);
-          assert.deepEqual([done.task.status, done.task.output, done.task.endTime, done.task.duration, done.task.lease], [TASK_STATUS.output, "out", 1_500, 500, null]);
+          assert.deepEqual(
+            [done.task.status, done.task.output, done.task.endTime, done.task.duration, done.task.lease],
+            [TASK_STATUS.output, "out", 1_500, 500, null],
+          );
         }),
       );
 
@@ -315,9 +337,19 @@ export function taskStoreContract(
           const spent = makeLeasedTask("w", { tries: 3, maxTries: 3 });
           await store.createMany([plain, merge, spent]);
           const requeued = await store.requeue({ id: plain.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 7_000);
-          assert.deepEqual(requeued, { ok: true, task: { ...plain, status: TASK_STATUS.input, lease: null, error: "e", availableAt: 7_000 } });
-          assert.equal((await store.requeue({ id: merge.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 7_000)).task?.status, TASK_STATUS.complete);
-          assert.deepEqual(await store.requeue({ id: spent.id, owner: "w", tries: 3 }, { error: "e", processedBy: null }, 7_000), { ok: false, why: "not-in-state", task: spent });
+          assert.deepEqual(requeued, {
+            ok: true,
+            task: { ...plain, status: TASK_STATUS.input, lease: null, error: "e", availableAt: 7_000 },
+          });
+          assert.equal(
+            (await store.requeue({ id: merge.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 7_000)).task?.status,
+            TASK_STATUS.complete,
+          );
+          assert.deepEqual(await store.requeue({ id: spent.id, owner: "w", tries: 3 }, { error: "e", processedBy: null }, 7_000), {
+            ok: false,
+            why: "not-in-state",
+            task: spent,
+          });
         }),
       );
 
@@ -332,13 +364,29 @@ export function taskStoreContract(
           const [, second] = children;
           assert.ok(second !== undefined);
           await store.create(second);
-          await assertRejectsWithCode(store.split(held, { site: "s", node: "n" }, ids, () => children), ERROR_CODE.TaskExists);
+          await assertRejectsWithCode(
+            store.split(held, { site: "s", node: "n" }, ids, () => children),
+            ERROR_CODE.TaskExists,
+          );
           assert.deepEqual(await store.get(parent.id), parent);
           await store.delete(second.id);
-          await assert.rejects(store.split(held, { site: "s", node: "n" }, ids, () => { throw new Error("too deep"); }), /too deep/);
+          await assert.rejects(
+            store.split(held, { site: "s", node: "n" }, ids, () => {
+              throw new Error("too deep");
+            }),
+            /too deep/,
+          );
           assert.deepEqual(await store.get(parent.id), parent);
           const split = await store.split(held, { site: "s", node: "n" }, ids, () => children);
-          const after = { ...parent, status: TASK_STATUS.wait, lease: null, processedBy: { site: "s", node: "n" }, children: ids, childrenTotal: 3, childrenCompleted: 0 };
+          const after = {
+            ...parent,
+            status: TASK_STATUS.wait,
+            lease: null,
+            processedBy: { site: "s", node: "n" },
+            children: ids,
+            childrenTotal: 3,
+            childrenCompleted: 0,
+          };
           assert.deepEqual(split, { ok: true, task: after });
           assert.deepEqual(await store.children(parent.id), children);
         }),
@@ -352,7 +400,10 @@ export function taskStoreContract(
           await Promise.all(Array.from({ length: 49 }, () => store.childSucceeded(parent.id, 5_000)));
           assert.deepEqual(await store.get(parent.id), { ...parent, childrenCompleted: 49 });
           const last = await store.childSucceeded(parent.id, 6_000);
-          assert.deepEqual(last, { ok: true, task: { ...parent, childrenCompleted: 50, status: TASK_STATUS.complete, availableAt: 6_000 } });
+          assert.deepEqual(last, {
+            ok: true,
+            task: { ...parent, childrenCompleted: 50, status: TASK_STATUS.complete, availableAt: 6_000 },
+          });
         }),
       );
 
@@ -364,7 +415,14 @@ export function taskStoreContract(
           await store.createMany([leased, queued]);
           const canceled = await store.cancel(leased.id, "stop", 1_500);
           assert.equal(canceled.previousLeaseOwner, "worker-1");
-          assert.deepEqual(canceled.task, { ...leased, status: TASK_STATUS.canceled, lease: null, error: "stop", endTime: 1_500, duration: 500 });
+          assert.deepEqual(canceled.task, {
+            ...leased,
+            status: TASK_STATUS.canceled,
+            lease: null,
+            error: "stop",
+            endTime: 1_500,
+            duration: 500,
+          });
           assert.equal((await store.cancel(queued.id, "stop", 1_500)).previousLeaseOwner, null);
         }),
       );
@@ -420,8 +478,14 @@ export function taskStoreContract(
           const later = at(500);
           const waitingWithOldLease = at(50, { status: TASK_STATUS.wait });
           await store.createMany([t300, t100, t200, atNow, later, waitingWithOldLease, makeTask()]);
-          assert.deepEqual((await store.expired(400, 10)).map((t) => t.id), [t100.id, t200.id, t300.id]);
-          assert.deepEqual((await store.expired(400, 2)).map((t) => t.id), [t100.id, t200.id]);
+          assert.deepEqual(
+            (await store.expired(400, 10)).map((t) => t.id),
+            [t100.id, t200.id, t300.id],
+          );
+          assert.deepEqual(
+            (await store.expired(400, 2)).map((t) => t.id),
+            [t100.id, t200.id],
+          );
           assert.deepEqual(await store.expired(400, 1), [t100]);
           assert.deepEqual(await store.expired(100, 10), []);
         }),
@@ -498,7 +562,13 @@ export function taskStoreContract(
           assert.ok(newestSeen !== undefined);
           await store.delete(newestSeen.id);
           const second = await store.list({}, { limit: 3, cursor: first.nextCursor });
-          assert.deepEqual(second.items.map((t) => t.id), tasks.slice(0, 3).map((t) => t.id).reverse());
+          assert.deepEqual(
+            second.items.map((t) => t.id),
+            tasks
+              .slice(0, 3)
+              .map((t) => t.id)
+              .reverse(),
+          );
         }),
       );
 
@@ -539,8 +609,15 @@ export function taskStoreContract(
               .map((t): [string, ReloadEntry] => [
                 t.id,
                 {
-                  id: t.id, priority: t.priority, submitTime: t.submitTime, availableAt: t.availableAt, status: t.status, lease: t.lease, offload: t.offload,
-                  tries: t.tries, maxTries: t.maxTries,
+                  id: t.id,
+                  priority: t.priority,
+                  submitTime: t.submitTime,
+                  availableAt: t.availableAt,
+                  status: t.status,
+                  lease: t.lease,
+                  offload: t.offload,
+                  tries: t.tries,
+                  maxTries: t.maxTries,
                 },
               ]),
           );
@@ -563,7 +640,10 @@ export function taskStoreContract(
           assert.deepEqual(await collect(store.loadNonFinal()), []);
           const queued = makeTask();
           await store.create(queued);
-          assert.deepEqual((await collect(store.loadNonFinal())).flat().map((e) => e.id), [queued.id]);
+          assert.deepEqual(
+            (await collect(store.loadNonFinal())).flat().map((e) => e.id),
+            [queued.id],
+          );
         }),
       );
     });
@@ -582,7 +662,10 @@ export function taskStoreContract(
           const third = child("mm", parent);
           await store.create(first);
           await store.createMany([second, unrelated, third]);
-          assert.deepEqual((await store.children(parent.id)).map((t) => t.id), [first.id, second.id, third.id]);
+          assert.deepEqual(
+            (await store.children(parent.id)).map((t) => t.id),
+            [first.id, second.id, third.id],
+          );
           assert.deepEqual(await store.children(other.id), [unrelated]);
           assert.deepEqual(await store.children(first.id), []);
         }),
@@ -649,7 +732,10 @@ export function taskStoreContract(
       it(
         "defaults to true and keeps false through create, createMany, update and split",
         withStore(async (store) => {
-          const made = newTask({ id: makeTask().id, site: "test", user: "alice", name: "n", job: "echo", params: {}, priority: 5, maxTries: 1, input: null }, 1_000);
+          const made = newTask(
+            { id: makeTask().id, site: "test", user: "alice", name: "n", job: "echo", params: {}, priority: 5, maxTries: 1, input: null },
+            1_000,
+          );
           assert.equal(made.offload, true, "newTask without offload makes a lendable task");
           const home = makeTask({ offload: false });
           const lendable = makeTask();
@@ -668,7 +754,9 @@ export function taskStoreContract(
           assert.equal(claimed?.offload, false);
 
           const child = makeTask({ parentId: home.id, depth: 1, offload: false });
-          const split = await store.split({ id: home.id, owner: "w", tries: home.tries + 1 }, { site: "s", node: "n" }, [child.id], () => [child]);
+          const split = await store.split({ id: home.id, owner: "w", tries: home.tries + 1 }, { site: "s", node: "n" }, [child.id], () => [
+            child,
+          ]);
           assert.equal(split.task?.offload, false);
           assert.deepEqual(await store.children(home.id), [child]);
         }),
@@ -703,7 +791,11 @@ export function taskStoreContract(
         withStore(async (store) => {
           assert.deepEqual(await store.listKeys(), []);
           const first = makeKey({ createdAt: 1_000, limits: { offload: true, maxQueued: 10 } });
-          const third = makeKey({ user: "bob", createdAt: 3_000, limits: { offload: false, maxPriority: 50, maxQueued: 0, maxPerDay: 100, maxBytesPerDay: 5_000_000_000 } });
+          const third = makeKey({
+            user: "bob",
+            createdAt: 3_000,
+            limits: { offload: false, maxPriority: 50, maxQueued: 0, maxPerDay: 100, maxBytesPerDay: 5_000_000_000 },
+          });
           const second = makeKey({ createdAt: 2_000, revokedAt: 2_500 });
           for (const key of [first, third, second]) await store.createKey(key);
           assert.deepEqual(await store.listKeys(), [first, second, third]);
@@ -764,10 +856,23 @@ export function taskStoreContract(
           await store.addUsage("alice", "2024-03-02", { error: 1 });
           await store.addUsage("carol", "2024-03-01", {});
           assert.deepEqual(await store.usage({ user: "alice", from: "2024-03-01", to: "2024-03-01" }), [
-            usageRow("alice", "2024-03-01", { submitted: 3, output: 1, error: 2, canceled: 3, runMs: 200, bytesIn: 10, bytesOut: 7, ranElsewhere: 1 }),
+            usageRow("alice", "2024-03-01", {
+              submitted: 3,
+              output: 1,
+              error: 2,
+              canceled: 3,
+              runMs: 200,
+              bytesIn: 10,
+              bytesOut: 7,
+              ranElsewhere: 1,
+            }),
           ]);
-          assert.deepEqual(await store.usage({ user: "bob", from: "2024-03-01", to: "2024-03-31" }), [usageRow("bob", "2024-03-01", { output: 1 })]);
-          assert.deepEqual(await store.usage({ user: "alice", from: "2024-03-02", to: "2024-03-02" }), [usageRow("alice", "2024-03-02", { error: 1 })]);
+          assert.deepEqual(await store.usage({ user: "bob", from: "2024-03-01", to: "2024-03-31" }), [
+            usageRow("bob", "2024-03-01", { output: 1 }),
+          ]);
+          assert.deepEqual(await store.usage({ user: "alice", from: "2024-03-02", to: "2024-03-02" }), [
+            usageRow("alice", "2024-03-02", { error: 1 }),
+          ]);
           assert.deepEqual(await store.usage({ user: "carol", from: "2024-03-01", to: "2024-03-01" }), [usageRow("carol", "2024-03-01")]);
           assert.deepEqual(await store.usage({ user: "nobody", from: "2024-01-01", to: "2024-12-31" }), []);
         }),
@@ -779,19 +884,33 @@ export function taskStoreContract(
           const days = ["2024-02-29", "2024-03-01", "2024-03-09", "2024-03-10", "2024-03-11"];
           // Added out of order, so the order of the answer is the store's.
           for (const user of ["zed", "amy", "bob"]) {
-            for (const [i, day] of [...days.entries()].reverse()) await store.addUsage(user, day, { submitted: i + 1, bytesIn: user.length });
+            for (const [i, day] of [...days.entries()].reverse())
+              await store.addUsage(user, day, { submitted: i + 1, bytesIn: user.length });
           }
           const rows = await store.usage({ from: "2024-03-01", to: "2024-03-10" });
           assert.deepEqual(
             rows.map((r) => `${r.day} ${r.user}`),
-            ["2024-03-01 amy", "2024-03-01 bob", "2024-03-01 zed", "2024-03-09 amy", "2024-03-09 bob", "2024-03-09 zed", "2024-03-10 amy", "2024-03-10 bob", "2024-03-10 zed"],
+            [
+              "2024-03-01 amy",
+              "2024-03-01 bob",
+              "2024-03-01 zed",
+              "2024-03-09 amy",
+              "2024-03-09 bob",
+              "2024-03-09 zed",
+              "2024-03-10 amy",
+              "2024-03-10 bob",
+              "2024-03-10 zed",
+            ],
           );
           assert.deepEqual(rows[0], usageRow("amy", "2024-03-01", { submitted: 2, bytesIn: 3 }));
           assert.deepEqual(
             (await store.usage({ user: "bob", from: "2024-02-29", to: "2024-03-09" })).map((r) => r.day),
             ["2024-02-29", "2024-03-01", "2024-03-09"],
           );
-          assert.deepEqual((await store.usage({ from: "2024-03-11", to: "2024-03-11" })).map((r) => r.user), ["amy", "bob", "zed"]);
+          assert.deepEqual(
+            (await store.usage({ from: "2024-03-11", to: "2024-03-11" })).map((r) => r.user),
+            ["amy", "bob", "zed"],
+          );
           assert.deepEqual(await store.usage({ from: "2024-03-02", to: "2024-03-08" }), []);
           assert.deepEqual(await store.usage({ from: "2024-03-10", to: "2024-03-01" }), [], "from after to is empty");
         }),
@@ -801,7 +920,9 @@ export function taskStoreContract(
         "loses no add when many arrive at once for a row that does not exist yet",
         withStore(async (store) => {
           await Promise.all(Array.from({ length: 30 }, (_, i) => store.addUsage("alice", "2024-05-05", { submitted: 1, runMs: i })));
-          assert.deepEqual(await store.usage({ user: "alice", from: "2024-05-05", to: "2024-05-05" }), [usageRow("alice", "2024-05-05", { submitted: 30, runMs: 435 })]);
+          assert.deepEqual(await store.usage({ user: "alice", from: "2024-05-05", to: "2024-05-05" }), [
+            usageRow("alice", "2024-05-05", { submitted: 30, runMs: 435 }),
+          ]);
         }),
       );
 
@@ -840,14 +961,23 @@ export function taskStoreContract(
           // Between two active statuses: no change; to a final status: one fewer.
           await store.claim([queued.id], { owner: "w", expiresAt: 9 }, 1);
           assert.deepEqual(await active(), { alice: 4, bob: 1 });
-          await store.succeed({ id: working.id, owner: "w", tries: working.tries }, { output: "o", processedBy: { site: "s", node: "n" } }, 2);
+          await store.succeed(
+            { id: working.id, owner: "w", tries: working.tries },
+            { output: "o", processedBy: { site: "s", node: "n" } },
+            2,
+          );
           await store.cancel(merging.id, "stop", 2);
           assert.deepEqual(await active(), { alice: 2, bob: 1 });
           // Children never count, in whatever status.
           await store.claim([child.id], { owner: "w", expiresAt: 9 }, 1);
           await store.requeue({ id: child.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 3);
           const kids = [makeTask({ parentId: queued.id, depth: 1 }), makeTask({ parentId: queued.id, depth: 1, user: "bob" })];
-          const split = await store.split({ id: queued.id, owner: "w", tries: 1 }, { site: "s", node: "n" }, kids.map((k) => k.id), () => kids);
+          const split = await store.split(
+            { id: queued.id, owner: "w", tries: 1 },
+            { site: "s", node: "n" },
+            kids.map((k) => k.id),
+            () => kids,
+          );
           assert.ok(split.ok);
           assert.deepEqual(await active(), { alice: 2, bob: 1 });
           // Deletes: an active task counts down, a final one or a child changes nothing.
@@ -862,7 +992,6 @@ export function taskStoreContract(
           assert.equal(await store.countActive("nobody"), 0);
         }),
       );
-
     });
   });
 }

@@ -14,7 +14,9 @@ export type StepMiss = "missing" | "not-in-state" | "lease-lost";
 export type StepResult = { ok: true; task: Task } | { ok: false; why: StepMiss; task: Task | null };
 
 /** A cancel also says who held the lease it ended, so the holder can be told to stop. */
-export type CancelResult = ({ ok: true; task: Task } | { ok: false; why: StepMiss; task: Task | null }) & { previousLeaseOwner: string | null };
+export type CancelResult = ({ ok: true; task: Task } | { ok: false; why: StepMiss; task: Task | null }) & {
+  previousLeaseOwner: string | null;
+};
 
 /** What a successful attempt records. */
 export interface SuccessRecord {
@@ -47,7 +49,10 @@ export interface StolenCounts {
 }
 
 /** What reload needs of a non-final task: small, so a million fit in memory. */
-export type ReloadEntry = Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload" | "tries" | "maxTries">;
+export type ReloadEntry = Pick<
+  Task,
+  "id" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload" | "tries" | "maxTries"
+>;
 
 /**
  * The durable record of every task. Adapters: SQLite (embedded), MongoDB.
@@ -94,7 +99,12 @@ export interface TaskStore extends AccountRecords {
    * those ids) from the parent as the step left it; when it throws, nothing is written and the error
    * goes to the caller. The queue then indexes the children and emits task:queued.
    */
-  split(claim: LeaseClaim, processedBy: ProcessedBy, childIds: readonly string[], makeChildren: (parent: Task) => readonly Task[]): Promise<StepResult>;
+  split(
+    claim: LeaseClaim,
+    processedBy: ProcessedBy,
+    childIds: readonly string[],
+    makeChildren: (parent: Task) => readonly Task[],
+  ): Promise<StepResult>;
   /**
    * wait: childrenCompleted + 1 while below childrenTotal; the statement that reaches childrenTotal
    * also moves the parent to complete with availableAt = now. The queue then indexes it, task:queued.
@@ -150,7 +160,14 @@ export function stepResult(step: StoreStep, after: Task | null, readNow: () => T
 
 /** The counters of a usage row, in one order for every adapter (a Record so the compiler refuses one missing here). */
 const USAGE_COUNTER_PRESENT: Record<keyof UsageCounts, true> = {
-  submitted: true, output: true, error: true, canceled: true, runMs: true, bytesIn: true, bytesOut: true, ranElsewhere: true,
+  submitted: true,
+  output: true,
+  error: true,
+  canceled: true,
+  runMs: true,
+  bytesIn: true,
+  bytesOut: true,
+  ranElsewhere: true,
 };
 export const USAGE_COUNTERS = Object.freeze(Object.keys(USAGE_COUNTER_PRESENT) as (keyof UsageCounts)[]);
 

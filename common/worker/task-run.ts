@@ -28,9 +28,7 @@ import { blobKeys } from "../queue/new-task.js";
 
 /** What an attempt came to, as the worker reports it to the queue. */
 export type AttemptReport =
-  | { kind: "output"; output: string }
-  | { kind: "split"; children: ChildSpec[] }
-  | { kind: "failed"; error: string; retryable: boolean };
+  { kind: "output"; output: string } | { kind: "split"; children: ChildSpec[] } | { kind: "failed"; error: string; retryable: boolean };
 
 /** What a task run needs from its worker, the same for every task. */
 export interface TaskRunContext {

@@ -20,7 +20,6 @@ import { waitUntil } from "../testing/wait-until.js";
 const OWNER = "worker@test";
 const PROCESSED_BY = { site: "test", node: "n1" };
 
-
 /** True when no live process has this pid (a zombie not yet reaped by its new parent counts as gone). */
 function isGone(pid: number): boolean {
   try {
@@ -70,7 +69,16 @@ async function setUp(queueOpts: Partial<TaskQueueOptions> = {}): Promise<void> {
   const jobsDir = path.join(dir, "jobs");
   await Promise.all([fs.mkdir(marks), fs.mkdir(workRoot), fs.mkdir(jobsDir)]);
   const store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
-  const queue = new TaskQueue({ store, site: "test", leaseMs: 30_000, backoffBaseMs: 10, backoffMaxMs: 100, requeueWorkOnReload: false, maxSplitDepth: 3, ...queueOpts });
+  const queue = new TaskQueue({
+    store,
+    site: "test",
+    leaseMs: 30_000,
+    backoffBaseMs: 10,
+    backoffMaxMs: 100,
+    requeueWorkOnReload: false,
+    maxSplitDepth: 3,
+    ...queueOpts,
+  });
   const blobs = await FsBlobStore.open(path.join(dir, "blobs"));
   const registry = new JobRegistry({ dir: jobsDir, defaultTimeoutMs: 20_000 });
   const calls: Harness["calls"] = { succeed: [], fail: [], pulls: [], heartbeats: [] };
@@ -155,7 +163,17 @@ async function submit(job: string, content: string | null, overrides: { maxTries
     input = blobKeys.input(id);
     await h.blobs.put(input, Readable.from([Buffer.from(content)]));
   }
-  return h.queue.submit({ id, site: "test", user: "u", name: `n-${id.slice(-4)}`, job, params: {}, priority: overrides.priority ?? 50, maxTries: overrides.maxTries ?? 3, input });
+  return h.queue.submit({
+    id,
+    site: "test",
+    user: "u",
+    name: `n-${id.slice(-4)}`,
+    job,
+    params: {},
+    priority: overrides.priority ?? 50,
+    maxTries: overrides.maxTries ?? 3,
+    input,
+  });
 }
 
 async function task(id: string): Promise<Task> {
@@ -172,7 +190,12 @@ async function waitStatus(id: string, status: Task["status"], timeoutMs = 5000):
 /** The pids a long job recorded: the script's shell and its background sleep. */
 async function pidsOf(id: string): Promise<number[]> {
   const file = path.join(h.marks, `${id}.pid`);
-  await waitUntil(`the script of ${id} to record its pid`, () => fs.access(file).then(() => true, () => false));
+  await waitUntil(`the script of ${id} to record its pid`, () =>
+    fs.access(file).then(
+      () => true,
+      () => false,
+    ),
+  );
   const pids = (await fs.readFile(file, "utf8")).trim().split(/\s+/).map(Number);
   assert.equal(pids.length, 2);
   for (const pid of pids) assert.ok(Number.isInteger(pid) && pid > 0 && !isGone(pid), `pid ${pid} runs`);
@@ -209,7 +232,10 @@ describe("WorkerPool", () => {
   for (const batchSize of [0, 1]) {
     it(`never runs more than slots scripts at once, and fills them all (batchSize ${batchSize})`, async () => {
       const log = path.join(h.marks, "log");
-      await writeJob("slow", `set -eu\n${READ_REQUEST}echo "start $id" >> "${log}"\nsleep 0.25\ntr a-z A-Z < "$input" > "$out/o"\necho "end $id" >> "${log}"\necho '{"output":"o"}'\n`);
+      await writeJob(
+        "slow",
+        `set -eu\n${READ_REQUEST}echo "start $id" >> "${log}"\nsleep 0.25\ntr a-z A-Z < "$input" > "$out/o"\necho "end $id" >> "${log}"\necho '{"output":"o"}'\n`,
+      );
       const slots = 3;
       const pool = makePool({ slots, batchSize });
       let maxBusy = 0;
@@ -251,7 +277,10 @@ describe("WorkerPool", () => {
   });
 
   it("gives the script a request line without input for a task without input", async () => {
-    await writeJob("echo", `set -eu\nIFS= read -r req\nout=\${req#*'"outputDir":"'}; out=\${out%%'"'*}\nprintf '%s' "$req" > "$out/req.json"\necho '{"output":"req.json"}'\n`);
+    await writeJob(
+      "echo",
+      `set -eu\nIFS= read -r req\nout=\${req#*'"outputDir":"'}; out=\${out%%'"'*}\nprintf '%s' "$req" > "$out/req.json"\necho '{"output":"req.json"}'\n`,
+    );
     makePool().start();
     const t = await submit("echo", null, { priority: 70 });
     const done = await waitStatus(t.id, "output");
@@ -263,7 +292,10 @@ describe("WorkerPool", () => {
 
   it("downloads the input into the work dir when the blob store has no local path", async () => {
     const seen = path.join(h.marks, "seen");
-    await writeJob("upper", `set -eu\n${READ_REQUEST}printf '%s' "$input" > "${seen}"\ntr a-z A-Z < "$input" > "$out/upper.txt"\necho '{"output":"upper.txt"}'\n`);
+    await writeJob(
+      "upper",
+      `set -eu\n${READ_REQUEST}printf '%s' "$input" > "${seen}"\ntr a-z A-Z < "$input" > "$out/upper.txt"\necho '{"output":"upper.txt"}'\n`,
+    );
     const fsBlobs = h.blobs;
     const remote: BlobStore = {
       put: (key, body, opts) => fsBlobs.put(key, body, opts),
@@ -291,7 +323,10 @@ describe("WorkerPool", () => {
     assert.equal(done.tries, 3);
     assert.deepEqual(done.processedBy, PROCESSED_BY);
     assert.equal(done.output, null);
-    assert.match(done.error ?? "", /^job "broken" exited with code 3: broken: cannot parse page 3\n--- stderr \(tail\) ---\nfirst line of chatter\nbroken: cannot parse page 3$/);
+    assert.match(
+      done.error ?? "",
+      /^job "broken" exited with code 3: broken: cannot parse page 3\n--- stderr \(tail\) ---\nfirst line of chatter\nbroken: cannot parse page 3$/,
+    );
     assert.deepEqual(
       h.calls.fail.map((f) => [f.claim.tries, f.retryable]),
       [
@@ -361,22 +396,34 @@ describe("WorkerPool", () => {
     assert.equal(h.calls.succeed.length, 0);
     const carrying = h.calls.heartbeats.filter((hb) => hb.ids.includes(t.id));
     assert.ok(carrying.length > 0);
-    for (const hb of carrying) assert.deepEqual(hb, { ids: [t.id], load: { slots: 1, busy: 1 } }, "a heartbeat names the running tasks and the load");
+    for (const hb of carrying)
+      assert.deepEqual(hb, { ids: [t.id], load: { slots: 1, busy: 1 } }, "a heartbeat names the running tasks and the load");
   });
 
   it("a run that finishes after its lease moved on is refused, and its output blob removed", async () => {
     await reset({ leaseMs: 40, backoffBaseMs: 60_000, backoffMaxMs: 60_000 });
     const go = path.join(h.marks, "go");
-    await writeJob("gated", `set -eu\n${READ_REQUEST}touch "${h.marks}/started"\nwhile [ ! -e "${go}" ]; do sleep 0.01; done\ncp "$input" "$out/o"\necho '{"output":"o"}'\n`);
+    await writeJob(
+      "gated",
+      `set -eu\n${READ_REQUEST}touch "${h.marks}/started"\nwhile [ ! -e "${go}" ]; do sleep 0.01; done\ncp "$input" "$out/o"\necho '{"output":"o"}'\n`,
+    );
     const pool = makePool({ slots: 1, heartbeatMs: 60_000 });
     pool.start();
     const t = await submit("gated", "late");
-    await waitUntil("the script to start", () => fs.access(path.join(h.marks, "started")).then(() => true, () => false));
+    await waitUntil("the script to start", () =>
+      fs.access(path.join(h.marks, "started")).then(
+        () => true,
+        () => false,
+      ),
+    );
     await waitUntil("the lease to expire and be swept", async () => (await h.queue.sweepExpiredLeases()) === 1);
     await fs.writeFile(go, "");
     // The slot frees when the script ends; storing and reporting come after it, so wait for the report.
     await waitUntil("the late run to report", () => h.calls.succeed.length > 0);
-    assert.deepEqual(h.calls.succeed.map((c) => c.accepted), [false]);
+    assert.deepEqual(
+      h.calls.succeed.map((c) => c.accepted),
+      [false],
+    );
     const after = await task(t.id);
     assert.equal(after.status, "input");
     assert.equal(after.output, null);
@@ -409,7 +456,7 @@ describe("WorkerPool", () => {
 
   it("stop() while a pull is in flight does not start the pulled tasks afterwards", async () => {
     await longJob();
-    const t = await submit("long", "doc");
+    await submit("long", "doc");
     const pool = makePool({ slots: 1 }, { wakeOnQueued: false });
     pool.start(); // pulls at once: the task is taken from the index, the lease is being written
     await pool.stop();
@@ -466,8 +513,14 @@ echo '{"output":"sub/f"}'
       for (const t of tasks) {
         await waitUntil(`task ${t.id} to end`, async () => ["output", "error"].includes((await task(t.id)).status), 20_000);
         const done = await task(t.id);
-        if (done.status === "output") assert.equal(await blobText(done.output ?? ""), "inside\n", `task ${t.id} stored the file outside the work dir`);
-        else assert.match(done.error ?? "", /answered output "sub\/f"|was not stored/, `task ${t.id} failed for another reason: ${done.error}`);
+        if (done.status === "output")
+          assert.equal(await blobText(done.output ?? ""), "inside\n", `task ${t.id} stored the file outside the work dir`);
+        else
+          assert.match(
+            done.error ?? "",
+            /answered output "sub\/f"|was not stored/,
+            `task ${t.id} failed for another reason: ${done.error}`,
+          );
       }
       assert.equal(await fs.readFile(path.join(outside, "f"), "utf8"), "OUTSIDE\n", "the file outside is where it was, unchanged");
     } finally {

@@ -58,7 +58,15 @@ beforeEach(async () => {
   const marks = path.join(dir, "marks");
   await Promise.all([fs.mkdir(jobs), fs.mkdir(marks), fs.mkdir(path.join(dir, "work"))]);
   const store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
-  const queue = new TaskQueue({ store, site: "test", leaseMs: 30_000, backoffBaseMs: 10, backoffMaxMs: 100, requeueWorkOnReload: false, maxSplitDepth: 3 });
+  const queue = new TaskQueue({
+    store,
+    site: "test",
+    leaseMs: 30_000,
+    backoffBaseMs: 10,
+    backoffMaxMs: 100,
+    requeueWorkOnReload: false,
+    maxSplitDepth: 3,
+  });
   const blobs = await FsBlobStore.open(path.join(dir, "blobs"));
   const calls: Harness["calls"] = { succeed: [], fail: [] };
   const client: WorkerQueue = {
@@ -140,7 +148,17 @@ async function submit(job: string, content: string, overrides: { maxTries?: numb
   const id = newTaskId("test");
   const input = blobKeys.input(id);
   await h.blobs.put(input, Readable.from([Buffer.from(content)]));
-  return h.queue.submit({ id, site: "test", user: "u", name: "n", job, params: {}, priority: 50, maxTries: overrides.maxTries ?? 3, input });
+  return h.queue.submit({
+    id,
+    site: "test",
+    user: "u",
+    name: "n",
+    job,
+    params: {},
+    priority: 50,
+    maxTries: overrides.maxTries ?? 3,
+    input,
+  });
 }
 
 async function task(id: string): Promise<Task> {
@@ -149,13 +167,16 @@ async function task(id: string): Promise<Task> {
   return t;
 }
 
-
 const waitStatus = async (id: string, status: Task["status"], timeoutMs = 10_000): Promise<Task> => {
   await waitUntil(`task ${id} to be ${status}`, async () => (await task(id)).status === status, timeoutMs);
   return task(id);
 };
 
-const exists = (file: string): Promise<boolean> => fs.access(file).then(() => true, () => false);
+const exists = (file: string): Promise<boolean> =>
+  fs.access(file).then(
+    () => true,
+    () => false,
+  );
 
 async function outputOf(t: Task): Promise<{ pid: number; input: string }> {
   assert.ok(t.output !== null, `task ${t.id} has an output`);
@@ -164,9 +185,11 @@ async function outputOf(t: Task): Promise<{ pid: number; input: string }> {
 
 async function startsOf(name: string): Promise<number[]> {
   const content = await fs.readFile(path.join(h.marks, `${name}.starts`), "utf8").catch(() => "");
-  return content.split("\n").filter((l) => l !== "").map(Number);
+  return content
+    .split("\n")
+    .filter((l) => l !== "")
+    .map(Number);
 }
-
 
 /** Makes the task hang in its warm process; answers that process's pid once it holds the task. */
 async function hangingPid(id: string): Promise<number> {
@@ -194,10 +217,20 @@ describe("WorkerPool with warm jobs", () => {
     }
     assert.equal(pids.size, 2, `tasks ran in ${pids.size} processes`);
     assert.deepEqual([...pids].sort(), (await startsOf(job)).sort(), "the only processes ever started");
-    assert.deepEqual(pool.warmProcesses().map((p) => p.pid).sort(), [...pids].sort());
+    assert.deepEqual(
+      pool
+        .warmProcesses()
+        .map((p) => p.pid)
+        .sort(),
+      [...pids].sort(),
+    );
     assert.equal(h.calls.fail.length, 0);
     assert.equal(h.calls.succeed.length, 1000);
-    assert.deepEqual(await fs.readdir(path.join(h.dir, "work")).then((names) => names.filter((n) => n.startsWith("docq-job-"))), [], "every per-task work dir is removed");
+    assert.deepEqual(
+      await fs.readdir(path.join(h.dir, "work")).then((names) => names.filter((n) => n.startsWith("docq-job-"))),
+      [],
+      "every per-task work dir is removed",
+    );
   });
 
   it("a task that times out kills and restarts only its own process, and follows the retry rule", async () => {
@@ -312,7 +345,10 @@ serve(handle)
     const t = await submit("flaky", "doc", { maxTries: 2 });
     const done = await waitStatus(t.id, "error");
     assert.equal(done.tries, 2);
-    assert.match(done.error ?? "", /^job "flaky" failed: ValueError: page 3 is not a page\n--- stderr \(tail\) ---\nreading page 3\nTraceback \(most recent call last\):\n[\s\S]*ValueError: page 3 is not a page$/);
+    assert.match(
+      done.error ?? "",
+      /^job "flaky" failed: ValueError: page 3 is not a page\n--- stderr \(tail\) ---\nreading page 3\nTraceback \(most recent call last\):\n[\s\S]*ValueError: page 3 is not a page$/,
+    );
     assert.deepEqual(
       h.calls.fail.map((f) => [f.claim.tries, f.retryable]),
       [
@@ -337,26 +373,37 @@ serve(handle)
     assert.equal(h.calls.fail.length, 0);
   });
 
-  it("the example warm jobs give the results of their one-shot versions through the queue, split and merge included", { skip: NO_PYTHON }, async () => {
-    makePool({ slots: 2 }, EXAMPLES).start();
-    const docs = ["first line\n\n  second\tline  \nünïcode\u00a0words\nno newline at the end", "\n\n", "one line only\n"];
-    for (const doc of docs) {
-      for (const [warm, oneShot] of [
-        ["wordcount-warm", "wordcount"],
-        ["pages-warm", "pages"],
-        ["noop-warm", "noop"],
-      ] as const) {
-        const [a, b] = [await submit(oneShot, doc), await submit(warm, doc)];
-        const [x, y] = [await waitStatus(a.id, "output"), await waitStatus(b.id, "output")];
-        assert.equal(y.childrenTotal, x.childrenTotal, `${warm} splits as ${oneShot} does`);
-        assert.equal(await text(await h.blobs.get(y.output ?? "")), await text(await h.blobs.get(x.output ?? "")), `${warm} on ${JSON.stringify(doc)}`);
+  it(
+    "the example warm jobs give the results of their one-shot versions through the queue, split and merge included",
+    { skip: NO_PYTHON },
+    async () => {
+      makePool({ slots: 2 }, EXAMPLES).start();
+      const docs = ["first line\n\n  second\tline  \nünïcode\u00a0words\nno newline at the end", "\n\n", "one line only\n"];
+      for (const doc of docs) {
+        for (const [warm, oneShot] of [
+          ["wordcount-warm", "wordcount"],
+          ["pages-warm", "pages"],
+          ["noop-warm", "noop"],
+        ] as const) {
+          const [a, b] = [await submit(oneShot, doc), await submit(warm, doc)];
+          const [x, y] = [await waitStatus(a.id, "output"), await waitStatus(b.id, "output")];
+          assert.equal(y.childrenTotal, x.childrenTotal, `${warm} splits as ${oneShot} does`);
+          assert.equal(
+            await text(await h.blobs.get(y.output ?? "")),
+            await text(await h.blobs.get(x.output ?? "")),
+            `${warm} on ${JSON.stringify(doc)}`,
+          );
+        }
       }
-    }
-  });
+    },
+  );
 });
 
 describe("WorkerPool with warm jobs: what a request answered is stored from inside its work dir only", () => {
-  /** Swaps `<dir>/sub` between a folder and a link to `<outside>` until it cannot (its work dir is gone); writes its pid to `<pidFile>` first. */
+  /**
+   * Swaps `<dir>/sub` between a folder and a link to `<outside>` until it cannot (its work dir is gone); writes
+   * its pid to `<pidFile>` first.
+   */
   const SWAPPER = `echo $$ > "$3"; cd "$1" || exit 1
 while mv sub held && ln -s "$2" sub && rm sub && mv held sub; do :; done`;
 
@@ -396,7 +443,11 @@ serve(async (req) => {
           outcomes.set("stored inside", (outcomes.get("stored inside") ?? 0) + 1);
         } else {
           // Refused at the answer's check or at storing, or the work dir could not be removed meanwhile.
-          assert.match(done.error ?? "", /answered output "sub\/f"|was not stored|ENOTEMPTY/, `task ${t.id} failed for another reason: ${done.error}`);
+          assert.match(
+            done.error ?? "",
+            /answered output "sub\/f"|was not stored|ENOTEMPTY/,
+            `task ${t.id} failed for another reason: ${done.error}`,
+          );
           const reason = (done.error ?? "").replace(/^.*?: (?=[^:]*$)/, "");
           outcomes.set(reason, (outcomes.get(reason) ?? 0) + 1);
         }

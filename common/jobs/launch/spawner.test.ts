@@ -12,7 +12,15 @@ import { isAlive } from "../../testing/processes.js";
 const run = promisify(execFile);
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
-const spec = (script: string, cwd: string) => ({ command: "/bin/sh", args: ["-c", script], cwd, env: { PATH: process.env.PATH }, input: "", maxStdoutBytes: 1024 * 1024, stderrTailChars: 4096 });
+const spec = (script: string, cwd: string) => ({
+  command: "/bin/sh",
+  args: ["-c", script],
+  cwd,
+  env: { PATH: process.env.PATH },
+  input: "",
+  maxStdoutBytes: 1024 * 1024,
+  stderrTailChars: 4096,
+});
 
 describe("Spawner", () => {
   it("passes the whole job-runner suite when scripts start in the spawner process", async () => {
@@ -33,7 +41,16 @@ describe("Spawner", () => {
       const scriptPid = await first.pid;
       assert.ok(scriptPid !== undefined && isAlive(scriptPid));
       // Kill the helper itself: the run it held fails with a message saying so.
-      const helpers = (await run("pgrep", ["-f", "spawner-child.mjs"]).then((r) => r.stdout, () => "")).trim().split("\n").map(Number).filter((p) => p > 0);
+      const helpers = (
+        await run("pgrep", ["-f", "spawner-child.mjs"]).then(
+          (r) => r.stdout,
+          () => "",
+        )
+      )
+        .trim()
+        .split("\n")
+        .map(Number)
+        .filter((p) => p > 0);
       for (const pid of helpers) process.kill(pid, "SIGKILL");
       const result = await first.result;
       assert.match(result.startError ?? "", /the spawner process exited/);

@@ -23,8 +23,6 @@ import { rejection } from "../../testing/rejection.js";
 const MONGO_URL = process.env.MONGO_URL ?? "";
 const SKIP_MESSAGE = "MONGO_URL is not set: the MongoDB contract suite needs a server (see README)";
 
-
-
 if (MONGO_URL === "") {
   describe("TaskStore contract: MongoTaskStore", () => {
     it("runs the TaskStore contract against MongoDB", { skip: SKIP_MESSAGE }, () => undefined);
@@ -67,8 +65,19 @@ if (MONGO_URL === "") {
         const client = new MongoClient(MONGO_URL);
         try {
           const names = async (collection: string) =>
-            (await client.db(database).collection(`${collection}_${collections}`).listIndexes().toArray()).map((index) => String(index.name)).sort();
-          assert.deepEqual(await names("tasks"), ["_id_", "job_seq", "parent_seq", "seq", "status_seq", "user_active", "user_seq", "work_lease_expiry"]);
+            (await client.db(database).collection(`${collection}_${collections}`).listIndexes().toArray())
+              .map((index) => String(index.name))
+              .sort();
+          assert.deepEqual(await names("tasks"), [
+            "_id_",
+            "job_seq",
+            "parent_seq",
+            "seq",
+            "status_seq",
+            "user_active",
+            "user_seq",
+            "work_lease_expiry",
+          ]);
           assert.deepEqual(await names("api_keys"), ["_id_", "hash"]);
           assert.deepEqual(await names("usage"), ["_id_", "day_user", "user_day"]);
         } finally {
@@ -89,14 +98,25 @@ if (MONGO_URL === "") {
           await store.create(parent);
           const attempts = Array.from({ length: 10 }, (_, i) => {
             const children = Array.from({ length: 3 }, () => makeTask({ parentId: parent.id, depth: 1, name: `attempt-${i}` }));
-            return { children, done: store.split({ id: parent.id, owner: "w", tries: 1 }, { site: "s", node: "n" }, children.map((c) => c.id), () => children) };
+            return {
+              children,
+              done: store.split(
+                { id: parent.id, owner: "w", tries: 1 },
+                { site: "s", node: "n" },
+                children.map((c) => c.id),
+                () => children,
+              ),
+            };
           });
           const results = await Promise.all(attempts.map((a) => a.done));
           const winners = results.flatMap((r, i) => (r.ok ? [i] : []));
           assert.equal(winners.length, 1, `one split wins, got ${winners.length}`);
           const winner = attempts[winners[0]!]!;
           assert.deepEqual(await store.children(parent.id), winner.children);
-          assert.deepEqual((await store.get(parent.id))?.children, winner.children.map((c) => c.id));
+          assert.deepEqual(
+            (await store.get(parent.id))?.children,
+            winner.children.map((c) => c.id),
+          );
         } finally {
           await cleanup();
         }
@@ -108,9 +128,7 @@ if (MONGO_URL === "") {
       try {
         const task = makeTask();
         await store.create(task);
-        const claims = await Promise.all(
-          Array.from({ length: 20 }, (_, i) => store.claim([task.id], { owner: `w${i}`, expiresAt: 1 }, 1)),
-        );
+        const claims = await Promise.all(Array.from({ length: 20 }, (_, i) => store.claim([task.id], { owner: `w${i}`, expiresAt: 1 }, 1)));
         assert.equal(claims.filter((c) => c.length > 0).length, 1);
       } finally {
         await cleanup();
@@ -123,11 +141,17 @@ if (MONGO_URL === "") {
       try {
         const task = makeTask({ offload: false });
         await store.create(task);
-        await client.db(database).collection<{ _id: string }>(`tasks_${collections}`).updateOne({ _id: task.id }, { $unset: { offload: "" } });
+        await client
+          .db(database)
+          .collection<{ _id: string }>(`tasks_${collections}`)
+          .updateOne({ _id: task.id }, { $unset: { offload: "" } });
         assert.deepEqual(await store.get(task.id), { ...task, offload: true });
         const entries: { id: string; offload: boolean }[] = [];
         for await (const batch of store.loadNonFinal()) entries.push(...batch);
-        assert.deepEqual(entries.map((e) => [e.id, e.offload]), [[task.id, true]]);
+        assert.deepEqual(
+          entries.map((e) => [e.id, e.offload]),
+          [[task.id, true]],
+        );
       } finally {
         await client.close();
         await cleanup();
@@ -154,7 +178,11 @@ describe("MongoTaskStore without a server", () => {
     const port = await freePort();
     const started = Date.now();
     const err = await rejection(
-      MongoTaskStore.open({ url: `mongodb://docq:hunter2@127.0.0.1:${port}/?serverSelectionTimeoutMS=300`, database: "docq", writeConcern: "majority" }),
+      MongoTaskStore.open({
+        url: `mongodb://docq:hunter2@127.0.0.1:${port}/?serverSelectionTimeoutMS=300`,
+        database: "docq",
+        writeConcern: "majority",
+      }),
     );
     assert.equal(err.code, ERROR_CODE.StoreUnavailable, err.message);
     assert.match(err.message, new RegExp(`^MongoDB mongodb://127\\.0\\.0\\.1:${port}, database "docq": cannot connect: `));
@@ -167,12 +195,18 @@ describe("MongoTaskStore without a server", () => {
   it("uses its own server selection timeout unless the URL sets one", async () => {
     const port = await freePort();
     const started = Date.now();
-    await rejection(MongoTaskStore.open({ url: `mongodb://127.0.0.1:${port}`, database: "docq", writeConcern: 1, serverSelectionTimeoutMs: 200 }));
+    await rejection(
+      MongoTaskStore.open({ url: `mongodb://127.0.0.1:${port}`, database: "docq", writeConcern: 1, serverSelectionTimeoutMs: 200 }),
+    );
     assert.ok(Date.now() - started < 5_000);
   });
 
   it("fails to open with CONFIG on a malformed URL", async () => {
-    for (const url of ["mongodb://db:notaport", "mongodb://docq:s3cret@db/?replicaSet=rs0&foo", "mongodb://docq:s3cret@db/?authMechanism=NOPE"]) {
+    for (const url of [
+      "mongodb://db:notaport",
+      "mongodb://docq:s3cret@db/?replicaSet=rs0&foo",
+      "mongodb://docq:s3cret@db/?authMechanism=NOPE",
+    ]) {
       const err = await rejection(MongoTaskStore.open({ url, database: "docq", writeConcern: "majority" }));
       assert.equal(err.code, ERROR_CODE.Config, err.message);
       assert.match(err.message, /^MongoDB mongodb:\/\/db(:notaport)?, database "docq": invalid connection settings: /);
@@ -181,7 +215,10 @@ describe("MongoTaskStore without a server", () => {
   });
 
   it("redacts URLs to scheme and hosts", () => {
-    assert.equal(redactUrl("mongodb://user:pw@h1:27017,h2:27018/docq?replicaSet=rs0&tlsCertificateKeyFilePassword=x"), "mongodb://h1:27017,h2:27018");
+    assert.equal(
+      redactUrl("mongodb://user:pw@h1:27017,h2:27018/docq?replicaSet=rs0&tlsCertificateKeyFilePassword=x"),
+      "mongodb://h1:27017,h2:27018",
+    );
     assert.equal(redactUrl("mongodb+srv://u:p@cluster0.example.net/?retryWrites=true"), "mongodb+srv://cluster0.example.net");
     assert.equal(redactUrl("mongodb://127.0.0.1"), "mongodb://127.0.0.1");
     assert.equal(redactUrl("postgres://x"), "(unparsable URL)");

@@ -14,7 +14,16 @@ import {
 } from "mongodb";
 import { ZERO_USAGE, type ApiKeyLimits, type ApiKeyRecord, type UsageCounts, type UsageRow } from "../../accounts/account-records.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/errors.js";
-import { TASK_STATUS, TASK_STATUSES, isFinal, type Lease, type ProcessedBy, type Task, type TaskParams, type TaskStatus } from "../../model/task-model.js";
+import {
+  TASK_STATUS,
+  TASK_STATUSES,
+  isFinal,
+  type Lease,
+  type ProcessedBy,
+  type Task,
+  type TaskParams,
+  type TaskStatus,
+} from "../../model/task-model.js";
 import {
   USAGE_COUNTERS,
   requireUsageDay,
@@ -146,8 +155,22 @@ export interface TaskDoc {
   offload?: boolean;
 }
 
-type ReloadDoc = Pick<TaskDoc, "_id" | "seq" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload" | "tries" | "maxTries">;
-const RELOAD_PROJECTION = { _id: 1, seq: 1, priority: 1, submitTime: 1, availableAt: 1, status: 1, lease: 1, offload: 1, tries: 1, maxTries: 1 } as const;
+type ReloadDoc = Pick<
+  TaskDoc,
+  "_id" | "seq" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload" | "tries" | "maxTries"
+>;
+const RELOAD_PROJECTION = {
+  _id: 1,
+  seq: 1,
+  priority: 1,
+  submitTime: 1,
+  availableAt: 1,
+  status: 1,
+  lease: 1,
+  offload: 1,
+  tries: 1,
+  maxTries: 1,
+} as const;
 
 /** One API key as stored. */
 export interface ApiKeyDoc {
@@ -240,7 +263,8 @@ function docToTask(doc: TaskDoc): Task {
     endTime: doc.endTime ?? null,
     duration: doc.duration ?? null,
     lease: leaseOf(doc.lease),
-    processedBy: doc.processedBy === null || doc.processedBy === undefined ? null : { site: doc.processedBy.site, node: doc.processedBy.node },
+    processedBy:
+      doc.processedBy === null || doc.processedBy === undefined ? null : { site: doc.processedBy.site, node: doc.processedBy.node },
     error: doc.error ?? null,
     parentId: doc.parentId ?? null,
     depth: doc.depth,
@@ -274,7 +298,14 @@ function definedLimits(limits: ApiKeyLimits): ApiKeyLimits {
 }
 
 function docToApiKey(doc: ApiKeyDoc): ApiKeyRecord {
-  return { id: doc._id, user: doc.user, hash: doc.hash, limits: definedLimits(doc.limits), createdAt: doc.createdAt, revokedAt: doc.revokedAt ?? null };
+  return {
+    id: doc._id,
+    user: doc.user,
+    hash: doc.hash,
+    limits: definedLimits(doc.limits),
+    createdAt: doc.createdAt,
+    revokedAt: doc.revokedAt ?? null,
+  };
 }
 
 function docToUsage(doc: UsageDoc): UsageRow {
@@ -296,10 +327,17 @@ function heldBy(step: StoreStep, claim: LeaseClaim): Filter<TaskDoc> {
 /** `now − startTime` as an aggregation expression (null when the task never started). */
 /** Values of a pipeline `$set` taken as they are: a string starting with `$` would otherwise name a field. */
 function literalStrings(set: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(set).map(([k, v]) => [k, typeof v === "string" || (typeof v === "object" && v !== null && !("$cond" in v)) ? { $literal: v } : v]));
+  return Object.fromEntries(
+    Object.entries(set).map(([k, v]) => [
+      k,
+      typeof v === "string" || (typeof v === "object" && v !== null && !("$cond" in v)) ? { $literal: v } : v,
+    ]),
+  );
 }
 
-const durationUntil = (now: number) => ({ $cond: [{ $eq: [{ $ifNull: ["$startTime", null] }, null] }, null, { $subtract: [now, "$startTime"] }] });
+const durationUntil = (now: number) => ({
+  $cond: [{ $eq: [{ $ifNull: ["$startTime", null] }, null] }, null, { $subtract: [now, "$startTime"] }],
+});
 
 export interface MongoTaskStoreOptions {
   /** `mongodb://...` or `mongodb+srv://...`; credentials allowed (they never appear in messages). */
@@ -315,7 +353,10 @@ export interface MongoTaskStoreOptions {
   usageCollection?: string;
   /** Default 10 s, unless the URL sets serverSelectionTimeoutMS: how long an operation waits for a server before failing. */
   serverSelectionTimeoutMs?: number;
-  /** `false` uses the standalone ordering even where transactions exist (to test it). Default: transactions when the deployment has them. */
+  /**
+   * `false` uses the standalone ordering even where transactions exist (to test it). Default: transactions when
+   * the deployment has them.
+   */
   transactions?: boolean;
 }
 
@@ -344,7 +385,9 @@ export class MongoTaskStore implements TaskStore {
       client = new MongoClient(opts.url, {
         appName: "docq",
         writeConcern: { w: opts.writeConcern, journal: true, wtimeoutMS: WRITE_CONCERN_TIMEOUT_MS },
-        ...(/[?&]serverSelectionTimeoutMS=/i.test(opts.url) ? {} : { serverSelectionTimeoutMS: opts.serverSelectionTimeoutMs ?? DEFAULT_SERVER_SELECTION_TIMEOUT_MS }),
+        ...(/[?&]serverSelectionTimeoutMS=/i.test(opts.url)
+          ? {}
+          : { serverSelectionTimeoutMS: opts.serverSelectionTimeoutMs ?? DEFAULT_SERVER_SELECTION_TIMEOUT_MS }),
       });
     } catch (err) {
       throw docqError(ERROR_CODE.Config, `${label}: invalid connection settings: ${scrub(errorMessage(err), opts.url)}`, { cause: err });
@@ -404,7 +447,16 @@ export class MongoTaskStore implements TaskStore {
       const doc = await this.attempt("claim", () =>
         this.tasks.findOneAndUpdate(
           { _id: id, ...statusIn("claim"), lease: null },
-          { $set: { status: TASK_STATUS.work, lease: { owner: lease.owner, expiresAt: lease.expiresAt }, startTime: now, endTime: null, duration: null }, $inc: { tries: 1 } },
+          {
+            $set: {
+              status: TASK_STATUS.work,
+              lease: { owner: lease.owner, expiresAt: lease.expiresAt },
+              startTime: now,
+              endTime: null,
+              duration: null,
+            },
+            $inc: { tries: 1 },
+          },
           { returnDocument: "after" },
         ),
       );
@@ -415,8 +467,13 @@ export class MongoTaskStore implements TaskStore {
 
   async succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult> {
     const set = {
-      status: TASK_STATUS.output, output: result.output, processedBy: { site: result.processedBy.site, node: result.processedBy.node },
-      lease: null, error: null, endTime: now, duration: durationUntil(now),
+      status: TASK_STATUS.output,
+      output: result.output,
+      processedBy: { site: result.processedBy.site, node: result.processedBy.node },
+      lease: null,
+      error: null,
+      endTime: now,
+      duration: durationUntil(now),
     };
     return this.step("succeed", claim.id, heldBy("succeed", claim), [{ $set: literalStrings(set) }], claim);
   }
@@ -425,7 +482,9 @@ export class MongoTaskStore implements TaskStore {
     const set = {
       // A parent whose merge failed retries the merge: its children are done and must not run again.
       status: { $cond: [{ $gt: ["$childrenTotal", 0] }, TASK_STATUS.complete, TASK_STATUS.input] },
-      error: { $literal: failure.error }, lease: null, availableAt,
+      error: { $literal: failure.error },
+      lease: null,
+      availableAt,
       ...(failure.processedBy === null ? {} : { processedBy: { $literal: failure.processedBy } }),
     };
     const filter = { ...heldBy("requeue", claim), $expr: { $lt: ["$tries", "$maxTries"] } };
@@ -434,15 +493,33 @@ export class MongoTaskStore implements TaskStore {
 
   async giveUp(claim: LeaseClaim, failure: FailureRecord, now: number): Promise<StepResult> {
     const set = {
-      status: TASK_STATUS.error, error: { $literal: failure.error }, lease: null, endTime: now, duration: durationUntil(now),
+      status: TASK_STATUS.error,
+      error: { $literal: failure.error },
+      lease: null,
+      endTime: now,
+      duration: durationUntil(now),
       ...(failure.processedBy === null ? {} : { processedBy: { $literal: failure.processedBy } }),
     };
     return this.step("giveUp", claim.id, heldBy("giveUp", claim), [{ $set: set }], claim);
   }
 
-  async split(claim: LeaseClaim, processedBy: ProcessedBy, childIds: readonly string[], makeChildren: (parent: Task) => readonly Task[]): Promise<StepResult> {
+  async split(
+    claim: LeaseClaim,
+    processedBy: ProcessedBy,
+    childIds: readonly string[],
+    makeChildren: (parent: Task) => readonly Task[],
+  ): Promise<StepResult> {
     const filter = heldBy("split", claim);
-    const update = { $set: { status: TASK_STATUS.wait, processedBy: { site: processedBy.site, node: processedBy.node }, children: [...childIds], childrenTotal: childIds.length, childrenCompleted: 0, lease: null } };
+    const update = {
+      $set: {
+        status: TASK_STATUS.wait,
+        processedBy: { site: processedBy.site, node: processedBy.node },
+        children: [...childIds],
+        childrenTotal: childIds.length,
+        childrenCompleted: 0,
+        lease: null,
+      },
+    };
     let inserting: TaskDoc[] = [];
     const build = (parent: Task): TaskDoc[] => {
       const children = makeChildren(parent);
@@ -484,7 +561,11 @@ export class MongoTaskStore implements TaskStore {
 
   async recountChildren(parentId: string, completed: number, now: number): Promise<StepResult> {
     const reaches = { $gte: [completed, "$childrenTotal"] };
-    const set = { childrenCompleted: completed, status: { $cond: [reaches, TASK_STATUS.complete, "$status"] }, availableAt: { $cond: [reaches, now, "$availableAt"] } };
+    const set = {
+      childrenCompleted: completed,
+      status: { $cond: [reaches, TASK_STATUS.complete, "$status"] },
+      availableAt: { $cond: [reaches, now, "$availableAt"] },
+    };
     return this.step("recountChildren", parentId, { _id: parentId, ...statusIn("recountChildren") }, [{ $set: set }]);
   }
 
@@ -501,7 +582,14 @@ export class MongoTaskStore implements TaskStore {
     );
     if (before === null) return { ...(await this.miss("cancel", id)), previousLeaseOwner: null };
     const task = docToTask(before);
-    const after: Task = { ...task, status: TASK_STATUS.canceled, error: reason, endTime: now, duration: task.startTime === null ? null : now - task.startTime, lease: null };
+    const after: Task = {
+      ...task,
+      status: TASK_STATUS.canceled,
+      error: reason,
+      endTime: now,
+      duration: task.startTime === null ? null : now - task.startTime,
+      lease: null,
+    };
     return { ok: true, task: after, previousLeaseOwner: task.lease?.owner ?? null };
   }
 
@@ -528,7 +616,10 @@ export class MongoTaskStore implements TaskStore {
     requirePositiveInteger(limit, "limit");
     const docs = await this.attempt("expired", () =>
       this.tasks
-        .find({ status: TASK_STATUS.work, "lease.expiresAt": { $lt: now } }, { sort: { "lease.expiresAt": 1, seq: 1 }, limit, hint: "work_lease_expiry" })
+        .find(
+          { status: TASK_STATUS.work, "lease.expiresAt": { $lt: now } },
+          { sort: { "lease.expiresAt": 1, seq: 1 }, limit, hint: "work_lease_expiry" },
+        )
         .toArray(),
     );
     return docs.map(docToTask);
@@ -559,7 +650,9 @@ export class MongoTaskStore implements TaskStore {
       const query: Filter<TaskDoc> = { status: { $in: NON_FINAL_STATUSES } };
       if (after !== null) query.seq = { $gt: after };
       const docs = await this.attempt("loadNonFinal", () =>
-        this.tasks.find<ReloadDoc>(query, { projection: RELOAD_PROJECTION, sort: { seq: 1 }, limit: batchSize, hint: "status_seq" }).toArray(),
+        this.tasks
+          .find<ReloadDoc>(query, { projection: RELOAD_PROJECTION, sort: { seq: 1 }, limit: batchSize, hint: "status_seq" })
+          .toArray(),
       );
       const last = docs[docs.length - 1];
       if (last === undefined) return;
@@ -596,7 +689,11 @@ export class MongoTaskStore implements TaskStore {
     const [stolenIn, stolenOut] = await this.attempt("countStolen", () =>
       Promise.all([
         this.tasks
-          .aggregate<{ _id: string; count: number }>([{ $match: { site: { $ne: localSite }, parentId: null } }, { $project: { key: "$site" } }, group])
+          .aggregate<{ _id: string; count: number }>([
+            { $match: { site: { $ne: localSite }, parentId: null } },
+            { $project: { key: "$site" } },
+            group,
+          ])
           .toArray(),
         this.tasks
           .aggregate<{ _id: string; count: number }>([
@@ -633,10 +730,14 @@ export class MongoTaskStore implements TaskStore {
         const field = onHash ? "hash" : "id";
         // Named by id only, and without the driver's error as cause (its message quotes the
         // duplicate value): the hash stays out of messages and logs.
-        throw docqError(ERROR_CODE.BadRequest, `api key ${key.id}: ${field === "id" ? "a key with this id" : "a key with the same hash"} already exists`, {
-          field,
-          details: { id: key.id },
-        });
+        throw docqError(
+          ERROR_CODE.BadRequest,
+          `api key ${key.id}: ${field === "id" ? "a key with this id" : "a key with the same hash"} already exists`,
+          {
+            field,
+            details: { id: key.id },
+          },
+        );
       }
     });
   }
@@ -700,7 +801,9 @@ export class MongoTaskStore implements TaskStore {
 
   /** `run` as one transaction, retried by the driver on transient errors (it must be idempotent: ours are). */
   private async inTransaction<T>(run: (session: ClientSession) => Promise<T>): Promise<T> {
-    return this.client.withSession((session) => session.withTransaction(() => run(session), { readConcern: { level: "snapshot" }, readPreference: "primary" }));
+    return this.client.withSession((session) =>
+      session.withTransaction(() => run(session), { readConcern: { level: "snapshot" }, readPreference: "primary" }),
+    );
   }
 
   /**
@@ -708,7 +811,11 @@ export class MongoTaskStore implements TaskStore {
    * again when the guard misses or a step fails. A first guarded read spares the inserts when the
    * guard already misses (a stale worker).
    */
-  private async splitWithoutTransaction(filter: Filter<TaskDoc>, update: UpdateFilter<TaskDoc>, build: (parent: Task) => TaskDoc[]): Promise<TaskDoc | null> {
+  private async splitWithoutTransaction(
+    filter: Filter<TaskDoc>,
+    update: UpdateFilter<TaskDoc>,
+    build: (parent: Task) => TaskDoc[],
+  ): Promise<TaskDoc | null> {
     const current = await this.tasks.findOne(filter);
     if (current === null) return null;
     const docs = build(docToTask(current));
@@ -764,7 +871,11 @@ export class MongoTaskStore implements TaskStore {
 function refuseRepeatedIds(tasks: readonly Task[]): void {
   const seen = new Set<string>();
   for (const task of tasks) {
-    if (seen.has(task.id)) throw docqError(ERROR_CODE.TaskExists, `task ${task.id} already exists (twice in one batch)`, { field: "id", details: { id: task.id } });
+    if (seen.has(task.id))
+      throw docqError(ERROR_CODE.TaskExists, `task ${task.id} already exists (twice in one batch)`, {
+        field: "id",
+        details: { id: task.id },
+      });
     seen.add(task.id);
   }
 }
@@ -772,14 +883,17 @@ function refuseRepeatedIds(tasks: readonly Task[]): void {
 /** The task id of a duplicate-key error on `_id` (not on another unique index), else undefined. */
 function duplicateTaskId(err: unknown, inserting: readonly TaskDoc[]): string | undefined {
   if (err instanceof MongoBulkWriteError) {
-    const writeErrors: readonly WriteError[] = Array.isArray(err.writeErrors) ? (err.writeErrors as readonly WriteError[]) : [err.writeErrors as WriteError];
+    const writeErrors: readonly WriteError[] = Array.isArray(err.writeErrors)
+      ? (err.writeErrors as readonly WriteError[])
+      : [err.writeErrors as WriteError];
     const first = writeErrors.find((e) => e.code === DUPLICATE_KEY);
     if (first === undefined || !onIdIndex(first.errmsg ?? "")) return undefined;
     return inserting[first.index]?._id ?? idInMessage(first.errmsg ?? "") ?? inserting[0]?._id;
   }
   if (err instanceof MongoError && err.code === DUPLICATE_KEY && onIdIndex(err.message)) {
     const keyValue: unknown = (err as MongoError & { keyValue?: unknown }).keyValue;
-    if (typeof keyValue === "object" && keyValue !== null && typeof (keyValue as { _id?: unknown })._id === "string") return (keyValue as { _id: string })._id;
+    if (typeof keyValue === "object" && keyValue !== null && typeof (keyValue as { _id?: unknown })._id === "string")
+      return (keyValue as { _id: string })._id;
     return idInMessage(err.message) ?? inserting[0]?._id;
   }
   return undefined;
@@ -808,7 +922,9 @@ function openError(label: string, url: string, err: unknown): Error {
   }
   // 85 IndexOptionsConflict, 86 IndexKeySpecsConflict: an index of ours exists with other options.
   if (code === 85 || code === 86) {
-    return docqError(ERROR_CODE.Config, `${label}: an existing index conflicts with docq's (drop it and restart): ${detail}`, { cause: err });
+    return docqError(ERROR_CODE.Config, `${label}: an existing index conflicts with docq's (drop it and restart): ${detail}`, {
+      cause: err,
+    });
   }
   return docqError(ERROR_CODE.StoreUnavailable, `${label}: cannot connect: ${detail}`, { cause: err });
 }
@@ -838,7 +954,9 @@ function encodeCursor(seq: ObjectId): string {
 function decodeCursor(cursor: string): ObjectId {
   const text = Buffer.from(cursor, "base64url").toString("utf8");
   if (!/^[0-9a-f]{24}$/.test(text)) {
-    throw docqError(ERROR_CODE.BadRequest, `invalid list cursor "${cursor}": pass back a nextCursor from an earlier page`, { field: "cursor" });
+    throw docqError(ERROR_CODE.BadRequest, `invalid list cursor "${cursor}": pass back a nextCursor from an earlier page`, {
+      field: "cursor",
+    });
   }
   return ObjectId.createFromHexString(text);
 }

@@ -66,7 +66,12 @@ describe("SqliteTaskStore", () => {
     const first = SqliteTaskStore.open(file);
     await first.createMany(others);
     await first.create(parent);
-    const waiting = await first.split({ id: parent.id, owner: "w", tries: 1 }, { site: "s", node: "n" }, children.map((c) => c.id), () => children);
+    const waiting = await first.split(
+      { id: parent.id, owner: "w", tries: 1 },
+      { site: "s", node: "n" },
+      children.map((c) => c.id),
+      () => children,
+    );
     assert.ok(waiting.ok);
     const counted = (await first.childSucceeded(parent.id, 5)).task;
     const listed = await first.list({}, { limit: 100 });
@@ -106,27 +111,46 @@ describe("SqliteTaskStore", () => {
     const store = SqliteTaskStore.open(file);
     const raw = new Database(file, { readonly: true });
     try {
-      const tasks = Array.from({ length: 40 }, (_, i) => makeTask({ site: i % 3 === 0 ? "bb" : "aa", ...(i % 5 === 0 ? { parentId: "aa-parent" } : {}) }));
+      const tasks = Array.from({ length: 40 }, (_, i) =>
+        makeTask({ site: i % 3 === 0 ? "bb" : "aa", ...(i % 5 === 0 ? { parentId: "aa-parent" } : {}) }),
+      );
       await store.createMany(tasks.slice(0, 30));
       for (const task of tasks.slice(30)) await store.create(task);
       for (const [i, task] of tasks.entries()) {
         if (i % 2 === 0) await store.claim([task.id], { owner: "w", expiresAt: 9 }, 1);
-        if (i % 4 === 0) await store.succeed({ id: task.id, owner: "w", tries: 1 }, { output: "o", processedBy: { site: i % 8 === 0 ? "cc" : "aa", node: "n" } }, 2);
+        if (i % 4 === 0)
+          await store.succeed(
+            { id: task.id, owner: "w", tries: 1 },
+            { output: "o", processedBy: { site: i % 8 === 0 ? "cc" : "aa", node: "n" } },
+            2,
+          );
         if (i % 7 === 0) await store.delete(task.id);
       }
-      const scanned = raw.prepare<[], { status: string; count: number }>("SELECT status, COUNT(*) AS count FROM tasks GROUP BY status").all();
+      const scanned = raw
+        .prepare<[], { status: string; count: number }>("SELECT status, COUNT(*) AS count FROM tasks GROUP BY status")
+        .all();
       const counts = await store.countByStatus();
       for (const { status, count } of scanned) assert.equal(counts[status as keyof typeof counts], count, status);
-      assert.equal(Object.values(counts).reduce((a, b) => a + b, 0), 40 - tasks.filter((_, i) => i % 7 === 0).length);
-      const inFromScan = raw.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM tasks WHERE site != 'aa' AND parent_id IS NULL").get()?.n;
+      assert.equal(
+        Object.values(counts).reduce((a, b) => a + b, 0),
+        40 - tasks.filter((_, i) => i % 7 === 0).length,
+      );
+      const inFromScan = raw
+        .prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM tasks WHERE site != 'aa' AND parent_id IS NULL")
+        .get()?.n;
       const outFromScan = raw
-        .prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM tasks WHERE site = 'aa' AND parent_id IS NULL AND json_extract(processed_by, '$.site') = 'cc'")
+        .prepare<[], { n: number }>(
+          "SELECT COUNT(*) AS n FROM tasks WHERE site = 'aa' AND parent_id IS NULL AND json_extract(processed_by, '$.site') = 'cc'",
+        )
         .get()?.n;
       const stolen = await store.countStolen("aa");
       assert.equal(stolen.in.bb ?? 0, inFromScan);
       assert.equal(stolen.out.cc ?? 0, outFromScan);
       const plan = raw.prepare("EXPLAIN QUERY PLAN SELECT status, count FROM status_counts").all() as { detail: string }[];
-      assert.ok(plan.every((step) => !/\btasks\b/.test(step.detail)), "stats never read the tasks table");
+      assert.ok(
+        plan.every((step) => !/\btasks\b/.test(step.detail)),
+        "stats never read the tasks table",
+      );
     } finally {
       raw.close();
       await store.close();
@@ -141,7 +165,9 @@ describe("SqliteTaskStore", () => {
     // Back to version 1: no count tables, no triggers, none of version 3.
     const raw = new Database(file);
     raw.exec(UNDO_VERSION_3);
-    raw.exec("DROP TRIGGER tasks_counted_insert; DROP TRIGGER tasks_counted_delete; DROP TRIGGER tasks_counted_update; DROP TABLE status_counts; DROP TABLE top_counts;");
+    raw.exec(
+      "DROP TRIGGER tasks_counted_insert; DROP TRIGGER tasks_counted_delete; DROP TRIGGER tasks_counted_update; DROP TABLE status_counts; DROP TABLE top_counts;",
+    );
     raw.pragma("user_version = 1");
     raw.close();
     const reopened = SqliteTaskStore.open(file);
@@ -175,7 +201,11 @@ describe("SqliteTaskStore", () => {
     const raw = new Database(file);
     raw.exec(UNDO_VERSION_3);
     raw.pragma("user_version = 2");
-    assert.equal((raw.prepare("SELECT * FROM tasks LIMIT 1").get() as Record<string, unknown>).offload, undefined, "version 2 has no offload column");
+    assert.equal(
+      (raw.prepare("SELECT * FROM tasks LIMIT 1").get() as Record<string, unknown>).offload,
+      undefined,
+      "version 2 has no offload column",
+    );
     raw.close();
 
     const reopened = SqliteTaskStore.open(file);
@@ -189,7 +219,14 @@ describe("SqliteTaskStore", () => {
       await reopened.cancel(parent.id, "stop", 1);
       assert.equal(await reopened.countActive("alice"), 3);
       assert.deepEqual(await reopened.listKeys(), []);
-      await reopened.createKey({ id: "k1", user: "alice", hash: "a".repeat(64), limits: { offload: false }, createdAt: 1, revokedAt: null });
+      await reopened.createKey({
+        id: "k1",
+        user: "alice",
+        hash: "a".repeat(64),
+        limits: { offload: false },
+        createdAt: 1,
+        revokedAt: null,
+      });
       await reopened.addUsage("alice", "2024-01-01", { submitted: 2 });
       assert.equal((await reopened.listKeys()).length, 1);
       assert.equal((await reopened.usage({ from: "2024-01-01", to: "2024-01-01" }))[0]?.submitted, 2);
@@ -211,13 +248,18 @@ describe("SqliteTaskStore", () => {
     try {
       const users = ["ann", "ben", "cat"];
       const tasks = Array.from({ length: 60 }, (_, i) =>
-        makeTask({ user: users[i % 3], ...(i % 6 === 0 ? { parentId: "test-parent", depth: 1 } : {}), ...(i % 10 === 0 ? { status: TASK_STATUS.error } : {}) }),
+        makeTask({
+          user: users[i % 3],
+          ...(i % 6 === 0 ? { parentId: "test-parent", depth: 1 } : {}),
+          ...(i % 10 === 0 ? { status: TASK_STATUS.error } : {}),
+        }),
       );
       await store.createMany(tasks.slice(0, 45));
       for (const task of tasks.slice(45)) await store.create(task);
       for (const [i, task] of tasks.entries()) {
         if (i % 2 === 0) await store.claim([task.id], { owner: "w", expiresAt: 9 }, 1);
-        if (i % 4 === 0) await store.succeed({ id: task.id, owner: "w", tries: 1 }, { output: "o", processedBy: { site: "s", node: "n" } }, 2);
+        if (i % 4 === 0)
+          await store.succeed({ id: task.id, owner: "w", tries: 1 }, { output: "o", processedBy: { site: "s", node: "n" } }, 2);
         if (i % 5 === 0) await store.cancel(task.id, "stop", 2);
         if (i % 9 === 0) await store.requeue({ id: task.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 3);
         if (i % 11 === 0) await store.split({ id: task.id, owner: "w", tries: 1 }, { site: "s", node: "n" }, [], () => []);
@@ -233,7 +275,10 @@ describe("SqliteTaskStore", () => {
       );
       for (const user of users) assert.equal(await store.countActive(user), scanned.get(user) ?? 0, user);
       const plan = raw.prepare("EXPLAIN QUERY PLAN SELECT count FROM user_active WHERE user = 'ann'").all() as { detail: string }[];
-      assert.ok(plan.every((step) => !/\btasks\b/.test(step.detail)), "countActive never reads the tasks table");
+      assert.ok(
+        plan.every((step) => !/\btasks\b/.test(step.detail)),
+        "countActive never reads the tasks table",
+      );
     } finally {
       raw.close();
       await store.close();
@@ -245,8 +290,12 @@ describe("SqliteTaskStore", () => {
     const store = SqliteTaskStore.open(file);
     const raw = new Database(file, { readonly: true });
     try {
-      const plan = (sql: string) => (raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((step) => step.detail).join("; ");
-      assert.match(plan("SELECT * FROM usage WHERE user = 'a' AND day BETWEEN '2024-01-01' AND '2024-01-31' ORDER BY day"), /SEARCH usage USING PRIMARY KEY/);
+      const plan = (sql: string) =>
+        (raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((step) => step.detail).join("; ");
+      assert.match(
+        plan("SELECT * FROM usage WHERE user = 'a' AND day BETWEEN '2024-01-01' AND '2024-01-31' ORDER BY day"),
+        /SEARCH usage USING PRIMARY KEY/,
+      );
       const all = plan("SELECT * FROM usage INDEXED BY usage_day WHERE day BETWEEN '2024-01-01' AND '2024-01-31' ORDER BY day, user");
       assert.match(all, /SEARCH usage USING (COVERING )?INDEX usage_day/);
       assert.doesNotMatch(all, /TEMP B-TREE/, "no sort: the index gives day, user order");
@@ -277,7 +326,10 @@ describe("SqliteTaskStore", () => {
     await store.close();
     await store.close(); // twice is harmless
     await assert.rejects(store.get(makeTask().id), rejectsWithCode(ERROR_CODE.StoreUnavailable, file));
-    await assert.rejects(store.create(makeTask()), (err: unknown) => isDocqError(err) && err.message.includes("create failed") && err.cause !== undefined);
+    await assert.rejects(
+      store.create(makeTask()),
+      (err: unknown) => isDocqError(err) && err.message.includes("create failed") && err.cause !== undefined,
+    );
   });
 
   it("guards across two connections to one file: the second claim of a task misses", async () => {

@@ -5,7 +5,16 @@ import type { ApiKeyLimits, ApiKeyRecord, UsageCounts, UsageRow } from "../../ac
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/errors.js";
 import type { LeaseClaim } from "../../model/claims.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
-import { TASK_STATUS, TASK_STATUSES, isFinal, type Lease, type ProcessedBy, type Task, type TaskParams, type TaskStatus } from "../../model/task-model.js";
+import {
+  TASK_STATUS,
+  TASK_STATUSES,
+  isFinal,
+  type Lease,
+  type ProcessedBy,
+  type Task,
+  type TaskParams,
+  type TaskStatus,
+} from "../../model/task-model.js";
 import {
   USAGE_COUNTERS,
   requireUsageDay,
@@ -105,16 +114,48 @@ type TaskColumn = keyof TaskColumns;
 /** What loadNonFinal selects: the reload needs no more, and reading less is what makes it fast. */
 type ReloadRow = Pick<
   TaskRow,
-  "seq" | "id" | "priority" | "submit_time" | "available_at" | "status" | "lease_owner" | "lease_expires_at" | "offload" | "tries" | "max_tries"
+  | "seq"
+  | "id"
+  | "priority"
+  | "submit_time"
+  | "available_at"
+  | "status"
+  | "lease_owner"
+  | "lease_expires_at"
+  | "offload"
+  | "tries"
+  | "max_tries"
 >;
 
 /** A Record so the compiler refuses a column missing here. */
 const COLUMN_PRESENT: Record<TaskColumn, true> = {
-  id: true, site: true, user: true, name: true, job: true, params: true, priority: true, status: true,
-  input: true, output: true, tries: true, max_tries: true, submit_time: true, available_at: true,
-  start_time: true, end_time: true, duration: true, lease_owner: true, lease_expires_at: true,
-  processed_by: true, error: true, parent_id: true, depth: true, children: true,
-  children_total: true, children_completed: true, offload: true,
+  id: true,
+  site: true,
+  user: true,
+  name: true,
+  job: true,
+  params: true,
+  priority: true,
+  status: true,
+  input: true,
+  output: true,
+  tries: true,
+  max_tries: true,
+  submit_time: true,
+  available_at: true,
+  start_time: true,
+  end_time: true,
+  duration: true,
+  lease_owner: true,
+  lease_expires_at: true,
+  processed_by: true,
+  error: true,
+  parent_id: true,
+  depth: true,
+  children: true,
+  children_total: true,
+  children_completed: true,
+  offload: true,
 };
 const TASK_COLUMNS = Object.keys(COLUMN_PRESENT) as TaskColumn[];
 const RELOAD_COLUMNS = "seq, id, priority, submit_time, available_at, status, lease_owner, lease_expires_at, offload, tries, max_tries";
@@ -396,7 +437,8 @@ END;
 `;
 
 /** Whether a row counts in `user_active`: a top-level task that is not final (what an API key's maxQueued limits). */
-const ACTIVE = (row: "NEW" | "OLD") => `(${row}.parent_id IS NULL AND ${row}.status IN (${sqlList(TASK_STATUSES.filter((s) => !isFinal(s)))}))`;
+const ACTIVE = (row: "NEW" | "OLD") =>
+  `(${row}.parent_id IS NULL AND ${row}.status IN (${sqlList(TASK_STATUSES.filter((s) => !isFinal(s)))}))`;
 
 /**
  * Version 3: the account records. `offload` per task (1: another site may run it; every task
@@ -563,9 +605,7 @@ export class SqliteTaskStore implements TaskStore {
       ),
       children: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE parent_id = ? ORDER BY seq`),
       delete: db.prepare<[string]>(`DELETE FROM tasks WHERE id = ?`),
-      countByStatus: db.prepare<[], { status: TaskStatus; count: number }>(
-        `SELECT status, count FROM status_counts`,
-      ),
+      countByStatus: db.prepare<[], { status: TaskStatus; count: number }>(`SELECT status, count FROM status_counts`),
       topCounts: db.prepare<[], { site: string; ran_site: string; count: number }>(`SELECT site, ran_site, count FROM top_counts`),
       insertKey: db.prepare<[string, string, string, string, number, number | null]>(
         `INSERT INTO api_keys (id, user, hash, limits, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -574,13 +614,19 @@ export class SqliteTaskStore implements TaskStore {
       // rowid: insertion order among keys made in the same millisecond.
       listKeys: db.prepare<[], ApiKeyRow>(`SELECT * FROM api_keys ORDER BY created_at, rowid`),
       // COALESCE: a second revoke keeps the first time.
-      revokeKey: db.prepare<[number, string], ApiKeyRow>(`UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING *`),
+      revokeKey: db.prepare<[number, string], ApiKeyRow>(
+        `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING *`,
+      ),
       addUsage: db.prepare<SqlValue[]>(
         `INSERT INTO usage (user, day, ${USAGE_COLUMNS.join(", ")}) VALUES (?, ?, ${USAGE_COLUMNS.map(() => "?").join(", ")})` +
           ` ON CONFLICT (user, day) DO UPDATE SET ${USAGE_COLUMNS.map((c) => `${c} = ${c} + excluded.${c}`).join(", ")}`,
       ),
-      usageOfUser: db.prepare<[string, string, string], UsageTableRow>(`SELECT * FROM usage WHERE user = ? AND day BETWEEN ? AND ? ORDER BY day`),
-      usageOfAll: db.prepare<[string, string], UsageTableRow>(`SELECT * FROM usage INDEXED BY usage_day WHERE day BETWEEN ? AND ? ORDER BY day, user`),
+      usageOfUser: db.prepare<[string, string, string], UsageTableRow>(
+        `SELECT * FROM usage WHERE user = ? AND day BETWEEN ? AND ? ORDER BY day`,
+      ),
+      usageOfAll: db.prepare<[string, string], UsageTableRow>(
+        `SELECT * FROM usage INDEXED BY usage_day WHERE day BETWEEN ? AND ? ORDER BY day, user`,
+      ),
       countActive: db.prepare<[string], number>(`SELECT count FROM user_active WHERE user = ?`).pluck(),
     };
 
@@ -609,7 +655,10 @@ export class SqliteTaskStore implements TaskStore {
         const conditions = filter.map((c) => `${c} = ?`);
         if (withCursor) conditions.push("seq < ?");
         const where = conditions.length === 0 ? "" : `WHERE ${conditions.join(" AND ")}`;
-        this.listStatements.set(listKey(filter, withCursor), db.prepare<SqlValue[], TaskRow>(`SELECT * FROM tasks ${where} ORDER BY seq DESC LIMIT ?`));
+        this.listStatements.set(
+          listKey(filter, withCursor),
+          db.prepare<SqlValue[], TaskRow>(`SELECT * FROM tasks ${where} ORDER BY seq DESC LIMIT ?`),
+        );
       }
     }
 
@@ -702,10 +751,20 @@ export class SqliteTaskStore implements TaskStore {
     return this.held("giveUp", claim, () => this.statements.giveUp.get(failure.error, processedBy, now, now, ...claimParams(claim)));
   }
 
-  async split(claim: LeaseClaim, processedBy: ProcessedBy, childIds: readonly string[], makeChildren: (parent: Task) => readonly Task[]): Promise<StepResult> {
+  async split(
+    claim: LeaseClaim,
+    processedBy: ProcessedBy,
+    childIds: readonly string[],
+    makeChildren: (parent: Task) => readonly Task[],
+  ): Promise<StepResult> {
     return this.attempt("split", () =>
       this.step((): StepResult => {
-        const row = this.statements.splitParent.get(JSON.stringify(processedBy), JSON.stringify(childIds), childIds.length, ...claimParams(claim));
+        const row = this.statements.splitParent.get(
+          JSON.stringify(processedBy),
+          JSON.stringify(childIds),
+          childIds.length,
+          ...claimParams(claim),
+        );
         const answer = this.answer("split", claim.id, row, claim);
         if (!answer.ok) return answer;
         // Throwing here rolls the parent's write back with the transaction.
@@ -720,7 +779,9 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   async recountChildren(parentId: string, completed: number, now: number): Promise<StepResult> {
-    return this.unheld("recountChildren", parentId, () => this.statements.recountChildren.get(completed, completed, completed, now, parentId));
+    return this.unheld("recountChildren", parentId, () =>
+      this.statements.recountChildren.get(completed, completed, completed, now, parentId),
+    );
   }
 
   async failParent(parentId: string, error: string, now: number): Promise<StepResult> {
@@ -734,7 +795,9 @@ export class SqliteTaskStore implements TaskStore {
         const before = this.statements.get.get(id);
         const previousLeaseOwner = before?.lease_owner ?? null;
         const row = before === undefined ? undefined : this.statements.cancel.get(reason, now, now, id);
-        const result = stepResult("cancel", row === undefined ? null : rowToTask(row), () => (before === undefined ? null : rowToTask(before)));
+        const result = stepResult("cancel", row === undefined ? null : rowToTask(row), () =>
+          before === undefined ? null : rowToTask(before),
+        );
         return { ...result, previousLeaseOwner };
       }),
     );
@@ -820,14 +883,22 @@ export class SqliteTaskStore implements TaskStore {
       try {
         this.statements.insertKey.run(key.id, key.user, key.hash, JSON.stringify(key.limits), key.createdAt, key.revokedAt);
       } catch (err) {
-        if (!(err instanceof Database.SqliteError && (err.code === "SQLITE_CONSTRAINT_UNIQUE" || err.code === "SQLITE_CONSTRAINT_PRIMARYKEY"))) throw err;
+        if (!(
+          err instanceof Database.SqliteError &&
+          (err.code === "SQLITE_CONSTRAINT_UNIQUE" || err.code === "SQLITE_CONSTRAINT_PRIMARYKEY")
+        ))
+          throw err;
         // Named by id only: the hash stays out of messages and logs.
         const field = this.statements.keyIdExists.get(key.id) !== undefined ? "id" : "hash";
-        throw docqError(ERROR_CODE.BadRequest, `api key ${key.id}: ${field === "id" ? "a key with this id" : "a key with the same hash"} already exists`, {
-          field,
-          cause: err,
-          details: { id: key.id },
-        });
+        throw docqError(
+          ERROR_CODE.BadRequest,
+          `api key ${key.id}: ${field === "id" ? "a key with this id" : "a key with the same hash"} already exists`,
+          {
+            field,
+            cause: err,
+            details: { id: key.id },
+          },
+        );
       }
     });
   }
