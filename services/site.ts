@@ -179,9 +179,12 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
     broker,
     async stop() {
       standby.abort();
+      // Its failure was logged when it happened; here it only has to be over before the broker stops.
       await queuerReady.catch(() => undefined);
       await broker.stop();
-      for (const close of closers.reverse()) await close().catch(() => undefined);
+      for (const close of closers.reverse()) {
+        await close().catch((err: unknown) => broker.logger.warn(`closing a store at stop failed: ${errorMessage(err)}`));
+      }
     },
   };
 }

@@ -294,6 +294,7 @@ export async function storeMultipartBody(
         if (truncated) throw tooLarge(req.maxBytes);
         return size;
       });
+      // Awaited (and its error reported) below; this only keeps a failure before then from being unhandled.
       stored.catch(() => undefined);
     });
     form.on("close", resolve);
@@ -313,6 +314,7 @@ export async function storeMultipartBody(
   } catch (err) {
     // Let a store still writing finish (or fail) first, so the delete leaves nothing behind.
     await (stored as Promise<number> | null)?.catch(() => undefined);
+    // The upload's own error is the one the client must see; a blob left behind is the blob GC's to remove.
     await blobs.delete(key).catch(() => undefined);
     if (isDocqError(err)) throw err;
     throw docqError(ERROR_CODE.BadRequest, `upload interrupted: ${errorMessage(err)}`, { field: "body", cause: err });

@@ -405,6 +405,7 @@ export class MongoTaskStore implements TaskStore {
       await usage.createIndexes(USAGE_INDEXES);
       return new MongoTaskStore(client, tasks, keys, usage, hasTransactions && opts.transactions !== false, label);
     } catch (err) {
+      // Opening failed: that is the error to report; closing the half-open client is only tidying.
       await client.close().catch(() => undefined);
       throw openError(label, opts.url, err);
     }
@@ -824,6 +825,7 @@ export class MongoTaskStore implements TaskStore {
     try {
       parent = await this.tasks.findOneAndUpdate(filter, update, { returnDocument: "after" });
     } catch (err) {
+      // The write's error is the one to report; children an undo could not delete are children of a parent that never waited.
       await this.undoInsert(docs).catch(() => undefined);
       throw err;
     }
@@ -837,6 +839,7 @@ export class MongoTaskStore implements TaskStore {
     try {
       await this.tasks.insertMany([...docs], { ordered: true });
     } catch (err) {
+      // The write's error is the one to report; children an undo could not delete are children of a parent that never waited.
       await this.undoInsert(docs).catch(() => undefined);
       throw err;
     }
