@@ -99,7 +99,7 @@ function isSameOrigin(origin: string, host: string | undefined): boolean {
  * action), and a state-changing request sent by a page of an origin that is neither allowed nor
  * this one. Sets the CORS headers of an allowed origin on the others. Answers whether it answered.
  */
-export function guardBrowserRequest(req: IncomingMessage, res: ServerResponse, allowedOrigins: ReadonlySet<string>): boolean {
+function guardBrowserRequest(req: IncomingMessage, res: ServerResponse, allowedOrigins: ReadonlySet<string>): boolean {
   const origin = req.headers.origin;
   const allowed = origin !== undefined && allowedOrigins.has(origin);
   if (origin !== undefined) res.setHeader("Vary", "Origin");

@@ -8,7 +8,7 @@ import { MetricReporters, type MetricRegistry } from "moleculer";
  * Moleculer's metrics that describe the machine rather than the service, left out so /metrics
  * tells nobody the OS user, its home directory, the host's addresses or the command line.
  */
-export const PRIVATE_METRICS = ["os.hostname", "os.user.*", "os.network.*", "process.arguments"];
+const PRIVATE_METRICS = ["os.hostname", "os.user.*", "os.network.*", "process.arguments"];
 
 export class ApiPrometheusReporter extends MetricReporters.Prometheus {
   constructor(opts: { excludes?: string[] } = {}) {

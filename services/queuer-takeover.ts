@@ -10,7 +10,7 @@ import { z } from "zod";
  * missing for heartbeatTimeout, and meanwhile sends it every other call, each waiting for the
  * request timeout: submissions hung, then failed, for up to 16 s after a queuer was killed.
  */
-export const QUEUER_ACTIVE_EVENT = "docq.queuer.active";
+const QUEUER_ACTIVE_EVENT = "docq.queuer.active";
 
 const ActiveQueuerSchema = z.object({ nodeID: z.string().min(1) });
 

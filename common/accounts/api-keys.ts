@@ -84,7 +84,7 @@ export function requireAdmin(caller: Caller, what: string): void {
   if (caller.kind === "user" || caller.kind === "metrics") throw docqError(ERROR_CODE.Forbidden, `${what} needs the admin key`);
 }
 
-export const UserNameSchema = z.string().min(1, "must not be empty").max(200, "is longer than 200 characters");
+const UserNameSchema = z.string().min(1, "must not be empty").max(200, "is longer than 200 characters");
 
 const Limit = (what: string) => z.int(`${what} must be a whole number`).min(1, `${what} must be at least 1`).optional();
 

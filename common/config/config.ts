@@ -19,8 +19,7 @@ function findInstallRoot(from: string): string {
 }
 const DEFAULT_CONFIG_FILE = path.join(REPO_ROOT, "config", "default.yaml");
 
-export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
 
 const SiteSchema = z.string().regex(SITE_PATTERN, `must match ${String(SITE_PATTERN)}`);
 const PortSchema = z.int().min(0).max(65535);
@@ -64,9 +63,9 @@ const SecretSchema = z
 
 const MiB = 1024 * 1024;
 /** S3's bounds on a multipart part (except the last): 5 MiB to 5 GiB. */
-export const S3_MIN_PART_BYTES = 5 * MiB;
-export const S3_MAX_PART_BYTES = 5 * 1024 * MiB;
-export const S3_DEFAULT_PART_BYTES = 8 * MiB;
+const S3_MIN_PART_BYTES = 5 * MiB;
+const S3_MAX_PART_BYTES = 5 * 1024 * MiB;
+const S3_DEFAULT_PART_BYTES = 8 * MiB;
 
 /** `mongodb://user:password@host`: a password must come from the environment, never from a committed file. */
 const URL_WITH_PASSWORD = /^[a-z+]+:\/\/[^/@]*:[^/@]*@/i;
@@ -249,7 +248,7 @@ export interface AuthConfig {
 }
 
 /** Loopback names and addresses: only this machine can reach them. */
-export function isLoopbackHost(host: string): boolean {
+function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127(\.\d{1,3}){3}$/.test(host);
 }
 

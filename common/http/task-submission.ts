@@ -70,7 +70,7 @@ const ParamsField = z.unknown().transform((raw, ctx): Record<string, unknown> =>
   return value as Record<string, unknown>;
 });
 
-export const CreateTaskFieldsSchema = z.object({
+const CreateTaskFieldsSchema = z.object({
   job: z
     .string({ error: "is required: the name of a job in scripts-job/" })
     .regex(JOB_NAME_PATTERN, `must match ${String(JOB_NAME_PATTERN)}`),
@@ -114,7 +114,7 @@ const LIMIT_MESSAGE = "must be an integer 1..1000";
 /** A list filter: text given once; empty means no filter, as it always has. */
 const FilterText = OnceAsText.transform((value) => (value === "" ? undefined : value));
 
-export const ListTasksQuerySchema = z.object({
+const ListTasksQuerySchema = z.object({
   status: FilterText.pipe(z.enum(TASK_STATUSES).optional()),
   user: FilterText,
   job: FilterText,

@@ -174,9 +174,9 @@ const OWNED_DIR = /^docq-(?:job|warm)-(\d+\.\d+)-/;
 /** The same dirs named before their owner was part of the name. */
 const UNOWNED_DIR = /^docq-(?:job|warm)-/;
 /** A dir named without its owner is removed once untouched this long (its owner cannot be told). */
-export const UNOWNED_DIR_MAX_AGE_MS = 24 * 60 * 60 * 1000;
+const UNOWNED_DIR_MAX_AGE_MS = 24 * 60 * 60 * 1000;
 /** How often a worker looks for what dead docq processes left behind. */
-export const LEFTOVER_SWEEP_MS = 60_000;
+const LEFTOVER_SWEEP_MS = 60_000;
 
 /**
  * Removes what docq processes that are gone (a crash, a kill) left behind: the processes their runs
@@ -263,7 +263,7 @@ export const STDERR_TAIL_CHARS = 4096;
 export const STDOUT_MAX_BYTES = 4 * 1024 * 1024;
 
 /** The answer line of a job, one-shot or warm (a warm answer also carries its `requestId`, checked apart). */
-export const AnswerSchema = z
+const AnswerSchema = z
   .object({
     output: z.string().min(1).optional(),
     children: z

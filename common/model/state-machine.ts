@@ -1,7 +1,7 @@
 import { TASK_STATUS as S, type TaskStatus } from "./task-model.js";
 
 /** The design's diagram, one named edge per arrow: what may follow each status, and why. */
-export const TRANSITIONS: Readonly<Record<TaskStatus, Readonly<Partial<Record<TaskStatus, string>>>>> = {
+const TRANSITIONS: Readonly<Record<TaskStatus, Readonly<Partial<Record<TaskStatus, string>>>>> = {
   input: { work: "pull", canceled: "cancel" },
   work: {
     output: "success",
@@ -56,8 +56,3 @@ export const STORE_STEPS = {
 
 export type StoreStep = keyof typeof STORE_STEPS;
 export const STORE_STEP_NAMES = Object.keys(STORE_STEPS) as StoreStep[];
-
-/** The statuses `step` may start from. */
-export function stepSources(step: StoreStep): readonly TaskStatus[] {
-  return STORE_STEPS[step].from;
-}

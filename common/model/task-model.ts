@@ -13,7 +13,7 @@ export const TASK_STATUS = Object.freeze({
 
 export type TaskStatus = (typeof TASK_STATUS)[keyof typeof TASK_STATUS];
 export const TASK_STATUSES = Object.values(TASK_STATUS) as [TaskStatus, ...TaskStatus[]];
-export const FINAL_STATUSES: ReadonlySet<TaskStatus> = new Set([TASK_STATUS.output, TASK_STATUS.error, TASK_STATUS.canceled]);
+const FINAL_STATUSES: ReadonlySet<TaskStatus> = new Set([TASK_STATUS.output, TASK_STATUS.error, TASK_STATUS.canceled]);
 /** Statuses in which a task sits in the priority index waiting for a worker. */
 export const QUEUED_STATUSES: ReadonlySet<TaskStatus> = new Set([TASK_STATUS.input, TASK_STATUS.complete]);
 
@@ -27,7 +27,7 @@ export const SITE_PATTERN = /^[a-z0-9][a-z0-9_]{0,62}$/;
 export const ParamsSchema = z.record(z.string(), z.unknown());
 export type TaskParams = z.infer<typeof ParamsSchema>;
 
-export const LeaseSchema = z.object({
+const LeaseSchema = z.object({
   owner: z.string(),
   expiresAt: z.number().int(),
 });

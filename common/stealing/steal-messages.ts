@@ -19,7 +19,7 @@ import {
 const Site = z.string().regex(SITE_PATTERN);
 const TaskId = z.string().regex(TASK_ID_PATTERN);
 
-export const BacklogSchema = z.strictObject({
+const BacklogSchema = z.strictObject({
   site: Site,
   /** Queued tasks this site would lend (ready now, its own). */
   queued: z.int().min(0),
@@ -30,7 +30,7 @@ export const BacklogSchema = z.strictObject({
 export type Backlog = z.infer<typeof BacklogSchema>;
 
 /** A task as lent: what the thief needs to run it as a local proxy, and the attempt (`tries`) it reports under. */
-export const LentTaskSchema = z.strictObject({
+const LentTaskSchema = z.strictObject({
   id: TaskId,
   site: Site,
   user: z.string(),
@@ -44,7 +44,7 @@ export const LentTaskSchema = z.strictObject({
 });
 export type LentTask = z.infer<typeof LentTaskSchema>;
 
-export const StealMessages = {
+const StealMessages = {
   backlog: BacklogSchema,
   offerRequest: z.strictObject({ thief: Site, max: z.int().min(1).max(1000), minPriority: z.int().min(MIN_PRIORITY).max(MAX_PRIORITY) }),
   offerAnswer: z.strictObject({ tasks: z.array(LentTaskSchema) }),

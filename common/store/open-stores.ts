@@ -17,8 +17,8 @@ import type { TaskStore } from "./task-store.js";
  */
 
 /** Where the SQLite file and the fs blobs live under the data folder. */
-export const SQLITE_FILE = "tasks.sqlite";
-export const BLOBS_FOLDER = "blobs";
+const SQLITE_FILE = "tasks.sqlite";
+const BLOBS_FOLDER = "blobs";
 
 export async function openTaskStore(config: Pick<DocqConfig, "store" | "dataDir">): Promise<TaskStore> {
   const { store } = config;
