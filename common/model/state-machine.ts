@@ -22,7 +22,7 @@ export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
   return TRANSITIONS[from][to] !== undefined;
 }
 
-/** The statuses a transition to `to` may start from: the guard of a compare-and-set. */
+/** The statuses a transition to `to` may start from. */
 export function sourcesOf(to: TaskStatus): TaskStatus[] {
   return (Object.keys(TRANSITIONS) as TaskStatus[]).filter((from) => canTransition(from, to));
 }

@@ -100,8 +100,8 @@ function claimOf(task: Pick<Task, "id" | "lease" | "tries">): LeaseClaim {
 
 /**
  * A site's queue: the durable task store plus the in-memory priority index over its queued tasks.
- * Every transition is written to the store with a compare-and-set before the index or any caller
- * sees it, so a crash at any point leaves the store right and a reload rebuilds the index.
+ * Every transition is one guarded step of the store (TaskStore), written before the index or any
+ * caller sees it, so a crash at any point leaves the store right and a reload rebuilds the index.
  */
 export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   private readonly index = new PriorityIndex();

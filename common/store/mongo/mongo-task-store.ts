@@ -86,8 +86,8 @@ const DUPLICATE_KEY = 11000;
 const NON_FINAL_STATUSES: TaskStatus[] = TASK_STATUSES.filter((s) => !isFinal(s));
 
 /**
- * Each index serves named queries of this file; `_id` (the task id) serves get, update, delete,
- * incrementChildrenCompleted and renew.
+ * Each index serves named queries of this file; `_id` (the task id) serves get, delete, renew and
+ * every step on one task.
  */
 const INDEXES: IndexDescription[] = [
   // expired: {status: work, lease.expiresAt < now} oldest expiry first. Partial on status
