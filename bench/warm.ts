@@ -8,14 +8,12 @@ import type { BlobStore } from "../common/blobs/blob-store.js";
 import { FsBlobStore } from "../common/blobs/fs-blob-store.js";
 import { JobRegistry } from "../common/jobs/job-registry.js";
 import { blobKeys, newTaskId } from "../common/queue/new-task.js";
-import { SqliteTaskStore } from "../common/store/sqlite/sqlite-task-store.js";
-import { TaskQueue } from "../common/queue/task-queue.js";
 import { createWorkDir } from "../common/jobs/job-runner.js";
 import { WarmPool } from "../common/jobs/warm-pool.js";
-import type { WorkerQueue } from "../common/queue/queue-client.js";
 import { WorkerPool } from "../common/worker/worker-pool.js";
 import { runDirectReference, type DirectResult } from "./direct-spawn.js";
 import { round } from "./report.js";
+import { directWorkerQueue, sqliteQueue } from "../common/testing/queue-harness.js";
 
 /*
  * Warm job processes against the process-start limit: no-op tasks/s through the worker pool and
@@ -79,16 +77,7 @@ export async function measurePool(opts: {
   outputs?: "fs" | "memory";
 }): Promise<PoolRate> {
   const dir = await fs.mkdtemp(path.join(opts.dataDir, "docq-bench-warm-"));
-  const store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
-  const queue = new TaskQueue({
-    store,
-    site: "bench",
-    leaseMs: 60_000,
-    backoffBaseMs: 1000,
-    backoffMaxMs: 10_000,
-    requeueWorkOnReload: false,
-    maxSplitDepth: 3,
-  });
+  const { store, queue } = sqliteQueue(dir, { site: "bench", leaseMs: 60_000, backoffBaseMs: 1000, backoffMaxMs: 10_000 });
   const fsBlobs = await FsBlobStore.open(path.join(dir, "blobs"));
   const blobs = opts.outputs === "memory" ? memoryOutputs(fsBlobs) : fsBlobs;
   const workRoot = path.join(dir, "work");
@@ -103,13 +92,7 @@ export async function measurePool(opts: {
     if (task.status !== "output") failed++;
     if (waiting.size === 0) onDone?.();
   });
-  const client: WorkerQueue = {
-    pull: (owner, max) => queue.pull(owner, max),
-    heartbeat: (owner, ids) => queue.heartbeat(owner, ids),
-    succeed: (claim, result) => queue.succeed(claim, result),
-    fail: (claim, error, o) => queue.fail(claim, error, o),
-    split: (claim, children, processedBy) => queue.split(claim, children, processedBy),
-  };
+  const client = directWorkerQueue(queue);
   const pool = new WorkerPool({
     owner: "bench-worker",
     processedBy: { site: "bench", node: "n1" },

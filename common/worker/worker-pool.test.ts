@@ -9,13 +9,13 @@ import type { BlobStore } from "../blobs/blob-store.js";
 import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { JobRegistry } from "../jobs/job-registry.js";
 import { blobKeys, newTaskId } from "../queue/new-task.js";
-import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
-import type { LeaseClaim, WorkerLoad } from "../model/claims.js";
+import type { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import type { WorkerQueue } from "../queue/queue-client.js";
-import { TaskQueue, type TaskQueueOptions } from "../queue/task-queue.js";
+import type { TaskQueue, TaskQueueOptions } from "../queue/task-queue.js";
 import type { Task } from "../model/task-model.js";
 import { WorkerPool, type WorkerPoolOptions } from "./worker-pool.js";
 import { waitUntil } from "../testing/wait-until.js";
+import { directWorkerQueue, sqliteQueue, type WorkerQueueCalls } from "../testing/queue-harness.js";
 
 const OWNER = "worker@test";
 const PROCESSED_BY = { site: "test", node: "n1" };
@@ -51,12 +51,7 @@ interface Harness {
   blobs: FsBlobStore;
   registry: JobRegistry;
   client: WorkerQueue;
-  calls: {
-    succeed: { claim: LeaseClaim; accepted: boolean }[];
-    fail: { claim: LeaseClaim; error: string; retryable: boolean }[];
-    pulls: Promise<Task[]>[];
-    heartbeats: { ids: string[]; load: WorkerLoad }[];
-  };
+  calls: WorkerQueueCalls;
   pools: WorkerPool[];
 }
 
@@ -68,42 +63,11 @@ async function setUp(queueOpts: Partial<TaskQueueOptions> = {}): Promise<void> {
   const workRoot = path.join(dir, "work");
   const jobsDir = path.join(dir, "jobs");
   await Promise.all([fs.mkdir(marks), fs.mkdir(workRoot), fs.mkdir(jobsDir)]);
-  const store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
-  const queue = new TaskQueue({
-    store,
-    site: "test",
-    leaseMs: 30_000,
-    backoffBaseMs: 10,
-    backoffMaxMs: 100,
-    requeueWorkOnReload: false,
-    maxSplitDepth: 3,
-    ...queueOpts,
-  });
+  const { store, queue } = sqliteQueue(dir, queueOpts);
   const blobs = await FsBlobStore.open(path.join(dir, "blobs"));
   const registry = new JobRegistry({ dir: jobsDir, defaultTimeoutMs: 20_000 });
-  const calls: Harness["calls"] = { succeed: [], fail: [], pulls: [], heartbeats: [] };
-  // The worker's WorkerQueue as direct calls: each goes straight to the real queue (and is noted).
-  const client: WorkerQueue = {
-    pull: (owner, max) => {
-      const pulled = queue.pull(owner, max);
-      calls.pulls.push(pulled);
-      return pulled;
-    },
-    heartbeat: (owner, ids, load) => {
-      calls.heartbeats.push({ ids, load });
-      return queue.heartbeat(owner, ids);
-    },
-    succeed: async (claim, result) => {
-      const accepted = await queue.succeed(claim, result);
-      calls.succeed.push({ claim, accepted });
-      return accepted;
-    },
-    fail: async (claim, error, opts) => {
-      calls.fail.push({ claim, error, retryable: opts.retryable });
-      return queue.fail(claim, error, opts);
-    },
-    split: (claim, children, processedBy) => queue.split(claim, children, processedBy),
-  };
+  const calls: WorkerQueueCalls = { succeed: [], fail: [], pulls: [], heartbeats: [] };
+  const client = directWorkerQueue(queue, calls);
   h = { dir, marks, workRoot, store, queue, blobs, registry, client, calls, pools: [] };
 }
 

@@ -10,14 +10,14 @@ import { fileURLToPath } from "node:url";
 import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { JobRegistry } from "../jobs/job-registry.js";
 import { blobKeys, newTaskId } from "../queue/new-task.js";
-import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
-import type { LeaseClaim } from "../model/claims.js";
+import type { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import type { WorkerQueue } from "../queue/queue-client.js";
-import { TaskQueue } from "../queue/task-queue.js";
+import type { TaskQueue } from "../queue/task-queue.js";
 import type { Task } from "../model/task-model.js";
 import { WorkerPool, type WorkerPoolOptions } from "./worker-pool.js";
 import { isAlive, readPid } from "../testing/processes.js";
 import { waitUntil } from "../testing/wait-until.js";
+import { directWorkerQueue, sqliteQueue, type WorkerQueueCalls } from "../testing/queue-harness.js";
 
 /*
  * Warm jobs through the worker pool and a real queue (SQLite, fs blobs): the same retry, cancel,
@@ -46,7 +46,7 @@ interface Harness {
   queue: TaskQueue;
   blobs: FsBlobStore;
   client: WorkerQueue;
-  calls: { succeed: { claim: LeaseClaim; accepted: boolean }[]; fail: { claim: LeaseClaim; error: string; retryable: boolean }[] };
+  calls: WorkerQueueCalls;
   pools: WorkerPool[];
 }
 
@@ -57,32 +57,10 @@ beforeEach(async () => {
   const jobs = path.join(dir, "jobs");
   const marks = path.join(dir, "marks");
   await Promise.all([fs.mkdir(jobs), fs.mkdir(marks), fs.mkdir(path.join(dir, "work"))]);
-  const store = SqliteTaskStore.open(path.join(dir, "tasks.sqlite"));
-  const queue = new TaskQueue({
-    store,
-    site: "test",
-    leaseMs: 30_000,
-    backoffBaseMs: 10,
-    backoffMaxMs: 100,
-    requeueWorkOnReload: false,
-    maxSplitDepth: 3,
-  });
+  const { store, queue } = sqliteQueue(dir);
   const blobs = await FsBlobStore.open(path.join(dir, "blobs"));
-  const calls: Harness["calls"] = { succeed: [], fail: [] };
-  const client: WorkerQueue = {
-    pull: (owner, max) => queue.pull(owner, max),
-    heartbeat: (owner, ids) => queue.heartbeat(owner, ids),
-    succeed: async (claim, result) => {
-      const accepted = await queue.succeed(claim, result);
-      calls.succeed.push({ claim, accepted });
-      return accepted;
-    },
-    fail: async (claim, error, opts) => {
-      calls.fail.push({ claim, error, retryable: opts.retryable });
-      return queue.fail(claim, error, opts);
-    },
-    split: (claim, children, processedBy) => queue.split(claim, children, processedBy),
-  };
+  const calls: WorkerQueueCalls = { succeed: [], fail: [], pulls: [], heartbeats: [] };
+  const client = directWorkerQueue(queue, calls);
   h = { dir, jobs, marks, store, queue, blobs, client, calls, pools: [] };
 });
 
