@@ -524,7 +524,7 @@ export class SqliteTaskStore implements TaskStore {
   /** List queries, one per filter shape and cursor (listKey), all prepared in the constructor. */
   private readonly listStatements = new Map<string, Statement<SqlValue[], TaskRow>>();
   private readonly insertAll: (tasks: readonly Task[]) => void;
-  /** Runs a step in one IMMEDIATE transaction: its write and, on a miss, the read of the row as it is now. */
+  /** Runs a step of several statements (a split, a cancel, a claim of many chunks) in one IMMEDIATE transaction. */
   private readonly step: <T>(run: () => T) => T;
   private readonly renewAll: (owner: string, ids: readonly string[], expiresAt: number) => string[];
 
@@ -718,22 +718,22 @@ export class SqliteTaskStore implements TaskStore {
   async claim(ids: readonly string[], lease: Lease, now: number): Promise<Task[]> {
     const unique = [...new Set(ids)];
     if (unique.length === 0) return [];
-    return this.attempt("claim", () =>
-      this.step(() => {
-        const largest = CLAIM_SIZES[CLAIM_SIZES.length - 1] ?? 1;
-        const leased: Task[] = [];
-        for (let start = 0; start < unique.length; start += largest) {
-          const chunk: SqlValue[] = unique.slice(start, start + largest);
-          const size = CLAIM_SIZES.find((s) => s >= chunk.length) ?? largest;
-          // Padded with NULL so a few prepared statements serve every count: `id IN (..., NULL)` never matches the NULL.
-          while (chunk.length < size) chunk.push(null);
-          const statement = this.statements.claims.get(size);
-          if (statement === undefined) throw new Error(`no claim statement for ${size} ids`);
-          leased.push(...statement.all(lease.owner, lease.expiresAt, now, ...chunk).map(rowToTask));
-        }
-        return leased;
-      }),
-    );
+    const largest = CLAIM_SIZES[CLAIM_SIZES.length - 1] ?? 1;
+    const claimAll = (): Task[] => {
+      const leased: Task[] = [];
+      for (let start = 0; start < unique.length; start += largest) {
+        const chunk: SqlValue[] = unique.slice(start, start + largest);
+        const size = CLAIM_SIZES.find((s) => s >= chunk.length) ?? largest;
+        // Padded with NULL so a few prepared statements serve every count: `id IN (..., NULL)` never matches the NULL.
+        while (chunk.length < size) chunk.push(null);
+        const statement = this.statements.claims.get(size);
+        if (statement === undefined) throw new Error(`no claim statement for ${size} ids`);
+        leased.push(...statement.all(lease.owner, lease.expiresAt, now, ...chunk).map(rowToTask));
+      }
+      return leased;
+    };
+    // One statement up to `largest` ids; several chunks are one transaction, so a claim is all or nothing.
+    return this.attempt("claim", () => (unique.length > largest ? this.step(claimAll) : claimAll()));
   }
 
   async succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult> {
@@ -963,14 +963,21 @@ export class SqliteTaskStore implements TaskStore {
     return docqError(ERROR_CODE.TaskExists, `task ${id} already exists`, { field: "id", cause: err, details: { id } });
   }
 
-  /** A step that holds the claim's lease: its write, and on a miss the row as it is now, in one transaction. */
+  /*
+   * A one-row step is its guarded statement alone, autocommitted: the guard makes the write safe
+   * whatever else runs. On a miss the row is read right after to say why; better-sqlite3 is
+   * synchronous and the queuer is the file's only writer, so nothing writes between the two (and
+   * if something did, only the `why` would be stale, never the row).
+   */
+
+  /** A step that holds the claim's lease: its write, and on a miss the row as it is now. */
   private held(step: StoreStep, claim: LeaseClaim, write: () => TaskRow | undefined): StepResult {
-    return this.attempt(step, () => this.step(() => this.answer(step, claim.id, write(), claim)));
+    return this.attempt(step, () => this.answer(step, claim.id, write(), claim));
   }
 
-  /** A step on a parent: its write, and on a miss the row as it is now, in one transaction. */
+  /** A step on a parent: its write, and on a miss the row as it is now. */
   private unheld(step: StoreStep, id: string, write: () => TaskRow | undefined): StepResult {
-    return this.attempt(step, () => this.step(() => this.answer(step, id, write())));
+    return this.attempt(step, () => this.answer(step, id, write()));
   }
 
   private answer(step: StoreStep, id: string, row: TaskRow | undefined, claim?: LeaseClaim): StepResult {
