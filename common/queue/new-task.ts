@@ -60,9 +60,12 @@ export function newTask(spec: NewTaskSpec, now: number): Task {
 export const blobKeys = {
   folder: (taskId: string): string => `${taskId}/`,
   input: (taskId: string): string => `${taskId}/input`,
-  /** Per attempt: a stale worker finishing late can never overwrite the output of the attempt that won. */
-  output: (taskId: string, attempt: number): string => `${taskId}/output-${attempt}`,
+  /**
+   * Per attempt (`tries` when the lease was granted): a stale worker finishing late can never overwrite
+   * the output of the attempt that won.
+   */
+  output: (taskId: string, tries: number): string => `${taskId}/output-${tries}`,
   /** A child's input, written by the splitting attempt under the parent: deleting the parent removes it. */
-  splitFolder: (taskId: string, attempt: number): string => `${taskId}/split-${attempt}/`,
-  splitPart: (taskId: string, attempt: number, index: number): string => `${taskId}/split-${attempt}/part-${index}`,
+  splitFolder: (taskId: string, tries: number): string => `${taskId}/split-${tries}/`,
+  splitPart: (taskId: string, tries: number, index: number): string => `${taskId}/split-${tries}/part-${index}`,
 };

@@ -57,10 +57,10 @@ describe("steal policy", () => {
         parseStealMessage("complete", {
           id: "bb-01JAAAAAAAAAAAAAAAAAAAAAAA",
           thief: "aa",
-          attempt: 0,
+          tries: 0,
           processedBy: { site: "aa", node: "n" },
         }),
-      /attempt/,
+      /tries/,
     );
   });
 });
