@@ -1,11 +1,10 @@
 import type { Context, ServiceSchema } from "moleculer";
 import type { BlobStore } from "../common/blobs/blob-store.js";
 import { collectBlobGarbage } from "../common/blobs/blob-gc.js";
-import { dropTaskDocuments } from "../common/blobs/task-documents.js";
 import { KeyRing } from "../common/accounts/key-ring.js";
 import { errorMessage } from "../common/model/errors.js";
 import { QUEUER_ACTION_NAMES, QUEUER_ACTIONS, QUEUER_SERVICE } from "../common/queue/protocol.js";
-import { dispatch, queuerHandlers } from "../common/queue/queuer-actions.js";
+import { dispatch, dropDocumentsOnCascade, queuerHandlers } from "../common/queue/queuer-actions.js";
 import type { TaskQueue } from "../common/queue/task-queue.js";
 import type { TaskStore } from "../common/store/task-store.js";
 
@@ -61,7 +60,7 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       queue.on("task:done", (task) => {
         if (task.site !== deps.site && task.parentId === null) void this.broker.broadcast(QUEUER_EVENTS.proxyDone, task);
       });
-      queue.on("documents:unneeded", (prefixes) => void dropTaskDocuments(deps.blobs, prefixes, this.logger));
+      dropDocumentsOnCascade(queue, deps.blobs, this.logger);
       queue.on("usage:lost", (lost) =>
         this.logger.warn(`usage of ${lost.user} not recorded (${JSON.stringify(lost.delta)}): ${lost.error}`),
       );

@@ -9,9 +9,13 @@ import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { dropTaskDocuments } from "../blobs/task-documents.js";
 import { ERROR_CODE } from "../model/errors.js";
 import { rejection } from "../testing/rejection.js";
+import { waitUntil } from "../testing/wait-until.js";
+import type { LeaseClaim } from "../model/claims.js";
+import type { Task } from "../model/task-model.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import { blobKeys, newTaskId } from "./new-task.js";
 import { directQueuerClient, type QueuerClient } from "./queue-client.js";
+import { dropDocumentsOnCascade } from "./queuer-actions.js";
 import { TaskQueue } from "./task-queue.js";
 
 let dir: string;
@@ -87,6 +91,38 @@ describe("the queuer's actions", () => {
     const report = await queuer.cancel(id);
     assert.deepEqual(report.canceledIds, [id]);
     assert.equal(await blobs.stat(blobKeys.input(id)), null);
+  });
+
+  it("drops the documents of siblings a failed child's cascade canceled, and keeps the rest", async () => {
+    const stop = dropDocumentsOnCascade(queue, blobs, { warn: (msg) => void warnings.push(msg) });
+    try {
+      const id = await submitted();
+      const [parent] = await queuer.pull("w1", 1);
+      const parts = [0, 1].map((i) => blobKeys.splitPart(id, parent!.tries, i));
+      for (const part of parts) await blobs.put(part, Readable.from(["a part"]));
+      const processedBy = { site: "test", node: "n1" };
+      const claimOf = (task: Task): LeaseClaim => ({ id: task.id, owner: "w1", tries: task.tries });
+      assert.equal(
+        await queuer.split(
+          claimOf(parent!),
+          parts.map((input) => ({ input })),
+          processedBy,
+        ),
+        true,
+      );
+      const [failing, sibling] = await queuer.pull("w1", 2);
+      // What the sibling's attempt had stored when the cascade canceled it.
+      const siblingOutput = blobKeys.output(sibling!.id, sibling!.tries);
+      await blobs.put(siblingOutput, Readable.from(["half done"]));
+      assert.equal(await queuer.fail(claimOf(failing!), "bad page", { retryable: false }), true);
+      assert.equal((await queuer.get(sibling!.id)).status, "canceled");
+      await waitUntil("the canceled sibling's folder to be dropped", async () => (await blobs.stat(siblingOutput)) === null, 5_000);
+      assert.notEqual(await blobs.stat(blobKeys.input(id)), null, "the failed parent keeps its input");
+      assert.notEqual(await blobs.stat(parts[1]!), null, "the parts stay with the parent that made them");
+      assert.deepEqual(warnings, []);
+    } finally {
+      stop();
+    }
   });
 
   it("checks each message as the service does, and counts the queue by priority in the stats", async () => {

@@ -110,3 +110,13 @@ export async function dispatch<A extends QueuerAction>(handlers: QueuerHandlers,
   const handler = handlers[action] as (message: QueuerMessage<A>) => Promise<QueuerAnswer<A>>;
   return handler(parseMessage(action, raw));
 }
+
+/**
+ * Drops the documents a cascade left unneeded (the queue's "documents:unneeded": siblings canceled
+ * because a child failed for good), through the same one place as cancel and delete. Answers how to stop.
+ */
+export function dropDocumentsOnCascade(queue: TaskQueue, blobs: BlobStore, log: TaskDocumentsLog): () => void {
+  const drop = (prefixes: string[]): void => void dropTaskDocuments(blobs, prefixes, log);
+  queue.on("documents:unneeded", drop);
+  return () => queue.off("documents:unneeded", drop);
+}
