@@ -191,10 +191,9 @@ export class WarmPool implements JobExecutor {
     const proc: WarmProcess = new WarmProcess(group.job, {
       root: this.opts.workRoot ?? os.tmpdir(),
       signature: group.signature,
-      onExit: (exit) => {
-        this.live.delete(proc);
-        this.onExit(group, proc, exit);
-      },
+      onEnd: (exit) => this.onExit(group, proc, exit),
+      // Live until its dir is gone: a pool stopping waits for that.
+      onExit: () => this.live.delete(proc),
     });
     this.live.add(proc);
     group.procs.add(proc);

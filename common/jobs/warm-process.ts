@@ -96,6 +96,7 @@ export class WarmProcess {
   private graceTimer: NodeJS.Timeout | undefined;
   private closeWaitTimer: NodeJS.Timeout | undefined;
   private resolveExited!: (exit: WarmExit) => void;
+  private readonly onEnd: (exit: WarmExit) => void;
 
   /**
    * Starts the process at once. Its cwd is a private temp dir under `root`, kept across its
@@ -103,9 +104,20 @@ export class WarmProcess {
    * The dir's name starts with `docq-warm-<OWNER>-`, so a later worker removes it when this one
    * died without doing so (sweepLeftovers in job-runner.ts).
    */
-  constructor(job: JobDefinition, opts: { root: string; signature: string; onExit: (exit: WarmExit) => void }) {
+  constructor(
+    job: JobDefinition,
+    opts: {
+      root: string;
+      signature: string;
+      /** It ended: called before the request it held fails, so its pool has counted the end when the caller learns of it. */
+      onEnd: (exit: WarmExit) => void;
+      /** It ended and its dir is gone. */
+      onExit: (exit: WarmExit) => void;
+    },
+  ) {
     this.job = job;
     this.signature = opts.signature;
+    this.onEnd = opts.onEnd;
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
     void this.exited.then(opts.onExit);
     this.cwd = mkdtempSync(path.join(opts.root, `docq-warm-${OWNER}-${job.name}-`));
@@ -287,17 +299,12 @@ export class WarmProcess {
     void leftovers.catch(() => 0).then(() => this.settle());
   }
 
-  /** Fails the request it held (if any), removes its cwd and then resolves `exited`. */
+  /** Tells the pool it ended, fails the request it held (if any), removes its cwd and then resolves `exited`. */
   private settle(): void {
     const stderrTail = this.stderrTail.text;
     const description = this.describeEnd(stderrTail);
     const pending = this.pending;
     this.pending = null;
-    if (pending !== null) {
-      clearTimeout(pending.timer);
-      pending.signal?.removeEventListener("abort", pending.onAbort);
-      pending.reject(this.failure(description, stderrTail));
-    }
     const exit: WarmExit = {
       pid: this.pid,
       code: this.exitStatus?.code ?? null,
@@ -308,6 +315,14 @@ export class WarmProcess {
       stderrTail,
       description,
     };
+    // First the pool counts the end (a crash, its backoff), then the caller learns of it: a retry
+    // sent at once must meet the backoff, not a process started before the crash was counted.
+    this.onEnd(exit);
+    if (pending !== null) {
+      clearTimeout(pending.timer);
+      pending.signal?.removeEventListener("abort", pending.onAbort);
+      pending.reject(this.failure(description, stderrTail));
+    }
     // Exited once its dir is gone too: a pool stopping waits for it, so docq stopping leaves no dir.
     // A dir that cannot be removed now is swept by the next worker (its owner is gone by then).
     void removeTree(this.cwd)
