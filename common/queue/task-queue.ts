@@ -461,9 +461,18 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
         details: { status: result.task.status },
       });
     }
-    const canceledIds = [id, ...(await this.cancelDescendants(id, dropped))];
-    if (result.task.parentId !== null) await this.failParent(result.task.parentId, `child ${id} was canceled`, dropped);
+    const canceledIds = await this.cancelTree(result.task, dropped);
     return { task: result.task, canceledIds, drop: dropped };
+  }
+
+  /**
+   * After `task` itself was canceled: its descendants are canceled and its waiting parent fails.
+   * Answers the ids of the task and its descendants.
+   */
+  private async cancelTree(task: Task, dropped: string[]): Promise<string[]> {
+    const ids = [task.id, ...(await this.cancelDescendants(task.id, dropped))];
+    if (task.parentId !== null) await this.failParent(task.parentId, `child ${task.id} was canceled`, dropped);
+    return ids;
   }
 
   /**
@@ -476,8 +485,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const dropped: string[] = [];
     const result = await this.cancelOne(id, "canceled", dropped);
     if (result.ok) {
-      const ids = [id, ...(await this.cancelDescendants(id, dropped))];
-      if (result.task.parentId !== null) await this.failParent(result.task.parentId, `child ${id} was canceled`, dropped);
+      const ids = await this.cancelTree(result.task, dropped);
       return { id, status: result.task.status, ids, drop: dropped };
     }
     const task = result.task;
