@@ -36,6 +36,39 @@ export type Lease = z.infer<typeof LeaseSchema>;
 export const ProcessedBySchema = z.object({ site: z.string(), node: z.string() });
 export type ProcessedBy = z.infer<typeof ProcessedBySchema>;
 
+/** How an attempt ended. `released`: stopped by a graceful shutdown, queued again without counting a try. */
+export const ATTEMPT_OUTCOMES = ["output", "split", "retry", "error", "canceled", "lease_lost", "released"] as const;
+export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number];
+/** The most attempts a task's record keeps (the oldest go first). */
+export const MAX_ATTEMPTS_KEPT = 20;
+
+/** One attempt at a task, kept in its record (`attempts`, oldest first). */
+export const AttemptRecordSchema = z.object({
+  /** The try number (the task's `tries` while it ran). */
+  n: z.number().int().min(0),
+  site: z.string().nullable(),
+  node: z.string().nullable(),
+  start: z.number().int().nullable(),
+  end: z.number().int(),
+  outcome: z.enum(ATTEMPT_OUTCOMES),
+  /** The error's tail when it failed, else null. */
+  error: z.string().nullable(),
+});
+export type AttemptRecord = z.infer<typeof AttemptRecordSchema>;
+
+/** The delivery of a task's end to its `callbackUrl` (webhook). */
+export const CallbackDeliverySchema = z.object({
+  state: z.enum(["pending", "delivered", "failed"]),
+  tries: z.number().int().min(0),
+  /** The HTTP status of the last try, null when it got no answer. */
+  lastStatus: z.number().int().nullable(),
+  lastError: z.string().nullable(),
+  /** When the last try was made, and when it was delivered (null until then). */
+  lastTryAt: z.number().int().nullable(),
+  deliveredAt: z.number().int().nullable(),
+});
+export type CallbackDelivery = z.infer<typeof CallbackDeliverySchema>;
+
 export const TaskSchema = z.object({
   id: z.string().regex(TASK_ID_PATTERN),
   site: z.string(),
@@ -70,6 +103,14 @@ export const TaskSchema = z.object({
    * task from before the field existed reads as true.
    */
   offload: z.boolean().default(true),
+  /** The last attempts, oldest first, at most MAX_ATTEMPTS_KEPT. */
+  attempts: z.array(AttemptRecordSchema).default([]),
+  /** The latest progress the script reported while running (0..1), and its message. */
+  progress: z.number().min(0).max(1).nullable().default(null),
+  progressMessage: z.string().nullable().default(null),
+  /** Where the task's record is POSTed when it ends (http or https), and how that went. */
+  callbackUrl: z.string().nullable().default(null),
+  callback: CallbackDeliverySchema.nullable().default(null),
 });
 export type Task = z.infer<typeof TaskSchema>;
 

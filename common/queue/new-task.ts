@@ -23,6 +23,8 @@ export interface NewTaskSpec {
   depth?: number;
   /** false: never lent to another site (default true). */
   offload?: boolean;
+  /** Where the record is POSTed when the task ends (a top-level task's; children have none). */
+  callbackUrl?: string | null;
 }
 
 export function newTask(spec: NewTaskSpec, now: number): Task {
@@ -53,6 +55,11 @@ export function newTask(spec: NewTaskSpec, now: number): Task {
     childrenTotal: 0,
     childrenCompleted: 0,
     offload: spec.offload ?? true,
+    attempts: [],
+    progress: null,
+    progressMessage: null,
+    callbackUrl: spec.callbackUrl ?? null,
+    callback: null,
   };
 }
 

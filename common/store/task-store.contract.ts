@@ -51,6 +51,11 @@ export function makeTask(overrides: Partial<Task> = {}): Task {
     childrenTotal: 0,
     childrenCompleted: 0,
     offload: true,
+    attempts: [],
+    progress: null,
+    progressMessage: null,
+    callbackUrl: null,
+    callback: null,
     ...overrides,
   };
 }

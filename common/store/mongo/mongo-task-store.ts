@@ -18,6 +18,8 @@ import {
   TASK_STATUS,
   TASK_STATUSES,
   isFinal,
+  type AttemptRecord,
+  type CallbackDelivery,
   type Lease,
   type ProcessedBy,
   type Task,
@@ -153,6 +155,12 @@ export interface TaskDoc {
   childrenCompleted: number;
   /** Missing in a document written before the field existed: reads as true (lendable). */
   offload?: boolean;
+  /** These five are missing in a document written before they existed: read as empty. */
+  attempts?: AttemptRecord[];
+  progress?: number | null;
+  progressMessage?: string | null;
+  callbackUrl?: string | null;
+  callback?: CallbackDelivery | null;
 }
 
 type ReloadDoc = Pick<
@@ -236,6 +244,11 @@ function taskToDoc(task: Task, seq: ObjectId = nextSeq()): TaskDoc {
     childrenTotal: task.childrenTotal,
     childrenCompleted: task.childrenCompleted,
     offload: task.offload !== false,
+    attempts: (task.attempts ?? []).map((a) => ({ ...a })),
+    progress: task.progress ?? null,
+    progressMessage: task.progressMessage ?? null,
+    callbackUrl: task.callbackUrl ?? null,
+    callback: task.callback === null || task.callback === undefined ? null : { ...task.callback },
   };
 }
 
@@ -272,6 +285,11 @@ function docToTask(doc: TaskDoc): Task {
     childrenTotal: doc.childrenTotal,
     childrenCompleted: doc.childrenCompleted,
     offload: doc.offload !== false,
+    attempts: (doc.attempts ?? []).map((a) => ({ ...a })),
+    progress: doc.progress ?? null,
+    progressMessage: doc.progressMessage ?? null,
+    callbackUrl: doc.callbackUrl ?? null,
+    callback: doc.callback === null || doc.callback === undefined ? null : { ...doc.callback },
   };
 }
 

@@ -24,8 +24,15 @@ taskStoreContract("SqliteTaskStore", async () => {
   };
 });
 
+/** Takes a version 4 file back to version 3 (the tasks keep their rows, attempts, progress and callback go). */
+const UNDO_VERSION_4 = `
+  DROP INDEX tasks_final_end;
+  ALTER TABLE tasks DROP COLUMN attempts; ALTER TABLE tasks DROP COLUMN progress; ALTER TABLE tasks DROP COLUMN progress_message;
+  ALTER TABLE tasks DROP COLUMN callback_url; ALTER TABLE tasks DROP COLUMN callback;
+`;
+
 /** Takes a version 3 file back to version 2 (the tasks keep their rows, offload goes). */
-const UNDO_VERSION_3 = `
+const UNDO_VERSION_3 = `${UNDO_VERSION_4}
   DROP TRIGGER tasks_active_insert; DROP TRIGGER tasks_active_delete; DROP TRIGGER tasks_active_update;
   DROP TABLE user_active; DROP TABLE usage; DROP TABLE api_keys;
   ALTER TABLE tasks DROP COLUMN offload;
@@ -99,7 +106,7 @@ describe("SqliteTaskStore", () => {
     const raw = new Database(file, { readonly: true });
     try {
       assert.equal(raw.pragma("journal_mode", { simple: true }), "wal");
-      assert.equal(raw.pragma("user_version", { simple: true }), 3);
+      assert.equal(raw.pragma("user_version", { simple: true }), 4);
     } finally {
       raw.close();
       await store.close();
@@ -182,6 +189,33 @@ describe("SqliteTaskStore", () => {
     }
   });
 
+  it("migrates a version 3 file: every task reads with no attempts, progress or callback, and new ones keep theirs", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const tasks = [makeTask(), makeTask({ status: TASK_STATUS.output, endTime: 5 })];
+    await store.createMany(tasks);
+    await store.close();
+    const raw = new Database(file);
+    raw.exec(UNDO_VERSION_4);
+    raw.pragma("user_version = 3");
+    raw.close();
+    const reopened = SqliteTaskStore.open(file);
+    try {
+      for (const task of tasks) assert.deepEqual(await reopened.get(task.id), task);
+      const kept = makeTask({
+        attempts: [{ n: 1, site: "test", node: "w1", start: 1, end: 2, outcome: "retry", error: "boom" }],
+        progress: 0.5,
+        progressMessage: "page 1 of 2",
+        callbackUrl: "http://127.0.0.1:9/hook",
+        callback: { state: "pending", tries: 0, lastStatus: null, lastError: null, lastTryAt: null, deliveredAt: null },
+      });
+      await reopened.create(kept);
+      assert.deepEqual(await reopened.get(kept.id), kept);
+    } finally {
+      await reopened.close();
+    }
+  });
+
   it("migrates a version 2 file: every task lendable, active counts taken once, account tables empty and working", async () => {
     const file = freshFile();
     const store = SqliteTaskStore.open(file);
@@ -235,7 +269,7 @@ describe("SqliteTaskStore", () => {
     }
     const check = new Database(file, { readonly: true });
     try {
-      assert.equal(check.pragma("user_version", { simple: true }), 3);
+      assert.equal(check.pragma("user_version", { simple: true }), 4);
     } finally {
       check.close();
     }

@@ -9,6 +9,8 @@ import {
   TASK_STATUS,
   TASK_STATUSES,
   isFinal,
+  type AttemptRecord,
+  type CallbackDelivery,
   type Lease,
   type ProcessedBy,
   type Task,
@@ -42,7 +44,7 @@ import {
  */
 
 /** Bump with a migration in `migrate` whenever the table or its indexes change. */
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 /** How long a statement waits for another connection's write lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000;
 /**
@@ -106,6 +108,13 @@ interface TaskRow {
   children_completed: number;
   /** 1: another site may run the task; 0: never lent. */
   offload: 0 | 1;
+  /** JSON array of AttemptRecord, oldest first. */
+  attempts: string;
+  progress: number | null;
+  progress_message: string | null;
+  callback_url: string | null;
+  /** JSON CallbackDelivery or NULL. */
+  callback: string | null;
 }
 
 type TaskColumns = Omit<TaskRow, "seq">;
@@ -156,6 +165,11 @@ const COLUMN_PRESENT: Record<TaskColumn, true> = {
   children_total: true,
   children_completed: true,
   offload: true,
+  attempts: true,
+  progress: true,
+  progress_message: true,
+  callback_url: true,
+  callback: true,
 };
 const TASK_COLUMNS = Object.keys(COLUMN_PRESENT) as TaskColumn[];
 const RELOAD_COLUMNS = "seq, id, priority, submit_time, available_at, status, lease_owner, lease_expires_at, offload, tries, max_tries";
@@ -199,6 +213,11 @@ function rowToTask(row: TaskRow): Task {
     childrenTotal: row.children_total,
     childrenCompleted: row.children_completed,
     offload: row.offload !== 0,
+    attempts: JSON.parse(row.attempts) as AttemptRecord[],
+    progress: row.progress,
+    progressMessage: row.progress_message,
+    callbackUrl: row.callback_url,
+    callback: row.callback === null ? null : (JSON.parse(row.callback) as CallbackDelivery),
   };
 }
 
@@ -246,6 +265,11 @@ function taskToColumns(task: Task): TaskColumns {
     children_total: task.childrenTotal,
     children_completed: task.childrenCompleted,
     offload: offloadColumn(task.offload),
+    attempts: JSON.stringify(task.attempts ?? []),
+    progress: task.progress ?? null,
+    progress_message: task.progressMessage ?? null,
+    callback_url: task.callbackUrl ?? null,
+    callback: task.callback === null || task.callback === undefined ? null : JSON.stringify(task.callback),
   };
 }
 
@@ -480,6 +504,20 @@ CREATE TRIGGER tasks_active_update AFTER UPDATE OF status, user, parent_id ON ta
   UPDATE user_active SET count = count - 1 WHERE user = OLD.user AND ${ACTIVE("OLD")};
   INSERT INTO user_active (user, count) SELECT NEW.user, 1 WHERE ${ACTIVE("NEW")} ON CONFLICT (user) DO UPDATE SET count = count + 1;
 END;
+`;
+
+/**
+ * Version 4: operations. Each task keeps its last attempts (JSON array), the latest progress its
+ * script reported, and its webhook (`callback_url`, the delivery's state as JSON). Finished tasks
+ * are found by end time for the retention sweep.
+ */
+const SCHEMA_V4 = `
+ALTER TABLE tasks ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tasks ADD COLUMN progress REAL;
+ALTER TABLE tasks ADD COLUMN progress_message TEXT;
+ALTER TABLE tasks ADD COLUMN callback_url TEXT;
+ALTER TABLE tasks ADD COLUMN callback TEXT;
+CREATE INDEX tasks_final_end ON tasks (status, end_time) WHERE parent_id IS NULL AND NOT (${NON_FINAL_CONDITION});
 `;
 
 // ---------------------------------------------------------------------------
@@ -1021,6 +1059,7 @@ function migrate(db: Database.Database, file: string): void {
     if (version < 1) db.exec(SCHEMA_V1);
     if (version < 2) db.exec(SCHEMA_V2);
     if (version < 3) db.exec(SCHEMA_V3);
+    if (version < 4) db.exec(SCHEMA_V4);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
 }
