@@ -9,6 +9,7 @@ import {
   QUEUED_STATUSES,
   isFinal,
   toQueueEntry,
+  type AttemptRecord,
   type ProcessedBy,
   type QueueEntry,
   type Task,
@@ -41,6 +42,13 @@ export interface TaskQueueEvents {
   "task:canceled": [{ id: string; leaseOwner: string }];
   /** A task reached a final status. */
   "task:done": [Task];
+  /**
+   * A task's status (or its reported progress) changed: the record after the step. Said for every
+   * step that wrote one, in the order written: the event stream and the metrics read it.
+   */
+  "task:changed": [Task];
+  /** An attempt ended (the record after the step, and the attempt as recorded): the metrics and the log read it. */
+  "attempt:ended": [{ task: Task; attempt: AttemptRecord }];
   /** A pull found nothing ready: `idleSlots` slots asked in vain (the stealer's cue). */
   "queue:empty": [{ idleSlots: number }];
   /** A usage figure could not be written (the store failed): for the log. */
@@ -189,6 +197,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const task = newTask(spec, this.opts.now());
     await this.store.create(task);
     this.index.add(toQueueEntry(task), task.submitTime);
+    this.emit("task:changed", task);
     this.emit("task:queued");
     if (task.parentId === null) await this.recordUsage(task.user, task.submitTime, { submitted: 1, bytesIn: inputBytes });
     return task;
@@ -270,6 +279,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
 
   /** A task reached a final status: said, and counted in its user's usage. */
   private async ended(task: Task): Promise<void> {
+    this.emit("task:changed", task);
     this.emit("task:done", task);
     await this.recordEnd(task);
   }
@@ -337,7 +347,9 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       now,
     );
     const byId = new Map(leased.map((task) => [task.id, task]));
-    return entries.flatMap((entry) => byId.get(entry.id) ?? []);
+    const answered = entries.flatMap((entry) => byId.get(entry.id) ?? []);
+    for (const task of answered) this.emit("task:changed", task);
+    return answered;
   }
 
   /** Renews `owner`'s leases; answers the ids it no longer holds (requeued or canceled), which it must stop. */
@@ -414,7 +426,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     }
     // As for succeed: a retried split that already went through is accepted, not split twice.
     if (!waiting.ok) return splitBy(waiting.task, claim, processedBy);
-    for (const kid of kids) this.index.add(toQueueEntry(kid), now);
+    this.emit("task:changed", waiting.task);
+    for (const kid of kids) {
+      this.index.add(toQueueEntry(kid), now);
+      this.emit("task:changed", kid);
+    }
     this.emit("task:queued");
     return true;
   }
@@ -548,6 +564,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   /** A parent that a step moved to complete goes into the index. */
   private queuedForMerge(parent: Task): void {
     if (parent.status !== S.complete) return;
+    this.emit("task:changed", parent);
     this.index.add(toQueueEntry(parent), parent.availableAt);
     this.emit("task:queued");
   }
@@ -609,6 +626,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       const availableAt = now + retryDelayMs(claim.tries, this.opts.backoffBaseMs, this.opts.backoffMaxMs);
       const requeued = await this.store.requeue(claim, failure, availableAt);
       if (requeued.ok) {
+        this.emit("task:changed", requeued.task);
         this.index.add(toQueueEntry(requeued.task), now);
         this.scheduleWake();
         return true;
