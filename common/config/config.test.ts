@@ -52,6 +52,8 @@ const EXPECTED_DEFAULTS = {
   slots: os.availableParallelism(),
   maxBodyBytes: 1073741824,
   logLevel: "info",
+  logFormat: "text",
+  shutdownGraceMs: 30000,
   store: { type: "sqlite" },
   blobs: { type: "fs" },
   queue: {
@@ -82,6 +84,7 @@ const EXPECTED_DEFAULTS = {
   metrics: { public: false },
   http: { corsOrigins: [] },
   auth: { adminKey: null, metricsKey: null },
+  webhooks: { maxTries: 10, backoffBaseMs: 1000, backoffMaxMs: 300000, timeoutMs: 10000, concurrency: 8, secret: null },
 } satisfies DocqConfig;
 
 describe("loadConfig: host and secrets", () => {
@@ -109,6 +112,29 @@ describe("loadConfig: host and secrets", () => {
       return /DOCQ_ADMIN_KEY: is shorter than 16 characters/.test(message) && !message.includes("short-secret");
     });
     await assert.rejects(loadConfig({ file: await configFile("adminKey: abcdefghijklmnopqrstuvwxyz\n"), env: {} }), /adminKey/);
+  });
+});
+
+describe("loadConfig: operations keys", () => {
+  it("reads logFormat, shutdownGraceMs and the webhook secret from the environment", async () => {
+    const config = await loadYaml("webhooks:\n  maxTries: 3\n", {
+      DOCQ_LOG_FORMAT: "json",
+      DOCQ_SHUTDOWN_GRACE_MS: "0",
+      DOCQ_WEBHOOK_SECRET: "a-webhook-secret-long-enough",
+    });
+    assert.equal(config.logFormat, "json");
+    assert.equal(config.shutdownGraceMs, 0);
+    assert.deepEqual(config.webhooks, { ...EXPECTED_DEFAULTS.webhooks, maxTries: 3, secret: "a-webhook-secret-long-enough" });
+  });
+
+  it("refuses a webhook secret in the file, a short one without echoing it, and an unknown log format", async () => {
+    await configError(
+      loadYaml("webhooks:\n  secret: abcdefghijklmnopqrstuvwxyz\n"),
+      /webhooks\.secret: is a secret: set the environment variable DOCQ_WEBHOOK_SECRET/,
+    );
+    const err = await configError(loadYaml("", { DOCQ_WEBHOOK_SECRET: "too-short" }), /DOCQ_WEBHOOK_SECRET: is shorter than 16/);
+    assert.doesNotMatch(err.message, /too-short/);
+    await configError(loadYaml("", { DOCQ_LOG_FORMAT: "xml" }), /DOCQ_LOG_FORMAT/);
   });
 });
 

@@ -20,6 +20,8 @@ function findInstallRoot(from: string): string {
 const DEFAULT_CONFIG_FILE = path.join(REPO_ROOT, "config", "default.yaml");
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
+/** `text`: one readable line per entry (Moleculer's "short" formatter); `json`: one JSON object per line, for log collectors. */
+const LOG_FORMATS = ["text", "json"] as const;
 
 const SiteSchema = z.string().regex(SITE_PATTERN, `must match ${String(SITE_PATTERN)}`);
 const PortSchema = z.int().min(0).max(65535);
@@ -27,6 +29,9 @@ const FolderSchema = z.string().min(1);
 const SlotsSchema = z.int().positive();
 const DurationMsSchema = z.int().positive();
 const LogLevelSchema = z.enum(LOG_LEVELS);
+const LogFormatSchema = z.enum(LOG_FORMATS);
+/** 0 is allowed: stop at once, releasing every running task. */
+const GraceMsSchema = z.int().min(0);
 const NatsUrlSchema = z.string().regex(/^(nats|tls):\/\/[^\s/]+(:\d+)?$/, "expected nats://host:port");
 /**
  * A web origin as a browser sends it in the Origin header: scheme://host[:port], nothing more. Kept
@@ -176,6 +181,9 @@ const ConfigFileSchema = z.strictObject({
     .positive()
     .default(1024 * 1024 * 1024),
   logLevel: LogLevelSchema.default("info"),
+  logFormat: LogFormatSchema.default("text"),
+  // On SIGTERM/SIGINT running tasks get this long to finish before they are killed and queued again.
+  shutdownGraceMs: GraceMsSchema.default(30_000),
   store: section(StoreSchema.default({ type: "sqlite" })),
   blobs: section(BlobsSchema.default({ type: "fs" })),
   queue: section(
@@ -225,6 +233,20 @@ const ConfigFileSchema = z.strictObject({
   metrics: section(z.strictObject({ public: z.boolean().default(false) }).prefault({})),
   // The web origins whose pages may call the API from a browser; none by default.
   http: section(z.strictObject({ corsOrigins: CorsOriginsSchema.default([]) }).prefault({})),
+  // Deliveries of a task's record to its callbackUrl when it ends.
+  webhooks: section(
+    z
+      .strictObject({
+        maxTries: z.int().min(1).max(100).default(10),
+        backoffBaseMs: DurationMsSchema.default(1_000),
+        backoffMaxMs: DurationMsSchema.default(300_000),
+        timeoutMs: DurationMsSchema.default(10_000),
+        // Deliveries in flight at once: a slow receiver never holds more than this many sockets.
+        concurrency: z.int().min(1).max(1000).default(8),
+        secret: fromEnvOnly("DOCQ_WEBHOOK_SECRET"),
+      })
+      .prefault({}),
+  ),
 });
 type ConfigFile = z.output<typeof ConfigFileSchema>;
 
@@ -232,12 +254,23 @@ type ConfigFile = z.output<typeof ConfigFileSchema>;
  * The loaded configuration: the file's schema with `slots` made concrete, both folders absolute, and
  * the stores' endpoints and secrets filled in from the environment.
  */
-export type DocqConfig = Omit<ConfigFile, "slots" | "store" | "blobs"> & {
+export type DocqConfig = Omit<ConfigFile, "slots" | "store" | "blobs" | "webhooks"> & {
   slots: number;
   store: StoreConfig;
   blobs: BlobsConfig;
   auth: AuthConfig;
+  webhooks: WebhooksConfig;
 };
+
+export interface WebhooksConfig {
+  maxTries: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  timeoutMs: number;
+  concurrency: number;
+  /** DOCQ_WEBHOOK_SECRET (environment only): the HMAC key of X-Docq-Signature. Null: deliveries go unsigned. */
+  secret: string | null;
+}
 
 /** Secrets of the API, from the environment only (never the config file, which gets copied and committed). */
 export interface AuthConfig {
@@ -305,6 +338,8 @@ const ENV_OVERRIDES: readonly EnvOverride[] = [
   envOverride("DOCQ_GLOBAL_NATS_URL", "stealing.globalNatsUrl", NatsUrlSchema, (c, v) => (c.stealing.globalNatsUrl = v)),
   envOverride("DOCQ_HOST", "host", HostSchema, (c, v) => (c.host = v)),
   envOverride("DOCQ_PASS_ENV", "jobs.passEnv", CommaListSchema.pipe(z.array(EnvNameSchema)), (c, v) => (c.jobs.passEnv = v)),
+  envOverride("DOCQ_LOG_FORMAT", "logFormat", LogFormatSchema, (c, v) => (c.logFormat = v)),
+  envOverride("DOCQ_SHUTDOWN_GRACE_MS", "shutdownGraceMs", WholeNumberSchema.pipe(GraceMsSchema), (c, v) => (c.shutdownGraceMs = v)),
   envOverride("DOCQ_CORS_ORIGINS", "http.corsOrigins", CommaListSchema.pipe(CorsOriginsSchema), (c, v) => (c.http.corsOrigins = v)),
 ];
 
@@ -330,6 +365,7 @@ export async function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv 
   const store = resolveStore(config, env, label);
   const blobs = resolveBlobs(config, env, label);
   const auth = resolveAuth(config, env, label, overriddenBy);
+  const webhooks: WebhooksConfig = { ...config.webhooks, secret: secretFromEnv(env, "DOCQ_WEBHOOK_SECRET") };
 
   const cwd = process.cwd();
   return {
@@ -337,6 +373,7 @@ export async function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv 
     store,
     blobs,
     auth,
+    webhooks,
     slots: config.slots ?? os.availableParallelism(),
     dataDir: path.resolve(cwd, config.dataDir),
     // The default `./scripts-job` names the repo's folder wherever docq is started from; a path typed in a shell means the shell's folder.
@@ -379,18 +416,20 @@ function crossCheck(config: ConfigFile, label: string, overriddenBy: ReadonlyMap
   if (problems.length > 0) throw docqError(ERROR_CODE.Config, `${label}: ${problems.join("; ")}`);
 }
 
+/** A secret from the environment variable `variable`, checked (SecretSchema); null when unset. */
+function secretFromEnv(env: NodeJS.ProcessEnv, variable: string): string | null {
+  const raw = nonEmpty(env[variable]);
+  if (raw === undefined) return null;
+  const result = SecretSchema.safeParse(raw);
+  // Never echo a secret, not even a wrong one.
+  if (!result.success)
+    throw docqError(ERROR_CODE.Config, `environment variable ${variable}: ${formatZodIssues(result.error.issues)}`, { field: variable });
+  return result.data;
+}
+
 /** The API's secrets, from the environment; refuses to listen beyond loopback with no key to ask for. */
 function resolveAuth(config: ConfigFile, env: NodeJS.ProcessEnv, label: string, overriddenBy: ReadonlyMap<string, string>): AuthConfig {
-  const secret = (variable: string): string | null => {
-    const raw = nonEmpty(env[variable]);
-    if (raw === undefined) return null;
-    const result = SecretSchema.safeParse(raw);
-    // Never echo a secret, not even a wrong one.
-    if (!result.success)
-      throw docqError(ERROR_CODE.Config, `environment variable ${variable}: ${formatZodIssues(result.error.issues)}`, { field: variable });
-    return result.data;
-  };
-  const auth = { adminKey: secret("DOCQ_ADMIN_KEY"), metricsKey: secret("DOCQ_METRICS_KEY") };
+  const auth = { adminKey: secretFromEnv(env, "DOCQ_ADMIN_KEY"), metricsKey: secretFromEnv(env, "DOCQ_METRICS_KEY") };
   if (auth.adminKey === null && !isLoopbackHost(config.host)) {
     const from = overriddenBy.has("host") ? ` (from ${overriddenBy.get("host")})` : ` (${label})`;
     throw docqError(
