@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
@@ -18,9 +18,11 @@ import {
 } from "../common/accounts/api-keys.js";
 import { REPO_ROOT, type AuthConfig } from "../common/config/config.js";
 import { docqError, ERROR_CODE } from "../common/model/errors.js";
-import { httpErrorOf } from "../common/http/http-errors.js";
+import { httpErrorLogLevel, httpErrorOf } from "../common/http/http-errors.js";
 import { openApiDocument } from "../common/http/openapi.js";
 import type { ApiPrometheusReporter } from "./metrics-reporter.js";
+import { siteMetricsText } from "./metrics.service.js";
+import type { ControllerMetrics } from "../common/metrics/definitions.js";
 import type { JobRegistry } from "../common/jobs/job-registry.js";
 import { blobKeys, newTaskId } from "../common/queue/new-task.js";
 import { badRequestOf } from "../common/model/zod-issues.js";
@@ -44,8 +46,10 @@ export interface ControllerDeps {
   defaultMaxTries: number;
   blobs: BlobStore;
   registry: JobRegistry;
-  /** Serves /metrics: Moleculer's metrics of this process, in Prometheus text. */
+  /** Serves /metrics after the site's docq metrics: Moleculer's metrics of this process, in Prometheus text. */
   metrics: ApiPrometheusReporter;
+  /** Counts the bytes of accepted documents (docq_submitted_bytes_total). */
+  docqMetrics: ControllerMetrics;
   /** `http.corsOrigins`: the web origins whose pages may call the API from a browser. */
   corsOrigins: readonly string[];
   /** The address to listen on (`host`). */
@@ -54,6 +58,8 @@ export interface ControllerDeps {
   auth: AuthConfig;
   /** `metrics.public`: /metrics without a key. */
   metricsPublic: boolean;
+  /** The HTTP server could not listen (the port in use, no permission): start-up must fail rather than wait forever. */
+  onListenError?(err: Error): void;
 }
 
 interface RequestMeta {
@@ -191,6 +197,15 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
   return {
     name: "controller",
     mixins: [ApiGateway],
+    created() {
+      // moleculer-web only logs a server error, so a listen that fails leaves its start-up waiting forever.
+      const server = (this as unknown as { server: Server }).server;
+      server.removeAllListeners("error");
+      server.on("error", (err: Error) => {
+        if (!server.listening && deps.onListenError !== undefined) deps.onListenError(err);
+        else this.logger.error("HTTP server error:", err);
+      });
+    },
     settings: {
       port: deps.port,
       ip: deps.host,
@@ -246,9 +261,16 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           },
         },
       ],
-      onError(this: { logger: { error(...args: unknown[]): void } }, req: IncomingMessage, res: ServerResponse, err: unknown) {
-        const { status, body, internal } = httpErrorOf(err);
-        if (internal) this.logger.error(`${req.method} ${req.url} failed:`, err);
+      onError(
+        this: { logger: Record<"info" | "warn" | "error", (...args: unknown[]) => void> },
+        req: IncomingMessage,
+        res: ServerResponse,
+        err: unknown,
+      ) {
+        const { status, body } = httpErrorOf(err);
+        const { level, stack } = httpErrorLogLevel(status);
+        if (stack) this.logger[level](`${req.method} ${req.url} answered ${status}:`, err);
+        else this.logger[level](`${req.method} ${req.url} answered ${status}: ${body.error}`);
         if (res.headersSent) {
           res.destroy();
           return;
@@ -277,6 +299,18 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           ...deps.auth,
           lookup: (hash) => queuerOf(ctx).authenticate(hash),
         });
+      },
+      /**
+       * moleculer-web's own handler logs every error whose code is not a number in 400..499 at error
+       * with its stack, and docq's codes are names (BAD_REQUEST): onError logs each answer at its level.
+       */
+      errorHandler(
+        this: { sendError(req: IncomingMessage, res: ServerResponse, err: unknown): void },
+        req: IncomingMessage,
+        res: ServerResponse,
+        err: unknown,
+      ) {
+        this.sendError(req, res, err);
       },
       /** The HTTP server's handler: browser requests are screened before moleculer-web routes anything. */
       httpHandler(this: unknown, req: IncomingMessage, res: ServerResponse, next?: unknown) {
@@ -335,6 +369,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
                     },
                   }),
             });
+            deps.docqMetrics.submitted(size!);
             ctx.meta.$statusCode = 201;
             ctx.meta.$location = `/api/tasks/${task.id}`;
             return { id: task.id, status: task.status };
@@ -381,12 +416,13 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         requireAdmin(callerIn(ctx), "the whole site's stats");
         return queuerOf(ctx).stats();
       },
-      metrics: (ctx: ApiContext) => {
+      metrics: async (ctx: ApiContext) => {
         const caller = ctx.meta.user ?? (deps.metricsPublic ? { kind: "open" } : { kind: "admin" });
         if (!deps.metricsPublic && caller.kind === "user")
           throw docqError(ERROR_CODE.Forbidden, "/metrics needs the admin key or DOCQ_METRICS_KEY (or metrics.public: true)");
         ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
-        return deps.metrics.render();
+        // The site's docq figures (summed over its processes), then this process's Moleculer figures.
+        return `${await siteMetricsText(ctx.broker)}\n${deps.metrics.render()}`;
       },
       openapi: (ctx: ApiContext) => {
         callerIn(ctx);

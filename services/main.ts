@@ -33,7 +33,14 @@ const program = new Command()
       console.error(`docq: cannot start: ${errorMessage(err)}`);
       process.exit(2);
     }
-    const site = await startSite(config, names.length === 0 ? defaultServices(config) : ([...new Set(names)] as ServiceName[]));
+    let site;
+    try {
+      site = await startSite(config, names.length === 0 ? defaultServices(config) : ([...new Set(names)] as ServiceName[]));
+    } catch (err) {
+      // E.g. `cannot listen on 127.0.0.1:3000: the port is in use`: exit 1 at once, for the operator or process manager to see.
+      console.error(`docq: ${errorMessage(err)}`);
+      process.exit(1);
+    }
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) return;

@@ -1,4 +1,5 @@
 import os from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
 import { ServiceBroker, type BrokerOptions, type MetricsReporterOptions } from "moleculer";
 import type { BlobStore } from "../common/blobs/blob-store.js";
@@ -35,7 +36,8 @@ function brokerOptions(config: DocqConfig, services: readonly ServiceName[], met
       config.nats.url === null
         ? null
         : { type: "NATS", options: { servers: [config.nats.url], maxReconnectAttempts: -1, reconnectTimeWait: 500 } },
-    logger: { type: "Console", options: { level: config.logLevel, formatter: "short" } },
+    // `logFormat: json` writes one JSON object per line (time, level, node, module, msg) for a log collector.
+    logger: { type: "Console", options: { level: config.logLevel, formatter: config.logFormat === "json" ? "json" : "short" } },
     // Nodes that stop heartbeating are dropped within 4-8 s (a queuer taking over announces itself
     // and the others drop the dead one at once: queuer-takeover.ts).
     heartbeatInterval: 1,
@@ -80,6 +82,12 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
     }
     return blobs;
   };
+  // A listen that fails ends start-up at once (see the controller): nothing would ever answer on the port.
+  let listenFailed: ((err: Error) => void) | undefined;
+  const listening = new Promise<never>((_, reject) => {
+    listenFailed = (err) => reject(new Error(listenFailure(config.host, config.port, err)));
+  });
+  listening.catch(() => undefined);
   const registry = new JobRegistry({ dir: config.jobsDir, defaultTimeoutMs: config.jobs.defaultTimeoutMs, passEnv: config.jobs.passEnv });
 
   if (services.includes("worker")) {
@@ -110,12 +118,20 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         host: config.host,
         auth: config.auth,
         metricsPublic: config.metrics.public,
+        onListenError: (err) => listenFailed?.(err),
       }),
     );
   }
   if (services.includes("stealer")) broker.createService(stealerService({ config, blobs: await openBlobs() }));
   if (!embedded) broker.createService(queuerTakeoverWatcher());
-  await broker.start();
+  try {
+    await Promise.race([broker.start(), listening]);
+  } catch (err) {
+    // Whatever started is stopped (a worker's spawner, the stores), within a bound: the caller exits next.
+    await Promise.race([broker.stop().catch(() => undefined), sleep(5_000)]);
+    for (const close of closers.reverse()) await close().catch(() => undefined);
+    throw err;
+  }
 
   const standby = new AbortController();
   let queuerReady: Promise<void> = Promise.resolve();
@@ -187,4 +203,14 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
       }
     },
   };
+}
+
+/** Why the REST API cannot listen, naming the address: the port in use, a port that needs privileges, or the system's own words. */
+function listenFailure(host: string, port: number, err: Error): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+  if (code === "EADDRINUSE") return `cannot listen on ${address}: the port is in use (set PORT or port to another)`;
+  if (code === "EACCES") return `cannot listen on ${address}: permission denied (ports below 1024 need privileges)`;
+  if (code === "EADDRNOTAVAIL") return `cannot listen on ${address}: no interface of this machine has that address (host)`;
+  return `cannot listen on ${address}: ${errorMessage(err)}`;
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Errors, ServiceBroker } from "moleculer";
 import { DocqError, docqError, ERROR_CODE, type ErrorCode } from "../model/errors.js";
-import { httpErrorOf } from "./http-errors.js";
+import { httpErrorLogLevel, httpErrorOf } from "./http-errors.js";
 
 const EXPECTED_STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -139,5 +139,15 @@ describe("httpErrorOf", () => {
       const answer = httpErrorOf({ message: "m", code });
       assert.deepEqual(answer, { status: 500, body: { error: "internal error: m" }, internal: true }, String(code));
     }
+  });
+});
+
+describe("httpErrorLogLevel", () => {
+  it("logs a client's 4xx at info without a stack, a 503 at warn, any other 5xx at error with its stack", () => {
+    assert.deepEqual(httpErrorLogLevel(400), { level: "info", stack: false });
+    assert.deepEqual(httpErrorLogLevel(404), { level: "info", stack: false });
+    assert.deepEqual(httpErrorLogLevel(429), { level: "info", stack: false });
+    assert.deepEqual(httpErrorLogLevel(503), { level: "warn", stack: false });
+    assert.deepEqual(httpErrorLogLevel(500), { level: "error", stack: true });
   });
 });

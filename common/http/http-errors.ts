@@ -48,3 +48,14 @@ export function httpErrorOf(err: unknown): { status: number; body: HttpErrorBody
   }
   return { status: 500, body: { error: `internal error: ${message}` }, internal: true };
 }
+
+/**
+ * How an error answer is logged: a client's mistake (4xx) at info, one line, no stack (it is the
+ * client's to fix, and it is not rare); a 503 (the queuer restarting, a store reconnecting: the
+ * client retries) at warn, one line; any other 5xx at error with its stack (a bug or an outage).
+ */
+export function httpErrorLogLevel(status: number): { level: "info" | "warn" | "error"; stack: boolean } {
+  if (status < 500) return { level: "info", stack: false };
+  if (status === 503) return { level: "warn", stack: false };
+  return { level: "error", stack: true };
+}
