@@ -1,6 +1,7 @@
 import type { JobDefinition } from "./job-registry.js";
 import { runJob, type JobAnswer, type JobRequest } from "./job-runner.js";
 import type { ScriptLauncher } from "./launch/script-launcher.js";
+import type { ProgressReport } from "./script-answer.js";
 import { Spawner } from "./launch/spawner.js";
 
 /*
@@ -14,6 +15,8 @@ export interface JobRunOptions {
   workDir: string;
   /** Aborted when the task is canceled, its lease is lost or the worker stops: the run is killed. */
   signal?: AbortSignal;
+  /** Called with each progress line the script prints while it runs (`{"progress": 0.4, "message": ...}`). */
+  onProgress?: (report: ProgressReport) => void;
 }
 
 export interface JobExecutor {

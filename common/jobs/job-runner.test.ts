@@ -21,6 +21,7 @@ import {
   type WorkDir,
 } from "./job-runner.js";
 import { OWNER, RUN_ID_VAR } from "./launch/leftovers.mjs";
+import type { ProgressReport } from "./script-answer.js";
 import { isAlive, readPid } from "../testing/processes.js";
 
 const EXAMPLES = fileURLToPath(new URL("../../scripts-job/", import.meta.url));
@@ -78,6 +79,7 @@ async function run(
     params?: Record<string, unknown>;
     signal?: AbortSignal;
     onSpawn?: (pid: number) => void;
+    onProgress?: (report: ProgressReport) => void;
   } = {},
 ): Promise<{ answer: JobAnswer; work: WorkDir }> {
   const work = await workDir();
@@ -93,6 +95,7 @@ async function run(
     workDir: work.path,
     signal: opts.signal,
     onSpawn: opts.onSpawn,
+    ...(opts.onProgress === undefined ? {} : { onProgress: opts.onProgress }),
     ...(launcher === undefined ? {} : { launcher }),
   });
   return { answer, work };
@@ -313,6 +316,80 @@ describe("runJob: failures", () => {
       assert.equal(err.exitCode, 0);
     });
   }
+});
+
+describe("runJob: the script's own failure and its progress", () => {
+  it('an answer {"error", "retry": false} fails the run as not retryable, whatever the exit code', async () => {
+    for (const code of [0, 1]) {
+      const job = await shJob("broken", `echo 'page 1 unreadable' >&2; echo '{"error":"not a PDF","retry":false}'; exit ${code}`);
+      const err = await failure(run(job));
+      assert.equal(err.message, 'job "broken" failed: not a PDF (the script asked for no retry)');
+      assert.equal(err.retryable, false);
+      assert.equal(err.exitCode, code);
+      assert.equal(err.stderrTail, "page 1 unreadable\n");
+    }
+  });
+
+  it('an answer {"error"} alone fails the run as retryable, with the script\'s reason', async () => {
+    const job = await shJob("flaky", `echo '{"error":"the OCR server is busy"}'; exit 0`);
+    const err = await failure(run(job));
+    assert.equal(err.message, 'job "flaky" failed: the OCR server is busy');
+    assert.equal(err.retryable, true);
+  });
+
+  it("a malformed error answer is no valid answer (retryable)", async () => {
+    for (const [body, why] of [
+      [`echo '{"error":3}'`, /printed no valid answer on stdout: error: must be a string/],
+      [`echo '{"error":"x","retry":"no"}'`, /printed no valid answer on stdout: retry: must be true or false/],
+    ] as const) {
+      const err = await failure(run(await shJob("malformed", body)));
+      assert.match(err.message, why);
+      assert.equal(err.retryable, true);
+    }
+  });
+
+  it("a run docq stopped is not taken for the script's answer: a timeout says timed out, even after an error answer", async () => {
+    const job = await shJob("late", `echo '{"error":"x","retry":false}'; sleep 5`, { timeoutMs: 300 });
+    const err = await failure(run(job));
+    assert.match(err.message, /timed out after 300 ms/);
+    assert.equal(err.retryable, true);
+  });
+
+  it("hands each progress line to onProgress while the script runs (clamped, message cut), and the last line still answers", async () => {
+    const go = path.join(scriptsDir, `go-${process.pid}-${Date.now()}`);
+    const long = "m".repeat(600);
+    const job = await shJob(
+      "progress",
+      `echo '{"progress":0.25,"message":"page 1 of 4"}'
+       # Waits until the test saw the first line: progress arrives while the script runs, not at its end.
+       i=0; while [ ! -e "$GO_FILE" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+       echo 'chatter {"progress": "not a number"}'
+       echo '{"progress":1.7,"message":"${long}"}'
+       echo '{"progress":-1}'
+       echo x > out/r.txt
+       echo '{"output":"r.txt"}'`,
+      { env: { GO_FILE: go } },
+    );
+    const seen: ProgressReport[] = [];
+    const { answer } = await run(job, {
+      onProgress: (report) => {
+        seen.push(report);
+        if (seen.length === 1) void fs.writeFile(go, "");
+      },
+    });
+    assert.equal(path.basename(output(answer)), "r.txt");
+    assert.deepEqual(seen, [
+      { progress: 0.25, message: "page 1 of 4" },
+      { progress: 1, message: "m".repeat(500) },
+      { progress: 0, message: null },
+    ]);
+    await fs.rm(go, { force: true });
+  });
+
+  it("a progress line as the last line is no answer", async () => {
+    const err = await failure(run(await shJob("noanswer", `echo '{"progress":0.5}'`)));
+    assert.match(err.message, /printed no valid answer on stdout: .*exactly one of output or children/);
+  });
 });
 
 describe("runJob: timeout and cancel kill the whole process group", () => {

@@ -18,10 +18,11 @@ import path from "node:path";
 import { endedCleanly, endOfRun, lastLine, type RunEnd } from "./launch/job-process.mjs";
 import { isOwnerAlive, killOrphans, OWNER } from "./launch/leftovers.mjs";
 import { inProcessLauncher, type ScriptLauncher } from "./launch/script-launcher.js";
-import { z } from "zod";
 import { jobEnvironmentOf } from "./job-env.js";
-import { formatZodIssues } from "../model/zod-issues.js";
 import type { JobDefinition } from "./job-registry.js";
+import { isErrorAnswer, parseAnswerLine, parseProgressLine, type Answer, type ErrorAnswer, type ProgressReport } from "./script-answer.js";
+
+export { checkAnswer, type Answer } from "./script-answer.js";
 
 export type JobMode = "simple" | "split" | "child" | "merge";
 
@@ -43,13 +44,19 @@ export class JobFailedError extends Error {
   readonly timedOut: boolean;
   readonly canceled: boolean;
   readonly stderrTail: string;
-  constructor(message: string, fields: { exitCode: number | null; timedOut?: boolean; canceled?: boolean; stderrTail: string }) {
+  /** False when the script answered `"retry": false`: the task ends in error at once. */
+  readonly retryable: boolean;
+  constructor(
+    message: string,
+    fields: { exitCode: number | null; timedOut?: boolean; canceled?: boolean; stderrTail: string; retryable?: boolean },
+  ) {
     super(message);
     this.name = "JobFailedError";
     this.exitCode = fields.exitCode;
     this.timedOut = fields.timedOut ?? false;
     this.canceled = fields.canceled ?? false;
     this.stderrTail = fields.stderrTail;
+    this.retryable = fields.retryable ?? true;
   }
 }
 
@@ -262,17 +269,6 @@ export const STDERR_TAIL_CHARS = 4096;
 /** An answer is one line; a few MB leaves room for chatter and a large children list. */
 export const STDOUT_MAX_BYTES = 4 * 1024 * 1024;
 
-/** The answer line of a job, one-shot or warm (a warm answer also carries its `requestId`, checked apart). */
-const AnswerSchema = z
-  .object({
-    output: z.string().min(1).optional(),
-    children: z
-      .array(z.object({ input: z.string().min(1), params: z.record(z.string(), z.unknown()).optional() }))
-      .min(1, "is empty: a job that does not split answers an output")
-      .optional(),
-  })
-  .refine((a) => (a.output === undefined) !== (a.children === undefined), "the answer needs exactly one of output or children");
-
 /**
  * Runs one job script for one task and returns what it answered. The script gets its own process
  * group, so a timeout or a cancel kills everything it started, and so does its own exit: a job is
@@ -281,21 +277,31 @@ const AnswerSchema = z
 export async function runJob(
   job: JobDefinition,
   request: JobRequest,
-  opts: { workDir: string; signal?: AbortSignal; onSpawn?: (pid: number) => void; launcher?: ScriptLauncher },
+  opts: {
+    workDir: string;
+    signal?: AbortSignal;
+    onSpawn?: (pid: number) => void;
+    launcher?: ScriptLauncher;
+    /** Called with each progress line the script prints while it runs. */
+    onProgress?: (report: ProgressReport) => void;
+  },
 ): Promise<JobAnswer> {
   const { signal } = opts;
   if (signal?.aborted) throw stoppedBeforeStart(job, "cancel");
 
-  const run = (opts.launcher ?? inProcessLauncher).launch({
-    command: job.command,
-    args: job.args,
-    cwd: opts.workDir,
-    input: requestLine(request),
-    // Only what a job may see: no secret of the server's (job-env.ts).
-    env: jobEnvironmentOf(job, opts.workDir),
-    maxStdoutBytes: STDOUT_MAX_BYTES,
-    stderrTailChars: STDERR_TAIL_CHARS,
-  });
+  const run = (opts.launcher ?? inProcessLauncher).launch(
+    {
+      command: job.command,
+      args: job.args,
+      cwd: opts.workDir,
+      input: requestLine(request),
+      // Only what a job may see: no secret of the server's (job-env.ts).
+      env: jobEnvironmentOf(job, opts.workDir),
+      maxStdoutBytes: STDOUT_MAX_BYTES,
+      stderrTailChars: STDERR_TAIL_CHARS,
+    },
+    onProgressLine(opts.onProgress),
+  );
   let exited = false;
   let timedOut = false;
   let canceled = false;
@@ -344,11 +350,34 @@ export async function runJob(
     exitCode: result.exitCode ?? null,
     stderrTail,
   };
+  // A run docq stopped, or whose stdout overflowed or never started, has no answer to believe.
+  const answered = end.stoppedFor === undefined && end.stdoutOverflowBytes === undefined && end.startError === undefined;
+  const answer = answered ? parseAnswerLine(lastLine(result.stdout)) : null;
+  // The script's own failure counts whatever its exit code: it said why, and whether to retry.
+  if (answer !== null && typeof answer !== "string" && isErrorAnswer(answer))
+    throw answerFailure(job, answer, stderrTail, result.exitCode ?? null);
   if (!endedCleanly(end)) throw fail(endOfRun(end));
-
-  const answer = parseAnswer(lastLine(result.stdout));
-  if (typeof answer === "string") throw fail(`printed no valid answer on stdout: ${answer}`);
+  if (answer === null || typeof answer === "string") throw fail(`printed no valid answer on stdout: ${answer ?? "stdout is empty"}`);
   return placeAnswer(answer, request, { workDir: opts.workDir, stderrTail, fail });
+}
+
+/** The error of a run whose script answered `{"error": ..., "retry"?: ...}`, one-shot or warm. */
+export function answerFailure(job: { name: string }, answer: ErrorAnswer, stderrTail: string, exitCode: number | null): JobFailedError {
+  const why = answer.error.trim() === "" ? "(no reason given)" : answer.error;
+  return new JobFailedError(`job "${job.name}" failed: ${why}${answer.retry ? "" : " (the script asked for no retry)"}`, {
+    exitCode,
+    stderrTail,
+    retryable: answer.retry,
+  });
+}
+
+/** The launcher's line callback for `onProgress`: only progress lines reach it (checked here). */
+function onProgressLine(onProgress: ((report: ProgressReport) => void) | undefined): ((line: string) => void) | undefined {
+  if (onProgress === undefined) return undefined;
+  return (line) => {
+    const report = parseProgressLine(line);
+    if (report !== null) onProgress(report);
+  };
 }
 
 /**
@@ -572,24 +601,4 @@ function orderedRequest(request: JobRequest): Record<string, unknown> {
     params: request.params,
     task: request.task,
   };
-}
-
-export type Answer = z.infer<typeof AnswerSchema>;
-
-/** The answer, or why there is none. */
-function parseAnswer(line: string): Answer | string {
-  if (line === "") return "stdout is empty";
-  let json: unknown;
-  try {
-    json = JSON.parse(line);
-  } catch {
-    return `last line is not JSON: ${line.slice(0, 200)}`;
-  }
-  return checkAnswer(json);
-}
-
-/** `json` as a valid answer, or what is wrong with it. */
-export function checkAnswer(json: unknown): Answer | string {
-  const result = AnswerSchema.safeParse(json);
-  return result.success ? result.data : formatZodIssues(result.error.issues);
 }

@@ -86,7 +86,7 @@ async function ctlJob(name: string, overrides: Partial<JobDefinition> = {}): Pro
   await fs.writeFile(
     file,
     `import { appendFileSync, writeFileSync } from "node:fs";
-import { serve } from ${JSON.stringify(JS_HELPER)};
+import { FatalError, progress, serve } from ${JSON.stringify(JS_HELPER)};
 appendFileSync(${JSON.stringify(starts)}, process.pid + "\\n");
 const held = [];
 serve(async (req) => {
@@ -97,6 +97,8 @@ serve(async (req) => {
   if (p.sleepMs) await new Promise((r) => setTimeout(r, p.sleepMs));
   if (p.exit !== undefined) process.exit(p.exit);
   if (p.throw) throw new Error(p.throw);
+  if (p.fatal) throw new FatalError(p.fatal);
+  for (const [fraction, message] of p.progress ?? []) progress(fraction, message);
   if (p.allocMb) held.push(Buffer.alloc(p.allocMb * 1024 * 1024, 1));
   if (p.raw) process.stdout.write(p.raw + "\\n");
   writeFileSync(req.outputDir + "/out.json", JSON.stringify({ pid: process.pid, params: p }));
@@ -385,6 +387,37 @@ done
     assert.equal(pool.processes().length, 1);
   });
 
+  it("a FatalError answers retry: false: the request fails as not retryable, the process stays", async () => {
+    const { job } = await ctlJob("fatal");
+    const pool = makePool();
+    const { pid } = await ask(pool, job);
+    const err = await failure(ask(pool, job, { fatal: "not a PDF" }));
+    assert.equal(err.message, 'job "fatal" failed: not a PDF (the script asked for no retry)');
+    assert.equal(err.retryable, false);
+    const thrown = await failure(ask(pool, job, { throw: "busy" }));
+    assert.equal(thrown.retryable, true);
+    assert.equal((await ask(pool, job)).pid, pid);
+  });
+
+  it("progress lines of the request reach onProgress (those of another request are ignored, not a protocol error)", async () => {
+    const { job } = await ctlJob("progressing");
+    const pool = makePool();
+    const { pid } = await ask(pool, job);
+    const seen: unknown[] = [];
+    const work = await workDir();
+    const raw = '{"requestId":"other","progress":0.9}';
+    const answer = await pool.run(job, request(work, { raw, progress: [[0.5, "half"], [2]] }), {
+      workDir: work.path,
+      onProgress: (report) => seen.push(report),
+    });
+    assert.equal(answer.kind, "output");
+    assert.deepEqual(seen, [
+      { progress: 0.5, message: "half" },
+      { progress: 1, message: null },
+    ]);
+    assert.equal((await ask(pool, job)).pid, pid, "the same process answers on");
+  });
+
   it("an answer to another request breaks the protocol: the request fails and the process is replaced", async () => {
     const { job } = await ctlJob("liar");
     const pool = makePool();
@@ -440,7 +473,7 @@ done
     await fs.writeFile(
       path.join(folder, "main.mjs"),
       `import { writeFileSync } from "node:fs";
-import { serve } from ${JSON.stringify(JS_HELPER)};
+import { FatalError, progress, serve } from ${JSON.stringify(JS_HELPER)};
 import { name } from "./answer.mjs";
 serve((req) => { writeFileSync(req.outputDir + "/" + name, JSON.stringify({ pid: process.pid })); return name; });
 `,
@@ -491,7 +524,7 @@ serve((req) => { writeFileSync(req.outputDir + "/" + name, JSON.stringify({ pid:
       file,
       `import { spawn } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
-import { serve } from ${JSON.stringify(JS_HELPER)};
+import { FatalError, progress, serve } from ${JSON.stringify(JS_HELPER)};
 serve(async (req) => {
   const p = req.params;
   if (p.setsid) {
@@ -677,6 +710,45 @@ describe("the warm example jobs and helpers", () => {
     const err = await failure(run({ ...(await registry.resolve("wordcount-warm")), warm: false }, { mode: "simple", input: missing }));
     assert.equal(err.exitCode, 1);
     assert.match(err.stderrTail, /FileNotFoundError/);
+  });
+
+  it("the Python helper: Fatal answers retry: false and progress() reports, warm and one-shot", { skip: NO_PYTHON }, async () => {
+    const file = path.join(dir, "pyfatal.py");
+    await fs.writeFile(
+      file,
+      `import os, sys
+sys.path.insert(0, ${JSON.stringify(path.join(EXAMPLES, "lib"))})
+from docq_warm import serve, progress, Fatal
+
+def handle(req):
+    progress(0.25, "page 1 of 4")
+    if req["params"].get("fatal"):
+        raise Fatal(req["params"]["fatal"])
+    with open(os.path.join(req["outputDir"], "r.txt"), "w") as f:
+        f.write("ok")
+    return "r.txt"
+
+serve(handle)
+`,
+    );
+    for (const warm of [true, false]) {
+      const job = definition("pyfatal", "python3", [file], { warm, env: { PYTHONDONTWRITEBYTECODE: "1" } });
+      const pool = warm ? makePool() : undefined;
+      const seen: unknown[] = [];
+      const work = await workDir();
+      const req: JobRequest = { mode: "simple", input: sample, outputDir: work.outputDir, params: {}, task: TASK };
+      const opts = { workDir: work.path, onProgress: (r: unknown) => seen.push(r) };
+      const answer = pool === undefined ? await runJob(job, req, opts) : await pool.run(job, req, opts);
+      assert.equal(answer.kind, "output", `warm ${warm}`);
+      assert.deepEqual(seen, [{ progress: 0.25, message: "page 1 of 4" }], `warm ${warm}`);
+      const failWork = await workDir();
+      const failing: JobRequest = { ...req, outputDir: failWork.outputDir, params: { fatal: "encrypted" } };
+      const err = await failure(
+        pool === undefined ? runJob(job, failing, { workDir: failWork.path }) : pool.run(job, failing, { workDir: failWork.path }),
+      );
+      assert.equal(err.message, 'job "pyfatal" failed: encrypted (the script asked for no retry)', `warm ${warm}`);
+      assert.equal(err.retryable, false);
+    }
   });
 
   it("the Python helper answers a handler's exception as an error, with the traceback in the tail", { skip: NO_PYTHON }, async () => {

@@ -2,7 +2,7 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { JobDefinition } from "./job-registry.js";
-import type { JobExecutor } from "./executor.js";
+import type { JobExecutor, JobRunOptions } from "./executor.js";
 import { JobFailedError, placeAnswer, stoppedBeforeStart, type JobAnswer, type JobRequest } from "./job-runner.js";
 import { WarmProcess, type WarmExit, type WarmProcessState } from "./warm-process.js";
 
@@ -95,7 +95,7 @@ export class WarmPool implements JobExecutor {
    * Runs one request on a warm process of `job` and returns what a one-shot run would: the same
    * JobAnswer, the same JobFailedError (timedOut, canceled, an exit, an invalid answer).
    */
-  async run(job: JobDefinition, request: JobRequest, opts: { workDir: string; signal?: AbortSignal }): Promise<JobAnswer> {
+  async run(job: JobDefinition, request: JobRequest, opts: JobRunOptions): Promise<JobAnswer> {
     if (this.stopping) throw stoppedBeforeStart(job, "stop");
     if (opts.signal?.aborted) throw stoppedBeforeStart(job, "cancel");
     const group = await this.groupFor(job);
@@ -103,7 +103,11 @@ export class WarmPool implements JobExecutor {
     const proc = this.acquire(group);
     let reply;
     try {
-      reply = await proc.request(String(++this.seq), request, { timeoutMs: group.job.timeoutMs, signal: opts.signal });
+      reply = await proc.request(String(++this.seq), request, {
+        timeoutMs: group.job.timeoutMs,
+        ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+        ...(opts.onProgress === undefined ? {} : { onProgress: opts.onProgress }),
+      });
     } finally {
       this.release(group, proc);
     }

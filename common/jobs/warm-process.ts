@@ -4,15 +4,15 @@ import path from "node:path";
 import { jobEnvironmentOf } from "./job-env.js";
 import type { JobDefinition } from "./job-registry.js";
 import {
-  checkAnswer,
+  answerFailure,
   JobFailedError,
   removeTree,
   STDERR_TAIL_CHARS,
   STDOUT_MAX_BYTES,
   warmRequestLine,
-  type Answer,
   type JobRequest,
 } from "./job-runner.js";
+import { checkAnswer, isErrorAnswer, progressOf, type Answer, type ProgressReport } from "./script-answer.js";
 import { endOfRun, killRunNow, markedEnv, StderrTail } from "./launch/job-process.mjs";
 import { endRun, newRunId, OWNER, type RunScope } from "./launch/leftovers.mjs";
 
@@ -60,6 +60,7 @@ interface Pending {
   timer: NodeJS.Timeout;
   signal: AbortSignal | undefined;
   onAbort: () => void;
+  onProgress: ((report: ProgressReport) => void) | undefined;
 }
 
 /** After the process exits, how long its stdio may stay open (a leftover that escaped the group) before docq stops waiting. */
@@ -162,7 +163,11 @@ export class WarmProcess {
    * an error or an invalid answer (the process stays usable), or when it times out, is canceled,
    * breaks the protocol or dies (the process is then gone).
    */
-  request(requestId: string, request: JobRequest, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<WarmReply> {
+  request(
+    requestId: string,
+    request: JobRequest,
+    opts: { timeoutMs: number; signal?: AbortSignal; onProgress?: (report: ProgressReport) => void },
+  ): Promise<WarmReply> {
     if (this.stateValue !== "idle") throw new Error(`warm process ${this.pid} of job "${this.job.name}" is ${this.stateValue}, not idle`);
     this.stateValue = "busy";
     this.stderrTail.clear();
@@ -176,6 +181,7 @@ export class WarmProcess {
         timer: setTimeout(() => this.kill("timeout"), opts.timeoutMs),
         signal,
         onAbort: () => this.kill("cancel"),
+        onProgress: opts.onProgress,
       };
       this.pending = pending;
       signal?.addEventListener("abort", pending.onAbort, { once: true });
@@ -248,8 +254,14 @@ export class WarmProcess {
       return;
     }
     if (typeof json !== "object" || json === null || Array.isArray(json) || !("requestId" in json)) return;
-    const { requestId, error, ...rest } = json as Record<string, unknown>;
+    const { requestId, ...rest } = json as Record<string, unknown>;
     const pending = this.pending;
+    const progress = progressOf(rest);
+    if (progress !== null) {
+      // Progress of another request (one that timed out, say) is stale chatter, not a broken protocol.
+      if (pending !== null && requestId === pending.requestId) pending.onProgress?.(progress);
+      return;
+    }
     if (pending === null) {
       this.kill("protocol", `answered request ${JSON.stringify(requestId)} while it held none: the process was restarted`);
       return;
@@ -271,12 +283,9 @@ export class WarmProcess {
       const stderrTail = this.stderrTail.text;
       const fail = (message: string): JobFailedError =>
         new JobFailedError(`job "${this.job.name}" ${message}`, { exitCode: null, stderrTail });
-      if (error !== undefined) {
-        pending.reject(fail(typeof error === "string" ? `failed: ${error}` : `printed no valid answer on stdout: error: must be a string`));
-        return;
-      }
       const answer = checkAnswer(rest);
       if (typeof answer === "string") pending.reject(fail(`printed no valid answer on stdout: ${answer}`));
+      else if (isErrorAnswer(answer)) pending.reject(answerFailure(this.job, answer, stderrTail, null));
       else pending.resolve({ answer, stderrTail });
     });
   }

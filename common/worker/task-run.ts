@@ -14,6 +14,7 @@ import {
   type JobRequest,
   type WorkDir,
 } from "../jobs/job-runner.js";
+import type { ProgressReport } from "../jobs/script-answer.js";
 import type { ChildSpec, PulledTask } from "../model/claims.js";
 import { ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
 import { blobKeys } from "../queue/new-task.js";
@@ -53,6 +54,8 @@ export interface LeasedRun {
   scriptOver(): void;
   /** Reports the attempt to the queue under the lease; answers whether the queue accepted it. */
   report(report: AttemptReport): Promise<boolean>;
+  /** Takes a progress line the script printed while it runs (the pool throttles what it sends on). */
+  progress?(report: ProgressReport): void;
 }
 
 /** Appended to a failure's message so the task's error shows what the script said. */
@@ -82,7 +85,11 @@ export async function runLeasedTask(run: LeasedRun, ctx: TaskRunContext): Promis
     // What is left only takes room until the task's folder is dropped (on cancel or delete); the failure report matters more.
     await deleteBlobs(ctx.blobs, written).catch(() => undefined);
     if (run.stoppedFor() !== null) return;
-    const retryable = !isDocqError(err, ERROR_CODE.JobNotFound) && !isDocqError(err, ERROR_CODE.BadRequest);
+    // Never retried: an unknown job, a bad request, or a script that answered `"retry": false`.
+    const retryable =
+      !isDocqError(err, ERROR_CODE.JobNotFound) &&
+      !isDocqError(err, ERROR_CODE.BadRequest) &&
+      !(err instanceof JobFailedError && !err.retryable);
     await run.report({ kind: "failed", error: failureText(err), retryable });
   }
 }
@@ -129,7 +136,8 @@ async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx:
     task: { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth },
   };
   try {
-    return await ctx.executorOf(job).run(job, request, { workDir: work.path, signal: run.signal });
+    const onProgress = run.progress === undefined ? {} : { onProgress: run.progress.bind(run) };
+    return await ctx.executorOf(job).run(job, request, { workDir: work.path, signal: run.signal, ...onProgress });
   } finally {
     run.scriptOver();
   }

@@ -16,7 +16,35 @@
 //
 // console.log/info/debug write to stderr once serve() is called, so they cannot corrupt the
 // protocol and end up in the task's stderr tail. A thrown error fails only its task (the answer is
-// {"requestId": ..., "error": "..."}, the stack goes to stderr); the process stays up.
+// {"requestId": ..., "error": "..."}, the stack goes to stderr); the process stays up, and the task
+// is retried after its backoff. Throw a FatalError for a document that can never work (a broken
+// file): the answer then says "retry": false and the task ends in error at once.
+//
+//   import { serve, progress, FatalError } from "../lib/docq-warm.mjs";
+//   progress(0.4, "page 4 of 10");    // while handling a request: shown in the task's record
+//   throw new FatalError("not a PDF"); // no retry
+
+/** A failure no retry can fix: the task ends in error at once (`{"error": ..., "retry": false}`). */
+export class FatalError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "FatalError";
+  }
+}
+
+/** The request being handled (its requestId, undefined in a one-shot run), for progress(). */
+let current = null;
+
+/**
+ * Reports how far the current request is (0..1) and what it does. Does nothing outside a handler.
+ * @param {number} fraction
+ * @param {string} [message]
+ */
+export function progress(fraction, message) {
+  if (current === null) return;
+  const line = { progress: Number(fraction), ...(message === undefined ? {} : { message: String(message) }) };
+  process.stdout.write(JSON.stringify(current.requestId === undefined ? line : { requestId: current.requestId, ...line }) + "\n");
+}
 
 /** @typedef {{ output: string } | { children: { input: string, params?: Record<string, unknown> }[] }} Answer */
 
@@ -41,15 +69,24 @@ export function serve(handle) {
     const request = JSON.parse(line);
     const { requestId, ...rest } = request;
     let reply;
+    current = { requestId };
     try {
       reply = asAnswer(await handle(rest));
     } catch (err) {
-      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      if (requestId === undefined) {
-        process.exitCode = 1;
-        return;
+      if (err instanceof FatalError) {
+        // Answered in a one-shot run too: the answer line counts whatever the exit code.
+        reply = { error: err.message || "FatalError", retry: false };
+        if (requestId === undefined) process.exitCode = 1;
+      } else {
+        process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+        if (requestId === undefined) {
+          process.exitCode = 1;
+          return;
+        }
+        reply = { error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) };
       }
-      reply = { error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) };
+    } finally {
+      current = null;
     }
     process.stdout.write(JSON.stringify(requestId === undefined ? reply : { requestId, ...reply }) + "\n");
   };

@@ -13,6 +13,15 @@ export class StderrTail {
 
 export function lastLine(text: string): string;
 
+/** Whether a stdout line may be a progress line (starts with `{` and mentions "progress"): only those are parsed. */
+export function mayBeProgressLine(line: string): boolean;
+
+/** Splits a stream of text into lines, calling `onLine` with each complete one; a line longer than `maxChars` is dropped. */
+export class LineSplitter {
+  constructor(onLine: (line: string) => void, maxChars: number);
+  add(chunk: string): void;
+}
+
 /** How a run ended, as far as docq saw it. */
 export interface RunEnd {
   /** Why docq ended it, when it did. */

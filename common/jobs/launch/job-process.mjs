@@ -66,6 +66,48 @@ export function lastLine(text) {
   return "";
 }
 
+/** Whether a stdout line may be a progress line (starts with `{` and mentions "progress"): a cheap test before any parse. */
+export function mayBeProgressLine(line) {
+  const trimmed = line.trimStart();
+  return trimmed.startsWith("{") && trimmed.includes('"progress"');
+}
+
+/**
+ * Splits a stream of text (a script's stdout) into lines as it comes, calling `onLine` with each
+ * complete one. A line longer than `maxChars` is dropped (its rest too, up to the next newline):
+ * a progress line is short, and holding a huge one would cost memory for nothing.
+ */
+export class LineSplitter {
+  #onLine;
+  #maxChars;
+  #partial = "";
+  #skipping = false;
+
+  constructor(onLine, maxChars) {
+    this.#onLine = onLine;
+    this.#maxChars = maxChars;
+  }
+
+  add(chunk) {
+    let rest = chunk;
+    let newline = rest.indexOf("\n");
+    while (newline !== -1) {
+      const line = this.#partial + rest.slice(0, newline);
+      this.#partial = "";
+      if (!this.#skipping && line.length <= this.#maxChars) this.#onLine(line);
+      this.#skipping = false;
+      rest = rest.slice(newline + 1);
+      newline = rest.indexOf("\n");
+    }
+    if (this.#skipping) return;
+    this.#partial += rest;
+    if (this.#partial.length > this.#maxChars) {
+      this.#partial = "";
+      this.#skipping = true;
+    }
+  }
+}
+
 /**
  * How a run ended, as the end of one sentence whose subject is the job: `was canceled`,
  * `timed out after 500 ms`, `exited with code 1: <last stderr line>`... The first that applies of:

@@ -1,3 +1,6 @@
 import type { LaunchResult, LaunchSpec } from "./script-launcher.js";
 
-export function launchScript(spec: LaunchSpec): { pid: number | undefined; kill(): void; result: Promise<LaunchResult> };
+export function launchScript(
+  spec: LaunchSpec,
+  onLine?: (line: string) => void,
+): { pid: number | undefined; kill(): void; result: Promise<LaunchResult> };

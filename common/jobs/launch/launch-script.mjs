@@ -3,15 +3,19 @@
 // (spawner-child.mjs) can use it without a TypeScript loader; the worker uses it too
 // (script-launcher.ts), so both start scripts exactly alike. Types: launch-script.d.mts.
 import { execa } from "execa";
-import { killRunNow, markedEnv, StderrTail } from "./job-process.mjs";
+import { StringDecoder } from "node:string_decoder";
+import { killRunNow, LineSplitter, markedEnv, mayBeProgressLine, StderrTail } from "./job-process.mjs";
 import { endRun, newRunId } from "./leftovers.mjs";
+
+/** A progress line is short; a longer line is not looked at while the script runs (the answer is read at its end). */
+const PROGRESS_LINE_MAX_CHARS = 4096;
 
 /**
  * Starts the script. Every process of the run carries a mark in its environment (leftovers.mjs):
  * when the script exits, is killed or times out, its group is killed and so is every marked
  * process that left the group (setsid); the result comes once none is left.
  */
-export function launchScript(spec) {
+export function launchScript(spec, onLine) {
   const runId = newRunId();
   const startedAt = Date.now();
   const subprocess = execa(spec.command, spec.args, {
@@ -28,6 +32,15 @@ export function launchScript(spec) {
   const stderrTail = new StderrTail(spec.stderrTailChars);
   subprocess.stderr.setEncoding("utf8");
   subprocess.stderr.on("data", (chunk) => stderrTail.add(chunk));
+  if (onLine !== undefined) {
+    // Read as it comes, beside execa's own buffer (the answer, read at the end): the lines that may
+    // be progress lines go to `onLine` while the script runs.
+    const decoder = new StringDecoder("utf8");
+    const lines = new LineSplitter((line) => {
+      if (mayBeProgressLine(line)) onLine(line);
+    }, PROGRESS_LINE_MAX_CHARS);
+    subprocess.stdout.on("data", (chunk) => lines.add(typeof chunk === "string" ? chunk : decoder.write(chunk)));
+  }
   const { pid } = subprocess;
   const scope = pid === undefined ? undefined : { firstPid: pid, startedAt };
   const killAll = () => killRunNow(pid, runId, scope);

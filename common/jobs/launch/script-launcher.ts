@@ -31,8 +31,11 @@ export interface LaunchedScript {
   readonly pid: Promise<number | undefined>;
 }
 
+/** Called with each stdout line that may be a progress line (mayBeProgressLine), while the script runs. */
+export type StdoutLineListener = (line: string) => void;
+
 export interface ScriptLauncher {
-  launch(spec: LaunchSpec): LaunchedScript;
+  launch(spec: LaunchSpec, onLine?: StdoutLineListener): LaunchedScript;
 }
 
 /**
@@ -40,8 +43,8 @@ export interface ScriptLauncher {
  * is, so a large process hands this to the spawner (spawner.ts).
  */
 export const inProcessLauncher: ScriptLauncher = {
-  launch(spec) {
-    const script = launchScript(spec);
+  launch(spec, onLine) {
+    const script = launchScript(spec, onLine);
     return { kill: script.kill, result: script.result, pid: Promise.resolve(script.pid) };
   },
 };

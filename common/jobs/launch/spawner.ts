@@ -1,13 +1,17 @@
 import { fork, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { REPO_ROOT } from "../../config/config.js";
-import type { LaunchedScript, LaunchResult, LaunchSpec, ScriptLauncher } from "./script-launcher.js";
+import type { LaunchedScript, LaunchResult, LaunchSpec, ScriptLauncher, StdoutLineListener } from "./script-launcher.js";
 
 const CHILD = path.join(REPO_ROOT, "common", "jobs", "launch", "spawner-child.mjs");
 
-type ChildMessage = { op: "pid"; id: number; pid: number | undefined } | { op: "result"; id: number; result: LaunchResult };
+type ChildMessage =
+  | { op: "pid"; id: number; pid: number | undefined }
+  | { op: "line"; id: number; line: string }
+  | { op: "result"; id: number; result: LaunchResult };
 
 interface Pending {
+  onLine: StdoutLineListener | undefined;
   resolvePid(pid: number | undefined): void;
   resolveResult(result: LaunchResult): void;
 }
@@ -23,15 +27,15 @@ export class Spawner implements ScriptLauncher {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
 
-  launch(spec: LaunchSpec): LaunchedScript {
+  launch(spec: LaunchSpec, onLine?: StdoutLineListener): LaunchedScript {
     const child = this.ensureChild();
     const id = this.nextId++;
     let resolvePid!: (pid: number | undefined) => void;
     let resolveResult!: (result: LaunchResult) => void;
     const pid = new Promise<number | undefined>((r) => (resolvePid = r));
     const result = new Promise<LaunchResult>((r) => (resolveResult = r));
-    this.pending.set(id, { resolvePid, resolveResult });
-    child.send({ op: "launch", id, spec });
+    this.pending.set(id, { onLine, resolvePid, resolveResult });
+    child.send({ op: "launch", id, spec, ...(onLine === undefined ? {} : { lines: true }) });
     return {
       pid,
       result,
@@ -60,6 +64,8 @@ export class Spawner implements ScriptLauncher {
       if (entry === undefined) return;
       if (message.op === "pid") {
         entry.resolvePid(message.pid);
+      } else if (message.op === "line") {
+        entry.onLine?.(message.line);
       } else {
         this.pending.delete(message.id);
         entry.resolvePid(undefined);
