@@ -11,6 +11,10 @@ import { openBlobStore, openTaskStore } from "../common/store/open-stores.js";
 import { TaskQueue } from "../common/queue/task-queue.js";
 import { controllerService } from "./controller.service.js";
 import { ApiPrometheusReporter } from "./metrics-reporter.js";
+import { Registry } from "prom-client";
+import { registerControllerMetrics } from "../common/metrics/definitions.js";
+import { feedQueuerMetrics } from "../common/metrics/queuer-feed.js";
+import { metricsService } from "./metrics.service.js";
 import { queuerService } from "./queuer.service.js";
 import { announceQueuer, queuerTakeoverWatcher } from "./queuer-takeover.js";
 import { stealerService } from "./stealer.service.js";
@@ -72,6 +76,10 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
   }
   const metrics = new ApiPrometheusReporter({});
   const broker = new ServiceBroker(brokerOptions(config, services, metrics));
+  // docq's own metrics of this process (its own registry, not prom-client's global one: a test may
+  // run several sites in one process); the controllers' /metrics sums those of the site's processes.
+  const docqMetrics = new Registry();
+  broker.createService(metricsService(docqMetrics));
   const closers: (() => Promise<void>)[] = [];
   let blobs: BlobStore | undefined;
   const openBlobs = async (): Promise<BlobStore> => {
@@ -101,6 +109,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         leaseMs: config.queue.leaseMs,
         blobs: await openBlobs(),
         registry,
+        metrics: docqMetrics,
       }),
     );
   }
@@ -114,6 +123,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         blobs: await openBlobs(),
         registry,
         metrics,
+        docqMetrics: registerControllerMetrics(docqMetrics),
         corsOrigins: config.http.corsOrigins,
         host: config.host,
         auth: config.auth,
@@ -122,7 +132,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
       }),
     );
   }
-  if (services.includes("stealer")) broker.createService(stealerService({ config, blobs: await openBlobs() }));
+  if (services.includes("stealer")) broker.createService(stealerService({ config, blobs: await openBlobs(), metrics: docqMetrics }));
   if (!embedded) broker.createService(queuerTakeoverWatcher());
   try {
     await Promise.race([broker.start(), listening]);
@@ -158,6 +168,12 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         site: config.site,
         requeueWorkOnReload: embedded,
         maxSplitDepth: config.queue.maxSplitDepth,
+      });
+      // Only the active queuer gets here (a standby waits for the lock above): it alone reports the queue's figures.
+      feedQueuerMetrics(docqMetrics, {
+        queue,
+        countByStatus: () => store.countByStatus(),
+        onCollectError: (err) => broker.logger.warn(`/metrics: the task counts per status could not be read: ${errorMessage(err)}`),
       });
       broker.createService(
         queuerService({

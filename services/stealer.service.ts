@@ -1,5 +1,7 @@
 import type { Readable } from "node:stream";
 import { ServiceBroker, type Context, type ServiceSchema } from "moleculer";
+import type { Registry } from "prom-client";
+import { registerStealerMetrics } from "../common/metrics/definitions.js";
 import type { BlobStore } from "../common/blobs/blob-store.js";
 import type { DocqConfig } from "../common/config/config.js";
 import { errorMessage } from "../common/model/errors.js";
@@ -19,6 +21,8 @@ function backlogNotPublished(err: unknown): string {
 export interface StealerDeps {
   config: DocqConfig;
   blobs: BlobStore;
+  /** This process's docq metrics: the stealer counts the tasks it takes in and lends out there. */
+  metrics: Registry;
 }
 
 function globalTransporter(config: DocqConfig): NonNullable<ConstructorParameters<typeof ServiceBroker>[0]>["transporter"] {
@@ -96,6 +100,7 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
         heartbeatMs: config.queue.heartbeatMs,
         reportRetryMs: 10 * config.queue.leaseMs,
         log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
+        metrics: registerStealerMetrics(deps.metrics),
       });
       stealer = s;
       broker.createService({

@@ -1,4 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
+import type { Registry } from "prom-client";
 import type { BlobStore } from "../common/blobs/blob-store.js";
 import { errorMessage } from "../common/model/errors.js";
 import type { JobRegistry } from "../common/jobs/job-registry.js";
@@ -6,6 +7,7 @@ import { startLeftoverSweeper } from "../common/jobs/job-runner.js";
 import { retryTransient } from "../common/model/transient-retry.js";
 import { brokerQueuerClient, type WorkerQueue } from "../common/queue/queue-client.js";
 import { WorkerPool } from "../common/worker/worker-pool.js";
+import { registerWorkerMetrics } from "../common/metrics/definitions.js";
 import { QUEUER_SERVICE } from "../common/queue/protocol.js";
 import { QUEUER_EVENTS } from "./queuer.service.js";
 
@@ -18,6 +20,8 @@ export interface WorkerDeps {
   leaseMs: number;
   blobs: BlobStore;
   registry: JobRegistry;
+  /** This process's docq metrics: the worker reports its slots there. */
+  metrics: Registry;
 }
 
 /** The worker: Moleculer wiring around WorkerPool; every queue operation is a call to the queuer. */
@@ -70,6 +74,7 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
         log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
       });
       pool = started;
+      registerWorkerMetrics(deps.metrics, () => ({ slots: deps.slots, busy: started.busy }));
       // What docq processes that died left in the temp dir and running: removed now and every minute.
       stopSweeping = startLeftoverSweeper({ log: { info: (m) => log.info(m), warn: (m) => log.warn(m) } });
       // Not awaited: the queuer may start later (or stand by); the pool starts pulling once it is there.

@@ -9,6 +9,7 @@ import { allows, chooseVictim, stealCount, type StealPolicy } from "./steal-poli
 import { remoteOwner } from "../queue/task-queue.js";
 import type { ProcessedBy, Task } from "../model/task-model.js";
 import { retryTransient } from "../model/transient-retry.js";
+import type { StealMetrics } from "../metrics/definitions.js";
 
 /** This site's queue as the stealer reaches it: the part of the queuer's client it uses. */
 export type LocalQueue = Pick<QueuerClient, "lend" | "backlog" | "renew" | "succeed" | "fail" | "submit" | "cancel" | "get">;
@@ -59,6 +60,8 @@ export interface StealerOptions {
   /** How long a report home is retried while the global link is down. */
   reportRetryMs: number;
   log: StealerLog;
+  /** Counts the tasks taken in from each site and lent out to each (docq_stolen_total). */
+  metrics?: StealMetrics;
   now?: () => number;
 }
 
@@ -173,6 +176,7 @@ export class Stealer {
         }
       }
       if (queued > 0) {
+        this.opts.metrics?.stolen("in", victim.site, queued);
         log.info(`stole ${queued} task(s) from site ${victim.site}`);
         // Busy again until the workers find the queue empty once more.
         this.idle = null;
@@ -272,7 +276,10 @@ export class Stealer {
     const { thief, max, minPriority } = parseStealMessage("offerRequest", raw);
     if (!allows(this.opts.policy, thief)) return { tasks: [] };
     const lent = await this.opts.local.lend(thief, max, Math.max(minPriority, this.opts.policy.minPriority));
-    if (lent.length > 0) this.opts.log.info(`lent ${lent.length} task(s) to site ${thief}`);
+    if (lent.length > 0) {
+      this.opts.metrics?.stolen("out", thief, lent.length);
+      this.opts.log.info(`lent ${lent.length} task(s) to site ${thief}`);
+    }
     return { tasks: lent.map(toLentTask) };
   }
 
