@@ -52,6 +52,8 @@ export const STORE_STEPS = {
   recountChildren: { from: [S.wait], to: [S.complete], stays: true },
   failParent: { from: [S.wait], to: [S.error] },
   cancel: { from: CANCELABLE, to: [S.canceled] },
+  /** The running attempt's progress: written under its claim, the status stays work. */
+  progress: { from: [S.work], to: [], stays: true },
 } as const satisfies Record<string, StoreStepEdges>;
 
 export type StoreStep = keyof typeof STORE_STEPS;

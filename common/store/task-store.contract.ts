@@ -256,6 +256,7 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
         recountChildren: (store, id) => store.recountChildren(id, 1, 5_000),
         failParent: (store, id) => store.failParent(id, "child failed", 5_000),
         cancel: (store, id) => store.cancel(id, "canceled", 5_000),
+        progress: (store, id) => store.progress({ id, ...claim }, 0.5, "page 2 of 4"),
       };
 
       for (const step of STORE_STEP_NAMES) {
@@ -305,9 +306,31 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
               await store.requeue(held, { error: "e", processedBy: null }, 5_000),
               await store.giveUp(held, { error: "e", processedBy: null }, 5_000),
               await store.split(held, { site: "s", node: "n" }, [], () => []),
+              await store.progress(held, 0.5, null),
             ];
             for (const result of results) assert.deepEqual(result, { ok: false, why: "lease-lost", task });
           }
+        }),
+      );
+
+      it(
+        "progress: the running attempt's latest progress and message, kept as given; the next claim clears them",
+        withStore(async (store) => {
+          const task = makeLeasedTask("worker-1", { startTime: 1_000 });
+          await store.create(task);
+          const held = { id: task.id, owner: "worker-1", tries: 1 };
+          const first = await store.progress(held, 0.25, "page 1 of 4");
+          assert.ok(first.ok);
+          assert.deepEqual(first.task, { ...task, progress: 0.25, progressMessage: "page 1 of 4" });
+          // A message is data, whatever it looks like (MongoDB: never a field path).
+          const second = await store.progress(held, 1, "$status");
+          assert.ok(second.ok);
+          assert.deepEqual([second.task.progress, second.task.progressMessage, second.task.status], [1, "$status", TASK_STATUS.work]);
+          // A task queued again keeps the last attempt's progress until its next claim.
+          const queued = makeTask({ status: TASK_STATUS.input, tries: 1, progress: 0.5, progressMessage: "half" });
+          await store.create(queued);
+          const [again] = await store.claim([queued.id], { owner: "worker-2", expiresAt: 9_000 }, 3_000);
+          assert.deepEqual([again?.progress, again?.progressMessage], [null, null]);
         }),
       );
 

@@ -119,6 +119,12 @@ export interface TaskStore extends AccountRecords {
    * started; clears the lease and answers who held it. The queue emits task:canceled (when leased) and task:done.
    */
   cancel(id: string, reason: string, now: number): Promise<CancelResult>;
+  /**
+   * work (stays work): the latest progress the running attempt's script reported (0..1) and its
+   * message, guarded by the claim as the steps that hold a lease are. A stale attempt's report
+   * misses (`lease-lost`). claim clears both for the next attempt.
+   */
+  progress(claim: LeaseClaim, progress: number, message: string | null): Promise<StepResult>;
   /** Extends the leases of `ids` held by `owner` in status work; returns the ids renewed. */
   renew(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]>;
   /** Tasks in `work` whose lease expired before `now`, oldest first. */

@@ -473,6 +473,8 @@ export class MongoTaskStore implements TaskStore {
               startTime: now,
               endTime: null,
               duration: null,
+              progress: null,
+              progressMessage: null,
             },
             $inc: { tries: 1 },
           },
@@ -616,6 +618,14 @@ export class MongoTaskStore implements TaskStore {
    * One updateMany per chunk, then a read of which of those ids now hold this owner's lease with
    * the new expiry: the ids renewed (an id the sweep took meanwhile is, rightly, not among them).
    */
+  async progress(claim: LeaseClaim, progress: number, message: string | null): Promise<StepResult> {
+    // A plain update (no pipeline): the message is stored as it is, never read as a field path.
+    const doc = await this.attempt("progress", () =>
+      this.tasks.findOneAndUpdate(heldBy("progress", claim), { $set: { progress, progressMessage: message } }, { returnDocument: "after" }),
+    );
+    return doc === null ? this.miss("progress", claim.id, claim) : { ok: true, task: docToTask(doc) };
+  }
+
   async renew(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]> {
     const unique = [...new Set(ids)];
     const renewed: string[] = [];

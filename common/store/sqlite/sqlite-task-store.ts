@@ -540,6 +540,7 @@ interface FixedStatements {
   recountChildren: Statement<[number, number, number, number, string], TaskRow>;
   failParent: Statement<[string, number, string], TaskRow>;
   cancel: Statement<[string, number, number, string], TaskRow>;
+  progress: Statement<[number, string | null, string, string, number], TaskRow>;
   renew: Statement<SqlValue[], string>;
   expired: Statement<[number, number], TaskRow>;
   reloadBatch: Statement<[number, number], ReloadRow>;
@@ -588,7 +589,7 @@ export class SqliteTaskStore implements TaskStore {
           size,
           db.prepare<SqlValue[], TaskRow>(
             `UPDATE tasks INDEXED BY tasks_id SET status = '${TASK_STATUS.work}', tries = tries + 1, lease_owner = ?, lease_expires_at = ?,` +
-              ` start_time = ?, end_time = NULL, duration = NULL WHERE id IN (${Array.from({ length: size }, () => "?").join(", ")})` +
+              ` start_time = ?, end_time = NULL, duration = NULL, progress = NULL, progress_message = NULL WHERE id IN (${Array.from({ length: size }, () => "?").join(", ")})` +
               ` AND ${statusIn("claim")} AND lease_owner IS NULL RETURNING *`,
           ),
         ]),
@@ -629,6 +630,7 @@ export class SqliteTaskStore implements TaskStore {
         `UPDATE tasks SET status = '${TASK_STATUS.canceled}', error = ?, end_time = ?, duration = ? - start_time,` +
           ` lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND ${statusIn("cancel")} RETURNING *`,
       ),
+      progress: db.prepare(`UPDATE tasks SET progress = ?, progress_message = ? WHERE ${HELD_BY_CLAIM("progress")} RETURNING *`),
       renew: db
         .prepare<SqlValue[], string>(
           `UPDATE tasks INDEXED BY tasks_id SET lease_expires_at = ? WHERE lease_owner = ? AND status = '${TASK_STATUS.work}'` +
@@ -839,6 +841,10 @@ export class SqliteTaskStore implements TaskStore {
         return { ...result, previousLeaseOwner };
       }),
     );
+  }
+
+  async progress(claim: LeaseClaim, progress: number, message: string | null): Promise<StepResult> {
+    return this.held("progress", claim, () => this.statements.progress.get(progress, message, ...claimParams(claim)));
   }
 
   async renew(owner: string, ids: readonly string[], expiresAt: number): Promise<string[]> {
