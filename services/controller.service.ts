@@ -358,6 +358,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
               maxTries: fields.maxTries ?? job.maxTries ?? deps.defaultMaxTries,
               input,
               inputBytes: size!,
+              ...(fields.callbackUrl === undefined ? {} : { callbackUrl: fields.callbackUrl }),
               ...(limits === null
                 ? {}
                 : {

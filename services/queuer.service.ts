@@ -7,6 +7,8 @@ import { QUEUER_ACTION_NAMES, QUEUER_ACTIONS, QUEUER_SERVICE } from "../common/q
 import { dispatch, dropDocumentsOnCascade, queuerHandlers } from "../common/queue/queuer-actions.js";
 import type { TaskQueue } from "../common/queue/task-queue.js";
 import type { TaskStore } from "../common/store/task-store.js";
+import { failedAttemptLine } from "../common/queue/attempt-log.js";
+import { WebhookDispatcher, type WebhookSettings } from "../common/webhooks/webhook-dispatcher.js";
 
 export const QUEUER_EVENTS = {
   queued: "docq.task.queued",
@@ -26,7 +28,12 @@ export interface QueuerDeps {
   /** The site's documents: the queuer removes those no task refers to. */
   blobs: BlobStore;
   gc: { intervalMs: number; graceMs: number };
+  /** Deliveries to the callbackUrl of this site's ended tasks. */
+  webhooks: WebhookSettings;
 }
+
+/** Pending webhook deliveries resumed at start; more wait for the next start (they stay pending in their records). */
+const RESUMED_CALLBACKS_MAX = 10_000;
 
 /** The queuer: Moleculer wiring around TaskQueue, which holds the logic. */
 export function queuerService(deps: QueuerDeps): ServiceSchema {
@@ -36,6 +43,7 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
   let gcTimer: NodeJS.Timeout | undefined;
   let gcRunning: Promise<void> | null = null;
   let handlers: ReturnType<typeof queuerHandlers> | undefined;
+  let webhooks: WebhookDispatcher | undefined;
 
   return {
     name: QUEUER_SERVICE,
@@ -60,6 +68,16 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       queue.on("task:done", (task) => {
         if (task.site !== deps.site && task.parentId === null) void this.broker.broadcast(QUEUER_EVENTS.proxyDone, task);
       });
+      queue.on("attempt:ended", ({ task, attempt }) => {
+        const line = failedAttemptLine(task, attempt);
+        if (line !== null) this.logger.warn(line);
+      });
+      const dispatcher = startWebhooks(deps, this.logger);
+      webhooks = dispatcher;
+      // Only a task of this site: a task run here for another site is delivered by its home site.
+      queue.on("task:done", (task) => {
+        if (task.parentId === null && task.site === deps.site && task.callbackUrl !== null) dispatcher.deliver(task);
+      });
       dropDocumentsOnCascade(queue, deps.blobs, this.logger);
       queue.on("usage:lost", (lost) =>
         this.logger.warn(`usage of ${lost.user} not recorded (${JSON.stringify(lost.delta)}): ${lost.error}`),
@@ -69,6 +87,14 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       const report = await queue.reload();
       this.logger.info(
         `queue reloaded in ${report.ms} ms: ${report.queued} queued, ${report.working} running elsewhere, ${report.requeued} requeued`,
+      );
+      // Deliveries a stopped queuer left pending (or never began) go on; the queue does not wait for them.
+      store.pendingCallbacks(RESUMED_CALLBACKS_MAX).then(
+        (tasks) => {
+          for (const task of tasks) if (task.site === deps.site) dispatcher.deliver(task);
+          if (tasks.length > 0) this.logger.info(`${tasks.length} webhook delivery(ies) resumed`);
+        },
+        (err: unknown) => this.logger.warn(`pending webhook deliveries not resumed (they are at the next start): ${errorMessage(err)}`),
       );
       sweepTimer = setInterval(() => {
         queue.sweepExpiredLeases().catch((err: unknown) => this.logger.warn("lease sweep failed:", err));
@@ -96,8 +122,21 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       clearInterval(sweepTimer);
       clearInterval(gcTimer);
       await gcRunning;
+      // A try cut off here stays pending in its record: the next queuer resumes it.
+      await webhooks?.stop();
       queue.stop();
       queue.removeAllListeners();
     },
   };
+}
+
+/** The webhook dispatcher of the queuer: each try is recorded in the task's record. */
+function startWebhooks(deps: QueuerDeps, log: { info(msg: string): void; warn(msg: string): void }): WebhookDispatcher {
+  return new WebhookDispatcher({
+    settings: deps.webhooks,
+    record: async (id, delivery) => {
+      await deps.store.recordCallback(id, delivery);
+    },
+    log,
+  });
 }

@@ -184,6 +184,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
           heartbeatMs: config.queue.heartbeatMs,
           blobs: await openBlobs(),
           gc: { intervalMs: config.queue.gcIntervalMs, graceMs: config.queue.gcGraceMs },
+          webhooks: config.webhooks,
         }),
       );
       await broker.waitForServices(["queuer"]);

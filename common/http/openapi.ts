@@ -32,6 +32,13 @@ export function openApiDocument(version: string): Record<string, unknown> {
             { name: "user", in: "query", schema: { type: "string", maxLength: 200 } },
             { name: "params", in: "query", description: "a JSON object", schema: { type: "string" } },
             { name: "maxTries", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000 } },
+            {
+              name: "callbackUrl",
+              in: "query",
+              description:
+                "http or https URL: when the task ends its record is POSTed there as JSON, signed with X-Docq-Signature: sha256=<hex HMAC-SHA256 of the body>, retried with backoff until a 2xx (see `callback` in the record)",
+              schema: { type: "string", format: "uri", maxLength: 2048 },
+            },
           ],
           requestBody: {
             required: true,
@@ -49,6 +56,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
                     user: { type: "string" },
                     params: { type: "string" },
                     maxTries: { type: "integer" },
+                    callbackUrl: { type: "string", format: "uri" },
                   },
                 },
               },
@@ -217,6 +225,20 @@ export function openApiDocument(version: string): Record<string, unknown> {
             children: { type: "array", items: { type: "string" } },
             childrenTotal: { type: "integer" },
             childrenCompleted: { type: "integer" },
+            callbackUrl: { type: "string", nullable: true, description: "where the record is POSTed when the task ends" },
+            callback: {
+              type: "object",
+              nullable: true,
+              description: "how the delivery to callbackUrl went; null until its first try",
+              properties: {
+                state: { type: "string", enum: ["pending", "delivered", "failed"] },
+                tries: { type: "integer" },
+                lastStatus: { type: "integer", nullable: true, description: "the HTTP status of the last try; null: no answer" },
+                lastError: { type: "string", nullable: true },
+                lastTryAt: { type: "integer", nullable: true },
+                deliveredAt: { type: "integer", nullable: true },
+              },
+            },
           },
         },
       },

@@ -125,6 +125,14 @@ describe("parseCreateTaskFields", () => {
     }
   });
 
+  it("takes an http or https callbackUrl, and refuses any other naming callbackUrl", () => {
+    assert.equal(parseCreateTaskFields({ job: "j", callbackUrl: "https://example.com/hook" }).callbackUrl, "https://example.com/hook");
+    assert.equal(parseCreateTaskFields({ job: "j" }).callbackUrl, undefined);
+    for (const raw of ["ftp://example.com/x", "file:///etc/passwd", "not a url", "http://user:pw@example.com/", 7]) {
+      throwsDocq(() => parseCreateTaskFields({ job: "j", callbackUrl: raw }), ERROR_CODE.BadRequest, "callbackUrl");
+    }
+  });
+
   it("bounds name and user", () => {
     assert.equal(parseCreateTaskFields({ job: "j", name: "n".repeat(500) }).name.length, 500);
     throwsDocq(() => parseCreateTaskFields({ job: "j", name: "n".repeat(501) }), ERROR_CODE.BadRequest, "name");

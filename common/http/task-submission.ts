@@ -4,6 +4,7 @@ import { z } from "zod";
 import type { BlobStore } from "../blobs/blob-store.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
 import { badRequestOf } from "../model/zod-issues.js";
+import { CallbackUrlSchema } from "../webhooks/callback-url.js";
 import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, TASK_ID_PATTERN, TASK_STATUSES } from "../model/task-model.js";
 
 /** Query strings and form fields arrive as strings; numbers are converted here, once. */
@@ -79,6 +80,7 @@ const CreateTaskFieldsSchema = z.object({
   user: z.string().max(200, "is longer than 200 characters").default("anonymous"),
   params: ParamsField.default({}),
   maxTries: IntField(1, 1000).optional(),
+  callbackUrl: CallbackUrlSchema.optional(),
 });
 export type CreateTaskFields = z.infer<typeof CreateTaskFieldsSchema>;
 

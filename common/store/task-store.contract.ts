@@ -110,6 +110,55 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
   };
 
   describe(`TaskStore contract: ${adapterName}`, () => {
+    describe("webhook deliveries (recordCallback, pendingCallbacks)", () => {
+      const delivery = (state: "pending" | "delivered" | "failed", tries: number) => ({
+        state,
+        tries,
+        lastStatus: state === "delivered" ? 200 : 500,
+        lastError: state === "delivered" ? null : "answered 500",
+        lastTryAt: 1_000 + tries,
+        deliveredAt: state === "delivered" ? 1_000 + tries : null,
+      });
+
+      it(
+        "records a delivery on a final task only, and answers null for a live or missing one",
+        withStore(async (store) => {
+          const done = makeTask({ status: TASK_STATUS.output, endTime: 10, callbackUrl: "http://127.0.0.1:9/hook" });
+          const live = makeTask({ callbackUrl: "http://127.0.0.1:9/hook" });
+          await store.createMany([done, live]);
+          const after = await store.recordCallback(done.id, delivery("pending", 1));
+          assert.deepEqual(after?.callback, delivery("pending", 1));
+          assert.deepEqual((await store.get(done.id))?.callback, delivery("pending", 1));
+          assert.equal(await store.recordCallback(live.id, delivery("pending", 1)), null);
+          assert.equal((await store.get(live.id))?.callback, null);
+          assert.equal(await store.recordCallback("test-01ARZ3NDEKTSV4RRFFQ69G5FAV", delivery("pending", 1)), null);
+        }),
+      );
+
+      it(
+        "lists final top-level tasks whose delivery is pending or not begun, oldest end first, within the limit",
+        withStore(async (store) => {
+          const url = "http://127.0.0.1:9/hook";
+          const notBegun = makeTask({ status: TASK_STATUS.error, endTime: 30, callbackUrl: url });
+          const pending = makeTask({ status: TASK_STATUS.output, endTime: 20, callbackUrl: url, callback: delivery("pending", 2) });
+          const delivered = makeTask({ status: TASK_STATUS.output, endTime: 5, callbackUrl: url, callback: delivery("delivered", 1) });
+          const failed = makeTask({ status: TASK_STATUS.canceled, endTime: 5, callbackUrl: url, callback: delivery("failed", 10) });
+          const noUrl = makeTask({ status: TASK_STATUS.output, endTime: 5 });
+          const live = makeTask({ status: TASK_STATUS.input, callbackUrl: url });
+          const child = makeTask({ status: TASK_STATUS.output, endTime: 1, callbackUrl: url, parentId: live.id, depth: 1 });
+          await store.createMany([notBegun, pending, delivered, failed, noUrl, live, child]);
+          assert.deepEqual(
+            (await store.pendingCallbacks(10)).map((t) => t.id),
+            [pending.id, notBegun.id],
+          );
+          assert.deepEqual(
+            (await store.pendingCallbacks(1)).map((t) => t.id),
+            [pending.id],
+          );
+        }),
+      );
+    });
+
     describe("create and get", () => {
       it(
         "round-trips every field of a task with everything set",

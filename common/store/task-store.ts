@@ -2,7 +2,7 @@ import { USAGE_DAY_PATTERN, type AccountRecords, type UsageCounts } from "../acc
 import { docqError, ERROR_CODE } from "../model/errors.js";
 import type { LeaseClaim } from "../model/claims.js";
 import { STORE_STEPS, type StoreStep } from "../model/state-machine.js";
-import type { Lease, ProcessedBy, Task, TaskStatus } from "../model/task-model.js";
+import type { CallbackDelivery, Lease, ProcessedBy, Task, TaskStatus } from "../model/task-model.js";
 
 /** Why a store step wrote nothing. */
 export type StepMiss = "missing" | "not-in-state" | "lease-lost";
@@ -142,6 +142,17 @@ export interface TaskStore extends AccountRecords {
    * this site's own run elsewhere (by the site that ran them). For stats, not the hot path.
    */
   countStolen(localSite: string): Promise<StolenCounts>;
+  /**
+   * Writes how the webhook delivery of a task's end went (`callback`), guarded: only on a task in a
+   * final status (not a state change: no edge of the diagram). Answers the record after, or null
+   * when the task is gone or not final.
+   */
+  recordCallback(id: string, delivery: CallbackDelivery): Promise<Task | null>;
+  /**
+   * Top-level tasks in a final status with a callbackUrl whose delivery is not over (callback
+   * pending, or not begun: null), oldest end first, at most `limit`: what a queuer resumes at start.
+   */
+  pendingCallbacks(limit: number): Promise<Task[]>;
   close(): Promise<void>;
 }
 

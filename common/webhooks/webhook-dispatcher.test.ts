@@ -194,13 +194,14 @@ describe("WebhookDispatcher", () => {
     await waitUntil("the receiver's requests closed", () => receiver.inFlight === 0);
   });
 
-  it("sends no signature without a secret", async () => {
+  it("sends no signature without a secret, and warns once", async () => {
     receiver.received.length = 0;
     receiver.answers = [204];
-    const { d, recorded } = dispatcher({ secret: null });
+    const { d, recorded, logs } = dispatcher({ secret: null });
     d.deliver(endedTask(receiver.url));
     await waitUntil("delivered", () => recorded.length === 1);
     assert.equal(receiver.received[0]?.headers["x-docq-signature"], undefined);
+    assert.equal(logs.filter((l) => l.startsWith("warn") && l.includes("DOCQ_WEBHOOK_SECRET")).length, 1);
     assert.equal(recorded[0]?.delivery.state, "delivered");
     await d.stop();
   });

@@ -55,6 +55,7 @@ export class WebhookDispatcher {
   private readonly ready: Delivery[] = [];
   private readonly tries = new Set<Promise<void>>();
   private readonly stopping = new AbortController();
+  private warnedUnsigned = false;
 
   constructor(opts: WebhookDispatcherOptions) {
     this.opts = opts;
@@ -70,6 +71,13 @@ export class WebhookDispatcher {
   deliver(task: Task): void {
     if (this.stopping.signal.aborted || task.callbackUrl === null || this.deliveries.has(task.id)) return;
     if (task.callback !== null && task.callback.state !== "pending") return;
+    if (this.opts.settings.secret === null && !this.warnedUnsigned) {
+      // Once, at the first delivery: an install that never uses webhooks is not bothered.
+      this.warnedUnsigned = true;
+      this.opts.log.warn(
+        "DOCQ_WEBHOOK_SECRET is not set: webhooks go without X-Docq-Signature, so receivers cannot tell them from forgeries",
+      );
+    }
     // The receiver gets the record as it ended; the delivery's own state is not part of it.
     const { callback: _delivery, ...record } = task;
     const delivery: Delivery = {

@@ -86,6 +86,7 @@ const DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 10_000;
 const WRITE_CONCERN_TIMEOUT_MS = 30_000;
 const DUPLICATE_KEY = 11000;
 const NON_FINAL_STATUSES: TaskStatus[] = TASK_STATUSES.filter((s) => !isFinal(s));
+const FINAL_STATUSES: TaskStatus[] = TASK_STATUSES.filter((s) => isFinal(s));
 
 /**
  * Each index serves named queries of this file; `_id` (the task id) serves get, delete, renew and
@@ -713,6 +714,37 @@ export class MongoTaskStore implements TaskStore {
    * by origin site; `out`, this site's tasks run elsewhere, by the site that ran them. For stats:
    * they scan the collection, as the SQLite store's do its table.
    */
+  async recordCallback(id: string, delivery: CallbackDelivery): Promise<Task | null> {
+    const doc = await this.attempt("recordCallback", () =>
+      this.tasks.findOneAndUpdate(
+        { _id: id, status: { $in: FINAL_STATUSES } },
+        { $set: { callback: { ...delivery } } },
+        { returnDocument: "after" },
+      ),
+    );
+    return doc === null ? null : docToTask(doc);
+  }
+
+  /** Read once at a queuer's start: no index of its own (it walks status_end over the final tasks). */
+  async pendingCallbacks(limit: number): Promise<Task[]> {
+    requirePositiveInteger(limit, "limit");
+    const docs = await this.attempt("pendingCallbacks", () =>
+      this.tasks
+        .find(
+          {
+            status: { $in: FINAL_STATUSES },
+            parentId: null,
+            callbackUrl: { $type: "string" },
+            // `callback: null` also matches a document without the field.
+            $or: [{ callback: null }, { "callback.state": "pending" }],
+          },
+          { sort: { endTime: 1, seq: 1 }, limit },
+        )
+        .toArray(),
+    );
+    return docs.map(docToTask);
+  }
+
   async countStolen(localSite: string): Promise<StolenCounts> {
     const group = { $group: { _id: "$key", count: { $sum: 1 } } };
     const [stolenIn, stolenOut] = await this.attempt("countStolen", () =>

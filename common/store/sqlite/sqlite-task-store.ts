@@ -911,6 +911,29 @@ export class SqliteTaskStore implements TaskStore {
     return counts;
   }
 
+  async recordCallback(id: string, delivery: CallbackDelivery): Promise<Task | null> {
+    const row = this.attempt("recordCallback", () =>
+      this.db
+        .prepare<[string, string], TaskRow>(`UPDATE tasks SET callback = ? WHERE id = ? AND NOT (${NON_FINAL_CONDITION}) RETURNING *`)
+        .get(JSON.stringify(delivery), id),
+    );
+    return row === undefined ? null : rowToTask(row);
+  }
+
+  /** Read once at a queuer's start: it walks tasks_final_end (every finished top-level task), no index of its own. */
+  async pendingCallbacks(limit: number): Promise<Task[]> {
+    requirePositiveInteger(limit, "limit");
+    const rows = this.attempt("pendingCallbacks", () =>
+      this.db
+        .prepare<[number], TaskRow>(
+          `SELECT * FROM tasks WHERE parent_id IS NULL AND NOT (${NON_FINAL_CONDITION}) AND callback_url IS NOT NULL` +
+            ` AND (callback IS NULL OR json_extract(callback, '$.state') = 'pending') ORDER BY end_time, seq LIMIT ?`,
+        )
+        .all(limit),
+    );
+    return rows.map(rowToTask);
+  }
+
   async countStolen(localSite: string): Promise<StolenCounts> {
     const rows = this.attempt("countStolen", () => this.statements.topCounts.all());
     const stolen: StolenCounts = { in: {}, out: {} };
