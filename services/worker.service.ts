@@ -59,6 +59,8 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
         succeed: (claim, result) => report(`succeed ${claim.id}`, () => queuer.succeed(claim, result)),
         fail: (claim, error, opts) => report(`fail ${claim.id}`, () => queuer.fail(claim, error, opts)),
         split: (claim, children, processedBy) => report(`split ${claim.id}`, () => queuer.split(claim, children, processedBy)),
+        // Not retried: the next report (or the end) supersedes a lost one.
+        progress: (claim, progress, message) => queuer.progress(claim, progress, message),
       };
       const started = new WorkerPool({
         owner: ownerName(broker.nodeID),

@@ -32,6 +32,7 @@ const GOOD: { [K in Kind]: Record<string, unknown> } = {
     children: [{ input: `${ID}/split-1/part-0` }, { input: `${ID}/split-1/part-1`, params: { page: 2 } }],
     processedBy,
   },
+  progress: { id: ID, owner: "worker@n1", tries: 1, progress: 0.4, message: "page 4 of 10" },
   lend: { thief: "bb", max: 4, minPriority: 10 },
   renew: { owner: "site:bb", ids: [ID] },
   backlog: {},
@@ -96,6 +97,14 @@ const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } =
     [{ quota: { maxQueued: 0 } }, "quota"],
     [{ inputBytes: -1 }, "inputBytes"],
     [{ offload: "no" }, "offload"],
+  ],
+  progress: [
+    [{ progress: 1.5 }, "progress"],
+    [{ progress: -0.1 }, "progress"],
+    [{ progress: "half" }, "progress"],
+    [{ message: "m".repeat(501) }, "message"],
+    [{ message: undefined }, "message"],
+    [{ tries: 0 }, "tries"],
   ],
   lend: [
     [{ thief: "" }, "thief"],

@@ -15,6 +15,7 @@ import {
   type TaskStatus,
 } from "../model/task-model.js";
 import type { TaskPage } from "../store/task-store.js";
+import { PROGRESS_MESSAGE_MAX_CHARS } from "../jobs/script-answer.js";
 
 /*
  * The queuer's protocol, written once: the name of each action, the message it takes (checked with
@@ -34,6 +35,8 @@ export const QUEUER_ACTIONS = {
   succeed: "succeed",
   fail: "fail",
   split: "split",
+  /** The running attempt's progress, under its claim (a worker sends it throttled, fire and forget). */
+  progress: "progress",
   lend: "lend",
   /** Lease renewal for a remote holder (a thief site), which has no slots to report. */
   renew: "renew",
@@ -95,8 +98,6 @@ export const QueuerMessages = {
     inputBytes: z.int().min(0).optional(),
     /** The submitting key's limits, checked atomically with the insert. */
     quota: Quota.optional(),
-    /** Where the record is POSTed when the task ends (checked by the controller: http or https). */
-    callbackUrl: z.string().min(1).max(2048).nullable().optional(),
   }),
   pull: z.strictObject({ owner: Owner, max: z.int().min(1).max(10_000) }),
   heartbeat: z.strictObject({ owner: Owner, ids: z.array(Id), slots: z.int().min(0), busy: z.int().min(0) }),
@@ -106,6 +107,11 @@ export const QueuerMessages = {
     ...Claim,
     children: z.array(z.strictObject({ input: z.string().min(1), params: ParamsSchema.optional() })).min(1),
     processedBy: ProcessedBySchema,
+  }),
+  progress: z.strictObject({
+    ...Claim,
+    progress: z.number().min(0).max(1),
+    message: z.string().max(PROGRESS_MESSAGE_MAX_CHARS).nullable(),
   }),
   lend: z.strictObject({ thief: z.string().min(1), max: z.int().min(1).max(1000), minPriority: z.int().min(0).max(100) }),
   renew: z.strictObject({ owner: Owner, ids: z.array(Id) }),
@@ -169,6 +175,8 @@ export interface QueuerAnswers {
   succeed: boolean;
   fail: boolean;
   split: boolean;
+  /** Whether the claim still held (false: a stale attempt, nothing written). */
+  progress: boolean;
   lend: Task[];
   renew: string[];
   backlog: QueuerBacklog;

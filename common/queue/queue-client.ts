@@ -19,6 +19,8 @@ export interface WorkerQueue {
   succeed(claim: LeaseClaim, result: AttemptResult): Promise<boolean>;
   fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean>;
   split(claim: LeaseClaim, children: ChildSpec[], processedBy: ProcessedBy): Promise<boolean>;
+  /** The running attempt's progress (0..1) and message; false when the claim is stale. */
+  progress(claim: LeaseClaim, progress: number, message: string | null): Promise<boolean>;
 }
 
 /** How a client reaches the queuer: one typed call per action (a broker call in services). */
@@ -59,6 +61,7 @@ export function queuerClient(call: QueuerCall): QueuerClient {
       return call("fail", { ...claimOf(claim), error, retryable: opts.retryable, ...processedBy });
     },
     split: (claim, children, processedBy) => call("split", { ...claimOf(claim), children, processedBy }),
+    progress: (claim, progress, message) => call("progress", { ...claimOf(claim), progress, message }),
     lend: (thief, max, minPriority) => call("lend", { thief, max, minPriority }),
     renew: (owner, ids) => call("renew", { owner, ids }),
     backlog: () => call("backlog", {}),

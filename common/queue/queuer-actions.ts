@@ -56,6 +56,7 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
     fail: ({ error, retryable, processedBy, ...claim }) =>
       queue.fail(claim, error, { retryable, ...(processedBy === undefined ? {} : { processedBy }) }),
     split: ({ children, processedBy, ...claim }) => queue.split(claim, children, processedBy),
+    progress: ({ progress, message, ...claim }) => queue.progress(claim, progress, message),
     lend: ({ thief, max, minPriority }) => queue.lend(thief, max, minPriority),
     renew: ({ owner, ids }) => queue.heartbeat(owner, ids),
     backlog: async () => {

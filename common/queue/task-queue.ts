@@ -446,6 +446,17 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     return accepted;
   }
 
+  /**
+   * The running attempt's progress (0..1) and message, recorded under its claim and then said
+   * (task:changed). False when the claim is stale: the attempt lost its lease, or the task ended.
+   */
+  async progress(claim: LeaseClaim, progress: number, message: string | null): Promise<boolean> {
+    const result = await this.store.progress(claim, progress, message);
+    if (!result.ok) return false;
+    this.emit("task:changed", result.task);
+    return true;
+  }
+
   /** Requeues tasks whose holder stopped heartbeating; each such attempt counts as a try. */
   async sweepExpiredLeases(): Promise<number> {
     let swept = 0;

@@ -30,6 +30,8 @@ export interface WorkerQueueCalls {
   fail: { claim: LeaseClaim; error: string; retryable: boolean }[];
   pulls: Promise<Task[]>[];
   heartbeats: { ids: string[]; load: WorkerLoad }[];
+  /** Progress reports, when the test asks for them. */
+  progress?: { claim: LeaseClaim; progress: number; message: string | null }[];
 }
 
 /** The worker's WorkerQueue as direct calls to a real queue, each noted in `calls` when given. */
@@ -54,5 +56,9 @@ export function directWorkerQueue(queue: TaskQueue, calls?: WorkerQueueCalls): W
       return queue.fail(claim, error, opts);
     },
     split: (claim, children, processedBy) => queue.split(claim, children, processedBy),
+    progress: async (claim, progress, message) => {
+      calls?.progress?.push({ claim, progress, message });
+      return queue.progress(claim, progress, message);
+    },
   };
 }

@@ -313,6 +313,47 @@ describe("WorkerPool", () => {
     assert.equal(h.calls.fail[0]?.retryable, false);
   });
 
+  it('ends a task whose script answers {"error", "retry": false} in error after one try', async () => {
+    await writeJob("notpdf", `IFS= read -r req\necho "page 1: bad xref" >&2\necho '{"error":"not a PDF","retry":false}'\nexit 1\n`);
+    makePool().start();
+    const t = await submit("notpdf", "doc", { maxTries: 5 });
+    const done = await waitStatus(t.id, "error");
+    assert.equal(done.tries, 1);
+    assert.match(
+      done.error ?? "",
+      /^job "notpdf" failed: not a PDF \(the script asked for no retry\)\n--- stderr \(tail\) ---\npage 1: bad xref$/,
+    );
+    assert.deepEqual(
+      h.calls.fail.map((f) => f.retryable),
+      [false],
+    );
+  });
+
+  it("sends the script's progress to the queue while it runs, throttled, the last one before the result", async () => {
+    const go = path.join(h.marks, "go");
+    await writeJob(
+      "pages3",
+      `${READ_REQUEST}echo '{"progress":0.1,"message":"page 1 of 3"}'
+i=0; while [ ! -e "${go}" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
+echo '{"progress":0.5}'; echo '{"progress":0.6}'; echo '{"progress":0.9,"message":"page 3 of 3"}'
+echo done > "$out/r.txt"; echo '{"output":"r.txt"}'
+`,
+    );
+    h.calls.progress = [];
+    makePool().start();
+    const t = await submit("pages3", "doc");
+    await waitUntil("the first progress in the record", async () => (await task(t.id)).progress === 0.1);
+    const running = await task(t.id);
+    assert.deepEqual([running.status, running.progressMessage], ["work", "page 1 of 3"]);
+    await fs.writeFile(go, "");
+    const done = await waitStatus(t.id, "output");
+    const sent = h.calls.progress.map((p) => p.progress);
+    assert.equal(sent[0], 0.1);
+    assert.equal(sent.at(-1), 0.9, "the last one always goes");
+    assert.ok(sent.length < 5, `throttled: ${sent.join(", ")}`);
+    assert.deepEqual([done.progress, done.progressMessage], [0.9, "page 3 of 3"]);
+  });
+
   it("cancel(id) kills the running script; the canceled task is not reported as failed", async () => {
     await longJob();
     const pool = makePool({ slots: 1 });

@@ -7,6 +7,7 @@ import type { LeaseClaim, PulledTask } from "../model/claims.js";
 import { errorMessage } from "../model/errors.js";
 import type { ProcessedBy } from "../model/task-model.js";
 import type { WorkerQueue } from "../queue/queue-client.js";
+import { ProgressThrottle } from "./progress-throttle.js";
 import { runLeasedTask, type AttemptReport, type LeasedRun, type TaskRunContext } from "./task-run.js";
 
 export interface WorkerLog {
@@ -46,6 +47,8 @@ interface Running {
   stopped: "canceled" | "lease lost" | "shutdown" | null;
   /** True until its script is over: storing the output and reporting happen outside the slot. */
   holdsSlot: boolean;
+  /** Its script's progress reports on their way to the queue, throttled. */
+  progress: ProgressThrottle;
 }
 
 /**
@@ -154,7 +157,9 @@ export class WorkerPool {
 
   private start1(task: PulledTask): void {
     const claim = { id: task.id, owner: this.opts.owner, tries: task.tries };
-    const run: Running = { claim, abort: new AbortController(), stopped: null, holdsSlot: true };
+    // Fire and forget: a report that fails is superseded by the next one (or by the end of the run).
+    const progress = new ProgressThrottle((r) => void this.opts.client.progress(claim, r.progress, r.message).catch(() => false));
+    const run: Running = { claim, abort: new AbortController(), stopped: null, holdsSlot: true, progress };
     this.running.set(task.id, run);
     this.inSlot++;
     const leased: LeasedRun = {
@@ -164,6 +169,7 @@ export class WorkerPool {
       stoppedFor: () => run.stopped,
       scriptOver: () => this.freeSlot(run),
       report: (report) => this.report(run, report),
+      progress: (report) => run.progress.offer(report),
     };
     const done = runLeasedTask(leased, this.taskRun).finally(() => {
       this.freeSlot(run);
@@ -178,12 +184,16 @@ export class WorkerPool {
   private freeSlot(run: Running): void {
     if (!run.holdsSlot) return;
     run.holdsSlot = false;
+    // The script said its last: that goes before the result is reported.
+    run.progress.flush();
+    run.progress.stop();
     this.inSlot--;
     this.wake();
   }
 
   private stopRun(run: Running, why: NonNullable<Running["stopped"]>): void {
     run.stopped ??= why;
+    run.progress.stop();
     run.abort.abort();
   }
 
