@@ -4,7 +4,7 @@ import { collectBlobGarbage } from "../common/blobs/blob-gc.js";
 import { KeyRing } from "../common/accounts/key-ring.js";
 import { errorMessage } from "../common/model/errors.js";
 import { QUEUER_ACTION_NAMES, QUEUER_ACTIONS, QUEUER_SERVICE } from "../common/queue/protocol.js";
-import { dispatch, dropDocumentsOnCascade, queuerHandlers } from "../common/queue/queuer-actions.js";
+import { dispatch, queuerHandlers } from "../common/queue/queuer-actions.js";
 import type { TaskQueue } from "../common/queue/task-queue.js";
 import type { TaskStore } from "../common/store/task-store.js";
 import { failedAttemptLine } from "../common/queue/attempt-log.js";
@@ -78,7 +78,6 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       queue.on("task:done", (task) => {
         if (task.parentId === null && task.site === deps.site && task.callbackUrl !== null) dispatcher.deliver(task);
       });
-      dropDocumentsOnCascade(queue, deps.blobs, this.logger);
       queue.on("usage:lost", (lost) =>
         this.logger.warn(`usage of ${lost.user} not recorded (${JSON.stringify(lost.delta)}): ${lost.error}`),
       );

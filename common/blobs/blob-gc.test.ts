@@ -91,7 +91,12 @@ describe("collectBlobGarbage", () => {
     // The first attempt stored its output and died before reporting; the second one won.
     await put(blobKeys.output(first!.id, 1));
     await queue.sweepExpiredLeases();
-    await store.requeue({ id: first!.id, owner: "w1", tries: 1 }, { error: "lost", processedBy: null }, 0);
+    await store.requeue(
+      { id: first!.id, owner: "w1", tries: 1 },
+      { error: "lost", processedBy: null, ranAt: { site: null, node: null } },
+      0,
+      0,
+    );
     queue.stop();
     const again = new TaskQueue({
       store,
@@ -125,7 +130,12 @@ describe("collectBlobGarbage", () => {
     // Attempt 1 wrote its parts and was lost; attempt 2 split for real.
     await put(blobKeys.splitPart(parent.id, 1, 0));
     await put(blobKeys.splitPart(parent.id, 1, 1));
-    await store.requeue({ id: first!.id, owner: "w1", tries: 1 }, { error: "lost", processedBy: null }, 0);
+    await store.requeue(
+      { id: first!.id, owner: "w1", tries: 1 },
+      { error: "lost", processedBy: null, ranAt: { site: null, node: null } },
+      0,
+      0,
+    );
     await store.claim([first!.id], { owner: "w1", expiresAt: Date.now() + 60_000 }, Date.now());
     const parts = [blobKeys.splitPart(parent.id, 2, 0), blobKeys.splitPart(parent.id, 2, 1)];
     for (const part of parts) await put(part);

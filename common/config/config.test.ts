@@ -85,6 +85,7 @@ const EXPECTED_DEFAULTS = {
   http: { corsOrigins: [] },
   auth: { adminKey: null, metricsKey: null },
   webhooks: { maxTries: 10, backoffBaseMs: 1000, backoffMaxMs: 300000, timeoutMs: 10000, concurrency: 8, secret: null },
+  retention: { outputMs: 604_800_000, errorMs: 2_592_000_000, canceledMs: 86_400_000, sweepMs: 60_000, batchSize: 200 },
 } satisfies DocqConfig;
 
 describe("loadConfig: host and secrets", () => {

@@ -30,6 +30,9 @@ const SlotsSchema = z.int().positive();
 const DurationMsSchema = z.int().positive();
 const LogLevelSchema = z.enum(LOG_LEVELS);
 const LogFormatSchema = z.enum(LOG_FORMATS);
+const DAY_MS = 86_400_000;
+/** How long a finished task is kept, in ms; null keeps it for ever. */
+export const RetentionWindowSchema = z.int().positive().nullable();
 /** 0 is allowed: stop at once, releasing every running task. */
 const GraceMsSchema = z.int().min(0);
 const NatsUrlSchema = z.string().regex(/^(nats|tls):\/\/[^\s/]+(:\d+)?$/, "expected nats://host:port");
@@ -244,6 +247,20 @@ const ConfigFileSchema = z.strictObject({
         // Deliveries in flight at once: a slow receiver never holds more than this many sockets.
         concurrency: z.int().min(1).max(1000).default(8),
         secret: fromEnvOnly("DOCQ_WEBHOOK_SECRET"),
+      })
+      .prefault({}),
+  ),
+  // How long finished top-level tasks (with their trees and documents) are kept; null keeps them.
+  // A job's job.yaml `retention` overrides a status's window for its tasks.
+  retention: section(
+    z
+      .strictObject({
+        outputMs: RetentionWindowSchema.default(7 * DAY_MS),
+        errorMs: RetentionWindowSchema.default(30 * DAY_MS),
+        canceledMs: RetentionWindowSchema.default(DAY_MS),
+        // How often the active queuer sweeps, and how many top-level tasks one batch removes (a few batches a pass).
+        sweepMs: DurationMsSchema.default(60_000),
+        batchSize: z.int().min(1).max(10_000).default(200),
       })
       .prefault({}),
   ),

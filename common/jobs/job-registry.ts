@@ -7,6 +7,8 @@ import { z } from "zod";
 import { docqError, ERROR_CODE, errorMessage } from "../model/errors.js";
 import { JOB_NAME_PATTERN } from "../model/task-model.js";
 import { formatZodIssues } from "../model/zod-issues.js";
+import { RetentionWindowSchema } from "../config/config.js";
+import type { JobRetention } from "../queue/retention.js";
 
 export type ParamsSchema = z.ZodType<Record<string, unknown>>;
 
@@ -27,6 +29,8 @@ export interface JobDefinition {
   warm: boolean;
   maxRequests: number | null;
   maxRssMb: number | null;
+  /** job.yaml `retention`: this job's own windows per final status (ms, null = keep); a status left out keeps the site's. */
+  retention?: JobRetention;
 }
 
 /** Long enough to spare the filesystem on the per-task hot path, short enough that an edited job.yaml takes effect at once. */
@@ -68,6 +72,14 @@ const JobYamlSchema = z
     warm: z.boolean().optional(),
     maxRequests: z.int().min(1).optional(),
     maxRssMb: z.int().min(1).optional(),
+    // How long this job's finished tasks are kept, per final status (config `retention` for the others).
+    retention: z
+      .strictObject({
+        outputMs: RetentionWindowSchema.optional(),
+        errorMs: RetentionWindowSchema.optional(),
+        canceledMs: RetentionWindowSchema.optional(),
+      })
+      .optional(),
   })
   .superRefine((config, ctx) => {
     // A limit on a job that is not warm would silently do nothing.
@@ -220,6 +232,7 @@ export class JobRegistry {
       warm: config.warm ?? false,
       maxRequests: config.maxRequests ?? null,
       maxRssMb: config.maxRssMb ?? null,
+      retention: config.retention ?? {},
     };
   }
 }

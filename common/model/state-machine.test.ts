@@ -19,20 +19,27 @@ describe("state machine", () => {
       ["work", "canceled"],
       ["wait", "canceled"],
       ["complete", "canceled"],
+      ["error", "input"],
+      ["error", "wait"],
+      ["error", "complete"],
+      ["canceled", "input"],
+      ["canceled", "wait"],
+      ["canceled", "complete"],
     ];
     for (const [from, to] of arrows) assert.ok(canTransition(from as never, to as never), `${from} -> ${to}`);
   });
 
-  it("has no other arrow: every other pair of statuses is refused, and a final status leads nowhere", () => {
+  it("has no other arrow: every other pair of statuses is refused; output leads nowhere, error and canceled only to a retry", () => {
     let refused = 0;
     for (const from of TASK_STATUSES) for (const to of TASK_STATUSES) if (!canTransition(from, to)) refused++;
-    assert.equal(refused, 49 - 13);
-    for (const final of ["output", "error", "canceled"] as const) for (const to of TASK_STATUSES) assert.ok(!canTransition(final, to));
+    assert.equal(refused, 49 - 19);
+    for (const to of TASK_STATUSES) assert.ok(!canTransition("output", to));
+    for (const failed of ["error", "canceled"] as const) assert.deepEqual(STORE_STEPS.retry.from.includes(failed), true);
   });
 
   it("derives guards from the diagram", () => {
     assert.deepEqual(sourcesOf("work"), ["input", "complete"]);
-    assert.deepEqual(sourcesOf("complete"), ["work", "wait"]);
+    assert.deepEqual(sourcesOf("complete"), ["work", "wait", "error", "canceled"]);
     assert.deepEqual([...CANCELABLE].sort(), ["complete", "input", "wait", "work"]);
   });
 

@@ -5,17 +5,19 @@ const TRANSITIONS: Readonly<Record<TaskStatus, Readonly<Partial<Record<TaskStatu
   input: { work: "pull", canceled: "cancel" },
   work: {
     output: "success",
-    input: "retry after failure or lease expiry",
+    input: "retry after failure or lease expiry, or released by a graceful stop",
     error: "failure with no tries left",
     wait: "script returned children",
-    complete: "merge failed or its lease expired: retry the merge, not the split",
+    complete: "merge failed, its lease expired or it was released: retry the merge, not the split",
     canceled: "cancel",
   },
   wait: { complete: "all children output", error: "a child in error", canceled: "cancel" },
   complete: { work: "pull for merge", canceled: "cancel" },
   output: {},
-  error: {},
-  canceled: {},
+  // A user's retry (POST /api/tasks/:id/retry): a plain task is queued again; a parent waits for its
+  // failed children run again, or is queued for its merge when they are all output.
+  error: { input: "retried", wait: "retried: its failed children run again", complete: "retried: its merge runs again" },
+  canceled: { input: "retried", wait: "retried: its failed children run again", complete: "retried: its merge runs again" },
 };
 
 export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
@@ -52,6 +54,10 @@ export const STORE_STEPS = {
   recountChildren: { from: [S.wait], to: [S.complete], stays: true },
   failParent: { from: [S.wait], to: [S.error] },
   cancel: { from: CANCELABLE, to: [S.canceled] },
+  /** A graceful stop hands a running attempt back without counting it: plain back to input, a merge back to complete. */
+  release: { from: [S.work], to: [S.input, S.complete] },
+  /** A user's retry of a task that ended in error or canceled: a fresh try count, its attempts kept. */
+  retry: { from: [S.error, S.canceled], to: [S.input, S.wait, S.complete] },
   /** The running attempt's progress: written under its claim, the status stays work. */
   progress: { from: [S.work], to: [], stays: true },
 } as const satisfies Record<string, StoreStepEdges>;

@@ -45,6 +45,12 @@ export const QUEUER_ACTIONS = {
   cancel: "cancel",
   /** DELETE as one queue step: answers a DeleteReport; the queuer drops the documents in its `drop`. */
   delete: "delete",
+  /** A graceful stop hands back a running attempt, not counted as a try. */
+  release: "release",
+  /** A user's retry of a task in error or canceled (its failed parts with it): answers `{id, status}`. */
+  retry: "retry",
+  /** Removes finished top-level tasks with their trees and documents (the bulk clean; retention's code path). */
+  purge: "purge",
   get: "get",
   list: "list",
   stats: "stats",
@@ -120,6 +126,15 @@ export const QueuerMessages = {
   backlog: NoParams,
   cancel: ById,
   delete: ById,
+  release: z.strictObject({ ...Claim, reason: z.string().max(2000) }),
+  retry: ById,
+  purge: z.strictObject({
+    status: z.enum(["output", "error", "canceled"]),
+    /** Only tasks that ended before this (ms since the epoch). */
+    endedBefore: z.int(),
+    /** Only this user's tasks (a user key's bulk clean). */
+    user: User.optional(),
+  }),
   get: ById,
   list: z.strictObject({
     status: z.enum(TASK_STATUSES).optional(),
@@ -184,6 +199,11 @@ export interface QueuerAnswers {
   backlog: QueuerBacklog;
   cancel: CancelReport;
   delete: DeleteReport;
+  /** Whether the claim still held: false means nothing was released (a stale attempt). */
+  release: boolean;
+  retry: { id: string; status: TaskStatus };
+  /** Top-level tasks removed; `more`: the call stopped at its limit with more left (call again). */
+  purge: { deleted: number; more: boolean };
   get: Task;
   list: TaskPage;
   stats: QueuerStats;

@@ -19,6 +19,8 @@ export interface WorkerQueue {
   succeed(claim: LeaseClaim, result: AttemptResult): Promise<boolean>;
   fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean>;
   split(claim: LeaseClaim, children: ChildSpec[], processedBy: ProcessedBy): Promise<boolean>;
+  /** Hands back an attempt stopped by a graceful shutdown: queued again at once, the try not counted; false when the claim is stale. */
+  release(claim: LeaseClaim, reason: string): Promise<boolean>;
   /** The running attempt's progress (0..1) and message; false when the claim is stale. */
   progress(claim: LeaseClaim, progress: number, message: string | null): Promise<boolean>;
 }
@@ -37,6 +39,10 @@ export interface QueuerClient extends WorkerQueue {
   cancel(id: string): Promise<CancelReport>;
   /** DELETE in one queue step; the queuer drops the documents of every task it ended or removed. */
   delete(id: string): Promise<DeleteReport>;
+  /** Queues a task in error or canceled again (a parent with its failed parts); TASK_NOT_IN_STATE otherwise. */
+  retry(id: string): Promise<QueuerAnswer<"retry">>;
+  /** Removes finished top-level tasks (with trees and documents) that ended before `endedBefore`. */
+  purge(query: QueuerMessage<"purge">): Promise<QueuerAnswer<"purge">>;
   /** The task, or TASK_NOT_FOUND. */
   get(id: string): Promise<Task>;
   list(query: QueuerMessage<"list">): Promise<TaskPage>;
@@ -61,12 +67,15 @@ export function queuerClient(call: QueuerCall): QueuerClient {
       return call("fail", { ...claimOf(claim), error, retryable: opts.retryable, ...processedBy });
     },
     split: (claim, children, processedBy) => call("split", { ...claimOf(claim), children, processedBy }),
+    release: (claim, reason) => call("release", { ...claimOf(claim), reason }),
     progress: (claim, progress, message) => call("progress", { ...claimOf(claim), progress, message }),
     lend: (thief, max, minPriority) => call("lend", { thief, max, minPriority }),
     renew: (owner, ids) => call("renew", { owner, ids }),
     backlog: () => call("backlog", {}),
     cancel: (id) => call("cancel", { id }),
     delete: (id) => call("delete", { id }),
+    retry: (id) => call("retry", { id }),
+    purge: (query) => call("purge", query),
     get: (id) => call("get", { id }),
     list: (query) => call("list", query),
     stats: () => call("stats", {}),

@@ -9,13 +9,11 @@ import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { dropTaskDocuments } from "../blobs/task-documents.js";
 import { ERROR_CODE } from "../model/errors.js";
 import { rejection } from "../testing/rejection.js";
-import { waitUntil } from "../testing/wait-until.js";
 import type { LeaseClaim } from "../model/claims.js";
 import type { Task } from "../model/task-model.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import { blobKeys, newTaskId } from "./new-task.js";
 import { directQueuerClient, type QueuerClient } from "./queue-client.js";
-import { dropDocumentsOnCascade } from "./queuer-actions.js";
 import { TaskQueue } from "./task-queue.js";
 
 let dir: string;
@@ -93,36 +91,69 @@ describe("the queuer's actions", () => {
     assert.equal(await blobs.stat(blobKeys.input(id)), null);
   });
 
-  it("drops the documents of siblings a failed child's cascade canceled, and keeps the rest", async () => {
-    const stop = dropDocumentsOnCascade(queue, blobs, { warn: (msg) => void warnings.push(msg) });
-    try {
-      const id = await submitted();
-      const [parent] = await queuer.pull("w1", 1);
-      const parts = [0, 1].map((i) => blobKeys.splitPart(id, parent!.tries, i));
-      for (const part of parts) await blobs.put(part, Readable.from(["a part"]));
-      const processedBy = { site: "test", node: "n1" };
-      const claimOf = (task: Task): LeaseClaim => ({ id: task.id, owner: "w1", tries: task.tries });
-      assert.equal(
-        await queuer.split(
-          claimOf(parent!),
-          parts.map((input) => ({ input })),
-          processedBy,
-        ),
-        true,
-      );
-      const [failing, sibling] = await queuer.pull("w1", 2);
-      // What the sibling's attempt had stored when the cascade canceled it.
-      const siblingOutput = blobKeys.output(sibling!.id, sibling!.tries);
-      await blobs.put(siblingOutput, Readable.from(["half done"]));
-      assert.equal(await queuer.fail(claimOf(failing!), "bad page", { retryable: false }), true);
-      assert.equal((await queuer.get(sibling!.id)).status, "canceled");
-      await waitUntil("the canceled sibling's folder to be dropped", async () => (await blobs.stat(siblingOutput)) === null, 5_000);
-      assert.notEqual(await blobs.stat(blobKeys.input(id)), null, "the failed parent keeps its input");
-      assert.notEqual(await blobs.stat(parts[1]!), null, "the parts stay with the parent that made them");
-      assert.deepEqual(warnings, []);
-    } finally {
-      stop();
-    }
+  it("keeps the documents of siblings a failed child's cascade canceled, and a retry of the parent runs them again", async () => {
+    const id = await submitted();
+    const [parent] = await queuer.pull("w1", 1);
+    const parts = [0, 1].map((i) => blobKeys.splitPart(id, parent!.tries, i));
+    for (const part of parts) await blobs.put(part, Readable.from(["a part"]));
+    const processedBy = { site: "test", node: "n1" };
+    const claimOf = (task: Task): LeaseClaim => ({ id: task.id, owner: "w1", tries: task.tries });
+    assert.equal(
+      await queuer.split(
+        claimOf(parent!),
+        parts.map((input) => ({ input })),
+        processedBy,
+      ),
+      true,
+    );
+    const [failing, sibling] = await queuer.pull("w1", 2);
+    // What the sibling's attempt had stored when the cascade canceled it.
+    const siblingOutput = blobKeys.output(sibling!.id, sibling!.tries);
+    await blobs.put(siblingOutput, Readable.from(["half done"]));
+    assert.equal(await queuer.fail(claimOf(failing!), "bad page", { retryable: false }), true);
+    assert.equal((await queuer.get(sibling!.id)).status, "canceled");
+    assert.equal((await queuer.get(id)).status, "error");
+    assert.notEqual(await blobs.stat(siblingOutput), null, "a cascade keeps the canceled sibling's folder");
+    assert.notEqual(await blobs.stat(parts[1]!), null, "the parts stay with the parent that made them");
+
+    assert.equal((await rejection(queuer.retry(sibling!.id))).code, ERROR_CODE.TaskNotInState, "a part is retried through its parent");
+    assert.deepEqual(await queuer.retry(id), { id, status: "wait" });
+    const rerun = await queuer.pull("w1", 5);
+    assert.deepEqual(rerun.map((t) => t.id).sort(), [failing!.id, sibling!.id].sort(), "both failed parts run again");
+    assert.deepEqual(
+      rerun.map((t) => t.tries),
+      [1, 1],
+      "with a fresh try count",
+    );
+    assert.equal((await rejection(queuer.retry(id))).code, ERROR_CODE.TaskNotInState, "a waiting task is not retried");
+    assert.deepEqual(warnings, []);
+  });
+
+  it("refuses a retry of a task whose documents a user's cancel removed", async () => {
+    const id = await submitted();
+    await queuer.cancel(id);
+    const refused = await rejection(queuer.retry(id));
+    assert.equal(refused.code, ERROR_CODE.TaskNotInState);
+    assert.match(refused.message, /documents were removed/);
+    assert.equal((await rejection(queuer.retry(newTaskId("test")))).code, ERROR_CODE.TaskNotFound);
+  });
+
+  it("purge removes finished top-level tasks that ended before the time, with their documents, and leaves the others", async () => {
+    const old = await submitted();
+    const live = await submitted();
+    const other = await submitted();
+    const [pulledOld] = await queuer.pull("w1", 1);
+    assert.equal(pulledOld?.id, old);
+    assert.equal(await queuer.fail({ id: old, owner: "w1", tries: 1 }, "broken", { retryable: false }), true);
+    await queuer.cancel(other);
+    const endedBefore = Date.now() + 1;
+    assert.deepEqual(await queuer.purge({ status: "error", endedBefore: 0 }), { deleted: 0, more: false }, "nothing ended that early");
+    assert.deepEqual(await queuer.purge({ status: "error", endedBefore, user: "someone else" }), { deleted: 0, more: false });
+    assert.deepEqual(await queuer.purge({ status: "error", endedBefore }), { deleted: 1, more: false });
+    assert.equal((await rejection(queuer.get(old))).code, ERROR_CODE.TaskNotFound);
+    assert.equal(await blobs.stat(blobKeys.input(old)), null, "its documents went with it");
+    assert.equal((await queuer.get(live)).status, "input", "a live task is never purged");
+    assert.equal((await queuer.get(other)).status, "canceled", "another status stays");
   });
 
   it("checks each message as the service does, and counts the queue by priority in the stats", async () => {

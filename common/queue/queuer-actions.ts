@@ -6,6 +6,8 @@ import { docqError, ERROR_CODE } from "../model/errors.js";
 import type { StolenCounts, TaskStore } from "../store/task-store.js";
 import { parseMessage, type QueuerAction, type QueuerAnswer, type QueuerMessage } from "./protocol.js";
 import type { TaskQueue } from "./task-queue.js";
+import { purgeFinished } from "./retention.js";
+import type { Task } from "../model/task-model.js";
 
 /** What the queuer's actions act on. */
 export interface QueuerActionDeps {
@@ -20,6 +22,9 @@ export interface QueuerActionDeps {
   log: TaskDocumentsLog;
   now?: () => number;
 }
+
+/** One bulk clean stays within the controller's call timeout; `more` in its answer says to call again. */
+const PURGE_LIMITS = { batchSize: 200, batches: 10 };
 
 /** One handler per action, taking the parsed message. */
 export type QueuerHandlers = { [A in QueuerAction]: (message: QueuerMessage<A>) => Promise<QueuerAnswer<A>> };
@@ -74,6 +79,13 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
       await dropTaskDocuments(blobs, report.drop, log);
       return report;
     },
+    release: ({ reason, ...claim }) => queue.release(claim, reason),
+    retry: async ({ id }) => {
+      const task = await queue.retry(id, (willRun) => requireInputs(blobs, id, willRun));
+      return { id: task.id, status: task.status };
+    },
+    purge: ({ status, endedBefore, user }) =>
+      purgeFinished({ queue, store, blobs, log }, { status, endedBefore, ...(user === undefined ? {} : { user }) }, PURGE_LIMITS),
     get: async ({ id }) => {
       const task = await store.get(id);
       if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
@@ -113,11 +125,15 @@ export async function dispatch<A extends QueuerAction>(handlers: QueuerHandlers,
 }
 
 /**
- * Drops the documents a cascade left unneeded (the queue's "documents:unneeded": siblings canceled
- * because a child failed for good), through the same one place as cancel and delete. Answers how to stop.
+ * Refuses a retry (TASK_NOT_IN_STATE) when a task it would run has lost its input document: a
+ * user's cancel or DELETE removed it, and a run without it could only fail.
  */
-export function dropDocumentsOnCascade(queue: TaskQueue, blobs: BlobStore, log: TaskDocumentsLog): () => void {
-  const drop = (prefixes: string[]): void => void dropTaskDocuments(blobs, prefixes, log);
-  queue.on("documents:unneeded", drop);
-  return () => queue.off("documents:unneeded", drop);
+async function requireInputs(blobs: BlobStore, id: string, willRun: readonly Task[]): Promise<void> {
+  for (const task of willRun) {
+    if (task.input === null || (await blobs.stat(task.input)) !== null) continue;
+    const which = task.id === id ? `task ${id}` : `task ${id}'s part ${task.id}`;
+    throw docqError(ERROR_CODE.TaskNotInState, `${which} cannot be retried: its documents were removed (it was canceled or deleted)`, {
+      details: { status: task.status, documents: "removed" },
+    });
+  }
 }

@@ -13,8 +13,17 @@ import {
   type ProcessedBy,
   type QueueEntry,
   type Task,
+  type TaskStatus,
 } from "../model/task-model.js";
-import type { StepResult, TaskStore } from "../store/task-store.js";
+import {
+  attemptPlace,
+  REMOTE_OWNER_PREFIX,
+  type FailureRecord,
+  type RetryRow,
+  type StepResult,
+  type TaskStore,
+} from "../store/task-store.js";
+import { STORE_STEPS } from "../model/state-machine.js";
 
 export interface TaskQueueOptions {
   store: TaskStore;
@@ -53,16 +62,13 @@ export interface TaskQueueEvents {
   "queue:empty": [{ idleSlots: number }];
   /** A usage figure could not be written (the store failed): for the log. */
   "usage:lost": [{ user: string; delta: Partial<UsageCounts>; error: string }];
-  /**
-   * Tasks were canceled as a consequence of another step (a child failed for good, so its siblings
-   * were canceled): the folders of their documents, which nobody needs any more. Cancel and delete
-   * answer theirs (`drop`) instead.
-   */
-  "documents:unneeded": [string[]];
 }
 
 /** The limits of the submitting key that a submit checks (maxPriority is checked by the caller). */
 export type SubmitQuota = Pick<ApiKeyLimits, "maxQueued" | "maxPerDay" | "maxBytesPerDay">;
+
+/** The statuses a user's retry starts from. */
+const RETRYABLE: ReadonlySet<TaskStatus> = new Set(STORE_STEPS.retry.from);
 
 /** A user over maxQueued may retry once some of their tasks finish. */
 const QUEUED_RETRY_AFTER_S = 10;
@@ -74,7 +80,7 @@ function secondsToNextDay(now: number): number {
 
 /** The lease owner of a task lent to another site. */
 export function remoteOwner(site: string): string {
-  return `site:${site}`;
+  return `${REMOTE_OWNER_PREFIX}${site}`;
 }
 
 export interface ReloadReport {
@@ -147,9 +153,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
         }
       }
     }
-    const dropped: string[] = [];
     for (const claim of orphans) {
-      const requeued = await this.failAttempt(claim, "the process running it stopped (docq restarted)", true, dropped);
+      const requeued = await this.failAttempt(claim, "the process running it stopped (docq restarted)", true, { leaseLost: true });
       if (requeued) report.requeued++;
     }
     // Workers outlive a queuer restart: give each a full lease to re-attach with its next heartbeat,
@@ -163,10 +168,9 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     for (const [owner, ids] of byOwner) report.working += (await this.store.renew(owner, ids, now + this.opts.leaseMs)).length;
     // A crash between a child's completion and its parent's count leaves the count behind: recount.
     for (const id of waiting) {
-      await this.reconcileParent(id, dropped);
+      await this.reconcileParent(id);
       report.waiting++;
     }
-    this.unneeded(dropped);
     report.ms = Math.round(performance.now() - started);
     this.scheduleWake();
     return report;
@@ -292,16 +296,14 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   async pull(owner: string, max: number): Promise<PulledTask[]> {
     const leased = await this.claim(owner, this.index.take(max, this.opts.now()));
     const pulled: PulledTask[] = [];
-    const dropped: string[] = [];
     for (const task of leased) {
       if (task.childrenTotal === 0) {
         pulled.push(task);
         continue;
       }
-      const mergeInputs = await this.mergeInputsOf(task, dropped);
+      const mergeInputs = await this.mergeInputsOf(task);
       if (mergeInputs !== null) pulled.push({ ...task, mergeInputs });
     }
-    this.unneeded(dropped);
     if (pulled.length < max && this.index.peek(this.opts.now()) === undefined) this.emit("queue:empty", { idleSlots: max - pulled.length });
     return pulled;
   }
@@ -310,7 +312,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * The output keys of a parent's children, in creation order: the inputs of its merge. A merge of
    * fewer parts than the split made would be a wrong output: then the parent fails for good (null).
    */
-  private async mergeInputsOf(parent: Task, dropped: string[]): Promise<string[] | null> {
+  private async mergeInputsOf(parent: Task): Promise<string[] | null> {
     const children = await this.store.children(parent.id);
     const byId = new Set(children.map((c) => c.id));
     const missing = parent.children.filter((childId) => !byId.has(childId));
@@ -322,7 +324,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       if (unfinished !== undefined) why = `cannot merge ${parent.id}: child ${unfinished.id} is ${unfinished.status}, not output`;
     }
     if (why === undefined) return children.map((child) => child.output ?? "");
-    await this.failAttempt(claimOf(parent), why, false, dropped);
+    await this.failAttempt(claimOf(parent), why, false);
     return null;
   }
 
@@ -371,6 +373,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       return after !== null && after.status === S.output && after.output === result.output && sameAttempt(after, claim, result.processedBy);
     }
     await this.ended(done.task);
+    this.attemptEnded(done.task);
     if (done.task.parentId !== null) await this.childSucceeded(done.task.parentId);
     return true;
   }
@@ -416,17 +419,15 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     };
     let waiting: StepResult;
     try {
-      waiting = await this.store.split(claim, processedBy, ids, makeChildren);
+      waiting = await this.store.split(claim, processedBy, ids, makeChildren, now);
     } catch (err) {
       if (refused === undefined) throw err;
-      const dropped: string[] = [];
-      const ended = await this.failAttempt(claim, refused, false, dropped, processedBy);
-      this.unneeded(dropped);
-      return ended;
+      return this.failAttempt(claim, refused, false, { processedBy });
     }
     // As for succeed: a retried split that already went through is accepted, not split twice.
     if (!waiting.ok) return splitBy(waiting.task, claim, processedBy);
     this.emit("task:changed", waiting.task);
+    this.attemptEnded(waiting.task);
     for (const kid of kids) {
       this.index.add(toQueueEntry(kid), now);
       this.emit("task:changed", kid);
@@ -440,10 +441,23 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * (a bad request the script can never satisfy) ends it at once. False when the claim is stale.
    */
   async fail(claim: LeaseClaim, error: string, opts: { retryable: boolean; processedBy?: ProcessedBy }): Promise<boolean> {
-    const dropped: string[] = [];
-    const accepted = await this.failAttempt(claim, error, opts.retryable, dropped, opts.processedBy);
-    this.unneeded(dropped);
-    return accepted;
+    return this.failAttempt(claim, error, opts.retryable, opts.processedBy === undefined ? {} : { processedBy: opts.processedBy });
+  }
+
+  /**
+   * A worker hands back an attempt it stopped (a graceful shutdown): the task is queued again at
+   * once and the try is not counted (a merge goes back to complete). False when the claim is stale.
+   */
+  async release(claim: LeaseClaim, reason: string, processedBy?: ProcessedBy): Promise<boolean> {
+    const now = this.opts.now();
+    const ranAt = attemptPlace(processedBy ?? null, claim.owner, this.opts.site);
+    const released = await this.store.release(claim, { reason, ranAt }, now);
+    if (!released.ok) return false;
+    this.emit("task:changed", released.task);
+    this.attemptEnded(released.task);
+    this.index.add(toQueueEntry(released.task), now);
+    this.emit("task:queued");
+    return true;
   }
 
   /**
@@ -460,18 +474,95 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   /** Requeues tasks whose holder stopped heartbeating; each such attempt counts as a try. */
   async sweepExpiredLeases(): Promise<number> {
     let swept = 0;
-    const dropped: string[] = [];
     for (;;) {
       const expired = await this.store.expired(this.opts.now(), 500);
       for (const task of expired) {
         const owner = task.lease?.owner ?? "?";
-        if (await this.failAttempt(claimOf(task), `lease expired: ${owner} stopped renewing it for ${this.opts.leaseMs} ms`, true, dropped))
-          swept++;
+        const why = `lease expired: ${owner} stopped renewing it for ${this.opts.leaseMs} ms`;
+        if (await this.failAttempt(claimOf(task), why, true, { leaseLost: true })) swept++;
       }
-      if (expired.length >= 500) continue;
-      this.unneeded(dropped);
-      return swept;
+      if (expired.length < 500) return swept;
     }
+  }
+
+  /**
+   * A user's retry of a task in error or canceled: it is queued again with a fresh try count (its
+   * attempts kept). A parent retries its failed (error or canceled) children, recursively, not the
+   * ones that are output: it waits for them, or is queued for its merge when they are all output.
+   * Every row in one store step. `check` sees the tasks that will run from their input before
+   * anything is written, and may refuse (the queuer checks that their documents still exist).
+   * TASK_NOT_FOUND, or TASK_NOT_IN_STATE for a task in another status or a part of a split (retry
+   * its parent). Answers the task after.
+   */
+  async retry(id: string, check?: (willRun: readonly Task[]) => Promise<void>): Promise<Task> {
+    const task = await this.store.get(id);
+    if (task === null) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
+    if (!RETRYABLE.has(task.status)) {
+      throw docqError(ERROR_CODE.TaskNotInState, `task ${id} is ${task.status}: only a task in error or canceled can be retried`, {
+        details: { status: task.status },
+      });
+    }
+    if (task.parentId !== null) {
+      const parent = await this.store.get(task.parentId);
+      const parentStatus = parent?.status ?? "deleted";
+      throw docqError(
+        ERROR_CODE.TaskNotInState,
+        `task ${id} is a part of task ${task.parentId} (${parentStatus}): retry the parent, which runs its failed parts again`,
+        { details: { status: task.status, parentId: task.parentId, parentStatus } },
+      );
+    }
+    const rows: RetryRow[] = [];
+    const willRun: Task[] = [];
+    await this.planRetry(task, rows, willRun);
+    await check?.(willRun);
+    const now = this.opts.now();
+    const retried = await this.store.retry(rows, now);
+    if (!retried.ok) {
+      const status = retried.task?.status ?? "deleted";
+      throw docqError(ERROR_CODE.TaskNotInState, `task ${retried.id} is ${status} now: it changed while ${id} was being retried`, {
+        details: { status },
+      });
+    }
+    for (const row of retried.tasks) {
+      this.emit("task:changed", row);
+      if (QUEUED_STATUSES.has(row.status)) this.index.add(toQueueEntry(row), now);
+    }
+    this.emit("task:queued");
+    return retried.tasks.find((row) => row.id === id) ?? task;
+  }
+
+  /** The rows of a retry of `task`, children before their parent (see MongoTaskStore.retry), and the tasks that run from their input. */
+  private async planRetry(task: Task, rows: RetryRow[], willRun: Task[]): Promise<void> {
+    if (task.childrenTotal === 0) {
+      rows.push({ id: task.id, status: S.input, childrenCompleted: 0 });
+      willRun.push(task);
+      return;
+    }
+    const children = await this.store.children(task.id);
+    if (children.length < task.childrenTotal) {
+      throw docqError(
+        ERROR_CODE.TaskNotInState,
+        `task ${task.id} cannot be retried: ${task.childrenTotal - children.length} of its ${task.childrenTotal} parts are gone`,
+        { details: { status: task.status } },
+      );
+    }
+    let output = 0;
+    for (const child of children) {
+      if (child.status === S.output) output++;
+      else if (RETRYABLE.has(child.status)) await this.planRetry(child, rows, willRun);
+      // A child still live (it was running when its parent failed) reports to its waiting parent as before.
+    }
+    rows.push({ id: task.id, status: output >= task.childrenTotal ? S.complete : S.wait, childrenCompleted: output });
+  }
+
+  /**
+   * Removes a finished task with its whole tree (retention, the bulk clean); answers the ids removed,
+   * none when it is not final (a task retried meanwhile stays). The caller drops their documents.
+   */
+  async removeFinished(id: string): Promise<string[]> {
+    const removed = await this.store.deleteFinishedTree(id);
+    for (const gone of removed) this.index.remove(gone);
+    return removed;
   }
 
   /**
@@ -498,7 +589,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    */
   private async cancelTree(task: Task, dropped: string[]): Promise<string[]> {
     const ids = [task.id, ...(await this.cancelDescendants(task.id, dropped))];
-    if (task.parentId !== null) await this.failParent(task.parentId, `child ${task.id} was canceled`, dropped);
+    // Its parent's other parts keep their documents: a retry of the parent runs them again.
+    if (task.parentId !== null) await this.failParent(task.parentId, `child ${task.id} was canceled`);
     return ids;
   }
 
@@ -532,7 +624,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const removeTree = async (taskId: string): Promise<void> => {
       for (const child of await this.store.children(taskId)) {
         // Removed right after: its folder is in `drop` as a removed task's.
-        if (!isFinal(child.status)) await this.cancelOne(child.id, `parent ${id} deleted`, []);
+        if (!isFinal(child.status)) await this.cancelOne(child.id, `parent ${id} deleted`, null);
         await removeTree(child.id);
       }
       this.index.remove(taskId);
@@ -544,20 +636,23 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
 
   /**
    * Cancels one task if it is cancelable; a miss answers the row as it is (null when missing).
-   * The folder of a task it canceled goes into `dropped`: nobody needs its documents any more.
+   * The folder of a task it canceled goes into `dropped` (a user's cancel: nobody needs its
+   * documents any more); null for a cascade, whose tasks keep theirs so a retried parent can run
+   * them again (retention removes them with their tree).
    */
-  private async cancelOne(id: string, reason: string, dropped: string[]): Promise<StepResult> {
-    const result = await this.store.cancel(id, reason, this.opts.now());
+  private async cancelOne(id: string, reason: string, dropped: string[] | null): Promise<StepResult> {
+    const result = await this.store.cancel(id, reason, this.opts.now(), this.opts.site);
     if (!result.ok) return result;
-    dropped.push(blobKeys.folder(id));
+    dropped?.push(blobKeys.folder(id));
     this.index.remove(id);
     if (result.previousLeaseOwner !== null) this.emit("task:canceled", { id, leaseOwner: result.previousLeaseOwner });
     await this.ended(result.task);
+    if (result.previousLeaseOwner !== null) this.attemptEnded(result.task);
     return result;
   }
 
-  /** Cancels every non-final descendant of `id`; answers their ids. */
-  private async cancelDescendants(id: string, dropped: string[]): Promise<string[]> {
+  /** Cancels every non-final descendant of `id`; answers their ids. `dropped` as for cancelOne. */
+  private async cancelDescendants(id: string, dropped: string[] | null): Promise<string[]> {
     const canceled: string[] = [];
     for (const child of await this.store.children(id)) {
       if (!isFinal(child.status) && (await this.cancelOne(child.id, `parent ${id} ended`, dropped)).ok) canceled.push(child.id);
@@ -580,28 +675,31 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     this.emit("task:queued");
   }
 
-  /** A child ended without output: its waiting parent fails and its other descendants are canceled. */
-  private async failParent(parentId: string, reason: string, dropped: string[]): Promise<void> {
+  /**
+   * A child ended without output: its waiting parent fails and its other descendants are canceled,
+   * keeping their documents (a retry of the parent runs them again).
+   */
+  private async failParent(parentId: string, reason: string): Promise<void> {
     const parent = await this.store.failParent(parentId, reason, this.opts.now());
     if (!parent.ok) return;
     await this.ended(parent.task);
-    await this.cancelDescendants(parentId, dropped);
-    if (parent.task.parentId !== null) await this.failParent(parent.task.parentId, `child ${parentId} failed: ${reason}`, dropped);
+    await this.cancelDescendants(parentId, null);
+    if (parent.task.parentId !== null) await this.failParent(parent.task.parentId, `child ${parentId} failed: ${reason}`);
   }
 
   /** Brings a waiting parent's count in line with its children's records, and moves it on if they are all over. */
-  private async reconcileParent(id: string, dropped: string[]): Promise<void> {
+  private async reconcileParent(id: string): Promise<void> {
     const parent = await this.store.get(id);
     if (parent === null || parent.status !== S.wait) return;
     const children = await this.store.children(id);
     const failed = children.find((c) => c.status === S.error || c.status === S.canceled);
     if (failed !== undefined) {
-      await this.failParent(id, `child ${failed.id} ended ${failed.status}: ${failed.error ?? ""}`, dropped);
+      await this.failParent(id, `child ${failed.id} ended ${failed.status}: ${failed.error ?? ""}`);
       return;
     }
     if (children.length < parent.childrenTotal) {
       // A part whose record is gone can never complete: waiting for it would wait forever.
-      await this.failParent(id, `${parent.childrenTotal - children.length} of its ${parent.childrenTotal} parts are missing`, dropped);
+      await this.failParent(id, `${parent.childrenTotal - children.length} of its ${parent.childrenTotal} parts are missing`);
       return;
     }
     const done = children.filter((c) => c.status === S.output).length;
@@ -628,16 +726,22 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     claim: LeaseClaim,
     error: string,
     retryable: boolean,
-    dropped: string[],
-    processedBy?: ProcessedBy,
+    how: { processedBy?: ProcessedBy; leaseLost?: boolean } = {},
   ): Promise<boolean> {
     const now = this.opts.now();
-    const failure = { error, processedBy: processedBy ?? null };
+    const processedBy = how.processedBy ?? null;
+    const failure: FailureRecord = {
+      error,
+      processedBy,
+      ranAt: attemptPlace(processedBy, claim.owner, this.opts.site),
+      ...(how.leaseLost === true ? { leaseLost: true } : {}),
+    };
     if (retryable) {
       const availableAt = now + retryDelayMs(claim.tries, this.opts.backoffBaseMs, this.opts.backoffMaxMs);
-      const requeued = await this.store.requeue(claim, failure, availableAt);
+      const requeued = await this.store.requeue(claim, failure, availableAt, now);
       if (requeued.ok) {
         this.emit("task:changed", requeued.task);
+        this.attemptEnded(requeued.task);
         this.index.add(toQueueEntry(requeued.task), now);
         this.scheduleWake();
         return true;
@@ -648,13 +752,15 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const ended = await this.store.giveUp(claim, failure, now);
     if (!ended.ok) return false;
     await this.ended(ended.task);
-    if (ended.task.parentId !== null) await this.failParent(ended.task.parentId, `child ${ended.task.id} failed: ${error}`, dropped);
+    this.attemptEnded(ended.task);
+    if (ended.task.parentId !== null) await this.failParent(ended.task.parentId, `child ${ended.task.id} failed: ${error}`);
     return true;
   }
 
-  /** Says which documents a cascade left unneeded (the queuer drops them). */
-  private unneeded(dropped: readonly string[]): void {
-    if (dropped.length > 0) this.emit("documents:unneeded", [...dropped]);
+  /** Says the attempt a step just recorded (the last of the task's attempts): the metrics and the log read it. */
+  private attemptEnded(task: Task): void {
+    const attempt = task.attempts[task.attempts.length - 1];
+    if (attempt !== undefined) this.emit("attempt:ended", { task, attempt });
   }
 
   /** Announces work again when the earliest backoff elapses, so idle workers need not poll. */

@@ -5,9 +5,18 @@ import { monotonicFactory } from "ulid";
 import { ZERO_USAGE, type ApiKeyRecord, type UsageRow } from "../accounts/account-records.js";
 import { ERROR_CODE, isDocqError, type ErrorCode } from "../model/errors.js";
 import { newTask } from "../queue/new-task.js";
-import { TASK_STATUS, TASK_STATUSES, TaskSchema, isFinal, toQueueEntry, type Task, type TaskStatus } from "../model/task-model.js";
+import {
+  MAX_ATTEMPTS_KEPT,
+  TASK_STATUS,
+  TASK_STATUSES,
+  TaskSchema,
+  isFinal,
+  toQueueEntry,
+  type Task,
+  type TaskStatus,
+} from "../model/task-model.js";
 import { STORE_STEP_NAMES, STORE_STEPS, type StoreStep } from "../model/state-machine.js";
-import type { ReloadEntry, TaskStore } from "./task-store.js";
+import { ATTEMPT_ERROR_TAIL, type ReloadEntry, type TaskStore } from "./task-store.js";
 
 /*
  * The behaviour every TaskStore adapter must show, written only against the TaskStore
@@ -20,6 +29,9 @@ import type { ReloadEntry, TaskStore } from "./task-store.js";
  */
 
 const nextUlid = monotonicFactory();
+
+/** The place of an attempt whose runner is unknown. */
+export const NOWHERE = { site: null, node: null } as const;
 
 /** A valid task (TaskSchema accepts it) with a fresh `test-<ulid>` id; `overrides` win. */
 export function makeTask(overrides: Partial<Task> = {}): Task {
@@ -293,19 +305,28 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
           return task === undefined ? { ok: false, why: "not-in-state", task: await store.get(id) } : { ok: true, task };
         },
         succeed: (store, id) => store.succeed({ id, ...claim }, { output: "o", processedBy }, 5_000),
-        requeue: (store, id) => store.requeue({ id, ...claim }, { error: "e", processedBy: null }, 7_000),
-        giveUp: (store, id) => store.giveUp({ id, ...claim }, { error: "e", processedBy }, 5_000),
+        requeue: (store, id) => store.requeue({ id, ...claim }, { error: "e", processedBy: null, ranAt: NOWHERE }, 7_000, 7_000),
+        giveUp: (store, id) => store.giveUp({ id, ...claim }, { error: "e", processedBy, ranAt: processedBy }, 5_000),
         split: (store, id) => {
           const childId = `test-${nextUlid()}`;
-          return store.split({ id, ...claim }, processedBy, [childId], (parent) => [
-            makeTask({ id: childId, parentId: parent.id, depth: parent.depth + 1 }),
-          ]);
+          return store.split(
+            { id, ...claim },
+            processedBy,
+            [childId],
+            (parent) => [makeTask({ id: childId, parentId: parent.id, depth: parent.depth + 1 })],
+            5_000,
+          );
         },
         childSucceeded: (store, id) => store.childSucceeded(id, 5_000),
         recountChildren: (store, id) => store.recountChildren(id, 1, 5_000),
         failParent: (store, id) => store.failParent(id, "child failed", 5_000),
         cancel: (store, id) => store.cancel(id, "canceled", 5_000),
+        release: (store, id) => store.release({ id, ...claim }, { reason: "stopping", ranAt: NOWHERE }, 5_000),
         progress: (store, id) => store.progress({ id, ...claim }, 0.5, "page 2 of 4"),
+        retry: async (store, id) => {
+          const result = await store.retry([{ id, status: TASK_STATUS.input, childrenCompleted: 0 }], 5_000);
+          return result.ok ? { ok: true, task: result.tasks[0] ?? null } : result;
+        },
       };
 
       for (const step of STORE_STEP_NAMES) {
@@ -352,9 +373,10 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
             const held = { id: task.id, ...other };
             const results = [
               await store.succeed(held, { output: "o", processedBy: { site: "s", node: "n" } }, 5_000),
-              await store.requeue(held, { error: "e", processedBy: null }, 5_000),
-              await store.giveUp(held, { error: "e", processedBy: null }, 5_000),
-              await store.split(held, { site: "s", node: "n" }, [], () => []),
+              await store.requeue(held, { error: "e", processedBy: null, ranAt: NOWHERE }, 5_000, 5_000),
+              await store.giveUp(held, { error: "e", processedBy: null, ranAt: NOWHERE }, 5_000),
+              await store.split(held, { site: "s", node: "n" }, [], () => [], 5_000),
+              await store.release(held, { reason: "stopping", ranAt: NOWHERE }, 5_000),
               await store.progress(held, 0.5, null),
             ];
             for (const result of results) assert.deepEqual(result, { ok: false, why: "lease-lost", task });
@@ -413,20 +435,30 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
           const merge = makeLeasedTask("w", { tries: 1, maxTries: 3, childrenTotal: 2, childrenCompleted: 2 });
           const spent = makeLeasedTask("w", { tries: 3, maxTries: 3 });
           await store.createMany([plain, merge, spent]);
-          const requeued = await store.requeue({ id: plain.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 7_000);
+          const requeued = await store.requeue(
+            { id: plain.id, owner: "w", tries: 1 },
+            { error: "e", processedBy: null, ranAt: NOWHERE },
+            7_000,
+            6_000,
+          );
+          const attempt = { n: 1, site: null, node: null, start: plain.startTime, end: 6_000, outcome: "retry", error: "e" } as const;
           assert.deepEqual(requeued, {
             ok: true,
-            task: { ...plain, status: TASK_STATUS.input, lease: null, error: "e", availableAt: 7_000 },
+            task: { ...plain, status: TASK_STATUS.input, lease: null, error: "e", availableAt: 7_000, attempts: [attempt] },
           });
           assert.equal(
-            (await store.requeue({ id: merge.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 7_000)).task?.status,
+            (await store.requeue({ id: merge.id, owner: "w", tries: 1 }, { error: "e", processedBy: null, ranAt: NOWHERE }, 7_000, 7_000))
+              .task?.status,
             TASK_STATUS.complete,
           );
-          assert.deepEqual(await store.requeue({ id: spent.id, owner: "w", tries: 3 }, { error: "e", processedBy: null }, 7_000), {
-            ok: false,
-            why: "not-in-state",
-            task: spent,
-          });
+          assert.deepEqual(
+            await store.requeue({ id: spent.id, owner: "w", tries: 3 }, { error: "e", processedBy: null, ranAt: NOWHERE }, 7_000, 7_000),
+            {
+              ok: false,
+              why: "not-in-state",
+              task: spent,
+            },
+          );
         }),
       );
 
@@ -442,19 +474,25 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
           assert.ok(second !== undefined);
           await store.create(second);
           await assertRejectsWithCode(
-            store.split(held, { site: "s", node: "n" }, ids, () => children),
+            store.split(held, { site: "s", node: "n" }, ids, () => children, 5_000),
             ERROR_CODE.TaskExists,
           );
           assert.deepEqual(await store.get(parent.id), parent);
           await store.delete(second.id);
           await assert.rejects(
-            store.split(held, { site: "s", node: "n" }, ids, () => {
-              throw new Error("too deep");
-            }),
+            store.split(
+              held,
+              { site: "s", node: "n" },
+              ids,
+              () => {
+                throw new Error("too deep");
+              },
+              5_000,
+            ),
             /too deep/,
           );
           assert.deepEqual(await store.get(parent.id), parent);
-          const split = await store.split(held, { site: "s", node: "n" }, ids, () => children);
+          const split = await store.split(held, { site: "s", node: "n" }, ids, () => children, 5_000);
           const after = {
             ...parent,
             status: TASK_STATUS.wait,
@@ -463,6 +501,7 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
             children: ids,
             childrenTotal: 3,
             childrenCompleted: 0,
+            attempts: [{ n: 1, site: "s", node: "n", start: parent.startTime, end: 5_000, outcome: "split" as const, error: null }],
           };
           assert.deepEqual(split, { ok: true, task: after });
           assert.deepEqual(await store.children(parent.id), children);
@@ -490,7 +529,7 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
           const leased = makeLeasedTask("worker-1", { startTime: 1_000 });
           const queued = makeTask();
           await store.createMany([leased, queued]);
-          const canceled = await store.cancel(leased.id, "stop", 1_500);
+          const canceled = await store.cancel(leased.id, "stop", 1_500, "here");
           assert.equal(canceled.previousLeaseOwner, "worker-1");
           assert.deepEqual(canceled.task, {
             ...leased,
@@ -499,8 +538,131 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
             error: "stop",
             endTime: 1_500,
             duration: 500,
+            attempts: [{ n: 1, site: "here", node: "worker-1", start: 1_000, end: 1_500, outcome: "canceled", error: "stop" }],
           });
-          assert.equal((await store.cancel(queued.id, "stop", 1_500)).previousLeaseOwner, null);
+          assert.deepEqual(await store.get(leased.id), canceled.task);
+          const notRunning = await store.cancel(queued.id, "stop", 1_500);
+          assert.equal(notRunning.previousLeaseOwner, null);
+          assert.deepEqual(notRunning.task?.attempts, [], "a task not in work had no attempt to end");
+        }),
+      );
+
+      it(
+        "records each ended attempt where it ran, keeps the last 20 and the tail of a long error",
+        withStore(async (store) => {
+          const lent = makeLeasedTask("site:thief", { startTime: 1_000, maxTries: 30 });
+          await store.create(lent);
+          const longError = `${"x".repeat(5_000)}the cause`;
+          const lost = await store.giveUp(
+            { id: lent.id, owner: "site:thief", tries: 1 },
+            { error: longError, processedBy: null, ranAt: { site: "thief", node: null }, leaseLost: true },
+            2_000,
+          );
+          assert.ok(lost.ok);
+          const [attempt] = lost.task.attempts;
+          assert.deepEqual(
+            { ...attempt, error: undefined },
+            { n: 1, site: "thief", node: null, start: 1_000, end: 2_000, outcome: "lease_lost", error: undefined },
+          );
+          assert.equal(attempt?.error?.length, ATTEMPT_ERROR_TAIL);
+          assert.ok(attempt?.error?.endsWith("the cause"));
+
+          const busy = makeLeasedTask("w", { maxTries: 30 });
+          await store.create(busy);
+          for (let n = 1; n <= 25; n++) {
+            const requeued = await store.requeue(
+              { id: busy.id, owner: "w", tries: n },
+              { error: `try ${n}`, processedBy: null, ranAt: NOWHERE },
+              0,
+              n,
+            );
+            assert.ok(requeued.ok, `requeue ${n}`);
+            await store.claim([busy.id], { owner: "w", expiresAt: 9_000 }, n);
+          }
+          const kept = (await store.get(busy.id))?.attempts ?? [];
+          assert.equal(kept.length, MAX_ATTEMPTS_KEPT);
+          assert.deepEqual(
+            kept.map((a) => a.n),
+            Array.from({ length: MAX_ATTEMPTS_KEPT }, (_, i) => i + 6),
+            "the oldest went first",
+          );
+        }),
+      );
+
+      it(
+        "release hands the attempt back without counting it: tries − 1, queued now, recorded as released",
+        withStore(async (store) => {
+          const plain = makeLeasedTask("w", { tries: 2, startTime: 1_000 });
+          const merge = makeLeasedTask("w", { tries: 1, startTime: 1_000, childrenTotal: 2, childrenCompleted: 2 });
+          await store.createMany([plain, merge]);
+          const released = await store.release(
+            { id: plain.id, owner: "w", tries: 2 },
+            { reason: "stopping", ranAt: { site: "s", node: "w" } },
+            3_000,
+          );
+          assert.deepEqual(released, {
+            ok: true,
+            task: {
+              ...plain,
+              status: TASK_STATUS.input,
+              tries: 1,
+              lease: null,
+              availableAt: 3_000,
+              attempts: [{ n: 2, site: "s", node: "w", start: 1_000, end: 3_000, outcome: "released", error: "stopping" }],
+            },
+          });
+          const mergeReleased = await store.release({ id: merge.id, owner: "w", tries: 1 }, { reason: "stopping", ranAt: NOWHERE }, 3_000);
+          assert.equal(mergeReleased.task?.status, TASK_STATUS.complete);
+          assert.equal(mergeReleased.task?.tries, 0);
+        }),
+      );
+
+      it(
+        "retry puts a failed tree back in one step, keeping attempts; a row that is not failed undoes the whole retry",
+        withStore(async (store) => {
+          const attempts = [{ n: 1, site: "s", node: "n", start: 1, end: 2, outcome: "error" as const, error: "bad" }];
+          const parent = makeTask({
+            status: TASK_STATUS.error,
+            tries: 1,
+            childrenTotal: 2,
+            childrenCompleted: 1,
+            endTime: 5,
+            duration: 2,
+            error: "child failed",
+          });
+          const failed = makeTask({
+            parentId: parent.id,
+            depth: 1,
+            status: TASK_STATUS.error,
+            tries: 3,
+            error: "bad",
+            endTime: 4,
+            attempts,
+          });
+          const sibling = makeTask({ parentId: parent.id, depth: 1, status: TASK_STATUS.canceled, endTime: 4 });
+          const running = makeLeasedTask("w");
+          await store.createMany([parent, failed, sibling, running]);
+          const rows = [
+            { id: failed.id, status: TASK_STATUS.input, childrenCompleted: 0 },
+            { id: sibling.id, status: TASK_STATUS.input, childrenCompleted: 0 },
+            { id: parent.id, status: TASK_STATUS.wait, childrenCompleted: 0 },
+          ] as const;
+          const refused = await store.retry([...rows, { id: running.id, status: TASK_STATUS.input, childrenCompleted: 0 }], 9_000);
+          assert.deepEqual(refused, { ok: false, id: running.id, why: "not-in-state", task: running });
+          assert.deepEqual(await store.get(failed.id), failed, "nothing of a refused retry is written");
+          const retried = await store.retry(rows, 9_000);
+          assert.ok(retried.ok);
+          const fresh = { tries: 0, error: null, endTime: null, duration: null, availableAt: 9_000 };
+          assert.deepEqual(retried.tasks, [
+            { ...failed, ...fresh, status: TASK_STATUS.input },
+            { ...sibling, ...fresh, status: TASK_STATUS.input },
+            { ...parent, ...fresh, status: TASK_STATUS.wait, childrenCompleted: 0 },
+          ]);
+          assert.deepEqual((await store.get(failed.id))?.attempts, attempts, "its attempts are kept");
+          const again = await store.retry([rows[0]], 9_000);
+          assert.deepEqual([again.ok, again.ok ? null : again.why], [false, "not-in-state"]);
+          const gone = await store.retry([{ id: makeTask().id, status: TASK_STATUS.input, childrenCompleted: 0 }], 9_000);
+          assert.deepEqual([gone.ok, gone.ok ? null : gone.why], [false, "missing"]);
         }),
       );
     });
@@ -831,9 +993,13 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
           assert.equal(claimed?.offload, false);
 
           const child = makeTask({ parentId: home.id, depth: 1, offload: false });
-          const split = await store.split({ id: home.id, owner: "w", tries: home.tries + 1 }, { site: "s", node: "n" }, [child.id], () => [
-            child,
-          ]);
+          const split = await store.split(
+            { id: home.id, owner: "w", tries: home.tries + 1 },
+            { site: "s", node: "n" },
+            [child.id],
+            () => [child],
+            5_000,
+          );
           assert.equal(split.task?.offload, false);
           assert.deepEqual(await store.children(home.id), [child]);
         }),
@@ -1047,13 +1213,14 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
           assert.deepEqual(await active(), { alice: 2, bob: 1 });
           // Children never count, in whatever status.
           await store.claim([child.id], { owner: "w", expiresAt: 9 }, 1);
-          await store.requeue({ id: child.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 3);
+          await store.requeue({ id: child.id, owner: "w", tries: 1 }, { error: "e", processedBy: null, ranAt: NOWHERE }, 3, 3);
           const kids = [makeTask({ parentId: queued.id, depth: 1 }), makeTask({ parentId: queued.id, depth: 1, user: "bob" })];
           const split = await store.split(
             { id: queued.id, owner: "w", tries: 1 },
             { site: "s", node: "n" },
             kids.map((k) => k.id),
             () => kids,
+            5_000,
           );
           assert.ok(split.ok);
           assert.deepEqual(await active(), { alice: 2, bob: 1 });

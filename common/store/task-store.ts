@@ -4,6 +4,34 @@ import type { LeaseClaim } from "../model/claims.js";
 import { STORE_STEPS, type StoreStep } from "../model/state-machine.js";
 import type { CallbackDelivery, Lease, ProcessedBy, Task, TaskStatus } from "../model/task-model.js";
 
+/** Where an attempt ran, as its record names it (AttemptRecord's site and node). */
+export interface AttemptPlace {
+  site: string | null;
+  node: string | null;
+}
+
+/** The lease owner of a task lent to another site is `site:<thief>`. */
+export const REMOTE_OWNER_PREFIX = "site:";
+
+/** The most of an error's text an attempt's record keeps: its end, where scripts print the cause. */
+export const ATTEMPT_ERROR_TAIL = 2000;
+
+/** The last ATTEMPT_ERROR_TAIL characters of an attempt's error. */
+export function errorTail(error: string | null): string | null {
+  return error === null || error.length <= ATTEMPT_ERROR_TAIL ? error : error.slice(-ATTEMPT_ERROR_TAIL);
+}
+
+/**
+ * Where an attempt ran: the worker's word when it reported one (processedBy), else what its lease
+ * owner says: `site:<x>` ran at site x (a task lent to it), a local worker's owner name ran here.
+ */
+export function attemptPlace(processedBy: ProcessedBy | null, leaseOwner: string | null, localSite: string | null): AttemptPlace {
+  if (processedBy !== null) return { site: processedBy.site, node: processedBy.node };
+  if (leaseOwner === null) return { site: null, node: null };
+  if (leaseOwner.startsWith(REMOTE_OWNER_PREFIX)) return { site: leaseOwner.slice(REMOTE_OWNER_PREFIX.length), node: null };
+  return { site: localSite, node: leaseOwner };
+}
+
 /** Why a store step wrote nothing. */
 export type StepMiss = "missing" | "not-in-state" | "lease-lost";
 
@@ -28,6 +56,37 @@ export interface SuccessRecord {
 export interface FailureRecord {
   error: string;
   processedBy: ProcessedBy | null;
+  /** Where the attempt ran, for its record in `attempts` (attemptPlace). */
+  ranAt: AttemptPlace;
+  /** The attempt ended because its lease ran out (its holder went silent): recorded as `lease_lost`. */
+  leaseLost?: boolean;
+}
+
+/** What a released attempt (stopped by a graceful shutdown, not counted as a try) records. */
+export interface ReleaseRecord {
+  reason: string;
+  ranAt: AttemptPlace;
+}
+
+/** One row of a retry: the status it goes back to, and (for a parent) how many of its children are output. */
+export interface RetryRow {
+  id: string;
+  status: "input" | "wait" | "complete";
+  childrenCompleted: number;
+}
+
+/** What a retry answers: every row after it, or the first row whose guard missed (and nothing written). */
+export type RetryResult = { ok: true; tasks: Task[] } | { ok: false; id: string; why: StepMiss; task: Task | null };
+
+/** Finished top-level tasks, for retention and the bulk clean. */
+export interface FinishedQuery {
+  status: "output" | "error" | "canceled";
+  /** Only tasks whose endTime is before this. */
+  endedBefore: number;
+  user?: string;
+  job?: string;
+  /** Leave out tasks of these jobs (they have windows of their own). */
+  exceptJobs?: readonly string[];
 }
 
 export interface TaskFilter {
@@ -69,9 +128,12 @@ export interface TaskStore extends AccountRecords {
   /*
    * The steps: one per edge of the state diagram (STORE_STEPS in model/state-machine.ts), each one
    * statement or one transaction with its guard inside. A miss answers why and the row as it is now.
-   * Steps that hold a lease (succeed, requeue, giveUp, split) take the worker's claim: they guard on
+   * Steps that hold a lease (succeed, requeue, giveUp, split, release) take the worker's claim: they guard on
    * `status = work AND lease owner = claim.owner AND tries = claim.tries`, and miss with
    * `lease-lost` when the task is in work under another owner or attempt.
+   * Every step that ends an attempt (succeed, split, requeue, giveUp, release, cancel of a task in
+   * work) appends its AttemptRecord to `attempts` in the same write, keeping the last
+   * MAX_ATTEMPTS_KEPT: n = tries, start = startTime, end = now, error = errorTail of its error.
    */
 
   /**
@@ -90,7 +152,19 @@ export interface TaskStore extends AccountRecords {
    * try left misses with `not-in-state` (the row shows it held by the claim): give it up instead.
    * The queue then re-indexes the task and wakes idle workers when its backoff ends.
    */
-  requeue(claim: LeaseClaim, failure: FailureRecord, availableAt: number): Promise<StepResult>;
+  requeue(claim: LeaseClaim, failure: FailureRecord, availableAt: number, now: number): Promise<StepResult>;
+  /**
+   * work → input (a plain task) or work → complete (a merge): the attempt was stopped by a graceful
+   * shutdown and does not count, so tries − 1; availableAt = now; clears the lease. Its attempt is
+   * recorded as `released`. The queue then re-indexes the task.
+   */
+  release(claim: LeaseClaim, release: ReleaseRecord, now: number): Promise<StepResult>;
+  /**
+   * error | canceled → input | wait | complete, for every row in one transaction, each guarded: tries
+   * = 0, error, endTime, duration and progress cleared, availableAt = now, childrenCompleted as
+   * given; attempts kept. A row whose guard misses writes nothing of the whole retry and is answered.
+   */
+  retry(rows: readonly RetryRow[], now: number): Promise<RetryResult>;
   /** work → error: error, processedBy when given, endTime, duration. The queue emits task:done and fails the parent. */
   giveUp(claim: LeaseClaim, failure: FailureRecord, now: number): Promise<StepResult>;
   /**
@@ -104,6 +178,7 @@ export interface TaskStore extends AccountRecords {
     processedBy: ProcessedBy,
     childIds: readonly string[],
     makeChildren: (parent: Task) => readonly Task[],
+    now: number,
   ): Promise<StepResult>;
   /**
    * wait: childrenCompleted + 1 while below childrenTotal; the statement that reaches childrenTotal
@@ -116,9 +191,12 @@ export interface TaskStore extends AccountRecords {
   failParent(parentId: string, error: string, now: number): Promise<StepResult>;
   /**
    * input | work | wait | complete → canceled: error = reason, endTime = now, duration when it had
-   * started; clears the lease and answers who held it. The queue emits task:canceled (when leased) and task:done.
+   * started; clears the lease and answers who held it. A task in work records its attempt as
+   * `canceled`, placed by its lease owner (attemptPlace with `localSite`, the queue's site; without
+   * it a local worker's attempt names no site). The queue emits
+   * task:canceled (when leased) and task:done.
    */
-  cancel(id: string, reason: string, now: number): Promise<CancelResult>;
+  cancel(id: string, reason: string, now: number, localSite?: string): Promise<CancelResult>;
   /**
    * work (stays work): the latest progress the running attempt's script reported (0..1) and its
    * message, guarded by the claim as the steps that hold a lease are. A stale attempt's report
@@ -136,6 +214,13 @@ export interface TaskStore extends AccountRecords {
   /** Children of a parent, in the order they were created. */
   children(parentId: string): Promise<Task[]>;
   delete(id: string): Promise<boolean>;
+  /** Top-level tasks in a final status that ended before `query.endedBefore`, oldest end first, at most `limit`. */
+  finished(query: FinishedQuery, limit: number): Promise<Task[]>;
+  /**
+   * Removes a task in a final status with all its descendants, in one step; answers the ids
+   * removed (none when the task is missing or not final, so a task retried meanwhile stays).
+   */
+  deleteFinishedTree(id: string): Promise<string[]>;
   countByStatus(): Promise<Record<TaskStatus, number>>;
   /**
    * Top-level tasks that crossed sites: `in`, run here for another site (by origin site); `out`,

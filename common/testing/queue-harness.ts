@@ -56,6 +56,7 @@ export function directWorkerQueue(queue: TaskQueue, calls?: WorkerQueueCalls): W
       return queue.fail(claim, error, opts);
     },
     split: (claim, children, processedBy) => queue.split(claim, children, processedBy),
+    release: (claim, reason) => queue.release(claim, reason),
     progress: async (claim, progress, message) => {
       calls?.progress?.push({ claim, progress, message });
       return queue.progress(claim, progress, message);

@@ -105,6 +105,7 @@ if (MONGO_URL === "") {
                 { site: "s", node: "n" },
                 children.map((c) => c.id),
                 () => children,
+                5_000,
               ),
             };
           });

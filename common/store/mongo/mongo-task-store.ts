@@ -9,15 +9,16 @@ import {
   type Document,
   type Filter,
   type IndexDescription,
-  type UpdateFilter,
   type WriteError,
 } from "mongodb";
 import { ZERO_USAGE, type ApiKeyLimits, type ApiKeyRecord, type UsageCounts, type UsageRow } from "../../accounts/account-records.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/errors.js";
 import {
+  MAX_ATTEMPTS_KEPT,
   TASK_STATUS,
   TASK_STATUSES,
   isFinal,
+  type AttemptOutcome,
   type AttemptRecord,
   type CallbackDelivery,
   type Lease,
@@ -27,9 +28,17 @@ import {
   type TaskStatus,
 } from "../../model/task-model.js";
 import {
+  REMOTE_OWNER_PREFIX,
   USAGE_COUNTERS,
+  attemptPlace,
+  errorTail,
   requireUsageDay,
   usageDelta,
+  type AttemptPlace,
+  type FinishedQuery,
+  type ReleaseRecord,
+  type RetryResult,
+  type RetryRow,
   type ReloadEntry,
   type StolenCounts,
   stepMiss,
@@ -110,6 +119,8 @@ const INDEXES: IndexDescription[] = [
   // countActive: {user, parentId: null, status in the non-final ones}, 4 short ranges of one user's
   // active top-level tasks (at most what maxQueued allows), never the user's finished tasks.
   { name: "user_active", key: { user: 1, parentId: 1, status: 1 } },
+  // finished (retention and the bulk clean): {status, endTime < before} oldest end first.
+  { name: "status_end", key: { status: 1, endTime: 1 } },
 ];
 
 const KEY_INDEXES: IndexDescription[] = [
@@ -343,6 +354,13 @@ function heldBy(step: StoreStep, claim: LeaseClaim): Filter<TaskDoc> {
   return { _id: claim.id, ...statusIn(step), "lease.owner": claim.owner, tries: claim.tries };
 }
 
+/** A retry's miss inside its transaction: thrown to abort it, caught outside. */
+class RetryAborted extends Error {
+  constructor(readonly miss: RetryResult & { ok: false }) {
+    super(`retry of ${miss.id} missed: ${miss.why}`);
+  }
+}
+
 /** `now − startTime` as an aggregation expression (null when the task never started). */
 /** Values of a pipeline `$set` taken as they are: a string starting with `$` would otherwise name a field. */
 function literalStrings(set: Record<string, unknown>): Record<string, unknown> {
@@ -352,6 +370,43 @@ function literalStrings(set: Record<string, unknown>): Record<string, unknown> {
       typeof v === "string" || (typeof v === "object" && v !== null && !("$cond" in v)) ? { $literal: v } : v,
     ]),
   );
+}
+
+/**
+ * `attempts` with the attempt a step ends appended, the last MAX_ATTEMPTS_KEPT kept: an update
+ * pipeline expression, reading the document before the stage (tries, startTime).
+ */
+function appendAttempt(place: PlaceExpressions, end: number, outcome: AttemptOutcome, error: string | null): Document {
+  const attempt = {
+    n: "$tries",
+    site: place.site,
+    node: place.node,
+    start: { $ifNull: ["$startTime", null] },
+    end: { $literal: end },
+    outcome: { $literal: outcome },
+    error: { $literal: errorTail(error) },
+  };
+  return { $slice: [{ $concatArrays: [{ $ifNull: ["$attempts", []] }, [attempt]] }, -MAX_ATTEMPTS_KEPT] };
+}
+
+/** An attempt's site and node as pipeline expressions. */
+interface PlaceExpressions {
+  site: unknown;
+  node: unknown;
+}
+
+function literalPlace(place: AttemptPlace): PlaceExpressions {
+  return { site: { $literal: place.site }, node: { $literal: place.node } };
+}
+
+/** attemptPlace from the document's lease owner, as pipeline expressions (for cancel, which has no claim). */
+function placeFromLease(localSite: string | null): PlaceExpressions {
+  const owner = { $ifNull: ["$lease.owner", ""] };
+  const remote = { $eq: [{ $substrCP: [owner, 0, REMOTE_OWNER_PREFIX.length] }, REMOTE_OWNER_PREFIX] };
+  return {
+    site: { $cond: [remote, { $substrCP: [owner, REMOTE_OWNER_PREFIX.length, 1000] }, { $literal: localSite }] },
+    node: { $cond: [remote, null, "$lease.owner"] },
+  };
 }
 
 const durationUntil = (now: number) => ({
@@ -497,10 +552,11 @@ export class MongoTaskStore implements TaskStore {
       endTime: now,
       duration: durationUntil(now),
     };
-    return this.step("succeed", claim.id, heldBy("succeed", claim), [{ $set: literalStrings(set) }], claim);
+    const attempts = appendAttempt(literalPlace(result.processedBy), now, "output", null);
+    return this.step("succeed", claim.id, heldBy("succeed", claim), [{ $set: { ...literalStrings(set), attempts } }], claim);
   }
 
-  async requeue(claim: LeaseClaim, failure: FailureRecord, availableAt: number): Promise<StepResult> {
+  async requeue(claim: LeaseClaim, failure: FailureRecord, availableAt: number, now: number): Promise<StepResult> {
     const set = {
       // A parent whose merge failed retries the merge: its children are done and must not run again.
       status: { $cond: [{ $gt: ["$childrenTotal", 0] }, TASK_STATUS.complete, TASK_STATUS.input] },
@@ -508,6 +564,7 @@ export class MongoTaskStore implements TaskStore {
       lease: null,
       availableAt,
       ...(failure.processedBy === null ? {} : { processedBy: { $literal: failure.processedBy } }),
+      attempts: appendAttempt(literalPlace(failure.ranAt), now, failure.leaseLost === true ? "lease_lost" : "retry", failure.error),
     };
     const filter = { ...heldBy("requeue", claim), $expr: { $lt: ["$tries", "$maxTries"] } };
     return this.step("requeue", claim.id, filter, [{ $set: set }], claim);
@@ -521,8 +578,69 @@ export class MongoTaskStore implements TaskStore {
       endTime: now,
       duration: durationUntil(now),
       ...(failure.processedBy === null ? {} : { processedBy: { $literal: failure.processedBy } }),
+      attempts: appendAttempt(literalPlace(failure.ranAt), now, failure.leaseLost === true ? "lease_lost" : "error", failure.error),
     };
     return this.step("giveUp", claim.id, heldBy("giveUp", claim), [{ $set: set }], claim);
+  }
+
+  async release(claim: LeaseClaim, release: ReleaseRecord, now: number): Promise<StepResult> {
+    const set = {
+      status: { $cond: [{ $gt: ["$childrenTotal", 0] }, TASK_STATUS.complete, TASK_STATUS.input] },
+      // Not counted: the next claim runs the same try number again.
+      tries: { $subtract: ["$tries", 1] },
+      lease: null,
+      availableAt: now,
+      attempts: appendAttempt(literalPlace(release.ranAt), now, "released", release.reason),
+    };
+    return this.step("release", claim.id, heldBy("release", claim), [{ $set: set }], claim);
+  }
+
+  /**
+   * One guarded update per row, in a transaction where the deployment has them (a miss aborts it).
+   * On a standalone server the rows are written in order (the caller puts children before their
+   * parent), so a miss halfway leaves retried children of a parent still failed: they run, and the
+   * parent can be retried again.
+   */
+  async retry(rows: readonly RetryRow[], now: number): Promise<RetryResult> {
+    const writeAll = async (session?: ClientSession): Promise<RetryResult> => {
+      const tasks: Task[] = [];
+      for (const row of rows) {
+        const set = {
+          status: row.status,
+          tries: 0,
+          error: null,
+          endTime: null,
+          duration: null,
+          availableAt: now,
+          childrenCompleted: row.childrenCompleted,
+          progress: null,
+          progressMessage: null,
+        };
+        const doc = await this.tasks.findOneAndUpdate(
+          { _id: row.id, ...statusIn("retry") },
+          { $set: set },
+          { returnDocument: "after", ...(session === undefined ? {} : { session }) },
+        );
+        if (doc === null) {
+          const current = await this.tasks.findOne({ _id: row.id }, session === undefined ? {} : { session });
+          const task = current === null ? null : docToTask(current);
+          const miss: RetryResult = { ok: false, id: row.id, why: stepMiss("retry", task), task };
+          if (session !== undefined) throw new RetryAborted(miss);
+          return miss;
+        }
+        tasks.push(docToTask(doc));
+      }
+      return { ok: true, tasks };
+    };
+    return this.attempt("retry", async () => {
+      if (!this.transactions) return writeAll();
+      try {
+        return await this.inTransaction((session) => writeAll(session));
+      } catch (err) {
+        if (err instanceof RetryAborted) return err.miss;
+        throw err;
+      }
+    });
   }
 
   async split(
@@ -530,18 +648,22 @@ export class MongoTaskStore implements TaskStore {
     processedBy: ProcessedBy,
     childIds: readonly string[],
     makeChildren: (parent: Task) => readonly Task[],
+    now: number,
   ): Promise<StepResult> {
     const filter = heldBy("split", claim);
-    const update = {
-      $set: {
-        status: TASK_STATUS.wait,
-        processedBy: { site: processedBy.site, node: processedBy.node },
-        children: [...childIds],
-        childrenTotal: childIds.length,
-        childrenCompleted: 0,
-        lease: null,
+    const update = [
+      {
+        $set: {
+          status: TASK_STATUS.wait,
+          processedBy: { $literal: { site: processedBy.site, node: processedBy.node } },
+          children: { $literal: [...childIds] },
+          childrenTotal: childIds.length,
+          childrenCompleted: 0,
+          lease: null,
+          attempts: appendAttempt(literalPlace(processedBy), now, "split", null),
+        },
       },
-    };
+    ];
     let inserting: TaskDoc[] = [];
     const build = (parent: Task): TaskDoc[] => {
       const children = makeChildren(parent);
@@ -597,15 +719,34 @@ export class MongoTaskStore implements TaskStore {
   }
 
   /** returnDocument "before": the lease it ended is news its holder needs; the row after is derived from it. */
-  async cancel(id: string, reason: string, now: number): Promise<CancelResult> {
-    const set = { status: TASK_STATUS.canceled, error: { $literal: reason }, endTime: now, duration: durationUntil(now), lease: null };
+  async cancel(id: string, reason: string, now: number, localSite?: string): Promise<CancelResult> {
+    const place = placeFromLease(localSite ?? null);
+    const set = {
+      status: TASK_STATUS.canceled,
+      error: { $literal: reason },
+      endTime: now,
+      duration: durationUntil(now),
+      lease: null,
+      // Only a task in work was running an attempt.
+      attempts: { $cond: [{ $eq: ["$status", TASK_STATUS.work] }, appendAttempt(place, now, "canceled", reason), "$attempts"] },
+    };
     const before = await this.attempt("cancel", () =>
       this.tasks.findOneAndUpdate({ _id: id, ...statusIn("cancel") }, [{ $set: set }], { returnDocument: "before" }),
     );
     if (before === null) return { ...(await this.miss("cancel", id)), previousLeaseOwner: null };
     const task = docToTask(before);
+    const ranAt = attemptPlace(null, task.lease?.owner ?? null, localSite ?? null);
+    const attempt: AttemptRecord = {
+      n: task.tries,
+      ...ranAt,
+      start: task.startTime,
+      end: now,
+      outcome: "canceled",
+      error: errorTail(reason),
+    };
     const after: Task = {
       ...task,
+      attempts: task.status === TASK_STATUS.work ? [...task.attempts, attempt].slice(-MAX_ATTEMPTS_KEPT) : task.attempts,
       status: TASK_STATUS.canceled,
       error: reason,
       endTime: now,
@@ -700,6 +841,44 @@ export class MongoTaskStore implements TaskStore {
   async delete(id: string): Promise<boolean> {
     const result = await this.attempt("delete", () => this.tasks.deleteOne({ _id: id }));
     return result.deletedCount > 0;
+  }
+
+  async finished(query: FinishedQuery, limit: number): Promise<Task[]> {
+    requirePositiveInteger(limit, "limit");
+    const filter: Filter<TaskDoc> = { parentId: null, status: query.status, endTime: { $lt: query.endedBefore } };
+    if (query.user !== undefined) filter.user = query.user;
+    if (query.job !== undefined) filter.job = query.job;
+    else if (query.exceptJobs !== undefined && query.exceptJobs.length > 0) filter.job = { $nin: [...query.exceptJobs] };
+    if (query.job !== undefined && query.exceptJobs?.includes(query.job) === true) return [];
+    const docs = await this.attempt("finished", () =>
+      this.tasks.find(filter, { sort: { endTime: 1, seq: 1 }, limit, hint: "status_end" }).toArray(),
+    );
+    return docs.map(docToTask);
+  }
+
+  /**
+   * The root's guard first (final), then its descendants found level by level and removed with it,
+   * in one transaction where the deployment has them. On a standalone server the descendants go
+   * first and the root last, so a crash halfway leaves a final root (removed by the next sweep).
+   */
+  async deleteFinishedTree(id: string): Promise<string[]> {
+    const removeTree = async (session?: ClientSession): Promise<string[]> => {
+      const opts = session === undefined ? {} : { session };
+      const root = await this.tasks.findOne({ _id: id, status: { $nin: NON_FINAL_STATUSES } }, opts);
+      if (root === null) return [];
+      const descendants: string[] = [];
+      for (let level = [id]; level.length > 0;) {
+        const kids = await this.tasks.find<{ _id: string }>({ parentId: { $in: level } }, { ...opts, projection: { _id: 1 } }).toArray();
+        level = kids.map((kid) => kid._id);
+        descendants.push(...level);
+      }
+      if (descendants.length > 0) await this.tasks.deleteMany({ _id: { $in: descendants } }, opts);
+      const gone = await this.tasks.deleteOne({ _id: id, status: { $nin: NON_FINAL_STATUSES } }, opts);
+      return gone.deletedCount > 0 ? [...descendants, id] : descendants;
+    };
+    return this.attempt("deleteFinishedTree", () =>
+      this.transactions ? this.inTransaction((session) => removeTree(session)) : removeTree(),
+    );
   }
 
   async countByStatus(): Promise<Record<TaskStatus, number>> {
@@ -874,7 +1053,7 @@ export class MongoTaskStore implements TaskStore {
    */
   private async splitWithoutTransaction(
     filter: Filter<TaskDoc>,
-    update: UpdateFilter<TaskDoc>,
+    update: Document[],
     build: (parent: Task) => TaskDoc[],
   ): Promise<TaskDoc | null> {
     const current = await this.tasks.findOne(filter);

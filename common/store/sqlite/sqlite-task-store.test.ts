@@ -10,7 +10,7 @@ import { ERROR_CODE, isDocqError, type ErrorCode } from "../../model/errors.js";
 import { SqliteTaskStore } from "./sqlite-task-store.js";
 import { TASK_STATUS } from "../../model/task-model.js";
 import type { ReloadEntry } from "../task-store.js";
-import { makeTask, taskStoreContract } from "../task-store.contract.js";
+import { makeTask, NOWHERE, taskStoreContract } from "../task-store.contract.js";
 
 taskStoreContract("SqliteTaskStore", async () => {
   const dir = await mkdtemp(join(tmpdir(), "docq-task-store-"));
@@ -78,6 +78,7 @@ describe("SqliteTaskStore", () => {
       { site: "s", node: "n" },
       children.map((c) => c.id),
       () => children,
+      5,
     );
     assert.ok(waiting.ok);
     const counted = (await first.childSucceeded(parent.id, 5)).task;
@@ -295,8 +296,9 @@ describe("SqliteTaskStore", () => {
         if (i % 4 === 0)
           await store.succeed({ id: task.id, owner: "w", tries: 1 }, { output: "o", processedBy: { site: "s", node: "n" } }, 2);
         if (i % 5 === 0) await store.cancel(task.id, "stop", 2);
-        if (i % 9 === 0) await store.requeue({ id: task.id, owner: "w", tries: 1 }, { error: "e", processedBy: null }, 3);
-        if (i % 11 === 0) await store.split({ id: task.id, owner: "w", tries: 1 }, { site: "s", node: "n" }, [], () => []);
+        if (i % 9 === 0)
+          await store.requeue({ id: task.id, owner: "w", tries: 1 }, { error: "e", processedBy: null, ranAt: NOWHERE }, 3, 3);
+        if (i % 11 === 0) await store.split({ id: task.id, owner: "w", tries: 1 }, { site: "s", node: "n" }, [], () => [], 5_000);
         if (i % 7 === 0) await store.delete(task.id);
       }
       const scanned = new Map(

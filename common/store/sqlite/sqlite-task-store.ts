@@ -6,9 +6,11 @@ import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/er
 import type { LeaseClaim } from "../../model/claims.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 import {
+  MAX_ATTEMPTS_KEPT,
   TASK_STATUS,
   TASK_STATUSES,
   isFinal,
+  type AttemptOutcome,
   type AttemptRecord,
   type CallbackDelivery,
   type Lease,
@@ -19,11 +21,19 @@ import {
 } from "../../model/task-model.js";
 import {
   USAGE_COUNTERS,
+  attemptPlace,
+  errorTail,
   requireUsageDay,
+  stepMiss,
   stepResult,
   usageDelta,
+  type AttemptPlace,
   type CancelResult,
   type FailureRecord,
+  type FinishedQuery,
+  type ReleaseRecord,
+  type RetryResult,
+  type RetryRow,
   type ReloadEntry,
   type StepResult,
   type StolenCounts,
@@ -386,6 +396,27 @@ function claimParams(claim: LeaseClaim): [string, string, number] {
   return [claim.id, claim.owner, claim.tries];
 }
 
+/**
+ * `attempts = ...` appending the attempt this step ends, keeping the last MAX_ATTEMPTS_KEPT (the
+ * oldest goes when full). Reads the row before the statement (tries, start_time); binds site, node,
+ * end, outcome, error. A `$[#]` path removes nothing, so one bound object serves both cases.
+ */
+const APPEND_ATTEMPT =
+  `attempts = json_remove(json_insert(attempts, '$[#]', json_object('n', tries, 'site', ?, 'node', ?, 'start', start_time,` +
+  ` 'end', ?, 'outcome', ?, 'error', ?)), CASE WHEN json_array_length(attempts) >= ${MAX_ATTEMPTS_KEPT} THEN '$[0]' ELSE '$[#]' END)`;
+type AttemptParams = [string | null, string | null, number, AttemptOutcome, string | null];
+
+function attemptParams(place: AttemptPlace, end: number, outcome: AttemptOutcome, error: string | null): AttemptParams {
+  return [place.site, place.node, end, outcome, errorTail(error)];
+}
+
+/** A miss inside a retry's transaction: thrown to undo the rows already written, caught outside it. */
+class RetryMiss extends Error {
+  constructor(readonly miss: RetryResult & { ok: false }) {
+    super(`retry of ${miss.id} missed: ${miss.why}`);
+  }
+}
+
 const NON_FINAL_CONDITION = `status IN (${sqlList(TASK_STATUSES.filter((s) => !isFinal(s)))})`;
 
 const SCHEMA_V1 = `
@@ -532,20 +563,23 @@ interface FixedStatements {
   exists: Statement<[string], number>;
   get: Statement<[string], TaskRow>;
   claims: Map<number, Statement<SqlValue[], TaskRow>>;
-  succeed: Statement<[string, string, number, number, string, string, number], TaskRow>;
-  requeue: Statement<[string, string | null, number, string, string, number], TaskRow>;
-  giveUp: Statement<[string, string | null, number, number, string, string, number], TaskRow>;
-  splitParent: Statement<[string, string, number, string, string, number], TaskRow>;
+  succeed: Statement<[string, string, number, number, ...AttemptParams, string, string, number], TaskRow>;
+  requeue: Statement<[string, string | null, number, ...AttemptParams, string, string, number], TaskRow>;
+  giveUp: Statement<[string, string | null, number, number, ...AttemptParams, string, string, number], TaskRow>;
+  release: Statement<[number, ...AttemptParams, string, string, number], TaskRow>;
+  retry: Statement<[string, number, number, string], TaskRow>;
+  splitParent: Statement<[string, string, number, ...AttemptParams, string, string, number], TaskRow>;
   childSucceeded: Statement<[number, string], TaskRow>;
   recountChildren: Statement<[number, number, number, number, string], TaskRow>;
   failParent: Statement<[string, number, string], TaskRow>;
-  cancel: Statement<[string, number, number, string], TaskRow>;
+  cancel: Statement<[string, number, number, ...AttemptParams, string], TaskRow>;
   progress: Statement<[number, string | null, string, string, number], TaskRow>;
   renew: Statement<SqlValue[], string>;
   expired: Statement<[number, number], TaskRow>;
   reloadBatch: Statement<[number, number], ReloadRow>;
   children: Statement<[string], TaskRow>;
   delete: Statement<[string], unknown>;
+  deleteFinishedTree: Statement<[string], string>;
   countByStatus: Statement<[], { status: TaskStatus; count: number }>;
   topCounts: Statement<[], { site: string; ran_site: string; count: number }>;
   insertKey: Statement<[string, string, string, string, number, number | null], unknown>;
@@ -596,21 +630,31 @@ export class SqliteTaskStore implements TaskStore {
       ),
       succeed: db.prepare(
         `UPDATE tasks SET status = '${TASK_STATUS.output}', output = ?, processed_by = ?, lease_owner = NULL, lease_expires_at = NULL, error = NULL,` +
-          ` end_time = ?, duration = ? - start_time WHERE ${HELD_BY_CLAIM("succeed")} RETURNING *`,
+          ` end_time = ?, duration = ? - start_time, ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("succeed")} RETURNING *`,
       ),
       // A parent whose merge failed retries the merge: its children are done and must not run again.
       requeue: db.prepare(
         `UPDATE tasks SET status = CASE WHEN children_total > 0 THEN '${TASK_STATUS.complete}' ELSE '${TASK_STATUS.input}' END,` +
-          ` error = ?, processed_by = COALESCE(?, processed_by), available_at = ?, lease_owner = NULL, lease_expires_at = NULL` +
-          ` WHERE ${HELD_BY_CLAIM("requeue")} AND tries < max_tries RETURNING *`,
+          ` error = ?, processed_by = COALESCE(?, processed_by), available_at = ?, lease_owner = NULL, lease_expires_at = NULL,` +
+          ` ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("requeue")} AND tries < max_tries RETURNING *`,
+      ),
+      // Not counted: tries goes back, so the next claim runs the same try number again.
+      release: db.prepare(
+        `UPDATE tasks SET status = CASE WHEN children_total > 0 THEN '${TASK_STATUS.complete}' ELSE '${TASK_STATUS.input}' END,` +
+          ` tries = tries - 1, available_at = ?, lease_owner = NULL, lease_expires_at = NULL, ${APPEND_ATTEMPT}` +
+          ` WHERE ${HELD_BY_CLAIM("release")} RETURNING *`,
+      ),
+      retry: db.prepare(
+        `UPDATE tasks SET status = ?, tries = 0, error = NULL, end_time = NULL, duration = NULL, available_at = ?, children_completed = ?,` +
+          ` progress = NULL, progress_message = NULL WHERE id = ? AND ${statusIn("retry")} RETURNING *`,
       ),
       giveUp: db.prepare(
         `UPDATE tasks SET status = '${TASK_STATUS.error}', error = ?, processed_by = COALESCE(?, processed_by), end_time = ?, duration = ? - start_time,` +
-          ` lease_owner = NULL, lease_expires_at = NULL WHERE ${HELD_BY_CLAIM("giveUp")} RETURNING *`,
+          ` lease_owner = NULL, lease_expires_at = NULL, ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("giveUp")} RETURNING *`,
       ),
       splitParent: db.prepare(
         `UPDATE tasks SET status = '${TASK_STATUS.wait}', processed_by = ?, children = ?, children_total = ?, children_completed = 0,` +
-          ` lease_owner = NULL, lease_expires_at = NULL WHERE ${HELD_BY_CLAIM("split")} RETURNING *`,
+          ` lease_owner = NULL, lease_expires_at = NULL, ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("split")} RETURNING *`,
       ),
       // SET expressions read the row before the statement: children_completed + 1 is the new count.
       childSucceeded: db.prepare(
@@ -626,9 +670,11 @@ export class SqliteTaskStore implements TaskStore {
       failParent: db.prepare(
         `UPDATE tasks SET status = '${TASK_STATUS.error}', error = ?, end_time = ? WHERE id = ? AND ${statusIn("failParent")} RETURNING *`,
       ),
+      // Only a task in work was running an attempt: the others keep their attempts as they are.
       cancel: db.prepare(
         `UPDATE tasks SET status = '${TASK_STATUS.canceled}', error = ?, end_time = ?, duration = ? - start_time,` +
-          ` lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND ${statusIn("cancel")} RETURNING *`,
+          ` lease_owner = NULL, lease_expires_at = NULL, attempts = CASE WHEN status = '${TASK_STATUS.work}'` +
+          ` THEN ${APPEND_ATTEMPT.replace(/^attempts = /, "")} ELSE attempts END WHERE id = ? AND ${statusIn("cancel")} RETURNING *`,
       ),
       progress: db.prepare(`UPDATE tasks SET progress = ?, progress_message = ? WHERE ${HELD_BY_CLAIM("progress")} RETURNING *`),
       renew: db
@@ -645,6 +691,14 @@ export class SqliteTaskStore implements TaskStore {
       ),
       children: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE parent_id = ? ORDER BY seq`),
       delete: db.prepare<[string]>(`DELETE FROM tasks WHERE id = ?`),
+      // One statement: the root's guard and its whole tree, so a task retried meanwhile stays with its children.
+      deleteFinishedTree: db
+        .prepare<[string], string>(
+          `WITH RECURSIVE tree(id) AS (SELECT id FROM tasks WHERE id = ? AND NOT (${NON_FINAL_CONDITION})` +
+            ` UNION ALL SELECT tasks.id FROM tasks JOIN tree ON tasks.parent_id = tree.id)` +
+            ` DELETE FROM tasks WHERE id IN (SELECT id FROM tree) RETURNING id`,
+        )
+        .pluck(),
       countByStatus: db.prepare<[], { status: TaskStatus; count: number }>(`SELECT status, count FROM status_counts`),
       topCounts: db.prepare<[], { site: string; ran_site: string; count: number }>(`SELECT site, ran_site, count FROM top_counts`),
       insertKey: db.prepare<[string, string, string, string, number, number | null]>(
@@ -778,17 +832,55 @@ export class SqliteTaskStore implements TaskStore {
 
   async succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult> {
     const processedBy = JSON.stringify(result.processedBy);
-    return this.held("succeed", claim, () => this.statements.succeed.get(result.output, processedBy, now, now, ...claimParams(claim)));
+    const attempt = attemptParams(result.processedBy, now, "output", null);
+    return this.held("succeed", claim, () =>
+      this.statements.succeed.get(result.output, processedBy, now, now, ...attempt, ...claimParams(claim)),
+    );
   }
 
-  async requeue(claim: LeaseClaim, failure: FailureRecord, availableAt: number): Promise<StepResult> {
+  async requeue(claim: LeaseClaim, failure: FailureRecord, availableAt: number, now: number): Promise<StepResult> {
     const processedBy = failure.processedBy === null ? null : JSON.stringify(failure.processedBy);
-    return this.held("requeue", claim, () => this.statements.requeue.get(failure.error, processedBy, availableAt, ...claimParams(claim)));
+    const attempt = attemptParams(failure.ranAt, now, failure.leaseLost === true ? "lease_lost" : "retry", failure.error);
+    return this.held("requeue", claim, () =>
+      this.statements.requeue.get(failure.error, processedBy, availableAt, ...attempt, ...claimParams(claim)),
+    );
   }
 
   async giveUp(claim: LeaseClaim, failure: FailureRecord, now: number): Promise<StepResult> {
     const processedBy = failure.processedBy === null ? null : JSON.stringify(failure.processedBy);
-    return this.held("giveUp", claim, () => this.statements.giveUp.get(failure.error, processedBy, now, now, ...claimParams(claim)));
+    const attempt = attemptParams(failure.ranAt, now, failure.leaseLost === true ? "lease_lost" : "error", failure.error);
+    return this.held("giveUp", claim, () =>
+      this.statements.giveUp.get(failure.error, processedBy, now, now, ...attempt, ...claimParams(claim)),
+    );
+  }
+
+  async release(claim: LeaseClaim, release: ReleaseRecord, now: number): Promise<StepResult> {
+    const attempt = attemptParams(release.ranAt, now, "released", release.reason);
+    return this.held("release", claim, () => this.statements.release.get(now, ...attempt, ...claimParams(claim)));
+  }
+
+  async retry(rows: readonly RetryRow[], now: number): Promise<RetryResult> {
+    if (rows.length === 0) return { ok: true, tasks: [] };
+    return this.attempt("retry", () => {
+      try {
+        return this.step((): RetryResult => {
+          const tasks: Task[] = [];
+          for (const row of rows) {
+            const after = this.statements.retry.get(row.status, now, row.childrenCompleted, row.id);
+            if (after === undefined) {
+              const current = this.statements.get.get(row.id);
+              const task = current === undefined ? null : rowToTask(current);
+              throw new RetryMiss({ ok: false, id: row.id, why: stepMiss("retry", task), task });
+            }
+            tasks.push(rowToTask(after));
+          }
+          return { ok: true, tasks };
+        });
+      } catch (err) {
+        if (err instanceof RetryMiss) return err.miss;
+        throw err;
+      }
+    });
   }
 
   async split(
@@ -796,6 +888,7 @@ export class SqliteTaskStore implements TaskStore {
     processedBy: ProcessedBy,
     childIds: readonly string[],
     makeChildren: (parent: Task) => readonly Task[],
+    now: number,
   ): Promise<StepResult> {
     return this.attempt("split", () =>
       this.step((): StepResult => {
@@ -803,6 +896,7 @@ export class SqliteTaskStore implements TaskStore {
           JSON.stringify(processedBy),
           JSON.stringify(childIds),
           childIds.length,
+          ...attemptParams(processedBy, now, "split", null),
           ...claimParams(claim),
         );
         const answer = this.answer("split", claim.id, row, claim);
@@ -828,13 +922,14 @@ export class SqliteTaskStore implements TaskStore {
     return this.unheld("failParent", parentId, () => this.statements.failParent.get(error, now, parentId));
   }
 
-  async cancel(id: string, reason: string, now: number): Promise<CancelResult> {
+  async cancel(id: string, reason: string, now: number, localSite?: string): Promise<CancelResult> {
     return this.attempt("cancel", () =>
       this.step((): CancelResult => {
         // Read first: RETURNING sees only the row after, and the lease the cancel ends is news its holder needs.
         const before = this.statements.get.get(id);
         const previousLeaseOwner = before?.lease_owner ?? null;
-        const row = before === undefined ? undefined : this.statements.cancel.get(reason, now, now, id);
+        const attempt = attemptParams(attemptPlace(null, previousLeaseOwner, localSite ?? null), now, "canceled", reason);
+        const row = before === undefined ? undefined : this.statements.cancel.get(reason, now, now, ...attempt, id);
         const result = stepResult("cancel", row === undefined ? null : rowToTask(row), () =>
           before === undefined ? null : rowToTask(before),
         );
@@ -902,6 +997,32 @@ export class SqliteTaskStore implements TaskStore {
 
   async delete(id: string): Promise<boolean> {
     return this.attempt("delete", () => this.statements.delete.run(id).changes > 0);
+  }
+
+  /** Through tasks_final_end (status, end_time over the final top-level tasks); a few calls a minute, so prepared per call. */
+  async finished(query: FinishedQuery, limit: number): Promise<Task[]> {
+    requirePositiveInteger(limit, "limit");
+    const conditions = [`parent_id IS NULL`, `NOT (${NON_FINAL_CONDITION})`, `status = ?`, `end_time < ?`];
+    const params: SqlValue[] = [query.status, query.endedBefore];
+    if (query.user !== undefined) {
+      conditions.push("user = ?");
+      params.push(query.user);
+    }
+    if (query.job !== undefined) {
+      conditions.push("job = ?");
+      params.push(query.job);
+    }
+    const except = query.exceptJobs ?? [];
+    if (except.length > 0) {
+      conditions.push(`job NOT IN (${except.map(() => "?").join(", ")})`);
+      params.push(...except);
+    }
+    const sql = `SELECT * FROM tasks INDEXED BY tasks_final_end WHERE ${conditions.join(" AND ")} ORDER BY end_time, seq LIMIT ?`;
+    return this.attempt("finished", () => this.db.prepare<SqlValue[], TaskRow>(sql).all(...params, limit)).map(rowToTask);
+  }
+
+  async deleteFinishedTree(id: string): Promise<string[]> {
+    return this.attempt("deleteFinishedTree", () => this.statements.deleteFinishedTree.all(id));
   }
 
   async countByStatus(): Promise<Record<TaskStatus, number>> {

@@ -1,0 +1,105 @@
+import type { BlobStore } from "../blobs/blob-store.js";
+import { dropTaskDocuments, type TaskDocumentsLog } from "../blobs/task-documents.js";
+import type { FinishedQuery, TaskStore } from "../store/task-store.js";
+import { blobKeys } from "./new-task.js";
+import type { TaskQueue } from "./task-queue.js";
+
+/*
+ * Retention and the bulk clean: finished top-level tasks are removed with their whole tree (records
+ * and documents), in bounded batches. One code path for the queuer's sweep and DELETE /api/tasks.
+ */
+
+/** The final statuses a task can be removed from, and the window each keeps its tasks for. */
+export const FINISHED_STATUSES = ["output", "error", "canceled"] as const;
+export type FinishedStatus = (typeof FINISHED_STATUSES)[number];
+
+/** How long finished tasks are kept, per final status, in ms; null keeps them for ever. */
+export interface RetentionWindows {
+  outputMs: number | null;
+  errorMs: number | null;
+  canceledMs: number | null;
+}
+
+/** A job's own windows (job.yaml `retention`): a status it does not name keeps the site's window. */
+export type JobRetention = Partial<RetentionWindows>;
+
+const WINDOW_OF: Record<FinishedStatus, keyof RetentionWindows> = { output: "outputMs", error: "errorMs", canceled: "canceledMs" };
+
+export interface PurgeDeps {
+  queue: TaskQueue;
+  store: TaskStore;
+  blobs: BlobStore;
+  log: TaskDocumentsLog;
+}
+
+/** How much one purge may do: `batches` of `batchSize` top-level tasks, so a call stays short. */
+export interface PurgeLimits {
+  batchSize: number;
+  batches: number;
+}
+
+export interface PurgeReport {
+  /** Top-level tasks removed (each with its tree). */
+  deleted: number;
+  /** True when the limits stopped it with more left to remove: call again. */
+  more: boolean;
+}
+
+/**
+ * Removes the finished top-level tasks `query` matches, oldest end first, each with its tree and
+ * documents. A task that is no longer final when its turn comes (retried meanwhile) is left alone.
+ */
+export async function purgeFinished(deps: PurgeDeps, query: FinishedQuery, limits: PurgeLimits): Promise<PurgeReport> {
+  let deleted = 0;
+  for (let batch = 0; batch < limits.batches; batch++) {
+    const found = await deps.store.finished(query, limits.batchSize);
+    let removedHere = 0;
+    for (const task of found) {
+      const removed = await deps.queue.removeFinished(task.id);
+      if (removed.length === 0) continue;
+      removedHere++;
+      await dropTaskDocuments(
+        deps.blobs,
+        removed.map((id) => blobKeys.folder(id)),
+        deps.log,
+      );
+    }
+    deleted += removedHere;
+    // A short batch was the last; one that removed nothing would only find the same tasks again.
+    if (found.length < limits.batchSize || removedHere === 0) return { deleted, more: false };
+  }
+  return { deleted, more: true };
+}
+
+/**
+ * One retention pass at `now`: per final status, the tasks of jobs without a window of their own
+ * under the site's window, then each job with its own window under that one. Answers how many
+ * top-level tasks it removed and whether the limits left some for the next pass.
+ */
+export async function sweepRetention(
+  deps: PurgeDeps,
+  windows: RetentionWindows,
+  jobs: ReadonlyMap<string, JobRetention>,
+  now: number,
+  limits: PurgeLimits,
+): Promise<PurgeReport> {
+  const report: PurgeReport = { deleted: 0, more: false };
+  const add = (part: PurgeReport): void => {
+    report.deleted += part.deleted;
+    report.more ||= part.more;
+  };
+  for (const status of FINISHED_STATUSES) {
+    const key = WINDOW_OF[status];
+    const ownWindow = [...jobs].filter(([, retention]) => retention[key] !== undefined);
+    const site = windows[key];
+    if (site !== null) {
+      add(await purgeFinished(deps, { status, endedBefore: now - site, exceptJobs: ownWindow.map(([job]) => job) }, limits));
+    }
+    for (const [job, retention] of ownWindow) {
+      const window = retention[key];
+      if (window === null || window === undefined) continue;
+      add(await purgeFinished(deps, { status, endedBefore: now - window, job }, limits));
+    }
+  }
+  return report;
+}
