@@ -14,6 +14,9 @@ import { TaskQueue } from "../queue/task-queue.js";
 import { directQueuerClient } from "../queue/queue-client.js";
 import { KeyRing } from "../accounts/key-ring.js";
 import type { Task } from "../model/task-model.js";
+import { Registry } from "prom-client";
+import { registerStealerMetrics } from "../metrics/definitions.js";
+import { parsePrometheusText, sampleKey } from "../metrics/prometheus-text.js";
 
 /** One site: its store, queue, blobs and stealer; the stealers call each other directly. */
 interface TestSite {
@@ -22,6 +25,8 @@ interface TestSite {
   queue: TaskQueue;
   blobs: FsBlobStore;
   stealer: Stealer;
+  /** The site's docq metrics (docq_stolen_total). */
+  metrics: Registry;
 }
 
 const quiet = { info: (): void => undefined, warn: (): void => undefined };
@@ -60,6 +65,7 @@ async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise
   });
   const blobs = await FsBlobStore.open(path.join(dir, name, "blobs"));
   const site = {} as TestSite;
+  const metrics = new Registry();
   const stealer = new Stealer({
     policy: {
       site: name,
@@ -79,8 +85,9 @@ async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise
     heartbeatMs: 1000,
     reportRetryMs: 100,
     log: quiet,
+    metrics: registerStealerMetrics(metrics),
   });
-  Object.assign(site, { name, store, queue, blobs, stealer });
+  Object.assign(site, { name, store, queue, blobs, stealer, metrics });
   sites.set(name, site);
   return site;
 }
@@ -125,6 +132,23 @@ afterEach(async () => {
 });
 
 describe("Stealer", () => {
+  it("counts the tasks it takes in from each site and lends out to each (docq_stolen_total)", async () => {
+    const a = await addSite("a");
+    const b = await addSite("b");
+    const c = await addSite("c");
+    for (const p of [10, 20, 30]) await submitWithInput(a, `doc ${p}`, p);
+    await a.stealer.publishBacklog();
+    assert.equal(await b.stealer.stealRound(2), 2);
+    assert.equal(await c.stealer.stealRound(4), 1);
+    const stolen = async (site: TestSite, direction: string, other: string): Promise<number | undefined> =>
+      parsePrometheusText(await site.metrics.metrics()).get(sampleKey("docq_stolen_total", { direction, site: other }));
+    assert.equal(await stolen(a, "out", "b"), 2);
+    assert.equal(await stolen(a, "out", "c"), 1);
+    assert.equal(await stolen(b, "in", "a"), 2);
+    assert.equal(await stolen(c, "in", "a"), 1);
+    assert.equal(await stolen(a, "in", "b"), undefined);
+  });
+
   it("steals the victim's best tasks when idle, runs them as proxies and sends the results home", async () => {
     const a = await addSite("a");
     const b = await addSite("b");
