@@ -207,5 +207,25 @@ describe("/metrics: the queue's figures", () => {
       const bytes = await runTheMix(url);
       await assertTheMix(url, bytes, 4);
     });
+
+    it("counts the slots of the workers still there once one stops, and keeps the queuer's counts", async () => {
+      const before = (await scrape(url)).samples;
+      const worker = processes.find((p) => p.name === "worker 2")!.child;
+      const exited = new Promise((resolve) => worker.once("exit", resolve));
+      worker.kill("SIGTERM");
+      await exited;
+      await waitUntil(
+        "the stopped worker's slots to leave the sums",
+        async () => (await scrape(url)).samples.get(sampleKey("docq_slots", { state: "idle" })) === 2,
+        30_000,
+        200,
+      );
+      const m = (await scrape(url)).samples;
+      assert.equal(m.get("docq_metrics_nodes_missing"), 0, "a process that left is no longer asked");
+      for (const [key, value] of before) {
+        if (key.startsWith("docq_task_runs_total") || key.startsWith("docq_tasks{") || key === "docq_submitted_bytes_total")
+          assert.equal(m.get(key), value, key);
+      }
+    });
   });
 });
