@@ -25,7 +25,7 @@ import { siteMetricsText } from "./metrics.service.js";
 import type { ControllerMetrics } from "../common/metrics/definitions.js";
 import type { JobRegistry } from "../common/jobs/job-registry.js";
 import { blobKeys, newTaskId } from "../common/queue/new-task.js";
-import { badRequestOf } from "../common/model/zod-issues.js";
+import { badRequestOf, formatZodIssues } from "../common/model/zod-issues.js";
 import type { Task } from "../common/model/task-model.js";
 import { queuerClient, type QueuerClient } from "../common/queue/queue-client.js";
 import { queuerActionName, type QueuerAction, type QueuerAnswer, type QueuerMessage } from "../common/queue/protocol.js";
@@ -38,6 +38,11 @@ import {
   storeMultipartBody,
   storeRawBody,
 } from "../common/http/task-submission.js";
+import { eventFilter, parseEventsQuery } from "../common/events/event-access.js";
+import { EventBuffer } from "../common/events/event-buffer.js";
+import { EVENT_STREAM_DEFAULTS, streamEvents } from "../common/events/event-stream.js";
+import { SSE_CONTENT_TYPE } from "../common/events/sse.js";
+import { TASK_EVENTS_BROADCAST, TaskEventBatchSchema } from "../common/events/task-event.js";
 
 export interface ControllerDeps {
   site: string;
@@ -194,9 +199,61 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
     return task;
   }
 
+  /** The site's recent task events (broadcast by the active queuer), replayed and streamed by GET /api/events. */
+  const taskEvents = new EventBuffer();
+  /** Ends each open event stream: the HTTP server stops only once every response is over. */
+  const openStreams = new Set<() => void>();
+
+  /**
+   * GET /api/events: the task events the caller may see, as Server-Sent Events, from after its
+   * Last-Event-ID (header, or ?lastEventId=), optionally of one task (?task=). A refusal goes to
+   * onError as any other; once the stream is open, `next` is never called: the response is the
+   * stream, over when the client leaves or the controller stops.
+   */
+  function streamTaskEvents(
+    req: IncomingMessage & { $ctx: ApiContext; $params?: Record<string, unknown> },
+    res: ServerResponse,
+    next: (err?: unknown) => void,
+  ): void {
+    let stop: () => void;
+    try {
+      const caller = callerIn(req.$ctx);
+      const query = parseEventsQuery(req.$params ?? {}, req.headers["last-event-id"]);
+      res.writeHead(200, {
+        "Content-Type": SSE_CONTENT_TYPE,
+        "Cache-Control": "no-cache, no-transform",
+        Connection: "keep-alive",
+        // Proxies (nginx) must pass each event on at once.
+        "X-Accel-Buffering": "no",
+      });
+      stop = streamEvents(res, {
+        ...EVENT_STREAM_DEFAULTS,
+        buffer: taskEvents,
+        lastEventId: query.lastEventId,
+        filter: eventFilter(caller, query),
+      });
+    } catch (err) {
+      next(err);
+      return;
+    }
+    openStreams.add(stop);
+    res.once("close", () => openStreams.delete(stop));
+  }
+
   return {
     name: "controller",
     mixins: [ApiGateway],
+    events: {
+      [TASK_EVENTS_BROADCAST](ctx: Context<unknown>) {
+        const batch = TaskEventBatchSchema.safeParse(ctx.params);
+        if (batch.success) taskEvents.add(batch.data.events);
+        else ctx.broker.logger.warn(`a task event batch was dropped: ${formatZodIssues(batch.error.issues)}`);
+      },
+    },
+    stopped() {
+      for (const stop of openStreams) stop();
+      openStreams.clear();
+    },
     created() {
       // moleculer-web only logs a server error, so a listen that fails leaves its start-up waiting forever.
       const server = (this as unknown as { server: Server }).server;
@@ -231,6 +288,8 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             "GET keys": "controller.listKeys",
             "DELETE keys/:id": "controller.revokeKey",
             "GET usage": "controller.usage",
+            // Server-Sent Events: written straight to the response (streamTaskEvents), never through an action.
+            "GET events": streamTaskEvents,
           },
           onBeforeCall(ctx: ApiContext, _route: unknown, req: IncomingMessage) {
             assertNotPreflight(req);

@@ -7,6 +7,8 @@ import { QUEUER_ACTION_NAMES, QUEUER_ACTIONS, QUEUER_SERVICE } from "../common/q
 import { dispatch, queuerHandlers } from "../common/queue/queuer-actions.js";
 import type { TaskQueue } from "../common/queue/task-queue.js";
 import type { TaskStore } from "../common/store/task-store.js";
+import { TaskEventPublisher } from "../common/events/task-event-publisher.js";
+import { TASK_EVENTS_BROADCAST } from "../common/events/task-event.js";
 import { failedAttemptLine } from "../common/queue/attempt-log.js";
 import { WebhookDispatcher, type WebhookSettings } from "../common/webhooks/webhook-dispatcher.js";
 
@@ -44,6 +46,7 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
   let gcRunning: Promise<void> | null = null;
   let handlers: ReturnType<typeof queuerHandlers> | undefined;
   let webhooks: WebhookDispatcher | undefined;
+  let taskEvents: TaskEventPublisher | undefined;
 
   return {
     name: QUEUER_SERVICE,
@@ -62,6 +65,10 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       handlers = queuerHandlers({ queue, store, keys, site, heartbeatMs, blobs, log: this.logger });
     },
     async started() {
+      // Every change of a task, numbered and batched, to the site's controllers (GET /api/events).
+      const publisher = new TaskEventPublisher((batch) => void this.broker.broadcast(TASK_EVENTS_BROADCAST, batch));
+      taskEvents = publisher;
+      queue.on("task:changed", (task) => publisher.changed(task));
       queue.on("task:queued", () => void this.broker.broadcast(QUEUER_EVENTS.queued, { site: deps.site }));
       queue.on("task:canceled", (c) => void this.broker.broadcast(QUEUER_EVENTS.canceled, c));
       queue.on("queue:empty", (e) => void this.broker.broadcast(QUEUER_EVENTS.empty, e));
@@ -123,6 +130,7 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       await gcRunning;
       // A try cut off here stays pending in its record: the next queuer resumes it.
       await webhooks?.stop();
+      taskEvents?.stop();
       queue.stop();
       queue.removeAllListeners();
     },

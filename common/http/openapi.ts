@@ -130,6 +130,26 @@ export function openApiDocument(version: string): Record<string, unknown> {
           },
         },
       },
+      "/api/events": {
+        get: {
+          operationId: "events",
+          summary:
+            "Server-Sent Events: every status change and progress of the tasks the caller may see (`event: task`, `id: <epoch>-<seq>`); " +
+            "resumes after Last-Event-ID (header or ?lastEventId=) within the last 5 minutes; `event: gap` when events may be missing",
+          parameters: [
+            { name: "task", in: "query", required: false, schema: { type: "string" }, description: "only this task and its children" },
+            { name: "lastEventId", in: "query", required: false, schema: { type: "string" }, description: "resume after this event" },
+            { name: "Last-Event-ID", in: "header", required: false, schema: { type: "string" }, description: "resume after this event" },
+          ],
+          responses: {
+            "200": {
+              description: 'a stream of `event: task` with data {"id","status","job","user","parentId","progress","message","time"}',
+              content: { "text/event-stream": { schema: { type: "string" } } },
+            },
+            "400": errorResponse("a malformed task id or field"),
+          },
+        },
+      },
       "/api/stats": {
         get: { operationId: "stats", responses: { "200": { description: "counts per status and priority, workers, stealing per site" } } },
       },
@@ -225,6 +245,12 @@ export function openApiDocument(version: string): Record<string, unknown> {
             children: { type: "array", items: { type: "string" } },
             childrenTotal: { type: "integer" },
             childrenCompleted: { type: "integer" },
+            progress: {
+              type: "number",
+              nullable: true,
+              description: "the running attempt's latest progress, 0..1, as its script reported it",
+            },
+            progressMessage: { type: "string", nullable: true, description: "what the script said with that progress" },
             callbackUrl: { type: "string", nullable: true, description: "where the record is POSTed when the task ends" },
             callback: {
               type: "object",
