@@ -210,9 +210,20 @@ program
   });
 
 program
+  .command("retry")
+  .description("queue a task in error or canceled again, with a fresh try count (a split parent: its failed parts)")
+  .argument("<id>")
+  .action(async (id: string) => {
+    const res = await api(base(), `/api/tasks/${encodeURIComponent(id)}/retry`, { method: "POST" });
+    if (res.status === 409) throw new CliError(`cannot retry ${id}: ${await refusal(res)}`);
+    const body = (await res.json()) as { status: string };
+    console.log(`${id} ${body.status}`);
+  });
+
+program
   .command("ls")
   .description("list tasks, newest first")
-  .option("-s, --status <status>")
+  .option("-s, --status <status>", "only tasks in this status (input, work, wait, complete, output, error, canceled)")
   .option("-j, --job <job>")
   .option("-u, --user <user>")
   .option("-l, --limit <n>", "how many", intIn(1, 1000), 20)

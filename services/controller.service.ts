@@ -6,6 +6,7 @@ import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { BlobStore } from "../common/blobs/blob-store.js";
 import { checkSubmission, parseUsageQuery } from "../common/http/api-access.js";
+import { parseCleanQuery } from "../common/http/bulk-clean.js";
 import {
   callerOf,
   CreateKeySchema,
@@ -282,6 +283,8 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             "GET tasks/:id": "controller.statusTask",
             "GET tasks/:id/result": "controller.resultTask",
             "DELETE tasks/:id": "controller.deleteTask",
+            "POST tasks/:id/retry": "controller.retryTask",
+            "DELETE tasks": "controller.cleanTasks",
             "GET stats": "controller.stats",
             "GET health": "controller.health",
             "GET openapi.json": "controller.openapi",
@@ -463,6 +466,22 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         // One queue step: cancels a live task, removes a final one; the queuer drops their documents.
         const { status } = await queuerOf(ctx).delete(id);
         return { id, status };
+      },
+      /** A task in error or canceled back in the queue with a fresh try count (a parent with its failed parts). */
+      retryTask: async (ctx: ApiContext) => {
+        const id = assertTaskId(ctx.params.id);
+        // Another user's task is answered as missing, as for GET.
+        if (ownUser(callerIn(ctx)) !== null) await visibleTask(ctx, id);
+        return queuerOf(ctx).retry(id);
+      },
+      /** The bulk clean: finished top-level tasks of one status that ended before olderThan, with their trees and documents. */
+      cleanTasks: (ctx: ApiContext) => {
+        const user = ownUser(callerIn(ctx));
+        const query = parseCleanQuery(ctx.params, Date.now());
+        if (user !== null && query.user !== undefined && query.user !== user) {
+          throw docqError(ERROR_CODE.Forbidden, `this key deletes the tasks of ${user} only, not of ${query.user}`, { field: "user" });
+        }
+        return queuerOf(ctx).purge(user === null ? query : { ...query, user });
       },
       listTasks: (ctx: ApiContext) => {
         const user = ownUser(callerIn(ctx));

@@ -11,6 +11,7 @@ import { TaskEventPublisher } from "../common/events/task-event-publisher.js";
 import { TASK_EVENTS_BROADCAST } from "../common/events/task-event.js";
 import { failedAttemptLine } from "../common/queue/attempt-log.js";
 import { WebhookDispatcher, type WebhookSettings } from "../common/webhooks/webhook-dispatcher.js";
+import { startRetentionSweeps, type JobRetention, type RetentionWindows } from "../common/queue/retention.js";
 
 export const QUEUER_EVENTS = {
   queued: "docq.task.queued",
@@ -32,6 +33,8 @@ export interface QueuerDeps {
   gc: { intervalMs: number; graceMs: number };
   /** Deliveries to the callbackUrl of this site's ended tasks. */
   webhooks: WebhookSettings;
+  /** How long finished tasks are kept (config `retention`), and the jobs with windows of their own. */
+  retention: RetentionWindows & { sweepMs: number; batchSize: number; jobs: () => Promise<ReadonlyMap<string, JobRetention>> };
 }
 
 /** Pending webhook deliveries resumed at start; more wait for the next start (they stay pending in their records). */
@@ -43,6 +46,7 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
   const keys = new KeyRing(store);
   let sweepTimer: NodeJS.Timeout | undefined;
   let gcTimer: NodeJS.Timeout | undefined;
+  let retention: { stop(): Promise<void> } | undefined;
   let gcRunning: Promise<void> | null = null;
   let handlers: ReturnType<typeof queuerHandlers> | undefined;
   let webhooks: WebhookDispatcher | undefined;
@@ -123,11 +127,15 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       // At start: a crash may just have left some behind.
       collectGarbage();
       gcTimer = setInterval(collectGarbage, deps.gc.intervalMs);
+      const { sweepMs, batchSize, jobs, ...windows } = deps.retention;
+      const purge = { queue, store, blobs: deps.blobs, log: this.logger };
+      retention = startRetentionSweeps({ purge, windows, jobs, sweepMs, batchSize, log: this.logger });
     },
     async stopped() {
       clearInterval(sweepTimer);
       clearInterval(gcTimer);
       await gcRunning;
+      await retention?.stop();
       // A try cut off here stays pending in its record: the next queuer resumes it.
       await webhooks?.stop();
       taskEvents?.stop();

@@ -185,6 +185,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
           blobs: await openBlobs(),
           gc: { intervalMs: config.queue.gcIntervalMs, graceMs: config.queue.gcGraceMs },
           webhooks: config.webhooks,
+          retention: { ...config.retention, jobs: () => registry.retentionByJob() },
         }),
       );
       await broker.waitForServices(["queuer"]);

@@ -98,6 +98,53 @@ export function openApiDocument(version: string): Record<string, unknown> {
             "400": errorResponse("a bad filter"),
           },
         },
+        delete: {
+          operationId: "cleanTasks",
+          summary:
+            "Bulk clean: remove the finished top-level tasks of one status that ended before olderThan, each with its tree and documents " +
+            "(a user key: its own tasks only). At most 1000 a call: `more: true` says to call again",
+          parameters: [
+            { name: "status", in: "query", required: true, schema: { type: "string", enum: ["output", "error", "canceled"] } },
+            {
+              name: "olderThan",
+              in: "query",
+              required: true,
+              description: "an age in ms (e.g. 86400000) or an ISO date (e.g. 2026-12-01T00:00:00Z)",
+              schema: { type: "string" },
+            },
+            { name: "user", in: "query", schema: { type: "string" }, description: "only this user's tasks" },
+          ],
+          responses: {
+            "200": {
+              description: "how many top-level tasks were removed",
+              content: {
+                "application/json": {
+                  schema: { type: "object", properties: { deleted: { type: "integer" }, more: { type: "boolean" } } },
+                },
+              },
+            },
+            "400": errorResponse("status is not a final status, or olderThan is missing or malformed (the field is named)"),
+          },
+        },
+      },
+      "/api/tasks/{id}/retry": {
+        post: {
+          operationId: "retryTask",
+          summary:
+            "Queue a task in error or canceled again with a fresh try count (its attempts kept); a split parent runs its failed parts " +
+            "again, not those that are output",
+          parameters: [idParam],
+          responses: {
+            "200": {
+              description: "queued again: the status after (input, wait, or complete for a parent whose merge runs again)",
+              content: {
+                "application/json": { schema: { type: "object", properties: { id: { type: "string" }, status: { type: "string" } } } },
+              },
+            },
+            "404": errorResponse("unknown task"),
+            "409": errorResponse("not in error or canceled, a part of a split (retry its parent), or its documents were removed"),
+          },
+        },
       },
       "/api/tasks/{id}": {
         get: {
@@ -245,6 +292,22 @@ export function openApiDocument(version: string): Record<string, unknown> {
             children: { type: "array", items: { type: "string" } },
             childrenTotal: { type: "integer" },
             childrenCompleted: { type: "integer" },
+            attempts: {
+              type: "array",
+              description: "the last 20 attempts, oldest first",
+              items: {
+                type: "object",
+                properties: {
+                  n: { type: "integer", description: "the try number" },
+                  site: { type: "string", nullable: true },
+                  node: { type: "string", nullable: true },
+                  start: { type: "integer", nullable: true },
+                  end: { type: "integer" },
+                  outcome: { type: "string", enum: ["output", "split", "retry", "error", "canceled", "lease_lost", "released"] },
+                  error: { type: "string", nullable: true, description: "the end of the error's text (at most 2000 characters)" },
+                },
+              },
+            },
             progress: {
               type: "number",
               nullable: true,

@@ -146,6 +146,14 @@ export class JobRegistry {
     return results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   }
 
+  /** The jobs whose job.yaml sets a retention window of their own, by name (the queuer's retention sweep reads it). */
+  async retentionByJob(): Promise<Map<string, JobRetention>> {
+    const jobs = await this.list();
+    return new Map(
+      jobs.flatMap((job) => (job.retention !== undefined && Object.keys(job.retention).length > 0 ? [[job.name, job.retention]] : [])),
+    );
+  }
+
   validateParams(job: JobDefinition, params: Record<string, unknown>): Record<string, unknown> {
     if (job.paramsSchema === null) return params;
     const result = job.paramsSchema.safeParse(params);

@@ -24,7 +24,7 @@ export interface QueuerActionDeps {
 }
 
 /** One bulk clean stays within the controller's call timeout; `more` in its answer says to call again. */
-const PURGE_LIMITS = { batchSize: 200, batches: 10 };
+const PURGE_LIMITS = { batchSize: 200, batches: 5 };
 
 /** One handler per action, taking the parsed message. */
 export type QueuerHandlers = { [A in QueuerAction]: (message: QueuerMessage<A>) => Promise<QueuerAnswer<A>> };

@@ -1,5 +1,6 @@
 import type { BlobStore } from "../blobs/blob-store.js";
 import { dropTaskDocuments, type TaskDocumentsLog } from "../blobs/task-documents.js";
+import { errorMessage } from "../model/errors.js";
 import type { FinishedQuery, TaskStore } from "../store/task-store.js";
 import { blobKeys } from "./new-task.js";
 import type { TaskQueue } from "./task-queue.js";
@@ -102,4 +103,57 @@ export async function sweepRetention(
     }
   }
   return report;
+}
+
+export interface RetentionSweeperOptions {
+  purge: PurgeDeps;
+  windows: RetentionWindows;
+  /** The jobs with windows of their own (job.yaml `retention`), read at every pass so an edit takes effect. */
+  jobs: () => Promise<ReadonlyMap<string, JobRetention>>;
+  sweepMs: number;
+  batchSize: number;
+  log: { info(msg: string): void; warn(msg: string): void };
+  now?: () => number;
+}
+
+/** Batches of one pass: a pass stays short; what is left waits for the next one. */
+const BATCHES_PER_PASS = 5;
+
+/**
+ * Runs a retention pass every `sweepMs` (the active queuer's; a standby never starts one), one at a
+ * time. A pass that cannot read the jobs' own windows is skipped: under the site's windows it
+ * could remove tasks a job keeps longer. Answers how to stop (waiting for a pass under way).
+ */
+export function startRetentionSweeps(opts: RetentionSweeperOptions): { stop(): Promise<void> } {
+  const now = opts.now ?? Date.now;
+  let running: Promise<void> | null = null;
+  const pass = async (): Promise<void> => {
+    let jobs: ReadonlyMap<string, JobRetention>;
+    try {
+      jobs = await opts.jobs();
+    } catch (err) {
+      opts.log.warn(`retention pass skipped: the jobs' own retention could not be read: ${errorMessage(err)}`);
+      return;
+    }
+    const report = await sweepRetention(opts.purge, opts.windows, jobs, now(), { batchSize: opts.batchSize, batches: BATCHES_PER_PASS });
+    if (report.deleted > 0) {
+      opts.log.info(`retention removed ${report.deleted} finished task(s) with their documents${report.more ? " (more next pass)" : ""}`);
+    }
+  };
+  const tick = (): void => {
+    if (running !== null) return;
+    running = pass()
+      // The next pass tries again; finished tasks only stay a little longer.
+      .catch((err: unknown) => opts.log.warn(`retention pass failed: ${errorMessage(err)}`))
+      .finally(() => {
+        running = null;
+      });
+  };
+  const timer = setInterval(tick, opts.sweepMs);
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
 }
