@@ -481,3 +481,152 @@ describe("TaskQueue: quotas and usage", () => {
     assert.equal((await queue.lend("b", 5, 0)).length, 1);
   });
 });
+
+describe("TaskQueue: attempts, release and retry", () => {
+  /** A submitted task split into `parts` children, all queued. */
+  async function split(queue: TaskQueue, parts: number): Promise<{ parent: Task; children: Task[] }> {
+    const submitted = await queue.submit(spec(50, { name: "doc" }));
+    const [leased] = await queue.pull("w1", 1);
+    const inputs = Array.from({ length: parts }, (_, i) => ({ input: `${submitted.id}/split-1/part-${i}` }));
+    assert.equal(await queue.split(claimOf(leased!), inputs, processedBy), true);
+    return { parent: (await store.get(submitted.id))!, children: await store.children(submitted.id) };
+  }
+
+  it("records every ended attempt and says attempt:ended once for each", async () => {
+    const queue = makeQueue();
+    const said: { id: string; outcome: string; n: number }[] = [];
+    queue.on("attempt:ended", ({ task, attempt }) => said.push({ id: task.id, outcome: attempt.outcome, n: attempt.n }));
+    const task = await queue.submit(spec(50));
+    const [first] = await queue.pull("w1", 1);
+    assert.equal(await queue.fail(claimOf(first!), "flaky", { retryable: true, processedBy }), true);
+    clock += 10_000;
+    const [second] = await queue.pull("w1", 1);
+    clock += 2_000;
+    assert.equal(await queue.sweepExpiredLeases(), 1);
+    clock += 10_000;
+    const [third] = await queue.pull("w2", 1);
+    assert.equal(await queue.succeed(claimOf(third!, "w2"), { output: "out", processedBy }), true);
+    assert.deepEqual(said, [
+      { id: task.id, outcome: "retry", n: 1 },
+      { id: task.id, outcome: "lease_lost", n: 2 },
+      { id: task.id, outcome: "output", n: 3 },
+    ]);
+    const attempts = (await store.get(task.id))!.attempts;
+    assert.deepEqual(
+      attempts.map((a) => [a.n, a.site, a.node, a.outcome, a.error]),
+      [
+        [1, "test", "n1", "retry", "flaky"],
+        [2, "test", "w1", "lease_lost", "lease expired: w1 stopped renewing it for 1000 ms"],
+        [3, "test", "n1", "output", null],
+      ],
+    );
+    assert.equal(attempts[1]!.start, second!.startTime);
+
+    const canceled = await queue.submit(spec(50));
+    const [running] = await queue.pull("w1", 1);
+    await queue.cancel(canceled.id);
+    assert.deepEqual(said.at(-1), { id: running!.id, outcome: "canceled", n: 1 });
+    const queuedOnly = await queue.submit(spec(50));
+    await queue.cancel(queuedOnly.id);
+    assert.equal(said.length, 4, "a cancel of a task not running ends no attempt");
+  });
+
+  it("keeps the last 20 attempts", async () => {
+    const queue = makeQueue({ backoffBaseMs: 1, backoffMaxMs: 1 });
+    const task = await queue.submit(spec(50, { maxTries: 25 }));
+    for (let i = 0; i < 25; i++) {
+      clock += 10;
+      const [leased] = await queue.pull("w1", 1);
+      assert.equal(await queue.fail(claimOf(leased!), `try ${leased!.tries}`, { retryable: true }), true);
+    }
+    const after = (await store.get(task.id))!;
+    assert.equal(after.status, "error");
+    assert.deepEqual(
+      after.attempts.map((a) => a.n),
+      Array.from({ length: 20 }, (_, i) => i + 6),
+    );
+    assert.equal(after.attempts.at(-1)!.outcome, "error");
+  });
+
+  it("release queues the task again at once without counting the try; a stale claim is refused", async () => {
+    const queue = makeQueue();
+    const task = await queue.submit(spec(50));
+    const [leased] = await queue.pull("w1", 1);
+    const ended = once(queue, "attempt:ended");
+    assert.equal(await queue.release(claimOf(leased!), "the worker is stopping"), true);
+    const [{ attempt }] = (await ended) as [{ attempt: { outcome: string } }];
+    assert.equal(attempt.outcome, "released");
+    assert.equal(await queue.release(claimOf(leased!), "again"), false, "the claim no longer holds");
+    const [again] = await queue.pull("w2", 1);
+    assert.equal(again?.id, task.id);
+    assert.equal(again?.tries, 1, "the released try did not count");
+  });
+
+  it("retries a plain task in error with a fresh try count, keeping its attempts; other statuses are refused", async () => {
+    const queue = makeQueue();
+    const task = await queue.submit(spec(50, { maxTries: 1 }));
+    const [leased] = await queue.pull("w1", 1);
+    assert.equal(await queue.fail(claimOf(leased!), "broken", { retryable: true }), true);
+    assert.equal((await store.get(task.id))?.status, "error");
+    clock += 5;
+    const retried = await queue.retry(task.id);
+    assert.deepEqual([retried.status, retried.tries, retried.error, retried.endTime, retried.availableAt], ["input", 0, null, null, clock]);
+    assert.equal(retried.attempts.length, 1, "the failed attempt is kept");
+    await assert.rejects(queue.retry(task.id), (err) => isDocqError(err, "TASK_NOT_IN_STATE"));
+    await assert.rejects(queue.retry(newTaskId("test")), (err) => isDocqError(err, "TASK_NOT_FOUND"));
+    const [again] = await queue.pull("w1", 1);
+    assert.equal(again?.tries, 1);
+    assert.equal(await queue.succeed(claimOf(again!), { output: "out", processedBy }), true);
+    assert.equal((await store.get(task.id))?.attempts.length, 2);
+  });
+
+  it("retries a failed split parent: its failed and canceled parts run again, the output ones not, then the merge", async () => {
+    const queue = makeQueue();
+    const { parent, children } = await split(queue, 3);
+    const leased = await queue.pull("w1", 3);
+    const byId = new Map(leased.map((t) => [t.id, t]));
+    const [done, failing, canceled] = children.map((c) => byId.get(c.id)!);
+    assert.equal(await queue.succeed(claimOf(done!), { output: "o0", processedBy }), true);
+    assert.equal(await queue.fail(claimOf(failing!), "bad page", { retryable: false }), true);
+    assert.deepEqual(
+      (await store.children(parent.id)).map((c) => c.status),
+      ["output", "error", "canceled"],
+    );
+    assert.equal((await store.get(parent.id))?.status, "error");
+    await assert.rejects(queue.retry(failing!.id), (err) => isDocqError(err, "TASK_NOT_IN_STATE") && /retry the parent/.test(String(err)));
+
+    const willRun: string[] = [];
+    const retried = await queue.retry(parent.id, async (tasks) => void willRun.push(...tasks.map((t) => t.id)));
+    assert.deepEqual([retried.status, retried.childrenCompleted, retried.tries], ["wait", 1, 0]);
+    assert.deepEqual(willRun.sort(), [failing!.id, canceled!.id].sort());
+    const rerun = await queue.pull("w1", 5);
+    assert.deepEqual(rerun.map((t) => t.id).sort(), [failing!.id, canceled!.id].sort(), "only the failed parts run again");
+    for (const child of rerun) assert.equal(await queue.succeed(claimOf(child), { output: `${child.id}/out`, processedBy }), true);
+    const [merge] = await queue.pull("w1", 1);
+    assert.equal(merge?.id, parent.id);
+    assert.equal(merge?.mergeInputs?.length, 3);
+    assert.equal(await queue.succeed(claimOf(merge!), { output: "merged", processedBy }), true);
+    assert.equal((await store.get(parent.id))?.status, "output");
+  });
+
+  it("retries a parent whose merge failed by queueing the merge again; a check may refuse before anything is written", async () => {
+    const queue = makeQueue();
+    const { parent } = await split(queue, 2);
+    for (const child of await queue.pull("w1", 2)) await queue.succeed(claimOf(child), { output: `${child.id}/out`, processedBy });
+    const [merge] = await queue.pull("w1", 1);
+    assert.equal(await queue.fail(claimOf(merge!), "merge broke", { retryable: false }), true);
+    assert.equal((await store.get(parent.id))?.status, "error");
+    await assert.rejects(
+      queue.retry(parent.id, async () => {
+        throw new Error("documents gone");
+      }),
+      /documents gone/,
+    );
+    assert.equal((await store.get(parent.id))?.status, "error", "a refused retry writes nothing");
+    const retried = await queue.retry(parent.id, async (tasks) => assert.deepEqual(tasks, [], "no part runs again"));
+    assert.equal(retried.status, "complete");
+    const [again] = await queue.pull("w1", 1);
+    assert.equal(again?.id, parent.id);
+    assert.equal(again?.mergeInputs?.length, 2);
+  });
+});
