@@ -1,7 +1,7 @@
 import { Command, Option } from "commander";
-import { loadConfig } from "../common/config/config.js";
+import { loadConfig, type DocqConfig } from "../common/config/config.js";
 import { errorMessage } from "../common/model/errors.js";
-import { defaultServices, SERVICE_NAMES, startSite, type ServiceName } from "./site.js";
+import { defaultServices, SERVICE_NAMES, startSite, type ServiceName, type Site } from "./site.js";
 
 /**
  * `npm start [-- --services a,b]`: every service of the site in this process (embedded mode, or a
@@ -33,7 +33,16 @@ const program = new Command()
       console.error(`docq: cannot start: ${errorMessage(err)}`);
       process.exit(2);
     }
-    let site;
+    // Listened for before start-up, which can take seconds (the queuer waits for its lock): a signal
+    // meanwhile is kept and acted on once the site is up, rather than lost.
+    let site: Site | undefined;
+    const signals: string[] = [];
+    const onSignal = (signal: string): void => {
+      signals.push(signal);
+      if (site !== undefined) stopOn(site, config, signal, signals.length);
+    };
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
     try {
       site = await startSite(config, names.length === 0 ? defaultServices(config) : ([...new Set(names)] as ServiceName[]));
     } catch (err) {
@@ -41,22 +50,31 @@ const program = new Command()
       console.error(`docq: ${errorMessage(err)}`);
       process.exit(1);
     }
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      site.broker.logger.info(`${signal}: stopping`);
-      site.stop().then(
-        () => process.exit(0),
-        (err: unknown) => {
-          console.error(`docq: stop failed: ${errorMessage(err)}`);
-          process.exit(1);
-        },
-      );
-    };
-    process.on("SIGINT", () => stop("SIGINT"));
-    process.on("SIGTERM", () => stop("SIGTERM"));
+    signals.forEach((signal, i) => stopOn(site, config, signal, i + 1));
   });
+
+/**
+ * The `n`th stop signal: the first stops the site (the workers drain within shutdownGraceMs) and
+ * exits 0; a second skips the rest of the grace; more change nothing.
+ */
+function stopOn(site: Site, config: DocqConfig, signal: string, n: number): void {
+  if (n === 2) {
+    // The operator will not wait out the grace: the tasks still running are released now.
+    site.broker.logger.warn(`${signal} again: skipping the rest of the grace, releasing the tasks still running`);
+    site.hurry();
+  }
+  if (n !== 1) return;
+  site.broker.logger.info(
+    `${signal}: stopping (running tasks get up to ${config.shutdownGraceMs} ms to finish; a second signal skips the wait)`,
+  );
+  site.stop().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(`docq: stop failed: ${errorMessage(err)}`);
+      process.exit(1);
+    },
+  );
+}
 
 program.parseAsync().catch((err: unknown) => {
   console.error(`docq: ${errorMessage(err)}`);

@@ -25,7 +25,13 @@ export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 export interface Site {
   broker: ServiceBroker;
+  /**
+   * Stops the site: the worker first (no more pulls; running tasks get shutdownGraceMs to finish,
+   * then are killed and released) while the queuer and the REST API still serve, then the rest.
+   */
   stop(): Promise<void>;
+  /** A second signal during stop: skip the rest of the workers' grace (kill and release now). */
+  hurry(): void;
 }
 
 function brokerOptions(config: DocqConfig, services: readonly ServiceName[], metrics: ApiPrometheusReporter): BrokerOptions {
@@ -96,6 +102,8 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
     listenFailed = (err) => reject(new Error(listenFailure(config.host, config.port, err)));
   });
   listening.catch(() => undefined);
+  // Aborted by a second stop signal: the workers skip what is left of their grace.
+  const hurry = new AbortController();
   const registry = new JobRegistry({ dir: config.jobsDir, defaultTimeoutMs: config.jobs.defaultTimeoutMs, passEnv: config.jobs.passEnv });
 
   if (services.includes("worker")) {
@@ -110,6 +118,8 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         blobs: await openBlobs(),
         registry,
         metrics: docqMetrics,
+        shutdownGraceMs: config.shutdownGraceMs,
+        hurry: hurry.signal,
       }),
     );
   }
@@ -188,7 +198,8 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
           retention: { ...config.retention, jobs: () => registry.retentionByJob() },
         }),
       );
-      await broker.waitForServices(["queuer"]);
+      // Polled every 100 ms rather than Moleculer's 1 s: start-up (and the signal handlers after it) waits for this.
+      await broker.waitForServices(["queuer"], 0, 100);
       if (!embedded) announceQueuer(broker, standby.signal);
     })();
     // In embedded mode nothing works without the queue: start-up waits for it.
@@ -211,8 +222,12 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
 
   return {
     broker,
+    hurry: () => hurry.abort(),
     async stop() {
       standby.abort();
+      // The worker drains while the queuer takes its reports and the REST API still answers (embedded mode).
+      const worker = broker.getLocalService("worker");
+      if (worker !== undefined) await broker.destroyService(worker);
       // Its failure was logged when it happened; here it only has to be over before the broker stops.
       await queuerReady.catch(() => undefined);
       await broker.stop();

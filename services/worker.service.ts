@@ -22,6 +22,10 @@ export interface WorkerDeps {
   registry: JobRegistry;
   /** This process's docq metrics: the worker reports its slots there. */
   metrics: Registry;
+  /** At stop, how long running tasks may take to finish before they are killed and released. */
+  shutdownGraceMs: number;
+  /** Aborted on a second stop signal: the rest of the grace is skipped. */
+  hurry?: AbortSignal;
 }
 
 /** The worker: Moleculer wiring around WorkerPool; every queue operation is a call to the queuer. */
@@ -59,6 +63,8 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
         succeed: (claim, result) => report(`succeed ${claim.id}`, () => queuer.succeed(claim, result)),
         fail: (claim, error, opts) => report(`fail ${claim.id}`, () => queuer.fail(claim, error, opts)),
         split: (claim, children, processedBy) => report(`split ${claim.id}`, () => queuer.split(claim, children, processedBy)),
+        // Briefly: it runs while the process stops, and a release that does not arrive only costs a try (the lease lapses).
+        release: (claim, reason) => retryTransient(() => queuer.release(claim, reason), { maxMs: RELEASE_RETRY_MS }),
         // Not retried: the next report (or the end) supersedes a lost one.
         progress: (claim, progress, message) => queuer.progress(claim, progress, message),
       };
@@ -84,10 +90,14 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
     },
     async stopped() {
       stopSweeping();
-      await pool?.stop();
+      // Graceful: running tasks get shutdownGraceMs to finish; those still running are released (site.ts stops the worker first).
+      await pool?.drain(deps.shutdownGraceMs, deps.hurry);
     },
   };
 }
+
+/** How long a release at stop keeps trying to reach the queuer. */
+const RELEASE_RETRY_MS = 5_000;
 
 /** One lease owner per worker process: the node id is unique per process in a site. */
 function ownerName(nodeID: string): string {

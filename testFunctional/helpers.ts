@@ -91,6 +91,8 @@ export async function startEmbeddedApp(opts: StartOptions = {}): Promise<Embedde
     PORT: String(port),
     DATA_DIR: dataDir,
     DOCQ_LOG_LEVEL: "warn",
+    // stop() waits 10 s before its SIGKILL: a test that stops an app with tasks running should not wait out the 30 s default.
+    DOCQ_SHUTDOWN_GRACE_MS: "2000",
     ...opts.env,
   };
   if (opts.slots !== undefined) env.DOCQ_SLOTS = String(opts.slots);

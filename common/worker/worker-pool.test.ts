@@ -459,6 +459,49 @@ echo done > "$out/r.txt"; echo '{"output":"r.txt"}'
     assert.equal((await task(c.id)).status, "input");
   });
 
+  it("drain() lets a running task finish within the grace, and pulls no more", async () => {
+    await writeJob("short", `${READ_REQUEST}sleep 0.3\ncp "$input" "$out/copy"\necho '{"output":"copy"}'\n`);
+    const pool = makePool({ slots: 1 });
+    pool.start();
+    const t = await submit("short", "doc");
+    await waitStatus(t.id, "work");
+    const waiting = await submit("short", "queued behind it");
+    assert.deepEqual(await pool.drain(20_000), { finished: 1, released: 0 });
+    assert.equal((await task(t.id)).status, "output");
+    assert.equal((await task(waiting.id)).status, "input", "a draining pool takes no new task");
+  });
+
+  it("drain() kills a task still running after the grace and releases it: queued again, its try not counted", async () => {
+    await longJob();
+    const pool = makePool({ slots: 2 });
+    pool.start();
+    const t = await submit("long", "doc");
+    const pids = await pidsOf(t.id);
+    assert.deepEqual(await pool.drain(200), { finished: 0, released: 1 });
+    await waitUntil("the script and its child to be killed", () => pids.every(isGone));
+    const released = await task(t.id);
+    assert.equal(released.status, "input");
+    assert.equal(released.tries, 0);
+    assert.equal(released.lease, null);
+    assert.deepEqual(
+      released.attempts.map((a) => a.outcome),
+      ["released"],
+    );
+  });
+
+  it("drain() ends its grace early when hurried (a second signal)", async () => {
+    await longJob();
+    const pool = makePool({ slots: 1 });
+    pool.start();
+    const t = await submit("long", "doc");
+    await pidsOf(t.id);
+    const hurry = new AbortController();
+    const draining = pool.drain(600_000, hurry.signal);
+    hurry.abort();
+    assert.deepEqual(await draining, { finished: 0, released: 1 });
+    assert.equal((await task(t.id)).status, "input");
+  });
+
   it("stop() while a pull is in flight does not start the pulled tasks afterwards", async () => {
     await longJob();
     await submit("long", "doc");

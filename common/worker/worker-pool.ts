@@ -69,6 +69,8 @@ export class WorkerPool {
   private pulling = false;
   private pullAgain = false;
   private stopping = false;
+  /** Stopping gracefully (drain): tasks pulled meanwhile are released rather than left to lapse. */
+  private draining = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private readonly finished = new Set<Promise<void>>();
@@ -98,6 +100,8 @@ export class WorkerPool {
   }
 
   start(): void {
+    // Stopped before the queuer ever showed up: nothing to start.
+    if (this.stopping) return;
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.opts.heartbeatMs);
     this.pollTimer = setInterval(() => this.wake(), this.opts.pollMs);
     this.wake();
@@ -120,6 +124,49 @@ export class WorkerPool {
     await this.oneShot.stop();
   }
 
+  /**
+   * Graceful stop: pulls no more; the running tasks get `graceMs` to finish and report (less if
+   * `hurry` is aborted: a second signal); those still running then are killed, their process groups
+   * with them, and released: queued again at once without counting the try. Leases stay renewed
+   * until then. The warm processes stop last. Answers how many ran to their end and how many were released.
+   */
+  async drain(graceMs: number, hurry?: AbortSignal): Promise<{ finished: number; released: number }> {
+    this.stopping = true;
+    this.draining = true;
+    clearInterval(this.pollTimer);
+    const running = this.running.size;
+    if (running > 0) {
+      this.opts.log.info(`stopping: waiting up to ${graceMs} ms for ${running} running task(s) to finish`);
+      await settledWithin([...this.finished], graceMs, hurry);
+    }
+    const left = [...this.running.values()];
+    for (const run of left) this.stopRun(run, "shutdown");
+    // Killed first, released after: the task must not run elsewhere while its script still runs here.
+    await Promise.allSettled([...this.finished]);
+    const released = await this.release(
+      left.map((run) => run.claim),
+      `still running when its worker stopped (after shutdownGraceMs ${graceMs} ms): queued again, the try not counted`,
+    );
+    if (left.length > 0) this.opts.log.info(`stopping: ${released} of ${left.length} task(s) still running were released`);
+    clearInterval(this.heartbeatTimer);
+    await this.warm.stop();
+    await this.oneShot.stop();
+    return { finished: running - left.length, released };
+  }
+
+  /** Hands leased tasks back to the queue without counting their try; answers how many it took (a failure is logged: that lease lapses instead). */
+  private async release(claims: readonly LeaseClaim[], reason: string): Promise<number> {
+    const answers = await Promise.all(
+      claims.map((claim) =>
+        this.opts.client.release(claim, reason).catch((err: unknown) => {
+          this.opts.log.warn(`could not release ${claim.id} (its lease lapses and the queue runs it again): ${errorMessage(err)}`);
+          return false;
+        }),
+      ),
+    );
+    return answers.filter(Boolean).length;
+  }
+
   /** Called on "task queued": pulls at once if a slot is free. */
   wake(): void {
     if (this.stopping) return;
@@ -135,8 +182,15 @@ export class WorkerPool {
     this.opts.client.pull(this.opts.owner, max).then(
       (tasks) => {
         this.pulling = false;
-        // Stopped meanwhile: leave them leased; the lease lapses and the queue runs them elsewhere.
-        if (this.stopping) return;
+        // Stopped meanwhile: a graceful stop hands them back at once; a hard one leaves them leased, the lease lapses and the queue runs them elsewhere.
+        if (this.stopping) {
+          if (this.draining)
+            void this.release(
+              tasks.map((task) => ({ id: task.id, owner: this.opts.owner, tries: task.tries })),
+              "pulled as its worker was stopping: queued again, the try not counted",
+            );
+          return;
+        }
         for (const task of tasks) this.start1(task);
         if (this.pullAgain || tasks.length === max) this.wake();
       },
@@ -227,5 +281,25 @@ export class WorkerPool {
     } catch (err) {
       this.opts.log.warn(`heartbeat failed, will retry: ${errorMessage(err)}`);
     }
+  }
+}
+
+/** Resolves when every one of `promises` has settled, after `ms`, or when `hurry` is aborted, whichever comes first. */
+async function settledWithin(promises: readonly Promise<unknown>[], ms: number, hurry?: AbortSignal): Promise<void> {
+  if (hurry?.aborted === true) return;
+  let timer: NodeJS.Timeout | undefined;
+  let onHurry: (() => void) | undefined;
+  try {
+    await Promise.race([
+      Promise.allSettled(promises),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, ms);
+        onHurry = resolve;
+        hurry?.addEventListener("abort", onHurry, { once: true });
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    if (onHurry !== undefined) hurry?.removeEventListener("abort", onHurry);
   }
 }

@@ -1,0 +1,149 @@
+import assert from "node:assert/strict";
+import net from "node:net";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { after, describe, it } from "node:test";
+import type { Task } from "../common/model/task-model.js";
+import { SqliteTaskStore } from "../common/store/sqlite/sqlite-task-store.js";
+import {
+  freePort,
+  getTask,
+  ownChild,
+  REPO,
+  startEmbeddedApp,
+  submit,
+  tempDir,
+  waitAllFinal,
+  waitUntil,
+  type EmbeddedApp,
+} from "./helpers.js";
+
+/*
+ * Graceful stop of the embedded app: SIGTERM lets the running tasks finish within shutdownGraceMs
+ * (the REST API answers meanwhile), releases those still running after it (queued again, the try
+ * not counted), and exits 0. And a start-up whose port is taken exits 1 at once, naming the port.
+ */
+
+/** The task as the stopped app left it in its SQLite file. */
+async function storedTask(dataDir: string, id: string): Promise<Task> {
+  const store = SqliteTaskStore.open(path.join(dataDir, "tasks.sqlite"));
+  try {
+    const task = await store.get(id);
+    assert.ok(task !== null, `task ${id} is in the store`);
+    return task;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Sends `signal` and waits for the app to exit; answers its exit code. */
+async function signalAndWait(app: EmbeddedApp, signal: NodeJS.Signals): Promise<number | null> {
+  const exited = new Promise<number | null>((resolve) => app.process.once("exit", (code) => resolve(code)));
+  app.process.kill(signal);
+  return exited;
+}
+
+async function waitRunning(url: string, id: string): Promise<void> {
+  await waitUntil(`task ${id} to run`, async () => (await getTask(url, id)).status === "work", 60_000, 50);
+}
+
+describe("graceful stop (SIGTERM)", () => {
+  const apps: EmbeddedApp[] = [];
+  after(async () => {
+    for (const app of apps) await app.stop();
+  });
+
+  it("lets a running 3 s task finish while the API still answers, then exits 0", async () => {
+    const app = await startEmbeddedApp({ slots: 1, env: { DOCQ_LOG_LEVEL: "info", DOCQ_SHUTDOWN_GRACE_MS: "30000" } });
+    apps.push(app);
+    const id = await submit(app.url, "three seconds\n", { job: "sleep", params: { ms: 3000 } });
+    await waitRunning(app.url, id);
+    const exited = new Promise<number | null>((resolve) => app.process.once("exit", (code) => resolve(code)));
+    app.process.kill("SIGTERM");
+    // The queuer and the REST API stay up while the worker drains: a client can still read the task.
+    await waitUntil("the stop to begin", () => app.output().includes("SIGTERM: stopping"), 30_000).catch((err: unknown) => {
+      throw new Error(`${String(err)}\n${app.output()}`);
+    });
+    const during = await fetch(`${app.url}/api/tasks/${id}`).then((res) => res.json() as Promise<Task>);
+    assert.equal(during.status, "work");
+    assert.equal(await exited, 0, app.output());
+    const task = await storedTask(app.dataDir, id);
+    assert.equal(task.status, "output", app.output());
+    assert.equal(task.tries, 1);
+    assert.deepEqual(
+      task.attempts.map((a) => a.outcome),
+      ["output"],
+    );
+  });
+
+  it("releases a task still running after shutdownGraceMs: queued again without counting its try, and it runs after a restart", async () => {
+    const dataDir = await tempDir("stop-release");
+    const app = await startEmbeddedApp({ dataDir, slots: 1, env: { DOCQ_SHUTDOWN_GRACE_MS: "1000", DOCQ_LOG_LEVEL: "info" } });
+    apps.push(app);
+    const id = await submit(app.url, "long\n", { job: "sleep", params: { ms: 4000 } });
+    await waitRunning(app.url, id);
+    assert.equal(await signalAndWait(app, "SIGTERM"), 0, app.output());
+    const released = await storedTask(dataDir, id);
+    assert.equal(released.status, "input", app.output());
+    assert.equal(released.tries, 0, "the released try is not counted");
+    assert.equal(released.lease, null);
+    assert.deepEqual(
+      released.attempts.map((a) => a.outcome),
+      ["released"],
+    );
+    assert.match(app.output(), /1 of 1 task\(s\) still running were released/);
+
+    const again = await startEmbeddedApp({ dataDir, slots: 1 });
+    apps.push(again);
+    const [done] = await waitAllFinal(again.url, [id], 60_000);
+    assert.equal(done?.status, "output");
+    assert.equal(done?.tries, 1);
+    assert.deepEqual(
+      done?.attempts.map((a) => a.outcome),
+      ["released", "output"],
+    );
+  });
+
+  it("a second SIGTERM skips the rest of the grace: the running task is released and the app exits 0", async () => {
+    const dataDir = await tempDir("stop-hurry");
+    // A grace far longer than the test waits: only the second signal can end it.
+    const app = await startEmbeddedApp({ dataDir, slots: 1, env: { DOCQ_SHUTDOWN_GRACE_MS: "600000", DOCQ_LOG_LEVEL: "info" } });
+    apps.push(app);
+    const id = await submit(app.url, "very long\n", { job: "sleep", params: { ms: 600_000 } });
+    await waitRunning(app.url, id);
+    const exited = new Promise<number | null>((resolve) => app.process.once("exit", (code) => resolve(code)));
+    app.process.kill("SIGTERM");
+    await waitUntil("the worker to wait for its task", () => app.output().includes("waiting up to 600000 ms"), 30_000);
+    app.process.kill("SIGTERM");
+    assert.equal(await exited, 0, app.output());
+    const task = await storedTask(dataDir, id);
+    assert.equal(task.status, "input");
+    assert.equal(task.tries, 0);
+  });
+});
+
+describe("start-up with the port in use", () => {
+  it("exits 1 at once with a message naming the address and port", async () => {
+    const port = await freePort();
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(port, "127.0.0.1", resolve));
+    try {
+      const dataDir = await tempDir("port-in-use");
+      const child = ownChild(
+        spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], {
+          cwd: REPO,
+          env: { ...process.env, PORT: String(port), DATA_DIR: dataDir, DOCQ_LOG_LEVEL: "warn" },
+          stdio: ["ignore", "pipe", "pipe"],
+        }),
+      );
+      let output = "";
+      child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+      const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+      assert.equal(code, 1, output);
+      assert.match(output, new RegExp(`docq: cannot listen on 127\\.0\\.0\\.1:${port}: the port is in use`));
+    } finally {
+      await new Promise<void>((resolve) => holder.close(() => resolve()));
+    }
+  });
+});
