@@ -5,11 +5,14 @@ import { pipeline } from "node:stream/promises";
 import cliProgress from "cli-progress";
 import { Command, InvalidArgumentError, Option } from "commander";
 import type { Task } from "../common/model/task-model.js";
+import { followTask } from "./follow-task.js";
 
 /**
  * `docq`: the REST API from a terminal. DOCQ_URL (default http://localhost:3000) or --url names
  * the controller; DOCQ_KEY or --key the API key sent on every request (as `Authorization: Bearer`).
- * Exit codes: 0 done, 1 the task failed or the server said no, 2 bad usage.
+ * Exit codes: 0 done, 1 the task failed or the server said no (commander's own usage errors too),
+ * 2 a malformed key; `docq wait` has its own (WAIT_EXIT): 0 output, 1 error, 2 canceled, 3 server
+ * unreachable, 4 refused.
  */
 
 class CliError extends Error {}
@@ -189,14 +192,56 @@ program
     await saveResult(base(), id, opts.output);
   });
 
+/** `docq wait`'s exit codes: the task's end, or why the wait ended without one. */
+const WAIT_EXIT = Object.freeze({ output: 0, error: 1, canceled: 2, unreachable: 3, refused: 4 });
+
 program
   .command("wait")
-  .description("wait until a task is over; exit 0 if it ended output")
+  .description(
+    "wait until a task is over, following its events (progress on stderr) and riding out a server restart; " +
+      "exit 0 output, 1 error, 2 canceled, 3 server unreachable for --timeout, 4 refused (unknown task, key)",
+  )
   .argument("<id>")
-  .action(async (id: string) => {
-    const task = await waitFor(base(), id, false);
-    console.log(`${id} ${task.status}`);
-    if (task.status !== "output") throw new CliError(task.error ?? task.status);
+  .option("-t, --timeout <s>", "give up (exit 3) once the server was unreachable this many seconds in a row", intIn(1, 86_400), 30)
+  .option("-q, --quiet", "print nothing but the final line")
+  .action(async (id: string, opts: { timeout: number; quiet?: boolean }) => {
+    const { url, key } = base();
+    let shown = "";
+    const outcome = await followTask({
+      url,
+      key,
+      id,
+      unreachableMs: opts.timeout * 1000,
+      onState: (state) => {
+        const line = `${id} ${state.status}${state.progress === null ? "" : ` ${Math.round(state.progress * 100)}%`}${state.message === null ? "" : ` ${state.message}`}`;
+        if (opts.quiet !== true && line !== shown) console.error(line);
+        shown = line;
+      },
+      onNotice: (message) => {
+        if (opts.quiet !== true) console.error(`docq: ${message}`);
+      },
+    });
+    if (outcome.kind === "unreachable") {
+      console.error(`docq: cannot reach docq at ${url} for ${opts.timeout} s: ${outcome.why}`);
+      process.exit(WAIT_EXIT.unreachable);
+    }
+    if (outcome.kind === "refused") {
+      console.error(`docq: ${outcome.message}`);
+      process.exit(WAIT_EXIT.refused);
+    }
+    const { status } = outcome.state;
+    console.log(`${id} ${status}`);
+    if (status === "error") {
+      // The event carries no error text: the record does (an end already read from it has it).
+      const why =
+        outcome.state.error ??
+        (await getTask(base(), id).then(
+          (t) => t.error,
+          () => null,
+        ));
+      if (why !== null && why !== undefined) console.error(`docq: ${why}`);
+    }
+    process.exit(status === "output" ? WAIT_EXIT.output : status === "canceled" ? WAIT_EXIT.canceled : WAIT_EXIT.error);
   });
 
 program

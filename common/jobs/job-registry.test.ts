@@ -341,7 +341,7 @@ describe("JobRegistry: the example jobs in scripts-job/", () => {
     assert.equal(pages.split, true);
     assert.deepEqual(
       (await reg.list()).map((j) => j.name),
-      ["fail", "noop", "noop-warm", "pages", "pages-warm", "sleep", "sleep-warm", "wordcount", "wordcount-warm"],
+      ["fail", "noop", "noop-warm", "pages", "pages-warm", "pdfcheck", "progress", "sleep", "sleep-warm", "wordcount", "wordcount-warm"],
     );
   });
 });
