@@ -928,6 +928,54 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
       );
     });
 
+    describe("finished and deleteFinishedTree (retention)", () => {
+      it(
+        "finds the top-level tasks of one final status that ended before a time, oldest end first, by user and job",
+        withStore(async (store) => {
+          const ended = (status: TaskStatus, endTime: number, more: Partial<Task> = {}): Task =>
+            makeTask({ status, endTime, startTime: endTime - 10, ...more });
+          const late = ended(TASK_STATUS.error, 3_000);
+          const early = ended(TASK_STATUS.error, 1_000);
+          const bobs = ended(TASK_STATUS.error, 2_000, { user: "bob", job: "ocr" });
+          const tooNew = ended(TASK_STATUS.error, 9_000);
+          const output = ended(TASK_STATUS.output, 1_000);
+          const child = ended(TASK_STATUS.error, 1_000, { parentId: late.id, depth: 1 });
+          const live = makeTask({ status: TASK_STATUS.work, endTime: 1_000 });
+          await store.createMany([late, early, bobs, tooNew, output, child, live]);
+          const ids = (tasks: Task[]): string[] => tasks.map((t) => t.id);
+          assert.deepEqual(ids(await store.finished({ status: "error", endedBefore: 5_000 }, 10)), [early.id, bobs.id, late.id]);
+          assert.deepEqual(ids(await store.finished({ status: "error", endedBefore: 5_000 }, 2)), [early.id, bobs.id]);
+          assert.deepEqual(ids(await store.finished({ status: "error", endedBefore: 5_000, user: "bob" }, 10)), [bobs.id]);
+          assert.deepEqual(ids(await store.finished({ status: "error", endedBefore: 5_000, job: "ocr" }, 10)), [bobs.id]);
+          assert.deepEqual(ids(await store.finished({ status: "error", endedBefore: 5_000, exceptJobs: ["ocr"] }, 10)), [
+            early.id,
+            late.id,
+          ]);
+          assert.deepEqual(ids(await store.finished({ status: "output", endedBefore: 5_000 }, 10)), [output.id]);
+          assert.deepEqual(ids(await store.finished({ status: "canceled", endedBefore: 5_000 }, 10)), []);
+        }),
+      );
+
+      it(
+        "removes a final task with its whole tree in one step, and nothing of a task that is not final",
+        withStore(async (store) => {
+          const root = makeTask({ status: TASK_STATUS.error, childrenTotal: 2 });
+          const kids = [0, 1].map(() => makeTask({ status: TASK_STATUS.canceled, parentId: root.id, depth: 1 }));
+          const grandchild = makeTask({ status: TASK_STATUS.output, parentId: kids[0]!.id, depth: 2 });
+          const other = makeTask({ status: TASK_STATUS.error });
+          const live = makeTask({ status: TASK_STATUS.wait, childrenTotal: 1 });
+          const liveChild = makeTask({ status: TASK_STATUS.output, parentId: live.id, depth: 1 });
+          await store.createMany([root, ...kids, grandchild, other, live, liveChild]);
+          assert.deepEqual(new Set(await store.deleteFinishedTree(root.id)), new Set([root.id, ...kids.map((k) => k.id), grandchild.id]));
+          for (const gone of [root, ...kids, grandchild]) assert.equal(await store.get(gone.id), null);
+          assert.deepEqual(await store.get(other.id), other);
+          assert.deepEqual(await store.deleteFinishedTree(live.id), [], "a task that is not final stays");
+          assert.deepEqual(await store.get(liveChild.id), liveChild, "with its children");
+          assert.deepEqual(await store.deleteFinishedTree(root.id), [], "a missing task removes nothing");
+        }),
+      );
+    });
+
     describe("countByStatus", () => {
       it(
         "counts every status, zero where there is none",
