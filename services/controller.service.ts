@@ -331,8 +331,10 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       ) {
         const { status, body } = httpErrorOf(err);
         const { level, stack } = httpErrorLogLevel(status);
-        if (stack) this.logger[level](`${req.method} ${req.url} answered ${status}:`, err);
-        else this.logger[level](`${req.method} ${req.url} answered ${status}: ${body.error}`);
+        // moleculer-web cuts the route's prefix off req.url; originalUrl is what the client asked for.
+        const asked = `${req.method} ${(req as { originalUrl?: string }).originalUrl ?? req.url}`;
+        if (stack) this.logger[level](`${asked} answered ${status}:`, err);
+        else this.logger[level](`${asked} answered ${status}: ${body.error}`);
         if (res.headersSent) {
           res.destroy();
           return;
