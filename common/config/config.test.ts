@@ -139,6 +139,15 @@ describe("loadConfig: operations keys", () => {
   });
 });
 
+describe("loadConfig: retention", () => {
+  it("keeps finished tasks 7, 30 and 1 days by default; null keeps them; a bad window is refused naming its key", async () => {
+    const config = await loadYaml("retention:\n  errorMs: null\n  outputMs: 1000\n");
+    assert.deepEqual(config.retention, { ...EXPECTED_DEFAULTS.retention, errorMs: null, outputMs: 1000 });
+    await configError(loadYaml("retention:\n  canceledMs: 0\n"), /retention\.canceledMs/);
+    await configError(loadYaml("retention:\n  keepMs: 5\n"), /retention/);
+  });
+});
+
 describe("loadConfig: defaults", () => {
   it("loads config/default.yaml when no file is named", async () => {
     assert.deepEqual(await loadConfig({ env: {} }), EXPECTED_DEFAULTS);

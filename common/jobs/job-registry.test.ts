@@ -232,6 +232,8 @@ describe("JobRegistry: job.yaml errors name the file and the key", () => {
     ["bad-param-key", "params:\n  ms: { type: integer, requird: true }\n", /params\.ms: Unrecognized key: "requird"/],
     ["bad-param-minmax", "params:\n  flag: { type: boolean, min: 1 }\n", /params\.flag: min\/max do not apply to type boolean/],
     ["bad-warm", "warm: 1\n", /warm: /],
+    ["bad-retention", "retention: { errorMs: -1 }\n", /retention\.errorMs: /],
+    ["bad-retention-key", "retention: { doneMs: 5 }\n", /retention: Unrecognized key: "doneMs"/],
     ["not-a-map", "- a\n- b\n", /expected object/],
   ];
   for (const [name, yaml, message] of cases) {
@@ -324,6 +326,20 @@ describe("JobRegistry: list", () => {
     await fs.writeFile(path.join(dir, "broken", "job.yaml"), "nope: 1\n");
     const names = (await registry(dir).list()).map((j) => j.name);
     assert.deepEqual(names, ["a", "b", "folder"]);
+  });
+});
+
+describe("JobRegistry: retention", () => {
+  it("reads a job's own retention windows (null keeps), and lists the jobs that have some", async () => {
+    const dir = path.join(tmp, "retention");
+    await fs.mkdir(path.join(dir, "keep"), { recursive: true });
+    await fs.writeFile(path.join(dir, "keep", "job.yaml"), "entry: main.sh\nretention: { errorMs: null, outputMs: 60000 }\n");
+    await fs.writeFile(path.join(dir, "keep", "main.sh"), "echo '{}'\n");
+    await fs.writeFile(path.join(dir, "plain.sh"), "echo '{}'\n");
+    const reg = registry(dir);
+    assert.deepEqual((await reg.resolve("keep")).retention, { errorMs: null, outputMs: 60_000 });
+    assert.deepEqual((await reg.resolve("plain")).retention, {});
+    assert.deepEqual([...(await reg.retentionByJob())], [["keep", { errorMs: null, outputMs: 60_000 }]]);
   });
 });
 
