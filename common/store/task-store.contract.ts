@@ -155,13 +155,15 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
           const pending = makeTask({ status: TASK_STATUS.output, endTime: 20, callbackUrl: url, callback: delivery("pending", 2) });
           const delivered = makeTask({ status: TASK_STATUS.output, endTime: 5, callbackUrl: url, callback: delivery("delivered", 1) });
           const failed = makeTask({ status: TASK_STATUS.canceled, endTime: 5, callbackUrl: url, callback: delivery("failed", 10) });
+          // Delivered at 1001, then retried and ended again at 2000: its new end is not delivered yet.
+          const endedAgain = makeTask({ status: TASK_STATUS.output, endTime: 2_000, callbackUrl: url, callback: delivery("delivered", 1) });
           const noUrl = makeTask({ status: TASK_STATUS.output, endTime: 5 });
           const live = makeTask({ status: TASK_STATUS.input, callbackUrl: url });
           const child = makeTask({ status: TASK_STATUS.output, endTime: 1, callbackUrl: url, parentId: live.id, depth: 1 });
-          await store.createMany([notBegun, pending, delivered, failed, noUrl, live, child]);
+          await store.createMany([notBegun, pending, delivered, failed, endedAgain, noUrl, live, child]);
           assert.deepEqual(
             (await store.pendingCallbacks(10)).map((t) => t.id),
-            [pending.id, notBegun.id],
+            [pending.id, notBegun.id, endedAgain.id],
           );
           assert.deepEqual(
             (await store.pendingCallbacks(1)).map((t) => t.id),
@@ -550,6 +552,15 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
       it(
         "records each ended attempt where it ran, keeps the last 20 and the tail of a long error",
         withStore(async (store) => {
+          const byWorker = makeLeasedTask("worker@node-7", { startTime: 1_000 });
+          await store.create(byWorker);
+          const canceled = await store.cancel(byWorker.id, "stop", 1_500, "here");
+          assert.deepEqual(
+            [canceled.task?.attempts[0]?.site, canceled.task?.attempts[0]?.node],
+            ["here", "node-7"],
+            "a worker's node, as it reports it",
+          );
+
           const lent = makeLeasedTask("site:thief", { startTime: 1_000, maxTries: 30 });
           await store.create(lent);
           const longError = `${"x".repeat(5_000)}the cause`;

@@ -21,15 +21,20 @@ export function errorTail(error: string | null): string | null {
   return error === null || error.length <= ATTEMPT_ERROR_TAIL ? error : error.slice(-ATTEMPT_ERROR_TAIL);
 }
 
+/** A worker process's lease owner is `worker@<nodeID>` (services/worker.service.ts); its reports name the node alone. */
+export const WORKER_OWNER_PREFIX = "worker@";
+
 /**
  * Where an attempt ran: the worker's word when it reported one (processedBy), else what its lease
- * owner says: `site:<x>` ran at site x (a task lent to it), a local worker's owner name ran here.
+ * owner says: `site:<x>` ran at site x (a task lent to it), a local worker's owner ran here, on
+ * its node (the node id, as in processedBy).
  */
 export function attemptPlace(processedBy: ProcessedBy | null, leaseOwner: string | null, localSite: string | null): AttemptPlace {
   if (processedBy !== null) return { site: processedBy.site, node: processedBy.node };
   if (leaseOwner === null) return { site: null, node: null };
   if (leaseOwner.startsWith(REMOTE_OWNER_PREFIX)) return { site: leaseOwner.slice(REMOTE_OWNER_PREFIX.length), node: null };
-  return { site: localSite, node: leaseOwner };
+  const node = leaseOwner.startsWith(WORKER_OWNER_PREFIX) ? leaseOwner.slice(WORKER_OWNER_PREFIX.length) : leaseOwner;
+  return { site: localSite, node };
 }
 
 /** Why a store step wrote nothing. */

@@ -30,6 +30,7 @@ import {
 import {
   REMOTE_OWNER_PREFIX,
   USAGE_COUNTERS,
+  WORKER_OWNER_PREFIX,
   attemptPlace,
   errorTail,
   requireUsageDay,
@@ -402,10 +403,12 @@ function literalPlace(place: AttemptPlace): PlaceExpressions {
 /** attemptPlace from the document's lease owner, as pipeline expressions (for cancel, which has no claim). */
 function placeFromLease(localSite: string | null): PlaceExpressions {
   const owner = { $ifNull: ["$lease.owner", ""] };
-  const remote = { $eq: [{ $substrCP: [owner, 0, REMOTE_OWNER_PREFIX.length] }, REMOTE_OWNER_PREFIX] };
+  const startsWith = (prefix: string) => ({ $eq: [{ $substrCP: [owner, 0, prefix.length] }, prefix] });
+  const after = (prefix: string) => ({ $substrCP: [owner, prefix.length, 1000] });
+  const remote = startsWith(REMOTE_OWNER_PREFIX);
   return {
-    site: { $cond: [remote, { $substrCP: [owner, REMOTE_OWNER_PREFIX.length, 1000] }, { $literal: localSite }] },
-    node: { $cond: [remote, null, "$lease.owner"] },
+    site: { $cond: [remote, after(REMOTE_OWNER_PREFIX), { $literal: localSite }] },
+    node: { $cond: [remote, null, { $cond: [startsWith(WORKER_OWNER_PREFIX), after(WORKER_OWNER_PREFIX), "$lease.owner"] }] },
   };
 }
 
@@ -914,8 +917,9 @@ export class MongoTaskStore implements TaskStore {
             status: { $in: FINAL_STATUSES },
             parentId: null,
             callbackUrl: { $type: "string" },
-            // `callback: null` also matches a document without the field.
-            $or: [{ callback: null }, { "callback.state": "pending" }],
+            // `callback: null` also matches a document without the field. A delivery tried before the
+            // task's end is about an earlier end (the task was retried since).
+            $or: [{ callback: null }, { "callback.state": "pending" }, { $expr: { $lt: ["$callback.lastTryAt", "$endTime"] } }],
           },
           { sort: { endTime: 1, seq: 1 }, limit },
         )
