@@ -145,7 +145,14 @@ describe("WebhookDispatcher", () => {
     // A record left pending at try 2 (a queuer that stopped): the next try is the third, and the last.
     const resumed = dispatcher({ maxTries: 3 });
     resumed.d.deliver(
-      endedTask(receiver.url, { state: "pending", tries: 2, lastStatus: 503, lastError: "answered 503", lastTryAt: 1, deliveredAt: null }),
+      endedTask(receiver.url, {
+        state: "pending",
+        tries: 2,
+        lastStatus: 503,
+        lastError: "answered 503",
+        lastTryAt: 3_000,
+        deliveredAt: null,
+      }),
     );
     await waitUntil("the resumed delivery over", () => resumed.recorded.length === 1);
     assert.deepEqual([resumed.recorded[0]?.delivery.state, resumed.recorded[0]?.delivery.tries], ["failed", 3]);
@@ -153,6 +160,11 @@ describe("WebhookDispatcher", () => {
     const over = endedTask(receiver.url, resumed.recorded[0]!.delivery);
     resumed.d.deliver(over);
     assert.equal(resumed.d.pending, 0);
+    // The same task retried and ended again after that delivery: its new end is delivered afresh.
+    receiver.answers = [200];
+    resumed.d.deliver({ ...over, endTime: (over.callback?.lastTryAt ?? 0) + 1 });
+    await waitUntil("the new end delivered", () => resumed.recorded.length === 2);
+    assert.deepEqual([resumed.recorded[1]?.delivery.state, resumed.recorded[1]?.delivery.tries], ["delivered", 1]);
     await first.d.stop();
     await resumed.d.stop();
   });

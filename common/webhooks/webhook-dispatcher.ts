@@ -70,7 +70,8 @@ export class WebhookDispatcher {
   /** Starts (or, for a record whose delivery is pending, resumes) the delivery of an ended task; does nothing when it has no callbackUrl or its delivery is over or under way. */
   deliver(task: Task): void {
     if (this.stopping.signal.aborted || task.callbackUrl === null || this.deliveries.has(task.id)) return;
-    if (task.callback !== null && task.callback.state !== "pending") return;
+    const prior = deliveryOfThisEnd(task);
+    if (prior !== null && prior.state !== "pending") return;
     if (this.opts.settings.secret === null && !this.warnedUnsigned) {
       // Once, at the first delivery: an install that never uses webhooks is not bothered.
       this.warnedUnsigned = true;
@@ -84,7 +85,7 @@ export class WebhookDispatcher {
       id: task.id,
       url: task.callbackUrl,
       body: JSON.stringify(record),
-      state: task.callback ?? NOT_BEGUN,
+      state: prior ?? NOT_BEGUN,
       timer: undefined,
     };
     this.deliveries.set(task.id, delivery);
@@ -182,6 +183,18 @@ export class WebhookDispatcher {
       return { status: null, error: fetchFailure(err, settings.timeoutMs) };
     }
   }
+}
+
+/**
+ * The task's delivery record if it is about its latest end, else null: one tried before the task
+ * ended belongs to an earlier end (the task was retried and ended again), and the new end is
+ * delivered afresh.
+ */
+function deliveryOfThisEnd(task: Task): CallbackDelivery | null {
+  const delivery = task.callback;
+  if (delivery === null) return null;
+  if (delivery.lastTryAt !== null && task.endTime !== null && delivery.lastTryAt < task.endTime) return null;
+  return delivery;
 }
 
 /** What to log of a URL: its origin (the path and query may hold a token). */

@@ -1048,7 +1048,8 @@ export class SqliteTaskStore implements TaskStore {
       this.db
         .prepare<[number], TaskRow>(
           `SELECT * FROM tasks WHERE parent_id IS NULL AND NOT (${NON_FINAL_CONDITION}) AND callback_url IS NOT NULL` +
-            ` AND (callback IS NULL OR json_extract(callback, '$.state') = 'pending') ORDER BY end_time, seq LIMIT ?`,
+            ` AND (callback IS NULL OR json_extract(callback, '$.state') = 'pending' OR json_extract(callback, '$.lastTryAt') < end_time)` +
+            ` ORDER BY end_time, seq LIMIT ?`,
         )
         .all(limit),
     );
