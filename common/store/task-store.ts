@@ -240,7 +240,8 @@ export interface TaskStore extends AccountRecords {
   recordCallback(id: string, delivery: CallbackDelivery): Promise<Task | null>;
   /**
    * Top-level tasks in a final status with a callbackUrl whose delivery is not over (callback
-   * pending, or not begun: null), oldest end first, at most `limit`: what a queuer resumes at start.
+   * pending, or not begun: null, or last tried before the task's end: a retried task that ended
+   * again), oldest end first, at most `limit`: what a queuer resumes at start.
    */
   pendingCallbacks(limit: number): Promise<Task[]>;
   close(): Promise<void>;
