@@ -15,10 +15,12 @@ import {
   testJobsDir,
   waitAllFinal,
   waitUntil,
+  useKey,
   type EmbeddedApp,
 } from "./helpers.js";
 
 const run = promisify(execFile);
+const ADMIN = "admin-key-for-the-operations-test-0123456789";
 
 /** Every file under `dir`, recursively (the documents of the data dir; the SQLite files are left out). */
 async function documentsUnder(dir: string): Promise<string[]> {
@@ -31,15 +33,19 @@ async function documentsOf(app: EmbeddedApp, id: string): Promise<string[]> {
   return (await documentsUnder(path.join(app.dataDir, "blobs"))).filter((file) => file.includes(id));
 }
 
-async function retry(app: EmbeddedApp, id: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${app.url}/api/tasks/${id}/retry`, { method: "POST" });
+interface Answer {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+/** A request with `key` (the admin's by default), its JSON answer. */
+async function call(app: EmbeddedApp, method: string, route: string, key = ADMIN): Promise<Answer> {
+  const res = await fetch(`${app.url}${route}`, { method, headers: { authorization: `Bearer ${key}` } });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
-async function clean(app: EmbeddedApp, query: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${app.url}/api/tasks?${query}`, { method: "DELETE" });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
+const retry = (app: EmbeddedApp, id: string, key?: string): Promise<Answer> => call(app, "POST", `/api/tasks/${id}/retry`, key);
+const clean = (app: EmbeddedApp, query: string, key?: string): Promise<Answer> => call(app, "DELETE", `/api/tasks?${query}`, key);
 
 describe("operations: failure control, retry, attempts, bulk clean", () => {
   let app: EmbeddedApp;
@@ -49,9 +55,10 @@ describe("operations: failure control, retry, attempts, bulk clean", () => {
     // Retention off: the tasks these tests leave in error must stay until the tests look at them.
     app = await startEmbeddedApp({
       slots: 4,
-      env: { DOCQ_JOBS_DIR: await testJobsDir() },
+      env: { DOCQ_JOBS_DIR: await testJobsDir(), DOCQ_ADMIN_KEY: ADMIN },
       configYaml: "queue:\n  backoffBaseMs: 50\nretention:\n  outputMs: null\n  errorMs: null\n  canceledMs: null\n",
     });
+    useKey(app.url, ADMIN);
   });
   after(async () => {
     await app?.stop();
@@ -74,7 +81,7 @@ describe("operations: failure control, retry, attempts, bulk clean", () => {
 
     await fs.writeFile(flag, "");
     // The CLI: docq retry ID prints the status after.
-    const { stdout } = await run(process.execPath, [path.join(REPO, "bin/docq.js"), "--url", app.url, "retry", id]);
+    const { stdout } = await run(process.execPath, [path.join(REPO, "bin/docq.js"), "--url", app.url, "--key", ADMIN, "retry", id]);
     assert.equal(stdout.trim(), `${id} input`);
     const [done] = await waitAllFinal(app.url, [id], 60_000);
     assert.equal(done?.status, "output", done?.error ?? "");
@@ -145,11 +152,40 @@ describe("operations: failure control, retry, attempts, bulk clean", () => {
     assert.equal(cleaned.status, 200);
     assert.ok(Number(cleaned.body.deleted) >= 2, JSON.stringify(cleaned.body));
     for (const id of failing) {
-      assert.equal((await fetch(`${app.url}/api/tasks/${id}`)).status, 404);
+      assert.equal((await call(app, "GET", `/api/tasks/${id}`)).status, 404);
       assert.deepEqual(await documentsOf(app, id), [], `${id}'s documents are gone`);
     }
     assert.equal((await getTask(app.url, running)).status, "work", "a running task is left alone");
-    await fetch(`${app.url}/api/tasks/${running}`, { method: "DELETE" });
+    await call(app, "DELETE", `/api/tasks/${running}`);
+  });
+
+  it("a user key retries and cleans its own tasks only", async () => {
+    const makeKey = async (user: string): Promise<string> => {
+      const res = await fetch(`${app.url}/api/keys`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+        body: JSON.stringify({ user }),
+      });
+      assert.equal(res.status, 201);
+      return ((await res.json()) as { key: string }).key;
+    };
+    const [alice, bob] = [await makeKey("alice"), await makeKey("bob")];
+    const flag = path.join(flags, "users");
+    const res = await fetch(`${app.url}/api/tasks?job=flaky&params=${encodeURIComponent(JSON.stringify({ flag }))}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${alice}`, "content-type": "application/octet-stream" },
+      body: "alice's document",
+    });
+    const id = ((await res.json()) as { id: string }).id;
+    assert.equal((await waitAllFinal(app.url, [id], 60_000))[0]?.status, "error");
+    assert.equal((await retry(app, id, bob)).status, 404, "another user's task is answered as missing");
+    assert.equal((await clean(app, "status=error&olderThan=0&user=alice", bob)).status, 403);
+    assert.deepEqual((await clean(app, "status=error&olderThan=0", bob)).body, { deleted: 0, more: false }, "bob has none");
+    assert.equal((await getTask(app.url, id)).status, "error");
+    assert.deepEqual((await retry(app, id, alice)).body, { id, status: "input" });
+    await waitAllFinal(app.url, [id], 60_000);
+    assert.deepEqual((await clean(app, "status=error&olderThan=0", alice)).body, { deleted: 1, more: false });
+    assert.equal((await call(app, "GET", `/api/tasks/${id}`)).status, 404);
   });
 });
 
