@@ -4,7 +4,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import type { Task } from "../common/model/task-model.js";
-import { getTask, startEmbeddedApp, submit, waitAllFinal, waitUntil, type EmbeddedApp } from "./helpers.js";
+import { getTask, startEmbeddedApp, submit, tempDir, waitAllFinal, waitUntil, type EmbeddedApp } from "./helpers.js";
 
 /*
  * Webhooks against the real app: a task created with callbackUrl has its record POSTed to a local
@@ -22,9 +22,10 @@ interface Delivery {
   tryHeader: string | undefined;
 }
 
-/** A receiver of webhooks that answers 500 to the first try of each task and 200 after. */
+/** A receiver of webhooks that answers 500 to the first try of each task and 200 after (or 503 to all while `down`). */
 class Receiver {
   readonly deliveries = new Map<string, Delivery[]>();
+  down = false;
   url = "";
   private readonly server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -38,7 +39,7 @@ class Receiver {
         tryHeader: req.headers["x-docq-delivery-try"] as string | undefined,
       });
       this.deliveries.set(id, got);
-      res.writeHead(got.length === 1 ? 500 : 200).end();
+      res.writeHead(this.down ? 503 : got.length === 1 ? 500 : 200).end();
     });
   });
 
@@ -151,5 +152,73 @@ describe("webhooks and operator logs (embedded app)", () => {
       assert.match(line, new RegExp(`\\[(retry|error), ${next}\\]: \\S`));
       assert.doesNotMatch(line, /--- stderr/, "only the first line of the error");
     }
+  });
+});
+
+describe("webhooks across a restart (embedded app, JSON logs)", () => {
+  const receiver = new Receiver();
+  const apps: EmbeddedApp[] = [];
+  before(() => receiver.start());
+  after(async () => {
+    for (const app of apps) await app.stop();
+    await receiver.close();
+  });
+
+  /** Waits until the task's delivery record satisfies `ok`; answers the task. */
+  const deliveryOf = (url: string, id: string, what: string, ok: (t: Task) => boolean): Promise<Task> =>
+    waitUntil(
+      what,
+      async () => {
+        const t = await getTask(url, id);
+        return ok(t) ? t : false;
+      },
+      60_000,
+      100,
+    );
+
+  it("goes on with a delivery left pending by a stopped app, and writes one JSON object per log line", async () => {
+    receiver.down = true;
+    const dataDir = await tempDir("webhook-restart");
+    // The next try would be 10 minutes later: only the restart can make it.
+    const config = "webhooks:\n  backoffBaseMs: 600000\n  backoffMaxMs: 600000\n";
+    const env = { DOCQ_WEBHOOK_SECRET: SECRET, DOCQ_LOG_LEVEL: "info", DOCQ_LOG_FORMAT: "json" };
+    const first = await startEmbeddedApp({ dataDir, configYaml: config, env });
+    apps.push(first);
+    const created = await create(
+      first.url,
+      new URLSearchParams({ job: "sleep", params: JSON.stringify({ ms: 0 }), callbackUrl: receiver.url }),
+    );
+    const id = String(created.json.id);
+    const pending = await deliveryOf(first.url, id, "the first try recorded", (t) => t.callback?.tries === 1);
+    assert.deepEqual([pending.callback?.state, pending.callback?.lastStatus], ["pending", 503]);
+    await first.stop();
+
+    const lines = first
+      .output()
+      .split("\n")
+      .filter((l) => l.trim() !== "");
+    assert.ok(lines.length > 10);
+    for (const line of lines) {
+      const entry = JSON.parse(line) as { level?: unknown; msg?: unknown };
+      assert.equal(typeof entry.level, "string", line);
+      assert.equal(typeof entry.msg, "string", line);
+    }
+    assert.ok(lines.some((l) => l.includes(`webhook of task ${id}`)));
+
+    receiver.down = false;
+    const second = await startEmbeddedApp({ dataDir, configYaml: config, env });
+    apps.push(second);
+    const delivered = await deliveryOf(second.url, id, "the delivery resumed and delivered", (t) => t.callback?.state === "delivered");
+    assert.equal(delivered.callback?.tries, 2);
+    assert.equal(delivered.callback?.lastStatus, 200);
+    const got = receiver.deliveries.get(id) ?? [];
+    assert.equal(got.length, 2);
+    assert.equal(got[0]?.body, got[1]?.body, "the same record, signed the same, after the restart");
+    assert.equal(
+      got[1]?.signature,
+      `sha256=${createHmac("sha256", SECRET)
+        .update(got[1]?.body ?? "")
+        .digest("hex")}`,
+    );
   });
 });
