@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createParser } from "eventsource-parser";
 import type { Task } from "../common/model/task-model.js";
 import { freePort, getTask, ownChild, REPO, startEmbeddedApp, submit, tempDir, waitUntil, type EmbeddedApp } from "./helpers.js";
+import { startNats, type NatsServer } from "./nats.js";
 
 /*
  * The operations issue's script failures, progress and events, against the real app: a script's
@@ -222,6 +223,116 @@ describe("docq wait across a restart of the app", () => {
       assert.equal((await getTask(app.url, id)).status, "output");
     } finally {
       await app.stop();
+    }
+  });
+});
+
+describe("cluster mode: the queuer's events reach every controller of the site", () => {
+  let nats: NatsServer;
+  const urls: string[] = [];
+  const processes: { name: string; child: ChildProcess; output: () => string }[] = [];
+
+  before(async () => {
+    nats = await startNats();
+    const dataDir = await tempDir("events-cluster");
+    const start = async (name: string, service: string, port?: number): Promise<void> => {
+      const child = ownChild(
+        spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts"), "--services", service], {
+          cwd: REPO,
+          env: {
+            ...(process.env as Record<string, string>),
+            DOCQ_NATS_URL: nats.url,
+            DATA_DIR: dataDir,
+            DOCQ_SLOTS: "2",
+            DOCQ_LOG_LEVEL: "warn",
+            ...(port === undefined ? {} : { PORT: String(port) }),
+          },
+          stdio: ["ignore", "pipe", "pipe"],
+        }),
+      );
+      let output = "";
+      child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+      processes.push({ name, child, output: () => output });
+    };
+    for (const name of ["controller 1", "controller 2"]) {
+      const port = await freePort();
+      urls.push(`http://127.0.0.1:${port}`);
+      await start(name, "controller", port);
+    }
+    await start("queuer", "queuer");
+    await start("worker", "worker");
+    const gone = (): string[] => processes.filter((p) => p.child.exitCode !== null).map((p) => `${p.name}:\n${p.output()}`);
+    await waitUntil(
+      "both controllers to answer with a queuer and a worker",
+      async () => {
+        if (gone().length > 0) return true;
+        for (const url of urls) {
+          const health = await fetch(`${url}/api/health`).catch(() => null);
+          if (health?.status !== 200) return false;
+          const stats = (await (await fetch(`${url}/api/stats`)).json()) as { workers: unknown[] };
+          if (stats.workers.length !== 1) return false;
+        }
+        return true;
+      },
+      90_000,
+      250,
+    );
+    if (gone().length > 0) throw new Error(`a process of the site exited during start-up:\n${gone().join("\n")}`);
+  });
+
+  after(async () => {
+    await Promise.all(
+      processes.map(async ({ child }) => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const exited = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
+    await nats?.stop();
+  });
+
+  it("streams the same numbered events on both controllers, and an id from one resumes on the other", async () => {
+    const [one, two] = urls as [string, string];
+    const onOne = await openEvents(one);
+    const onTwo = await openEvents(two);
+    try {
+      const a = await submit(one, "a document", { job: "wordcount" });
+      await waitUntil(
+        "a's output on both streams",
+        () => statusesOf(onOne.events, a).includes("output") && statusesOf(onTwo.events, a).includes("output"),
+        60_000,
+      );
+      const idsOf = (events: readonly StreamedEvent[]): (string | undefined)[] =>
+        events.filter((e) => e.data.id === a).map((e) => e.eventId);
+      assert.deepEqual(idsOf(onOne.events), idsOf(onTwo.events));
+      assert.deepEqual(statusesOf(onOne.events, a), ["input", "work", "output"]);
+      const lastEventId = onOne.events.at(-1)?.eventId;
+      onOne.close();
+      const b = await submit(one, "another document", { job: "wordcount" });
+      await waitStatus(one, b, "output");
+      const resumed = await openEvents(two, { lastEventId });
+      try {
+        await waitUntil("b's events replayed on the other controller", () => statusesOf(resumed.events, b).includes("output"), 30_000);
+        assert.deepEqual(statusesOf(resumed.events, b), ["input", "work", "output"]);
+        assert.deepEqual(statusesOf(resumed.events, a), []);
+        assert.ok(
+          resumed.events.every((e) => e.type === "task"),
+          "no gap",
+        );
+      } finally {
+        resumed.close();
+      }
+      // docq wait against the other controller than the one that took the task.
+      const c = await submit(one, "x", { job: "sleep", params: { ms: 1000 } });
+      const waited = await docqWait(two, c);
+      assert.equal(waited.code, 0, waited.stderr);
+    } finally {
+      onOne.close();
+      onTwo.close();
     }
   });
 });
