@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { promises as fs, readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { spawn } from "node:child_process";
@@ -41,6 +42,35 @@ async function signalAndWait(app: EmbeddedApp, signal: NodeJS.Signals): Promise<
   const exited = new Promise<number | null>((resolve) => app.process.once("exit", (code) => resolve(code)));
   app.process.kill(signal);
   return exited;
+}
+
+/** Pids of the processes under `root` (its descendants) that run a script of a warm job. */
+async function warmProcessesOf(root: number): Promise<number[]> {
+  const parentOf = new Map<number, number>();
+  const warm: number[] = [];
+  for (const entry of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await fs.readFile(`/proc/${entry}/stat`, "utf8").catch(() => null);
+    const cmdline = await fs.readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
+    if (stat === null) continue;
+    parentOf.set(Number(entry), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    if (cmdline.includes("sleep-warm")) warm.push(Number(entry));
+  }
+  const under = (pid: number): boolean => {
+    for (let p = parentOf.get(pid); p !== undefined && p > 1; p = parentOf.get(p)) if (p === root) return true;
+    return false;
+  };
+  return warm.filter(under);
+}
+
+/** Whether `pid` is a live process (a zombie counts as gone). */
+function isRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return false;
+  }
 }
 
 async function waitRunning(url: string, id: string): Promise<void> {
@@ -102,6 +132,23 @@ describe("graceful stop (SIGTERM)", () => {
       done?.attempts.map((a) => a.outcome),
       ["released", "output"],
     );
+  });
+
+  it("does the same for warm jobs: one finishes within the grace, one past it is released, and no warm process is left", async () => {
+    const dataDir = await tempDir("stop-warm");
+    const app = await startEmbeddedApp({ dataDir, slots: 2, env: { DOCQ_SHUTDOWN_GRACE_MS: "3000", DOCQ_LOG_LEVEL: "info" } });
+    apps.push(app);
+    const quick = await submit(app.url, "quick\n", { job: "sleep-warm", params: { ms: 1000 } });
+    const slow = await submit(app.url, "slow\n", { job: "sleep-warm", params: { ms: 600_000 } });
+    await waitRunning(app.url, quick);
+    await waitRunning(app.url, slow);
+    const warmPids = await warmProcessesOf(app.process.pid!);
+    assert.ok(warmPids.length > 0, "the warm processes run");
+    assert.equal(await signalAndWait(app, "SIGTERM"), 0, app.output());
+    assert.equal((await storedTask(dataDir, quick)).status, "output", app.output());
+    const released = await storedTask(dataDir, slow);
+    assert.deepEqual([released.status, released.tries], ["input", 0]);
+    await waitUntil("the warm processes to be gone", () => warmPids.every((pid) => !isRunning(pid)));
   });
 
   it("a second SIGTERM skips the rest of the grace: the running task is released and the app exits 0", async () => {
