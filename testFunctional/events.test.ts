@@ -25,11 +25,14 @@ interface EventClient {
   close(): void;
 }
 
-async function openEvents(url: string, opts: { task?: string; lastEventId?: string } = {}): Promise<EventClient> {
+async function openEvents(url: string, opts: { task?: string; lastEventId?: string; key?: string } = {}): Promise<EventClient> {
   const abort = new AbortController();
   const query = opts.task === undefined ? "" : `?task=${opts.task}`;
   const res = await fetch(`${url}/api/events${query}`, {
-    headers: opts.lastEventId === undefined ? {} : { "last-event-id": opts.lastEventId },
+    headers: {
+      ...(opts.lastEventId === undefined ? {} : { "last-event-id": opts.lastEventId }),
+      ...(opts.key === undefined ? {} : { authorization: `Bearer ${opts.key}` }),
+    },
     signal: abort.signal,
   });
   assert.equal(res.status, 200);
@@ -192,6 +195,57 @@ describe("script failures, progress and the event stream", () => {
     const unreachable = await docqWait(nobody, ok, ["--timeout", "2"]);
     assert.equal(unreachable.code, 3, unreachable.stderr);
     assert.match(unreachable.stderr, /cannot reach docq at .* for 2 s/);
+  });
+});
+
+describe("who sees which events, with authentication on", () => {
+  const ADMIN = "events-admin-key-0123456789";
+  let app: EmbeddedApp;
+
+  before(async () => {
+    app = await startEmbeddedApp({ slots: 2, env: { DOCQ_ADMIN_KEY: ADMIN, DOCQ_METRICS_KEY: "events-metrics-key-0123456789" } });
+  });
+  after(async () => {
+    await app?.stop();
+  });
+
+  const post = async (key: string, query: string): Promise<string> => {
+    const res = await fetch(`${app.url}/api/tasks?${query}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/octet-stream" },
+      body: "some words",
+    });
+    assert.equal(res.status, 201, await res.clone().text());
+    return ((await res.json()) as { id: string }).id;
+  };
+
+  it("a user key sees its own user's tasks only, the admin all; no key 401, the metrics key 403", async () => {
+    assert.equal((await fetch(`${app.url}/api/events`)).status, 401);
+    const metrics = await fetch(`${app.url}/api/events`, { headers: { authorization: "Bearer events-metrics-key-0123456789" } });
+    assert.equal(metrics.status, 403);
+    const made = await fetch(`${app.url}/api/keys`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+      body: JSON.stringify({ user: "alice" }),
+    });
+    const alice = ((await made.json()) as { key: string }).key;
+    const asAdmin = await openEvents(app.url, { key: ADMIN });
+    const asAlice = await openEvents(app.url, { key: alice });
+    try {
+      const bobs = await post(ADMIN, "job=wordcount&user=bob");
+      const alices = await post(alice, "job=wordcount");
+      await waitUntil(
+        "both outputs on the admin's stream",
+        () => statusesOf(asAdmin.events, bobs).includes("output") && statusesOf(asAdmin.events, alices).includes("output"),
+        60_000,
+      );
+      await waitUntil("alice's output on her stream", () => statusesOf(asAlice.events, alices).includes("output"), 30_000);
+      assert.deepEqual(statusesOf(asAlice.events, bobs), [], "never another user's task");
+      assert.ok(asAlice.events.every((e) => e.data.user === "alice"));
+    } finally {
+      asAdmin.close();
+      asAlice.close();
+    }
   });
 });
 
