@@ -329,6 +329,29 @@ describe("WorkerPool", () => {
     );
   });
 
+  it('a split child answering {"error", "retry": false} fails at once and fails its parent', async () => {
+    const dir = path.join(h.dir, "jobs", "splitfatal");
+    await fs.mkdir(dir);
+    await fs.writeFile(path.join(dir, "job.yaml"), "split: true\nentry: main.sh\n");
+    await fs.writeFile(
+      path.join(dir, "main.sh"),
+      `${READ_REQUEST}case $req in
+  '{"mode":"split"'*) echo good > "$out/p1"; echo bad > "$out/p2"; echo '{"children":[{"input":"p1"},{"input":"p2"}]}' ;;
+  *) if [ "$(cat "$input")" = bad ]; then echo '{"error":"part 2 is unreadable","retry":false}'; exit 1; fi
+     cp "$input" "$out/o"; echo '{"output":"o"}' ;;
+esac
+`,
+    );
+    makePool().start();
+    const parent = await submit("splitfatal", "doc", { maxTries: 5 });
+    const failed = await waitStatus(parent.id, "error");
+    assert.match(failed.error ?? "", /part 2 is unreadable \(the script asked for no retry\)/);
+    const children = await h.store.children(parent.id);
+    const bad = children[1];
+    assert.ok(bad !== undefined);
+    assert.deepEqual([bad.status, bad.tries], ["error", 1]);
+  });
+
   it("sends the script's progress to the queue while it runs, throttled, the last one before the result", async () => {
     const go = path.join(h.marks, "go");
     await writeJob(
