@@ -37,9 +37,19 @@ const program = new Command()
     // meanwhile is kept and acted on once the site is up, rather than lost.
     let site: Site | undefined;
     const signals: string[] = [];
+    let startupDeadline: NodeJS.Timeout | undefined;
     const onSignal = (signal: string): void => {
       signals.push(signal);
-      if (site !== undefined) stopOn(site, config, signal, signals.length);
+      if (site !== undefined) return stopOn(site, config, signal, signals.length);
+      // A start-up that hangs (a NATS server that never answers) must not make the signal useless.
+      if (signals.length > 1) process.exit(1);
+      console.error(
+        `docq: ${signal} during start-up: stopping once it is over (a second signal, or ${STARTUP_STOP_WAIT_MS} ms, exits at once)`,
+      );
+      startupDeadline = setTimeout(() => {
+        console.error(`docq: start-up still not over ${STARTUP_STOP_WAIT_MS} ms after ${signal}: exiting`);
+        process.exit(1);
+      }, STARTUP_STOP_WAIT_MS);
     };
     process.on("SIGINT", () => onSignal("SIGINT"));
     process.on("SIGTERM", () => onSignal("SIGTERM"));
@@ -50,8 +60,12 @@ const program = new Command()
       console.error(`docq: ${errorMessage(err)}`);
       process.exit(1);
     }
+    clearTimeout(startupDeadline);
     signals.forEach((signal, i) => stopOn(site, config, signal, i + 1));
   });
+
+/** How long a stop signal received during start-up waits for it to be over before the process exits. */
+const STARTUP_STOP_WAIT_MS = 10_000;
 
 /**
  * The `n`th stop signal: the first stops the site (the workers drain within shutdownGraceMs) and
