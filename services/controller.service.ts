@@ -43,7 +43,7 @@ import { eventFilter, parseEventsQuery } from "../common/events/event-access.js"
 import { EventBuffer } from "../common/events/event-buffer.js";
 import { EVENT_STREAM_DEFAULTS, streamEvents } from "../common/events/event-stream.js";
 import { SSE_CONTENT_TYPE } from "../common/events/sse.js";
-import { TASK_EVENTS_BROADCAST, TaskEventBatchSchema } from "../common/events/task-event.js";
+import { TASK_EVENTS_BROADCAST, TaskEventBatchSchema, type TaskEventBatch } from "../common/events/task-event.js";
 
 export interface ControllerDeps {
   site: string;
@@ -246,6 +246,11 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
     mixins: [ApiGateway],
     events: {
       [TASK_EVENTS_BROADCAST](ctx: Context<unknown>) {
+        // From this process's own queuer (embedded mode): made by TaskEventPublisher, not parsed again.
+        if (ctx.nodeID === ctx.broker.nodeID) {
+          taskEvents.add((ctx.params as TaskEventBatch).events);
+          return;
+        }
         const batch = TaskEventBatchSchema.safeParse(ctx.params);
         if (batch.success) taskEvents.add(batch.data.events);
         else ctx.broker.logger.warn(`a task event batch was dropped: ${formatZodIssues(batch.error.issues)}`);
