@@ -126,9 +126,10 @@ export class WorkerPool {
 
   /**
    * Graceful stop: pulls no more; the running tasks get `graceMs` to finish and report (less if
-   * `hurry` is aborted: a second signal); those still running then are killed, their process groups
-   * with them, and released: queued again at once without counting the try. Leases stay renewed
-   * until then. The warm processes stop last. Answers how many ran to their end and how many were released.
+   * `hurry` is aborted: a second signal); the scripts still running then are killed, their process
+   * groups with them, and their tasks released: queued again at once without counting the try.
+   * Leases stay renewed until then. The warm processes stop last. Answers how many tasks ran to their
+   * end and how many were released.
    */
   async drain(graceMs: number, hurry?: AbortSignal): Promise<{ finished: number; released: number }> {
     this.stopping = true;
@@ -139,7 +140,9 @@ export class WorkerPool {
       this.opts.log.info(`stopping: waiting up to ${graceMs} ms for ${running} running task(s) to finish`);
       await settledWithin([...this.finished], graceMs, hurry);
     }
-    const left = [...this.running.values()];
+    // Only scripts still running are stopped: a run past its script is storing its output or
+    // reporting, and finishing that costs less than running it again.
+    const left = [...this.running.values()].filter((run) => run.holdsSlot);
     for (const run of left) this.stopRun(run, "shutdown");
     // Killed first, released after: the task must not run elsewhere while its script still runs here.
     await Promise.allSettled([...this.finished]);
