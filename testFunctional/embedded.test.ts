@@ -215,6 +215,7 @@ describe("metrics and the API description", () => {
     const doc = (await (await fetch(`${app.url}/api/openapi.json`)).json()) as { openapi: string; paths: Record<string, unknown> };
     assert.equal(doc.openapi, "3.0.3");
     assert.deepEqual(Object.keys(doc.paths).sort(), [
+      "/api/events",
       "/api/health",
       "/api/keys",
       "/api/keys/{id}",
@@ -222,6 +223,7 @@ describe("metrics and the API description", () => {
       "/api/tasks",
       "/api/tasks/{id}",
       "/api/tasks/{id}/result",
+      "/api/tasks/{id}/retry",
       "/api/usage",
       "/metrics",
     ]);
