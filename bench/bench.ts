@@ -42,7 +42,7 @@ const FULL: Counts = {
   cluster: 2_000,
 };
 /** Every count scaled down so the whole run stays under a minute. */
-const QUICK: Counts = { enqueue: 1_000, throughput: 300, latency: 50, scale: 100_000, splitDocuments: 10, warm: 300, cluster: 100 };
+const QUICK: Counts = { enqueue: 1_000, throughput: 300, latency: 50, scale: 100_000, splitDocuments: 10, warm: 300, cluster: 60 };
 
 interface Options {
   quick?: boolean;

@@ -9,8 +9,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 shopt -s nullglob globstar
-files=(common/**/*.test.ts services/*.test.ts testFunctional/*.test.ts)
-if [ "$#" -gt 0 ]; then files=("$@"); fi
+unit=(common/**/*.test.ts services/*.test.ts)
+functional=(testFunctional/*.test.ts)
+if [ "$#" -gt 0 ]; then
+  unit=("$@")
+  functional=()
+fi
 
 run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/docq-test-run-XXXXXX")
 export DOCQ_TEST_RUN="docq-test-run-$$-$RANDOM"
@@ -53,5 +57,11 @@ cleanup() {
 }
 
 # A test that hangs fails within this limit, far below the time CI allows the whole run.
-TMPDIR="$run_tmp" node --import tsx --test --test-concurrency=1 --test-timeout=180000 "${files[@]}"
-cleanup $?
+# Unit test files run two at a time (a third of the unit phase is starting Node and compiling);
+# functional ones, which start apps, servers and scripts and wait on them, one at a time.
+status=0
+TMPDIR="$run_tmp" node --import tsx --test --test-concurrency=2 --test-timeout=180000 "${unit[@]}" || status=1
+if [ "${#functional[@]}" -gt 0 ]; then
+  TMPDIR="$run_tmp" node --import tsx --test --test-concurrency=1 --test-timeout=180000 "${functional[@]}" || status=1
+fi
+cleanup $status
