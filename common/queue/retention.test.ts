@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import { blobKeys, newTaskId } from "./new-task.js";
-import { sweepRetention, type PurgeDeps } from "./retention.js";
+import { nextSweepDelay, sweepRetention, type PurgeDeps } from "./retention.js";
 import { TaskQueue } from "./task-queue.js";
 import type { Task } from "../model/task-model.js";
 
@@ -101,5 +101,17 @@ describe("sweepRetention", () => {
     assert.equal((await store.children(parent.id)).length, 2, "its finished children stay with it");
     assert.equal((await store.get(running.id))?.status, "work");
     assert.equal((await store.get(queued.id))?.status, "input");
+  });
+});
+
+describe("nextSweepDelay", () => {
+  const site = { outputMs: 7 * 86_400_000, errorMs: null, canceledMs: 86_400_000 };
+  it("waits sweepMs when every window is longer", () => {
+    assert.equal(nextSweepDelay(60_000, site, new Map()), 60_000);
+  });
+  it("sweeps as often as the shortest window of the site or of a job asks, never more than once a second", () => {
+    assert.equal(nextSweepDelay(60_000, { ...site, errorMs: 5000 }, new Map()), 5000);
+    assert.equal(nextSweepDelay(60_000, site, new Map([["ocr", { outputMs: 2000 }]])), 2000);
+    assert.equal(nextSweepDelay(60_000, { ...site, outputMs: 1 }, new Map()), 1000);
   });
 });

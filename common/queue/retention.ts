@@ -119,14 +119,31 @@ export interface RetentionSweeperOptions {
 /** Batches of one pass: a pass stays short; what is left waits for the next one. */
 const BATCHES_PER_PASS = 5;
 
+/** The shortest pause between two passes, however short a window is. */
+const MIN_SWEEP_MS = 1000;
+
 /**
- * Runs a retention pass every `sweepMs` (the active queuer's; a standby never starts one), one at a
- * time. A pass that cannot read the jobs' own windows is skipped: under the site's windows it
- * could remove tasks a job keeps longer. Answers how to stop (waiting for a pass under way).
+ * The pause before the next pass: `sweepMs`, or shorter when a window (the site's or a job's) is
+ * shorter than that, so a task never outlives a 1 s window by a whole minute; at least MIN_SWEEP_MS.
+ */
+export function nextSweepDelay(sweepMs: number, windows: RetentionWindows, jobs: ReadonlyMap<string, JobRetention>): number {
+  const all = [windows, ...jobs.values()].flatMap((w) => [w.outputMs, w.errorMs, w.canceledMs]);
+  const shortest = Math.min(sweepMs, ...all.filter((ms): ms is number => typeof ms === "number"));
+  return Math.max(MIN_SWEEP_MS, Math.min(sweepMs, shortest));
+}
+
+/**
+ * Runs a retention pass every `sweepMs`, or as often as the shortest window asks (nextSweepDelay),
+ * one at a time (the active queuer's; a standby never starts one). A pass that cannot read the
+ * jobs' own windows is skipped: under the site's windows it could remove tasks a job keeps longer.
+ * Answers how to stop (waiting for a pass under way).
  */
 export function startRetentionSweeps(opts: RetentionSweeperOptions): { stop(): Promise<void> } {
   const now = opts.now ?? Date.now;
   let running: Promise<void> | null = null;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let delay = nextSweepDelay(opts.sweepMs, opts.windows, new Map());
   const pass = async (): Promise<void> => {
     let jobs: ReadonlyMap<string, JobRetention>;
     try {
@@ -135,24 +152,29 @@ export function startRetentionSweeps(opts: RetentionSweeperOptions): { stop(): P
       opts.log.warn(`retention pass skipped: the jobs' own retention could not be read: ${errorMessage(err)}`);
       return;
     }
+    delay = nextSweepDelay(opts.sweepMs, opts.windows, jobs);
     const report = await sweepRetention(opts.purge, opts.windows, jobs, now(), { batchSize: opts.batchSize, batches: BATCHES_PER_PASS });
     if (report.deleted > 0) {
       opts.log.info(`retention removed ${report.deleted} finished task(s) with their documents${report.more ? " (more next pass)" : ""}`);
     }
   };
-  const tick = (): void => {
-    if (running !== null) return;
-    running = pass()
-      // The next pass tries again; finished tasks only stay a little longer.
-      .catch((err: unknown) => opts.log.warn(`retention pass failed: ${errorMessage(err)}`))
-      .finally(() => {
-        running = null;
-      });
+  const schedule = (): void => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      running = pass()
+        // The next pass tries again; finished tasks only stay a little longer.
+        .catch((err: unknown) => opts.log.warn(`retention pass failed: ${errorMessage(err)}`))
+        .finally(() => {
+          running = null;
+          schedule();
+        });
+    }, delay);
   };
-  const timer = setInterval(tick, opts.sweepMs);
+  schedule();
   return {
     async stop() {
-      clearInterval(timer);
+      stopped = true;
+      clearTimeout(timer);
       await running;
     },
   };
