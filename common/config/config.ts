@@ -246,7 +246,8 @@ const ConfigFileSchema = z.strictObject({
         timeoutMs: DurationMsSchema.default(10_000),
         // Deliveries in flight at once: a slow receiver never holds more than this many sockets.
         concurrency: z.int().min(1).max(1000).default(8),
-        secret: fromEnvOnly("DOCQ_WEBHOOK_SECRET"),
+        // The HMAC key of X-Docq-Signature (DOCQ_WEBHOOK_SECRET wins); the receivers hold it too.
+        secret: z.string().min(1).max(1000).nullable().default(null),
       })
       .prefault({}),
   ),
@@ -285,7 +286,7 @@ export interface WebhooksConfig {
   backoffMaxMs: number;
   timeoutMs: number;
   concurrency: number;
-  /** DOCQ_WEBHOOK_SECRET (environment only): the HMAC key of X-Docq-Signature. Null: deliveries go unsigned. */
+  /** `webhooks.secret`, or DOCQ_WEBHOOK_SECRET over it: the HMAC key of X-Docq-Signature. Null: deliveries go unsigned. */
   secret: string | null;
 }
 
@@ -382,7 +383,7 @@ export async function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv 
   const store = resolveStore(config, env, label);
   const blobs = resolveBlobs(config, env, label);
   const auth = resolveAuth(config, env, label, overriddenBy);
-  const webhooks: WebhooksConfig = { ...config.webhooks, secret: secretFromEnv(env, "DOCQ_WEBHOOK_SECRET") };
+  const webhooks: WebhooksConfig = { ...config.webhooks, secret: nonEmpty(env.DOCQ_WEBHOOK_SECRET) ?? config.webhooks.secret };
 
   const cwd = process.cwd();
   return {
