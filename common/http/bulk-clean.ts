@@ -3,21 +3,23 @@ import { badRequestOf } from "../model/zod-issues.js";
 import { FINISHED_STATUSES, type FinishedStatus } from "../queue/retention.js";
 
 /*
- * `DELETE /api/tasks?status=&olderThan=`: the bulk clean of finished tasks. Both bounds are
- * required, so a bare DELETE on the collection can never empty it.
+ * `DELETE /api/tasks?status=&olderThan=`: the bulk clean of finished tasks of one final status.
+ * `status` is required, so a bare DELETE on the collection can never empty it; without `olderThan`
+ * every task of that status goes, whenever it ended.
  */
 
 /** An ISO 8601 date, or date and time (`2026-12-01`, `2026-12-01T08:00:00Z`, with offset or fraction). */
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
 
 const CleanQuerySchema = z.strictObject({
-  status: z.enum(FINISHED_STATUSES, { error: `must be a final status: ${FINISHED_STATUSES.join(", ")}` }),
+  status: z.enum(FINISHED_STATUSES, { error: `is required, one final status: ${FINISHED_STATUSES.join(", ")}` }),
   olderThan: z
-    .string({ error: "is required: an age in ms (e.g. 86400000) or an ISO date (e.g. 2026-12-01T00:00:00Z)" })
+    .string({ error: "must be an age in ms (e.g. 86400000) or an ISO date (e.g. 2026-12-01T00:00:00Z)" })
     .refine(
       (raw) => /^\d{1,15}$/.test(raw) || (ISO_DATE.test(raw) && !Number.isNaN(Date.parse(raw))),
       "must be an age in ms (e.g. 86400000) or an ISO date (e.g. 2026-12-01T00:00:00Z)",
-    ),
+    )
+    .optional(),
   user: z.string().min(1).max(200).optional(),
 });
 
@@ -36,6 +38,7 @@ export function parseCleanQuery(raw: Record<string, unknown>, now: number): Clea
   if (!result.success) throw badRequestOf(result.error.issues);
   const { status, user } = result.data;
   const age = result.data.olderThan;
-  const endedBefore = /^\d+$/.test(age) ? now - Number(age) : Date.parse(age);
+  // No olderThan: every task of the status that has ended (by now, this instant included).
+  const endedBefore = age === undefined ? now + 1 : /^\d+$/.test(age) ? now - Number(age) : Date.parse(age);
   return { status, endedBefore, ...(user === undefined ? {} : { user }) };
 }
