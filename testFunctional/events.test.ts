@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createParser } from "eventsource-parser";
 import type { Task } from "../common/model/task-model.js";
 import { freePort, getTask, ownChild, REPO, startEmbeddedApp, submit, tempDir, waitUntil, type EmbeddedApp } from "./helpers.js";
+import { SiteProcesses } from "./site-processes.js";
 import { startNats, type NatsServer } from "./nats.js";
 
 /*
@@ -284,43 +285,23 @@ describe("docq wait across a restart of the app", () => {
 describe("cluster mode: the queuer's events reach every controller of the site", () => {
   let nats: NatsServer;
   const urls: string[] = [];
-  const processes: { name: string; child: ChildProcess; output: () => string }[] = [];
+  const site = new SiteProcesses();
 
   before(async () => {
     nats = await startNats();
     const dataDir = await tempDir("events-cluster");
-    const start = async (name: string, service: string, port?: number): Promise<void> => {
-      const child = ownChild(
-        spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts"), "--services", service], {
-          cwd: REPO,
-          env: {
-            ...(process.env as Record<string, string>),
-            DOCQ_NATS_URL: nats.url,
-            DATA_DIR: dataDir,
-            DOCQ_SLOTS: "2",
-            DOCQ_LOG_LEVEL: "warn",
-            ...(port === undefined ? {} : { PORT: String(port) }),
-          },
-          stdio: ["ignore", "pipe", "pipe"],
-        }),
-      );
-      let output = "";
-      child.stdout.on("data", (d: Buffer) => (output += d.toString()));
-      child.stderr.on("data", (d: Buffer) => (output += d.toString()));
-      processes.push({ name, child, output: () => output });
-    };
+    const env = { DOCQ_NATS_URL: nats.url, DATA_DIR: dataDir, DOCQ_SLOTS: "2", DOCQ_LOG_LEVEL: "warn" };
     for (const name of ["controller 1", "controller 2"]) {
       const port = await freePort();
       urls.push(`http://127.0.0.1:${port}`);
-      await start(name, "controller", port);
+      site.start(name, "controller", { ...env, PORT: String(port) });
     }
-    await start("queuer", "queuer");
-    await start("worker", "worker");
-    const gone = (): string[] => processes.filter((p) => p.child.exitCode !== null).map((p) => `${p.name}:\n${p.output()}`);
+    site.start("queuer", "queuer", env);
+    site.start("worker", "worker", env);
     await waitUntil(
       "both controllers to answer with a queuer and a worker",
       async () => {
-        if (gone().length > 0) return true;
+        if (site.gone().length > 0) return true;
         for (const url of urls) {
           const health = await fetch(`${url}/api/health`).catch(() => null);
           if (health?.status !== 200) return false;
@@ -332,20 +313,11 @@ describe("cluster mode: the queuer's events reach every controller of the site",
       90_000,
       250,
     );
-    if (gone().length > 0) throw new Error(`a process of the site exited during start-up:\n${gone().join("\n")}`);
+    if (site.gone().length > 0) throw new Error(`a process of the site exited during start-up:\n${site.gone().join("\n")}`);
   });
 
   after(async () => {
-    await Promise.all(
-      processes.map(async ({ child }) => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        const exited = new Promise((resolve) => child.once("exit", resolve));
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-        await exited;
-        clearTimeout(timer);
-      }),
-    );
+    await site.stopAll();
     await nats?.stop();
   });
 

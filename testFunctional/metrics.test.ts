@@ -1,22 +1,11 @@
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parsePrometheusText, sampleKey } from "../common/metrics/prometheus-text.js";
 import { TASK_STATUSES } from "../common/model/task-model.js";
-import {
-  freePort,
-  getTask,
-  ownChild,
-  REPO,
-  startEmbeddedApp,
-  submit,
-  tempDir,
-  waitAllFinal,
-  waitUntil,
-  type EmbeddedApp,
-} from "./helpers.js";
+import { freePort, getTask, startEmbeddedApp, submit, tempDir, waitAllFinal, waitUntil, type EmbeddedApp } from "./helpers.js";
+import { SiteProcesses } from "./site-processes.js";
 import { startNats, type NatsServer } from "./nats.js";
 
 /** Quick retries, so the failing task's two attempts take well under a second. */
@@ -138,21 +127,7 @@ describe("/metrics: the queue's figures", () => {
   describe("cluster mode: queuer, controller and two workers over NATS", () => {
     let nats: NatsServer;
     let url: string;
-    const processes: { name: string; child: ChildProcess; output: () => string }[] = [];
-
-    const startProcess = (name: string, service: string, env: Record<string, string>): void => {
-      const child = ownChild(
-        spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts"), "--services", service], {
-          cwd: REPO,
-          env: { ...(process.env as Record<string, string>), ...env },
-          stdio: ["ignore", "pipe", "pipe"],
-        }),
-      );
-      let output = "";
-      child.stdout.on("data", (d: Buffer) => (output += d.toString()));
-      child.stderr.on("data", (d: Buffer) => (output += d.toString()));
-      processes.push({ name, child, output: () => output });
-    };
+    const site = new SiteProcesses();
 
     before(async () => {
       nats = await startNats();
@@ -168,16 +143,15 @@ describe("/metrics: the queue's figures", () => {
         DOCQ_SLOTS: "2",
         DOCQ_LOG_LEVEL: "warn",
       };
-      startProcess("queuer", "queuer", env);
-      startProcess("controller", "controller", env);
-      startProcess("worker 1", "worker", env);
-      startProcess("worker 2", "worker", env);
-      const gone = (): string[] => processes.filter((p) => p.child.exitCode !== null).map((p) => `${p.name}:\n${p.output()}`);
+      site.start("queuer", "queuer", env);
+      site.start("controller", "controller", env);
+      site.start("worker 1", "worker", env);
+      site.start("worker 2", "worker", env);
       await waitUntil(
         "the site's four processes to report their metrics",
         async () => {
           // A process that died will never report: stop waiting (a throw would be retried).
-          if (gone().length > 0) return true;
+          if (site.gone().length > 0) return true;
           const res = await fetch(`${url}/metrics`).catch(() => null);
           if (res?.status !== 200) return false;
           const m = parsePrometheusText(await res.text());
@@ -186,20 +160,11 @@ describe("/metrics: the queue's figures", () => {
         90_000,
         250,
       );
-      if (gone().length > 0) throw new Error(`a process of the site exited during start-up:\n${gone().join("\n")}`);
+      if (site.gone().length > 0) throw new Error(`a process of the site exited during start-up:\n${site.gone().join("\n")}`);
     });
 
     after(async () => {
-      await Promise.all(
-        processes.map(async ({ child }) => {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          const exited = new Promise((resolve) => child.once("exit", resolve));
-          child.kill("SIGTERM");
-          const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-          await exited;
-          clearTimeout(timer);
-        }),
-      );
+      await site.stopAll();
       await nats?.stop();
     });
 
@@ -210,7 +175,7 @@ describe("/metrics: the queue's figures", () => {
 
     it("counts the slots of the workers still there once one stops, and keeps the queuer's counts", async () => {
       const before = (await scrape(url)).samples;
-      const worker = processes.find((p) => p.name === "worker 2")!.child;
+      const worker = site.named("worker 2").child;
       const exited = new Promise((resolve) => worker.once("exit", resolve));
       worker.kill("SIGTERM");
       await exited;

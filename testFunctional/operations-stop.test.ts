@@ -2,10 +2,11 @@ import assert from "node:assert/strict";
 import { promises as fs, readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { after, describe, it } from "node:test";
 import type { Task } from "../common/model/task-model.js";
 import { SqliteTaskStore } from "../common/store/sqlite/sqlite-task-store.js";
+import { SiteProcesses } from "./site-processes.js";
 import { startNats, type NatsServer } from "./nats.js";
 import {
   freePort,
@@ -172,14 +173,9 @@ describe("graceful stop (SIGTERM)", () => {
 
 describe("graceful stop of a worker process in cluster mode", () => {
   let nats: NatsServer | undefined;
-  const site: { name: string; child: ChildProcess; output: () => string }[] = [];
+  const site = new SiteProcesses();
   after(async () => {
-    for (const { child } of site) {
-      if (child.exitCode !== null || child.signalCode !== null) continue;
-      const exited = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGKILL");
-      await exited;
-    }
+    await site.stopAll(0);
     await nats?.stop();
   });
 
@@ -188,35 +184,21 @@ describe("graceful stop of a worker process in cluster mode", () => {
     const dataDir = await tempDir("stop-cluster");
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    const start = (name: string, services: string): ChildProcess => {
-      const child = ownChild(
-        spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts"), "--services", services], {
-          cwd: REPO,
-          env: {
-            ...(process.env as Record<string, string>),
-            DOCQ_NATS_URL: nats!.url,
-            DATA_DIR: dataDir,
-            PORT: String(port),
-            DOCQ_SLOTS: "1",
-            DOCQ_LOG_LEVEL: "info",
-            DOCQ_SHUTDOWN_GRACE_MS: "30000",
-          },
-          stdio: ["ignore", "pipe", "pipe"],
-        }),
-      );
-      let output = "";
-      child.stdout.on("data", (d: Buffer) => (output += d.toString()));
-      child.stderr.on("data", (d: Buffer) => (output += d.toString()));
-      site.push({ name, child, output: () => output });
-      return child;
+    const env = {
+      DOCQ_NATS_URL: nats.url,
+      DATA_DIR: dataDir,
+      PORT: String(port),
+      DOCQ_SLOTS: "1",
+      DOCQ_LOG_LEVEL: "info",
+      DOCQ_SHUTDOWN_GRACE_MS: "30000",
     };
-    start("queuer and controller", "queuer,controller");
-    const worker = start("worker", "worker");
-    const outputs = (): string => site.map((p) => `--- ${p.name}:\n${p.output()}`).join("\n");
+    site.start("queuer and controller", "queuer,controller", env);
+    const worker = site.start("worker", "worker", env).child;
+    const outputs = (): string => site.outputs();
     await waitUntil(
       "the site to answer with a worker",
       async () => {
-        if (site.some((p) => p.child.exitCode !== null)) throw new Error(`a process exited:\n${outputs()}`);
+        if (site.gone().length > 0) throw new Error(`a process exited:\n${outputs()}`);
         const stats = await fetch(`${url}/api/stats`).then(
           (res) => (res.ok ? (res.json() as Promise<{ workers: unknown[] }>) : null),
           () => null,

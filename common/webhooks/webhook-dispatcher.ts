@@ -1,19 +1,10 @@
+import type { WebhooksConfig } from "../config/config.js";
 import type { CallbackDelivery, Task } from "../model/task-model.js";
 import { errorMessage } from "../model/errors.js";
 import { SIGNATURE_HEADER, signBody } from "./signature.js";
 
-/** The `webhooks` section of the config. */
-export interface WebhookSettings {
-  maxTries: number;
-  backoffBaseMs: number;
-  backoffMaxMs: number;
-  /** How long one try may take, connecting included. */
-  timeoutMs: number;
-  /** Tries in flight at once. */
-  concurrency: number;
-  /** The HMAC key of SIGNATURE_HEADER; null: sent unsigned. */
-  secret: string | null;
-}
+/** The `webhooks` section of the config (timeoutMs: one try, connecting included; concurrency: tries in flight at once). */
+export type WebhookSettings = WebhooksConfig;
 
 export interface WebhookDispatcherOptions {
   settings: WebhookSettings;
