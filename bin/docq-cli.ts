@@ -144,12 +144,24 @@ program
   .option("-n, --name <name>", "a label for the task")
   .option("--params <json>", "the job's params, a JSON object")
   .option("--max-tries <n>", "attempts before the task fails for good", intIn(1, 1000))
+  .option("--run-at <when>", "run no earlier than this: ISO 8601 (2026-05-01T09:00:00Z) or ms since the epoch")
+  .option("--delay <ms>", "run no earlier than this many ms from now", intIn(0, 365 * 24 * 3_600_000))
   .option("-w, --wait", "wait until the task is over (a progress bar for split tasks)")
   .option("-o, --output <file>", "with --wait: save the result here (- for stdout)")
   .action(
     async (
       file: string,
-      opts: { job: string; priority: number; name?: string; params?: string; maxTries?: number; wait?: boolean; output?: string },
+      opts: {
+        job: string;
+        priority: number;
+        name?: string;
+        params?: string;
+        maxTries?: number;
+        runAt?: string;
+        delay?: number;
+        wait?: boolean;
+        output?: string;
+      },
     ) => {
       const stat = await fs.stat(file).catch(() => null);
       if (stat === null || !stat.isFile()) throw new CliError(`${file}: no such file`);
@@ -157,6 +169,8 @@ program
       if (opts.name !== undefined) query.set("name", opts.name);
       if (opts.params !== undefined) query.set("params", opts.params);
       if (opts.maxTries !== undefined) query.set("maxTries", String(opts.maxTries));
+      if (opts.runAt !== undefined) query.set("runAt", opts.runAt);
+      if (opts.delay !== undefined) query.set("delayMs", String(opts.delay));
       const res = await api(base(), `/api/tasks?${query}`, {
         method: "POST",
         headers: { "content-type": "application/octet-stream", "content-length": String(stat.size) },

@@ -33,6 +33,7 @@ import { queuerActionName, type QueuerAction, type QueuerAnswer, type QueuerMess
 import { dropTaskDocuments } from "../common/blobs/task-documents.js";
 import {
   assertTaskId,
+  availableAtOf,
   isMultipart,
   parseCreateTaskRequest,
   parseListTasksQuery,
@@ -412,6 +413,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
               fields = parseCreateTaskRequest(query);
               checkSubmission(caller, { givenUser: query.user, priority: fields.priority });
             }
+            const availableAt = availableAtOf(fields, Date.now());
             const job = await registry.resolve(fields.job);
             const params = registry.validateParams(job, fields.params);
             if (!isMultipart(upload.contentType)) size = await storeRawBody(upload, blobs, input);
@@ -428,6 +430,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
               input,
               inputBytes: size!,
               ...(fields.callbackUrl === undefined ? {} : { callbackUrl: fields.callbackUrl }),
+              ...(availableAt === undefined ? {} : { availableAt }),
               ...(limits === null
                 ? {}
                 : {

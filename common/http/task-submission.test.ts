@@ -9,7 +9,9 @@ import { DocqError, ERROR_CODE, type ErrorCode } from "../model/errors.js";
 import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import {
   assertTaskId,
+  availableAtOf,
   isMultipart,
+  MAX_DELAY_MS,
   MAX_FORM_FIELD_BYTES,
   MAX_FORM_FIELDS,
   parseCreateTaskFields,
@@ -779,5 +781,32 @@ describe("storing uploads", () => {
       assert.match(err.message, /^upload interrupted: .*socket hang up/);
       await assertNothingStored();
     });
+  });
+});
+
+describe("runAt and delayMs (delayed tasks)", () => {
+  const now = Date.parse("2026-05-01T09:00:00Z");
+  const fieldsOf = (raw: Record<string, unknown>) => parseCreateTaskFields({ job: "pages", ...raw });
+
+  it("takes runAt as ISO 8601 or as ms since the epoch, and delayMs as ms from now", () => {
+    assert.equal(availableAtOf(fieldsOf({ runAt: "2026-05-01T10:00:00Z" }), now), now + 3_600_000);
+    assert.equal(availableAtOf(fieldsOf({ runAt: String(now + 5000) }), now), now + 5000);
+    assert.equal(availableAtOf(fieldsOf({ runAt: now + 5000 }), now), now + 5000);
+    assert.equal(availableAtOf(fieldsOf({ delayMs: "2500" }), now), now + 2500);
+  });
+
+  it("runs at once (no availableAt) without either, or with a runAt in the past", () => {
+    assert.equal(availableAtOf(fieldsOf({}), now), undefined);
+    assert.equal(availableAtOf(fieldsOf({ runAt: "2020-01-01T00:00:00Z" }), now), undefined);
+    assert.equal(availableAtOf(fieldsOf({ delayMs: "0" }), now), undefined);
+  });
+
+  it("refuses a bad runAt or delayMs, both given, or more than a year ahead, naming the field", () => {
+    throwsDocq(() => fieldsOf({ runAt: "tomorrow" }), ERROR_CODE.BadRequest, "runAt");
+    throwsDocq(() => fieldsOf({ runAt: "2026-13-45T00:00:00Z" }), ERROR_CODE.BadRequest, "runAt");
+    throwsDocq(() => fieldsOf({ delayMs: "-5" }), ERROR_CODE.BadRequest, "delayMs");
+    throwsDocq(() => fieldsOf({ delayMs: String(MAX_DELAY_MS + 1) }), ERROR_CODE.BadRequest, "delayMs");
+    throwsDocq(() => availableAtOf(fieldsOf({ runAt: String(now + 1), delayMs: "1" }), now), ERROR_CODE.BadRequest, "delayMs");
+    throwsDocq(() => availableAtOf(fieldsOf({ runAt: "2028-01-01T00:00:00Z" }), now), ERROR_CODE.BadRequest, "runAt");
   });
 });

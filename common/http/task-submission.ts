@@ -71,6 +71,24 @@ const ParamsField = z.unknown().transform((raw, ctx): Record<string, unknown> =>
   return value as Record<string, unknown>;
 });
 
+/** The furthest ahead a task may be delayed: a year. */
+export const MAX_DELAY_MS = 365 * 24 * 3_600_000;
+
+/** The latest moment a JavaScript Date holds. */
+const MAX_DATE_MS = 8.64e15;
+
+/** A moment: ms since the epoch (a number, or digits), or ISO 8601 text with a date; answered as ms since the epoch. */
+export const RunAtField = z.unknown().transform((raw, ctx): number => {
+  const value = typeof raw === "string" && /^\s*\d+\s*$/.test(raw) ? Number(raw) : raw;
+  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0 && value <= MAX_DATE_MS) return value;
+  if (typeof value === "string" && /^\d{4}-\d{2}-\d{2}/.test(value.trim())) {
+    const ms = Date.parse(value.trim());
+    if (!Number.isNaN(ms)) return ms;
+  }
+  ctx.addIssue({ code: "custom", message: "must be a moment: ISO 8601 (2026-05-01T09:00:00Z) or ms since the epoch" });
+  return z.NEVER;
+});
+
 const CreateTaskFieldsSchema = z.object({
   job: z
     .string({ error: "is required: the name of a job in scripts-job/" })
@@ -81,6 +99,8 @@ const CreateTaskFieldsSchema = z.object({
   params: ParamsField.default({}),
   maxTries: IntField(1, 1000).optional(),
   callbackUrl: CallbackUrlSchema.optional(),
+  runAt: RunAtField.optional(),
+  delayMs: IntField(0, MAX_DELAY_MS).optional(),
 });
 export type CreateTaskFields = z.infer<typeof CreateTaskFieldsSchema>;
 
@@ -90,6 +110,23 @@ export function parseCreateTaskFields(raw: Record<string, unknown>): CreateTaskF
   const result = CreateTaskFieldsSchema.safeParse(raw);
   if (result.success) return result.data;
   throw badRequestOf(result.error.issues);
+}
+
+/**
+ * When a task may first run (ms since the epoch), from its `runAt` or `delayMs`; undefined: at once.
+ * A runAt in the past runs at once; both given, or more than a year ahead, is refused naming the field.
+ */
+export function availableAtOf(fields: { runAt?: number | undefined; delayMs?: number | undefined }, now: number): number | undefined {
+  const { runAt, delayMs } = fields;
+  if (runAt !== undefined && delayMs !== undefined) {
+    throw docqError(ERROR_CODE.BadRequest, "runAt and delayMs: give one of them, not both", { field: "delayMs" });
+  }
+  const at = runAt ?? (delayMs === undefined ? undefined : now + delayMs);
+  if (at === undefined || at <= now) return undefined;
+  if (at - now > MAX_DELAY_MS) {
+    throw docqError(ERROR_CODE.BadRequest, `runAt: ${new Date(at).toISOString()} is more than a year ahead`, { field: "runAt" });
+  }
+  return at;
 }
 
 /** Over HTTP a field is text given once: the query parser (qs) makes `f[]=x`, `f=a&f=b` and `f[k]=v` arrays and objects. */

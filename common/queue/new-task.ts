@@ -1,5 +1,6 @@
 import { monotonicFactory } from "ulid";
 import { TASK_STATUS, type Task, type TaskParams } from "../model/task-model.js";
+import type { WorkflowDefinition } from "../workflows/workflow-definition.js";
 
 /** Monotonic within a millisecond, so ids made in one burst still sort in submit order. */
 const nextUlid = monotonicFactory();
@@ -25,6 +26,14 @@ export interface NewTaskSpec {
   offload?: boolean;
   /** Where the record is POSTed when the task ends (a top-level task's; children have none). */
   callbackUrl?: string | null;
+  /** A workflow task: the snapshot of its definition. */
+  workflow?: WorkflowDefinition | null;
+  /** A workflow step with several upstreams: their output keys, in the order written (merge mode). */
+  inputs?: string[] | null;
+  /** A workflow step's own script timeout, in place of its job's. */
+  timeoutMs?: number | null;
+  /** When it may first run (ms since the epoch): a delayed task waits `input` until then; default: at once. */
+  availableAt?: number;
 }
 
 export function newTask(spec: NewTaskSpec, now: number): Task {
@@ -42,7 +51,7 @@ export function newTask(spec: NewTaskSpec, now: number): Task {
     tries: 0,
     maxTries: spec.maxTries,
     submitTime: now,
-    availableAt: now,
+    availableAt: Math.max(now, spec.availableAt ?? now),
     startTime: null,
     endTime: null,
     duration: null,
@@ -60,6 +69,9 @@ export function newTask(spec: NewTaskSpec, now: number): Task {
     progressMessage: null,
     callbackUrl: spec.callbackUrl ?? null,
     callback: null,
+    workflow: spec.workflow ?? null,
+    inputs: spec.inputs ?? null,
+    timeoutMs: spec.timeoutMs ?? null,
   };
 }
 

@@ -106,6 +106,8 @@ export const QueuerMessages = {
     quota: Quota.optional(),
     /** Where the record is POSTed when the task ends (checked by the controller: http or https). */
     callbackUrl: z.string().min(1).max(2048).nullable().optional(),
+    /** When it may first run (ms since the epoch): a delayed task (runAt/delayMs, checked by the controller). */
+    availableAt: z.int().min(0).optional(),
   }),
   pull: z.strictObject({ owner: Owner, max: z.int().min(1).max(10_000) }),
   heartbeat: z.strictObject({ owner: Owner, ids: z.array(Id), slots: z.int().min(0), busy: z.int().min(0) }),

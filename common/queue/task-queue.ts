@@ -70,6 +70,9 @@ export type SubmitQuota = Pick<ApiKeyLimits, "maxQueued" | "maxPerDay" | "maxByt
 /** The statuses a user's retry starts from. */
 const RETRYABLE: ReadonlySet<TaskStatus> = new Set(STORE_STEPS.retry.from);
 
+/** The longest single wait of the wake timer (setTimeout cannot wait more than 2^31 − 1 ms). */
+const MAX_WAKE_WAIT_MS = 3_600_000;
+
 /** A user over maxQueued may retry once some of their tasks finish. */
 const QUEUED_RETRY_AFTER_S = 10;
 
@@ -202,7 +205,9 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     await this.store.create(task);
     this.index.add(toQueueEntry(task), task.submitTime);
     this.emit("task:changed", task);
-    this.emit("task:queued");
+    // A delayed task (runAt/delayMs) wakes the workers when it is due.
+    if (task.availableAt > task.submitTime) this.scheduleWake();
+    else this.emit("task:queued");
     if (task.parentId === null) await this.recordUsage(task.user, task.submitTime, { submitted: 1, bytesIn: inputBytes });
     return task;
   }
@@ -776,7 +781,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
         this.emit("task:queued");
         this.scheduleWake();
       },
-      Math.max(0, next - this.opts.now()),
+      // A timer longer than about 24.8 days fires at once: a far delay wakes hourly and checks again.
+      Math.min(MAX_WAKE_WAIT_MS, Math.max(0, next - this.opts.now())),
     );
   }
 }
