@@ -373,3 +373,108 @@ function escapeRe(s: string): string {
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+describe("JobRegistry: workflow jobs", () => {
+  let dir: string;
+  before(async () => {
+    dir = path.join(tmp, "workflows");
+    const files: Record<string, string> = {
+      "step.sh": "echo '{}'\n",
+      "sleepy/main.sh": "echo '{}'\n",
+      "sleepy/job.yaml": "params:\n  ms: { type: integer, required: true }\n",
+      "flow/job.yaml": [
+        "workflow:",
+        "  steps:",
+        "    a: { job: step }",
+        "    b: { job: sleepy, params: { ms: 5 }, maxTries: 2 }",
+        "    c: { job: step, priority: 80, timeoutMs: 900 }",
+        "    d: { job: step }",
+        "  flow:",
+        '    - "a -> [b, c] -> d"',
+        "retention: { outputMs: 1000 }",
+      ].join("\n"),
+      "cycle/job.yaml": 'workflow:\n  steps: { a: { job: step }, b: { job: step } }\n  flow:\n    - a -> b\n    - "b -> a"\n',
+      "unknown-job/job.yaml": "workflow:\n  steps: { a: { job: step }, b: { job: nosuchjob } }\n  flow: [a -> b]\n",
+      "nested/job.yaml": "workflow:\n  steps: { a: { job: step }, b: { job: flow } }\n  flow: [a -> b]\n",
+      "self/job.yaml": "workflow:\n  steps: { a: { job: self } }\n",
+      "bad-params/job.yaml": "workflow:\n  steps: { a: { job: sleepy } }\n",
+      "with-entry/job.yaml": "entry: main.sh\nwarm: true\nworkflow:\n  steps: { a: { job: step } }\n",
+    };
+    for (const [rel, text] of Object.entries(files)) {
+      await fs.mkdir(path.dirname(path.join(dir, rel)), { recursive: true });
+      await fs.writeFile(path.join(dir, rel), text);
+    }
+  });
+
+  it("resolves a folder whose job.yaml holds workflow: as a workflow job with no script", async () => {
+    const reg = registry(dir);
+    const flow = await reg.resolve("flow");
+    assert.equal(flow.command, "");
+    assert.deepEqual(flow.workflow, {
+      steps: [
+        { name: "a", job: "step" },
+        { name: "b", job: "sleepy", params: { ms: 5 }, maxTries: 2 },
+        { name: "c", job: "step", priority: 80, timeoutMs: 900 },
+        { name: "d", job: "step" },
+      ],
+      upstreams: { a: [], b: ["a"], c: ["a"], d: ["b", "c"] },
+      final: "d",
+    });
+    assert.deepEqual(flow.workflowFlow, ["a -> [b, c] -> d"]);
+    assert.deepEqual(flow.retention, { outputMs: 1000 });
+    assert.deepEqual(await reg.workflowOf("flow"), flow.workflow);
+    assert.equal(await reg.workflowOf("step"), null);
+    assert.equal((await reg.resolve("step")).workflow, undefined);
+    // The steps' params are job.yaml's: a submission may give none.
+    assert.deepEqual(reg.validateParams(flow, {}), {});
+    throwsWith(() => reg.validateParams(flow, { ms: 1 }), ERROR_CODE.BadRequest, "params", /unknown param "ms"/);
+  });
+
+  it("refuses a workflow with a cycle, an unknown job, a nested workflow or bad step params: a 400 naming the line or step", async () => {
+    const reg = registry(dir);
+    const cases: Array<[string, RegExp]> = [
+      ["cycle", /^job "cycle": flow line 2 "b -> a": cycle: a -> b -> a$/],
+      ["unknown-job", /^job "unknown-job": step "b": unknown job "nosuchjob"/],
+      ["nested", /^job "nested": step "b": job "flow" is a workflow: a step must name a script job \(workflows do not nest\)$/],
+      ["self", /^job "self": step "a": job "self" is a workflow/],
+      ["bad-params", /^job "bad-params": step "a": job "sleepy": param "ms" is required$/],
+    ];
+    for (const [name, message] of cases) {
+      await rejection(reg.resolve(name), { code: ERROR_CODE.BadRequest, field: "job", message, label: name });
+      await rejection(reg.workflowOf(name), { code: ERROR_CODE.BadRequest, label: name });
+    }
+  });
+
+  it("refuses the script settings beside workflow:", async () => {
+    await rejection(registry(dir).resolve("with-entry"), {
+      field: "job",
+      message: /job\.yaml: entry: does not apply to a workflow job .*; warm: does not apply to a workflow job/,
+    });
+  });
+
+  it("catalog() lists every job, the refused ones with their reason; list() leaves them out", async () => {
+    const reg = registry(dir);
+    const catalog = await reg.catalog();
+    assert.deepEqual(
+      catalog.map((entry) => ("error" in entry ? `${entry.name}: refused` : entry.name)),
+      [
+        "bad-params: refused",
+        "cycle: refused",
+        "flow",
+        "nested: refused",
+        "self: refused",
+        "sleepy",
+        "step",
+        "unknown-job: refused",
+        "with-entry: refused",
+      ],
+    );
+    const cycle = catalog.find((entry) => entry.name === "cycle");
+    assert.ok(cycle !== undefined && "error" in cycle);
+    assert.match(cycle.error, /flow line 2 "b -> a": cycle: a -> b -> a/);
+    assert.deepEqual(
+      (await reg.list()).map((job) => job.name),
+      ["flow", "sleepy", "step"],
+    );
+  });
+});

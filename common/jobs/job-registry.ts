@@ -9,6 +9,8 @@ import { JOB_NAME_PATTERN } from "../model/task-model.js";
 import { formatZodIssues } from "../model/zod-issues.js";
 import { RetentionWindowSchema } from "../config/config.js";
 import type { JobRetention } from "../queue/retention.js";
+import { parseWorkflow, WorkflowDefinitionError } from "../workflows/parse-workflow.js";
+import type { WorkflowDefinition } from "../workflows/workflow-definition.js";
 
 export type ParamsSchema = z.ZodType<Record<string, unknown>>;
 
@@ -31,6 +33,21 @@ export interface JobDefinition {
   maxRssMb: number | null;
   /** job.yaml `retention`: this job's own windows per final status (ms, null = keep); a status left out keeps the site's. */
   retention?: JobRetention;
+  /**
+   * job.yaml `workflow:`: a job made of jobs, checked (its steps' jobs exist and are not workflows).
+   * Such a job has no script: `command` is empty and no worker may run it; the queue runs its steps.
+   */
+  workflow?: WorkflowDefinition;
+  /** A workflow's flow lines as job.yaml writes them (GET /api/jobs shows them). */
+  workflowFlow?: readonly string[];
+}
+
+/** One job of the jobs folder as GET /api/jobs lists it: its definition, or why it is refused. */
+export type JobCatalogEntry = { name: string; job: JobDefinition } | { name: string; error: string };
+
+/** True for a job made of jobs (job.yaml `workflow:`): the queue runs its steps, never a worker the job itself. */
+export function isWorkflowJob(job: JobDefinition): job is JobDefinition & { workflow: WorkflowDefinition } {
+  return job.workflow !== undefined;
 }
 
 /** Long enough to spare the filesystem on the per-task hot path, short enough that an edited job.yaml takes effect at once. */
@@ -80,8 +97,16 @@ const JobYamlSchema = z
         canceledMs: RetentionWindowSchema.optional(),
       })
       .optional(),
+    // A job made of jobs (common/workflows/parse-workflow.ts checks it): no script of its own.
+    workflow: z.unknown().optional(),
   })
   .superRefine((config, ctx) => {
+    if (config.workflow !== undefined) {
+      for (const key of Object.keys(config)) {
+        if (key !== "workflow" && key !== "retention")
+          ctx.addIssue({ code: "custom", path: [key], message: "does not apply to a workflow job (it has no script of its own)" });
+      }
+    }
     // A limit on a job that is not warm would silently do nothing.
     for (const key of ["maxRequests", "maxRssMb"] as const) {
       if (config[key] !== undefined && config.warm !== true)
@@ -135,15 +160,26 @@ export class JobRegistry {
 
   /** Every valid job in the folder, by name. Broken jobs (bad job.yaml, ambiguous names) are left out; resolve() explains them. */
   async list(): Promise<JobDefinition[]> {
-    const root = await this.root();
-    const names = new Set<string>();
-    for (const entry of await fs.readdir(root)) {
-      const ext = SCRIPT_EXTENSIONS.find((e) => entry.endsWith(e));
-      const name = ext === undefined ? entry : entry.slice(0, -ext.length);
-      if (JOB_NAME_PATTERN.test(name)) names.add(name);
-    }
-    const results = await Promise.allSettled([...names].sort().map((n) => this.resolve(n)));
+    const results = await Promise.allSettled((await this.names()).map((n) => this.resolve(n)));
     return results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  }
+
+  /** The checked definition of a workflow job, null for a script job; refuses an unknown or broken job as resolve() does. */
+  async workflowOf(name: string): Promise<WorkflowDefinition | null> {
+    return (await this.resolve(name)).workflow ?? null;
+  }
+
+  /** Every job in the folder by name, the refused ones with the reason resolve() gives (GET /api/jobs). */
+  async catalog(): Promise<JobCatalogEntry[]> {
+    const names = await this.names();
+    return Promise.all(
+      names.map((name) =>
+        this.resolve(name).then(
+          (job): JobCatalogEntry => ({ name, job }),
+          (err: unknown): JobCatalogEntry => ({ name, error: errorMessage(err) }),
+        ),
+      ),
+    );
   }
 
   /** The jobs whose job.yaml sets a retention window of their own, by name (the queuer's retention sweep reads it). */
@@ -168,6 +204,18 @@ export class JobRegistry {
     throw docqError(ERROR_CODE.BadRequest, `job "${job.name}": ${problems.join("; ")}`, { field: "params" });
   }
 
+  /** The job names the folder's entries give, sorted. */
+  private async names(): Promise<string[]> {
+    const root = await this.root();
+    const names = new Set<string>();
+    for (const entry of await fs.readdir(root)) {
+      const ext = SCRIPT_EXTENSIONS.find((e) => entry.endsWith(e));
+      const name = ext === undefined ? entry : entry.slice(0, -ext.length);
+      if (JOB_NAME_PATTERN.test(name)) names.add(name);
+    }
+    return [...names].sort();
+  }
+
   private root(): Promise<string> {
     this.rootPromise ??= fs.realpath(this.dir).catch((err: unknown) => {
       this.rootPromise = undefined;
@@ -176,7 +224,47 @@ export class JobRegistry {
     return this.rootPromise;
   }
 
-  private async load(name: string): Promise<JobDefinition> {
+  /**
+   * The job's definition from its files. A workflow's steps are checked against the other jobs
+   * unless `shallow` (the check of a step's own job: a workflow there is refused, not followed,
+   * so two workflows naming each other cannot wait on each other's load).
+   */
+  private async load(name: string, shallow = false): Promise<JobDefinition> {
+    const job = await this.loadFiles(name);
+    if (!shallow && isWorkflowJob(job)) await this.checkSteps(job);
+    return job;
+  }
+
+  /** A workflow's steps name jobs that exist, are not workflows (no nesting) and take the params the step gives. */
+  private async checkSteps(workflow: JobDefinition & { workflow: WorkflowDefinition }): Promise<void> {
+    const stepJobs = new Map<string, Promise<JobDefinition | Error>>();
+    for (const step of workflow.workflow.steps) {
+      const at = `job "${workflow.name}": step "${step.name}"`;
+      let pending = stepJobs.get(step.job);
+      if (pending === undefined) {
+        pending = this.load(step.job, true).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
+        stepJobs.set(step.job, pending);
+      }
+      const job = await pending;
+      if (job instanceof Error) throw docqError(ERROR_CODE.BadRequest, `${at}: ${job.message}`, { field: "job", cause: job });
+      if (isWorkflowJob(job)) {
+        throw docqError(
+          ERROR_CODE.BadRequest,
+          `${at}: job "${step.job}" is a workflow: a step must name a script job (workflows do not nest)`,
+          {
+            field: "job",
+          },
+        );
+      }
+      try {
+        this.validateParams(job, step.params ?? {});
+      } catch (err) {
+        throw docqError(ERROR_CODE.BadRequest, `${at}: ${errorMessage(err)}`, { field: "job", cause: err });
+      }
+    }
+  }
+
+  private async loadFiles(name: string): Promise<JobDefinition> {
     const root = await this.root();
     const base = path.join(root, name);
     const [bare, ...scripts] = await Promise.all(
@@ -219,11 +307,30 @@ export class JobRegistry {
 
   private async loadFolder(name: string, folder: string, yamlPath: string): Promise<JobDefinition> {
     const config = parseJobYaml(await fs.readFile(yamlPath, "utf8"), yamlPath);
+    if (config.workflow !== undefined) return this.workflowDefinition(name, folder, config);
     const entry = config.entry ?? (await defaultEntry(folder, yamlPath));
     const entryPath = await realpathInside(path.resolve(folder, entry), folder, name);
     if (entryPath === null) throw configError(yamlPath, `entry: file "${entry}" not found in ${folder}`);
     if (!(await fs.stat(entryPath)).isFile()) throw configError(yamlPath, `entry: "${entry}" is not a file`);
     return this.definition(name, folder, await commandFor(entryPath, name), config);
+  }
+
+  /** A refused workflow is the submitter's 400 (not the server's 500): the message names the flow line or step at fault. */
+  private workflowDefinition(name: string, folder: string, config: JobYaml): JobDefinition {
+    let parsed;
+    try {
+      parsed = parseWorkflow(config.workflow);
+    } catch (err) {
+      if (!(err instanceof WorkflowDefinitionError)) throw err;
+      throw docqError(ERROR_CODE.BadRequest, `job "${name}": ${err.message}`, { field: "job", cause: err });
+    }
+    return {
+      ...this.definition(name, folder, { command: "", args: [] }, config),
+      // The steps' params are job.yaml's: a submission's params would have no step to go to.
+      paramsSchema: z.strictObject({}),
+      workflow: parsed.definition,
+      workflowFlow: parsed.flow,
+    };
   }
 
   private definition(name: string, dir: string, command: { command: string; args: string[] }, config: JobYaml): JobDefinition {
