@@ -25,6 +25,7 @@ import type { ApiPrometheusReporter } from "./metrics-reporter.js";
 import { siteMetricsText } from "./metrics.service.js";
 import type { ControllerMetrics } from "../common/metrics/definitions.js";
 import type { JobRegistry } from "../common/jobs/job-registry.js";
+import { jobListing } from "../common/jobs/job-listing.js";
 import { blobKeys, newTaskId } from "../common/queue/new-task.js";
 import { badRequestOf, formatZodIssues } from "../common/model/zod-issues.js";
 import type { Task } from "../common/model/task-model.js";
@@ -297,6 +298,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             "GET keys": "controller.listKeys",
             "DELETE keys/:id": "controller.revokeKey",
             "GET usage": "controller.usage",
+            "GET jobs": "controller.listJobs",
             // Server-Sent Events: written straight to the response (streamTaskEvents), never through an action.
             "GET events": streamTaskEvents,
           },
@@ -535,6 +537,11 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         if (typeof id !== "string" || !KEY_ID_PATTERN.test(id))
           throw docqError(ERROR_CODE.BadRequest, `malformed key id ${JSON.stringify(id)}: expected key-<ulid>`, { field: "id" });
         return queuerOf(ctx).revokeKey(id);
+      },
+      /** Every job of this controller's jobs folder, a refused one with its reason: any caller may submit, so any may list. */
+      listJobs: async (ctx: ApiContext) => {
+        callerIn(ctx);
+        return { jobs: (await registry.catalog()).map(jobListing) };
       },
       usage: (ctx: ApiContext) => {
         const own = ownUser(callerIn(ctx));

@@ -242,6 +242,20 @@ export function openApiDocument(version: string): Record<string, unknown> {
           },
         },
       },
+      "/api/jobs": {
+        get: {
+          operationId: "listJobs",
+          summary: "Every job of the jobs folder: its kind, a workflow's steps and flow, a refused job's reason",
+          responses: {
+            "200": {
+              description:
+                "{jobs: [...]}, by name: {name, kind: script|split|warm, split, warm, timeoutMs, maxTries, params}, " +
+                "{name, kind: workflow, steps: [{name, job, priority?, params?, maxTries?, timeoutMs?, upstreams}], flow, final}, " +
+                "or {name, error} for a job that is refused (the reason a submission to it gets)",
+            },
+          },
+        },
+      },
       "/metrics": {
         get: { operationId: "metrics", responses: { "200": { description: "Prometheus metrics", content: { "text/plain": {} } } } },
       },
