@@ -355,9 +355,29 @@ describe("JobRegistry: the example jobs in scripts-job/", () => {
     throwsWith(() => reg.validateParams(sleepJob, { ms: -1 }), ERROR_CODE.BadRequest, "params", /param "ms"/);
     const pages = await reg.resolve("pages");
     assert.equal(pages.split, true);
+    // The example workflows: their steps name example jobs, so they are checked whole here.
+    assert.equal((await reg.workflowOf("diamond"))?.final, "d");
+    assert.deepEqual((await reg.workflowOf("diamond"))?.upstreams, { a: [], b: ["a"], c: ["a"], d: ["b", "c"] });
+    assert.deepEqual((await reg.workflowOf("textreport"))?.upstreams, { count: [], upper: [], report: ["count", "upper"] });
     assert.deepEqual(
       (await reg.list()).map((j) => j.name),
-      ["fail", "noop", "noop-warm", "pages", "pages-warm", "pdfcheck", "progress", "sleep", "sleep-warm", "wordcount", "wordcount-warm"],
+      [
+        "concat",
+        "diamond",
+        "fail",
+        "noop",
+        "noop-warm",
+        "pages",
+        "pages-warm",
+        "pdfcheck",
+        "progress",
+        "sleep",
+        "sleep-warm",
+        "stamp",
+        "textreport",
+        "wordcount",
+        "wordcount-warm",
+      ],
     );
   });
 });

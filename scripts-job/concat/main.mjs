@@ -1,0 +1,10 @@
+// concat: the inputs joined with params.sep (job.yaml says more).
+import { readFileSync, writeFileSync } from "node:fs";
+
+const req = JSON.parse(readFileSync(0, "utf8").split("\n")[0]);
+let inputs;
+if (req.mode === "simple") inputs = [req.input];
+else if (req.mode === "merge") inputs = req.inputs;
+else throw new Error(`concat: mode "${req.mode}" is not supported (simple or merge)`);
+writeFileSync(`${req.outputDir}/joined`, inputs.map((file) => readFileSync(file)).join(req.params.sep ?? ""));
+console.log(JSON.stringify({ output: "joined" }));
