@@ -9,6 +9,8 @@ import { FsBlobStore } from "./fs-blob-store.js";
 import { blobKeys, newTaskId, type NewTaskSpec } from "../queue/new-task.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import { TaskQueue } from "../queue/task-queue.js";
+import { makeSchedule } from "../schedules/schedule-store.contract.js";
+import { scheduleBlobKeys } from "../schedules/schedule-model.js";
 
 let dir: string;
 let store: SqliteTaskStore;
@@ -69,6 +71,17 @@ afterEach(async () => {
 });
 
 describe("collectBlobGarbage", () => {
+  it("keeps the document of a schedule that exists, removes an old one whose schedule is gone", async () => {
+    const kept = makeSchedule();
+    await store.createSchedule(kept);
+    const gone = makeSchedule();
+    await put(scheduleBlobKeys.input(kept.id));
+    await put(scheduleBlobKeys.input(gone.id));
+    const report = await collect();
+    assert.deepEqual(await keys(), [scheduleBlobKeys.input(kept.id)]);
+    assert.equal(report.removed, 1);
+  });
+
   it("removes an old input whose task was never created, and keeps a young one (an upload about to become a task)", async () => {
     await put("test-01JAAAAAAAAAAAAAAAAAAAAAAA/input");
     await put("test-01JBBBBBBBBBBBBBBBBBBBBBBB/input", 1000);

@@ -1,6 +1,7 @@
 import type { BlobStore } from "./blob-store.js";
 import { isFinal, type Task } from "../model/task-model.js";
 import type { TaskStore } from "../store/task-store.js";
+import { SCHEDULE_BLOB_ROOT } from "../schedules/schedule-model.js";
 
 /*
  * Documents nothing refers to any more, found by comparing the blob store with the task store:
@@ -8,6 +9,7 @@ import type { TaskStore } from "../store/task-store.js";
  * - outputs and split parts of attempts that ended without their result being accepted (a worker
  *   killed after storing, a cancel racing with a completion, a split abandoned by a crash);
  * - whatever an adapter keeps aside (the fs store's partial uploads, empty folders).
+ * A schedule's document (under `schedules/`) stays while its schedule exists.
  * Keys of a task's current attempt, or younger than the grace period (an upload about to become a
  * task, a worker about to report), are left alone: the collector never races the queue.
  */
@@ -56,6 +58,10 @@ export async function collectBlobGarbage(opts: BlobGcOptions): Promise<BlobGcRep
     report.folders++;
     const old = keys.filter((k) => now - k.modifiedAt >= opts.graceMs);
     if (old.length === 0) return;
+    if (id === SCHEDULE_BLOB_ROOT) {
+      await judgeScheduleDocuments(old);
+      return;
+    }
     const task = await opts.store.get(id);
     let garbage: string[];
     if (task === null) {
@@ -69,6 +75,18 @@ export async function collectBlobGarbage(opts: BlobGcOptions): Promise<BlobGcRep
     }
     for (const key of garbage) await opts.blobs.delete(key);
     report.removed += garbage.length;
+  };
+
+  /** A schedule's document (`schedules/<id>/...`) is needed while the schedule exists. */
+  const judgeScheduleDocuments = async (keys: readonly { key: string }[]): Promise<void> => {
+    const exists = new Map<string, boolean>();
+    for (const { key } of keys) {
+      const scheduleId = key.split("/")[1] ?? "";
+      if (!exists.has(scheduleId)) exists.set(scheduleId, (await opts.store.getSchedule(scheduleId)) !== null);
+      if (exists.get(scheduleId) === true) continue;
+      await opts.blobs.delete(key);
+      report.removed++;
+    }
   };
 
   // Keys come grouped by folder (a listing is in key order), so one task is read once.

@@ -17,6 +17,7 @@ import {
 } from "../model/task-model.js";
 import { STORE_STEP_NAMES, STORE_STEPS, type StoreStep } from "../model/state-machine.js";
 import { ATTEMPT_ERROR_TAIL, type ReloadEntry, type TaskStore } from "./task-store.js";
+import { scheduleStoreContract } from "../schedules/schedule-store.contract.js";
 
 /*
  * The behaviour every TaskStore adapter must show, written only against the TaskStore
@@ -125,6 +126,8 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
     describe("webhook deliveries (recordCallback, pendingCallbacks)", () => {
       const delivery = (state: "pending" | "delivered" | "failed", tries: number) => ({
         state,
+    scheduleStoreContract(withStore);
+
         tries,
         lastStatus: state === "delivered" ? 200 : 500,
         lastError: state === "delivered" ? null : "answered 500",

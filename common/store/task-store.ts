@@ -1,6 +1,7 @@
 import { USAGE_DAY_PATTERN, type AccountRecords, type UsageCounts } from "../accounts/account-records.js";
 import { docqError, ERROR_CODE } from "../model/errors.js";
 import type { LeaseClaim } from "../model/claims.js";
+import type { ScheduleStore } from "../schedules/schedule-store.js";
 import { STORE_STEPS, type StoreStep } from "../model/state-machine.js";
 import type { CallbackDelivery, Lease, ProcessedBy, Task, TaskStatus } from "../model/task-model.js";
 
@@ -121,9 +122,10 @@ export type ReloadEntry = Pick<
 /**
  * The durable record of every task. Adapters: SQLite (embedded), MongoDB.
  * Every adapter passes `task-store.contract.ts` unchanged. Beside the tasks it keeps the
- * account records (API keys, per-user usage and active counts): see `account-records.ts`.
+ * account records (API keys, per-user usage and active counts): see `account-records.ts`, and the
+ * schedules: see `schedules/schedule-store.ts`.
  */
-export interface TaskStore extends AccountRecords {
+export interface TaskStore extends AccountRecords, ScheduleStore {
   /** Inserts a new task; rejects when the id exists. Durable when it resolves. */
   create(task: Task): Promise<void>;
   /** Inserts many tasks at once (the bulk path); all or nothing where the store allows. */

@@ -13,6 +13,8 @@ import {
 } from "mongodb";
 import { ZERO_USAGE, type ApiKeyLimits, type ApiKeyRecord, type UsageCounts, type UsageRow } from "../../accounts/account-records.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/errors.js";
+import type { Schedule, ScheduleAdvance, ScheduleFireResult } from "../../schedules/schedule-model.js";
+import { MongoSchedules, type ScheduleDoc } from "./mongo-schedules.js";
 import {
   MAX_ATTEMPTS_KEPT,
   TASK_STATUS,
@@ -54,6 +56,7 @@ import {
 import type { LeaseClaim } from "../../model/claims.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 
+import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 /*
  * The production TaskStore: one MongoDB collection (`tasks`), one document per task, through the
  * official driver (7.x).
@@ -176,6 +179,10 @@ export interface TaskDoc {
   callback?: CallbackDelivery | null;
 }
 
+  /** Workflows (missing in a document written before them: null). The definition as JSON, as params are: its step params may hold any key. */
+  workflow?: string | null;
+  inputs?: string[] | null;
+  timeoutMs?: number | null;
 type ReloadDoc = Pick<
   TaskDoc,
   "_id" | "seq" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload" | "tries" | "maxTries"
@@ -264,6 +271,9 @@ function taskToDoc(task: Task, seq: ObjectId = nextSeq()): TaskDoc {
     callback: task.callback === null || task.callback === undefined ? null : { ...task.callback },
   };
 }
+    workflow: task.workflow === null || task.workflow === undefined ? null : JSON.stringify(task.workflow),
+    inputs: task.inputs === null || task.inputs === undefined ? null : [...task.inputs],
+    timeoutMs: task.timeoutMs ?? null,
 
 function leaseOf(lease: Lease | null | undefined): Lease | null {
   return lease === null || lease === undefined ? null : { owner: lease.owner, expiresAt: lease.expiresAt };
@@ -305,6 +315,9 @@ function docToTask(doc: TaskDoc): Task {
     callback: doc.callback === null || doc.callback === undefined ? null : { ...doc.callback },
   };
 }
+    workflow: doc.workflow === null || doc.workflow === undefined ? null : (JSON.parse(doc.workflow) as WorkflowDefinition),
+    inputs: doc.inputs === null || doc.inputs === undefined ? null : [...doc.inputs],
+    timeoutMs: doc.timeoutMs ?? null,
 
 function docToReloadEntry(doc: ReloadDoc): ReloadEntry {
   return {
@@ -428,6 +441,8 @@ export interface MongoTaskStoreOptions {
   apiKeysCollection?: string;
   /** The collection of per-user daily usage (default `usage`). */
   usageCollection?: string;
+  /** The collection of schedules (default `schedules`). */
+  schedulesCollection?: string;
   /** Default 10 s, unless the URL sets serverSelectionTimeoutMS: how long an operation waits for a server before failing. */
   serverSelectionTimeoutMs?: number;
   /**
@@ -447,6 +462,8 @@ export class MongoTaskStore implements TaskStore {
     readonly transactions: boolean,
     /** `MongoDB mongodb://host:27017, database "docq"`, with no credentials: for messages. */
     readonly label: string,
+    /** The schedules (common/schedules/), beside the tasks. */
+    private readonly schedules: MongoSchedules,
   ) {}
 
   /**
@@ -480,7 +497,9 @@ export class MongoTaskStore implements TaskStore {
       await tasks.createIndexes(INDEXES);
       await keys.createIndexes(KEY_INDEXES);
       await usage.createIndexes(USAGE_INDEXES);
-      return new MongoTaskStore(client, tasks, keys, usage, hasTransactions && opts.transactions !== false, label);
+      const schedules = new MongoSchedules(db.collection<ScheduleDoc>(opts.schedulesCollection ?? "schedules"));
+      await schedules.createIndexes();
+      return new MongoTaskStore(client, tasks, keys, usage, hasTransactions && opts.transactions !== false, label, schedules);
     } catch (err) {
       // Opening failed: that is the error to report; closing the half-open client is only tidying.
       await client.close().catch(() => undefined);
@@ -729,6 +748,11 @@ export class MongoTaskStore implements TaskStore {
       error: { $literal: reason },
       endTime: now,
       duration: durationUntil(now),
+  async finishWorkflow(workflowId: string, output: string, now: number): Promise<StepResult> {
+    const set = { status: TASK_STATUS.output, output: { $literal: output }, error: null, endTime: now, childrenCompleted: "$childrenTotal" };
+    return this.step("finishWorkflow", workflowId, { _id: workflowId, ...statusIn("finishWorkflow") }, [{ $set: set }]);
+  }
+
       lease: null,
       // Only a task in work was running an attempt.
       attempts: { $cond: [{ $eq: ["$status", TASK_STATUS.work] }, appendAttempt(place, now, "canceled", reason), "$attempts"] },
@@ -1022,6 +1046,65 @@ export class MongoTaskStore implements TaskStore {
   async countActive(user: string): Promise<number> {
     return this.attempt("countActive", () =>
       this.tasks.countDocuments({ user, parentId: null, status: { $in: NON_FINAL_STATUSES } }, { hint: "user_active" }),
+    );
+  }
+
+  async createSchedule(schedule: Schedule): Promise<void> {
+    await this.attempt("createSchedule", () => this.schedules.create(schedule));
+  }
+
+  async getSchedule(id: string): Promise<Schedule | null> {
+    return this.attempt("getSchedule", () => this.schedules.get(id));
+  }
+
+  async listSchedules(filter: { user?: string }): Promise<Schedule[]> {
+    return this.attempt("listSchedules", () => this.schedules.list(filter));
+  }
+
+  async setSchedulePaused(id: string, paused: boolean, nextRunAt?: number | null): Promise<Schedule | null> {
+    return this.attempt("setSchedulePaused", () => this.schedules.setPaused(id, paused, nextRunAt));
+  }
+
+  async deleteSchedule(id: string): Promise<boolean> {
+    return this.attempt("deleteSchedule", () => this.schedules.delete(id));
+  }
+
+  async dueSchedules(now: number, limit: number): Promise<Schedule[]> {
+    return this.attempt("dueSchedules", () => this.schedules.due(now, limit));
+  }
+
+  /**
+   * The tick: the guarded advance and the tasks' inserts in one transaction where the deployment
+   * has them; on a standalone server the tasks first, deleted again when the guard misses (a crash
+   * between the two leaves the tick's task without the advance: the next fire of that tick finds
+   * its id taken, TASK_EXISTS, and the firer then only advances).
+   */
+  async fireSchedule(id: string, expectedNextRunAt: number, advance: ScheduleAdvance, tasks: readonly Task[]): Promise<ScheduleFireResult> {
+    refuseRepeatedIds(tasks);
+    const docs = tasks.map((task) => taskToDoc(task));
+    return this.attempt(
+      "fireSchedule",
+      async (): Promise<ScheduleFireResult> => {
+        let after: Schedule | null;
+        if (this.transactions) {
+          after = await this.inTransaction(async (session) => {
+            const moved = await this.schedules.advance(id, expectedNextRunAt, advance, session);
+            if (moved !== null && docs.length > 0) await this.tasks.insertMany(docs, { session, ordered: true });
+            return moved;
+          });
+        } else {
+          await this.insertOrUndo(docs);
+          try {
+            after = await this.schedules.advance(id, expectedNextRunAt, advance);
+          } catch (err) {
+            await this.undoInsert(docs).catch(() => undefined);
+            throw err;
+          }
+          if (after === null) await this.undoInsert(docs);
+        }
+        return after === null ? this.schedules.miss(id, expectedNextRunAt) : { ok: true, schedule: after };
+      },
+      docs,
     );
   }
 

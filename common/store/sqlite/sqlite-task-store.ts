@@ -4,6 +4,9 @@ import Database from "better-sqlite3";
 import type { ApiKeyLimits, ApiKeyRecord, UsageCounts, UsageRow } from "../../accounts/account-records.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/errors.js";
 import type { LeaseClaim } from "../../model/claims.js";
+import type { Schedule, ScheduleAdvance, ScheduleFireResult } from "../../schedules/schedule-model.js";
+import { SCHEDULES_TABLE, SqliteSchedules } from "./sqlite-schedules.js";
+import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 import {
   MAX_ATTEMPTS_KEPT,
@@ -127,6 +130,11 @@ interface TaskRow {
   callback: string | null;
 }
 
+  /** A workflow task's definition (JSON WorkflowDefinition) or NULL. */
+  workflow: string | null;
+  /** A workflow step's input keys (JSON array) or NULL. */
+  inputs: string | null;
+  timeout_ms: number | null;
 type TaskColumns = Omit<TaskRow, "seq">;
 type TaskColumn = keyof TaskColumns;
 
@@ -182,6 +190,9 @@ const COLUMN_PRESENT: Record<TaskColumn, true> = {
   callback: true,
 };
 const TASK_COLUMNS = Object.keys(COLUMN_PRESENT) as TaskColumn[];
+  workflow: true,
+  inputs: true,
+  timeout_ms: true,
 const RELOAD_COLUMNS = "seq, id, priority, submit_time, available_at, status, lease_owner, lease_expires_at, offload, tries, max_tries";
 
 const FILTER_COLUMNS: Record<keyof TaskFilter, TaskColumn> = {
@@ -230,6 +241,9 @@ function rowToTask(row: TaskRow): Task {
     callback: row.callback === null ? null : (JSON.parse(row.callback) as CallbackDelivery),
   };
 }
+    workflow: row.workflow === null ? null : (JSON.parse(row.workflow) as WorkflowDefinition),
+    inputs: row.inputs === null ? null : (JSON.parse(row.inputs) as string[]),
+    timeoutMs: row.timeout_ms,
 
 function rowToReloadEntry(row: ReloadRow): ReloadEntry {
   return {
@@ -282,6 +296,9 @@ function taskToColumns(task: Task): TaskColumns {
     callback: task.callback === null || task.callback === undefined ? null : JSON.stringify(task.callback),
   };
 }
+    workflow: task.workflow === null || task.workflow === undefined ? null : JSON.stringify(task.workflow),
+    inputs: task.inputs === null || task.inputs === undefined ? null : JSON.stringify(task.inputs),
+    timeout_ms: task.timeoutMs ?? null,
 
 /** Only false keeps a task home: a Task built before the field existed (no offload) is lendable, as in the column's default. */
 function offloadColumn(offload: boolean | undefined): 0 | 1 {
@@ -550,6 +567,9 @@ ALTER TABLE tasks ADD COLUMN callback_url TEXT;
 ALTER TABLE tasks ADD COLUMN callback TEXT;
 CREATE INDEX tasks_final_end ON tasks (status, end_time) WHERE parent_id IS NULL AND NOT (${NON_FINAL_CONDITION});
 `;
+ALTER TABLE tasks ADD COLUMN workflow TEXT;
+ALTER TABLE tasks ADD COLUMN inputs TEXT;
+ALTER TABLE tasks ADD COLUMN timeout_ms INTEGER;
 
 // ---------------------------------------------------------------------------
 // Store
@@ -575,6 +595,7 @@ interface FixedStatements {
   cancel: Statement<[string, number, number, ...AttemptParams, string], TaskRow>;
   progress: Statement<[number, string | null, string, string, number], TaskRow>;
   renew: Statement<SqlValue[], string>;
+  finishWorkflow: Statement<[string, number, string], TaskRow>;
   expired: Statement<[number, number], TaskRow>;
   reloadBatch: Statement<[number, number], ReloadRow>;
   children: Statement<[string], TaskRow>;
@@ -601,6 +622,8 @@ export class SqliteTaskStore implements TaskStore {
   private readonly step: <T>(run: () => T) => T;
   private readonly renewAll: (owner: string, ids: readonly string[], expiresAt: number) => string[];
 
+  /** The schedules table (common/schedules/): a tick's task is inserted as any other. */
+  private readonly schedules: SqliteSchedules;
   private constructor(
     private readonly db: Database.Database,
     /** The file, for error messages. */
@@ -675,6 +698,10 @@ export class SqliteTaskStore implements TaskStore {
         `UPDATE tasks SET status = '${TASK_STATUS.canceled}', error = ?, end_time = ?, duration = ? - start_time,` +
           ` lease_owner = NULL, lease_expires_at = NULL, attempts = CASE WHEN status = '${TASK_STATUS.work}'` +
           ` THEN ${APPEND_ATTEMPT.replace(/^attempts = /, "")} ELSE attempts END WHERE id = ? AND ${statusIn("cancel")} RETURNING *`,
+      finishWorkflow: db.prepare(
+        `UPDATE tasks SET status = '${TASK_STATUS.output}', output = ?, error = NULL, end_time = ?, children_completed = children_total` +
+          ` WHERE id = ? AND ${statusIn("finishWorkflow")} RETURNING *`,
+      ),
       ),
       progress: db.prepare(`UPDATE tasks SET progress = ?, progress_message = ? WHERE ${HELD_BY_CLAIM("progress")} RETURNING *`),
       renew: db
@@ -768,6 +795,7 @@ export class SqliteTaskStore implements TaskStore {
     });
     this.renewAll = (...args) => renewAll.immediate(...args);
   }
+    this.schedules = new SqliteSchedules(db, (tasks) => this.insertAll(tasks));
 
   /** Opens (creating it and its parent folders when missing) the store in `file`. */
   static open(file: string): SqliteTaskStore {
@@ -928,6 +956,10 @@ export class SqliteTaskStore implements TaskStore {
         // Read first: RETURNING sees only the row after, and the lease the cancel ends is news its holder needs.
         const before = this.statements.get.get(id);
         const previousLeaseOwner = before?.lease_owner ?? null;
+  async finishWorkflow(workflowId: string, output: string, now: number): Promise<StepResult> {
+    return this.unheld("finishWorkflow", workflowId, () => this.statements.finishWorkflow.get(output, now, workflowId));
+  }
+
         const attempt = attemptParams(attemptPlace(null, previousLeaseOwner, localSite ?? null), now, "canceled", reason);
         const row = before === undefined ? undefined : this.statements.cancel.get(reason, now, now, ...attempt, id);
         const result = stepResult("cancel", row === undefined ? null : rowToTask(row), () =>
@@ -1122,6 +1154,34 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   async close(): Promise<void> {
+  async createSchedule(schedule: Schedule): Promise<void> {
+    this.attempt("createSchedule", () => this.schedules.createSchedule(schedule));
+  }
+
+  async getSchedule(id: string): Promise<Schedule | null> {
+    return this.attempt("getSchedule", () => this.schedules.getSchedule(id));
+  }
+
+  async listSchedules(filter: { user?: string }): Promise<Schedule[]> {
+    return this.attempt("listSchedules", () => this.schedules.listSchedules(filter));
+  }
+
+  async setSchedulePaused(id: string, paused: boolean, nextRunAt?: number | null): Promise<Schedule | null> {
+    return this.attempt("setSchedulePaused", () => this.schedules.setSchedulePaused(id, paused, nextRunAt));
+  }
+
+  async deleteSchedule(id: string): Promise<boolean> {
+    return this.attempt("deleteSchedule", () => this.schedules.deleteSchedule(id));
+  }
+
+  async dueSchedules(now: number, limit: number): Promise<Schedule[]> {
+    return this.attempt("dueSchedules", () => this.schedules.dueSchedules(now, limit));
+  }
+
+  async fireSchedule(id: string, expectedNextRunAt: number, advance: ScheduleAdvance, tasks: readonly Task[]): Promise<ScheduleFireResult> {
+    return this.attempt("fireSchedule", () => this.schedules.fireSchedule(id, expectedNextRunAt, advance, tasks));
+  }
+
     if (!this.db.open) return;
     this.attempt("close", () => this.db.close());
   }
