@@ -128,13 +128,13 @@ interface TaskRow {
   callback_url: string | null;
   /** JSON CallbackDelivery or NULL. */
   callback: string | null;
-}
-
   /** A workflow task's definition (JSON WorkflowDefinition) or NULL. */
   workflow: string | null;
   /** A workflow step's input keys (JSON array) or NULL. */
   inputs: string | null;
   timeout_ms: number | null;
+}
+
 type TaskColumns = Omit<TaskRow, "seq">;
 type TaskColumn = keyof TaskColumns;
 
@@ -188,11 +188,11 @@ const COLUMN_PRESENT: Record<TaskColumn, true> = {
   progress_message: true,
   callback_url: true,
   callback: true,
-};
-const TASK_COLUMNS = Object.keys(COLUMN_PRESENT) as TaskColumn[];
   workflow: true,
   inputs: true,
   timeout_ms: true,
+};
+const TASK_COLUMNS = Object.keys(COLUMN_PRESENT) as TaskColumn[];
 const RELOAD_COLUMNS = "seq, id, priority, submit_time, available_at, status, lease_owner, lease_expires_at, offload, tries, max_tries";
 
 const FILTER_COLUMNS: Record<keyof TaskFilter, TaskColumn> = {
@@ -239,11 +239,11 @@ function rowToTask(row: TaskRow): Task {
     progressMessage: row.progress_message,
     callbackUrl: row.callback_url,
     callback: row.callback === null ? null : (JSON.parse(row.callback) as CallbackDelivery),
-  };
-}
     workflow: row.workflow === null ? null : (JSON.parse(row.workflow) as WorkflowDefinition),
     inputs: row.inputs === null ? null : (JSON.parse(row.inputs) as string[]),
     timeoutMs: row.timeout_ms,
+  };
+}
 
 function rowToReloadEntry(row: ReloadRow): ReloadEntry {
   return {
@@ -294,11 +294,11 @@ function taskToColumns(task: Task): TaskColumns {
     progress_message: task.progressMessage ?? null,
     callback_url: task.callbackUrl ?? null,
     callback: task.callback === null || task.callback === undefined ? null : JSON.stringify(task.callback),
-  };
-}
     workflow: task.workflow === null || task.workflow === undefined ? null : JSON.stringify(task.workflow),
     inputs: task.inputs === null || task.inputs === undefined ? null : JSON.stringify(task.inputs),
     timeout_ms: task.timeoutMs ?? null,
+  };
+}
 
 /** Only false keeps a task home: a Task built before the field existed (no offload) is lendable, as in the column's default. */
 function offloadColumn(offload: boolean | undefined): 0 | 1 {
@@ -565,11 +565,12 @@ ALTER TABLE tasks ADD COLUMN progress REAL;
 ALTER TABLE tasks ADD COLUMN progress_message TEXT;
 ALTER TABLE tasks ADD COLUMN callback_url TEXT;
 ALTER TABLE tasks ADD COLUMN callback TEXT;
-CREATE INDEX tasks_final_end ON tasks (status, end_time) WHERE parent_id IS NULL AND NOT (${NON_FINAL_CONDITION});
-`;
 ALTER TABLE tasks ADD COLUMN workflow TEXT;
 ALTER TABLE tasks ADD COLUMN inputs TEXT;
 ALTER TABLE tasks ADD COLUMN timeout_ms INTEGER;
+CREATE INDEX tasks_final_end ON tasks (status, end_time) WHERE parent_id IS NULL AND NOT (${NON_FINAL_CONDITION});
+${SCHEDULES_TABLE}
+`;
 
 // ---------------------------------------------------------------------------
 // Store
@@ -592,10 +593,10 @@ interface FixedStatements {
   childSucceeded: Statement<[number, string], TaskRow>;
   recountChildren: Statement<[number, number, number, number, string], TaskRow>;
   failParent: Statement<[string, number, string], TaskRow>;
+  finishWorkflow: Statement<[string, number, string], TaskRow>;
   cancel: Statement<[string, number, number, ...AttemptParams, string], TaskRow>;
   progress: Statement<[number, string | null, string, string, number], TaskRow>;
   renew: Statement<SqlValue[], string>;
-  finishWorkflow: Statement<[string, number, string], TaskRow>;
   expired: Statement<[number, number], TaskRow>;
   reloadBatch: Statement<[number, number], ReloadRow>;
   children: Statement<[string], TaskRow>;
@@ -621,9 +622,9 @@ export class SqliteTaskStore implements TaskStore {
   /** Runs a step of several statements (a split, a cancel, a claim of many chunks) in one IMMEDIATE transaction. */
   private readonly step: <T>(run: () => T) => T;
   private readonly renewAll: (owner: string, ids: readonly string[], expiresAt: number) => string[];
-
   /** The schedules table (common/schedules/): a tick's task is inserted as any other. */
   private readonly schedules: SqliteSchedules;
+
   private constructor(
     private readonly db: Database.Database,
     /** The file, for error messages. */
@@ -693,15 +694,15 @@ export class SqliteTaskStore implements TaskStore {
       failParent: db.prepare(
         `UPDATE tasks SET status = '${TASK_STATUS.error}', error = ?, end_time = ? WHERE id = ? AND ${statusIn("failParent")} RETURNING *`,
       ),
+      finishWorkflow: db.prepare(
+        `UPDATE tasks SET status = '${TASK_STATUS.output}', output = ?, error = NULL, end_time = ?, children_completed = children_total` +
+          ` WHERE id = ? AND ${statusIn("finishWorkflow")} RETURNING *`,
+      ),
       // Only a task in work was running an attempt: the others keep their attempts as they are.
       cancel: db.prepare(
         `UPDATE tasks SET status = '${TASK_STATUS.canceled}', error = ?, end_time = ?, duration = ? - start_time,` +
           ` lease_owner = NULL, lease_expires_at = NULL, attempts = CASE WHEN status = '${TASK_STATUS.work}'` +
           ` THEN ${APPEND_ATTEMPT.replace(/^attempts = /, "")} ELSE attempts END WHERE id = ? AND ${statusIn("cancel")} RETURNING *`,
-      finishWorkflow: db.prepare(
-        `UPDATE tasks SET status = '${TASK_STATUS.output}', output = ?, error = NULL, end_time = ?, children_completed = children_total` +
-          ` WHERE id = ? AND ${statusIn("finishWorkflow")} RETURNING *`,
-      ),
       ),
       progress: db.prepare(`UPDATE tasks SET progress = ?, progress_message = ? WHERE ${HELD_BY_CLAIM("progress")} RETURNING *`),
       renew: db
@@ -794,8 +795,8 @@ export class SqliteTaskStore implements TaskStore {
       return renewed;
     });
     this.renewAll = (...args) => renewAll.immediate(...args);
-  }
     this.schedules = new SqliteSchedules(db, (tasks) => this.insertAll(tasks));
+  }
 
   /** Opens (creating it and its parent folders when missing) the store in `file`. */
   static open(file: string): SqliteTaskStore {
@@ -950,16 +951,16 @@ export class SqliteTaskStore implements TaskStore {
     return this.unheld("failParent", parentId, () => this.statements.failParent.get(error, now, parentId));
   }
 
+  async finishWorkflow(workflowId: string, output: string, now: number): Promise<StepResult> {
+    return this.unheld("finishWorkflow", workflowId, () => this.statements.finishWorkflow.get(output, now, workflowId));
+  }
+
   async cancel(id: string, reason: string, now: number, localSite?: string): Promise<CancelResult> {
     return this.attempt("cancel", () =>
       this.step((): CancelResult => {
         // Read first: RETURNING sees only the row after, and the lease the cancel ends is news its holder needs.
         const before = this.statements.get.get(id);
         const previousLeaseOwner = before?.lease_owner ?? null;
-  async finishWorkflow(workflowId: string, output: string, now: number): Promise<StepResult> {
-    return this.unheld("finishWorkflow", workflowId, () => this.statements.finishWorkflow.get(output, now, workflowId));
-  }
-
         const attempt = attemptParams(attemptPlace(null, previousLeaseOwner, localSite ?? null), now, "canceled", reason);
         const row = before === undefined ? undefined : this.statements.cancel.get(reason, now, now, ...attempt, id);
         const result = stepResult("cancel", row === undefined ? null : rowToTask(row), () =>
@@ -1153,7 +1154,6 @@ export class SqliteTaskStore implements TaskStore {
     return this.attempt("countActive", () => this.statements.countActive.get(user)) ?? 0;
   }
 
-  async close(): Promise<void> {
   async createSchedule(schedule: Schedule): Promise<void> {
     this.attempt("createSchedule", () => this.schedules.createSchedule(schedule));
   }
@@ -1182,6 +1182,7 @@ export class SqliteTaskStore implements TaskStore {
     return this.attempt("fireSchedule", () => this.schedules.fireSchedule(id, expectedNextRunAt, advance, tasks));
   }
 
+  async close(): Promise<void> {
     if (!this.db.open) return;
     this.attempt("close", () => this.db.close());
   }
