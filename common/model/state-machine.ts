@@ -11,7 +11,12 @@ const TRANSITIONS: Readonly<Record<TaskStatus, Readonly<Partial<Record<TaskStatu
     complete: "merge failed, its lease expired or it was released: retry the merge, not the split",
     canceled: "cancel",
   },
-  wait: { complete: "all children output", error: "a child in error", canceled: "cancel" },
+  wait: {
+    complete: "all children output",
+    error: "a child in error",
+    canceled: "cancel",
+    output: "a workflow's final step is output: its output is the workflow's (no script runs for the workflow)",
+  },
   complete: { work: "pull for merge", canceled: "cancel" },
   output: {},
   // A user's retry (POST /api/tasks/:id/retry): a plain task is queued again; a parent waits for its
@@ -53,6 +58,8 @@ export const STORE_STEPS = {
   childSucceeded: { from: [S.wait], to: [S.complete], stays: true },
   recountChildren: { from: [S.wait], to: [S.complete], stays: true },
   failParent: { from: [S.wait], to: [S.error] },
+  /** A workflow whose final step is output takes that output and ends. */
+  finishWorkflow: { from: [S.wait], to: [S.output] },
   cancel: { from: CANCELABLE, to: [S.canceled] },
   /** A graceful stop hands a running attempt back without counting it: plain back to input, a merge back to complete. */
   release: { from: [S.work], to: [S.input, S.complete] },

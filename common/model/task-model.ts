@@ -1,4 +1,6 @@
 import { z } from "zod";
+// Type only: workflow-definition.ts imports this module's patterns, so a value import would be a cycle.
+import type { WorkflowDefinition } from "../workflows/workflow-definition.js";
 
 /** The statuses of the seed system, kept by name; one source for code and SQL. */
 export const TASK_STATUS = Object.freeze({
@@ -111,6 +113,18 @@ export const TaskSchema = z.object({
   /** Where the task's record is POSTed when it ends (http or https), and how that went. */
   callbackUrl: z.string().nullable().default(null),
   callback: CallbackDeliverySchema.nullable().default(null),
+  /**
+   * A workflow task's snapshot of its definition (checked with WorkflowDefinitionSchema where it is
+   * made and where the queue reads it); null for any other task.
+   */
+  workflow: z
+    .custom<WorkflowDefinition>((value) => typeof value === "object" && value !== null && !Array.isArray(value), "a workflow definition")
+    .nullable()
+    .default(null),
+  /** A workflow step with several upstreams: their output keys in the order written, run in merge mode; else null. */
+  inputs: z.array(z.string()).nullable().default(null),
+  /** A per-task timeout of its script (a workflow step's `timeoutMs`) in place of its job's; null: the job's. */
+  timeoutMs: z.number().int().min(1).nullable().default(null),
 });
 export type Task = z.infer<typeof TaskSchema>;
 

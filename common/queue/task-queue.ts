@@ -24,6 +24,9 @@ import {
   type TaskStore,
 } from "../store/task-store.js";
 import { STORE_STEPS } from "../model/state-machine.js";
+import type { WorkflowDefinition } from "../workflows/workflow-definition.js";
+import { WorkflowSteps } from "../workflows/workflow-steps.js";
+import { isBlockedStep } from "../workflows/workflow-run.js";
 
 export interface TaskQueueOptions {
   store: TaskStore;
@@ -40,6 +43,11 @@ export interface TaskQueueOptions {
   requeueWorkOnReload: boolean;
   /** How deep splits may nest: a split whose children would be deeper fails. */
   maxSplitDepth: number;
+  /**
+   * The checked definition of a job that is a workflow, null for any other job: a submission of a
+   * workflow job is expanded into its steps here, in the queue, whoever submits (the API, a schedule).
+   */
+  workflowOf?: (job: string) => Promise<WorkflowDefinition | null>;
   now?: () => number;
 }
 
@@ -123,7 +131,10 @@ function claimOf(task: Pick<Task, "id" | "lease" | "tries">): LeaseClaim {
 export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   private readonly index = new PriorityIndex();
   private readonly store: TaskStore;
-  private readonly opts: Required<Omit<TaskQueueOptions, "store">>;
+  private readonly opts: Required<Omit<TaskQueueOptions, "store" | "workflowOf">>;
+  private readonly workflowOf: (job: string) => Promise<WorkflowDefinition | null>;
+  /** The workflow engine: creates steps as they become runnable and ends workflows. */
+  private readonly workflows: WorkflowSteps;
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
   /** Per user, the end of their last quota-checked submit: the next one waits for it. */
@@ -132,7 +143,23 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   constructor(opts: TaskQueueOptions) {
     super();
     this.store = opts.store;
-    this.opts = { now: Date.now, ...opts };
+    const { workflowOf, ...rest } = opts;
+    this.opts = { now: Date.now, ...rest };
+    this.workflowOf = workflowOf ?? (() => Promise.resolve(null));
+    this.workflows = new WorkflowSteps({
+      store: this.store,
+      now: () => this.opts.now(),
+      queued: (step) => {
+        this.index.add(toQueueEntry(step), this.opts.now());
+        this.emit("task:changed", step);
+        if (step.availableAt > this.opts.now()) this.scheduleWake();
+        else this.emit("task:queued");
+      },
+      ended: (task) => this.ended(task),
+      cancel: async (id, reason) => {
+        await this.cancelOne(id, reason, null);
+      },
+    });
   }
 
   /** Rebuilds the index from the store. Call once, before serving. */
@@ -201,6 +228,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   }
 
   private async insert(spec: NewTaskSpec, inputBytes: number): Promise<Task> {
+    const workflow = spec.parentId === null || spec.parentId === undefined ? await this.workflowOf(spec.job) : null;
+    if (workflow !== null) return this.insertWorkflow(spec, workflow, inputBytes);
     const task = newTask(spec, this.opts.now());
     await this.store.create(task);
     this.index.add(toQueueEntry(task), task.submitTime);
@@ -210,6 +239,21 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     else this.emit("task:queued");
     if (task.parentId === null) await this.recordUsage(task.user, task.submitTime, { submitted: 1, bytesIn: inputBytes });
     return task;
+  }
+
+  /** A workflow with its root steps, in one store write; its other steps are created as they become runnable. */
+  private async insertWorkflow(spec: NewTaskSpec, definition: WorkflowDefinition, inputBytes: number): Promise<Task> {
+    const { workflow, roots } = this.workflows.expand(spec, definition, this.opts.now());
+    await this.store.createMany([workflow, ...roots]);
+    this.emit("task:changed", workflow);
+    for (const root of roots) {
+      this.index.add(toQueueEntry(root), root.submitTime);
+      this.emit("task:changed", root);
+    }
+    if (workflow.availableAt > workflow.submitTime) this.scheduleWake();
+    else this.emit("task:queued");
+    await this.recordUsage(workflow.user, workflow.submitTime, { submitted: 1, bytesIn: inputBytes });
+    return workflow;
   }
 
   /** Runs `step` after every earlier step of the same user has finished. */
@@ -302,6 +346,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const leased = await this.claim(owner, this.index.take(max, this.opts.now()));
     const pulled: PulledTask[] = [];
     for (const task of leased) {
+      // A workflow step with several upstreams merges their outputs.
+      if (task.inputs !== null && task.childrenTotal === 0) {
+        pulled.push({ ...task, mergeInputs: task.inputs });
+        continue;
+      }
       if (task.childrenTotal === 0) {
         pulled.push(task);
         continue;
@@ -518,8 +567,16 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     }
     const rows: RetryRow[] = [];
     const willRun: Task[] = [];
-    await this.planRetry(task, rows, willRun);
+    const unblock: string[] = [];
+    await this.planRetry(task, rows, willRun, unblock);
     await check?.(willRun);
+    // A workflow's steps canceled only because an upstream failed never ran: their records go, and
+    // they are created again once their upstreams are output. Removed before the retry's write, so
+    // a crash in between leaves the workflow in error, retryable again, never waiting on them.
+    for (const stepId of unblock) {
+      this.index.remove(stepId);
+      await this.store.delete(stepId);
+    }
     const now = this.opts.now();
     const retried = await this.store.retry(rows, now);
     if (!retried.ok) {
@@ -533,11 +590,24 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       if (QUEUED_STATUSES.has(row.status)) this.index.add(toQueueEntry(row), now);
     }
     this.emit("task:queued");
-    return retried.tasks.find((row) => row.id === id) ?? task;
+    if (task.workflow !== null) await this.workflows.advance(id);
+    return (await this.store.get(id)) ?? retried.tasks.find((row) => row.id === id) ?? task;
   }
 
   /** The rows of a retry of `task`, children before their parent (see MongoTaskStore.retry), and the tasks that run from their input. */
-  private async planRetry(task: Task, rows: RetryRow[], willRun: Task[]): Promise<void> {
+  private async planRetry(task: Task, rows: RetryRow[], willRun: Task[], unblock: string[]): Promise<void> {
+    if (task.workflow !== null) {
+      // Only its failed and canceled steps run again, the ones output are kept; the steps blocked
+      // by them are re-created (by advance) when their upstreams are output again.
+      let output = 0;
+      for (const step of await this.store.children(task.id)) {
+        if (step.status === S.output) output++;
+        else if (isBlockedStep(step)) unblock.push(step.id);
+        else if (RETRYABLE.has(step.status)) await this.planRetry(step, rows, willRun, unblock);
+      }
+      rows.push({ id: task.id, status: S.wait, childrenCompleted: output });
+      return;
+    }
     if (task.childrenTotal === 0) {
       rows.push({ id: task.id, status: S.input, childrenCompleted: 0 });
       willRun.push(task);
@@ -554,7 +624,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     let output = 0;
     for (const child of children) {
       if (child.status === S.output) output++;
-      else if (RETRYABLE.has(child.status)) await this.planRetry(child, rows, willRun);
+      else if (RETRYABLE.has(child.status)) await this.planRetry(child, rows, willRun, unblock);
       // A child still live (it was running when its parent failed) reports to its waiting parent as before.
     }
     rows.push({ id: task.id, status: output >= task.childrenTotal ? S.complete : S.wait, childrenCompleted: output });
@@ -668,6 +738,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
 
   /** A child is output: its parent counts it, and the statement that counts the last queues the merge. */
   private async childSucceeded(parentId: string): Promise<void> {
+    if (await this.workflows.stepEnded(parentId, "output")) return;
     const parent = await this.store.childSucceeded(parentId, this.opts.now());
     if (parent.ok) this.queuedForMerge(parent.task);
   }
@@ -685,6 +756,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * keeping their documents (a retry of the parent runs them again).
    */
   private async failParent(parentId: string, reason: string): Promise<void> {
+    // A workflow is not failed by its first failed step: the steps that do not depend on it finish first.
+    if (await this.workflows.stepEnded(parentId, "failed")) return;
     const parent = await this.store.failParent(parentId, reason, this.opts.now());
     if (!parent.ok) return;
     await this.ended(parent.task);
@@ -696,6 +769,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   private async reconcileParent(id: string): Promise<void> {
     const parent = await this.store.get(id);
     if (parent === null || parent.status !== S.wait) return;
+    // A workflow whose step ended just before a crash: its downstream steps are created, or it ends.
+    if (parent.workflow !== null) return this.workflows.advance(id);
     const children = await this.store.children(id);
     const failed = children.find((c) => c.status === S.error || c.status === S.canceled);
     if (failed !== undefined) {

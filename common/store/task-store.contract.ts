@@ -69,6 +69,9 @@ export function makeTask(overrides: Partial<Task> = {}): Task {
     progressMessage: null,
     callbackUrl: null,
     callback: null,
+    workflow: null,
+    inputs: null,
+    timeoutMs: null,
     ...overrides,
   };
 }
@@ -123,11 +126,11 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
   };
 
   describe(`TaskStore contract: ${adapterName}`, () => {
+    scheduleStoreContract(withStore);
+
     describe("webhook deliveries (recordCallback, pendingCallbacks)", () => {
       const delivery = (state: "pending" | "delivered" | "failed", tries: number) => ({
         state,
-    scheduleStoreContract(withStore);
-
         tries,
         lastStatus: state === "delivered" ? 200 : 500,
         lastError: state === "delivered" ? null : "answered 500",
@@ -295,6 +298,33 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
       );
     });
 
+    it(
+      "keeps a workflow's definition, a step's inputs and timeout; finishWorkflow ends it with its final step's output",
+      withStore(async (store) => {
+        const workflow = {
+          steps: [
+            { name: "a", job: "echo", params: { "x.y": 1, $z: [2] } },
+            { name: "b", job: "echo", priority: 80, maxTries: 2, timeoutMs: 5_000 },
+          ],
+          upstreams: { a: [], b: ["a"] },
+          final: "b",
+        };
+        const parent = makeTask({ status: TASK_STATUS.wait, workflow, childrenTotal: 2, childrenCompleted: 1 });
+        const step = makeTask({ parentId: parent.id, depth: 1, inputs: ["x/output-1", "y/output-2"], timeoutMs: 5_000 });
+        await store.createMany([parent, step]);
+        assert.deepEqual(await store.get(parent.id), parent);
+        assert.deepEqual(await store.get(step.id), step);
+        const finished = await store.finishWorkflow(parent.id, "b/output-1", 9_000);
+        assert.equal(finished.ok, true);
+        assert.deepEqual(
+          finished.ok && [finished.task.status, finished.task.output, finished.task.endTime, finished.task.childrenCompleted],
+          [TASK_STATUS.output, "b/output-1", 9_000, 2],
+        );
+        const again = await store.finishWorkflow(parent.id, "other", 9_500);
+        assert.deepEqual([again.ok, again.ok || again.why, (await store.get(parent.id))?.output], [false, "not-in-state", "b/output-1"]);
+      }),
+    );
+
     describe("steps: each succeeds from exactly its source statuses (STORE_STEPS) and misses from every other", () => {
       const claim = { owner: "worker-1", tries: 1 };
       /** A task in `status` as the queue leaves it there: leased in work, waiting on 2 children in wait. */
@@ -325,6 +355,7 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
         childSucceeded: (store, id) => store.childSucceeded(id, 5_000),
         recountChildren: (store, id) => store.recountChildren(id, 1, 5_000),
         failParent: (store, id) => store.failParent(id, "child failed", 5_000),
+        finishWorkflow: (store, id) => store.finishWorkflow(id, "step/output-1", 5_000),
         cancel: (store, id) => store.cancel(id, "canceled", 5_000),
         release: (store, id) => store.release({ id, ...claim }, { reason: "stopping", ranAt: NOWHERE }, 5_000),
         progress: (store, id) => store.progress({ id, ...claim }, 0.5, "page 2 of 4"),

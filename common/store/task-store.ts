@@ -197,6 +197,11 @@ export interface TaskStore extends AccountRecords, ScheduleStore {
   /** wait → error: error, endTime = now. The queue emits task:done and cancels the other descendants. */
   failParent(parentId: string, error: string, now: number): Promise<StepResult>;
   /**
+   * wait → output for a workflow whose final step is output: output = that step's output key,
+   * childrenCompleted = childrenTotal, endTime = now, error cleared. The queue emits task:done.
+   */
+  finishWorkflow(workflowId: string, output: string, now: number): Promise<StepResult>;
+  /**
    * input | work | wait | complete → canceled: error = reason, endTime = now, duration when it had
    * started; clears the lease and answers who held it. A task in work records its attempt as
    * `canceled`, placed by its lease owner (attemptPlace with `localSite`, the queue's site; without

@@ -137,7 +137,9 @@ async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx:
   };
   try {
     const onProgress = run.progress === undefined ? {} : { onProgress: run.progress.bind(run) };
-    return await ctx.executorOf(job).run(job, request, { workDir: work.path, signal: run.signal, ...onProgress });
+    // A workflow step may set its own timeout in place of its job's.
+    const timed = task.timeoutMs === null || task.timeoutMs === undefined ? job : { ...job, timeoutMs: task.timeoutMs };
+    return await ctx.executorOf(timed).run(timed, request, { workDir: work.path, signal: run.signal, ...onProgress });
   } finally {
     run.scriptOver();
   }
@@ -151,10 +153,12 @@ async function documentsOf(
   blobs: BlobStore,
 ): Promise<{ input?: string; inputs?: string[] }> {
   if (mode === "merge") {
-    if (task.mergeInputs === undefined) {
+    // A workflow step's upstream outputs travel in its record (a site that stole it has no mergeInputs).
+    const mergeInputs = task.mergeInputs ?? task.inputs ?? undefined;
+    if (mergeInputs === undefined) {
       throw new Error(`task ${task.id} was leased for its merge without its children's outputs (mergeInputs)`);
     }
-    return { inputs: await Promise.all(task.mergeInputs.map((key, i) => localFile(blobs, key, workDir, `input-${i}`))) };
+    return { inputs: await Promise.all(mergeInputs.map((key, i) => localFile(blobs, key, workDir, `input-${i}`))) };
   }
   return task.input === null ? {} : { input: await localFile(blobs, task.input, workDir, "input") };
 }
@@ -164,7 +168,8 @@ async function documentsOf(
  * child (which may split again), split a document when the job splits, else the whole job.
  */
 function modeOf(task: PulledTask, job: JobDefinition): JobMode {
-  if (task.childrenTotal > 0) return "merge";
+  // A workflow step with several upstreams merges their outputs, as a parent merges its children's.
+  if (task.childrenTotal > 0 || (task.inputs ?? null) !== null) return "merge";
   if (task.parentId !== null) return "child";
   return job.split ? "split" : "simple";
 }

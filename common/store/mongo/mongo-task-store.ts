@@ -54,9 +54,9 @@ import {
   type TaskStore,
 } from "../task-store.js";
 import type { LeaseClaim } from "../../model/claims.js";
+import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 
-import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 /*
  * The production TaskStore: one MongoDB collection (`tasks`), one document per task, through the
  * official driver (7.x).
@@ -177,12 +177,12 @@ export interface TaskDoc {
   progressMessage?: string | null;
   callbackUrl?: string | null;
   callback?: CallbackDelivery | null;
-}
-
   /** Workflows (missing in a document written before them: null). The definition as JSON, as params are: its step params may hold any key. */
   workflow?: string | null;
   inputs?: string[] | null;
   timeoutMs?: number | null;
+}
+
 type ReloadDoc = Pick<
   TaskDoc,
   "_id" | "seq" | "priority" | "submitTime" | "availableAt" | "status" | "lease" | "offload" | "tries" | "maxTries"
@@ -269,11 +269,11 @@ function taskToDoc(task: Task, seq: ObjectId = nextSeq()): TaskDoc {
     progressMessage: task.progressMessage ?? null,
     callbackUrl: task.callbackUrl ?? null,
     callback: task.callback === null || task.callback === undefined ? null : { ...task.callback },
-  };
-}
     workflow: task.workflow === null || task.workflow === undefined ? null : JSON.stringify(task.workflow),
     inputs: task.inputs === null || task.inputs === undefined ? null : [...task.inputs],
     timeoutMs: task.timeoutMs ?? null,
+  };
+}
 
 function leaseOf(lease: Lease | null | undefined): Lease | null {
   return lease === null || lease === undefined ? null : { owner: lease.owner, expiresAt: lease.expiresAt };
@@ -313,11 +313,11 @@ function docToTask(doc: TaskDoc): Task {
     progressMessage: doc.progressMessage ?? null,
     callbackUrl: doc.callbackUrl ?? null,
     callback: doc.callback === null || doc.callback === undefined ? null : { ...doc.callback },
-  };
-}
     workflow: doc.workflow === null || doc.workflow === undefined ? null : (JSON.parse(doc.workflow) as WorkflowDefinition),
     inputs: doc.inputs === null || doc.inputs === undefined ? null : [...doc.inputs],
     timeoutMs: doc.timeoutMs ?? null,
+  };
+}
 
 function docToReloadEntry(doc: ReloadDoc): ReloadEntry {
   return {
@@ -740,6 +740,17 @@ export class MongoTaskStore implements TaskStore {
     return this.step("failParent", parentId, { _id: parentId, ...statusIn("failParent") }, [{ $set: set }]);
   }
 
+  async finishWorkflow(workflowId: string, output: string, now: number): Promise<StepResult> {
+    const set = {
+      status: TASK_STATUS.output,
+      output: { $literal: output },
+      error: null,
+      endTime: now,
+      childrenCompleted: "$childrenTotal",
+    };
+    return this.step("finishWorkflow", workflowId, { _id: workflowId, ...statusIn("finishWorkflow") }, [{ $set: set }]);
+  }
+
   /** returnDocument "before": the lease it ended is news its holder needs; the row after is derived from it. */
   async cancel(id: string, reason: string, now: number, localSite?: string): Promise<CancelResult> {
     const place = placeFromLease(localSite ?? null);
@@ -748,11 +759,6 @@ export class MongoTaskStore implements TaskStore {
       error: { $literal: reason },
       endTime: now,
       duration: durationUntil(now),
-  async finishWorkflow(workflowId: string, output: string, now: number): Promise<StepResult> {
-    const set = { status: TASK_STATUS.output, output: { $literal: output }, error: null, endTime: now, childrenCompleted: "$childrenTotal" };
-    return this.step("finishWorkflow", workflowId, { _id: workflowId, ...statusIn("finishWorkflow") }, [{ $set: set }]);
-  }
-
       lease: null,
       // Only a task in work was running an attempt.
       attempts: { $cond: [{ $eq: ["$status", TASK_STATUS.work] }, appendAttempt(place, now, "canceled", reason), "$attempts"] },

@@ -29,6 +29,7 @@ const UNDO_VERSION_4 = `
   DROP INDEX tasks_final_end;
   ALTER TABLE tasks DROP COLUMN attempts; ALTER TABLE tasks DROP COLUMN progress; ALTER TABLE tasks DROP COLUMN progress_message;
   ALTER TABLE tasks DROP COLUMN callback_url; ALTER TABLE tasks DROP COLUMN callback;
+  ALTER TABLE tasks DROP COLUMN workflow; ALTER TABLE tasks DROP COLUMN inputs; ALTER TABLE tasks DROP COLUMN timeout_ms;
 `;
 
 /** Takes a version 3 file back to version 2 (the tasks keep their rows, offload goes). */
