@@ -26,7 +26,7 @@ taskStoreContract("SqliteTaskStore", async () => {
 
 /** Takes a version 4 file back to version 3 (the tasks keep their rows, attempts, progress and callback go). */
 const UNDO_VERSION_4 = `
-  DROP INDEX tasks_final_end;
+  DROP INDEX tasks_final_end; DROP TABLE schedules;
   ALTER TABLE tasks DROP COLUMN attempts; ALTER TABLE tasks DROP COLUMN progress; ALTER TABLE tasks DROP COLUMN progress_message;
   ALTER TABLE tasks DROP COLUMN callback_url; ALTER TABLE tasks DROP COLUMN callback;
   ALTER TABLE tasks DROP COLUMN workflow; ALTER TABLE tasks DROP COLUMN inputs; ALTER TABLE tasks DROP COLUMN timeout_ms;
