@@ -6,6 +6,7 @@ import type { BlobStore } from "../common/blobs/blob-store.js";
 import type { DocqConfig } from "../common/config/config.js";
 import { errorMessage } from "../common/model/errors.js";
 import { JobRegistry } from "../common/jobs/job-registry.js";
+import { workflowLookup } from "../common/workflows/workflow-lookup.js";
 import { QueuerLock } from "../common/queue/queuer-lock.js";
 import { openBlobStore, openTaskStore } from "../common/store/open-stores.js";
 import { TaskQueue } from "../common/queue/task-queue.js";
@@ -178,6 +179,8 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         site: config.site,
         requeueWorkOnReload: embedded,
         maxSplitDepth: config.queue.maxSplitDepth,
+        // A workflow job is expanded into its steps here, in the queue, whoever submits it (the API, a schedule).
+        workflowOf: workflowLookup(registry),
       });
       // Only the active queuer gets here (a standby waits for the lock above): it alone reports the queue's figures.
       feedQueuerMetrics(docqMetrics, {

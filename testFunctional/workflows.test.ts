@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { Task } from "../common/model/task-model.js";
+import { listAll, result, startEmbeddedApp, submit, testJobsDir, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+
+/** A stamp line (scripts-job/stamp): which step ran, and when. */
+interface Stamp {
+  step: string;
+  start: number;
+  end: number;
+}
+
+/*
+ * Workflows run by the real app (embedded, 2 slots): the example diamond (scripts-job/diamond,
+ * a -> [b, c] -> d, each step a stamp) and a workflow whose middle step fails
+ * (testFunctional/jobs/midfail). One app for both.
+ */
+describe("workflows in the real app", () => {
+  let app: EmbeddedApp;
+  before(async () => {
+    app = await startEmbeddedApp({ slots: 2, env: { DOCQ_JOBS_DIR: await testJobsDir() } });
+  });
+  after(async () => {
+    await app.stop();
+  });
+
+  const stepsOf = async (id: string): Promise<Map<string, Task>> =>
+    new Map((await listAll(app.url, `parentId=${id}`)).map((step) => [step.name, step]));
+
+  it("runs the diamond: every step after its upstreams, b and c side by side, d merging them; the workflow's output is d's", async () => {
+    const id = await submit(app.url, "the document", { job: "diamond" });
+    const [workflow] = await waitAllFinal(app.url, [id], 60_000);
+    assert.equal(workflow?.status, "output", JSON.stringify(workflow));
+    const text = await result(app.url, id);
+    assert.ok(text.startsWith("the document\n"), text);
+    const stamps = new Map(
+      text
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as Stamp)
+        .map((stamp) => [stamp.step, stamp]),
+    );
+    const [a, b, c, d] = ["a", "b", "c", "d"].map((step) => stamps.get(step));
+    assert.ok(a && b && c && d, text);
+    assert.ok(b.start >= a.end && c.start >= a.end, "b and c start after a ends");
+    assert.ok(d.start >= Math.max(b.end, c.end), "d starts after b and c end");
+    assert.ok(b.start < c.end && c.start < b.end, "b and c overlapped");
+    const steps = await stepsOf(id);
+    assert.deepEqual([...steps.keys()].sort(), ["a", "b", "c", "d"]);
+    for (const step of steps.values()) assert.equal(step.status, "output", step.name);
+    assert.deepEqual([workflow.childrenTotal, workflow.childrenCompleted], [4, 4]);
+  });
+
+  it("a failing middle step: its downstream canceled, the other branch finished, the workflow in error naming it", async () => {
+    const id = await submit(app.url, "the document", { job: "midfail" });
+    const [workflow] = await waitAllFinal(app.url, [id], 60_000);
+    assert.equal(workflow?.status, "error");
+    assert.match(workflow.error ?? "", /^step "b" failed: /);
+    const steps = await stepsOf(id);
+    assert.deepEqual(
+      ["a", "b", "c", "d"].map((name) => steps.get(name)?.status),
+      ["output", "error", "output", "canceled"],
+    );
+    assert.equal(steps.get("d")?.error, "upstream failed: b");
+    assert.ok((steps.get("c")?.endTime ?? 0) > (steps.get("b")?.endTime ?? Infinity), "c finished after b failed");
+  });
+});
