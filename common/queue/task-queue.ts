@@ -590,8 +590,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       if (QUEUED_STATUSES.has(row.status)) this.index.add(toQueueEntry(row), now);
     }
     this.emit("task:queued");
-    if (task.workflow !== null) await this.workflows.advance(id);
-    return (await this.store.get(id)) ?? retried.tasks.find((row) => row.id === id) ?? task;
+    // The status the retry left it in: a worker may pull it before the caller hears back.
+    const own = retried.tasks.find((row) => row.id === id) ?? task;
+    if (task.workflow === null) return own;
+    await this.workflows.advance(id);
+    return (await this.store.get(id)) ?? own;
   }
 
   /** The rows of a retry of `task`, children before their parent (see MongoTaskStore.retry), and the tasks that run from their input. */
