@@ -17,6 +17,8 @@ export interface JobRunOptions {
   signal?: AbortSignal;
   /** Called with each progress line the script prints while it runs (`{"progress": 0.4, "message": ...}`). */
   onProgress?: (report: ProgressReport) => void;
+  /** This run's time limit in place of the job's (a workflow step's `timeoutMs`). */
+  timeoutMs?: number;
 }
 
 export interface JobExecutor {

@@ -80,6 +80,7 @@ async function run(
     signal?: AbortSignal;
     onSpawn?: (pid: number) => void;
     onProgress?: (report: ProgressReport) => void;
+    timeoutMs?: number;
   } = {},
 ): Promise<{ answer: JobAnswer; work: WorkDir }> {
   const work = await workDir();
@@ -96,6 +97,7 @@ async function run(
     signal: opts.signal,
     onSpawn: opts.onSpawn,
     ...(opts.onProgress === undefined ? {} : { onProgress: opts.onProgress }),
+    ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
     ...(launcher === undefined ? {} : { launcher }),
   });
   return { answer, work };
@@ -353,6 +355,12 @@ describe("runJob: the script's own failure and its progress", () => {
     const err = await failure(run(job));
     assert.match(err.message, /timed out after 300 ms/);
     assert.equal(err.retryable, true);
+  });
+
+  it("a run's own time limit (a workflow step's timeoutMs) replaces its job's", async () => {
+    const job = await shJob("step-timeout", `sleep 5`, { timeoutMs: 60_000 });
+    const err = await failure(run(job, { timeoutMs: 300 }));
+    assert.match(err.message, /timed out after 300 ms/);
   });
 
   it("hands each progress line to onProgress while the script runs (clamped, message cut), and the last line still answers", async () => {

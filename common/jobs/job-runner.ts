@@ -284,9 +284,12 @@ export async function runJob(
     launcher?: ScriptLauncher;
     /** Called with each progress line the script prints while it runs. */
     onProgress?: (report: ProgressReport) => void;
+    /** This run's time limit in place of the job's (a workflow step's `timeoutMs`). */
+    timeoutMs?: number;
   },
 ): Promise<JobAnswer> {
   const { signal } = opts;
+  const timeoutMs = opts.timeoutMs ?? job.timeoutMs;
   if (signal?.aborted) throw stoppedBeforeStart(job, "cancel");
 
   const run = (opts.launcher ?? inProcessLauncher).launch(
@@ -309,7 +312,7 @@ export async function runJob(
     if (exited) return;
     timedOut = true;
     run.kill();
-  }, job.timeoutMs);
+  }, timeoutMs);
   const onAbort = (): void => {
     if (exited) return;
     canceled = true;
@@ -343,7 +346,7 @@ export async function runJob(
   // A cancel after a timeout says canceled: the task was canceled, whatever the script did.
   const stoppedFor = canceled ? "cancel" : timedOut ? "timeout" : undefined;
   const end: RunEnd = {
-    ...(stoppedFor === undefined ? {} : { stoppedFor, timeoutMs: job.timeoutMs }),
+    ...(stoppedFor === undefined ? {} : { stoppedFor, timeoutMs }),
     ...(result.isMaxBuffer ? { stdoutOverflowBytes: STDOUT_MAX_BYTES } : {}),
     ...(result.startError === undefined ? {} : { startError: result.startError }),
     signal: result.signal ?? null,

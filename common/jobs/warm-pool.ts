@@ -104,7 +104,7 @@ export class WarmPool implements JobExecutor {
     let reply;
     try {
       reply = await proc.request(String(++this.seq), request, {
-        timeoutMs: group.job.timeoutMs,
+        timeoutMs: opts.timeoutMs ?? group.job.timeoutMs,
         ...(opts.signal === undefined ? {} : { signal: opts.signal }),
         ...(opts.onProgress === undefined ? {} : { onProgress: opts.onProgress }),
       });

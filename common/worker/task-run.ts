@@ -138,8 +138,8 @@ async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx:
   try {
     const onProgress = run.progress === undefined ? {} : { onProgress: run.progress.bind(run) };
     // A workflow step may set its own timeout in place of its job's.
-    const timed = task.timeoutMs === null || task.timeoutMs === undefined ? job : { ...job, timeoutMs: task.timeoutMs };
-    return await ctx.executorOf(timed).run(timed, request, { workDir: work.path, signal: run.signal, ...onProgress });
+    const timeout = task.timeoutMs === null || task.timeoutMs === undefined ? {} : { timeoutMs: task.timeoutMs };
+    return await ctx.executorOf(job).run(job, request, { workDir: work.path, signal: run.signal, ...onProgress, ...timeout });
   } finally {
     run.scriptOver();
   }
@@ -170,7 +170,8 @@ async function documentsOf(
 function modeOf(task: PulledTask, job: JobDefinition): JobMode {
   // A workflow step with several upstreams merges their outputs, as a parent merges its children's.
   if (task.childrenTotal > 0 || (task.inputs ?? null) !== null) return "merge";
-  if (task.parentId !== null) return "child";
+  // A workflow's step has a parent but is no part of a split (depth 0): it runs as a submitted task.
+  if (task.parentId !== null && task.depth > 0) return "child";
   return job.split ? "split" : "simple";
 }
 

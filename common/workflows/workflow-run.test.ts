@@ -23,6 +23,9 @@ const DIAMOND: WorkflowDefinition = {
   final: "d",
 };
 
+/** One step whose job splits. */
+const ONE_SPLIT: WorkflowDefinition = { steps: [{ name: "p", job: "pages" }], upstreams: { p: [] }, final: "p" };
+
 let dir: string;
 let store: SqliteTaskStore;
 let clock: number;
@@ -38,7 +41,7 @@ function makeQueue(): TaskQueue {
     requeueWorkOnReload: false,
     maxSplitDepth: 2,
     now: () => clock,
-    workflowOf: (job) => Promise.resolve(job === "diamond" ? DIAMOND : null),
+    workflowOf: (job) => Promise.resolve(job === "diamond" ? DIAMOND : job === "onesplit" ? ONE_SPLIT : null),
   });
 }
 
@@ -94,7 +97,7 @@ describe("workflow engine (TaskQueue with a real SQLite store)", () => {
     const first = await pullSteps(queue);
     assert.deepEqual([...first.keys()], ["a"]);
     const a = first.get("a")!;
-    assert.deepEqual([a.input, a.parentId, a.depth, a.job], [workflow.input, workflow.id, 1, "pdftotext"]);
+    assert.deepEqual([a.input, a.parentId, a.depth, a.job], [workflow.input, workflow.id, 0, "pdftotext"]);
     await succeed(queue, a);
 
     const second = await pullSteps(queue);
@@ -106,7 +109,7 @@ describe("workflow engine (TaskQueue with a real SQLite store)", () => {
     await succeed(queue, b);
 
     const d = (await pullSteps(queue)).get("d")!;
-    assert.deepEqual([d.input, d.mergeInputs, d.params], [null, [outputOf(b), outputOf(c)], { sep: "\n" }]);
+    assert.deepEqual([d.input, d.mergeInputs, d.params, d.offload], [null, [outputOf(b), outputOf(c)], { sep: "\n" }, false]);
     await succeed(queue, d);
     const done = await store.get(workflow.id);
     assert.deepEqual([done?.status, done?.output, done?.childrenCompleted], ["output", outputOf(d), 4]);
@@ -154,6 +157,27 @@ describe("workflow engine (TaskQueue with a real SQLite store)", () => {
     assert.equal(await queue.succeed({ id: a.id, owner: "w1", tries: a.tries }, { output: outputOf(a), processedBy }), false);
     assert.deepEqual([...(await stepsOf(workflow.id)).keys()], ["a"]);
     assert.equal((await queue.pull("w1", 10)).length, 0);
+  });
+
+  it("a step is an ordinary task: it splits, its parts run, its merge ends it, and then the workflow", async () => {
+    const queue = makeQueue();
+    const workflow = await queue.submit(submitted({ job: "onesplit" }));
+    const p = (await pullSteps(queue)).get("p")!;
+    assert.equal(p.depth, 0, "a step is the root of its own split tree");
+    assert.equal(await queue.split({ id: p.id, owner: "w1", tries: p.tries }, [{ input: "x" }, { input: "y" }], processedBy), true);
+    const parts = await queue.pull("w1", 10);
+    assert.deepEqual(
+      parts.map((part) => [part.parentId, part.depth]),
+      [
+        [p.id, 1],
+        [p.id, 1],
+      ],
+    );
+    for (const part of parts) await succeed(queue, part);
+    const merge = (await queue.pull("w1", 10))[0]!;
+    assert.deepEqual([merge.id, merge.mergeInputs], [p.id, parts.map(outputOf)]);
+    await succeed(queue, merge);
+    assert.deepEqual([(await store.get(workflow.id))?.status, (await store.get(workflow.id))?.output], ["output", outputOf(merge)]);
   });
 
   it("after a restart, a step that ended before its downstream was created moves the workflow on (reload)", async () => {

@@ -164,8 +164,11 @@ function stepTask(workflow: Task, step: WorkflowStep, id: string, input: string 
       inputs,
       timeoutMs: step.timeoutMs ?? null,
       parentId: workflow.id,
-      depth: workflow.depth + 1,
-      offload: workflow.offload,
+      // A step is the root of its own split tree (depth 0): it runs as a submitted task would
+      // (simple, or split when its job splits), not as a part of a split (child mode).
+      depth: workflow.depth,
+      // The stealing protocol hands a lent task one input: a step merging several stays home.
+      offload: inputs === null ? workflow.offload : false,
       availableAt: workflow.availableAt,
     },
     now,
