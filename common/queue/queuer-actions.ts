@@ -8,6 +8,7 @@ import { parseMessage, type QueuerAction, type QueuerAnswer, type QueuerMessage 
 import type { TaskQueue } from "./task-queue.js";
 import { purgeFinished } from "./retention.js";
 import type { Task } from "../model/task-model.js";
+import { scheduleHandlers } from "../schedules/schedule-actions.js";
 
 /** What the queuer's actions act on. */
 export interface QueuerActionDeps {
@@ -115,6 +116,7 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
       await queue.recordUsage(user, now(), { bytesOut });
       return true;
     },
+    ...scheduleHandlers({ store, blobs, log, now }),
   };
 }
 
@@ -130,7 +132,10 @@ export async function dispatch<A extends QueuerAction>(handlers: QueuerHandlers,
  */
 async function requireInputs(blobs: BlobStore, id: string, willRun: readonly Task[]): Promise<void> {
   for (const task of willRun) {
-    if (task.input === null || (await blobs.stat(task.input)) !== null) continue;
+    // A workflow step merging several upstreams reads their outputs (`inputs`), not an input of its own.
+    const documents = [...(task.input === null ? [] : [task.input]), ...(task.inputs ?? [])];
+    const present = await Promise.all(documents.map(async (key) => (await blobs.stat(key)) !== null));
+    if (present.every(Boolean)) continue;
     const which = task.id === id ? `task ${id}` : `task ${id}'s part ${task.id}`;
     throw docqError(ERROR_CODE.TaskNotInState, `${which} cannot be retried: its documents were removed (it was canceled or deleted)`, {
       details: { status: task.status, documents: "removed" },
