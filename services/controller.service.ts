@@ -42,6 +42,15 @@ import {
   storeRawBody,
 } from "../common/http/task-submission.js";
 import { eventFilter, parseEventsQuery } from "../common/events/event-access.js";
+import { scheduleBlobKeys } from "../common/schedules/schedule-model.js";
+import {
+  assertScheduleId,
+  newSchedule,
+  newScheduleId,
+  parsePauseRequest,
+  parseScheduleTiming,
+} from "../common/schedules/schedule-request.js";
+import type { ScheduleView } from "../common/schedules/schedule-view.js";
 import { EventBuffer } from "../common/events/event-buffer.js";
 import { EVENT_STREAM_DEFAULTS, streamEvents } from "../common/events/event-stream.js";
 import { SSE_CONTENT_TYPE } from "../common/events/sse.js";
@@ -90,7 +99,7 @@ type ApiContext = Context<Record<string, unknown>, RequestMeta>;
  * first (a form POST) or after a preflight.
  */
 const STATE_CHANGING_METHODS: ReadonlySet<string> = new Set(["POST", "PUT", "PATCH", "DELETE"]);
-const CORS_ALLOWED_METHODS = "GET, POST, DELETE";
+const CORS_ALLOWED_METHODS = "GET, POST, PATCH, DELETE";
 const CORS_ALLOWED_HEADERS = "Content-Type, X-Request-ID, X-Correlation-ID";
 const CORS_EXPOSED_HEADERS = "Location, X-Request-ID";
 
@@ -202,6 +211,14 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
     return task;
   }
 
+  /** The schedule, if the caller may see it: another user's is answered as missing. */
+  async function visibleSchedule(ctx: ApiContext, id: string): Promise<ScheduleView> {
+    const user = ownUser(callerIn(ctx));
+    const schedule = await queuerOf(ctx).getSchedule(id);
+    if (user !== null && schedule.user !== user) throw docqError(ERROR_CODE.ScheduleNotFound, `schedule ${id} not found`, { field: "id" });
+    return schedule;
+  }
+
   /** The site's recent task events (broadcast by the active queuer), replayed and streamed by GET /api/events. */
   const taskEvents = new EventBuffer();
   /** Ends each open event stream: the HTTP server stops only once every response is over. */
@@ -298,6 +315,10 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             "GET keys": "controller.listKeys",
             "DELETE keys/:id": "controller.revokeKey",
             "GET usage": "controller.usage",
+            "POST schedules": "stream:controller.createSchedule",
+            "GET schedules": "controller.listSchedules",
+            "GET schedules/:id": "controller.getSchedule",
+            "DELETE schedules/:id": "controller.deleteSchedule",
             "GET jobs": "controller.listJobs",
             // Server-Sent Events: written straight to the response (streamTaskEvents), never through an action.
             "GET events": streamTaskEvents,
@@ -316,6 +337,17 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           authentication: true,
           bodyParsers: { json: { strict: true, limit: "16kb" } },
           aliases: { "POST /": "controller.createKey" },
+          onBeforeCall(_ctx: ApiContext, _route: unknown, req: IncomingMessage) {
+            assertNotPreflight(req);
+          },
+        },
+        {
+          // PATCH /api/schedules/:id {"paused": true|false}: a small JSON body, parsed by moleculer-web within its limit.
+          path: "/api/schedules",
+          mappingPolicy: "restrict",
+          authentication: true,
+          bodyParsers: { json: { strict: true, limit: "4kb" } },
+          aliases: { "PATCH /:id": "controller.pauseSchedule" },
           onBeforeCall(_ctx: ApiContext, _route: unknown, req: IncomingMessage) {
             assertNotPreflight(req);
           },
@@ -454,6 +486,65 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             throw err;
           }
         },
+      },
+      /** Body: the document (raw or the form's `file`), as for a task; fields: a task's and the schedule's (every or cron...). */
+      createSchedule: {
+        async handler(ctx: ApiContext) {
+          const body = ctx.params as unknown as Readable;
+          const query = ctx.meta.$params ?? {};
+          const upload = { body, contentType: ctx.meta.contentType, contentLength: ctx.meta.contentLength, maxBytes: deps.maxBodyBytes };
+          const id = newScheduleId();
+          const input = scheduleBlobKeys.input(id);
+          const caller = callerIn(ctx);
+          try {
+            let form: Record<string, string> = {};
+            let size: number | undefined;
+            if (isMultipart(upload.contentType)) ({ fields: form, size } = await storeMultipartBody(upload, blobs, input));
+            // Checked before reading a raw body: a bad request costs no upload.
+            const timing = parseScheduleTiming({ ...query, ...form });
+            const fields = parseCreateTaskRequest(query, form);
+            checkSubmission(caller, { givenUser: form.user ?? query.user, priority: fields.priority });
+            const job = await registry.resolve(fields.job);
+            const params = registry.validateParams(job, fields.params);
+            size ??= await storeRawBody(upload, blobs, input);
+            const basis = {
+              id,
+              site: deps.site,
+              user: caller.kind === "user" ? caller.user : fields.user,
+              name: fields.name,
+              job: job.name,
+              params,
+              priority: fields.priority,
+              maxTries: fields.maxTries ?? job.maxTries ?? deps.defaultMaxTries,
+              input,
+              inputBytes: size,
+              offload: caller.kind === "user" ? caller.limits.offload : true,
+            };
+            const created = await queuerOf(ctx).createSchedule(newSchedule(basis, timing, Date.now()));
+            ctx.meta.$statusCode = 201;
+            ctx.meta.$location = `/api/schedules/${id}`;
+            return created;
+          } catch (err) {
+            // Written here, never stored as a schedule: nothing else would drop it.
+            await dropTaskDocuments(blobs, [scheduleBlobKeys.folder(id)], ctx.broker.logger);
+            throw err;
+          }
+        },
+      },
+      listSchedules: (ctx: ApiContext) => {
+        const user = ownUser(callerIn(ctx));
+        return queuerOf(ctx).listSchedules(user === null ? {} : { user });
+      },
+      getSchedule: (ctx: ApiContext) => visibleSchedule(ctx, assertScheduleId(ctx.params.id)),
+      pauseSchedule: async (ctx: ApiContext) => {
+        const { id, paused } = parsePauseRequest(ctx.params);
+        await visibleSchedule(ctx, id);
+        return queuerOf(ctx).pauseSchedule(id, paused);
+      },
+      deleteSchedule: async (ctx: ApiContext) => {
+        const id = assertScheduleId(ctx.params.id);
+        await visibleSchedule(ctx, id);
+        return queuerOf(ctx).deleteSchedule(id);
       },
       statusTask: (ctx: ApiContext) => visibleTask(ctx, assertTaskId(ctx.params.id)),
       resultTask: async (ctx: ApiContext) => {

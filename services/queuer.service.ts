@@ -11,6 +11,7 @@ import { TaskEventPublisher } from "../common/events/task-event-publisher.js";
 import { TASK_EVENTS_BROADCAST } from "../common/events/task-event.js";
 import { failedAttemptLine } from "../common/queue/attempt-log.js";
 import { WebhookDispatcher, type WebhookSettings } from "../common/webhooks/webhook-dispatcher.js";
+import { ScheduleFirer } from "../common/schedules/schedule-firer.js";
 import { startRetentionSweeps, type JobRetention, type RetentionWindows } from "../common/queue/retention.js";
 
 export const QUEUER_EVENTS = {
@@ -51,6 +52,7 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
   let handlers: ReturnType<typeof queuerHandlers> | undefined;
   let webhooks: WebhookDispatcher | undefined;
   let taskEvents: TaskEventPublisher | undefined;
+  let schedules: ScheduleFirer | undefined;
 
   return {
     name: QUEUER_SERVICE,
@@ -130,8 +132,21 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
       const { sweepMs, batchSize, jobs, ...windows } = deps.retention;
       const purge = { queue, store, blobs: deps.blobs, log: this.logger };
       retention = startRetentionSweeps({ purge, windows, jobs, sweepMs, batchSize, log: this.logger });
+      // Only the queuer holding the site's lock runs (this service exists there alone); the store guards each tick.
+      const submit = handlers;
+      schedules = new ScheduleFirer({
+        store,
+        blobs: deps.blobs,
+        submit: (spec) => {
+          if (submit === undefined) throw new Error("the queuer fired a schedule before it started");
+          return dispatch(submit, "submit", spec);
+        },
+        log: this.logger,
+      });
+      schedules.start();
     },
     async stopped() {
+      await schedules?.stop();
       clearInterval(sweepTimer);
       clearInterval(gcTimer);
       await gcRunning;

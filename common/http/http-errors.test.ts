@@ -19,6 +19,7 @@ const EXPECTED_STATUS: Record<ErrorCode, number> = {
   FORBIDDEN: 403,
   QUOTA_EXCEEDED: 429,
   KEY_NOT_FOUND: 404,
+  SCHEDULE_NOT_FOUND: 404,
   CONFIG: 500,
 };
 

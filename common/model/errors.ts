@@ -18,6 +18,7 @@ export const ERROR_CODE = Object.freeze({
   /** A key's limit is reached: retry later (details.retryAfter, in seconds). */
   QuotaExceeded: "QUOTA_EXCEEDED",
   KeyNotFound: "KEY_NOT_FOUND",
+  ScheduleNotFound: "SCHEDULE_NOT_FOUND",
   Config: "CONFIG",
 } as const);
 export type ErrorCode = (typeof ERROR_CODE)[keyof typeof ERROR_CODE];
@@ -37,6 +38,7 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   FORBIDDEN: 403,
   QUOTA_EXCEEDED: 429,
   KEY_NOT_FOUND: 404,
+  SCHEDULE_NOT_FOUND: 404,
   CONFIG: 500,
 };
 

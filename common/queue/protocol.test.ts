@@ -2,10 +2,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { DocqError, ERROR_CODE } from "../model/errors.js";
 import { parseMessage, QUEUER_ACTIONS, QueuerMessages, type QueuerAction } from "./protocol.js";
+import { makeSchedule } from "../schedules/schedule-store.contract.js";
 
 type Kind = QueuerAction;
 
 const ID = "local-01ARZ3NDEKTSV4RRFFQ69G5FAV";
+const SCHEDULE_ID = "sched-01ARZ3NDEKTSV4RRFFQ69G5FAV";
 const processedBy = { site: "local", node: "node-1" };
 
 /** One valid message of each kind. */
@@ -50,6 +52,11 @@ const GOOD: { [K in Kind]: Record<string, unknown> } = {
   authenticate: { hash: "a".repeat(64) },
   usage: { user: "alice", from: "2026-12-01", to: "2026-12-02" },
   addUsage: { user: "alice", bytesOut: 1024 },
+  createSchedule: makeSchedule({ id: SCHEDULE_ID }),
+  getSchedule: { id: SCHEDULE_ID },
+  listSchedules: { user: "alice" },
+  pauseSchedule: { id: SCHEDULE_ID, paused: true },
+  deleteSchedule: { id: SCHEDULE_ID },
 };
 
 /** The bad variants of a message that names one task (or key) by id. */
@@ -64,6 +71,19 @@ function byId<K extends Kind>(kinds: K[]): Record<K, [change: Record<string, unk
 
 /** Bad variants of each kind: the change to the good message and the field that must be named. */
 const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } = {
+  createSchedule: [
+    [{ id: ID }, "id"],
+    [{ everyMs: 0 }, "everyMs"],
+    [{ catchUp: "all" }, "catchUp"],
+    [{ nextRunAt: "soon" }, "nextRunAt"],
+  ],
+  getSchedule: [[{ id: ID }, "id"]],
+  listSchedules: [[{ user: "" }, "user"]],
+  pauseSchedule: [
+    [{ paused: "yes" }, "paused"],
+    [{ id: "" }, "id"],
+  ],
+  deleteSchedule: [[{ id: 7 }, "id"]],
   createKey: [
     [{ user: "" }, "user"],
     [{ limits: { offload: "yes" } }, "limits"],

@@ -16,6 +16,8 @@ import {
 } from "../model/task-model.js";
 import type { TaskPage } from "../store/task-store.js";
 import { PROGRESS_MESSAGE_MAX_CHARS } from "../jobs/script-answer.js";
+import { SCHEDULE_ID_PATTERN, ScheduleSchema } from "../schedules/schedule-model.js";
+import type { ScheduleView } from "../schedules/schedule-view.js";
 
 /*
  * The queuer's protocol, written once: the name of each action, the message it takes (checked with
@@ -60,6 +62,14 @@ export const QUEUER_ACTIONS = {
   authenticate: "authenticate",
   usage: "usage",
   addUsage: "addUsage",
+  /** Schedules (common/schedules/): kept in the store, fired by this queuer while it holds the lock. */
+  createSchedule: "createSchedule",
+  getSchedule: "getSchedule",
+  listSchedules: "listSchedules",
+  /** `paused: false` resumes from the next tick after now (ticks while paused are not made up). */
+  pauseSchedule: "pauseSchedule",
+  /** Removes the schedule and its document (the tasks it made stay). */
+  deleteSchedule: "deleteSchedule",
 } as const;
 
 export type QueuerAction = keyof typeof QUEUER_ACTIONS;
@@ -162,6 +172,11 @@ export const QueuerMessages = {
   authenticate: z.strictObject({ hash: z.string().regex(/^[0-9a-f]{64}$/) }),
   usage: z.strictObject({ user: User.optional(), from: Day, to: Day }),
   addUsage: z.strictObject({ user: User, bytesOut: z.int().min(0) }),
+  createSchedule: ScheduleSchema,
+  getSchedule: z.strictObject({ id: z.string().regex(SCHEDULE_ID_PATTERN) }),
+  listSchedules: z.strictObject({ user: User.optional() }),
+  pauseSchedule: z.strictObject({ id: z.string().regex(SCHEDULE_ID_PATTERN), paused: z.boolean() }),
+  deleteSchedule: z.strictObject({ id: z.string().regex(SCHEDULE_ID_PATTERN) }),
 } as const satisfies Record<QueuerAction, z.ZodType>;
 
 export type QueuerMessage<A extends QueuerAction> = z.infer<(typeof QueuerMessages)[A]>;
@@ -215,6 +230,11 @@ export interface QueuerAnswers {
   authenticate: KnownKey | null;
   usage: UsageRow[];
   addUsage: boolean;
+  createSchedule: ScheduleView;
+  getSchedule: ScheduleView;
+  listSchedules: ScheduleView[];
+  pauseSchedule: ScheduleView;
+  deleteSchedule: { id: string; deleted: true };
 }
 
 export type QueuerAnswer<A extends QueuerAction> = QueuerAnswers[A];

@@ -53,6 +53,11 @@ export interface QueuerClient extends WorkerQueue {
   authenticate(hash: string): Promise<QueuerAnswer<"authenticate">>;
   usage(query: QueuerMessage<"usage">): Promise<QueuerAnswer<"usage">>;
   addUsage(user: string, bytesOut: number): Promise<boolean>;
+  createSchedule(schedule: QueuerMessage<"createSchedule">): Promise<QueuerAnswer<"createSchedule">>;
+  getSchedule(id: string): Promise<QueuerAnswer<"getSchedule">>;
+  listSchedules(query: QueuerMessage<"listSchedules">): Promise<QueuerAnswer<"listSchedules">>;
+  pauseSchedule(id: string, paused: boolean): Promise<QueuerAnswer<"pauseSchedule">>;
+  deleteSchedule(id: string): Promise<QueuerAnswer<"deleteSchedule">>;
 }
 
 /** The typed client over `call`: each method builds its action's message. */
@@ -85,6 +90,11 @@ export function queuerClient(call: QueuerCall): QueuerClient {
     authenticate: (hash) => call("authenticate", { hash }),
     usage: (query) => call("usage", query),
     addUsage: (user, bytesOut) => call("addUsage", { user, bytesOut }),
+    createSchedule: (schedule) => call("createSchedule", schedule),
+    getSchedule: (id) => call("getSchedule", { id }),
+    listSchedules: (query) => call("listSchedules", query),
+    pauseSchedule: (id, paused) => call("pauseSchedule", { id, paused }),
+    deleteSchedule: (id) => call("deleteSchedule", { id }),
   };
 }
 

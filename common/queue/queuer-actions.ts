@@ -8,6 +8,7 @@ import { parseMessage, type QueuerAction, type QueuerAnswer, type QueuerMessage 
 import type { TaskQueue } from "./task-queue.js";
 import { purgeFinished } from "./retention.js";
 import type { Task } from "../model/task-model.js";
+import { scheduleHandlers } from "../schedules/schedule-actions.js";
 
 /** What the queuer's actions act on. */
 export interface QueuerActionDeps {
@@ -115,6 +116,7 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
       await queue.recordUsage(user, now(), { bytesOut });
       return true;
     },
+    ...scheduleHandlers({ store, blobs, log, now }),
   };
 }
 

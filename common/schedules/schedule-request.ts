@@ -1,8 +1,9 @@
+import { ulid } from "ulid";
 import { z } from "zod";
 import { docqError, ERROR_CODE } from "../model/errors.js";
 import { badRequestOf } from "../model/zod-issues.js";
 import { RunAtField } from "../http/task-submission.js";
-import { CATCH_UP, type CatchUp, type Schedule } from "./schedule-model.js";
+import { CATCH_UP, SCHEDULE_ID_PATTERN, type CatchUp, type Schedule } from "./schedule-model.js";
 import { checkTimezone, parseCron, parseEvery, tickAfter } from "./schedule-timing.js";
 
 /*
@@ -31,6 +32,9 @@ const ScheduleFieldsSchema = z.object({
   // A schedule's tasks run at its ticks: a delay of its own has no meaning.
   runAt: z.undefined({ error: "is not a schedule's field: use startAt" }).optional(),
   delayMs: z.undefined({ error: "is not a schedule's field: use startAt" }).optional(),
+  callbackUrl: z
+    .undefined({ error: "is not a schedule's field: its tasks are followed with GET /api/schedules/:id or /api/events" })
+    .optional(),
 });
 
 /** When and how often a schedule fires, checked. */
@@ -87,4 +91,27 @@ export function newSchedule(basis: ScheduleBasis, timing: ScheduleTiming, now: n
   if (first === null)
     throw docqError(ERROR_CODE.BadRequest, "endAt: the schedule would never run (no tick before endAt)", { field: "endAt" });
   return { ...schedule, nextRunAt: first };
+}
+
+export function newScheduleId(): string {
+  return `sched-${ulid()}`;
+}
+
+export function assertScheduleId(id: unknown): string {
+  if (typeof id !== "string" || !SCHEDULE_ID_PATTERN.test(id)) {
+    throw docqError(ERROR_CODE.BadRequest, `malformed schedule id ${JSON.stringify(id)}: expected sched-<ulid>`, { field: "id" });
+  }
+  return id;
+}
+
+const PauseRequestSchema = z.strictObject({
+  id: z.string(),
+  paused: z.boolean({ error: "must be true or false (JSON)" }),
+});
+
+/** `PATCH /api/schedules/:id` with `{"paused": true|false}`; BAD_REQUEST names the field. */
+export function parsePauseRequest(raw: Record<string, unknown>): { id: string; paused: boolean } {
+  const result = PauseRequestSchema.safeParse(raw);
+  if (!result.success) throw badRequestOf(result.error.issues);
+  return { id: assertScheduleId(result.data.id), paused: result.data.paused };
 }
