@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Task } from "../common/model/task-model.js";
-import { listAll, result, startEmbeddedApp, submit, testJobsDir, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+import { getTask, listAll, result, startEmbeddedApp, submit, testJobsDir, waitAllFinal, waitUntil, type EmbeddedApp } from "./helpers.js";
 
 /** A stamp line (scripts-job/stamp): which step ran, and when. */
 interface Stamp {
@@ -63,5 +63,25 @@ describe("workflows in the real app", () => {
     );
     assert.equal(steps.get("d")?.error, "upstream failed: b");
     assert.ok((steps.get("c")?.endTime ?? 0) > (steps.get("b")?.endTime ?? Infinity), "c finished after b failed");
+
+    // A retry runs b again (it fails again: its job always does), keeps a and c, and makes d anew.
+    const retry = await fetch(`${app.url}/api/tasks/${id}/retry`, { method: "POST" });
+    assert.equal(retry.status, 200, await retry.clone().text());
+    await waitUntil("the retried workflow to end again", async () => (await getTask(app.url, id)).status === "error", 60_000, 100);
+    const again = await stepsOf(id);
+    assert.deepEqual(
+      ["a", "b", "c", "d"].map((name) => [again.get(name)?.status, again.get(name)?.tries]),
+      [
+        ["output", 1],
+        ["error", 1],
+        ["output", 1],
+        ["canceled", 0],
+      ],
+    );
+    assert.deepEqual(
+      (again.get("b")?.attempts ?? []).map((attempt) => attempt.outcome),
+      ["error", "error"],
+      "b ran once more, its first attempt kept",
+    );
   });
 });
