@@ -465,6 +465,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
             parentId: parent.id,
             depth,
             offload: parent.offload,
+            // A workflow step's own time limit holds for its parts too.
+            timeoutMs: parent.timeoutMs,
           },
           now,
         ),

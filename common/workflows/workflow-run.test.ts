@@ -24,7 +24,7 @@ const DIAMOND: WorkflowDefinition = {
 };
 
 /** One step whose job splits. */
-const ONE_SPLIT: WorkflowDefinition = { steps: [{ name: "p", job: "pages" }], upstreams: { p: [] }, final: "p" };
+const ONE_SPLIT: WorkflowDefinition = { steps: [{ name: "p", job: "pages", timeoutMs: 4_000 }], upstreams: { p: [] }, final: "p" };
 
 let dir: string;
 let store: SqliteTaskStore;
@@ -167,10 +167,10 @@ describe("workflow engine (TaskQueue with a real SQLite store)", () => {
     assert.equal(await queue.split({ id: p.id, owner: "w1", tries: p.tries }, [{ input: "x" }, { input: "y" }], processedBy), true);
     const parts = await queue.pull("w1", 10);
     assert.deepEqual(
-      parts.map((part) => [part.parentId, part.depth]),
+      parts.map((part) => [part.parentId, part.depth, part.timeoutMs]),
       [
-        [p.id, 1],
-        [p.id, 1],
+        [p.id, 1, 4_000],
+        [p.id, 1, 4_000],
       ],
     );
     for (const part of parts) await succeed(queue, part);
