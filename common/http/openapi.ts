@@ -329,6 +329,18 @@ export function openApiDocument(version: string): Record<string, unknown> {
             },
             progressMessage: { type: "string", nullable: true, description: "what the script said with that progress" },
             callbackUrl: { type: "string", nullable: true, description: "where the record is POSTed when the task ends" },
+            workflow: {
+              type: "object",
+              nullable: true,
+              description: "a workflow task's snapshot of its definition (steps, upstreams per step, final step); null for other tasks",
+            },
+            inputs: {
+              type: "array",
+              nullable: true,
+              items: { type: "string" },
+              description: "a workflow step with several upstreams: their outputs, merged in the order written",
+            },
+            timeoutMs: { type: "integer", nullable: true, description: "a workflow step's own time limit in place of its job's" },
             callback: {
               type: "object",
               nullable: true,
