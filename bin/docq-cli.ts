@@ -431,6 +431,131 @@ program
     );
   });
 
+/** A schedule as the API answers it (the fields the CLI shows). */
+interface ScheduleRecord {
+  id: string;
+  name: string;
+  job: string;
+  everyMs: number | null;
+  cron: string | null;
+  timezone: string | null;
+  state: "active" | "paused" | "ended";
+  runCount: number;
+  nextRuns: string[];
+  lastTasks: { id: string; status: string }[];
+}
+
+/** `every 5m`, `cron 0 3 * * * (Europe/Paris)`. */
+function describeRule(s: ScheduleRecord): string {
+  if (s.cron !== null) return `cron ${s.cron}${s.timezone === null ? "" : ` (${s.timezone})`}`;
+  const ms = s.everyMs ?? 0;
+  const unit = (
+    [
+      ["d", 86_400_000],
+      ["h", 3_600_000],
+      ["m", 60_000],
+    ] as const
+  ).find(([, size]) => ms % size === 0);
+  return unit === undefined ? `every ${ms / 1000}s` : `every ${ms / unit[1]}${unit[0]}`;
+}
+
+function printSchedule(s: ScheduleRecord): void {
+  console.log(`${s.id}  ${s.state}  ${s.job}  ${describeRule(s)}  runs: ${s.runCount}`);
+  if (s.nextRuns.length > 0) console.log(`next:  ${s.nextRuns.join(", ")}`);
+  if (s.lastTasks.length > 0) console.log(`last:  ${s.lastTasks.map((t) => `${t.id} ${t.status}`).join(", ")}`);
+}
+
+const schedule = program.command("schedule").description("schedules: a document made into a task at every tick of an interval or a cron");
+
+schedule
+  .command("add")
+  .description("schedule a document; prints the schedule and its next runs")
+  .argument("<file>", "the document each tick's task gets")
+  .requiredOption("-j, --job <job>", "the job to run (a script or workflow in scripts-job/)")
+  .option("--every <interval>", "90s, 5m, 1h, 1d")
+  .option("--cron <expression>", 'five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * *"')
+  .option("--timezone <zone>", "the IANA time zone of --cron (default UTC)")
+  .option("--start-at <when>", "first tick no earlier than this (ISO 8601 or ms since the epoch)")
+  .option("--end-at <when>", "no tick after this")
+  .option("--max-runs <n>", "end after this many tasks", intIn(1, Number.MAX_SAFE_INTEGER))
+  .option("--catch-up <none|one>", "ticks missed while docq was down: none skips them, one runs once for them", "none")
+  .option("-p, --priority <priority>", "0 (lowest) .. 100 (highest)", intIn(0, 100), 50)
+  .option("-n, --name <name>", "a label for the schedule and its tasks")
+  .option("--params <json>", "the job's params, a JSON object")
+  .option("--max-tries <n>", "attempts before a task fails for good", intIn(1, 1000))
+  .action(async (file: string, opts: Record<string, string | number | undefined>) => {
+    const stat = await fs.stat(file).catch(() => null);
+    if (stat === null || !stat.isFile()) throw new CliError(`${file}: no such file`);
+    const fields: Record<string, string> = {};
+    const names: Record<string, string> = {
+      job: "job",
+      every: "every",
+      cron: "cron",
+      timezone: "timezone",
+      startAt: "startAt",
+      endAt: "endAt",
+      maxRuns: "maxRuns",
+      catchUp: "catchUp",
+      priority: "priority",
+      name: "name",
+      params: "params",
+      maxTries: "maxTries",
+    };
+    for (const [option, field] of Object.entries(names)) if (opts[option] !== undefined) fields[field] = String(opts[option]);
+    const res = await api(base(), `/api/schedules?${new URLSearchParams(fields)}`, {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream", "content-length": String(stat.size) },
+      body: Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>,
+      duplex: "half",
+    } as RequestInit);
+    printSchedule((await res.json()) as ScheduleRecord);
+  });
+
+schedule
+  .command("ls")
+  .description("the schedules (a user key: its own): id, state, job, rule, runs, next run")
+  .action(async () => {
+    const list = (await (await api(base(), "/api/schedules")).json()) as ScheduleRecord[];
+    if (list.length === 0) {
+      console.log("no schedules: make one with docq schedule add FILE --job J --every 5m");
+      return;
+    }
+    console.log(
+      table(
+        ["ID", "STATE", "JOB", "RULE", "RUNS", "NEXT", "NAME"],
+        list.map((s) => [s.id, s.state, s.job, describeRule(s), String(s.runCount), s.nextRuns[0] ?? "-", s.name]),
+        new Set([4]),
+      ),
+    );
+  });
+
+for (const [command, paused, description] of [
+  ["pause", true, "pause a schedule: no task until it is resumed"],
+  ["resume", false, "resume a schedule from its next tick (ticks while paused are not made up)"],
+] as const) {
+  schedule
+    .command(command)
+    .description(description)
+    .argument("<id>", "the schedule's id (sched-...)")
+    .action(async (id: string) => {
+      const res = await api(base(), `/api/schedules/${encodeURIComponent(id)}`, {
+        method: "PATCH",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ paused }),
+      });
+      printSchedule((await res.json()) as ScheduleRecord);
+    });
+}
+
+schedule
+  .command("rm")
+  .description("delete a schedule and its document (the tasks it made stay)")
+  .argument("<id>", "the schedule's id (sched-...)")
+  .action(async (id: string) => {
+    await api(base(), `/api/schedules/${encodeURIComponent(id)}`, { method: "DELETE" });
+    console.log(`${id} deleted`);
+  });
+
 program.parseAsync().catch((err: unknown) => {
   console.error(`docq: ${err instanceof Error ? err.message : String(err)}`);
   process.exit(err instanceof CliError ? 1 : 2);
