@@ -217,8 +217,11 @@ describe("metrics and the API description", () => {
     assert.deepEqual(Object.keys(doc.paths).sort(), [
       "/api/events",
       "/api/health",
+      "/api/jobs",
       "/api/keys",
       "/api/keys/{id}",
+      "/api/schedules",
+      "/api/schedules/{id}",
       "/api/stats",
       "/api/tasks",
       "/api/tasks/{id}",

@@ -39,6 +39,19 @@ export function openApiDocument(version: string): Record<string, unknown> {
                 "http or https URL: when the task ends its record is POSTed there as JSON, signed with X-Docq-Signature: sha256=<hex HMAC-SHA256 of the body>, retried with backoff until a 2xx (see `callback` in the record)",
               schema: { type: "string", format: "uri", maxLength: 2048 },
             },
+            {
+              name: "runAt",
+              in: "query",
+              description:
+                "a delayed task: run no earlier than this, ISO 8601 (2026-05-01T09:00:00Z) or ms since the epoch; in the past: at once; at most a year ahead",
+              schema: { type: "string" },
+            },
+            {
+              name: "delayMs",
+              in: "query",
+              description: "a delayed task: run no earlier than this many ms from now (not with runAt)",
+              schema: { type: "integer", minimum: 0, maximum: 31_536_000_000 },
+            },
           ],
           requestBody: {
             required: true,
@@ -57,6 +70,8 @@ export function openApiDocument(version: string): Record<string, unknown> {
                     params: { type: "string" },
                     maxTries: { type: "integer" },
                     callbackUrl: { type: "string", format: "uri" },
+                    runAt: { type: "string" },
+                    delayMs: { type: "integer" },
                   },
                 },
               },
@@ -256,6 +271,91 @@ export function openApiDocument(version: string): Record<string, unknown> {
           },
         },
       },
+      "/api/schedules": {
+        post: {
+          operationId: "createSchedule",
+          summary:
+            "Schedule a document: a task (job, priority, params, name, maxTries as for POST /api/tasks) at every tick of `every` or `cron`; " +
+            "the body is the document, raw or multipart (field file), as for a task",
+          parameters: [
+            { name: "job", in: "query", required: true, schema: { type: "string" } },
+            { name: "every", in: "query", description: "90s, 5m, 1h, 1d (not with cron)", schema: { type: "string" } },
+            {
+              name: "cron",
+              in: "query",
+              description:
+                "five fields: minute hour day-of-month month day-of-week (not with every); a bad one: 400 naming cron and its field",
+              schema: { type: "string" },
+            },
+            { name: "timezone", in: "query", description: "the IANA time zone of cron (default UTC)", schema: { type: "string" } },
+            {
+              name: "startAt",
+              in: "query",
+              description: "ISO 8601 or ms since the epoch: first tick no earlier",
+              schema: { type: "string" },
+            },
+            { name: "endAt", in: "query", description: "ISO 8601 or ms since the epoch: no tick after", schema: { type: "string" } },
+            { name: "maxRuns", in: "query", description: "end after this many tasks", schema: { type: "integer", minimum: 1 } },
+            {
+              name: "catchUp",
+              in: "query",
+              description: "ticks missed while docq was down: none skips them, one runs once for them",
+              schema: { type: "string", enum: ["none", "one"], default: "none" },
+            },
+            { name: "priority", in: "query", schema: { type: "integer", minimum: 0, maximum: 100, default: 50 } },
+            { name: "name", in: "query", schema: { type: "string" } },
+            { name: "params", in: "query", schema: { type: "string" } },
+            { name: "maxTries", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000 } },
+          ],
+          requestBody: {
+            required: true,
+            content: { "application/octet-stream": { schema: { type: "string", format: "binary" } }, "multipart/form-data": {} },
+          },
+          responses: {
+            "201": { description: "the schedule", content: { "application/json": { schema: { $ref: "#/components/schemas/Schedule" } } } },
+            "400": errorResponse("a field is missing or wrong (the field is named)"),
+          },
+        },
+        get: {
+          operationId: "listSchedules",
+          summary: "Every schedule (a user key: its own)",
+          responses: {
+            "200": {
+              description: "the schedules",
+              content: { "application/json": { schema: { type: "array", items: { $ref: "#/components/schemas/Schedule" } } } },
+            },
+          },
+        },
+      },
+      "/api/schedules/{id}": {
+        parameters: [{ name: "id", in: "path", required: true, schema: { type: "string", pattern: "^sched-[0-9A-HJKMNP-TV-Z]{26}$" } }],
+        get: {
+          operationId: "getSchedule",
+          responses: {
+            "200": { description: "the schedule", content: { "application/json": { schema: { $ref: "#/components/schemas/Schedule" } } } },
+            "404": errorResponse("no such schedule"),
+          },
+        },
+        patch: {
+          operationId: "pauseSchedule",
+          summary: "Pause, or resume from the next tick after now",
+          requestBody: {
+            required: true,
+            content: {
+              "application/json": { schema: { type: "object", required: ["paused"], properties: { paused: { type: "boolean" } } } },
+            },
+          },
+          responses: {
+            "200": { description: "the schedule", content: { "application/json": { schema: { $ref: "#/components/schemas/Schedule" } } } },
+            "404": errorResponse("no such schedule"),
+          },
+        },
+        delete: {
+          operationId: "deleteSchedule",
+          summary: "Remove the schedule and its document (the tasks it made stay)",
+          responses: { "200": { description: "{id, deleted: true}" }, "404": errorResponse("no such schedule") },
+        },
+      },
       "/metrics": {
         get: { operationId: "metrics", responses: { "200": { description: "Prometheus metrics", content: { "text/plain": {} } } } },
       },
@@ -275,6 +375,36 @@ export function openApiDocument(version: string): Record<string, unknown> {
             maxPerDay: { type: "integer", minimum: 1 },
             maxBytesPerDay: { type: "integer", minimum: 1 },
             offload: { type: "boolean", default: true },
+          },
+        },
+        Schedule: {
+          type: "object",
+          properties: {
+            id: { type: "string" },
+            user: { type: "string" },
+            name: { type: "string" },
+            job: { type: "string" },
+            params: { type: "object" },
+            priority: { type: "integer" },
+            maxTries: { type: "integer" },
+            everyMs: { type: "integer", nullable: true },
+            cron: { type: "string", nullable: true },
+            timezone: { type: "string", nullable: true },
+            startAt: { type: "integer", nullable: true },
+            endAt: { type: "integer", nullable: true },
+            maxRuns: { type: "integer", nullable: true },
+            catchUp: { type: "string", enum: ["none", "one"] },
+            paused: { type: "boolean" },
+            state: { type: "string", enum: ["active", "paused", "ended"] },
+            nextRunAt: { type: "integer", nullable: true, description: "null once ended (endAt passed or maxRuns made)" },
+            nextRuns: { type: "array", items: { type: "string", format: "date-time" }, description: "the next 5 run times" },
+            runCount: { type: "integer" },
+            lastTasks: {
+              type: "array",
+              description: "its last 10 tasks, newest first",
+              items: { type: "object", properties: { id: { type: "string" }, status: { type: "string" } } },
+            },
+            createdAt: { type: "integer" },
           },
         },
         Error: {
