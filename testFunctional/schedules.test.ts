@@ -124,6 +124,26 @@ describe("schedules and delayed tasks (embedded)", () => {
     assert.equal(caughtUp(oneTasks).length, 1, "catchUp one makes one task for the missed ticks");
   });
 
+  it("a schedule of a workflow job fires a workflow (its steps as children)", async () => {
+    const schedule = await createSchedule(app.url, { job: "textreport", every: "1s", maxRuns: "1", name: "scheduled-workflow" });
+    await waitUntil(
+      "the scheduled workflow's task",
+      async () => ((await fetch(`${app.url}/api/schedules/${schedule.id}`).then((r) => r.json())) as ScheduleView).lastTasks.length === 1,
+      20_000,
+      100,
+    );
+    const [made] = ((await (await fetch(`${app.url}/api/schedules/${schedule.id}`)).json()) as ScheduleView).lastTasks;
+    await waitUntil(
+      "the workflow to end",
+      async () => ["output", "error"].includes((await getTask(app.url, made!.id)).status),
+      60_000,
+      100,
+    );
+    const workflow = await getTask(app.url, made!.id);
+    assert.equal(workflow.status, "output", workflow.error ?? "");
+    assert.ok(workflow.childrenTotal > 1, "a workflow with its steps");
+  });
+
   it("pause, resume and delete", async () => {
     const schedule = await createSchedule(app.url, { cron: "0 3 * * *", timezone: "Europe/Paris", name: "nightly" });
     const patch = (paused: boolean) =>
