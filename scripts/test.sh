@@ -56,12 +56,51 @@ cleanup() {
   exit "$status"
 }
 
+# The functional files that start whole clusters (several sites, pm2, repeated SIGKILLs): they run
+# one after another in a lane of their own, beside a second lane with the other functional files,
+# so no two of them ever share the machine's cores, and the run takes the longer lane's time.
+HEAVY=(testFunctional/cluster.test.ts testFunctional/crash.test.ts testFunctional/stealing.test.ts)
+
+is_heavy() {
+  local file=$1 heavy
+  for heavy in "${HEAVY[@]}"; do [ "$file" = "$heavy" ] && return 0; done
+  return 1
+}
+
+# Runs test files one at a time, its report into $1 (printed once the lane is over, whole).
+run_lane() {
+  local report=$1
+  shift
+  TMPDIR="$run_tmp" node --import tsx --test --test-concurrency=1 --test-timeout=180000 "$@" >"$report" 2>&1
+}
+
 # A test that hangs fails within this limit, far below the time CI allows the whole run.
-# Unit test files run two at a time (a third of the unit phase is starting Node and compiling);
-# functional ones, which start apps, servers and scripts and wait on them, one at a time.
+# Unit test files run two at a time (a third of the unit phase is starting Node and compiling).
 status=0
 TMPDIR="$run_tmp" node --import tsx --test --test-concurrency=2 --test-timeout=180000 "${unit[@]}" || status=1
 if [ "${#functional[@]}" -gt 0 ]; then
-  TMPDIR="$run_tmp" node --import tsx --test --test-concurrency=1 --test-timeout=180000 "${functional[@]}" || status=1
+  heavy_lane=()
+  light_lane=()
+  for file in "${functional[@]}"; do
+    if is_heavy "$file"; then heavy_lane+=("$file"); else light_lane+=("$file"); fi
+  done
+  reports=$(mktemp -d "${TMPDIR:-/tmp}/docq-test-reports-XXXXXX")
+  pids=()
+  if [ "${#heavy_lane[@]}" -gt 0 ]; then
+    run_lane "$reports/heavy" "${heavy_lane[@]}" &
+    pids+=($!)
+  fi
+  if [ "${#light_lane[@]}" -gt 0 ]; then
+    run_lane "$reports/light" "${light_lane[@]}" &
+    pids+=($!)
+  fi
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  for lane in heavy light; do
+    if [ -f "$reports/$lane" ]; then
+      echo "# ---- functional tests, $lane lane ----"
+      cat "$reports/$lane"
+    fi
+  done
+  rm -rf "$reports"
 fi
 cleanup $status
