@@ -419,6 +419,8 @@ describe("JobRegistry: workflow jobs", () => {
       "self/job.yaml": "workflow:\n  steps: { a: { job: self } }\n",
       "bad-params/job.yaml": "workflow:\n  steps: { a: { job: sleepy } }\n",
       "with-entry/job.yaml": "entry: main.sh\nwarm: true\nworkflow:\n  steps: { a: { job: step } }\n",
+      // A folder of helpers beside the jobs (as scripts-job/lib): no job, so not a refused one either.
+      "lib/helper.py": "def serve(handler): pass\n",
     };
     for (const [rel, text] of Object.entries(files)) {
       await fs.mkdir(path.dirname(path.join(dir, rel)), { recursive: true });
@@ -472,7 +474,7 @@ describe("JobRegistry: workflow jobs", () => {
     });
   });
 
-  it("catalog() lists every job, the refused ones with their reason; list() leaves them out", async () => {
+  it("catalog() lists every job, the refused ones with their reason, and no folder that holds no job; list() leaves the refused out", async () => {
     const reg = registry(dir);
     const catalog = await reg.catalog();
     assert.deepEqual(

@@ -4,7 +4,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { docqError, ERROR_CODE, errorMessage } from "../model/errors.js";
+import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
 import { JOB_NAME_PATTERN } from "../model/task-model.js";
 import { formatZodIssues } from "../model/zod-issues.js";
 import { RetentionWindowSchema } from "../config/config.js";
@@ -172,14 +172,16 @@ export class JobRegistry {
   /** Every job in the folder by name, the refused ones with the reason resolve() gives (GET /api/jobs). */
   async catalog(): Promise<JobCatalogEntry[]> {
     const names = await this.names();
-    return Promise.all(
+    const entries = await Promise.all(
       names.map((name) =>
         this.resolve(name).then(
           (job): JobCatalogEntry => ({ name, job }),
-          (err: unknown): JobCatalogEntry => ({ name, error: errorMessage(err) }),
+          // A folder that holds no job (scripts-job/lib, the warm helpers) is no refused job: left out.
+          (err: unknown): JobCatalogEntry | null => (isDocqError(err, ERROR_CODE.JobNotFound) ? null : { name, error: errorMessage(err) }),
         ),
       ),
     );
+    return entries.filter((entry) => entry !== null);
   }
 
   /** The jobs whose job.yaml sets a retention window of their own, by name (the queuer's retention sweep reads it). */
