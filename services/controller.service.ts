@@ -24,7 +24,7 @@ import { openApiDocument } from "../common/http/openapi.js";
 import type { ApiPrometheusReporter } from "./metrics-reporter.js";
 import { siteMetricsText } from "./metrics.service.js";
 import type { ControllerMetrics } from "../common/metrics/definitions.js";
-import type { JobRegistry } from "../common/jobs/job-registry.js";
+import type { JobDefinition, JobRegistry } from "../common/jobs/job-registry.js";
 import { jobListing } from "../common/jobs/job-listing.js";
 import { blobKeys, newTaskId } from "../common/queue/new-task.js";
 import { badRequestOf, formatZodIssues } from "../common/model/zod-issues.js";
@@ -37,6 +37,7 @@ import {
   availableAtOf,
   isMultipart,
   parseCreateTaskRequest,
+  type CreateTaskFields,
   parseListTasksQuery,
   storeMultipartBody,
   storeRawBody,
@@ -209,6 +210,39 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
     const task = await getTask(ctx, id);
     if (user !== null && task.user !== user) throw docqError(ERROR_CODE.TaskNotFound, `task ${id} not found`, { field: "id" });
     return task;
+  }
+
+  /**
+   * The job of a request (resolved) and its params (checked against the job's): done before a raw
+   * body is read, so an unknown job or bad params cost no upload.
+   */
+  async function jobOf(fields: CreateTaskFields): Promise<{ job: JobDefinition; params: Record<string, unknown> }> {
+    const job = await registry.resolve(fields.job);
+    return { job, params: registry.validateParams(job, fields.params) };
+  }
+
+  /** What a submitted task and a schedule's ticks share: the user (a user key's own), the job, the tries; the document is `input`, `size` bytes. */
+  function submissionOf(
+    caller: Caller,
+    fields: CreateTaskFields,
+    of: { job: JobDefinition; params: Record<string, unknown> },
+    id: string,
+    input: string,
+    size: number,
+  ) {
+    const { job, params } = of;
+    return {
+      id,
+      site: deps.site,
+      user: caller.kind === "user" ? caller.user : fields.user,
+      name: fields.name,
+      job: job.name,
+      params,
+      priority: fields.priority,
+      maxTries: fields.maxTries ?? job.maxTries ?? deps.defaultMaxTries,
+      input,
+      inputBytes: size,
+    };
   }
 
   /** The schedule, if the caller may see it: another user's is answered as missing. */
@@ -448,21 +482,11 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
               checkSubmission(caller, { givenUser: query.user, priority: fields.priority });
             }
             const availableAt = availableAtOf(fields, Date.now());
-            const job = await registry.resolve(fields.job);
-            const params = registry.validateParams(job, fields.params);
+            const job = await jobOf(fields);
             if (!isMultipart(upload.contentType)) size = await storeRawBody(upload, blobs, input);
             const limits = caller.kind === "user" ? caller.limits : null;
             const task = await queuerOf(ctx).submit({
-              id,
-              site: deps.site,
-              user: caller.kind === "user" ? caller.user : fields.user,
-              name: fields.name,
-              job: job.name,
-              params,
-              priority: fields.priority,
-              maxTries: fields.maxTries ?? job.maxTries ?? deps.defaultMaxTries,
-              input,
-              inputBytes: size!,
+              ...submissionOf(caller, fields, job, id, input, size!),
               ...(fields.callbackUrl === undefined ? {} : { callbackUrl: fields.callbackUrl }),
               ...(availableAt === undefined ? {} : { availableAt }),
               ...(limits === null
@@ -504,20 +528,10 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             const timing = parseScheduleTiming({ ...query, ...form });
             const fields = parseCreateTaskRequest(query, form);
             checkSubmission(caller, { givenUser: form.user ?? query.user, priority: fields.priority });
-            const job = await registry.resolve(fields.job);
-            const params = registry.validateParams(job, fields.params);
+            const job = await jobOf(fields);
             size ??= await storeRawBody(upload, blobs, input);
             const basis = {
-              id,
-              site: deps.site,
-              user: caller.kind === "user" ? caller.user : fields.user,
-              name: fields.name,
-              job: job.name,
-              params,
-              priority: fields.priority,
-              maxTries: fields.maxTries ?? job.maxTries ?? deps.defaultMaxTries,
-              input,
-              inputBytes: size,
+              ...submissionOf(caller, fields, job, id, input, size),
               offload: caller.kind === "user" ? caller.limits.offload : true,
             };
             const created = await queuerOf(ctx).createSchedule(newSchedule(basis, timing, Date.now()));
