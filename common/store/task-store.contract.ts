@@ -1039,6 +1039,32 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
       );
     });
 
+    describe("finishedPerMinute", () => {
+      it(
+        "counts top-level tasks ended since the given time per minute of their end, by final status",
+        withStore(async (store) => {
+          const base = 1_800_000_000_000; // a whole minute
+          assert.deepEqual(await store.finishedPerMinute(base), []);
+          const ended = (status: TaskStatus, endTime: number, extra: Partial<Task> = {}) => makeTask({ status, endTime, ...extra });
+          await store.createMany([
+            ended(TASK_STATUS.output, base - 1), // before since: left out
+            ended(TASK_STATUS.output, base),
+            ended(TASK_STATUS.output, base + 59_999),
+            ended(TASK_STATUS.error, base + 30_000),
+            ended(TASK_STATUS.canceled, base + 120_000),
+            ended(TASK_STATUS.output, base + 120_001),
+            ended(TASK_STATUS.output, base + 10, { parentId: "test-parent" }), // a child: left out
+            makeTask({ status: TASK_STATUS.input }),
+          ]);
+          assert.deepEqual(await store.finishedPerMinute(base), [
+            { minute: base, output: 2, error: 1, canceled: 0 },
+            { minute: base + 120_000, output: 1, error: 0, canceled: 1 },
+          ]);
+          assert.deepEqual(await store.finishedPerMinute(base + 60_000), [{ minute: base + 120_000, output: 1, error: 0, canceled: 1 }]);
+        }),
+      );
+    });
+
     describe("countStolen", () => {
       it(
         "counts top-level tasks run for other sites, and this site's tasks run elsewhere",

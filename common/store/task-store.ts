@@ -108,6 +108,14 @@ export interface TaskPage {
   nextCursor: string | null;
 }
 
+/** How many top-level tasks ended in one minute (its start, ms since the epoch, a multiple of 60 000), by final status. */
+export interface MinuteCounts {
+  minute: number;
+  output: number;
+  error: number;
+  canceled: number;
+}
+
 export interface StolenCounts {
   in: Record<string, number>;
   out: Record<string, number>;
@@ -235,6 +243,12 @@ export interface TaskStore extends AccountRecords, ScheduleStore {
   deleteFinishedTree(id: string): Promise<string[]>;
   countByStatus(): Promise<Record<TaskStatus, number>>;
   /**
+   * Top-level tasks that ended (output, error, canceled) at or after `since`, counted per minute of
+   * their endTime, oldest minute first; minutes with none are left out. A range of the final-end
+   * index per status, never a scan of the table: for the dashboard's throughput chart.
+   */
+  finishedPerMinute(since: number): Promise<MinuteCounts[]>;
+  /**
    * Top-level tasks that crossed sites: `in`, run here for another site (by origin site); `out`,
    * this site's own run elsewhere (by the site that ran them). For stats, not the hot path.
    */
@@ -271,6 +285,21 @@ export function stepResult(step: StoreStep, after: Task | null, readNow: () => T
   if (after !== null) return { ok: true, task: after };
   const task = readNow();
   return { ok: false, why: stepMiss(step, task, claim), task };
+}
+
+/** A minute's length: finishedPerMinute's buckets. */
+export const MINUTE_MS = 60_000;
+
+/** The per-minute rows of finishedPerMinute from per-status counts of (status, minute start), oldest minute first. */
+export function minuteCountsOf(rows: readonly { status: string; minute: number; count: number }[]): MinuteCounts[] {
+  const byMinute = new Map<number, MinuteCounts>();
+  for (const { status, minute, count } of rows) {
+    if (status !== "output" && status !== "error" && status !== "canceled") continue;
+    const bucket = byMinute.get(minute) ?? { minute, output: 0, error: 0, canceled: 0 };
+    bucket[status] += count;
+    byMinute.set(minute, bucket);
+  }
+  return [...byMinute.values()].sort((a, b) => a.minute - b.minute);
 }
 
 /** The counters of a usage row, in one order for every adapter (a Record so the compiler refuses one missing here). */

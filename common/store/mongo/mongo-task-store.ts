@@ -39,6 +39,9 @@ import {
   usageDelta,
   type AttemptPlace,
   type FinishedQuery,
+  MINUTE_MS,
+  minuteCountsOf,
+  type MinuteCounts,
   type ReleaseRecord,
   type RetryResult,
   type RetryRow,
@@ -919,6 +922,25 @@ export class MongoTaskStore implements TaskStore {
       Promise.all(TASK_STATUSES.map((status) => this.tasks.countDocuments({ status }, { hint: "status_seq" }))),
     );
     return Object.fromEntries(TASK_STATUSES.map((status, i) => [status, counts[i] ?? 0])) as Record<TaskStatus, number>;
+  }
+
+  /** One aggregation over the status_end index: endTime >= since of the final statuses, top-level ones kept, grouped by status and minute. */
+  async finishedPerMinute(since: number): Promise<MinuteCounts[]> {
+    if (!Number.isSafeInteger(since))
+      throw docqError(ERROR_CODE.BadRequest, `since must be an integer time, got ${String(since)}`, { field: "since" });
+    const minuteOf = { $subtract: ["$endTime", { $mod: ["$endTime", MINUTE_MS] }] };
+    const groups = await this.attempt("finishedPerMinute", () =>
+      this.tasks
+        .aggregate<{ _id: { status: string; minute: number }; count: number }>(
+          [
+            { $match: { status: { $in: FINAL_STATUSES }, endTime: { $gte: since }, parentId: null } },
+            { $group: { _id: { status: "$status", minute: minuteOf }, count: { $sum: 1 } } },
+          ],
+          { hint: "status_end" },
+        )
+        .toArray(),
+    );
+    return minuteCountsOf(groups.map((g) => ({ status: g._id.status, minute: g._id.minute, count: g.count })));
   }
 
   /**

@@ -34,6 +34,9 @@ import {
   type CancelResult,
   type FailureRecord,
   type FinishedQuery,
+  MINUTE_MS,
+  minuteCountsOf,
+  type MinuteCounts,
   type ReleaseRecord,
   type RetryResult,
   type RetryRow,
@@ -1063,6 +1066,20 @@ export class SqliteTaskStore implements TaskStore {
     const counts = Object.fromEntries(TASK_STATUSES.map((s) => [s, 0])) as Record<TaskStatus, number>;
     for (const row of rows) counts[row.status] = row.count;
     return counts;
+  }
+
+  /** One range of tasks_final_end per final status (end_time >= since), grouped by minute: a few calls a minute, so prepared per call. */
+  async finishedPerMinute(since: number): Promise<MinuteCounts[]> {
+    if (!Number.isSafeInteger(since))
+      throw docqError(ERROR_CODE.BadRequest, `since must be an integer time, got ${String(since)}`, { field: "since" });
+    const sql =
+      `SELECT status, (end_time / ${MINUTE_MS}) * ${MINUTE_MS} AS minute, COUNT(*) AS count FROM tasks INDEXED BY tasks_final_end` +
+      ` WHERE parent_id IS NULL AND NOT (${NON_FINAL_CONDITION}) AND status = ? AND end_time >= ? GROUP BY minute`;
+    const rows = this.attempt("finishedPerMinute", () => {
+      const statement = this.db.prepare<[string, number], { status: string; minute: number; count: number }>(sql);
+      return TASK_STATUSES.filter(isFinal).flatMap((status) => statement.all(status, since));
+    });
+    return minuteCountsOf(rows);
   }
 
   async recordCallback(id: string, delivery: CallbackDelivery): Promise<Task | null> {
