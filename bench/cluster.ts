@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import { freePort, listAll, REPO, startEmbeddedApp, tempDir, waitUntil, type EmbeddedApp } from "../testFunctional/helpers.js";
+import { freePort, REPO, tempDir, waitUntil } from "../testFunctional/helpers.js";
 import { startNats, type NatsServer } from "../testFunctional/nats.js";
 import { CLIENT_CONCURRENCY, log, procStatusMb, submitMany, waitForCounts } from "./harness.js";
 import { round, type FigureResult, type Row } from "./report.js";
@@ -9,7 +9,6 @@ import { measureQueueThroughput } from "./throughput.js";
 
 /** Slots per worker process in the cluster figure: the embedded figure's 2 slots, per process. */
 const SLOTS_PER_WORKER = 2;
-const THIEF_SLOTS = 2;
 
 async function natsAvailable(): Promise<boolean> {
   return new Promise((resolve) => {
@@ -87,54 +86,12 @@ async function runCluster(nats: NatsServer, workers: number, job: string, count:
 }
 
 /**
- * Stealing where slots, not the CPU, are the limit: `count` sleep-warm(200 ms) tasks submitted to
- * site a only, with `siteCount` one-process sites (2 slots each) lending each other capacity over a
- * global NATS. (One-shot tasks of all sites share the machine's CPU for process start-up: on 2
- * cores more sites cannot run them faster, and the figure measured the CPU, not stealing.)
- */
-const STEAL_JOB = "sleep-warm";
-const STEAL_TASK_MS = 200;
-
-async function runStealing(siteCount: number, count: number): Promise<{ makespanMs: number; ranAt: Record<string, number> }> {
-  const global = await startNats();
-  const names = ["a", "b", "c"].slice(0, siteCount);
-  const siteNats: NatsServer[] = [];
-  const apps: EmbeddedApp[] = [];
-  try {
-    for (const site of names) {
-      const nats = await startNats();
-      siteNats.push(nats);
-      apps.push(
-        await startEmbeddedApp({
-          slots: THIEF_SLOTS,
-          configYaml: "stealing:\n  backlogIntervalMs: 500\n",
-          env: { DOCQ_SITE: site, DOCQ_NATS_URL: nats.url, DOCQ_GLOBAL_NATS_URL: global.url },
-        }),
-      );
-    }
-    await new Promise((r) => setTimeout(r, 2500));
-    const a = apps[0]!;
-    await submitMany(a.url, count, CLIENT_CONCURRENCY, (i) => `document ${i}\n`, { job: STEAL_JOB, params: { ms: STEAL_TASK_MS } });
-    await waitForCounts(a.url, `${count} tasks over ${siteCount} site(s)`, (c) => (c.output ?? 0) >= count, 300_000);
-    const tasks = await listAll(a.url, "status=output");
-    const ranAt: Record<string, number> = {};
-    for (const t of tasks) ranAt[t.processedBy?.site ?? "?"] = (ranAt[t.processedBy?.site ?? "?"] ?? 0) + 1;
-    const makespanMs = Math.max(...tasks.map((t) => t.endTime ?? 0)) - Math.min(...tasks.map((t) => t.submitTime));
-    return { makespanMs, ranAt };
-  } finally {
-    await Promise.all(apps.map((app) => app.stop()));
-    for (const nats of siteNats) await nats.stop();
-    await global.stop();
-  }
-}
-
-/**
  * Figure 7: the throughput test over NATS with 1 and 3 worker processes (each its own process,
- * as pm2 runs them) next to the embedded mode on the same run; and the stealing speed-up with
- * 1, 2 and 3 sites. `quick` runs the 3-worker cluster and 2 sites only (no speed-up).
+ * as pm2 runs them) next to the embedded mode on the same run. `quick` runs the 3-worker cluster
+ * only. (Stealing is figure 8, bench/stealing-slot-bound.ts.)
  */
 export async function clusterFigure(opts: { count: number; quick?: boolean }): Promise<FigureResult> {
-  const base = { key: "cluster", number: 7, title: "Cluster (worker processes over NATS) and stealing" };
+  const base = { key: "cluster", number: 7, title: "Cluster (worker processes over NATS)" };
   if (!(await natsAvailable()))
     return { ...base, rows: [], data: {}, skipped: "nats-server is not installed (apt-get install nats-server)" };
   const rows: Row[] = [];
@@ -175,21 +132,6 @@ export async function clusterFigure(opts: { count: number; quick?: boolean }): P
     }
   } finally {
     await nats.stop();
-  }
-  // The quick run (CI's) only keeps this code from rotting: two sites once, no speed-up.
-  const stealCount = opts.quick === true ? 20 : 120;
-  let alone: number | null = null;
-  for (const siteCount of opts.quick === true ? [2] : [1, 2, 3]) {
-    log(`stealing: ${stealCount} ${STEAL_JOB}(${STEAL_TASK_MS} ms) tasks to site a, ${siteCount} site(s)`);
-    const run = await runStealing(siteCount, stealCount);
-    alone ??= run.makespanMs;
-    rows.push({
-      measure: `stealing: ${stealCount} ${STEAL_JOB}(${STEAL_TASK_MS} ms) tasks to site a, ${siteCount} site(s) × ${THIEF_SLOTS} slots`,
-      value: round(run.makespanMs),
-      unit: "ms makespan",
-      note: `${opts.quick === true ? "speed-up not measured (--quick)" : `speed-up ${round(alone / run.makespanMs, 2)}`}; ran at ${JSON.stringify(run.ranAt)}`,
-    });
-    data[`stealing${siteCount}`] = run;
   }
   return { ...base, rows, data };
 }
