@@ -1,13 +1,12 @@
 import os from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
-import path from "node:path";
 import { ServiceBroker, type BrokerOptions, type MetricsReporterOptions } from "moleculer";
 import type { BlobStore } from "../common/blobs/blob-store.js";
 import type { DocqConfig } from "../common/config/config.js";
 import { errorMessage } from "../common/model/errors.js";
 import { JobRegistry } from "../common/jobs/job-registry.js";
 import { workflowLookup } from "../common/workflows/workflow-lookup.js";
-import { QueuerLock } from "../common/queue/queuer-lock.js";
+import { openQueuerLock } from "../common/queue/lock/open-queuer-lock.js";
 import { openBlobStore, openTaskStore } from "../common/store/open-stores.js";
 import { TaskQueue } from "../common/queue/task-queue.js";
 import { controllerService } from "./controller.service.js";
@@ -17,6 +16,7 @@ import { registerControllerMetrics } from "../common/metrics/definitions.js";
 import { feedQueuerMetrics } from "../common/metrics/queuer-feed.js";
 import { metricsService } from "./metrics.service.js";
 import { queuerService } from "./queuer.service.js";
+import { runQueuerActivation, type QueuerActivation, type ServeQueue } from "./queuer-activation.js";
 import { announceQueuer, queuerTakeoverWatcher } from "./queuer-takeover.js";
 import { stealerService } from "./stealer.service.js";
 import { workerService } from "./worker.service.js";
@@ -154,62 +154,67 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
     throw err;
   }
 
-  const standby = new AbortController();
-  let queuerReady: Promise<void> = Promise.resolve();
+  let queuer: QueuerActivation | undefined;
   if (services.includes("queuer")) {
-    const lockFile = path.join(config.dataDir, "queuer.lock");
-    queuerReady = (async () => {
-      const lock = await QueuerLock.acquire(lockFile, {
-        pollMs: 500,
-        signal: standby.signal,
-        onWait: () =>
-          broker.logger.warn(
-            `another queuer of site "${config.site}" holds ${lockFile}: standing by, and taking over the queue when it stops`,
-          ),
-      });
-      closers.push(async () => lock.release());
+    // The lock lives where the task store is (queuer-lock.ts), so a standby may be on another machine.
+    const serve: ServeQueue = async () => {
       const store = await openTaskStore(config);
-      closers.push(() => store.close());
-      const queue = new TaskQueue({
-        store,
-        leaseMs: config.queue.leaseMs,
-        backoffBaseMs: config.queue.backoffBaseMs,
-        backoffMaxMs: config.queue.backoffMaxMs,
-        // Embedded workers die with this process; cluster workers outlive a queuer restart.
-        site: config.site,
-        requeueWorkOnReload: embedded,
-        maxSplitDepth: config.queue.maxSplitDepth,
-        // A workflow job is expanded into its steps here, in the queue, whoever submits it (the API, a schedule).
-        workflowOf: workflowLookup(registry),
-      });
-      // Only the active queuer gets here (a standby waits for the lock above): it alone reports the queue's figures.
-      feedQueuerMetrics(docqMetrics, {
-        queue,
-        countByStatus: () => store.countByStatus(),
-        onCollectError: (err) => broker.logger.warn(`/metrics: the task counts per status could not be read: ${errorMessage(err)}`),
-      });
-      broker.createService(
-        queuerService({
-          queue,
+      try {
+        const queue = new TaskQueue({
           store,
+          leaseMs: config.queue.leaseMs,
+          backoffBaseMs: config.queue.backoffBaseMs,
+          backoffMaxMs: config.queue.backoffMaxMs,
+          // Embedded workers die with this process; cluster workers outlive a queuer restart.
           site: config.site,
-          sweepMs: config.queue.sweepMs,
-          heartbeatMs: config.queue.heartbeatMs,
-          blobs: await openBlobs(),
-          gc: { intervalMs: config.queue.gcIntervalMs, graceMs: config.queue.gcGraceMs },
-          webhooks: config.webhooks,
-          retention: { ...config.retention, jobs: () => registry.retentionByJob() },
-        }),
-      );
-      // Polled every 100 ms rather than Moleculer's 1 s: start-up (and the signal handlers after it) waits for this.
-      await broker.waitForServices(["queuer"], 0, 100);
-      if (!embedded) announceQueuer(broker, standby.signal);
-    })();
+          requeueWorkOnReload: embedded,
+          maxSplitDepth: config.queue.maxSplitDepth,
+          // A workflow job is expanded into its steps here, in the queue, whoever submits it (the API, a schedule).
+          workflowOf: workflowLookup(registry),
+        });
+        // Only the active queuer gets here (a standby waits for the lock): it alone reports the queue's figures.
+        const stopFeed = feedQueuerMetrics(docqMetrics, {
+          queue,
+          countByStatus: () => store.countByStatus(),
+          onCollectError: (err) => broker.logger.warn(`/metrics: the task counts per status could not be read: ${errorMessage(err)}`),
+        });
+        const service = broker.createService(
+          queuerService({
+            queue,
+            store,
+            site: config.site,
+            sweepMs: config.queue.sweepMs,
+            heartbeatMs: config.queue.heartbeatMs,
+            blobs: await openBlobs(),
+            gc: { intervalMs: config.queue.gcIntervalMs, graceMs: config.queue.gcGraceMs },
+            webhooks: config.webhooks,
+            retention: { ...config.retention, jobs: () => registry.retentionByJob() },
+          }),
+        );
+        // Polled every 100 ms rather than Moleculer's 1 s: start-up (and the signal handlers after it) waits for this.
+        await broker.waitForServices(["queuer"], 0, 100);
+        return async () => {
+          stopFeed();
+          if (broker.getLocalService("queuer") === service) await broker.destroyService(service);
+          await store.close();
+        };
+      } catch (err) {
+        await store.close().catch(() => undefined);
+        throw err;
+      }
+    };
+    queuer = runQueuerActivation({
+      site: config.site,
+      lock: openQueuerLock(config, broker.nodeID),
+      leaseMs: config.queue.leaseMs,
+      log: broker.logger,
+      serve,
+      onServing: embedded ? undefined : (serving) => announceQueuer(broker, serving),
+    });
     // In embedded mode nothing works without the queue: start-up waits for it.
-    if (embedded) await queuerReady;
+    if (embedded) await queuer.ready;
     else {
-      queuerReady.catch((err: unknown) => {
-        if (standby.signal.aborted) return;
+      queuer.ready.catch((err: unknown) => {
         // A queuer without its store is useless: exit, so the process manager restarts it (with backoff).
         broker.logger.fatal(`the queuer cannot start: ${errorMessage(err)}`);
         process.exit(2);
@@ -227,12 +232,11 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
     broker,
     hurry: () => hurry.abort(),
     async stop() {
-      standby.abort();
       // The worker drains while the queuer takes its reports and the REST API still answers (embedded mode).
       const worker = broker.getLocalService("worker");
       if (worker !== undefined) await broker.destroyService(worker);
-      // Its failure was logged when it happened; here it only has to be over before the broker stops.
-      await queuerReady.catch(() => undefined);
+      // The queue stops (and its lock is given up) before the broker: a standby takes over from here.
+      await queuer?.stop();
       await broker.stop();
       for (const close of closers.reverse()) {
         await close().catch((err: unknown) => broker.logger.warn(`closing a store at stop failed: ${errorMessage(err)}`));

@@ -5,7 +5,8 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { QueuerLock } from "./queuer-lock.js";
+import { acquireQueuerLock } from "./queuer-lock.js";
+import { SqliteQueuerLock, sqliteQueuerLock } from "./sqlite-queuer-lock.js";
 
 let dir: string;
 before(async () => {
@@ -15,23 +16,23 @@ after(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-describe("QueuerLock", () => {
+describe("SqliteQueuerLock", () => {
   it("lets one holder at a time, and the next one in after release", async () => {
     const file = path.join(dir, "a.lock");
-    const first = QueuerLock.tryAcquire(file);
+    const first = SqliteQueuerLock.tryAcquire(file);
     assert.ok(first);
-    assert.equal(QueuerLock.tryAcquire(file), null);
-    const waiting = QueuerLock.acquire(file, { pollMs: 20 });
+    assert.equal(SqliteQueuerLock.tryAcquire(file), null);
+    const waiting = acquireQueuerLock(sqliteQueuerLock(file), { pollMs: 20 });
     await new Promise((r) => setTimeout(r, 60));
-    first.release();
+    first.releaseNow();
     const second = await waiting;
-    assert.equal(QueuerLock.tryAcquire(file), null);
-    second.release();
+    assert.equal(SqliteQueuerLock.tryAcquire(file), null);
+    await second.release();
   });
 
   it("is freed when the holding process is killed with SIGKILL", async () => {
     const file = path.join(dir, "b.lock");
-    const module = fileURLToPath(new URL("./queuer-lock.ts", import.meta.url));
+    const module = fileURLToPath(new URL("./sqlite-queuer-lock.ts", import.meta.url));
     const child = spawn(
       process.execPath,
       [
@@ -39,16 +40,16 @@ describe("QueuerLock", () => {
         "tsx",
         "--input-type=module",
         "-e",
-        `import { QueuerLock } from ${JSON.stringify(module)}; QueuerLock.tryAcquire(${JSON.stringify(file)}); console.log("held"); setInterval(() => {}, 1000);`,
+        `import { SqliteQueuerLock } from ${JSON.stringify(module)}; SqliteQueuerLock.tryAcquire(${JSON.stringify(file)}); console.log("held"); setInterval(() => {}, 1000);`,
       ],
       { stdio: ["ignore", "pipe", "inherit"] },
     );
     await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()));
-    assert.equal(QueuerLock.tryAcquire(file), null, "held by the child");
+    assert.equal(SqliteQueuerLock.tryAcquire(file), null, "held by the child");
     child.kill("SIGKILL");
     await new Promise((r) => child.once("exit", r));
-    const lock = QueuerLock.tryAcquire(file);
+    const lock = SqliteQueuerLock.tryAcquire(file);
     assert.ok(lock, "free once the holder is dead");
-    lock.release();
+    lock.releaseNow();
   });
 });

@@ -1,0 +1,31 @@
+import path from "node:path";
+import type { DocqConfig } from "../../config/config.js";
+import { redactUrl } from "../../store/mongo/mongo-task-store.js";
+import { leaseQueuerLock } from "./lease-queuer-lock.js";
+import { MongoLeaseRecords } from "./mongo-queuer-lock.js";
+import type { QueuerLockAdapter } from "./queuer-lock.js";
+import { sqliteQueuerLock } from "./sqlite-queuer-lock.js";
+
+/** The lock file beside the SQLite store (queuers sharing a data dir: one machine). */
+export const SQLITE_LOCK_FILE = "queuer.lock";
+
+/**
+ * The site's queuer lock, where its task store is: the lock follows `store.type`, so queuers that
+ * share the store (on any machine) share the lock, and nothing else has to be shared.
+ * `owner` names this process in a lease (unique per process and run).
+ */
+export function openQueuerLock(config: Pick<DocqConfig, "store" | "dataDir" | "site" | "queue">, owner: string): QueuerLockAdapter {
+  const { store } = config;
+  const leaseMs = config.queue.leaseMs;
+  switch (store.type) {
+    case "sqlite":
+      return sqliteQueuerLock(path.join(config.dataDir, SQLITE_LOCK_FILE));
+    case "mongodb":
+      return leaseQueuerLock({
+        records: MongoLeaseRecords.connect({ ...store, site: config.site, leaseMs }),
+        owner,
+        leaseMs,
+        where: `MongoDB ${redactUrl(store.url)}, database "${store.database}", lease "queuer:${config.site}"`,
+      });
+  }
+}
