@@ -54,6 +54,7 @@ const EXPECTED_DEFAULTS = {
   logLevel: "info",
   logFormat: "text",
   shutdownGraceMs: 30000,
+  durability: "process",
   store: { type: "sqlite" },
   blobs: { type: "fs" },
   queue: {
@@ -79,6 +80,9 @@ const EXPECTED_DEFAULTS = {
     allow: null,
     backlogIntervalMs: 2000,
     tls: null,
+    plate: "default",
+    crossPlate: false,
+    linkPriorBytesPerMs: 10_000,
   },
   jobs: { defaultTimeoutMs: 600000, passEnv: [] },
   metrics: { public: false },
@@ -87,6 +91,15 @@ const EXPECTED_DEFAULTS = {
   webhooks: { maxTries: 10, backoffBaseMs: 1000, backoffMaxMs: 300000, timeoutMs: 10000, concurrency: 8, secret: null },
   retention: { outputMs: 604_800_000, errorMs: 2_592_000_000, canceledMs: 86_400_000, sweepMs: 60_000, batchSize: 200 },
 } satisfies DocqConfig;
+
+describe("loadConfig: durability", () => {
+  it("is process by default; power from the file or DOCQ_DURABILITY; anything else is refused naming the key", async () => {
+    assert.equal((await loadYaml("")).durability, "process");
+    assert.equal((await loadYaml("durability: power\n")).durability, "power");
+    assert.equal((await loadConfig({ file: await configFile(""), env: { DOCQ_DURABILITY: "power" } })).durability, "power");
+    await assert.rejects(loadYaml("durability: disk\n"), /durability/);
+  });
+});
 
 describe("loadConfig: host and secrets", () => {
   it("listens on loopback by default; DOCQ_HOST overrides the file", async () => {

@@ -171,6 +171,11 @@ function section<T extends z.ZodType>(schema: T) {
   return z.preprocess((value) => (value === null ? undefined : value), schema);
 }
 
+const DurabilitySchema = z.enum(["process", "power"], {
+  error: 'must be "process" (survives a process crash) or "power" (survives a power loss)',
+});
+export type Durability = z.output<typeof DurabilitySchema>;
+
 const ConfigFileSchema = z.strictObject({
   site: SiteSchema.default("local"),
   port: PortSchema.default(3000),
@@ -187,6 +192,10 @@ const ConfigFileSchema = z.strictObject({
   logFormat: LogFormatSchema.default("text"),
   // On SIGTERM/SIGINT running tasks get this long to finish before they are killed and queued again.
   shutdownGraceMs: GraceMsSchema.default(30_000),
+  // What an acknowledged task and a recorded result survive: "process" (a crash or SIGKILL of any
+  // docq process; no fsync per document, SQLite synchronous=NORMAL) or "power" (an OS crash or power
+  // loss too; each document and its folder fsynced, SQLite synchronous=FULL).
+  durability: DurabilitySchema.default("process"),
   store: section(StoreSchema.default({ type: "sqlite" })),
   blobs: section(BlobsSchema.default({ type: "fs" })),
   queue: section(
@@ -220,6 +229,14 @@ const ConfigFileSchema = z.strictObject({
         allow: z.array(SiteSchema).nullable().default(null),
         backlogIntervalMs: DurationMsSchema.default(2000),
         tls: z.strictObject({ ca: FolderSchema, cert: FolderSchema, key: FolderSchema }).nullable().default(null),
+        // The group of sites this one belongs to: a thief steals within its plate first.
+        plate: SiteSchema.default("default"),
+        // Other plates this site may steal from and lend to when its own plate has no backlog worth
+        // stealing: false (none), true (any), or a list of plates. Both sides must allow it.
+        crossPlate: z.union([z.boolean(), z.array(SiteSchema)]).default(false),
+        // The throughput (bytes/ms) assumed for a link to another site until a transfer of 64 KiB or
+        // more measured it: what a steal's document is expected to cost on a link not yet seen.
+        linkPriorBytesPerMs: z.number().positive().default(10_000),
       })
       .prefault({}),
   ),
@@ -357,6 +374,7 @@ const ENV_OVERRIDES: readonly EnvOverride[] = [
   envOverride("DOCQ_HOST", "host", HostSchema, (c, v) => (c.host = v)),
   envOverride("DOCQ_PASS_ENV", "jobs.passEnv", CommaListSchema.pipe(z.array(EnvNameSchema)), (c, v) => (c.jobs.passEnv = v)),
   envOverride("DOCQ_LOG_FORMAT", "logFormat", LogFormatSchema, (c, v) => (c.logFormat = v)),
+  envOverride("DOCQ_DURABILITY", "durability", DurabilitySchema, (c, v) => (c.durability = v)),
   envOverride("DOCQ_SHUTDOWN_GRACE_MS", "shutdownGraceMs", WholeNumberSchema.pipe(GraceMsSchema), (c, v) => (c.shutdownGraceMs = v)),
   envOverride("DOCQ_CORS_ORIGINS", "http.corsOrigins", CommaListSchema.pipe(CorsOriginsSchema), (c, v) => (c.http.corsOrigins = v)),
 ];
