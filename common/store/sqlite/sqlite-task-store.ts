@@ -248,17 +248,33 @@ function rowToTask(row: TaskRow): Task {
   };
 }
 
-function rowToReloadEntry(row: ReloadRow): ReloadEntry {
+/** A reload row as an array, in RELOAD_COLUMNS' order: a million of them are read at start, and arrays cost half as much as objects. */
+type ReloadTuple = [
+  ReloadRow["seq"],
+  ReloadRow["id"],
+  ReloadRow["priority"],
+  ReloadRow["submit_time"],
+  ReloadRow["available_at"],
+  ReloadRow["status"],
+  ReloadRow["lease_owner"],
+  ReloadRow["lease_expires_at"],
+  ReloadRow["offload"],
+  ReloadRow["tries"],
+  ReloadRow["max_tries"],
+];
+
+function tupleToReloadEntry(row: ReloadTuple): ReloadEntry {
+  const [, id, priority, submitTime, availableAt, status, leaseOwner, leaseExpiresAt, offload, tries, maxTries] = row;
   return {
-    id: row.id,
-    priority: row.priority,
-    submitTime: row.submit_time,
-    availableAt: row.available_at,
-    status: row.status,
-    lease: leaseOf(row.lease_owner, row.lease_expires_at),
-    offload: row.offload !== 0,
-    tries: row.tries,
-    maxTries: row.max_tries,
+    id,
+    priority,
+    submitTime,
+    availableAt,
+    status,
+    lease: leaseOf(leaseOwner, leaseExpiresAt),
+    offload: offload !== 0,
+    tries,
+    maxTries,
   };
 }
 
@@ -601,7 +617,7 @@ interface FixedStatements {
   progress: Statement<[number, string | null, string, string, number], TaskRow>;
   renew: Statement<SqlValue[], string>;
   expired: Statement<[number, number], TaskRow>;
-  reloadBatch: Statement<[number, number], ReloadRow>;
+  reloadBatch: Statement<[number, number], ReloadTuple>;
   children: Statement<[string], TaskRow>;
   delete: Statement<[string], unknown>;
   deleteFinishedTree: Statement<[string], string>;
@@ -717,9 +733,11 @@ export class SqliteTaskStore implements TaskStore {
       expired: db.prepare<[number, number], TaskRow>(
         `SELECT * FROM tasks INDEXED BY tasks_work_lease WHERE status = '${TASK_STATUS.work}' AND lease_expires_at < ? ORDER BY lease_expires_at, seq LIMIT ?`,
       ),
-      reloadBatch: db.prepare<[number, number], ReloadRow>(
-        `SELECT ${RELOAD_COLUMNS} FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION} AND seq > ? ORDER BY seq LIMIT ?`,
-      ),
+      reloadBatch: db
+        .prepare<[number, number], ReloadTuple>(
+          `SELECT ${RELOAD_COLUMNS} FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION} AND seq > ? ORDER BY seq LIMIT ?`,
+        )
+        .raw(true),
       children: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE parent_id = ? ORDER BY seq`),
       delete: db.prepare<[string]>(`DELETE FROM tasks WHERE id = ?`),
       // One statement: the root's guard and its whole tree, so a task retried meanwhile stays with its children.
@@ -1021,9 +1039,9 @@ export class SqliteTaskStore implements TaskStore {
       const rows = this.attempt("loadNonFinal", () => this.statements.reloadBatch.all(afterSeq, batchSize));
       const last = rows[rows.length - 1];
       if (last === undefined) return;
-      yield rows.map(rowToReloadEntry);
+      yield rows.map(tupleToReloadEntry);
       if (rows.length < batchSize) return;
-      afterSeq = last.seq;
+      afterSeq = last[0];
     }
   }
 
