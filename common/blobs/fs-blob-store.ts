@@ -20,22 +20,32 @@ const KEY_RULES = { maxLength: 1024, reserved: TEMP_DIR };
 const PLACE_ATTEMPTS = 3;
 
 /**
- * Blobs as files under one folder, key `a/b` at `<root>/a/b`. A blob is written to `.tmp/`, fsynced,
- * then renamed into place, so a reader (or a restart after a crash) sees a whole blob or none.
+ * What a blob that put() acknowledged survives: "process", a crash of any process (the bytes are in
+ * the kernel's page cache once written: no fsync); "power", an OS crash or power loss too (the file
+ * and its folder fsynced before put() resolves: two fsyncs, about 10 ms per blob on a loaded disk).
+ */
+export type BlobDurability = "process" | "power";
+
+/**
+ * Blobs as files under one folder, key `a/b` at `<root>/a/b`. A blob is written to `.tmp/` (fsynced
+ * when `durability` is "power"), then renamed into place, so a reader (or a restart after a crash)
+ * sees a whole blob or none.
  */
 export class FsBlobStore implements BlobStore {
   readonly root: string;
+  readonly durability: BlobDurability;
   private readonly tempDir: string;
   private tempDirReady: Promise<unknown> | undefined;
 
-  constructor(opts: { root: string }) {
+  constructor(opts: { root: string; durability?: BlobDurability }) {
     this.root = path.resolve(opts.root);
+    this.durability = opts.durability ?? "power";
     this.tempDir = path.join(this.root, TEMP_DIR);
   }
 
-  /** Creates the folder and removes temp files left by writers that died mid-upload. */
-  static async open(root: string): Promise<FsBlobStore> {
-    const store = new FsBlobStore({ root });
+  /** Creates the folder and removes temp files left by writers that died mid-upload. Default durability: "power". */
+  static async open(root: string, durability?: BlobDurability): Promise<FsBlobStore> {
+    const store = new FsBlobStore({ root, ...(durability === undefined ? {} : { durability }) });
     await store.ensureTempDir();
     await store.removeStaleTemps(Date.now() - STALE_TEMP_MS);
     return store;
@@ -62,7 +72,7 @@ export class FsBlobStore implements BlobStore {
       let size: number;
       try {
         size = await writeBody(handle, body, key, opts.size);
-        await handle.sync();
+        if (this.durability === "power") await handle.sync();
       } catch (err) {
         // The write failed: that error is the one to report; a failing close adds nothing to it.
         await handle.close().catch(() => undefined);
@@ -262,6 +272,8 @@ export class FsBlobStore implements BlobStore {
         throw err;
       }
     }
+    // A process crash cannot undo a rename that returned; an OS crash can, unless the folder is synced.
+    if (this.durability === "process") return;
     // Without this the rename itself may be lost in a crash, and put() would have lied.
     const dirHandle = await fs.open(dir, "r");
     try {
