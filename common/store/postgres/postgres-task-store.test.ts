@@ -1,0 +1,193 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import pg from "pg";
+import { startPostgresServer, type PostgresServer } from "../../testing/postgres-server.js";
+import { TASK_STATUS } from "../../model/task-model.js";
+import { ERROR_CODE, isDocqError } from "../../model/errors.js";
+import { makeTask, taskStoreContract } from "../task-store.contract.js";
+import { SCHEMA_VERSION } from "./postgres-schema.js";
+import { PostgresTaskStore } from "./postgres-task-store.js";
+
+/*
+ * One private server for the file (initdb takes seconds). The contract's tests run one after the
+ * other on one migrated schema, emptied by each test's cleanup (a TRUNCATE: far cheaper than a
+ * schema and its indexes made per test); the tests of this file that need a schema of their own
+ * make one.
+ */
+
+let server: PostgresServer | undefined;
+let schemas = 0;
+const CONTRACT_SCHEMA = "contract";
+
+async function serverUrl(): Promise<string> {
+  server ??= await startPostgresServer({ database: "docq_store_test" });
+  return server.url;
+}
+
+async function run(url: string, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+async function dropSchema(url: string, schema: string): Promise<void> {
+  await run(url, `DROP SCHEMA "${schema}" CASCADE`);
+}
+
+/** A store on a new schema of its own, dropped by cleanup. */
+async function openFresh(): Promise<{ store: PostgresTaskStore; schema: string; cleanup(): Promise<void> }> {
+  const url = await serverUrl();
+  const schema = `test_${process.pid}_${++schemas}`;
+  const store = await PostgresTaskStore.open({ url, schema });
+  return {
+    store,
+    schema,
+    async cleanup() {
+      await store.close();
+      await dropSchema(url, schema);
+    },
+  };
+}
+
+/** A store on the contract's schema, emptied by cleanup. */
+async function openEmptied(): Promise<{ store: PostgresTaskStore; cleanup(): Promise<void> }> {
+  const url = await serverUrl();
+  const store = await PostgresTaskStore.open({ url, schema: CONTRACT_SCHEMA });
+  return {
+    store,
+    async cleanup() {
+      await store.close();
+      await run(
+        url,
+        `TRUNCATE "${CONTRACT_SCHEMA}".tasks, "${CONTRACT_SCHEMA}".api_keys, "${CONTRACT_SCHEMA}".usage, "${CONTRACT_SCHEMA}".schedules RESTART IDENTITY`,
+      );
+    },
+  };
+}
+
+after(async () => {
+  await server?.stop();
+});
+
+taskStoreContract("PostgresTaskStore", openEmptied);
+
+describe("PostgresTaskStore", () => {
+  let url = "";
+  before(async () => {
+    url = await serverUrl();
+  });
+
+  it("migrates once, whoever starts: two stores opening one new schema at once, then a third, find one version row", async () => {
+    const schema = `race_${process.pid}`;
+    const stores = await Promise.all([PostgresTaskStore.open({ url, schema }), PostgresTaskStore.open({ url, schema })]);
+    stores.push(await PostgresTaskStore.open({ url, schema }));
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      const { rows } = await client.query(`SELECT version FROM "${schema}".schema_migrations ORDER BY version`);
+      assert.deepEqual(
+        rows.map((row: { version: number }) => row.version),
+        Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1),
+      );
+    } finally {
+      await client.end();
+      await Promise.all(stores.map((store) => store.close()));
+      await dropSchema(url, schema);
+    }
+  });
+
+  it("refuses a schema newer than it knows, naming both versions", async () => {
+    const { store, schema, cleanup } = await openFresh();
+    try {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query(`INSERT INTO "${schema}".schema_migrations (version, applied_at) VALUES ($1, 0)`, [SCHEMA_VERSION + 1]);
+      await client.end();
+      await assert.rejects(PostgresTaskStore.open({ url, schema }), (err: unknown) => {
+        assert.ok(isDocqError(err, ERROR_CODE.Config), String(err));
+        assert.match(err.message, new RegExp(`schema version ${SCHEMA_VERSION + 1} is newer`));
+        return true;
+      });
+      assert.equal((await store.countByStatus()).input, 0);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it("two stores (two processes) claiming the same tasks at once: each task is leased exactly once", async () => {
+    const first = await openFresh();
+    const second = await PostgresTaskStore.open({ url, schema: first.schema });
+    try {
+      const tasks = Array.from({ length: 200 }, () => makeTask());
+      await first.store.createMany(tasks);
+      const ids = tasks.map((task) => task.id);
+      const reversed = [...ids].reverse();
+      const now = Date.now();
+      const claims = await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          (i % 2 === 0 ? first.store : second).claim(i % 4 < 2 ? ids : reversed, { owner: `owner-${i}`, expiresAt: now + 60_000 }, now),
+        ),
+      );
+      const leased = claims.flat();
+      assert.equal(leased.length, tasks.length);
+      assert.equal(new Set(leased.map((task) => task.id)).size, tasks.length);
+      for (const task of leased) assert.equal(task.tries, 1);
+      assert.equal((await first.store.countByStatus()).work, tasks.length);
+    } finally {
+      await second.close();
+      await first.cleanup();
+    }
+  });
+
+  it("a step racing another on one task: one succeeds, the other misses and says why", async () => {
+    const { store, cleanup } = await openFresh();
+    try {
+      const task = makeTask();
+      await store.create(task);
+      const now = Date.now();
+      const [leased] = await store.claim([task.id], { owner: "w1", expiresAt: now + 60_000 }, now);
+      assert.equal(leased?.status, TASK_STATUS.work);
+      const claim = { id: task.id, owner: "w1", tries: 1 };
+      const place = { site: "s", node: "n" };
+      const results = await Promise.all([
+        store.succeed(claim, { output: "out", processedBy: place }, now + 1),
+        store.giveUp(claim, { error: "boom", processedBy: place, ranAt: place }, now + 1),
+      ]);
+      assert.deepEqual(results.map((r) => r.ok).sort(), [false, true]);
+      const miss = results.find((r) => !r.ok);
+      assert.equal(miss !== undefined && !miss.ok && miss.why, "not-in-state");
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it("loadNonFinal pages through many tasks in batches without reading them all at once", async () => {
+    const { store, cleanup } = await openFresh();
+    try {
+      const tasks = Array.from({ length: 6_000 }, (_, i) => makeTask({ status: i % 3 === 0 ? TASK_STATUS.output : TASK_STATUS.input }));
+      await store.createMany(tasks);
+      const sizes: number[] = [];
+      for await (const batch of store.loadNonFinal(1_500)) sizes.push(batch.length);
+      assert.deepEqual(sizes, [1_500, 1_500, 1_000]);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it("says STORE_UNAVAILABLE naming the server, without its password, when it cannot connect", async () => {
+    const port = server!.port;
+    await assert.rejects(
+      PostgresTaskStore.open({ url: `postgresql://postgres:secret@127.0.0.1:${port}/no_such_database` }),
+      (err: unknown) => {
+        assert.ok(isDocqError(err, ERROR_CODE.StoreUnavailable), String(err));
+        assert.ok(err.message.includes(`127.0.0.1:${port}/no_such_database`), err.message);
+        assert.ok(!err.message.includes("secret"), err.message);
+        return true;
+      },
+    );
+  });
+});
