@@ -24,8 +24,11 @@ taskStoreContract("SqliteTaskStore", async () => {
   };
 });
 
-/** Takes a version 4 file back to version 3 (the tasks keep their rows, attempts, progress and callback go). */
-const UNDO_VERSION_4 = `
+/** Takes a version 5 file back to version 4 (the name index goes). */
+const UNDO_VERSION_5 = `DROP INDEX tasks_name;`;
+
+/** Takes a version 5 file back to version 3 (the tasks keep their rows, attempts, progress and callback go). */
+const UNDO_VERSION_4 = `${UNDO_VERSION_5}
   DROP INDEX tasks_final_end; DROP TABLE schedules;
   ALTER TABLE tasks DROP COLUMN attempts; ALTER TABLE tasks DROP COLUMN progress; ALTER TABLE tasks DROP COLUMN progress_message;
   ALTER TABLE tasks DROP COLUMN callback_url; ALTER TABLE tasks DROP COLUMN callback;
@@ -108,10 +111,25 @@ describe("SqliteTaskStore", () => {
     const raw = new Database(file, { readonly: true });
     try {
       assert.equal(raw.pragma("journal_mode", { simple: true }), "wal");
-      assert.equal(raw.pragma("user_version", { simple: true }), 4);
+      assert.equal(raw.pragma("user_version", { simple: true }), 5);
     } finally {
       raw.close();
       await store.close();
+    }
+  });
+
+  it("commits with synchronous NORMAL for durability process (the default), FULL for power", async () => {
+    for (const [opts, expected] of [
+      [{}, "NORMAL"],
+      [{ durability: "process" }, "NORMAL"],
+      [{ durability: "power" }, "FULL"],
+    ] as const) {
+      const store = SqliteTaskStore.open(freshFile(), opts);
+      try {
+        assert.equal(store.synchronous, expected, JSON.stringify(opts));
+      } finally {
+        await store.close();
+      }
     }
   });
 
@@ -188,6 +206,38 @@ describe("SqliteTaskStore", () => {
       assert.equal(await reopened.countActive("alice"), 3);
     } finally {
       await reopened.close();
+    }
+  });
+
+  it("migrates a version 4 file: the name filter gets its index, and lists newest first through it", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const tasks = [makeTask({ name: "a.pdf" }), makeTask({ name: "b.pdf" }), makeTask({ name: "a.pdf" })];
+    await store.createMany(tasks);
+    await store.close();
+    const raw = new Database(file);
+    raw.exec(UNDO_VERSION_5);
+    raw.pragma("user_version = 4");
+    raw.close();
+    const reopened = SqliteTaskStore.open(file);
+    try {
+      const page = await reopened.list({ name: "a.pdf" }, { limit: 10 });
+      assert.deepEqual(
+        page.items.map((t) => t.id),
+        [tasks[2]!.id, tasks[0]!.id],
+      );
+    } finally {
+      await reopened.close();
+    }
+    const check = new Database(file, { readonly: true });
+    try {
+      assert.equal(check.pragma("user_version", { simple: true }), 5);
+      const plan = check
+        .prepare("EXPLAIN QUERY PLAN SELECT * FROM tasks WHERE name = ? AND seq < ? ORDER BY seq DESC LIMIT 10")
+        .all("a.pdf", 9);
+      assert.match(JSON.stringify(plan), /USING INDEX tasks_name/);
+    } finally {
+      check.close();
     }
   });
 
@@ -271,7 +321,7 @@ describe("SqliteTaskStore", () => {
     }
     const check = new Database(file, { readonly: true });
     try {
-      assert.equal(check.pragma("user_version", { simple: true }), 4);
+      assert.equal(check.pragma("user_version", { simple: true }), 5);
     } finally {
       check.close();
     }

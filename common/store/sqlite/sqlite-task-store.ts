@@ -60,7 +60,7 @@ import {
  */
 
 /** Bump with a migration in `migrate` whenever the table or its indexes change. */
-const SCHEMA_VERSION = 4;
+const SCHEMA_VERSION = 5;
 /** How long a statement waits for another connection's write lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000;
 /**
@@ -202,6 +202,7 @@ const FILTER_COLUMNS: Record<keyof TaskFilter, TaskColumn> = {
   status: "status",
   user: "user",
   job: "job",
+  name: "name",
   parentId: "parent_id",
 };
 
@@ -591,6 +592,11 @@ CREATE INDEX tasks_final_end ON tasks (status, end_time) WHERE parent_id IS NULL
 ${SCHEDULES_TABLE}
 `;
 
+/** Version 5: list({name}) newest first, like the other filters (the dashboard's search by name). */
+const SCHEMA_V5 = `
+CREATE INDEX tasks_name ON tasks (name, seq);
+`;
+
 // ---------------------------------------------------------------------------
 // Store
 // ---------------------------------------------------------------------------
@@ -820,7 +826,7 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   /** Opens (creating it and its parent folders when missing) the store in `file`. */
-  static open(file: string): SqliteTaskStore {
+  static open(file: string, opts: { durability?: "process" | "power" } = {}): SqliteTaskStore {
     const inMemory = file === ":memory:" || file === "";
     let db: Database.Database | undefined;
     try {
@@ -834,8 +840,9 @@ export class SqliteTaskStore implements TaskStore {
       // In WAL mode NORMAL fsyncs only at checkpoints, not on every commit. A commit is
       // still written to the WAL file before the statement returns, so it survives the
       // process being killed (the OS holds the pages); only an OS crash or power loss
-      // can lose the last commits. That is the failure this queue accepts for speed.
-      db.pragma("synchronous = NORMAL");
+      // can lose the last commits: durability "process" (the default) accepts that for
+      // speed. FULL fsyncs the WAL at every commit, so a commit survives a power loss too.
+      db.pragma(`synchronous = ${opts.durability === "power" ? "FULL" : "NORMAL"}`);
       migrate(db, file);
       return new SqliteTaskStore(db, file);
     } catch (err) {
@@ -843,6 +850,12 @@ export class SqliteTaskStore implements TaskStore {
       if (isDocqError(err)) throw err;
       throw docqError(ERROR_CODE.StoreUnavailable, `task store ${file}: open failed: ${errorMessage(err)}`, { cause: err });
     }
+  }
+
+  /** SQLite's `synchronous` setting of this connection: NORMAL for durability "process", FULL for "power". */
+  get synchronous(): "NORMAL" | "FULL" | "OTHER" {
+    const level = this.db.pragma("synchronous", { simple: true });
+    return level === 1 ? "NORMAL" : level === 2 ? "FULL" : "OTHER";
   }
 
   async create(task: Task): Promise<void> {
@@ -1307,6 +1320,7 @@ function migrate(db: Database.Database, file: string): void {
     if (version < 2) db.exec(SCHEMA_V2);
     if (version < 3) db.exec(SCHEMA_V3);
     if (version < 4) db.exec(SCHEMA_V4);
+    if (version < 5) db.exec(SCHEMA_V5);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
 }
