@@ -11,6 +11,8 @@ import { Stealer, type LocalQueue, type OtherSites } from "../common/stealing/st
 import { QUEUER_EVENTS } from "./queuer.service.js";
 
 const BACKLOG_EVENT = "docq.backlog";
+/** A burst of changes to a site's backlog is published once, this long after its first change. */
+const BACKLOG_DEBOUNCE_MS = 50;
 /** Each site's stealer is the service `steal-<site>` on the global broker. */
 const remote = (site: string, action: string): string => `steal-${site}.${action}`;
 
@@ -48,27 +50,35 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
   let global: ServiceBroker | undefined;
   const timers: NodeJS.Timeout[] = [];
   let publishSoon: NodeJS.Timeout | undefined;
+  let warnLog: ((msg: string) => void) | undefined;
+  /** This site's backlog changed (work queued, tasks lent): tell the other sites soon, once for a burst of changes. */
+  const backlogChanged = (): void => {
+    if (publishSoon !== undefined || stealer === undefined) return;
+    const s = stealer;
+    publishSoon = setTimeout(() => {
+      publishSoon = undefined;
+      void s.publishBacklog().catch((err: unknown) => warnLog?.(backlogNotPublished(err)));
+    }, BACKLOG_DEBOUNCE_MS);
+  };
 
   return {
     name: "stealer",
+    actions: {
+      /** The other sites' backlogs as this stealer last heard them (GET /api/overview). */
+      sites: () => stealer?.siteBacklogs() ?? {},
+    },
     events: {
       [QUEUER_EVENTS.empty]: (ctx: Context<{ idleSlots: number }>) => stealer?.onQueueEmpty(ctx.params.idleSlots),
       [QUEUER_EVENTS.proxyDone]: (ctx: Context<Task>) => void stealer?.onProxyDone(ctx.params),
       [QUEUER_EVENTS.canceled]: (ctx: Context<{ id: string; leaseOwner: string }>) =>
         void stealer?.onLocalCanceled(ctx.params.id, ctx.params.leaseOwner),
       // New work here: tell the other sites soon (debounced), not only at the next interval.
-      [QUEUER_EVENTS.queued]: (ctx: Context) => {
-        if (publishSoon !== undefined || stealer === undefined) return;
-        const s = stealer;
-        publishSoon = setTimeout(() => {
-          publishSoon = undefined;
-          void s.publishBacklog().catch((err: unknown) => ctx.broker.logger.warn(backlogNotPublished(err)));
-        }, 100);
-      },
+      [QUEUER_EVENTS.queued]: () => backlogChanged(),
     },
     async started() {
       const site = this.broker;
       const log = this.logger;
+      warnLog = (m) => log.warn(m);
       const local: LocalQueue = brokerQueuerClient((actionName, params) => site.call(actionName, params));
       const broker = new ServiceBroker({
         namespace: "docq-global",
@@ -101,6 +111,8 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
         reportRetryMs: 10 * config.queue.leaseMs,
         log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
         metrics: registerStealerMetrics(deps.metrics),
+        linkPrior: { rttMs: 20, bytesPerMs: config.stealing.linkPriorBytesPerMs },
+        onBacklogChanged: backlogChanged,
       });
       stealer = s;
       broker.createService({

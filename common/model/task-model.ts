@@ -136,6 +136,11 @@ export interface QueueEntry {
   availableAt: number;
   /** A plain queued task, not a parent queued for its merge, whose offload is not false: another site may run it. */
   lendable: boolean;
+  /** Whose task and which job (absent in an entry rebuilt from the store's short reload rows): a steal weighs them. */
+  user?: string;
+  job?: string;
+  /** The input document's size in bytes when known (at submit); a steal weighs moving it. */
+  inputBytes?: number;
 }
 
 export function isFinal(status: TaskStatus): boolean {
@@ -144,7 +149,7 @@ export function isFinal(status: TaskStatus): boolean {
 
 /** `offload` missing (an entry made before the field existed) counts as true, like a stored task without it. */
 export function toQueueEntry(
-  task: Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status"> & Partial<Pick<Task, "offload">>,
+  task: Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status"> & Partial<Pick<Task, "offload" | "user" | "job">>,
 ): QueueEntry {
   return {
     id: task.id,
@@ -152,5 +157,7 @@ export function toQueueEntry(
     submitTime: task.submitTime,
     availableAt: task.availableAt,
     lendable: task.status === TASK_STATUS.input && task.offload !== false,
+    ...(task.user === undefined ? {} : { user: task.user }),
+    ...(task.job === undefined ? {} : { job: task.job }),
   };
 }

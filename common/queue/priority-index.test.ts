@@ -25,6 +25,47 @@ describe("PriorityIndex", () => {
     assert.equal(index.size, 0);
   });
 
+  it("takes a site's own tasks before stolen ones of the same priority, never before a higher priority", () => {
+    const index = new PriorityIndex({ isHome: (id) => id.startsWith("b-") });
+    index.add(entry("a-stolen-early", 50, 1), 100);
+    index.add(entry("b-own-late", 50, 9), 100);
+    index.add(entry("a-stolen-high", 60, 5), 100);
+    index.add(entry("b-own-low", 40, 0), 100);
+    index.add(entry("b-own-delayed", 50, 2, 500), 100);
+    assert.equal(index.readyHome(100), 2, "own ready: b-own-late and b-own-low");
+    assert.equal(index.readyHome(600), 3, "and the delayed one once due");
+    assert.deepEqual(
+      index.take(10, 600).map((e) => e.id),
+      ["a-stolen-high", "b-own-delayed", "b-own-late", "a-stolen-early", "b-own-low"],
+    );
+    assert.equal(index.readyHome(600), 0);
+  });
+
+  it("takes the entries a choice names among the best ones, leaving the others in their order", () => {
+    const index = new PriorityIndex();
+    for (let i = 0; i < 6; i++) index.add(entry(`t${i}`, 50, i), 10);
+    index.remove("t1");
+    let seen: string[] = [];
+    const taken = index.takeChosen(4, 10, (best) => {
+      seen = best.map((e) => e.id);
+      return new Set(["t3", "t4"]);
+    });
+    assert.deepEqual(seen, ["t0", "t2", "t3", "t4"], "the 4 best live entries, in order");
+    assert.deepEqual(
+      taken.map((e) => e.id),
+      ["t3", "t4"],
+    );
+    index.setInputBytes("t5", 1234);
+    assert.deepEqual(
+      index.take(10, 10).map((e) => [e.id, e.inputBytes]),
+      [
+        ["t0", undefined],
+        ["t2", undefined],
+        ["t5", 1234],
+      ],
+    );
+  });
+
   it("keeps insertion order for equal submit times", () => {
     const index = new PriorityIndex();
     for (const id of ["x", "y", "z"]) index.add(entry(id, 5, 7), 10);

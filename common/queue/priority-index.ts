@@ -7,10 +7,14 @@ interface Slot {
   seq: number;
   /** In the delayed heap, waiting for its backoff. */
   delayed: boolean;
+  /** This site's own task, not a proxy of a task stolen from another site. */
+  home: boolean;
 }
 
 function readyBefore(a: Slot, b: Slot): boolean {
   if (a.entry.priority !== b.entry.priority) return a.entry.priority > b.entry.priority;
+  // A site runs its own work before stolen work of the same priority: a thief only fills its idle time.
+  if (a.home !== b.home) return a.home;
   if (a.entry.submitTime !== b.entry.submitTime) return a.entry.submitTime < b.entry.submitTime;
   return a.seq < b.seq;
 }
@@ -33,6 +37,15 @@ export class PriorityIndex {
   /** Running counts of the live entries, so stats never walk a million of them. */
   private delayedCount = 0;
   private readonly byPriority = new Array<number>(MAX_PRIORITY - MIN_PRIORITY + 1).fill(0);
+  /** Running counts of the live entries that are this site's own (not stolen), and of those delayed. */
+  private homeCount = 0;
+  private homeDelayedCount = 0;
+  private readonly isHome: (id: string) => boolean;
+
+  /** `isHome`: whether an entry is this site's own task (default: every entry is). */
+  constructor(opts: { isHome?: (id: string) => boolean } = {}) {
+    this.isHome = opts.isHome ?? (() => true);
+  }
 
   get size(): number {
     return this.live.size;
@@ -48,11 +61,19 @@ export class PriorityIndex {
       throw new RangeError(`priority of ${entry.id} must be an integer ${MIN_PRIORITY}..${MAX_PRIORITY}, got ${entry.priority}`);
     }
     this.remove(entry.id);
-    const slot: Slot = { entry, seq: this.nextSeq++, delayed: entry.availableAt > now };
+    const slot: Slot = { entry, seq: this.nextSeq++, delayed: entry.availableAt > now, home: this.isHome(entry.id) };
     this.live.set(entry.id, slot);
     this.byPriority[entry.priority - MIN_PRIORITY]!++;
     if (slot.delayed) this.delayedCount++;
+    if (slot.home) this.homeCount++;
+    if (slot.home && slot.delayed) this.homeDelayedCount++;
     (slot.delayed ? this.delayed : this.ready).push(slot);
+  }
+
+  /** Records the input size of a live entry (known after it was added). */
+  setInputBytes(id: string, bytes: number): void {
+    const slot = this.live.get(id);
+    if (slot !== undefined) slot.entry = { ...slot.entry, inputBytes: bytes };
   }
 
   remove(id: string): boolean {
@@ -67,6 +88,8 @@ export class PriorityIndex {
     this.live.delete(slot.entry.id);
     this.byPriority[slot.entry.priority - MIN_PRIORITY]!--;
     if (slot.delayed) this.delayedCount--;
+    if (slot.home) this.homeCount--;
+    if (slot.home && slot.delayed) this.homeDelayedCount--;
   }
 
   /** Takes up to `max` entries, best first, among those available at `now`. */
@@ -86,6 +109,32 @@ export class PriorityIndex {
       taken.push(slot.entry);
     }
     for (const slot of refused) this.ready.push(slot);
+    return taken;
+  }
+
+  /**
+   * Looks at up to `window` of the best entries available at `now`, in order, and takes the ones
+   * `choose` names; the others stay where they were. For a choice that weighs entries together
+   * (a steal: what each would wait here, whose they are).
+   */
+  takeChosen(window: number, now: number, choose: (entries: readonly QueueEntry[]) => ReadonlySet<string>): QueueEntry[] {
+    this.promoteDue(now);
+    const seen: Slot[] = [];
+    while (seen.length < window) {
+      const slot = this.ready.pop();
+      if (slot === undefined) break;
+      if (this.live.get(slot.entry.id) === slot) seen.push(slot);
+    }
+    const chosen = choose(seen.map((slot) => slot.entry));
+    const taken: QueueEntry[] = [];
+    for (const slot of seen) {
+      if (chosen.has(slot.entry.id)) {
+        this.forget(slot);
+        taken.push(slot.entry);
+      } else {
+        this.ready.push(slot);
+      }
+    }
     return taken;
   }
 
@@ -117,6 +166,12 @@ export class PriorityIndex {
     return { ready: this.live.size - this.delayedCount, delayed: this.delayedCount, highestPriority: this.peek(now)?.priority ?? null };
   }
 
+  /** Live entries ready at `now` that are this site's own (not proxies of stolen tasks). */
+  readyHome(now: number = Date.now()): number {
+    this.promoteDue(now);
+    return this.homeCount - this.homeDelayedCount;
+  }
+
   /** Live entries per priority (ready or delayed), highest priority first; from running counts. */
   countsByPriority(): Record<number, number> {
     const counts: [number, number][] = [];
@@ -132,6 +187,8 @@ export class PriorityIndex {
     this.delayed.clear();
     this.live.clear();
     this.delayedCount = 0;
+    this.homeCount = 0;
+    this.homeDelayedCount = 0;
     this.byPriority.fill(0);
   }
 
@@ -143,6 +200,7 @@ export class PriorityIndex {
       if (this.live.get(slot.entry.id) === slot) {
         slot.delayed = false;
         this.delayedCount--;
+        if (slot.home) this.homeDelayedCount--;
         this.ready.push(slot);
       }
     }

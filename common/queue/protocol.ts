@@ -14,7 +14,7 @@ import {
   type Task,
   type TaskStatus,
 } from "../model/task-model.js";
-import type { TaskPage } from "../store/task-store.js";
+import type { MinuteCounts, TaskPage } from "../store/task-store.js";
 import { PROGRESS_MESSAGE_MAX_CHARS } from "../jobs/script-answer.js";
 import { SCHEDULE_ID_PATTERN, ScheduleSchema } from "../schedules/schedule-model.js";
 import type { ScheduleView } from "../schedules/schedule-view.js";
@@ -31,6 +31,8 @@ export const QUEUER_SERVICE = "queuer";
 
 export const QUEUER_ACTIONS = {
   submit: "submit",
+  /** The batch submit: many tasks in one store write, all or none; answers their ids in order. */
+  submitMany: "submitMany",
   /** Answers PulledTask[]: a task leased for its merge carries its inputs, so a merge costs no second call. */
   pull: "pull",
   heartbeat: "heartbeat",
@@ -56,6 +58,8 @@ export const QUEUER_ACTIONS = {
   get: "get",
   list: "list",
   stats: "stats",
+  /** Top-level tasks ended per minute since a time, by final status (the dashboard's throughput chart). */
+  finishedPerMinute: "finishedPerMinute",
   createKey: "createKey",
   listKeys: "listKeys",
   revokeKey: "revokeKey",
@@ -97,27 +101,40 @@ const Quota = z.strictObject({
 });
 const Day = z.string().regex(USAGE_DAY_PATTERN, "expected a day YYYY-MM-DD");
 
+/** The most tasks one submitMany carries (the HTTP batch route's limit of files per request). */
+export const MAX_SUBMIT_MANY = 1000;
+
+const SubmitMessage = z.strictObject({
+  id: z.string().regex(TASK_ID_PATTERN),
+  site: z.string().min(1),
+  user: z.string(),
+  name: z.string(),
+  job: z.string().regex(JOB_NAME_PATTERN),
+  params: ParamsSchema,
+  priority: z.int().min(0).max(100),
+  maxTries: z.int().min(1),
+  input: z.string().nullable(),
+  /** false: never lent to another site (the key's `offload`). */
+  offload: z.boolean().optional(),
+  /** Bytes of the stored input, for the user's usage and maxBytesPerDay. */
+  inputBytes: z.int().min(0).optional(),
+  /** The submitting key's limits, checked atomically with the insert. */
+  quota: Quota.optional(),
+  /** Where the record is POSTed when the task ends (checked by the controller: http or https). */
+  callbackUrl: z.string().min(1).max(2048).nullable().optional(),
+  /** When it may first run (ms since the epoch): a delayed task (runAt/delayMs, checked by the controller). */
+  availableAt: z.int().min(0).optional(),
+});
+
 export const QueuerMessages = {
-  submit: z.strictObject({
-    id: z.string().regex(TASK_ID_PATTERN),
-    site: z.string().min(1),
-    user: z.string(),
-    name: z.string(),
-    job: z.string().regex(JOB_NAME_PATTERN),
-    params: ParamsSchema,
-    priority: z.int().min(0).max(100),
-    maxTries: z.int().min(1),
-    input: z.string().nullable(),
-    /** false: never lent to another site (the key's `offload`). */
-    offload: z.boolean().optional(),
-    /** Bytes of the stored input, for the user's usage and maxBytesPerDay. */
-    inputBytes: z.int().min(0).optional(),
-    /** The submitting key's limits, checked atomically with the insert. */
+  submit: SubmitMessage,
+  submitMany: z.strictObject({
+    tasks: z
+      .array(SubmitMessage.omit({ quota: true }))
+      .min(1)
+      .max(MAX_SUBMIT_MANY),
+    /** The submitting key's limits, counting every task of the batch (all of one user). */
     quota: Quota.optional(),
-    /** Where the record is POSTed when the task ends (checked by the controller: http or https). */
-    callbackUrl: z.string().min(1).max(2048).nullable().optional(),
-    /** When it may first run (ms since the epoch): a delayed task (runAt/delayMs, checked by the controller). */
-    availableAt: z.int().min(0).optional(),
   }),
   pull: z.strictObject({ owner: Owner, max: z.int().min(1).max(10_000) }),
   heartbeat: z.strictObject({ owner: Owner, ids: z.array(Id), slots: z.int().min(0), busy: z.int().min(0) }),
@@ -133,7 +150,18 @@ export const QueuerMessages = {
     progress: z.number().min(0).max(1),
     message: z.string().max(PROGRESS_MESSAGE_MAX_CHARS).nullable(),
   }),
-  lend: z.strictObject({ thief: z.string().min(1), max: z.int().min(1).max(1000), minPriority: z.int().min(0).max(100) }),
+  lend: z.strictObject({
+    thief: z.string().min(1),
+    max: z.int().min(1).max(1000),
+    minPriority: z.int().min(0).max(100),
+    /** The thief's link and holdings: with them only the steals that pay are made, each user within its share. */
+    weighing: z
+      .strictObject({
+        link: z.strictObject({ rttMs: z.number().min(0), bytesPerMs: z.number().positive() }),
+        heldByUser: z.record(z.string(), z.int().min(0)),
+      })
+      .optional(),
+  }),
   renew: z.strictObject({ owner: Owner, ids: z.array(Id) }),
   backlog: NoParams,
   cancel: ById,
@@ -157,6 +185,7 @@ export const QueuerMessages = {
     limit: z.int().min(1).max(1000).optional(),
   }),
   stats: NoParams,
+  finishedPerMinute: z.strictObject({ since: z.int().min(0) }),
   createKey: z.strictObject({
     user: User,
     limits: z.strictObject({
@@ -186,6 +215,10 @@ export interface QueuerBacklog {
   queued: number;
   highestPriority: number | null;
   idleSlots: number;
+  /** This site's own tasks ready now, proxies of stolen tasks left out. */
+  readyHome: number;
+  /** The slots of the live workers. */
+  slots: number;
 }
 
 export interface QueuerStats {
@@ -202,6 +235,8 @@ export interface QueuerStats {
 /** The answer of each action. */
 export interface QueuerAnswers {
   submit: Task;
+  /** The ids of the tasks made, in the order of the message's tasks. */
+  submitMany: { ids: string[] };
   pull: PulledTask[];
   /** The ids whose leases the owner no longer holds. */
   heartbeat: string[];
@@ -224,6 +259,7 @@ export interface QueuerAnswers {
   get: Task;
   list: TaskPage;
   stats: QueuerStats;
+  finishedPerMinute: MinuteCounts[];
   createKey: Awaited<ReturnType<KeyRing["create"]>>;
   listKeys: Omit<ApiKeyRecord, "hash">[];
   revokeKey: Omit<ApiKeyRecord, "hash">;

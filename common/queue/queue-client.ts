@@ -31,7 +31,9 @@ export type QueuerCall = <A extends QueuerAction>(action: A, message: QueuerMess
 /** The whole queuer protocol as typed calls; a worker uses its WorkerQueue part, the stealer and the controller the rest. */
 export interface QueuerClient extends WorkerQueue {
   submit(spec: QueuerMessage<"submit">): Promise<Task>;
-  lend(thiefSite: string, max: number, minPriority: number): Promise<Task[]>;
+  /** Many tasks, all or none (one store write): their ids in order. */
+  submitMany(batch: QueuerMessage<"submitMany">): Promise<QueuerAnswer<"submitMany">>;
+  lend(thiefSite: string, max: number, minPriority: number, weighing?: QueuerMessage<"lend">["weighing"]): Promise<Task[]>;
   /** Renews a remote holder's leases; answers the ids no longer held. */
   renew(owner: string, ids: string[]): Promise<string[]>;
   backlog(): Promise<QueuerBacklog>;
@@ -47,6 +49,7 @@ export interface QueuerClient extends WorkerQueue {
   get(id: string): Promise<Task>;
   list(query: QueuerMessage<"list">): Promise<TaskPage>;
   stats(): Promise<QueuerStats>;
+  finishedPerMinute(since: number): Promise<QueuerAnswer<"finishedPerMinute">>;
   createKey(user: string, limits: QueuerMessage<"createKey">["limits"]): Promise<QueuerAnswer<"createKey">>;
   listKeys(): Promise<QueuerAnswer<"listKeys">>;
   revokeKey(id: string): Promise<QueuerAnswer<"revokeKey">>;
@@ -64,6 +67,7 @@ export interface QueuerClient extends WorkerQueue {
 export function queuerClient(call: QueuerCall): QueuerClient {
   return {
     submit: (spec) => call("submit", spec),
+    submitMany: (batch) => call("submitMany", batch),
     pull: (owner, max) => call("pull", { owner, max }),
     heartbeat: (owner, ids, load) => call("heartbeat", { owner, ids, slots: load.slots, busy: load.busy }),
     succeed: (claim, result) => call("succeed", { ...claimOf(claim), output: result.output, processedBy: result.processedBy }),
@@ -74,7 +78,7 @@ export function queuerClient(call: QueuerCall): QueuerClient {
     split: (claim, children, processedBy) => call("split", { ...claimOf(claim), children, processedBy }),
     release: (claim, reason) => call("release", { ...claimOf(claim), reason }),
     progress: (claim, progress, message) => call("progress", { ...claimOf(claim), progress, message }),
-    lend: (thief, max, minPriority) => call("lend", { thief, max, minPriority }),
+    lend: (thief, max, minPriority, weighing) => call("lend", { thief, max, minPriority, ...(weighing === undefined ? {} : { weighing }) }),
     renew: (owner, ids) => call("renew", { owner, ids }),
     backlog: () => call("backlog", {}),
     cancel: (id) => call("cancel", { id }),
@@ -84,6 +88,7 @@ export function queuerClient(call: QueuerCall): QueuerClient {
     get: (id) => call("get", { id }),
     list: (query) => call("list", query),
     stats: () => call("stats", {}),
+    finishedPerMinute: (since) => call("finishedPerMinute", { since }),
     createKey: (user, limits) => call("createKey", { user, limits }),
     listKeys: () => call("listKeys", {}),
     revokeKey: (id) => call("revokeKey", { id }),

@@ -51,8 +51,21 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
   };
 
   return {
-    submit: ({ quota, inputBytes, ...spec }) =>
-      queue.submit(spec, { ...(quota === undefined ? {} : { quota }), ...(inputBytes === undefined ? {} : { inputBytes }) }),
+    submit: async ({ quota, inputBytes, ...spec }) => {
+      const task = await queue.submit(spec, {
+        ...(quota === undefined ? {} : { quota }),
+        ...(inputBytes === undefined ? {} : { inputBytes }),
+      });
+      // A steal weighs moving the document: its size, known now, is kept beside the queued entry.
+      if (inputBytes !== undefined) queue.noteInputSize(task.id, task.job, inputBytes);
+      return task;
+    },
+    submitMany: async ({ tasks, quota }) => {
+      const inputBytes = tasks.reduce((sum, task) => sum + (task.inputBytes ?? 0), 0);
+      const specs = tasks.map(({ inputBytes: _bytes, ...spec }) => spec);
+      const created = await queue.submitMany(specs, { ...(quota === undefined ? {} : { quota }), inputBytes });
+      return { ids: created.map((task) => task.id) };
+    },
     pull: ({ owner, max }) => queue.pull(owner, max),
     heartbeat: ({ owner, ids, slots, busy }) => {
       workers.set(owner, { slots, busy, seenAt: now() });
@@ -63,12 +76,19 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
       queue.fail(claim, error, { retryable, ...(processedBy === undefined ? {} : { processedBy }) }),
     split: ({ children, processedBy, ...claim }) => queue.split(claim, children, processedBy),
     progress: ({ progress, message, ...claim }) => queue.progress(claim, progress, message),
-    lend: ({ thief, max, minPriority }) => queue.lend(thief, max, minPriority),
+    lend: ({ thief, max, minPriority, weighing }) => {
+      if (weighing === undefined) return queue.lend(thief, max, minPriority);
+      const live = liveWorkers();
+      const ownerSlots = live.reduce((sum, [, w]) => sum + w.slots, 0);
+      const ownerBusy = live.reduce((sum, [, w]) => sum + Math.min(w.slots, w.busy), 0);
+      return queue.lend(thief, max, minPriority, { ...weighing, ownerSlots, ownerBusy });
+    },
     renew: ({ owner, ids }) => queue.heartbeat(owner, ids),
     backlog: async () => {
       const counts = queue.queueCounts();
       const idleSlots = liveWorkers().reduce((sum, [, w]) => sum + Math.max(0, w.slots - w.busy), 0);
-      return { queued: counts.ready, highestPriority: counts.highestPriority, idleSlots };
+      const slots = liveWorkers().reduce((sum, [, w]) => sum + w.slots, 0);
+      return { queued: counts.ready, highestPriority: counts.highestPriority, idleSlots, readyHome: queue.readyHome(), slots };
     },
     cancel: async ({ id }) => {
       const report = await queue.cancel(id);
@@ -105,6 +125,7 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
         stealing: stealingBySite(await store.countStolen(deps.site)),
       };
     },
+    finishedPerMinute: ({ since }) => store.finishedPerMinute(since),
     createKey: ({ user, limits }) => keys.create(user, limits),
     listKeys: () => keys.list(),
     revokeKey: ({ id }) => keys.revoke(id),

@@ -27,6 +27,18 @@ import { STORE_STEPS } from "../model/state-machine.js";
 import type { WorkflowDefinition } from "../workflows/workflow-definition.js";
 import { WorkflowSteps } from "../workflows/workflow-steps.js";
 import { isBlockedStep } from "../workflows/workflow-run.js";
+import { MovingAverages, planLend, type LinkFigures } from "../stealing/steal-cost.js";
+
+/** What a victim weighs a steal by (see common/stealing/steal-cost.ts): the thief's link and holdings, its own slots. */
+export interface LendWeighing {
+  link: LinkFigures;
+  heldByUser: Readonly<Record<string, number>>;
+  ownerSlots: number;
+  ownerBusy: number;
+}
+
+/** A job's run time assumed before any of its runs ended here. */
+const RUN_MS_PRIOR = 1000;
 
 export interface TaskQueueOptions {
   store: TaskStore;
@@ -129,8 +141,11 @@ function claimOf(task: Pick<Task, "id" | "lease" | "tries">): LeaseClaim {
  * caller sees it, so a crash at any point leaves the store right and a reload rebuilds the index.
  */
 export class TaskQueue extends EventEmitter<TaskQueueEvents> {
-  private readonly index = new PriorityIndex();
+  private readonly index: PriorityIndex;
   private readonly store: TaskStore;
+  /** Per job, the moving averages of run time (of runs that ended here) and input size (at submit): a steal weighs them. */
+  private readonly runTimes = new MovingAverages();
+  private readonly inputSizes = new MovingAverages();
   private readonly opts: Required<Omit<TaskQueueOptions, "store" | "workflowOf">>;
   private readonly workflowOf: (job: string) => Promise<WorkflowDefinition | null>;
   /** The workflow engine: creates steps as they become runnable and ends workflows. */
@@ -145,6 +160,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     this.store = opts.store;
     const { workflowOf, ...rest } = opts;
     this.opts = { now: Date.now, ...rest };
+    const homePrefix = `${opts.site}-`;
+    this.index = new PriorityIndex({ isHome: (id) => id.startsWith(homePrefix) });
     this.workflowOf = workflowOf ?? (() => Promise.resolve(null));
     this.workflows = new WorkflowSteps({
       store: this.store,
@@ -227,6 +244,72 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     });
   }
 
+  /**
+   * Stores many new tasks as one store write (all or none) and queues them: the batch submit. With
+   * a `quota`, every spec must be of one user, whose limits count every task of the batch
+   * (`inputBytes`: the batch's total). Answers the top-level tasks in the order of `specs`.
+   */
+  async submitMany(specs: readonly NewTaskSpec[], opts: { quota?: SubmitQuota; inputBytes?: number } = {}): Promise<Task[]> {
+    if (specs.length === 0) return [];
+    const { quota } = opts;
+    const limited =
+      quota !== undefined && (quota.maxQueued !== undefined || quota.maxPerDay !== undefined || quota.maxBytesPerDay !== undefined);
+    if (!limited) return this.insertMany(specs, opts.inputBytes ?? 0);
+    const user = specs[0]!.user;
+    if (specs.some((spec) => spec.user !== user)) {
+      throw docqError(ERROR_CODE.BadRequest, "a batch checked against a key's quota must be of one user", { field: "user" });
+    }
+    return this.perUser(user, async () => {
+      await this.checkQuota(user, quota, opts.inputBytes ?? 0, specs.length);
+      return this.insertMany(specs, opts.inputBytes ?? 0);
+    });
+  }
+
+  private async insertMany(specs: readonly NewTaskSpec[], inputBytes: number): Promise<Task[]> {
+    const now = this.opts.now();
+    const workflows = new Map<string, Promise<WorkflowDefinition | null>>();
+    const tops: Task[] = [];
+    const rows: Task[] = [];
+    /** What enters the index: a workflow's root steps, any other task itself. */
+    const queued: Task[] = [];
+    for (const spec of specs) {
+      const isTop = spec.parentId === null || spec.parentId === undefined;
+      let workflow: Promise<WorkflowDefinition | null> | null = null;
+      if (isTop) {
+        workflow = workflows.get(spec.job) ?? this.workflowOf(spec.job);
+        workflows.set(spec.job, workflow);
+      }
+      const definition = workflow === null ? null : await workflow;
+      if (definition === null) {
+        const task = newTask(spec, now);
+        tops.push(task);
+        rows.push(task);
+        queued.push(task);
+      } else {
+        const { workflow: top, roots } = this.workflows.expand(spec, definition, now);
+        tops.push(top);
+        rows.push(top, ...roots);
+        queued.push(...roots);
+      }
+    }
+    await this.store.createMany(rows);
+    for (const task of rows) {
+      if (task.status === S.input) this.index.add(toQueueEntry(task), task.submitTime);
+      this.emit("task:changed", task);
+    }
+    if (queued.some((task) => task.availableAt > task.submitTime)) this.scheduleWake();
+    if (queued.some((task) => task.availableAt <= task.submitTime)) this.emit("task:queued");
+    const submittedBy = new Map<string, number>();
+    for (const task of tops) if (task.parentId === null) submittedBy.set(task.user, (submittedBy.get(task.user) ?? 0) + 1);
+    // The batch's bytes go to its one user (a quota-checked batch has one); a mixed one's to its first.
+    let bytesLeft = inputBytes;
+    for (const [user, submitted] of submittedBy) {
+      await this.recordUsage(user, now, { submitted, bytesIn: bytesLeft });
+      bytesLeft = 0;
+    }
+    return tops;
+  }
+
   private async insert(spec: NewTaskSpec, inputBytes: number): Promise<Task> {
     const workflow = spec.parentId === null || spec.parentId === undefined ? await this.workflowOf(spec.job) : null;
     if (workflow !== null) return this.insertWorkflow(spec, workflow, inputBytes);
@@ -271,29 +354,29 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     return result;
   }
 
-  private async checkQuota(user: string, quota: SubmitQuota, inputBytes: number): Promise<void> {
+  /** Refuses (QUOTA_EXCEEDED) a submit of `count` tasks of `inputBytes` in all that would pass a limit of `quota`. */
+  private async checkQuota(user: string, quota: SubmitQuota, inputBytes: number, count = 1): Promise<void> {
     const now = this.opts.now();
+    /** How a limit is said: a single task is refused at the limit, a batch when it would pass it. */
+    const reached = (limit: number): string =>
+      count === 1 ? `, the most their key allows (${limit})` : `; ${count} more would pass their key's limit of ${limit}`;
     if (quota.maxQueued !== undefined) {
       const active = await this.store.countActive(user);
-      if (active >= quota.maxQueued) {
-        throw docqError(
-          ERROR_CODE.QuotaExceeded,
-          `maxQueued: ${user} has ${active} tasks not yet finished, the most their key allows (${quota.maxQueued})`,
-          {
-            field: "maxQueued",
-            details: { retryAfter: QUEUED_RETRY_AFTER_S, limit: "maxQueued" },
-          },
-        );
+      if (active + count > quota.maxQueued) {
+        throw docqError(ERROR_CODE.QuotaExceeded, `maxQueued: ${user} has ${active} tasks not yet finished${reached(quota.maxQueued)}`, {
+          field: "maxQueued",
+          details: { retryAfter: QUEUED_RETRY_AFTER_S, limit: "maxQueued" },
+        });
       }
     }
     if (quota.maxPerDay === undefined && quota.maxBytesPerDay === undefined) return;
     const today = usageDay(now);
     const [usage] = await this.store.usage({ user, from: today, to: today });
     const untilTomorrow = secondsToNextDay(now);
-    if (quota.maxPerDay !== undefined && (usage?.submitted ?? 0) >= quota.maxPerDay) {
+    if (quota.maxPerDay !== undefined && (usage?.submitted ?? 0) + count > quota.maxPerDay) {
       throw docqError(
         ERROR_CODE.QuotaExceeded,
-        `maxPerDay: ${user} submitted ${usage?.submitted ?? 0} tasks today (UTC), the most their key allows (${quota.maxPerDay})`,
+        `maxPerDay: ${user} submitted ${usage?.submitted ?? 0} tasks today (UTC)${reached(quota.maxPerDay)}`,
         {
           field: "maxPerDay",
           details: { retryAfter: untilTomorrow, limit: "maxPerDay" },
@@ -387,10 +470,39 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * site (lease owner `site:<thief>`, renewed by its heartbeats): the victim side of stealing.
    * Highest priority first, as for local workers, so priority order holds across sites.
    */
-  async lend(thiefSite: string, max: number, minPriority: number): Promise<Task[]> {
+  async lend(thiefSite: string, max: number, minPriority: number, weighing?: LendWeighing): Promise<Task[]> {
     const ownPrefix = `${this.opts.site}-`;
-    const entries = this.index.take(max, this.opts.now(), (e) => e.lendable && e.priority >= minPriority && e.id.startsWith(ownPrefix));
+    if (weighing === undefined) {
+      const entries = this.index.take(max, this.opts.now(), (e) => e.lendable && e.priority >= minPriority && e.id.startsWith(ownPrefix));
+      return this.claim(remoteOwner(thiefSite), entries);
+    }
+    // Weighed over the best entries, in the order this site's own slots would start them.
+    const window = Math.min(1000, Math.max(64, 8 * max));
+    const entries = this.index.takeChosen(window, this.opts.now(), (best) =>
+      planLend(best, {
+        max,
+        minPriority,
+        homePrefix: ownPrefix,
+        ownerSlots: weighing.ownerSlots,
+        ownerBusy: weighing.ownerBusy,
+        runMs: (job) => this.runTimes.get(job, RUN_MS_PRIOR),
+        inputBytes: (entry) => entry.inputBytes ?? this.inputSizes.get(entry.job, 0),
+        link: weighing.link,
+        heldByUser: weighing.heldByUser,
+      }),
+    );
     return this.claim(remoteOwner(thiefSite), entries);
+  }
+
+  /** This site's own tasks ready now (not proxies of stolen ones): what it would lend, or runs before stealing. */
+  readyHome(): number {
+    return this.index.readyHome(this.opts.now());
+  }
+
+  /** The size of a queued task's input, known at submit: a steal weighs moving it (kept in memory only). */
+  noteInputSize(id: string, job: string, bytes: number): void {
+    this.inputSizes.add(job, bytes);
+    this.index.setInputBytes(id, bytes);
   }
 
   /** One store step for all `entries`, answered in their order: a task canceled meanwhile is skipped. */
@@ -426,6 +538,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       const after = done.task;
       return after !== null && after.status === S.output && after.output === result.output && sameAttempt(after, claim, result.processedBy);
     }
+    if (done.task.duration !== null) this.runTimes.add(done.task.job, done.task.duration);
     await this.ended(done.task);
     this.attemptEnded(done.task);
     if (done.task.parentId !== null) await this.childSucceeded(done.task.parentId);

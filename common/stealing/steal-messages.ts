@@ -18,6 +18,10 @@ import {
  */
 const Site = z.string().regex(SITE_PATTERN);
 const TaskId = z.string().regex(TASK_ID_PATTERN);
+/** A plate (a group of sites) is named like a site. */
+const Plate = z.string().regex(SITE_PATTERN);
+/** The plates a site steals from and lends to beyond its own: none, any, or these. */
+export const CrossPlateSchema = z.union([z.boolean(), z.array(Plate).max(100)]);
 
 const BacklogSchema = z.strictObject({
   site: Site,
@@ -25,6 +29,10 @@ const BacklogSchema = z.strictObject({
   queued: z.int().min(0),
   highestPriority: z.int().min(MIN_PRIORITY).max(MAX_PRIORITY).nullable(),
   idleSlots: z.int().min(0),
+  /** The site's slots (live workers'). */
+  slots: z.int().min(0),
+  plate: Plate,
+  crossPlate: CrossPlateSchema,
   at: z.int(),
 });
 export type Backlog = z.infer<typeof BacklogSchema>;
@@ -46,7 +54,16 @@ export type LentTask = z.infer<typeof LentTaskSchema>;
 
 const StealMessages = {
   backlog: BacklogSchema,
-  offerRequest: z.strictObject({ thief: Site, max: z.int().min(1).max(1000), minPriority: z.int().min(MIN_PRIORITY).max(MAX_PRIORITY) }),
+  offerRequest: z.strictObject({
+    thief: Site,
+    plate: Plate,
+    max: z.int().min(1).max(1000),
+    minPriority: z.int().min(MIN_PRIORITY).max(MAX_PRIORITY),
+    /** The thief's link to the victim as it measured it: the victim lends only the tasks whose move pays. */
+    link: z.strictObject({ rttMs: z.number().min(0).max(3_600_000), bytesPerMs: z.number().positive() }),
+    /** The victim's tasks the thief holds now, per user: each user's fair share counts them. */
+    heldByUser: z.record(z.string().max(200), z.int().min(0)),
+  }),
   offerAnswer: z.strictObject({ tasks: z.array(LentTaskSchema) }),
   input: z.strictObject({ id: TaskId, thief: Site }),
   heartbeat: z.strictObject({ thief: Site, ids: z.array(TaskId) }),

@@ -76,6 +76,8 @@ async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise
       maxInFlight: 4,
       allow: null,
       backlogTtlMs: 60_000,
+      plate: "default",
+      crossPlate: false,
       ...policy,
     },
     // The site's queuer as the stealer reaches it, each message checked as the service checks it.
@@ -225,7 +227,8 @@ describe("Stealer", () => {
     assert.equal(await b.stealer.stealRound(4), 0, "nothing more while two are in flight");
     // b lends nothing of a's: the proxies are not its own tasks.
     await b.stealer.publishBacklog();
-    assert.deepEqual(await b.stealer.handleOffer({ thief: "c", max: 5, minPriority: 0 }), { tasks: [] });
+    const offer = { thief: "c", plate: "default", max: 5, minPriority: 0, link: { rttMs: 1, bytesPerMs: 1000 }, heldByUser: {} };
+    assert.deepEqual(await b.stealer.handleOffer(offer), { tasks: [] });
     const left = (await a.queue.pull("worker@a", 5)).map((t) => t.priority);
     assert.deepEqual(left, [60, 10], "the rest stays home, 10 below b's minimum");
   });

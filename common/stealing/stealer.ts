@@ -5,7 +5,8 @@ import { docqError, ERROR_CODE, errorMessage, isDocqError, type ErrorCode } from
 import { blobKeys } from "../queue/new-task.js";
 import type { QueuerClient } from "../queue/queue-client.js";
 import { parseStealMessage, toLentTask, type Backlog, type LentTask, type StealMessage } from "./steal-messages.js";
-import { allows, chooseVictim, stealCount, type StealPolicy } from "./steal-policy.js";
+import { allows, chooseVictim, plateAllowed, stealCount, type StealPolicy } from "./steal-policy.js";
+import { bufferSlots, LinkMeter, MovingAverages, type LinkFigures } from "./steal-cost.js";
 import { remoteOwner } from "../queue/task-queue.js";
 import type { ProcessedBy, Task } from "../model/task-model.js";
 import { retryTransient } from "../model/transient-retry.js";
@@ -62,6 +63,10 @@ export interface StealerOptions {
   log: StealerLog;
   /** Counts the tasks taken in from each site and lent out to each (docq_stolen_total). */
   metrics?: StealMetrics;
+  /** What a link not yet measured is assumed to be. */
+  linkPrior?: LinkFigures;
+  /** Called when this site lent tasks: its backlog changed, the others should hear soon. */
+  onBacklogChanged?: () => void;
   now?: () => number;
 }
 
@@ -69,7 +74,18 @@ interface InFlight {
   /** The site whose task it is: the results go there. */
   ownerSite: string;
   tries: number;
+  user: string;
+  job: string;
+  /** Ended here, its result on its way home: its lease still renewed, its slot free for the next stolen task. */
+  reporting: boolean;
 }
+
+/** A link's round trip assumed before one was measured. */
+const PRIOR_RTT_MS = 20;
+/** A stolen task's run time assumed before one ended here. */
+const PRIOR_RUN_MS = 1000;
+/** Steal rounds in a row before handing back to the event loop (each round asks one victim). */
+const ROUNDS_PER_REFILL = 4;
 
 /**
  * A site's stealer: as a thief it takes queued tasks from a busy site when its own workers are
@@ -83,11 +99,20 @@ export class Stealer {
   /** Proxies running here, by task id: their owner site and the attempt (`tries`) they report under. */
   private readonly inFlight = new Map<string, InFlight>();
   private stealing = false;
-  /** The last time this site's workers found nothing to do, and how many slots were idle then. */
-  private idle: { at: number; slots: number } | null = null;
+  /** A refill was asked for while one ran: run another right after. */
+  private refillAgain = false;
+  /** The most slots this site's workers were seen idle with at once (before their heartbeats say how many they have). */
+  private idleSlotsSeen = 0;
+  /** Measures each link to a victim (the thief's side of the cost of a steal). */
+  private readonly links: LinkMeter;
+  /** Run times of the stolen tasks that ended here, per job. */
+  private readonly runTimes = new MovingAverages();
+  /** A whole steal's time: asking, fetching the inputs, queueing the proxies. */
+  private stealRoundTripMs: number | undefined;
 
   constructor(opts: StealerOptions) {
     this.opts = opts;
+    this.links = new LinkMeter(opts.linkPrior ?? { rttMs: PRIOR_RTT_MS, bytesPerMs: 10_000 });
   }
 
   private get now(): number {
@@ -98,14 +123,27 @@ export class Stealer {
     return this.inFlight.size;
   }
 
+  /** The other sites' backlogs as last heard, by site: what the dashboard's overview shows of them. */
+  siteBacklogs(): Record<string, { queued: number; highestPriority: number | null; idleSlots: number; at: number }> {
+    return Object.fromEntries(
+      [...this.backlogs.values()].map((b) => [
+        b.site,
+        { queued: b.queued, highestPriority: b.highestPriority, idleSlots: b.idleSlots, at: b.at },
+      ]),
+    );
+  }
+
   /** Tells the other sites what this one could lend. */
   async publishBacklog(): Promise<void> {
     const own = await this.opts.local.backlog();
     this.opts.others.publishBacklog({
       site: this.opts.policy.site,
-      queued: own.queued,
+      queued: own.readyHome,
       highestPriority: own.highestPriority,
       idleSlots: own.idleSlots,
+      slots: own.slots,
+      plate: this.opts.policy.plate,
+      crossPlate: typeof this.opts.policy.crossPlate === "boolean" ? this.opts.policy.crossPlate : [...this.opts.policy.crossPlate],
       at: this.now,
     });
   }
@@ -116,75 +154,139 @@ export class Stealer {
     const backlog = parseStealMessage("backlog", raw);
     if (backlog.site === this.opts.policy.site) return;
     this.backlogs.set(backlog.site, backlog);
-    // A busy site appeared while this one idles: steal now rather than at the next empty pull.
-    if (backlog.queued === 0) return;
-    if (this.idle !== null && this.now - this.idle.at < this.opts.policy.backlogTtlMs) {
-      void this.stealRound(this.idle.slots);
-    } else if (!this.opts.policy.onlyWhenIdle) {
-      // Allowed to steal with work of its own queued: whenever slots are idle.
-      void this.opts.local
-        .backlog()
-        .then((own) => (own.idleSlots > 0 ? this.stealRound(own.idleSlots) : 0))
-        .catch((err: unknown) => this.opts.log.warn(`could not read this site's backlog to steal: ${errorMessage(err)}`));
-    }
+    // A busy site appeared: fill this site's slots now rather than at the next empty pull.
+    if (backlog.queued > 0) this.refill();
   }
 
   /** This site's workers asked for work and found none. */
   onQueueEmpty(idleSlots: number): void {
-    this.idle = { at: this.now, slots: idleSlots };
-    void this.stealRound(idleSlots);
+    this.idleSlotsSeen = Math.max(this.idleSlotsSeen, idleSlots);
+    this.refill();
   }
 
-  /** One steal at a time: choose a victim, lease its best tasks, fetch their inputs, queue them here. */
-  async stealRound(idleSlots: number): Promise<number> {
-    const { policy, others, local, blobs, log } = this.opts;
-    if (this.stealing) return 0;
-    const want = stealCount(policy, idleSlots, this.inFlight.size);
-    if (want === 0) return 0;
-    const victim = chooseVictim(policy, this.backlogs.values(), this.now);
-    if (victim === null) return 0;
+  /**
+   * Keeps stolen work ahead of this site's slots: while its own queue has nothing ready, steals
+   * until the proxies here fill its slots and a buffer for the slots that free during a steal's
+   * round trip (within maxInFlight). One refill at a time; asked again meanwhile, it runs once more.
+   */
+  refill(): void {
+    if (this.stealing) {
+      this.refillAgain = true;
+      return;
+    }
     this.stealing = true;
+    void this.refillRounds()
+      .catch((err: unknown) => this.opts.log.warn(`stealing failed: ${errorMessage(err)}`))
+      .finally(() => {
+        this.stealing = false;
+        if (this.refillAgain) {
+          this.refillAgain = false;
+          this.refill();
+        }
+      });
+  }
+
+  /** One steal for `slots` free slots, without a buffer (what refill does in each of its rounds); answers how many were queued. */
+  async stealRound(slots: number): Promise<number> {
+    const want = stealCount(this.opts.policy, slots, this.queuedOrRunning());
+    if (want === 0) return 0;
+    const victim = chooseVictim(this.opts.policy, this.backlogs.values(), this.now);
+    return victim === null ? 0 : this.stealFrom(victim, want);
+  }
+
+  /** The proxies this site should hold: its slots and the buffer. */
+  private target(slots: number): number {
+    const runMs = this.runTimes.get(undefined, PRIOR_RUN_MS);
+    return slots + bufferSlots(slots, this.stealRoundTripMs ?? PRIOR_RTT_MS, runMs);
+  }
+
+  private async refillRounds(): Promise<void> {
+    const { policy, local } = this.opts;
+    for (let round = 0; round < ROUNDS_PER_REFILL; round++) {
+      const own = await local.backlog();
+      // Its own work first: with onlyWhenIdle a site steals only while nothing of its own is ready.
+      if (policy.onlyWhenIdle && own.readyHome > 0) return;
+      if (!policy.onlyWhenIdle && own.readyHome > 0 && own.idleSlots === 0) return;
+      const slots = Math.max(own.slots, this.idleSlotsSeen);
+      const want = stealCount(policy, this.target(slots), this.queuedOrRunning());
+      if (want === 0) return;
+      const victim = chooseVictim(policy, this.backlogs.values(), this.now);
+      if (victim === null) return;
+      await this.stealFrom(victim, want);
+    }
+  }
+
+  /** The stolen tasks queued or running here: what counts against maxInFlight (not those whose result is on its way home). */
+  private queuedOrRunning(): number {
+    let n = 0;
+    for (const f of this.inFlight.values()) if (!f.reporting) n++;
+    return n;
+  }
+
+  /** Held proxies of `ownerSite`'s tasks, per user: what the victim counts against each user's share. */
+  private heldByUser(ownerSite: string): Record<string, number> {
+    const held: Record<string, number> = {};
+    for (const f of this.inFlight.values()) if (f.ownerSite === ownerSite && !f.reporting) held[f.user] = (held[f.user] ?? 0) + 1;
+    return held;
+  }
+
+  /** One steal: lease the victim's best tasks that pay, fetch their inputs, queue them here. Answers how many were queued. */
+  async stealFrom(victim: Backlog, want: number): Promise<number> {
+    const { policy, others, local, blobs, log } = this.opts;
+    const started = this.now;
     let queued = 0;
     try {
-      const answer = parseStealMessage(
-        "offerAnswer",
-        await others.offer(victim.site, { thief: policy.site, max: want, minPriority: policy.minPriority }),
-      );
-      // The victim's backlog shrank by what it gave: do not ask it again on stale news.
-      this.backlogs.set(victim.site, { ...victim, queued: Math.max(0, victim.queued - answer.tasks.length) });
-      for (const task of answer.tasks) {
-        if (task.site !== victim.site) {
-          log.warn(`site ${victim.site} lent task ${task.id} of site ${task.site}: ignored`);
-          continue;
-        }
-        this.inFlight.set(task.id, { ownerSite: task.site, tries: task.tries });
-        try {
-          let input: string | null = null;
-          if (task.hasInput) {
-            input = blobKeys.input(task.id);
-            await blobs.put(input, await others.input(task.site, { id: task.id, thief: policy.site }));
+      const request = {
+        thief: policy.site,
+        plate: policy.plate,
+        max: want,
+        minPriority: policy.minPriority,
+        link: this.links.figures(victim.site),
+        heldByUser: this.heldByUser(victim.site),
+      };
+      const answer = parseStealMessage("offerAnswer", await others.offer(victim.site, request));
+      this.links.record(victim.site, 0, this.now - started);
+      // The victim gave less than asked: nothing more there pays now; do not ask it again before its next backlog.
+      const left = answer.tasks.length < want ? 0 : Math.max(0, victim.queued - answer.tasks.length);
+      this.backlogs.set(victim.site, { ...victim, queued: left });
+      const taken = await Promise.all(
+        answer.tasks.map(async (task) => {
+          if (task.site !== victim.site) {
+            log.warn(`site ${victim.site} lent task ${task.id} of site ${task.site}: ignored`);
+            return false;
           }
-          await submitProxy(local, task, input);
-          queued++;
-        } catch (err) {
-          // Hand it back at once rather than letting its lease lapse: the owner retries it.
-          this.inFlight.delete(task.id);
-          // Its input may be stored here, and the queue never took it: nothing else would drop it.
-          await dropTaskDocuments(blobs, [blobKeys.folder(task.id)], log);
-          const why = `site ${policy.site} could not take the stolen task: ${errorMessage(err)}`;
-          await this.reportFailure(task.id, task.site, task.tries, why);
-        }
-      }
+          this.inFlight.set(task.id, { ownerSite: task.site, tries: task.tries, user: task.user, job: task.job, reporting: false });
+          try {
+            let input: string | null = null;
+            if (task.hasInput) {
+              input = blobKeys.input(task.id);
+              const fetchStarted = this.now;
+              const stored = await blobs.put(input, await others.input(task.site, { id: task.id, thief: policy.site }));
+              this.links.record(task.site, stored.size, this.now - fetchStarted);
+            }
+            await submitProxy(local, task, input);
+            return true;
+          } catch (err) {
+            // Hand it back at once rather than letting its lease lapse: the owner retries it.
+            this.inFlight.delete(task.id);
+            // Its input may be stored here, and the queue never took it: nothing else would drop it.
+            await dropTaskDocuments(blobs, [blobKeys.folder(task.id)], log);
+            const why = `site ${policy.site} could not take the stolen task: ${errorMessage(err)}`;
+            await this.reportFailure(task.id, task.site, task.tries, why);
+            return false;
+          }
+        }),
+      );
+      queued = taken.filter(Boolean).length;
       if (queued > 0) {
+        this.stealRoundTripMs = this.now - started;
         this.opts.metrics?.stolen("in", victim.site, queued);
         log.info(`stole ${queued} task(s) from site ${victim.site}`);
-        // Busy again until the workers find the queue empty once more.
-        this.idle = null;
       }
     } catch (err) {
       log.warn(`stealing from site ${victim.site} failed: ${errorMessage(err)}`);
-    } finally {
-      this.stealing = false;
+      // Not asked again on the same news: the next backlog it publishes says whether it can lend.
+      this.backlogs.set(victim.site, { ...victim, queued: 0 });
     }
     return queued;
   }
@@ -194,14 +296,21 @@ export class Stealer {
     const flight = this.inFlight.get(task.id);
     if (flight === undefined) return;
     const { policy, others, blobs, log } = this.opts;
+    if (task.duration !== null && task.status === "output") this.runTimes.add(task.job, task.duration);
+    // A slot freed here: the next stolen task is already queued (the buffer); steal its replacement now.
+    flight.reporting = true;
+    this.refill();
     try {
       if (task.status === "output" && task.output !== null) {
         const output = task.output;
         const processedBy = task.processedBy ?? { site: policy.site, node: "?" };
         const meta = { id: task.id, thief: policy.site, tries: flight.tries, processedBy };
+        const sent = this.now;
         await this.retry(`report ${task.id} home`, async () =>
           parseStealMessage("accepted", await others.complete(flight.ownerSite, await blobs.get(output), meta)),
         );
+        const size = (await blobs.stat(output))?.size ?? 0;
+        this.links.record(flight.ownerSite, size, this.now - sent);
       } else if (task.status === "error") {
         await this.reportFailure(task.id, flight.ownerSite, flight.tries, task.error ?? "failed", task.processedBy ?? undefined);
       }
@@ -273,12 +382,14 @@ export class Stealer {
   // ---- victim side ----
 
   async handleOffer(raw: unknown): Promise<StealMessage<"offerAnswer">> {
-    const { thief, max, minPriority } = parseStealMessage("offerRequest", raw);
-    if (!allows(this.opts.policy, thief)) return { tasks: [] };
-    const lent = await this.opts.local.lend(thief, max, Math.max(minPriority, this.opts.policy.minPriority));
+    const { thief, plate, max, minPriority, link, heldByUser } = parseStealMessage("offerRequest", raw);
+    const { policy } = this.opts;
+    if (!allows(policy, thief) || !plateAllowed(policy.plate, policy.crossPlate, plate)) return { tasks: [] };
+    const lent = await this.opts.local.lend(thief, max, Math.max(minPriority, policy.minPriority), { link, heldByUser });
     if (lent.length > 0) {
       this.opts.metrics?.stolen("out", thief, lent.length);
       this.opts.log.info(`lent ${lent.length} task(s) to site ${thief}`);
+      this.opts.onBacklogChanged?.();
     }
     return { tasks: lent.map(toLentTask) };
   }
