@@ -145,6 +145,12 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
   }
   if (services.includes("stealer")) broker.createService(stealerService({ config, blobs: await openBlobs(), metrics: docqMetrics }));
   if (!embedded) broker.createService(queuerTakeoverWatcher());
+  // A store other machines reach says the site may span machines; documents on a local disk do not follow.
+  if (!embedded && config.store.type !== "sqlite" && config.blobs.type === "fs")
+    broker.logger.warn(
+      `documents are kept on this machine's disk (blobs.type fs, ${config.dataDir}): every process of the site must see ` +
+        "the same DATA_DIR, or documents written by one are missing for another; on several machines use blobs.type s3",
+    );
   try {
     await Promise.race([broker.start(), listening]);
   } catch (err) {
