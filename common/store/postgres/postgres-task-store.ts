@@ -230,6 +230,7 @@ const FILTER_COLUMNS: Record<keyof TaskFilter, string> = {
   status: "status",
   user: "username",
   job: "job",
+  name: "name",
   parentId: "parent_id",
 };
 
