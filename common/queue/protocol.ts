@@ -180,6 +180,7 @@ export const QueuerMessages = {
     status: z.enum(TASK_STATUSES).optional(),
     user: z.string().optional(),
     job: z.string().optional(),
+    name: z.string().optional(),
     parentId: z.string().optional(),
     cursor: z.string().optional(),
     limit: z.int().min(1).max(1000).optional(),

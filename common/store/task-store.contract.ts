@@ -16,7 +16,7 @@ import {
   type TaskStatus,
 } from "../model/task-model.js";
 import { STORE_STEP_NAMES, STORE_STEPS, type StoreStep } from "../model/state-machine.js";
-import { ATTEMPT_ERROR_TAIL, type ReloadEntry, type TaskStore } from "./task-store.js";
+import { ATTEMPT_ERROR_TAIL, type ReloadEntry, type TaskFilter, type TaskPage, type TaskStore } from "./task-store.js";
 import { scheduleStoreContract } from "../schedules/schedule-store.contract.js";
 
 /*
@@ -819,6 +819,53 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
           } while (cursor !== null && pageSizes.length < 10);
           assert.deepEqual(pageSizes, [10, 10, 5]);
           assert.deepEqual(seen, tasks.map((t) => t.id).reverse());
+        }),
+      );
+
+      it(
+        "filters by name (exact, not a prefix) alone and with the others, paging each filter with its cursor",
+        withStore(async (store) => {
+          const tasks = Array.from({ length: 13 }, (_, i) =>
+            makeTask({
+              name: i % 2 === 0 ? "report.pdf" : "report.pdf.bak",
+              user: i % 3 === 0 ? "ann" : "bob",
+              status: i % 4 === 0 ? TASK_STATUS.error : TASK_STATUS.input,
+            }),
+          );
+          for (const task of tasks) await store.create(task);
+          const all = async (filter: TaskFilter): Promise<string[]> => {
+            const seen: string[] = [];
+            let cursor: string | null = null;
+            for (let pages = 0; pages < 20; pages++) {
+              const page: TaskPage = await store.list(filter, { limit: 2, cursor });
+              seen.push(...page.items.map((t) => t.id));
+              cursor = page.nextCursor;
+              if (cursor === null) break;
+            }
+            return seen;
+          };
+          const expected = (keep: (task: Task) => boolean): string[] =>
+            tasks
+              .filter(keep)
+              .map((t) => t.id)
+              .reverse();
+          assert.deepEqual(
+            await all({ name: "report.pdf" }),
+            expected((t) => t.name === "report.pdf"),
+          );
+          assert.deepEqual(await all({ name: "report" }), [], "a prefix matches nothing");
+          assert.deepEqual(
+            await all({ name: "report.pdf", user: "ann" }),
+            expected((t) => t.name === "report.pdf" && t.user === "ann"),
+          );
+          assert.deepEqual(
+            await all({ name: "report.pdf.bak", status: TASK_STATUS.input, user: "bob" }),
+            expected((t) => t.name === "report.pdf.bak" && t.status === TASK_STATUS.input && t.user === "bob"),
+          );
+          assert.deepEqual(
+            await all({ status: TASK_STATUS.error, user: "ann" }),
+            expected((t) => t.status === TASK_STATUS.error && t.user === "ann"),
+          );
         }),
       );
 

@@ -118,9 +118,10 @@ const INDEXES: IndexDescription[] = [
   { name: "status_seq", key: { status: 1, seq: 1 } },
   // children(parentId) in creation order, and list({parentId}).
   { name: "parent_seq", key: { parentId: 1, seq: 1 } },
-  // list({user}) and list({job}), newest first.
+  // list({user}), list({job}) and list({name}), newest first.
   { name: "user_seq", key: { user: 1, seq: 1 } },
   { name: "job_seq", key: { job: 1, seq: 1 } },
+  { name: "name_seq", key: { name: 1, seq: 1 } },
   // list({}) newest first and every list cursor; unique, so a cursor position is never ambiguous.
   { name: "seq", key: { seq: 1 }, unique: true },
   // countActive: {user, parentId: null, status in the non-final ones}, 4 short ranges of one user's
@@ -839,6 +840,7 @@ export class MongoTaskStore implements TaskStore {
     if (filter.status !== undefined) query.status = filter.status;
     if (filter.user !== undefined) query.user = filter.user;
     if (filter.job !== undefined) query.job = filter.job;
+    if (filter.name !== undefined) query.name = filter.name;
     if (filter.parentId !== undefined) query.parentId = filter.parentId;
     if (before !== null) query.seq = { $lt: before };
     // One more than asked tells whether another page exists, so the last page says null.
