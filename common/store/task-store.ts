@@ -95,10 +95,13 @@ export interface FinishedQuery {
   exceptJobs?: readonly string[];
 }
 
+/** A list's filters, each an exact match on a field that has an index in the list's order (newest first). */
 export interface TaskFilter {
   status?: TaskStatus;
   user?: string;
   job?: string;
+  /** The task's name, exactly (a prefix would read every match before the newest could be answered). */
+  name?: string;
   parentId?: string;
 }
 
