@@ -20,7 +20,8 @@ import {
 import { REPO_ROOT, type AuthConfig } from "../common/config/config.js";
 import { docqError, ERROR_CODE } from "../common/model/errors.js";
 import { httpErrorLogLevel, httpErrorOf } from "../common/http/http-errors.js";
-import { openApiDocument } from "../common/http/openapi.js";
+import { openApiDocument } from "../common/http/api-schema/openapi-document.js";
+import { DOCS_PATH, docsFile, docsHeaders } from "../common/http/api-docs/swagger-ui-page.js";
 import type { ApiPrometheusReporter } from "./metrics-reporter.js";
 import { siteMetricsText } from "./metrics.service.js";
 import type { ControllerMetrics } from "../common/metrics/definitions.js";
@@ -187,6 +188,27 @@ function queuerOf(ctx: ApiContext): QueuerClient {
   });
 }
 
+/** GET /api/docs and its files: Swagger UI, open (the document it shows is open too), served before any action. */
+function serveApiDocs(
+  req: IncomingMessage & { $params?: Record<string, unknown> },
+  res: ServerResponse,
+  next: (err?: unknown) => void,
+): void {
+  const asset = req.$params?.asset;
+  docsFile(typeof asset === "string" ? asset : undefined).then(
+    (file) => {
+      if (file === null) {
+        // A 404 as for a missing document: the page has a fixed set of files.
+        next(docqError(ERROR_CODE.BlobNotFound, `no file ${JSON.stringify(asset)} in the API docs page`));
+        return;
+      }
+      res.writeHead(200, docsHeaders(file));
+      res.end(file.body);
+    },
+    (err: unknown) => next(err),
+  );
+}
+
 /** The public entry: REST over moleculer-web, and the same actions for callers inside the cluster. */
 export function controllerService(deps: ControllerDeps): ServiceSchema {
   const { blobs, registry } = deps;
@@ -252,6 +274,9 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
     if (user !== null && schedule.user !== user) throw docqError(ERROR_CODE.ScheduleNotFound, `schedule ${id} not found`, { field: "id" });
     return schedule;
   }
+
+  /** Made on the first GET /api/openapi.json: the same for the life of the process. */
+  let openApiDoc: Record<string, unknown> | undefined;
 
   /** The site's recent task events (broadcast by the active queuer), replayed and streamed by GET /api/events. */
   const taskEvents = new EventBuffer();
@@ -387,6 +412,14 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           },
         },
         {
+          // Swagger UI over /api/openapi.json: static files, open like the document (a page load sends no key).
+          path: DOCS_PATH,
+          mappingPolicy: "restrict",
+          authentication: false,
+          bodyParsers: false,
+          aliases: { "GET /": serveApiDocs, "GET /:asset": serveApiDocs },
+        },
+        {
           path: "/",
           mappingPolicy: "restrict",
           authentication: true,
@@ -432,7 +465,9 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         _res: ServerResponse,
         alias: { action?: string },
       ): Promise<Caller | null> {
-        if (alias.action === "controller.health" || (alias.action === "controller.metrics" && deps.metricsPublic)) return null;
+        // The OpenAPI document describes the API and holds no data: open, like its Swagger UI page.
+        if (alias.action === "controller.health" || alias.action === "controller.openapi") return null;
+        if (alias.action === "controller.metrics" && deps.metricsPublic) return null;
         return callerOf(req.headers.authorization, {
           ...deps.auth,
           lookup: (hash) => queuerOf(ctx).authenticate(hash),
@@ -620,9 +655,9 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         // The site's docq figures (summed over its processes), then this process's Moleculer figures.
         return `${await siteMetricsText(ctx.broker)}\n${deps.metrics.render()}`;
       },
-      openapi: (ctx: ApiContext) => {
-        callerIn(ctx);
-        return openApiDocument(VERSION);
+      openapi: () => {
+        openApiDoc ??= openApiDocument(VERSION);
+        return openApiDoc;
       },
       createKey: async (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "making keys");

@@ -12,7 +12,7 @@ export interface EventsQuery {
   task: string | null;
 }
 
-const EventsQuerySchema = z.strictObject({
+export const EventsQuerySchema = z.strictObject({
   task: z.string().regex(TASK_ID_PATTERN, "is not a task id").optional(),
   lastEventId: z.string().max(100, "is longer than 100 characters").optional(),
 });

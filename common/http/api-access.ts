@@ -35,7 +35,7 @@ const Day = z
 /** The longest range one usage query covers. */
 const MAX_USAGE_DAYS = 366;
 
-const UsageQuerySchema = z.strictObject({
+export const UsageQuerySchema = z.strictObject({
   user: z.string().min(1).max(200).optional(),
   from: Day.optional(),
   to: Day.optional(),

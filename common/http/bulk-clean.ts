@@ -11,7 +11,7 @@ import { FINISHED_STATUSES, type FinishedStatus } from "../queue/retention.js";
 /** An ISO 8601 date, or date and time (`2026-12-01`, `2026-12-01T08:00:00Z`, with offset or fraction). */
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
 
-const CleanQuerySchema = z.strictObject({
+export const CleanQuerySchema = z.strictObject({
   status: z.enum(FINISHED_STATUSES, { error: `is required, one final status: ${FINISHED_STATUSES.join(", ")}` }),
   olderThan: z
     .string({ error: "must be an age in ms (e.g. 86400000) or an ISO date (e.g. 2026-12-01T00:00:00Z)" })

@@ -210,6 +210,7 @@ describe("parseListTasksQuery", () => {
         status: "output",
         user: "ann",
         job: "noop",
+        name: "report.pdf",
         parentId: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV",
         cursor: "c",
         limit: "1000",
@@ -218,6 +219,7 @@ describe("parseListTasksQuery", () => {
         status: "output",
         user: "ann",
         job: "noop",
+        name: "report.pdf",
         parentId: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV",
         cursor: "c",
         limit: 1000,
@@ -234,7 +236,7 @@ describe("parseListTasksQuery", () => {
   });
 
   it("refuses a filter given as an array, an object or a non-string, naming it", () => {
-    for (const field of ["status", "user", "job", "parentId", "cursor"]) {
+    for (const field of ["status", "user", "job", "name", "parentId", "cursor"]) {
       for (const value of [["output"], ["a", "b"], { a: "x" }, 5]) {
         const err = throwsDocq(() => parseListTasksQuery({ [field]: value }), ERROR_CODE.BadRequest, field);
         assert.match(err.message, new RegExp(`^${field}: `));
@@ -244,6 +246,22 @@ describe("parseListTasksQuery", () => {
 
   it("refuses an unknown status, naming status", () => {
     throwsDocq(() => parseListTasksQuery({ status: "bogus" }), ERROR_CODE.BadRequest, "status");
+  });
+
+  it("refuses a filter value no task can hold, naming the field: a job that is not a job name, a parentId that is not a task id, too long", () => {
+    const bad: [string, string][] = [
+      ["job", "Not A Job"],
+      ["job", "../x"],
+      ["parentId", "nope"],
+      ["parentId", "local-01ARZ3NDEKTSV4RRFFQ69G5FA"],
+      ["name", "n".repeat(501)],
+      ["user", "u".repeat(201)],
+      ["cursor", "c".repeat(201)],
+    ];
+    for (const [field, value] of bad) {
+      const err = throwsDocq(() => parseListTasksQuery({ [field]: value }), ERROR_CODE.BadRequest, field);
+      assert.match(err.message, new RegExp(`^${field}: `), `${field}=${value}`);
+    }
   });
 });
 

@@ -10,14 +10,17 @@ import { JOB_NAME_PATTERN, MAX_PRIORITY, MIN_PRIORITY, TASK_ID_PATTERN, TASK_STA
 /** Query strings and form fields arrive as strings; numbers are converted here, once. */
 const IntField = (min: number, max: number) => {
   const message = `must be an integer ${min}..${max}`;
-  return z.unknown().transform((raw, ctx): number => {
-    const value = typeof raw === "string" && /^\s*[+-]?\d+\s*$/.test(raw) ? Number(raw) : raw;
-    if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-      ctx.addIssue({ code: "custom", message });
-      return z.NEVER;
-    }
-    return value;
-  });
+  return z
+    .unknown()
+    .transform((raw, ctx): number => {
+      const value = typeof raw === "string" && /^\s*[+-]?\d+\s*$/.test(raw) ? Number(raw) : raw;
+      if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+        ctx.addIssue({ code: "custom", message });
+        return z.NEVER;
+      }
+      return value;
+    })
+    .meta({ type: "integer", minimum: min, maximum: max });
 };
 
 /**
@@ -46,30 +49,33 @@ function forbiddenKeyPath(value: unknown): string | null {
 }
 
 /** A JSON object, given as an object (in-cluster callers) or as JSON text (query strings, forms). */
-const ParamsField = z.unknown().transform((raw, ctx): Record<string, unknown> => {
-  let value = raw;
-  if (typeof raw === "string") {
-    try {
-      value = JSON.parse(raw);
-    } catch {
-      ctx.addIssue({ code: "custom", message: "is not valid JSON" });
+const ParamsField = z
+  .unknown()
+  .transform((raw, ctx): Record<string, unknown> => {
+    let value = raw;
+    if (typeof raw === "string") {
+      try {
+        value = JSON.parse(raw);
+      } catch {
+        ctx.addIssue({ code: "custom", message: "is not valid JSON" });
+        return z.NEVER;
+      }
+    }
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      ctx.addIssue({ code: "custom", message: "must be a JSON object" });
       return z.NEVER;
     }
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    ctx.addIssue({ code: "custom", message: "must be a JSON object" });
-    return z.NEVER;
-  }
-  const forbidden = forbiddenKeyPath(value);
-  if (forbidden !== null) {
-    ctx.addIssue({
-      code: "custom",
-      message: `must not hold the key "${forbidden.slice(forbidden.lastIndexOf(".") + 1)}" (at ${forbidden}): __proto__, constructor and prototype are refused`,
-    });
-    return z.NEVER;
-  }
-  return value as Record<string, unknown>;
-});
+    const forbidden = forbiddenKeyPath(value);
+    if (forbidden !== null) {
+      ctx.addIssue({
+        code: "custom",
+        message: `must not hold the key "${forbidden.slice(forbidden.lastIndexOf(".") + 1)}" (at ${forbidden}): __proto__, constructor and prototype are refused`,
+      });
+      return z.NEVER;
+    }
+    return value as Record<string, unknown>;
+  })
+  .meta({ type: "string", description: "a JSON object (the job's params)", examples: ["{}"] });
 
 /** The furthest ahead a task may be delayed: a year. */
 export const MAX_DELAY_MS = 365 * 24 * 3_600_000;
@@ -78,18 +84,21 @@ export const MAX_DELAY_MS = 365 * 24 * 3_600_000;
 const MAX_DATE_MS = 8.64e15;
 
 /** A moment: ms since the epoch (a number, or digits), or ISO 8601 text with a date; answered as ms since the epoch. */
-export const RunAtField = z.unknown().transform((raw, ctx): number => {
-  const value = typeof raw === "string" && /^\s*\d+\s*$/.test(raw) ? Number(raw) : raw;
-  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0 && value <= MAX_DATE_MS) return value;
-  if (typeof value === "string" && /^\d{4}-\d{2}-\d{2}/.test(value.trim())) {
-    const ms = Date.parse(value.trim());
-    if (!Number.isNaN(ms)) return ms;
-  }
-  ctx.addIssue({ code: "custom", message: "must be a moment: ISO 8601 (2026-05-01T09:00:00Z) or ms since the epoch" });
-  return z.NEVER;
-});
+export const RunAtField = z
+  .unknown()
+  .transform((raw, ctx): number => {
+    const value = typeof raw === "string" && /^\s*\d+\s*$/.test(raw) ? Number(raw) : raw;
+    if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0 && value <= MAX_DATE_MS) return value;
+    if (typeof value === "string" && /^\d{4}-\d{2}-\d{2}/.test(value.trim())) {
+      const ms = Date.parse(value.trim());
+      if (!Number.isNaN(ms)) return ms;
+    }
+    ctx.addIssue({ code: "custom", message: "must be a moment: ISO 8601 (2026-05-01T09:00:00Z) or ms since the epoch" });
+    return z.NEVER;
+  })
+  .meta({ type: "string", description: "ISO 8601 (2026-05-01T09:00:00Z) or ms since the epoch" });
 
-const CreateTaskFieldsSchema = z.object({
+export const CreateTaskFieldsSchema = z.object({
   job: z
     .string({ error: "is required: the name of a job in scripts-job/" })
     .regex(JOB_NAME_PATTERN, `must match ${String(JOB_NAME_PATTERN)}`),
@@ -150,18 +159,27 @@ export function parseCreateTaskRequest(query: Record<string, unknown>, form: Rec
 }
 
 const LIMIT_MESSAGE = "must be an integer 1..1000";
-/** A list filter: text given once; empty means no filter, as it always has. */
-const FilterText = OnceAsText.transform((value) => (value === "" ? undefined : value));
+/** A list filter: text given once (an empty one is dropped before, meaning no filter, as it always has). */
+const FilterText = z.string({ error: "must be given once, as text (not repeated, not f[]= or f[key]=)" });
 
-const ListTasksQuerySchema = z.object({
-  status: FilterText.pipe(z.enum(TASK_STATUSES).optional()),
-  user: FilterText,
-  job: FilterText,
-  parentId: FilterText,
-  cursor: FilterText,
+/**
+ * The query of `GET /api/tasks`: every filter is an exact match on an indexed field (name too: a
+ * prefix would read every task whose name starts so before the newest could be answered). A value
+ * that no task can hold (a status not in the list, a malformed job or task id) is a 400, not an empty page.
+ */
+export const ListTasksQuerySchema = z.object({
+  status: z.enum(TASK_STATUSES, { error: `must be one of ${TASK_STATUSES.join(", ")}` }).optional(),
+  job: FilterText.regex(JOB_NAME_PATTERN, `must be a job name, matching ${String(JOB_NAME_PATTERN)}`).optional(),
+  user: FilterText.max(200, "is longer than 200 characters").optional(),
+  name: FilterText.max(500, "is longer than 500 characters").meta({ description: "the task's name, exactly" }).optional(),
+  parentId: FilterText.regex(TASK_ID_PATTERN, "is not a task id (<site>-<ulid>)")
+    .meta({ description: "the parts of this split task or the steps of this workflow" })
+    .optional(),
+  cursor: FilterText.max(200, "is longer than 200 characters").meta({ description: "a nextCursor from an earlier page" }).optional(),
   limit: z
     .string({ error: LIMIT_MESSAGE })
     .regex(/^\d+$/, LIMIT_MESSAGE)
+    .meta({ description: "tasks per page, 1..1000 (default 100)" })
     .transform(Number)
     .pipe(z.number().min(1, LIMIT_MESSAGE).max(1000, LIMIT_MESSAGE))
     .optional(),
@@ -170,7 +188,8 @@ export type ListTasksQuery = z.infer<typeof ListTasksQuerySchema>;
 
 /** The query of `GET /api/tasks`, checked: BAD_REQUEST names the first bad field. Only the filters that are set are answered. */
 export function parseListTasksQuery(raw: Record<string, unknown>): ListTasksQuery {
-  const result = ListTasksQuerySchema.safeParse(raw);
+  const given = Object.fromEntries(Object.entries(raw).filter(([key, value]) => value !== "" || key === "limit"));
+  const result = ListTasksQuerySchema.safeParse(given);
   if (!result.success) throw badRequestOf(result.error.issues);
   return Object.fromEntries(Object.entries(result.data).filter(([, value]) => value !== undefined)) as ListTasksQuery;
 }

@@ -13,7 +13,7 @@ import { checkTimezone, parseCron, parseEvery, tickAfter } from "./schedule-timi
 
 const Text = z.string({ error: "must be given once, as text" });
 
-const ScheduleFieldsSchema = z.object({
+export const ScheduleFieldsSchema = z.object({
   every: Text.optional(),
   cron: Text.max(200, "is longer than 200 characters").optional(),
   timezone: Text.max(100, "is longer than 100 characters").optional(),
@@ -27,6 +27,7 @@ const ScheduleFieldsSchema = z.object({
       ctx.addIssue({ code: "custom", message: "must be an integer of at least 1" });
       return z.NEVER;
     })
+    .meta({ type: "integer", minimum: 1 })
     .optional(),
   catchUp: z.enum(CATCH_UP, { error: `must be one of ${CATCH_UP.join(", ")}` }).default("none"),
   // A schedule's tasks run at its ticks: a delay of its own has no meaning.
@@ -104,7 +105,7 @@ export function assertScheduleId(id: unknown): string {
   return id;
 }
 
-const PauseRequestSchema = z.strictObject({
+export const PauseRequestSchema = z.strictObject({
   id: z.string(),
   paused: z.boolean({ error: "must be true or false (JSON)" }),
 });
