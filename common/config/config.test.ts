@@ -315,7 +315,7 @@ describe("loadConfig: errors name the file and the key", () => {
   });
 
   it("a store or blobs type that does not exist", async () => {
-    await configError(loadYaml("store:\n  type: postgres\n"), /store\.type: .*'sqlite' \| 'mongodb'/);
+    await configError(loadYaml("store:\n  type: cassandra\n"), /store\.type: .*'sqlite' \| 'mongodb' \| 'postgres'/);
     await configError(loadYaml("blobs:\n  type: gcs\n"), /blobs\.type: .*'fs' \| 's3'/);
   });
 
@@ -400,6 +400,40 @@ describe("loadConfig: store mongodb", () => {
     );
     assert.doesNotMatch(err.message, /secret/);
     assert.equal(err.field, "MONGO_URL");
+  });
+});
+
+describe("loadConfig: store postgres", () => {
+  const POSTGRES = "store:\n  type: postgres\n";
+  const URL = "postgresql://docq:hunter2@db.internal:5432/docq";
+
+  it("takes the URL from DOCQ_POSTGRES_URL, with the schema and pool size of the file", async () => {
+    const config = await loadYaml(`${POSTGRES}  schema: site_a\n  poolSize: 4\n`, { DOCQ_POSTGRES_URL: URL });
+    assert.deepEqual(config.store, { type: "postgres", url: URL, schema: "site_a", poolSize: 4 });
+    assert.deepEqual((await loadYaml(POSTGRES, { DOCQ_POSTGRES_URL: URL })).store, {
+      type: "postgres",
+      url: URL,
+      schema: null,
+      poolSize: 10,
+    });
+  });
+
+  it("stops at start naming DOCQ_POSTGRES_URL when it is missing", async () => {
+    const err = await configError(loadYaml(POSTGRES), /store\.type postgres needs its URL in the environment variable DOCQ_POSTGRES_URL/);
+    assert.equal(err.field, "DOCQ_POSTGRES_URL");
+  });
+
+  it("refuses the URL in a file, a malformed DOCQ_POSTGRES_URL (without echoing it) and a bad schema name", async () => {
+    await configError(
+      loadYaml(`${POSTGRES}  url: ${URL}\n`, { DOCQ_POSTGRES_URL: URL }),
+      /store\.url: is a secret: set the environment variable DOCQ_POSTGRES_URL/,
+    );
+    const err = await configError(
+      loadYaml(POSTGRES, { DOCQ_POSTGRES_URL: "mysql://u:secret@db" }),
+      /environment variable DOCQ_POSTGRES_URL: must be a postgres:\/\//,
+    );
+    assert.doesNotMatch(err.message, /secret/);
+    await configError(loadYaml(`${POSTGRES}  schema: Site-A\n`, { DOCQ_POSTGRES_URL: URL }), /store\.schema: must be 1 to 63 lowercase/);
   });
 });
 

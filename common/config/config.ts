@@ -111,6 +111,13 @@ function fromEnvOnly(variable: string) {
   return z.never({ error: `is a secret: set the environment variable ${variable} instead, never a config file` }).optional();
 }
 
+/** The only place the PostgreSQL store's URL comes from (never a config file: it holds a password). */
+export const POSTGRES_URL_VARIABLE = "DOCQ_POSTGRES_URL";
+const PostgresUrlSchema = z.string().regex(/^postgres(ql)?:\/\/\S+$/, "must be a postgres:// or postgresql:// URL");
+const PostgresSchemaNameSchema = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_]{0,62}$/, "must be 1 to 63 lowercase letters, digits or _, not starting with a digit");
+
 const StoreSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("sqlite") }),
   z.strictObject({
@@ -120,6 +127,14 @@ const StoreSchema = z.discriminatedUnion("type", [
       .default(null),
     database: MongoDatabaseSchema.default("docq"),
     writeConcern: WriteConcernSchema.default("majority"),
+  }),
+  z.strictObject({
+    type: z.literal("postgres"),
+    /** The URL holds the server and usually a password: only from the environment. */
+    url: fromEnvOnly(POSTGRES_URL_VARIABLE),
+    /** The schema the tables live in (made when missing): several sites can share one database. Null: the URL's search_path (public). */
+    schema: PostgresSchemaNameSchema.nullable().default(null),
+    poolSize: z.int().min(1).max(200).default(10),
   }),
 ]);
 
@@ -147,7 +162,14 @@ export interface MongoStoreConfig {
   database: string;
   writeConcern: "majority" | number;
 }
-export type StoreConfig = SqliteStoreConfig | MongoStoreConfig;
+export interface PostgresStoreConfig {
+  type: "postgres";
+  /** From DOCQ_POSTGRES_URL only. May hold credentials: never log it whole. */
+  url: string;
+  schema: string | null;
+  poolSize: number;
+}
+export type StoreConfig = SqliteStoreConfig | MongoStoreConfig | PostgresStoreConfig;
 
 export type FsBlobsConfig = { type: "fs" };
 export interface S3BlobsConfig {
@@ -478,6 +500,29 @@ function resolveAuth(config: ConfigFile, env: NodeJS.ProcessEnv, label: string, 
   return auth;
 }
 
+/** The PostgreSQL store with its URL, which only DOCQ_POSTGRES_URL gives. */
+function resolvePostgresStore(
+  store: { schema: string | null; poolSize: number },
+  env: NodeJS.ProcessEnv,
+  label: string,
+): PostgresStoreConfig {
+  const raw = nonEmpty(env[POSTGRES_URL_VARIABLE]);
+  if (raw === undefined) {
+    throw docqError(
+      ERROR_CODE.Config,
+      `${label}: store.type postgres needs its URL in the environment variable ${POSTGRES_URL_VARIABLE} (postgresql://user:password@host:5432/database), never in a config file`,
+      { field: POSTGRES_URL_VARIABLE },
+    );
+  }
+  const result = PostgresUrlSchema.safeParse(raw);
+  // The value may hold a password: name the variable, not its content.
+  if (!result.success)
+    throw docqError(ERROR_CODE.Config, `environment variable ${POSTGRES_URL_VARIABLE}: ${formatZodIssues(result.error.issues)}`, {
+      field: POSTGRES_URL_VARIABLE,
+    });
+  return { type: "postgres", url: result.data, schema: store.schema, poolSize: store.poolSize };
+}
+
 /**
  * The task store with its URL: DOCQ_MONGO_URL, else MONGO_URL, else the file's `store.url`. The
  * variables are read only when the file chooses mongodb, so a MONGO_URL meant for something else
@@ -486,6 +531,7 @@ function resolveAuth(config: ConfigFile, env: NodeJS.ProcessEnv, label: string, 
 function resolveStore(config: ConfigFile, env: NodeJS.ProcessEnv, label: string): StoreConfig {
   const store = config.store;
   if (store.type === "sqlite") return { type: "sqlite" };
+  if (store.type === "postgres") return resolvePostgresStore(store, env, label);
   let url = store.url;
   const variable = nonEmpty(env.DOCQ_MONGO_URL) !== undefined ? "DOCQ_MONGO_URL" : "MONGO_URL";
   const raw = nonEmpty(env[variable]);

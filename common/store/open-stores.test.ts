@@ -104,6 +104,25 @@ describe("openTaskStore", () => {
       reason: ERROR_CODE.StoreUnavailable,
     });
   });
+
+  it("stops with CONFIG naming postgres, the server without its password, and the cause when PostgreSQL does not answer", async () => {
+    const port = await freePort();
+    const url = `postgresql://docq:hunter2@127.0.0.1:${port}/site_a`;
+    const err = await rejection(openTaskStore({ store: { type: "postgres", url, schema: "site_a", poolSize: 2 }, dataDir: root }));
+    assert.equal(err.code, ERROR_CODE.Config);
+    assert.match(
+      err.message,
+      new RegExp(
+        `^cannot open the task store \\(store\\.type postgres\\): task store PostgreSQL postgresql://127\\.0\\.0\\.1:${port}/site_a, schema "site_a": open failed: .*ECONNREFUSED`,
+      ),
+    );
+    assert.doesNotMatch(err.message, /hunter2/);
+    assert.deepEqual(err.details, {
+      adapter: "postgres",
+      endpoint: `postgresql://127.0.0.1:${port}/site_a, schema "site_a"`,
+      reason: ERROR_CODE.StoreUnavailable,
+    });
+  });
 });
 
 describe("openBlobStore", () => {

@@ -5,11 +5,12 @@ import { docqError, ERROR_CODE, errorMessage, isDocqError, type DocqError } from
 import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { MongoTaskStore, redactUrl } from "./mongo/mongo-task-store.js";
 import { S3BlobStore } from "../blobs/s3-blob-store.js";
+import { PostgresTaskStore, redactPostgresUrl } from "./postgres/postgres-task-store.js";
 import { SqliteTaskStore } from "./sqlite/sqlite-task-store.js";
 import type { TaskStore } from "./task-store.js";
 
 /*
- * The stores a process starts with, chosen by the config: `store.type` (sqlite | mongodb) and
+ * The stores a process starts with, chosen by the config: `store.type` (sqlite | mongodb | postgres) and
  * `blobs.type` (fs | s3). A store that cannot be opened stops start-up with DocqError CONFIG whose
  * message names the adapter, its endpoint (file, URL without credentials, or S3 endpoint and
  * bucket) and the cause; `details` carries them too, with the adapter's own error code (`reason`:
@@ -20,12 +21,14 @@ import type { TaskStore } from "./task-store.js";
 const SQLITE_FILE = "tasks.sqlite";
 const BLOBS_FOLDER = "blobs";
 
-export async function openTaskStore(config: Pick<DocqConfig, "store" | "dataDir">): Promise<TaskStore> {
+export async function openTaskStore(
+  config: Pick<DocqConfig, "store" | "dataDir"> & Partial<Pick<DocqConfig, "durability">>,
+): Promise<TaskStore> {
   const { store } = config;
   switch (store.type) {
     case "sqlite": {
       const file = path.join(config.dataDir, SQLITE_FILE);
-      return opening("task", "sqlite", file, async () => SqliteTaskStore.open(file));
+      return opening("task", "sqlite", file, async () => SqliteTaskStore.open(file, { durability: config.durability ?? "process" }));
     }
     case "mongodb": {
       const endpoint = `${redactUrl(store.url)}, database "${store.database}"`;
@@ -33,15 +36,23 @@ export async function openTaskStore(config: Pick<DocqConfig, "store" | "dataDir"
         MongoTaskStore.open({ url: store.url, database: store.database, writeConcern: store.writeConcern }),
       );
     }
+    case "postgres": {
+      const endpoint = `${redactPostgresUrl(store.url)}${store.schema === null ? "" : `, schema "${store.schema}"`}`;
+      return opening("task", "postgres", endpoint, () =>
+        PostgresTaskStore.open({ url: store.url, poolSize: store.poolSize, ...(store.schema === null ? {} : { schema: store.schema }) }),
+      );
+    }
   }
 }
 
-export async function openBlobStore(config: Pick<DocqConfig, "blobs" | "dataDir">): Promise<BlobStore> {
+export async function openBlobStore(
+  config: Pick<DocqConfig, "blobs" | "dataDir"> & Partial<Pick<DocqConfig, "durability">>,
+): Promise<BlobStore> {
   const { blobs } = config;
   switch (blobs.type) {
     case "fs": {
       const root = path.join(config.dataDir, BLOBS_FOLDER);
-      return opening("blob", "fs", root, () => FsBlobStore.open(root));
+      return opening("blob", "fs", root, () => FsBlobStore.open(root, config.durability ?? "process"));
     }
     case "s3": {
       const endpoint = `${blobs.useSSL ? "https" : "http"}://${blobs.endPoint}:${blobs.port}, bucket "${blobs.bucket}"`;

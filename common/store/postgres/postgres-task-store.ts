@@ -234,9 +234,10 @@ const FILTER_COLUMNS: Record<keyof TaskFilter, string> = {
   parentId: "parent_id",
 };
 
-/** The URL without its password, for messages. */
+/** The URL without its user, password and query (which may hold a password too), for messages and logs. */
 export function redactPostgresUrl(url: string): string {
-  return url.replace(/^(postgres(?:ql)?:\/\/[^:@/]*):[^@/]*@/i, "$1:***@");
+  const match = /^(postgres(?:ql)?:\/\/)(?:[^@/?]*@)?([^?]*)/i.exec(url);
+  return match === null ? "(unparsable URL)" : `${match[1]}${match[2]}`;
 }
 
 /** A transaction's or the pool's way to run a statement. */
