@@ -39,6 +39,22 @@ export default tseslint.config(
     },
   },
   {
+    // The dashboard's modules run in the browser (served as they are, no build step).
+    files: ["web/**/*.js"],
+    languageOptions: {
+      globals: {
+        window: "readonly",
+        document: "readonly",
+        location: "readonly",
+        sessionStorage: "readonly",
+        HashChangeEvent: "readonly",
+        URLSearchParams: "readonly",
+        FormData: "readonly",
+        TextDecoderStream: "readonly",
+      },
+    },
+  },
+  {
     files: ["**/*.cjs"],
     languageOptions: { sourceType: "commonjs", globals: { require: "readonly", module: "writable", __dirname: "readonly" } },
     rules: { "@typescript-eslint/no-require-imports": "off" },

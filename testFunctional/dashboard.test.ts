@@ -1,0 +1,193 @@
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { getTask, REPO, startEmbeddedApp, submit, tempDir, useKey, waitUntil, type EmbeddedApp } from "./helpers.js";
+
+/*
+ * The dashboard in Debian's Chromium (headless, no network beyond the app) against the real app:
+ * overview, submit through the form, the list updating live, the task page (download, retry,
+ * cancel), filters, and the login with an API key. One app for the file, authentication on, so the
+ * login is part of the walk. No error may reach the browser's console. Screenshots of each page
+ * go to test-screenshots/dashboard/ (ignored by git) for a person to look at.
+ */
+
+const CHROMIUM = "/usr/bin/chromium";
+const SHOTS = path.join(REPO, "test-screenshots", "dashboard");
+const ADMIN_KEY = "dashboard-test-admin-key-0123456789";
+/** Generous: a loaded 2-core machine runs eight people's tests. */
+const WAIT_MS = 20_000;
+
+describe("dashboard in Chromium", () => {
+  let app: EmbeddedApp;
+  let context: BrowserContext;
+  let page: Page;
+  const browserErrors: string[] = [];
+
+  before(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    const profile = await tempDir("chromium-profile");
+    // A persistent context: its profile is the fresh --user-data-dir, removed with the temp dir.
+    [app, context] = await Promise.all([
+      startEmbeddedApp({ slots: 2, env: { DOCQ_ADMIN_KEY: ADMIN_KEY } }),
+      chromium.launchPersistentContext(profile, {
+        executablePath: CHROMIUM,
+        headless: true,
+        acceptDownloads: true,
+        viewport: { width: 1400, height: 900 },
+        args: [
+          "--no-sandbox",
+          "--disable-gpu",
+          "--disable-quic",
+          "--no-first-run",
+          "--disable-background-networking",
+          "--disable-component-update",
+          "--disable-sync",
+        ],
+      }),
+    ]);
+    useKey(app.url, ADMIN_KEY);
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on("console", (msg) => {
+      if (msg.type() === "error") browserErrors.push(`console: ${msg.text()}`);
+    });
+    page.on("pageerror", (err) => browserErrors.push(`page error: ${err.message}`));
+  });
+
+  after(async () => {
+    await context?.close();
+    await app?.stop();
+  });
+
+  const shot = (name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  const go = (hash: string) => page.evaluate((h) => (location.hash = h), hash);
+
+  it("asks for a key when authentication is on, and logs in with the admin key", async () => {
+    await page.goto(`${app.url}/`);
+    await page.getByTestId("login").waitFor({ timeout: WAIT_MS });
+    await shot("login");
+    // The API's 401 before the login shows in the console as a failed load: expected, and the only one allowed.
+    browserErrors.splice(0, browserErrors.length, ...browserErrors.filter((e) => !/status of 401/.test(e)));
+    await page.getByTestId("key-input").fill(ADMIN_KEY);
+    await page.getByTestId("login-button").click();
+    await page.getByTestId("overview").waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("docq.apiKey")), ADMIN_KEY);
+  });
+
+  it("serves the page with a strict CSP and the libraries from node_modules", async () => {
+    const res = await fetch(`${app.url}/`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type") ?? "", /^text\/html/);
+    assert.match(res.headers.get("content-security-policy") ?? "", /default-src 'self'; script-src 'self' 'sha256-/);
+    const lib = await fetch(`${app.url}/vendor/chart.js/chart.js`);
+    assert.equal(lib.status, 200);
+    assert.match(lib.headers.get("content-type") ?? "", /^text\/javascript/);
+    assert.match(lib.headers.get("cache-control") ?? "", /max-age=/);
+    const again = await fetch(`${app.url}/vendor/chart.js/chart.js`, { headers: { "if-none-match": lib.headers.get("etag") ?? "" } });
+    assert.equal(again.status, 304);
+    assert.equal((await fetch(`${app.url}/vendor/chart.js/..%2F..%2F..%2Fpackage.json`)).status, 404);
+  });
+
+  it("shows the overview: counts by status, charts, workers", async () => {
+    await go("#/");
+    await page.getByTestId("status-cards").waitFor({ timeout: WAIT_MS });
+    await page.getByTestId("chart-throughput").waitFor({ timeout: WAIT_MS });
+    await shot("overview-empty");
+  });
+
+  let submittedId = "";
+  const document = `dashboard test document ${Date.now()}\n`.repeat(20);
+
+  it("submits a document through the form and sees it reach output in the list, live", async () => {
+    await page.getByTestId("nav-submit").click();
+    await page.getByTestId("submit-form").waitFor({ timeout: WAIT_MS });
+    await page.getByTestId("job-select").selectOption("sleep");
+    await page.getByTestId("param-ms").fill("300");
+    await page.locator('input[type="file"]').setInputFiles({ name: "report.txt", mimeType: "text/plain", buffer: Buffer.from(document) });
+    await shot("submit");
+    await page.getByTestId("submit-button").click();
+    const link = page.getByTestId("submitted-link").first();
+    await link.waitFor({ timeout: WAIT_MS });
+    submittedId = (await page.locator('[data-testid="submitted"] code').first().textContent()) ?? "";
+    assert.match(submittedId, /^[a-z0-9_-]+-[0-9A-Z]{26}$/);
+    await page.getByTestId("nav-tasks").click();
+    await page.locator(`[data-testid="task-row"][data-id="${submittedId}"][data-status="output"]`).waitFor({ timeout: WAIT_MS });
+    await shot("tasks");
+  });
+
+  it("opens the task from its row and downloads its output and input", async () => {
+    await page.locator(`[data-testid="task-row"][data-id="${submittedId}"]`).click();
+    await page.locator('[data-testid="task"][data-status="output"]').waitFor({ timeout: WAIT_MS });
+    await page.getByTestId("attempts").waitFor();
+    await shot("task-output");
+    for (const which of ["output", "input"]) {
+      const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId(`download-${which}`).click()]);
+      const file = await download.path();
+      assert.equal(readFileSync(file, "utf8"), document, `the ${which} downloaded`);
+    }
+  });
+
+  it("retries a task of the fail job from its page", async () => {
+    const id = await submit(app.url, "x", { job: "fail", maxTries: 1, name: "will-fail" });
+    await waitUntil("the fail task to fail", async () => (await getTask(app.url, id)).status === "error", WAIT_MS, 100);
+    await go(`#/task/${id}`);
+    await page.locator('[data-testid="task"][data-status="error"]').waitFor({ timeout: WAIT_MS });
+    await shot("task-error");
+    await page.getByTestId("retry").click();
+    await page.getByTestId("retry-confirm").click();
+    await waitUntil("the retried task to run and fail again", async () => (await getTask(app.url, id)).attempts.length === 2, WAIT_MS, 100);
+    await page.locator('[data-testid="attempts"] tbody tr').nth(1).waitFor({ timeout: WAIT_MS });
+  });
+
+  it("cancels a running sleep task from its page", async () => {
+    const id = await submit(app.url, "zz", { job: "sleep", params: { ms: 60_000 }, name: "long-sleep" });
+    await waitUntil("the sleep task to run", async () => (await getTask(app.url, id)).status === "work", WAIT_MS, 100);
+    await go(`#/task/${id}`);
+    await page.locator('[data-testid="task"][data-status="work"]').waitFor({ timeout: WAIT_MS });
+    await page.getByTestId("cancel").click();
+    await page.getByTestId("cancel-dialog").waitFor();
+    await shot("cancel-dialog");
+    await page.getByTestId("cancel-confirm").click();
+    await page.locator('[data-testid="task"][data-status="canceled"]').waitFor({ timeout: WAIT_MS });
+    assert.equal((await getTask(app.url, id)).status, "canceled");
+  });
+
+  it("filters the list by status and by job", async () => {
+    await page.getByTestId("nav-tasks").click();
+    await page.getByTestId("filters").waitFor();
+    await page.locator('[data-testid="filters"] select[name="status"]').selectOption("error");
+    await page.getByTestId("apply-filters").click();
+    await waitUntil(
+      "only failed tasks listed",
+      async () => {
+        const statuses = await page
+          .locator('[data-testid="task-row"]')
+          .evaluateAll((rows) => rows.map((r) => r.getAttribute("data-status")));
+        return statuses.length === 1 && statuses[0] === "error";
+      },
+      WAIT_MS,
+      100,
+    );
+    assert.match(page.url(), /#\/tasks\?status=error$/);
+    await page.locator('[data-testid="filters"] select[name="status"]').selectOption("");
+    await page.locator('[data-testid="filters"] select[name="job"]').selectOption("sleep");
+    await page.getByTestId("apply-filters").click();
+    await waitUntil(
+      "the two sleep tasks listed",
+      async () => (await page.locator('[data-testid="task-row"]').evaluateAll((rows) => rows.length)) === 2,
+      WAIT_MS,
+      100,
+    );
+    await shot("tasks-filtered");
+    await go("#/");
+    await page.getByTestId("chart-priority").or(page.getByTestId("status-cards")).first().waitFor();
+    await page.getByTestId("count-output").waitFor();
+    await page.getByTestId("workers").waitFor({ timeout: WAIT_MS });
+    await shot("overview");
+  });
+
+  it("left no error in the browser console", () => {
+    assert.deepEqual(browserErrors, []);
+  });
+});
