@@ -23,6 +23,23 @@ const GOOD: { [K in Kind]: Record<string, unknown> } = {
     maxTries: 3,
     input: `${ID}/input`,
   },
+  submitMany: {
+    tasks: [
+      { id: ID, site: "local", user: "ann", name: "a", job: "wordcount", params: {}, priority: 50, maxTries: 3, input: `${ID}/input` },
+      {
+        id: `${ID.slice(0, -1)}W`,
+        site: "local",
+        user: "ann",
+        name: "b",
+        job: "wordcount",
+        params: {},
+        priority: 9,
+        maxTries: 3,
+        input: null,
+      },
+    ],
+    quota: { maxQueued: 10 },
+  },
   pull: { owner: "worker@n1", max: 4 },
   heartbeat: { owner: "worker@n1", ids: [ID], slots: 4, busy: 1 },
   succeed: { id: ID, owner: "worker@n1", tries: 1, output: `${ID}/output-1`, processedBy },
@@ -101,6 +118,11 @@ const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } =
   addUsage: [
     [{ user: "" }, "user"],
     [{ bytesOut: -1 }, "bytesOut"],
+  ],
+  submitMany: [
+    [{ tasks: [] }, "tasks"],
+    [{ tasks: [{ id: ID }] }, "tasks"],
+    [{ quota: { maxPerDay: 0 } }, "quota"],
   ],
   submit: [
     [{ id: "" }, "id"],
@@ -194,6 +216,10 @@ const BAD: { [K in Kind]: [change: Record<string, unknown>, field: string][] } =
   ...byId(["cancel", "delete", "retry", "get", "revokeKey"]),
   backlog: [],
   stats: [],
+  finishedPerMinute: [
+    [{ since: -1 }, "since"],
+    [{ since: "yesterday" }, "since"],
+  ],
   listKeys: [],
   list: [
     [{ status: "done" }, "status"],

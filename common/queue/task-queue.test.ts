@@ -644,3 +644,63 @@ describe("TaskQueue: attempts, release and retry", () => {
     assert.equal(again?.mergeInputs?.length, 2);
   });
 });
+
+describe("TaskQueue: submitMany (the batch submit)", () => {
+  it("stores every task in one write, queues them in order, and counts the batch in the user's usage", async () => {
+    const queue = makeQueue();
+    let queuedSignals = 0;
+    queue.on("task:queued", () => queuedSignals++);
+    const specs = Array.from({ length: 5 }, (_, i) => spec(i === 3 ? 90 : 50, { user: "fay", name: `f${i}` }));
+    const created = await queue.submitMany(specs, { inputBytes: 500 });
+    assert.deepEqual(
+      created.map((t) => t.id),
+      specs.map((s) => s.id),
+    );
+    assert.equal(queuedSignals, 1, "one wake-up for the batch");
+    const pulled = await queue.pull("w1", 10);
+    assert.deepEqual(
+      pulled.map((t) => t.name),
+      ["f3", "f0", "f1", "f2", "f4"],
+    );
+    const [row] = await store.usage({
+      user: "fay",
+      from: new Date(clock).toISOString().slice(0, 10),
+      to: new Date(clock).toISOString().slice(0, 10),
+    });
+    assert.equal(row?.submitted, 5);
+    assert.equal(row?.bytesIn, 500);
+  });
+
+  it("counts every task of the batch against the quota, and refuses the whole batch when it would pass a limit", async () => {
+    const queue = makeQueue();
+    await queue.submit(spec(50, { user: "gus" }), { quota: { maxQueued: 4 } });
+    await assert.rejects(
+      queue.submitMany(
+        Array.from({ length: 4 }, () => spec(50, { user: "gus" })),
+        { quota: { maxQueued: 4 } },
+      ),
+      (err: unknown) => isDocqError(err, "QUOTA_EXCEEDED") && /maxQueued: gus has 1 .* 4 more would pass/.test((err as Error).message),
+    );
+    assert.equal(await store.countActive("gus"), 1, "nothing of the refused batch was stored");
+    await queue.submitMany(
+      Array.from({ length: 3 }, () => spec(50, { user: "gus" })),
+      { quota: { maxQueued: 4, maxPerDay: 10 } },
+    );
+    assert.equal(await store.countActive("gus"), 4);
+    await assert.rejects(
+      queue.submitMany([spec(50, { user: "gus" }), spec(50, { user: "hal" })], { quota: { maxPerDay: 10 } }),
+      (err: unknown) => isDocqError(err, "BAD_REQUEST"),
+    );
+  });
+
+  it("stores nothing when the store refuses the batch (a duplicate id)", async () => {
+    const queue = makeQueue();
+    const taken = await queue.submit(spec(50));
+    await assert.rejects(queue.submitMany([spec(50), spec(50, { id: taken.id }), spec(50)]));
+    assert.equal(await store.countActive("u"), 1);
+    assert.deepEqual(
+      (await queue.pull("w1", 10)).map((t) => t.id),
+      [taken.id],
+    );
+  });
+});
