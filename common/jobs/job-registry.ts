@@ -16,6 +16,8 @@ export type ParamsSchema = z.ZodType<Record<string, unknown>>;
 
 export interface JobDefinition {
   name: string;
+  /** job.yaml `description`: what the job does, for people (GET /api/jobs, the dashboard's submit form). */
+  description?: string;
   /** Real path of the folder holding the job's files (the jobs dir itself for a single-file job). */
   dir: string;
   /** Absolute path of the program to execute: an interpreter, or the script itself when it has a shebang. */
@@ -76,6 +78,8 @@ type ParamSpec = z.infer<typeof ParamSpecSchema>;
 
 const JobYamlSchema = z
   .strictObject({
+    // What the job does, for people: GET /api/jobs shows it.
+    description: z.string().max(2000).optional(),
     entry: z.string().min(1).optional(),
     timeoutMs: z.int().positive().optional(),
     maxTries: z.int().min(1).optional(),
@@ -103,7 +107,7 @@ const JobYamlSchema = z
   .superRefine((config, ctx) => {
     if (config.workflow !== undefined) {
       for (const key of Object.keys(config)) {
-        if (key !== "workflow" && key !== "retention")
+        if (key !== "workflow" && key !== "retention" && key !== "description")
           ctx.addIssue({ code: "custom", path: [key], message: "does not apply to a workflow job (it has no script of its own)" });
       }
     }
@@ -338,6 +342,7 @@ export class JobRegistry {
   private definition(name: string, dir: string, command: { command: string; args: string[] }, config: JobYaml): JobDefinition {
     return {
       name,
+      ...(config.description === undefined ? {} : { description: config.description }),
       dir,
       ...command,
       timeoutMs: config.timeoutMs ?? this.defaultTimeoutMs,

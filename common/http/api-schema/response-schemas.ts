@@ -117,15 +117,30 @@ export const JobListingSchema = z
     z.object({
       name: z.string(),
       kind: z.enum(["split", "warm", "script"]),
+      description: z.string().nullable().meta({ description: "job.yaml's description" }),
       split: z.boolean(),
       warm: z.boolean(),
       timeoutMs: z.int(),
       maxTries: z.int().nullable(),
       params: z.array(z.string()).nullable().meta({ description: "the params job.yaml declares; null: any params are taken" }),
+      paramsSchema: z
+        .record(z.string(), z.unknown())
+        .nullable()
+        .meta({ description: "the params with their types and bounds, as JSON Schema (what a submission's params are checked with)" }),
+      maxRequests: z.int().nullable().meta({ description: "a warm job's process is recycled after this many tasks" }),
+      maxRssMb: z.int().nullable().meta({ description: "a warm job's process is recycled above this memory" }),
+      retention: z
+        .object({
+          outputMs: z.int().nullable().optional(),
+          errorMs: z.int().nullable().optional(),
+          canceledMs: z.int().nullable().optional(),
+        })
+        .meta({ description: "this job's own retention per final status (ms, null: kept); one left out keeps the site's" }),
     }),
     z.object({
       name: z.string(),
       kind: z.literal("workflow"),
+      description: z.string().nullable(),
       steps: z.array(WorkflowStepSchema.extend({ upstreams: z.array(z.string()) })),
       flow: z.array(z.string()).readonly(),
       final: z.string(),
