@@ -1,8 +1,8 @@
 import { execFile } from "node:child_process";
-import { chownSync, existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import { freePort } from "./free-port.js";
@@ -84,9 +84,17 @@ async function runBinary(bin: string, args: readonly string[]): Promise<string> 
   }
 }
 
-/** Gives `dir` (and what initdb writes in it later) to the unprivileged user. */
+/**
+ * Gives `dir` (and what initdb writes in it later) to the unprivileged user, and lets it reach the
+ * dir: a temp dir made private to root (scripts/test.sh's run dir is 0700) gets search permission
+ * for others (o+x: enter, not list).
+ */
 function chownToPostgres(dir: string): void {
   if (!isRoot()) return;
+  for (let parent = dirname(dir); parent !== dirname(parent); parent = dirname(parent)) {
+    const mode = statSync(parent).mode;
+    if ((mode & 0o001) === 0) chmodSync(parent, (mode & 0o7777) | 0o001);
+  }
   const passwd = readFileSync("/etc/passwd", "utf8");
   const line = passwd.split("\n").find((entry) => entry.startsWith(`${UNPRIVILEGED_USER}:`));
   if (line === undefined) throw new Error(`no user ${UNPRIVILEGED_USER} to run PostgreSQL as (it refuses to run as root)`);
