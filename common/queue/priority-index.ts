@@ -1,39 +1,19 @@
-import { BinaryHeap } from "./binary-heap.js";
 import { MAX_PRIORITY, MIN_PRIORITY, type QueueEntry } from "../model/task-model.js";
-
-interface Slot {
-  entry: QueueEntry;
-  /** Insertion order: breaks ties between equal submit times so order stays FIFO. */
-  seq: number;
-  /** In the delayed heap, waiting for its backoff. */
-  delayed: boolean;
-  /** This site's own task, not a proxy of a task stolen from another site. */
-  home: boolean;
-}
-
-function readyBefore(a: Slot, b: Slot): boolean {
-  if (a.entry.priority !== b.entry.priority) return a.entry.priority > b.entry.priority;
-  // A site runs its own work before stolen work of the same priority: a thief only fills its idle time.
-  if (a.home !== b.home) return a.home;
-  if (a.entry.submitTime !== b.entry.submitTime) return a.entry.submitTime < b.entry.submitTime;
-  return a.seq < b.seq;
-}
-
-function delayedBefore(a: Slot, b: Slot): boolean {
-  return a.entry.availableAt < b.entry.availableAt || (a.entry.availableAt === b.entry.availableAt && a.seq < b.seq);
-}
+import { EntryTable, FLAG, HandleHeap } from "./entry-table.js";
 
 /**
- * The in-memory queue order: highest priority first, FIFO by submit time within a
- * priority. Tasks whose retry backoff has not elapsed wait in a second heap ordered
- * by `availableAt`. Removal is lazy (a tombstone in `live`), so every operation is
- * O(log n) and a million entries cost two small objects each.
+ * The in-memory queue order: highest priority first, a site's own work before stolen work of the
+ * same priority, FIFO by submit time within those. Tasks whose backoff has not elapsed wait in a
+ * second heap ordered by `availableAt`. Entries live in an EntryTable (typed-array columns) and the
+ * heaps hold their handles, so a million queued tasks cost about a hundred bytes each. Removal is
+ * lazy: a removed entry's handle stays in its heap, dead, until a pop meets it and frees it; every
+ * allocated handle is in exactly one heap, so it is freed exactly once.
  */
 export class PriorityIndex {
-  private readonly ready = new BinaryHeap<Slot>(readyBefore);
-  private readonly delayed = new BinaryHeap<Slot>(delayedBefore);
-  private readonly live = new Map<string, Slot>();
-  private nextSeq = 0;
+  private readonly table = new EntryTable();
+  private readonly live = new Map<string, number>();
+  private readonly ready: HandleHeap;
+  private readonly delayed: HandleHeap;
   /** Running counts of the live entries, so stats never walk a million of them. */
   private delayedCount = 0;
   private readonly byPriority = new Array<number>(MAX_PRIORITY - MIN_PRIORITY + 1).fill(0);
@@ -45,6 +25,18 @@ export class PriorityIndex {
   /** `isHome`: whether an entry is this site's own task (default: every entry is). */
   constructor(opts: { isHome?: (id: string) => boolean } = {}) {
     this.isHome = opts.isHome ?? (() => true);
+    const t = this.table;
+    this.ready = new HandleHeap((a, b) => {
+      if (t.priority[a] !== t.priority[b]) return t.priority[a]! > t.priority[b]!;
+      const home = t.flags[a]! & FLAG.home;
+      if (home !== (t.flags[b]! & FLAG.home)) return home !== 0;
+      if (t.submitTime[a] !== t.submitTime[b]) return t.submitTime[a]! < t.submitTime[b]!;
+      return t.seq[a]! < t.seq[b]!;
+    });
+    this.delayed = new HandleHeap((a, b) => {
+      if (t.availableAt[a] !== t.availableAt[b]) return t.availableAt[a]! < t.availableAt[b]!;
+      return t.seq[a]! < t.seq[b]!;
+    });
   }
 
   get size(): number {
@@ -61,54 +53,48 @@ export class PriorityIndex {
       throw new RangeError(`priority of ${entry.id} must be an integer ${MIN_PRIORITY}..${MAX_PRIORITY}, got ${entry.priority}`);
     }
     this.remove(entry.id);
-    const slot: Slot = { entry, seq: this.nextSeq++, delayed: entry.availableAt > now, home: this.isHome(entry.id) };
-    this.live.set(entry.id, slot);
+    const delayed = entry.availableAt > now;
+    const home = this.isHome(entry.id);
+    const handle = this.table.allocate(entry, delayed, home);
+    this.live.set(entry.id, handle);
     this.byPriority[entry.priority - MIN_PRIORITY]!++;
-    if (slot.delayed) this.delayedCount++;
-    if (slot.home) this.homeCount++;
-    if (slot.home && slot.delayed) this.homeDelayedCount++;
-    (slot.delayed ? this.delayed : this.ready).push(slot);
+    if (delayed) this.delayedCount++;
+    if (home) this.homeCount++;
+    if (home && delayed) this.homeDelayedCount++;
+    (delayed ? this.delayed : this.ready).push(handle);
   }
 
   /** Records the input size of a live entry (known after it was added). */
   setInputBytes(id: string, bytes: number): void {
-    const slot = this.live.get(id);
-    if (slot !== undefined) slot.entry = { ...slot.entry, inputBytes: bytes };
+    const handle = this.live.get(id);
+    if (handle !== undefined) this.table.setInputBytes(handle, bytes);
   }
 
   remove(id: string): boolean {
-    const slot = this.live.get(id);
-    if (slot === undefined) return false;
-    this.forget(slot);
+    const handle = this.live.get(id);
+    if (handle === undefined) return false;
+    this.forget(handle);
     return true;
-  }
-
-  /** Takes a live slot out of `live` and the counts; its heap entry becomes a tombstone. */
-  private forget(slot: Slot): void {
-    this.live.delete(slot.entry.id);
-    this.byPriority[slot.entry.priority - MIN_PRIORITY]!--;
-    if (slot.delayed) this.delayedCount--;
-    if (slot.home) this.homeCount--;
-    if (slot.home && slot.delayed) this.homeDelayedCount--;
   }
 
   /** Takes up to `max` entries, best first, among those available at `now`. */
   take(max: number, now: number = Date.now(), accept?: (entry: QueueEntry) => boolean): QueueEntry[] {
     this.promoteDue(now);
     const taken: QueueEntry[] = [];
-    const refused: Slot[] = [];
+    const refused: number[] = [];
     while (taken.length < max) {
-      const slot = this.ready.pop();
-      if (slot === undefined) break;
-      if (this.live.get(slot.entry.id) !== slot) continue;
-      if (accept !== undefined && !accept(slot.entry)) {
-        refused.push(slot);
+      const handle = this.popLive(this.ready);
+      if (handle === undefined) break;
+      const entry = this.table.entry(handle);
+      if (accept !== undefined && !accept(entry)) {
+        refused.push(handle);
         continue;
       }
-      this.forget(slot);
-      taken.push(slot.entry);
+      this.forget(handle);
+      this.table.free(handle);
+      taken.push(entry);
     }
-    for (const slot of refused) this.ready.push(slot);
+    for (const handle of refused) this.ready.push(handle);
     return taken;
   }
 
@@ -119,51 +105,51 @@ export class PriorityIndex {
    */
   takeChosen(window: number, now: number, choose: (entries: readonly QueueEntry[]) => ReadonlySet<string>): QueueEntry[] {
     this.promoteDue(now);
-    const seen: Slot[] = [];
+    const seen: number[] = [];
     while (seen.length < window) {
-      const slot = this.ready.pop();
-      if (slot === undefined) break;
-      if (this.live.get(slot.entry.id) === slot) seen.push(slot);
+      const handle = this.popLive(this.ready);
+      if (handle === undefined) break;
+      seen.push(handle);
     }
-    const chosen = choose(seen.map((slot) => slot.entry));
+    const entries = seen.map((handle) => this.table.entry(handle));
+    const chosen = choose(entries);
     const taken: QueueEntry[] = [];
-    for (const slot of seen) {
-      if (chosen.has(slot.entry.id)) {
-        this.forget(slot);
-        taken.push(slot.entry);
+    seen.forEach((handle, i) => {
+      const entry = entries[i]!;
+      if (chosen.has(entry.id)) {
+        this.forget(handle);
+        this.table.free(handle);
+        taken.push(entry);
       } else {
-        this.ready.push(slot);
+        this.ready.push(handle);
       }
-    }
+    });
     return taken;
   }
 
   /** The best entry available at `now`, without taking it. */
   peek(now: number = Date.now()): QueueEntry | undefined {
     this.promoteDue(now);
-    for (;;) {
-      const slot = this.ready.peek();
-      if (slot === undefined) return undefined;
-      if (this.live.get(slot.entry.id) === slot) return slot.entry;
-      this.ready.pop();
-    }
+    const handle = this.peekLive(this.ready);
+    return handle === undefined ? undefined : this.table.entry(handle);
   }
 
   /** Time of the next entry still waiting for its backoff at `now`, or null. */
   nextAvailableAt(now: number = Date.now()): number | null {
     this.promoteDue(now);
-    for (;;) {
-      const slot = this.delayed.peek();
-      if (slot === undefined) return null;
-      if (this.live.get(slot.entry.id) === slot) return slot.entry.availableAt;
-      this.delayed.pop();
-    }
+    const handle = this.peekLive(this.delayed);
+    return handle === undefined ? null : this.table.availableAt[handle]!;
   }
 
   /** Counts of live entries: ready now, and waiting for their backoff. */
   counts(now: number = Date.now()): { ready: number; delayed: number; highestPriority: number | null } {
     this.promoteDue(now);
-    return { ready: this.live.size - this.delayedCount, delayed: this.delayedCount, highestPriority: this.peek(now)?.priority ?? null };
+    const best = this.peekLive(this.ready);
+    return {
+      ready: this.live.size - this.delayedCount,
+      delayed: this.delayedCount,
+      highestPriority: best === undefined ? null : this.table.priority[best]! + MIN_PRIORITY,
+    };
   }
 
   /** Live entries ready at `now` that are this site's own (not proxies of stolen tasks). */
@@ -186,23 +172,59 @@ export class PriorityIndex {
     this.ready.clear();
     this.delayed.clear();
     this.live.clear();
+    this.table.clear();
     this.delayedCount = 0;
     this.homeCount = 0;
     this.homeDelayedCount = 0;
     this.byPriority.fill(0);
   }
 
-  private promoteDue(now: number): void {
+  /** Takes a live handle out of `live` and the counts; it stays allocated until its heap lets go of it. */
+  private forget(handle: number): void {
+    const t = this.table;
+    this.live.delete(t.ids[handle]!);
+    this.byPriority[t.priority[handle]!]!--;
+    const delayed = t.has(handle, FLAG.delayed);
+    const home = t.has(handle, FLAG.home);
+    if (delayed) this.delayedCount--;
+    if (home) this.homeCount--;
+    if (home && delayed) this.homeDelayedCount--;
+    t.flags[handle] = t.flags[handle]! & ~FLAG.live;
+  }
+
+  /** Pops the heap's best live handle, freeing the dead ones met on the way. */
+  private popLive(heap: HandleHeap): number | undefined {
     for (;;) {
-      const slot = this.delayed.peek();
-      if (slot === undefined || slot.entry.availableAt > now) return;
+      const handle = heap.pop();
+      if (handle === undefined || this.table.isLive(handle)) return handle;
+      this.table.free(handle);
+    }
+  }
+
+  /** The heap's best live handle, left in place; dead ones met on the way are freed. */
+  private peekLive(heap: HandleHeap): number | undefined {
+    for (;;) {
+      const handle = heap.peek();
+      if (handle === undefined || this.table.isLive(handle)) return handle;
+      heap.pop();
+      this.table.free(handle);
+    }
+  }
+
+  private promoteDue(now: number): void {
+    const t = this.table;
+    for (;;) {
+      const handle = this.delayed.peek();
+      if (handle === undefined || t.availableAt[handle]! > now) return;
       this.delayed.pop();
-      if (this.live.get(slot.entry.id) === slot) {
-        slot.delayed = false;
-        this.delayedCount--;
-        if (slot.home) this.homeDelayedCount--;
-        this.ready.push(slot);
+      if (!t.isLive(handle)) {
+        t.free(handle);
+        continue;
       }
+      t.flags[handle] = t.flags[handle]! & ~FLAG.delayed;
+      this.delayedCount--;
+      if (t.has(handle, FLAG.home)) this.homeDelayedCount--;
+      this.ready.push(handle);
     }
   }
 }
