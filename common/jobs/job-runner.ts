@@ -6,6 +6,8 @@ import {
   lstatSync,
   promises as fs,
   mkdirSync,
+  readdirSync,
+  type Dirent,
   mkdtempSync,
   openSync,
   realpathSync,
@@ -70,6 +72,12 @@ export interface WorkDir {
   outputDir: string;
   /** Removes the dir; `known` files in it (outputs already stored) are unlinked first, which usually leaves two empty folders. */
   remove(known?: readonly string[]): Promise<void>;
+  /**
+   * Empties the dir for another run (the worker keeps a few: work-dir-pool.ts): `known` files are
+   * unlinked as remove() does them. Answers true when nothing but an empty `out/` folder is left,
+   * false when anything else is there (the caller then removes the dir); never throws.
+   */
+  empty(known?: readonly string[]): Promise<boolean>;
 }
 
 /**
@@ -94,9 +102,37 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
   const outputDir = path.join(dir, "out");
   if (inMemory) mkdirSync(outputDir);
   else await fs.mkdir(outputDir);
+  /** Only an `out` folder (a real one, not a link) in the dir, and nothing in it. */
+  const isEmpty = (entries: Dirent[], outEntries: string[]): boolean =>
+    entries.length === 1 && entries[0]?.name === "out" && entries[0].isDirectory() && outEntries.length === 0;
   return {
     path: dir,
     outputDir,
+    empty: inMemory
+      ? async (known = []) => {
+          try {
+            for (const file of known) {
+              const problem = inParentDir(file, dir, (parent, name) => unlinkSync(at(parent, name)));
+              if (problem !== undefined) return false;
+            }
+            const entries = readdirSync(dir, { withFileTypes: true });
+            return isEmpty(entries, entries.length === 1 && entries[0]?.isDirectory() === true ? readdirSync(outputDir) : ["?"]);
+          } catch {
+            return false;
+          }
+        }
+      : async (known = []) => {
+          try {
+            const problems = await Promise.all(
+              known.map((file) => inParentDirAsync(file, dir, (parent, name) => fs.unlink(at(parent, name)))),
+            );
+            if (problems.some((p) => p !== undefined)) return false;
+            const entries = await fs.readdir(dir, { withFileTypes: true });
+            return isEmpty(entries, entries.length === 1 && entries[0]?.isDirectory() === true ? await fs.readdir(outputDir) : ["?"]);
+          } catch {
+            return false;
+          }
+        },
     remove: inMemory
       ? async (known = []) => {
           try {

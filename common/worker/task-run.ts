@@ -5,23 +5,16 @@ import { pipeline } from "node:stream/promises";
 import type { BlobStore } from "../blobs/blob-store.js";
 import type { JobExecutor } from "../jobs/executor.js";
 import type { JobDefinition, JobRegistry } from "../jobs/job-registry.js";
-import {
-  createWorkDir,
-  JobFailedError,
-  openInWorkDir,
-  type JobAnswer,
-  type JobMode,
-  type JobRequest,
-  type WorkDir,
-} from "../jobs/job-runner.js";
+import { JobFailedError, openInWorkDir, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "../jobs/job-runner.js";
 import type { ProgressReport } from "../jobs/script-answer.js";
 import type { ChildSpec, PulledTask } from "../model/claims.js";
 import { ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
 import { blobKeys } from "../queue/new-task.js";
+import type { WorkDirPool } from "./work-dir-pool.js";
 
 /*
  * One leased task, end to end, on the worker: its input reached (the blob's own file, or a
- * download into a fresh work dir), its job run by an executor, the answered output or parts
+ * download into an empty work dir), its job run by an executor, the answered output or parts
  * stored, the work dir removed, and the result reported under the lease. What the attempt stored
  * is deleted again unless the queue accepted it. The worker pool around it deals in slots and
  * leases only.
@@ -37,6 +30,8 @@ export interface TaskRunContext {
   blobs: BlobStore;
   /** Where per-run temp dirs go. */
   workRoot: string;
+  /** The run's work dir comes from here and goes back here (emptied and kept, or removed). */
+  workDirs: Pick<WorkDirPool, "acquire" | "release">;
   /** The executor of a job (executorFor in jobs/executor.ts). */
   executorOf(job: JobDefinition): JobExecutor;
 }
@@ -94,11 +89,11 @@ export async function runLeasedTask(run: LeasedRun, ctx: TaskRunContext): Promis
   }
 }
 
-/** Runs the task's script in a fresh work dir and stores what it answered (the keys go to `written` as they are written). */
+/** Runs the task's script in an empty work dir and stores what it answered (the keys go to `written` as they are written). */
 async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[]): Promise<AttemptReport> {
   const { task } = run;
   const job = await ctx.registry.resolve(task.job);
-  const work = await createWorkDir(ctx.workRoot);
+  const work = await ctx.workDirs.acquire();
   /** Files of the work dir already stored: unlinked first when it is removed. */
   let stored: string[] = [];
   try {
@@ -120,7 +115,7 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
     stored = answer.children.map((c) => c.input);
     return { kind: "split", children };
   } finally {
-    await work.remove(stored);
+    await ctx.workDirs.release(work, stored);
   }
 }
 

@@ -87,6 +87,17 @@ async function reset(queueOpts: Partial<TaskQueueOptions>): Promise<void> {
 
 afterEach(tearDown);
 
+/** The work dirs under `root` holding anything but an empty `out/`: a kept dir is emptied after each run. */
+async function dirtyWorkDirs(root: string): Promise<string[]> {
+  const dirty: string[] = [];
+  for (const name of await fs.readdir(root)) {
+    const entries = await fs.readdir(path.join(root, name)).catch(() => ["(not a dir)"]);
+    const out = entries.length === 1 && entries[0] === "out" ? await fs.readdir(path.join(root, name, "out")) : ["?"];
+    if (out.length > 0) dirty.push(`${name}: ${entries.join(", ")}; out: ${out.join(", ")}`);
+  }
+  return dirty;
+}
+
 async function writeJob(name: string, body: string): Promise<void> {
   await fs.writeFile(path.join(h.dir, "jobs", `${name}.sh`), `#!/bin/sh\n${body}`);
 }
@@ -190,7 +201,27 @@ describe("WorkerPool", () => {
     assert.equal(h.calls.fail.length, 0);
     assert.ok(h.calls.succeed.every((c) => c.accepted));
     await waitUntil("the pool to be idle", () => pool.held === 0);
-    assert.deepEqual(await fs.readdir(h.workRoot), [], "every per-run work dir is removed");
+    assert.deepEqual(await dirtyWorkDirs(h.workRoot), [], "every work dir is emptied after its run");
+    assert.ok((await fs.readdir(h.workRoot)).length <= 6, "at most 2 × slots work dirs are kept");
+    await pool.stop();
+    assert.deepEqual(await fs.readdir(h.workRoot), [], "stopping removes the kept work dirs");
+  });
+
+  it("never hands a run a dir an earlier run left files in: that dir is removed, not kept", async () => {
+    // Writes a stray file beside its output (in out/ and in the work dir), then lists out/ as it finds it.
+    await writeJob(
+      "messy",
+      `${READ_REQUEST}seen=$(ls -A "$out"); printf '%s' "$seen" > "$out/seen.txt"; echo x > "$out/stray"; echo y > "$out/../stray2"\necho '{"output":"seen.txt"}'\n`,
+    );
+    const pool = makePool({ slots: 1 });
+    pool.start();
+    for (let i = 0; i < 3; i++) {
+      const t = await submit("messy", `doc ${i}`);
+      const done = await waitStatus(t.id, "output");
+      assert.equal(await blobText(done.output ?? ""), "", `run ${i} found out/ empty`);
+    }
+    await waitUntil("the pool to be idle", () => pool.held === 0);
+    assert.deepEqual(await dirtyWorkDirs(h.workRoot), [], "no dir with stray files is kept");
   });
 
   for (const batchSize of [0, 1]) {
@@ -626,6 +657,6 @@ echo '{"output":"sub/f"}'
     const t = await submit("big", "doc");
     const done = await waitStatus(t.id, "output");
     assert.equal(await blobText(done.output ?? ""), "x".repeat(big.length));
-    assert.deepEqual(await fs.readdir(h.workRoot), [], "the work dir is removed");
+    assert.deepEqual(await dirtyWorkDirs(h.workRoot), [], "the work dir is emptied");
   });
 });

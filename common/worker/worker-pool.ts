@@ -8,6 +8,7 @@ import { errorMessage } from "../model/errors.js";
 import type { ProcessedBy } from "../model/task-model.js";
 import type { WorkerQueue } from "../queue/queue-client.js";
 import { ProgressThrottle } from "./progress-throttle.js";
+import { WorkDirPool } from "./work-dir-pool.js";
 import { runLeasedTask, type AttemptReport, type LeasedRun, type TaskRunContext } from "./task-run.js";
 
 export interface WorkerLog {
@@ -53,7 +54,7 @@ interface Running {
 
 /**
  * A worker's execution slots: pulls tasks when a slot is free (or when woken), hands each to
- * runLeasedTask (task-run.ts: its script in its own temp dir, its output stored) and reports the
+ * runLeasedTask (task-run.ts: its script in its own work dir, kept emptied for a later run; its output stored) and reports the
  * result to the queue under its lease, which it keeps alive with heartbeats.
  *
  * A task holds its slot while its script runs (input download included); storing the output and
@@ -78,6 +79,8 @@ export class WorkerPool {
   private readonly warm: WarmPool;
   private readonly oneShot: OneShotExecutor;
   private readonly taskRun: TaskRunContext;
+  /** Work dirs kept between runs (emptied), removed when the pool stops. */
+  private readonly workDirs: WorkDirPool;
 
   constructor(opts: WorkerPoolOptions) {
     this.opts = opts;
@@ -86,7 +89,15 @@ export class WorkerPool {
     this.warm = new WarmPool({ ...opts.warm, log: opts.log, workRoot });
     this.oneShot = new OneShotExecutor({ useSpawner: opts.useSpawner === true, slots: opts.slots });
     const executors = { oneShot: this.oneShot, warm: this.warm };
-    this.taskRun = { registry: opts.registry, blobs: opts.blobs, workRoot, executorOf: (job) => executorFor(job, executors) };
+    // A run holds its dir until its output is stored: at most 2 × slots at once.
+    this.workDirs = new WorkDirPool({ root: workRoot, keep: 2 * opts.slots });
+    this.taskRun = {
+      registry: opts.registry,
+      blobs: opts.blobs,
+      workRoot,
+      workDirs: this.workDirs,
+      executorOf: (job) => executorFor(job, executors),
+    };
   }
 
   /** Slots in use: tasks whose script runs (or is about to). */
@@ -120,6 +131,7 @@ export class WorkerPool {
     for (const run of this.running.values()) this.stopRun(run, "shutdown");
     const warmStopped = this.warm.stop();
     await Promise.allSettled([...this.finished]);
+    await this.workDirs.close();
     await warmStopped;
     await this.oneShot.stop();
   }
@@ -152,6 +164,7 @@ export class WorkerPool {
     );
     if (left.length > 0) this.opts.log.info(`stopping: ${released} of ${left.length} task(s) still running were released`);
     clearInterval(this.heartbeatTimer);
+    await this.workDirs.close();
     await this.warm.stop();
     await this.oneShot.stop();
     return { finished: running - left.length, released };

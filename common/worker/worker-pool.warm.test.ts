@@ -204,11 +204,9 @@ describe("WorkerPool with warm jobs", () => {
     );
     assert.equal(h.calls.fail.length, 0);
     assert.equal(h.calls.succeed.length, 1000);
-    assert.deepEqual(
-      await fs.readdir(path.join(h.dir, "work")).then((names) => names.filter((n) => n.startsWith("docq-job-"))),
-      [],
-      "every per-task work dir is removed",
-    );
+    const kept = await fs.readdir(path.join(h.dir, "work")).then((names) => names.filter((n) => n.startsWith("docq-job-")));
+    assert.ok(kept.length <= 4, `at most 2 × slots work dirs are kept, not one per task (${kept.length})`);
+    for (const name of kept) assert.deepEqual(await fs.readdir(path.join(h.dir, "work", name, "out")), [], `${name} is emptied`);
   });
 
   it("a task that times out kills and restarts only its own process, and follows the retry rule", async () => {
