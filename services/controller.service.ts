@@ -21,6 +21,8 @@ import { REPO_ROOT, type AuthConfig } from "../common/config/config.js";
 import { docqError, ERROR_CODE } from "../common/model/errors.js";
 import { httpErrorLogLevel, httpErrorOf } from "../common/http/http-errors.js";
 import { openApiDocument } from "../common/http/api-schema/openapi-document.js";
+import { buildOverview, overviewSince, type SiteBacklog } from "../common/http/overview.js";
+import { dashboardFiles } from "../common/http/dashboard-static.js";
 import { DOCS_PATH, docsFile, docsHeaders } from "../common/http/api-docs/swagger-ui-page.js";
 import type { ApiPrometheusReporter } from "./metrics-reporter.js";
 import { siteMetricsText } from "./metrics.service.js";
@@ -43,6 +45,7 @@ import {
   storeMultipartBody,
   storeRawBody,
 } from "../common/http/task-submission.js";
+import { storeBatchForm } from "../common/http/batch-submission.js";
 import { eventFilter, parseEventsQuery } from "../common/events/event-access.js";
 import { scheduleBlobKeys } from "../common/schedules/schedule-model.js";
 import {
@@ -214,6 +217,8 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
   const { blobs, registry } = deps;
   const allowedOrigins: ReadonlySet<string> = new Set(deps.corsOrigins);
   const gatewayHttpHandler = (ApiGateway.methods as Record<string, (...args: unknown[]) => unknown>).httpHandler!;
+  /** The dashboard's page and files (web/, the libraries in node_modules): no key needed, they hold no data. */
+  const serveDashboard = dashboardFiles(REPO_ROOT);
 
   async function getTask(ctx: ApiContext, id: string): Promise<Task> {
     return queuerOf(ctx).get(id);
@@ -362,9 +367,12 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           authentication: true,
           aliases: {
             "POST tasks": "stream:controller.createTask",
+            "POST tasks/batch": "stream:controller.createTaskBatch",
             "GET tasks": "controller.listTasks",
             "GET tasks/:id": "controller.statusTask",
+            "GET overview": "controller.overview",
             "GET tasks/:id/result": "controller.resultTask",
+            "GET tasks/:id/input": "controller.inputTask",
             "DELETE tasks/:id": "controller.deleteTask",
             "POST tasks/:id/retry": "controller.retryTask",
             "DELETE tasks": "controller.cleanTasks",
@@ -488,6 +496,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       /** The HTTP server's handler: browser requests are screened before moleculer-web routes anything. */
       httpHandler(this: unknown, req: IncomingMessage, res: ServerResponse, next?: unknown) {
         if (guardBrowserRequest(req, res, allowedOrigins)) return undefined;
+        if (serveDashboard(req, res)) return undefined;
         return gatewayHttpHandler.call(this, req, res, next);
       },
     },
@@ -542,6 +551,74 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           } catch (err) {
             // Written here, never handed to the queue (or refused by it): nothing else would drop it.
             await dropTaskDocuments(blobs, [blobKeys.folder(id)], ctx.broker.logger);
+            throw err;
+          }
+        },
+      },
+      /** Body: a multipart form, the shared fields, then one `file` part per task (common/http/batch-submission.ts); all or none. */
+      createTaskBatch: {
+        async handler(ctx: ApiContext) {
+          const body = ctx.params as unknown as Readable;
+          const query = ctx.meta.$params ?? {};
+          const upload = { body, contentType: ctx.meta.contentType, contentLength: ctx.meta.contentLength, maxBytes: deps.maxBodyBytes };
+          const caller = callerIn(ctx);
+          if (!isMultipart(upload.contentType)) {
+            body.resume();
+            throw docqError(
+              ERROR_CODE.BadRequest,
+              "a batch is a multipart/form-data form: the shared fields, then one part named file per task",
+              {
+                field: "body",
+              },
+            );
+          }
+          const now = Date.now();
+          // Tasks without an entry of their own in `tasks` share one fields object: their job and params are checked once.
+          const checked = new Map<CreateTaskFields, Promise<{ job: JobDefinition; params: Record<string, unknown> }>>();
+          const files = await storeBatchForm(upload, blobs, {
+            query,
+            log: ctx.broker.logger,
+            newId: () => newTaskId(deps.site),
+            prepare: async (fields, _index, givenUser) => {
+              checkSubmission(caller, { givenUser, priority: fields.priority });
+              const availableAt = availableAtOf(fields, now);
+              let job = checked.get(fields);
+              if (job === undefined) {
+                job = jobOf(fields);
+                checked.set(fields, job);
+              }
+              return { fields, job: await job, availableAt };
+            },
+          });
+          const limits = caller.kind === "user" ? caller.limits : null;
+          try {
+            const { ids } = await queuerOf(ctx).submitMany({
+              tasks: files.map(({ id, input, size, prepared: { fields, job, availableAt } }) => ({
+                ...submissionOf(caller, fields, job, id, input, size),
+                ...(fields.callbackUrl === undefined ? {} : { callbackUrl: fields.callbackUrl }),
+                ...(availableAt === undefined ? {} : { availableAt }),
+                ...(limits === null ? {} : { offload: limits.offload }),
+              })),
+              ...(limits === null
+                ? {}
+                : {
+                    quota: {
+                      ...(limits.maxQueued === undefined ? {} : { maxQueued: limits.maxQueued }),
+                      ...(limits.maxPerDay === undefined ? {} : { maxPerDay: limits.maxPerDay }),
+                      ...(limits.maxBytesPerDay === undefined ? {} : { maxBytesPerDay: limits.maxBytesPerDay }),
+                    },
+                  }),
+            });
+            for (const file of files) deps.docqMetrics.submitted(file.size);
+            ctx.meta.$statusCode = 201;
+            return { ids };
+          } catch (err) {
+            // Stored here, refused by the queue (or never reached it): nothing else would drop them.
+            await dropTaskDocuments(
+              blobs,
+              files.map((file) => blobKeys.folder(file.id)),
+              ctx.broker.logger,
+            );
             throw err;
           }
         },
@@ -611,6 +688,26 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         if (stat !== null) ctx.meta.$responseHeaders = { "Content-Length": String(stat.size) };
         return stream;
       },
+      /** The task's document as submitted (the dashboard's download); 409 once it is gone (canceled, deleted, retention). */
+      inputTask: async (ctx: ApiContext) => {
+        const task = await visibleTask(ctx, assertTaskId(ctx.params.id));
+        const stat = task.input === null ? null : await blobs.stat(task.input);
+        if (task.input === null || stat === null) {
+          throw docqError(
+            ERROR_CODE.TaskNotInState,
+            `task ${task.id} has no input document: ${task.input === null ? "it never had one" : "it was removed"}`,
+            {
+              details: { status: task.status },
+            },
+          );
+        }
+        // Counted before the stream opens, as a result's download is.
+        await queuerOf(ctx).addUsage(task.user, stat.size);
+        const stream = await blobs.get(task.input);
+        ctx.meta.$responseType = "application/octet-stream";
+        ctx.meta.$responseHeaders = { "Content-Length": String(stat.size) };
+        return stream;
+      },
       deleteTask: async (ctx: ApiContext) => {
         const id = assertTaskId(ctx.params.id);
         // Another user's task is answered as missing; its owner never changes, so this check cannot race the delete.
@@ -642,6 +739,23 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           throw docqError(ERROR_CODE.Forbidden, `this key lists the tasks of ${user} only, not of ${query.user}`, { field: "user" });
         }
         return queuerOf(ctx).list(user === null ? query : { ...query, user });
+      },
+      /** The dashboard's overview: the stats, the last hour's throughput, and the other sites as the stealer (when running) heard them. */
+      overview: async (ctx: ApiContext) => {
+        requireAdmin(callerIn(ctx), "the whole site's overview");
+        const now = Date.now();
+        const queuer = queuerOf(ctx);
+        const stealerUp = ctx.broker.registry.getServiceList({ onlyAvailable: true }).some((s: { name: string }) => s.name === "stealer");
+        const [stats, perMinute, backlogs] = await Promise.all([
+          queuer.stats(),
+          queuer.finishedPerMinute(overviewSince(now)),
+          stealerUp
+            ? ctx
+                .call<Record<string, SiteBacklog>, Record<string, never>>("stealer.sites", {}, { timeout: QUEUER_CALL_TIMEOUT_MS })
+                .catch(() => null)
+            : null,
+        ]);
+        return buildOverview(stats, perMinute, backlogs, now);
       },
       stats: (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "the whole site's stats");

@@ -7,6 +7,7 @@ import { PauseRequestSchema, ScheduleFieldsSchema } from "../../schedules/schedu
 import { UsageQuerySchema } from "../api-access.js";
 import { CleanQuerySchema } from "../bulk-clean.js";
 import { CreateTaskFieldsSchema, ListTasksQuerySchema } from "../task-submission.js";
+import { DASHBOARD_API_ROUTES } from "../overview.js";
 import type { ApiRoute } from "./api-route.js";
 import {
   CleanResultSchema,
@@ -356,4 +357,6 @@ export const API_ROUTES: readonly ApiRoute[] = [
     access: "metrics",
     responses: { 200: { description: "Prometheus text format 0.0.4", media: { "text/plain": { type: "string" } } } },
   },
+  // GET /api/overview and GET /api/tasks/{id}/input: the dashboard's (common/http/overview.ts).
+  ...DASHBOARD_API_ROUTES,
 ];
