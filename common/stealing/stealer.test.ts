@@ -27,6 +27,8 @@ interface TestSite {
   stealer: Stealer;
   /** The site's docq metrics (docq_stolen_total). */
   metrics: Registry;
+  /** The site's queuer as its stealer reaches it: a worker's heartbeat through it tells the site's slots. */
+  local: ReturnType<typeof directQueuerClient>;
 }
 
 const quiet = { info: (): void => undefined, warn: (): void => undefined };
@@ -66,6 +68,7 @@ async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise
   const blobs = await FsBlobStore.open(path.join(dir, name, "blobs"));
   const site = {} as TestSite;
   const metrics = new Registry();
+  const local = directQueuerClient({ queue, store, keys: new KeyRing(store), site: name, heartbeatMs: 1000, blobs, log: quiet });
   const stealer = new Stealer({
     policy: {
       site: name,
@@ -81,7 +84,7 @@ async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise
       ...policy,
     },
     // The site's queuer as the stealer reaches it, each message checked as the service checks it.
-    local: directQueuerClient({ queue, store, keys: new KeyRing(store), site: name, heartbeatMs: 1000, blobs, log: quiet }),
+    local,
     others: others(),
     blobs,
     heartbeatMs: 1000,
@@ -89,15 +92,26 @@ async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise
     log: quiet,
     metrics: registerStealerMetrics(metrics),
   });
-  Object.assign(site, { name, store, queue, blobs, stealer, metrics });
+  Object.assign(site, { name, store, queue, blobs, stealer, metrics, local });
   sites.set(name, site);
   return site;
+}
+
+/** Waits (briefly: everything here is in-process) until `check` holds. */
+async function eventually(what: string, check: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 async function submitWithInput(site: TestSite, body: string, priority: number): Promise<Task> {
   const id = newTaskId(site.name);
   await site.blobs.put(blobKeys.input(id), Readable.from([body]));
-  return site.queue.submit({
+  // Through the queuer's action, as the controller submits: the input's size comes with it.
+  return site.local.submit({
+    inputBytes: Buffer.byteLength(body),
     id,
     site: site.name,
     user: "u",
@@ -209,6 +223,42 @@ describe("Stealer", () => {
     await b.stealer.heartbeat();
     assert.equal((await b.store.get(second.id))?.status, "canceled");
     assert.equal(b.stealer.inFlightCount, 0);
+  });
+
+  it("keeps its slots and a buffer filled with stolen work, and steals the next one as each ends", async () => {
+    const a = await addSite("a");
+    const b = await addSite("b");
+    for (let i = 0; i < 10; i++) await submitWithInput(a, `doc ${i}`, 50);
+    // b's worker: 2 slots, idle.
+    await b.local.heartbeat("worker@b", [], { slots: 2, busy: 0 });
+    // a's backlog reaching b is enough: b fills its 2 slots and 1 more, in one request.
+    await a.stealer.publishBacklog();
+    await eventually("b to queue 3 stolen tasks", () => b.queue.queueCounts().ready === 3);
+    assert.equal(b.stealer.inFlightCount, 3);
+    assert.equal((await a.queue.queueCounts()).ready, 7);
+    const done = await runProxy(b, "out");
+    await b.stealer.onProxyDone(done);
+    // Its replacement, and as that run took a few ms here, a larger buffer (at most one per slot).
+    await eventually("b to steal the replacement", () => b.queue.queueCounts().ready >= 3);
+    assert.ok(b.queue.queueCounts().ready <= 4, "slots + buffer: at most 2 + 2");
+    assert.equal((await a.store.countByStatus()).output, 1);
+  });
+
+  it("never lends a task its owner would start sooner itself, nor one whose move costs more than its wait", async () => {
+    const a = await addSite("a");
+    const b = await addSite("b");
+    // a has 2 idle slots: its first 2 tasks start there at once; the third would wait a run.
+    await a.local.heartbeat("worker@a", [], { slots: 2, busy: 0 });
+    const tasks = [];
+    for (const p of [90, 80, 70]) tasks.push(await submitWithInput(a, `doc ${p}`, p));
+    await a.stealer.publishBacklog();
+    assert.equal(await b.stealer.stealRound(3), 1);
+    assert.equal((await a.store.get(tasks[2]!.id))?.lease?.owner, "site:b", "the one that would wait");
+    // Over a link of 1 byte/ms, a document of 10 kB costs 20 s to move: more than any wait here.
+    const big = await submitWithInput(a, "x".repeat(10_000), 10);
+    const offer = { thief: "c", plate: "default", max: 5, minPriority: 0, link: { rttMs: 1, bytesPerMs: 1 }, heldByUser: {} };
+    assert.deepEqual(await a.stealer.handleOffer(offer), { tasks: [] });
+    assert.equal((await a.store.get(big.id))?.status, "input");
   });
 
   it("keeps to the policy: the allow-list, the minimum priority, the in-flight limit, and own tasks only", async () => {
