@@ -1,5 +1,6 @@
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
-import { createReadStream, createWriteStream, promises as fs } from "node:fs";
+import { createReadStream, createWriteStream, openAsBlob, promises as fs } from "node:fs";
+import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import cliProgress from "cli-progress";
@@ -118,6 +119,65 @@ async function saveResult(conn: Conn, id: string, out: string | undefined): Prom
   await pipeline(body, out === undefined || out === "-" ? process.stdout : createWriteStream(out));
 }
 
+/** Files per batch request (the server takes up to 1,000), and at most this many bytes in one. */
+const BATCH_FILES = 500;
+const BATCH_BYTES = 256 * 1024 * 1024;
+
+/** The files cut into requests: BATCH_FILES at most, and BATCH_BYTES unless a single file is larger. */
+function batchesOf(sizes: readonly number[]): Array<{ from: number; to: number }> {
+  const batches: Array<{ from: number; to: number }> = [];
+  let from = 0;
+  let bytes = 0;
+  sizes.forEach((size, i) => {
+    if (i > from && (i - from >= BATCH_FILES || bytes + size > BATCH_BYTES)) {
+      batches.push({ from, to: i });
+      from = i;
+      bytes = 0;
+    }
+    bytes += size;
+  });
+  batches.push({ from, to: sizes.length });
+  return batches;
+}
+
+/**
+ * Several files through POST /api/tasks/batch, a batch at a time (each all or none), printing each
+ * batch's ids as it is accepted, with a progress bar on stderr when it is a terminal. A refused batch
+ * stops the run: the ids printed so far are the files accepted.
+ */
+async function submitBatch(conn: Conn, files: readonly string[], sizes: readonly number[], opts: SubmitFields): Promise<void> {
+  const bar = process.stderr.isTTY
+    ? new cliProgress.SingleBar(
+        { format: "submitting [{bar}] {value}/{total} files", stream: process.stderr, hideCursor: true },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
+  bar?.start(files.length, 0);
+  try {
+    for (const { from, to } of batchesOf(sizes)) {
+      const form = new FormData();
+      if (opts.name === undefined) form.set("tasks", JSON.stringify(files.slice(from, to).map((file) => ({ name: file.slice(-500) }))));
+      for (const file of files.slice(from, to)) form.append("file", await openAsBlob(file), path.basename(file));
+      let res: Response;
+      try {
+        res = await api(conn, `/api/tasks/batch?${submitQuery(opts)}`, { method: "POST", body: form });
+      } catch (err) {
+        const done = from === 0 ? "none was submitted" : `the first ${from} were submitted (their ids above)`;
+        throw new CliError(
+          `files ${from + 1}..${to} (${files[from]} ...) were refused, ${done}: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      }
+      const { ids } = (await res.json()) as { ids: string[] };
+      // The bar redraws its line: clear it before printing, draw it again after.
+      if (bar !== null) process.stderr.write("\r\x1b[K");
+      process.stdout.write(`${ids.join("\n")}\n`);
+      bar?.update(to);
+    }
+  } finally {
+    bar?.stop();
+  }
+}
+
 const program = new Command()
   .name("docq")
   .description("Submit documents to docq, follow them, fetch their results.")
@@ -135,59 +195,73 @@ const base = (): Conn => {
   return { url, key };
 };
 
+/** The task fields `docq submit` sends, as query parameters: the single route and the batch route take them alike. */
+interface SubmitFields {
+  job: string;
+  priority: number;
+  name?: string;
+  params?: string;
+  maxTries?: number;
+  runAt?: string;
+  delay?: number;
+}
+
+function submitQuery(opts: SubmitFields): URLSearchParams {
+  const query = new URLSearchParams({ job: opts.job, priority: String(opts.priority) });
+  if (opts.name !== undefined) query.set("name", opts.name);
+  if (opts.params !== undefined) query.set("params", opts.params);
+  if (opts.maxTries !== undefined) query.set("maxTries", String(opts.maxTries));
+  if (opts.runAt !== undefined) query.set("runAt", opts.runAt);
+  if (opts.delay !== undefined) query.set("delayMs", String(opts.delay));
+  return query;
+}
+
 program
   .command("submit")
-  .description("submit a document; prints the task id (or, with --wait, waits and prints the final status)")
-  .argument("<file>", "the document")
+  .description(
+    "submit documents; prints the task ids, one a line, in the order of the files (one file with --wait: waits and prints the final status). " +
+      `Several files go ${BATCH_FILES} to a request to POST /api/tasks/batch, each named by its path unless --name is given`,
+  )
+  .argument("<files...>", "the documents, one task each")
   .requiredOption("-j, --job <job>", "the job to run (a script in scripts-job/)")
   .option("-p, --priority <priority>", "0 (lowest) .. 100 (highest)", intIn(0, 100), 50)
-  .option("-n, --name <name>", "a label for the task")
+  .option("-n, --name <name>", "a label for the tasks")
   .option("--params <json>", "the job's params, a JSON object")
   .option("--max-tries <n>", "attempts before the task fails for good", intIn(1, 1000))
   .option("--run-at <when>", "run no earlier than this: ISO 8601 (2026-05-01T09:00:00Z) or ms since the epoch")
   .option("--delay <ms>", "run no earlier than this many ms from now", intIn(0, 365 * 24 * 3_600_000))
-  .option("-w, --wait", "wait until the task is over (a progress bar for split tasks)")
+  .option("-w, --wait", "one file only: wait until the task is over (a progress bar for split tasks)")
   .option("-o, --output <file>", "with --wait: save the result here (- for stdout)")
-  .action(
-    async (
-      file: string,
-      opts: {
-        job: string;
-        priority: number;
-        name?: string;
-        params?: string;
-        maxTries?: number;
-        runAt?: string;
-        delay?: number;
-        wait?: boolean;
-        output?: string;
-      },
-    ) => {
+  .action(async (files: string[], opts: SubmitFields & { wait?: boolean; output?: string }) => {
+    const sizes: number[] = [];
+    for (const file of files) {
       const stat = await fs.stat(file).catch(() => null);
       if (stat === null || !stat.isFile()) throw new CliError(`${file}: no such file`);
-      const query = new URLSearchParams({ job: opts.job, priority: String(opts.priority) });
-      if (opts.name !== undefined) query.set("name", opts.name);
-      if (opts.params !== undefined) query.set("params", opts.params);
-      if (opts.maxTries !== undefined) query.set("maxTries", String(opts.maxTries));
-      if (opts.runAt !== undefined) query.set("runAt", opts.runAt);
-      if (opts.delay !== undefined) query.set("delayMs", String(opts.delay));
-      const res = await api(base(), `/api/tasks?${query}`, {
-        method: "POST",
-        headers: { "content-type": "application/octet-stream", "content-length": String(stat.size) },
-        body: Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>,
-        duplex: "half",
-      } as RequestInit);
-      const { id } = (await res.json()) as { id: string };
-      if (opts.wait !== true) {
-        console.log(id);
-        return;
-      }
-      const task = await waitFor(base(), id, opts.output === "-");
-      if (task.status !== "output") throw new CliError(`task ${id} ended ${task.status}: ${task.error ?? ""}`);
-      if (opts.output !== undefined) await saveResult(base(), id, opts.output);
-      else console.log(`${id} output`);
-    },
-  );
+      sizes.push(stat.size);
+    }
+    if (files.length > 1) {
+      if (opts.wait === true || opts.output !== undefined)
+        throw new CliError("--wait and --output take one file: submit several without them");
+      await submitBatch(base(), files, sizes, opts);
+      return;
+    }
+    const [file] = files as [string];
+    const res = await api(base(), `/api/tasks?${submitQuery(opts)}`, {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream", "content-length": String(sizes[0]) },
+      body: Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>,
+      duplex: "half",
+    } as RequestInit);
+    const { id } = (await res.json()) as { id: string };
+    if (opts.wait !== true) {
+      console.log(id);
+      return;
+    }
+    const task = await waitFor(base(), id, opts.output === "-");
+    if (task.status !== "output") throw new CliError(`task ${id} ended ${task.status}: ${task.error ?? ""}`);
+    if (opts.output !== undefined) await saveResult(base(), id, opts.output);
+    else console.log(`${id} output`);
+  });
 
 program
   .command("status")

@@ -4,7 +4,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
-import { REPO, startEmbeddedApp, tempDir, type EmbeddedApp } from "./helpers.js";
+import { REPO, result, startEmbeddedApp, tempDir, waitAllFinal, type EmbeddedApp } from "./helpers.js";
 
 const run = promisify(execFile);
 
@@ -53,6 +53,20 @@ describe("the docq CLI", () => {
     const { stdout: slow } = await docq("submit", "doc.txt", "--job", "sleep", "--params", '{"ms":20000}');
     assert.match((await docq("cancel", slow.trim())).stdout, /canceled/);
     assert.match((await docq("stats")).stdout, /"byStatus"/);
+  });
+
+  it("submits several files through the batch route, printing their ids in file order", async () => {
+    const names = Array.from({ length: 12 }, (_, i) => `many-${i}.txt`);
+    for (const [i, name] of names.entries()) await fs.writeFile(path.join(dir, name), `${"word ".repeat(i + 1)}\n`);
+    const { stdout } = await docq("submit", ...names, "--job", "wordcount", "--priority", "60");
+    const ids = stdout.trim().split("\n");
+    assert.equal(ids.length, names.length);
+    const tasks = await waitAllFinal(app.url, ids);
+    for (const [i, task] of tasks.entries()) {
+      assert.deepEqual([task.name, task.priority, task.status], [names[i], 60, "output"]);
+      assert.deepEqual(JSON.parse(await result(app.url, task.id)), { lines: 1, words: i + 1, bytes: 5 * (i + 1) + 1 });
+    }
+    await assert.rejects(docq("submit", names[0]!, names[1]!, "--job", "wordcount", "--wait"), /--wait and --output take one file/);
   });
 
   it("says what is wrong and exits non-zero", async () => {
