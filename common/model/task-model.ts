@@ -151,13 +151,15 @@ export function isFinal(status: TaskStatus): boolean {
 export function toQueueEntry(
   task: Pick<Task, "id" | "priority" | "submitTime" | "availableAt" | "status"> & Partial<Pick<Task, "offload" | "user" | "job">>,
 ): QueueEntry {
-  return {
+  // A plain literal: a reload builds a million of these from rows that carry neither user nor job.
+  const entry: QueueEntry = {
     id: task.id,
     priority: task.priority,
     submitTime: task.submitTime,
     availableAt: task.availableAt,
     lendable: task.status === TASK_STATUS.input && task.offload !== false,
-    ...(task.user === undefined ? {} : { user: task.user }),
-    ...(task.job === undefined ? {} : { job: task.job }),
   };
+  if (task.user !== undefined) entry.user = task.user;
+  if (task.job !== undefined) entry.job = task.job;
+  return entry;
 }
