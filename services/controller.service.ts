@@ -611,6 +611,8 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             });
             for (const file of files) deps.docqMetrics.submitted(file.size);
             ctx.meta.$statusCode = 201;
+            // A 201 names what it created: here the first task (the body lists them all).
+            ctx.meta.$location = `/api/tasks/${ids[0] ?? ""}`;
             return { ids };
           } catch (err) {
             // Stored here, refused by the queue (or never reached it): nothing else would drop them.

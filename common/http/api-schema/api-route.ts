@@ -31,6 +31,8 @@ export interface RouteBody {
   document?: boolean;
   /** A multipart form: these text fields besides the `file` (the document). */
   form?: z.ZodObject;
+  /** With `form`: the field `file` repeated, one document per task (the batch submit). */
+  files?: boolean;
 }
 
 export interface ApiRoute {

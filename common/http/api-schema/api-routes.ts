@@ -41,6 +41,9 @@ const TaskFields = CreateTaskFieldsSchema;
 const ScheduleFields = ScheduleFieldsSchema.omit({ runAt: true, delayMs: true, callbackUrl: true });
 const ScheduleTaskFields = CreateTaskFieldsSchema.omit({ runAt: true, delayMs: true, callbackUrl: true, user: true });
 
+/** The answer of the batch submit: the tasks' ids in file order. */
+const BatchCreatedSchema = z.object({ ids: z.array(z.string().regex(TASK_ID_PATTERN)) });
+
 const badRequest = (why: string) => ({ 400: { description: `${why} (the field is named)` } });
 const notFound = (what: string) => ({ 404: { description: `no such ${what} (a user key: or not its own)` } });
 const userScoped = (what: string) => ({ 403: { description: `a user key asked for another user's ${what}` } });
@@ -69,6 +72,34 @@ export const API_ROUTES: readonly ApiRoute[] = [
       413: { description: "the document is over maxBodyBytes" },
       429: {
         description: "a limit of the key is reached (maxQueued, maxPerDay, maxBytesPerDay)",
+        headers: { "Retry-After": { description: "seconds", schema: { type: "integer" } } },
+      },
+    },
+  },
+  {
+    method: "post",
+    path: "/api/tasks/batch",
+    operationId: "createTaskBatch",
+    tags: ["tasks"],
+    summary: "Submit many documents in one request, all or none; answers once every task is durable",
+    description:
+      "A multipart form: the fields (before the first file) apply to every task, then one part named `file` per task. " +
+      "The optional field `tasks`, a JSON array with one object per file in order, sets a task's own job, priority, name, params, " +
+      "maxTries, callbackUrl, runAt or delayMs. At most 1,000 files, and maxBodyBytes for the documents together. " +
+      "A refusal names the position: `file[7]`, `tasks[3].priority`; nothing of a refused batch is kept.",
+    access: "key",
+    query: TaskFields,
+    body: {
+      form: TaskFields.extend({ tasks: z.string().optional().meta({ description: "JSON array, one object per file" }) }),
+      files: true,
+    },
+    responses: {
+      201: { description: "accepted: every task durable, queued (or delayed)", json: BatchCreatedSchema },
+      ...badRequest("a field or a task's entry is missing or wrong, the job is unknown, or a file is empty"),
+      403: { description: "a user key named another user, or a priority over its maxPriority" },
+      413: { description: "more than 1,000 files, or the documents together over maxBodyBytes" },
+      429: {
+        description: "a limit of the key would be passed by the batch (maxQueued, maxPerDay, maxBytesPerDay)",
         headers: { "Retry-After": { description: "seconds", schema: { type: "integer" } } },
       },
     },

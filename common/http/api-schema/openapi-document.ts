@@ -93,7 +93,13 @@ function requestBodyOf(route: ApiRoute, named: ReadonlySet<string>): JsonSchema 
     content["multipart/form-data"] = {
       schema: {
         type: "object",
-        properties: { file: { type: "string", format: "binary", description: "the document" }, ...fields.properties },
+        properties: {
+          file:
+            body.files === true
+              ? { type: "array", items: { type: "string", format: "binary" }, description: "the documents, one part named file per task" }
+              : { type: "string", format: "binary", description: "the document" },
+          ...fields.properties,
+        },
         required: ["file", ...(fields.required ?? [])],
       },
     };
