@@ -128,6 +128,15 @@ describe("dashboard in Chromium", () => {
     }
   });
 
+  it("shows a split task's parts with their progress", async () => {
+    const id = await submit(app.url, "one\ntwo\nthree\n", { job: "pages", name: "three-pages" });
+    await go(`#/task/${id}`);
+    await page.locator('[data-testid="task"][data-status="output"]').waitFor({ timeout: WAIT_MS });
+    await waitUntil("its three parts listed", async () => (await page.locator('[data-testid="children"] li').count()) === 3, WAIT_MS, 100);
+    assert.equal(await page.getByTestId("children-progress").getAttribute("value"), "3");
+    await shot("task-parts");
+  });
+
   it("retries a task of the fail job from its page", async () => {
     const id = await submit(app.url, "x", { job: "fail", maxTries: 1, name: "will-fail" });
     await waitUntil("the fail task to fail", async () => (await getTask(app.url, id)).status === "error", WAIT_MS, 100);

@@ -21,7 +21,7 @@ function LiveBadge() {
 
 function LoginPage({ onLogin, refused }) {
   const [key, setKey] = useState("");
-  const [error, setError] = useState(refused ? "This page needs an API key." : null);
+  const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   const login = async (e) => {
     e.preventDefault();
@@ -42,12 +42,13 @@ function LoginPage({ onLogin, refused }) {
     <section class="login" data-testid="login">
       <article>
         <header><strong>Log in with an API key</strong></header>
+        ${refused ? html`<p class="muted">Authentication is on: the dashboard needs an API key.</p>` : null}
         <form onSubmit=${login}>
           <input
             type="password"
             name="key"
             autocomplete="off"
-            placeholder="docq_…"
+            placeholder="dq_… or the admin key"
             value=${key}
             onInput=${(e) => setKey(e.currentTarget.value)}
             aria-invalid=${error === null ? undefined : "true"}
@@ -108,7 +109,7 @@ function App() {
         </ul>
         <ul>
           <li><${LiveBadge} /></li>
-          <li><a href="/api/docs/" target="_blank" rel="noopener">API docs</a></li>
+          <li><a href="/api/docs" target="_blank" rel="noopener">API docs</a></li>
           ${loggedIn ? html`<li><button class="outline secondary small" onClick=${logout} data-testid="logout">Log out</button></li>` : null}
         </ul>
       </nav>

@@ -69,6 +69,11 @@ async function connect() {
       },
       signal: controller.signal,
     });
+    if (res.status === 401) {
+      // No key, or a revoked one: nothing to stream until a login restarts it.
+      setState("polling");
+      return;
+    }
     if (!res.ok || res.body === null) throw new Error(`events answered ${res.status}`);
     setState("live");
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();

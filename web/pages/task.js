@@ -80,7 +80,7 @@ function ChildTree({ parentId, reloadKey }) {
   return html`
     <ul class="tree" data-testid="children">
       ${children.map(
-        (c) =>
+        (c, index) =>
           html`<li class=${c.status === "error" ? "failed" : ""}>
             ${
               c.childrenTotal > 0
@@ -90,8 +90,8 @@ function ChildTree({ parentId, reloadKey }) {
                 : html`<span class="tree-leaf">•</span>`
             }
             <${StatusBadge} status=${c.status} />
-            <a href=${`#/task/${c.id}`}>${c.name || c.id}</a>
-            <small class="muted"> ${c.job}</small>
+            <a href=${`#/task/${c.id}`}>part ${index + 1}</a>
+            <small class="muted">${c.job} · <code class="id">${c.id}</code></small>
             ${c.childrenTotal > 0 ? html` <small>${c.childrenCompleted}/${c.childrenTotal}</small>` : null}
             ${c.status === "error" ? html` <small class="error-text">✗ ${c.error?.split("\n").at(-1) ?? "failed"}</small>` : null}
             ${open.has(c.id) ? html`<${ChildTree} parentId=${c.id} reloadKey=${reloadKey} />` : null}
