@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { documentedAnswer } from "../common/http/api-schema/documented-answer.js";
 import { after, before, describe, it } from "node:test";
 import { getTask, mapLimit, startEmbeddedApp, submit, waitAllFinal, waitUntil, type EmbeddedApp } from "./helpers.js";
 
@@ -216,6 +217,20 @@ describe("metrics and the API description", () => {
     const doc = (await (await fetch(`${app.url}/api/openapi.json`)).json()) as { openapi: string; paths: Record<string, unknown> };
     assert.equal(doc.openapi, "3.1.0");
     assert.ok(doc.paths["/api/tasks"] !== undefined && doc.paths["/api/docs"] !== undefined);
+    // What the API really answers is what the document says it answers.
+    const answers: [path: string, documented: string][] = [
+      [`/api/tasks/${id}`, "/api/tasks/{id}"],
+      ["/api/tasks?limit=5", "/api/tasks"],
+      ["/api/stats", "/api/stats"],
+      ["/api/jobs", "/api/jobs"],
+      ["/api/health", "/api/health"],
+      ["/api/tasks?status=bogus", "/api/tasks"],
+    ];
+    for (const [url, path] of answers) {
+      const res = await fetch(`${app.url}${url}`);
+      const parsed = documentedAnswer(doc, "get", path, res.status).safeParse(await res.json());
+      assert.ok(parsed.success, `${url} (${res.status}): ${JSON.stringify(parsed.error?.issues)}`);
+    }
   });
 
   it("serves Swagger UI at /api/docs from the app itself, every file it loads, under a CSP that allows nothing external", async () => {

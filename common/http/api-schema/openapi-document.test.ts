@@ -4,13 +4,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Validator } from "@seriousme/openapi-schema-validator";
-import { z } from "zod";
+import type { z } from "zod";
 import { controllerService, type ControllerDeps } from "../../../services/controller.service.js";
 import { ERROR_CODE, DocqError } from "../../model/errors.js";
 import { TASK_STATUS, type Task } from "../../model/task-model.js";
 import { SqliteTaskStore } from "../../store/sqlite/sqlite-task-store.js";
 import { makeTask } from "../../store/task-store.contract.js";
 import { API_ROUTES } from "./api-routes.js";
+import { documentedAnswer, documentedSchema } from "./documented-answer.js";
 import { openApiDocument } from "./openapi-document.js";
 
 interface Operation {
@@ -28,8 +29,7 @@ const doc = openApiDocument("0.0.0-test") as unknown as Document;
 
 /** A schema of the document as a zod schema (zod's JSON Schema reader), its references to components resolved. */
 function documented(ref: Record<string, unknown>): z.ZodType {
-  const standalone = JSON.stringify({ ...ref, $defs: doc.components.schemas }).replaceAll("#/components/schemas/", "#/$defs/");
-  return z.fromJSONSchema(JSON.parse(standalone) as Record<string, unknown>);
+  return documentedSchema(doc, ref);
 }
 
 /** Every "METHOD /path" the controller serves, read from its moleculer-web routes (":id" written "{id}"). */
@@ -103,7 +103,7 @@ describe("the OpenAPI document", () => {
     assert.ok(error.safeParse({ error: "limit: must be an integer 1..1000", field: "limit" }).success);
     assert.ok(error.safeParse({ error: "over the limit", retryAfter: 3 }).success);
     assert.equal(error.safeParse({ field: "limit" }).success, false);
-    const created = documented(doc.paths["/api/tasks"]!.post!.responses["201"]!.content!["application/json"]!.schema);
+    const created = documentedAnswer(doc, "post", "/api/tasks", 201);
     assert.ok(created.safeParse({ id: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV", status: "input" }).success);
     assert.equal(created.safeParse({ id: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV", status: "bogus" }).success, false);
   });
