@@ -39,6 +39,8 @@ export interface LendWeighing {
 
 /** A job's run time assumed before any of its runs ended here. */
 const RUN_MS_PRIOR = 1000;
+/** The most queued entries one lend weighs. */
+const MAX_LEND_WINDOW = 32_768;
 
 export interface TaskQueueOptions {
   store: TaskStore;
@@ -476,9 +478,19 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       const entries = this.index.take(max, this.opts.now(), (e) => e.lendable && e.priority >= minPriority && e.id.startsWith(ownPrefix));
       return this.claim(remoteOwner(thiefSite), entries);
     }
-    // Weighed over the best entries, in the order this site's own slots would start them.
-    const window = Math.min(1000, Math.max(64, 8 * max));
-    const entries = this.index.takeChosen(window, this.opts.now(), (best) =>
+    // Weighed over the best entries, in the order this site's own slots would start them; a
+    // window of only unlendable tasks (offload false, merges) is widened to look past them.
+    let window = Math.min(1000, Math.max(64, 8 * max));
+    let entries = this.takeToLend(window, max, minPriority, ownPrefix, weighing);
+    while (entries.length === 0 && window < Math.min(MAX_LEND_WINDOW, this.index.size)) {
+      window *= 8;
+      entries = this.takeToLend(window, max, minPriority, ownPrefix, weighing);
+    }
+    return this.claim(remoteOwner(thiefSite), entries);
+  }
+
+  private takeToLend(window: number, max: number, minPriority: number, ownPrefix: string, weighing: LendWeighing): QueueEntry[] {
+    return this.index.takeChosen(window, this.opts.now(), (best) =>
       planLend(best, {
         max,
         minPriority,
@@ -491,7 +503,6 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
         heldByUser: weighing.heldByUser,
       }),
     );
-    return this.claim(remoteOwner(thiefSite), entries);
   }
 
   /** This site's own tasks ready now (not proxies of stolen ones): what it would lend, or runs before stealing. */

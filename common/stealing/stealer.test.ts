@@ -261,6 +261,30 @@ describe("Stealer", () => {
     assert.equal((await a.store.get(big.id))?.status, "input");
   });
 
+  it("looks past a queue head of tasks that may not be lent", async () => {
+    const a = await addSite("a");
+    const b = await addSite("b");
+    for (let i = 0; i < 70; i++) {
+      const id = newTaskId("a");
+      await a.local.submit({
+        id,
+        site: "a",
+        user: "u",
+        name: "home",
+        job: "noop",
+        params: {},
+        priority: 50,
+        maxTries: 1,
+        input: null,
+        offload: false,
+      });
+    }
+    const lendable = await submitWithInput(a, "may go", 50);
+    await a.stealer.publishBacklog();
+    assert.equal(await b.stealer.stealRound(1), 1);
+    assert.equal((await a.store.get(lendable.id))?.lease?.owner, "site:b");
+  });
+
   it("keeps to the policy: the allow-list, the minimum priority, the in-flight limit, and own tasks only", async () => {
     const a = await addSite("a", { allow: ["b"] });
     const b = await addSite("b", { minPriority: 50, maxInFlight: 2 });
