@@ -12,6 +12,9 @@ import { latencyFigure } from "./latency.js";
 import { environment, formatReport, round, writeJson, type BenchReport, type FigureResult } from "./report.js";
 import { scaleFigure } from "./scale.js";
 import { splitMergeFigure } from "./split-merge.js";
+import { stealingSlotBoundFigure } from "./stealing-slot-bound.js";
+import { stealingSlowLinkFigure } from "./stealing-slow-link.js";
+import { mergeAppOptions, openBenchStore, parseBenchStore, type BenchStore } from "./store-option.js";
 import { throughputFigure, type DirectReferences } from "./throughput.js";
 import { warmThroughputFigure } from "./warm-figure.js";
 
@@ -30,6 +33,8 @@ interface Counts {
   splitDocuments: number;
   warm: number;
   cluster: number;
+  /** Tasks of the slot-bound stealing figure (all to site a). */
+  stealing: number;
 }
 
 const FULL: Counts = {
@@ -40,16 +45,27 @@ const FULL: Counts = {
   splitDocuments: 100,
   warm: 2_000,
   cluster: 2_000,
+  stealing: 120,
 };
 /** Every count scaled down so the whole run stays under a minute. */
 /** CI's run: every figure's code runs, on counts that keep the whole run near half a minute. */
-const QUICK: Counts = { enqueue: 300, throughput: 150, latency: 30, scale: 20_000, splitDocuments: 4, warm: 150, cluster: 40 };
+const QUICK: Counts = {
+  enqueue: 300,
+  throughput: 150,
+  latency: 30,
+  scale: 20_000,
+  splitDocuments: 4,
+  warm: 150,
+  cluster: 40,
+  stealing: 20,
+};
 
 interface Options {
   quick?: boolean;
   json?: string;
   only?: string;
   cpuProf?: string;
+  store?: string;
 }
 
 /** Shared between figures: the direct references of figure 2 are reused by figure 6. */
@@ -59,6 +75,8 @@ interface Context {
   ratio: number | null;
   cpuProfDir: string | null;
   quick: boolean;
+  /** The task store of the apps of figures 2 and 6 (--store). */
+  store: BenchStore;
 }
 
 interface FigureSpec {
@@ -76,18 +94,8 @@ const FIGURES: FigureSpec[] = [
     number: 2,
     title: "Throughput vs the spawn limit",
     async run(ctx) {
-      // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload does the same through the inspector.
-      const preload = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), "cpu-prof-preload.mjs")).href;
-      const app =
-        ctx.cpuProfDir === null
-          ? undefined
-          : {
-              env: {
-                NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import=${preload}`.trim(),
-                DOCQ_BENCH_CPU_PROF_DIR: ctx.cpuProfDir,
-              },
-            };
-      const result = await throughputFigure({ count: ctx.counts.throughput, ...(app === undefined ? {} : { app }) });
+      const app = mergeAppOptions(await ctx.store.appOptions(), profiledApp(ctx, "throughput"));
+      const result = await throughputFigure({ count: ctx.counts.throughput, app });
       ctx.direct = result.direct;
       ctx.ratio = result.ratio;
       return result;
@@ -96,14 +104,50 @@ const FIGURES: FigureSpec[] = [
   { key: "latency", number: 3, title: "Latency, idle worker", run: (ctx) => latencyFigure({ count: ctx.counts.latency }) },
   { key: "scale", number: 4, title: "Scale", run: (ctx) => scaleFigure({ count: ctx.counts.scale }) },
   { key: "splitMerge", number: 5, title: "Split/merge", run: (ctx) => splitMergeFigure({ documents: ctx.counts.splitDocuments }) },
-  { key: "warm", number: 6, title: "Warm job", run: (ctx) => warmThroughputFigure({ count: ctx.counts.warm, direct: ctx.direct }) },
+  {
+    key: "warm",
+    number: 6,
+    title: "Warm job",
+    run: async (ctx) => {
+      const app = mergeAppOptions(await ctx.store.appOptions(), profiledApp(ctx, "warm"));
+      return warmThroughputFigure({ count: ctx.counts.warm, direct: ctx.direct, app });
+    },
+  },
   {
     key: "cluster",
     number: 7,
-    title: "Cluster (worker processes over NATS) and stealing",
+    title: "Cluster (worker processes over NATS)",
     run: (ctx) => clusterFigure({ count: ctx.counts.cluster, quick: ctx.quick }),
   },
+  {
+    key: "stealing",
+    number: 8,
+    title: "Stealing, slot-bound",
+    run: (ctx) => stealingSlotBoundFigure({ count: ctx.counts.stealing, quick: ctx.quick }),
+  },
+  {
+    key: "stealingSlowLink",
+    number: 9,
+    title: "Stealing over a slow link",
+    // Needs root (ip netns, tc); skipped by --quick.
+    run: (ctx) => stealingSlowLinkFigure({ quick: ctx.quick }),
+  },
 ];
+
+/**
+ * The app options that profile the app of a figure into ctx.cpuProfDir/<figure>/ (--cpu-prof), or
+ * undefined. Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload does the same through the inspector.
+ */
+function profiledApp(ctx: Context, figure: string): { env: Record<string, string> } | undefined {
+  if (ctx.cpuProfDir === null) return undefined;
+  const preload = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), "cpu-prof-preload.mjs")).href;
+  return {
+    env: {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import=${preload}`.trim(),
+      DOCQ_BENCH_CPU_PROF_DIR: path.join(ctx.cpuProfDir, figure),
+    },
+  };
+}
 
 function selectFigures(only: string | undefined): FigureSpec[] {
   if (only === undefined) return FIGURES;
@@ -124,9 +168,14 @@ async function main(): Promise<number> {
     .option("--quick", "scale every count down so the whole run takes under a minute (CI runs this)")
     .option("--json <file>", "also write the figures as JSON to FILE (top-level ratio_vs_direct is the headline)")
     .option("--only <figures>", "run only these figures: numbers or keys, comma-separated (e.g. 2,latency)")
-    .option("--cpu-prof <dir>", "profile the app of figure 2 (a V8 CPU profile into DIR) and print where its time goes")
+    .option(
+      "--cpu-prof <dir>",
+      "profile the apps of figures 2 and 6 (V8 CPU profiles into DIR/throughput, DIR/warm) and print where their time goes",
+    )
+    .option("--store <type>", "the task store of figures 2 and 6: sqlite (default) or postgres (a private server the bench starts)")
     .parse();
   const opts = program.opts<Options>();
+  const storeType = parseBenchStore(opts.store ?? "sqlite");
   const figures = selectFigures(opts.only);
   const counts = opts.quick === true ? QUICK : FULL;
   const cpuProfDir = opts.cpuProf === undefined ? null : path.resolve(opts.cpuProf);
@@ -139,7 +188,9 @@ async function main(): Promise<number> {
     `${opts.quick === true ? "QUICK run (counts scaled down, figures indicative only)" : "full run"}: node ${env.node}, ${env.cores} cores, load ${env.loadAvgStart.join(" ")}; ` +
       `counts ${JSON.stringify(counts)}`,
   );
-  const ctx: Context = { counts, direct: null, ratio: null, cpuProfDir, quick: opts.quick === true };
+  const store = await openBenchStore(storeType);
+  log(`store of figures 2 and 6: ${store.label}`);
+  const ctx: Context = { counts, direct: null, ratio: null, cpuProfDir, quick: opts.quick === true, store };
   const results: FigureResult[] = [];
   let failed = 0;
   for (const spec of figures) {
@@ -165,6 +216,7 @@ async function main(): Promise<number> {
     );
     results.push(result);
   }
+  await store.close();
   env.loadAvgEnd = os.loadavg().map((l) => round(l, 2));
 
   const report: BenchReport = {
@@ -188,14 +240,18 @@ async function main(): Promise<number> {
     ),
   };
   process.stdout.write(formatReport(report, results) + "\n");
+  process.stdout.write(`\nStore of figures 2 and 6: ${store.label}\n`);
   if (opts.json !== undefined) {
     await writeJson(opts.json, report);
     log(`JSON written to ${opts.json}`);
   }
   if (cpuProfDir !== null) {
-    const [newest] = await profilesIn(cpuProfDir);
-    if (newest === undefined) log(`--cpu-prof: no .cpuprofile in ${cpuProfDir} (figure 2 not run, or the app did not exit cleanly)`);
-    else process.stdout.write("\n" + formatProfileSummary(newest, await summarizeCpuProfile(newest)) + "\n");
+    for (const figure of ["throughput", "warm"]) {
+      if (!figures.some((f) => f.key === figure)) continue;
+      const [newest] = await profilesIn(path.join(cpuProfDir, figure));
+      if (newest === undefined) log(`--cpu-prof: no .cpuprofile in ${path.join(cpuProfDir, figure)} (the app did not exit cleanly?)`);
+      else process.stdout.write("\n" + formatProfileSummary(newest, await summarizeCpuProfile(newest)) + "\n");
+    }
   }
   return failed > 0 ? 1 : 0;
 }
