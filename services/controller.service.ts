@@ -512,6 +512,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           // Whatever fails from here on, nothing of this id stays: a form's file is stored before its
           // later fields are read, and a store that placed a blob leaves its folder.
           const caller = callerIn(ctx);
+          let handedOver = false;
           try {
             let fields;
             let size: number;
@@ -529,6 +530,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             const job = await jobOf(fields);
             if (!isMultipart(upload.contentType)) size = await storeRawBody(upload, blobs, input);
             const limits = caller.kind === "user" ? caller.limits : null;
+            handedOver = true;
             const task = await queuerOf(ctx).submit({
               ...submissionOf(caller, fields, job, id, input, size!),
               ...(fields.callbackUrl === undefined ? {} : { callbackUrl: fields.callbackUrl }),
@@ -550,7 +552,10 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             return { id: task.id, status: task.status };
           } catch (err) {
             // Written here, never handed to the queue (or refused by it): nothing else would drop it.
-            await dropTaskDocuments(blobs, [blobKeys.folder(id)], ctx.broker.logger);
+            // A submit that failed on the queuer's side (5xx: its store or the queuer went away mid-call)
+            // may have been recorded all the same, its answer lost: its documents stay, and the blob GC
+            // removes them if no task refers to them.
+            if (!handedOver || httpErrorOf(err).status < 500) await dropTaskDocuments(blobs, [blobKeys.folder(id)], ctx.broker.logger);
             throw err;
           }
         },

@@ -99,7 +99,7 @@ export function runQueuerActivation(opts: QueuerActivationOptions): QueuerActiva
       if (stoodBy)
         log.warn(
           `took over as the active queuer of site "${opts.site}" after ${servedAt - standingSince} ms standing by ` +
-            `(lock ${lock.where}; the queue reloaded and serving ${servedAt - lockedAt} ms after the lock was free)`,
+            `(lock ${lock.where}; serving ${servedAt - lockedAt} ms after it got the lock, the queue reloaded)`,
         );
       else log.info(`active queuer of site "${opts.site}" (lock ${lock.where})`);
       const serving = new AbortController();

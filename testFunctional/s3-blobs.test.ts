@@ -1,21 +1,11 @@
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { S3BlobStore } from "../common/blobs/s3-blob-store.js";
-import {
-  freePort,
-  mapLimit,
-  ownChild,
-  REPO,
-  result,
-  startEmbeddedApp,
-  submit,
-  tempDir,
-  waitAllFinal,
-  type EmbeddedApp,
-} from "./helpers.js";
+import { freePort, mapLimit, REPO, result, startEmbeddedApp, submit, tempDir, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+import { startS3rver, S3RVER_KEYS, type S3rverProcess } from "./s3rver.js";
 
 /*
  * The embedded app with `blobs: s3` against a real S3-compatible server over HTTP (s3rver, in a
@@ -23,43 +13,8 @@ import {
  * the keys come from the environment, and an S3 outage answers 503 and heals when S3 is back.
  */
 
-const KEYS = { S3_ACCESS_KEY: "S3RVER", S3_SECRET_KEY: "S3RVER" };
+const KEYS = S3RVER_KEYS;
 const BUCKET = "docq-functional";
-
-interface S3rverProcess {
-  stop(): Promise<void>;
-}
-
-const S3RVER_MAIN = `
-const S3rver = require("s3rver");
-const [directory, port] = process.argv.slice(1);
-new S3rver({ address: "127.0.0.1", port: Number(port), directory, silent: true })
-  .run()
-  .then(() => console.log("S3RVER_LISTENING"), (err) => { console.error(err); process.exit(1); });
-`;
-
-async function startS3rver(dir: string, port: number): Promise<S3rverProcess> {
-  const child: ChildProcess = ownChild(
-    spawn(process.execPath, ["-e", S3RVER_MAIN, dir, String(port)], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] }),
-  );
-  let output = "";
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout?.on("data", (data: Buffer) => {
-      output += data.toString();
-      if (output.includes("S3RVER_LISTENING")) resolve();
-    });
-    child.stderr?.on("data", (data: Buffer) => (output += data.toString()));
-    void exited.then(() => reject(new Error(`s3rver exited during start-up:\n${output}`)));
-  });
-  return {
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill("SIGKILL");
-      await exited;
-    },
-  };
-}
 
 /** What `wc` prints for a text: newlines, whitespace-separated words, bytes. */
 function wc(text: string): { lines: number; words: number; bytes: number } {

@@ -1,8 +1,10 @@
 import path from "node:path";
 import type { DocqConfig } from "../../config/config.js";
 import { redactUrl } from "../../store/mongo/mongo-task-store.js";
+import { redactPostgresUrl } from "../../store/postgres/postgres-task-store.js";
 import { leaseQueuerLock } from "./lease-queuer-lock.js";
 import { MongoLeaseRecords } from "./mongo-queuer-lock.js";
+import { postgresQueuerLock } from "./postgres-queuer-lock.js";
 import type { QueuerLockAdapter } from "./queuer-lock.js";
 import { sqliteQueuerLock } from "./sqlite-queuer-lock.js";
 
@@ -20,6 +22,14 @@ export function openQueuerLock(config: Pick<DocqConfig, "store" | "dataDir" | "s
   switch (store.type) {
     case "sqlite":
       return sqliteQueuerLock(path.join(config.dataDir, SQLITE_LOCK_FILE));
+    case "postgres":
+      return postgresQueuerLock({
+        url: store.url,
+        where: `PostgreSQL ${redactPostgresUrl(store.url)}${store.schema === null ? "" : `, schema "${store.schema}"`}`,
+        site: config.site,
+        schema: store.schema,
+        leaseMs,
+      });
     case "mongodb":
       return leaseQueuerLock({
         records: MongoLeaseRecords.connect({ ...store, site: config.site, leaseMs }),

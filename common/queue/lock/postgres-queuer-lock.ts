@@ -21,9 +21,13 @@ import { lockLost, type HeldQueuerLock, type QueuerLockAdapter } from "./queuer-
  *   socket closed by the kernel: the lock is free at once and a standby takes over at its next try.
  */
 
-/** The advisory lock's key: 64 bits of a hash of the site's name, so sites sharing a database have their own locks. */
-export function advisoryLockKey(site: string): string {
-  return createHash("sha256").update(`docq queuer lock: ${site}`).digest().readBigInt64BE(0).toString();
+/**
+ * The advisory lock's key: 64 bits of a hash of the site's name (and the store's schema, when it
+ * has one), so sites sharing a database have their own locks.
+ */
+export function advisoryLockKey(site: string, schema: string | null = null): string {
+  const name = schema === null ? site : `${schema}/${site}`;
+  return createHash("sha256").update(`docq queuer lock: ${name}`).digest().readBigInt64BE(0).toString();
 }
 
 /** The server-side settings of the lock connection that make the server notice a holder that vanished. */
@@ -43,11 +47,13 @@ export interface PostgresQueuerLockOptions {
   /** What the logs call the server (the URL without credentials). */
   where: string;
   site: string;
+  /** The store's schema, when it has one (sites sharing a database in schemas of their own). */
+  schema?: string | null;
   leaseMs: number;
 }
 
 export function postgresQueuerLock(opts: PostgresQueuerLockOptions): QueuerLockAdapter {
-  const key = advisoryLockKey(opts.site);
+  const key = advisoryLockKey(opts.site, opts.schema ?? null);
   // A standby keeps its connection between tries; it is dropped when it fails, and made anew.
   let standby: pg.Client | null = null;
   let standbyBroken = false;
