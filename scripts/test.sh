@@ -59,7 +59,7 @@ cleanup() {
 # The functional files that start whole clusters (several sites, pm2, repeated SIGKILLs): they run
 # one after another in a lane of their own, beside a second lane with the other functional files,
 # so no two of them ever share the machine's cores, and the run takes the longer lane's time.
-HEAVY=(testFunctional/cluster.test.ts testFunctional/crash.test.ts testFunctional/stealing.test.ts testFunctional/stealing-pays.test.ts)
+HEAVY=(testFunctional/cluster.test.ts testFunctional/crash.test.ts testFunctional/stealing.test.ts testFunctional/stealing-pays.test.ts testFunctional/postgres-site.test.ts)
 
 is_heavy() {
   local file=$1 heavy
