@@ -24,6 +24,8 @@ describe("dashboard in Chromium", () => {
   let context: BrowserContext;
   let page: Page;
   const browserErrors: string[] = [];
+  let splitId = "";
+  let failId = "";
 
   before(async () => {
     mkdirSync(SHOTS, { recursive: true });
@@ -48,6 +50,11 @@ describe("dashboard in Chromium", () => {
       }),
     ]);
     useKey(app.url, ADMIN_KEY);
+    // Submitted now so they are over by the time their tests look (the walk's waits overlap them).
+    [splitId, failId] = await Promise.all([
+      submit(app.url, "one\ntwo\nthree\n", { job: "pages", name: "three-pages" }),
+      submit(app.url, "x", { job: "fail", maxTries: 1, name: "will-fail" }),
+    ]);
     page = context.pages()[0] ?? (await context.newPage());
     page.on("console", (msg) => {
       if (msg.type() === "error") browserErrors.push(`console: ${msg.text()}`);
@@ -129,8 +136,7 @@ describe("dashboard in Chromium", () => {
   });
 
   it("shows a split task's parts with their progress", async () => {
-    const id = await submit(app.url, "one\ntwo\nthree\n", { job: "pages", name: "three-pages" });
-    await go(`#/task/${id}`);
+    await go(`#/task/${splitId}`);
     await page.locator('[data-testid="task"][data-status="output"]').waitFor({ timeout: WAIT_MS });
     await waitUntil("its three parts listed", async () => (await page.locator('[data-testid="children"] li').count()) === 3, WAIT_MS, 100);
     assert.equal(await page.getByTestId("children-progress").getAttribute("value"), "3");
@@ -138,7 +144,7 @@ describe("dashboard in Chromium", () => {
   });
 
   it("retries a task of the fail job from its page", async () => {
-    const id = await submit(app.url, "x", { job: "fail", maxTries: 1, name: "will-fail" });
+    const id = failId;
     await waitUntil("the fail task to fail", async () => (await getTask(app.url, id)).status === "error", WAIT_MS, 100);
     await go(`#/task/${id}`);
     await page.locator('[data-testid="task"][data-status="error"]').waitFor({ timeout: WAIT_MS });
@@ -194,6 +200,49 @@ describe("dashboard in Chromium", () => {
     await page.getByTestId("count-output").waitFor();
     await page.getByTestId("workers").waitFor({ timeout: WAIT_MS });
     await shot("overview");
+  });
+
+  it("logs in with a user key in another tab: its own tasks only, the overview refused politely", async () => {
+    const made = await fetch(`${app.url}/api/keys`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ user: "carol" }),
+    });
+    assert.equal(made.status, 201);
+    const { key } = (await made.json()) as { key: string };
+    const own = await fetch(`${app.url}/api/tasks?job=sleep&params=${encodeURIComponent('{"ms":0}')}&name=carols`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/octet-stream" },
+      body: "carol's document",
+    });
+    assert.equal(own.status, 201);
+    const ownId = ((await own.json()) as { id: string }).id;
+    // A new tab: sessionStorage is per tab, so it starts logged out.
+    const tab = await context.newPage();
+    const tabErrors: string[] = [];
+    tab.on("console", (msg) => {
+      if (msg.type() === "error") tabErrors.push(`console: ${msg.text()}`);
+    });
+    tab.on("pageerror", (err) => tabErrors.push(`page error: ${err.message}`));
+    try {
+      await tab.goto(`${app.url}/#/tasks`);
+      await tab.getByTestId("key-input").fill(key);
+      await tab.getByTestId("login-button").click();
+      await tab.locator(`[data-testid="task-row"][data-id="${ownId}"]`).waitFor({ timeout: WAIT_MS });
+      const users = await tab.locator('[data-testid="task-row"] td:nth-child(4)').allTextContents();
+      assert.deepEqual(users, ["carol"]);
+      await tab.screenshot({ path: path.join(SHOTS, "tasks-user-key.png"), fullPage: true });
+      await tab.getByTestId("nav-overview").click();
+      await tab.getByTestId("overview-error").waitFor({ timeout: WAIT_MS });
+      assert.match((await tab.getByTestId("overview-error").textContent()) ?? "", /admin key/);
+    } finally {
+      await tab.close();
+    }
+    // The API's 401 before the login and 403 on the overview show as failed loads; nothing else may.
+    assert.deepEqual(
+      tabErrors.filter((e) => !/status of 40[13]/.test(e)),
+      [],
+    );
   });
 
   it("left no error in the browser console", () => {
