@@ -122,6 +122,8 @@ const INDEXES: IndexDescription[] = [
   { name: "user_seq", key: { user: 1, seq: 1 } },
   { name: "job_seq", key: { job: 1, seq: 1 } },
   { name: "name_seq", key: { name: 1, seq: 1 } },
+  // list({user, status}): a user key's own tasks of one status, without reading the user's others.
+  { name: "user_status_seq", key: { user: 1, status: 1, seq: 1 } },
   // list({}) newest first and every list cursor; unique, so a cursor position is never ambiguous.
   { name: "seq", key: { seq: 1 }, unique: true },
   // countActive: {user, parentId: null, status in the non-final ones}, 4 short ranges of one user's

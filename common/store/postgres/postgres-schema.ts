@@ -74,6 +74,8 @@ CREATE INDEX tasks_status ON tasks (status, seq);
 CREATE INDEX tasks_user ON tasks (username, seq);
 CREATE INDEX tasks_job ON tasks (job, seq);
 CREATE INDEX tasks_name ON tasks (name, seq);
+-- list({user, status}): a user key's own tasks of one status, without reading the user's others.
+CREATE INDEX tasks_user_status ON tasks (username, status, seq);
 -- finished (retention), finishedPerMinute and pendingCallbacks: final top-level tasks by end.
 CREATE INDEX tasks_final_end ON tasks (status, end_time, seq) WHERE parent_id IS NULL AND ${FINAL_CONDITION};
 -- countActive: a user's top-level tasks that are not final (what maxQueued limits).

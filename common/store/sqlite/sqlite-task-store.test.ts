@@ -25,7 +25,7 @@ taskStoreContract("SqliteTaskStore", async () => {
 });
 
 /** Takes a version 5 file back to version 4 (the name index goes). */
-const UNDO_VERSION_5 = `DROP INDEX tasks_name;`;
+const UNDO_VERSION_5 = `DROP INDEX tasks_name; DROP INDEX tasks_user_status;`;
 
 /** Takes a version 5 file back to version 3 (the tasks keep their rows, attempts, progress and callback go). */
 const UNDO_VERSION_4 = `${UNDO_VERSION_5}
@@ -236,6 +236,10 @@ describe("SqliteTaskStore", () => {
         .prepare("EXPLAIN QUERY PLAN SELECT * FROM tasks WHERE name = ? AND seq < ? ORDER BY seq DESC LIMIT 10")
         .all("a.pdf", 9);
       assert.match(JSON.stringify(plan), /USING INDEX tasks_name/);
+      const byUserAndStatus = check
+        .prepare("EXPLAIN QUERY PLAN SELECT * FROM tasks WHERE status = ? AND user = ? AND seq < ? ORDER BY seq DESC LIMIT 10")
+        .all("input", "alice", 9);
+      assert.match(JSON.stringify(byUserAndStatus), /USING INDEX tasks_user_status/);
     } finally {
       check.close();
     }

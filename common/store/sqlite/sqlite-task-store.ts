@@ -595,6 +595,9 @@ ${SCHEDULES_TABLE}
 /** Version 5: list({name}) newest first, like the other filters (the dashboard's search by name). */
 const SCHEMA_V5 = `
 CREATE INDEX tasks_name ON tasks (name, seq);
+-- A user key's dashboard lists its own tasks of one status: with tasks_user alone a status the
+-- user has none of reads every task of the user (10,000: 100 ms) before answering an empty page.
+CREATE INDEX tasks_user_status ON tasks (user, status, seq);
 `;
 
 // ---------------------------------------------------------------------------
