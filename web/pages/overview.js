@@ -114,14 +114,15 @@ export function OverviewPage() {
   const total = Object.values(overview.byStatus).reduce((a, b) => a + b, 0);
   const perMinute = overview.finishedPerMinute;
   const lastHour = perMinute.reduce((sum, m) => ({ output: sum.output + m.output, error: sum.error + m.error }), { output: 0, error: 0 });
+  // One string: htm drops the whitespace of a line break between an expression and text.
+  const summary =
+    `${total.toLocaleString()} tasks (parts included) · ${overview.queue.ready} ready, ${overview.queue.delayed} delayed · ` +
+    `last hour: ${lastHour.output} done, ${lastHour.error} failed`;
   return html`
     <section data-testid="overview">
       <hgroup>
         <h2>Site <code>${overview.site}</code></h2>
-        <p>
-          ${total.toLocaleString()} tasks · ${overview.queue.ready} ready, ${overview.queue.delayed} delayed · last hour: ${lastHour.output}
-          done, ${lastHour.error} failed
-        </p>
+        <p>${summary}</p>
       </hgroup>
       <${StatusCards} byStatus=${overview.byStatus} />
       <div class="grid two">
