@@ -222,6 +222,7 @@ describe("metrics and the API description", () => {
       [`/api/tasks/${id}`, "/api/tasks/{id}"],
       ["/api/tasks?limit=5", "/api/tasks"],
       ["/api/stats", "/api/stats"],
+      ["/api/overview", "/api/overview"],
       ["/api/jobs", "/api/jobs"],
       ["/api/health", "/api/health"],
       ["/api/tasks?status=bogus", "/api/tasks"],

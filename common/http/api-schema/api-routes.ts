@@ -57,7 +57,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     summary: "Submit a document; answers once the task is durable",
     description:
       "The document is the body (any type), or the `file` of a multipart form whose other fields are the query's. " +
-      "With `callbackUrl` the record is POSTed there when the task ends, signed with X-Docq-Signature: sha256=<hex HMAC-SHA256 of the body>.",
+      "With `callbackUrl` the record is POSTed there when the task ends, signed with `X-Docq-Signature: sha256=<hex HMAC-SHA256 of the body>`.",
     access: "key",
     query: TaskFields,
     body: { document: true, form: TaskFields },
