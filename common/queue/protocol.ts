@@ -220,6 +220,8 @@ export interface QueuerBacklog {
   readyHome: number;
   /** The slots of the live workers. */
   slots: number;
+  /** Of those, the slots running this site's own tasks (as of the workers' last heartbeats). */
+  busyHome: number;
 }
 
 export interface QueuerStats {

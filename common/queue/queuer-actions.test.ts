@@ -162,7 +162,7 @@ describe("the queuer's actions", () => {
     assert.equal((await rejection(queuer.pull("", 1))).code, ERROR_CODE.BadRequest);
     const stats = await queuer.stats();
     assert.equal(stats.queuedByPriority[70], 2);
-    assert.deepEqual(await queuer.backlog(), { queued: 2, highestPriority: 70, idleSlots: 0, readyHome: 2, slots: 0 });
+    assert.deepEqual(await queuer.backlog(), { queued: 2, highestPriority: 70, idleSlots: 0, readyHome: 2, slots: 0, busyHome: 0 });
   });
 });
 

@@ -44,8 +44,9 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
   const { queue, store, keys, blobs, log } = deps;
   const now = deps.now ?? Date.now;
   /** The load each worker reported with its last heartbeat. */
-  const workers = new Map<string, WorkerLoad & { seenAt: number }>();
-  const liveWorkers = (): [string, WorkerLoad][] => {
+  const workers = new Map<string, WorkerLoad & { seenAt: number; busyHome: number }>();
+  const homePrefix = `${deps.site}-`;
+  const liveWorkers = (): [string, WorkerLoad & { busyHome: number }][] => {
     const at = now();
     return [...workers.entries()].filter(([, w]) => at - w.seenAt < 3 * deps.heartbeatMs);
   };
@@ -68,7 +69,9 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
     },
     pull: ({ owner, max }) => queue.pull(owner, max),
     heartbeat: ({ owner, ids, slots, busy }) => {
-      workers.set(owner, { slots, busy, seenAt: now() });
+      // Its leases on this site's own tasks: slots a thief cannot count on soon (stolen ones free as they end).
+      const busyHome = ids.reduce((n, id) => (id.startsWith(homePrefix) ? n + 1 : n), 0);
+      workers.set(owner, { slots, busy, seenAt: now(), busyHome });
       return queue.heartbeat(owner, ids);
     },
     succeed: ({ output, processedBy, ...claim }) => queue.succeed(claim, { output, processedBy }),
@@ -88,7 +91,8 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
       const counts = queue.queueCounts();
       const idleSlots = liveWorkers().reduce((sum, [, w]) => sum + Math.max(0, w.slots - w.busy), 0);
       const slots = liveWorkers().reduce((sum, [, w]) => sum + w.slots, 0);
-      return { queued: counts.ready, highestPriority: counts.highestPriority, idleSlots, readyHome: queue.readyHome(), slots };
+      const busyHome = liveWorkers().reduce((sum, [, w]) => sum + Math.min(w.slots, w.busyHome), 0);
+      return { queued: counts.ready, highestPriority: counts.highestPriority, idleSlots, readyHome: queue.readyHome(), slots, busyHome };
     },
     cancel: async ({ id }) => {
       const report = await queue.cancel(id);

@@ -244,6 +244,29 @@ describe("Stealer", () => {
     assert.equal((await a.store.countByStatus()).output, 1);
   });
 
+  it("does not steal for slots busy with its own tasks: a stolen task would wait there while its owner could run it", async () => {
+    const a = await addSite("a");
+    const b = await addSite("b");
+    for (let i = 0; i < 5; i++) await submitWithInput(a, `doc ${i}`, 50);
+    const own = [await submitWithInput(b, "own 1", 50), await submitWithInput(b, "own 2", 50)];
+    const running = await b.queue.pull("worker@b", 2);
+    assert.equal(running.length, 2);
+    // b's worker runs its own two tasks in both its slots: its queue is empty, but it has nothing to steal for.
+    await b.local.heartbeat(
+      "worker@b",
+      own.map((t) => t.id),
+      { slots: 2, busy: 2 },
+    );
+    await a.stealer.publishBacklog();
+    b.stealer.refill();
+    await eventually("b's refill to end", () => !(b.stealer as unknown as { stealing: boolean }).stealing);
+    assert.equal(b.stealer.inFlightCount, 0);
+    // One of them ended: one slot and its buffer.
+    await b.local.heartbeat("worker@b", [own[0]!.id], { slots: 2, busy: 1 });
+    b.stealer.refill();
+    await eventually("b to steal for its free slot", () => b.queue.queueCounts().ready === 2);
+  });
+
   it("never lends a task its owner would start sooner itself, nor one whose move costs more than its wait", async () => {
     const a = await addSite("a");
     const b = await addSite("b");

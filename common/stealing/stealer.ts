@@ -101,7 +101,7 @@ export class Stealer {
   private stealing = false;
   /** A refill was asked for while one ran: run another right after. */
   private refillAgain = false;
-  /** The most slots this site's workers were seen idle with at once (before their heartbeats say how many they have). */
+  /** The most slots this site's workers were seen idle with at once: counted on before their heartbeats say how many they have. */
   private idleSlotsSeen = 0;
   /** Measures each link to a victim (the thief's side of the cost of a steal). */
   private readonly links: LinkMeter;
@@ -207,7 +207,10 @@ export class Stealer {
       // Its own work first: with onlyWhenIdle a site steals only while nothing of its own is ready.
       if (policy.onlyWhenIdle && own.readyHome > 0) return;
       if (!policy.onlyWhenIdle && own.readyHome > 0 && own.idleSlots === 0) return;
-      const slots = Math.max(own.slots, this.idleSlotsSeen);
+      // The slots that can run stolen work soon: not those running this site's own tasks (a long
+      // run of its own would leave a stolen task waiting here while its owner could run it).
+      // Before the workers' first heartbeat says how many slots they have: the slots seen idle.
+      const slots = own.slots > 0 ? Math.max(0, own.slots - own.busyHome) : this.idleSlotsSeen;
       const want = stealCount(policy, this.target(slots), this.queuedOrRunning());
       if (want === 0) return;
       const victim = chooseVictim(policy, this.backlogs.values(), this.now);
