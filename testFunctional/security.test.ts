@@ -111,6 +111,30 @@ describe("who may do what: API keys, quotas, a clean job environment", () => {
     assert.equal(refused.status, 401);
   });
 
+  it("answers 401 without a key on every route the OpenAPI document says needs one, and not on those it says are open", async () => {
+    const doc = (await (await fetch(`${app.url}/api/openapi.json`)).json()) as {
+      paths: Record<string, Record<string, { security?: unknown[]; responses: Record<string, unknown> }>>;
+    };
+    const samples: Record<string, string> = { id: "local-01ARZ3NDEKTSV4RRFFQ69G5FAV", asset: "swagger-ui.css" };
+    const checked: string[] = [];
+    for (const [template, operations] of Object.entries(doc.paths)) {
+      const url = template.replace(/\{(\w+)\}/g, (_, name: string) => samples[name] ?? name);
+      for (const [method, operation] of Object.entries(operations)) {
+        // A refused request does nothing: no body is read, no task made, whatever the method.
+        const res = await fetch(`${app.url}${url}`, { method: method.toUpperCase() });
+        await res.arrayBuffer();
+        const open = Array.isArray(operation.security) && operation.security.length === 0;
+        if (open) assert.notEqual(res.status, 401, `${method} ${template} is documented open`);
+        else {
+          assert.equal(res.status, 401, `${method} ${template} is documented as needing a key`);
+          assert.ok(operation.responses["401"] !== undefined, `${method} ${template} documents its 401`);
+        }
+        checked.push(`${method} ${template}`);
+      }
+    }
+    assert.ok(checked.length >= 25, checked.join(", "));
+  });
+
   it("makes keys shown once and stored as hashes; revoking takes effect on the next request", async () => {
     const made = await makeKey({
       user: "erin",
