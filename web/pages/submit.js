@@ -27,10 +27,15 @@ function paramValue(text) {
 function JobInfo({ job }) {
   if (job === undefined) return null;
   if (job.kind === "workflow") return html`<small class="muted">workflow: ${job.steps.map((s) => s.name).join(" → ")}</small>`;
-  return html`<small class="muted" data-testid="job-info">
-    ${job.kind} · timeout ${Math.round(job.timeoutMs / 1000)} s ·
-    ${job.maxTries === null ? "default tries" : `${job.maxTries} tries`}${job.warm ? " · warm" : ""}${job.split ? " · splits" : ""}
-  </small>`;
+  // One string: htm drops whitespace around a line break in a template.
+  const facts = [
+    job.kind,
+    `timeout ${Math.round(job.timeoutMs / 1000)} s`,
+    job.maxTries === null ? "default tries" : `${job.maxTries} tries`,
+  ];
+  if (job.warm) facts.push("warm");
+  if (job.split) facts.push("splits");
+  return html`<small class="muted" data-testid="job-info">${facts.join(" · ")}</small>`;
 }
 
 export function SubmitPage() {
