@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { startPostgresServer, type PostgresServer } from "../../testing/postgres-server.js";
+import { waitUntil } from "../../testing/wait-until.js";
 import { TASK_STATUS } from "../../model/task-model.js";
 import { ERROR_CODE, isDocqError } from "../../model/errors.js";
 import { makeTask, taskStoreContract } from "../task-store.contract.js";
@@ -53,6 +54,9 @@ async function openFresh(): Promise<{ store: PostgresTaskStore; schema: string; 
   };
 }
 
+/** The connection that empties the contract's schema between its tests (one for the file: a connection is a server process). */
+let emptier: pg.Client | undefined;
+
 /** A store on the contract's schema, emptied by cleanup. */
 async function openEmptied(): Promise<{ store: PostgresTaskStore; cleanup(): Promise<void> }> {
   const url = await serverUrl();
@@ -61,8 +65,16 @@ async function openEmptied(): Promise<{ store: PostgresTaskStore; cleanup(): Pro
     store,
     async cleanup() {
       await store.close();
-      await run(
-        url,
+      if (emptier === undefined) {
+        const client = new pg.Client({ connectionString: url });
+        // A test that kills the server ends this connection too: the next cleanup opens another.
+        client.on("error", () => {
+          if (emptier === client) emptier = undefined;
+        });
+        await client.connect();
+        emptier = client;
+      }
+      await emptier.query(
         `TRUNCATE "${CONTRACT_SCHEMA}".tasks, "${CONTRACT_SCHEMA}".api_keys, "${CONTRACT_SCHEMA}".usage, "${CONTRACT_SCHEMA}".schedules RESTART IDENTITY`,
       );
     },
@@ -70,6 +82,7 @@ async function openEmptied(): Promise<{ store: PostgresTaskStore; cleanup(): Pro
 }
 
 after(async () => {
+  await emptier?.end();
   await server?.stop();
 });
 
@@ -173,6 +186,23 @@ describe("PostgresTaskStore", () => {
       const sizes: number[] = [];
       for await (const batch of store.loadNonFinal(1_500)) sizes.push(batch.length);
       assert.deepEqual(sizes, [1_500, 1_500, 1_000]);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it("answers STORE_UNAVAILABLE while the server is down (killed) and serves again once it is back, with what it had committed", async () => {
+    const { store, cleanup } = await openFresh();
+    try {
+      const task = makeTask();
+      await store.create(task);
+      await server!.kill();
+      await assert.rejects(store.get(task.id), (err: unknown) => isDocqError(err, ERROR_CODE.StoreUnavailable));
+      await server!.start();
+      // The pool drops the connections the server closed and opens new ones.
+      assert.deepEqual(await waitUntil("the store serving again", () => store.get(task.id).catch(() => undefined)), task);
+      const now = Date.now();
+      assert.equal((await store.claim([task.id], { owner: "w", expiresAt: now + 60_000 }, now)).length, 1);
     } finally {
       await cleanup();
     }

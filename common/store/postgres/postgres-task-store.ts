@@ -74,6 +74,7 @@ const DEFAULT_RELOAD_BATCH = 10_000;
 /** Rows per INSERT on the bulk path: one array per column, so the size only bounds one message. */
 const INSERT_ROWS_PER_STATEMENT = 5_000;
 const DEFAULT_POOL_SIZE = 10;
+const CONNECT_TIMEOUT_MS = 10_000;
 /** pg type OID of BIGINT (int8): parsed as a number (every BIGINT here is a time, a seq or a count, all below 2^53). */
 const INT8_OID = 20;
 /** PostgreSQL's SQLSTATE for a unique violation. */
@@ -269,6 +270,9 @@ export class PostgresTaskStore implements TaskStore {
         max: opts.poolSize ?? DEFAULT_POOL_SIZE,
         types: TYPES,
         application_name: "docq",
+        // A server that does not answer fails the call (STORE_UNAVAILABLE, a 503) instead of holding it.
+        connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+        keepAlive: true,
         ...(opts.schema === undefined ? {} : { options: `-c search_path=${quoteIdent(opts.schema)}` }),
       });
     } catch (err) {
