@@ -14,6 +14,7 @@ const stateListeners = new Set();
 let state = "connecting";
 let lastEventId = null;
 let controller = null;
+let retryTimer = null;
 let started = false;
 
 function setState(next) {
@@ -58,7 +59,9 @@ function dispatch(buffer) {
 }
 
 async function connect() {
-  controller = new AbortController();
+  // This connection's own: a restart replaces `controller` while this one is still unwinding.
+  const mine = new AbortController();
+  controller = mine;
   const key = apiKey();
   try {
     const res = await fetch("/api/events", {
@@ -67,7 +70,7 @@ async function connect() {
         ...(key === null ? {} : { authorization: `Bearer ${key}` }),
         ...(lastEventId === null ? {} : { "last-event-id": lastEventId }),
       },
-      signal: controller.signal,
+      signal: mine.signal,
     });
     if (res.status === 401) {
       // No key, or a revoked one: nothing to stream until a login restarts it.
@@ -86,14 +89,15 @@ async function connect() {
   } catch {
     // Dropped, refused or aborted: polling takes over until the stream is back.
   }
-  if (controller.signal.aborted) return;
+  if (mine.signal.aborted) return;
   setState("polling");
-  setTimeout(connect, RECONNECT_MS);
+  retryTimer = setTimeout(connect, RECONNECT_MS);
 }
 
 /** Starts the stream again (after a login: the new key). */
 export function restartEvents() {
   controller?.abort();
+  clearTimeout(retryTimer);
   lastEventId = null;
   started = true;
   setState("connecting");
