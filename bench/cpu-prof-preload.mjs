@@ -2,7 +2,7 @@
 // Node 20 refuses --cpu-prof in NODE_OPTIONS, and the app is started by testFunctional/helpers.ts
 // with fixed arguments, so this does what --cpu-prof does through the inspector: profile from
 // start to exit, then write DIR/app-<pid>.cpuprofile. Plain JS: it runs before tsx is loaded.
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import path from "node:path";
 
@@ -16,6 +16,7 @@ if (dir) {
     // An in-thread inspector session answers synchronously, so this completes inside "exit".
     session.post("Profiler.stop", (err, result) => {
       if (err || !result) return;
+      mkdirSync(dir, { recursive: true });
       writeFileSync(path.join(dir, `app-${process.pid}.cpuprofile`), JSON.stringify(result.profile));
     });
   });
