@@ -166,6 +166,10 @@ describe("dashboard in Chromium", () => {
     await page.getByTestId("cancel-confirm").click();
     await page.locator('[data-testid="task"][data-status="canceled"]').waitFor({ timeout: WAIT_MS });
     assert.equal((await getTask(app.url, id)).status, "canceled");
+    // Its documents went with the cancel: the input's download says so.
+    const input = await fetch(`${app.url}/api/tasks/${id}/input`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    assert.equal(input.status, 409);
+    assert.match(((await input.json()) as { error: string }).error, /removed/);
   });
 
   it("filters the list by status and by job", async () => {
