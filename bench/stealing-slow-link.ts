@@ -36,7 +36,7 @@ const DISCOVERY_MS = 2_500;
  */
 const GLOBAL_NATS_CONFIG = 'write_deadline: "300s"\n';
 /** A load that has not finished this long after its expected time has a stuck task: the figure says so and stops. */
-const STUCK_AFTER_MS = 240_000;
+const STUCK_AFTER_MS = 150_000;
 /** The two loads: the short one gives no steal worth making, the long one gives a few. */
 const LOADS = [
   { label: "short backlog", tasks: 6, taskMs: 1_000 },
@@ -123,6 +123,8 @@ interface LoadResult {
   ranAt: Record<string, number>;
   steals: StealCost[];
   notPaying: number;
+  /** Tasks still lent to the thief, unfinished, when the load timed out: steals that stalled on the link. */
+  stalled: number;
 }
 
 async function runLoad(victim: EmbeddedApp, thief: ThiefSite, load: (typeof LOADS)[number], seen: Set<string>): Promise<LoadResult> {
@@ -134,13 +136,24 @@ async function runLoad(victim: EmbeddedApp, thief: ThiefSite, load: (typeof LOAD
     params: { ms: load.taskMs },
   });
   const expectedAloneMs = Math.ceil(load.tasks / SLOTS) * load.taskMs;
-  await waitForCounts(
-    victim.url,
-    `${load.label}: ${load.tasks} tasks (site a alone needs ${seconds(expectedAloneMs)} s; a stolen task stuck on the link?)`,
-    (c) => (c.output ?? 0) >= before + load.tasks,
-    expectedAloneMs + STUCK_AFTER_MS,
-  );
   const mine = new Set(ids);
+  let stalled = 0;
+  try {
+    await waitForCounts(
+      victim.url,
+      `${load.label}: ${load.tasks} tasks`,
+      (c) => (c.output ?? 0) >= before + load.tasks,
+      expectedAloneMs + STUCK_AFTER_MS,
+    );
+  } catch (err) {
+    if (!(err instanceof Error && err.message.startsWith("timed out"))) throw err;
+    // A measured outcome, not a broken bench: steals that never finished.
+    stalled = (await listAll(victim.url, "status=work")).filter((t) => mine.has(t.id) && t.lease?.owner === "site:b").length;
+    if (stalled === 0) throw err;
+    log(
+      `${load.label}: ${stalled} task(s) lent to site b still unfinished ${seconds(expectedAloneMs + STUCK_AFTER_MS)} s after the submit`,
+    );
+  }
   const tasks = (await listAll(victim.url, "status=output")).filter((t) => mine.has(t.id));
   const ranAt: Record<string, number> = {};
   const ownerRuns: OwnerRun[] = tasks.map((t) => {
@@ -162,7 +175,8 @@ async function runLoad(victim: EmbeddedApp, thief: ThiefSite, load: (typeof LOAD
     wallMs: Math.max(...tasks.map((t) => t.endTime ?? 0)) - t0,
     ranAt,
     steals,
-    notPaying: steals.filter((s) => s.transferMs > s.waitSavedMs).length,
+    notPaying: steals.filter((s) => s.transferMs > s.waitSavedMs).length + stalled,
+    stalled,
   };
 }
 
@@ -211,10 +225,13 @@ export async function stealingSlowLinkFigure(opts: { quick?: boolean }): Promise
       const transfer = spread(r.steals.map((s) => s.transferMs));
       rows.push({
         measure: `${load.label}: ${r.tasks} × ${STEAL_JOB}(${r.taskMs} ms) of 10 MB at site a (${SLOTS} slots), thief b (${SLOTS} slots) over ${LINK_MBIT} Mbit/s: steals made`,
-        value: r.steals.length,
+        value: r.steals.length + r.stalled,
         unit: "steals",
         note:
-          `${r.notPaying} whose transfer exceeded the wait saved (goal 0); ` +
+          `${r.notPaying} whose transfer exceeded the wait saved (goal 0)` +
+          (r.stalled === 0
+            ? "; "
+            : `, of which ${r.stalled} stalled (lent, unfinished ${seconds(STUCK_AFTER_MS)} s after a alone would have ended; the figure stops); `) +
           (r.steals.length === 0
             ? ""
             : `transfer vs wait saved (s): ${r.steals.map((s) => `${seconds(s.transferMs)}/${seconds(s.waitSavedMs)}`).join(", ")}; transfer p50 ${seconds(transfer!.p50)} s; `) +
@@ -226,6 +243,8 @@ export async function stealingSlowLinkFigure(opts: { quick?: boolean }): Promise
             .join(", ")}`,
       });
       data[load.label] = r;
+      // A stalled task holds its lease at a: a later load would measure that, not the policy.
+      if (r.stalled > 0) break;
     }
     return { ...base, rows, data };
   } catch (err) {
