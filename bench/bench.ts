@@ -6,6 +6,7 @@ import { Command } from "commander";
 import { errorMessage } from "../common/model/errors.js";
 import { clusterFigure } from "./cluster.js";
 import { formatProfileSummary, profilesIn, summarizeCpuProfile } from "./cpu-profile.js";
+import { bullmqComparisonFigure } from "./bullmq-comparison.js";
 import { enqueueFigure } from "./enqueue.js";
 import { log } from "./harness.js";
 import { latencyFigure } from "./latency.js";
@@ -27,6 +28,8 @@ import { warmThroughputFigure } from "./warm-figure.js";
 
 interface Counts {
   enqueue: number;
+  /** Requests of 1,000 documents through POST /api/tasks/batch (figure 1). */
+  batchRequests: number;
   throughput: number;
   latency: number;
   scale: number;
@@ -39,6 +42,7 @@ interface Counts {
 
 const FULL: Counts = {
   enqueue: 10_000,
+  batchRequests: 10,
   throughput: 2_000,
   latency: 500,
   scale: 1_000_000,
@@ -51,6 +55,7 @@ const FULL: Counts = {
 /** CI's run: every figure's code runs, on counts that keep the whole run near half a minute. */
 const QUICK: Counts = {
   enqueue: 300,
+  batchRequests: 1,
   throughput: 150,
   latency: 30,
   scale: 20_000,
@@ -66,6 +71,7 @@ interface Options {
   only?: string;
   cpuProf?: string;
   store?: string;
+  vsBullmq?: boolean;
 }
 
 /** Shared between figures: the direct references of figure 2 are reused by figure 6. */
@@ -88,7 +94,13 @@ interface FigureSpec {
 
 /** The figures, in the order they run. Adding one (figure 6, 7) is one entry here and one file. */
 const FIGURES: FigureSpec[] = [
-  { key: "enqueue", number: 1, title: "Enqueue", run: (ctx) => enqueueFigure({ count: ctx.counts.enqueue }) },
+  {
+    key: "enqueue",
+    number: 1,
+    title: "Enqueue",
+    run: (ctx) =>
+      enqueueFigure({ count: ctx.counts.enqueue, batchRequests: ctx.counts.batchRequests, app: profiledApp(ctx, "enqueue") ?? {} }),
+  },
   {
     key: "throughput",
     number: 2,
@@ -170,9 +182,13 @@ async function main(): Promise<number> {
     .option("--only <figures>", "run only these figures: numbers or keys, comma-separated (e.g. 2,latency)")
     .option(
       "--cpu-prof <dir>",
-      "profile the apps of figures 2 and 6 (V8 CPU profiles into DIR/throughput, DIR/warm) and print where their time goes",
+      "profile the apps of figures 1, 2 and 6 (V8 CPU profiles into DIR/enqueue, DIR/throughput, DIR/warm) and print where their time goes",
     )
     .option("--store <type>", "the task store of figures 2 and 6: sqlite (default) or postgres (a private server the bench starts)")
+    .option(
+      "--vs-bullmq",
+      "after the figures, BullMQ's in the same run (a private redis-server, persistence off), each docq figure beside its BullMQ one with the ratio",
+    )
     .parse();
   const opts = program.opts<Options>();
   const storeType = parseBenchStore(opts.store ?? "sqlite");
@@ -216,6 +232,29 @@ async function main(): Promise<number> {
     );
     results.push(result);
   }
+  if (opts.vsBullmq === true) {
+    const t = performance.now();
+    let comparison: FigureResult;
+    try {
+      comparison = await bullmqComparisonFigure(results, opts.quick === true);
+    } catch (err) {
+      failed++;
+      log(`docq vs BullMQ FAILED: ${errorMessage(err)}`);
+      comparison = {
+        key: "vsBullmq",
+        number: 10,
+        title: "docq vs BullMQ (same run)",
+        rows: [],
+        data: { error: errorMessage(err) },
+        skipped: `FAILED: ${errorMessage(err).split("\n")[0]}`,
+      };
+    }
+    comparison.wallMs = round(performance.now() - t);
+    log(
+      `docq vs BullMQ ${comparison.skipped === undefined ? "done" : `not measured: ${comparison.skipped}`} in ${round(comparison.wallMs / 1000, 1)} s`,
+    );
+    results.push(comparison);
+  }
   await store.close();
   env.loadAvgEnd = os.loadavg().map((l) => round(l, 2));
 
@@ -246,7 +285,7 @@ async function main(): Promise<number> {
     log(`JSON written to ${opts.json}`);
   }
   if (cpuProfDir !== null) {
-    for (const figure of ["throughput", "warm"]) {
+    for (const figure of ["enqueue", "throughput", "warm"]) {
       if (!figures.some((f) => f.key === figure)) continue;
       const [newest] = await profilesIn(path.join(cpuProfDir, figure));
       if (newest === undefined) log(`--cpu-prof: no .cpuprofile in ${path.join(cpuProfDir, figure)} (the app did not exit cleanly?)`);

@@ -1,4 +1,5 @@
-import { submit } from "../testFunctional/helpers.js";
+import { submit, type StartOptions } from "../testFunctional/helpers.js";
+import { BATCH_DOCUMENT_BYTES, BATCH_DOCUMENTS, measureBatchSubmit, type BatchSubmitRun } from "./batch-submit.js";
 import { CLIENT_CONCURRENCY, log, percentile, sortedNumbers, submitMany, waitTaskStatus, withApp, getStats } from "./harness.js";
 import { round, type FigureResult } from "./report.js";
 
@@ -6,12 +7,21 @@ import { round, type FigureResult } from "./report.js";
  * Figure 1: tasks/s accepted through `POST /api/tasks` (each answered 201 only once the task and
  * its document are durable), small documents, client concurrency 32.
  *
+ * Then the batch route (`POST /api/tasks/batch`), in the same app: requests of 1,000 documents of
+ * 1 KB, one at a time.
+ *
  * Enqueue is measured alone: the app has one worker slot, held by a long `sleep` task submitted
  * first, so the no-op tasks stay queued and no job script is spawned while they arrive.
  */
-export async function enqueueFigure(opts: { count: number }): Promise<FigureResult> {
+export async function enqueueFigure(opts: {
+  count: number;
+  /** Requests of the batch figure, BATCH_DOCUMENTS documents each (0: not measured). */
+  batchRequests: number;
+  /** Extra app options (a profiler: --cpu-prof). */
+  app?: StartOptions;
+}): Promise<FigureResult> {
   const { count } = opts;
-  const run = await withApp({ slots: 1 }, async (app) => {
+  const run = await withApp({ ...opts.app, slots: 1 }, async (app) => {
     const blocker = await submit(app.url, "blocker\n", { job: "sleep", params: { ms: 3_600_000 }, maxTries: 1 });
     await waitTaskStatus(app.url, blocker, ["work"], 30_000, 20);
     // A short warm-up (not counted) so the figure is not the JIT's first minute.
@@ -21,9 +31,21 @@ export async function enqueueFigure(opts: { count: number }): Promise<FigureResu
     const { latenciesMs } = await submitMany(app.url, count, CLIENT_CONCURRENCY, (i) => `small document number ${i}\n`, { job: "noop" });
     const ms = performance.now() - t0;
     const stats = await getStats(app.url);
-    return { ms, latencies: sortedNumbers(latenciesMs), queued: stats.byStatus.input ?? 0 };
+    let batch: BatchSubmitRun | null = null;
+    if (opts.batchRequests > 0) {
+      // The same app, its slot still held: the batch route's tasks stay queued too.
+      await measureBatchSubmit(app.url, { requests: 1, perRequest: 100, documentBytes: BATCH_DOCUMENT_BYTES, job: "noop" });
+      log(`enqueue: ${opts.batchRequests} × ${BATCH_DOCUMENTS} documents of ${BATCH_DOCUMENT_BYTES} B through POST /api/tasks/batch`);
+      batch = await measureBatchSubmit(app.url, {
+        requests: opts.batchRequests,
+        perRequest: BATCH_DOCUMENTS,
+        documentBytes: BATCH_DOCUMENT_BYTES,
+        job: "noop",
+      });
+    }
+    return { ms, latencies: sortedNumbers(latenciesMs), queued: stats.byStatus.input ?? 0, batch };
   });
-  const { ms, latencies, queued } = run.result;
+  const { ms, latencies, queued, batch } = run.result;
   const perSec = (count / ms) * 1000;
   return {
     key: "enqueue",
@@ -42,12 +64,14 @@ export async function enqueueFigure(opts: { count: number }): Promise<FigureResu
         value: round(percentile(latencies, 50), 1),
         unit: `ms / ${round(percentile(latencies, 99), 1)} ms`,
       },
-      {
-        measure: "bulk path over HTTP",
-        value: null,
-        unit: "",
-        note: "none yet; the store's bulk path (createMany) is measured in figure 4",
-      },
+      batch === null
+        ? { measure: "POST /api/tasks/batch", value: null, unit: "", note: "not measured in this run" }
+        : {
+            measure: `POST /api/tasks/batch, ${batch.requests} requests of ${BATCH_DOCUMENTS.toLocaleString("en-US")} documents of ${BATCH_DOCUMENT_BYTES} B, one at a time`,
+            value: batch.tasksPerSec,
+            unit: "tasks/s",
+            note: `a request: p50 ${batch.requestMs.p50} ms, max ${batch.requestMs.max} ms`,
+          },
     ],
     data: {
       count,
@@ -62,8 +86,7 @@ export async function enqueueFigure(opts: { count: number }): Promise<FigureResu
       queuedAfter: queued,
       appPeakRssMb: run.peakRssMb,
       appRssMbAtEnd: run.rssMb,
-      // Extension point: when a bulk HTTP route exists, measure it here and add `bulkTasksPerSec`.
-      bulkHttp: null,
+      batch,
     },
   };
 }

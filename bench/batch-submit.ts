@@ -1,0 +1,63 @@
+import { percentile, sortedNumbers } from "./harness.js";
+import { round } from "./report.js";
+
+/** The batch submit's figure: documents per request and their size, as the issue sets them. */
+export const BATCH_DOCUMENTS = 1_000;
+export const BATCH_DOCUMENT_BYTES = 1_024;
+
+export interface BatchSubmitRun {
+  requests: number;
+  perRequest: number;
+  documentBytes: number;
+  /** Every task accepted (201) over the whole run, per second of the run. */
+  tasksPerSec: number;
+  ms: number;
+  /** One request's round trip: upload, every document stored, one store transaction, the answer. */
+  requestMs: { p50: number; max: number };
+}
+
+/** A form of `count` documents of `bytes` bytes each (different contents), every field shared. */
+function batchForm(request: number, count: number, bytes: number, job: string): FormData {
+  const form = new FormData();
+  form.set("job", job);
+  const filler = "x".repeat(bytes);
+  for (let i = 0; i < count; i++) {
+    const head = `request ${request} document ${i}\n`;
+    form.append("file", new Blob([head, filler.slice(head.length)]), `doc-${i}.txt`);
+  }
+  return form;
+}
+
+/**
+ * POST /api/tasks/batch, `requests` requests of `perRequest` documents of `documentBytes`, one
+ * request at a time (the forms are built before the clock starts). Each answer is a 201 only once
+ * every task of it and its document are stored (as durable as the config's `durability` says).
+ */
+export async function measureBatchSubmit(
+  url: string,
+  opts: { requests: number; perRequest: number; documentBytes: number; job: string },
+): Promise<BatchSubmitRun> {
+  const forms = Array.from({ length: opts.requests }, (_, r) => batchForm(r, opts.perRequest, opts.documentBytes, opts.job));
+  const durations: number[] = [];
+  const t0 = performance.now();
+  for (const form of forms) {
+    const t = performance.now();
+    const res = await fetch(`${url}/api/tasks/batch`, { method: "POST", body: form });
+    const text = await res.text();
+    if (res.status !== 201) throw new Error(`POST /api/tasks/batch answered ${res.status}: ${text.slice(0, 500)}`);
+    const { ids } = JSON.parse(text) as { ids: string[] };
+    if (ids.length !== opts.perRequest)
+      throw new Error(`POST /api/tasks/batch answered ${ids.length} ids for ${opts.perRequest} documents`);
+    durations.push(performance.now() - t);
+  }
+  const ms = performance.now() - t0;
+  const sorted = sortedNumbers(durations);
+  return {
+    requests: opts.requests,
+    perRequest: opts.perRequest,
+    documentBytes: opts.documentBytes,
+    tasksPerSec: round(((opts.requests * opts.perRequest) / ms) * 1000, 1),
+    ms: round(ms),
+    requestMs: { p50: round(percentile(sorted, 50), 1), max: round(sorted[sorted.length - 1] ?? NaN, 1) },
+  };
+}

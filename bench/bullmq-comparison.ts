@@ -1,0 +1,119 @@
+import { measureBullmq, type BullmqCounts, type BullmqFigures } from "./bullmq.js";
+import { round, type FigureResult, type Row } from "./report.js";
+
+/*
+ * `npm run bench -- --vs-bullmq`: BullMQ's figures measured in the same run (bench/bullmq.ts), each
+ * beside the docq figure it answers, with the ratio docq / BullMQ (> 1: docq ahead; for latencies
+ * BullMQ / docq, so > 1 still means docq ahead):
+ *   warm noop at 2 and 8 slots (figure 6, run phase) vs sandboxed processors at concurrency 2 and 8,
+ *   POST /api/tasks/batch (figure 1) vs addBulk, POST with 32 in flight (figure 1) vs add with 100,
+ *   submit → output p50/p99 (figure 3) vs add → completed.
+ * A docq figure not run in this run (--only) leaves its ratio empty, saying so.
+ */
+
+export const BULLMQ_COUNTS: BullmqCounts = { sandboxed: 2_000, bulkCalls: 10, adds: 10_000, latency: 500 };
+export const BULLMQ_QUICK_COUNTS: BullmqCounts = { sandboxed: 100, bulkCalls: 1, adds: 300, latency: 30 };
+
+/** A number at `path` in a figure's data, or null. */
+function dataAt(results: readonly FigureResult[], key: string, path: readonly string[]): number | null {
+  let node: unknown = results.find((r) => r.key === key && r.skipped === undefined)?.data;
+  for (const part of path) node = typeof node === "object" && node !== null ? (node as Record<string, unknown>)[part] : undefined;
+  return typeof node === "number" && Number.isFinite(node) ? node : null;
+}
+
+interface Pair {
+  what: string;
+  docq: number | null;
+  /** Where the docq figure comes from, said when it was not run. */
+  docqFrom: string;
+  bullmq: number;
+  unit: string;
+  /** true: smaller is better (a latency), the ratio is BullMQ / docq. */
+  lowerIsBetter?: boolean;
+}
+
+function ratioOf(pair: Pair): number | null {
+  if (pair.docq === null || pair.docq === 0 || pair.bullmq === 0) return null;
+  return round(pair.lowerIsBetter === true ? pair.bullmq / pair.docq : pair.docq / pair.bullmq, 2);
+}
+
+function pairsOf(results: readonly FigureResult[], b: BullmqFigures): Pair[] {
+  const sandboxed = (c: number) => b.sandboxed.find((s) => s.concurrency === c)?.jobsPerSec ?? 0;
+  return [
+    ...[2, 8].map((slots): Pair => ({
+      what: `noop-warm, ${slots} slots (run phase) vs sandboxed processors, concurrency ${slots}`,
+      docq: dataAt(results, "warm", ["bySlots", String(slots), "runPhaseTasksPerSec"]),
+      docqFrom: `figure 6 at ${slots} slots`,
+      bullmq: sandboxed(slots),
+      unit: "tasks/s",
+    })),
+    {
+      what: `POST /api/tasks/batch (1,000 documents of 1 KB a request) vs addBulk (1,000 jobs of ${b.addBulk.dataBytes} B of data a call)`,
+      docq: dataAt(results, "enqueue", ["batch", "tasksPerSec"]),
+      docqFrom: "figure 1's batch",
+      bullmq: b.addBulk.jobsPerSec,
+      unit: "tasks/s",
+    },
+    {
+      what: `POST /api/tasks, 32 in flight vs add, ${b.add.inFlight} in flight`,
+      docq: dataAt(results, "enqueue", ["tasksPerSec"]),
+      docqFrom: "figure 1",
+      bullmq: b.add.jobsPerSec,
+      unit: "tasks/s",
+    },
+    {
+      what: "submit → output p50 vs add → completed p50 (one at a time, idle worker)",
+      docq: dataAt(results, "latency", ["submitToOutputMs", "p50"]),
+      docqFrom: "figure 3",
+      bullmq: b.latencyMs.p50,
+      unit: "ms",
+      lowerIsBetter: true,
+    },
+    {
+      what: "submit → output p99 vs add → completed p99",
+      docq: dataAt(results, "latency", ["submitToOutputMs", "p99"]),
+      docqFrom: "figure 3",
+      bullmq: b.latencyMs.p99,
+      unit: "ms",
+      lowerIsBetter: true,
+    },
+  ];
+}
+
+/**
+ * The comparison figure, from the docq figures of this run (`results`) and BullMQ's, measured now.
+ * Without redis-server it is skipped, saying so.
+ */
+export async function bullmqComparisonFigure(results: readonly FigureResult[], quick: boolean): Promise<FigureResult> {
+  const base = { key: "vsBullmq", number: 10, title: "docq vs BullMQ (same run)" };
+  const measured = await measureBullmq(quick ? BULLMQ_QUICK_COUNTS : BULLMQ_COUNTS);
+  if ("skipped" in measured) return { ...base, rows: [], data: { skipped: measured.skipped }, skipped: measured.skipped };
+  const b = measured.figures;
+  const pairs = pairsOf(results, b);
+  const rows: Row[] = pairs.map((pair) => {
+    const ratio = ratioOf(pair);
+    return {
+      measure: pair.what,
+      value: ratio,
+      unit: "× BullMQ",
+      note:
+        pair.docq === null
+          ? `BullMQ ${pair.bullmq} ${pair.unit}; ${pair.docqFrom} not run`
+          : `docq ${pair.docq} ${pair.unit}, BullMQ ${pair.bullmq} ${pair.unit}${pair.lowerIsBetter === true ? " (ratio BullMQ / docq: > 1 is docq ahead)" : ""}`,
+    };
+  });
+  rows.push({
+    measure: "BullMQ and Redis",
+    value: null,
+    unit: "",
+    note: `BullMQ ${b.bullmq}, redis-server ${b.redis} started by the bench (--save "" --appendonly no: nothing on disk); docq stores every document`,
+  });
+  return {
+    ...base,
+    rows,
+    data: {
+      bullmq: b,
+      comparisons: pairs.map((pair) => ({ ...pair, ratio: ratioOf(pair) })),
+    },
+  };
+}
