@@ -172,7 +172,7 @@ describe("dashboard in Chromium", () => {
     assert.match(((await input.json()) as { error: string }).error, /removed/);
   });
 
-  it("filters the list by status and by job", async () => {
+  it("filters the list by status and by job, and pages it by the store's cursor", async () => {
     await page.getByTestId("nav-tasks").click();
     await page.getByTestId("filters").waitFor();
     await page.locator('[data-testid="filters"] select[name="status"]').selectOption("error");
@@ -199,6 +199,15 @@ describe("dashboard in Chromium", () => {
       100,
     );
     await shot("tasks-filtered");
+    // Paging by the store's cursor, two rows a page: older, then back to the newest.
+    await go("#/tasks?limit=2");
+    const rowIds = () => page.locator('[data-testid="task-row"]').evaluateAll((rows) => rows.map((r) => r.getAttribute("data-id")));
+    await waitUntil("the first page of two", async () => (await rowIds()).length === 2, WAIT_MS, 100);
+    const first = await rowIds();
+    await page.getByTestId("next-page").click();
+    await waitUntil("the second page", async () => (await rowIds()).every((id) => !first.includes(id)), WAIT_MS, 100);
+    await page.getByTestId("prev-page").click();
+    await waitUntil("the first page again", async () => JSON.stringify(await rowIds()) === JSON.stringify(first), WAIT_MS, 100);
     await go("#/");
     await page.getByTestId("chart-priority").or(page.getByTestId("status-cards")).first().waitFor();
     await page.getByTestId("count-output").waitFor();

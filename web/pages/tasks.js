@@ -1,6 +1,6 @@
 // Tasks: the list with filters (status, job, user, name, parent), search by id, paging with the
 // store's cursor (next, and back through the cursors already seen), live.
-import { useCallback, useEffect, useState } from "preact/hooks";
+import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import { api, query } from "../api.js";
 import { ago, duration, STATUSES, StatusBadge } from "../format.js";
 import { html } from "../html.js";
@@ -79,44 +79,49 @@ function Progress({ task }) {
 
 export function TasksPage({ params }) {
   const filters = Object.fromEntries(FILTERS.filter((f) => params.get(f)).map((f) => [f, params.get(f)]));
-  const key = JSON.stringify(filters);
+  // ?limit= in the hash sets the page size (as the API's limit: 1..1000).
+  const pageSize = Math.min(1000, Math.max(1, Number.parseInt(params.get("limit") ?? "", 10) || PAGE_SIZE));
+  const key = JSON.stringify({ ...filters, pageSize });
   const [jobs, setJobs] = useState([]);
-  /** The cursors of the pages before this one (the first page's is null), and this page's. */
-  const [cursors, setCursors] = useState([]);
-  const [cursor, setCursor] = useState(null);
+  /**
+   * Paging of these filters: the cursors of the pages before this one (the first page's is null)
+   * and this page's. Kept with the filters they belong to, so new filters start at their first
+   * page in the same render (never a request pairing new filters with an old cursor).
+   */
+  const [paging, setPaging] = useState({ key, before: [], cursor: null });
+  const { before: cursors, cursor } = paging.key === key ? paging : { before: [], cursor: null };
   const [page, setPage] = useState(null);
   const [error, setError] = useState(null);
+  /** Only the latest request's answer is shown: a slow earlier one must not overwrite it. */
+  const latest = useRef(0);
 
   useEffect(() => {
     api("/api/jobs")
       .then((answer) => setJobs(answer.jobs.filter((j) => !("error" in j)).map((j) => j.name)))
       .catch(() => setJobs([]));
   }, []);
-  useEffect(() => {
-    setCursors([]);
-    setCursor(null);
-  }, [key]);
 
   const load = useCallback(() => {
-    api(`/api/tasks${query({ ...filters, cursor, limit: PAGE_SIZE })}`)
+    const asked = ++latest.current;
+    api(`/api/tasks${query({ ...filters, cursor, limit: pageSize })}`)
       .then((p) => {
+        if (asked !== latest.current) return;
         setPage(p);
         setError(null);
       })
-      .catch((err) => setError(err));
+      .catch((err) => {
+        if (asked === latest.current) setError(err);
+      });
   }, [key, cursor]);
   useEffect(load, [load]);
   useLiveReload(load);
 
-  const apply = (next) => navigate(`#/tasks${query(Object.fromEntries(FILTERS.map((f) => [f, next[f]])))}`);
-  const nextPage = () => {
-    setCursors([...cursors, cursor]);
-    setCursor(page.nextCursor);
-  };
-  const prevPage = () => {
-    setCursor(cursors.at(-1) ?? null);
-    setCursors(cursors.slice(0, -1));
-  };
+  const apply = (next) =>
+    navigate(
+      `#/tasks${query({ ...Object.fromEntries(FILTERS.map((f) => [f, next[f]])), limit: pageSize === PAGE_SIZE ? null : pageSize })}`,
+    );
+  const nextPage = () => setPaging({ key, before: [...cursors, cursor], cursor: page.nextCursor });
+  const prevPage = () => setPaging({ key, before: cursors.slice(0, -1), cursor: cursors.at(-1) ?? null });
   const now = Date.now();
   return html`
     <section data-testid="tasks">
