@@ -61,6 +61,7 @@ describe("steal cost", () => {
   it("buffers the slots that free while a steal travels: at least one, at most one per slot", () => {
     assert.equal(bufferSlots(2, 20, 200), 1);
     assert.equal(bufferSlots(2, 150, 200), 2);
+    assert.equal(bufferSlots(4, 30, 200), 2, "4 × 2 × 30 / 200 = 1.2");
     assert.equal(bufferSlots(4, 10_000, 200), 4);
     assert.equal(bufferSlots(0, 20, 200), 0);
   });

@@ -76,12 +76,13 @@ export function moveCostMs(inputBytes: number, link: LinkFigures): number {
 }
 
 /**
- * How many stolen tasks a thief keeps ahead of its free slots: the slots that free while one steal
- * travels (slots × round trip / run time), at least one, at most one per slot.
+ * How many stolen tasks a thief keeps ahead of its free slots: the slots that free while a steal
+ * travels, with a margin of a second round trip for its ups and downs (slots × 2 × round trip /
+ * run time), at least one, at most one per slot.
  */
 export function bufferSlots(slots: number, stealRoundTripMs: number, runMs: number): number {
   if (slots <= 0) return 0;
-  const freeing = Math.ceil((slots * stealRoundTripMs) / Math.max(runMs, 1));
+  const freeing = Math.ceil((slots * 2 * stealRoundTripMs) / Math.max(runMs, 1));
   return Math.min(slots, Math.max(1, freeing));
 }
 

@@ -107,7 +107,7 @@ export class Stealer {
   private readonly links: LinkMeter;
   /** Run times of the stolen tasks that ended here, per job. */
   private readonly runTimes = new MovingAverages();
-  /** A whole steal's time: asking, fetching the inputs, queueing the proxies. */
+  /** A whole steal's time (its moving average): asking, fetching the inputs, queueing the proxies. */
   private stealRoundTripMs: number | undefined;
 
   constructor(opts: StealerOptions) {
@@ -282,7 +282,8 @@ export class Stealer {
       );
       queued = taken.filter(Boolean).length;
       if (queued > 0) {
-        this.stealRoundTripMs = this.now - started;
+        const took = this.now - started;
+        this.stealRoundTripMs = this.stealRoundTripMs === undefined ? took : this.stealRoundTripMs + 0.3 * (took - this.stealRoundTripMs);
         this.opts.metrics?.stolen("in", victim.site, queued);
         log.info(`stole ${queued} task(s) from site ${victim.site}`);
       }
