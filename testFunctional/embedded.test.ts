@@ -241,6 +241,7 @@ describe("metrics and the API description", () => {
     const csp = page.headers.get("content-security-policy") ?? "";
     assert.match(csp, /default-src 'none'/);
     assert.match(csp, /script-src 'self'(;|$)/);
+    assert.doesNotMatch(csp, /unsafe-/, "no inline script or style, no eval");
     assert.doesNotMatch(csp, /https?:|\*/, "no other origin is allowed");
     const html = await page.text();
     const loaded = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!);

@@ -15,13 +15,14 @@ const DIST_DIR = path.dirname(createRequire(import.meta.url).resolve("swagger-ui
 export const DOCS_PATH = "/api/docs";
 
 /**
- * Only what the page needs: its own scripts, styles (Swagger UI sets style attributes as it renders),
- * the spec fetched from this origin, its icons as data: URLs. Nothing of another origin, no frames.
+ * Only what the page needs: its own script and style files (no inline ones: Swagger UI sets styles
+ * through the DOM, which style-src does not govern), the document and "Try it out" requests to this
+ * origin, its icons as data: URLs. Nothing of another origin, no frames. Checked in Chromium: no violation.
  */
 export const DOCS_CSP = [
   "default-src 'none'",
   "script-src 'self'",
-  "style-src 'self' 'unsafe-inline'",
+  "style-src 'self'",
   "img-src 'self' data:",
   "connect-src 'self'",
   "font-src 'self'",
