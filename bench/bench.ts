@@ -115,7 +115,12 @@ const FIGURES: FigureSpec[] = [
   },
   { key: "latency", number: 3, title: "Latency, idle worker", run: (ctx) => latencyFigure({ count: ctx.counts.latency }) },
   { key: "scale", number: 4, title: "Scale", run: (ctx) => scaleFigure({ count: ctx.counts.scale }) },
-  { key: "splitMerge", number: 5, title: "Split/merge", run: (ctx) => splitMergeFigure({ documents: ctx.counts.splitDocuments }) },
+  {
+    key: "splitMerge",
+    number: 5,
+    title: "Split/merge",
+    run: (ctx) => splitMergeFigure({ documents: ctx.counts.splitDocuments, warmLines: ctx.quick ? 100 : 1_000 }),
+  },
   {
     key: "warm",
     number: 6,

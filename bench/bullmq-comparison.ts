@@ -61,22 +61,15 @@ function pairsOf(results: readonly FigureResult[], b: BullmqFigures): Pair[] {
       bullmq: b.add.jobsPerSec,
       unit: "tasks/s",
     },
-    {
-      what: "submit → output p50 vs add → completed p50 (one at a time, idle worker)",
-      docq: dataAt(results, "latency", ["submitToOutputMs", "p50"]),
+    ...(["p50", "p99"] as const).map((q): Pair => ({
+      what: `noop-warm submit → output ${q} vs add → completed ${q} (sandboxed, one at a time, idle worker)`,
+      // Figure 3's warm job, as BullMQ's sandboxed processor is one; its one-shot noop when the figure has no warm line.
+      docq: dataAt(results, "latency", ["warm", "submitToOutputMs", q]) ?? dataAt(results, "latency", ["submitToOutputMs", q]),
       docqFrom: "figure 3",
-      bullmq: b.latencyMs.p50,
+      bullmq: b.latencyMs[q],
       unit: "ms",
       lowerIsBetter: true,
-    },
-    {
-      what: "submit → output p99 vs add → completed p99",
-      docq: dataAt(results, "latency", ["submitToOutputMs", "p99"]),
-      docqFrom: "figure 3",
-      bullmq: b.latencyMs.p99,
-      unit: "ms",
-      lowerIsBetter: true,
-    },
+    })),
   ];
 }
 
