@@ -11,9 +11,11 @@ import { lockLost, type HeldQueuerLock, type QueuerLockAdapter } from "./queuer-
  *
  * Timing, all from queue.leaseMs (L):
  * - A standby tries the lock every lockPollMs(L) on its own connection (kept across tries).
- * - The holder pings its lock connection every L/4; a ping failing or unanswered within L/4, or
+ * - The holder pings its lock connection every L/4; a ping failing or unanswered within
+ *   pingTimeoutMs(L) (L/4, at least 1 s: a loaded machine's slow answer is not a dead server), or
  *   the connection reporting an error or its end (PostgreSQL restarted, network cut), and the lock
- *   is lost: the holder stops serving at most about L/2 after its connection died.
+ *   is lost: the holder stops serving at most L/4 plus the ping timeout after its connection
+ *   died (L/2 for a lease of 4 s or more).
  * - On the server the lock connection gets TCP keep-alives (idle L/3, then 2 probes L/6 apart,
  *   whole seconds rounded up) and tcp_user_timeout 2L/3: a holder whose machine vanished without
  *   closing its socket is dropped, and its lock freed, about 2L/3 later, after the holder itself
@@ -28,6 +30,11 @@ import { lockLost, type HeldQueuerLock, type QueuerLockAdapter } from "./queuer-
 export function advisoryLockKey(site: string, schema: string | null = null): string {
   const name = schema === null ? site : `${schema}/${site}`;
   return createHash("sha256").update(`docq queuer lock: ${name}`).digest().readBigInt64BE(0).toString();
+}
+
+/** How long the holder waits for a ping's answer before it counts its lock connection dead. */
+export function pingTimeoutMs(leaseMs: number): number {
+  return Math.max(1000, Math.floor(leaseMs / 4));
 }
 
 /** The server-side settings of the lock connection that make the server notice a holder that vanished. */
@@ -130,7 +137,7 @@ class HeldAdvisoryLock implements HeldQueuerLock {
     client.on("error", (err) => this.lose(lockLost("the connection holding the queuer lock failed", err)));
     client.on("end", () => this.lose(lockLost("the connection holding the queuer lock ended")));
     const everyMs = Math.max(50, Math.floor(leaseMs / 4));
-    this.pingTimer = setInterval(() => void this.ping(everyMs), everyMs);
+    this.pingTimer = setInterval(() => void this.ping(pingTimeoutMs(leaseMs)), everyMs);
     this.pingTimer.unref();
   }
 
