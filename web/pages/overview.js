@@ -4,6 +4,7 @@ import { api } from "../api.js";
 import { BarChart } from "../components/chart.js";
 import { ago, STATUSES, StatusBadge } from "../format.js";
 import { html } from "../html.js";
+import { useLatestRequest } from "../latest.js";
 import { useLiveReload } from "../live.js";
 
 const COLORS = { output: "#2e8540", error: "#c62828", canceled: "#8d8d8d", queued: "#1e6fd9" };
@@ -90,13 +91,16 @@ function Sites({ sites, now }) {
 export function OverviewPage() {
   const [overview, setOverview] = useState(null);
   const [error, setError] = useState(null);
+  const latest = useLatestRequest();
   const load = useCallback(() => {
-    api("/api/overview")
-      .then((o) => {
+    latest(
+      api("/api/overview"),
+      (o) => {
         setOverview(o);
         setError(null);
-      })
-      .catch((err) => setError(err));
+      },
+      setError,
+    );
   }, []);
   useEffect(load, []);
   // Workers' slots and other sites' backlogs change without task events: read again every few seconds too.

@@ -5,6 +5,7 @@ import { api, download } from "../api.js";
 import { ConfirmButton } from "../components/confirm.js";
 import { duration, FINAL, StatusBadge, time } from "../format.js";
 import { html } from "../html.js";
+import { useLatestRequest } from "../latest.js";
 import { useLiveReload } from "../live.js";
 import { navigate } from "../router.js";
 
@@ -157,14 +158,17 @@ export function TaskPage({ id }) {
   const [error, setError] = useState(null);
   const [actionError, setActionError] = useState(null);
   const [reloadKey, setReloadKey] = useState(0);
+  const latest = useLatestRequest();
   const load = useCallback(() => {
-    api(`/api/tasks/${encodeURIComponent(id)}`)
-      .then((t) => {
+    latest(
+      api(`/api/tasks/${encodeURIComponent(id)}`),
+      (t) => {
         setTask(t);
         setError(null);
         setReloadKey((k) => k + 1);
-      })
-      .catch((err) => setError(err));
+      },
+      setError,
+    );
   }, [id]);
   useEffect(() => {
     setTask(null);

@@ -1,9 +1,10 @@
 // Tasks: the list with filters (status, job, user, name, parent), search by id, paging with the
 // store's cursor (next, and back through the cursors already seen), live.
-import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { useCallback, useEffect, useState } from "preact/hooks";
 import { api, query } from "../api.js";
 import { ago, duration, STATUSES, StatusBadge } from "../format.js";
 import { html } from "../html.js";
+import { useLatestRequest } from "../latest.js";
 import { useLiveReload } from "../live.js";
 import { navigate } from "../router.js";
 
@@ -92,8 +93,7 @@ export function TasksPage({ params }) {
   const { before: cursors, cursor } = paging.key === key ? paging : { before: [], cursor: null };
   const [page, setPage] = useState(null);
   const [error, setError] = useState(null);
-  /** Only the latest request's answer is shown: a slow earlier one must not overwrite it. */
-  const latest = useRef(0);
+  const latest = useLatestRequest();
 
   useEffect(() => {
     api("/api/jobs")
@@ -102,16 +102,14 @@ export function TasksPage({ params }) {
   }, []);
 
   const load = useCallback(() => {
-    const asked = ++latest.current;
-    api(`/api/tasks${query({ ...filters, cursor, limit: pageSize })}`)
-      .then((p) => {
-        if (asked !== latest.current) return;
+    latest(
+      api(`/api/tasks${query({ ...filters, cursor, limit: pageSize })}`),
+      (p) => {
         setPage(p);
         setError(null);
-      })
-      .catch((err) => {
-        if (asked === latest.current) setError(err);
-      });
+      },
+      setError,
+    );
   }, [key, cursor]);
   useEffect(load, [load]);
   useLiveReload(load);
