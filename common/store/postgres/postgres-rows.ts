@@ -2,6 +2,7 @@ import type { ApiKeyLimits, ApiKeyRecord, UsageCounts, UsageRow } from "../../ac
 import type { AttemptRecord, CallbackDelivery, Lease, ProcessedBy, Task, TaskParams, TaskStatus } from "../../model/task-model.js";
 import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 import { USAGE_COUNTERS, type ReloadEntry } from "../task-store.js";
+import { pgJson, pgJsonOrNull, pgText } from "./postgres-text.js";
 
 /*
  * Row mapping of the PostgreSQL store: the only part of it that knows the column names. BIGINT
@@ -128,7 +129,7 @@ function columnValues(task: Task): Record<TaskColumn, ColumnValue> {
     duration: task.duration,
     lease_owner: task.lease?.owner ?? null,
     lease_expires_at: task.lease?.expiresAt ?? null,
-    processed_by: json(task.processedBy),
+    processed_by: pgJsonOrNull(task.processedBy),
     error: task.error,
     parent_id: task.parentId,
     depth: task.depth,
@@ -137,23 +138,26 @@ function columnValues(task: Task): Record<TaskColumn, ColumnValue> {
     children_completed: task.childrenCompleted,
     // Only false keeps a task home: a Task built before the field existed is lendable.
     offload: task.offload !== false,
-    attempts: JSON.stringify(task.attempts ?? []),
+    attempts: pgJson(task.attempts ?? []),
     progress: task.progress ?? null,
     progress_message: task.progressMessage ?? null,
     callback_url: task.callbackUrl ?? null,
-    callback: json(task.callback),
+    callback: pgJsonOrNull(task.callback),
     workflow: json(task.workflow),
     inputs: json(task.inputs),
     timeout_ms: task.timeoutMs ?? null,
   };
 }
 
-/** The values of INSERT_TASKS for `tasks`: one array per column. */
+/** The values of INSERT_TASKS for `tasks`: one array per column (strings without U+0000, see postgres-text.ts). */
 export function insertValues(tasks: readonly Task[]): ColumnValue[][] {
   const arrays: ColumnValue[][] = TASK_COLUMNS.map(() => []);
   for (const task of tasks) {
     const values = columnValues(task);
-    TASK_COLUMNS.forEach((column, i) => arrays[i]!.push(values[column]));
+    TASK_COLUMNS.forEach((column, i) => {
+      const value = values[column];
+      arrays[i]!.push(typeof value === "string" ? pgText(value) : value);
+    });
   }
   return arrays;
 }

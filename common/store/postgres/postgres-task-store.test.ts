@@ -178,6 +178,30 @@ describe("PostgresTaskStore", () => {
     }
   });
 
+  it("keeps a text with U+0000 (a script's stderr may hold it; PostgreSQL refuses it) as U+FFFD instead of failing the step", async () => {
+    const { store, cleanup } = await openFresh();
+    try {
+      const task = makeTask({ name: "a\u0000b.pdf" });
+      await store.create(task);
+      const now = Date.now();
+      await store.claim([task.id], { owner: "w", expiresAt: now + 60_000 }, now);
+      const place = { site: "s", node: "n\u0000" };
+      const result = await store.giveUp(
+        { id: task.id, owner: "w", tries: 1 },
+        { error: "bad\u0000byte", processedBy: place, ranAt: place },
+        now,
+      );
+      assert.ok(result.ok);
+      assert.deepEqual(
+        [result.task.name, result.task.error, result.task.processedBy?.node, result.task.attempts[0]?.error],
+        ["a\uFFFDb.pdf", "bad\uFFFDbyte", "n\uFFFD", "bad\uFFFDbyte"],
+      );
+      assert.equal((await store.list({ name: "a\u0000b.pdf" }, { limit: 5 })).items.length, 1);
+    } finally {
+      await cleanup();
+    }
+  });
+
   it("loadNonFinal pages through many tasks in batches without reading them all at once", async () => {
     const { store, cleanup } = await openFresh();
     try {

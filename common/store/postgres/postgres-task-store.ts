@@ -55,6 +55,7 @@ import {
   type UsageTableRow,
 } from "./postgres-rows.js";
 import { FINAL_CONDITION, NON_FINAL_CONDITION, migrate } from "./postgres-schema.js";
+import { pgJson, pgJsonOrNull, pgValues } from "./postgres-text.js";
 import { PostgresSchedules } from "./postgres-schedules.js";
 
 /*
@@ -254,7 +255,7 @@ export class PostgresTaskStore implements TaskStore {
     readonly label: string,
   ) {
     this.schedules = new PostgresSchedules({
-      query: (text, values) => this.pool.query(text, values),
+      query: (text, values) => this.pool.query(text, pgValues(values)),
       transaction: (run) => this.transaction(run),
       insertTasks: (client, tasks) => this.insertTasks(client, tasks),
     });
@@ -320,13 +321,7 @@ export class PostgresTaskStore implements TaskStore {
   async succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult> {
     return this.step(
       "succeed",
-      [
-        ...claimParams(claim),
-        result.output,
-        JSON.stringify(result.processedBy),
-        now,
-        ...attemptParams(result.processedBy, now, "output", null),
-      ],
+      [...claimParams(claim), result.output, pgJson(result.processedBy), now, ...attemptParams(result.processedBy, now, "output", null)],
       claim,
     );
   }
@@ -337,7 +332,7 @@ export class PostgresTaskStore implements TaskStore {
       [
         ...claimParams(claim),
         failure.error,
-        jsonOrNull(failure.processedBy),
+        pgJsonOrNull(failure.processedBy),
         availableAt,
         ...attemptParams(failure.ranAt, now, failure.leaseLost === true ? "lease_lost" : "retry", failure.error),
       ],
@@ -351,7 +346,7 @@ export class PostgresTaskStore implements TaskStore {
       [
         ...claimParams(claim),
         failure.error,
-        jsonOrNull(failure.processedBy),
+        pgJsonOrNull(failure.processedBy),
         now,
         ...attemptParams(failure.ranAt, now, failure.leaseLost === true ? "lease_lost" : "error", failure.error),
       ],
@@ -397,7 +392,7 @@ export class PostgresTaskStore implements TaskStore {
       this.transaction(async (client): Promise<StepResult> => {
         const rows = await this.rowsOn<StepRow>(client, "splitParent", [
           ...claimParams(claim),
-          JSON.stringify(processedBy),
+          pgJson(processedBy),
           JSON.stringify(childIds),
           childIds.length,
           ...attemptParams(processedBy, now, "split", null),
@@ -479,7 +474,7 @@ export class PostgresTaskStore implements TaskStore {
     values.push(page.limit + 1);
     const where = conditions.length === 0 ? "" : `WHERE ${conditions.join(" AND ")}`;
     const { rows } = await this.attempt("list", () =>
-      this.pool.query<TaskRow>(`SELECT * FROM tasks ${where} ORDER BY seq DESC LIMIT $${values.length}`, values),
+      this.pool.query<TaskRow>(`SELECT * FROM tasks ${where} ORDER BY seq DESC LIMIT $${values.length}`, pgValues(values)),
     );
     const hasMore = rows.length > page.limit;
     const pageRows = hasMore ? rows.slice(0, page.limit) : rows;
@@ -535,7 +530,7 @@ export class PostgresTaskStore implements TaskStore {
     const { rows } = await this.attempt("finished", () =>
       this.pool.query<TaskRow>(
         `SELECT * FROM tasks WHERE ${conditions.join(" AND ")} ORDER BY end_time, seq LIMIT $${values.length}`,
-        values,
+        pgValues(values),
       ),
     );
     return rows.map(rowToTask);
@@ -564,7 +559,7 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   async recordCallback(id: string, delivery: CallbackDelivery): Promise<Task | null> {
-    const rows = await this.rows<TaskRow>("recordCallback", [id, JSON.stringify(delivery)]);
+    const rows = await this.rows<TaskRow>("recordCallback", [id, pgJson(delivery)]);
     return rows[0] === undefined ? null : rowToTask(rows[0]);
   }
 
@@ -590,7 +585,7 @@ export class PostgresTaskStore implements TaskStore {
       await this.pool.query({
         name: "insertKey",
         text: SQL.insertKey,
-        values: [key.id, key.user, key.hash, JSON.stringify(key.limits), key.createdAt, key.revokedAt],
+        values: pgValues([key.id, key.user, key.hash, JSON.stringify(key.limits), key.createdAt, key.revokedAt]),
       });
     } catch (err) {
       if (!isUniqueViolation(err)) throw this.unavailable("createKey", err);
@@ -697,7 +692,7 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   private async rowsOn<Row extends pg.QueryResultRow>(on: Queryable, name: StatementName, values: unknown[]): Promise<Row[]> {
-    const result = await on.query<Row>({ name, text: SQL[name], values });
+    const result = await on.query<Row>({ name, text: SQL[name], values: pgValues(values) });
     return result.rows;
   }
 
@@ -750,10 +745,6 @@ function stepAnswer(step: StoreStep, row: StepRow | undefined, claim?: LeaseClai
 
 function claimParams(claim: LeaseClaim): [string, string, number] {
   return [claim.id, claim.owner, claim.tries];
-}
-
-function jsonOrNull(value: unknown): string | null {
-  return value === null || value === undefined ? null : JSON.stringify(value);
 }
 
 function isUniqueViolation(err: unknown): boolean {
