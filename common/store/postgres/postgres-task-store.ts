@@ -397,7 +397,7 @@ export class PostgresTaskStore implements TaskStore {
           childIds.length,
           ...attemptParams(processedBy, now, "split", null),
         ]);
-        const answer = stepAnswer("split", rows[0], claim);
+        const answer = await stepAnswer("split", rows[0], async () => (await this.rowsOn<TaskRow>(client, "get", [claim.id]))[0], claim);
         if (!answer.ok) return answer;
         // Throwing here rolls the parent's write back with the transaction.
         await this.insertTasks(client, makeChildren(answer.task));
@@ -683,7 +683,8 @@ export class PostgresTaskStore implements TaskStore {
   /** A one-row step: its statement (stepStatement), answered as the row says. */
   private async step(step: StoreStep & StatementName, values: unknown[], claim?: LeaseClaim): Promise<StepResult> {
     const rows = await this.rows<StepRow>(step, values);
-    return stepAnswer(step, rows[0], claim);
+    const id = values[0] as string;
+    return stepAnswer(step, rows[0], async () => (await this.rows<TaskRow>("get", [id]))[0], claim);
   }
 
   /** A fixed statement on the pool, by name. */
@@ -737,10 +738,22 @@ class RetryMiss extends Error {
   }
 }
 
-function stepAnswer(step: StoreStep, row: StepRow | undefined, claim?: LeaseClaim): StepResult {
+/**
+ * A step statement's answer. A miss shows the row of the statement's snapshot, which predates a
+ * write the step waited for (a racing step that won): when that row looks as if the step should
+ * have written (its status is one the step starts from), it is read again, as committed now.
+ */
+async function stepAnswer(
+  step: StoreStep,
+  row: StepRow | undefined,
+  readNow: () => Promise<TaskRow | undefined>,
+  claim?: LeaseClaim,
+): Promise<StepResult> {
   if (row === undefined) return { ok: false, why: "missing", task: null };
-  const task = rowToTask(row);
-  return row.written ? { ok: true, task } : { ok: false, why: stepMiss(step, task, claim), task };
+  if (row.written) return { ok: true, task: rowToTask(row) };
+  const current = (STORE_STEPS[step].from as readonly TaskStatus[]).includes(row.status) ? await readNow() : row;
+  const task = current === undefined ? null : rowToTask(current);
+  return { ok: false, why: stepMiss(step, task, claim), task };
 }
 
 function claimParams(claim: LeaseClaim): [string, string, number] {
