@@ -5,9 +5,10 @@ import { listAll, mapLimit, startEmbeddedApp, useKey, waitAllFinal, waitUntil, t
 import { startNats, type NatsServer } from "./nats.js";
 
 /**
- * Stealing that pays, against real sites: a, b and c of plate fr, d of plate ny, crossPlate off,
- * one process and one NATS each, their stealers on one global NATS. One cluster for every test:
- * each test's tasks are all final before the next one submits.
+ * Stealing that pays, against real sites: a, b and c of plate fr, d of plate ny, one process and
+ * one NATS each, their stealers on one global NATS. Only b and d may cross plates (crossPlate
+ * true), and a cross-plate steal needs both sides: d never gets a's tasks, b may get d's. One
+ * cluster for every test: each test's tasks are all final before the next one submits.
  *
  * The links here are all fast (one machine): the thieves are told to assume 100 bytes/ms for a
  * link until a large transfer measured it (stealing.linkPriorBytesPerMs), which none of these
@@ -16,6 +17,7 @@ import { startNats, type NatsServer } from "./nats.js";
 const SITES = ["a", "b", "c", "d"] as const;
 type SiteName = (typeof SITES)[number];
 const PLATE: Record<SiteName, string> = { a: "fr", b: "fr", c: "fr", d: "ny" };
+const CROSS_PLATE: Record<SiteName, boolean> = { a: false, b: true, c: false, d: true };
 const ADMIN = "admin-key-of-site-a-in-the-stealing-pays-test";
 const SLOW_LINK_BYTES_PER_MS = 100;
 const RUN_MS = 200;
@@ -29,7 +31,7 @@ function configOf(site: SiteName): string {
     "stealing:",
     "  backlogIntervalMs: 500",
     `  plate: ${PLATE[site]}`,
-    "  crossPlate: false",
+    `  crossPlate: ${CROSS_PLATE[site]}`,
     `  linkPriorBytesPerMs: ${SLOW_LINK_BYTES_PER_MS}`,
     "",
   ].join("\n");
@@ -122,7 +124,7 @@ describe("stealing that pays: thieves kept busy, plates, fairness, steals weighe
     await global?.stop();
   });
 
-  it("keeps its plate-mates' slots busy with a backlog of site a; the other plate, crossPlate off, steals nothing", async () => {
+  it("keeps its plate-mates' slots busy with a backlog of site a; the other plate, which a does not lend to, steals nothing", async () => {
     const docs = Array.from({ length: 120 }, (_, i) => `document ${i} of a\n`);
     const ids = await mapLimit(docs, 16, (doc) => submitAs(app("a").url, ADMIN, doc));
     const tasks = await waitAllFinal(app("a").url, ids, 120_000);
@@ -131,7 +133,7 @@ describe("stealing that pays: thieves kept busy, plates, fairness, steals weighe
     console.log(`# 120 sleep-warm(${RUN_MS} ms) tasks of site a ran at ${JSON.stringify(counts)}`);
     assert.ok((counts.b ?? 0) > 0 && (counts.c ?? 0) > 0, `both plate-mates ran a share: ${JSON.stringify(counts)}`);
     assert.ok((counts.b ?? 0) + (counts.c ?? 0) >= 48, `b and c together ran at least 40%: ${JSON.stringify(counts)}`);
-    assert.equal(counts.d, undefined, `d is of another plate and may not cross: ${JSON.stringify(counts)}`);
+    assert.equal(counts.d, undefined, `d is of another plate, and a does not lend across: ${JSON.stringify(counts)}`);
     // Each task once: the owner's record names one attempt that completed, and the thieves ran as many proxies.
     const proxiesB = (await listAll(app("b").url, "status=output")).filter((t) => t.site === "a");
     const proxiesC = (await listAll(app("c").url, "status=output")).filter((t) => t.site === "a");
@@ -170,6 +172,24 @@ describe("stealing that pays: thieves kept busy, plates, fairness, steals weighe
     // In queue order (same priority, submitted after) every task of few would start after all of many's.
     assert.ok(fewAtThieves >= 4, `the thieves ran few's tasks early: ${JSON.stringify(ranAt(fewTasks))}`);
     assert.ok(lastFewEnd < lastManyStart, "few's tasks were all done while many's were still being started");
+  });
+
+  it("crosses plates only where both sides allow it: a backlog of d (alone in ny) goes to b, not to a or c", async () => {
+    const docs = Array.from({ length: 30 }, (_, i) => `document ${i} of d\n`);
+    const ids = await mapLimit(docs, 16, async (doc) => {
+      const params = encodeURIComponent(JSON.stringify({ ms: RUN_MS }));
+      const res = await fetch(`${app("d").url}/api/tasks?job=sleep-warm&params=${params}`, { method: "POST", body: doc });
+      const json = (await res.json()) as { id?: string };
+      assert.equal(res.status, 201, JSON.stringify(json));
+      return json.id!;
+    });
+    const tasks = await waitAllFinal(app("d").url, ids, 120_000);
+    for (const t of tasks) assert.equal(t.status, "output", `${t.id}: ${t.error}`);
+    const counts = ranAt(tasks);
+    console.log(`# 30 tasks of site d (plate ny) ran at ${JSON.stringify(counts)}`);
+    assert.ok((counts.b ?? 0) > 0, `b, with crossPlate, stole across: ${JSON.stringify(counts)}`);
+    assert.equal(counts.a, undefined, `a may not cross: ${JSON.stringify(counts)}`);
+    assert.equal(counts.c, undefined, `c may not cross: ${JSON.stringify(counts)}`);
   });
 
   it("does not make a steal that does not pay: large documents over a slow link stay home, small ones are stolen", async () => {
