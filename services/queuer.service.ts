@@ -6,6 +6,7 @@ import { errorMessage } from "../common/model/errors.js";
 import { QUEUER_ACTION_NAMES, QUEUER_ACTIONS, QUEUER_SERVICE } from "../common/queue/protocol.js";
 import { dispatch, queuerHandlers } from "../common/queue/queuer-actions.js";
 import type { TaskQueue } from "../common/queue/task-queue.js";
+import type { LocalQueuer } from "../common/queue/local-queuer.js";
 import type { TaskStore } from "../common/store/task-store.js";
 import { TaskEventPublisher } from "../common/events/task-event-publisher.js";
 import { TASK_EVENTS_BROADCAST } from "../common/events/task-event.js";
@@ -36,6 +37,8 @@ export interface QueuerDeps {
   webhooks: WebhookSettings;
   /** How long finished tasks are kept (config `retention`), and the jobs with windows of their own. */
   retention: RetentionWindows & { sweepMs: number; batchSize: number; jobs: () => Promise<ReadonlyMap<string, JobRetention>> };
+  /** Embedded mode: the workers of this process call the handlers directly once the queue serves (local-queuer.ts). */
+  local?: LocalQueuer;
 }
 
 /** Pending webhook deliveries resumed at start; more wait for the next start (they stay pending in their records). */
@@ -144,8 +147,11 @@ export function queuerService(deps: QueuerDeps): ServiceSchema {
         log: this.logger,
       });
       schedules.start();
+      // Serving: the workers of this process may now skip the broker.
+      deps.local?.serve(handlers);
     },
     async stopped() {
+      deps.local?.serve(undefined);
       await schedules?.stop();
       clearInterval(sweepTimer);
       clearInterval(gcTimer);

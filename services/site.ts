@@ -9,6 +9,7 @@ import { workflowLookup } from "../common/workflows/workflow-lookup.js";
 import { openQueuerLock } from "../common/queue/lock/open-queuer-lock.js";
 import { openBlobStore, openTaskStore } from "../common/store/open-stores.js";
 import { TaskQueue } from "../common/queue/task-queue.js";
+import { LocalQueuer } from "../common/queue/local-queuer.js";
 import { controllerService } from "./controller.service.js";
 import { ApiPrometheusReporter } from "./metrics-reporter.js";
 import { Registry } from "prom-client";
@@ -106,6 +107,8 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
   // Aborted by a second stop signal: the workers skip what is left of their grace.
   const hurry = new AbortController();
   const registry = new JobRegistry({ dir: config.jobsDir, defaultTimeoutMs: config.jobs.defaultTimeoutMs, passEnv: config.jobs.passEnv });
+  // Embedded: the worker calls the queuer of this process directly, not through the broker.
+  const localQueuer = embedded ? new LocalQueuer() : undefined;
 
   if (services.includes("worker")) {
     broker.createService(
@@ -121,6 +124,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         metrics: docqMetrics,
         shutdownGraceMs: config.shutdownGraceMs,
         hurry: hurry.signal,
+        ...(localQueuer === undefined ? {} : { localQueuer }),
       }),
     );
   }
@@ -139,6 +143,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         host: config.host,
         auth: config.auth,
         metricsPublic: config.metrics.public,
+        ...(localQueuer === undefined ? {} : { localQueuer }),
         onListenError: (err) => listenFailed?.(err),
       }),
     );
@@ -163,7 +168,11 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
   let queuer: QueuerActivation | undefined;
   if (services.includes("queuer")) {
     // The lock lives where the task store is (queuer-lock.ts), so a standby may be on another machine.
+    let activations = 0;
     const serve: ServeQueue = async () => {
+      // Embedded workers die with this process, so at its start their tasks are queued again; when
+      // this queuer serves again after losing its lock, they are still running here.
+      const firstActivation = activations++ === 0;
       const store = await openTaskStore(config);
       try {
         const queue = new TaskQueue({
@@ -173,7 +182,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
           backoffMaxMs: config.queue.backoffMaxMs,
           // Embedded workers die with this process; cluster workers outlive a queuer restart.
           site: config.site,
-          requeueWorkOnReload: embedded,
+          requeueWorkOnReload: embedded && firstActivation,
           maxSplitDepth: config.queue.maxSplitDepth,
           // A workflow job is expanded into its steps here, in the queue, whoever submits it (the API, a schedule).
           workflowOf: workflowLookup(registry),
@@ -195,6 +204,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
             gc: { intervalMs: config.queue.gcIntervalMs, graceMs: config.queue.gcGraceMs },
             webhooks: config.webhooks,
             retention: { ...config.retention, jobs: () => registry.retentionByJob() },
+            ...(localQueuer === undefined ? {} : { local: localQueuer }),
           }),
         );
         // Polled every 100 ms rather than Moleculer's 1 s: start-up (and the signal handlers after it) waits for this.

@@ -5,7 +5,8 @@ import { errorMessage } from "../common/model/errors.js";
 import type { JobRegistry } from "../common/jobs/job-registry.js";
 import { startLeftoverSweeper } from "../common/jobs/job-runner.js";
 import { retryTransient } from "../common/model/transient-retry.js";
-import { brokerQueuerClient, type WorkerQueue } from "../common/queue/queue-client.js";
+import { brokerQueuerClient, queuerClient, type WorkerQueue } from "../common/queue/queue-client.js";
+import type { LocalQueuer } from "../common/queue/local-queuer.js";
 import { WorkerPool } from "../common/worker/worker-pool.js";
 import { registerWorkerMetrics } from "../common/metrics/definitions.js";
 import { QUEUER_SERVICE } from "../common/queue/protocol.js";
@@ -26,6 +27,8 @@ export interface WorkerDeps {
   shutdownGraceMs: number;
   /** Aborted on a second stop signal: the rest of the grace is skipped. */
   hurry?: AbortSignal;
+  /** Embedded mode: the queuer of this process, called directly while it serves (no broker hop per call). */
+  localQueuer?: LocalQueuer;
 }
 
 /** The worker: Moleculer wiring around WorkerPool; every queue operation is a call to the queuer. */
@@ -56,7 +59,8 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
             if (n === 1) log.warn(`${what}: queuer unreachable (${errorMessage(err)}), retrying`);
           },
         });
-      const queuer = brokerQueuerClient((actionName, params) => broker.call(actionName, params));
+      const viaBroker = (actionName: string, params: object): Promise<unknown> => broker.call(actionName, params);
+      const queuer = deps.localQueuer === undefined ? brokerQueuerClient(viaBroker) : queuerClient(deps.localQueuer.call(viaBroker));
       const client: WorkerQueue = {
         pull: (owner, max) => queuer.pull(owner, max),
         heartbeat: (owner, ids, load) => queuer.heartbeat(owner, ids, load),

@@ -1,0 +1,34 @@
+import { queuerActionName, type QueuerAction, type QueuerAnswer, type QueuerMessage } from "./protocol.js";
+import { dispatch, type QueuerHandlers } from "./queuer-actions.js";
+import type { QueuerCall } from "./queue-client.js";
+
+/**
+ * The active queuer's handlers while it serves in this very process (embedded mode), so a worker
+ * (or any client) in the same process calls them directly instead of through the broker: no
+ * Moleculer context, middlewares or metrics per call, which cost as much as the store's own step
+ * for the small calls of every task (pull, succeed). The message is still checked by `dispatch`,
+ * exactly as the queuer service checks it, and the answer is the same object a local broker call
+ * would hand back. When no queuer serves here (a standby, a stop under way) calls go through the
+ * broker as before.
+ */
+export class LocalQueuer {
+  private handlers: QueuerHandlers | undefined;
+
+  /** Set by the queuer service once its handlers exist; undefined once it stops. */
+  serve(handlers: QueuerHandlers | undefined): void {
+    this.handlers = handlers;
+  }
+
+  get serving(): boolean {
+    return this.handlers !== undefined;
+  }
+
+  /** A QueuerCall that takes the direct path while a queuer serves here, else `viaBroker`. */
+  call(viaBroker: (actionName: string, message: object) => Promise<unknown>): QueuerCall {
+    return <A extends QueuerAction>(action: A, message: QueuerMessage<A>): Promise<QueuerAnswer<A>> => {
+      const handlers = this.handlers;
+      if (handlers !== undefined) return dispatch(handlers, action, message);
+      return viaBroker(queuerActionName(action), message) as Promise<QueuerAnswer<A>>;
+    };
+  }
+}
