@@ -118,6 +118,41 @@ describe("SqliteTaskStore", () => {
     }
   });
 
+  it("groups the writes asked in one turn into one commit: each caller gets its own answer, a failing one leaves the others stored", async () => {
+    const store = SqliteTaskStore.open(freshFile());
+    try {
+      const first = makeTask();
+      await store.create(first);
+      const fresh = Array.from({ length: 20 }, () => makeTask());
+      const lease = { owner: "w", expiresAt: 1_000 };
+      // All asked in the same turn: 20 creates, a duplicate, a claim of the first and a usage increment.
+      const answers = await Promise.allSettled([
+        ...fresh.map((task) => store.create(task)),
+        store.create(first),
+        store.claim([first.id], lease, 5),
+        store.addUsage("u", "2026-12-02", { submitted: 2 }),
+      ]);
+      assert.deepEqual(
+        answers.map((a) => a.status),
+        [...fresh.map(() => "fulfilled"), "rejected", "fulfilled", "fulfilled"],
+      );
+      const duplicate = answers[fresh.length];
+      assert.ok(duplicate?.status === "rejected" && isDocqError(duplicate.reason, ERROR_CODE.TaskExists), "the duplicate is TASK_EXISTS");
+      const claimed = answers[fresh.length + 1];
+      assert.ok(claimed?.status === "fulfilled" && (claimed.value as { id: string }[])[0]?.id === first.id, "the claim answers its task");
+      assert.equal((await store.countByStatus()).input, 20);
+      assert.equal((await store.get(first.id))?.status, TASK_STATUS.work);
+      // A read asked in the same turn as writes sees them: it runs the waiting group first.
+      const more = makeTask();
+      const created = store.create(more);
+      assert.equal((await store.get(more.id))?.id, more.id);
+      await created;
+      assert.equal((await store.usage({ user: "u", from: "2026-12-02", to: "2026-12-02" }))[0]?.submitted, 2);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("commits with synchronous NORMAL for durability process (the default), FULL for power", async () => {
     for (const [opts, expected] of [
       [{}, "NORMAL"],

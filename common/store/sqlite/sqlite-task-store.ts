@@ -279,6 +279,14 @@ function tupleToReloadEntry(row: ReloadTuple): ReloadEntry {
   };
 }
 
+/** A write waiting for the next group commit. */
+interface PendingWrite {
+  operation: string;
+  run: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
 /** Written out field by field because createMany runs it 100k times. */
 function taskToColumns(task: Task): TaskColumns {
   return {
@@ -649,6 +657,12 @@ export class SqliteTaskStore implements TaskStore {
   private readonly insertAll: (tasks: readonly Task[]) => void;
   /** Runs a step of several statements (a split, a cancel, a claim of many chunks) in one IMMEDIATE transaction. */
   private readonly step: <T>(run: () => T) => T;
+  /** Writes waiting for the next group commit (see grouped()), in the order they were asked. */
+  private pending: PendingWrite[] = [];
+  private flushing = false;
+  /** One transaction around a group of writes, and a savepoint around each of them. */
+  private readonly group: (run: () => void) => void;
+  private readonly savepoint: <T>(run: () => T) => T;
   private readonly renewAll: (owner: string, ids: readonly string[], expiresAt: number) => string[];
   /** The schedules table (common/schedules/): a tick's task is inserted as any other. */
   private readonly schedules: SqliteSchedules;
@@ -802,6 +816,9 @@ export class SqliteTaskStore implements TaskStore {
 
     const step = db.transaction((run: () => unknown) => run());
     this.step = <T>(run: () => T): T => step.immediate(run) as T;
+    // Nested in the group's transaction a transaction function is a savepoint (better-sqlite3).
+    this.group = (run) => step.immediate(run);
+    this.savepoint = <T>(run: () => T): T => step(run) as T;
     for (const filter of FILTER_SHAPES) {
       for (const withCursor of [false, true]) {
         const conditions = filter.map((c) => `${c} = ?`);
@@ -862,7 +879,7 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   async create(task: Task): Promise<void> {
-    this.attempt("create", () => this.insertOne(task));
+    await this.grouped("create", () => this.insertOne(task));
   }
 
   async createMany(tasks: readonly Task[]): Promise<void> {
@@ -893,7 +910,7 @@ export class SqliteTaskStore implements TaskStore {
       return leased;
     };
     // One statement up to `largest` ids; several chunks are one transaction, so a claim is all or nothing.
-    return this.attempt("claim", () => (unique.length > largest ? this.step(claimAll) : claimAll()));
+    return this.grouped("claim", () => (unique.length > largest ? this.step(claimAll) : claimAll()));
   }
 
   async succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult> {
@@ -1016,7 +1033,7 @@ export class SqliteTaskStore implements TaskStore {
     if (ids.length === 0) return [];
     // Deduplicated, or an id repeated across two chunks would be renewed and reported twice.
     const uniqueIds = [...new Set(ids)];
-    return this.attempt("renew", () => this.renewAll(owner, uniqueIds, expiresAt));
+    return this.grouped("renew", () => this.renewAll(owner, uniqueIds, expiresAt));
   }
 
   async expired(now: number, limit: number): Promise<Task[]> {
@@ -1188,7 +1205,7 @@ export class SqliteTaskStore implements TaskStore {
   async addUsage(user: string, day: string, delta: Partial<UsageCounts>): Promise<void> {
     requireUsageDay(day, "day");
     const counts = usageDelta(delta);
-    this.attempt("addUsage", () => this.statements.addUsage.run(user, day, ...USAGE_COUNTERS.map((counter) => counts[counter])));
+    await this.grouped("addUsage", () => this.statements.addUsage.run(user, day, ...USAGE_COUNTERS.map((counter) => counts[counter])));
   }
 
   async usage(query: { user?: string; from: string; to: string }): Promise<UsageRow[]> {
@@ -1272,13 +1289,13 @@ export class SqliteTaskStore implements TaskStore {
    */
 
   /** A step that holds the claim's lease: its write, and on a miss the row as it is now. */
-  private held(step: StoreStep, claim: LeaseClaim, write: () => TaskRow | undefined): StepResult {
-    return this.attempt(step, () => this.answer(step, claim.id, write(), claim));
+  private held(step: StoreStep, claim: LeaseClaim, write: () => TaskRow | undefined): Promise<StepResult> {
+    return this.grouped(step, () => this.answer(step, claim.id, write(), claim));
   }
 
   /** A step on a parent: its write, and on a miss the row as it is now. */
-  private unheld(step: StoreStep, id: string, write: () => TaskRow | undefined): StepResult {
-    return this.attempt(step, () => this.answer(step, id, write()));
+  private unheld(step: StoreStep, id: string, write: () => TaskRow | undefined): Promise<StepResult> {
+    return this.grouped(step, () => this.answer(step, id, write()));
   }
 
   private answer(step: StoreStep, id: string, row: TaskRow | undefined, claim?: LeaseClaim): StepResult {
@@ -1289,16 +1306,82 @@ export class SqliteTaskStore implements TaskStore {
     return stepResult(step, row === undefined ? null : rowToTask(row), read, claim);
   }
 
-  /** Runs a driver call; DocqErrors pass through, anything else becomes STORE_UNAVAILABLE naming the operation and file. */
+  /**
+   * A write of the hot path (create, claim, succeed and the other steps of a leased task, renew,
+   * usage), run at the end of this turn of the event loop together with every other write asked
+   * meanwhile: one transaction and one commit for the group (group commit), each write in a
+   * savepoint of its own, so one that fails leaves the others as they are. Each caller gets its own
+   * answer, once the group is committed: an answered write is as durable as before. Any other call
+   * (attempt) runs the waiting group first, so a read sees every write asked before it, and writes
+   * keep their order.
+   */
+  private grouped<T>(operation: string, run: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ operation, run, resolve: resolve as (value: unknown) => void, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flushPending());
+    });
+  }
+
+  /** Runs the waiting writes, one transaction for the group; settles each caller. */
+  private flushPending(): void {
+    if (this.pending.length === 0 || this.flushing) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.flushing = true;
+    const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    try {
+      if (batch.length === 1) {
+        const [only] = batch as [PendingWrite];
+        try {
+          outcomes.push({ ok: true, value: this.wrap(only.operation, only.run) });
+        } catch (error) {
+          outcomes.push({ ok: false, error });
+        }
+      } else {
+        try {
+          this.group(() => {
+            for (const write of batch) {
+              try {
+                outcomes.push({ ok: true, value: this.savepoint(() => this.wrap(write.operation, write.run)) });
+              } catch (error) {
+                outcomes.push({ ok: false, error });
+              }
+            }
+          });
+        } catch (err) {
+          // The group's commit failed: none of it is stored, whatever each write answered.
+          const error = this.wrapError(`${batch.map((w) => w.operation).join(", ")} (one commit)`, err);
+          outcomes.splice(0, outcomes.length, ...batch.map(() => ({ ok: false as const, error })));
+        }
+      }
+    } finally {
+      this.flushing = false;
+    }
+    batch.forEach((write, i) => {
+      const outcome = outcomes[i];
+      if (outcome === undefined) write.reject(new Error(`task store ${this.file}: ${write.operation} was not run`));
+      else if (outcome.ok) write.resolve(outcome.value);
+      else write.reject(outcome.error);
+    });
+  }
+
+  /** Runs a driver call after the waiting group of writes; DocqErrors pass through, anything else becomes STORE_UNAVAILABLE naming the operation and file. */
   private attempt<T>(operation: string, run: () => T): T {
+    this.flushPending();
+    return this.wrap(operation, run);
+  }
+
+  private wrap<T>(operation: string, run: () => T): T {
     try {
       return run();
     } catch (err) {
-      if (isDocqError(err)) throw err;
-      throw docqError(ERROR_CODE.StoreUnavailable, `task store ${this.file}: ${operation} failed: ${errorMessage(err)}`, {
-        cause: err,
-      });
+      throw this.wrapError(operation, err);
     }
+  }
+
+  private wrapError(operation: string, err: unknown): unknown {
+    if (isDocqError(err)) return err;
+    return docqError(ERROR_CODE.StoreUnavailable, `task store ${this.file}: ${operation} failed: ${errorMessage(err)}`, { cause: err });
   }
 }
 
