@@ -101,6 +101,18 @@ describe("loadConfig: durability", () => {
   });
 });
 
+describe("loadConfig: stealing plates", () => {
+  it("takes a plate, crossPlate as true, false or a list of plates, and refuses a bad one naming the key", async () => {
+    const config = await loadYaml("stealing:\n  plate: fr\n  crossPlate: [ny, us]\n  linkPriorBytesPerMs: 125\n");
+    assert.equal(config.stealing.plate, "fr");
+    assert.deepEqual(config.stealing.crossPlate, ["ny", "us"]);
+    assert.equal(config.stealing.linkPriorBytesPerMs, 125);
+    assert.equal((await loadYaml("stealing:\n  crossPlate: true\n")).stealing.crossPlate, true);
+    await assert.rejects(loadYaml("stealing:\n  crossPlate: [\"NOT A PLATE\"]\n"), /stealing\.crossPlate/);
+    await assert.rejects(loadYaml("stealing:\n  linkPriorBytesPerMs: 0\n"), /stealing\.linkPriorBytesPerMs/);
+  });
+});
+
 describe("loadConfig: host and secrets", () => {
   it("listens on loopback by default; DOCQ_HOST overrides the file", async () => {
     assert.equal((await loadYaml("")).host, "127.0.0.1");
