@@ -108,7 +108,7 @@ describe("loadConfig: stealing plates", () => {
     assert.deepEqual(config.stealing.crossPlate, ["ny", "us"]);
     assert.equal(config.stealing.linkPriorBytesPerMs, 125);
     assert.equal((await loadYaml("stealing:\n  crossPlate: true\n")).stealing.crossPlate, true);
-    await assert.rejects(loadYaml("stealing:\n  crossPlate: [\"NOT A PLATE\"]\n"), /stealing\.crossPlate/);
+    await assert.rejects(loadYaml('stealing:\n  crossPlate: ["NOT A PLATE"]\n'), /stealing\.crossPlate/);
     await assert.rejects(loadYaml("stealing:\n  linkPriorBytesPerMs: 0\n"), /stealing\.linkPriorBytesPerMs/);
   });
 });
