@@ -207,6 +207,7 @@ describe("a site on several machines: PostgreSQL store and lock, S3 documents, n
     );
     const line = /took over as the active queuer[^\n]*/.exec(standby.output());
     if (line !== null) t.diagnostic(`standby's log: ${line[0]}`);
+    assert.doesNotMatch(site.named("queuer 1").output(), /lost the queuer lock/, "the active queuer kept its lock until it was killed");
     const ids = await submitting;
     await assertAllDone(ids, docs, ids.length);
   });
@@ -233,6 +234,12 @@ describe("a site on several machines: PostgreSQL store and lock, S3 documents, n
     const laterIds = await later;
     const servingAt = Date.now();
     t.diagnostic(`PostgreSQL down for ${backAt - killedAt} ms; the site accepted tasks again ${servingAt - backAt} ms after it was back`);
+    // The active queuer lost its lock with its connection, stood by through the outage, and took the queue again.
+    const queuerLog = site.named("queuer 2").output();
+    assert.match(queuerLog, /lost the queuer lock of site "pgsite" \(the connection holding the queuer lock/);
+    assert.equal(queuerLog.match(/took over as the active queuer/g)?.length, 2, queuerLog.slice(-3000));
+    const retaken = [...queuerLog.matchAll(/took over as the active queuer[^\n]*/g)][1];
+    if (retaken !== undefined) t.diagnostic(`queuer 2 after the restart: ${retaken[0]}`);
     const oneMore = await submit(url, "one more, once it is back\n", { job: "wordcount", name: "after-restart" });
     const all = [...ids, ...laterIds, oneMore];
     await assertAllDone(all, [...docs, "one more, once it is back\n"], before + all.length);
