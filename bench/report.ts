@@ -45,6 +45,8 @@ export interface Environment {
   totalMemMb: number;
   loadAvgStart: number[];
   loadAvgEnd?: number[];
+  /** The apps' `durability` (config key; the apps inherit DOCQ_DURABILITY): what a task survives, and whether documents are fsynced. */
+  durability: string;
   dependencies: Record<string, string>;
   devDependencies: Record<string, string>;
 }
@@ -90,6 +92,7 @@ export async function environment(): Promise<Environment> {
     cores: os.availableParallelism(),
     totalMemMb: Math.round(os.totalmem() / 2 ** 20),
     loadAvgStart: os.loadavg().map((l) => round(l, 2)),
+    durability: process.env.DOCQ_DURABILITY ?? "process",
     dependencies: await versions(pkg.dependencies),
     devDependencies: await versions(pkg.devDependencies),
   };
@@ -159,6 +162,12 @@ export function formatReport(report: BenchReport, results: readonly FigureResult
         [
           "load average (1, 5, 15 min)",
           `start ${env.loadAvgStart.join(" ")}${env.loadAvgEnd === undefined ? "" : `, end ${env.loadAvgEnd.join(" ")}`}`,
+        ],
+        [
+          "durability",
+          env.durability === "power"
+            ? "power (documents and folders fsynced, SQLite synchronous=FULL)"
+            : `${env.durability} (survives a process crash: no fsync per document, SQLite synchronous=NORMAL)`,
         ],
         ["dependencies", deps],
         ["devDependencies", devDeps],
