@@ -93,13 +93,14 @@ const COLUMN_TYPE: Record<TaskColumn, string> = {
 export const TASK_COLUMNS = Object.keys(COLUMN_TYPE) as TaskColumn[];
 
 /**
- * Inserts the rows given column by column (one array per column, $1..$n in TASK_COLUMNS order):
- * one statement and one plan whatever the number of rows. JSONB columns travel as text.
+ * Inserts the rows given as one JSON array of objects ($1, from insertValue): one statement and
+ * one plan whatever the number of rows. One JSON text is the cheapest way to send them: the
+ * driver's escaping of 35 arrays of values cost about four times the server's work, JSON.stringify
+ * is native. JSONB columns travel as JSON text inside it (their strings already without U+0000).
  */
 export const INSERT_TASKS =
   `INSERT INTO tasks (${TASK_COLUMNS.join(", ")}) SELECT ${TASK_COLUMNS.map((c) => (COLUMN_TYPE[c] === "jsonb" ? `${c}::jsonb` : c)).join(", ")}` +
-  ` FROM unnest(${TASK_COLUMNS.map((c, i) => `$${i + 1}::${COLUMN_TYPE[c] === "jsonb" ? "text" : COLUMN_TYPE[c]}[]`).join(", ")})` +
-  ` AS row (${TASK_COLUMNS.join(", ")})`;
+  ` FROM json_to_recordset($1::json) AS row (${TASK_COLUMNS.map((c) => `${c} ${COLUMN_TYPE[c] === "jsonb" ? "text" : COLUMN_TYPE[c]}`).join(", ")})`;
 
 type ColumnValue = string | number | boolean | null;
 
@@ -149,17 +150,9 @@ function columnValues(task: Task): Record<TaskColumn, ColumnValue> {
   };
 }
 
-/** The values of INSERT_TASKS for `tasks`: one array per column (strings without U+0000, see postgres-text.ts). */
-export function insertValues(tasks: readonly Task[]): ColumnValue[][] {
-  const arrays: ColumnValue[][] = TASK_COLUMNS.map(() => []);
-  for (const task of tasks) {
-    const values = columnValues(task);
-    TASK_COLUMNS.forEach((column, i) => {
-      const value = values[column];
-      arrays[i]!.push(typeof value === "string" ? pgText(value) : value);
-    });
-  }
-  return arrays;
+/** The value of INSERT_TASKS for `tasks`: a JSON array of their rows (strings without U+0000, see postgres-text.ts). */
+export function insertValue(tasks: readonly Task[]): string {
+  return JSON.stringify(tasks.map(columnValues), (_key, value: unknown) => (typeof value === "string" ? pgText(value) : value));
 }
 
 function leaseOf(owner: string | null, expiresAt: number | null): Lease | null {

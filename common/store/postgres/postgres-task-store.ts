@@ -44,7 +44,7 @@ import {
   INSERT_TASKS,
   RELOAD_COLUMNS,
   USAGE_COLUMNS,
-  insertValues,
+  insertValue,
   rowToApiKey,
   rowToReloadEntry,
   rowToTask,
@@ -671,7 +671,7 @@ export class PostgresTaskStore implements TaskStore {
     for (let start = 0; start < tasks.length; start += INSERT_ROWS_PER_STATEMENT) {
       const chunk = tasks.slice(start, start + INSERT_ROWS_PER_STATEMENT);
       try {
-        await on.query({ name: "insertTasks", text: INSERT_TASKS, values: insertValues(chunk) });
+        await on.query({ name: "insertTasks", text: INSERT_TASKS, values: [insertValue(chunk)] });
       } catch (err) {
         const id = isUniqueViolation(err) ? /\(id\)=\((.*)\) already exists/.exec((err as pg.DatabaseError).detail ?? "")?.[1] : undefined;
         if (id === undefined) throw err;
