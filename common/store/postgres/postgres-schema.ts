@@ -116,8 +116,12 @@ CREATE INDEX schedules_user ON schedules (username, seq);
 const MIGRATIONS: readonly string[] = [VERSION_1];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
-/** Brings the schema (of the connection's search_path) to SCHEMA_VERSION, one transaction per version. */
-export async function migrate(pool: pg.Pool, label: string): Promise<void> {
+/**
+ * Brings the schema (of the connection's search_path) to SCHEMA_VERSION, one transaction per
+ * version; `schema` (quoted), when given, is made first if missing, under the same lock (two
+ * `CREATE SCHEMA IF NOT EXISTS` at once collide).
+ */
+export async function migrate(pool: pg.Pool, label: string, schema: string | null): Promise<void> {
   // Most starts find the schema current: one read says so, without a transaction or the lock.
   const current = await pool
     .query<{ version: number | null }>("SELECT max(version) AS version FROM schema_migrations")
@@ -131,6 +135,7 @@ export async function migrate(pool: pg.Pool, label: string): Promise<void> {
       await client.query("BEGIN");
       try {
         await client.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK_KEY]);
+        if (schema !== null) await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
         await client.query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)");
         const { rows } = await client.query<{ version: number | null }>("SELECT max(version) AS version FROM schema_migrations");
         const version = rows[0]?.version ?? 0;

@@ -236,6 +236,20 @@ describe("PostgresTaskStore", () => {
     }
   });
 
+  it("turns synchronous_commit back on for its sessions where the database has it off; leaves it as set otherwise", async () => {
+    const { store, cleanup } = await openFresh();
+    const url = await server!.createDatabase(`lax_${process.pid}`);
+    await run(url, `ALTER DATABASE "lax_${process.pid}" SET synchronous_commit = off`);
+    const lax = await PostgresTaskStore.open({ url });
+    try {
+      assert.equal(await lax.synchronousCommit(), "on");
+      assert.equal(await store.synchronousCommit(), "on");
+    } finally {
+      await lax.close();
+      await cleanup();
+    }
+  });
+
   it("says STORE_UNAVAILABLE naming the server, without its password, when it cannot connect", async () => {
     const port = server!.port;
     await assert.rejects(

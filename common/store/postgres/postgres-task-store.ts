@@ -264,6 +264,30 @@ export class PostgresTaskStore implements TaskStore {
   /** Connects, and brings the schema to this version (see postgres-schema.ts). */
   static async open(opts: PostgresTaskStoreOptions): Promise<PostgresTaskStore> {
     const label = `PostgreSQL ${redactPostgresUrl(opts.url)}${opts.schema === undefined ? "" : `, schema "${opts.schema}"`}`;
+    let pool = PostgresTaskStore.pool(opts, label, false);
+    try {
+      // Nothing acknowledged may be lost: where the server (or the database, or the role) turns
+      // synchronous_commit off, docq's own sessions turn it back on. Any other level is the DBA's
+      // choice and stays (on, or stricter with synchronous standbys; local).
+      const { rows } = await pool.query<{ level: string }>("SELECT current_setting('synchronous_commit') AS level");
+      if (rows[0]?.level === "off") {
+        await pool.end();
+        pool = PostgresTaskStore.pool(opts, label, true);
+      }
+      await migrate(pool, label, opts.schema === undefined ? null : quoteIdent(opts.schema));
+      return new PostgresTaskStore(pool, label);
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      if (isDocqError(err)) throw err;
+      throw docqError(ERROR_CODE.StoreUnavailable, `task store ${label}: open failed: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  private static pool(opts: PostgresTaskStoreOptions, label: string, synchronousCommit: boolean): pg.Pool {
+    const settings = [
+      ...(opts.schema === undefined ? [] : [`-c search_path=${quoteIdent(opts.schema)}`]),
+      ...(synchronousCommit ? ["-c synchronous_commit=on"] : []),
+    ];
     let pool: pg.Pool;
     try {
       pool = new pg.Pool({
@@ -274,7 +298,7 @@ export class PostgresTaskStore implements TaskStore {
         // A server that does not answer fails the call (STORE_UNAVAILABLE, a 503) instead of holding it.
         connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
         keepAlive: true,
-        ...(opts.schema === undefined ? {} : { options: `-c search_path=${quoteIdent(opts.schema)}` }),
+        ...(settings.length === 0 ? {} : { options: settings.join(" ") }),
       });
     } catch (err) {
       throw docqError(ERROR_CODE.Config, `task store ${label}: bad settings: ${errorMessage(err)}`, { cause: err });
@@ -282,15 +306,15 @@ export class PostgresTaskStore implements TaskStore {
     // An idle connection the server dropped (a restart) must not crash the process: the pool
     // discards it, and the next query opens a new one (or fails as STORE_UNAVAILABLE).
     pool.on("error", () => undefined);
-    try {
-      if (opts.schema !== undefined) await pool.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(opts.schema)}`);
-      await migrate(pool, label);
-      return new PostgresTaskStore(pool, label);
-    } catch (err) {
-      await pool.end().catch(() => undefined);
-      if (isDocqError(err)) throw err;
-      throw docqError(ERROR_CODE.StoreUnavailable, `task store ${label}: open failed: ${errorMessage(err)}`, { cause: err });
-    }
+    return pool;
+  }
+
+  /** The synchronous_commit level of this store's sessions (see open). */
+  async synchronousCommit(): Promise<string> {
+    const { rows } = await this.attempt("synchronousCommit", () =>
+      this.pool.query<{ level: string }>("SELECT current_setting('synchronous_commit') AS level"),
+    );
+    return rows[0]?.level ?? "?";
   }
 
   async create(task: Task): Promise<void> {
