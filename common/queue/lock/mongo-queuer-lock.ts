@@ -24,6 +24,9 @@ export function leaseId(site: string): string {
  * store's write concern so a failover keeps the lease it acknowledged.
  */
 export class MongoLeaseRecords implements LeaseRecords {
+  /** Whether the lease document is known to exist (a standby's tries then skip the insert). */
+  private exists = false;
+
   constructor(
     private readonly client: MongoClient,
     private readonly docs: Collection<LeaseDoc>,
@@ -48,10 +51,13 @@ export class MongoLeaseRecords implements LeaseRecords {
 
   async take(owner: string, leaseMs: number): Promise<boolean> {
     // The document exists from the first try on (lapsed, nobody's); the guarded update below takes it.
-    try {
-      await this.docs.insertOne({ _id: this.id, owner: "", expiresAt: new Date(0) });
-    } catch (err) {
-      if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw err;
+    if (!this.exists) {
+      try {
+        await this.docs.insertOne({ _id: this.id, owner: "", expiresAt: new Date(0) });
+      } catch (err) {
+        if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw err;
+      }
+      this.exists = true;
     }
     const result = await this.docs.updateOne(
       { _id: this.id, $expr: { $or: [{ $eq: ["$owner", owner] }, { $lte: ["$expiresAt", "$$NOW"] }] } },
