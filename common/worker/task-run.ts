@@ -105,13 +105,16 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
       stored = [answer.output];
       return { kind: "output", output: key };
     }
-    const children: ChildSpec[] = [];
-    for (const [i, child] of answer.children.entries()) {
+    const children: ChildSpec[] = answer.children.map((child, i) => ({
+      input: blobKeys.splitPart(task.id, run.tries, i),
+      ...(child.params === undefined ? {} : { params: child.params }),
+    }));
+    // A few at once: a thousand parts one after the other wait a thousand times for the thread pool.
+    await eachWithin(PART_PUTS_AT_ONCE, answer.children, async (child, i) => {
       const key = blobKeys.splitPart(task.id, run.tries, i);
       written.push(key);
       await putFile(ctx.blobs, key, child.input, work.path);
-      children.push({ input: key, ...(child.params === undefined ? {} : { params: child.params }) });
-    }
+    });
     stored = answer.children.map((c) => c.input);
     return { kind: "split", children };
   } finally {
@@ -181,6 +184,31 @@ async function localFile(blobs: BlobStore, key: string, workDir: string, name: s
 
 async function deleteBlobs(blobs: BlobStore, keys: readonly string[]): Promise<void> {
   await Promise.all(keys.map((key) => blobs.delete(key)));
+}
+
+/** Parts of a split stored at once. */
+const PART_PUTS_AT_ONCE = 8;
+
+/**
+ * Runs `fn` on every item, at most `limit` at once. On a failure no further item starts; it
+ * rejects with the first error once those under way have settled (so what they stored is known
+ * to the caller, which removes it).
+ */
+async function eachWithin<T>(limit: number, items: readonly T[], fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: { error: unknown } | null = null;
+  const runner = async (): Promise<void> => {
+    while (failure === null && next < items.length) {
+      const i = next++;
+      try {
+        await fn(items[i] as T, i);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, runner));
+  if (failure !== null) throw (failure as { error: unknown }).error;
 }
 
 /** Outputs up to this size are read at once: a read stream costs three thread-pool round trips (open, read, close) more. */
