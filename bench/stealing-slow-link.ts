@@ -125,6 +125,8 @@ interface LoadResult {
   notPaying: number;
   /** Tasks still lent to the thief, unfinished, when the load timed out: steals that stalled on the link. */
   stalled: number;
+  /** Steals that came back without a result (lease lapsed, failed at the thief): the task ran again at a. */
+  failed: { id: string; outcome: string; lostMs: number }[];
 }
 
 async function runLoad(victim: EmbeddedApp, thief: ThiefSite, load: (typeof LOADS)[number], seen: Set<string>): Promise<LoadResult> {
@@ -168,6 +170,12 @@ async function runLoad(victim: EmbeddedApp, thief: ThiefSite, load: (typeof LOAD
     proxies.set(p.id, { id: p.id, start: p.startTime, end: p.endTime });
   }
   const steals = stealCosts("a", SLOTS, ownerRuns, proxies);
+  // A steal that came back empty-handed shows only in the owner's attempts.
+  const failed = tasks.flatMap((t) =>
+    t.attempts
+      .filter((at) => at.site !== null && at.site !== "a" && at.outcome !== "output")
+      .map((at) => ({ id: t.id, outcome: at.outcome, lostMs: at.end - (at.start ?? at.end) })),
+  );
   return {
     label: load.label,
     tasks: load.tasks,
@@ -175,8 +183,9 @@ async function runLoad(victim: EmbeddedApp, thief: ThiefSite, load: (typeof LOAD
     wallMs: Math.max(...tasks.map((t) => t.endTime ?? 0)) - t0,
     ranAt,
     steals,
-    notPaying: steals.filter((s) => s.transferMs > s.waitSavedMs).length + stalled,
+    notPaying: steals.filter((s) => s.transferMs > s.waitSavedMs).length + stalled + failed.length,
     stalled,
+    failed,
   };
 }
 
@@ -225,10 +234,13 @@ export async function stealingSlowLinkFigure(opts: { quick?: boolean }): Promise
       const transfer = spread(r.steals.map((s) => s.transferMs));
       rows.push({
         measure: `${load.label}: ${r.tasks} × ${STEAL_JOB}(${r.taskMs} ms) of 10 MB at site a (${SLOTS} slots), thief b (${SLOTS} slots) over ${LINK_MBIT} Mbit/s: steals made`,
-        value: r.steals.length + r.stalled,
+        value: r.steals.length + r.stalled + r.failed.length,
         unit: "steals",
         note:
           `${r.notPaying} whose transfer exceeded the wait saved (goal 0)` +
+          (r.failed.length === 0
+            ? ""
+            : `, of which ${r.failed.length} came back without a result (${r.failed.map((f) => `${f.outcome} after ${seconds(f.lostMs)} s`).join(", ")}) and ran again at a`) +
           (r.stalled === 0
             ? "; "
             : `, of which ${r.stalled} stalled (lent, unfinished ${seconds(STUCK_AFTER_MS)} s after a alone would have ended; the figure stops); `) +
