@@ -96,6 +96,7 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
       const others: OtherSites = {
         offer: (victim, request) => broker.call(remote(victim, "offer"), request),
         input: (victim, request) => broker.call<Readable, object>(remote(victim, "input"), request),
+        probe: (victim, request) => broker.call<Readable, object>(remote(victim, "probe"), request),
         heartbeat: (ownerSite, request) => broker.call(remote(ownerSite, "heartbeat"), request),
         complete: (ownerSite, output, meta) => broker.call(remote(ownerSite, "complete"), output, { meta }),
         fail: (ownerSite, request) => broker.call(remote(ownerSite, "fail"), request),
@@ -112,6 +113,7 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
         log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
         metrics: registerStealerMetrics(deps.metrics),
         linkPrior: { rttMs: 20, bytesPerMs: config.stealing.linkPriorBytesPerMs },
+        probeBytes: config.stealing.probeBytes,
         onBacklogChanged: backlogChanged,
       });
       stealer = s;
@@ -120,6 +122,7 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
         actions: {
           offer: (ctx: Context) => s.handleOffer(ctx.params),
           input: (ctx: Context) => s.handleInput(ctx.params),
+          probe: (ctx: Context) => s.handleProbe(ctx.params),
           heartbeat: (ctx: Context) => s.handleHeartbeat(ctx.params),
           complete: (ctx: Context) => s.handleComplete(ctx.params as unknown as Readable, ctx.meta),
           fail: (ctx: Context) => s.handleFail(ctx.params),

@@ -11,8 +11,10 @@ import { startNats, type NatsServer } from "./nats.js";
  * cluster for every test: each test's tasks are all final before the next one submits.
  *
  * The links here are all fast (one machine): the thieves are told to assume 100 bytes/ms for a
- * link until a large transfer measured it (stealing.linkPriorBytesPerMs), which none of these
- * tests makes; so a 1 MB document costs 20 s to move, and a steal of it cannot pay.
+ * link until a large transfer measured it (stealing.linkPriorBytesPerMs), and not to probe the
+ * links (stealing.probeBytes 0), so none of these tests measures one; a 1 MB document then
+ * costs 20 s to move, and a steal of it cannot pay. (Throttling a link for real needs root and
+ * a network namespace: the bench's figure 9 does it.)
  */
 const SITES = ["a", "b", "c", "d"] as const;
 type SiteName = (typeof SITES)[number];
@@ -33,6 +35,7 @@ function configOf(site: SiteName): string {
     `  plate: ${PLATE[site]}`,
     `  crossPlate: ${CROSS_PLATE[site]}`,
     `  linkPriorBytesPerMs: ${SLOW_LINK_BYTES_PER_MS}`,
+    "  probeBytes: 0",
     "",
   ].join("\n");
 }

@@ -83,6 +83,7 @@ const EXPECTED_DEFAULTS = {
     plate: "default",
     crossPlate: false,
     linkPriorBytesPerMs: 10_000,
+    probeBytes: 262_144,
   },
   jobs: { defaultTimeoutMs: 600000, passEnv: [] },
   metrics: { public: false },

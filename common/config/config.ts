@@ -259,6 +259,13 @@ const ConfigFileSchema = z.strictObject({
         // The throughput (bytes/ms) assumed for a link to another site until a transfer of 64 KiB or
         // more measured it: what a steal's document is expected to cost on a link not yet seen.
         linkPriorBytesPerMs: z.number().positive().default(10_000),
+        // Before its first steal from a site, a thief times a transfer of this many bytes from it,
+        // so even that steal is weighed on the link's real throughput. 0: no probe, the prior holds.
+        probeBytes: z
+          .int()
+          .min(0)
+          .max(4 * 1024 * 1024)
+          .default(256 * 1024),
       })
       .prefault({}),
   ),

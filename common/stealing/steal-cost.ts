@@ -64,6 +64,11 @@ export class LinkMeter {
     link.bytesPerMs = blend(link.bytesPerMs, bytes / Math.max(1, ms - rtt));
   }
 
+  /** Whether a large enough transfer measured the link's throughput (else the prior stands in). */
+  measured(site: string): boolean {
+    return this.links.get(site)?.bytesPerMs !== undefined;
+  }
+
   figures(site: string): LinkFigures {
     const link = this.links.get(site);
     return { rttMs: link?.rttMs ?? this.prior.rttMs, bytesPerMs: link?.bytesPerMs ?? this.prior.bytesPerMs };

@@ -66,6 +66,14 @@ const StealMessages = {
   }),
   offerAnswer: z.strictObject({ tasks: z.array(LentTaskSchema) }),
   input: z.strictObject({ id: TaskId, thief: Site }),
+  /** A thief times a transfer of `bytes` from the victim: the link's throughput before any steal. */
+  probe: z.strictObject({
+    thief: Site,
+    bytes: z
+      .int()
+      .min(1)
+      .max(4 * 1024 * 1024),
+  }),
   heartbeat: z.strictObject({ thief: Site, ids: z.array(TaskId) }),
   heartbeatAnswer: z.array(TaskId),
   complete: z.strictObject({ id: TaskId, thief: Site, tries: z.int().min(1), processedBy: ProcessedBySchema }),

@@ -9,7 +9,7 @@ import { FsBlobStore } from "../blobs/fs-blob-store.js";
 import { blobKeys, newTaskId } from "../queue/new-task.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import type { StealPolicy } from "./steal-policy.js";
-import { Stealer, type OtherSites } from "./stealer.js";
+import { Stealer, type OtherSites, type StealerOptions } from "./stealer.js";
 import { TaskQueue } from "../queue/task-queue.js";
 import { directQueuerClient } from "../queue/queue-client.js";
 import { KeyRing } from "../accounts/key-ring.js";
@@ -44,6 +44,7 @@ function others(): OtherSites {
   return {
     offer: (victim, request) => at(victim).handleOffer(request),
     input: (victim, request) => at(victim).handleInput(request),
+    probe: async (victim, request) => at(victim).handleProbe(request),
     heartbeat: (owner, request) => at(owner).handleHeartbeat(request),
     complete: (owner, output, meta) => at(owner).handleComplete(output, meta),
     fail: (owner, request) => at(owner).handleFail(request),
@@ -54,7 +55,7 @@ function others(): OtherSites {
   };
 }
 
-async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise<TestSite> {
+async function addSite(name: string, policy: Partial<StealPolicy> = {}, extra: Partial<StealerOptions> = {}): Promise<TestSite> {
   const store = SqliteTaskStore.open(path.join(dir, name, "tasks.sqlite"));
   const queue = new TaskQueue({
     store,
@@ -91,6 +92,7 @@ async function addSite(name: string, policy: Partial<StealPolicy> = {}): Promise
     reportRetryMs: 100,
     log: quiet,
     metrics: registerStealerMetrics(metrics),
+    ...extra,
   });
   Object.assign(site, { name, store, queue, blobs, stealer, metrics, local });
   sites.set(name, site);
@@ -282,6 +284,24 @@ describe("Stealer", () => {
     const offer = { thief: "c", plate: "default", max: 5, minPriority: 0, link: { rttMs: 1, bytesPerMs: 1 }, heldByUser: {} };
     assert.deepEqual(await a.stealer.handleOffer(offer), { tasks: [] });
     assert.equal((await a.store.get(big.id))?.status, "input");
+  });
+
+  it("probes a link before its first steal there: the steal is weighed on the measured throughput, not the prior", async () => {
+    const a = await addSite("a");
+    await a.local.heartbeat("worker@a", [], { slots: 1, busy: 1 });
+    for (let i = 0; i < 3; i++) await submitWithInput(a, "x".repeat(100_000), 50);
+    await a.stealer.publishBacklog();
+    // Assumed at 1 byte/ms, 100 kB would cost 200 s to move: no steal without a probe.
+    const unprobed = await addSite("b", {}, { linkPrior: { rttMs: 1, bytesPerMs: 1 } });
+    await a.stealer.publishBacklog();
+    assert.equal(await unprobed.stealer.stealRound(1), 0);
+    // In this process the link is fast: measured, the move is worth it.
+    const probing = await addSite("c", {}, { linkPrior: { rttMs: 1, bytesPerMs: 1 }, probeBytes: 256 * 1024 });
+    await a.stealer.publishBacklog();
+    assert.equal(await probing.stealer.stealRound(1), 1);
+    let streamed = 0;
+    for await (const chunk of a.stealer.handleProbe({ thief: "c", bytes: 100_000 })) streamed += (chunk as Buffer).length;
+    assert.equal(streamed, 100_000);
   });
 
   it("looks past a queue head of tasks that may not be lent", async () => {

@@ -1,4 +1,4 @@
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import type { BlobStore } from "../blobs/blob-store.js";
 import { dropTaskDocuments } from "../blobs/task-documents.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError, type ErrorCode } from "../model/errors.js";
@@ -40,6 +40,7 @@ async function taskOrNull(local: LocalQueue, id: string): Promise<Task | null> {
 export interface OtherSites {
   offer(victim: string, request: StealMessage<"offerRequest">): Promise<unknown>;
   input(victim: string, request: StealMessage<"input">): Promise<Readable>;
+  probe(victim: string, request: StealMessage<"probe">): Promise<Readable>;
   heartbeat(ownerSite: string, request: StealMessage<"heartbeat">): Promise<unknown>;
   complete(ownerSite: string, output: Readable, meta: StealMessage<"complete">): Promise<unknown>;
   fail(ownerSite: string, request: StealMessage<"fail">): Promise<unknown>;
@@ -65,6 +66,8 @@ export interface StealerOptions {
   metrics?: StealMetrics;
   /** What a link not yet measured is assumed to be. */
   linkPrior?: LinkFigures;
+  /** Bytes of the transfer timed before the first steal from a site (0: none, the prior holds). */
+  probeBytes?: number;
   /** Called when this site lent tasks: its backlog changed, the others should hear soon. */
   onBacklogChanged?: () => void;
   now?: () => number;
@@ -84,6 +87,10 @@ interface InFlight {
 const PRIOR_RTT_MS = 20;
 /** A stolen task's run time assumed before one ended here. */
 const PRIOR_RUN_MS = 1000;
+/** A link whose throughput no steal measured is probed again after this long. */
+const PROBE_EVERY_MS = 600_000;
+/** The chunks a probe's bytes are sent in. */
+const PROBE_CHUNK = Buffer.alloc(64 * 1024);
 /** Steal rounds in a row before handing back to the event loop (each round asks one victim). */
 const ROUNDS_PER_REFILL = 4;
 
@@ -107,6 +114,8 @@ export class Stealer {
   private readonly links: LinkMeter;
   /** Run times of the stolen tasks that ended here, per job. */
   private readonly runTimes = new MovingAverages();
+  /** When each link was last probed. */
+  private readonly probedAt = new Map<string, number>();
   /** A whole steal's time (its moving average): asking, fetching the inputs, queueing the proxies. */
   private stealRoundTripMs: number | undefined;
 
@@ -233,9 +242,34 @@ export class Stealer {
     return held;
   }
 
+  /**
+   * Times a transfer from `site` when no steal has measured that link yet (once every
+   * PROBE_EVERY_MS): the first steal is weighed on the link's throughput, not on the prior.
+   */
+  private async probe(site: string): Promise<void> {
+    const bytes = this.opts.probeBytes ?? 0;
+    if (bytes === 0 || this.links.measured(site)) return;
+    const last = this.probedAt.get(site);
+    if (last !== undefined && this.now - last < PROBE_EVERY_MS) return;
+    this.probedAt.set(site, this.now);
+    const started = this.now;
+    try {
+      let received = 0;
+      for await (const chunk of await this.opts.others.probe(site, { thief: this.opts.policy.site, bytes })) {
+        received += (chunk as Buffer).length;
+      }
+      const ms = this.now - started;
+      this.links.record(site, received, ms);
+      this.opts.log.info(`link to site ${site}: ${received} bytes in ${ms} ms`);
+    } catch (err) {
+      this.opts.log.warn(`probing the link to site ${site} failed (the prior throughput stands): ${errorMessage(err)}`);
+    }
+  }
+
   /** One steal: lease the victim's best tasks that pay, fetch their inputs, queue them here. Answers how many were queued. */
   async stealFrom(victim: Backlog, want: number): Promise<number> {
     const { policy, others, local, blobs, log } = this.opts;
+    await this.probe(victim.site);
     const started = this.now;
     let queued = 0;
     try {
@@ -403,6 +437,15 @@ export class Stealer {
     const task = await this.lentTo(id, thief);
     if (task.input === null) throw docqError(ERROR_CODE.BlobNotFound, `task ${id} has no input`);
     return this.opts.blobs.get(task.input);
+  }
+
+  /** A thief's probe of the link: `bytes` of nothing, streamed. */
+  handleProbe(raw: unknown): Readable {
+    const { bytes } = parseStealMessage("probe", raw);
+    const chunks = function* (): Generator<Buffer> {
+      for (let left = bytes; left > 0; left -= PROBE_CHUNK.length) yield PROBE_CHUNK.subarray(0, Math.min(left, PROBE_CHUNK.length));
+    };
+    return Readable.from(chunks(), { objectMode: false });
   }
 
   async handleHeartbeat(raw: unknown): Promise<string[]> {
