@@ -61,18 +61,18 @@ import { PostgresSchedules } from "./postgres-schedules.js";
 /*
  * The TaskStore on PostgreSQL (the `pg` driver, a Pool), for a site on several machines. Every
  * method is one statement or one transaction. A one-row step is a single statement: its guarded
- * UPDATE in a CTE and, when the guard missed, the row as it is, read by the same statement (so
- * the miss's `why` and row come from one snapshot, in one round trip). Concurrent writers are
- * safe under READ COMMITTED: an UPDATE waits for a row another transaction holds and then
- * re-checks its guard against the row as committed, so of two claims of one task exactly one wins.
- * Transactions (split, cancel, retry, createMany, a schedule's tick) lock their rows with
+ * UPDATE in a CTE and, when the guard missed, the row read by the same statement (one round
+ * trip; read again only when a racing write made that snapshot stale, see stepAnswer). Concurrent
+ * writers are safe under READ COMMITTED: an UPDATE waits for a row another transaction holds and
+ * then re-checks its guard against the row as committed, so of two claims of one task exactly one
+ * wins. Transactions (split, cancel, retry, createMany, a schedule's tick) lock their rows with
  * FOR UPDATE or the UPDATE itself; none needs SERIALIZABLE.
- * `synchronous_commit` is left as the server has it (on by default): a method resolves only when
- * its commit is on disk, so nothing acknowledged is lost if the server dies.
+ * A method resolves only when its commit is on disk (synchronous_commit, see open), so nothing
+ * acknowledged is lost if the server dies.
  */
 
 const DEFAULT_RELOAD_BATCH = 10_000;
-/** Rows per INSERT on the bulk path: one array per column, so the size only bounds one message. */
+/** Rows per INSERT on the bulk path (one JSON text each): bounds the size of one message. */
 const INSERT_ROWS_PER_STATEMENT = 5_000;
 const DEFAULT_POOL_SIZE = 10;
 const CONNECT_TIMEOUT_MS = 10_000;
