@@ -255,6 +255,12 @@ export async function stealingSlowLinkFigure(opts: { quick?: boolean }): Promise
             .join(", ")}`,
       });
       data[load.label] = r;
+      // What the thief said of it: its warnings explain a steal that stalled or came back empty.
+      data[`${load.label}: thief warnings so far (last 10)`] = thief
+        .output()
+        .split("\n")
+        .filter((line) => /\b(WARN|ERROR)\b/.test(line))
+        .slice(-10);
       // A stalled task holds its lease at a: a later load would measure that, not the policy.
       if (r.stalled > 0) break;
     }
