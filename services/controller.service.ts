@@ -33,6 +33,7 @@ import { blobKeys, newTaskId } from "../common/queue/new-task.js";
 import { badRequestOf, formatZodIssues } from "../common/model/zod-issues.js";
 import type { Task } from "../common/model/task-model.js";
 import { queuerClient, type QueuerClient } from "../common/queue/queue-client.js";
+import type { LocalQueuer } from "../common/queue/local-queuer.js";
 import { queuerActionName, type QueuerAction, type QueuerAnswer, type QueuerMessage } from "../common/queue/protocol.js";
 import { dropTaskDocuments } from "../common/blobs/task-documents.js";
 import {
@@ -80,6 +81,8 @@ export interface ControllerDeps {
   auth: AuthConfig;
   /** `metrics.public`: /metrics without a key. */
   metricsPublic: boolean;
+  /** Embedded mode: this process's queuer, called directly while it serves (common/queue/local-queuer.ts). */
+  localQueuer?: LocalQueuer;
   /** The HTTP server could not listen (the port in use, no permission): start-up must fail rather than wait forever. */
   onListenError?(err: Error): void;
 }
@@ -180,15 +183,21 @@ const QUEUER_CALL_TIMEOUT_MS = 5_000;
 const RETRY_AFTER_S = 2;
 
 /** The site's queuer as a request reaches it; QUEUE_UNAVAILABLE at once when this process has lost the site's NATS. */
-function queuerOf(ctx: ApiContext): QueuerClient {
-  return queuerClient(<A extends QueuerAction>(action: A, message: QueuerMessage<A>): Promise<QueuerAnswer<A>> => {
+function queuerOf(ctx: ApiContext, local?: LocalQueuer): QueuerClient {
+  const viaBroker = (actionName: string, message: object): Promise<unknown> => {
     const transit = ctx.broker.transit as { connected?: boolean } | undefined;
     if (transit !== undefined && transit.connected === false) {
       const why = `the site's queue cannot be reached (this node lost its NATS connection): retry in ${RETRY_AFTER_S} s`;
       return Promise.reject(docqError(ERROR_CODE.QueueUnavailable, why));
     }
-    return ctx.call<QueuerAnswer<A>, QueuerMessage<A>>(queuerActionName(action), message, { timeout: QUEUER_CALL_TIMEOUT_MS });
-  });
+    return ctx.call(actionName, message, { timeout: QUEUER_CALL_TIMEOUT_MS });
+  };
+  // Embedded mode: the queuer of this very process, called directly while it serves (no broker hop per request).
+  if (local !== undefined) return queuerClient(local.call(viaBroker));
+  return queuerClient(
+    <A extends QueuerAction>(action: A, message: QueuerMessage<A>) =>
+      viaBroker(queuerActionName(action), message) as Promise<QueuerAnswer<A>>,
+  );
 }
 
 /** GET /api/docs and its files: Swagger UI, open (the document it shows is open too), served before any action. */
@@ -221,7 +230,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
   const serveDashboard = dashboardFiles(REPO_ROOT);
 
   async function getTask(ctx: ApiContext, id: string): Promise<Task> {
-    return queuerOf(ctx).get(id);
+    return queuerOf(ctx, deps.localQueuer).get(id);
   }
 
   /** The request's caller; a call from inside the cluster (no HTTP request) is trusted. */
@@ -275,7 +284,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
   /** The schedule, if the caller may see it: another user's is answered as missing. */
   async function visibleSchedule(ctx: ApiContext, id: string): Promise<ScheduleView> {
     const user = ownUser(callerIn(ctx));
-    const schedule = await queuerOf(ctx).getSchedule(id);
+    const schedule = await queuerOf(ctx, deps.localQueuer).getSchedule(id);
     if (user !== null && schedule.user !== user) throw docqError(ERROR_CODE.ScheduleNotFound, `schedule ${id} not found`, { field: "id" });
     return schedule;
   }
@@ -478,7 +487,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         if (alias.action === "controller.metrics" && deps.metricsPublic) return null;
         return callerOf(req.headers.authorization, {
           ...deps.auth,
-          lookup: (hash) => queuerOf(ctx).authenticate(hash),
+          lookup: (hash) => queuerOf(ctx, deps.localQueuer).authenticate(hash),
         });
       },
       /**
@@ -531,7 +540,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             if (!isMultipart(upload.contentType)) size = await storeRawBody(upload, blobs, input);
             const limits = caller.kind === "user" ? caller.limits : null;
             handedOver = true;
-            const task = await queuerOf(ctx).submit({
+            const task = await queuerOf(ctx, deps.localQueuer).submit({
               ...submissionOf(caller, fields, job, id, input, size!),
               ...(fields.callbackUrl === undefined ? {} : { callbackUrl: fields.callbackUrl }),
               ...(availableAt === undefined ? {} : { availableAt }),
@@ -597,7 +606,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           });
           const limits = caller.kind === "user" ? caller.limits : null;
           try {
-            const { ids } = await queuerOf(ctx).submitMany({
+            const { ids } = await queuerOf(ctx, deps.localQueuer).submitMany({
               tasks: files.map(({ id, input, size, prepared: { fields, job, availableAt } }) => ({
                 ...submissionOf(caller, fields, job, id, input, size),
                 ...(fields.callbackUrl === undefined ? {} : { callbackUrl: fields.callbackUrl }),
@@ -653,7 +662,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
               ...submissionOf(caller, fields, job, id, input, size),
               offload: caller.kind === "user" ? caller.limits.offload : true,
             };
-            const created = await queuerOf(ctx).createSchedule(newSchedule(basis, timing, Date.now()));
+            const created = await queuerOf(ctx, deps.localQueuer).createSchedule(newSchedule(basis, timing, Date.now()));
             ctx.meta.$statusCode = 201;
             ctx.meta.$location = `/api/schedules/${id}`;
             return created;
@@ -666,18 +675,18 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       },
       listSchedules: (ctx: ApiContext) => {
         const user = ownUser(callerIn(ctx));
-        return queuerOf(ctx).listSchedules(user === null ? {} : { user });
+        return queuerOf(ctx, deps.localQueuer).listSchedules(user === null ? {} : { user });
       },
       getSchedule: (ctx: ApiContext) => visibleSchedule(ctx, assertScheduleId(ctx.params.id)),
       pauseSchedule: async (ctx: ApiContext) => {
         const { id, paused } = parsePauseRequest(ctx.params);
         await visibleSchedule(ctx, id);
-        return queuerOf(ctx).pauseSchedule(id, paused);
+        return queuerOf(ctx, deps.localQueuer).pauseSchedule(id, paused);
       },
       deleteSchedule: async (ctx: ApiContext) => {
         const id = assertScheduleId(ctx.params.id);
         await visibleSchedule(ctx, id);
-        return queuerOf(ctx).deleteSchedule(id);
+        return queuerOf(ctx, deps.localQueuer).deleteSchedule(id);
       },
       statusTask: (ctx: ApiContext) => visibleTask(ctx, assertTaskId(ctx.params.id)),
       resultTask: async (ctx: ApiContext) => {
@@ -689,7 +698,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         }
         const stat = await blobs.stat(task.output);
         // Counted before the stream opens: a failure here leaves no open file behind.
-        if (stat !== null) await queuerOf(ctx).addUsage(task.user, stat.size);
+        if (stat !== null) await queuerOf(ctx, deps.localQueuer).addUsage(task.user, stat.size);
         const stream = await blobs.get(task.output);
         ctx.meta.$responseType = "application/octet-stream";
         if (stat !== null) ctx.meta.$responseHeaders = { "Content-Length": String(stat.size) };
@@ -709,7 +718,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           );
         }
         // Counted before the stream opens, as a result's download is.
-        await queuerOf(ctx).addUsage(task.user, stat.size);
+        await queuerOf(ctx, deps.localQueuer).addUsage(task.user, stat.size);
         const stream = await blobs.get(task.input);
         ctx.meta.$responseType = "application/octet-stream";
         ctx.meta.$responseHeaders = { "Content-Length": String(stat.size) };
@@ -720,7 +729,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         // Another user's task is answered as missing; its owner never changes, so this check cannot race the delete.
         if (ownUser(callerIn(ctx)) !== null) await visibleTask(ctx, id);
         // One queue step: cancels a live task, removes a final one; the queuer drops their documents.
-        const { status } = await queuerOf(ctx).delete(id);
+        const { status } = await queuerOf(ctx, deps.localQueuer).delete(id);
         return { id, status };
       },
       /** A task in error or canceled back in the queue with a fresh try count (a parent with its failed parts). */
@@ -728,7 +737,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         const id = assertTaskId(ctx.params.id);
         // Another user's task is answered as missing, as for GET.
         if (ownUser(callerIn(ctx)) !== null) await visibleTask(ctx, id);
-        return queuerOf(ctx).retry(id);
+        return queuerOf(ctx, deps.localQueuer).retry(id);
       },
       /** The bulk clean: finished top-level tasks of one status that ended before olderThan, with their trees and documents. */
       cleanTasks: (ctx: ApiContext) => {
@@ -737,7 +746,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         if (user !== null && query.user !== undefined && query.user !== user) {
           throw docqError(ERROR_CODE.Forbidden, `this key deletes the tasks of ${user} only, not of ${query.user}`, { field: "user" });
         }
-        return queuerOf(ctx).purge(user === null ? query : { ...query, user });
+        return queuerOf(ctx, deps.localQueuer).purge(user === null ? query : { ...query, user });
       },
       listTasks: (ctx: ApiContext) => {
         const user = ownUser(callerIn(ctx));
@@ -745,13 +754,13 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         if (user !== null && query.user !== undefined && query.user !== user) {
           throw docqError(ERROR_CODE.Forbidden, `this key lists the tasks of ${user} only, not of ${query.user}`, { field: "user" });
         }
-        return queuerOf(ctx).list(user === null ? query : { ...query, user });
+        return queuerOf(ctx, deps.localQueuer).list(user === null ? query : { ...query, user });
       },
       /** The dashboard's overview: the stats, the last hour's throughput, and the other sites as the stealer (when running) heard them. */
       overview: async (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "the whole site's overview");
         const now = Date.now();
-        const queuer = queuerOf(ctx);
+        const queuer = queuerOf(ctx, deps.localQueuer);
         const stealerUp = ctx.broker.registry.getServiceList({ onlyAvailable: true }).some((s: { name: string }) => s.name === "stealer");
         const [stats, perMinute, backlogs] = await Promise.all([
           queuer.stats(),
@@ -766,7 +775,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       },
       stats: (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "the whole site's stats");
-        return queuerOf(ctx).stats();
+        return queuerOf(ctx, deps.localQueuer).stats();
       },
       metrics: async (ctx: ApiContext) => {
         const caller = ctx.meta.user ?? (deps.metricsPublic ? { kind: "open" } : { kind: "admin" });
@@ -784,20 +793,20 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         requireAdmin(callerIn(ctx), "making keys");
         const parsed = CreateKeySchema.safeParse(ctx.params);
         if (!parsed.success) throw badRequestOf(parsed.error.issues);
-        const created = await queuerOf(ctx).createKey(parsed.data.user, limitsOf(parsed.data));
+        const created = await queuerOf(ctx, deps.localQueuer).createKey(parsed.data.user, limitsOf(parsed.data));
         ctx.meta.$statusCode = 201;
         return created;
       },
       listKeys: (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "listing keys");
-        return queuerOf(ctx).listKeys();
+        return queuerOf(ctx, deps.localQueuer).listKeys();
       },
       revokeKey: (ctx: ApiContext) => {
         requireAdmin(callerIn(ctx), "revoking keys");
         const id = ctx.params.id;
         if (typeof id !== "string" || !KEY_ID_PATTERN.test(id))
           throw docqError(ERROR_CODE.BadRequest, `malformed key id ${JSON.stringify(id)}: expected key-<ulid>`, { field: "id" });
-        return queuerOf(ctx).revokeKey(id);
+        return queuerOf(ctx, deps.localQueuer).revokeKey(id);
       },
       /** Every job of this controller's jobs folder, a refused one with its reason: any caller may submit, so any may list. */
       listJobs: async (ctx: ApiContext) => {
@@ -810,7 +819,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         if (own !== null && query.user !== undefined && query.user !== own) {
           throw docqError(ERROR_CODE.Forbidden, `this key reads the usage of ${own} only, not of ${query.user}`, { field: "user" });
         }
-        return queuerOf(ctx).usage(own === null ? query : { ...query, user: own });
+        return queuerOf(ctx, deps.localQueuer).usage(own === null ? query : { ...query, user: own });
       },
       /** Ready when the site's queuer answers: a controller without it can accept nothing. */
       health: async (ctx: ApiContext) => {
