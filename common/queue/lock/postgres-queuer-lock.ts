@@ -23,6 +23,9 @@ import { lockLost, type HeldQueuerLock, type QueuerLockAdapter } from "./queuer-
  *   socket closed by the kernel: the lock is free at once and a standby takes over at its next try.
  */
 
+/** PostgreSQL's SQLSTATE for an unknown setting. */
+const UNDEFINED_OBJECT = "42704";
+
 /**
  * The advisory lock's key: 64 bits of a hash of the site's name (and the store's schema, when it
  * has one), so sites sharing a database have their own locks.
@@ -79,8 +82,12 @@ export function postgresQueuerLock(opts: PostgresQueuerLockOptions): QueuerLockA
     });
     try {
       await client.connect();
-      const settings = Object.entries(lockSessionSettings(opts.leaseMs)).map(([name, value]) => `SET ${name} = ${value}`);
-      await client.query(settings.join("; "));
+      for (const [name, value] of Object.entries(lockSessionSettings(opts.leaseMs))) {
+        // A server too old for one of them (tcp_user_timeout: PostgreSQL 12) keeps the others.
+        await client.query(`SET ${name} = ${value}`).catch((err: unknown) => {
+          if ((err as { code?: unknown }).code !== UNDEFINED_OBJECT) throw err;
+        });
+      }
       return client;
     } catch (err) {
       await client.end().catch(() => undefined);
