@@ -253,9 +253,11 @@ export class FsBlobStore implements BlobStore {
 
   private async place(temp: string, file: string, key: string): Promise<void> {
     const dir = path.dirname(file);
-    for (let attempt = 1; ; attempt++) {
+    for (let attempt = 0; ; attempt++) {
       try {
-        await fs.mkdir(dir, { recursive: true });
+        // The folder is usually there already (a task's output goes beside its input): the rename
+        // is tried first, and the folder made only when it is missing (one thread-pool call less).
+        if (attempt > 0) await fs.mkdir(dir, { recursive: true });
         await fs.rename(temp, file);
         break;
       } catch (err) {
