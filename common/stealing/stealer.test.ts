@@ -263,10 +263,9 @@ describe("Stealer", () => {
     b.stealer.refill();
     await eventually("b's refill to end", () => !(b.stealer as unknown as { stealing: boolean }).stealing);
     assert.equal(b.stealer.inFlightCount, 0);
-    // One of them ended: one slot and its buffer.
-    await b.local.heartbeat("worker@b", [own[0]!.id], { slots: 2, busy: 1 });
-    b.stealer.refill();
-    await eventually("b to steal for its free slot", () => b.queue.queueCounts().ready === 2);
+    // Both ended, and its workers find the queue empty before their next heartbeat says so: 2 slots and a buffer.
+    b.stealer.onQueueEmpty(2);
+    await eventually("b to steal for its idle slots", () => b.queue.queueCounts().ready === 3);
   });
 
   it("never lends a task its owner would start sooner itself, nor one whose move costs more than its wait", async () => {

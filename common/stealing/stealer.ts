@@ -87,6 +87,8 @@ interface InFlight {
 const PRIOR_RTT_MS = 20;
 /** A stolen task's run time assumed before one ended here. */
 const PRIOR_RUN_MS = 1000;
+/** A pull that found nothing says how many slots are idle for this long after. */
+const FRESH_EMPTY_MS = 1000;
 /** A link whose throughput no steal measured is probed again after this long. */
 const PROBE_EVERY_MS = 600_000;
 /** The chunks a probe's bytes are sent in. */
@@ -114,6 +116,8 @@ export class Stealer {
   private readonly links: LinkMeter;
   /** Run times of the stolen tasks that ended here, per job. */
   private readonly runTimes = new MovingAverages();
+  /** The last time this site's workers found nothing to do, and how many slots asked: idle then, whatever their last heartbeat said. */
+  private lastEmpty: { at: number; idleSlots: number } | null = null;
   /** When each link was last probed. */
   private readonly probedAt = new Map<string, number>();
   /** A whole steal's time (its moving average): asking, fetching the inputs, queueing the proxies. */
@@ -170,6 +174,7 @@ export class Stealer {
   /** This site's workers asked for work and found none. */
   onQueueEmpty(idleSlots: number): void {
     this.idleSlotsSeen = Math.max(this.idleSlotsSeen, idleSlots);
+    this.lastEmpty = { at: this.now, idleSlots };
     this.refill();
   }
 
@@ -219,7 +224,9 @@ export class Stealer {
       // The slots that can run stolen work soon: not those running this site's own tasks (a long
       // run of its own would leave a stolen task waiting here while its owner could run it).
       // Before the workers' first heartbeat says how many slots they have: the slots seen idle.
-      const slots = own.slots > 0 ? Math.max(0, own.slots - own.busyHome) : this.idleSlotsSeen;
+      // Slots its workers just found idle count too: a heartbeat may still show them busy with its own tasks.
+      const idleNow = this.lastEmpty !== null && this.now - this.lastEmpty.at < FRESH_EMPTY_MS ? this.lastEmpty.idleSlots : 0;
+      const slots = Math.max(own.slots > 0 ? Math.max(0, own.slots - own.busyHome) : this.idleSlotsSeen, idleNow);
       const want = stealCount(policy, this.target(slots), this.queuedOrRunning());
       if (want === 0) return;
       const victim = chooseVictim(policy, this.backlogs.values(), this.now);
