@@ -303,6 +303,28 @@ describe("Stealer", () => {
     assert.equal(streamed, 100_000);
   });
 
+  it("cuts a stalled probe short and takes the link for as slow as it showed, without stalling the steal", async () => {
+    const a = await addSite("a");
+    await a.local.heartbeat("worker@a", [], { slots: 1, busy: 1 });
+    for (let i = 0; i < 3; i++) await submitWithInput(a, "x".repeat(1_000_000), 50);
+    // 100 kB, then nothing more: a link that stalls.
+    const stalling: OtherSites = {
+      ...others(),
+      probe: async () => {
+        const chunks = async function* (): AsyncGenerator<Buffer> {
+          yield Buffer.alloc(100_000);
+          await new Promise(() => undefined);
+        };
+        return Readable.from(chunks());
+      },
+    };
+    const b = await addSite("b", {}, { others: stalling, probeBytes: 256 * 1024, probeTimeoutMs: 200 });
+    await a.stealer.publishBacklog();
+    // At most 100 kB in 200 ms: a 1 MB document's move costs seconds, more than its wait.
+    assert.equal(await b.stealer.stealRound(1), 0);
+    assert.equal((await a.store.countByStatus()).work, 0);
+  });
+
   it("looks past a queue head of tasks that may not be lent", async () => {
     const a = await addSite("a");
     const b = await addSite("b");

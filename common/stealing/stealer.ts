@@ -6,7 +6,7 @@ import { blobKeys } from "../queue/new-task.js";
 import type { QueuerClient } from "../queue/queue-client.js";
 import { parseStealMessage, toLentTask, type Backlog, type LentTask, type StealMessage } from "./steal-messages.js";
 import { allows, chooseVictim, plateAllowed, stealCount, type StealPolicy } from "./steal-policy.js";
-import { bufferSlots, LinkMeter, MovingAverages, type LinkFigures } from "./steal-cost.js";
+import { bufferSlots, LinkMeter, MovingAverages, THROUGHPUT_SAMPLE_MIN_BYTES, type LinkFigures } from "./steal-cost.js";
 import { remoteOwner } from "../queue/task-queue.js";
 import type { ProcessedBy, Task } from "../model/task-model.js";
 import { retryTransient } from "../model/transient-retry.js";
@@ -68,6 +68,8 @@ export interface StealerOptions {
   linkPrior?: LinkFigures;
   /** Bytes of the transfer timed before the first steal from a site (0: none, the prior holds). */
   probeBytes?: number;
+  /** A probe that takes longer is cut short: the link is at least that slow (default 20 s). */
+  probeTimeoutMs?: number;
   /** Called when this site lent tasks: its backlog changed, the others should hear soon. */
   onBacklogChanged?: () => void;
   now?: () => number;
@@ -89,6 +91,8 @@ const PRIOR_RTT_MS = 20;
 const PRIOR_RUN_MS = 1000;
 /** A pull that found nothing says how many slots are idle for this long after. */
 const FRESH_EMPTY_MS = 1000;
+/** A probe that takes longer is cut short: the link is at least that slow. */
+const PROBE_TIMEOUT_MS = 20_000;
 /** A link whose throughput no steal measured is probed again after this long. */
 const PROBE_EVERY_MS = 600_000;
 /** The chunks a probe's bytes are sent in. */
@@ -260,16 +264,32 @@ export class Stealer {
     if (last !== undefined && this.now - last < PROBE_EVERY_MS) return;
     this.probedAt.set(site, this.now);
     const started = this.now;
+    let received = 0;
+    let stream: Readable | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    // A probe stalled on a slow link must not hold the stealer: after PROBE_TIMEOUT_MS it stops,
+    // and what came through by then is the (pessimistic) measure.
+    const limitMs = this.opts.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
+    const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), limitMs)));
+    const transfer = (async (): Promise<"done"> => {
+      stream = await this.opts.others.probe(site, { thief: this.opts.policy.site, bytes });
+      for await (const chunk of stream) received += (chunk as Buffer).length;
+      return "done";
+    })();
     try {
-      let received = 0;
-      for await (const chunk of await this.opts.others.probe(site, { thief: this.opts.policy.site, bytes })) {
-        received += (chunk as Buffer).length;
+      const outcome = await Promise.race([transfer, timedOut]);
+      if (outcome === "timeout") {
+        stream?.destroy();
+        transfer.catch(() => undefined);
       }
       const ms = this.now - started;
-      this.links.record(site, received, ms);
-      this.opts.log.info(`link to site ${site}: ${received} bytes in ${ms} ms`);
+      // A probe cut short counts as at least the sample size, so the link is measured as slow as it showed.
+      this.links.record(site, Math.max(received, outcome === "timeout" ? THROUGHPUT_SAMPLE_MIN_BYTES : 0), ms);
+      this.opts.log.info(`link to site ${site}: ${received} of ${bytes} bytes in ${ms} ms${outcome === "timeout" ? " (cut short)" : ""}`);
     } catch (err) {
       this.opts.log.warn(`probing the link to site ${site} failed (the prior throughput stands): ${errorMessage(err)}`);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
