@@ -660,9 +660,8 @@ export class SqliteTaskStore implements TaskStore {
   /** Writes waiting for the next group commit (see grouped()), in the order they were asked. */
   private pending: PendingWrite[] = [];
   private flushing = false;
-  /** One transaction around a group of writes, and a savepoint around each of them. */
+  /** One transaction around a group of writes. */
   private readonly group: (run: () => void) => void;
-  private readonly savepoint: <T>(run: () => T) => T;
   private readonly renewAll: (owner: string, ids: readonly string[], expiresAt: number) => string[];
   /** The schedules table (common/schedules/): a tick's task is inserted as any other. */
   private readonly schedules: SqliteSchedules;
@@ -816,9 +815,8 @@ export class SqliteTaskStore implements TaskStore {
 
     const step = db.transaction((run: () => unknown) => run());
     this.step = <T>(run: () => T): T => step.immediate(run) as T;
-    // Nested in the group's transaction a transaction function is a savepoint (better-sqlite3).
+    // Nested in the group's transaction, a write's own transaction (claim, renew) is a savepoint (better-sqlite3).
     this.group = (run) => step.immediate(run);
-    this.savepoint = <T>(run: () => T): T => step(run) as T;
     for (const filter of FILTER_SHAPES) {
       for (const withCursor of [false, true]) {
         const conditions = filter.map((c) => `${c} = ?`);
@@ -1309,8 +1307,9 @@ export class SqliteTaskStore implements TaskStore {
   /**
    * A write of the hot path (create, claim, succeed and the other steps of a leased task, renew,
    * usage), run at the end of this turn of the event loop together with every other write asked
-   * meanwhile: one transaction and one commit for the group (group commit), each write in a
-   * savepoint of its own, so one that fails leaves the others as they are. Each caller gets its own
+   * meanwhile: one transaction and one commit for the group (group commit). Each write is one
+   * statement or a transaction of its own (a savepoint in the group's), so one that fails is undone
+   * alone and leaves the others as they are. Each caller gets its own
    * answer, once the group is committed: an answered write is as durable as before. Any other call
    * (attempt) runs the waiting group first, so a read sees every write asked before it, and writes
    * keep their order.
@@ -1342,9 +1341,13 @@ export class SqliteTaskStore implements TaskStore {
           this.group(() => {
             for (const write of batch) {
               try {
-                outcomes.push({ ok: true, value: this.savepoint(() => this.wrap(write.operation, write.run)) });
+                outcomes.push({ ok: true, value: this.wrap(write.operation, write.run) });
               } catch (error) {
                 outcomes.push({ ok: false, error });
+                // A failed statement is undone alone and the transaction goes on (a write of several
+                // statements runs in its own savepoint); an error that ended the whole transaction
+                // (disk full, I/O) leaves nothing of the group stored: the commit below fails it all.
+                if (!this.db.inTransaction) throw error;
               }
             }
           });
