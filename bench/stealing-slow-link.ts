@@ -261,6 +261,12 @@ export async function stealingSlowLinkFigure(opts: { quick?: boolean }): Promise
         .split("\n")
         .filter((line) => /\b(WARN|ERROR)\b/.test(line))
         .slice(-10);
+      // And what it measured of the link and took: the grounds of its steals.
+      data[`${load.label}: thief link and steal lines so far (last 10)`] = thief
+        .output()
+        .split("\n")
+        .filter((line) => /link to site|probing|stole \d+/.test(line))
+        .slice(-10);
       // A stalled task holds its lease at a: a later load would measure that, not the policy.
       if (r.stalled > 0) break;
     }
