@@ -27,6 +27,8 @@ export interface SlotBoundRun {
   wallMs: number;
   /** First submit → last submit answered, ms (the submits overlap the runs). */
   submitMs: number;
+  /** First submit → each thief's first stolen task started, ms: how soon stealing starts. */
+  firstStealMs: Record<string, number>;
   /** Where each task ran (its record's processedBy.site at site a). */
   ranAt: Record<string, number>;
   /** Tasks that took more than one attempt (a lapsed lease, a failed steal). */
@@ -89,8 +91,11 @@ export async function runSlotBound(siteCount: number, count: number): Promise<Sl
     // Site a had work to give until it handed out its last task (claimed by its worker or lent).
     const backlogUntil = Math.max(...tasks.map((t) => t.startTime ?? 0));
     const thiefRuns: NodeRun[] = [];
-    for (const thief of thieves) {
+    const firstStealMs: Record<string, number> = {};
+    for (const [i, thief] of thieves.entries()) {
       const proxies: Task[] = (await listAll(thief.url, "status=output")).filter((t) => !warmUpIds.has(t.id) && t.site === "a");
+      const starts = proxies.flatMap((p) => (p.startTime === null ? [] : [p.startTime]));
+      if (starts.length > 0) firstStealMs[names[i + 1]!] = Math.min(...starts) - t0;
       for (const p of proxies) {
         if (p.startTime === null || p.endTime === null) continue;
         thiefRuns.push({ node: `${p.processedBy?.site ?? "?"}/${p.processedBy?.node ?? "?"}`, start: p.startTime, end: p.endTime });
@@ -101,6 +106,7 @@ export async function runSlotBound(siteCount: number, count: number): Promise<Sl
       tasks: count,
       wallMs: Math.max(...tasks.map((t) => t.endTime ?? 0)) - t0,
       submitMs,
+      firstStealMs,
       ranAt,
       retried: tasks.filter((t) => t.attempts.length > 1).length,
       thiefIdleMs: thieves.length === 0 ? null : spread(slotIdleGaps(thiefRuns, SLOTS, backlogUntil)),
@@ -149,6 +155,11 @@ export async function stealingSlotBoundFigure(opts: { count: number; quick?: boo
           .map(([s, n]) => `${s} ${n}`)
           .join(", ")}` +
         (run.retried > 0 ? `; ${run.retried} retried` : "") +
+        (siteCount > 1
+          ? `; first stolen task started after ${Object.entries(run.firstStealMs)
+              .map(([site, ms]) => `${ms} ms at ${site}`)
+              .join(", ")}`
+          : "") +
         (siteCount > 1 ? `; ${idleNote(run)}${run.stealRounds === null ? "" : `; ${run.stealRounds} steal round trips`}` : ""),
     });
     data[`sites${siteCount}`] = { ...run, speedUp };
