@@ -629,12 +629,16 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             ctx.meta.$location = `/api/tasks/${ids[0] ?? ""}`;
             return { ids };
           } catch (err) {
-            // Stored here, refused by the queue (or never reached it): nothing else would drop them.
-            await dropTaskDocuments(
-              blobs,
-              files.map((file) => blobKeys.folder(file.id)),
-              ctx.broker.logger,
-            );
+            // Stored here, refused by the queue (4xx): nothing else would drop them. A 5xx (the store or
+            // the queuer went away mid-call) may have recorded the batch all the same, its answer lost:
+            // its documents stay, and the blob GC removes them if no task refers to them.
+            if (httpErrorOf(err).status < 500) {
+              await dropTaskDocuments(
+                blobs,
+                files.map((file) => blobKeys.folder(file.id)),
+                ctx.broker.logger,
+              );
+            }
             throw err;
           }
         },

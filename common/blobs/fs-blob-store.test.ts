@@ -17,7 +17,7 @@ blobStoreContract("FsBlobStore", async () => {
   return { store: await FsBlobStore.open(path.join(dir, "blobs")), cleanup: () => fs.rm(dir, { recursive: true, force: true }) };
 });
 
-// durability "process": no fsync, and a small blob read whole and written by one call (putSmall).
+// durability "process": no fsync.
 blobStoreContract("FsBlobStore, durability process", async () => {
   const dir = await tempDir();
   return { store: await FsBlobStore.open(path.join(dir, "blobs"), "process"), cleanup: () => fs.rm(dir, { recursive: true, force: true }) };
