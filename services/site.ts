@@ -221,7 +221,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
     };
     queuer = runQueuerActivation({
       site: config.site,
-      lock: openQueuerLock(config, broker.nodeID),
+      lock: await openQueuerLock(config, broker.nodeID),
       leaseMs: config.queue.leaseMs,
       log: broker.logger,
       serve,

@@ -3,9 +3,7 @@ import type { BlobStore } from "../blobs/blob-store.js";
 import type { DocqConfig } from "../config/config.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError, type DocqError } from "../model/errors.js";
 import { FsBlobStore } from "../blobs/fs-blob-store.js";
-import { MongoTaskStore, redactUrl } from "./mongo/mongo-task-store.js";
-import { S3BlobStore } from "../blobs/s3-blob-store.js";
-import { PostgresTaskStore, redactPostgresUrl } from "./postgres/postgres-task-store.js";
+import { redactPostgresUrl, redactUrl } from "./redact-url.js";
 import { SqliteTaskStore } from "./sqlite/sqlite-task-store.js";
 import type { TaskStore } from "./task-store.js";
 
@@ -15,6 +13,8 @@ import type { TaskStore } from "./task-store.js";
  * message names the adapter, its endpoint (file, URL without credentials, or S3 endpoint and
  * bucket) and the cause; `details` carries them too, with the adapter's own error code (`reason`:
  * STORE_UNAVAILABLE for an endpoint that did not answer, CONFIG for one that refused the settings).
+ * The MongoDB, PostgreSQL and S3 adapters are imported only when chosen: their drivers cost an
+ * embedded process tens of megabytes it would never use.
  */
 
 /** Where the SQLite file and the fs blobs live under the data folder. */
@@ -32,14 +32,22 @@ export async function openTaskStore(
     }
     case "mongodb": {
       const endpoint = `${redactUrl(store.url)}, database "${store.database}"`;
-      return opening("task", "mongodb", endpoint, () =>
-        MongoTaskStore.open({ url: store.url, database: store.database, writeConcern: store.writeConcern }),
+      return opening("task", "mongodb", endpoint, async () =>
+        (await import("./mongo/mongo-task-store.js")).MongoTaskStore.open({
+          url: store.url,
+          database: store.database,
+          writeConcern: store.writeConcern,
+        }),
       );
     }
     case "postgres": {
       const endpoint = `${redactPostgresUrl(store.url)}${store.schema === null ? "" : `, schema "${store.schema}"`}`;
-      return opening("task", "postgres", endpoint, () =>
-        PostgresTaskStore.open({ url: store.url, poolSize: store.poolSize, ...(store.schema === null ? {} : { schema: store.schema }) }),
+      return opening("task", "postgres", endpoint, async () =>
+        (await import("./postgres/postgres-task-store.js")).PostgresTaskStore.open({
+          url: store.url,
+          poolSize: store.poolSize,
+          ...(store.schema === null ? {} : { schema: store.schema }),
+        }),
       );
     }
   }
@@ -56,8 +64,8 @@ export async function openBlobStore(
     }
     case "s3": {
       const endpoint = `${blobs.useSSL ? "https" : "http"}://${blobs.endPoint}:${blobs.port}, bucket "${blobs.bucket}"`;
-      return opening("blob", "s3", endpoint, () =>
-        S3BlobStore.open({
+      return opening("blob", "s3", endpoint, async () =>
+        (await import("../blobs/s3-blob-store.js")).S3BlobStore.open({
           endPoint: blobs.endPoint,
           port: blobs.port,
           useSSL: blobs.useSSL,

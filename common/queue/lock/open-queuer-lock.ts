@@ -1,10 +1,7 @@
 import path from "node:path";
 import type { DocqConfig } from "../../config/config.js";
-import { redactUrl } from "../../store/mongo/mongo-task-store.js";
-import { redactPostgresUrl } from "../../store/postgres/postgres-task-store.js";
+import { redactPostgresUrl, redactUrl } from "../../store/redact-url.js";
 import { leaseQueuerLock } from "./lease-queuer-lock.js";
-import { MongoLeaseRecords } from "./mongo-queuer-lock.js";
-import { postgresQueuerLock } from "./postgres-queuer-lock.js";
 import type { QueuerLockAdapter } from "./queuer-lock.js";
 import { sqliteQueuerLock } from "./sqlite-queuer-lock.js";
 
@@ -14,16 +11,20 @@ export const SQLITE_LOCK_FILE = "queuer.lock";
 /**
  * The site's queuer lock, where its task store is: the lock follows `store.type`, so queuers that
  * share the store (on any machine) share the lock, and nothing else has to be shared.
- * `owner` names this process in a lease (unique per process and run).
+ * `owner` names this process in a lease (unique per process and run). The PostgreSQL and MongoDB
+ * locks are imported only when chosen, like their stores (open-stores.ts).
  */
-export function openQueuerLock(config: Pick<DocqConfig, "store" | "dataDir" | "site" | "queue">, owner: string): QueuerLockAdapter {
+export async function openQueuerLock(
+  config: Pick<DocqConfig, "store" | "dataDir" | "site" | "queue">,
+  owner: string,
+): Promise<QueuerLockAdapter> {
   const { store } = config;
   const leaseMs = config.queue.leaseMs;
   switch (store.type) {
     case "sqlite":
       return sqliteQueuerLock(path.join(config.dataDir, SQLITE_LOCK_FILE));
     case "postgres":
-      return postgresQueuerLock({
+      return (await import("./postgres-queuer-lock.js")).postgresQueuerLock({
         url: store.url,
         where: `PostgreSQL ${redactPostgresUrl(store.url)}${store.schema === null ? "" : `, schema "${store.schema}"`}`,
         site: config.site,
@@ -32,7 +33,7 @@ export function openQueuerLock(config: Pick<DocqConfig, "store" | "dataDir" | "s
       });
     case "mongodb":
       return leaseQueuerLock({
-        records: MongoLeaseRecords.connect({ ...store, site: config.site, leaseMs }),
+        records: (await import("./mongo-queuer-lock.js")).MongoLeaseRecords.connect({ ...store, site: config.site, leaseMs }),
         owner,
         leaseMs,
         where: `MongoDB ${redactUrl(store.url)}, database "${store.database}", lease "queuer:${config.site}"`,

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { redactUrl } from "../redact-url.js";
 import {
   MongoBulkWriteError,
   MongoClient,
@@ -1297,10 +1298,6 @@ function scrub(message: string, url: string): string {
 }
 
 /** The URL without credentials or options (options may hold a key file's password): scheme, hosts, nothing else. */
-export function redactUrl(url: string): string {
-  const match = /^(mongodb(?:\+srv)?:\/\/)(?:[^@/?]*@)?([^/?]*)/.exec(url);
-  return match === null ? "(unparsable URL)" : `${match[1]}${match[2]}`;
-}
 
 function requirePositiveInteger(value: number, field: string): void {
   if (!Number.isSafeInteger(value) || value < 1) {
@@ -1321,3 +1318,5 @@ function decodeCursor(cursor: string): ObjectId {
   }
   return ObjectId.createFromHexString(text);
 }
+
+export { redactUrl };

@@ -1,4 +1,5 @@
 import pg from "pg";
+import { redactPostgresUrl } from "../redact-url.js";
 import type { ApiKeyRecord, UsageCounts, UsageRow } from "../../accounts/account-records.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/errors.js";
 import type { LeaseClaim } from "../../model/claims.js";
@@ -237,10 +238,6 @@ const FILTER_COLUMNS: Record<keyof TaskFilter, string> = {
 };
 
 /** The URL without its user, password and query (which may hold a password too), for messages and logs. */
-export function redactPostgresUrl(url: string): string {
-  const match = /^(postgres(?:ql)?:\/\/)(?:[^@/?]*@)?([^?]*)/i.exec(url);
-  return match === null ? "(unparsable URL)" : `${match[1]}${match[2]}`;
-}
 
 /** A transaction's or the pool's way to run a statement. */
 type Queryable = Pick<pg.PoolClient, "query">;
@@ -812,3 +809,5 @@ function requirePositiveInteger(value: number, field: string): void {
     throw docqError(ERROR_CODE.BadRequest, `${field} must be a positive integer, got ${String(value)}`, { field });
   }
 }
+
+export { redactPostgresUrl };
