@@ -271,8 +271,8 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
     const waited = Date.now() - started;
     assert.equal(res.status, 503, await res.text());
     assert.match(res.headers.get("retry-after") ?? "", /^\d+$/);
-    // Not the broker's 15 s request timeout: the margin is for a slow machine.
-    assert.ok(waited < 3000, `a submission during the outage waited ${waited} ms for its 503`);
+    // Not the broker's 15 s request timeout: the margin is for a slow, loaded machine (3.1 s seen in CI).
+    assert.ok(waited < 10_000, `a submission during the outage waited ${waited} ms for its 503`);
     await new Promise((r) => setTimeout(r, Math.max(0, 5000 - (Date.now() - stoppedAt))));
     await nats.start();
     // And accepts again once the link is back.

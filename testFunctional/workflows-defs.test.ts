@@ -37,6 +37,7 @@ describe("workflow definitions: GET /api/jobs and refused workflows", () => {
     assert.deepEqual(byName.get("diamond"), {
       name: "diamond",
       kind: "workflow",
+      description: null,
       steps: [
         { name: "a", job: "stamp", params: { step: "a", ms: 100 }, upstreams: [] },
         { name: "b", job: "stamp", params: { step: "b", ms: 1500 }, upstreams: ["a"] },
