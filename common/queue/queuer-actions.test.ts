@@ -65,6 +65,28 @@ afterEach(async () => {
 });
 
 describe("the queuer's actions", () => {
+  it("counts a worker's slots from its first pull, before its first heartbeat: a lend then does not take the site for slotless", async () => {
+    // The worker started and found nothing; its first heartbeat is a heartbeat away.
+    assert.deepEqual(await queuer.pull("w1", 2), []);
+    const id = newTaskId("test");
+    await queuer.submit({
+      id,
+      site: "test",
+      user: "u",
+      name: "t",
+      job: "noop",
+      params: {},
+      priority: 50,
+      maxTries: 1,
+      input: null,
+      inputBytes: 1_000_000,
+    });
+    // 1 MB over 100 bytes/ms (20 s) does not pay: the owner's idle slots start it at once.
+    const weighing = { link: { rttMs: 20, bytesPerMs: 100 }, heldByUser: {} };
+    assert.deepEqual(await queuer.lend("b", 5, 0, weighing), []);
+    assert.equal((await queuer.pull("w1", 2)).length, 1);
+  });
+
   it("delete cancels a live task in one step and drops its documents", async () => {
     const id = await submitted();
     const report = await queuer.delete(id);

@@ -53,21 +53,31 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
 
   return {
     submit: async ({ quota, inputBytes, ...spec }) => {
-      const task = await queue.submit(spec, {
+      // A steal weighs moving the document: its size enters the queue with the task.
+      return queue.submit(spec, {
         ...(quota === undefined ? {} : { quota }),
         ...(inputBytes === undefined ? {} : { inputBytes }),
       });
-      // A steal weighs moving the document: its size, known now, is kept beside the queued entry.
-      if (inputBytes !== undefined) queue.noteInputSize(task.id, task.job, inputBytes);
-      return task;
     },
     submitMany: async ({ tasks, quota }) => {
       const inputBytes = tasks.reduce((sum, task) => sum + (task.inputBytes ?? 0), 0);
       const specs = tasks.map(({ inputBytes: _bytes, ...spec }) => spec);
-      const created = await queue.submitMany(specs, { ...(quota === undefined ? {} : { quota }), inputBytes });
+      const sizes = tasks.map((task) => task.inputBytes);
+      const created = await queue.submitMany(specs, { ...(quota === undefined ? {} : { quota }), inputBytes, sizes });
       return { ids: created.map((task) => task.id) };
     },
-    pull: ({ owner, max }) => queue.pull(owner, max),
+    pull: async ({ owner, max }) => {
+      const pulled = await queue.pull(owner, max);
+      // A worker not yet heard from by heartbeat (its first comes a heartbeat after it started, or
+      // after this queuer took over) has at least `max` slots: without this a lend in that window
+      // would see no slot at this site and take any move for paying.
+      const heard = workers.get(owner);
+      if (heard === undefined || now() - heard.seenAt >= 3 * deps.heartbeatMs) {
+        const busyHome = pulled.reduce((n, task) => (task.id.startsWith(homePrefix) ? n + 1 : n), 0);
+        workers.set(owner, { slots: max, busy: pulled.length, seenAt: now(), busyHome });
+      }
+      return pulled;
+    },
     heartbeat: ({ owner, ids, slots, busy }) => {
       // Its leases on this site's own tasks: slots a thief cannot count on soon (stolen ones free as they end).
       const busyHome = ids.reduce((n, id) => (id.startsWith(homePrefix) ? n + 1 : n), 0);

@@ -704,3 +704,38 @@ describe("TaskQueue: submitMany (the batch submit)", () => {
     );
   });
 });
+
+describe("TaskQueue: a lend weighs each document's size", () => {
+  const TEN_MB = 10 * 1024 * 1024;
+  /** A thief behind about 4.5 Mbit/s, the owner's 2 slots busy: only a long wait pays for moving 10 MB (37 s). */
+  const slowLink = { link: { rttMs: 20, bytesPerMs: 565 }, heldByUser: {}, ownerSlots: 2, ownerBusy: 2 };
+
+  it("knows a task's size from the moment it is queued: a lend made before its submit answers weighs it", async () => {
+    const queue = makeQueue();
+    let lentMeanwhile: Promise<Task[]> | undefined;
+    // A thief asking while the submit still records usage: the entry must already carry its size.
+    queue.once("task:queued", () => (lentMeanwhile = queue.lend("b", 5, 0, slowLink)));
+    await queue.submit(spec(50), { inputBytes: TEN_MB });
+    assert.deepEqual(await lentMeanwhile, [], "10 MB over 565 bytes/ms (37 s) does not pay for a wait of half a run");
+    // A small document does pay for the same wait.
+    await queue.submit(spec(50, { job: "small" }), { inputBytes: 1000 });
+    assert.equal((await queue.lend("b", 5, 0, slowLink)).length, 1);
+  });
+
+  it("knows the size of each task of a batch", async () => {
+    const queue = makeQueue();
+    await queue.submitMany([spec(50), spec(50)], { inputBytes: 2 * TEN_MB, sizes: [TEN_MB, TEN_MB] });
+    assert.deepEqual(await queue.lend("b", 5, 0, slowLink), []);
+  });
+
+  it("weighs a size it does not know (nothing of the kind seen) as large, never as free; an owner without slots lends it", async () => {
+    const queue = makeQueue();
+    await queue.submitMany([spec(50), spec(50)]);
+    assert.deepEqual(await queue.lend("b", 5, 0, slowLink), [], "unknown size over a slow link: not lent");
+    assert.equal(
+      (await queue.lend("b", 5, 0, { ...slowLink, ownerSlots: 0, ownerBusy: 0 })).length,
+      2,
+      "no slot at the owner: any move pays",
+    );
+  });
+});

@@ -27,7 +27,7 @@ import { STORE_STEPS } from "../model/state-machine.js";
 import type { WorkflowDefinition } from "../workflows/workflow-definition.js";
 import { WorkflowSteps } from "../workflows/workflow-steps.js";
 import { isBlockedStep } from "../workflows/workflow-run.js";
-import { MovingAverages, planLend, type LinkFigures } from "../stealing/steal-cost.js";
+import { MovingAverages, planLend, UNKNOWN_INPUT_BYTES, type LinkFigures } from "../stealing/steal-cost.js";
 
 /** What a victim weighs a steal by (see common/stealing/steal-cost.ts): the thief's link and holdings, its own slots. */
 export interface LendWeighing {
@@ -239,42 +239,48 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const { quota } = opts;
     const limited =
       quota !== undefined && (quota.maxQueued !== undefined || quota.maxPerDay !== undefined || quota.maxBytesPerDay !== undefined);
-    if (!limited) return this.insert(spec, opts.inputBytes ?? 0);
+    if (!limited) return this.insert(spec, opts.inputBytes);
     return this.perUser(spec.user, async () => {
       await this.checkQuota(spec.user, quota, opts.inputBytes ?? 0);
-      return this.insert(spec, opts.inputBytes ?? 0);
+      return this.insert(spec, opts.inputBytes);
     });
   }
 
   /**
    * Stores many new tasks as one store write (all or none) and queues them: the batch submit. With
    * a `quota`, every spec must be of one user, whose limits count every task of the batch
-   * (`inputBytes`: the batch's total). Answers the top-level tasks in the order of `specs`.
+   * (`inputBytes`: the batch's total). `sizes`: each spec's input size, in the order of `specs`
+   * (a steal weighs moving it). Answers the top-level tasks in the order of `specs`.
    */
-  async submitMany(specs: readonly NewTaskSpec[], opts: { quota?: SubmitQuota; inputBytes?: number } = {}): Promise<Task[]> {
+  async submitMany(
+    specs: readonly NewTaskSpec[],
+    opts: { quota?: SubmitQuota; inputBytes?: number; sizes?: readonly (number | undefined)[] } = {},
+  ): Promise<Task[]> {
     if (specs.length === 0) return [];
     const { quota } = opts;
     const limited =
       quota !== undefined && (quota.maxQueued !== undefined || quota.maxPerDay !== undefined || quota.maxBytesPerDay !== undefined);
-    if (!limited) return this.insertMany(specs, opts.inputBytes ?? 0);
+    if (!limited) return this.insertMany(specs, opts.inputBytes ?? 0, opts.sizes);
     const user = specs[0]!.user;
     if (specs.some((spec) => spec.user !== user)) {
       throw docqError(ERROR_CODE.BadRequest, "a batch checked against a key's quota must be of one user", { field: "user" });
     }
     return this.perUser(user, async () => {
       await this.checkQuota(user, quota, opts.inputBytes ?? 0, specs.length);
-      return this.insertMany(specs, opts.inputBytes ?? 0);
+      return this.insertMany(specs, opts.inputBytes ?? 0, opts.sizes);
     });
   }
 
-  private async insertMany(specs: readonly NewTaskSpec[], inputBytes: number): Promise<Task[]> {
+  private async insertMany(specs: readonly NewTaskSpec[], inputBytes: number, sizes?: readonly (number | undefined)[]): Promise<Task[]> {
     const now = this.opts.now();
     const workflows = new Map<string, Promise<WorkflowDefinition | null>>();
     const tops: Task[] = [];
     const rows: Task[] = [];
     /** What enters the index: a workflow's root steps, any other task itself. */
     const queued: Task[] = [];
-    for (const spec of specs) {
+    /** Each plain task's input size, entered with it into the index. */
+    const sizeOf = new Map<string, number>();
+    for (const [i, spec] of specs.entries()) {
       const isTop = spec.parentId === null || spec.parentId === undefined;
       let workflow: Promise<WorkflowDefinition | null> | null = null;
       if (isTop) {
@@ -284,6 +290,8 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       const definition = workflow === null ? null : await workflow;
       if (definition === null) {
         const task = newTask(spec, now);
+        const size = sizes?.[i];
+        if (size !== undefined) sizeOf.set(task.id, size);
         tops.push(task);
         rows.push(task);
         queued.push(task);
@@ -296,7 +304,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     }
     await this.store.createMany(rows);
     for (const task of rows) {
-      if (task.status === S.input) this.index.add(toQueueEntry(task), task.submitTime);
+      if (task.status === S.input) this.index.add(this.sizedEntry(task, sizeOf.get(task.id)), task.submitTime);
       this.emit("task:changed", task);
     }
     if (queued.some((task) => task.availableAt > task.submitTime)) this.scheduleWake();
@@ -312,18 +320,29 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     return tops;
   }
 
-  private async insert(spec: NewTaskSpec, inputBytes: number): Promise<Task> {
+  /** `inputBytes`: the size of its input document, when known (unknown counts 0 bytes of usage). */
+  private async insert(spec: NewTaskSpec, inputBytes: number | undefined): Promise<Task> {
     const workflow = spec.parentId === null || spec.parentId === undefined ? await this.workflowOf(spec.job) : null;
-    if (workflow !== null) return this.insertWorkflow(spec, workflow, inputBytes);
+    if (workflow !== null) return this.insertWorkflow(spec, workflow, inputBytes ?? 0);
     const task = newTask(spec, this.opts.now());
     await this.store.create(task);
-    this.index.add(toQueueEntry(task), task.submitTime);
+    // Its size enters the index with it: a lend weighing it at once sees it (not after submit answers).
+    this.index.add(this.sizedEntry(task, inputBytes), task.submitTime);
     this.emit("task:changed", task);
     // A delayed task (runAt/delayMs) wakes the workers when it is due.
     if (task.availableAt > task.submitTime) this.scheduleWake();
     else this.emit("task:queued");
-    if (task.parentId === null) await this.recordUsage(task.user, task.submitTime, { submitted: 1, bytesIn: inputBytes });
+    if (task.parentId === null) await this.recordUsage(task.user, task.submitTime, { submitted: 1, bytesIn: inputBytes ?? 0 });
     return task;
+  }
+
+  /** A new task's index entry with its input's size (when known), which also feeds its job's average. */
+  private sizedEntry(task: Task, inputBytes: number | undefined): QueueEntry {
+    const entry = toQueueEntry(task);
+    if (inputBytes === undefined) return entry;
+    this.inputSizes.add(task.job, inputBytes);
+    entry.inputBytes = inputBytes;
+    return entry;
   }
 
   /** A workflow with its root steps, in one store write; its other steps are created as they become runnable. */
@@ -498,7 +517,9 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
         ownerSlots: weighing.ownerSlots,
         ownerBusy: weighing.ownerBusy,
         runMs: (job) => this.runTimes.get(job, RUN_MS_PRIOR),
-        inputBytes: (entry) => entry.inputBytes ?? this.inputSizes.get(entry.job, 0),
+        // Unknown (queued again after a restart, a retry or a lapse): its job's average size, else
+        // the average of all, else a size large enough that only a fast link moves it: never free.
+        inputBytes: (entry) => entry.inputBytes ?? this.inputSizes.get(entry.job, UNKNOWN_INPUT_BYTES),
         link: weighing.link,
         heldByUser: weighing.heldByUser,
       }),
@@ -508,12 +529,6 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   /** This site's own tasks ready now (not proxies of stolen ones): what it would lend, or runs before stealing. */
   readyHome(): number {
     return this.index.readyHome(this.opts.now());
-  }
-
-  /** The size of a queued task's input, known at submit: a steal weighs moving it (kept in memory only). */
-  noteInputSize(id: string, job: string, bytes: number): void {
-    this.inputSizes.add(job, bytes);
-    this.index.setInputBytes(id, bytes);
   }
 
   /** One store step for all `entries`, answered in their order: a task canceled meanwhile is skipped. */

@@ -75,6 +75,12 @@ export class LinkMeter {
   }
 }
 
+/**
+ * The size a document of unknown size is weighed as when nothing of its job or any other was seen
+ * (a task queued again after a restart): large enough that only a fast link moves it, never free.
+ */
+export const UNKNOWN_INPUT_BYTES = 16 * 1024 * 1024;
+
 /** What moving a task with a document of `inputBytes` costs: the round trip, the document there, the result back. */
 export function moveCostMs(inputBytes: number, link: LinkFigures): number {
   return link.rttMs + (2 * inputBytes) / Math.max(link.bytesPerMs, 1e-9);
