@@ -56,14 +56,19 @@ cleanup() {
   exit "$status"
 }
 
-# The functional files that start whole clusters (several sites, pm2, repeated SIGKILLs): they run
-# one after another in a lane of their own, beside a second lane with the other functional files,
-# so no two of them ever share the machine's cores, and the run takes the longer lane's time.
-HEAVY=(testFunctional/cluster.test.ts testFunctional/crash.test.ts testFunctional/stealing.test.ts testFunctional/stealing-pays.test.ts testFunctional/postgres-site.test.ts)
+# The functional files that start whole clusters (pm2, three sites, repeated SIGKILLs) run one after
+# another in a lane of their own, so no two of them ever share the machine's cores. The other files
+# run in two more lanes beside it (most of their time is waiting on processes, not computing): the
+# two that start several processes of their own (one site on PostgreSQL, four small sites) one in
+# each, the rest dealt alternately. The run takes the longest lane's time.
+HEAVY=(testFunctional/cluster.test.ts testFunctional/crash.test.ts testFunctional/stealing.test.ts)
+SECOND_LANE_FIRST=(testFunctional/postgres-site.test.ts)
+THIRD_LANE_FIRST=(testFunctional/stealing-pays.test.ts)
 
-is_heavy() {
-  local file=$1 heavy
-  for heavy in "${HEAVY[@]}"; do [ "$file" = "$heavy" ] && return 0; done
+in_list() {
+  local file=$1 item
+  shift
+  for item in "$@"; do [ "$file" = "$item" ] && return 0; done
   return 1
 }
 
@@ -80,22 +85,36 @@ status=0
 TMPDIR="$run_tmp" node --import tsx --test --test-concurrency=2 --test-timeout=180000 "${unit[@]}" || status=1
 if [ "${#functional[@]}" -gt 0 ]; then
   heavy_lane=()
-  light_lane=()
+  second_lane=()
+  third_lane=()
+  next=second
   for file in "${functional[@]}"; do
-    if is_heavy "$file"; then heavy_lane+=("$file"); else light_lane+=("$file"); fi
+    if in_list "$file" "${HEAVY[@]}"; then
+      heavy_lane+=("$file")
+    elif in_list "$file" "${SECOND_LANE_FIRST[@]}"; then
+      second_lane=("$file" "${second_lane[@]}")
+    elif in_list "$file" "${THIRD_LANE_FIRST[@]}"; then
+      third_lane=("$file" "${third_lane[@]}")
+    elif [ "$next" = second ]; then
+      second_lane+=("$file")
+      next=third
+    else
+      third_lane+=("$file")
+      next=second
+    fi
   done
   reports=$(mktemp -d "${TMPDIR:-/tmp}/docq-test-reports-XXXXXX")
   pids=()
-  if [ "${#heavy_lane[@]}" -gt 0 ]; then
-    run_lane "$reports/heavy" "${heavy_lane[@]}" &
-    pids+=($!)
-  fi
-  if [ "${#light_lane[@]}" -gt 0 ]; then
-    run_lane "$reports/light" "${light_lane[@]}" &
-    pids+=($!)
-  fi
+  for lane in heavy second third; do
+    declare -n files="${lane}_lane"
+    if [ "${#files[@]}" -gt 0 ]; then
+      run_lane "$reports/$lane" "${files[@]}" &
+      pids+=($!)
+    fi
+    unset -n files
+  done
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-  for lane in heavy light; do
+  for lane in heavy second third; do
     if [ -f "$reports/$lane" ]; then
       echo "# ---- functional tests, $lane lane ----"
       cat "$reports/$lane"

@@ -77,8 +77,8 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
     await nats?.stop();
   });
 
-  it("runs 200 pages tasks over 3 worker processes, every result correct", async () => {
-    const docs = Array.from({ length: 200 }, (_, i) => pagesDoc(i));
+  it("runs 100 pages tasks over 3 worker processes, every result correct", async () => {
+    const docs = Array.from({ length: 100 }, (_, i) => pagesDoc(i));
     const ids = await mapLimit(docs, 16, (doc) => submit(url, doc, { job: "pages" }));
     const tasks = await waitAllFinal(url, ids, 300_000);
     for (const [i, task] of tasks.entries()) {

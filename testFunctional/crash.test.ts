@@ -113,9 +113,9 @@ describe("crash: SIGKILL of the embedded app", () => {
     const config = `${CONFIG}  gcIntervalMs: 300\n  gcGraceMs: 1000\n`;
     app = await startEmbeddedApp({ dataDir, configYaml: config });
     const port = app.port;
-    const doc = (i: number): string => Array.from({ length: 30 }, (_, line) => `doc ${i} line ${line}`).join("\n") + "\n";
+    const doc = (i: number): string => Array.from({ length: 20 }, (_, line) => `doc ${i} line ${line}`).join("\n") + "\n";
     const ids = await mapLimit(
-      Array.from({ length: 60 }, (_, i) => i),
+      Array.from({ length: 36 }, (_, i) => i),
       8,
       (i) => submit(app!.url, doc(i), { job: "pages", name: `gc-${i}` }),
     );
