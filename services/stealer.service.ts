@@ -114,6 +114,7 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
         metrics: registerStealerMetrics(deps.metrics),
         linkPrior: { rttMs: 20, bytesPerMs: config.stealing.linkPriorBytesPerMs },
         probeBytes: config.stealing.probeBytes,
+        transferStallMs: config.stealing.transferStallMs,
         onBacklogChanged: backlogChanged,
       });
       stealer = s;

@@ -84,6 +84,7 @@ const EXPECTED_DEFAULTS = {
     crossPlate: false,
     linkPriorBytesPerMs: 10_000,
     probeBytes: 262_144,
+    transferStallMs: 15_000,
   },
   jobs: { defaultTimeoutMs: 600000, passEnv: [] },
   metrics: { public: false },

@@ -266,6 +266,9 @@ const ConfigFileSchema = z.strictObject({
           .min(0)
           .max(4 * 1024 * 1024)
           .default(256 * 1024),
+        // A stolen task's document (or its result going home) that sends no byte for this long is
+        // given up and the task given back to its owner: a stream over a saturated link can stall for good.
+        transferStallMs: DurationMsSchema.default(15_000),
       })
       .prefault({}),
   ),

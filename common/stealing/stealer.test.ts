@@ -208,6 +208,60 @@ describe("Stealer", () => {
     assert.equal(home.error, "script broke");
   });
 
+  it("gives a stolen task back to its owner at once when its document stops coming (no bytes for transferStallMs)", async () => {
+    const a = await addSite("a");
+    const warnings: string[] = [];
+    /** Sends 5 bytes of the document, then nothing, without ending or failing: a stream whose sender's node was dropped. */
+    const stalling = (): Readable => {
+      let sent = false;
+      return new Readable({
+        read() {
+          if (sent) return;
+          sent = true;
+          this.push("12345");
+        },
+      });
+    };
+    const b = await addSite(
+      "b",
+      {},
+      {
+        transferStallMs: 150,
+        others: { ...others(), input: async () => stalling() },
+        log: { info: () => undefined, warn: (m) => void warnings.push(m) },
+      },
+    );
+    const task = await submitWithInput(a, "a document that never arrives", 50);
+    await a.stealer.publishBacklog();
+    assert.equal(await b.stealer.stealRound(1), 0, "nothing queued at the thief");
+    const home = (await a.store.get(task.id))!;
+    assert.equal(home.status, "input", "queued at home again at once, not after its lease");
+    assert.equal(home.lease, null);
+    assert.match(home.error ?? "", /stalled: no bytes for 0 s after 5 byte\(s\)/);
+    assert.equal(await b.store.get(task.id), null, "no proxy at the thief");
+    assert.equal(b.stealer.inFlightCount, 0);
+    assert.ok(
+      warnings.some((w) => /document of stolen task .* stalled.*given up/.test(w)),
+      warnings.join("\n"),
+    );
+  });
+
+  it("the owner gives a task back at once when its result stops coming from the thief", async () => {
+    const a = await addSite("a", {}, { transferStallMs: 150 });
+    const b = await addSite("b");
+    const task = await submitWithInput(a, "doc", 50);
+    await a.stealer.publishBacklog();
+    assert.equal(await b.stealer.stealRound(1), 1);
+    const lent = (await a.store.get(task.id))!;
+    const stalled = new Readable({ read() {} });
+    const meta = { id: task.id, thief: "b", tries: lent.tries, processedBy: { site: "b", node: "b-node" } };
+    await assert.rejects(a.stealer.handleComplete(stalled, meta), /result of task .* from site b stalled/);
+    const home = (await a.store.get(task.id))!;
+    assert.equal(home.status, "input", "queued at home again");
+    assert.equal(home.output, null);
+    assert.equal(stalled.destroyed, true);
+  });
+
   it("stops a proxy whose task the owner canceled or took back", async () => {
     const a = await addSite("a");
     const b = await addSite("b");

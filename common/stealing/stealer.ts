@@ -10,6 +10,7 @@ import { bufferSlots, LinkMeter, MovingAverages, THROUGHPUT_SAMPLE_MIN_BYTES, ty
 import { remoteOwner } from "../queue/task-queue.js";
 import type { ProcessedBy, Task } from "../model/task-model.js";
 import { retryTransient } from "../model/transient-retry.js";
+import { TransferStalledError, watchTransfer } from "./transfer-watchdog.js";
 import type { StealMetrics } from "../metrics/definitions.js";
 
 /** This site's queue as the stealer reaches it: the part of the queuer's client it uses. */
@@ -70,6 +71,8 @@ export interface StealerOptions {
   probeBytes?: number;
   /** A probe that takes longer is cut short: the link is at least that slow (default 20 s). */
   probeTimeoutMs?: number;
+  /** A stolen task's document (or its result going home) that sends no byte for this long is given up, the task given back (default 15 s). */
+  transferStallMs?: number;
   /** Called when this site lent tasks: its backlog changed, the others should hear soon. */
   onBacklogChanged?: () => void;
   now?: () => number;
@@ -93,6 +96,8 @@ const PRIOR_RUN_MS = 1000;
 const FRESH_EMPTY_MS = 1000;
 /** A probe that takes longer is cut short: the link is at least that slow. */
 const PROBE_TIMEOUT_MS = 20_000;
+/** A transfer of a stolen task's document or result that sends nothing for this long is given up. */
+const TRANSFER_STALL_MS = 15_000;
 /** A link whose throughput no steal measured is probed again after this long. */
 const PROBE_EVERY_MS = 600_000;
 /** The chunks a probe's bytes are sent in. */
@@ -325,8 +330,16 @@ export class Stealer {
             if (task.hasInput) {
               input = blobKeys.input(task.id);
               const fetchStarted = this.now;
-              const stored = await blobs.put(input, await others.input(task.site, { id: task.id, thief: policy.site }));
-              this.links.record(task.site, stored.size, this.now - fetchStarted);
+              const source = await others.input(task.site, { id: task.id, thief: policy.site });
+              // A stream from another site can stall for good (see watchTransfer): given up, the task goes home at once.
+              const watched = watchTransfer(source, `the document of stolen task ${task.id} from site ${task.site}`, this.stallMs);
+              try {
+                const stored = await Promise.race([blobs.put(input, watched.stream), watched.stalled]);
+                this.links.record(task.site, stored.size, this.now - fetchStarted);
+              } catch (err) {
+                this.recordStall(task.site, err, watched.bytes(), this.now - fetchStarted);
+                throw err;
+              }
             }
             await submitProxy(local, task, input);
             return true;
@@ -365,15 +378,22 @@ export class Stealer {
     // A slot freed here: the next stolen task is already queued (the buffer); steal its replacement now.
     flight.reporting = true;
     this.refill();
+    // When the result set off home: a stall measures the link from then.
+    const sent = this.now;
     try {
       if (task.status === "output" && task.output !== null) {
         const output = task.output;
         const processedBy = task.processedBy ?? { site: policy.site, node: "?" };
         const meta = { id: task.id, thief: policy.site, tries: flight.tries, processedBy };
-        const sent = this.now;
-        await this.retry(`report ${task.id} home`, async () =>
-          parseStealMessage("accepted", await others.complete(flight.ownerSite, await blobs.get(output), meta)),
-        );
+        await this.retry(`report ${task.id} home`, async () => {
+          const watched = watchTransfer(
+            await blobs.get(output),
+            `the result of stolen task ${task.id} to site ${flight.ownerSite}`,
+            this.stallMs,
+          );
+          const call = others.complete(flight.ownerSite, watched.stream, meta);
+          return parseStealMessage("accepted", await Promise.race([call, watched.stalled]));
+        });
         const size = (await blobs.stat(output))?.size ?? 0;
         this.links.record(flight.ownerSite, size, this.now - sent);
       } else if (task.status === "error") {
@@ -381,12 +401,29 @@ export class Stealer {
       }
       // canceled: the owner canceled it, or took it back; nothing to report.
     } catch (err) {
-      // The owner's lease lapses and it runs the task again: nothing is lost.
       log.warn(`could not report ${task.id} to site ${flight.ownerSite}: ${errorMessage(err)}`);
+      // A result that stalled on its way is given back at once (the owner runs the task again),
+      // rather than left to a lease this site's heartbeats might keep renewing. Otherwise the
+      // owner's lease lapses and it runs the task again: nothing is lost either way.
+      if (err instanceof TransferStalledError) {
+        this.recordStall(flight.ownerSite, err, err.bytes, this.now - sent);
+        await this.reportFailure(task.id, flight.ownerSite, flight.tries, `site ${policy.site} gave it back: ${err.message}`);
+      }
     } finally {
       this.inFlight.delete(task.id);
       if (task.status !== "canceled") await dropTaskDocuments(blobs, [blobKeys.folder(task.id)], log);
     }
+  }
+
+  private get stallMs(): number {
+    return this.opts.transferStallMs ?? TRANSFER_STALL_MS;
+  }
+
+  /** A transfer with `site` stalled: said why, and the link taken for as slow as it showed (the next steals there weigh that). */
+  private recordStall(site: string, err: unknown, bytes: number, ms: number): void {
+    if (!(err instanceof TransferStalledError)) return;
+    this.opts.log.warn(`${err.message}: given up, the task goes back to site ${site}`);
+    this.links.record(site, Math.max(bytes, THROUGHPUT_SAMPLE_MIN_BYTES), ms);
   }
 
   /** Renews the leases of the proxies running here; stops those their owner took back. */
@@ -484,8 +521,19 @@ export class Stealer {
   async handleComplete(output: Readable, rawMeta: unknown): Promise<boolean> {
     const meta = parseStealMessage("complete", rawMeta);
     const key = blobKeys.output(meta.id, meta.tries);
-    await this.opts.blobs.put(key, output);
     const claim = { id: meta.id, owner: remoteOwner(meta.thief), tries: meta.tries };
+    const watched = watchTransfer(output, `the result of task ${meta.id} from site ${meta.thief}`, this.stallMs);
+    try {
+      await Promise.race([this.opts.blobs.put(key, watched.stream), watched.stalled]);
+    } catch (err) {
+      if (!(err instanceof TransferStalledError)) throw err;
+      // The thief may never hear of it (the link that stalled carries its answer): the task is
+      // given back here at once, under the thief's claim, as the thief would on a failure.
+      this.opts.log.warn(`${err.message}: given up, task ${meta.id} queued again here`);
+      await this.opts.blobs.delete(key).catch(() => undefined);
+      await this.opts.local.fail(claim, `site ${meta.thief}'s result stalled on its way: ${err.message}`, { retryable: true });
+      throw err;
+    }
     const accepted = await this.opts.local.succeed(claim, { output: key, processedBy: meta.processedBy });
     if (!accepted) await this.opts.blobs.delete(key);
     return accepted;
