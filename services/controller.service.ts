@@ -391,6 +391,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             "GET keys": "controller.listKeys",
             "DELETE keys/:id": "controller.revokeKey",
             "GET usage": "controller.usage",
+            "GET whoami": "controller.whoami",
             "POST schedules": "stream:controller.createSchedule",
             "GET schedules": "controller.listSchedules",
             "GET schedules/:id": "controller.getSchedule",
@@ -837,7 +838,13 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           site: deps.site,
           node: ctx.broker.nodeID,
           services: [...new Set(services)].sort(),
+          auth: deps.auth.adminKey !== null,
         };
+      },
+      /** The caller as its key makes it: the dashboard asks once, to show a user key only what it may see. */
+      whoami: async (ctx: ApiContext) => {
+        const caller = callerIn(ctx);
+        return caller.kind === "user" ? { admin: false, user: caller.user } : { admin: true, user: null };
       },
     },
   };

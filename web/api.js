@@ -2,14 +2,42 @@
 // Bearer, as the API expects), JSON answers, errors with the API's own words.
 
 const KEY_ITEM = "docq.apiKey";
+const ROLE_ITEM = "docq.role";
 
 export function apiKey() {
   return sessionStorage.getItem(KEY_ITEM);
 }
 
 export function setApiKey(key) {
+  sessionStorage.removeItem(ROLE_ITEM);
   if (key === null || key === "") sessionStorage.removeItem(KEY_ITEM);
   else sessionStorage.setItem(KEY_ITEM, key);
+}
+
+/** "admin" or "user": what the key may see (GET /api/whoami), known once logged in; null before. */
+export function keyRole() {
+  return sessionStorage.getItem(ROLE_ITEM);
+}
+
+/** Learns the key's role; a refused key rejects with the API's 401. */
+export async function loadKeyRole() {
+  const who = await api("/api/whoami");
+  sessionStorage.setItem(ROLE_ITEM, who.admin ? "admin" : "user");
+  return keyRole();
+}
+
+/** Whether the API asks for a key, from the open GET /api/health; until it answered, assumed so. */
+let authOn = true;
+export function authRequired() {
+  return authOn;
+}
+
+/** Reads GET /api/health once (open: no key, so no refused request before the login). */
+export async function loadSite() {
+  const res = await fetch("/api/health");
+  const body = await res.json();
+  authOn = body.auth !== false;
+  return body;
 }
 
 function authHeaders() {

@@ -2,7 +2,7 @@
 // for a key.
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { api, apiKey, onUnauthorized, setApiKey } from "./api.js";
+import { apiKey, authRequired, loadKeyRole, loadSite, onUnauthorized, setApiKey } from "./api.js";
 import { html } from "./html.js";
 import { restartEvents, useLiveState } from "./live.js";
 import { OverviewPage } from "./pages/overview.js";
@@ -28,8 +28,8 @@ function LoginPage({ onLogin, refused }) {
     setBusy(true);
     setApiKey(key.trim());
     try {
-      // Any valid key may list the jobs: a cheap check of the key.
-      await api("/api/jobs");
+      // Who the key is: checks it, and tells the pages what it may see.
+      await loadKeyRole();
       onLogin();
     } catch (err) {
       setApiKey(null);
@@ -82,7 +82,22 @@ function App() {
   const route = useRoute();
   const [needsKey, setNeedsKey] = useState(false);
   const [session, setSession] = useState(0);
+  // Nothing asks the API before its open health says whether a key is needed: no refused request.
+  const [siteKnown, setSiteKnown] = useState(false);
   useEffect(() => onUnauthorized(() => setNeedsKey(true)), []);
+  useEffect(() => {
+    loadSite()
+      .catch(() => null)
+      .then(async () => {
+        if (authRequired() && apiKey() === null) setNeedsKey(true);
+        else {
+          if (authRequired()) await loadKeyRole().catch(() => null);
+          // The stream waited for this answer (it asks nothing without a key where one is needed).
+          restartEvents();
+        }
+        setSiteKnown(true);
+      });
+  }, []);
   const loggedIn = apiKey() !== null;
   const logout = () => {
     setApiKey(null);
@@ -115,7 +130,13 @@ function App() {
       </nav>
     </header>
     <main class="container-fluid" key=${session}>
-      ${needsKey || route.page === "login" ? html`<${LoginPage} onLogin=${onLogin} refused=${needsKey && !loggedIn} />` : html`<${Page} route=${route} />`}
+      ${
+        !siteKnown
+          ? html`<p aria-busy="true">Connecting…</p>`
+          : needsKey || route.page === "login"
+            ? html`<${LoginPage} onLogin=${onLogin} refused=${needsKey && !loggedIn} />`
+            : html`<${Page} route=${route} />`
+      }
     </main>
   `;
 }

@@ -2,7 +2,7 @@
 // cannot send the Authorization header the API needs), resumed with Last-Event-ID after a drop.
 // While the stream is down, pages poll instead.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { apiKey } from "./api.js";
+import { apiKey, authRequired } from "./api.js";
 
 const RECONNECT_MS = 2000;
 /** How often a page reloads while the stream is down (and, slowly, even while it is up). */
@@ -63,6 +63,11 @@ async function connect() {
   const mine = new AbortController();
   controller = mine;
   const key = apiKey();
+  if (key === null && authRequired()) {
+    // No key yet where one is needed: nothing to stream until a login restarts it (and no refused request).
+    setState("polling");
+    return;
+  }
   try {
     const res = await fetch("/api/events", {
       headers: {

@@ -1,6 +1,6 @@
 // Overview: tasks by status, queued by priority, finished and failed per minute, workers, sites.
 import { useCallback, useEffect, useState } from "preact/hooks";
-import { api } from "../api.js";
+import { api, keyRole } from "../api.js";
 import { BarChart } from "../components/chart.js";
 import { ago, STATUSES, StatusBadge } from "../format.js";
 import { html } from "../html.js";
@@ -88,7 +88,17 @@ function Sites({ sites, now }) {
   `;
 }
 
+/** The overview shows the whole site: a user key is told so without asking (the API would refuse it). */
 export function OverviewPage() {
+  if (keyRole() === "user") {
+    return html`<article class="notice" data-testid="overview-error">
+      The overview shows the whole site: it needs the admin key. Your key sees its own tasks under <a href="#/tasks">Tasks</a>.
+    </article>`;
+  }
+  return html`<${SiteOverview} />`;
+}
+
+function SiteOverview() {
   const [overview, setOverview] = useState(null);
   const [error, setError] = useState(null);
   const latest = useLatestRequest();

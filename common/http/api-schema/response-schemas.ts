@@ -67,6 +67,12 @@ export const HealthSchema = z.object({
   site: z.string(),
   node: z.string(),
   services: z.array(z.string()),
+  auth: z.boolean().meta({ description: "whether the other routes ask for a key (Authorization: Bearer)" }),
+});
+
+export const WhoamiSchema = z.object({
+  admin: z.boolean().meta({ description: "the admin key (or no authentication): sees and may do everything" }),
+  user: z.string().nullable().meta({ description: "a user key's user; null for the admin" }),
 });
 
 const KeyLimitsSchema = z.object({
