@@ -357,6 +357,42 @@ describe("Stealer", () => {
     assert.equal(streamed, 100_000);
   });
 
+  it("steals small documents at once while the probe runs, and the large ones only once the link is measured", async () => {
+    const a = await addSite("a");
+    await a.local.heartbeat("worker@a", [], { slots: 1, busy: 1 });
+    // First in line, 100 kB: 1.6 s to move at the cautious 125 bytes/ms, more than its wait (half a run).
+    const large = await submitWithInput(a, "x".repeat(100_000), 50);
+    const small = [await submitWithInput(a, "s1", 50), await submitWithInput(a, "s2", 50)];
+    // A probe that sends its bytes only when the test says so.
+    let releaseProbe = (): void => undefined;
+    const slowProbe: OtherSites = {
+      ...others(),
+      probe: async () => {
+        const stream = new Readable({ read() {} });
+        releaseProbe = () => {
+          stream.push(Buffer.alloc(256 * 1024));
+          stream.push(null);
+        };
+        return stream;
+      },
+    };
+    const b = await addSite("b", {}, { others: slowProbe, probeBytes: 256 * 1024 });
+    await a.stealer.publishBacklog();
+    assert.equal(await b.stealer.stealRound(3), 2, "the two small ones, without waiting for the probe");
+    for (const task of small) assert.equal((await a.store.get(task.id))?.lease?.owner, "site:b");
+    assert.equal((await a.store.get(large.id))?.status, "input", "the large one waits for the measured figure");
+    // Its slots ask for more while the probe still runs: that steal waits for the measured figure,
+    // in-process a fast one, over which the large one's move pays.
+    b.stealer.onQueueEmpty(3);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal((await a.store.get(large.id))?.status, "input", "not before the probe ends");
+    releaseProbe();
+    await eventually(
+      "the large task stolen once the link is measured",
+      async () => (await a.store.get(large.id))?.lease?.owner === "site:b",
+    );
+  });
+
   it("cuts a stalled probe short and takes the link for as slow as it showed, without stalling the steal", async () => {
     const a = await addSite("a");
     await a.local.heartbeat("worker@a", [], { slots: 1, busy: 1 });

@@ -100,6 +100,11 @@ const PROBE_TIMEOUT_MS = 20_000;
 const TRANSFER_STALL_MS = 15_000;
 /** A link whose throughput no steal measured is probed again after this long. */
 const PROBE_EVERY_MS = 600_000;
+/**
+ * The throughput a link being probed is assumed at, at most (1 Mbit/s): a steal that pays even
+ * then (a small document) need not wait for the probe.
+ */
+const CAUTIOUS_BYTES_PER_MS = 125;
 /** The chunks a probe's bytes are sent in. */
 const PROBE_CHUNK = Buffer.alloc(64 * 1024);
 /** Steal rounds in a row before handing back to the event loop (each round asks one victim). */
@@ -127,6 +132,8 @@ export class Stealer {
   private readonly runTimes = new MovingAverages();
   /** The last time this site's workers found nothing to do, and how many slots asked: idle then, whatever their last heartbeat said. */
   private lastEmpty: { at: number; idleSlots: number } | null = null;
+  /** Probes under way, by site: steals there meanwhile weigh on a cautious figure. */
+  private readonly probes = new Map<string, Promise<void>>();
   /** When each link was last probed. */
   private readonly probedAt = new Map<string, number>();
   /** A whole steal's time (its moving average): asking, fetching the inputs, queueing the proxies. */
@@ -259,15 +266,27 @@ export class Stealer {
   }
 
   /**
-   * Times a transfer from `site` when no steal has measured that link yet (once every
-   * PROBE_EVERY_MS): the first steal is weighed on the link's throughput, not on the prior.
+   * Starts timing a transfer from `site` when no steal has measured that link yet (once every
+   * PROBE_EVERY_MS), so steals there are weighed on the link's throughput, not on the prior.
+   * Answers the probe under way, or undefined when none is.
    */
-  private async probe(site: string): Promise<void> {
+  private probeOnce(site: string): Promise<void> | undefined {
+    const running = this.probes.get(site);
+    if (running !== undefined) return running;
     const bytes = this.opts.probeBytes ?? 0;
-    if (bytes === 0 || this.links.measured(site)) return;
+    if (bytes === 0 || this.links.measured(site)) return undefined;
     const last = this.probedAt.get(site);
-    if (last !== undefined && this.now - last < PROBE_EVERY_MS) return;
+    if (last !== undefined && this.now - last < PROBE_EVERY_MS) return undefined;
     this.probedAt.set(site, this.now);
+    const probing = this.probe(site, bytes).finally(() => this.probes.delete(site));
+    this.probes.set(site, probing);
+    // Measured: what did not pay on the cautious figure may pay now.
+    void probing.then(() => this.refill());
+    return probing;
+  }
+
+  /** Times a transfer of `bytes` from `site` (never rejects: a failed probe leaves the prior). */
+  private async probe(site: string, bytes: number): Promise<void> {
     const started = this.now;
     let received = 0;
     let stream: Readable | undefined;
@@ -298,10 +317,30 @@ export class Stealer {
     }
   }
 
-  /** One steal: lease the victim's best tasks that pay, fetch their inputs, queue them here. Answers how many were queued. */
+  /**
+   * One steal: lease the victim's best tasks that pay, fetch their inputs, queue them here.
+   * Answers how many were queued. While the link is being probed (before the first steal there),
+   * the tasks whose move is cheap even over a slow link (small documents, weighed at no more than
+   * CAUTIOUS_BYTES_PER_MS) are stolen at once, beside the probe; the others wait for its figure.
+   */
   async stealFrom(victim: Backlog, want: number): Promise<number> {
+    const probing = this.probeOnce(victim.site);
+    if (probing !== undefined) {
+      const link = this.links.figures(victim.site);
+      const cautious = { rttMs: link.rttMs, bytesPerMs: Math.min(link.bytesPerMs, CAUTIOUS_BYTES_PER_MS) };
+      const quick = await this.stealWith(victim, want, cautious, false);
+      if (quick > 0) return quick;
+      await probing;
+    }
+    return this.stealWith(victim, want, this.links.figures(victim.site), true);
+  }
+
+  /**
+   * One offer to `victim` weighed on `link`. `final`: a short answer means nothing more there pays
+   * now (not so for a cautious figure standing in for one being measured).
+   */
+  private async stealWith(victim: Backlog, want: number, link: LinkFigures, final: boolean): Promise<number> {
     const { policy, others, local, blobs, log } = this.opts;
-    await this.probe(victim.site);
     const started = this.now;
     let queued = 0;
     try {
@@ -310,14 +349,14 @@ export class Stealer {
         plate: policy.plate,
         max: want,
         minPriority: policy.minPriority,
-        link: this.links.figures(victim.site),
+        link,
         heldByUser: this.heldByUser(victim.site),
       };
       const answer = parseStealMessage("offerAnswer", await others.offer(victim.site, request));
       this.links.record(victim.site, 0, this.now - started);
       // The victim gave less than asked: nothing more there pays now; do not ask it again before its next backlog.
       const left = answer.tasks.length < want ? 0 : Math.max(0, victim.queued - answer.tasks.length);
-      this.backlogs.set(victim.site, { ...victim, queued: left });
+      if (final || left > 0) this.backlogs.set(victim.site, { ...victim, queued: left });
       const taken = await Promise.all(
         answer.tasks.map(async (task) => {
           if (task.site !== victim.site) {
