@@ -126,7 +126,8 @@ const FIGURES: FigureSpec[] = [
     number: 6,
     title: "Warm job",
     run: async (ctx) => {
-      const app = mergeAppOptions(await ctx.store.appOptions(), profiledApp(ctx, "warm"));
+      // Each slot count's app gets its own database: a shared one would start with the last app's outputs counted.
+      const app = async () => mergeAppOptions(await ctx.store.appOptions(), profiledApp(ctx, "warm"));
       return warmThroughputFigure({ count: ctx.counts.warm, direct: ctx.direct, app });
     },
   },

@@ -34,8 +34,8 @@ export function measureWarmThroughput(opts: { count: number; slots: number; app?
 export async function warmThroughputFigure(opts: {
   count: number;
   direct: DirectReferences | null;
-  /** Extra app options (a profiler: --cpu-prof). */
-  app?: StartOptions;
+  /** Extra app options (a profiler: --cpu-prof), asked anew for each app: a store's fresh database each. */
+  app?: () => Promise<StartOptions>;
   /** Slot counts measured, the first one against figure 2's direct references; WARM_SLOTS by default. */
   slots?: readonly number[];
 }): Promise<FigureResult> {
@@ -53,7 +53,7 @@ export async function warmThroughputFigure(opts: {
   const runs: QueueThroughput[] = [];
   for (const slots of slotCounts) {
     log(`warm: ${opts.count} ${WARM_JOB} tasks, ${slots} slots, end to end`);
-    runs.push(await measureWarmThroughput({ count: opts.count, slots, ...(opts.app === undefined ? {} : { app: opts.app }) }));
+    runs.push(await measureWarmThroughput({ count: opts.count, slots, ...(opts.app === undefined ? {} : { app: await opts.app() }) }));
   }
   const r = runs[0]!;
   const direct = opts.direct ?? (await measureDirectReferences(Math.min(opts.count, 2_000)));
