@@ -326,6 +326,14 @@ describe("cluster mode: the queuer's events reach every controller of the site",
     const onOne = await openEvents(one);
     const onTwo = await openEvents(two);
     try {
+      // A queuer broadcasts to the controllers it has discovered: a controller that started a moment
+      // ago may not be known to it yet. A first task seen on both streams shows that both are.
+      const warmUp = await submit(one, "a first document", { job: "wordcount" });
+      await waitUntil(
+        "a first task's output on both streams",
+        () => statusesOf(onOne.events, warmUp).includes("output") && statusesOf(onTwo.events, warmUp).includes("output"),
+        60_000,
+      );
       const a = await submit(one, "a document", { job: "wordcount" });
       await waitUntil(
         "a's output on both streams",
