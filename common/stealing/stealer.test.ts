@@ -391,6 +391,8 @@ describe("Stealer", () => {
       "the large task stolen once the link is measured",
       async () => (await a.store.get(large.id))?.lease?.owner === "site:b",
     );
+    // And queued at b, its document stored there: the test's folders are removed only after that write.
+    await eventually("the large task queued at b", async () => (await b.store.get(large.id)) !== null);
   });
 
   it("cuts a stalled probe short and takes the link for as slow as it showed, without stalling the steal", async () => {
