@@ -5,6 +5,7 @@ import Database from "better-sqlite3";
 import { TASK_STATUS, type Task, type TaskStatus } from "../common/model/task-model.js";
 import { SqliteTaskStore } from "../common/store/sqlite/sqlite-task-store.js";
 import type { TaskFilter } from "../common/store/task-store.js";
+import { makeTask } from "../common/store/task-store.contract.js";
 
 /*
  * Not part of CI nor of `npm run bench`: a check that GET /api/tasks stays fast with a million tasks.
@@ -31,42 +32,18 @@ function idOf(n: number): string {
 
 function taskOf(n: number, now: number): Task {
   const parent = n % 10 === 9 ? idOf(n % 1000) : null;
-  return {
+  return makeTask({
     id: idOf(n),
     site: "bench",
     user: `user${n % 100}`,
     name: `doc-${n % 50_000}.pdf`,
     job: `job${n % 10}`,
-    params: {},
-    priority: 50,
     status: STATUSES[n % STATUSES.length]!,
-    input: null,
-    output: null,
-    tries: 0,
-    maxTries: 3,
     submitTime: now,
     availableAt: now,
-    startTime: null,
-    endTime: null,
-    duration: null,
-    lease: null,
-    processedBy: null,
-    error: null,
     parentId: parent,
     depth: parent === null ? 0 : 1,
-    children: [],
-    childrenTotal: 0,
-    childrenCompleted: 0,
-    offload: true,
-    attempts: [],
-    progress: null,
-    progressMessage: null,
-    callbackUrl: null,
-    callback: null,
-    workflow: null,
-    inputs: null,
-    timeoutMs: null,
-  };
+  });
 }
 
 const FILTERS: [label: string, filter: TaskFilter][] = [
