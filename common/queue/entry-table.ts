@@ -82,10 +82,6 @@ export class EntryTable {
     return (this.flags[handle]! & flag) !== 0;
   }
 
-  setInputBytes(handle: number, bytes: number): void {
-    this.inputBytes[handle] = bytes;
-  }
-
   /** The entry a handle holds, as the queue's callers see it. */
   entry(handle: number): QueueEntry {
     const entry: QueueEntry = {

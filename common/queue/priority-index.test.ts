@@ -43,7 +43,8 @@ describe("PriorityIndex", () => {
 
   it("takes the entries a choice names among the best ones, leaving the others in their order", () => {
     const index = new PriorityIndex();
-    for (let i = 0; i < 6; i++) index.add(entry(`t${i}`, 50, i), 10);
+    for (let i = 0; i < 5; i++) index.add(entry(`t${i}`, 50, i), 10);
+    index.add({ ...entry("t5", 50, 5), inputBytes: 1234 }, 10);
     index.remove("t1");
     let seen: string[] = [];
     const taken = index.takeChosen(4, 10, (best) => {
@@ -55,7 +56,6 @@ describe("PriorityIndex", () => {
       taken.map((e) => e.id),
       ["t3", "t4"],
     );
-    index.setInputBytes("t5", 1234);
     assert.deepEqual(
       index.take(10, 10).map((e) => [e.id, e.inputBytes]),
       [

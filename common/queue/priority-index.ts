@@ -64,12 +64,6 @@ export class PriorityIndex {
     (delayed ? this.delayed : this.ready).push(handle);
   }
 
-  /** Records the input size of a live entry (known after it was added). */
-  setInputBytes(id: string, bytes: number): void {
-    const handle = this.live.get(id);
-    if (handle !== undefined) this.table.setInputBytes(handle, bytes);
-  }
-
   remove(id: string): boolean {
     const handle = this.live.get(id);
     if (handle === undefined) return false;
