@@ -997,7 +997,9 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       () => {
         this.wakeAt = Infinity;
         this.wakeTimer = undefined;
-        this.emit("task:queued");
+        // A timer can fire a millisecond before the clock reaches its time (libuv counts from its
+        // cached loop time): announce only once the task is due, else wait the rest.
+        if (this.opts.now() >= next) this.emit("task:queued");
         this.scheduleWake();
       },
       // A timer longer than about 24.8 days fires at once: a far delay wakes hourly and checks again.
