@@ -58,11 +58,11 @@ describe("steal cost", () => {
     assert.ok(avg.get("j", 0) < 200 && avg.get("j", 0) > 100);
   });
 
-  it("buffers the slots that free while a steal travels: at least one, at most one per slot", () => {
-    assert.equal(bufferSlots(2, 20, 200), 1);
-    assert.equal(bufferSlots(2, 150, 200), 2);
-    assert.equal(bufferSlots(4, 30, 200), 2, "4 × 2 × 30 / 200 = 1.2");
-    assert.equal(bufferSlots(4, 10_000, 200), 4);
+  it("buffers one task per slot (slots filled together free together), more when runs are shorter than the round trip", () => {
+    assert.equal(bufferSlots(2, 20, 200), 2);
+    assert.equal(bufferSlots(2, 150, 200), 3, "2 × 2 × 150 / 200 = 3");
+    assert.equal(bufferSlots(4, 30, 200), 4);
+    assert.equal(bufferSlots(4, 10_000, 200), 16, "at most 4 per slot");
     assert.equal(bufferSlots(0, 20, 200), 0);
   });
 

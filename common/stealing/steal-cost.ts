@@ -86,15 +86,20 @@ export function moveCostMs(inputBytes: number, link: LinkFigures): number {
   return link.rttMs + (2 * inputBytes) / Math.max(link.bytesPerMs, 1e-9);
 }
 
+/** The most stolen tasks a thief buffers per slot, however short the runs (the cost rule weighs each steal anyway). */
+const MAX_BUFFER_PER_SLOT = 4;
+
 /**
- * How many stolen tasks a thief keeps ahead of its free slots: the slots that free while a steal
- * travels, with a margin of a second round trip for its ups and downs (slots × 2 × round trip /
- * run time), at least one, at most one per slot.
+ * How many stolen tasks a thief keeps ahead of its free slots: one per slot, because slots filled
+ * by one steal start together and so free together (a buffer of fewer leaves the rest idle for a
+ * round trip each time they do); more when a run is shorter than the round trip, each slot then
+ * freeing several times while a steal travels (slots × 2 × round trip / run time, a second round
+ * trip as margin for its ups and downs), at most MAX_BUFFER_PER_SLOT per slot.
  */
 export function bufferSlots(slots: number, stealRoundTripMs: number, runMs: number): number {
   if (slots <= 0) return 0;
   const freeing = Math.ceil((slots * 2 * stealRoundTripMs) / Math.max(runMs, 1));
-  return Math.min(slots, Math.max(1, freeing));
+  return Math.min(slots * MAX_BUFFER_PER_SLOT, Math.max(slots, freeing));
 }
 
 /**
