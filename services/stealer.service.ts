@@ -115,6 +115,7 @@ export function stealerService(deps: StealerDeps): ServiceSchema {
         linkPrior: { rttMs: 20, bytesPerMs: config.stealing.linkPriorBytesPerMs },
         probeBytes: config.stealing.probeBytes,
         transferStallMs: config.stealing.transferStallMs,
+        crossPlateHoldMs: config.stealing.crossPlateHoldMs,
         onBacklogChanged: backlogChanged,
       });
       stealer = s;

@@ -85,6 +85,7 @@ const EXPECTED_DEFAULTS = {
     linkPriorBytesPerMs: 10_000,
     probeBytes: 262_144,
     transferStallMs: 15_000,
+    crossPlateHoldMs: 250,
   },
   jobs: { defaultTimeoutMs: 600000, passEnv: [] },
   metrics: { public: false },

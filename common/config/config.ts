@@ -256,6 +256,9 @@ const ConfigFileSchema = z.strictObject({
         // Other plates this site may steal from and lend to when its own plate has no backlog worth
         // stealing: false (none), true (any), or a list of plates. Both sides must allow it.
         crossPlate: z.union([z.boolean(), z.array(SiteSchema)]).default(false),
+        // A victim answers a thief of another plate this long after it asked, when a site of its own
+        // plate is stealing too: its plate-mates, asking at the same news, pick first.
+        crossPlateHoldMs: z.int().min(0).default(250),
         // The throughput (bytes/ms) assumed for a link to another site until a transfer of 64 KiB or
         // more measured it: what a steal's document is expected to cost on a link not yet seen.
         linkPriorBytesPerMs: z.number().positive().default(10_000),

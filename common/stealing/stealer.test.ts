@@ -339,6 +339,25 @@ describe("Stealer", () => {
     assert.equal((await a.store.get(big.id))?.status, "input");
   });
 
+  it("lets its plate-mates pick first: a thief of another plate gets what they leave", async () => {
+    const a = await addSite("a", { plate: "fr", crossPlate: true }, { crossPlateHoldMs: 300 });
+    const b = await addSite("b", { plate: "fr", crossPlate: true });
+    await a.local.heartbeat("worker@a", [], { slots: 1, busy: 1 });
+    for (let i = 0; i < 4; i++) await submitWithInput(a, `doc ${i}`, 50);
+    const offer = (thief: string, plate: string, max: number) =>
+      a.stealer.handleOffer({ thief, plate, max, minPriority: 0, link: { rttMs: 1, bytesPerMs: 1000 }, heldByUser: {} });
+    // No plate-mate of a's steals yet: a thief of ny is answered at once.
+    const started = Date.now();
+    assert.equal((await offer("c", "ny", 1)).tasks.length, 1);
+    assert.ok(Date.now() - started < 250, "no hold without a plate-mate stealing");
+    // b's backlog tells a that b steals: ny's request, though it came first, waits while b picks.
+    await b.stealer.publishBacklog();
+    const across = offer("d", "ny", 3);
+    const mate = await offer("b", "fr", 2);
+    assert.equal(mate.tasks.length, 2);
+    assert.equal((await across).tasks.length, 1, "what b left");
+  });
+
   it("probes a link before its first steal there: the steal is weighed on the measured throughput, not the prior", async () => {
     const a = await addSite("a");
     await a.local.heartbeat("worker@a", [], { slots: 1, busy: 1 });

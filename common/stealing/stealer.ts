@@ -1,4 +1,5 @@
 import { Readable } from "node:stream";
+import { setTimeout as delay } from "node:timers/promises";
 import type { BlobStore } from "../blobs/blob-store.js";
 import { dropTaskDocuments } from "../blobs/task-documents.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError, type ErrorCode } from "../model/errors.js";
@@ -73,6 +74,11 @@ export interface StealerOptions {
   probeTimeoutMs?: number;
   /** A stolen task's document (or its result going home) that sends no byte for this long is given up, the task given back (default 15 s). */
   transferStallMs?: number;
+  /**
+   * How long a request of a thief of another plate waits before it is answered while a site of
+   * this one's plate steals too (default 0): the plate-mates pick first.
+   */
+  crossPlateHoldMs?: number;
   /** Called when this site lent tasks: its backlog changed, the others should hear soon. */
   onBacklogChanged?: () => void;
   now?: () => number;
@@ -526,6 +532,9 @@ export class Stealer {
     const { thief, plate, max, minPriority, link, heldByUser } = parseStealMessage("offerRequest", raw);
     const { policy } = this.opts;
     if (!allows(policy, thief) || !plateAllowed(policy.plate, policy.crossPlate, plate)) return { tasks: [] };
+    // The plate-mates heard the same backlog and are asking now: what they leave goes across.
+    const hold = this.opts.crossPlateHoldMs ?? 0;
+    if (plate !== policy.plate && hold > 0 && this.plateMateStealing()) await delay(hold);
     const lent = await this.opts.local.lend(thief, max, Math.max(minPriority, policy.minPriority), { link, heldByUser });
     if (lent.length > 0) {
       this.opts.metrics?.stolen("out", thief, lent.length);
@@ -533,6 +542,15 @@ export class Stealer {
       this.opts.onBacklogChanged?.();
     }
     return { tasks: lent.map(toLentTask) };
+  }
+
+  /** Whether another site of this one's plate that it lends to is stealing: its stealer's backlog is fresh. */
+  private plateMateStealing(): boolean {
+    const { policy } = this.opts;
+    for (const b of this.backlogs.values()) {
+      if (b.plate === policy.plate && allows(policy, b.site) && this.now - b.at <= policy.backlogTtlMs) return true;
+    }
+    return false;
   }
 
   async handleInput(raw: unknown): Promise<Readable> {
