@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Task } from "../common/model/task-model.js";
-import { listAll, mapLimit, startEmbeddedApp, useKey, waitAllFinal, waitUntil, type EmbeddedApp } from "./helpers.js";
-import { startNats, type NatsServer } from "./nats.js";
+import { listAll, mapLimit, useKey, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+import { ranAt, startStealingSites, type StealingSites } from "./steal-sites.js";
 
 /**
  * Stealing that pays, against real sites: a, b and c of plate fr, d of plate ny, one process and
@@ -38,12 +38,6 @@ function configOf(site: SiteName): string {
     "  probeBytes: 0",
     "",
   ].join("\n");
-}
-
-function ranAt(tasks: readonly Task[]): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const t of tasks) counts[t.processedBy?.site ?? "?"] = (counts[t.processedBy?.site ?? "?"] ?? 0) + 1;
-  return counts;
 }
 
 /** Submits a sleep-warm task at `url` with `key`; answers its id. */
@@ -84,47 +78,20 @@ function idleGaps(proxies: readonly Task[]): number[] {
 }
 
 describe("stealing that pays: thieves kept busy, plates, fairness, steals weighed", () => {
-  let global: NatsServer;
-  const nats: NatsServer[] = [];
-  const apps = new Map<SiteName, EmbeddedApp>();
-  const app = (site: SiteName): EmbeddedApp => apps.get(site)!;
+  let sites: StealingSites<SiteName> | undefined;
+  const app = (site: SiteName): EmbeddedApp => sites!.app(site);
 
   before(async () => {
-    global = await startNats();
-    const started = await Promise.all(
-      SITES.map(async (site) => {
-        const siteNats = await startNats();
-        nats.push(siteNats);
-        const env: Record<string, string> = {
-          DOCQ_SITE: site,
-          DOCQ_NATS_URL: siteNats.url,
-          DOCQ_GLOBAL_NATS_URL: global.url,
-          DOCQ_LOG_LEVEL: "info",
-        };
-        if (site === "a") env.DOCQ_ADMIN_KEY = ADMIN;
-        return [site, await startEmbeddedApp({ slots: 2, configYaml: configOf(site), env })] as const;
-      }),
-    );
-    for (const [site, started1] of started) apps.set(site, started1);
+    sites = await startStealingSites(SITES, {
+      slots: 2,
+      configOf,
+      env: (site): Record<string, string> => (site === "a" ? { DOCQ_ADMIN_KEY: ADMIN } : {}),
+    });
     useKey(app("a").url, ADMIN);
-    // Each stealer sees the others on the global NATS (Moleculer says so as each node connects).
-    await waitUntil(
-      "the stealers to find each other",
-      () =>
-        SITES.every((site) =>
-          SITES.filter((other) => other !== site).every((other) =>
-            new RegExp(`Node '${other}-stealer-\\d+' connected`).test(app(site).output()),
-          ),
-        ),
-      30_000,
-      50,
-    );
   });
 
   after(async () => {
-    await Promise.all([...apps.values()].map((a) => a.stop()));
-    for (const n of nats) await n.stop();
-    await global?.stop();
+    await sites?.stop();
   });
 
   it("keeps its plate-mates' slots busy with a backlog of site a; the other plate, which a does not lend to, steals nothing", async () => {

@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import type { Task } from "../common/model/task-model.js";
-import { listAll, startEmbeddedApp, waitAllFinal, waitUntil, type EmbeddedApp } from "./helpers.js";
-import { startNats, type NatsServer } from "./nats.js";
+import { listAll, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+import { ranAt, startStealingSites, type StealingSites } from "./steal-sites.js";
 
 /**
  * Plates against real sites: two plates of two sites (a and b of fr, c and d of ny), every site
@@ -43,17 +42,9 @@ async function submitBatch(url: string, count: number, ms: number): Promise<stri
   return json.ids!;
 }
 
-function ranAt(tasks: readonly Task[]): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const t of tasks) counts[t.processedBy?.site ?? "?"] = (counts[t.processedBy?.site ?? "?"] ?? 0) + 1;
-  return counts;
-}
-
 describe("plates: a backlog is drained by its plate-mate first", () => {
-  let global: NatsServer;
-  const nats: NatsServer[] = [];
-  const apps = new Map<SiteName, EmbeddedApp>();
-  const app = (site: SiteName): EmbeddedApp => apps.get(site)!;
+  let sites: StealingSites<SiteName> | undefined;
+  const app = (site: SiteName): EmbeddedApp => sites!.app(site);
 
   /** When each thief started its first task of `ids` (from its proxies' records), by site. */
   async function firstStolenStart(ids: readonly string[]): Promise<Partial<Record<SiteName, number>>> {
@@ -69,27 +60,7 @@ describe("plates: a backlog is drained by its plate-mate first", () => {
   }
 
   before(async () => {
-    global = await startNats();
-    const started = await Promise.all(
-      SITES.map(async (site) => {
-        const siteNats = await startNats();
-        nats.push(siteNats);
-        const env = { DOCQ_SITE: site, DOCQ_NATS_URL: siteNats.url, DOCQ_GLOBAL_NATS_URL: global.url, DOCQ_LOG_LEVEL: "info" };
-        return [site, await startEmbeddedApp({ slots: SLOTS, configYaml: configOf(site), env })] as const;
-      }),
-    );
-    for (const [site, started1] of started) apps.set(site, started1);
-    await waitUntil(
-      "the stealers to find each other",
-      () =>
-        SITES.every((site) =>
-          SITES.filter((other) => other !== site).every((other) =>
-            new RegExp(`Node '${other}-stealer-\\d+' connected`).test(app(site).output()),
-          ),
-        ),
-      30_000,
-      50,
-    );
+    sites = await startStealingSites(SITES, { slots: SLOTS, configOf });
     // Each site's warm processes started before the tests (a thief's first run would include it).
     await Promise.all(
       SITES.map(async (site) => {
@@ -100,9 +71,7 @@ describe("plates: a backlog is drained by its plate-mate first", () => {
   });
 
   after(async () => {
-    await Promise.all([...apps.values()].map((a) => a.stop()));
-    for (const n of nats) await n.stop();
-    await global?.stop();
+    await sites?.stop();
   });
 
   it("lends a long backlog to its plate-mate first; the other plate's thieves get what it leaves", async () => {

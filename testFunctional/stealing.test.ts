@@ -3,6 +3,7 @@ import { after, afterEach, before, describe, it } from "node:test";
 import type { Task } from "../common/model/task-model.js";
 import { listAll, mapLimit, result, startEmbeddedApp, submit, useKey, waitAllFinal, type EmbeddedApp } from "./helpers.js";
 import { startNats, type NatsServer } from "./nats.js";
+import { ranAt } from "./steal-sites.js";
 import { makeCertificates, type TlsFiles } from "./tls.js";
 
 const LEASE_MS = 3000;
@@ -99,12 +100,6 @@ async function checkAllDoneOnce(app: EmbeddedApp, ids: readonly string[], docs: 
     assert.equal(await result(app.url, task.id), docs[i]);
   }
   return tasks;
-}
-
-function ranAt(tasks: readonly Task[]): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const t of tasks) counts[t.processedBy?.site ?? "?"] = (counts[t.processedBy?.site ?? "?"] ?? 0) + 1;
-  return counts;
 }
 
 describe("stealing between three sites", () => {
