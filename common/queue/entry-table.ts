@@ -1,4 +1,5 @@
 import { MIN_PRIORITY, type QueueEntry } from "../model/task-model.js";
+import { IdColumns } from "./id-columns.js";
 
 /** Bits of an entry's `flags`. */
 export const FLAG = { live: 1, delayed: 2, lendable: 4, home: 8 } as const;
@@ -28,13 +29,14 @@ class StringCodes {
 }
 
 /**
- * The queue's entries as columns of typed arrays, addressed by a handle (a row number), so a
- * million queued tasks cost about a hundred bytes each instead of three objects each, and the
- * garbage collector has almost nothing to walk. Freed handles are reused.
+ * The queue's entries as columns of typed arrays, addressed by a handle (a row number), ids
+ * included (IdColumns), so a million queued tasks cost about a hundred bytes each instead of three
+ * objects and a string each, and the garbage collector has almost nothing to walk. A live entry is
+ * found by its id; freed handles are reused.
  */
 export class EntryTable {
   private capacity = 0;
-  ids: (string | undefined)[] = [];
+  private readonly ids = new IdColumns();
   priority = new Int8Array(0);
   submitTime = new Float64Array(0);
   availableAt = new Float64Array(0);
@@ -51,11 +53,11 @@ export class EntryTable {
   private nextHandle = 0;
   private nextSeq = 0;
 
-  /** A handle holding `entry`, flagged live (and delayed/home as told). */
+  /** A handle holding `entry`, flagged live (and delayed/home as told); no live entry may hold its id. */
   allocate(entry: QueueEntry, delayed: boolean, home: boolean): number {
     const handle = this.freeHandles.pop() ?? this.nextHandle++;
     if (handle >= this.capacity) this.grow();
-    this.ids[handle] = entry.id;
+    this.ids.link(handle, entry.id);
     this.priority[handle] = entry.priority - MIN_PRIORITY;
     this.submitTime[handle] = entry.submitTime;
     this.availableAt[handle] = entry.availableAt;
@@ -67,11 +69,26 @@ export class EntryTable {
     return handle;
   }
 
-  /** Gives the handle back for reuse; it must be in no heap any more. */
+  /** The live entry holding `id`, or -1. */
+  find(id: string): number {
+    return this.ids.find(id);
+  }
+
+  /** Takes the entry out of the live ones: its id is found no more, but read until it is freed. */
+  kill(handle: number): void {
+    this.ids.unlink(handle);
+    this.flags[handle] = this.flags[handle]! & ~FLAG.live;
+  }
+
+  /** Gives a dead handle back for reuse; it must be in no heap any more. */
   free(handle: number): void {
-    this.ids[handle] = undefined;
+    this.ids.release(handle);
     this.flags[handle] = 0;
     this.freeHandles.push(handle);
+  }
+
+  id(handle: number): string {
+    return this.ids.get(handle);
   }
 
   isLive(handle: number): boolean {
@@ -85,7 +102,7 @@ export class EntryTable {
   /** The entry a handle holds, as the queue's callers see it. */
   entry(handle: number): QueueEntry {
     const entry: QueueEntry = {
-      id: this.ids[handle]!,
+      id: this.ids.get(handle),
       priority: this.priority[handle]! + MIN_PRIORITY,
       submitTime: this.submitTime[handle]!,
       availableAt: this.availableAt[handle]!,
@@ -102,7 +119,7 @@ export class EntryTable {
 
   clear(): void {
     this.capacity = 0;
-    this.ids = [];
+    this.ids.clear();
     this.priority = new Int8Array(0);
     this.submitTime = new Float64Array(0);
     this.availableAt = new Float64Array(0);
@@ -116,7 +133,8 @@ export class EntryTable {
   }
 
   private grow(): void {
-    const capacity = Math.max(INITIAL_CAPACITY, Math.ceil(this.capacity * 1.5));
+    // Doubling: fewer copies of every column while a reload fills it.
+    const capacity = Math.max(INITIAL_CAPACITY, this.capacity * 2);
     this.priority = grown(this.priority, new Int8Array(capacity));
     this.submitTime = grown(this.submitTime, new Float64Array(capacity));
     this.availableAt = grown(this.availableAt, new Float64Array(capacity));
@@ -125,6 +143,7 @@ export class EntryTable {
     this.user = grown(this.user, new Int32Array(capacity));
     this.job = grown(this.job, new Int32Array(capacity));
     this.inputBytes = grown(this.inputBytes, new Float64Array(capacity));
+    this.ids.grow(capacity);
     this.capacity = capacity;
   }
 }

@@ -11,7 +11,7 @@ import { EntryTable, FLAG, HandleHeap } from "./entry-table.js";
  */
 export class PriorityIndex {
   private readonly table = new EntryTable();
-  private readonly live = new Map<string, number>();
+  private liveCount = 0;
   private readonly ready: HandleHeap;
   private readonly delayed: HandleHeap;
   /** Running counts of the live entries, so stats never walk a million of them. */
@@ -40,11 +40,11 @@ export class PriorityIndex {
   }
 
   get size(): number {
-    return this.live.size;
+    return this.liveCount;
   }
 
   has(id: string): boolean {
-    return this.live.has(id);
+    return this.table.find(id) !== -1;
   }
 
   /** Adds or replaces the entry for `entry.id`. */
@@ -56,7 +56,7 @@ export class PriorityIndex {
     const delayed = entry.availableAt > now;
     const home = this.isHome(entry.id);
     const handle = this.table.allocate(entry, delayed, home);
-    this.live.set(entry.id, handle);
+    this.liveCount++;
     this.byPriority[entry.priority - MIN_PRIORITY]!++;
     if (delayed) this.delayedCount++;
     if (home) this.homeCount++;
@@ -65,8 +65,8 @@ export class PriorityIndex {
   }
 
   remove(id: string): boolean {
-    const handle = this.live.get(id);
-    if (handle === undefined) return false;
+    const handle = this.table.find(id);
+    if (handle === -1) return false;
     this.forget(handle);
     return true;
   }
@@ -140,7 +140,7 @@ export class PriorityIndex {
     this.promoteDue(now);
     const best = this.peekLive(this.ready);
     return {
-      ready: this.live.size - this.delayedCount,
+      ready: this.liveCount - this.delayedCount,
       delayed: this.delayedCount,
       highestPriority: best === undefined ? null : this.table.priority[best]! + MIN_PRIORITY,
     };
@@ -165,7 +165,7 @@ export class PriorityIndex {
   clear(): void {
     this.ready.clear();
     this.delayed.clear();
-    this.live.clear();
+    this.liveCount = 0;
     this.table.clear();
     this.delayedCount = 0;
     this.homeCount = 0;
@@ -173,17 +173,17 @@ export class PriorityIndex {
     this.byPriority.fill(0);
   }
 
-  /** Takes a live handle out of `live` and the counts; it stays allocated until its heap lets go of it. */
+  /** Takes a live handle out of the live entries and the counts; it stays allocated until its heap lets go of it. */
   private forget(handle: number): void {
     const t = this.table;
-    this.live.delete(t.ids[handle]!);
+    this.liveCount--;
     this.byPriority[t.priority[handle]!]!--;
     const delayed = t.has(handle, FLAG.delayed);
     const home = t.has(handle, FLAG.home);
     if (delayed) this.delayedCount--;
     if (home) this.homeCount--;
     if (home && delayed) this.homeDelayedCount--;
-    t.flags[handle] = t.flags[handle]! & ~FLAG.live;
+    t.kill(handle);
   }
 
   /** Pops the heap's best live handle, freeing the dead ones met on the way. */
