@@ -567,7 +567,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     if (done.task.duration !== null) this.runTimes.add(done.task.job, done.task.duration);
     await this.ended(done.task);
     this.attemptEnded(done.task);
-    if (done.task.parentId !== null) await this.childSucceeded(done.task.parentId);
+    if (done.task.parentId !== null) await this.childSucceeded(done.task.parentId, done.task.depth);
     return true;
   }
 
@@ -880,9 +880,14 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     return canceled;
   }
 
-  /** A child is output: its parent counts it, and the statement that counts the last queues the merge. */
-  private async childSucceeded(parentId: string): Promise<void> {
-    if (await this.workflows.stepEnded(parentId, "output")) return;
+  /**
+   * A child is output: its parent counts it, and the statement that counts the last queues the merge.
+   * A split's part (depth > 0) never has a workflow for parent (a workflow's steps are at its own
+   * depth): its parent is not read to tell, a read that cost each of a thousand parts a flush of the
+   * waiting writes and the parse of the parent's list of children.
+   */
+  private async childSucceeded(parentId: string, childDepth: number): Promise<void> {
+    if (childDepth === 0 && (await this.workflows.stepEnded(parentId, "output"))) return;
     const parent = await this.store.childSucceeded(parentId, this.opts.now());
     if (parent.ok) this.queuedForMerge(parent.task);
   }
