@@ -119,7 +119,12 @@ const FIGURES: FigureSpec[] = [
     key: "splitMerge",
     number: 5,
     title: "Split/merge",
-    run: (ctx) => splitMergeFigure({ documents: ctx.counts.splitDocuments, warmLines: ctx.quick ? 100 : 1_000 }),
+    run: (ctx) =>
+      splitMergeFigure({
+        documents: ctx.counts.splitDocuments,
+        warmLines: ctx.quick ? 100 : 1_000,
+        app: profiledApp(ctx, "splitMerge") ?? {},
+      }),
   },
   {
     key: "warm",

@@ -1,6 +1,7 @@
 import { CLIENT_CONCURRENCY, log, submitMany, waitForCounts, withApp } from "./harness.js";
 import { THROUGHPUT_SLOTS } from "./throughput.js";
 import { round, type FigureResult } from "./report.js";
+import type { StartOptions } from "../testFunctional/helpers.js";
 
 export const LINES_PER_DOCUMENT = 50;
 /** The warm split/merge: one document of this many lines through WARM_SPLIT_JOB. */
@@ -14,7 +15,12 @@ const WARM_SPLIT_JOB = "pages-warm";
  * WARM_LINES lines through `pages-warm` (the same split, children and merge by a warm job): the
  * children/s of one large split, the per-task cost of the queue around a warm process.
  */
-export async function splitMergeFigure(opts: { documents: number; warmLines?: number }): Promise<FigureResult> {
+export async function splitMergeFigure(opts: {
+  documents: number;
+  warmLines?: number;
+  /** Extra app options (a profiler: --cpu-prof). */
+  app?: Partial<StartOptions>;
+}): Promise<FigureResult> {
   const { documents } = opts;
   const warmLines = opts.warmLines ?? WARM_LINES;
   const children = documents * LINES_PER_DOCUMENT;
@@ -22,7 +28,7 @@ export async function splitMergeFigure(opts: { documents: number; warmLines?: nu
   const doc = (d: number): string =>
     Array.from({ length: LINES_PER_DOCUMENT }, (_, l) => `document ${d} line ${l + 1}: some words to upper-case`).join("\n") + "\n";
   log(`split/merge: ${documents} documents × ${LINES_PER_DOCUMENT} lines through pages (${runs} script runs), ${THROUGHPUT_SLOTS} slots`);
-  const run = await withApp({ slots: THROUGHPUT_SLOTS }, async (app) => {
+  const run = await withApp({ ...opts.app, slots: THROUGHPUT_SLOTS }, async (app) => {
     const t0 = performance.now();
     const [, done] = await Promise.all([
       submitMany(app.url, documents, CLIENT_CONCURRENCY, doc, { job: "pages" }),
