@@ -565,9 +565,10 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       return after !== null && after.status === S.output && after.output === result.output && sameAttempt(after, claim, result.processedBy);
     }
     if (done.task.duration !== null) this.runTimes.add(done.task.job, done.task.duration);
-    await this.ended(done.task);
+    // The usage and a parent's count are asked in the same turn: one commit for both, not one each.
+    const recorded = this.ended(done.task);
     this.attemptEnded(done.task);
-    if (done.task.parentId !== null) await this.childSucceeded(done.task.parentId, done.task.depth);
+    await Promise.all([recorded, done.task.parentId === null ? null : this.childSucceeded(done.task.parentId, done.task.depth)]);
     return true;
   }
 

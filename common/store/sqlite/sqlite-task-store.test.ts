@@ -153,6 +153,40 @@ describe("SqliteTaskStore", () => {
     }
   });
 
+  it("counts a child that is not the last with one page to the WAL, and reads a long list of child ids back as a copy each time", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    try {
+      const parent = makeTask({ status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 10_000 }, startTime: 1 });
+      await store.create(parent);
+      const ids = Array.from({ length: 300 }, () => makeTask().id);
+      const split = await store.split(
+        { id: parent.id, owner: "w", tries: 1 },
+        NOWHERE,
+        ids,
+        (p) => ids.map((id) => makeTask({ id, parentId: p.id, depth: 1 })),
+        2,
+      );
+      assert.ok(split.ok, "split");
+      const walBytes = async (): Promise<number> => (await stat(`${file}-wal`)).size;
+      const before = await walBytes();
+      const counts = 20;
+      for (let i = 0; i < counts; i++) assert.ok((await store.childSucceeded(parent.id, 3)).ok, "counted");
+      // A page is 4096 bytes and a frame's header 24; the status's index entries were rewritten too before (4 pages).
+      const pagesPerCount = ((await walBytes()) - before) / counts / 4096;
+      assert.ok(pagesPerCount < 1.5, `pages written per count: ${pagesPerCount}`);
+      const first = await store.get(parent.id);
+      const second = await store.get(parent.id);
+      assert.deepEqual(first?.children, ids);
+      assert.equal(first?.childrenCompleted, counts);
+      first?.children.push("changed by a caller");
+      assert.deepEqual(second?.children, ids, "another read's list is its own");
+      assert.deepEqual((await store.get(parent.id))?.children, ids, "a later read's list too");
+    } finally {
+      await store.close();
+    }
+  });
+
   it("commits with synchronous NORMAL for durability process (the default), FULL for power", async () => {
     for (const [opts, expected] of [
       [{}, "NORMAL"],
