@@ -162,7 +162,7 @@ describe("SqliteTaskStore", () => {
       const ids = Array.from({ length: 300 }, () => makeTask().id);
       const split = await store.split(
         { id: parent.id, owner: "w", tries: 1 },
-        NOWHERE,
+        { site: "test", node: "n" },
         ids,
         (p) => ids.map((id) => makeTask({ id, parentId: p.id, depth: 1 })),
         2,
