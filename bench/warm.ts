@@ -255,6 +255,10 @@ function memoryOutputs(inner: FsBlobStore): BlobStore {
       mem.set(key, bytes);
       return { size: bytes.length };
     },
+    putNew: async (key, bytes) => {
+      mem.set(key, Buffer.from(bytes));
+      return { size: bytes.byteLength };
+    },
     get: async (key) => {
       const bytes = mem.get(key);
       return bytes === undefined ? inner.get(key) : Readable.from([bytes]);

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { closeSync, openSync } from "node:fs";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";
@@ -178,6 +182,7 @@ export function blobStoreContract(adapterName: string, open: () => Promise<{ sto
       for (const key of INVALID_KEYS) {
         const label = JSON.stringify(key.slice(0, 20));
         await rejection(store.put(key, bodyOf("x")), { code: ERROR_CODE.BadRequest, field: "key", label: label });
+        await rejection(store.putNew(key, Buffer.from("x")), { code: ERROR_CODE.BadRequest, field: "key", label: label });
         await rejection(store.get(key), { code: ERROR_CODE.BadRequest, field: "key", label: label });
         await rejection(store.stat(key), { code: ERROR_CODE.BadRequest, field: "key", label: label });
         await rejection(store.delete(key), { code: ERROR_CODE.BadRequest, field: "key", label: label });
@@ -193,10 +198,51 @@ export function blobStoreContract(adapterName: string, open: () => Promise<{ sto
       assert.equal((await readAll(await store.get(key))).toString(), "ok");
     });
 
+    it("putNew stores a new key's bytes, empty ones too, seen by get, stat and list", async () => {
+      const content = Buffer.concat([Buffer.from("new document\n"), randomBytes(2_000)]);
+      assert.deepEqual(await store.putNew("fresh/input", content), { size: content.length });
+      assert.deepEqual(await store.putNew("fresh/empty", new Uint8Array(0)), { size: 0 });
+      assert.deepEqual(await readAll(await store.get("fresh/input")), content);
+      assert.deepEqual(await store.stat("fresh/empty"), { size: 0 });
+      const listed: string[] = [];
+      for await (const entry of store.list()) listed.push(entry.key);
+      assert.deepEqual(listed.sort(), ["fresh/empty", "fresh/input"]);
+      await store.deletePrefix("fresh/");
+      assert.equal(await store.stat("fresh/input"), null);
+    });
+
+    it("putNew takes many new folders at once", async () => {
+      const keys = Array.from({ length: 40 }, (_, i) => `batch-${i % 20}/input-${i}`);
+      await Promise.all(keys.map((key) => store.putNew(key, Buffer.from(key))));
+      for (const key of keys) assert.equal((await readAll(await store.get(key))).toString(), key);
+    });
+
     it("handles concurrent puts into the same new folder", async () => {
       const keys = Array.from({ length: 20 }, (_, i) => `par/part-${i}`);
       await Promise.all(keys.map((key) => store.put(key, bodyOf(key))));
       for (const key of keys) assert.equal((await readAll(await store.get(key))).toString(), key);
+    });
+
+    it("adopt takes a local file over as the blob (gone from where it was), or answers null and leaves it", async (t) => {
+      if (store.adopt === undefined) return t.skip("the adapter has no adopt");
+      const dir = await mkdtemp(path.join(os.tmpdir(), "docq-adopt-contract-"));
+      const file = path.join(dir, "answered");
+      await writeFile(file, "an answered output\n");
+      const fd = openSync(file, "r");
+      try {
+        const answer = await store.adopt("t/adopted", { path: file, fd });
+        if (answer === null) {
+          assert.equal(await readFile(file, "utf8"), "an answered output\n", "a refused file is left as it was");
+          assert.equal(await store.stat("t/adopted"), null);
+        } else {
+          assert.deepEqual(answer, { size: "an answered output\n".length });
+          assert.equal((await readAll(await store.get("t/adopted"))).toString(), "an answered output\n");
+          await assert.rejects(stat(file), { code: "ENOENT" });
+        }
+      } finally {
+        closeSync(fd);
+        await rm(dir, { recursive: true, force: true });
+      }
     });
   });
 }

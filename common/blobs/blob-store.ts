@@ -4,6 +4,17 @@ export interface BlobStat {
   size: number;
 }
 
+/** A local file offered to BlobStore.adopt. */
+export interface AdoptableFile {
+  /**
+   * A name of the file that rename(2) takes as its source: it may go through an opened folder
+   * (`/proc/self/fd/<n>/<name>`), so a folder swapped for a link cannot lead the move elsewhere.
+   */
+  path: string;
+  /** The file, opened for reading: what is adopted must be this very file (same inode, one link), else nothing is. */
+  fd: number;
+}
+
 export interface BlobEntry {
   key: string;
   /** Milliseconds since the epoch. */
@@ -17,6 +28,14 @@ export interface BlobEntry {
 export interface BlobStore {
   /** Streams `body` under `key`; the blob appears under its final name only once complete. */
   put(key: string, body: Readable, opts?: { size?: number }): Promise<BlobStat>;
+  /**
+   * Stores `bytes` under a key that holds no blob and that nothing refers to yet (a new task's
+   * document, before the task is recorded), in fewer steps than put. Unlike put, the blob may be
+   * seen partly written until this resolves, and a crash meanwhile may leave part of it: garbage
+   * the blob GC removes, since no task refers to it. As durable as put once it resolves. A key that
+   * holds a blob already is refused (BAD_REQUEST) or replaced, as the adapter can.
+   */
+  putNew(key: string, bytes: Uint8Array): Promise<BlobStat>;
   /** Streams the blob; rejects with DocqError BLOB_NOT_FOUND when missing. */
   get(key: string): Promise<Readable>;
   /** Size of the blob, or null when missing. */
@@ -37,5 +56,12 @@ export interface BlobStore {
   sweepLeftovers?(before: number): Promise<number>;
   /** A local file path holding the blob when the adapter has one (saves a copy for local workers). */
   localPath?(key: string): string | null;
+  /**
+   * Takes a local file over as the blob `key`, moved rather than copied (a worker's answered
+   * output: the copy was most of what storing it cost). Answers null, the file left where it was,
+   * when the adapter cannot (another filesystem, not the very file `source.fd` holds); the caller
+   * then puts a copy. Optional, as localPath: only an adapter that keeps blobs as local files has it.
+   */
+  adopt?(key: string, source: AdoptableFile): Promise<BlobStat | null>;
   close(): Promise<void>;
 }

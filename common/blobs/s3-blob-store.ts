@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { Client as MinioClient } from "minio";
 import type { BlobEntry, BlobStat, BlobStore } from "./blob-store.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
@@ -245,6 +245,11 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
+  /** An object appears whole or not at all: the same as put. */
+  putNew(key: string, bytes: Uint8Array): Promise<BlobStat> {
+    return this.put(key, Readable.from(bytes.byteLength === 0 ? [] : [bytes]));
+  }
+
   async get(key: string): Promise<Readable> {
     const objectName = this.objectName(key, "key");
     try {
@@ -315,6 +320,11 @@ export class S3BlobStore implements BlobStore {
       if (page.isTruncated !== true) return;
       marker = last;
     }
+  }
+
+  /** S3 keeps no local file to move a file into: the caller puts a copy. */
+  async adopt(): Promise<BlobStat | null> {
+    return null;
   }
 
   async close(): Promise<void> {

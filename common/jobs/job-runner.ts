@@ -591,7 +591,45 @@ async function inParentDirAsync(
 export function openInWorkDir(file: string, workDir: string): OpenedFile | string {
   const parent = openParentDir(file, workDir);
   if (typeof parent === "string") return parent;
+  try {
+    return openFileIn(parent.dir, parent.name);
+  } finally {
+    closeSync(parent.dir.fd);
+  }
+}
+
+/** An answered file opened as openInWorkDir opens it, its folder kept open so the file can be moved out through it. */
+export interface MovableFile extends OpenedFile {
+  /**
+   * The file's name through its opened folder (`/proc/self/fd/<n>/<name>`), a rename source that a
+   * folder swapped for a link cannot redirect; null where /proc/self/fd is missing (then copy it).
+   */
+  path: string | null;
+  /** Closes the folder (the file's fd is the caller's to close, or a stream's). */
+  closeDir(): void;
+}
+
+/** openInWorkDir, keeping the file's folder open: for a move into the blob store (BlobStore.adopt) rather than a copy. */
+export function openMovableInWorkDir(file: string, workDir: string): MovableFile | string {
+  const parent = openParentDir(file, workDir);
+  if (typeof parent === "string") return parent;
   const { dir, name } = parent;
+  let opened: OpenedFile | string;
+  try {
+    opened = openFileIn(dir, name);
+  } catch (err) {
+    closeSync(dir.fd);
+    throw err;
+  }
+  if (typeof opened === "string") {
+    closeSync(dir.fd);
+    return opened;
+  }
+  return { ...opened, path: FD_PATHS ? at(dir, name) : null, closeDir: () => closeSync(dir.fd) };
+}
+
+/** Opens `name` in the opened folder `dir`: a regular file with one link, never through a link; or why not. */
+function openFileIn(dir: OpenDir, name: string): OpenedFile | string {
   let fd: number;
   try {
     fd = openSync(at(dir, name), FILE_FLAGS);
@@ -600,8 +638,6 @@ export function openInWorkDir(file: string, workDir: string): OpenedFile | strin
     if (code === "ENOENT") return "no such file";
     if (code === "ELOOP") return "is a symbolic link: docq stores only a regular file, opened without following links";
     return `cannot be opened (${code})`;
-  } finally {
-    closeSync(dir.fd);
   }
   let problem: string | null = null;
   try {

@@ -5,7 +5,15 @@ import { pipeline } from "node:stream/promises";
 import type { BlobStore } from "../blobs/blob-store.js";
 import type { JobExecutor } from "../jobs/executor.js";
 import type { JobDefinition, JobRegistry } from "../jobs/job-registry.js";
-import { JobFailedError, openInWorkDir, type JobAnswer, type JobMode, type JobRequest, type WorkDir } from "../jobs/job-runner.js";
+import {
+  JobFailedError,
+  openInWorkDir,
+  openMovableInWorkDir,
+  type JobAnswer,
+  type JobMode,
+  type JobRequest,
+  type WorkDir,
+} from "../jobs/job-runner.js";
 import type { ProgressReport } from "../jobs/script-answer.js";
 import type { ChildSpec, PulledTask } from "../model/claims.js";
 import { ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
@@ -94,28 +102,28 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
   const { task } = run;
   const job = await ctx.registry.resolve(task.job);
   const work = await ctx.workDirs.acquire();
-  /** Files of the work dir already stored: unlinked first when it is removed. */
-  let stored: string[] = [];
+  /** Files of the work dir stored by a copy (a moved one is gone from it): unlinked first when it is emptied or removed. */
+  const stored: string[] = [];
   try {
     const answer = await runScript(run, job, work, ctx);
     if (answer.kind === "output") {
       const key = blobKeys.output(task.id, run.tries);
       written.push(key);
-      await putFile(ctx.blobs, key, answer.output, work.path);
-      stored = [answer.output];
+      if (!(await storeAnswered(ctx.blobs, key, answer.output, work.path))) stored.push(answer.output);
       return { kind: "output", output: key };
     }
     const children: ChildSpec[] = answer.children.map((child, i) => ({
       input: blobKeys.splitPart(task.id, run.tries, i),
       ...(child.params === undefined ? {} : { params: child.params }),
     }));
+    // A file answered for several parts (one document, different params) is copied for each: a move would take it from the next.
+    const answeredOnce = filesAnsweredOnce(answer.children.map((child) => child.input));
     // A few at once: a thousand parts one after the other wait a thousand times for the thread pool.
     await eachWithin(PART_PUTS_AT_ONCE, answer.children, async (child, i) => {
       const key = blobKeys.splitPart(task.id, run.tries, i);
       written.push(key);
-      await putFile(ctx.blobs, key, child.input, work.path);
+      if (!(await storeAnswered(ctx.blobs, key, child.input, work.path, { move: answeredOnce.has(child.input) }))) stored.push(child.input);
     });
-    stored = answer.children.map((c) => c.input);
     return { kind: "split", children };
   } finally {
     await ctx.workDirs.release(work, stored);
@@ -215,14 +223,52 @@ async function eachWithin<T>(limit: number, items: readonly T[], fn: (item: T, i
 const SMALL_OUTPUT_BYTES = 64 * 1024;
 
 /**
- * Stores a file the script answered, read from the descriptor openInWorkDir opened (a regular file
- * with one link, reached inside the work dir without following any link), never by its path: a
- * path can be swapped for a link to elsewhere between a check and its use, and a rename by path
- * would then move that other file into the store.
+ * Stores a file the script answered, reached inside the work dir without following any link (a
+ * regular file with one link: openInWorkDir), never by its path: a path can be swapped for a link
+ * to elsewhere between a check and its use. A store that can adopt a local file gets it moved in,
+ * by a rename through the file's opened folder, and checks that what it moved is the opened file
+ * (else it answers null and the file is copied); any other store gets a copy read from the
+ * descriptor. A move costs one rename where a copy cost a temp file's open, write, close and
+ * rename, and the unlink when the work dir is emptied. Answers true when the file was moved (it is
+ * no longer in the work dir).
  */
-async function putFile(blobs: BlobStore, key: string, file: string, workDir: string): Promise<void> {
-  const opened = openInWorkDir(file, workDir);
-  if (typeof opened === "string") throw new Error(`the answered file ${file} was not stored: ${opened}`);
+async function storeAnswered(blobs: BlobStore, key: string, file: string, workDir: string, opts = { move: true }): Promise<boolean> {
+  const refused = (why: string): Error => new Error(`the answered file ${file} was not stored: ${why}`);
+  const adopt = opts.move ? blobs.adopt?.bind(blobs) : undefined;
+  if (adopt === undefined) {
+    const opened = openInWorkDir(file, workDir);
+    if (typeof opened === "string") throw refused(opened);
+    await copyInto(blobs, key, opened);
+    return false;
+  }
+  const movable = openMovableInWorkDir(file, workDir);
+  if (typeof movable === "string") throw refused(movable);
+  let moved: boolean;
+  try {
+    moved = movable.path !== null && (await adopt(key, { path: movable.path, fd: movable.fd })) !== null;
+  } catch (err) {
+    closeSync(movable.fd);
+    throw err;
+  } finally {
+    movable.closeDir();
+  }
+  if (moved) {
+    closeSync(movable.fd);
+    return true;
+  }
+  await copyInto(blobs, key, movable);
+  return false;
+}
+
+/** The files named once in `files` (by their resolved path). */
+function filesAnsweredOnce(files: readonly string[]): Set<string> {
+  const counts = new Map<string, number>();
+  for (const file of files) counts.set(path.resolve(file), (counts.get(path.resolve(file)) ?? 0) + 1);
+  return new Set(files.filter((file) => counts.get(path.resolve(file)) === 1));
+}
+
+/** Puts a copy of the opened file `fd` (closed once read: a stream takes it over when it is large). */
+async function copyInto(blobs: BlobStore, key: string, opened: { fd: number; size: number }): Promise<void> {
   const { fd, size } = opened;
   // A stream takes the descriptor over: it closes it once no read is under way (the number could be another file's by then).
   const stream =

@@ -294,6 +294,7 @@ describe("WorkerPool", () => {
     const fsBlobs = h.blobs;
     const remote: BlobStore = {
       put: (key, body, opts) => fsBlobs.put(key, body, opts),
+      putNew: (key, bytes) => fsBlobs.putNew(key, bytes),
       get: (key) => fsBlobs.get(key),
       stat: (key) => fsBlobs.stat(key),
       delete: (key) => fsBlobs.delete(key),
@@ -381,6 +382,26 @@ esac
     const bad = children[1];
     assert.ok(bad !== undefined);
     assert.deepEqual([bad.status, bad.tries], ["error", 1]);
+  });
+
+  it("a split answering one file for two parts stores it for each (a file answered once is moved, not copied)", async () => {
+    const dir = path.join(h.dir, "jobs", "splitsame");
+    await fs.mkdir(dir);
+    await fs.writeFile(path.join(dir, "job.yaml"), "split: true\nentry: main.sh\n");
+    await fs.writeFile(
+      path.join(dir, "main.sh"),
+      `${READ_REQUEST}case $req in
+  '{"mode":"split"'*) echo shared > "$out/p1"; echo own > "$out/p2"
+    echo '{"children":[{"input":"p1","params":{"n":1}},{"input":"p2"},{"input":"p1","params":{"n":2}}]}' ;;
+  *) sleep 30 ;;
+esac
+`,
+    );
+    makePool({ slots: 1 }).start();
+    const parent = await submit("splitsame", "doc", { maxTries: 1 });
+    await waitUntil("the parent's three parts", async () => (await h.store.children(parent.id)).length === 3);
+    const inputs = (await h.store.children(parent.id)).map((child) => child.input ?? "");
+    assert.deepEqual(await Promise.all(inputs.map(blobText)), ["shared\n", "own\n", "shared\n"]);
   });
 
   it("sends the script's progress to the queue while it runs, throttled, the last one before the result", async () => {
