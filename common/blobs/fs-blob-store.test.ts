@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { blobStoreContract } from "./blob-store.contract.js";
 import { DocqError, ERROR_CODE } from "../model/errors.js";
 import { FsBlobStore } from "./fs-blob-store.js";
+import { rejection } from "../testing/rejection.js";
 
 async function tempDir(): Promise<string> {
   return fs.realpath(await fs.mkdtemp(path.join(os.tmpdir(), "docq-blobs-test-")));
@@ -140,6 +141,16 @@ describe("FsBlobStore: on disk", () => {
     await assert.rejects(store.put("t", Readable.from([Buffer.from("y")])), { code: ERROR_CODE.BadRequest, field: "key" });
     assert.deepEqual(await store.stat("t/input"), { size: 1 });
     assert.deepEqual(await tempFiles(), []);
+  });
+
+  it("putNew writes in place with no temp file, and refuses a key that holds a blob, keeping it", async () => {
+    assert.deepEqual(await store.putNew("task-2/input", Buffer.from("new doc")), { size: 7 });
+    assert.equal(await fs.readFile(path.join(root, "task-2", "input"), "utf8"), "new doc");
+    assert.deepEqual(await tempFiles(), []);
+    await rejection(store.putNew("task-2/input", Buffer.from("other")), { code: ERROR_CODE.BadRequest, field: "key" });
+    await rejection(store.putNew("task-2/input/below", Buffer.from("y")), { code: ERROR_CODE.BadRequest, field: "key" });
+    await rejection(store.putNew("task-2", Buffer.from("y")), { code: ERROR_CODE.BadRequest, field: "key" });
+    assert.equal(await fs.readFile(path.join(root, "task-2", "input"), "utf8"), "new doc");
   });
 
   it("works without open() once the root exists or not", async () => {

@@ -2,6 +2,7 @@ import { Transform, finished, type TransformCallback } from "node:stream";
 import busboy from "busboy";
 import type { BlobStore } from "../blobs/blob-store.js";
 import { dropTaskDocuments, type TaskDocumentsLog } from "../blobs/task-documents.js";
+import { headBytes, readHead } from "./body-head.js";
 import { docqError, DocqError, ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
 import { MAX_SUBMIT_MANY } from "../queue/protocol.js";
 import { blobKeys } from "../queue/new-task.js";
@@ -81,7 +82,8 @@ function atPosition(err: unknown, index: number, override: TaskOverride | undefi
 }
 
 /**
- * Documents of one batch stored at once. Each is read into a buffer of up to BUFFERED_BYTES while its
+ * Documents of one batch stored at once. Each is read into a buffer of up to BUFFERED_BYTES (a
+ * document no larger is then written whole with putNew; a larger one streams on with put) while its
  * store opens its file, so the parser goes on to the next part instead of waiting for each file's
  * open, write, rename in turn (sequential puts cost about 2 ms per document here, against a
  * 20,000 tasks/s goal); at most DOCUMENTS_IN_FLIGHT × BUFFERED_BYTES (32 MiB) is held in memory.
@@ -226,14 +228,24 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
           // Until a place is free the part is not read: the parser waits, and the memory held stays bounded.
           await writing.acquire();
           try {
-            const counted = new BatchBytes(budget, index);
-            counted.on("error", () => undefined);
-            finished(file, { writable: false }, (err) => {
-              if (err) counted.destroy(err);
-            });
-            const { size } = await blobs.put(input, file.pipe(counted));
-            if (truncated) throw tooLargeBatch(req.maxBytes, index);
-            if (size === 0) throw badField(`file[${index}]`, "is empty: each file is a task's document");
+            const head = await readHead(file, BUFFERED_BYTES);
+            let size: number;
+            if (head.ended) {
+              budget.used += head.size;
+              if (budget.used > budget.max || truncated) throw tooLargeBatch(req.maxBytes, index);
+              if (head.size === 0) throw badField(`file[${index}]`, "is empty: each file is a task's document");
+              // The task that refers to it is recorded only after every document is written (see putNew).
+              ({ size } = await blobs.putNew(input, headBytes(head)));
+            } else {
+              const counted = new BatchBytes(budget, index);
+              counted.on("error", () => undefined);
+              for (const chunk of head.chunks) counted.write(chunk);
+              finished(file, { writable: false }, (err) => {
+                if (err) counted.destroy(err);
+              });
+              ({ size } = await blobs.put(input, file.pipe(counted)));
+              if (truncated) throw tooLargeBatch(req.maxBytes, index);
+            }
             return { size, prepared: value };
           } finally {
             writing.release();

@@ -353,11 +353,23 @@ describe("storing uploads", () => {
    * Pushes `first`, then `rest` only once the blob store has opened its temp file: by then it reads
    * the body, as it always does in a real upload, whose bytes arrive over time.
    */
-  function gatedBody(first: Buffer, rest: Iterable<Buffer>, ending: "end" | Error = "end"): Readable {
+  const tempFileOpened = (): Promise<unknown> => waitUntil("the store to open its temp file", async () => (await tempFiles()).length > 0);
+  /** A small raw body is read whole before it is stored (no temp file to wait for): the rest comes a few turns later. */
+  const aFewTurns = async (): Promise<void> => {
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+  };
+
+  /** A body whose `rest` comes only once `gate` resolves: bytes arriving while the store is at work. */
+  function gatedBody(
+    first: Buffer,
+    rest: Iterable<Buffer>,
+    ending: "end" | Error = "end",
+    gate: () => Promise<unknown> = tempFileOpened,
+  ): Readable {
     return Readable.from(
       (async function* () {
         yield first;
-        await waitUntil("the store to open its temp file", async () => (await tempFiles()).length > 0);
+        await gate();
         await new Promise((resolve) => setImmediate(resolve));
         yield* rest;
         if (ending !== "end") throw ending;
@@ -382,6 +394,14 @@ describe("storing uploads", () => {
       assert.deepEqual(await tempFiles(), []);
     });
 
+    it("streams a body larger than what it reads into memory, its first chunks included", async () => {
+      const chunks = Array.from({ length: 48 }, (_, i) => Buffer.alloc(64 * 1024, i));
+      const whole = Buffer.concat(chunks);
+      assert.equal(await storeRawBody(raw(Readable.from(chunks), 4 << 20), blobs, KEY), whole.length);
+      assert.ok((await text(await blobs.get(KEY))) === whole.toString(), "the stored document is the body");
+      assert.deepEqual(await tempFiles(), []);
+    });
+
     it("accepts a body of exactly the limit, undeclared", async () => {
       assert.equal(await storeRawBody(raw(Readable.from([Buffer.alloc(600, 1), Buffer.alloc(400, 2)]), 1000), blobs, KEY), 1000);
       assert.equal((await blobs.stat(KEY))?.size, 1000);
@@ -403,7 +423,7 @@ describe("storing uploads", () => {
           yield Buffer.alloc(1000, 7);
         }
       })();
-      const body = gatedBody(Buffer.alloc(10, 7), rest);
+      const body = gatedBody(Buffer.alloc(10, 7), rest, "end", aFewTurns);
       await rejection(storeRawBody(raw(body, 64 * 1024), blobs, KEY), { code: ERROR_CODE.PayloadTooLarge, field: "body" });
       body.destroy();
       await assertNothingStored();
@@ -432,7 +452,11 @@ describe("storing uploads", () => {
 
     it("answers BAD_REQUEST when the client breaks off the upload, storing nothing", async () => {
       const err = await rejection(
-        storeRawBody(raw(gatedBody(Buffer.alloc(100, 1), [Buffer.alloc(100, 2)], new Error("socket hang up")), 1000), blobs, KEY),
+        storeRawBody(
+          raw(gatedBody(Buffer.alloc(100, 1), [Buffer.alloc(100, 2)], new Error("socket hang up"), aFewTurns), 1000),
+          blobs,
+          KEY,
+        ),
         { code: ERROR_CODE.BadRequest, field: "body" },
       );
       assert.match(err.message, /^upload interrupted: .*socket hang up/);
@@ -459,7 +483,7 @@ describe("storing uploads", () => {
       const body = new Readable({ read() {} });
       body.push(Buffer.from("part of it"));
       const storing = storeRawBody(raw(body, 1000), blobs, KEY);
-      await waitUntil("the store to open its temp file", async () => (await tempFiles()).length > 0);
+      await waitUntil("the body to be read", () => Promise.resolve(body.readableFlowing === true && body.readableLength === 0));
       body.destroy();
       const err = await rejection(settles(storing, "storeRawBody"), { code: ERROR_CODE.BadRequest, field: "body" });
       assert.match(err.message, /^upload interrupted: .*[Pp]remature close/);

@@ -2,6 +2,7 @@ import { finished, Transform, type Readable, type TransformCallback } from "node
 import busboy from "busboy";
 import { z } from "zod";
 import type { BlobStore } from "../blobs/blob-store.js";
+import { headBytes, readHead } from "./body-head.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
 import { badRequestOf } from "../model/zod-issues.js";
 import { CallbackUrlSchema } from "../webhooks/callback-url.js";
@@ -247,6 +248,9 @@ function onBodyGone(body: Readable, onGone: (err: Error) => void): void {
   });
 }
 
+/** A raw body up to this size is held in memory and written with the blob store's putNew. */
+const SMALL_BODY_BYTES = 1024 * 1024;
+
 /**
  * Stores a request's raw body under `key`. Refuses a declared length over the limit before
  * reading anything, and an undeclared one as soon as it passes the limit.
@@ -255,17 +259,20 @@ export async function storeRawBody(req: UploadRequest, blobs: BlobStore, key: st
   const declared = req.contentLength === undefined ? null : Number(req.contentLength);
   if (declared !== null && declared > req.maxBytes) throw tooLarge(req.maxBytes);
   if (declared === 0) throw missingBody();
-  const limit = new ByteLimit(req.maxBytes);
-  // With a small limit the error can come before the store reads: it sees it then, it must not crash us now.
-  limit.on("error", () => undefined);
-  // pipe() alone never ends `limit` for a body that stops without 'end': the store would wait forever.
-  onBodyGone(req.body, (err) => limit.destroy(err));
   try {
-    const { size } = await blobs.put(key, req.body.pipe(limit));
-    if (size === 0) {
-      await blobs.delete(key);
-      throw missingBody();
+    // A small body (most documents) is read whole and written at once: no temp file, no rename.
+    const head = await readHead(req.body, Math.min(req.maxBytes, SMALL_BODY_BYTES));
+    if (head.ended) {
+      if (head.size === 0) throw missingBody();
+      return (await blobs.putNew(key, headBytes(head))).size;
     }
+    const limit = new ByteLimit(req.maxBytes);
+    // With a small limit the error can come before the store reads: it sees it then, it must not crash us now.
+    limit.on("error", () => undefined);
+    // pipe() alone never ends `limit` for a body that stops without 'end': the store would wait forever.
+    onBodyGone(req.body, (err) => limit.destroy(err));
+    for (const chunk of head.chunks) limit.write(chunk);
+    const { size } = await blobs.put(key, req.body.pipe(limit));
     return size;
   } catch (err) {
     if (isDocqError(err)) throw err;
