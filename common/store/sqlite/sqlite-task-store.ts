@@ -6,6 +6,7 @@ import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/er
 import type { LeaseClaim } from "../../model/claims.js";
 import type { Schedule, ScheduleAdvance, ScheduleFireResult } from "../../schedules/schedule-model.js";
 import { SCHEDULES_TABLE, SqliteSchedules } from "./sqlite-schedules.js";
+import { RELOAD_SELECT, reloadTupleToEntry, type ReloadTuple } from "./sqlite-reload-rows.js";
 import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 import {
@@ -146,22 +147,6 @@ interface TaskRow {
 type TaskColumns = Omit<TaskRow, "seq">;
 type TaskColumn = keyof TaskColumns;
 
-/** What loadNonFinal selects: the reload needs no more, and reading less is what makes it fast. */
-type ReloadRow = Pick<
-  TaskRow,
-  | "seq"
-  | "id"
-  | "priority"
-  | "submit_time"
-  | "available_at"
-  | "status"
-  | "lease_owner"
-  | "lease_expires_at"
-  | "offload"
-  | "tries"
-  | "max_tries"
->;
-
 /** A Record so the compiler refuses a column missing here. */
 const COLUMN_PRESENT: Record<TaskColumn, true> = {
   id: true,
@@ -201,7 +186,6 @@ const COLUMN_PRESENT: Record<TaskColumn, true> = {
   timeout_ms: true,
 };
 const TASK_COLUMNS = Object.keys(COLUMN_PRESENT) as TaskColumn[];
-const RELOAD_COLUMNS = "seq, id, priority, submit_time, available_at, status, lease_owner, lease_expires_at, offload, tries, max_tries";
 
 const FILTER_COLUMNS: Record<keyof TaskFilter, TaskColumn> = {
   status: "status",
@@ -274,36 +258,6 @@ function rowToTask(row: TaskRow): Task {
     workflow: row.workflow === null ? null : (JSON.parse(row.workflow) as WorkflowDefinition),
     inputs: row.inputs === null ? null : (JSON.parse(row.inputs) as string[]),
     timeoutMs: row.timeout_ms,
-  };
-}
-
-/** A reload row as an array, in RELOAD_COLUMNS' order: a million of them are read at start, and arrays cost half as much as objects. */
-type ReloadTuple = [
-  ReloadRow["seq"],
-  ReloadRow["id"],
-  ReloadRow["priority"],
-  ReloadRow["submit_time"],
-  ReloadRow["available_at"],
-  ReloadRow["status"],
-  ReloadRow["lease_owner"],
-  ReloadRow["lease_expires_at"],
-  ReloadRow["offload"],
-  ReloadRow["tries"],
-  ReloadRow["max_tries"],
-];
-
-function tupleToReloadEntry(row: ReloadTuple): ReloadEntry {
-  const [, id, priority, submitTime, availableAt, status, leaseOwner, leaseExpiresAt, offload, tries, maxTries] = row;
-  return {
-    id,
-    priority,
-    submitTime,
-    availableAt,
-    status,
-    lease: leaseOf(leaseOwner, leaseExpiresAt),
-    offload: offload !== 0,
-    tries,
-    maxTries,
   };
 }
 
@@ -792,7 +746,7 @@ export class SqliteTaskStore implements TaskStore {
       ),
       reloadBatch: db
         .prepare<[number, number], ReloadTuple>(
-          `SELECT ${RELOAD_COLUMNS} FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION} AND seq > ? ORDER BY seq LIMIT ?`,
+          `SELECT ${RELOAD_SELECT} FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION} AND seq > ? ORDER BY seq LIMIT ?`,
         )
         .raw(true),
       children: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE parent_id = ? ORDER BY seq`),
@@ -1111,7 +1065,7 @@ export class SqliteTaskStore implements TaskStore {
       const rows = this.attempt("loadNonFinal", () => this.statements.reloadBatch.all(afterSeq, batchSize));
       const last = rows[rows.length - 1];
       if (last === undefined) return;
-      yield rows.map(tupleToReloadEntry);
+      yield rows.map(reloadTupleToEntry);
       if (rows.length < batchSize) return;
       afterSeq = last[0];
     }
