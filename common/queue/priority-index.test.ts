@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { newTaskId } from "./new-task.js";
 import { PriorityIndex } from "./priority-index.js";
 
 const entry = (id: string, priority: number, submitTime: number, availableAt = submitTime) => ({
@@ -98,6 +99,25 @@ describe("PriorityIndex", () => {
       index.take(5, 10).map((e) => e.id),
       ["a", "c"],
     );
+  });
+
+  it("finds, replaces and removes task ids (site-ULID, held as numbers) as any id, mixed with ids of other forms", () => {
+    const index = new PriorityIndex({ isHome: (id) => id.startsWith("home-") });
+    const ids = Array.from({ length: 300 }, (_, i) => (i % 5 === 0 ? `plain-${i}` : newTaskId(i % 2 === 0 ? "home" : "away")));
+    ids.forEach((id, i) => index.add(entry(id, i % 3, i), 1000));
+    for (let i = 0; i < ids.length; i += 4) assert.equal(index.remove(ids[i]!), true);
+    for (let i = 1; i < ids.length; i += 4) index.add(entry(ids[i]!, 100, i), 1000);
+    assert.equal(index.size, 225);
+    for (const [i, id] of ids.entries()) assert.equal(index.has(id), i % 4 !== 0, id);
+    const taken = index.take(1000, 1000).map((e) => e.id);
+    const expected = ids
+      .map((id, i) => ({ id, i, priority: i % 4 === 1 ? 100 : i % 3, home: id.startsWith("home-") }))
+      .filter(({ i }) => i % 4 !== 0)
+      .sort((a, b) => b.priority - a.priority || Number(b.home) - Number(a.home) || a.i - b.i)
+      .map(({ id }) => id);
+    assert.deepEqual(taken, expected);
+    assert.equal(index.size, 0);
+    assert.ok(ids.every((id) => !index.has(id)));
   });
 
   it("holds back delayed entries until their backoff elapses", () => {
