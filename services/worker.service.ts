@@ -5,7 +5,7 @@ import { errorMessage } from "../common/model/errors.js";
 import type { JobRegistry } from "../common/jobs/job-registry.js";
 import { startLeftoverSweeper } from "../common/jobs/job-runner.js";
 import { retryTransient } from "../common/model/transient-retry.js";
-import { brokerQueuerClient, queuerClient, type WorkerQueue } from "../common/queue/queue-client.js";
+import { brokerQueuerClient, queuerClient, WORKER_OWN_MESSAGES, type WorkerQueue } from "../common/queue/queue-client.js";
 import type { LocalQueuer } from "../common/queue/local-queuer.js";
 import { WorkerPool } from "../common/worker/worker-pool.js";
 import { registerWorkerMetrics } from "../common/metrics/definitions.js";
@@ -60,7 +60,10 @@ export function workerService(deps: WorkerDeps): ServiceSchema {
           },
         });
       const viaBroker = (actionName: string, params: object): Promise<unknown> => broker.call(actionName, params);
-      const queuer = deps.localQueuer === undefined ? brokerQueuerClient(viaBroker) : queuerClient(deps.localQueuer.call(viaBroker));
+      const queuer =
+        deps.localQueuer === undefined
+          ? brokerQueuerClient(viaBroker)
+          : queuerClient(deps.localQueuer.call(viaBroker, WORKER_OWN_MESSAGES));
       const client: WorkerQueue = {
         pull: (owner, max) => queuer.pull(owner, max),
         heartbeat: (owner, ids, load) => queuer.heartbeat(owner, ids, load),

@@ -10,6 +10,11 @@ import type { QueuerCall } from "./queue-client.js";
  * exactly as the queuer service checks it, and the answer is the same object a local broker call
  * would hand back. When no queuer serves here (a standby, a stop under way) calls go through the
  * broker as before.
+ *
+ * A caller may name actions whose messages it builds itself from typed values that never left the
+ * process (the worker's pull, heartbeat and succeed: its owner name, the leases it holds, the keys
+ * it wrote): those skip the zod check here, which is for what crosses a process boundary. Their
+ * schemas hold no default or transform, so the handler gets what the check would have handed it.
  */
 export class LocalQueuer {
   private handlers: QueuerHandlers | undefined;
@@ -23,12 +28,17 @@ export class LocalQueuer {
     return this.handlers !== undefined;
   }
 
-  /** A QueuerCall that takes the direct path while a queuer serves here, else `viaBroker`. */
-  call(viaBroker: (actionName: string, message: object) => Promise<unknown>): QueuerCall {
+  /**
+   * A QueuerCall that takes the direct path while a queuer serves here, else `viaBroker`.
+   * `builtHere`: actions whose messages the caller builds from its own typed state, passed on unchecked.
+   */
+  call(viaBroker: (actionName: string, message: object) => Promise<unknown>, builtHere: readonly QueuerAction[] = []): QueuerCall {
+    const unchecked = new Set(builtHere);
     return <A extends QueuerAction>(action: A, message: QueuerMessage<A>): Promise<QueuerAnswer<A>> => {
       const handlers = this.handlers;
-      if (handlers !== undefined) return dispatch(handlers, action, message);
-      return viaBroker(queuerActionName(action), message) as Promise<QueuerAnswer<A>>;
+      if (handlers === undefined) return viaBroker(queuerActionName(action), message) as Promise<QueuerAnswer<A>>;
+      if (unchecked.has(action)) return (handlers[action] as (message: QueuerMessage<A>) => Promise<QueuerAnswer<A>>)(message);
+      return dispatch(handlers, action, message);
     };
   }
 }

@@ -25,6 +25,13 @@ export interface WorkerQueue {
   progress(claim: LeaseClaim, progress: number, message: string | null): Promise<boolean>;
 }
 
+/**
+ * The worker's per-task calls, whose messages it builds from its own typed state (its owner name,
+ * the leases it holds, the output keys it wrote): in embedded mode they reach the queuer unchecked
+ * (LocalQueuer). Split, fail and progress carry what a script said and stay checked.
+ */
+export const WORKER_OWN_MESSAGES: readonly QueuerAction[] = ["pull", "heartbeat", "succeed"];
+
 /** How a client reaches the queuer: one typed call per action (a broker call in services). */
 export type QueuerCall = <A extends QueuerAction>(action: A, message: QueuerMessage<A>) => Promise<QueuerAnswer<A>>;
 
