@@ -260,8 +260,12 @@ export async function storeRawBody(req: UploadRequest, blobs: BlobStore, key: st
   if (declared !== null && declared > req.maxBytes) throw tooLarge(req.maxBytes);
   if (declared === 0) throw missingBody();
   try {
-    // A small body (most documents) is read whole and written at once: no temp file, no rename.
-    const head = await readHead(req.body, Math.min(req.maxBytes, SMALL_BODY_BYTES));
+    // A small body (most documents) is read whole and written at once: no temp file, no rename. One
+    // declared larger streams from its first byte, a partial upload to the temp folder as ever.
+    const head =
+      declared !== null && declared > SMALL_BODY_BYTES
+        ? { chunks: [], size: 0, ended: false }
+        : await readHead(req.body, Math.min(req.maxBytes, SMALL_BODY_BYTES));
     if (head.ended) {
       if (head.size === 0) throw missingBody();
       return (await blobs.putNew(key, headBytes(head))).size;
