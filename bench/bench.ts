@@ -296,7 +296,7 @@ async function main(): Promise<number> {
     log(`JSON written to ${opts.json}`);
   }
   if (cpuProfDir !== null) {
-    for (const figure of ["enqueue", "throughput", "warm"]) {
+    for (const figure of ["enqueue", "throughput", "splitMerge", "warm"]) {
       if (!figures.some((f) => f.key === figure)) continue;
       const [newest] = await profilesIn(path.join(cpuProfDir, figure));
       if (newest === undefined) log(`--cpu-prof: no .cpuprofile in ${path.join(cpuProfDir, figure)} (the app did not exit cleanly?)`);
