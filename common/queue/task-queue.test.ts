@@ -17,7 +17,11 @@ const now = (): number => clock;
 const processedBy = { site: "test", node: "n1" };
 
 function makeQueue(overrides: Partial<Omit<TaskQueueOptions, "store">> = {}): TaskQueue {
-  return new TaskQueue({
+  return new TaskQueue({ ...makeQueueOptions(), ...overrides });
+}
+
+function makeQueueOptions(): TaskQueueOptions {
+  return {
     store,
     site: "test",
     leaseMs: 1000,
@@ -26,8 +30,7 @@ function makeQueue(overrides: Partial<Omit<TaskQueueOptions, "store">> = {}): Ta
     requeueWorkOnReload: false,
     maxSplitDepth: 2,
     now,
-    ...overrides,
-  });
+  };
 }
 
 function spec(priority: number, overrides: Partial<NewTaskSpec> = {}): NewTaskSpec {
@@ -235,6 +238,27 @@ describe("TaskQueue", () => {
       [running.id, high.id, mid.id, low.id],
     );
     third.stop();
+  });
+
+  it("indexes once a task submitted between two batches of its reload (a remote store's batches let submits in)", async () => {
+    const first = makeQueue();
+    for (let i = 0; i < 5; i++) await first.submit(spec(i));
+    const reloading = Object.create(store) as SqliteTaskStore;
+    let late: Task | undefined;
+    const queue = new TaskQueue({ ...makeQueueOptions(), store: reloading });
+    reloading.loadNonFinal = async function* () {
+      for await (const batch of store.loadNonFinal(2)) {
+        yield batch;
+        late ??= await queue.submit(spec(50));
+      }
+    };
+    const report = await queue.reload();
+    assert.equal(report.queued, 6, "the late task is read by a later batch");
+    assert.deepEqual(queue.queueCounts(), { ready: 6, delayed: 0, highestPriority: 50 });
+    const pulled = (await queue.pull("w1", 10)).map((t) => t.id);
+    assert.equal(pulled[0], late?.id);
+    assert.equal(new Set(pulled).size, 6);
+    queue.stop();
   });
 });
 

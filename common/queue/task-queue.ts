@@ -189,10 +189,14 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     const orphans: LeaseClaim[] = [];
     const waiting: string[] = [];
     const working: { id: string; owner: string }[] = [];
+    // The store gives each task once: into an empty index, to which nothing else adds meanwhile
+    // (a submit between two batches of a remote store), no entry needs its id looked up first.
+    const othersAdded = this.index.size === 0 ? this.index.addCount : NaN;
     for await (const batch of this.store.loadNonFinal()) {
       for (const entry of batch) {
         if (QUEUED_STATUSES.has(entry.status)) {
-          this.index.add(toQueueEntry(entry), now);
+          if (this.index.addCount === othersAdded) this.index.addAbsent(toQueueEntry(entry), now);
+          else this.index.add(toQueueEntry(entry), now);
           report.queued++;
         } else if (entry.status === S.work) {
           if (this.opts.requeueWorkOnReload) orphans.push(claimOf(entry));
