@@ -1,3 +1,4 @@
+import { promises as fs } from "node:fs";
 import { submit, type StartOptions } from "../testFunctional/helpers.js";
 import { BATCH_DOCUMENT_BYTES, BATCH_DOCUMENTS, measureBatchSubmit, type BatchSubmitRun } from "./batch-submit.js";
 import { CLIENT_CONCURRENCY, log, percentile, sortedNumbers, submitMany, waitTaskStatus, withApp, getStats } from "./harness.js";
@@ -27,25 +28,34 @@ export async function enqueueFigure(opts: {
     // A short warm-up (not counted) so the figure is not the JIT's first minute.
     await submitMany(app.url, Math.min(200, Math.ceil(count / 10)), CLIENT_CONCURRENCY, (i) => `warm-up document ${i}\n`, { job: "noop" });
     log(`enqueue: ${count} tasks through POST /api/tasks at concurrency ${CLIENT_CONCURRENCY}`);
+    const pid = app.process.pid;
+    const cpu0 = await processCpuMs(pid);
     const t0 = performance.now();
     const { latenciesMs } = await submitMany(app.url, count, CLIENT_CONCURRENCY, (i) => `small document number ${i}\n`, { job: "noop" });
     const ms = performance.now() - t0;
+    const singleCpuMs = await cpuSince(pid, cpu0);
     const stats = await getStats(app.url);
     let batch: BatchSubmitRun | null = null;
+    let batchCpuMs: number | null = null;
     if (opts.batchRequests > 0) {
       // The same app, its slot still held: the batch route's tasks stay queued too.
       await measureBatchSubmit(app.url, { requests: 1, perRequest: 100, documentBytes: BATCH_DOCUMENT_BYTES, job: "noop" });
       log(`enqueue: ${opts.batchRequests} × ${BATCH_DOCUMENTS} documents of ${BATCH_DOCUMENT_BYTES} B through POST /api/tasks/batch`);
+      const batchCpu0 = await processCpuMs(pid);
       batch = await measureBatchSubmit(app.url, {
         requests: opts.batchRequests,
         perRequest: BATCH_DOCUMENTS,
         documentBytes: BATCH_DOCUMENT_BYTES,
         job: "noop",
       });
+      batchCpuMs = await cpuSince(pid, batchCpu0);
     }
-    return { ms, latencies: sortedNumbers(latenciesMs), queued: stats.byStatus.input ?? 0, batch };
+    return { ms, latencies: sortedNumbers(latenciesMs), queued: stats.byStatus.input ?? 0, batch, singleCpuMs, batchCpuMs };
   });
-  const { ms, latencies, queued, batch } = run.result;
+  const { ms, latencies, queued, batch, singleCpuMs, batchCpuMs } = run.result;
+  const perThousand = (cpuMs: number | null, tasks: number): number | null => (cpuMs === null ? null : round((cpuMs / tasks) * 1000));
+  const singleCpuPer1000 = perThousand(singleCpuMs, count);
+  const batchCpuPer1000 = batch === null ? null : perThousand(batchCpuMs, batch.requests * batch.perRequest);
   const perSec = (count / ms) * 1000;
   return {
     key: "enqueue",
@@ -58,6 +68,9 @@ export async function enqueueFigure(opts: {
         unit: "tasks/s",
         peakRssMb: run.peakRssMb,
         rssOf: "app",
+        ...(singleCpuPer1000 === null
+          ? {}
+          : { note: `app CPU ${singleCpuPer1000} ms per 1,000 tasks (what a loaded machine's wall time hides)` }),
       },
       {
         measure: "POST latency p50 / p99 under that load",
@@ -70,7 +83,7 @@ export async function enqueueFigure(opts: {
             measure: `POST /api/tasks/batch, ${batch.requests} requests of ${BATCH_DOCUMENTS.toLocaleString("en-US")} documents of ${BATCH_DOCUMENT_BYTES} B, one at a time`,
             value: batch.tasksPerSec,
             unit: "tasks/s",
-            note: `a request: p50 ${batch.requestMs.p50} ms, max ${batch.requestMs.max} ms`,
+            note: `a request: p50 ${batch.requestMs.p50} ms, max ${batch.requestMs.max} ms${batchCpuPer1000 === null ? "" : `; app CPU ${batchCpuPer1000} ms per 1,000 tasks`}`,
           },
     ],
     data: {
@@ -84,9 +97,31 @@ export async function enqueueFigure(opts: {
         max: round(latencies[latencies.length - 1] ?? NaN, 2),
       },
       queuedAfter: queued,
+      appCpuMsPer1000: { single: singleCpuPer1000, batch: batchCpuPer1000 },
       appPeakRssMb: run.peakRssMb,
       appRssMbAtEnd: run.rssMb,
       batch,
     },
   };
+}
+
+/** Linux's USER_HZ, what /proc counts CPU time in. */
+const CLOCK_TICKS_PER_SEC = 100;
+
+/** User + system CPU of process `pid` in ms (Linux /proc; null elsewhere or when it is gone). */
+async function processCpuMs(pid: number | undefined): Promise<number | null> {
+  if (pid === undefined) return null;
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command (which may hold spaces, in parentheses): utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SEC;
+  } catch {
+    return null;
+  }
+}
+
+async function cpuSince(pid: number | undefined, start: number | null): Promise<number | null> {
+  const now = await processCpuMs(pid);
+  return now === null || start === null ? null : now - start;
 }
