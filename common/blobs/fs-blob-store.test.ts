@@ -146,6 +146,8 @@ describe("FsBlobStore: on disk", () => {
   it("putNew writes in place with no temp file, and refuses a key that holds a blob, keeping it", async () => {
     assert.deepEqual(await store.putNew("task-2/input", Buffer.from("new doc")), { size: 7 });
     assert.equal(await fs.readFile(path.join(root, "task-2", "input"), "utf8"), "new doc");
+    assert.deepEqual(await store.putNew("task-3/parts/p1", Buffer.from("deeper")), { size: 6 });
+    assert.equal(await fs.readFile(path.join(root, "task-3", "parts", "p1"), "utf8"), "deeper");
     assert.deepEqual(await tempFiles(), []);
     await rejection(store.putNew("task-2/input", Buffer.from("other")), { code: ERROR_CODE.BadRequest, field: "key" });
     await rejection(store.putNew("task-2/input/below", Buffer.from("y")), { code: ERROR_CODE.BadRequest, field: "key" });

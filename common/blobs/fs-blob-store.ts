@@ -129,9 +129,15 @@ export class FsBlobStore implements BlobStore {
     }
     closeSync(fd);
     if (this.durability === "power") {
-      // The file's entry in its folder, and the folder's in its parent when this made it.
+      // The file's entry in its folder, and each folder this made in its parent.
       await syncDir(dir);
-      if (madeDir !== undefined) await syncDir(path.dirname(dir));
+      if (madeDir !== undefined) {
+        const top = path.dirname(madeDir);
+        for (let parent = path.dirname(dir); ; parent = path.dirname(parent)) {
+          await syncDir(parent);
+          if (parent === top || parent === path.dirname(parent)) break;
+        }
+      }
     }
     return { size: bytes.byteLength };
   }
