@@ -357,14 +357,7 @@ export class FsBlobStore implements BlobStore {
         const code = errnoCode(err);
         // A concurrent deletePrefix can remove the folder between mkdir and rename.
         if (code === "ENOENT" && attempt < PLACE_ATTEMPTS) continue;
-        if (code === "ENOTDIR" || code === "EEXIST" || code === "EISDIR" || code === "ENOTEMPTY") {
-          throw docqError(
-            ERROR_CODE.BadRequest,
-            `blob key ${quoteKey(key)} clashes with an existing blob: on a filesystem a key cannot be both a blob and the folder of other blobs`,
-            { field: "key", cause: err },
-          );
-        }
-        throw err;
+        throw placeError(err, key);
       }
     }
     // A process crash cannot undo a rename that returned; an OS crash can, unless the folder is synced.
