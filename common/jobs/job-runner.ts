@@ -589,13 +589,10 @@ async function inParentDirAsync(
  * Synchronous, as createWorkDir on tmpfs: a few opens and an fstat, microseconds each.
  */
 export function openInWorkDir(file: string, workDir: string): OpenedFile | string {
-  const parent = openParentDir(file, workDir);
-  if (typeof parent === "string") return parent;
-  try {
-    return openFileIn(parent.dir, parent.name);
-  } finally {
-    closeSync(parent.dir.fd);
-  }
+  const movable = openMovableInWorkDir(file, workDir);
+  if (typeof movable === "string") return movable;
+  movable.closeDir();
+  return { fd: movable.fd, size: movable.size };
 }
 
 /** An answered file opened as openInWorkDir opens it, its folder kept open so the file can be moved out through it. */

@@ -23,21 +23,27 @@ let blobs: FsBlobStore;
 let warnings: string[];
 let queuer: QueuerClient;
 
-/** A task with its input stored, submitted through the protocol. */
-async function submitted(priority = 50): Promise<string> {
-  const id = newTaskId("test");
-  await blobs.put(blobKeys.input(id), Readable.from(["a document"]));
-  await queuer.submit({
+/** What the tests submit for task `id`: a no-op of user u at priority 50, its input stored under its key. */
+function submission(id: string, overrides: Partial<Parameters<QueuerClient["submit"]>[0]> = {}): Parameters<QueuerClient["submit"]>[0] {
+  return {
     id,
     site: "test",
     user: "u",
     name: "t",
     job: "noop",
     params: {},
-    priority,
+    priority: 50,
     maxTries: 1,
     input: blobKeys.input(id),
-  });
+    ...overrides,
+  };
+}
+
+/** A task with its input stored, submitted through the protocol. */
+async function submitted(priority = 50): Promise<string> {
+  const id = newTaskId("test");
+  await blobs.put(blobKeys.input(id), Readable.from(["a document"]));
+  await queuer.submit(submission(id, { priority }));
   return id;
 }
 
@@ -69,18 +75,7 @@ describe("the queuer's actions", () => {
     // The worker started and found nothing; its first heartbeat is a heartbeat away.
     assert.deepEqual(await queuer.pull("w1", 2), []);
     const id = newTaskId("test");
-    await queuer.submit({
-      id,
-      site: "test",
-      user: "u",
-      name: "t",
-      job: "noop",
-      params: {},
-      priority: 50,
-      maxTries: 1,
-      input: null,
-      inputBytes: 1_000_000,
-    });
+    await queuer.submit(submission(id, { input: null, inputBytes: 1_000_000 }));
     // 1 MB over 100 bytes/ms (20 s) does not pay: the owner's idle slots start it at once.
     const weighing = { link: { rttMs: 20, bytesPerMs: 100 }, heldByUser: {} };
     assert.deepEqual(await queuer.lend("b", 5, 0, weighing), []);
