@@ -4,6 +4,7 @@ import http from "node:http";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { listAll, mapLimit, startEmbeddedApp, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+import { storedBlobKeys } from "./stored-blobs.js";
 
 /** What `wc` prints for a text: newlines, whitespace-separated words, bytes. */
 function wc(text: string): { lines: number; words: number; bytes: number } {
@@ -23,19 +24,10 @@ function documentOf(i: number): string {
   return `doc ${i}\n${lines.join("\n")}\n`;
 }
 
-/** Every file under the data dir's documents, the partial uploads' folder aside. */
+/** Every document of the data dir (a file or a small document's row) and every partial upload. */
 async function storedFiles(dataDir: string): Promise<string[]> {
-  const root = path.join(dataDir, "blobs");
-  const found: string[] = [];
-  const walk = async (dir: string): Promise<void> => {
-    for (const entry of await fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      const full = path.join(dir, entry.name);
-      if (entry.isDirectory()) await walk(full);
-      else found.push(path.relative(root, full));
-    }
-  };
-  await walk(root);
-  return found.sort();
+  const partial = await fs.readdir(path.join(dataDir, "blobs", ".tmp")).catch(() => [] as string[]);
+  return [...(await storedBlobKeys(dataDir)), ...partial.map((name) => `.tmp/${name}`)].sort();
 }
 
 /**

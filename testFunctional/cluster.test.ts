@@ -6,6 +6,7 @@ import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import { freePort, getTask, listAll, mapLimit, ownChild, REPO, result, submit, tempDir, waitAllFinal, waitUntil } from "./helpers.js";
 import { startNats, type NatsServer } from "./nats.js";
+import { storedUnder } from "./stored-blobs.js";
 import { Pm2 } from "./pm2.js";
 import type { Task } from "../common/model/task-model.js";
 
@@ -29,7 +30,7 @@ async function assertDoneOnce(dataDir: string, tasks: readonly Task[]): Promise<
   for (const task of tasks) {
     assert.equal(task.status, "output", `${task.id}: ${task.error}`);
     assert.equal(task.output, `${task.id}/output-${task.tries}`);
-    const outputs = (await fs.readdir(path.join(dataDir, "blobs", task.id))).filter((f) => f.startsWith("output-"));
+    const outputs = await storedUnder(dataDir, task.id, "output-");
     assert.deepEqual(outputs, [`output-${task.tries}`], `one output on record for ${task.id}`);
   }
 }

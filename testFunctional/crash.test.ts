@@ -4,6 +4,7 @@ import http from "node:http";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { SqliteTaskStore } from "../common/store/sqlite/sqlite-task-store.js";
+import { storedBlobKeys, storedUnder } from "./stored-blobs.js";
 import {
   getTask,
   listAll,
@@ -40,21 +41,20 @@ function startHalfUpload(url: string): http.ClientRequest {
   return req;
 }
 
-/** Every file under the blob folder (but partial uploads), and every folder with nothing in it. */
-async function blobFiles(root: string): Promise<{ files: string[]; emptyFolders: string[]; partial: string[] }> {
-  const files: string[] = [];
+/** Every document of the data dir (files and small documents' rows, but partial uploads), and every blob folder with nothing in it. */
+async function blobFiles(dataDir: string): Promise<{ files: string[]; emptyFolders: string[]; partial: string[] }> {
+  const root = path.join(dataDir, "blobs");
   const emptyFolders: string[] = [];
   const walk = async (dir: string, prefix: string): Promise<void> => {
     const entries = await fs.readdir(dir, { withFileTypes: true });
     if (entries.length === 0 && prefix !== "") emptyFolders.push(prefix);
     for (const entry of entries) {
-      if (prefix === "" && entry.name === ".tmp") continue;
+      if (prefix === "" && (entry.name === ".tmp" || entry.name === ".small")) continue;
       if (entry.isDirectory()) await walk(path.join(dir, entry.name), `${prefix}${entry.name}/`);
-      else files.push(`${prefix}${entry.name}`);
     }
   };
   await walk(root, "");
-  return { files, emptyFolders, partial: await fs.readdir(path.join(root, ".tmp")) };
+  return { files: await storedBlobKeys(dataDir), emptyFolders, partial: await fs.readdir(path.join(root, ".tmp")) };
 }
 
 describe("crash: SIGKILL of the embedded app", () => {
@@ -97,7 +97,7 @@ describe("crash: SIGKILL of the embedded app", () => {
       assert.equal(task.status, "output", `${task.id}: ${task.error}`);
       // The output is the one of the attempt that completed, and no other attempt left one.
       assert.equal(task.output, `${task.id}/output-${task.tries}`);
-      const files = (await fs.readdir(path.join(dataDir, "blobs", task.id))).filter((f) => f.startsWith("output-"));
+      const files = await storedUnder(dataDir, task.id, "output-");
       assert.deepEqual(files, [`output-${task.tries}`], `one output on record for ${task.id}`);
       assert.equal(await result(app.url, task.id), docs[i]);
     }
@@ -106,6 +106,8 @@ describe("crash: SIGKILL of the embedded app", () => {
       assert.ok(task.tries >= 2, `${id} was interrupted, so it took more than one try (tries ${task.tries})`);
     }
     assert.ok(interrupted.size >= 3);
+    // Stopped here: the file's end would SIGKILL it, and nothing started after it would remove its work dirs.
+    await app.stop();
   });
 
   it("keeps in the data dir only what tasks refer to, after kills mid-upload and mid-split", async () => {
@@ -152,7 +154,7 @@ describe("crash: SIGKILL of the embedded app", () => {
       "the data dir to hold only what tasks refer to",
       async () => {
         const refs = await referenced();
-        const found = await blobFiles(path.join(dataDir, "blobs"));
+        const found = await blobFiles(dataDir);
         const unreferenced = found.files.filter((f) => !refs.has(f));
         return unreferenced.length === 0 && found.emptyFolders.length === 0 && found.partial.length === 0 ? found : false;
       },
@@ -160,7 +162,7 @@ describe("crash: SIGKILL of the embedded app", () => {
       200,
     ).catch(async (err: unknown) => {
       const refs = await referenced();
-      const found = await blobFiles(path.join(dataDir, "blobs"));
+      const found = await blobFiles(dataDir);
       throw new Error(
         `${String(err)}: unreferenced ${JSON.stringify(found.files.filter((f) => !refs.has(f)).slice(0, 10))}, empty ${JSON.stringify(found.emptyFolders.slice(0, 10))}, partial ${JSON.stringify(found.partial)}`,
       );

@@ -5,6 +5,7 @@ import net from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { getTask, mapLimit, startEmbeddedApp, submit, waitUntil, type EmbeddedApp } from "./helpers.js";
+import { storedBlobKeys } from "./stored-blobs.js";
 
 /*
  * Regression tests against the real app for requests a client gets wrong, or a web page sends on
@@ -102,11 +103,11 @@ async function taskIds(app: EmbeddedApp): Promise<string[]> {
   return ((await res.json()) as { items: { id: string }[] }).items.map((t) => t.id);
 }
 
-/** Everything under blobs/ (folders too), as paths relative to it. */
+/** Everything under blobs/ (folders too), as paths relative to it, and the small documents' rows (their keys); not the rows' own file. */
 async function blobEntries(app: EmbeddedApp): Promise<string[]> {
   const root = path.join(app.dataDir, "blobs");
-  const entries = await fs.readdir(root, { recursive: true }).catch(() => [] as string[]);
-  return entries.map(String).sort();
+  const entries = (await fs.readdir(root, { recursive: true }).catch(() => [] as string[])).map(String);
+  return [...entries.filter((entry) => entry.split(path.sep)[0] !== ".small"), ...(await storedBlobKeys(app.dataDir))].sort();
 }
 
 /**

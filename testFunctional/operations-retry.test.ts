@@ -18,19 +18,14 @@ import {
   useKey,
   type EmbeddedApp,
 } from "./helpers.js";
+import { storedBlobKeys } from "./stored-blobs.js";
 
 const run = promisify(execFile);
 const ADMIN = "admin-key-for-the-operations-test-0123456789";
 
-/** Every file under `dir`, recursively (the documents of the data dir; the SQLite files are left out). */
-async function documentsUnder(dir: string): Promise<string[]> {
-  const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  return entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
-}
-
-/** The documents of one task: its folder under the blob store. */
+/** The documents of one task: the keys under its folder in the blob store. */
 async function documentsOf(app: EmbeddedApp, id: string): Promise<string[]> {
-  return (await documentsUnder(path.join(app.dataDir, "blobs"))).filter((file) => file.includes(id));
+  return (await storedBlobKeys(app.dataDir)).filter((key) => key.includes(id));
 }
 
 interface Answer {
@@ -210,7 +205,7 @@ describe("operations: retention", () => {
     const done = await submit(app.url, "fine", { job: "wordcount" });
     // Counted now, while their inputs are surely there: 1 s after they end they may be gone already.
     for (const id of [failed, done, running]) assert.ok((await documentsOf(app, id)).length > 0, `${id} has documents`);
-    const documentsBefore = (await documentsUnder(path.join(app.dataDir, "blobs"))).length;
+    const documentsBefore = (await storedBlobKeys(app.dataDir)).length;
     await waitUntil("the sleeping task to run", async () => (await getTask(app.url, running)).status === "work", 30_000);
 
     await waitUntil(
@@ -227,7 +222,7 @@ describe("operations: retention", () => {
       async () => (await Promise.all([failed, done].map((id) => documentsOf(app, id)))).every((docs) => docs.length === 0),
       30_000,
     );
-    const documentsAfter = (await documentsUnder(path.join(app.dataDir, "blobs"))).length;
+    const documentsAfter = (await storedBlobKeys(app.dataDir)).length;
     assert.ok(documentsAfter < documentsBefore, `${documentsBefore} documents before, ${documentsAfter} after`);
     const still = await getTask(app.url, running);
     assert.equal(still.status, "work", "a running task is never swept");

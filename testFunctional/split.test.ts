@@ -1,6 +1,4 @@
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
   getTask,
@@ -15,6 +13,7 @@ import {
   waitUntil,
   type EmbeddedApp,
 } from "./helpers.js";
+import { storedUnder } from "./stored-blobs.js";
 
 /** 20 lines, some empty, so the expected result (non-empty lines, upper-cased) is not the input. */
 function document(i: number): string {
@@ -113,8 +112,8 @@ describe("split and merge", () => {
       JSON.stringify(children.map((c) => c.status)),
     );
     await waitUntil("no child script left", async () => (await processesWith("sleep", marker)).length === 0, 10_000);
-    assert.equal(existsSync(path.join(app.dataDir, "blobs", id)), false, "the parent's documents are removed");
-    for (const c of children) assert.equal(existsSync(path.join(app.dataDir, "blobs", c.id)), false);
+    assert.deepEqual(await storedUnder(app.dataDir, id), [], "the parent's documents are removed");
+    for (const c of children) assert.deepEqual(await storedUnder(app.dataDir, c.id), []);
     // Nothing of it runs later either.
     await new Promise((r) => setTimeout(r, 500));
     assert.deepEqual(await processesWith("sleep", marker), []);

@@ -5,9 +5,9 @@ export const BLOB_KEY_CHARS = /^[A-Za-z0-9._/-]*$/;
 
 /**
  * The key's segments; throws BAD_REQUEST unless it is a safe relative name. A prefix may end in
- * `/` or mid-segment. `reserved` names a first segment the adapter keeps for itself.
+ * `/` or mid-segment. `reserved` names first segments the adapter keeps for itself.
  */
-export function checkBlobKey(key: string, field: "key" | "prefix", opts: { maxLength: number; reserved?: string }): string[] {
+export function checkBlobKey(key: string, field: "key" | "prefix", opts: { maxLength: number; reserved?: readonly string[] }): string[] {
   const refuse = (why: string): never => {
     throw docqError(ERROR_CODE.BadRequest, `invalid blob ${field} ${quoteKey(key)}: ${why}`, { field });
   };
@@ -21,8 +21,7 @@ export function checkBlobKey(key: string, field: "key" | "prefix", opts: { maxLe
     const last = i === segments.length - 1;
     if (segment === "" && !(last && field === "prefix")) refuse("has an empty segment");
     if (segment === "." || segment === "..") refuse(`has a "${segment}" segment`);
-    if (i === 0 && opts.reserved !== undefined && segment === opts.reserved && !(last && field === "prefix"))
-      refuse(`"${opts.reserved}" is reserved`);
+    if (i === 0 && opts.reserved?.includes(segment) === true && !(last && field === "prefix")) refuse(`"${segment}" is reserved`);
   });
   return segments;
 }

@@ -54,6 +54,11 @@ export interface BlobStore {
    * partial uploads and empty folders); answers how many. Optional: S3 keeps nothing aside.
    */
   sweepLeftovers?(before: number): Promise<number>;
+  /**
+   * The blob's bytes when the adapter holds it small and at hand (the fs store's rows of small
+   * documents), else null: then get() it, or use localPath. Optional.
+   */
+  readSmall?(key: string): Buffer | null;
   /** A local file path holding the blob when the adapter has one (saves a copy for local workers). */
   localPath?(key: string): string | null;
   /**

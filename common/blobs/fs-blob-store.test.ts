@@ -3,10 +3,11 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
+import { buffer } from "node:stream/consumers";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { blobStoreContract } from "./blob-store.contract.js";
 import { DocqError, ERROR_CODE } from "../model/errors.js";
-import { FsBlobStore } from "./fs-blob-store.js";
+import { FsBlobStore, SMALL_BLOB_BYTES } from "./fs-blob-store.js";
 import { rejection } from "../testing/rejection.js";
 
 async function tempDir(): Promise<string> {
@@ -35,6 +36,7 @@ describe("FsBlobStore: on disk", () => {
     store = await FsBlobStore.open(root);
   });
   afterEach(async () => {
+    await store.close();
     await fs.rm(dir, { recursive: true, force: true });
   });
 
@@ -143,16 +145,54 @@ describe("FsBlobStore: on disk", () => {
     assert.deepEqual(await tempFiles(), []);
   });
 
-  it("putNew writes in place with no temp file, and refuses a key that holds a blob, keeping it", async () => {
+  it("putNew keeps a small document as a row (no folder, no file) and writes a larger one in place with no temp file", async () => {
     assert.deepEqual(await store.putNew("task-2/input", Buffer.from("new doc")), { size: 7 });
-    assert.equal(await fs.readFile(path.join(root, "task-2", "input"), "utf8"), "new doc");
-    assert.deepEqual(await store.putNew("task-3/parts/p1", Buffer.from("deeper")), { size: 6 });
-    assert.equal(await fs.readFile(path.join(root, "task-3", "parts", "p1"), "utf8"), "deeper");
+    await assert.rejects(fs.stat(path.join(root, "task-2")), { code: "ENOENT" });
+    assert.equal(store.localPath("task-2/input"), null, "a row has no file to point at");
+    assert.equal((await buffer(await store.get("task-2/input"))).toString(), "new doc");
+    const large = Buffer.alloc(SMALL_BLOB_BYTES + 1, 7);
+    assert.deepEqual(await store.putNew("task-3/parts/p1", large), { size: large.length });
+    assert.deepEqual(await fs.readFile(path.join(root, "task-3", "parts", "p1")), large);
+    assert.equal(store.localPath("task-3/parts/p1"), path.join(root, "task-3", "parts", "p1"));
     assert.deepEqual(await tempFiles(), []);
+  });
+
+  it("putNew refuses a key that holds a blob (a row or a file), keeping it", async () => {
+    await store.putNew("task-2/input", Buffer.from("new doc"));
     await rejection(store.putNew("task-2/input", Buffer.from("other")), { code: ERROR_CODE.BadRequest, field: "key" });
-    await rejection(store.putNew("task-2/input/below", Buffer.from("y")), { code: ERROR_CODE.BadRequest, field: "key" });
-    await rejection(store.putNew("task-2", Buffer.from("y")), { code: ERROR_CODE.BadRequest, field: "key" });
-    assert.equal(await fs.readFile(path.join(root, "task-2", "input"), "utf8"), "new doc");
+    assert.equal((await buffer(await store.get("task-2/input"))).toString(), "new doc");
+    const large = Buffer.alloc(SMALL_BLOB_BYTES + 1, 7);
+    await store.putNew("task-3/input", large);
+    await rejection(store.putNew("task-3/input", large), { code: ERROR_CODE.BadRequest, field: "key" });
+    await rejection(store.putNew("task-3/input/below", large), { code: ERROR_CODE.BadRequest, field: "key" });
+    await rejection(store.putNew("task-3", Buffer.from("y")), { code: ERROR_CODE.BadRequest, field: "key" });
+    assert.deepEqual(await fs.readFile(path.join(root, "task-3", "input")), large);
+  });
+
+  it("a row is replaced by put, removed by delete and deletePrefix, listed with the files of its folder, and kept across a reopen", async () => {
+    await store.putNew("t1/input", Buffer.from("row"));
+    await store.put("t1/output-1", Readable.from([Buffer.from("file")]));
+    await store.putNew("t2/input", Buffer.from("row 2"));
+    await store.putNew("t2/other", Buffer.from("row 3"));
+    await store.put("t0/input", Readable.from([Buffer.from("file 0")]));
+    const listed: string[] = [];
+    for await (const entry of store.list()) listed.push(entry.key);
+    assert.deepEqual(listed, ["t0/input", "t1/input", "t1/output-1", "t2/input", "t2/other"]);
+    await store.put("t1/input", Readable.from([Buffer.from("now a file")]));
+    assert.equal((await buffer(await store.get("t1/input"))).toString(), "now a file");
+    assert.equal(store.localPath("t1/input"), path.join(root, "t1", "input"));
+    await store.delete("t2/input");
+    assert.equal(await store.stat("t2/input"), null);
+    assert.deepEqual(await store.stat("t2/other"), { size: 5 });
+    const reopened = await FsBlobStore.open(root, "process");
+    try {
+      assert.equal((await buffer(await reopened.get("t2/other"))).toString(), "row 3");
+      await reopened.deletePrefix("t2/");
+    } finally {
+      await reopened.close();
+    }
+    assert.equal(await store.stat("t2/other"), null);
+    await rejection(store.put(".small/x", Readable.from([Buffer.from("x")])), { code: ERROR_CODE.BadRequest, field: "key" });
   });
 
   it("works without open() once the root exists or not", async () => {

@@ -1,21 +1,43 @@
 import { randomUUID } from "node:crypto";
-import { closeSync, fstatSync, fsync, lstatSync, mkdirSync, open, promises as fs, renameSync, statSync, write, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  fsync,
+  lstatSync,
+  mkdirSync,
+  open,
+  promises as fs,
+  renameSync,
+  statSync,
+  write,
+  writeSync,
+} from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import type { AdoptableFile, BlobEntry, BlobStat, BlobStore } from "./blob-store.js";
 import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
 import { blobNotFound, checkBlobKey, checkExpectedSize, quoteKey, sizeMismatch } from "./blob-key.js";
+import { SmallBlobTable } from "./small-blob-table.js";
 
 /** Under the root so a rename into place never crosses filesystems; its name can never be a key's first segment. */
 const TEMP_DIR = ".tmp";
+/** The folder of the small documents' table (SmallBlobTable), also never a key's first segment. */
+const SMALL_DIR = ".small";
+const SMALL_FILE = "blobs.sqlite";
+/**
+ * A new document (putNew) up to this size becomes a row of the small documents' table, not a
+ * folder and a file; a larger one, and any blob put() or adopt() stores, is a file.
+ */
+export const SMALL_BLOB_BYTES = 64 * 1024;
 /**
  * Another process may share the folder and be mid-upload; an upload writes its temp file on every
  * chunk, so one untouched this long belongs to a writer that died.
  */
 const STALE_TEMP_MS = 60 * 60 * 1000;
 /** S3's limit, so a key valid here stays valid for an S3 adapter. */
-const KEY_RULES = { maxLength: 1024, reserved: TEMP_DIR };
+const KEY_RULES = { maxLength: 1024, reserved: [TEMP_DIR, SMALL_DIR] };
 /** Attempts to place a finished blob while a concurrent deletePrefix keeps removing its folder. */
 const PLACE_ATTEMPTS = 3;
 
@@ -29,18 +51,35 @@ export type BlobDurability = "process" | "power";
 /**
  * Blobs as files under one folder, key `a/b` at `<root>/a/b`. A blob is written to `.tmp/` (fsynced
  * when `durability` is "power"), then renamed into place, so a reader (or a restart after a crash)
- * sees a whole blob or none.
+ * sees a whole blob or none. A new small document (putNew, up to SMALL_BLOB_BYTES, a key of two
+ * segments or more) is a row of `.small/blobs.sqlite` instead, committed as durably; it is read,
+ * listed and removed with the files, and has no local path (a worker copies it into its work dir).
  */
 export class FsBlobStore implements BlobStore {
   readonly root: string;
   readonly durability: BlobDurability;
   private readonly tempDir: string;
   private tempDirReady: Promise<unknown> | undefined;
+  private small: SmallBlobTable | undefined;
+  private readonly smallFile: string;
 
   constructor(opts: { root: string; durability?: BlobDurability }) {
     this.root = path.resolve(opts.root);
     this.durability = opts.durability ?? "power";
     this.tempDir = path.join(this.root, TEMP_DIR);
+    this.smallFile = path.join(this.root, SMALL_DIR, SMALL_FILE);
+  }
+
+  /** The small documents' table, made on the first small document. */
+  private smallTable(): SmallBlobTable {
+    this.small ??= SmallBlobTable.open(this.smallFile, this.durability);
+    return this.small;
+  }
+
+  /** The table when it exists (made here or by another process sharing the folder), else null: reads make nothing. */
+  private smallIfAny(): SmallBlobTable | null {
+    if (this.small === undefined && existsSync(this.smallFile)) this.smallTable();
+    return this.small ?? null;
   }
 
   /** Creates the folder and removes temp files left by writers that died mid-upload. Default durability: "power". */
@@ -81,6 +120,7 @@ export class FsBlobStore implements BlobStore {
       await handle.close();
       await this.place(temp, file, key);
       placed = true;
+      this.dropRow(key);
       return { size };
     } finally {
       if (!placed) await fs.rm(temp, { force: true });
@@ -94,13 +134,19 @@ export class FsBlobStore implements BlobStore {
    * caller does not need here (see the port).
    */
   async putNew(key: string, bytes: Uint8Array): Promise<BlobStat> {
-    const file = this.fileFor(key);
-    const dir = path.dirname(file);
+    const segments = checkBlobKey(key, "key", KEY_RULES);
     const clash = (err: unknown): Error =>
       docqError(ERROR_CODE.BadRequest, `blob key ${quoteKey(key)} holds a blob already, or a blob is in its path: putNew is for new keys`, {
         field: "key",
         cause: err,
       });
+    if (bytes.byteLength <= SMALL_BLOB_BYTES && segments.length > 1) {
+      const [folder, rest] = splitKey(key);
+      if (!(await this.smallTable().insert(folder, rest, bytes, Date.now()))) throw clash(null);
+      return { size: bytes.byteLength };
+    }
+    const file = path.join(this.root, ...segments);
+    const dir = path.dirname(file);
     let madeDir: string | undefined;
     try {
       madeDir = await fs.mkdir(dir, { recursive: true });
@@ -144,6 +190,8 @@ export class FsBlobStore implements BlobStore {
 
   async get(key: string): Promise<Readable> {
     const file = this.fileFor(key);
+    const row = this.rowOf(key);
+    if (row !== null) return Readable.from(row.byteLength === 0 ? [] : [row], { objectMode: false });
     let handle: FileHandle;
     try {
       handle = await fs.open(file, "r");
@@ -163,6 +211,11 @@ export class FsBlobStore implements BlobStore {
 
   async stat(key: string): Promise<BlobStat | null> {
     const file = this.fileFor(key);
+    const small = this.smallIfAny();
+    if (small !== null) {
+      const size = small.size(...splitKey(key));
+      if (size !== null) return { size };
+    }
     try {
       const stats = await fs.stat(file);
       return stats.isFile() ? { size: stats.size } : null;
@@ -174,6 +227,7 @@ export class FsBlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     const file = this.fileFor(key);
+    this.dropRow(key);
     try {
       await fs.unlink(file);
     } catch (err) {
@@ -196,6 +250,7 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
+  /** Files and rows together, folder by folder (the union of both, in name order), each folder's keys in key order. */
   async *list(): AsyncIterable<BlobEntry> {
     const walk = async function* (dir: string, prefix: string): AsyncGenerator<BlobEntry> {
       let entries;
@@ -205,8 +260,7 @@ export class FsBlobStore implements BlobStore {
         if (isMissing(err)) return;
         throw err;
       }
-      for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-        if (prefix === "" && entry.name === TEMP_DIR) continue;
+      for (const entry of entries.sort(byName)) {
         const full = path.join(dir, entry.name);
         if (entry.isDirectory()) {
           yield* walk(full, `${prefix}${entry.name}/`);
@@ -216,7 +270,27 @@ export class FsBlobStore implements BlobStore {
         }
       }
     };
-    yield* walk(this.root, "");
+    const top = await fs.readdir(this.root, { withFileTypes: true }).catch((err: unknown) => (isMissing(err) ? [] : Promise.reject(err)));
+    const names = top.filter((e) => e.name !== TEMP_DIR && e.name !== SMALL_DIR).sort(byName);
+    const small = this.smallIfAny();
+    let rowFolder = small?.nextFolder("") ?? null;
+    let i = 0;
+    while (i < names.length || rowFolder !== null) {
+      const entry = names[i];
+      const name = entry === undefined ? rowFolder! : rowFolder === null || entry.name <= rowFolder ? entry.name : rowFolder;
+      const folder: BlobEntry[] = [];
+      if (entry?.name === name) {
+        i++;
+        const full = path.join(this.root, name);
+        if (entry.isDirectory()) for await (const blob of walk(full, `${name}/`)) folder.push(blob);
+        else if (entry.isFile()) for await (const blob of walkFile(full, name)) folder.push(blob);
+      }
+      if (rowFolder === name) {
+        folder.push(...small!.entriesOf(name));
+        rowFolder = small!.nextFolder(name);
+      }
+      yield* folder.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    }
   }
 
   /** Partial uploads untouched since `before` (their writer died) and empty task folders older than that. */
@@ -227,7 +301,7 @@ export class FsBlobStore implements BlobStore {
       if (entries === null) return false;
       let empty = true;
       for (const entry of entries) {
-        if (dir === this.root && entry.name === TEMP_DIR) continue;
+        if (dir === this.root && (entry.name === TEMP_DIR || entry.name === SMALL_DIR)) continue;
         if (!entry.isDirectory() || !(await sweepEmpty(path.join(dir, entry.name)))) empty = false;
       }
       if (!empty || dir === this.root) return false;
@@ -247,6 +321,7 @@ export class FsBlobStore implements BlobStore {
 
   async deletePrefix(prefix: string): Promise<void> {
     const segments = checkBlobKey(prefix, "prefix", KEY_RULES);
+    this.smallIfAny()?.deletePrefix(prefix);
     const partial = segments.pop() ?? "";
     const dir = path.join(this.root, ...segments);
     const removeTree = (target: string): Promise<void> => fs.rm(target, { recursive: true, force: true, maxRetries: 3 });
@@ -265,11 +340,22 @@ export class FsBlobStore implements BlobStore {
       throw err;
     }
     const atRoot = segments.length === 0;
-    await Promise.all(names.filter((n) => n.startsWith(partial) && !(atRoot && n === TEMP_DIR)).map((n) => removeTree(path.join(dir, n))));
+    await Promise.all(
+      names
+        .filter((n) => n.startsWith(partial) && !(atRoot && (n === TEMP_DIR || n === SMALL_DIR)))
+        .map((n) => removeTree(path.join(dir, n))),
+    );
   }
 
+  readSmall(key: string): Buffer | null {
+    checkBlobKey(key, "key", KEY_RULES);
+    return this.rowOf(key);
+  }
+
+  /** A file's path; null for a row (whose key has no file, or a file it replaced). */
   localPath(key: string): string | null {
     const file = this.fileFor(key);
+    if ((this.smallIfAny()?.size(...splitKey(key)) ?? null) !== null) return null;
     try {
       return statSync(file, { throwIfNoEntry: false })?.isFile() === true ? file : null;
     } catch (err) {
@@ -309,6 +395,7 @@ export class FsBlobStore implements BlobStore {
     const placed = lstatSync(file, { throwIfNoEntry: false });
     const now = fstatSync(source.fd);
     if (placed !== undefined && placed.isFile() && placed.ino === now.ino && placed.dev === now.dev && now.nlink === 1) {
+      this.dropRow(key);
       return { size: now.size };
     }
     // Not the file that was opened: it goes back to where it came from (the caller's folder, which it cleans).
@@ -316,10 +403,23 @@ export class FsBlobStore implements BlobStore {
     return null;
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.small?.close();
+    this.small = undefined;
+  }
 
   private fileFor(key: string): string {
     return path.join(this.root, ...checkBlobKey(key, "key", KEY_RULES));
+  }
+
+  /** The row's bytes when `key` (checked already) is a small document's row. */
+  private rowOf(key: string): Buffer | null {
+    return this.smallIfAny()?.bytes(...splitKey(key)) ?? null;
+  }
+
+  /** Removes the row of `key` (checked already), if any: a blob stored as a file since replaces it. */
+  private dropRow(key: string): void {
+    this.smallIfAny()?.delete(...splitKey(key));
   }
 
   private ensureTempDir(): Promise<unknown> {
@@ -370,6 +470,22 @@ export class FsBlobStore implements BlobStore {
       await dirHandle.close();
     }
   }
+}
+
+/** A key's folder (first segment) and the rest, as the small documents' table keys its rows. */
+function splitKey(key: string): [string, string] {
+  const slash = key.indexOf("/");
+  return slash === -1 ? [key, ""] : [key.slice(0, slash), key.slice(slash + 1)];
+}
+
+function byName(a: { name: string }, b: { name: string }): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/** A blob file at the root (a key of one segment), as list() yields it. */
+async function* walkFile(full: string, key: string): AsyncGenerator<BlobEntry> {
+  const stats = await fs.lstat(full).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
+  if (stats !== null) yield { key, modifiedAt: stats.mtimeMs };
 }
 
 /** place() in one synchronous rename (its folder made first when missing), for durability "process": nothing to fsync. */

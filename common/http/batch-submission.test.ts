@@ -38,14 +38,19 @@ describe("storeBatchForm", () => {
     log: silent,
   };
   /** Every file under the store's root but its empty temp folder. */
-  const filesOnDisk = async (): Promise<string[]> =>
-    (await fs.readdir(blobs.root, { recursive: true, withFileTypes: true })).filter((e) => !e.isDirectory()).map((e) => e.name);
+  /** The documents stored (files and small documents' rows) and the partial uploads. */
+  const filesOnDisk = async (): Promise<string[]> => {
+    const keys: string[] = [];
+    for await (const entry of blobs.list()) keys.push(entry.key);
+    return [...keys, ...(await fs.readdir(path.join(blobs.root, ".tmp")).catch(() => []))];
+  };
 
   beforeEach(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-batch-test-"));
     blobs = await FsBlobStore.open(path.join(dir, "blobs"), "process");
   });
   afterEach(async () => {
+    await blobs.close();
     await fs.rm(dir, { recursive: true, force: true });
   });
 

@@ -3,6 +3,7 @@ import {
   constants as fsConstants,
   existsSync,
   fstatSync,
+  ftruncateSync,
   lstatSync,
   promises as fs,
   mkdirSync,
@@ -14,6 +15,7 @@ import {
   rmdirSync,
   statfsSync,
   unlinkSync,
+  writeSync,
 } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -78,6 +80,13 @@ export interface WorkDir {
    * false when anything else is there (the caller then removes the dir); never throws.
    */
   empty(known?: readonly string[]): Promise<boolean>;
+  /**
+   * Writes `bytes` as the file `name` at the top of the dir (a document docq hands its script) and
+   * answers its path. The file is kept when the dir is emptied, truncated (the next run never reads
+   * it), so the next run rewrites it in place instead of making a new file: on ext4 a new inode
+   * costs far more than a write. A run may thus find an empty file of that name it was not given.
+   */
+  writeFile(name: string, bytes: Uint8Array): Promise<string>;
 }
 
 /**
@@ -102,12 +111,23 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
   const outputDir = path.join(dir, "out");
   if (inMemory) mkdirSync(outputDir);
   else await fs.mkdir(outputDir);
-  /** Only an `out` folder (a real one, not a link) in the dir, and nothing in it. */
-  const isEmpty = (entries: Dirent[], outEntries: string[]): boolean =>
-    entries.length === 1 && entries[0]?.name === "out" && entries[0].isDirectory() && outEntries.length === 0;
+  /** Files docq wrote for its script (writeFile): kept, truncated, when the dir is emptied. */
+  const kept = new KeptFiles(dir);
+  /** Only an `out` folder (a real one, not a link) in the dir, and nothing in it, besides the kept files. */
+  const isEmpty = (all: Dirent[], outEntries: string[]): boolean => {
+    const entries = all.filter((e) => !(e.isFile() && kept.has(e.name)));
+    return entries.length === 1 && entries[0]?.name === "out" && entries[0].isDirectory() && outEntries.length === 0;
+  };
+  /** What is in the dir now, and in its `out/` (["?"] when that is not a lone folder). */
+  const listed = (): boolean => {
+    const entries = readdirSync(dir, { withFileTypes: true });
+    const out = entries.find((e) => e.name === "out");
+    return isEmpty(entries, out?.isDirectory() === true ? readdirSync(outputDir) : ["?"]);
+  };
   return {
     path: dir,
     outputDir,
+    writeFile: async (name, bytes) => kept.write(name, bytes),
     empty: inMemory
       ? async (known = []) => {
           try {
@@ -115,8 +135,8 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
               const problem = inParentDir(file, dir, (parent, name) => unlinkSync(at(parent, name)));
               if (problem !== undefined) return false;
             }
-            const entries = readdirSync(dir, { withFileTypes: true });
-            return isEmpty(entries, entries.length === 1 && entries[0]?.isDirectory() === true ? readdirSync(outputDir) : ["?"]);
+            kept.truncateAll();
+            return listed();
           } catch {
             return false;
           }
@@ -127,10 +147,10 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
               known.map((file) => inParentDirAsync(file, dir, (parent, name) => fs.unlink(at(parent, name)))),
             );
             if (problems.some((p) => p !== undefined)) return false;
-            // Reading a small folder waits for no journal commit (unlike making or removing one):
-            // synchronous, it costs microseconds where each async call is a thread-pool round trip.
-            const entries = readdirSync(dir, { withFileTypes: true });
-            return isEmpty(entries, entries.length === 1 && entries[0]?.isDirectory() === true ? readdirSync(outputDir) : ["?"]);
+            // Reading a small folder, or truncating a file, waits for no journal commit (unlike making
+            // or removing one): synchronous, each costs microseconds where an async call is a thread-pool round trip.
+            kept.truncateAll();
+            return listed();
           } catch {
             return false;
           }
@@ -138,7 +158,7 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
     remove: inMemory
       ? async (known = []) => {
           try {
-            for (const file of known) inParentDir(file, dir, (parent, name) => unlinkSync(at(parent, name)));
+            for (const file of [...known, ...kept.paths()]) inParentDir(file, dir, (parent, name) => unlinkSync(at(parent, name)));
             const problem = inParentDir(outputDir, dir, (parent, name) => rmdirSync(at(parent, name)));
             if (problem !== undefined) throw new Error(problem);
             rmdirSync(dir);
@@ -148,7 +168,9 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
         }
       : async (known = []) => {
           try {
-            await Promise.all(known.map((file) => inParentDirAsync(file, dir, (parent, name) => fs.unlink(at(parent, name)))));
+            await Promise.all(
+              [...known, ...kept.paths()].map((file) => inParentDirAsync(file, dir, (parent, name) => fs.unlink(at(parent, name)))),
+            );
             const problem = await inParentDirAsync(outputDir, dir, (parent, name) => fs.rmdir(at(parent, name)));
             if (problem !== undefined) throw new Error(problem);
             await fs.rmdir(dir);
@@ -157,6 +179,99 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
           }
         },
   };
+}
+
+/**
+ * The files docq writes at the top of a work dir for its script, rewritten in place run after run.
+ * Each is reached through the opened dir and written only when it is a regular file with one link:
+ * whatever a script left under that name instead (a link, a hard link to a file elsewhere, a
+ * folder) is unlinked and a new file made, so docq never writes through to another file.
+ */
+class KeptFiles {
+  private readonly names = new Set<string>();
+  constructor(private readonly dir: string) {}
+
+  has(name: string): boolean {
+    return this.names.has(name);
+  }
+
+  paths(): string[] {
+    return [...this.names].map((name) => path.join(this.dir, name));
+  }
+
+  /** Writes `bytes` as `name` (one path segment); answers its path. */
+  write(name: string, bytes: Uint8Array): string {
+    if (name === "" || name.includes(path.sep) || name === "." || name === ".." || name === "out") {
+      throw new Error(`work dir file name ${JSON.stringify(name)} is not a plain name`);
+    }
+    const dir: OpenDir = { fd: openSync(this.dir, DIR_FLAGS), path: this.dir };
+    try {
+      const fd = openOwnFile(dir, name);
+      try {
+        for (let offset = 0; offset < bytes.byteLength;) offset += writeSync(fd, bytes, offset, bytes.byteLength - offset, offset);
+        if (fstatSync(fd).size > bytes.byteLength) ftruncateSync(fd, bytes.byteLength);
+      } finally {
+        closeSync(fd);
+      }
+    } finally {
+      closeSync(dir.fd);
+    }
+    this.names.add(name);
+    return path.join(this.dir, name);
+  }
+
+  /** Empties every kept file; one that is no longer a file of its own is unlinked and forgotten. Throws when the dir is gone. */
+  truncateAll(): void {
+    if (this.names.size === 0) return;
+    const dir: OpenDir = { fd: openSync(this.dir, DIR_FLAGS), path: this.dir };
+    try {
+      for (const name of this.names) {
+        let fd: number | null = null;
+        try {
+          fd = openSync(at(dir, name), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+          const stats = fstatSync(fd);
+          if (stats.isFile() && stats.nlink === 1) {
+            if (stats.size > 0) ftruncateSync(fd, 0);
+            continue;
+          }
+        } catch {
+          // Gone, a link, a folder, a FIFO: not ours any more.
+        } finally {
+          if (fd !== null) closeSync(fd);
+        }
+        this.names.delete(name);
+        try {
+          unlinkSync(at(dir, name));
+        } catch {
+          // Missing, or a folder: the emptiness check sees what is left.
+        }
+      }
+    } finally {
+      closeSync(dir.fd);
+    }
+  }
+}
+
+/** `name` in `dir`, opened for writing: a regular file with one link, made when missing or when something else holds the name. */
+function openOwnFile(dir: OpenDir, name: string): number {
+  const file = at(dir, name);
+  try {
+    const fd = openSync(file, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0o600);
+    const stats = fstatSync(fd);
+    if (stats.isFile() && stats.nlink === 1) return fd;
+    closeSync(fd);
+  } catch (err) {
+    // A link (ELOOP), a folder (EISDIR), a FIFO with no reader (ENXIO): the name is taken over below.
+    const code = errnoCode(err);
+    if (code !== "ELOOP" && code !== "EISDIR" && code !== "ENXIO") throw err;
+  }
+  try {
+    unlinkSync(file);
+  } catch (err) {
+    if (errnoCode(err) !== "EISDIR") throw err;
+    rmdirSync(file);
+  }
+  return openSync(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0o600);
 }
 
 /** Passes of removeTree over a dir that a live process keeps filling (a warm process's child). */
@@ -456,7 +571,7 @@ export interface OpenedFile {
   size: number;
 }
 
-const { O_RDONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY } = fsConstants;
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY } = fsConstants;
 /** A folder, and never a link to one. */
 const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;
 /** Never through a link; never waiting (a FIFO), never taking a terminal. */

@@ -1,4 +1,5 @@
 import { closeSync, createReadStream, createWriteStream, readSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -61,6 +62,9 @@ export interface LeasedRun {
   progress?(report: ProgressReport): void;
 }
 
+/** The name of a task's input in its work dir, when the store has no file of it to point at. */
+const SINGLE_INPUT = "input";
+
 /** Appended to a failure's message so the task's error shows what the script said. */
 const STDERR_HEADER = "\n--- stderr (tail) ---\n";
 
@@ -102,10 +106,13 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
   const { task } = run;
   const job = await ctx.registry.resolve(task.job);
   const work = await ctx.workDirs.acquire();
-  /** Files of the work dir stored by a copy (a moved one is gone from it): unlinked first when it is emptied or removed. */
+  /**
+   * Files of the work dir docq wrote (a downloaded input) or stored by a copy (a moved one is gone
+   * from it): unlinked first when it is emptied or removed, so the dir can be kept for the next run.
+   */
   const stored: string[] = [];
   try {
-    const answer = await runScript(run, job, work, ctx);
+    const answer = await runScript(run, job, work, ctx, stored);
     if (answer.kind === "output") {
       const key = blobKeys.output(task.id, run.tries);
       written.push(key);
@@ -131,12 +138,12 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
 }
 
 /** Reaches the task's documents and runs its job on them; the slot is free again once the script is over, however it ended. */
-async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx: TaskRunContext): Promise<JobAnswer> {
+async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx: TaskRunContext, written: string[]): Promise<JobAnswer> {
   const { task } = run;
   const mode = modeOf(task, job);
   const request: JobRequest = {
     mode,
-    ...(await documentsOf(task, mode, work.path, ctx.blobs)),
+    ...(await documentsOf(task, mode, work, ctx.blobs, written)),
     outputDir: work.outputDir,
     params: task.params,
     task: { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth },
@@ -155,8 +162,9 @@ async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx:
 async function documentsOf(
   task: PulledTask,
   mode: JobMode,
-  workDir: string,
+  work: WorkDir,
   blobs: BlobStore,
+  written: string[],
 ): Promise<{ input?: string; inputs?: string[] }> {
   if (mode === "merge") {
     // A workflow step's upstream outputs travel in its record (a site that stole it has no mergeInputs).
@@ -164,9 +172,9 @@ async function documentsOf(
     if (mergeInputs === undefined) {
       throw new Error(`task ${task.id} was leased for its merge without its children's outputs (mergeInputs)`);
     }
-    return { inputs: await Promise.all(mergeInputs.map((key, i) => localFile(blobs, key, workDir, `input-${i}`))) };
+    return { inputs: await Promise.all(mergeInputs.map((key, i) => localFile(blobs, key, work, `input-${i}`, written))) };
   }
-  return task.input === null ? {} : { input: await localFile(blobs, task.input, workDir, "input") };
+  return task.input === null ? {} : { input: await localFile(blobs, task.input, work, SINGLE_INPUT, written) };
 }
 
 /**
@@ -181,12 +189,21 @@ function modeOf(task: PulledTask, job: JobDefinition): JobMode {
   return job.split ? "split" : "simple";
 }
 
-/** A path the script can read: the blob's own file when the store is local, else a download into the work dir. */
-async function localFile(blobs: BlobStore, key: string, workDir: string, name: string): Promise<string> {
-  const local = blobs.localPath?.(key) ?? null;
+/**
+ * A path the script can read: a small document the store holds at hand written into the work dir
+ * (in place of the last run's: WorkDir.writeFile), the blob's own file when the store is local,
+ * else a download into the work dir (added to `written`).
+ */
+async function localFile(blobs: BlobStore, key: string, work: WorkDir, name: string, written: string[]): Promise<string> {
+  const small = blobs.readSmall?.(key) ?? null;
+  // A task's one input is kept for the next run; a merge's many inputs are not (each emptying would truncate them all).
+  if (small !== null && name === SINGLE_INPUT) return work.writeFile(name, small);
+  const local = small === null ? (blobs.localPath?.(key) ?? null) : null;
   if (local !== null) return local;
-  const file = path.join(workDir, name);
-  await pipeline(await blobs.get(key), createWriteStream(file));
+  const file = path.join(work.path, name);
+  written.push(file);
+  if (small !== null) await writeFile(file, small, { flag: "wx" });
+  else await pipeline(await blobs.get(key), createWriteStream(file));
   return file;
 }
 
@@ -243,6 +260,16 @@ async function storeAnswered(blobs: BlobStore, key: string, file: string, workDi
   }
   const movable = openMovableInWorkDir(file, workDir);
   if (typeof movable === "string") throw refused(movable);
+  if (movable.size <= SMALL_OUTPUT_BYTES) {
+    // A new key's small bytes: the store may keep them as a row (fs), where a move would make the task's folder.
+    movable.closeDir();
+    try {
+      await blobs.putNew(key, readAll(movable.fd, movable.size));
+    } finally {
+      closeSync(movable.fd);
+    }
+    return false;
+  }
   let moved: boolean;
   try {
     moved = movable.path !== null && (await adopt(key, { path: movable.path, fd: movable.fd })) !== null;
