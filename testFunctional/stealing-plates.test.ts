@@ -90,12 +90,15 @@ describe("plates: a backlog is drained by its plate-mate first", () => {
   });
 
   it("lends a short backlog that its plate-mate can take all to it, none across", async () => {
-    // a runs 2 at once; the other 4 are b's slots and its buffer of one per slot.
-    const ids = await submitBatch(app("a").url, SLOTS + 2 * SLOTS, 1000);
+    // a runs 2 at once; the other 2 fill b's free slots. (What b would only buffer, to run after
+    // its slots free, is the cost rule's call: an idle site of the other plate, asking once the
+    // hold is over, can rightly get it. That happened on a loaded machine: the test then said
+    // nothing about plates.)
+    const ids = await submitBatch(app("a").url, SLOTS + SLOTS, 1000);
     const tasks = await waitAllFinal(app("a").url, ids, 60_000);
     for (const t of tasks) assert.equal(t.status, "output", `${t.id}: ${t.error}`);
     const counts = ranAt(tasks);
-    console.log(`# 6 sleep-warm(1 s) tasks of a ran at ${JSON.stringify(counts)}`);
+    console.log(`# ${ids.length} sleep-warm(1 s) tasks of a ran at ${JSON.stringify(counts)}`);
     assert.equal(counts.c, undefined, `none went to c of the other plate: ${JSON.stringify(counts)}`);
     assert.equal(counts.d, undefined, `none went to d of the other plate: ${JSON.stringify(counts)}`);
     assert.ok((counts.b ?? 0) > 0, `b took a share: ${JSON.stringify(counts)}`);
