@@ -116,7 +116,9 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
     if (answer.kind === "output") {
       const key = blobKeys.output(task.id, run.tries);
       written.push(key);
-      if (!(await storeAnswered(ctx.blobs, key, answer.output, work.path))) stored.push(answer.output);
+      // A split's part ends in its parent's merge, which reads every part's output as a file: those stay files.
+      const asBytes = task.depth === 0;
+      if (!(await storeAnswered(ctx.blobs, key, answer.output, work.path, { move: true, asBytes }))) stored.push(answer.output);
       return { kind: "output", output: key };
     }
     const children: ChildSpec[] = answer.children.map((child, i) => ({
@@ -129,7 +131,8 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
     await eachWithin(PART_PUTS_AT_ONCE, answer.children, async (child, i) => {
       const key = blobKeys.splitPart(task.id, run.tries, i);
       written.push(key);
-      if (!(await storeAnswered(ctx.blobs, key, child.input, work.path, { move: answeredOnce.has(child.input) }))) stored.push(child.input);
+      const move = answeredOnce.has(child.input);
+      if (!(await storeAnswered(ctx.blobs, key, child.input, work.path, { move, asBytes: false }))) stored.push(child.input);
     });
     return { kind: "split", children };
   } finally {
@@ -246,10 +249,18 @@ const SMALL_OUTPUT_BYTES = 64 * 1024;
  * by a rename through the file's opened folder, and checks that what it moved is the opened file
  * (else it answers null and the file is copied); any other store gets a copy read from the
  * descriptor. A move costs one rename where a copy cost a temp file's open, write, close and
- * rename, and the unlink when the work dir is emptied. Answers true when the file was moved (it is
- * no longer in the work dir).
+ * rename, and the unlink when the work dir is emptied. With `asBytes`, a small file (up to
+ * SMALL_OUTPUT_BYTES) is read and stored with putNew (a new key's bytes: the fs store keeps them as
+ * a row, where a move would make the task's folder, a new inode) and unlinked with the work dir.
+ * Answers true when the file was moved (it is no longer in the work dir).
  */
-async function storeAnswered(blobs: BlobStore, key: string, file: string, workDir: string, opts = { move: true }): Promise<boolean> {
+async function storeAnswered(
+  blobs: BlobStore,
+  key: string,
+  file: string,
+  workDir: string,
+  opts: { move: boolean; asBytes: boolean },
+): Promise<boolean> {
   const refused = (why: string): Error => new Error(`the answered file ${file} was not stored: ${why}`);
   const adopt = opts.move ? blobs.adopt?.bind(blobs) : undefined;
   if (adopt === undefined) {
@@ -260,7 +271,7 @@ async function storeAnswered(blobs: BlobStore, key: string, file: string, workDi
   }
   const movable = openMovableInWorkDir(file, workDir);
   if (typeof movable === "string") throw refused(movable);
-  if (movable.size <= SMALL_OUTPUT_BYTES) {
+  if (opts.asBytes && movable.size <= SMALL_OUTPUT_BYTES) {
     // A new key's small bytes: the store may keep them as a row (fs), where a move would make the task's folder.
     movable.closeDir();
     try {
