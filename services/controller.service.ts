@@ -32,7 +32,7 @@ import { jobListing } from "../common/jobs/job-listing.js";
 import { blobKeys, newTaskId } from "../common/queue/new-task.js";
 import { badRequestOf, formatZodIssues } from "../common/model/zod-issues.js";
 import type { Task } from "../common/model/task-model.js";
-import { queuerClient, type QueuerClient } from "../common/queue/queue-client.js";
+import { CONTROLLER_OWN_MESSAGES, queuerClient, type QueuerClient } from "../common/queue/queue-client.js";
 import type { LocalQueuer } from "../common/queue/local-queuer.js";
 import { queuerActionName, type QueuerAction, type QueuerAnswer, type QueuerMessage } from "../common/queue/protocol.js";
 import { dropTaskDocuments } from "../common/blobs/task-documents.js";
@@ -193,7 +193,7 @@ function queuerOf(ctx: ApiContext, local?: LocalQueuer): QueuerClient {
     return ctx.call(actionName, message, { timeout: QUEUER_CALL_TIMEOUT_MS });
   };
   // Embedded mode: the queuer of this very process, called directly while it serves (no broker hop per request).
-  if (local !== undefined) return queuerClient(local.call(viaBroker));
+  if (local !== undefined) return queuerClient(local.call(viaBroker, CONTROLLER_OWN_MESSAGES));
   return queuerClient(
     <A extends QueuerAction>(action: A, message: QueuerMessage<A>) =>
       viaBroker(queuerActionName(action), message) as Promise<QueuerAnswer<A>>,
