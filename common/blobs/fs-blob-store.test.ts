@@ -169,6 +169,22 @@ describe("FsBlobStore: on disk", () => {
     assert.deepEqual(await fs.readFile(path.join(root, "task-3", "input")), large);
   });
 
+  it("rows asked for in one turn share a commit, each answered as its own: a key given twice is refused the second time", async () => {
+    const keys = Array.from({ length: 50 }, (_, i) => `many-${i}/input`);
+    const answers = await Promise.allSettled([
+      ...keys.map((key) => store.putNew(key, Buffer.from(key))),
+      store.putNew("many-3/input", Buffer.from("again")),
+    ]);
+    assert.deepEqual(
+      answers.slice(0, keys.length).map((a) => a.status),
+      keys.map(() => "fulfilled"),
+    );
+    const again = answers[keys.length];
+    assert.equal(again?.status, "rejected");
+    assert.equal(((again as PromiseRejectedResult).reason as DocqError).code, ERROR_CODE.BadRequest);
+    for (const key of keys) assert.equal((await buffer(await store.get(key))).toString(), key);
+  });
+
   it("a row is replaced by put, removed by delete and deletePrefix, listed with the files of its folder, and kept across a reopen", async () => {
     await store.putNew("t1/input", Buffer.from("row"));
     await store.put("t1/output-1", Readable.from([Buffer.from("file")]));

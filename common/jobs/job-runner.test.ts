@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { closeSync, promises as fs, readFileSync, readSync } from "node:fs";
+import { closeSync, existsSync, promises as fs, readFileSync, readSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -137,6 +137,61 @@ describe("createWorkDir", () => {
     await b.remove();
     await assert.rejects(fs.stat(a.path), { code: "ENOENT" });
   });
+});
+
+describe("WorkDir.writeFile: a file docq hands its script, rewritten in place run after run", () => {
+  // Both ways createWorkDir works: on a disk (the OS temp dir here) and in memory (tmpfs).
+  const roots = [os.tmpdir(), ...(existsSync("/dev/shm") ? ["/dev/shm"] : [])];
+  for (const root of roots) {
+    it(`keeps the same file across runs, emptied between them, and the dir counts as empty (${root})`, async () => {
+      const work = await createWorkDir(root);
+      try {
+        const file = await work.writeFile("input", Buffer.from("the first task's document"));
+        assert.equal(file, path.join(work.path, "input"));
+        const { ino } = await fs.stat(file);
+        assert.equal(await work.empty(), true, "a kept file leaves the dir reusable");
+        assert.equal((await fs.stat(file)).size, 0, "nothing of the first task is left for the next");
+        await work.writeFile("input", Buffer.from("short"));
+        assert.equal(readFileSync(file, "utf8"), "short");
+        assert.equal((await fs.stat(file)).ino, ino, "rewritten in place: no new file");
+        await work.writeFile("input", Buffer.from("a longer second document"));
+        await work.writeFile("input", Buffer.from("cut"));
+        assert.equal(readFileSync(file, "utf8"), "cut", "a shorter document leaves no tail of the longer one");
+      } finally {
+        await work.remove();
+      }
+      await assert.rejects(fs.stat(work.path), { code: "ENOENT" });
+    });
+
+    it(`never writes through what a script put in the file's place: a link, a hard link, a folder (${root})`, async () => {
+      const work = await createWorkDir(root);
+      const outside = await fs.mkdtemp(path.join(root, "docq-kept-outside-"));
+      try {
+        const target = path.join(outside, "precious");
+        await fs.writeFile(target, "not docq's");
+        const file = await work.writeFile("input", Buffer.from("doc 1"));
+        for (const plant of [() => fs.symlink(target, file), () => fs.link(target, file), () => fs.mkdir(file)]) {
+          await fs.rm(file, { recursive: true, force: true });
+          await plant();
+          await work.writeFile("input", Buffer.from("doc 2"));
+          assert.equal(readFileSync(target, "utf8"), "not docq's", "the file elsewhere is untouched");
+          const stats = await fs.lstat(file);
+          assert.ok(stats.isFile() && stats.nlink === 1, "the name is a file of its own again");
+          assert.equal(readFileSync(file, "utf8"), "doc 2");
+        }
+        // Swapped after the write: emptying the dir neither truncates the file elsewhere nor keeps the link.
+        await fs.rm(file);
+        await fs.symlink(target, file);
+        assert.equal(await work.empty(), true);
+        assert.equal(readFileSync(target, "utf8"), "not docq's");
+        await assert.rejects(fs.lstat(file), { code: "ENOENT" });
+        await assert.rejects(work.writeFile("../escape", Buffer.from("x")), /not a plain name/);
+      } finally {
+        await work.remove();
+        await fs.rm(outside, { recursive: true, force: true });
+      }
+    });
+  }
 });
 
 describe("runJob: answers", () => {

@@ -88,10 +88,13 @@ async function reset(queueOpts: Partial<TaskQueueOptions>): Promise<void> {
 afterEach(tearDown);
 
 /** The work dirs under `root` holding anything but an empty `out/`: a kept dir is emptied after each run. */
+/** Work dirs holding more than an empty `out/` (and an empty `input`: the kept file of WorkDir.writeFile). */
 async function dirtyWorkDirs(root: string): Promise<string[]> {
   const dirty: string[] = [];
   for (const name of await fs.readdir(root)) {
-    const entries = await fs.readdir(path.join(root, name)).catch(() => ["(not a dir)"]);
+    const all = await fs.readdir(path.join(root, name)).catch(() => ["(not a dir)"]);
+    const keptEmpty = all.includes("input") && (await fs.stat(path.join(root, name, "input"))).size === 0;
+    const entries = all.filter((entry) => !(entry === "input" && keptEmpty));
     const out = entries.length === 1 && entries[0] === "out" ? await fs.readdir(path.join(root, name, "out")) : ["?"];
     if (out.length > 0) dirty.push(`${name}: ${entries.join(", ")}; out: ${out.join(", ")}`);
   }
@@ -131,12 +134,18 @@ function makePool(overrides: Partial<WorkerPoolOptions> = {}, opts: { wakeOnQueu
   return pool;
 }
 
-async function submit(job: string, content: string | null, overrides: { maxTries?: number; priority?: number } = {}): Promise<Task> {
+async function submit(
+  job: string,
+  content: string | null,
+  overrides: { maxTries?: number; priority?: number; asNew?: boolean } = {},
+): Promise<Task> {
   const id = newTaskId("test");
   let input: string | null = null;
   if (content !== null) {
     input = blobKeys.input(id);
-    await h.blobs.put(input, Readable.from([Buffer.from(content)]));
+    // asNew: stored as the HTTP routes store a new task's document (putNew: a small one is a row of the fs store).
+    if (overrides.asNew === true) await h.blobs.putNew(input, Buffer.from(content));
+    else await h.blobs.put(input, Readable.from([Buffer.from(content)]));
   }
   return h.queue.submit({
     id,
@@ -309,6 +318,34 @@ describe("WorkerPool", () => {
     const inputSeen = await fs.readFile(seen, "utf8");
     assert.ok(inputSeen.startsWith(h.workRoot + path.sep), `input ${inputSeen} is a copy in the work dir`);
     assert.notEqual(inputSeen, fsBlobs.localPath(blobKeys.input(t.id)));
+  });
+
+  it("hands a small document kept as a row to the script as `input` in its work dir, rewritten in place for the next task", async () => {
+    const seen = path.join(h.marks, "seen");
+    await writeJob(
+      "upper",
+      `set -eu
+${READ_REQUEST}printf '%s\\n' "$input" >> "${seen}"
+tr a-z A-Z < "$input" > "$out/upper.txt"
+echo '{"output":"upper.txt"}'
+`,
+    );
+    const pool = makePool({ slots: 1 });
+    pool.start();
+    const docs = ["first small document\n", "second\n", "and a third, longer than the second\n"];
+    for (const doc of docs) {
+      const t = await submit("upper", doc, { asNew: true });
+      assert.equal(h.blobs.localPath(blobKeys.input(t.id)), null, "the document is a row, no file");
+      const done = await waitStatus(t.id, "output");
+      assert.equal(await blobText(done.output ?? ""), doc.toUpperCase());
+      assert.equal(h.blobs.localPath(done.output ?? ""), null, "a top-level task's small output is a row too");
+    }
+    const inputs = (await fs.readFile(seen, "utf8")).trim().split("\n");
+    assert.equal(inputs.length, 3);
+    for (const input of inputs) assert.ok(input.startsWith(h.workRoot + path.sep), `input ${input} is in the work dir`);
+    assert.equal(new Set(inputs).size, 1, "one slot, one kept work dir: the same file each time");
+    await waitUntil("the pool to be idle", () => pool.held === 0);
+    assert.deepEqual(await dirtyWorkDirs(h.workRoot), [], "nothing of the last task is left: its input is emptied");
   });
 
   it("reports a failing script with its stderr tail, retrying it maxTries times", async () => {
