@@ -64,6 +64,8 @@ import {
 const SCHEMA_VERSION = 5;
 /** How long a statement waits for another connection's write lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000;
+/** A group asked for within this long of the last commit waits a turn more for company (grouped). */
+const BUSY_GROUP_MS = 1;
 /**
  * Ids bound per renew statement. SQLite refuses more than SQLITE_MAX_VARIABLE_NUMBER
  * bound values (32766 in this build, 999 in older ones); staying under the old limit keeps
@@ -643,6 +645,8 @@ export class SqliteTaskStore implements TaskStore {
   /** Writes waiting for the next group commit (see grouped()), in the order they were asked. */
   private pending: PendingWrite[] = [];
   private flushing = false;
+  /** When the last group was committed (performance.now()). */
+  private lastFlushAt = -Infinity;
   /** One transaction around a group of writes. */
   private readonly group: (run: () => void) => void;
   private readonly renewAll: (owner: string, ids: readonly string[], expiresAt: number) => string[];
@@ -1312,7 +1316,12 @@ export class SqliteTaskStore implements TaskStore {
   private grouped<T>(operation: string, run: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.pending.push({ operation, run, resolve: resolve as (value: unknown) => void, reject });
-      if (this.pending.length === 1) setImmediate(() => this.flushPending());
+      if (this.pending.length !== 1) return;
+      // Under a stream of writes (the last commit was this recent) the group waits one more turn of
+      // the event loop, gathering the writes that the I/O of that turn brings: a commit costs about
+      // 120 µs here, the insert itself 20.
+      if (performance.now() - this.lastFlushAt < BUSY_GROUP_MS) setImmediate(() => setImmediate(() => this.flushPending()));
+      else setImmediate(() => this.flushPending());
     });
   }
 
@@ -1322,6 +1331,7 @@ export class SqliteTaskStore implements TaskStore {
     const batch = this.pending;
     this.pending = [];
     this.flushing = true;
+    this.lastFlushAt = performance.now();
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
     try {
       if (batch.length === 1) {
