@@ -128,10 +128,11 @@ export class FsBlobStore implements BlobStore {
   }
 
   /**
-   * Written in place, no temp file: the task's folder made (a batch's documents each have a new
-   * one) and the file created with 'wx', a new inode each and nothing more. A temp file would cost
-   * one more creation and a rename, both serialized on the one `.tmp` folder, for a guarantee the
-   * caller does not need here (see the port).
+   * A small document (SMALL_BLOB_BYTES, a key of two segments or more) becomes a row, committed
+   * with the rows asked for in the same turn. A larger one is written in place, no temp file: its
+   * folder made and the file created with 'wx', a new inode each and nothing more. A temp file
+   * would cost one more creation and a rename, both serialized on the one `.tmp` folder, for a
+   * guarantee the caller does not need here (see the port).
    */
   async putNew(key: string, bytes: Uint8Array): Promise<BlobStat> {
     const segments = checkBlobKey(key, "key", KEY_RULES);
@@ -265,8 +266,7 @@ export class FsBlobStore implements BlobStore {
         if (entry.isDirectory()) {
           yield* walk(full, `${prefix}${entry.name}/`);
         } else if (entry.isFile()) {
-          const stats = await fs.lstat(full).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
-          if (stats !== null) yield { key: `${prefix}${entry.name}`, modifiedAt: stats.mtimeMs };
+          yield* walkFile(full, `${prefix}${entry.name}`);
         }
       }
     };
@@ -482,7 +482,7 @@ function byName(a: { name: string }, b: { name: string }): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
 
-/** A blob file at the root (a key of one segment), as list() yields it. */
+/** A blob file, as list() yields it (none when it went meanwhile). */
 async function* walkFile(full: string, key: string): AsyncGenerator<BlobEntry> {
   const stats = await fs.lstat(full).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
   if (stats !== null) yield { key, modifiedAt: stats.mtimeMs };

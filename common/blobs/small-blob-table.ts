@@ -30,7 +30,6 @@ export class SmallBlobTable {
   private readonly deleteFolders: Database.Statement<[string, string]>;
   private readonly folderAfter: Database.Statement<[string], { folder: string }>;
   private readonly rowsOf: Database.Statement<[string], { rest: string; modified_at: number }>;
-  private readonly anyRow: Database.Statement<[], { one: number }>;
   private readonly insertAll: (rows: readonly PendingRow[]) => void;
   /** Rows asked for in this turn of the event loop: written in one transaction, one commit for all. */
   private pending: PendingRow[] = [];
@@ -46,7 +45,6 @@ export class SmallBlobTable {
     this.deleteFolders = db.prepare("DELETE FROM blobs WHERE folder >= ? AND folder < ?");
     this.folderAfter = db.prepare("SELECT folder FROM blobs WHERE folder > ? ORDER BY folder LIMIT 1");
     this.rowsOf = db.prepare("SELECT rest, modified_at FROM blobs WHERE folder = ? ORDER BY rest");
-    this.anyRow = db.prepare("SELECT 1 AS one FROM blobs LIMIT 1");
     this.insertAll = db.transaction((rows: readonly PendingRow[]) => {
       for (const row of rows) row.inserted = this.insertRow.run(row.folder, row.rest, row.bytes, row.now).changes === 1;
     });
@@ -135,10 +133,6 @@ export class SmallBlobTable {
   /** A folder's rows, by name. */
   entriesOf(folder: string): BlobEntry[] {
     return this.rowsOf.all(folder).map((row) => ({ key: `${folder}/${row.rest}`, modifiedAt: row.modified_at }));
-  }
-
-  isEmpty(): boolean {
-    return this.anyRow.get() === undefined;
   }
 
   /** Closes the file once the rows asked for are written. */

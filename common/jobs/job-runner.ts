@@ -204,8 +204,7 @@ class KeptFiles {
     if (name === "" || name.includes(path.sep) || name === "." || name === ".." || name === "out") {
       throw new Error(`work dir file name ${JSON.stringify(name)} is not a plain name`);
     }
-    const dir: OpenDir = { fd: openSync(this.dir, DIR_FLAGS), path: this.dir };
-    try {
+    this.inDir((dir) => {
       const fd = openOwnFile(dir, name);
       try {
         for (let offset = 0; offset < bytes.byteLength;) offset += writeSync(fd, bytes, offset, bytes.byteLength - offset, offset);
@@ -213,9 +212,7 @@ class KeptFiles {
       } finally {
         closeSync(fd);
       }
-    } finally {
-      closeSync(dir.fd);
-    }
+    });
     this.names.add(name);
     return path.join(this.dir, name);
   }
@@ -223,15 +220,13 @@ class KeptFiles {
   /** Empties every kept file; one that is no longer a file of its own is unlinked and forgotten. Throws when the dir is gone. */
   truncateAll(): void {
     if (this.names.size === 0) return;
-    const dir: OpenDir = { fd: openSync(this.dir, DIR_FLAGS), path: this.dir };
-    try {
+    this.inDir((dir) => {
       for (const name of this.names) {
         let fd: number | null = null;
         try {
-          fd = openSync(at(dir, name), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-          const stats = fstatSync(fd);
-          if (stats.isFile() && stats.nlink === 1) {
-            if (stats.size > 0) ftruncateSync(fd, 0);
+          fd = openSync(at(dir, name), KEPT_FILE_FLAGS);
+          if (isOwnFile(fd)) {
+            if (fstatSync(fd).size > 0) ftruncateSync(fd, 0);
             continue;
           }
         } catch {
@@ -246,19 +241,32 @@ class KeptFiles {
           // Missing, or a folder: the emptiness check sees what is left.
         }
       }
+    });
+  }
+
+  /** Runs `fn` on the work dir opened (never through a link), closed after. */
+  private inDir(fn: (dir: OpenDir) => void): void {
+    const dir: OpenDir = { fd: openSync(this.dir, DIR_FLAGS), path: this.dir };
+    try {
+      fn(dir);
     } finally {
       closeSync(dir.fd);
     }
   }
 }
 
+/** A regular file with one link: no other name elsewhere writes through to it. */
+function isOwnFile(fd: number): boolean {
+  const stats = fstatSync(fd);
+  return stats.isFile() && stats.nlink === 1;
+}
+
 /** `name` in `dir`, opened for writing: a regular file with one link, made when missing or when something else holds the name. */
 function openOwnFile(dir: OpenDir, name: string): number {
   const file = at(dir, name);
   try {
-    const fd = openSync(file, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0o600);
-    const stats = fstatSync(fd);
-    if (stats.isFile() && stats.nlink === 1) return fd;
+    const fd = openSync(file, KEPT_FILE_FLAGS | O_CREAT, 0o600);
+    if (isOwnFile(fd)) return fd;
     closeSync(fd);
   } catch (err) {
     // A link (ELOOP), a folder (EISDIR), a FIFO with no reader (ENXIO): the name is taken over below.
@@ -271,7 +279,7 @@ function openOwnFile(dir: OpenDir, name: string): number {
     if (errnoCode(err) !== "EISDIR") throw err;
     rmdirSync(file);
   }
-  return openSync(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0o600);
+  return openSync(file, KEPT_FILE_FLAGS | O_CREAT | O_EXCL, 0o600);
 }
 
 /** Passes of removeTree over a dir that a live process keeps filling (a warm process's child). */
@@ -576,6 +584,8 @@ const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK
 const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;
 /** Never through a link; never waiting (a FIFO), never taking a terminal. */
 const FILE_FLAGS = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
+/** A kept file (WorkDir.writeFile) opened for writing, with the same care. */
+const KEPT_FILE_FLAGS = O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
 /**
  * With /proc/self/fd, `/proc/self/fd/<fd of a folder>/<name>` makes the kernel look `name` up in
  * the folder that fd holds, whatever its path leads to now: a walk down from the work dir one

@@ -105,6 +105,14 @@ async function writeJob(name: string, body: string): Promise<void> {
   await fs.writeFile(path.join(h.dir, "jobs", `${name}.sh`), `#!/bin/sh\n${body}`);
 }
 
+/** A job folder whose job.yaml says split, its entry `main.sh` holding `body`. */
+async function writeSplitJob(name: string, body: string): Promise<void> {
+  const dir = path.join(h.dir, "jobs", name);
+  await fs.mkdir(dir);
+  await fs.writeFile(path.join(dir, "job.yaml"), "split: true\nentry: main.sh\n");
+  await fs.writeFile(path.join(dir, "main.sh"), body);
+}
+
 /** `tr a-z A-Z` of the input, as wordcount.sh does it. */
 const upperJob = (): Promise<void> =>
   writeJob("upper", `set -eu\n${READ_REQUEST}tr a-z A-Z < "$input" > "$out/upper.txt"\necho '{"output":"upper.txt"}'\n`);
@@ -399,11 +407,8 @@ echo '{"output":"upper.txt"}'
   });
 
   it('a split child answering {"error", "retry": false} fails at once and fails its parent', async () => {
-    const dir = path.join(h.dir, "jobs", "splitfatal");
-    await fs.mkdir(dir);
-    await fs.writeFile(path.join(dir, "job.yaml"), "split: true\nentry: main.sh\n");
-    await fs.writeFile(
-      path.join(dir, "main.sh"),
+    await writeSplitJob(
+      "splitfatal",
       `${READ_REQUEST}case $req in
   '{"mode":"split"'*) echo good > "$out/p1"; echo bad > "$out/p2"; echo '{"children":[{"input":"p1"},{"input":"p2"}]}' ;;
   *) if [ "$(cat "$input")" = bad ]; then echo '{"error":"part 2 is unreadable","retry":false}'; exit 1; fi
@@ -422,11 +427,8 @@ esac
   });
 
   it("a split answering one file for two parts stores it for each (a file answered once is moved, not copied)", async () => {
-    const dir = path.join(h.dir, "jobs", "splitsame");
-    await fs.mkdir(dir);
-    await fs.writeFile(path.join(dir, "job.yaml"), "split: true\nentry: main.sh\n");
-    await fs.writeFile(
-      path.join(dir, "main.sh"),
+    await writeSplitJob(
+      "splitsame",
       `${READ_REQUEST}case $req in
   '{"mode":"split"'*) echo shared > "$out/p1"; echo own > "$out/p2"
     echo '{"children":[{"input":"p1","params":{"n":1}},{"input":"p2"},{"input":"p1","params":{"n":2}}]}' ;;
