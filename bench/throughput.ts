@@ -4,6 +4,7 @@ import { JobRegistry } from "../common/jobs/job-registry.js";
 import { runDirectReference, type DirectResult } from "./direct-spawn.js";
 import { CLIENT_CONCURRENCY, JOBS_DIR, log, submitMany, waitForCounts, withApp } from "./harness.js";
 import { round, type FigureResult, type Row } from "./report.js";
+import { measureQueuedFirst, type QueuedFirstRun } from "./queued-first.js";
 
 /** Worker slots of the throughput figure, and the concurrency of the direct references. */
 export const THROUGHPUT_SLOTS = 2;
@@ -24,6 +25,8 @@ export interface QueueThroughput {
   meanTaskMs: number | null;
   appPeakRssMb: number | null;
   appRssMbAtEnd: number | null;
+  /** The same app's second run, queued first (when asked): see measureQueuedFirst. */
+  queuedFirst?: QueuedFirstRun;
 }
 
 /**
@@ -37,6 +40,8 @@ export async function measureQueueThroughput(opts: {
   slots: number;
   params?: Record<string, unknown>;
   app?: StartOptions;
+  /** After the end-to-end run, in the same app (its warm processes started): `count` more tasks queued first. */
+  queuedFirst?: boolean;
 }): Promise<QueueThroughput> {
   const { job, count, slots } = opts;
   const run = await withApp({ slots, ...opts.app }, async (app) => {
@@ -66,7 +71,11 @@ export async function measureQueueThroughput(opts: {
       if (t.startTime !== null && t.endTime !== null) sum += t.endTime - t.startTime;
     }
     const runPhaseMs = Number.isFinite(firstStart) && Number.isFinite(lastEnd) ? lastEnd - firstStart : null;
-    return { endToEndMs, submitDoneMs: submitDone - t0, runPhaseMs, meanTaskMs: tasks.length > 0 ? sum / tasks.length : null };
+    const queuedFirst =
+      opts.queuedFirst === true
+        ? await measureQueuedFirst(app.url, { job, count, ...(opts.params === undefined ? {} : { params: opts.params }) })
+        : undefined;
+    return { endToEndMs, submitDoneMs: submitDone - t0, runPhaseMs, meanTaskMs: tasks.length > 0 ? sum / tasks.length : null, queuedFirst };
   });
   const r = run.result;
   return {
@@ -81,6 +90,7 @@ export async function measureQueueThroughput(opts: {
     meanTaskMs: r.meanTaskMs === null ? null : round(r.meanTaskMs, 2),
     appPeakRssMb: run.peakRssMb,
     appRssMbAtEnd: run.rssMb,
+    ...(r.queuedFirst === undefined ? {} : { queuedFirst: r.queuedFirst }),
   };
 }
 
