@@ -78,7 +78,8 @@ export async function measurePool(opts: {
 }): Promise<PoolRate> {
   const dir = await fs.mkdtemp(path.join(opts.dataDir, "docq-bench-warm-"));
   const { store, queue } = sqliteQueue(dir, { site: "bench", leaseMs: 60_000, backoffBaseMs: 1000, backoffMaxMs: 10_000 });
-  const fsBlobs = await FsBlobStore.open(path.join(dir, "blobs"));
+  // As the app opens it by default (durability "process"), as the SQLite store above.
+  const fsBlobs = await FsBlobStore.open(path.join(dir, "blobs"), "process");
   const blobs = opts.outputs === "memory" ? memoryOutputs(fsBlobs) : fsBlobs;
   const workRoot = path.join(dir, "work");
   await fs.mkdir(workRoot);

@@ -130,6 +130,7 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
     writeFile: async (name, bytes) => kept.write(name, bytes),
     empty: inMemory
       ? async (known = []) => {
+          dropAnswered(dir);
           try {
             for (const file of known) {
               const problem = inParentDir(file, dir, (parent, name) => unlinkSync(at(parent, name)));
@@ -142,6 +143,7 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
           }
         }
       : async (known = []) => {
+          dropAnswered(dir);
           try {
             const problems = await Promise.all(
               known.map((file) => inParentDirAsync(file, dir, (parent, name) => fs.unlink(at(parent, name)))),
@@ -157,6 +159,7 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
         },
     remove: inMemory
       ? async (known = []) => {
+          dropAnswered(dir);
           try {
             for (const file of [...known, ...kept.paths()]) inParentDir(file, dir, (parent, name) => unlinkSync(at(parent, name)));
             const problem = inParentDir(outputDir, dir, (parent, name) => rmdirSync(at(parent, name)));
@@ -167,6 +170,7 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
           }
         }
       : async (known = []) => {
+          dropAnswered(dir);
           try {
             await Promise.all(
               [...known, ...kept.paths()].map((file) => inParentDirAsync(file, dir, (parent, name) => fs.unlink(at(parent, name)))),
@@ -565,12 +569,59 @@ export async function placeAnswer(
     return abs;
   };
 
-  if (answer.output !== undefined) return { kind: "output", output: place(answer.output, "output"), stderrTail };
+  if (answer.output !== undefined) {
+    const abs = path.resolve(outputDir, answer.output);
+    const opened = openMovableInWorkDir(abs, opts.workDir);
+    if (typeof opened === "string") throw fail(`answered output ${JSON.stringify(answer.output)}: ${opened}`);
+    keepAnswered(opts.workDir, abs, opened);
+    return { kind: "output", output: abs, stderrTail };
+  }
   const children = answer.children ?? [];
   if (request.mode === "simple") throw fail("answered children in simple mode: declare split: true in job.yaml");
   if (request.mode === "merge") throw fail("answered children in merge mode: a merge answers an output");
   const placed = children.map((c) => ({ input: place(c.input, "child input"), ...(c.params === undefined ? {} : { params: c.params }) }));
   return { kind: "children", children: placed, stderrTail };
+}
+
+/**
+ * Answered outputs as placeAnswer opened them, by work dir and path, until the worker takes one to
+ * store it (takeAnswered): the file checked is the file stored, opened once. What is not taken is
+ * closed when its work dir is emptied or removed (dropAnswered).
+ */
+const answeredFiles = new Map<string, Map<string, MovableFile>>();
+
+function keepAnswered(workDir: string, file: string, opened: MovableFile): void {
+  const dir = path.resolve(workDir);
+  let files = answeredFiles.get(dir);
+  if (files === undefined) answeredFiles.set(dir, (files = new Map()));
+  const earlier = files.get(file);
+  if (earlier !== undefined) closeMovable(earlier);
+  files.set(file, opened);
+}
+
+/** The output placeAnswer opened at `file` in `workDir`, now the caller's to close; undefined when there is none. */
+export function takeAnswered(file: string, workDir: string): MovableFile | undefined {
+  const dir = path.resolve(workDir);
+  const files = answeredFiles.get(dir);
+  const opened = files?.get(file);
+  if (opened === undefined) return undefined;
+  files?.delete(file);
+  if (files?.size === 0) answeredFiles.delete(dir);
+  return opened;
+}
+
+/** Closes what placeAnswer opened in `workDir` and nobody took. */
+function dropAnswered(workDir: string): void {
+  const dir = path.resolve(workDir);
+  const files = answeredFiles.get(dir);
+  if (files === undefined) return;
+  answeredFiles.delete(dir);
+  for (const opened of files.values()) closeMovable(opened);
+}
+
+function closeMovable(opened: MovableFile): void {
+  opened.closeDir();
+  closeSync(opened.fd);
 }
 
 /** A file of a work dir, open for reading: read it through `fd` (never again by its path), then closeSync(fd). */

@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, createWriteStream, readSync } from "node:fs";
+import { closeSync, createReadStream, createWriteStream, readSync, unlinkSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -10,6 +10,7 @@ import {
   JobFailedError,
   openInWorkDir,
   openMovableInWorkDir,
+  takeAnswered,
   type JobAnswer,
   type JobMode,
   type JobRequest,
@@ -251,8 +252,8 @@ const SMALL_OUTPUT_BYTES = 64 * 1024;
  * descriptor. A move costs one rename where a copy cost a temp file's open, write, close and
  * rename, and the unlink when the work dir is emptied. With `asBytes`, a small file (up to
  * SMALL_OUTPUT_BYTES) is read and stored with putNew (a new key's bytes: the fs store keeps them as
- * a row, where a move would make the task's folder, a new inode) and unlinked with the work dir.
- * Answers true when the file was moved (it is no longer in the work dir).
+ * a row, where a move would make the task's folder, a new inode) and unlinked through its opened
+ * folder. Answers true when the file is no longer in the work dir (moved, or stored and unlinked).
  */
 async function storeAnswered(
   blobs: BlobStore,
@@ -263,23 +264,29 @@ async function storeAnswered(
 ): Promise<boolean> {
   const refused = (why: string): Error => new Error(`the answered file ${file} was not stored: ${why}`);
   const adopt = opts.move ? blobs.adopt?.bind(blobs) : undefined;
+  // The output as the executor checked it (placeAnswer), else opened now the same way.
+  const answered = takeAnswered(file, workDir);
   if (adopt === undefined) {
-    const opened = openInWorkDir(file, workDir);
+    const opened = answered === undefined ? openInWorkDir(file, workDir) : (answered.closeDir(), answered);
     if (typeof opened === "string") throw refused(opened);
     await copyInto(blobs, key, opened);
     return false;
   }
-  const movable = openMovableInWorkDir(file, workDir);
+  const movable = answered ?? openMovableInWorkDir(file, workDir);
   if (typeof movable === "string") throw refused(movable);
   if (opts.asBytes && movable.size <= SMALL_OUTPUT_BYTES) {
     // A new key's small bytes: the store may keep them as a row (fs), where a move would make the task's folder.
-    movable.closeDir();
     try {
-      await blobs.putNew(key, readAll(movable.fd, movable.size));
+      try {
+        await blobs.putNew(key, readAll(movable.fd, movable.size));
+      } finally {
+        closeSync(movable.fd);
+      }
+      // Unlinked now through its opened folder, which spares the emptying its walk down from the work dir.
+      return movable.path !== null && unlinkedOrGone(movable.path);
     } finally {
-      closeSync(movable.fd);
+      movable.closeDir();
     }
-    return false;
   }
   let moved: boolean;
   try {
@@ -296,6 +303,16 @@ async function storeAnswered(
   }
   await copyInto(blobs, key, movable);
   return false;
+}
+
+/** Unlinks `file`; true when it is gone (already, or now), false when it could not be (the work dir's emptying tries again). */
+function unlinkedOrGone(file: string): boolean {
+  try {
+    unlinkSync(file);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOENT";
+  }
 }
 
 /** The files named once in `files` (by their resolved path). */

@@ -519,6 +519,36 @@ echo done > "$out/r.txt"; echo '{"output":"r.txt"}'
       assert.deepEqual(hb, { ids: [t.id], load: { slots: 1, busy: 1 } }, "a heartbeat names the running tasks and the load");
   });
 
+  it("a heartbeat answer naming a run past its script (its report under way) neither warns nor stops its report", async () => {
+    await upperJob();
+    const warnings: string[] = [];
+    let reportHeld: (() => void) | undefined;
+    const heldUntilHeartbeat = new Promise<void>((resolve) => (reportHeld = resolve));
+    let storing: string | null = null;
+    const client: WorkerQueue = {
+      ...h.client,
+      // The report waits until a heartbeat has answered: as when the queue took it and the heartbeat's answer comes first.
+      succeed: async (claim, result) => {
+        storing = claim.id;
+        await heldUntilHeartbeat;
+        return h.client.succeed(claim, result);
+      },
+      heartbeat: async (owner, ids, load) => {
+        if (storing !== null && ids.includes(storing)) {
+          setImmediate(() => reportHeld?.());
+          return [storing];
+        }
+        return h.client.heartbeat(owner, ids, load);
+      },
+    };
+    const pool = makePool({ slots: 1, heartbeatMs: 20, client, log: { info: () => undefined, warn: (m) => warnings.push(m) } });
+    pool.start();
+    const t = await submit("upper", "hello");
+    const done = await waitStatus(t.id, "output");
+    assert.equal(await text(await h.blobs.get(done.output ?? "")), "HELLO");
+    assert.deepEqual(warnings, []);
+  });
+
   it("a run that finishes after its lease moved on is refused, and its output blob removed", async () => {
     await reset({ leaseMs: 40, backoffBaseMs: 60_000, backoffMaxMs: 60_000 });
     const go = path.join(h.marks, "go");

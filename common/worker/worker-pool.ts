@@ -290,7 +290,9 @@ export class WorkerPool {
       const lost = await this.opts.client.heartbeat(this.opts.owner, ids, { slots: this.opts.slots, busy: this.inSlot });
       for (const id of lost) {
         const run = this.running.get(id);
-        if (run === undefined) continue;
+        // Past its script, a run's lease may have ended with its own report while the heartbeat was on
+        // its way (taken, not lost): the report is answered taken or refused, and that decides.
+        if (run === undefined || !run.holdsSlot) continue;
         this.opts.log.warn(`lease of ${id} lost (requeued or canceled): stopping its script`);
         this.stopRun(run, "lease lost");
       }
