@@ -11,10 +11,12 @@ import {
   createWorkDir,
   JobFailedError,
   openInWorkDir,
+  placeAnswer,
   removeTree,
   requestLine,
   runJob,
   sweepLeftovers,
+  takeAnswered,
   type JobAnswer,
   type JobMode,
   type JobRequest,
@@ -807,5 +809,58 @@ describe("runJob: the example jobs in scripts-job/", () => {
     assert.equal(await fs.readFile(output(answer), "utf8"), "");
     const { answer: merged } = await run(job, { mode: "merge", inputs: [] });
     assert.equal(await fs.readFile(output(merged), "utf8"), "");
+  });
+});
+
+describe("placeAnswer: the answered output is opened once", () => {
+  const request = (work: WorkDir): JobRequest => ({
+    mode: "simple",
+    outputDir: work.outputDir,
+    params: {},
+    task: { id: "t-1", name: "", user: "u", priority: 50, parentId: null, depth: 0 },
+  });
+  const place = (work: WorkDir, output: string): Promise<JobAnswer> =>
+    placeAnswer({ output }, request(work), { workDir: work.path, stderrTail: "", fail: (m) => new Error(m) });
+  const openFds = async (): Promise<number> => (await fs.readdir("/proc/self/fd")).length;
+
+  it("hands the worker the file it checked, even if the name is swapped for a link afterwards", async () => {
+    const work = await workDir();
+    const outside = await fs.mkdtemp(path.join(os.tmpdir(), "docq-outside-test-"));
+    try {
+      await fs.writeFile(path.join(outside, "secret"), "OUTSIDE");
+      await fs.writeFile(path.join(work.outputDir, "o"), "checked");
+      const answer = await place(work, "o");
+      assert.equal(answer.kind, "output");
+      const file = answer.kind === "output" ? answer.output : "";
+      await fs.rm(file);
+      await fs.symlink(path.join(outside, "secret"), file);
+      const opened = takeAnswered(file, work.path);
+      assert.ok(opened !== undefined, "placeAnswer kept what it opened");
+      try {
+        const buffer = Buffer.alloc(64);
+        assert.equal(buffer.toString("utf8", 0, readSync(opened.fd, buffer, 0, 64, 0)), "checked");
+      } finally {
+        opened.closeDir();
+        closeSync(opened.fd);
+      }
+      assert.equal(takeAnswered(file, work.path), undefined, "taken once");
+    } finally {
+      await fs.rm(outside, { recursive: true, force: true });
+    }
+  });
+
+  it("closes what nobody took when its work dir is emptied or removed", { skip: !existsSync("/proc/self/fd") }, async () => {
+    const work = await workDir();
+    const before = await openFds();
+    await fs.writeFile(path.join(work.outputDir, "o"), "x");
+    const answer = await place(work, "o");
+    assert.ok((await openFds()) > before, "the answer is held open");
+    await work.empty(answer.kind === "output" ? [answer.output] : []);
+    assert.equal(await openFds(), before);
+    assert.equal(takeAnswered(path.join(work.outputDir, "o"), work.path), undefined);
+    await fs.writeFile(path.join(work.outputDir, "p"), "y");
+    await place(work, "p");
+    await work.remove();
+    assert.equal(await openFds(), before);
   });
 });
