@@ -119,7 +119,8 @@ export async function measurePool(opts: {
     for (let i = 0; i < n; i++) {
       const id = newTaskId("bench");
       const input = blobKeys.input(id);
-      await fsBlobs.put(input, Readable.from([Buffer.from(`small document number ${i}\n`)]));
+      // As the HTTP routes store a new task's document (putNew: a small one is a row of the fs store).
+      await fsBlobs.putNew(input, Buffer.from(`small document number ${i}\n`));
       await queue.submit({ id, site: "bench", user: "bench", name: "", job: opts.job, params: {}, priority: 50, maxTries: 1, input });
       waiting.add(id);
     }
