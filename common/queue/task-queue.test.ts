@@ -33,6 +33,23 @@ function makeQueueOptions(): TaskQueueOptions {
   };
 }
 
+/** The test's store, its `step` answering 30 ms after it is committed (a commit on a loaded machine). */
+function slowerStore(step: "create" | "requeue"): SqliteTaskStore {
+  return new Proxy(store, {
+    get(target, name) {
+      const value: unknown = Reflect.get(target, name, target);
+      if (typeof value !== "function") return value;
+      const bound = (value as (...args: unknown[]) => unknown).bind(target);
+      if (name !== step) return bound;
+      return async (...args: unknown[]) => {
+        const answer = await bound(...args);
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        return answer;
+      };
+    },
+  });
+}
+
 function spec(priority: number, overrides: Partial<NewTaskSpec> = {}): NewTaskSpec {
   return {
     id: newTaskId("test"),
@@ -146,6 +163,32 @@ describe("TaskQueue", () => {
     await queue.fail(claimOf(task), "x", { retryable: true });
     await announced;
     assert.ok(Date.now() - failedAt >= 25, "not before the backoff");
+    assert.equal((await queue.pull("w1", 1)).length, 1);
+    queue.stop();
+  });
+
+  it("announces a retry whose backoff passed while its requeue was being committed (a loaded machine)", async () => {
+    // The requeue's commit outlasts the 1 ms backoff: the task is due before the queue indexes it.
+    const slow = slowerStore("requeue");
+    const queue = new TaskQueue({ ...makeQueueOptions(), store: slow, now: Date.now, backoffBaseMs: 1, backoffMaxMs: 1 });
+    await queue.submit(spec(50));
+    const [task] = await queue.pull("w1", 1);
+    assert.ok(task);
+    let announced = 0;
+    queue.on("task:queued", () => announced++);
+    await queue.fail(claimOf(task), "x", { retryable: true });
+    assert.equal(announced, 1, "announced when indexed, not left to the workers' poll");
+    assert.equal((await queue.pull("w1", 1)).length, 1);
+    queue.stop();
+  });
+
+  it("announces a delayed task whose moment passed while it was being stored", async () => {
+    const slow = slowerStore("create");
+    const queue = new TaskQueue({ ...makeQueueOptions(), store: slow, now: Date.now });
+    let announced = 0;
+    queue.on("task:queued", () => announced++);
+    await queue.submit(spec(50, { availableAt: Date.now() + 5 }));
+    assert.equal(announced, 1);
     assert.equal((await queue.pull("w1", 1)).length, 1);
     queue.stop();
   });

@@ -171,8 +171,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       queued: (step) => {
         this.index.add(toQueueEntry(step), this.opts.now());
         this.emit("task:changed", step);
-        if (step.availableAt > this.opts.now()) this.scheduleWake();
-        else this.emit("task:queued");
+        this.announce(step.availableAt);
       },
       ended: (task) => this.ended(task),
       cancel: async (id, reason) => {
@@ -311,8 +310,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       if (task.status === S.input) this.index.add(this.sizedEntry(task, sizeOf.get(task.id)), task.submitTime);
       this.emit("task:changed", task);
     }
-    if (queued.some((task) => task.availableAt > task.submitTime)) this.scheduleWake();
-    if (queued.some((task) => task.availableAt <= task.submitTime)) this.emit("task:queued");
+    if (queued.length > 0) this.announce(queued.reduce((earliest, task) => Math.min(earliest, task.availableAt), Infinity));
     const submittedBy = new Map<string, number>();
     for (const task of tops) if (task.parentId === null) submittedBy.set(task.user, (submittedBy.get(task.user) ?? 0) + 1);
     // The batch's bytes go to its one user (a quota-checked batch has one); a mixed one's to its first.
@@ -334,8 +332,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     this.index.add(this.sizedEntry(task, inputBytes), task.submitTime);
     this.emit("task:changed", task);
     // A delayed task (runAt/delayMs) wakes the workers when it is due.
-    if (task.availableAt > task.submitTime) this.scheduleWake();
-    else this.emit("task:queued");
+    this.announce(task.availableAt);
     if (task.parentId === null) await this.recordUsage(task.user, task.submitTime, { submitted: 1, bytesIn: inputBytes ?? 0 });
     return task;
   }
@@ -358,8 +355,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
       this.index.add(toQueueEntry(root), root.submitTime);
       this.emit("task:changed", root);
     }
-    if (workflow.availableAt > workflow.submitTime) this.scheduleWake();
-    else this.emit("task:queued");
+    this.announce(workflow.availableAt);
     await this.recordUsage(workflow.user, workflow.submitTime, { submitted: 1, bytesIn: inputBytes });
     return workflow;
   }
@@ -977,7 +973,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
         this.emit("task:changed", requeued.task);
         this.attemptEnded(requeued.task);
         this.index.add(toQueueEntry(requeued.task), now);
-        this.scheduleWake();
+        this.announce(requeued.task.availableAt);
         return true;
       }
       // Held by this claim but with no try left: it ends in error below. Any other miss: stale.
@@ -995,6 +991,17 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   private attemptEnded(task: Task): void {
     const attempt = task.attempts[task.attempts.length - 1];
     if (attempt !== undefined) this.emit("attempt:ended", { task, attempt });
+  }
+
+  /**
+   * Tells the workers of a task (re)queued for `availableAt`: now when it is due, else when it is
+   * (the wake timer). Checked after the timer is set: a task whose short backoff or delay passed
+   * while its write was committed (a loaded machine) is already promoted by then, so no timer
+   * would name it, and the workers would hear of it only at their next poll.
+   */
+  private announce(availableAt: number): void {
+    this.scheduleWake();
+    if (availableAt <= this.opts.now()) this.emit("task:queued");
   }
 
   /** Announces work again when the earliest backoff elapses, so idle workers need not poll. */
