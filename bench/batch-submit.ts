@@ -1,4 +1,4 @@
-import { percentile, sortedNumbers } from "./harness.js";
+import { percentile, postBatch, sortedNumbers } from "./harness.js";
 import { round } from "./report.js";
 
 /** The batch submit's figure: documents per request and their size, as the issue sets them. */
@@ -54,10 +54,7 @@ export async function measureBatchSubmit(
   const t0 = performance.now();
   for (const form of forms) {
     const t = performance.now();
-    const res = await fetch(`${url}/api/tasks/batch`, { method: "POST", body: form.body, headers: { "content-type": form.contentType } });
-    const text = await res.text();
-    if (res.status !== 201) throw new Error(`POST /api/tasks/batch answered ${res.status}: ${text.slice(0, 500)}`);
-    const { ids } = JSON.parse(text) as { ids: string[] };
+    const ids = await postBatch(url, { body: form.body, headers: { "content-type": form.contentType } });
     if (ids.length !== opts.perRequest)
       throw new Error(`POST /api/tasks/batch answered ${ids.length} ids for ${opts.perRequest} documents`);
     durations.push(performance.now() - t);

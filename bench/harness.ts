@@ -176,3 +176,22 @@ export async function jobExists(name: string): Promise<boolean> {
   const entries = await fs.readdir(JOBS_DIR).catch(() => [] as string[]);
   return entries.some((e) => e === name || e.replace(/\.(sh|py|js|mjs)$/, "") === name);
 }
+
+/** From the task records: first startTime to last endTime (the run phase alone), ms; null without both. */
+export function runPhaseOf(tasks: Iterable<Pick<Task, "startTime" | "endTime">>): number | null {
+  let firstStart = Infinity;
+  let lastEnd = -Infinity;
+  for (const t of tasks) {
+    if (t.startTime !== null) firstStart = Math.min(firstStart, t.startTime);
+    if (t.endTime !== null) lastEnd = Math.max(lastEnd, t.endTime);
+  }
+  return Number.isFinite(firstStart) && Number.isFinite(lastEnd) ? lastEnd - firstStart : null;
+}
+
+/** POST /api/tasks/batch with `init`'s body; answers the created ids, throwing on any answer but a 201. */
+export async function postBatch(url: string, init: { body: BodyInit; headers?: Record<string, string> }): Promise<string[]> {
+  const res = await fetch(`${url}/api/tasks/batch`, { method: "POST", ...init });
+  const text = await res.text();
+  if (res.status !== 201) throw new Error(`POST /api/tasks/batch answered ${res.status}: ${text.slice(0, 500)}`);
+  return (JSON.parse(text) as { ids: string[] }).ids;
+}

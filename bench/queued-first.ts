@@ -1,5 +1,5 @@
 import { listAll } from "../testFunctional/helpers.js";
-import { getStats, waitForCounts } from "./harness.js";
+import { getStats, postBatch, runPhaseOf, waitForCounts } from "./harness.js";
 import { round } from "./report.js";
 
 /*
@@ -49,10 +49,7 @@ export async function measureQueuedFirst(
     if (opts.params !== undefined) form.set("params", JSON.stringify(opts.params));
     for (let i = from; i < Math.min(count, from + PER_REQUEST); i++)
       form.append("file", new Blob([`small document number ${i}\n`]), `doc-${i}.txt`);
-    const res = await fetch(`${url}/api/tasks/batch`, { method: "POST", body: form });
-    const text = await res.text();
-    if (res.status !== 201) throw new Error(`POST /api/tasks/batch answered ${res.status}: ${text.slice(0, 500)}`);
-    for (const id of (JSON.parse(text) as { ids: string[] }).ids) ids.add(id);
+    for (const id of await postBatch(url, { body: form })) ids.add(id);
   }
   const submitDoneMs = performance.now() - t0;
   const queuedBeforeRun = Date.now() < runAt;
@@ -62,14 +59,7 @@ export async function measureQueuedFirst(
     (c) => (c.output ?? 0) >= outputBefore + count,
     Math.max(120_000, count * 200),
   );
-  let firstStart = Infinity;
-  let lastEnd = -Infinity;
-  for (const t of await listAll(url, "status=output")) {
-    if (!ids.has(t.id)) continue;
-    if (t.startTime !== null) firstStart = Math.min(firstStart, t.startTime);
-    if (t.endTime !== null) lastEnd = Math.max(lastEnd, t.endTime);
-  }
-  const runPhaseMs = Number.isFinite(firstStart) && Number.isFinite(lastEnd) ? lastEnd - firstStart : null;
+  const runPhaseMs = runPhaseOf((await listAll(url, "status=output")).filter((t) => ids.has(t.id)));
   return {
     count,
     holdMs,

@@ -2,7 +2,7 @@ import path from "node:path";
 import { listAll, type StartOptions } from "../testFunctional/helpers.js";
 import { JobRegistry } from "../common/jobs/job-registry.js";
 import { runDirectReference, type DirectResult } from "./direct-spawn.js";
-import { CLIENT_CONCURRENCY, JOBS_DIR, log, submitMany, waitForCounts, withApp } from "./harness.js";
+import { CLIENT_CONCURRENCY, JOBS_DIR, log, runPhaseOf, submitMany, waitForCounts, withApp } from "./harness.js";
 import { round, type FigureResult, type Row } from "./report.js";
 import { measureQueuedFirst, type QueuedFirstRun } from "./queued-first.js";
 
@@ -62,15 +62,9 @@ export async function measureQueueThroughput(opts: {
     const endToEndMs = done.at - t0;
     // After the clock stopped: the records, for the run phase alone.
     const tasks = await listAll(app.url, "status=output");
-    let firstStart = Infinity;
-    let lastEnd = -Infinity;
     let sum = 0;
-    for (const t of tasks) {
-      if (t.startTime !== null) firstStart = Math.min(firstStart, t.startTime);
-      if (t.endTime !== null) lastEnd = Math.max(lastEnd, t.endTime);
-      if (t.startTime !== null && t.endTime !== null) sum += t.endTime - t.startTime;
-    }
-    const runPhaseMs = Number.isFinite(firstStart) && Number.isFinite(lastEnd) ? lastEnd - firstStart : null;
+    for (const t of tasks) if (t.startTime !== null && t.endTime !== null) sum += t.endTime - t.startTime;
+    const runPhaseMs = runPhaseOf(tasks);
     const queuedFirst =
       opts.queuedFirst === true
         ? await measureQueuedFirst(app.url, { job, count, ...(opts.params === undefined ? {} : { params: opts.params }) })

@@ -551,8 +551,8 @@ function onProgressLine(onProgress: ((report: ProgressReport) => void) | undefin
 /**
  * Turns a valid answer into a JobAnswer: paths resolved against the request's outputDir, each one
  * a regular file with one link inside `workDir`, reached without following any link (see
- * openInWorkDir; the worker opens it again the same way to store it), children only in split and
- * child mode. `fail` makes the error thrown for a bad answer. Shared by one-shot and warm runs.
+ * openInWorkDir; an output is kept open for the worker to store: takeAnswered, a child input is
+ * opened again the same way), children only in split and child mode. `fail` makes the error thrown for a bad answer. Shared by one-shot and warm runs.
  */
 export async function placeAnswer(
   answer: Answer,
@@ -561,25 +561,24 @@ export async function placeAnswer(
 ): Promise<JobAnswer> {
   const { stderrTail, fail } = opts;
   const outputDir = path.resolve(opts.workDir, request.outputDir);
-  const place = (p: string, what: string): string => {
+  /** The answered file checked; an output stays open for the worker to store (keepAnswered). */
+  const place = (p: string, what: string, keep: boolean): string => {
     const abs = path.resolve(outputDir, p);
-    const opened = openInWorkDir(abs, opts.workDir);
+    const opened = openMovableInWorkDir(abs, opts.workDir);
     if (typeof opened === "string") throw fail(`answered ${what} ${JSON.stringify(p)}: ${opened}`);
-    closeSync(opened.fd);
+    if (keep) keepAnswered(opts.workDir, abs, opened);
+    else closeMovable(opened);
     return abs;
   };
 
-  if (answer.output !== undefined) {
-    const abs = path.resolve(outputDir, answer.output);
-    const opened = openMovableInWorkDir(abs, opts.workDir);
-    if (typeof opened === "string") throw fail(`answered output ${JSON.stringify(answer.output)}: ${opened}`);
-    keepAnswered(opts.workDir, abs, opened);
-    return { kind: "output", output: abs, stderrTail };
-  }
+  if (answer.output !== undefined) return { kind: "output", output: place(answer.output, "output", true), stderrTail };
   const children = answer.children ?? [];
   if (request.mode === "simple") throw fail("answered children in simple mode: declare split: true in job.yaml");
   if (request.mode === "merge") throw fail("answered children in merge mode: a merge answers an output");
-  const placed = children.map((c) => ({ input: place(c.input, "child input"), ...(c.params === undefined ? {} : { params: c.params }) }));
+  const placed = children.map((c) => ({
+    input: place(c.input, "child input", false),
+    ...(c.params === undefined ? {} : { params: c.params }),
+  }));
   return { kind: "children", children: placed, stderrTail };
 }
 
@@ -604,9 +603,9 @@ export function takeAnswered(file: string, workDir: string): MovableFile | undef
   const dir = path.resolve(workDir);
   const files = answeredFiles.get(dir);
   const opened = files?.get(file);
-  if (opened === undefined) return undefined;
-  files?.delete(file);
-  if (files?.size === 0) answeredFiles.delete(dir);
+  if (files === undefined || opened === undefined) return undefined;
+  files.delete(file);
+  if (files.size === 0) answeredFiles.delete(dir);
   return opened;
 }
 

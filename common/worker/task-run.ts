@@ -8,7 +8,6 @@ import type { JobExecutor } from "../jobs/executor.js";
 import type { JobDefinition, JobRegistry } from "../jobs/job-registry.js";
 import {
   JobFailedError,
-  openInWorkDir,
   openMovableInWorkDir,
   takeAnswered,
   type JobAnswer,
@@ -266,14 +265,13 @@ async function storeAnswered(
   const adopt = opts.move ? blobs.adopt?.bind(blobs) : undefined;
   // The output as the executor checked it (placeAnswer), else opened now the same way.
   const answered = takeAnswered(file, workDir);
-  if (adopt === undefined) {
-    const opened = answered === undefined ? openInWorkDir(file, workDir) : (answered.closeDir(), answered);
-    if (typeof opened === "string") throw refused(opened);
-    await copyInto(blobs, key, opened);
-    return false;
-  }
   const movable = answered ?? openMovableInWorkDir(file, workDir);
   if (typeof movable === "string") throw refused(movable);
+  if (adopt === undefined) {
+    movable.closeDir();
+    await copyInto(blobs, key, movable);
+    return false;
+  }
   if (opts.asBytes && movable.size <= SMALL_OUTPUT_BYTES) {
     // A new key's small bytes: the store may keep them as a row (fs), where a move would make the task's folder.
     try {
