@@ -404,7 +404,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async close(): Promise<void> {
-    this.small?.close();
+    await this.small?.close();
     this.small = undefined;
   }
 

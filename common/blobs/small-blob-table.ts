@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
+import { attachWalCheckpointer, type WalCheckpointer } from "../store/sqlite/wal-checkpointer.js";
 import type { BlobEntry } from "./blob-store.js";
 
 /*
@@ -34,8 +35,12 @@ export class SmallBlobTable {
   /** Rows asked for in this turn of the event loop: written in one transaction, one commit for all. */
   private pending: PendingRow[] = [];
 
-  private constructor(db: Database.Database) {
+  /** Checkpoints the file's WAL off the event loop. */
+  private readonly checkpointer: WalCheckpointer;
+
+  private constructor(db: Database.Database, checkpointer: WalCheckpointer) {
     this.db = db;
+    this.checkpointer = checkpointer;
     this.insertRow = db.prepare("INSERT INTO blobs (folder, rest, bytes, modified_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING");
     this.bytesOf = db.prepare("SELECT bytes FROM blobs WHERE folder = ? AND rest = ?");
     this.sizeOf = db.prepare("SELECT length(bytes) AS size FROM blobs WHERE folder = ? AND rest = ?");
@@ -66,7 +71,7 @@ export class SmallBlobTable {
       db.exec(
         "CREATE TABLE IF NOT EXISTS blobs (folder TEXT NOT NULL, rest TEXT NOT NULL, bytes BLOB NOT NULL, modified_at INTEGER NOT NULL, PRIMARY KEY (folder, rest))",
       );
-      return new SmallBlobTable(db);
+      return new SmallBlobTable(db, attachWalCheckpointer(db, file, { synchronous: durability === "power" ? "FULL" : "NORMAL" }));
     } catch (err) {
       db.close();
       throw new Error(`small blob table ${file}: open failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
@@ -136,8 +141,9 @@ export class SmallBlobTable {
   }
 
   /** Closes the file once the rows asked for are written. */
-  close(): void {
+  async close(): Promise<void> {
     if (this.pending.length > 0) this.flush();
+    await this.checkpointer.detach();
     if (this.db.open) this.db.close();
   }
 }

@@ -6,6 +6,7 @@ import { docqError, ERROR_CODE, errorMessage, isDocqError } from "../../model/er
 import type { LeaseClaim } from "../../model/claims.js";
 import type { Schedule, ScheduleAdvance, ScheduleFireResult } from "../../schedules/schedule-model.js";
 import { SCHEDULES_TABLE, SqliteSchedules } from "./sqlite-schedules.js";
+import { attachWalCheckpointer, type WalCheckpointer } from "./wal-checkpointer.js";
 import { RELOAD_SELECT, reloadTupleToEntry, type ReloadTuple } from "./sqlite-reload-rows.js";
 import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
@@ -652,6 +653,8 @@ export class SqliteTaskStore implements TaskStore {
   private readonly renewAll: (owner: string, ids: readonly string[], expiresAt: number) => string[];
   /** The schedules table (common/schedules/): a tick's task is inserted as any other. */
   private readonly schedules: SqliteSchedules;
+  /** Checkpoints the file's WAL off the event loop (none for an in-memory database). */
+  private checkpointer: WalCheckpointer | undefined;
 
   private constructor(
     private readonly db: Database.Database,
@@ -855,7 +858,9 @@ export class SqliteTaskStore implements TaskStore {
       // speed. FULL fsyncs the WAL at every commit, so a commit survives a power loss too.
       db.pragma(`synchronous = ${opts.durability === "power" ? "FULL" : "NORMAL"}`);
       migrate(db, file);
-      return new SqliteTaskStore(db, file);
+      const store = new SqliteTaskStore(db, file);
+      if (!inMemory) store.checkpointer = attachWalCheckpointer(db, file, { synchronous: opts.durability === "power" ? "FULL" : "NORMAL" });
+      return store;
     } catch (err) {
       db?.close();
       if (isDocqError(err)) throw err;
@@ -1249,6 +1254,7 @@ export class SqliteTaskStore implements TaskStore {
 
   async close(): Promise<void> {
     if (!this.db.open) return;
+    await this.checkpointer?.detach();
     this.attempt("close", () => this.db.close());
   }
 

@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { existsSync, promises as fs, readFileSync, statSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import Database from "better-sqlite3";
+import { newTask } from "../../queue/new-task.js";
+import { SqliteTaskStore } from "./sqlite-task-store.js";
+import { attachWalCheckpointer, BACKSTOP_AUTOCHECKPOINT_PAGES, checkpointThreadRunning } from "./wal-checkpointer.js";
+
+const PAGE = 4096;
+
+function openWal(file: string): Database.Database {
+  const db = new Database(file);
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  db.exec("CREATE TABLE t (x BLOB NOT NULL)");
+  return db;
+}
+
+/**
+ * Whether every frame of the WAL is in the database, read from the WAL index (`-shm`, see
+ * sqlite.org/walformat.html): mxFrame at byte 16 of its header, nBackfill at byte 96 (after the
+ * header's two 48-byte copies), native byte order. Read, not asked: a checkpoint call would copy.
+ */
+function walFullyCopied(file: string): boolean {
+  const shm = readFileSync(`${file}-shm`);
+  const mxFrame = os.endianness() === "LE" ? shm.readUInt32LE(16) : shm.readUInt32BE(16);
+  const nBackfill = os.endianness() === "LE" ? shm.readUInt32LE(96) : shm.readUInt32BE(96);
+  return mxFrame > 0 && nBackfill === mxFrame;
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+describe("attachWalCheckpointer", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), "docq-wal-checkpointer-test-"));
+  });
+  afterEach(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it("copies the writer's commits into the database from its thread; the writer checkpoints only past the backstop", async () => {
+    const file = path.join(dir, "t.sqlite");
+    const db = openWal(file);
+    const checkpointer = attachWalCheckpointer(db, file, { synchronous: "NORMAL" });
+    try {
+      assert.equal(db.pragma("wal_autocheckpoint", { simple: true }), BACKSTOP_AUTOCHECKPOINT_PAGES);
+      const insert = db.prepare("INSERT INTO t (x) VALUES (?)");
+      // 1,500 commits of about a page each: below the backstop, so the writer never checkpoints them itself.
+      for (let i = 0; i < 1_500; i++) insert.run(Buffer.alloc(3_000, i % 251));
+      await until("the thread's checkpoint", () => statSync(file).size >= 1_500 * 3_000);
+      assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), 1_500);
+    } finally {
+      await checkpointer.detach();
+      db.close();
+    }
+  });
+
+  it("once commits pause, copies the whole WAL, so the writer's next commit starts it over", async () => {
+    const file = path.join(dir, "t.sqlite");
+    const db = openWal(file);
+    const checkpointer = attachWalCheckpointer(db, file, { synchronous: "NORMAL" });
+    try {
+      const insert = db.prepare("INSERT INTO t (x) VALUES (?)");
+      // 10 rounds of 300 commits, about 900 WAL frames a round (9,000 in all): a WAL never started over
+      // would reach the backstop (4,000 frames). Between rounds, the thread alone copies all of it.
+      let largest = 0;
+      for (let round = 1; round <= 10; round++) {
+        for (let i = 0; i < 300; i++) insert.run(Buffer.alloc(3_000, i % 251));
+        largest = Math.max(largest, statSync(`${file}-wal`).size);
+        await until(`round ${round} copied into the database`, () => walFullyCopied(file));
+      }
+      assert.ok(largest < 1_500 * PAGE, `the WAL grew to ${largest} bytes`);
+      assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), 3_000);
+    } finally {
+      await checkpointer.detach();
+      db.close();
+    }
+  });
+
+  it("stops its thread with the last file let go, and the writer checkpoints itself again", async () => {
+    const first = openWal(path.join(dir, "a.sqlite"));
+    const second = openWal(path.join(dir, "b.sqlite"));
+    const a = attachWalCheckpointer(first, path.join(dir, "a.sqlite"), { synchronous: "NORMAL" });
+    const b = attachWalCheckpointer(second, path.join(dir, "b.sqlite"), { synchronous: "FULL" });
+    assert.equal(checkpointThreadRunning(), true);
+    await a.detach();
+    await a.detach();
+    assert.equal(checkpointThreadRunning(), true, "b is still attached");
+    assert.equal(first.pragma("wal_autocheckpoint", { simple: true }), 1_000);
+    await b.detach();
+    assert.equal(checkpointThreadRunning(), false);
+    first.close();
+    second.close();
+  });
+
+  it("a SqliteTaskStore closed is the file's last connection: its WAL is checkpointed and removed", async () => {
+    const file = path.join(dir, "tasks.sqlite");
+    const store = SqliteTaskStore.open(file);
+    const now = Date.now();
+    await store.create(
+      newTask({ id: "t1", site: "s", user: "u", name: "doc", job: "noop", params: {}, priority: 0, maxTries: 1, input: null }, now),
+    );
+    assert.equal(checkpointThreadRunning(), true);
+    await store.close();
+    assert.equal(checkpointThreadRunning(), false);
+    assert.equal(existsSync(`${file}-wal`), false);
+    const reopened = SqliteTaskStore.open(file);
+    try {
+      assert.equal((await reopened.get("t1"))?.id, "t1");
+    } finally {
+      await reopened.close();
+    }
+  });
+});
