@@ -18,6 +18,8 @@ function open(file, synchronous) {
   db.pragma(`synchronous = ${synchronous}`);
   // This connection never writes; if it did, it must not checkpoint on its own.
   db.pragma("wal_autocheckpoint = 0");
+  // A checkpoint copies frames through the VFS, not the page cache: keep its cache tiny (the process is watched for RSS).
+  db.pragma("cache_size = 8");
   return db;
 }
 

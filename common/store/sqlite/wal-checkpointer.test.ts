@@ -7,7 +7,12 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { newTask } from "../../queue/new-task.js";
 import { SqliteTaskStore } from "./sqlite-task-store.js";
-import { attachWalCheckpointer, BACKSTOP_AUTOCHECKPOINT_PAGES, checkpointThreadRunning } from "./wal-checkpointer.js";
+import {
+  attachWalCheckpointer,
+  BACKSTOP_AUTOCHECKPOINT_PAGES,
+  checkpointThreadRunning,
+  THREAD_START_WAL_BYTES,
+} from "./wal-checkpointer.js";
 
 const PAGE = 4096;
 
@@ -29,6 +34,12 @@ function walFullyCopied(file: string): boolean {
   const mxFrame = os.endianness() === "LE" ? shm.readUInt32LE(16) : shm.readUInt32BE(16);
   const nBackfill = os.endianness() === "LE" ? shm.readUInt32LE(96) : shm.readUInt32BE(96);
   return mxFrame > 0 && nBackfill === mxFrame;
+}
+
+/** Commits of about a page each until the WAL is past the size that hands the file to the thread. */
+function growWal(db: Database.Database, file: string): void {
+  const insert = db.prepare("INSERT INTO t (x) VALUES (?)");
+  while (!existsSync(`${file}-wal`) || statSync(`${file}-wal`).size < THREAD_START_WAL_BYTES) insert.run(Buffer.alloc(3_000, 7));
 }
 
 async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
@@ -53,12 +64,15 @@ describe("attachWalCheckpointer", () => {
     const db = openWal(file);
     const checkpointer = attachWalCheckpointer(db, file, { synchronous: "NORMAL" });
     try {
+      growWal(db, file);
+      await until("the thread started", () => checkpointThreadRunning());
       assert.equal(db.pragma("wal_autocheckpoint", { simple: true }), BACKSTOP_AUTOCHECKPOINT_PAGES);
+      const before = db.prepare("SELECT count(*) FROM t").pluck().get() as number;
       const insert = db.prepare("INSERT INTO t (x) VALUES (?)");
       // 1,500 commits of about a page each: below the backstop, so the writer never checkpoints them itself.
       for (let i = 0; i < 1_500; i++) insert.run(Buffer.alloc(3_000, i % 251));
-      await until("the thread's checkpoint", () => statSync(file).size >= 1_500 * 3_000);
-      assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), 1_500);
+      await until("the thread's checkpoint", () => statSync(file).size >= (before + 1_500) * 3_000);
+      assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), before + 1_500);
     } finally {
       await checkpointer.detach();
       db.close();
@@ -70,6 +84,9 @@ describe("attachWalCheckpointer", () => {
     const db = openWal(file);
     const checkpointer = attachWalCheckpointer(db, file, { synchronous: "NORMAL" });
     try {
+      growWal(db, file);
+      await until("the thread started", () => checkpointThreadRunning());
+      const before = db.prepare("SELECT count(*) FROM t").pluck().get() as number;
       const insert = db.prepare("INSERT INTO t (x) VALUES (?)");
       // 10 rounds of 300 commits, about 900 WAL frames a round (9,000 in all): a WAL never started over
       // would reach the backstop (4,000 frames). Between rounds, the thread alone copies all of it.
@@ -80,7 +97,7 @@ describe("attachWalCheckpointer", () => {
         await until(`round ${round} copied into the database`, () => walFullyCopied(file));
       }
       assert.ok(largest < 1_500 * PAGE, `the WAL grew to ${largest} bytes`);
-      assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), 3_000);
+      assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), before + 3_000);
     } finally {
       await checkpointer.detach();
       db.close();
@@ -92,6 +109,16 @@ describe("attachWalCheckpointer", () => {
     const second = openWal(path.join(dir, "b.sqlite"));
     const a = attachWalCheckpointer(first, path.join(dir, "a.sqlite"), { synchronous: "NORMAL" });
     const b = attachWalCheckpointer(second, path.join(dir, "b.sqlite"), { synchronous: "FULL" });
+    growWal(first, path.join(dir, "a.sqlite"));
+    growWal(second, path.join(dir, "b.sqlite"));
+    await until(
+      "both files handed to the thread",
+      () => second.pragma("wal_autocheckpoint", { simple: true }) === BACKSTOP_AUTOCHECKPOINT_PAGES,
+    );
+    await until(
+      "both files handed to the thread",
+      () => first.pragma("wal_autocheckpoint", { simple: true }) === BACKSTOP_AUTOCHECKPOINT_PAGES,
+    );
     assert.equal(checkpointThreadRunning(), true);
     await a.detach();
     await a.detach();
@@ -103,6 +130,23 @@ describe("attachWalCheckpointer", () => {
     second.close();
   });
 
+  it("a file whose WAL stays small never starts the thread: the writer keeps SQLite's own checkpoints", async () => {
+    const file = path.join(dir, "t.sqlite");
+    const db = openWal(file);
+    const checkpointer = attachWalCheckpointer(db, file, { synchronous: "NORMAL" });
+    try {
+      const insert = db.prepare("INSERT INTO t (x) VALUES (?)");
+      for (let i = 0; i < 20; i++) insert.run(Buffer.alloc(3_000, i));
+      // Several looks at the WAL (one every 250 ms) find it far below THREAD_START_WAL_BYTES.
+      await sleep(800);
+      assert.equal(checkpointThreadRunning(), false);
+      assert.equal(db.pragma("wal_autocheckpoint", { simple: true }), 1_000);
+    } finally {
+      await checkpointer.detach();
+      db.close();
+    }
+  });
+
   it("a SqliteTaskStore closed is the file's last connection: its WAL is checkpointed and removed", async () => {
     const file = path.join(dir, "tasks.sqlite");
     const store = SqliteTaskStore.open(file);
@@ -110,9 +154,7 @@ describe("attachWalCheckpointer", () => {
     await store.create(
       newTask({ id: "t1", site: "s", user: "u", name: "doc", job: "noop", params: {}, priority: 0, maxTries: 1, input: null }, now),
     );
-    assert.equal(checkpointThreadRunning(), true);
     await store.close();
-    assert.equal(checkpointThreadRunning(), false);
     assert.equal(existsSync(`${file}-wal`), false);
     const reopened = SqliteTaskStore.open(file);
     try {
