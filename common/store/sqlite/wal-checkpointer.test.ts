@@ -10,6 +10,7 @@ import { SqliteTaskStore } from "./sqlite-task-store.js";
 import {
   attachWalCheckpointer,
   BACKSTOP_AUTOCHECKPOINT_PAGES,
+  CHECKPOINT_MIN_FRAMES,
   checkpointThreadRunning,
   THREAD_START_WAL_BYTES,
 } from "./wal-checkpointer.js";
@@ -25,15 +26,14 @@ function openWal(file: string): Database.Database {
 }
 
 /**
- * Whether every frame of the WAL is in the database, read from the WAL index (`-shm`, see
- * sqlite.org/walformat.html): mxFrame at byte 16 of its header, nBackfill at byte 96 (after the
+ * The WAL's frame count and how many of them are in the database, read from the WAL index (`-shm`,
+ * see sqlite.org/walformat.html): mxFrame at byte 16 of its header, nBackfill at byte 96 (after the
  * header's two 48-byte copies), native byte order. Read, not asked: a checkpoint call would copy.
  */
-function walFullyCopied(file: string): boolean {
+function walIndex(file: string): { mxFrame: number; nBackfill: number } {
   const shm = readFileSync(`${file}-shm`);
-  const mxFrame = os.endianness() === "LE" ? shm.readUInt32LE(16) : shm.readUInt32BE(16);
-  const nBackfill = os.endianness() === "LE" ? shm.readUInt32LE(96) : shm.readUInt32BE(96);
-  return mxFrame > 0 && nBackfill === mxFrame;
+  const u32 = (at: number): number => (os.endianness() === "LE" ? shm.readUInt32LE(at) : shm.readUInt32BE(at));
+  return { mxFrame: u32(16), nBackfill: u32(96) };
 }
 
 /** Commits of about a page each until the WAL is past the size that hands the file to the thread. */
@@ -68,18 +68,20 @@ describe("attachWalCheckpointer", () => {
       await until("the thread started", () => checkpointThreadRunning());
       assert.equal(db.pragma("wal_autocheckpoint", { simple: true }), BACKSTOP_AUTOCHECKPOINT_PAGES);
       const before = db.prepare("SELECT count(*) FROM t").pluck().get() as number;
+      const sizeBefore = statSync(file).size;
       const insert = db.prepare("INSERT INTO t (x) VALUES (?)");
-      // 1,500 commits of about a page each: below the backstop, so the writer never checkpoints them itself.
-      for (let i = 0; i < 1_500; i++) insert.run(Buffer.alloc(3_000, i % 251));
-      await until("the thread's checkpoint", () => statSync(file).size >= (before + 1_500) * 3_000);
-      assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), before + 1_500);
+      // 1,000 commits of a page each, about 3,000 WAL frames with the tree's pages: past the thread's
+      // threshold, below the backstop, so the database file grows only by the thread's copies.
+      for (let i = 0; i < 1_000; i++) insert.run(Buffer.alloc(3_000, i % 251));
+      await until("the thread's checkpoint", () => statSync(file).size >= sizeBefore + 300 * PAGE);
+      assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), before + 1_000);
     } finally {
       await checkpointer.detach();
       db.close();
     }
   });
 
-  it("once commits pause, copies the whole WAL, so the writer's next commit starts it over", async () => {
+  it("copies a WAL past its threshold to the end once commits pause, so the writer starts it over before the backstop", async () => {
     const file = path.join(dir, "t.sqlite");
     const db = openWal(file);
     const checkpointer = attachWalCheckpointer(db, file, { synchronous: "NORMAL" });
@@ -88,16 +90,24 @@ describe("attachWalCheckpointer", () => {
       await until("the thread started", () => checkpointThreadRunning());
       const before = db.prepare("SELECT count(*) FROM t").pluck().get() as number;
       const insert = db.prepare("INSERT INTO t (x) VALUES (?)");
-      // 10 rounds of 300 commits, about 900 WAL frames a round (9,000 in all): a WAL never started over
-      // would reach the backstop (4,000 frames). Between rounds, the thread alone copies all of it.
+      // 10 rounds of 600 commits, 1,200-1,800 WAL frames a round (over 12,000 in all): a WAL never
+      // started over would reach the backstop (4,000 frames). Between rounds the thread copies what
+      // is past its threshold to the end (a smaller WAL left, when the writer started it over
+      // mid-round, waits for the next round).
       let largest = 0;
+      let copiedToEnd = 0;
       for (let round = 1; round <= 10; round++) {
-        for (let i = 0; i < 300; i++) insert.run(Buffer.alloc(3_000, i % 251));
+        for (let i = 0; i < 600; i++) insert.run(Buffer.alloc(3_000, i % 251));
         largest = Math.max(largest, statSync(`${file}-wal`).size);
-        await until(`round ${round} copied into the database`, () => walFullyCopied(file));
+        await until(`round ${round} copied into the database`, () => {
+          const { mxFrame, nBackfill } = walIndex(file);
+          return mxFrame < CHECKPOINT_MIN_FRAMES || nBackfill === mxFrame;
+        });
+        if (walIndex(file).nBackfill > 0) copiedToEnd++;
       }
-      assert.ok(largest < 1_500 * PAGE, `the WAL grew to ${largest} bytes`);
-      assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), before + 3_000);
+      assert.ok(copiedToEnd >= 1, "the thread never copied a WAL to its end");
+      assert.ok(largest < 3_000 * PAGE, `the WAL grew to ${largest} bytes`);
+      assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), before + 6_000);
     } finally {
       await checkpointer.detach();
       db.close();
