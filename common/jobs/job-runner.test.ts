@@ -145,17 +145,23 @@ describe("WorkDir.writeFile: a file docq hands its script, rewritten in place ru
   // Both ways createWorkDir works: on a disk (the OS temp dir here) and in memory (tmpfs).
   const roots = [os.tmpdir(), ...(existsSync("/dev/shm") ? ["/dev/shm"] : [])];
   for (const root of roots) {
-    it(`keeps the same file across runs, emptied between them, and the dir counts as empty (${root})`, async () => {
+    it(`keeps the same file across runs, rewritten in place or emptied before the next script, and the dir counts as empty (${root})`, async () => {
       const work = await createWorkDir(root);
       try {
         const file = await work.writeFile("input", Buffer.from("the first task's document"));
         assert.equal(file, path.join(work.path, "input"));
         const { ino } = await fs.stat(file);
         assert.equal(await work.empty(), true, "a kept file leaves the dir reusable");
-        assert.equal((await fs.stat(file)).size, 0, "nothing of the first task is left for the next");
         await work.writeFile("input", Buffer.from("short"));
-        assert.equal(readFileSync(file, "utf8"), "short");
+        work.emptyStale();
+        assert.equal(readFileSync(file, "utf8"), "short", "the run's own file is left as written");
         assert.equal((await fs.stat(file)).ino, ino, "rewritten in place: no new file");
+        assert.equal(await work.empty(), true);
+        // A run that writes no document of that name: the earlier run's is emptied before its script starts.
+        work.emptyStale();
+        assert.equal((await fs.stat(file)).size, 0, "nothing of the earlier task is left for this one");
+        assert.equal((await fs.stat(file)).ino, ino);
+        assert.equal(await work.empty(), true);
         await work.writeFile("input", Buffer.from("a longer second document"));
         await work.writeFile("input", Buffer.from("cut"));
         assert.equal(readFileSync(file, "utf8"), "cut", "a shorter document leaves no tail of the longer one");
@@ -181,10 +187,16 @@ describe("WorkDir.writeFile: a file docq hands its script, rewritten in place ru
           assert.ok(stats.isFile() && stats.nlink === 1, "the name is a file of its own again");
           assert.equal(readFileSync(file, "utf8"), "doc 2");
         }
-        // Swapped after the write: emptying the dir neither truncates the file elsewhere nor keeps the link.
+        // Swapped after the write: a link is no kept file, so the dir is not reused; the file elsewhere is untouched.
         await fs.rm(file);
         await fs.symlink(target, file);
-        assert.equal(await work.empty(), true);
+        assert.equal(await work.empty(), false);
+        assert.equal(readFileSync(target, "utf8"), "not docq's");
+        // Swapped for a hard link once the run is over: never emptied through it, the name is let go.
+        await fs.rm(file);
+        await fs.link(target, file);
+        assert.equal(await work.empty(), true, "a hard link is a file: the next run takes it over");
+        work.emptyStale();
         assert.equal(readFileSync(target, "utf8"), "not docq's");
         await assert.rejects(fs.lstat(file), { code: "ENOENT" });
         await assert.rejects(work.writeFile("../escape", Buffer.from("x")), /not a plain name/);

@@ -144,9 +144,12 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
 async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx: TaskRunContext, written: string[]): Promise<JobAnswer> {
   const { task } = run;
   const mode = modeOf(task, job);
+  const documents = await documentsOf(task, mode, work, ctx.blobs, written);
+  // What an earlier run left in a kept file this run did not rewrite is emptied before the script sees the dir.
+  work.emptyStale();
   const request: JobRequest = {
     mode,
-    ...(await documentsOf(task, mode, work, ctx.blobs, written)),
+    ...documents,
     outputDir: work.outputDir,
     params: task.params,
     task: { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth },
@@ -199,7 +202,7 @@ function modeOf(task: PulledTask, job: JobDefinition): JobMode {
  */
 async function localFile(blobs: BlobStore, key: string, work: WorkDir, name: string, written: string[]): Promise<string> {
   const small = blobs.readSmall?.(key) ?? null;
-  // A task's one input is kept for the next run; a merge's many inputs are not (each emptying would truncate them all).
+  // A task's one input is kept for the next run; a merge's many inputs are not (a later run writing fewer would empty the rest).
   if (small !== null && name === SINGLE_INPUT) return work.writeFile(name, small);
   const local = small === null ? (blobs.localPath?.(key) ?? null) : null;
   if (local !== null) return local;

@@ -87,14 +87,16 @@ async function reset(queueOpts: Partial<TaskQueueOptions>): Promise<void> {
 
 afterEach(tearDown);
 
-/** The work dirs under `root` holding anything but an empty `out/`: a kept dir is emptied after each run. */
-/** Work dirs holding more than an empty `out/` (and an empty `input`: the kept file of WorkDir.writeFile). */
+/**
+ * Work dirs under `root` holding more than an empty `out/` and `input` (the kept file of
+ * WorkDir.writeFile, with the last run's document until the next run rewrites or empties it).
+ */
 async function dirtyWorkDirs(root: string): Promise<string[]> {
   const dirty: string[] = [];
   for (const name of await fs.readdir(root)) {
     const all = await fs.readdir(path.join(root, name)).catch(() => ["(not a dir)"]);
-    const keptEmpty = all.includes("input") && (await fs.stat(path.join(root, name, "input"))).size === 0;
-    const entries = all.filter((entry) => !(entry === "input" && keptEmpty));
+    const keptFile = all.includes("input") && (await fs.lstat(path.join(root, name, "input"))).isFile();
+    const entries = all.filter((entry) => !(entry === "input" && keptFile));
     const out = entries.length === 1 && entries[0] === "out" ? await fs.readdir(path.join(root, name, "out")) : ["?"];
     if (out.length > 0) dirty.push(`${name}: ${entries.join(", ")}; out: ${out.join(", ")}`);
   }
@@ -354,6 +356,21 @@ echo '{"output":"upper.txt"}'
     assert.equal(new Set(inputs).size, 1, "one slot, one kept work dir: the same file each time");
     await waitUntil("the pool to be idle", () => pool.held === 0);
     assert.deepEqual(await dirtyWorkDirs(h.workRoot), [], "nothing of the last task is left: its input is emptied");
+  });
+
+  it("a task without a document finds the kept `input` of the last task emptied: never an earlier task's document", async () => {
+    await writeJob("upper", `set -eu\n${READ_REQUEST}tr a-z A-Z < "$input" > "$out/upper.txt"\necho '{"output":"upper.txt"}'\n`);
+    // What the work dir's `input` holds when this script runs: its size, or "none".
+    await writeJob(
+      "peek",
+      `set -eu\n${READ_REQUEST}kept="$(dirname "$out")/input"\nif [ -f "$kept" ]; then wc -c < "$kept" | tr -d ' ' > "$out/peek.txt"; else echo none > "$out/peek.txt"; fi\necho '{"output":"peek.txt"}'\n`,
+    );
+    const pool = makePool({ slots: 1 });
+    pool.start();
+    const first = await waitStatus((await submit("upper", "a confidential document\n", { asNew: true })).id, "output");
+    assert.equal(await blobText(first.output ?? ""), "A CONFIDENTIAL DOCUMENT\n");
+    const peek = await waitStatus((await submit("peek", null)).id, "output");
+    assert.equal((await blobText(peek.output ?? "")).trim(), "0", "the kept file is there, emptied");
   });
 
   it("reports a failing script with its stderr tail, retrying it maxTries times", async () => {
