@@ -42,6 +42,19 @@ function growWal(db: Database.Database, file: string): void {
   while (!existsSync(`${file}-wal`) || statSync(`${file}-wal`).size < THREAD_START_WAL_BYTES) insert.run(Buffer.alloc(3_000, 7));
 }
 
+/** A WAL file in `dir` with the checkpointer attached, for `use`; let go of and closed after. */
+async function withAttachedWal(dir: string, use: (db: Database.Database, file: string) => Promise<void>): Promise<void> {
+  const file = path.join(dir, "t.sqlite");
+  const db = openWal(file);
+  const checkpointer = attachWalCheckpointer(db, file, { synchronous: "NORMAL" });
+  try {
+    await use(db, file);
+  } finally {
+    await checkpointer.detach();
+    db.close();
+  }
+}
+
 async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
@@ -60,10 +73,7 @@ describe("attachWalCheckpointer", () => {
   });
 
   it("copies the writer's commits into the database from its thread; the writer checkpoints only past the backstop", async () => {
-    const file = path.join(dir, "t.sqlite");
-    const db = openWal(file);
-    const checkpointer = attachWalCheckpointer(db, file, { synchronous: "NORMAL" });
-    try {
+    await withAttachedWal(dir, async (db, file) => {
       growWal(db, file);
       await until("the thread started", () => checkpointThreadRunning());
       assert.equal(db.pragma("wal_autocheckpoint", { simple: true }), BACKSTOP_AUTOCHECKPOINT_PAGES);
@@ -75,17 +85,11 @@ describe("attachWalCheckpointer", () => {
       for (let i = 0; i < 1_000; i++) insert.run(Buffer.alloc(3_000, i % 251));
       await until("the thread's checkpoint", () => statSync(file).size >= sizeBefore + 300 * PAGE);
       assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), before + 1_000);
-    } finally {
-      await checkpointer.detach();
-      db.close();
-    }
+    });
   });
 
   it("copies a WAL past its threshold to the end once commits pause, so the writer starts it over before the backstop", async () => {
-    const file = path.join(dir, "t.sqlite");
-    const db = openWal(file);
-    const checkpointer = attachWalCheckpointer(db, file, { synchronous: "NORMAL" });
-    try {
+    await withAttachedWal(dir, async (db, file) => {
       growWal(db, file);
       await until("the thread started", () => checkpointThreadRunning());
       const before = db.prepare("SELECT count(*) FROM t").pluck().get() as number;
@@ -108,10 +112,7 @@ describe("attachWalCheckpointer", () => {
       assert.ok(copiedToEnd >= 1, "the thread never copied a WAL to its end");
       assert.ok(largest < 3_000 * PAGE, `the WAL grew to ${largest} bytes`);
       assert.equal(db.prepare("SELECT count(*) FROM t").pluck().get(), before + 6_000);
-    } finally {
-      await checkpointer.detach();
-      db.close();
-    }
+    });
   });
 
   it("stops its thread with the last file let go, and the writer checkpoints itself again", async () => {
@@ -141,20 +142,14 @@ describe("attachWalCheckpointer", () => {
   });
 
   it("a file whose WAL stays small never starts the thread: the writer keeps SQLite's own checkpoints", async () => {
-    const file = path.join(dir, "t.sqlite");
-    const db = openWal(file);
-    const checkpointer = attachWalCheckpointer(db, file, { synchronous: "NORMAL" });
-    try {
+    await withAttachedWal(dir, async (db) => {
       const insert = db.prepare("INSERT INTO t (x) VALUES (?)");
       for (let i = 0; i < 20; i++) insert.run(Buffer.alloc(3_000, i));
       // Several looks at the WAL (one every 250 ms) find it far below THREAD_START_WAL_BYTES.
       await sleep(800);
       assert.equal(checkpointThreadRunning(), false);
       assert.equal(db.pragma("wal_autocheckpoint", { simple: true }), 1_000);
-    } finally {
-      await checkpointer.detach();
-      db.close();
-    }
+    });
   });
 
   it("a SqliteTaskStore closed is the file's last connection: its WAL is checkpointed and removed", async () => {
