@@ -355,7 +355,7 @@ echo '{"output":"upper.txt"}'
     for (const input of inputs) assert.ok(input.startsWith(h.workRoot + path.sep), `input ${input} is in the work dir`);
     assert.equal(new Set(inputs).size, 1, "one slot, one kept work dir: the same file each time");
     await waitUntil("the pool to be idle", () => pool.held === 0);
-    assert.deepEqual(await dirtyWorkDirs(h.workRoot), [], "nothing of the last task is left: its input is emptied");
+    assert.deepEqual(await dirtyWorkDirs(h.workRoot), [], "nothing of the last task is left but the kept input");
   });
 
   it("a task without a document finds the kept `input` of the last task emptied: never an earlier task's document", async () => {

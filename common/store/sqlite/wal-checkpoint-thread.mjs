@@ -1,8 +1,9 @@
 // The body of the WAL checkpointer's thread (wal-checkpointer.ts): plain JavaScript, so the thread
 // needs no TypeScript loader. It holds a connection of its own to each SQLite file it is given and
 // looks at the file's WAL every `intervalMs`, copying it into the database once it holds
-// `minFrames` frames (a PASSIVE checkpoint: it never waits for, nor blocks, the process's writer). The copy and its fsyncs are what a commit paid for on
-// the event loop when SQLite checkpointed after it.
+// `minFrames` frames (a PASSIVE checkpoint: it never waits for, nor blocks, the process's writer).
+// The copy and its fsyncs are what a commit paid for on the event loop when SQLite checkpointed
+// after it.
 //   in:  {op:"add", file, synchronous}   {op:"remove", file, id}
 //   out: {op:"removed", id}   {op:"failed", file, message} (once per file until a checkpoint succeeds)
 import { closeSync, openSync, readSync } from "node:fs";
@@ -15,6 +16,8 @@ const files = new Map();
 /** The WAL index header's two copies and its checkpoint info (sqlite.org/walformat.html). */
 const SHM_HEADER_BYTES = 136;
 const header = Buffer.alloc(SHM_HEADER_BYTES);
+/** The WAL index is in native byte order. */
+const u32 = endianness() === "LE" ? (at) => header.readUInt32LE(at) : (at) => header.readUInt32BE(at);
 
 /**
  * Whether the WAL is worth copying now: it holds `minFrames` frames (mxFrame, from the WAL index
@@ -26,7 +29,6 @@ function worthCopying(file, entry) {
   try {
     entry.shm ??= openSync(`${file}-shm`, "r");
     if (readSync(entry.shm, header, 0, SHM_HEADER_BYTES, 0) < SHM_HEADER_BYTES) return true;
-    const u32 = endianness() === "LE" ? (at) => header.readUInt32LE(at) : (at) => header.readUInt32BE(at);
     const mxFrame = u32(16);
     const nBackfill = u32(96);
     return mxFrame >= workerData.minFrames && nBackfill !== mxFrame;

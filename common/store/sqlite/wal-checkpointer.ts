@@ -9,8 +9,9 @@ import { REPO_ROOT } from "../../config/config.js";
  * after) in the connection that commits past `wal_autocheckpoint` pages: here, on the event loop,
  * every thousand pages, a stall of milliseconds for whatever request was being served. With a
  * checkpointer attached, a thread of the process does it instead (looking every
- * CHECKPOINT_INTERVAL_MS, copying past CHECKPOINT_MIN_FRAMES; PASSIVE: it never blocks a writer), and the writer's own checkpoint stays only as a backstop
- * for a WAL the thread let grow (a stuck disk, a thread that died).
+ * CHECKPOINT_INTERVAL_MS, copying past CHECKPOINT_MIN_FRAMES; PASSIVE: it never blocks a writer),
+ * and the writer's own checkpoint stays only as a backstop for a WAL the thread let grow (a stuck
+ * disk, a thread that died).
  *
  * The thread costs the process about 10 MB of RSS, so a file is handed to it only once its WAL
  * has grown past THREAD_START_WAL_BYTES: a store that is mostly read (a million tasks queued and
@@ -86,8 +87,7 @@ function startThread(): Worker {
 
 function handToThread(attachment: Attachment): void {
   if (attachment.detached || !attachment.db.open) return;
-  watched.delete(attachment);
-  if (watched.size === 0) stopWatching();
+  unwatch(attachment);
   thread ??= startThread();
   filesInThread++;
   attachment.inThread = true;
@@ -124,8 +124,10 @@ function watch(attachment: Attachment): void {
   watchTimer.unref();
 }
 
-function stopWatching(): void {
-  if (watchTimer !== null) clearInterval(watchTimer);
+function unwatch(attachment: Attachment): void {
+  watched.delete(attachment);
+  if (watched.size > 0 || watchTimer === null) return;
+  clearInterval(watchTimer);
   watchTimer = null;
 }
 
@@ -161,8 +163,7 @@ async function detach(attachment: Attachment): Promise<void> {
   if (attachment.detached) return;
   attachment.detached = true;
   if (!attachment.inThread) {
-    watched.delete(attachment);
-    if (watched.size === 0) stopWatching();
+    unwatch(attachment);
     return;
   }
   const { db, file } = attachment;
