@@ -59,7 +59,7 @@ interface Running {
  *
  * A task holds its slot while its script runs (input download included); storing the output and
  * reporting the result come after, outside the slot, so the next script starts meanwhile. At most
- * `slots` tasks are in that last stage at once (the worker never holds more than 2 × slots leases).
+ * `slots` tasks are storing their output at once; those past it wait only for the queue's answer.
  * For a warm job this doubles the rate: storing an output costs about as much as the script.
  */
 export class WorkerPool {
@@ -67,6 +67,11 @@ export class WorkerPool {
   private readonly running = new Map<string, Running>();
   /** Tasks holding a slot: pulled and not yet past their script. */
   private inSlot = 0;
+  /**
+   * Runs whose output is stored and whose report waits for the queue's answer (a store may hold
+   * it a few milliseconds to commit it with others': group-commit.ts).
+   */
+  private reporting = 0;
   private pulling = false;
   private pullAgain = false;
   private stopping = false;
@@ -190,7 +195,8 @@ export class WorkerPool {
       this.pullAgain = true;
       return;
     }
-    const free = Math.min(this.opts.slots - this.inSlot, 2 * this.opts.slots - this.running.size);
+    // A run waiting for the queue's answer to its report holds a lease and nothing else: it does not count.
+    const free = Math.min(this.opts.slots - this.inSlot, 2 * this.opts.slots - (this.running.size - this.reporting));
     if (free <= 0) return;
     const max = this.opts.batchSize > 0 ? Math.min(this.opts.batchSize, free) : free;
     this.pulling = true;
@@ -269,6 +275,17 @@ export class WorkerPool {
 
   /** Tells the queue how the attempt of `run` went; answers whether the queue took it (a failure it was not told is logged). */
   private async report(run: Running, report: AttemptReport): Promise<boolean> {
+    this.reporting++;
+    // Its slot's next task may start meanwhile.
+    this.wake();
+    try {
+      return await this.reportToQueue(run, report);
+    } finally {
+      this.reporting--;
+    }
+  }
+
+  private async reportToQueue(run: Running, report: AttemptReport): Promise<boolean> {
     const { client, processedBy, log } = this.opts;
     switch (report.kind) {
       case "output":

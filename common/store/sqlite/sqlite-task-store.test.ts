@@ -222,10 +222,11 @@ describe("SqliteTaskStore", () => {
           );
         if (i % 7 === 0) await store.delete(task.id);
       }
+      // Read first: it commits the store's open group (a claim is answered before its commit), which the raw connection then sees.
+      const counts = await store.countByStatus();
       const scanned = raw
         .prepare<[], { status: string; count: number }>("SELECT status, COUNT(*) AS count FROM tasks GROUP BY status")
         .all();
-      const counts = await store.countByStatus();
       for (const { status, count } of scanned) assert.equal(counts[status as keyof typeof counts], count, status);
       assert.equal(
         Object.values(counts).reduce((a, b) => a + b, 0),
@@ -500,6 +501,9 @@ describe("SqliteTaskStore", () => {
       const task = makeTask();
       await one.create(task);
       assert.equal((await one.claim([task.id], { owner: "one", expiresAt: 1 }, 1)).length, 1);
+      // The claim is answered before its group's commit (group-commit.ts); a read commits it. One
+      // process holds one writing connection to a file: a second one would wait on the first's open group.
+      assert.equal((await one.get(task.id))?.status, "work");
       assert.deepEqual(await two.claim([task.id], { owner: "two", expiresAt: 1 }, 1), []);
       assert.equal((await two.get(task.id))?.lease?.owner, "one");
     } finally {
@@ -519,6 +523,8 @@ describe("SqliteTaskStore", () => {
       const task = ${JSON.stringify(task)};
       await store.create(task);
       await store.claim([task.id], { owner: "w", expiresAt: 9 }, 1);
+      // Answered once committed, with the claim before it (a claim alone is answered before its commit).
+      await store.progress({ id: task.id, owner: "w", tries: 1 }, 0.5, "half");
       process.stdout.write("written\\n");
       setInterval(() => {}, 60_000);
     `;
@@ -542,7 +548,15 @@ describe("SqliteTaskStore", () => {
     assert.ok((await stat(`${file}-wal`)).size > 0, "the WAL holds the uncheckpointed commits");
     const store = SqliteTaskStore.open(file);
     try {
-      assert.deepEqual(await store.get(task.id), { ...task, status: "work", tries: 1, lease: { owner: "w", expiresAt: 9 }, startTime: 1 });
+      assert.deepEqual(await store.get(task.id), {
+        ...task,
+        status: "work",
+        tries: 1,
+        lease: { owner: "w", expiresAt: 9 },
+        startTime: 1,
+        progress: 0.5,
+        progressMessage: "half",
+      });
     } finally {
       await store.close();
     }

@@ -7,6 +7,7 @@ import type { LeaseClaim } from "../../model/claims.js";
 import type { Schedule, ScheduleAdvance, ScheduleFireResult } from "../../schedules/schedule-model.js";
 import { SCHEDULES_TABLE, SqliteSchedules } from "./sqlite-schedules.js";
 import { attachWalCheckpointer, type WalCheckpointer } from "./wal-checkpointer.js";
+import { GroupCommit } from "./group-commit.js";
 import { RELOAD_SELECT, reloadTupleToEntry, type ReloadTuple } from "./sqlite-reload-rows.js";
 import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
@@ -65,8 +66,8 @@ import {
 const SCHEMA_VERSION = 5;
 /** How long a statement waits for another connection's write lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000;
-/** A group asked for within this long of the last commit waits a turn more for company (grouped). */
-const BUSY_GROUP_MS = 1;
+/** The longest a group of hot writes stays open under a stream of them, uncommitted (group-commit.ts). */
+const GROUP_WINDOW_MS = 2;
 /**
  * Ids bound per renew statement. SQLite refuses more than SQLITE_MAX_VARIABLE_NUMBER
  * bound values (32766 in this build, 999 in older ones); staying under the old limit keeps
@@ -262,14 +263,6 @@ function rowToTask(row: TaskRow): Task {
     inputs: row.inputs === null ? null : (JSON.parse(row.inputs) as string[]),
     timeoutMs: row.timeout_ms,
   };
-}
-
-/** A write waiting for the next group commit. */
-interface PendingWrite {
-  operation: string;
-  run: () => unknown;
-  resolve: (value: unknown) => void;
-  reject: (err: unknown) => void;
 }
 
 /** Written out field by field because createMany runs it 100k times. */
@@ -643,13 +636,8 @@ export class SqliteTaskStore implements TaskStore {
   private readonly insertAll: (tasks: readonly Task[]) => void;
   /** Runs a step of several statements (a split, a cancel, a claim of many chunks) in one IMMEDIATE transaction. */
   private readonly step: <T>(run: () => T) => T;
-  /** Writes waiting for the next group commit (see grouped()), in the order they were asked. */
-  private pending: PendingWrite[] = [];
-  private flushing = false;
-  /** When the last group was committed (performance.now()). */
-  private lastFlushAt = -Infinity;
-  /** One transaction around a group of writes. */
-  private readonly group: (run: () => void) => void;
+  /** The hot writes, in one transaction and one commit per group (group-commit.ts). */
+  private readonly writes: GroupCommit;
   private readonly renewAll: (owner: string, ids: readonly string[], expiresAt: number) => string[];
   /** The schedules table (common/schedules/): a tick's task is inserted as any other. */
   private readonly schedules: SqliteSchedules;
@@ -812,7 +800,15 @@ export class SqliteTaskStore implements TaskStore {
     const step = db.transaction((run: () => unknown) => run());
     this.step = <T>(run: () => T): T => step.immediate(run) as T;
     // Nested in the group's transaction, a write's own transaction (claim, renew) is a savepoint (better-sqlite3).
-    this.group = (run) => step.immediate(run);
+    this.writes = new GroupCommit(db, {
+      windowMs: GROUP_WINDOW_MS,
+      explain: (operation, err) => this.wrapError(operation, err),
+      onLost: (operations, err) =>
+        process.stderr.write(
+          `docq: task store ${file}: ${operations.join(", ")} answered before the commit could not be stored (${errorMessage(err)}):` +
+            ` their tasks stay queued in the file and run after the next restart\n`,
+        ),
+    });
     for (const filter of FILTER_SHAPES) {
       for (const withCursor of [false, true]) {
         const conditions = filter.map((c) => `${c} = ?`);
@@ -906,7 +902,7 @@ export class SqliteTaskStore implements TaskStore {
       return leased;
     };
     // One statement up to `largest` ids; several chunks are one transaction, so a claim is all or nothing.
-    return this.grouped("claim", () => (unique.length > largest ? this.step(claimAll) : claimAll()));
+    return this.writes.early("claim", () => (unique.length > largest ? this.step(claimAll) : claimAll()));
   }
 
   async succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult> {
@@ -1035,7 +1031,7 @@ export class SqliteTaskStore implements TaskStore {
     if (ids.length === 0) return [];
     // Deduplicated, or an id repeated across two chunks would be renewed and reported twice.
     const uniqueIds = [...new Set(ids)];
-    return this.grouped("renew", () => this.renewAll(owner, uniqueIds, expiresAt));
+    return this.writes.early("renew", () => this.renewAll(owner, uniqueIds, expiresAt));
   }
 
   async expired(now: number, limit: number): Promise<Task[]> {
@@ -1310,78 +1306,20 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   /**
-   * A write of the hot path (create, claim, succeed and the other steps of a leased task, renew,
-   * usage), run at the end of this turn of the event loop together with every other write asked
-   * meanwhile: one transaction and one commit for the group (group commit). Each write is one
-   * statement or a transaction of its own (a savepoint in the group's), so one that fails is undone
-   * alone and leaves the others as they are. Each caller gets its own
-   * answer, once the group is committed: an answered write is as durable as before. Any other call
-   * (attempt) runs the waiting group first, so a read sees every write asked before it, and writes
-   * keep their order.
+   * A write of the hot path (create, succeed and the other steps of a leased task, usage), run at
+   * once in the open group of writes and answered once the group is committed (group-commit.ts):
+   * an answered write is as durable as before. A claim and a renewal are answered before the
+   * commit (writes.early). Each write is one statement or a transaction of its own (a savepoint in
+   * the group's), so one that fails is undone alone and leaves the others as they are. Any other
+   * call (attempt) commits the group first, so what runs after it sees every write asked before.
    */
   private grouped<T>(operation: string, run: () => T): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.pending.push({ operation, run, resolve: resolve as (value: unknown) => void, reject });
-      if (this.pending.length !== 1) return;
-      // Under a stream of writes (the last commit was this recent) the group waits one more turn of
-      // the event loop, gathering the writes that the I/O of that turn brings: a commit costs about
-      // 120 µs here, the insert itself 20.
-      if (performance.now() - this.lastFlushAt < BUSY_GROUP_MS) setImmediate(() => setImmediate(() => this.flushPending()));
-      else setImmediate(() => this.flushPending());
-    });
+    return this.writes.durable(operation, run);
   }
 
-  /** Runs the waiting writes, one transaction for the group; settles each caller. */
-  private flushPending(): void {
-    if (this.pending.length === 0 || this.flushing) return;
-    const batch = this.pending;
-    this.pending = [];
-    this.flushing = true;
-    this.lastFlushAt = performance.now();
-    const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
-    try {
-      if (batch.length === 1) {
-        const [only] = batch as [PendingWrite];
-        try {
-          outcomes.push({ ok: true, value: this.wrap(only.operation, only.run) });
-        } catch (error) {
-          outcomes.push({ ok: false, error });
-        }
-      } else {
-        try {
-          this.group(() => {
-            for (const write of batch) {
-              try {
-                outcomes.push({ ok: true, value: this.wrap(write.operation, write.run) });
-              } catch (error) {
-                outcomes.push({ ok: false, error });
-                // A failed statement is undone alone and the transaction goes on (a write of several
-                // statements runs in its own savepoint); an error that ended the whole transaction
-                // (disk full, I/O) leaves nothing of the group stored: the commit below fails it all.
-                if (!this.db.inTransaction) throw error;
-              }
-            }
-          });
-        } catch (err) {
-          // The group's commit failed: none of it is stored, whatever each write answered.
-          const error = this.wrapError(`${batch.map((w) => w.operation).join(", ")} (one commit)`, err);
-          outcomes.splice(0, outcomes.length, ...batch.map(() => ({ ok: false as const, error })));
-        }
-      }
-    } finally {
-      this.flushing = false;
-    }
-    batch.forEach((write, i) => {
-      const outcome = outcomes[i];
-      if (outcome === undefined) write.reject(new Error(`task store ${this.file}: ${write.operation} was not run`));
-      else if (outcome.ok) write.resolve(outcome.value);
-      else write.reject(outcome.error);
-    });
-  }
-
-  /** Runs a driver call after the waiting group of writes; DocqErrors pass through, anything else becomes STORE_UNAVAILABLE naming the operation and file. */
+  /** Runs a driver call after the open group of writes is committed; DocqErrors pass through, anything else becomes STORE_UNAVAILABLE naming the operation and file. */
   private attempt<T>(operation: string, run: () => T): T {
-    this.flushPending();
+    this.writes.commit();
     return this.wrap(operation, run);
   }
 
