@@ -862,8 +862,10 @@ describe("placeAnswer: the answered output is opened once", () => {
   });
 
   it("closes what nobody took when its work dir is emptied or removed", { skip: !existsSync("/proc/self/fd") }, async () => {
+    const atStart = await openFds();
     const work = await workDir();
     const before = await openFds();
+    assert.equal(before, atStart + 1, "the work dir's folder is held open while it lives");
     await fs.writeFile(path.join(work.outputDir, "o"), "x");
     const answer = await place(work, "o");
     assert.ok((await openFds()) > before, "the answer is held open");
@@ -873,6 +875,6 @@ describe("placeAnswer: the answered output is opened once", () => {
     await fs.writeFile(path.join(work.outputDir, "p"), "y");
     await place(work, "p");
     await work.remove();
-    assert.equal(await openFds(), before);
+    assert.equal(await openFds(), atStart, "nothing is left open once the dir is removed, its folder included");
   });
 });

@@ -117,6 +117,14 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
   const outputDir = path.join(dir, "out");
   if (inMemory) mkdirSync(outputDir);
   else await fs.mkdir(outputDir);
+  const held: OpenDir = { fd: openSync(dir, DIR_FLAGS), path: path.resolve(dir), held: true };
+  heldWorkDirs.set(held.path, held);
+  /** Lets go of the held folder once the dir is removed (or given up on). */
+  const letGo = (): void => {
+    if (heldWorkDirs.get(held.path) !== held) return;
+    heldWorkDirs.delete(held.path);
+    closeSync(held.fd);
+  };
   /** Files docq wrote for its script (writeFile): kept, truncated, when the dir is emptied. */
   const kept = new KeptFiles(dir);
   /** Only an `out` folder (a real one, not a link) in the dir, and nothing in it, besides the kept files. */
@@ -171,8 +179,10 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
             for (const file of [...known, ...kept.paths()]) inParentDir(file, dir, (parent, name) => unlinkSync(at(parent, name)));
             const problem = inParentDir(outputDir, dir, (parent, name) => rmdirSync(at(parent, name)));
             if (problem !== undefined) throw new Error(problem);
+            letGo();
             rmdirSync(dir);
           } catch {
+            letGo();
             await removeTree(dir);
           }
         }
@@ -184,8 +194,10 @@ export async function createWorkDir(root?: string): Promise<WorkDir> {
             );
             const problem = await inParentDirAsync(outputDir, dir, (parent, name) => fs.rmdir(at(parent, name)));
             if (problem !== undefined) throw new Error(problem);
+            letGo();
             await fs.rmdir(dir);
           } catch {
+            letGo();
             await removeTree(dir);
           }
         },
@@ -271,11 +283,11 @@ class KeptFiles {
 
   /** Runs `fn` on the work dir opened (never through a link), closed after. */
   private inDir(fn: (dir: OpenDir) => void): void {
-    const dir: OpenDir = { fd: openSync(this.dir, DIR_FLAGS), path: this.dir };
+    const dir = openWorkDirRoot(this.dir);
     try {
       fn(dir);
     } finally {
-      closeSync(dir.fd);
+      closeOpenDir(dir);
     }
   }
 }
@@ -670,6 +682,27 @@ const FD_PATHS = existsSync("/proc/self/fd");
 interface OpenDir {
   fd: number;
   path: string;
+  /** The work dir's own folder, held open while the dir lives (heldWorkDirs): closeOpenDir leaves it open. */
+  held?: true;
+}
+
+/**
+ * The folders of the live work dirs, opened once when made and closed when removed (by their
+ * resolved path): a warm task's input write and output check each opened and closed the work dir
+ * again, 4 of a task's two dozen file calls, 15-25 µs each on this project's VM. The fd holds the
+ * folder docq made, whatever its path leads to later.
+ */
+const heldWorkDirs = new Map<string, OpenDir>();
+
+/** The work dir's folder: the held one, else opened now (never through a link); closeOpenDir after. */
+function openWorkDirRoot(workDir: string): OpenDir {
+  const resolved = path.resolve(workDir);
+  return heldWorkDirs.get(resolved) ?? { fd: openSync(workDir, DIR_FLAGS), path: resolved };
+}
+
+/** Closes `dir` unless it is a held work dir. */
+function closeOpenDir(dir: OpenDir): void {
+  if (dir.held !== true) closeSync(dir.fd);
 }
 
 /** A path to `name` inside `dir` that goes through the opened folder, not through its path. */
@@ -713,7 +746,7 @@ function openParentDir(file: string, workDir: string): { dir: OpenDir; name: str
   const name = parts.pop() ?? "";
   let dir: OpenDir;
   try {
-    dir = { fd: openSync(workDir, DIR_FLAGS), path: path.resolve(workDir) };
+    dir = openWorkDirRoot(workDir);
   } catch (err) {
     return `the work dir ${workDir} cannot be opened (${errnoCode(err)}): it is gone or was replaced by a link`;
   }
@@ -731,10 +764,10 @@ function openParentDir(file: string, workDir: string): { dir: OpenDir; name: str
         problem = isLink(at(dir, part))
           ? `${JSON.stringify(walked)} is a symbolic link: docq follows no link in an answered path`
           : `${JSON.stringify(walked)} is not a folder`;
-      closeSync(dir.fd);
+      closeOpenDir(dir);
       return problem;
     }
-    closeSync(dir.fd);
+    closeOpenDir(dir);
     dir = { fd, path: path.join(dir.path, part) };
   }
   return { dir, name };
@@ -755,7 +788,7 @@ function inParentDir(file: string, workDir: string, fn: (dir: OpenDir, name: str
   try {
     fn(parent.dir, parent.name);
   } finally {
-    closeSync(parent.dir.fd);
+    closeOpenDir(parent.dir);
   }
   return undefined;
 }
@@ -770,7 +803,7 @@ async function inParentDirAsync(
   try {
     await fn(parent.dir, parent.name);
   } finally {
-    closeSync(parent.dir.fd);
+    closeOpenDir(parent.dir);
   }
   return undefined;
 }
@@ -811,14 +844,14 @@ export function openMovableInWorkDir(file: string, workDir: string): MovableFile
   try {
     opened = openFileIn(dir, name);
   } catch (err) {
-    closeSync(dir.fd);
+    closeOpenDir(dir);
     throw err;
   }
   if (typeof opened === "string") {
-    closeSync(dir.fd);
+    closeOpenDir(dir);
     return opened;
   }
-  return { ...opened, path: FD_PATHS ? at(dir, name) : null, closeDir: () => closeSync(dir.fd) };
+  return { ...opened, path: FD_PATHS ? at(dir, name) : null, closeDir: () => closeOpenDir(dir) };
 }
 
 /** Opens `name` in the opened folder `dir`: a regular file with one link, never through a link; or why not. */
