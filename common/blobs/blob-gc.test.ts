@@ -6,11 +6,14 @@ import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { collectBlobGarbage } from "./blob-gc.js";
 import { FsBlobStore } from "./fs-blob-store.js";
-import { blobKeys, newTaskId, type NewTaskSpec } from "../queue/new-task.js";
+import { blobKeys, newTaskId, outputKeyOf, type NewTaskSpec } from "../queue/new-task.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import { TaskQueue } from "../queue/task-queue.js";
 import { makeSchedule } from "../schedules/schedule-store.contract.js";
 import { scheduleBlobKeys } from "../schedules/schedule-model.js";
+import type { LeaseClaim } from "../model/claims.js";
+
+const claimOf = (task: { id: string; tries: number }): LeaseClaim => ({ id: task.id, owner: "w1", tries: task.tries });
 
 let dir: string;
 let store: SqliteTaskStore;
@@ -167,6 +170,41 @@ describe("collectBlobGarbage", () => {
     await put(blobKeys.output(canceled.id, leased!.tries));
     await collect();
     assert.deepEqual(await keys(), [parent.input!, ...parts].sort());
+  });
+
+  it("judges a part's outputs in its parent's folder by the part: keeps the accepted and the running attempts', removes the rest", async () => {
+    const parent = await queue.submit(spec());
+    await put(parent.input!);
+    const [leased] = await queue.pull("w1", 1);
+    const parts = [0, 1, 2].map((i) => blobKeys.splitPart(parent.id, 1, i));
+    for (const part of parts) await put(part);
+    assert.equal(
+      await queue.split(
+        claimOf(leased!),
+        parts.map((input) => ({ input })),
+        processedBy,
+      ),
+      true,
+    );
+    const [won, running, canceled] = await store.children(parent.id);
+    const pulled = await queue.pull("w1", 3);
+    assert.equal(pulled.length, 3);
+    for (const child of pulled) await put(outputKeyOf(child, child.tries));
+    // `won`'s first attempt stored its output and was lost; its second one won.
+    await store.requeue(claimOf({ ...won!, tries: 1 }), { error: "lost", processedBy: null, ranAt: { site: null, node: null } }, 0, 0);
+    await store.claim([won!.id], { owner: "w1", expiresAt: Date.now() + 60_000 }, Date.now());
+    await put(outputKeyOf(won!, 2));
+    assert.equal(await queue.succeed({ id: won!.id, owner: "w1", tries: 2 }, { output: outputKeyOf(won!, 2), processedBy }), true);
+    // One of a part whose record is gone.
+    await put(blobKeys.partOutput(parent.id, newTaskId("test"), 1));
+    await collect();
+    const kept = [parent.input!, ...parts, outputKeyOf(won!, 2)];
+    assert.deepEqual(await keys(), [...kept, outputKeyOf(running!, 1), outputKeyOf(canceled!, 1)].sort());
+    // A canceled part fails its parent and cancels its siblings: what they had not reported goes, what a retried parent reuses stays.
+    await queue.cancel(canceled!.id);
+    await collect();
+    assert.deepEqual(await keys(), kept.sort());
+    assert.equal(outputKeyOf(won!, 2), `${parent.id}/part-output-2-${won!.id}`);
   });
 
   it("removes partial uploads and empty folders nobody touched within the grace period", async () => {

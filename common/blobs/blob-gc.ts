@@ -2,12 +2,14 @@ import type { BlobStore } from "./blob-store.js";
 import { isFinal, type Task } from "../model/task-model.js";
 import type { TaskStore } from "../store/task-store.js";
 import { SCHEDULE_BLOB_ROOT } from "../schedules/schedule-model.js";
+import { partOutputOf } from "../queue/new-task.js";
 
 /*
  * Documents nothing refers to any more, found by comparing the blob store with the task store:
  * - the input of an upload whose task was never created (the process died between the two);
  * - outputs and split parts of attempts that ended without their result being accepted (a worker
- *   killed after storing, a cancel racing with a completion, a split abandoned by a crash);
+ *   killed after storing, a cancel racing with a completion, a split abandoned by a crash); a
+ *   split part's outputs, kept in its parent's folder, are judged by the part's record;
  * - whatever an adapter keeps aside (the fs store's partial uploads, empty folders).
  * A schedule's document (under `schedules/`) stays while its schedule exists.
  * Keys of a task's current attempt, or younger than the grace period (an upload about to become a
@@ -37,15 +39,34 @@ function attemptOf(rest: string): number | null {
   return match === null ? null : Number(match[1]);
 }
 
-/** Whether `key` (under `task`'s folder) is still needed; `partKeys` are its children's inputs. */
-function needed(task: Task, key: string, partKeys: ReadonlySet<string>): boolean {
-  if (key === task.input || key === task.output || partKeys.has(key)) return true;
-  const attempt = attemptOf(key.slice(task.id.length + 1));
-  // Not a name the worker writes: not ours to judge.
-  if (attempt === null) return true;
+/** Whether an output of `task`'s attempt `attempt` is still needed (`key`: the output's key). */
+function attemptNeeded(task: Task, key: string, attempt: number): boolean {
+  if (key === task.output) return true;
   if (isFinal(task.status)) return false;
   // The current attempt (or one claimed since the task was read) may still be storing or reporting.
   return attempt >= task.tries;
+}
+
+/** What the GC knows of a task's children: their inputs (the split's parts) and the children by id. */
+interface Parts {
+  inputs: ReadonlySet<string>;
+  byId: ReadonlyMap<string, Task>;
+}
+
+/** Whether `key` (under `task`'s folder) is still needed. */
+function needed(task: Task, key: string, parts: Parts): boolean {
+  if (key === task.input || parts.inputs.has(key)) return true;
+  const name = key.slice(task.id.length + 1);
+  const partOutput = partOutputOf(name);
+  if (partOutput !== null) {
+    // A part's output, kept in its parent's folder: needed as long as the part would need it in its own.
+    const part = parts.byId.get(partOutput.partId);
+    return part !== undefined && attemptNeeded(part, key, partOutput.tries);
+  }
+  const attempt = attemptOf(name);
+  // Not a name the worker writes: not ours to judge.
+  if (attempt === null) return true;
+  return attemptNeeded(task, key, attempt);
 }
 
 /** One pass over every blob; answers what it removed. */
@@ -67,10 +88,13 @@ export async function collectBlobGarbage(opts: BlobGcOptions): Promise<BlobGcRep
     if (task === null) {
       garbage = old.map((k) => k.key);
     } else {
-      const parts =
-        task.childrenTotal > 0
-          ? new Set((await opts.store.children(id)).flatMap((c) => (c.input === null ? [] : [c.input])))
-          : new Set<string>();
+      // A part's output may outlive a split its parent retried since: its children are read for it too.
+      const hasPartOutputs = old.some((k) => partOutputOf(k.key.slice(id.length + 1)) !== null);
+      const children = task.childrenTotal > 0 || hasPartOutputs ? await opts.store.children(id) : [];
+      const parts: Parts = {
+        inputs: new Set(children.flatMap((c) => (c.input === null ? [] : [c.input]))),
+        byId: new Map(children.map((c) => [c.id, c])),
+      };
       garbage = old.filter((k) => !needed(task, k.key, parts)).map((k) => k.key);
     }
     for (const key of garbage) await opts.blobs.delete(key);

@@ -93,7 +93,7 @@ export function newTask(spec: NewTaskSpec, now: number): Task {
   };
 }
 
-/** Blob keys live under the task's id, so deleting a task's folder removes all its documents. */
+/** Blob keys live under the task's id (a split part's output under its parent's), so deleting a tree's folders removes all its documents. */
 export const blobKeys = {
   folder: (taskId: string): string => `${taskId}/`,
   input: (taskId: string): string => `${taskId}/input`,
@@ -105,4 +105,26 @@ export const blobKeys = {
   /** A child's input, written by the splitting attempt under the parent: deleting the parent removes it. */
   splitFolder: (taskId: string, tries: number): string => `${taskId}/split-${tries}/`,
   splitPart: (taskId: string, tries: number, index: number): string => `${taskId}/split-${tries}/part-${index}`,
+  /**
+   * A split part's output, per attempt as `output`, beside the other parts' in its parent's folder:
+   * a folder of its own per part cost a directory inode each (an ext4 mkdir here: 60-350 µs, most
+   * of what storing a warm part's output cost). Deleting the parent removes it; the blob GC removes
+   * an attempt's whose part no longer needs it.
+   */
+  partOutput: (parentId: string, partId: string, tries: number): string => `${parentId}/${PART_OUTPUT}${tries}-${partId}`,
 };
+
+/** The name of a part's output in its parent's folder: `part-output-<attempt>-<part's id>`. */
+const PART_OUTPUT = "part-output-";
+const PART_OUTPUT_NAME = /^part-output-(\d+)-([^/]+)$/;
+
+/** The attempt and part of a name `partOutput` makes in a parent's folder (the text after `<parent>/`), or null. */
+export function partOutputOf(name: string): { tries: number; partId: string } | null {
+  const match = PART_OUTPUT_NAME.exec(name);
+  return match === null ? null : { tries: Number(match[1]), partId: match[2]! };
+}
+
+/** Where an attempt of `task` stores its output: a split part beside its siblings', any other task in its own folder. */
+export function outputKeyOf(task: { id: string; parentId: string | null; depth: number }, tries: number): string {
+  return task.parentId !== null && task.depth > 0 ? blobKeys.partOutput(task.parentId, task.id, tries) : blobKeys.output(task.id, tries);
+}

@@ -18,7 +18,7 @@ import {
 import type { ProgressReport } from "../jobs/script-answer.js";
 import type { ChildSpec, PulledTask } from "../model/claims.js";
 import { ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
-import { blobKeys } from "../queue/new-task.js";
+import { blobKeys, outputKeyOf } from "../queue/new-task.js";
 import type { WorkDirPool } from "./work-dir-pool.js";
 
 /*
@@ -84,7 +84,7 @@ export async function runLeasedTask(run: LeasedRun, ctx: TaskRunContext): Promis
       await deleteBlobs(ctx.blobs, written);
     } else if (report.kind === "output" && run.tries > 1) {
       // An attempt that crashed after storing its output left it behind: only this one counts now.
-      const earlier = Array.from({ length: run.tries - 1 }, (_, i) => blobKeys.output(run.task.id, i + 1));
+      const earlier = Array.from({ length: run.tries - 1 }, (_, i) => outputKeyOf(run.task, i + 1));
       // Most earlier attempts stored nothing: a key that cannot be deleted only takes room until the task's folder goes.
       await deleteBlobs(ctx.blobs, earlier).catch(() => undefined);
     }
@@ -114,7 +114,7 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
   try {
     const answer = await runScript(run, job, work, ctx, stored);
     if (answer.kind === "output") {
-      const key = blobKeys.output(task.id, run.tries);
+      const key = outputKeyOf(task, run.tries);
       written.push(key);
       // A split's part ends in its parent's merge, which reads every part's output as a file: those stay files.
       const asBytes = task.depth === 0;
