@@ -74,6 +74,11 @@ export class EntryTable {
     return this.ids.find(id);
   }
 
+  /** Makes the ids allocated since the last lookup findable now (see IdColumns.link), not at the next lookup. */
+  settleIds(): void {
+    this.ids.settle();
+  }
+
   /** Takes the entry out of the live ones: its id is found no more, but read until it is freed. */
   kill(handle: number): void {
     this.ids.unlink(handle);

@@ -68,4 +68,19 @@ describe("IdColumns", () => {
     assert.equal(ids.get(0), "a-01JE5Q1XQ0ABCDEFGHJKMNPQRS");
     assert.equal(ids.get(1), "plain");
   });
+
+  it("makes ids linked in bulk findable in one settle, and unlinks one not yet settled", () => {
+    const count = 50_000;
+    const ids = columns(count + 1);
+    const given = Array.from({ length: count }, (_, i) => (i % 11 === 0 ? `plain-${i}` : newTaskId("bulk")));
+    given.forEach((id, handle) => ids.link(handle, id));
+    // Unlinked before any lookup: still pending then.
+    ids.unlink(count - 1);
+    ids.settle();
+    given.forEach((id, handle) => assert.equal(ids.find(id), handle === count - 1 ? -1 : handle, id));
+    ids.link(count, "late");
+    ids.clear();
+    assert.equal(ids.find("late"), -1);
+    assert.equal(ids.find(given[0]!), -1);
+  });
 });

@@ -67,6 +67,11 @@ export class PriorityIndex {
     this.insert(entry, now);
   }
 
+  /** Does now what the next lookup would (enter the ids added since into their table): a reload's end. */
+  settle(): void {
+    this.table.settleIds();
+  }
+
   private checkPriority(entry: QueueEntry): void {
     if (!Number.isInteger(entry.priority) || entry.priority < MIN_PRIORITY || entry.priority > MAX_PRIORITY) {
       throw new RangeError(`priority of ${entry.id} must be an integer ${MIN_PRIORITY}..${MAX_PRIORITY}, got ${entry.priority}`);

@@ -205,6 +205,7 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
         }
       }
     }
+    this.index.settle();
     for (const claim of orphans) {
       const requeued = await this.failAttempt(claim, "the process running it stopped (docq restarted)", true, { leaseLost: true });
       if (requeued) report.requeued++;

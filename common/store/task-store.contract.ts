@@ -108,6 +108,19 @@ function usageRow(user: string, day: string, counts: Partial<UsageRow> = {}): Us
   return { user, day, ...ZERO_USAGE, ...counts };
 }
 
+/** What loadNonFinal gives of a task. */
+export const reloadFields = (task: Task): ReloadEntry => ({
+  id: task.id,
+  priority: task.priority,
+  submitTime: task.submitTime,
+  availableAt: task.availableAt,
+  status: task.status,
+  lease: task.lease,
+  offload: task.offload,
+  tries: task.tries,
+  maxTries: task.maxTries,
+});
+
 async function collect(batches: AsyncIterable<ReloadEntry[]>): Promise<ReloadEntry[][]> {
   const all: ReloadEntry[][] = [];
   for await (const batch of batches) all.push(batch);
@@ -934,24 +947,7 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
             }
           }
           await store.createMany(tasks);
-          const expected = new Map(
-            tasks
-              .filter((t) => !isFinal(t.status))
-              .map((t): [string, ReloadEntry] => [
-                t.id,
-                {
-                  id: t.id,
-                  priority: t.priority,
-                  submitTime: t.submitTime,
-                  availableAt: t.availableAt,
-                  status: t.status,
-                  lease: t.lease,
-                  offload: t.offload,
-                  tries: t.tries,
-                  maxTries: t.maxTries,
-                },
-              ]),
-          );
+          const expected = new Map(tasks.filter((t) => !isFinal(t.status)).map((t): [string, ReloadEntry] => [t.id, reloadFields(t)]));
           assert.equal(expected.size, 12);
 
           const batches = await collect(store.loadNonFinal(5));

@@ -1,21 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { MAX_PRIORITY, MIN_PRIORITY, TASK_STATUS, type Task } from "../../model/task-model.js";
+import { MAX_PRIORITY, MIN_PRIORITY, TASK_STATUS } from "../../model/task-model.js";
 import type { ReloadEntry } from "../task-store.js";
-import { makeTask } from "../task-store.contract.js";
+import { makeTask, reloadFields } from "../task-store.contract.js";
 import { SqliteTaskStore } from "./sqlite-task-store.js";
-
-const reloadFields = (task: Task): ReloadEntry => ({
-  id: task.id,
-  priority: task.priority,
-  submitTime: task.submitTime,
-  availableAt: task.availableAt,
-  status: task.status,
-  lease: task.lease,
-  offload: task.offload,
-  tries: task.tries,
-  maxTries: task.maxTries,
-});
 
 describe("SQLite reload rows", () => {
   it("give every reload field back, packed or not: the bounds of each packed field, leases, counts too large to pack", async () => {

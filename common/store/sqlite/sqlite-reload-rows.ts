@@ -24,10 +24,29 @@ export const RELOAD_SELECT =
   ` WHEN status IN (${PACKED_STATUSES.map((s) => `'${s}'`).join(", ")}) AND lease_owner IS NULL AND priority BETWEEN 0 AND 127 AND tries BETWEEN 0 AND ${COUNT_LIMIT - 1}` +
   ` AND max_tries BETWEEN 0 AND ${COUNT_LIMIT - 1}` +
   ` THEN priority | ((offload <> 0) << 7) | (${packedStatusCode} << 8) | (tries << ${TRIES_SHIFT}) | (max_tries << 30)` +
-  " ELSE json_array(priority, offload, status, tries, max_tries, lease_owner, lease_expires_at) END";
+  " ELSE json_array(priority, offload, status, tries, max_tries, lease_owner, lease_expires_at) END AS packed";
 
-/** A reload row as an array, in RELOAD_SELECT's order: arrays cost half as much as objects. */
-export type ReloadTuple = [seq: number, id: string, submitTime: number, availableAt: number, packed: number | string];
+/**
+ * The reload rows a select of RELOAD_SELECT gives, as one JSON array of [seq, id, submit_time,
+ * available_at, packed] arrays: a single value for better-sqlite3 to hand over instead of five a
+ * row, and JSON.parse makes the arrays faster than it does (1M rows: about 1.7 s against 2.4 s).
+ */
+export function reloadRowsAsJson(select: string): string {
+  return `SELECT json_group_array(json_array(seq, id, submit_time, available_at, packed)) FROM (${select})`;
+}
+
+/** The rows of a reloadRowsAsJson value, in seq order. */
+export function parseJsonReloadRows(json: string): JsonReloadRow[] {
+  const rows = JSON.parse(json) as JsonReloadRow[];
+  // SQLite aggregates the rows in the order the subquery gives them, which it does not promise.
+  for (let i = 1; i < rows.length; i++) {
+    if (rows[i]![0] < rows[i - 1]![0]) return rows.sort((a, b) => a[0] - b[0]);
+  }
+  return rows;
+}
+
+/** A row of reloadRowsAsJson's array. */
+export type JsonReloadRow = [seq: number, id: string, submitTime: number, availableAt: number, packed: number | string];
 
 /** The columns of a row the integer cannot hold, as json_array wrote them. */
 type UnpackedColumns = [
@@ -40,8 +59,8 @@ type UnpackedColumns = [
   leaseExpiresAt: number | null,
 ];
 
-export function reloadTupleToEntry(row: ReloadTuple): ReloadEntry {
-  const [, id, submitTime, availableAt, packed] = row;
+/** The entry of a reload row's values: `packed`, the packed integer or the JSON text of the columns it cannot hold. */
+export function reloadEntryOf(id: string, submitTime: number, availableAt: number, packed: number | string): ReloadEntry {
   if (typeof packed === "number") {
     const low = packed % MAX_TRIES_FACTOR;
     return {

@@ -8,9 +8,9 @@ import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import { ERROR_CODE, isDocqError, type ErrorCode } from "../../model/errors.js";
 import { SqliteTaskStore } from "./sqlite-task-store.js";
-import { TASK_STATUS } from "../../model/task-model.js";
+import { isFinal, TASK_STATUS, type Task } from "../../model/task-model.js";
 import type { ReloadEntry } from "../task-store.js";
-import { makeTask, NOWHERE, taskStoreContract } from "../task-store.contract.js";
+import { makeTask, NOWHERE, reloadFields, taskStoreContract } from "../task-store.contract.js";
 
 taskStoreContract("SqliteTaskStore", async () => {
   const dir = await mkdtemp(join(tmpdir(), "docq-task-store-"));
@@ -562,24 +562,46 @@ describe("SqliteTaskStore", () => {
     }
   });
 
-  it("bulk-creates and reloads 100,000 tasks (timing printed, not asserted)", async (t) => {
+  it("reloads 100,000 tasks and more through reader threads, as one reader would: every state, order, what is created meanwhile", async (t) => {
     const store = SqliteTaskStore.open(freshFile());
     try {
       const now = Date.now();
-      const tasks = Array.from({ length: 100_000 }, (_, i) =>
-        makeTask({ priority: i % 101, submitTime: now + i, availableAt: now + i, params: { page: i } }),
+      const statuses = [TASK_STATUS.input, TASK_STATUS.output, TASK_STATUS.wait, TASK_STATUS.complete, TASK_STATUS.input];
+      const tasks = Array.from({ length: 130_000 }, (_, i) =>
+        makeTask({
+          // Some ids are not <site>-<ULID>, some rows do not fit the packed integer (a lease, counts too large).
+          ...(i % 997 === 0 ? { id: `plain id ${i}` } : {}),
+          priority: i % 101,
+          status: i % 1_009 === 0 ? TASK_STATUS.work : statuses[i % statuses.length]!,
+          ...(i % 1_009 === 0 ? { lease: { owner: `worker-${i}`, expiresAt: now + i } } : {}),
+          ...(i % 1_013 === 0 ? { maxTries: 2 ** 40, tries: 2 ** 21 } : {}),
+          offload: i % 3 === 0,
+          submitTime: now + (i % 50),
+          availableAt: now + i,
+          params: { page: i },
+        }),
       );
       let started = performance.now();
       await store.createMany(tasks);
       const createMs = performance.now() - started;
 
       started = performance.now();
-      let loaded = 0;
-      for await (const batch of store.loadNonFinal()) loaded += batch.length;
+      const entries: ReloadEntry[] = [];
+      let createdMeanwhile: Task | undefined;
+      for await (const batch of store.loadNonFinal()) {
+        entries.push(...batch);
+        if (createdMeanwhile === undefined) {
+          createdMeanwhile = makeTask({ priority: 7 });
+          await store.create(createdMeanwhile);
+        }
+      }
       const loadMs = performance.now() - started;
 
-      assert.equal(loaded, tasks.length);
-      t.diagnostic(`createMany 100k: ${createMs.toFixed(0)} ms; loadNonFinal 100k: ${loadMs.toFixed(0)} ms`);
+      const expected = [...tasks.filter((task) => !isFinal(task.status)), createdMeanwhile!].map(reloadFields);
+      assert.ok(expected.length > 100_000, "enough non-final tasks for the reader threads");
+      assert.equal(entries.length, expected.length);
+      for (let i = 0; i < expected.length; i++) assert.deepEqual(entries[i], expected[i], `entry ${i}`);
+      t.diagnostic(`createMany 130k: ${createMs.toFixed(0)} ms; loadNonFinal ${entries.length}: ${loadMs.toFixed(0)} ms`);
     } finally {
       await store.close();
     }

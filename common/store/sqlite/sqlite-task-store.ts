@@ -1,4 +1,5 @@
 import { mkdirSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { ApiKeyLimits, ApiKeyRecord, UsageCounts, UsageRow } from "../../accounts/account-records.js";
@@ -8,7 +9,8 @@ import type { Schedule, ScheduleAdvance, ScheduleFireResult } from "../../schedu
 import { SCHEDULES_TABLE, SqliteSchedules } from "./sqlite-schedules.js";
 import { attachWalCheckpointer, type WalCheckpointer } from "./wal-checkpointer.js";
 import { GroupCommit } from "./group-commit.js";
-import { RELOAD_SELECT, reloadTupleToEntry, type ReloadTuple } from "./sqlite-reload-rows.js";
+import { RELOAD_SELECT, reloadRowsAsJson } from "./sqlite-reload-rows.js";
+import { readNonFinal } from "./threaded-reload.js";
 import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 import {
@@ -85,6 +87,13 @@ const CLAIM_SIZES = [1, 8, 64, 500] as const;
  * (RSS 279 MB instead of 247 MB), no faster.
  */
 const DEFAULT_RELOAD_BATCH = 1_000;
+/**
+ * Non-final tasks from which a reload reads in threads (threaded-reload.ts): starting a thread
+ * costs 30-60 ms here, what a single reader spends on about 20,000 rows.
+ */
+const THREADED_RELOAD_MIN_TASKS = 100_000;
+/** Reader threads at most, beside the event loop: past a few, the event loop filling the index is what a reload waits for. */
+const RELOAD_THREADS_MAX = 4;
 /**
  * Rows per multi-row INSERT on the bulk path: 50 × 27 = 1350 bound values, well under the
  * variable limit. One statement per 50 rows instead of per row cut createMany of 100k tasks
@@ -441,6 +450,10 @@ class RetryMiss extends Error {
 }
 
 const NON_FINAL_CONDITION = `status IN (${sqlList(TASK_STATUSES.filter((s) => !isFinal(s)))})`;
+/** The reload's statement (threaded-reload.ts): a batch of a range of seqs. */
+const RELOAD_ROWS_SELECT = reloadRowsAsJson(
+  `SELECT ${RELOAD_SELECT} FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION} AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`,
+);
 
 const SCHEMA_V1 = `
 CREATE TABLE tasks (
@@ -613,7 +626,9 @@ interface FixedStatements {
   progress: Statement<[number, string | null, string, string, number], TaskRow>;
   renew: Statement<SqlValue[], string>;
   expired: Statement<[number, number], TaskRow>;
-  reloadBatch: Statement<[number, number], ReloadTuple>;
+  reloadRows: Statement<[number, number, number], string>;
+  nonFinalSeqMin: Statement<[], number | null>;
+  nonFinalSeqMax: Statement<[], number | null>;
   children: Statement<[string], TaskRow>;
   delete: Statement<[string], unknown>;
   deleteFinishedTree: Statement<[string], string>;
@@ -739,11 +754,14 @@ export class SqliteTaskStore implements TaskStore {
       expired: db.prepare<[number, number], TaskRow>(
         `SELECT * FROM tasks INDEXED BY tasks_work_lease WHERE status = '${TASK_STATUS.work}' AND lease_expires_at < ? ORDER BY lease_expires_at, seq LIMIT ?`,
       ),
-      reloadBatch: db
-        .prepare<[number, number], ReloadTuple>(
-          `SELECT ${RELOAD_SELECT} FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION} AND seq > ? ORDER BY seq LIMIT ?`,
-        )
-        .raw(true),
+      reloadRows: db.prepare<[number, number, number], string>(RELOAD_ROWS_SELECT).pluck(),
+      // Two statements: SQLite reads min() or max() alone off the index's end, both together by a scan.
+      nonFinalSeqMin: db
+        .prepare<[], number | null>(`SELECT min(seq) FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION}`)
+        .pluck(),
+      nonFinalSeqMax: db
+        .prepare<[], number | null>(`SELECT max(seq) FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION}`)
+        .pluck(),
       children: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE parent_id = ? ORDER BY seq`),
       delete: db.prepare<[string]>(`DELETE FROM tasks WHERE id = ?`),
       // One statement: the root's guard and its whole tree, so a task retried meanwhile stays with its children.
@@ -1065,15 +1083,30 @@ export class SqliteTaskStore implements TaskStore {
    */
   async *loadNonFinal(batchSize: number = DEFAULT_RELOAD_BATCH): AsyncGenerator<ReloadEntry[]> {
     requirePositiveInteger(batchSize, "batchSize");
-    let afterSeq = 0;
-    for (;;) {
-      const rows = this.attempt("loadNonFinal", () => this.statements.reloadBatch.all(afterSeq, batchSize));
-      const last = rows[rows.length - 1];
-      if (last === undefined) return;
-      yield rows.map(reloadTupleToEntry);
-      if (rows.length < batchSize) return;
-      afterSeq = last[0];
-    }
+    // Writes of the open group first: another connection (a reader thread) sees only what is committed.
+    const span = this.attempt("loadNonFinal", () => this.reloadSpan());
+    yield* readNonFinal({
+      file: this.file,
+      select: RELOAD_ROWS_SELECT,
+      readHere: (afterSeq, upToSeq, limit) => this.attempt("loadNonFinal", () => this.statements.reloadRows.get(afterSeq, upToSeq, limit)!),
+      batchSize,
+      ...span,
+    });
+  }
+
+  /**
+   * The span of non-final seqs a reload reads in ranges, and by how many reader threads beside
+   * the event loop: none for few tasks, one core, or an in-memory database (which no other
+   * connection can open).
+   */
+  private reloadSpan(): { afterSeq: number; upToSeq: number; threads: number } {
+    const first = this.statements.nonFinalSeqMin.get() ?? 0;
+    const last = this.statements.nonFinalSeqMax.get() ?? 0;
+    const cores = availableParallelism();
+    if (cores < 2 || this.file === "" || this.file === ":memory:") return { afterSeq: first - 1, upToSeq: last, threads: 0 };
+    const counts = this.statements.countByStatus.all();
+    const nonFinal = counts.reduce((sum, row) => (isFinal(row.status) ? sum : sum + row.count), 0);
+    return { afterSeq: first - 1, upToSeq: last, threads: nonFinal < THREADED_RELOAD_MIN_TASKS ? 0 : Math.min(cores, RELOAD_THREADS_MAX) };
   }
 
   async children(parentId: string): Promise<Task[]> {
