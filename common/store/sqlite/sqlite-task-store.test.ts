@@ -171,7 +171,12 @@ describe("SqliteTaskStore", () => {
       const walBytes = async (): Promise<number> => (await stat(`${file}-wal`)).size;
       const before = await walBytes();
       const counts = 20;
-      for (let i = 0; i < counts; i++) assert.ok((await store.childSucceeded(parent.id, 3)).ok, "counted");
+      for (let i = 0; i < counts; i++) {
+        const counted = await store.childSucceeded(parent.id, 3);
+        assert.ok(counted.ok, "counted");
+        assert.deepEqual(counted.task.children, ids, "a count answers the parent with its list (read back without it)");
+        counted.task.children.pop();
+      }
       // A page is 4096 bytes and a frame's header 24; the status's index entries were rewritten too before (4 pages).
       const pagesPerCount = ((await walBytes()) - before) / counts / 4096;
       assert.ok(pagesPerCount < 1.5, `pages written per count: ${pagesPerCount}`);
@@ -182,6 +187,21 @@ describe("SqliteTaskStore", () => {
       first?.children.push("changed by a caller");
       assert.deepEqual(second?.children, ids, "another read's list is its own");
       assert.deepEqual((await store.get(parent.id))?.children, ids, "a later read's list too");
+      // The same id again, another task split into as many other parts: its counts answer its own list.
+      assert.ok(await store.delete(parent.id));
+      await store.create(parent);
+      const others = Array.from({ length: 300 }, () => makeTask().id);
+      const again = await store.split(
+        { id: parent.id, owner: "w", tries: 1 },
+        { site: "test", node: "n" },
+        others,
+        (p) => others.map((id) => makeTask({ id, parentId: p.id, depth: 1 })),
+        2,
+      );
+      assert.ok(again.ok, "split again");
+      const counted = await store.childSucceeded(parent.id, 3);
+      assert.ok(counted.ok && counted.task.childrenCompleted === 1);
+      assert.deepEqual(counted.task.children, others);
     } finally {
       await store.close();
     }

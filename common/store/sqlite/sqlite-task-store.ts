@@ -11,6 +11,7 @@ import { attachWalCheckpointer, type WalCheckpointer } from "./wal-checkpointer.
 import { GroupCommit } from "./group-commit.js";
 import { RELOAD_SELECT, reloadRowsAsJson } from "./sqlite-reload-rows.js";
 import { readNonFinal } from "./threaded-reload.js";
+import { ChildIdLists } from "./child-id-lists.js";
 import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 import {
@@ -212,30 +213,8 @@ function leaseOf(owner: string | null, expiresAt: number | null): Lease | null {
   return owner === null || expiresAt === null ? null : { owner, expiresAt };
 }
 
-/** A list of child ids this long (a split of about 30 parts) or longer is worth remembering parsed. */
-const REMEMBERED_CHILDREN_CHARS = 1024;
-/** How many parents' lists are remembered: the splits whose children are running at once. */
-const REMEMBERED_CHILDREN_LISTS = 4;
-/** The large lists of child ids parsed last, newest last. */
-const rememberedChildren: { json: string; ids: readonly string[] }[] = [];
-
-/**
- * The child ids of a `children` column. A parent's row is read back at each of its children's
- * counts (RETURNING), its list unchanged: a thousand parts parsed 30 KB of JSON a thousand times.
- * A large list is remembered parsed and answered as a copy (comparing the text costs microseconds).
- */
-function childIdsOf(json: string): string[] {
-  if (json.length < REMEMBERED_CHILDREN_CHARS) return JSON.parse(json) as string[];
-  let remembered = rememberedChildren.find((entry) => entry.json === json);
-  if (remembered === undefined) {
-    remembered = { json, ids: JSON.parse(json) as string[] };
-    rememberedChildren.push(remembered);
-    if (rememberedChildren.length > REMEMBERED_CHILDREN_LISTS) rememberedChildren.shift();
-  }
-  return remembered.ids.slice();
-}
-
-function rowToTask(row: TaskRow): Task {
+/** A row as a Task, its `children` column given parsed (ChildIdLists). */
+function rowToTask(row: Omit<TaskRow, "children">, children: string[]): Task {
   return {
     id: row.id,
     site: row.site,
@@ -259,7 +238,7 @@ function rowToTask(row: TaskRow): Task {
     error: row.error,
     parentId: row.parent_id,
     depth: row.depth,
-    children: childIdsOf(row.children),
+    children,
     childrenTotal: row.children_total,
     childrenCompleted: row.children_completed,
     offload: row.offload !== 0,
@@ -617,7 +596,8 @@ interface FixedStatements {
   release: Statement<[number, ...AttemptParams, string, string, number], TaskRow>;
   retry: Statement<[string, number, number, string], TaskRow>;
   splitParent: Statement<[string, string, number, ...AttemptParams, string, string, number], TaskRow>;
-  childCounted: Statement<[string], TaskRow>;
+  childCounted: Statement<[string], Omit<TaskRow, "children">>;
+  childrenColumn: Statement<[string], string>;
   childSucceeded: Statement<[number, string], TaskRow>;
   recountChildren: Statement<[number, number, number, number, string], TaskRow>;
   failParent: Statement<[string, number, string], TaskRow>;
@@ -658,6 +638,8 @@ export class SqliteTaskStore implements TaskStore {
   private readonly schedules: SqliteSchedules;
   /** Checkpoints the file's WAL off the event loop (none for an in-memory database). */
   private checkpointer: WalCheckpointer | undefined;
+  /** The split parents' lists of children, parsed. */
+  private readonly childLists = new ChildIdLists();
 
   private constructor(
     private readonly db: Database.Database,
@@ -716,10 +698,13 @@ export class SqliteTaskStore implements TaskStore {
       ),
       // A child that is not the last one: the count alone. Assigning status, even to the value it
       // has, rewrites the row's entries in every index on status (4 pages to the WAL per child instead of 1).
+      // Read back without its list of children (ChildIdLists): 30 KB for a split of a thousand.
       childCounted: db.prepare(
         `UPDATE tasks SET children_completed = children_completed + 1` +
-          ` WHERE id = ? AND ${statusIn("childSucceeded")} AND children_completed + 1 < children_total RETURNING *`,
+          ` WHERE id = ? AND ${statusIn("childSucceeded")} AND children_completed + 1 < children_total` +
+          ` RETURNING seq, ${TASK_COLUMNS.filter((column) => column !== "children").join(", ")}`,
       ),
+      childrenColumn: db.prepare<[string], string>(`SELECT children FROM tasks WHERE id = ?`).pluck(),
       // SET expressions read the row before the statement: children_completed + 1 is the new count.
       childSucceeded: db.prepare(
         `UPDATE tasks SET children_completed = children_completed + 1,` +
@@ -899,7 +884,7 @@ export class SqliteTaskStore implements TaskStore {
 
   async get(id: string): Promise<Task | null> {
     const row = this.attempt("get", () => this.statements.get.get(id));
-    return row === undefined ? null : rowToTask(row);
+    return row === undefined ? null : this.taskOf(row);
   }
 
   async claim(ids: readonly string[], lease: Lease, now: number): Promise<Task[]> {
@@ -915,7 +900,7 @@ export class SqliteTaskStore implements TaskStore {
         while (chunk.length < size) chunk.push(null);
         const statement = this.statements.claims.get(size);
         if (statement === undefined) throw new Error(`no claim statement for ${size} ids`);
-        leased.push(...statement.all(lease.owner, lease.expiresAt, now, ...chunk).map(rowToTask));
+        leased.push(...statement.all(lease.owner, lease.expiresAt, now, ...chunk).map(this.taskOf));
       }
       return leased;
     };
@@ -962,10 +947,10 @@ export class SqliteTaskStore implements TaskStore {
             const after = this.statements.retry.get(row.status, now, row.childrenCompleted, row.id);
             if (after === undefined) {
               const current = this.statements.get.get(row.id);
-              const task = current === undefined ? null : rowToTask(current);
+              const task = current === undefined ? null : this.taskOf(current);
               throw new RetryMiss({ ok: false, id: row.id, why: stepMiss("retry", task), task });
             }
-            tasks.push(rowToTask(after));
+            tasks.push(this.taskOf(after));
           }
           return { ok: true, tasks };
         });
@@ -1003,12 +988,19 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   async childSucceeded(parentId: string, now: number): Promise<StepResult> {
-    return this.unheld(
-      "childSucceeded",
-      parentId,
-      // The second statement runs only when the first wrote nothing: the last child, or a miss (then it misses too).
-      () => this.statements.childCounted.get(parentId) ?? this.statements.childSucceeded.get(now, parentId),
-    );
+    return this.grouped("childSucceeded", () => {
+      const counted = this.statements.childCounted.get(parentId);
+      if (counted !== undefined) {
+        const children = this.childLists.byParent(
+          parentId,
+          counted.children_total,
+          () => this.statements.childrenColumn.get(parentId) ?? null,
+        );
+        return this.answerTask("childSucceeded", parentId, rowToTask(counted, children));
+      }
+      // Not counted: the last child, or a miss (then this statement misses too).
+      return this.answer("childSucceeded", parentId, this.statements.childSucceeded.get(now, parentId));
+    });
   }
 
   async recountChildren(parentId: string, completed: number, now: number): Promise<StepResult> {
@@ -1033,8 +1025,8 @@ export class SqliteTaskStore implements TaskStore {
         const previousLeaseOwner = before?.lease_owner ?? null;
         const attempt = attemptParams(attemptPlace(null, previousLeaseOwner, localSite ?? null), now, "canceled", reason);
         const row = before === undefined ? undefined : this.statements.cancel.get(reason, now, now, ...attempt, id);
-        const result = stepResult("cancel", row === undefined ? null : rowToTask(row), () =>
-          before === undefined ? null : rowToTask(before),
+        const result = stepResult("cancel", row === undefined ? null : this.taskOf(row), () =>
+          before === undefined ? null : this.taskOf(before),
         );
         return { ...result, previousLeaseOwner };
       }),
@@ -1054,7 +1046,7 @@ export class SqliteTaskStore implements TaskStore {
 
   async expired(now: number, limit: number): Promise<Task[]> {
     requirePositiveInteger(limit, "limit");
-    return this.attempt("expired", () => this.statements.expired.all(now, limit)).map(rowToTask);
+    return this.attempt("expired", () => this.statements.expired.all(now, limit)).map(this.taskOf);
   }
 
   async list(filter: TaskFilter, page: { limit: number; cursor?: string | null }): Promise<TaskPage> {
@@ -1072,7 +1064,7 @@ export class SqliteTaskStore implements TaskStore {
     const pageRows = hasMore ? rows.slice(0, page.limit) : rows;
     const last = pageRows[pageRows.length - 1];
     return {
-      items: pageRows.map(rowToTask),
+      items: pageRows.map(this.taskOf),
       nextCursor: hasMore && last !== undefined ? encodeCursor(last.seq) : null,
     };
   }
@@ -1110,10 +1102,11 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   async children(parentId: string): Promise<Task[]> {
-    return this.attempt("children", () => this.statements.children.all(parentId)).map(rowToTask);
+    return this.attempt("children", () => this.statements.children.all(parentId)).map(this.taskOf);
   }
 
   async delete(id: string): Promise<boolean> {
+    this.childLists.forgetAll();
     return this.attempt("delete", () => this.statements.delete.run(id).changes > 0);
   }
 
@@ -1136,10 +1129,11 @@ export class SqliteTaskStore implements TaskStore {
       params.push(...except);
     }
     const sql = `SELECT * FROM tasks INDEXED BY tasks_final_end WHERE ${conditions.join(" AND ")} ORDER BY end_time, seq LIMIT ?`;
-    return this.attempt("finished", () => this.db.prepare<SqlValue[], TaskRow>(sql).all(...params, limit)).map(rowToTask);
+    return this.attempt("finished", () => this.db.prepare<SqlValue[], TaskRow>(sql).all(...params, limit)).map(this.taskOf);
   }
 
   async deleteFinishedTree(id: string): Promise<string[]> {
+    this.childLists.forgetAll();
     return this.attempt("deleteFinishedTree", () => this.statements.deleteFinishedTree.all(id));
   }
 
@@ -1170,7 +1164,7 @@ export class SqliteTaskStore implements TaskStore {
         .prepare<[string, string], TaskRow>(`UPDATE tasks SET callback = ? WHERE id = ? AND NOT (${NON_FINAL_CONDITION}) RETURNING *`)
         .get(JSON.stringify(delivery), id),
     );
-    return row === undefined ? null : rowToTask(row);
+    return row === undefined ? null : this.taskOf(row);
   }
 
   /** Read once at a queuer's start: it walks tasks_final_end (every finished top-level task), no index of its own. */
@@ -1185,7 +1179,7 @@ export class SqliteTaskStore implements TaskStore {
         )
         .all(limit),
     );
-    return rows.map(rowToTask);
+    return rows.map(this.taskOf);
   }
 
   async countStolen(localSite: string): Promise<StolenCounts> {
@@ -1331,12 +1325,20 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   private answer(step: StoreStep, id: string, row: TaskRow | undefined, claim?: LeaseClaim): StepResult {
+    return this.answerTask(step, id, row === undefined ? null : this.taskOf(row), claim);
+  }
+
+  /** The step's answer: the task it wrote, or (null) why it did not apply, from the row as it is now. */
+  private answerTask(step: StoreStep, id: string, written: Task | null, claim?: LeaseClaim): StepResult {
     const read = (): Task | null => {
       const now = this.statements.get.get(id);
-      return now === undefined ? null : rowToTask(now);
+      return now === undefined ? null : this.taskOf(now);
     };
-    return stepResult(step, row === undefined ? null : rowToTask(row), read, claim);
+    return stepResult(step, written, read, claim);
   }
+
+  /** A whole row as a Task; a parent's long list of children is parsed once (ChildIdLists). */
+  private readonly taskOf = (row: TaskRow): Task => rowToTask(row, this.childLists.fromColumn(row.id, row.children));
 
   /**
    * A write of the hot path (create, succeed and the other steps of a leased task, usage), run at
