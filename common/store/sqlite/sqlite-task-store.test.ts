@@ -158,16 +158,21 @@ describe("SqliteTaskStore", () => {
     const store = SqliteTaskStore.open(file);
     try {
       const parent = makeTask({ status: TASK_STATUS.work, tries: 1, lease: { owner: "w", expiresAt: 10_000 }, startTime: 1 });
-      await store.create(parent);
-      const ids = Array.from({ length: 300 }, () => makeTask().id);
-      const split = await store.split(
-        { id: parent.id, owner: "w", tries: 1 },
-        { site: "test", node: "n" },
-        ids,
-        (p) => ids.map((id) => makeTask({ id, parentId: p.id, depth: 1 })),
-        2,
-      );
-      assert.ok(split.ok, "split");
+      /** The parent (created anew) split into 300 new parts: their ids. */
+      const createAndSplit = async (): Promise<string[]> => {
+        await store.create(parent);
+        const parts = Array.from({ length: 300 }, () => makeTask().id);
+        const split = await store.split(
+          { id: parent.id, owner: "w", tries: 1 },
+          { site: "test", node: "n" },
+          parts,
+          (p) => parts.map((id) => makeTask({ id, parentId: p.id, depth: 1 })),
+          2,
+        );
+        assert.ok(split.ok, "split");
+        return parts;
+      };
+      const ids = await createAndSplit();
       const walBytes = async (): Promise<number> => (await stat(`${file}-wal`)).size;
       const before = await walBytes();
       const counts = 20;
@@ -189,16 +194,7 @@ describe("SqliteTaskStore", () => {
       assert.deepEqual((await store.get(parent.id))?.children, ids, "a later read's list too");
       // The same id again, another task split into as many other parts: its counts answer its own list.
       assert.ok(await store.delete(parent.id));
-      await store.create(parent);
-      const others = Array.from({ length: 300 }, () => makeTask().id);
-      const again = await store.split(
-        { id: parent.id, owner: "w", tries: 1 },
-        { site: "test", node: "n" },
-        others,
-        (p) => others.map((id) => makeTask({ id, parentId: p.id, depth: 1 })),
-        2,
-      );
-      assert.ok(again.ok, "split again");
+      const others = await createAndSplit();
       const counted = await store.childSucceeded(parent.id, 3);
       assert.ok(counted.ok && counted.task.childrenCompleted === 1);
       assert.deepEqual(counted.task.children, others);
