@@ -7,7 +7,7 @@
 // What costs a reload most is better-sqlite3 turning a million rows into JavaScript values: here
 // it is done beside the event loop, by as many threads as the machine has cores.
 //   workerData: {file, select, batchSize}   select's parameters: after seq, up to seq, limit
-//   in:  {range, after, upTo}
+//   in:  {range, after, upTo}   {stop: true} (closes the connection; the thread then ends)
 //   out: {range, ids, numbers, unpacked, last}   {range, error}
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
@@ -17,10 +17,11 @@ const { file, select, batchSize } = workerData;
 const CACHE_KIB = 256;
 /** Opened at the first range, inside its try: an error then reaches the process as a message naming its cause. */
 let statement = null;
+let db = null;
 
 function prepared() {
   if (statement === null) {
-    const db = new Database(file, { readonly: true, fileMustExist: true });
+    db = new Database(file, { readonly: true, fileMustExist: true });
     // Each row is read once, so a page cache is of no use; the 16 MB one filled in the thread's
     // malloc arena stayed with the process after the thread ended (33 MB for 2 threads here).
     db.pragma(`cache_size = -${CACHE_KIB}`);
@@ -66,7 +67,12 @@ function readRange(range, after, upTo) {
   }
 }
 
-parentPort.on("message", ({ range, after, upTo }) => {
+parentPort.on("message", ({ range, after, upTo, stop }) => {
+  if (stop === true) {
+    db?.close();
+    parentPort.close();
+    return;
+  }
   try {
     readRange(range, after, upTo);
   } catch (err) {

@@ -53,6 +53,8 @@ interface Reader {
   thread: Worker;
   /** The range it is reading, or -1 when idle. */
   range: number;
+  /** Settles once the thread has ended. */
+  exited: Promise<void>;
 }
 
 /** Splits (after, upTo] into `count` consecutive ranges (fewer when the span is short). */
@@ -118,15 +120,13 @@ export async function* readNonFinal(opts: NonFinalReadOptions): AsyncGenerator<R
   };
   try {
     for (let i = 0; i < Math.min(opts.threads, ranges.length); i++) {
-      const reader: Reader = {
-        thread: new Worker(THREAD_FILE, {
-          workerData: { file: opts.file, select: opts.select, batchSize: opts.batchSize },
-          // Plain JavaScript: no TypeScript loader to start in the thread.
-          execArgv: [],
-          resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 },
-        }),
-        range: -1,
-      };
+      const thread = new Worker(THREAD_FILE, {
+        workerData: { file: opts.file, select: opts.select, batchSize: opts.batchSize },
+        // Plain JavaScript: no TypeScript loader to start in the thread.
+        execArgv: [],
+        resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 },
+      });
+      const reader: Reader = { thread, range: -1, exited: new Promise((resolve) => thread.once("exit", () => resolve())) };
       reader.thread.on("message", (message: ThreadMessage) => {
         if ("error" in message) return fail(message.error);
         received[message.range]!.push(message);
@@ -165,10 +165,15 @@ export async function* readNonFinal(opts: NonFinalReadOptions): AsyncGenerator<R
       }
     }
   } finally {
-    // Every range read (or the reload given up): the threads and their connections go.
+    // Every range read (or the reload given up): the threads and their connections go. Asked, not
+    // terminated: a thread terminated inside better-sqlite3 (an open failing, say) aborts the
+    // whole process (v8 ToLocalChecked), so each ends once the range it is reading is over.
     nextRange = ranges.length;
-    for (const reader of readers) reader.range = -1;
-    await Promise.all(readers.map((reader) => reader.thread.terminate()));
+    for (const reader of readers) {
+      reader.range = -1;
+      reader.thread.postMessage({ stop: true });
+    }
+    await Promise.all(readers.map((reader) => reader.exited));
   }
   // What was created since the span was measured, read last.
   yield* readRangeHere(opts, Math.max(opts.afterSeq, opts.upToSeq), Number.MAX_SAFE_INTEGER);
