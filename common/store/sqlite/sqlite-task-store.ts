@@ -1092,13 +1092,12 @@ export class SqliteTaskStore implements TaskStore {
    * connection can open).
    */
   private reloadSpan(): { afterSeq: number; upToSeq: number; threads: number } {
-    const first = this.statements.nonFinalSeqMin.get() ?? 0;
-    const last = this.statements.nonFinalSeqMax.get() ?? 0;
+    const span = { afterSeq: (this.statements.nonFinalSeqMin.get() ?? 0) - 1, upToSeq: this.statements.nonFinalSeqMax.get() ?? 0 };
     const cores = availableParallelism();
-    if (cores < 2 || this.file === "" || this.file === ":memory:") return { afterSeq: first - 1, upToSeq: last, threads: 0 };
+    if (cores < 2 || this.file === "" || this.file === ":memory:") return { ...span, threads: 0 };
     const counts = this.statements.countByStatus.all();
     const nonFinal = counts.reduce((sum, row) => (isFinal(row.status) ? sum : sum + row.count), 0);
-    return { afterSeq: first - 1, upToSeq: last, threads: nonFinal < THREADED_RELOAD_MIN_TASKS ? 0 : Math.min(cores, RELOAD_THREADS_MAX) };
+    return { ...span, threads: nonFinal < THREADED_RELOAD_MIN_TASKS ? 0 : Math.min(cores, RELOAD_THREADS_MAX) };
   }
 
   async children(parentId: string): Promise<Task[]> {
