@@ -1,6 +1,9 @@
 import { queuerActionName, type QueuerAction, type QueuerAnswer, type QueuerMessage } from "./protocol.js";
-import { dispatch, type QueuerHandlers } from "./queuer-actions.js";
+import { dispatch, type CallOrigin, type QueuerHandlers } from "./queuer-actions.js";
 import type { QueuerCall } from "./queue-client.js";
+
+/** Every call of the direct path comes from this process. */
+const HERE: CallOrigin = { sameProcess: true };
 
 /**
  * The active queuer's handlers while it serves in this very process (embedded mode), so a worker
@@ -15,6 +18,9 @@ import type { QueuerCall } from "./queue-client.js";
  * process (the worker's pull, heartbeat and succeed: its owner name, the leases it holds, the keys
  * it wrote): those skip the zod check here, which is for what crosses a process boundary. Their
  * schemas hold no default or transform, so the handler gets what the check would have handed it.
+ *
+ * A pull of this path may be answered before its claim is durable (CallOrigin): a crash that loses
+ * the claim ends the run it started too, both being in this process.
  */
 export class LocalQueuer {
   private handlers: QueuerHandlers | undefined;
@@ -37,8 +43,10 @@ export class LocalQueuer {
     return <A extends QueuerAction>(action: A, message: QueuerMessage<A>): Promise<QueuerAnswer<A>> => {
       const handlers = this.handlers;
       if (handlers === undefined) return viaBroker(queuerActionName(action), message) as Promise<QueuerAnswer<A>>;
-      if (unchecked.has(action)) return (handlers[action] as (message: QueuerMessage<A>) => Promise<QueuerAnswer<A>>)(message);
-      return dispatch(handlers, action, message);
+      if (unchecked.has(action)) {
+        return (handlers[action] as (message: QueuerMessage<A>, origin: CallOrigin) => Promise<QueuerAnswer<A>>)(message, HERE);
+      }
+      return dispatch(handlers, action, message, HERE);
     };
   }
 }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { promises as fs } from "node:fs";
+import Database from "better-sqlite3";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -14,6 +15,8 @@ import type { Task } from "../model/task-model.js";
 import { SqliteTaskStore } from "../store/sqlite/sqlite-task-store.js";
 import { blobKeys, newTaskId } from "./new-task.js";
 import { directQueuerClient, type QueuerClient } from "./queue-client.js";
+import { LocalQueuer } from "./local-queuer.js";
+import { queuerHandlers } from "./queuer-actions.js";
 import { TaskQueue } from "./task-queue.js";
 
 let dir: string;
@@ -22,6 +25,8 @@ let queue: TaskQueue;
 let blobs: FsBlobStore;
 let warnings: string[];
 let queuer: QueuerClient;
+const quiet = { warn: (): void => undefined };
+const ids = (tasks: readonly { id: string }[]): string[] => tasks.map((task) => task.id);
 
 /** What the tests submit for task `id`: a no-op of user u at priority 50, its input stored under its key. */
 function submission(id: string, overrides: Partial<Parameters<QueuerClient["submit"]>[0]> = {}): Parameters<QueuerClient["submit"]>[0] {
@@ -171,6 +176,27 @@ describe("the queuer's actions", () => {
     assert.equal(await blobs.stat(blobKeys.input(old)), null, "its documents went with it");
     assert.equal((await queuer.get(live)).status, "input", "a live task is never purged");
     assert.equal((await queuer.get(other)).status, "canceled", "another status stays");
+  });
+
+  it("answers a pull from elsewhere once its claim is in the file; a pull of this process (LocalQueuer) may come first", async () => {
+    const raw = new Database(path.join(dir, "tasks.sqlite"), { readonly: true });
+    const statusInFile = (id: string): string | undefined =>
+      raw.prepare<[string], { status: string }>("SELECT status FROM tasks WHERE id = ?").get(id)?.status;
+    try {
+      const [forElsewhere, forHere] = [await submitted(60), await submitted(50)];
+      // Through the broker (another process, maybe): a crash here must not lose a claim whose run goes on there.
+      assert.deepEqual(ids(await queuer.pull("worker@other", 1)), [forElsewhere]);
+      assert.equal(statusInFile(forElsewhere), "work");
+      // The direct path of this very process: a crash losing the claim ends its run too.
+      const local = new LocalQueuer();
+      local.serve(queuerHandlers({ queue, store, keys: new KeyRing(store), site: "test", heartbeatMs: 1000, blobs, log: quiet }));
+      const call = local.call(async () => assert.fail("no broker call while a queuer serves here"), ["pull"]);
+      assert.deepEqual(ids(await call("pull", { owner: "worker@here", max: 1 })), [forHere]);
+      assert.equal(statusInFile(forHere), "input", "answered before its group's commit");
+      assert.equal((await store.get(forHere))?.status, "work");
+    } finally {
+      raw.close();
+    }
   });
 
   it("checks each message as the service does, and counts the queue by priority in the stats", async () => {

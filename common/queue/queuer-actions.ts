@@ -27,8 +27,17 @@ export interface QueuerActionDeps {
 /** One bulk clean stays within the controller's call timeout; `more` in its answer says to call again. */
 const PURGE_LIMITS = { batchSize: 200, batches: 5 };
 
+/**
+ * Where a call comes from, as only this process can tell (never a field of the message): a call
+ * through the broker is from elsewhere, even from a service of the same broker.
+ */
+export interface CallOrigin {
+  /** A caller in this very process (LocalQueuer): its pulls may be answered before the claim is durable. */
+  sameProcess: boolean;
+}
+
 /** One handler per action, taking the parsed message. */
-export type QueuerHandlers = { [A in QueuerAction]: (message: QueuerMessage<A>) => Promise<QueuerAnswer<A>> };
+export type QueuerHandlers = { [A in QueuerAction]: (message: QueuerMessage<A>, origin?: CallOrigin) => Promise<QueuerAnswer<A>> };
 
 /** Per other site: tasks stolen in (run here for it) and out (this site's, run there). */
 function stealingBySite(counts: StolenCounts): Record<string, { stolenIn: number; stolenOut: number }> {
@@ -66,8 +75,8 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
       const created = await queue.submitMany(specs, { ...(quota === undefined ? {} : { quota }), inputBytes, sizes });
       return { ids: created.map((task) => task.id) };
     },
-    pull: async ({ owner, max }) => {
-      const pulled = await queue.pull(owner, max);
+    pull: async ({ owner, max }, origin) => {
+      const pulled = await queue.pull(owner, max, { sameProcess: origin?.sameProcess === true });
       // A worker not yet heard from by heartbeat (its first comes a heartbeat after it started, or
       // after this queuer took over) has at least `max` slots: without this a lend in that window
       // would see no slot at this site and take any move for paying.
@@ -156,9 +165,14 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
 }
 
 /** Checks `raw` as the message of `action` and runs its handler; a bad message rejects, as over the broker. */
-export async function dispatch<A extends QueuerAction>(handlers: QueuerHandlers, action: A, raw: unknown): Promise<QueuerAnswer<A>> {
-  const handler = handlers[action] as (message: QueuerMessage<A>) => Promise<QueuerAnswer<A>>;
-  return handler(parseMessage(action, raw));
+export async function dispatch<A extends QueuerAction>(
+  handlers: QueuerHandlers,
+  action: A,
+  raw: unknown,
+  origin?: CallOrigin,
+): Promise<QueuerAnswer<A>> {
+  const handler = handlers[action] as (message: QueuerMessage<A>, origin?: CallOrigin) => Promise<QueuerAnswer<A>>;
+  return handler(parseMessage(action, raw), origin);
 }
 
 /**

@@ -18,6 +18,7 @@ import {
 import {
   attemptPlace,
   REMOTE_OWNER_PREFIX,
+  type ClaimOptions,
   type FailureRecord,
   type RetryRow,
   type StepResult,
@@ -446,9 +447,11 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
    * Leases up to `max` of the best queued tasks to `owner`, in one store step: a task canceled
    * meanwhile is skipped, never run. A task leased for its merge carries its children's output keys
    * (`mergeInputs`); one whose parts are missing is failed for good here and not handed out.
+   * `sameProcess`: the owner runs in this process (see ClaimOptions), so the claim may be answered
+   * before it is durable.
    */
-  async pull(owner: string, max: number): Promise<PulledTask[]> {
-    const leased = await this.claim(owner, this.index.take(max, this.opts.now()));
+  async pull(owner: string, max: number, opts: ClaimOptions = {}): Promise<PulledTask[]> {
+    const leased = await this.claim(owner, this.index.take(max, this.opts.now()), opts);
     const pulled: PulledTask[] = [];
     for (const task of leased) {
       // A workflow step with several upstreams merges their outputs.
@@ -533,13 +536,14 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
   }
 
   /** One store step for all `entries`, answered in their order: a task canceled meanwhile is skipped. */
-  private async claim(owner: string, entries: readonly QueueEntry[]): Promise<Task[]> {
+  private async claim(owner: string, entries: readonly QueueEntry[], opts: ClaimOptions = {}): Promise<Task[]> {
     if (entries.length === 0) return [];
     const now = this.opts.now();
     const leased = await this.store.claim(
       entries.map((e) => e.id),
       { owner, expiresAt: now + this.opts.leaseMs },
       now,
+      opts,
     );
     const byId = new Map(leased.map((task) => [task.id, task]));
     const answered = entries.flatMap((entry) => byId.get(entry.id) ?? []);

@@ -22,6 +22,18 @@ export function errorTail(error: string | null): string | null {
   return error === null || error.length <= ATTEMPT_ERROR_TAIL ? error : error.slice(-ATTEMPT_ERROR_TAIL);
 }
 
+/** Who a claim is for, which decides whether it may be answered before it is durable. */
+export interface ClaimOptions {
+  /**
+   * The runner lives in the store's own process, so a crash that loses the claim stops its run
+   * too: the claim may be answered before its commit. A runner elsewhere (another process, another
+   * site) would go on with an attempt the file never recorded while the restarted queue claims the
+   * task again under the same attempt number: two runs writing the same output key, and a lease
+   * guard (owner, tries) that cannot tell them apart. Absent: answered once durable.
+   */
+  sameProcess?: boolean;
+}
+
 /** A worker process's lease owner is `worker@<nodeID>` (services/worker.service.ts); its reports name the node alone. */
 export const WORKER_OWNER_PREFIX = "worker@";
 
@@ -157,8 +169,10 @@ export interface TaskStore extends AccountRecords, ScheduleStore {
   /**
    * input | complete → work, for every id still queued and unleased: tries + 1, the lease, startTime
    * = now. Answers the tasks it leased (in no particular order); the queue then emits nothing.
+   * Durable when it resolves, unless `opts.sameProcess` lets a store that groups its commits answer
+   * before the commit.
    */
-  claim(ids: readonly string[], lease: Lease, now: number): Promise<Task[]>;
+  claim(ids: readonly string[], lease: Lease, now: number, opts?: ClaimOptions): Promise<Task[]>;
   /**
    * work → output. Sets output, processedBy, endTime = now, duration = now − startTime; clears the
    * lease and error. The queue then emits task:done (and moves the parent on: childSucceeded).

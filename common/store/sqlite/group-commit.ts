@@ -8,8 +8,10 @@ import type Database from "better-sqlite3";
  * - durable: once the group is committed, as before: an acknowledged submit or result survives a
  *   crash of the process;
  * - early: at once, before the commit. Only for writes whose loss in a crash costs a run again and
- *   never a task: a claim (the task stays queued in the file and runs after the restart; a worker
- *   that ran it meanwhile has its report refused by the lease's guard) and a lease renewal.
+ *   never a task: a claim for a worker of this very process (the task stays queued in the file and
+ *   runs after the restart; the crash stopped the run the lost claim started) and a lease renewal.
+ *   A claim for a worker elsewhere is durable: that run would go on, and the task's next claim
+ *   would number its attempt the same (the same output key, a lease guard that cannot tell them apart).
  *
  * A commit costs about 120 µs and a dozen WAL pages, most of them the same for every task of a
  * group (the counters, the index leaves of a status). A group with a durable write is committed at

@@ -153,6 +153,29 @@ describe("SqliteTaskStore", () => {
     }
   });
 
+  it("answers a claim once it is in the file, unless its runner is in the store's own process (sameProcess): then at once", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const raw = new Database(file, { readonly: true });
+    const statusInFile = (id: string): string | undefined =>
+      raw.prepare<[string], { status: string }>("SELECT status FROM tasks WHERE id = ?").get(id)?.status;
+    try {
+      const [elsewhere, here] = [makeTask(), makeTask()];
+      await store.createMany([elsewhere, here]);
+      // A worker of another process: its run would outlive a crash of this one, so its claim must survive it too.
+      assert.equal((await store.claim([elsewhere.id], { owner: "worker@other", expiresAt: 9 }, 1)).length, 1);
+      assert.equal(statusInFile(elsewhere.id), TASK_STATUS.work, "a claim for a runner elsewhere is committed when answered");
+      // A worker of this process: a crash losing the claim stops its run too, so the claim shares a later commit.
+      assert.equal((await store.claim([here.id], { owner: "worker@here", expiresAt: 9 }, 1, { sameProcess: true })).length, 1);
+      assert.equal(statusInFile(here.id), TASK_STATUS.input, "answered before its group's commit");
+      await store.countByStatus();
+      assert.equal(statusInFile(here.id), TASK_STATUS.work, "committed with the group");
+    } finally {
+      raw.close();
+      await store.close();
+    }
+  });
+
   it("counts a child that is not the last with one page to the WAL, and reads a long list of child ids back as a copy each time", async () => {
     const file = freshFile();
     const store = SqliteTaskStore.open(file);
@@ -517,8 +540,6 @@ describe("SqliteTaskStore", () => {
       const task = makeTask();
       await one.create(task);
       assert.equal((await one.claim([task.id], { owner: "one", expiresAt: 1 }, 1)).length, 1);
-      // The claim is answered before its group's commit (group-commit.ts); a read commits it. One
-      // process holds one writing connection to a file: a second one would wait on the first's open group.
       assert.equal((await one.get(task.id))?.status, "work");
       assert.deepEqual(await two.claim([task.id], { owner: "two", expiresAt: 1 }, 1), []);
       assert.equal((await two.get(task.id))?.lease?.owner, "one");

@@ -38,6 +38,7 @@ import {
   usageDelta,
   type AttemptPlace,
   type CancelResult,
+  type ClaimOptions,
   type FailureRecord,
   type FinishedQuery,
   MINUTE_MS,
@@ -887,7 +888,7 @@ export class SqliteTaskStore implements TaskStore {
     return row === undefined ? null : this.taskOf(row);
   }
 
-  async claim(ids: readonly string[], lease: Lease, now: number): Promise<Task[]> {
+  async claim(ids: readonly string[], lease: Lease, now: number, opts: ClaimOptions = {}): Promise<Task[]> {
     const unique = [...new Set(ids)];
     if (unique.length === 0) return [];
     const largest = CLAIM_SIZES[CLAIM_SIZES.length - 1] ?? 1;
@@ -905,7 +906,8 @@ export class SqliteTaskStore implements TaskStore {
       return leased;
     };
     // One statement up to `largest` ids; several chunks are one transaction, so a claim is all or nothing.
-    return this.writes.early("claim", () => (unique.length > largest ? this.step(claimAll) : claimAll()));
+    const write = (): Task[] => (unique.length > largest ? this.step(claimAll) : claimAll());
+    return opts.sameProcess === true ? this.writes.early("claim", write) : this.writes.durable("claim", write);
   }
 
   async succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult> {
