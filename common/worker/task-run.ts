@@ -278,11 +278,13 @@ async function storeAnswered(
   if (opts.asBytes && movable.size <= SMALL_OUTPUT_BYTES) {
     // A new key's small bytes: the store may keep them as a row (fs), where a move would make the task's folder.
     try {
+      let bytes: Uint8Array;
       try {
-        await blobs.putNew(key, readAll(movable.fd, movable.size));
+        bytes = readAll(movable.fd, movable.size);
       } finally {
         closeSync(movable.fd);
       }
+      await putAttemptBytes(blobs, key, bytes);
       // Unlinked now through its opened folder, which spares the emptying its walk down from the work dir.
       return movable.path !== null && unlinkedOrGone(movable.path);
     } finally {
@@ -304,6 +306,22 @@ async function storeAnswered(
   }
   await copyInto(blobs, key, movable);
   return false;
+}
+
+/**
+ * Stores an attempt's small output under its key, new but for one case: a run of the same attempt
+ * number whose claim a crash of this process lost (a claim for a worker of the store's own process
+ * is answered before its commit: ClaimOptions) may have stored it before the crash. That run died
+ * with the process, so what it left is replaced; a claim for a worker elsewhere is durable, so no
+ * live run ever shares this key.
+ */
+async function putAttemptBytes(blobs: BlobStore, key: string, bytes: Uint8Array): Promise<void> {
+  try {
+    await blobs.putNew(key, bytes);
+  } catch (err) {
+    if (!isDocqError(err, ERROR_CODE.BadRequest)) throw err;
+    await blobs.put(key, Readable.from(bytes.byteLength === 0 ? [] : [bytes]), { size: bytes.byteLength });
+  }
 }
 
 /** Unlinks `file`; true when it is gone (already, or now), false when it could not be (the work dir's emptying tries again). */

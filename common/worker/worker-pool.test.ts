@@ -226,6 +226,26 @@ describe("WorkerPool", () => {
     assert.deepEqual(await fs.readdir(h.workRoot), [], "stopping removes the kept work dirs");
   });
 
+  it("replaces what a run of the same attempt number left under its output key (its claim lost with a crash of this process)", async () => {
+    await upperJob();
+    // A claim for a worker of this process is answered before its commit: a crash can lose it after
+    // its run stored output-1, and the task's next claim is attempt 1 again.
+    const asRow = await submit("upper", "left as a row\n");
+    const asFile = await submit("upper", "left as a file\n");
+    await h.blobs.putNew(blobKeys.output(asRow.id, 1), Buffer.from("the lost run's output\n"));
+    await h.blobs.put(blobKeys.output(asFile.id, 1), Readable.from([Buffer.from("x".repeat(100_000))]));
+    makePool().start();
+    for (const [t, content] of [
+      [asRow, "LEFT AS A ROW\n"],
+      [asFile, "LEFT AS A FILE\n"],
+    ] as const) {
+      const done = await waitStatus(t.id, "output");
+      assert.equal(done.tries, 1);
+      assert.equal(done.output, blobKeys.output(t.id, 1));
+      assert.equal(await blobText(blobKeys.output(t.id, 1)), content);
+    }
+  });
+
   it("never hands a run a dir an earlier run left files in: that dir is removed, not kept", async () => {
     // Writes a stray file beside its output (in out/ and in the work dir), then lists out/ as it finds it.
     await writeJob(
