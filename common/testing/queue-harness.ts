@@ -34,11 +34,15 @@ export interface WorkerQueueCalls {
   progress?: { claim: LeaseClaim; progress: number; message: string | null }[];
 }
 
-/** The worker's WorkerQueue as direct calls to a real queue, each noted in `calls` when given. */
+/**
+ * The worker's WorkerQueue as direct calls to a real queue, each noted in `calls` when given. The
+ * worker is in the queue's process, as in embedded mode (LocalQueuer): its pulls may be answered
+ * before their claims are committed.
+ */
 export function directWorkerQueue(queue: TaskQueue, calls?: WorkerQueueCalls): WorkerQueue {
   return {
     pull: (owner, max) => {
-      const pulled = queue.pull(owner, max);
+      const pulled = queue.pull(owner, max, { sameProcess: true });
       calls?.pulls.push(pulled);
       return pulled;
     },
