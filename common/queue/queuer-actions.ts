@@ -76,7 +76,7 @@ export function queuerHandlers(deps: QueuerActionDeps): QueuerHandlers {
       return { ids: created.map((task) => task.id) };
     },
     pull: async ({ owner, max }, origin) => {
-      const pulled = await queue.pull(owner, max, { sameProcess: origin?.sameProcess === true });
+      const pulled = await queue.pull(owner, max, origin);
       // A worker not yet heard from by heartbeat (its first comes a heartbeat after it started, or
       // after this queuer took over) has at least `max` slots: without this a lend in that window
       // would see no slot at this site and take any move for paying.
