@@ -24,8 +24,26 @@ taskStoreContract("SqliteTaskStore", async () => {
   };
 });
 
-/** Takes a version 5 file back to version 4 (the name index goes). */
-const UNDO_VERSION_5 = `DROP INDEX tasks_name; DROP INDEX tasks_user_status;`;
+/** The statuses a top-level task counts as active in (user_active): those not final. */
+const ACTIVE_STATUSES = Object.values(TASK_STATUS)
+  .filter((status) => !isFinal(status))
+  .map((status) => `'${status}'`)
+  .join(", ");
+
+/** Takes a version 6 file back to version 5: new rows were counted by triggers, as these (version 5's own). */
+const UNDO_VERSION_6 = `
+CREATE TRIGGER tasks_counted_insert AFTER INSERT ON tasks BEGIN
+  INSERT INTO status_counts (status, count) VALUES (NEW.status, 1) ON CONFLICT (status) DO UPDATE SET count = count + (1);
+  INSERT INTO top_counts (site, ran_site, count) SELECT NEW.site, COALESCE(json_extract(NEW.processed_by, '$.site'), ''), 1 WHERE NEW.parent_id IS NULL
+    ON CONFLICT (site, ran_site) DO UPDATE SET count = count + (1);
+END;
+CREATE TRIGGER tasks_active_insert AFTER INSERT ON tasks WHEN (NEW.parent_id IS NULL AND NEW.status IN (${ACTIVE_STATUSES})) BEGIN
+  INSERT INTO user_active (user, count) VALUES (NEW.user, 1) ON CONFLICT (user) DO UPDATE SET count = count + 1;
+END;
+`;
+
+/** Takes a version 6 file back to version 4 (the name index goes). */
+const UNDO_VERSION_5 = `${UNDO_VERSION_6} DROP INDEX tasks_name; DROP INDEX tasks_user_status;`;
 
 /** Takes a version 5 file back to version 3 (the tasks keep their rows, attempts, progress and callback go). */
 const UNDO_VERSION_4 = `${UNDO_VERSION_5}
@@ -111,7 +129,7 @@ describe("SqliteTaskStore", () => {
     const raw = new Database(file, { readonly: true });
     try {
       assert.equal(raw.pragma("journal_mode", { simple: true }), "wal");
-      assert.equal(raw.pragma("user_version", { simple: true }), 5);
+      assert.equal(raw.pragma("user_version", { simple: true }), 6);
     } finally {
       raw.close();
       await store.close();
@@ -340,7 +358,7 @@ describe("SqliteTaskStore", () => {
     }
     const check = new Database(file, { readonly: true });
     try {
-      assert.equal(check.pragma("user_version", { simple: true }), 5);
+      assert.equal(check.pragma("user_version", { simple: true }), 6);
       const plan = check
         .prepare("EXPLAIN QUERY PLAN SELECT * FROM tasks WHERE name = ? AND seq < ? ORDER BY seq DESC LIMIT 10")
         .all("a.pdf", 9);
@@ -434,9 +452,56 @@ describe("SqliteTaskStore", () => {
     }
     const check = new Database(file, { readonly: true });
     try {
-      assert.equal(check.pragma("user_version", { simple: true }), 5);
+      assert.equal(check.pragma("user_version", { simple: true }), 6);
     } finally {
       check.close();
+    }
+  });
+
+  it("migrates a version 5 file: its insert triggers go, and every count stays equal to a scan of the rows (none counted twice)", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const ran = { site: "far", node: "n" };
+    await store.createMany([makeTask(), makeTask({ user: "bob", status: TASK_STATUS.output, processedBy: ran })]);
+    await store.close();
+    const raw = new Database(file);
+    raw.exec(UNDO_VERSION_6);
+    raw.pragma("user_version = 5");
+    raw.close();
+    const reopened = SqliteTaskStore.open(file);
+    const check = new Database(file, { readonly: true });
+    try {
+      const triggers = check.prepare<[], string>("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name").pluck().all();
+      assert.deepEqual(triggers, ["tasks_active_delete", "tasks_active_update", "tasks_counted_delete", "tasks_counted_update"]);
+      const parent = makeTask();
+      await reopened.createMany([
+        parent,
+        makeTask({ parentId: parent.id, depth: 1 }),
+        makeTask({ user: "bob", status: TASK_STATUS.error, processedBy: ran }),
+        makeTask({ user: "bob", status: TASK_STATUS.wait, processedBy: ran }),
+        makeTask({ site: "other" }),
+      ]);
+      await reopened.create(makeTask({ user: "bob" }));
+      await reopened.create(makeTask({ parentId: parent.id, depth: 1, status: TASK_STATUS.output, processedBy: ran }));
+      const byStatus = check.prepare<[], { status: string; n: number }>("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status").all();
+      const counts = await reopened.countByStatus();
+      for (const { status, n } of byStatus) assert.equal(counts[status as keyof typeof counts], n, status);
+      assert.equal(
+        Object.values(counts).reduce((sum, n) => sum + n, 0),
+        byStatus.reduce((sum, row) => sum + row.n, 0),
+      );
+      const tops = (sql: string) => check.prepare<[], { site: string; ran_site: string; n: number }>(sql).all();
+      assert.deepEqual(
+        tops("SELECT site, ran_site, count AS n FROM top_counts WHERE count <> 0 ORDER BY site, ran_site"),
+        tops(
+          "SELECT site, COALESCE(json_extract(processed_by, '$.site'), '') AS ran_site, COUNT(*) AS n FROM tasks WHERE parent_id IS NULL GROUP BY 1, 2 ORDER BY 1, 2",
+        ),
+      );
+      assert.equal(await reopened.countActive("alice"), 3, "queued top-level tasks of alice: not the children");
+      assert.equal(await reopened.countActive("bob"), 2, "bob's waiting and queued tasks: not the output or the error");
+    } finally {
+      check.close();
+      await reopened.close();
     }
   });
 

@@ -12,6 +12,7 @@ import { GroupCommit } from "./group-commit.js";
 import { RELOAD_SELECT, reloadRowsAsJson } from "./sqlite-reload-rows.js";
 import { readNonFinal } from "./threaded-reload.js";
 import { ChildIdLists } from "./child-id-lists.js";
+import { InsertedCounts } from "./inserted-counts.js";
 import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
 import {
@@ -58,7 +59,7 @@ import {
 
 /*
  * The embedded TaskStore: one SQLite file, one `tasks` table, and beside it the account records
- * (`api_keys`, `usage`) and the trigger-kept counts (`status_counts`, `top_counts`, `user_active`).
+ * (`api_keys`, `usage`) and the counts (`status_counts`, `top_counts`, `user_active`: new rows added by the insert, changes by triggers).
  *
  * better-sqlite3 is synchronous; the async methods run their statement on the
  * calling tick and settle with its result. A `createMany` of 100k tasks therefore
@@ -67,7 +68,7 @@ import {
  */
 
 /** Bump with a migration in `migrate` whenever the table or its indexes change. */
-const SCHEMA_VERSION = 5;
+const SCHEMA_VERSION = 6;
 /** How long a statement waits for another connection's write lock before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000;
 /** The longest a group of hot writes stays open under a stream of them, uncommitted (group-commit.ts). */
@@ -579,6 +580,15 @@ CREATE INDEX tasks_name ON tasks (name, seq);
 CREATE INDEX tasks_user_status ON tasks (user, status, seq);
 `;
 
+/**
+ * Version 6: new rows are counted by the store's code, once per insert (inserted-counts.ts), no
+ * longer by a trigger per row; updates and deletes still are.
+ */
+const SCHEMA_V6 = `
+DROP TRIGGER tasks_counted_insert;
+DROP TRIGGER tasks_active_insert;
+`;
+
 // ---------------------------------------------------------------------------
 // Store
 // ---------------------------------------------------------------------------
@@ -641,6 +651,8 @@ export class SqliteTaskStore implements TaskStore {
   private checkpointer: WalCheckpointer | undefined;
   /** The split parents' lists of children, parsed. */
   private readonly childLists = new ChildIdLists();
+  /** Adds new rows to the counts tables (the triggers count updates and deletes). */
+  private readonly insertedCounts: InsertedCounts;
 
   private constructor(
     private readonly db: Database.Database,
@@ -651,6 +663,7 @@ export class SqliteTaskStore implements TaskStore {
     // prefers tasks_status for any `status = ...` term and then sorts, which turns a keyset read
     // of 10k rows into a sort of every queued task. INDEXED BY also fails loudly (at prepare)
     // if the index it names is lost.
+    this.insertedCounts = new InsertedCounts(db);
     const rowPlaceholders = `(${TASK_COLUMNS.map(() => "?").join(", ")})`;
     this.statements = {
       insert: db.prepare<SqlValue[]>(`INSERT INTO tasks (${TASK_COLUMNS.join(", ")}) VALUES ${rowPlaceholders}`),
@@ -797,7 +810,8 @@ export class SqliteTaskStore implements TaskStore {
           throw this.explainInsertError(err, rows);
         }
       }
-      for (; start < tasks.length; start++) this.insertOne(tasks[start] as Task);
+      for (; start < tasks.length; start++) this.insertRow(tasks[start] as Task);
+      this.insertedCounts.add(tasks);
     });
     this.insertAll = (tasks) => insertAll.immediate(tasks);
 
@@ -875,7 +889,10 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   async create(task: Task): Promise<void> {
-    await this.grouped("create", () => this.insertOne(task));
+    await this.grouped("create", () => {
+      this.insertRow(task);
+      this.insertedCounts.add([task]);
+    });
   }
 
   async createMany(tasks: readonly Task[]): Promise<void> {
@@ -1283,7 +1300,8 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   /** Inserts one task; a taken id becomes TASK_EXISTS naming it (inside a transaction, throwing rolls it back). */
-  private insertOne(task: Task): void {
+  /** Inserts the row alone: the caller adds it to the counts (insertedCounts) in the same transaction. */
+  private insertRow(task: Task): void {
     try {
       this.statements.insert.run(...taskToValues(task));
     } catch (err) {
@@ -1395,6 +1413,7 @@ function migrate(db: Database.Database, file: string): void {
     if (version < 3) db.exec(SCHEMA_V3);
     if (version < 4) db.exec(SCHEMA_V4);
     if (version < 5) db.exec(SCHEMA_V5);
+    if (version < 6) db.exec(SCHEMA_V6);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
 }
