@@ -85,6 +85,18 @@ describe("SqliteTaskStore", () => {
   let fileCount = 0;
   /** A fresh file per test, in a folder that does not exist yet (open creates it). */
   const freshFile = (): string => join(dir, `case-${++fileCount}`, "nested", "tasks.db");
+  /** A new file holding `tasks`, taken back to schema `version` by `undo` (SQL run on it after the store closed). */
+  const fileAtVersion = async (tasks: readonly Task[], version: number, undo: string): Promise<string> => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    await store.createMany(tasks);
+    await store.close();
+    const raw = new Database(file);
+    raw.exec(undo);
+    raw.pragma(`user_version = ${version}`);
+    raw.close();
+    return file;
+  };
 
   it("sees everything again after close and reopen", async () => {
     const file = freshFile();
@@ -312,18 +324,13 @@ describe("SqliteTaskStore", () => {
   });
 
   it("migrates a version 1 file: counts its existing rows once, then keeps them", async () => {
-    const file = freshFile();
-    const store = SqliteTaskStore.open(file);
-    await store.createMany([makeTask(), makeTask(), makeTask({ status: TASK_STATUS.canceled })]);
-    await store.close();
     // Back to version 1: no count tables, no triggers, none of version 3.
-    const raw = new Database(file);
-    raw.exec(UNDO_VERSION_3);
-    raw.exec(
-      "DROP TRIGGER tasks_counted_insert; DROP TRIGGER tasks_counted_delete; DROP TRIGGER tasks_counted_update; DROP TABLE status_counts; DROP TABLE top_counts;",
+    const file = await fileAtVersion(
+      [makeTask(), makeTask(), makeTask({ status: TASK_STATUS.canceled })],
+      1,
+      `${UNDO_VERSION_3} DROP TRIGGER tasks_counted_insert; DROP TRIGGER tasks_counted_delete; DROP TRIGGER tasks_counted_update;` +
+        " DROP TABLE status_counts; DROP TABLE top_counts;",
     );
-    raw.pragma("user_version = 1");
-    raw.close();
     const reopened = SqliteTaskStore.open(file);
     try {
       await reopened.create(makeTask());
@@ -337,15 +344,8 @@ describe("SqliteTaskStore", () => {
   });
 
   it("migrates a version 4 file: the name filter gets its index, and lists newest first through it", async () => {
-    const file = freshFile();
-    const store = SqliteTaskStore.open(file);
     const tasks = [makeTask({ name: "a.pdf" }), makeTask({ name: "b.pdf" }), makeTask({ name: "a.pdf" })];
-    await store.createMany(tasks);
-    await store.close();
-    const raw = new Database(file);
-    raw.exec(UNDO_VERSION_5);
-    raw.pragma("user_version = 4");
-    raw.close();
+    const file = await fileAtVersion(tasks, 4, UNDO_VERSION_5);
     const reopened = SqliteTaskStore.open(file);
     try {
       const page = await reopened.list({ name: "a.pdf" }, { limit: 10 });
@@ -373,15 +373,8 @@ describe("SqliteTaskStore", () => {
   });
 
   it("migrates a version 3 file: every task reads with no attempts, progress or callback, and new ones keep theirs", async () => {
-    const file = freshFile();
-    const store = SqliteTaskStore.open(file);
     const tasks = [makeTask(), makeTask({ status: TASK_STATUS.output, endTime: 5 })];
-    await store.createMany(tasks);
-    await store.close();
-    const raw = new Database(file);
-    raw.exec(UNDO_VERSION_4);
-    raw.pragma("user_version = 3");
-    raw.close();
+    const file = await fileAtVersion(tasks, 3, UNDO_VERSION_4);
     const reopened = SqliteTaskStore.open(file);
     try {
       for (const task of tasks) assert.deepEqual(await reopened.get(task.id), task);
@@ -459,15 +452,12 @@ describe("SqliteTaskStore", () => {
   });
 
   it("migrates a version 5 file: its insert triggers go, and every count stays equal to a scan of the rows (none counted twice)", async () => {
-    const file = freshFile();
-    const store = SqliteTaskStore.open(file);
     const ran = { site: "far", node: "n" };
-    await store.createMany([makeTask(), makeTask({ user: "bob", status: TASK_STATUS.output, processedBy: ran })]);
-    await store.close();
-    const raw = new Database(file);
-    raw.exec(UNDO_VERSION_6);
-    raw.pragma("user_version = 5");
-    raw.close();
+    const file = await fileAtVersion(
+      [makeTask(), makeTask({ user: "bob", status: TASK_STATUS.output, processedBy: ran })],
+      5,
+      UNDO_VERSION_6,
+    );
     const reopened = SqliteTaskStore.open(file);
     const check = new Database(file, { readonly: true });
     try {
