@@ -495,6 +495,35 @@ describe("SqliteTaskStore", () => {
     }
   });
 
+  it("inserts a row and its counts together: a count refused after the row's insert leaves neither", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const other = new Database(file);
+    try {
+      await store.create(makeTask());
+      // What a full disk would do to the counts' write alone: refuse the first row of a status.
+      other.exec(
+        `CREATE TRIGGER refuse_canceled BEFORE INSERT ON status_counts WHEN NEW.status = '${TASK_STATUS.canceled}' BEGIN SELECT RAISE(ABORT, 'refused'); END;`,
+      );
+      const refused = makeTask({ status: TASK_STATUS.canceled });
+      await assert.rejects(store.create(refused), /refused/);
+      await assert.rejects(store.createMany([makeTask(), makeTask({ status: TASK_STATUS.canceled })]), /refused/);
+      const after = makeTask();
+      await store.create(after);
+      assert.equal(await store.get(refused.id), null);
+      assert.deepEqual(other.prepare<[], { status: string; n: number }>("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status").all(), [
+        { status: TASK_STATUS.input, n: 2 },
+      ]);
+      const counts = await store.countByStatus();
+      assert.equal(counts.input, 2);
+      assert.equal(counts.canceled, 0);
+      assert.equal(await store.countActive("alice"), 2);
+    } finally {
+      other.close();
+      await store.close();
+    }
+  });
+
   it("keeps user_active in step with a scan through inserts, transitions, splits, patches and deletes, and counts without reading tasks", async () => {
     const file = freshFile();
     const store = SqliteTaskStore.open(file);

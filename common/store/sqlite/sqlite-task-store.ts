@@ -889,10 +889,8 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   async create(task: Task): Promise<void> {
-    await this.grouped("create", () => {
-      this.insertRow(task);
-      this.insertedCounts.add([task]);
-    });
+    // insertAll is a transaction (in the open group, a savepoint): a row and its counts go in together, or neither.
+    await this.grouped("create", () => this.insertAll([task]));
   }
 
   async createMany(tasks: readonly Task[]): Promise<void> {
@@ -1299,8 +1297,10 @@ export class SqliteTaskStore implements TaskStore {
     this.attempt("close", () => this.db.close());
   }
 
-  /** Inserts one task; a taken id becomes TASK_EXISTS naming it (inside a transaction, throwing rolls it back). */
-  /** Inserts the row alone: the caller adds it to the counts (insertedCounts) in the same transaction. */
+  /**
+   * Inserts one task's row alone, inside insertAll's transaction, which adds it to the counts; a
+   * taken id becomes TASK_EXISTS naming it (throwing rolls the transaction back).
+   */
   private insertRow(task: Task): void {
     try {
       this.statements.insert.run(...taskToValues(task));
