@@ -13,11 +13,6 @@ import { isFinal, type Task } from "../../model/task-model.js";
  * top-level row that is not final in user_active under its user.
  */
 
-/** The row's part of top_counts: its origin site and the site that ran it, as `site\u0000ran_site`. */
-function topKey(task: Task): string {
-  return `${task.site}\u0000${task.processedBy?.site ?? ""}`;
-}
-
 export class InsertedCounts {
   private readonly addStatus: Database.Statement<[string, number]>;
   private readonly addTop: Database.Statement<[string, string, number]>;
@@ -37,32 +32,20 @@ export class InsertedCounts {
 
   /** Adds the rows of `tasks`, just inserted, to the counts: run in the transaction of their insert. */
   add(tasks: readonly Task[]): void {
-    if (tasks.length === 1) {
-      this.addOne(tasks[0]!);
-      return;
-    }
     const byStatus = new Map<string, number>();
-    const byTop = new Map<string, number>();
+    /** Site, then the site that ran it ('' when none). */
+    const byTop = new Map<string, Map<string, number>>();
     const activeByUser = new Map<string, number>();
     for (const task of tasks) {
       byStatus.set(task.status, (byStatus.get(task.status) ?? 0) + 1);
       if (task.parentId !== null) continue;
-      const top = topKey(task);
-      byTop.set(top, (byTop.get(top) ?? 0) + 1);
+      const ranSite = task.processedBy?.site ?? "";
+      const bySite = byTop.get(task.site) ?? new Map<string, number>();
+      byTop.set(task.site, bySite.set(ranSite, (bySite.get(ranSite) ?? 0) + 1));
       if (!isFinal(task.status)) activeByUser.set(task.user, (activeByUser.get(task.user) ?? 0) + 1);
     }
     for (const [status, count] of byStatus) this.addStatus.run(status, count);
-    for (const [top, count] of byTop) {
-      const cut = top.indexOf("\u0000");
-      this.addTop.run(top.slice(0, cut), top.slice(cut + 1), count);
-    }
+    for (const [site, bySite] of byTop) for (const [ranSite, count] of bySite) this.addTop.run(site, ranSite, count);
     for (const [user, count] of activeByUser) this.addActive.run(user, count);
-  }
-
-  private addOne(task: Task): void {
-    this.addStatus.run(task.status, 1);
-    if (task.parentId !== null) return;
-    this.addTop.run(task.site, task.processedBy?.site ?? "", 1);
-    if (!isFinal(task.status)) this.addActive.run(task.user, 1);
   }
 }
