@@ -184,7 +184,18 @@ const RETRY_AFTER_S = 2;
 
 /** The site's queuer as a request reaches it; QUEUE_UNAVAILABLE at once when this process has lost the site's NATS. */
 function queuerOf(ctx: ApiContext, local?: LocalQueuer): QueuerClient {
-  const viaBroker = (actionName: string, message: object): Promise<unknown> => {
+  const viaBroker = brokerCallOf(ctx);
+  // Embedded mode: the queuer of this very process, called directly while it serves (no broker hop per request).
+  if (local !== undefined) return queuerClient(local.call(viaBroker, CONTROLLER_OWN_MESSAGES));
+  return queuerClient(
+    <A extends QueuerAction>(action: A, message: QueuerMessage<A>) =>
+      viaBroker(queuerActionName(action), message) as Promise<QueuerAnswer<A>>,
+  );
+}
+
+/** A queuer call over the broker in the request's context; QUEUE_UNAVAILABLE at once without NATS. */
+function brokerCallOf(ctx: ApiContext): (actionName: string, message: object) => Promise<unknown> {
+  return (actionName, message) => {
     const transit = ctx.broker.transit as { connected?: boolean } | undefined;
     if (transit !== undefined && transit.connected === false) {
       const why = `the site's queue cannot be reached (this node lost its NATS connection): retry in ${RETRY_AFTER_S} s`;
@@ -192,12 +203,6 @@ function queuerOf(ctx: ApiContext, local?: LocalQueuer): QueuerClient {
     }
     return ctx.call(actionName, message, { timeout: QUEUER_CALL_TIMEOUT_MS });
   };
-  // Embedded mode: the queuer of this very process, called directly while it serves (no broker hop per request).
-  if (local !== undefined) return queuerClient(local.call(viaBroker, CONTROLLER_OWN_MESSAGES));
-  return queuerClient(
-    <A extends QueuerAction>(action: A, message: QueuerMessage<A>) =>
-      viaBroker(queuerActionName(action), message) as Promise<QueuerAnswer<A>>,
-  );
 }
 
 /** GET /api/docs and its files: Swagger UI, open (the document it shows is open too), served before any action. */
@@ -488,7 +493,9 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         if (alias.action === "controller.metrics" && deps.metricsPublic) return null;
         return callerOf(req.headers.authorization, {
           ...deps.auth,
-          lookup: (hash) => queuerOf(ctx, deps.localQueuer).authenticate(hash),
+          lookup(hash) {
+            return queuerOf(ctx, deps.localQueuer).authenticate(hash);
+          },
         });
       },
       /**

@@ -8,22 +8,26 @@ export const BLOB_KEY_CHARS = /^[A-Za-z0-9._/-]*$/;
  * `/` or mid-segment. `reserved` names first segments the adapter keeps for itself.
  */
 export function checkBlobKey(key: string, field: "key" | "prefix", opts: { maxLength: number; reserved?: readonly string[] }): string[] {
-  const refuse = (why: string): never => {
-    throw docqError(ERROR_CODE.BadRequest, `invalid blob ${field} ${quoteKey(key)}: ${why}`, { field });
-  };
-  if (typeof key !== "string") return refuse("must be a string");
-  if (key === "") return refuse("must not be empty");
-  if (key.length > opts.maxLength) return refuse(`longer than ${opts.maxLength} characters`);
-  if (!BLOB_KEY_CHARS.test(key)) return refuse("only letters, digits and . _ - / are allowed");
-  if (key.startsWith("/")) return refuse("must be relative");
+  // Called for every key a task touches: the error is made only on a refusal, no closure per call.
+  if (typeof key !== "string") return refuseKey(key, field, "must be a string");
+  if (key === "") return refuseKey(key, field, "must not be empty");
+  if (key.length > opts.maxLength) return refuseKey(key, field, `longer than ${opts.maxLength} characters`);
+  if (!BLOB_KEY_CHARS.test(key)) return refuseKey(key, field, "only letters, digits and . _ - / are allowed");
+  if (key.startsWith("/")) return refuseKey(key, field, "must be relative");
   const segments = key.split("/");
-  segments.forEach((segment, i) => {
+  for (let i = 0; i < segments.length; i++) {
+    const segment = segments[i] as string;
     const last = i === segments.length - 1;
-    if (segment === "" && !(last && field === "prefix")) refuse("has an empty segment");
-    if (segment === "." || segment === "..") refuse(`has a "${segment}" segment`);
-    if (i === 0 && opts.reserved?.includes(segment) === true && !(last && field === "prefix")) refuse(`"${segment}" is reserved`);
-  });
+    if (segment === "" && !(last && field === "prefix")) refuseKey(key, field, "has an empty segment");
+    if (segment === "." || segment === "..") refuseKey(key, field, `has a "${segment}" segment`);
+    if (i === 0 && opts.reserved?.includes(segment) === true && !(last && field === "prefix"))
+      refuseKey(key, field, `"${segment}" is reserved`);
+  }
   return segments;
+}
+
+function refuseKey(key: string, field: "key" | "prefix", why: string): never {
+  throw docqError(ERROR_CODE.BadRequest, `invalid blob ${field} ${quoteKey(key)}: ${why}`, { field });
 }
 
 export function checkExpectedSize(size: number | undefined): void {

@@ -98,6 +98,8 @@ export class WarmProcess {
   private closeWaitTimer: NodeJS.Timeout | undefined;
   private resolveExited!: (exit: WarmExit) => void;
   private readonly onEnd: (exit: WarmExit) => void;
+  /** The abort listener of every request it holds, made once: a closure per request costs its naming under tsx. */
+  private readonly cancelOnAbort = (): void => this.kill("cancel");
 
   /**
    * Starts the process at once. Its cwd is a private temp dir under `root`, kept across its
@@ -180,7 +182,7 @@ export class WarmProcess {
         reject,
         timer: setTimeout(() => this.kill("timeout"), opts.timeoutMs),
         signal,
-        onAbort: () => this.kill("cancel"),
+        onAbort: this.cancelOnAbort,
         onProgress: opts.onProgress,
       };
       this.pending = pending;
@@ -281,10 +283,11 @@ export class WarmProcess {
     // Settled after the poll phase, so stderr written before the answer (a traceback) is in its tail.
     setImmediate(() => {
       const stderrTail = this.stderrTail.text;
-      const fail = (message: string): JobFailedError =>
-        new JobFailedError(`job "${this.job.name}" ${message}`, { exitCode: null, stderrTail });
       const answer = checkAnswer(rest);
-      if (typeof answer === "string") pending.reject(fail(`printed no valid answer on stdout: ${answer}`));
+      if (typeof answer === "string")
+        pending.reject(
+          new JobFailedError(`job "${this.job.name}" printed no valid answer on stdout: ${answer}`, { exitCode: null, stderrTail }),
+        );
       else if (isErrorAnswer(answer)) pending.reject(answerFailure(this.job, answer, stderrTail, null));
       else pending.resolve({ answer, stderrTail });
     });

@@ -41,7 +41,9 @@ export interface GroupCommitOptions {
 
 interface Waiting {
   operation: string;
-  resolve: () => void;
+  /** What the write answered, given to `resolve` once the group is committed. */
+  value: unknown;
+  resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
 }
 
@@ -88,7 +90,7 @@ export class GroupCommit {
         reject(ran.error);
         return;
       }
-      ran.group.waiting.push({ operation, resolve: () => resolve(ran.value), reject });
+      ran.group.waiting.push({ operation, value: ran.value, resolve: resolve as (value: unknown) => void, reject });
       this.watchTurns(ran.group);
     });
   }
@@ -116,7 +118,7 @@ export class GroupCommit {
       this.lose(group, err);
       return;
     }
-    for (const write of group.waiting) write.resolve();
+    for (const write of group.waiting) write.resolve(write.value);
   }
 
   /** Runs the write in the open group, beginning one if none is. */

@@ -84,6 +84,7 @@ const RENEW_CHUNK = 500;
  * the smallest that fits, and a larger claim runs in chunks of the largest.
  */
 const CLAIM_SIZES = [1, 8, 64, 500] as const;
+const LARGEST_CLAIM = CLAIM_SIZES[CLAIM_SIZES.length - 1];
 /**
  * Rows per reload read. Small, so a batch's rows die young: at 10,000 they outlived a scavenge and
  * were promoted, and a reload of 1M queued tasks left the queuer's heap 74 MB instead of 47 MB
@@ -906,23 +907,28 @@ export class SqliteTaskStore implements TaskStore {
   async claim(ids: readonly string[], lease: Lease, now: number, opts: ClaimOptions = {}): Promise<Task[]> {
     const unique = [...new Set(ids)];
     if (unique.length === 0) return [];
-    const largest = CLAIM_SIZES[CLAIM_SIZES.length - 1] ?? 1;
-    const claimAll = (): Task[] => {
-      const leased: Task[] = [];
-      for (let start = 0; start < unique.length; start += largest) {
-        const chunk: SqlValue[] = unique.slice(start, start + largest);
-        const size = CLAIM_SIZES.find((s) => s >= chunk.length) ?? largest;
-        // Padded with NULL so a few prepared statements serve every count: `id IN (..., NULL)` never matches the NULL.
-        while (chunk.length < size) chunk.push(null);
-        const statement = this.statements.claims.get(size);
-        if (statement === undefined) throw new Error(`no claim statement for ${size} ids`);
-        leased.push(...statement.all(lease.owner, lease.expiresAt, now, ...chunk).map(this.taskOf));
-      }
-      return leased;
-    };
-    // One statement up to `largest` ids; several chunks are one transaction, so a claim is all or nothing.
-    const write = (): Task[] => (unique.length > largest ? this.step(claimAll) : claimAll());
-    return opts.sameProcess === true ? this.writes.early("claim", write) : this.writes.durable("claim", write);
+    return opts.sameProcess === true
+      ? this.writes.early("claim", () => this.claimWrite(unique, lease, now))
+      : this.writes.durable("claim", () => this.claimWrite(unique, lease, now));
+  }
+
+  /** One statement up to the largest claim size; several chunks are one transaction, so a claim is all or nothing. */
+  private claimWrite(ids: readonly string[], lease: Lease, now: number): Task[] {
+    return ids.length > LARGEST_CLAIM ? this.step(() => this.claimChunks(ids, lease, now)) : this.claimChunks(ids, lease, now);
+  }
+
+  private claimChunks(ids: readonly string[], lease: Lease, now: number): Task[] {
+    const leased: Task[] = [];
+    for (let start = 0; start < ids.length; start += LARGEST_CLAIM) {
+      const chunk: SqlValue[] = ids.slice(start, start + LARGEST_CLAIM);
+      const size = CLAIM_SIZES.find((s) => s >= chunk.length) ?? LARGEST_CLAIM;
+      // Padded with NULL so a few prepared statements serve every count: `id IN (..., NULL)` never matches the NULL.
+      while (chunk.length < size) chunk.push(null);
+      const statement = this.statements.claims.get(size);
+      if (statement === undefined) throw new Error(`no claim statement for ${size} ids`);
+      leased.push(...statement.all(lease.owner, lease.expiresAt, now, ...chunk).map(this.taskOf));
+    }
+    return leased;
   }
 
   async succeed(claim: LeaseClaim, result: SuccessRecord, now: number): Promise<StepResult> {
