@@ -145,7 +145,7 @@ describe("WorkDir.writeFile: a file docq hands its script, rewritten in place ru
   // Both ways createWorkDir works: on a disk (the OS temp dir here) and in memory (tmpfs).
   const roots = [os.tmpdir(), ...(existsSync("/dev/shm") ? ["/dev/shm"] : [])];
   for (const root of roots) {
-    it(`keeps the same file across runs, rewritten in place or emptied before the next script, and the dir counts as empty (${root})`, async () => {
+    it(`keeps the same file across runs, rewritten in place or removed before the next script, and the dir counts as empty (${root})`, async () => {
       const work = await createWorkDir(root);
       try {
         const file = await work.writeFile("input", Buffer.from("the first task's document"));
@@ -153,17 +153,22 @@ describe("WorkDir.writeFile: a file docq hands its script, rewritten in place ru
         const { ino } = await fs.stat(file);
         assert.equal(await work.empty(), true, "a kept file leaves the dir reusable");
         await work.writeFile("input", Buffer.from("short"));
-        work.emptyStale();
+        work.removeStale();
         assert.equal(readFileSync(file, "utf8"), "short", "the run's own file is left as written");
         assert.equal((await fs.stat(file)).ino, ino, "rewritten in place: no new file");
         assert.equal(await work.empty(), true);
-        // A run that writes no document of that name: the earlier run's is emptied before its script starts.
-        work.emptyStale();
-        assert.equal((await fs.stat(file)).size, 0, "nothing of the earlier task is left for this one");
-        assert.equal((await fs.stat(file)).ino, ino);
+        // A run that writes no document of that name: the earlier run's is removed before its script starts.
+        work.removeStale();
+        await assert.rejects(fs.lstat(file), { code: "ENOENT" }, "nothing of the earlier task is left for this one");
         assert.equal(await work.empty(), true);
+        // Forgotten: a later run without the name finds nothing to remove, and the dir is still empty.
+        work.removeStale();
+        assert.equal(await work.empty(), true);
+        // A later run that writes it again makes it anew, and keeps it from then on.
         await work.writeFile("input", Buffer.from("a longer second document"));
+        assert.equal(await work.empty(), true);
         await work.writeFile("input", Buffer.from("cut"));
+        work.removeStale();
         assert.equal(readFileSync(file, "utf8"), "cut", "a shorter document leaves no tail of the longer one");
       } finally {
         await work.remove();
@@ -196,7 +201,7 @@ describe("WorkDir.writeFile: a file docq hands its script, rewritten in place ru
         await fs.rm(file);
         await fs.link(target, file);
         assert.equal(await work.empty(), true, "a hard link is a file: the next run takes it over");
-        work.emptyStale();
+        work.removeStale();
         assert.equal(readFileSync(target, "utf8"), "not docq's");
         await assert.rejects(fs.lstat(file), { code: "ENOENT" });
         await assert.rejects(work.writeFile("../escape", Buffer.from("x")), /not a plain name/);

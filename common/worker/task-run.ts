@@ -145,8 +145,8 @@ async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx:
   const { task } = run;
   const mode = modeOf(task, job);
   const documents = await documentsOf(task, mode, work, ctx.blobs, written);
-  // What an earlier run left in a kept file this run did not rewrite is emptied before the script sees the dir.
-  work.emptyStale();
+  // A kept file of an earlier run that this run did not rewrite is removed before the script sees the dir.
+  work.removeStale();
   const request: JobRequest = {
     mode,
     ...documents,

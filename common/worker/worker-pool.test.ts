@@ -378,7 +378,7 @@ echo '{"output":"upper.txt"}'
     assert.deepEqual(await dirtyWorkDirs(h.workRoot), [], "nothing of the last task is left but the kept input");
   });
 
-  it("a task without a document finds the kept `input` of the last task emptied: never an earlier task's document", async () => {
+  it("a task without a document finds no `input` of the last task: never an earlier task's document", async () => {
     await writeJob("upper", `set -eu\n${READ_REQUEST}tr a-z A-Z < "$input" > "$out/upper.txt"\necho '{"output":"upper.txt"}'\n`);
     // What the work dir's `input` holds when this script runs: its size, or "none".
     await writeJob(
@@ -390,7 +390,7 @@ echo '{"output":"upper.txt"}'
     const first = await waitStatus((await submit("upper", "a confidential document\n", { asNew: true })).id, "output");
     assert.equal(await blobText(first.output ?? ""), "A CONFIDENTIAL DOCUMENT\n");
     const peek = await waitStatus((await submit("peek", null)).id, "output");
-    assert.equal((await blobText(peek.output ?? "")).trim(), "0", "the kept file is there, emptied");
+    assert.equal((await blobText(peek.output ?? "")).trim(), "none", "the last task's kept file is removed");
   });
 
   it("reports a failing script with its stderr tail, retrying it maxTries times", async () => {
