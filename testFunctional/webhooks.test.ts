@@ -143,10 +143,14 @@ describe("webhooks and operator logs (embedded app)", () => {
       [1, "will retry"],
       [2, "gave up"],
     ] as const) {
-      const line = app
-        .output()
-        .split("\n")
-        .find((l) => l.includes(`task ${id} (job fail) attempt ${n}/2 failed`));
+      const logged = (): string | undefined =>
+        app
+          .output()
+          .split("\n")
+          .find((l) => l.includes(`task ${id} (job fail) attempt ${n}/2 failed`));
+      // The app logs the attempt once its end is stored, and its stdout reaches this process through
+      // a pipe: the line may come a moment after the task reads as ended.
+      const line = await waitUntil(`attempt ${n} to be logged`, () => logged() ?? false, 10_000).catch(() => undefined);
       assert.ok(line !== undefined, `attempt ${n} is logged:\n${app.output()}`);
       assert.match(line, /\bWARN\b/);
       assert.match(line, new RegExp(`\\[(retry|error), ${next}\\]: \\S`));
