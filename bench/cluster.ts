@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { promises as fs } from "node:fs";
-import path from "node:path";
-import { freePort, REPO, tempDir, waitUntil } from "../testFunctional/helpers.js";
+import { freePort, APP_ENTRY, REPO, tempDir, waitUntil } from "../testFunctional/helpers.js";
 import { startNats, type NatsServer } from "../testFunctional/nats.js";
 import { CLIENT_CONCURRENCY, log, procStatusMb, submitMany, waitForCounts } from "./harness.js";
 import { round, type FigureResult, type Row } from "./report.js";
@@ -41,7 +40,7 @@ async function runCluster(nats: NatsServer, workers: number, job: string, count:
   const start = (name: string, services: string): void => {
     processes.set(
       name,
-      spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts"), "--services", services], {
+      spawn(process.execPath, [APP_ENTRY, "--services", services], {
         cwd: REPO,
         env,
         stdio: "ignore",

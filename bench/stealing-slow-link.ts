@@ -4,7 +4,17 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { createThrottledLink, throttledLinkUnavailable, type ThrottledLink } from "../common/testing/netns.js";
 import { spread, stealCosts, type OwnerRun, type ProxyRun, type StealCost } from "../common/testing/steal-timeline.js";
-import { listAll, ownChild, REPO, startEmbeddedApp, tempDir, useKey, waitUntil, type EmbeddedApp } from "../testFunctional/helpers.js";
+import {
+  listAll,
+  ownChild,
+  APP_ENTRY,
+  REPO,
+  startEmbeddedApp,
+  tempDir,
+  useKey,
+  waitUntil,
+  type EmbeddedApp,
+} from "../testFunctional/helpers.js";
 import { startNats, type NatsServer } from "../testFunctional/nats.js";
 import { log, sleep, submitMany, waitForCounts } from "./harness.js";
 import { round, type FigureResult, type Row } from "./report.js";
@@ -84,7 +94,7 @@ async function startThief(link: ThrottledLink, globalPort: number, dataDir: stri
   started.push(startInside(link, "nats-server", ["-a", "127.0.0.1", "-p", String(natsPort)], {}));
   const key = randomBytes(24).toString("hex");
   const port = 3000;
-  const app = startInside(link, process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], {
+  const app = startInside(link, process.execPath, [APP_ENTRY], {
     DOCQ_SITE: "b",
     DOCQ_NATS_URL: `nats://127.0.0.1:${natsPort}`,
     DOCQ_GLOBAL_NATS_URL: `nats://${link.hostIp}:${globalPort}`,

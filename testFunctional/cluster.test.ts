@@ -43,9 +43,8 @@ describe("cluster mode: pm2 ecosystem over a real NATS", () => {
   let pm2Env: Record<string, string>;
 
   before(async () => {
-    await promisify(execFile)(process.execPath, [path.join(REPO, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], {
-      cwd: REPO,
-    });
+    // `npm run build`, as the README says before pm2 start: the ecosystem runs dist/.
+    await promisify(execFile)(process.execPath, [path.join(REPO, "scripts/build-dist.mjs")], { cwd: REPO });
     nats = await startNats();
     dataDir = await tempDir("cluster-data");
     const configFile = path.join(await tempDir("cluster-config"), "cluster.yaml");

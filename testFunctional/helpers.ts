@@ -12,6 +12,8 @@ import { waitUntil } from "../common/testing/wait-until.js";
 export { freePort, waitUntil };
 
 export const REPO = fileURLToPath(new URL("..", import.meta.url));
+/** What `npm start` runs: compiles the sources to dist/ when they changed, then starts the app from it. */
+export const APP_ENTRY = path.join(REPO, "scripts", "start.mjs");
 
 /*
  * Whatever a test file starts is stopped, and whatever it makes is removed, when the file ends,
@@ -102,7 +104,7 @@ export async function startEmbeddedApp(opts: StartOptions = {}): Promise<Embedde
     env.DOCQ_CONFIG = file;
   }
   const child = ownChild(
-    spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], {
+    spawn(process.execPath, [APP_ENTRY], {
       cwd: REPO,
       env,
       stdio: ["ignore", "pipe", "pipe"],

@@ -12,6 +12,7 @@ import {
   freePort,
   getTask,
   ownChild,
+  APP_ENTRY,
   REPO,
   startEmbeddedApp,
   submit,
@@ -227,7 +228,7 @@ describe("start-up with the port in use", () => {
     try {
       const dataDir = await tempDir("port-in-use");
       const child = ownChild(
-        spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], {
+        spawn(process.execPath, [APP_ENTRY], {
           cwd: REPO,
           env: { ...process.env, PORT: String(port), DATA_DIR: dataDir, DOCQ_LOG_LEVEL: "warn" },
           stdio: ["ignore", "pipe", "pipe"],

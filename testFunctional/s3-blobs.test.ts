@@ -4,7 +4,18 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { S3BlobStore } from "../common/blobs/s3-blob-store.js";
-import { freePort, mapLimit, REPO, result, startEmbeddedApp, submit, tempDir, waitAllFinal, type EmbeddedApp } from "./helpers.js";
+import {
+  freePort,
+  mapLimit,
+  APP_ENTRY,
+  REPO,
+  result,
+  startEmbeddedApp,
+  submit,
+  tempDir,
+  waitAllFinal,
+  type EmbeddedApp,
+} from "./helpers.js";
 import { startS3rver, S3RVER_KEYS, type S3rverProcess } from "./s3rver.js";
 
 /*
@@ -42,7 +53,7 @@ async function startExpectingExit(yaml: string, env: Record<string, string>): Pr
   try {
     const config = path.join(dir, "config.yaml");
     await fs.writeFile(config, yaml);
-    const child = spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], {
+    const child = spawn(process.execPath, [APP_ENTRY], {
       cwd: REPO,
       env: {
         ...process.env,

@@ -1,8 +1,18 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { freePort, mapLimit, ownChild, REPO, startEmbeddedApp, tempDir, testJobsDir, waitUntil, type EmbeddedApp } from "./helpers.js";
+import {
+  freePort,
+  mapLimit,
+  ownChild,
+  APP_ENTRY,
+  REPO,
+  startEmbeddedApp,
+  tempDir,
+  testJobsDir,
+  waitUntil,
+  type EmbeddedApp,
+} from "./helpers.js";
 
 const ADMIN = "admin-key-for-the-security-test-0123456789";
 const METRICS = "metrics-key-for-the-security-test-0123";
@@ -277,7 +287,7 @@ describe("start-up refused beyond loopback without keys", () => {
   it("exits with a message naming host and DOCQ_ADMIN_KEY", async () => {
     const dataDir = await tempDir("security-refused");
     const child = ownChild(
-      spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts")], {
+      spawn(process.execPath, [APP_ENTRY], {
         cwd: REPO,
         env: { ...process.env, PORT: String(await freePort()), DATA_DIR: dataDir, DOCQ_HOST: "0.0.0.0", DOCQ_ADMIN_KEY: "" },
         stdio: ["ignore", "pipe", "pipe"],

@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import path from "node:path";
-import { ownChild, REPO } from "./helpers.js";
+import { ownChild, APP_ENTRY, REPO } from "./helpers.js";
 
 /** One service process of a cluster-mode site, with what it printed. */
 export interface SiteProcess {
@@ -19,7 +18,7 @@ export class SiteProcesses {
   /** Starts `services` (comma-separated) in a new process with `env` over the test's own environment. */
   start(name: string, services: string, env: Record<string, string>): SiteProcess {
     const child = ownChild(
-      spawn(process.execPath, ["--import", "tsx", path.join(REPO, "services/main.ts"), "--services", services], {
+      spawn(process.execPath, [APP_ENTRY, "--services", services], {
         cwd: REPO,
         env: { ...(process.env as Record<string, string>), ...env },
         stdio: ["ignore", "pipe", "pipe"],

@@ -98,7 +98,7 @@ export class WarmProcess {
   private closeWaitTimer: NodeJS.Timeout | undefined;
   private resolveExited!: (exit: WarmExit) => void;
   private readonly onEnd: (exit: WarmExit) => void;
-  /** The abort listener of every request it holds, made once: a closure per request costs its naming under tsx. */
+  /** The abort listener of every request it holds, made once rather than a closure per request. */
   private readonly cancelOnAbort = (): void => this.kill("cancel");
 
   /**
