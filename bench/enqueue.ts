@@ -35,6 +35,14 @@ export async function enqueueFigure(opts: {
     const ms = performance.now() - t0;
     const singleCpuMs = await cpuSince(pid, cpu0);
     const stats = await getStats(app.url);
+    // The same submits through fetch (undici), the client of the figures before 2026-12-04 and of
+    // the tests: its own CPU per request is above the app's, on the same two cores.
+    log(`enqueue: ${count} tasks through POST /api/tasks at concurrency ${CLIENT_CONCURRENCY}, fetch as the client`);
+    const fetchCpu0 = await processCpuMs(pid);
+    const f0 = performance.now();
+    await submitMany(app.url, count, CLIENT_CONCURRENCY, (i) => `small document number ${i}\n`, { job: "noop" }, submit);
+    const fetchMs = performance.now() - f0;
+    const fetchCpuMs = await cpuSince(pid, fetchCpu0);
     let batch: BatchSubmitRun | null = null;
     let batchCpuMs: number | null = null;
     if (opts.batchRequests > 0) {
@@ -51,11 +59,22 @@ export async function enqueueFigure(opts: {
       });
       batchCpuMs = await cpuSince(pid, batchCpu0);
     }
-    return { ms, latencies: sortedNumbers(latenciesMs), queued: stats.byStatus.input ?? 0, batch, singleCpuMs, batchCpuMs };
+    return {
+      ms,
+      latencies: sortedNumbers(latenciesMs),
+      queued: stats.byStatus.input ?? 0,
+      batch,
+      singleCpuMs,
+      batchCpuMs,
+      fetchMs,
+      fetchCpuMs,
+    };
   });
-  const { ms, latencies, queued, batch, singleCpuMs, batchCpuMs } = run.result;
+  const { ms, latencies, queued, batch, singleCpuMs, batchCpuMs, fetchMs, fetchCpuMs } = run.result;
   const perThousand = (cpuMs: number | null, tasks: number): number | null => (cpuMs === null ? null : round((cpuMs / tasks) * 1000));
   const singleCpuPer1000 = perThousand(singleCpuMs, count);
+  const fetchCpuPer1000 = perThousand(fetchCpuMs, count);
+  const fetchPerSec = (count / fetchMs) * 1000;
   const batchCpuPer1000 = batch === null ? null : perThousand(batchCpuMs, batch.requests * batch.perRequest);
   const perSec = (count / ms) * 1000;
   return {
@@ -64,7 +83,7 @@ export async function enqueueFigure(opts: {
     title: "Enqueue",
     rows: [
       {
-        measure: `POST /api/tasks, ${count.toLocaleString("en-US")} documents of ~30 B, concurrency ${CLIENT_CONCURRENCY}`,
+        measure: `POST /api/tasks, ${count.toLocaleString("en-US")} documents of ~30 B, concurrency ${CLIENT_CONCURRENCY} (node:http client)`,
         value: round(perSec),
         unit: "tasks/s",
         peakRssMb: run.peakRssMb,
@@ -77,6 +96,12 @@ export async function enqueueFigure(opts: {
         measure: "POST latency p50 / p99 under that load",
         value: round(percentile(latencies, 50), 1),
         unit: `ms / ${round(percentile(latencies, 99), 1)} ms`,
+      },
+      {
+        measure: `the same, fetch (undici) as the client`,
+        value: round(fetchPerSec),
+        unit: "tasks/s",
+        note: `the client of the figures before 2026-12-04${fetchCpuPer1000 === null ? "" : `; app CPU ${fetchCpuPer1000} ms per 1,000 tasks`}`,
       },
       batch === null
         ? { measure: "POST /api/tasks/batch", value: null, unit: "", note: "not measured in this run" }
@@ -92,6 +117,8 @@ export async function enqueueFigure(opts: {
       concurrency: CLIENT_CONCURRENCY,
       ms: round(ms),
       tasksPerSec: round(perSec, 1),
+      client: "node:http, kept-alive sockets (bench/submit-client.ts)",
+      fetchClient: { tasksPerSec: round(fetchPerSec, 1), ms: round(fetchMs), appCpuMsPer1000: fetchCpuPer1000 },
       postLatencyMs: {
         p50: round(percentile(latencies, 50), 2),
         p99: round(percentile(latencies, 99), 2),

@@ -1,15 +1,8 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import {
-  REPO,
-  startEmbeddedApp,
-  submit,
-  tempDir,
-  type EmbeddedApp,
-  type StartOptions,
-  type SubmitOptions,
-} from "../testFunctional/helpers.js";
+import { REPO, startEmbeddedApp, tempDir, type EmbeddedApp, type StartOptions, type SubmitOptions } from "../testFunctional/helpers.js";
 import type { Task } from "../common/model/task-model.js";
+import { postTask } from "./submit-client.js";
 
 /*
  * What the app figures share: the real app as a child process with a fresh data dir, its peak
@@ -119,6 +112,9 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** A single submit: the bench's own client (postTask) or the tests' one through fetch (submit). */
+export type SubmitClient = (url: string, body: string, opts: SubmitOptions) => Promise<string>;
+
 /**
  * Submits `count` documents at `concurrency` requests in flight; answers the ids in order and
  * each request's latency (ms). `body(i)` makes the i-th document.
@@ -129,6 +125,7 @@ export async function submitMany(
   concurrency: number,
   body: (i: number) => string,
   opts: SubmitOptions,
+  client: SubmitClient = postTask,
 ): Promise<{ ids: string[]; latenciesMs: number[] }> {
   const ids = new Array<string>(count);
   const latenciesMs = new Array<number>(count);
@@ -137,7 +134,7 @@ export async function submitMany(
     Array.from({ length: Math.min(concurrency, count) }, async () => {
       for (let i = next++; i < count; i = next++) {
         const t = performance.now();
-        ids[i] = await submit(url, body(i), opts);
+        ids[i] = await client(url, body(i), opts);
         latenciesMs[i] = performance.now() - t;
       }
     }),

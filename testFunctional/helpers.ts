@@ -168,18 +168,23 @@ export function useKey(url: string, key: string): void {
   keysByUrl.set(url, key);
 }
 
-function authFor(url: string): Record<string, string> {
+export function authFor(url: string): Record<string, string> {
   const key = keysByUrl.get(url);
   return key === undefined ? {} : { authorization: `Bearer ${key}` };
 }
 
-export async function submit(url: string, body: string, opts: SubmitOptions): Promise<string> {
+/** POST /api/tasks with the fields of `opts` in its query. */
+export function submitUrl(url: string, opts: SubmitOptions): string {
   const q = new URLSearchParams({ job: opts.job });
   if (opts.priority !== undefined) q.set("priority", String(opts.priority));
   if (opts.name !== undefined) q.set("name", opts.name);
   if (opts.params !== undefined) q.set("params", JSON.stringify(opts.params));
   if (opts.maxTries !== undefined) q.set("maxTries", String(opts.maxTries));
-  const res = await fetch(`${url}/api/tasks?${q}`, {
+  return `${url}/api/tasks?${q}`;
+}
+
+export async function submit(url: string, body: string, opts: SubmitOptions): Promise<string> {
+  const res = await fetch(submitUrl(url, opts), {
     method: "POST",
     headers: { "content-type": "application/octet-stream", ...authFor(url) },
     body,
