@@ -27,6 +27,8 @@ export interface QueueThroughput {
   appRssMbAtEnd: number | null;
   /** The same app's second run, queued first (when asked): see measureQueuedFirst. */
   queuedFirst?: QueuedFirstRun;
+  /** The same again right after it: the steady state (the JIT warmed up by the runs before). */
+  queuedFirstAgain?: QueuedFirstRun;
 }
 
 /**
@@ -65,11 +67,17 @@ export async function measureQueueThroughput(opts: {
     let sum = 0;
     for (const t of tasks) if (t.startTime !== null && t.endTime !== null) sum += t.endTime - t.startTime;
     const runPhaseMs = runPhaseOf(tasks);
-    const queuedFirst =
-      opts.queuedFirst === true
-        ? await measureQueuedFirst(app.url, { job, count, ...(opts.params === undefined ? {} : { params: opts.params }) })
-        : undefined;
-    return { endToEndMs, submitDoneMs: submitDone - t0, runPhaseMs, meanTaskMs: tasks.length > 0 ? sum / tasks.length : null, queuedFirst };
+    const queued = { job, count, ...(opts.params === undefined ? {} : { params: opts.params }) };
+    const queuedFirst = opts.queuedFirst === true ? await measureQueuedFirst(app.url, queued) : undefined;
+    const queuedFirstAgain = opts.queuedFirst === true ? await measureQueuedFirst(app.url, queued) : undefined;
+    return {
+      endToEndMs,
+      submitDoneMs: submitDone - t0,
+      runPhaseMs,
+      meanTaskMs: tasks.length > 0 ? sum / tasks.length : null,
+      queuedFirst,
+      queuedFirstAgain,
+    };
   });
   const r = run.result;
   return {
@@ -85,6 +93,7 @@ export async function measureQueueThroughput(opts: {
     appPeakRssMb: run.peakRssMb,
     appRssMbAtEnd: run.rssMb,
     ...(r.queuedFirst === undefined ? {} : { queuedFirst: r.queuedFirst }),
+    ...(r.queuedFirstAgain === undefined ? {} : { queuedFirstAgain: r.queuedFirstAgain }),
   };
 }
 

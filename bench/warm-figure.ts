@@ -98,6 +98,16 @@ export async function warmThroughputFigure(opts: {
               (run.queuedFirst.queuedBeforeRun ? "" : " (after runAt: the run overlapped the submits)"),
           },
         ]),
+    ...(run.queuedFirstAgain === undefined
+      ? []
+      : [
+          {
+            measure: `the same again right after (steady state: the JIT warmed up by the runs before)`,
+            value: run.queuedFirstAgain.runPhaseTasksPerSec,
+            unit: "tasks/s",
+            note: run.queuedFirstAgain.queuedBeforeRun ? "" : "after runAt: the run overlapped the submits",
+          },
+        ]),
   ];
   return {
     ...base,
