@@ -1,4 +1,5 @@
 import { percentile, postBatch, sortedNumbers } from "./harness.js";
+import { postBatchForm } from "./submit-client.js";
 import { round } from "./report.js";
 
 /** The batch submit's figure: documents per request and their size, as the issue sets them. */
@@ -28,8 +29,18 @@ function batchForm(request: number, count: number, bytes: number, job: string): 
   return form;
 }
 
+/** A multipart form as the bytes of its body and their content type (with the boundary). */
+export interface EncodedForm {
+  body: Uint8Array<ArrayBuffer>;
+  contentType: string;
+}
+
+/** Sends an encoded form through fetch (undici), the tests' client: the batch figure's client before 2026-12-04. */
+export const postBatchByFetch = (url: string, form: EncodedForm): Promise<string[]> =>
+  postBatch(url, { body: form.body, headers: { "content-type": form.contentType } });
+
 /** The form as the bytes of its multipart body and their content type (with the boundary). */
-async function encoded(form: FormData): Promise<{ body: Uint8Array<ArrayBuffer>; contentType: string }> {
+async function encoded(form: FormData): Promise<EncodedForm> {
   const response = new Response(form);
   const contentType = response.headers.get("content-type");
   if (contentType === null) throw new Error("a FormData body has no content type");
@@ -46,6 +57,7 @@ async function encoded(form: FormData): Promise<{ body: Uint8Array<ArrayBuffer>;
 export async function measureBatchSubmit(
   url: string,
   opts: { requests: number; perRequest: number; documentBytes: number; job: string },
+  client: (url: string, form: EncodedForm) => Promise<string[]> = postBatchForm,
 ): Promise<BatchSubmitRun> {
   const forms = await Promise.all(
     Array.from({ length: opts.requests }, (_, r) => encoded(batchForm(r, opts.perRequest, opts.documentBytes, opts.job))),
@@ -54,7 +66,7 @@ export async function measureBatchSubmit(
   const t0 = performance.now();
   for (const form of forms) {
     const t = performance.now();
-    const ids = await postBatch(url, { body: form.body, headers: { "content-type": form.contentType } });
+    const ids = await client(url, form);
     if (ids.length !== opts.perRequest)
       throw new Error(`POST /api/tasks/batch answered ${ids.length} ids for ${opts.perRequest} documents`);
     durations.push(performance.now() - t);
