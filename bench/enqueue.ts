@@ -55,7 +55,9 @@ export async function enqueueFigure(opts: {
       // The route's first requests run while the JIT compiles it and the store's files grow: a row
       // of their own. BullMQ's client has made about as many addBulk calls of 1,000 before its
       // figure (the sandboxed runs add their jobs so), so the figure is the requests after these.
-      log(`enqueue: ${opts.batchRequests} × ${BATCH_DOCUMENTS} documents of ${BATCH_DOCUMENT_BYTES} B through POST /api/tasks/batch, the first`);
+      log(
+        `enqueue: ${opts.batchRequests} × ${BATCH_DOCUMENTS} documents of ${BATCH_DOCUMENT_BYTES} B through POST /api/tasks/batch, the first`,
+      );
       batchFirst = await measureBatchSubmit(app.url, sizes);
       log(`enqueue: ${opts.batchRequests} × ${BATCH_DOCUMENTS} documents of ${BATCH_DOCUMENT_BYTES} B through POST /api/tasks/batch`);
       const batchCpu0 = await processCpuMs(pid);
@@ -121,7 +123,11 @@ export async function enqueueFigure(opts: {
           },
       ...[
         { run: batchFirst, measure: "the route's first requests (after one): JIT compiling, store files growing", note: "" },
-        { run: batchByFetch, measure: "the same as the figure, fetch (undici) as the client", note: "the client before 2026-12-04, run after the figure; " },
+        {
+          run: batchByFetch,
+          measure: "the same as the figure, fetch (undici) as the client",
+          note: "the client before 2026-12-04, run after the figure; ",
+        },
       ].flatMap(({ run: other, measure, note }) =>
         other === null
           ? []
