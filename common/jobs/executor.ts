@@ -19,6 +19,8 @@ export interface JobRunOptions {
   onProgress?: (report: ProgressReport) => void;
   /** This run's time limit in place of the job's (a workflow step's `timeoutMs`). */
   timeoutMs?: number;
+  /** Called once the script has answered or ended, before its answer is checked: its slot may take the next task. */
+  onScriptOver?: () => void;
 }
 
 export interface JobExecutor {

@@ -98,7 +98,8 @@ export class WarmPool implements JobExecutor {
   async run(job: JobDefinition, request: JobRequest, opts: JobRunOptions): Promise<JobAnswer> {
     if (this.stopping) throw stoppedBeforeStart(job, "stop");
     if (opts.signal?.aborted) throw stoppedBeforeStart(job, "cancel");
-    const group = await this.groupFor(job);
+    // Its group as checked a moment ago, else checked now: no await between a slot freed and the next request.
+    const group = this.checkedGroup(job) ?? (await this.groupFor(job));
     if (this.stopping) throw stoppedBeforeStart(job, "stop");
     const proc = this.acquire(group);
     let reply;
@@ -110,6 +111,7 @@ export class WarmPool implements JobExecutor {
       });
     } finally {
       this.release(group, proc);
+      opts.onScriptOver?.();
     }
     const { stderrTail } = reply;
     return placeAnswer(reply.answer, request, {
@@ -138,12 +140,18 @@ export class WarmPool implements JobExecutor {
     await Promise.all([...this.live].map((p) => p.exited));
   }
 
+  /** The group of `job` when its signature was checked less than SIGNATURE_CHECK_MS ago, else undefined. */
+  private checkedGroup(job: JobDefinition): JobGroup | undefined {
+    const group = this.groups.get(job.name);
+    return group !== undefined && group.job === job && Date.now() - group.checkedAt < SIGNATURE_CHECK_MS ? group : undefined;
+  }
+
   private async groupFor(job: JobDefinition): Promise<JobGroup> {
-    let group = this.groups.get(job.name);
+    const checked = this.checkedGroup(job);
+    if (checked !== undefined) return checked;
     const now = Date.now();
-    if (group !== undefined && group.job === job && now - group.checkedAt < SIGNATURE_CHECK_MS) return group;
     const signature = await signatureOf(job);
-    group = this.groups.get(job.name);
+    let group = this.groups.get(job.name);
     if (group === undefined) {
       group = {
         name: job.name,

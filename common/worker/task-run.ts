@@ -158,7 +158,8 @@ async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx:
     const onProgress = run.progress === undefined ? {} : { onProgress: run.progress.bind(run) };
     // A workflow step may set its own timeout in place of its job's.
     const timeout = task.timeoutMs === null || task.timeoutMs === undefined ? {} : { timeoutMs: task.timeoutMs };
-    return await ctx.executorOf(job).run(job, request, { workDir: work.path, signal: run.signal, ...onProgress, ...timeout });
+    const onScriptOver = (): void => run.scriptOver();
+    return await ctx.executorOf(job).run(job, request, { workDir: work.path, signal: run.signal, onScriptOver, ...onProgress, ...timeout });
   } finally {
     run.scriptOver();
   }
