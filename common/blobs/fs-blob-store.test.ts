@@ -211,6 +211,24 @@ describe("FsBlobStore: on disk", () => {
     await rejection(store.put(".small/x", Readable.from([Buffer.from("x")])), { code: ERROR_CODE.BadRequest, field: "key" });
   });
 
+  it("reads back a row it stored (kept in memory) until put, delete or deletePrefix removes it", async () => {
+    const bytes = Buffer.from("small input");
+    await store.putNew("r1/input", bytes);
+    bytes.write("CHANGED");
+    await store.putNew("r1/output-1", Buffer.from("out"));
+    await store.putNew("r2/input", Buffer.from("two"));
+    await store.putNew("r20/input", Buffer.from("twenty"));
+    assert.equal(store.readSmall("r1/input")?.toString(), "small input", "the bytes as stored, not as the caller changed them after");
+    await store.put("r1/input", Readable.from([Buffer.from("now a file")]));
+    assert.equal(store.readSmall("r1/input"), null);
+    assert.equal((await buffer(await store.get("r1/input"))).toString(), "now a file");
+    await store.delete("r1/output-1");
+    assert.equal(store.readSmall("r1/output-1"), null);
+    await store.deletePrefix("r2");
+    assert.equal(store.readSmall("r2/input"), null);
+    assert.equal(store.readSmall("r20/input"), null);
+  });
+
   it("works without open() once the root exists or not", async () => {
     const direct = new FsBlobStore({ root: path.join(dir, "direct") });
     await direct.put("k", Readable.from([Buffer.from("v")]));

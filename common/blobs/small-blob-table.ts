@@ -3,6 +3,7 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { attachWalCheckpointer, type WalCheckpointer } from "../store/sqlite/wal-checkpointer.js";
 import type { BlobEntry } from "./blob-store.js";
+import { RecentRows } from "./recent-rows.js";
 
 /*
  * The fs blob store's small documents, as rows of one SQLite file beside the blobs' folders. A new
@@ -17,6 +18,11 @@ import type { BlobEntry } from "./blob-store.js";
 
 /** Another process (a worker of the same data dir) may hold the write lock for a moment. */
 const BUSY_TIMEOUT_MS = 5_000;
+/** The rows this process inserted last, kept in memory for their reads: at most this many bytes... */
+const RECENT_BYTES = 8 * 1024 * 1024;
+/** ...and rows (a queue of small documents submitted ahead of its workers is read back in this order). */
+const RECENT_ROWS = 16_384;
+
 /** Above every character a key may hold (BLOB_KEY_CHARS is ASCII): `p` ≤ k < `p` + this is "k starts with p". */
 const AFTER_KEY_CHARS = "\u007f";
 
@@ -35,6 +41,8 @@ export class SmallBlobTable {
   private readonly insertAll: (rows: readonly PendingRow[]) => void;
   /** Rows asked for in this turn of the event loop: written in one transaction, one commit for all. */
   private pending: PendingRow[] = [];
+  /** The rows inserted last, read without SQLite; every removal here drops them too. */
+  private readonly recent = new RecentRows({ maxBytes: RECENT_BYTES, maxRows: RECENT_ROWS });
 
   /** Checkpoints the file's WAL off the event loop. */
   private readonly checkpointer: WalCheckpointer;
@@ -101,11 +109,14 @@ export class SmallBlobTable {
       for (const row of rows) row.reject(err);
       return;
     }
-    for (const row of rows) row.resolve(row.inserted);
+    for (const row of rows) {
+      if (row.inserted) this.recent.add(row.folder, row.rest, row.bytes);
+      row.resolve(row.inserted);
+    }
   }
 
   bytes(folder: string, rest: string): Buffer | null {
-    return this.bytesOf.get(folder, rest)?.bytes ?? null;
+    return this.recent.get(folder, rest) ?? this.bytesOf.get(folder, rest)?.bytes ?? null;
   }
 
   size(folder: string, rest: string): number | null {
@@ -118,6 +129,7 @@ export class SmallBlobTable {
    * that was never a row: each of a split's part outputs).
    */
   delete(folder: string, rest: string): void {
+    this.recent.delete(folder, rest);
     if (this.rowExists.get(folder, rest) !== undefined) this.deleteRow.run(folder, rest);
   }
 
@@ -128,11 +140,13 @@ export class SmallBlobTable {
   deletePrefix(prefix: string): void {
     const slash = prefix.indexOf("/");
     if (slash === -1) {
+      this.recent.deleteFolders(prefix);
       this.deleteFolders.run(prefix, prefix + AFTER_KEY_CHARS);
       return;
     }
     const folder = prefix.slice(0, slash);
     const rest = prefix.slice(slash + 1);
+    this.recent.deleteInFolder(folder, rest);
     if (rest === "") this.deleteFolder.run(folder);
     else this.deleteInFolder.run(folder, rest, rest + AFTER_KEY_CHARS);
   }

@@ -1,0 +1,80 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { RecentRows } from "./recent-rows.js";
+
+const bytes = (text: string): Buffer => Buffer.from(text, "utf8");
+
+describe("RecentRows", () => {
+  it("answers a copy of a kept row, and null for one it does not keep", () => {
+    const rows = new RecentRows({ maxBytes: 1_000, maxRows: 10 });
+    const source = bytes("hello");
+    rows.add("t1", "input", source);
+    source.write("HELLO");
+    const read = rows.get("t1", "input");
+    assert.equal(read?.toString(), "hello", "kept as it was added, not as its caller changed it after");
+    read?.write("xx");
+    assert.equal(rows.get("t1", "input")?.toString(), "hello", "a reader's changes stay in its copy");
+    assert.equal(rows.get("t1", "output-1"), null);
+    assert.equal(rows.get("t2", "input"), null);
+  });
+
+  it("drops the oldest rows past its bounds of bytes and of rows", () => {
+    const byBytes = new RecentRows({ maxBytes: 100, maxRows: 100 });
+    for (let i = 0; i < 10; i++) byBytes.add(`t${i}`, "input", Buffer.alloc(10, i));
+    byBytes.add("t10", "input", Buffer.alloc(10, 10));
+    assert.equal(byBytes.get("t0", "input"), null);
+    assert.deepEqual(byBytes.get("t1", "input"), Buffer.alloc(10, 1));
+    assert.equal(byBytes.keptBytes, 100);
+    const byRows = new RecentRows({ maxBytes: 1_000, maxRows: 3 });
+    for (const name of ["a", "b", "c", "d"]) byRows.add(name, "input", bytes(name));
+    assert.deepEqual(
+      ["a", "b", "c", "d"].map((name) => byRows.get(name, "input")?.toString() ?? null),
+      [null, "b", "c", "d"],
+    );
+    assert.equal(byRows.size, 3);
+  });
+
+  it("keeps no row larger than a tenth of its byte bound, and forgets the one it replaced", () => {
+    const rows = new RecentRows({ maxBytes: 100, maxRows: 10 });
+    rows.add("t1", "input", bytes("small"));
+    rows.add("t1", "input", Buffer.alloc(11));
+    assert.equal(rows.get("t1", "input"), null);
+    assert.equal(rows.keptBytes, 0);
+  });
+
+  it("replacing a row makes it the newest", () => {
+    const rows = new RecentRows({ maxBytes: 1_000, maxRows: 2 });
+    rows.add("a", "input", bytes("a1"));
+    rows.add("b", "input", bytes("b"));
+    rows.add("a", "input", bytes("a2"));
+    rows.add("c", "input", bytes("c"));
+    assert.equal(rows.get("b", "input"), null);
+    assert.equal(rows.get("a", "input")?.toString(), "a2");
+  });
+
+  it("removes a row, the rows of a folder starting so, and the folders starting so", () => {
+    const rows = new RecentRows({ maxBytes: 1_000, maxRows: 100 });
+    for (const [folder, rest] of [
+      ["t1", "input"],
+      ["t1", "output-1"],
+      ["t1", "output-2"],
+      ["t12", "input"],
+      ["t2", "input"],
+      ["u1", "input"],
+    ] as const)
+      rows.add(folder, rest, bytes(`${folder}/${rest}`));
+    rows.delete("t2", "input");
+    assert.equal(rows.get("t2", "input"), null);
+    rows.deleteInFolder("t1", "output");
+    assert.deepEqual(
+      ["input", "output-1", "output-2"].map((rest) => rows.get("t1", rest)?.toString() ?? null),
+      ["t1/input", null, null],
+    );
+    rows.deleteFolders("t1");
+    assert.equal(rows.get("t1", "input"), null);
+    assert.equal(rows.get("t12", "input"), null, "t12 starts with t1");
+    assert.equal(rows.get("u1", "input")?.toString(), "u1/input");
+    assert.equal(rows.size, 1);
+    assert.equal(rows.keptBytes, "u1/input".length);
+  });
+});
