@@ -18,20 +18,23 @@ describe("RecentRows", () => {
     assert.equal(rows.get("t2", "input"), null);
   });
 
-  it("drops the oldest rows past its bounds of bytes and of rows", () => {
+  it("keeps within its bounds of bytes and of rows, the oldest rows going first and the newest half always kept", () => {
     const byBytes = new RecentRows({ maxBytes: 100, maxRows: 100 });
-    for (let i = 0; i < 10; i++) byBytes.add(`t${i}`, "input", Buffer.alloc(10, i));
-    byBytes.add("t10", "input", Buffer.alloc(10, 10));
+    for (let i = 0; i <= 20; i++) {
+      byBytes.add(`t${i}`, "input", Buffer.alloc(10, i));
+      assert.ok(byBytes.keptBytes <= 100, `${byBytes.keptBytes} bytes kept after ${i + 1} rows`);
+    }
     assert.equal(byBytes.get("t0", "input"), null);
-    assert.deepEqual(byBytes.get("t1", "input"), Buffer.alloc(10, 1));
-    assert.equal(byBytes.keptBytes, 100);
-    const byRows = new RecentRows({ maxBytes: 1_000, maxRows: 3 });
-    for (const name of ["a", "b", "c", "d"]) byRows.add(name, "input", bytes(name));
-    assert.deepEqual(
-      ["a", "b", "c", "d"].map((name) => byRows.get(name, "input")?.toString() ?? null),
-      [null, "b", "c", "d"],
-    );
-    assert.equal(byRows.size, 3);
+    for (let i = 16; i <= 20; i++) assert.deepEqual(byBytes.get(`t${i}`, "input"), Buffer.alloc(10, i), `t${i}`);
+    const byRows = new RecentRows({ maxBytes: 1_000, maxRows: 4 });
+    const names = ["a", "b", "c", "d", "e", "f", "g"];
+    for (const name of names) {
+      byRows.add(name, "input", bytes(name));
+      assert.ok(byRows.size <= 4);
+    }
+    assert.equal(byRows.get("a", "input"), null);
+    assert.equal(byRows.get("f", "input")?.toString(), "f");
+    assert.equal(byRows.get("g", "input")?.toString(), "g");
   });
 
   it("keeps no row larger than a tenth of its byte bound, and forgets the one it replaced", () => {
@@ -65,7 +68,7 @@ describe("RecentRows", () => {
       rows.add(folder, rest, bytes(`${folder}/${rest}`));
     rows.delete("t2", "input");
     assert.equal(rows.get("t2", "input"), null);
-    rows.deleteInFolder("t1", "output");
+    rows.deleteWithPrefix("t1", "output");
     assert.deepEqual(
       ["input", "output-1", "output-2"].map((rest) => rows.get("t1", rest)?.toString() ?? null),
       ["t1/input", null, null],

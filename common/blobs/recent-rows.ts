@@ -5,21 +5,27 @@
  * every removal the process makes goes through here too, so a kept row is one the table holds.
  * Another process sharing the folder (a worker of the same data dir) may remove a row this one
  * keeps: a read then answers the bytes the key held, which no key ever changes (each names one
- * task's input, or one attempt's output). Bounded by bytes and by count; the oldest go first.
+ * task's input, or one attempt's output).
+ *
+ * Two generations: rows go into the young one; when it holds half the bounds it becomes the old
+ * one and the old one is dropped. Every step is O(1) (a Map used as a queue of the oldest is not:
+ * V8 walks past every entry deleted at its front).
  */
 
-/** A row's key in `rows`: a folder never holds a slash, so folder and rest are told apart. */
-const keyOf = (folder: string, rest: string): string => `${folder}/${rest}`;
+/** folder → rest → bytes. */
+type Generation = Map<string, Map<string, Buffer>>;
 
 export class RecentRows {
   private readonly maxBytes: number;
   private readonly maxRows: number;
-  /** Every kept row, oldest first (a Map keeps the order of insertion). */
-  private readonly rows = new Map<string, Buffer>();
-  /** The rests kept of each folder, for removals by folder. */
-  private readonly folders = new Map<string, Set<string>>();
-  private bytes = 0;
+  private young: Generation = new Map();
+  private old: Generation = new Map();
+  private youngBytes = 0;
+  private youngRows = 0;
+  private oldBytes = 0;
+  private oldRows = 0;
 
+  /** At most about `maxBytes` and `maxRows` are kept (half of each in each generation). */
   constructor(opts: { maxBytes: number; maxRows: number }) {
     this.maxBytes = opts.maxBytes;
     this.maxRows = opts.maxRows;
@@ -29,55 +35,71 @@ export class RecentRows {
   add(folder: string, rest: string, bytes: Uint8Array): void {
     this.delete(folder, rest);
     if (bytes.byteLength * 10 > this.maxBytes) return;
-    this.rows.set(keyOf(folder, rest), Buffer.from(bytes));
-    let rests = this.folders.get(folder);
-    if (rests === undefined) this.folders.set(folder, (rests = new Set()));
-    rests.add(rest);
-    this.bytes += bytes.byteLength;
-    while (this.bytes > this.maxBytes || this.rows.size > this.maxRows) {
-      const oldest = this.rows.keys().next();
-      if (oldest.done === true) break;
-      const slash = oldest.value.indexOf("/");
-      this.delete(oldest.value.slice(0, slash), oldest.value.slice(slash + 1));
+    if (this.youngBytes + bytes.byteLength > this.maxBytes / 2 || this.youngRows + 1 > this.maxRows / 2) {
+      this.old = this.young;
+      this.oldBytes = this.youngBytes;
+      this.oldRows = this.youngRows;
+      this.young = new Map();
+      this.youngBytes = 0;
+      this.youngRows = 0;
     }
+    let rests = this.young.get(folder);
+    if (rests === undefined) this.young.set(folder, (rests = new Map()));
+    rests.set(rest, Buffer.from(bytes));
+    this.youngBytes += bytes.byteLength;
+    this.youngRows++;
   }
 
   /** A copy of the kept row, or null when it is not kept (the table may still hold it). */
   get(folder: string, rest: string): Buffer | null {
-    const bytes = this.rows.get(keyOf(folder, rest));
+    const bytes = this.young.get(folder)?.get(rest) ?? this.old.get(folder)?.get(rest);
     return bytes === undefined ? null : Buffer.from(bytes);
   }
 
   delete(folder: string, rest: string): void {
-    const key = keyOf(folder, rest);
-    const bytes = this.rows.get(key);
-    if (bytes === undefined) return;
-    this.rows.delete(key);
-    this.bytes -= bytes.byteLength;
-    const rests = this.folders.get(folder);
-    rests?.delete(rest);
-    if (rests?.size === 0) this.folders.delete(folder);
+    this.drop(this.young, folder, (rests) => (rests.has(rest) ? [rest] : []));
+    this.drop(this.old, folder, (rests) => (rests.has(rest) ? [rest] : []));
   }
 
   /** Drops the kept rows of `folder` whose rest starts with `restPrefix` ("" for the whole folder). */
-  deleteInFolder(folder: string, restPrefix: string): void {
-    const rests = this.folders.get(folder);
-    if (rests === undefined) return;
-    for (const rest of [...rests]) if (rest.startsWith(restPrefix)) this.delete(folder, rest);
+  deleteWithPrefix(folder: string, restPrefix: string): void {
+    const matching = (rests: Map<string, Buffer>): string[] => [...rests.keys()].filter((rest) => rest.startsWith(restPrefix));
+    this.drop(this.young, folder, matching);
+    this.drop(this.old, folder, matching);
   }
 
   /** Drops the kept rows of every folder whose name starts with `folderPrefix`. */
   deleteFolders(folderPrefix: string): void {
-    for (const folder of [...this.folders.keys()]) if (folder.startsWith(folderPrefix)) this.deleteInFolder(folder, "");
+    for (const generation of [this.young, this.old])
+      for (const folder of [...generation.keys()]) if (folder.startsWith(folderPrefix)) this.deleteWithPrefix(folder, "");
   }
 
   /** Rows kept now. */
   get size(): number {
-    return this.rows.size;
+    return this.youngRows + this.oldRows;
   }
 
   /** Bytes kept now. */
   get keptBytes(): number {
-    return this.bytes;
+    return this.youngBytes + this.oldBytes;
+  }
+
+  /** Removes the rests `which` names from `folder` of `generation`, and their bytes from its totals. */
+  private drop(generation: Generation, folder: string, which: (rests: Map<string, Buffer>) => string[]): void {
+    const rests = generation.get(folder);
+    if (rests === undefined) return;
+    for (const rest of which(rests)) {
+      const bytes = rests.get(rest);
+      if (bytes === undefined) continue;
+      rests.delete(rest);
+      if (generation === this.young) {
+        this.youngBytes -= bytes.byteLength;
+        this.youngRows--;
+      } else {
+        this.oldBytes -= bytes.byteLength;
+        this.oldRows--;
+      }
+    }
+    if (rests.size === 0) generation.delete(folder);
   }
 }

@@ -146,7 +146,7 @@ export class SmallBlobTable {
     }
     const folder = prefix.slice(0, slash);
     const rest = prefix.slice(slash + 1);
-    this.recent.deleteInFolder(folder, rest);
+    this.recent.deleteWithPrefix(folder, rest);
     if (rest === "") this.deleteFolder.run(folder);
     else this.deleteInFolder.run(folder, rest, rest + AFTER_KEY_CHARS);
   }
