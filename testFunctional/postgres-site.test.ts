@@ -146,7 +146,7 @@ describe("a site on several machines: PostgreSQL store and lock, S3 documents, n
   /**
    * Every task ended `output` with its document's counts, its one output object the one on record,
    * its attempts sane. Waits on the counts of /api/stats (`expectedOutputs`: every task of the
-   * site that should then be `output`), then reads the records in one listing.
+   * site that should then be `output`), then until a listing holds each of `ids` as output.
    */
   async function assertAllDone(ids: readonly string[], docs: readonly string[], expectedOutputs: number): Promise<void> {
     const counts = await waitUntil(
@@ -164,7 +164,17 @@ describe("a site on several machines: PostgreSQL store and lock, S3 documents, n
       [],
       `no task failed (counts ${JSON.stringify(counts)})\n${site.outputs().slice(-6000)}`,
     );
-    const records = new Map((await listAll(url, "status=output")).map((task) => [task.id, task]));
+    // A submit retried across a kill may have made a second task of its document (the first answer
+    // lost after the store recorded it): the count can reach the figure before each of `ids` is output.
+    const records = await waitUntil(
+      `each of the ${ids.length} tasks submitted output`,
+      async () => {
+        const listed = new Map((await listAll(url, "status=output")).map((task) => [task.id, task]));
+        return ids.every((id) => listed.has(id)) && listed;
+      },
+      60_000,
+      200,
+    );
     const outputsByTask = new Map<string, string[]>();
     for await (const entry of look.list()) {
       const [taskId, name] = entry.key.split("/");
