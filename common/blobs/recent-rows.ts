@@ -57,21 +57,20 @@ export class RecentRows {
   }
 
   delete(folder: string, rest: string): void {
-    this.drop(this.young, folder, (rests) => (rests.has(rest) ? [rest] : []));
-    this.drop(this.old, folder, (rests) => (rests.has(rest) ? [rest] : []));
+    this.drop(this.young, folder, rest);
+    this.drop(this.old, folder, rest);
   }
 
   /** Drops the kept rows of `folder` whose rest starts with `restPrefix` ("" for the whole folder). */
   deleteWithPrefix(folder: string, restPrefix: string): void {
-    const matching = (rests: Map<string, Buffer>): string[] => [...rests.keys()].filter((rest) => rest.startsWith(restPrefix));
-    this.drop(this.young, folder, matching);
-    this.drop(this.old, folder, matching);
+    for (const generation of [this.young, this.old])
+      for (const rest of [...(generation.get(folder)?.keys() ?? [])]) if (rest.startsWith(restPrefix)) this.drop(generation, folder, rest);
   }
 
   /** Drops the kept rows of every folder whose name starts with `folderPrefix`. */
   deleteFolders(folderPrefix: string): void {
-    for (const generation of [this.young, this.old])
-      for (const folder of [...generation.keys()]) if (folder.startsWith(folderPrefix)) this.deleteWithPrefix(folder, "");
+    const folders = new Set([...this.young.keys(), ...this.old.keys()]);
+    for (const folder of folders) if (folder.startsWith(folderPrefix)) this.deleteWithPrefix(folder, "");
   }
 
   /** Rows kept now. */
@@ -84,22 +83,19 @@ export class RecentRows {
     return this.youngBytes + this.oldBytes;
   }
 
-  /** Removes the rests `which` names from `folder` of `generation`, and their bytes from its totals. */
-  private drop(generation: Generation, folder: string, which: (rests: Map<string, Buffer>) => string[]): void {
+  /** Removes `folder/rest` from `generation`, and its bytes from that generation's totals. */
+  private drop(generation: Generation, folder: string, rest: string): void {
     const rests = generation.get(folder);
-    if (rests === undefined) return;
-    for (const rest of which(rests)) {
-      const bytes = rests.get(rest);
-      if (bytes === undefined) continue;
-      rests.delete(rest);
-      if (generation === this.young) {
-        this.youngBytes -= bytes.byteLength;
-        this.youngRows--;
-      } else {
-        this.oldBytes -= bytes.byteLength;
-        this.oldRows--;
-      }
-    }
+    const bytes = rests?.get(rest);
+    if (rests === undefined || bytes === undefined) return;
+    rests.delete(rest);
     if (rests.size === 0) generation.delete(folder);
+    if (generation === this.young) {
+      this.youngBytes -= bytes.byteLength;
+      this.youngRows--;
+    } else {
+      this.oldBytes -= bytes.byteLength;
+      this.oldRows--;
+    }
   }
 }

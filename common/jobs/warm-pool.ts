@@ -99,7 +99,7 @@ export class WarmPool implements JobExecutor {
     if (this.stopping) throw stoppedBeforeStart(job, "stop");
     if (opts.signal?.aborted) throw stoppedBeforeStart(job, "cancel");
     // Its group as checked a moment ago, else checked now: no await between a slot freed and the next request.
-    const group = this.checkedGroup(job) ?? (await this.groupFor(job));
+    const group = this.checkedGroup(job) ?? (await this.checkGroup(job));
     if (this.stopping) throw stoppedBeforeStart(job, "stop");
     const proc = this.acquire(group);
     let reply;
@@ -146,9 +146,8 @@ export class WarmPool implements JobExecutor {
     return group !== undefined && group.job === job && Date.now() - group.checkedAt < SIGNATURE_CHECK_MS ? group : undefined;
   }
 
-  private async groupFor(job: JobDefinition): Promise<JobGroup> {
-    const checked = this.checkedGroup(job);
-    if (checked !== undefined) return checked;
+  /** The group of `job` with its signature checked now, made or retired as it changed (run calls it when checkedGroup has none). */
+  private async checkGroup(job: JobDefinition): Promise<JobGroup> {
     const now = Date.now();
     const signature = await signatureOf(job);
     let group = this.groups.get(job.name);
