@@ -3,6 +3,7 @@ import { runJob, type JobAnswer, type JobRequest } from "./job-runner.js";
 import type { ScriptLauncher } from "./launch/script-launcher.js";
 import type { ProgressReport } from "./script-answer.js";
 import { Spawner } from "./launch/spawner.js";
+import type { StopSignal } from "./stop-signal.js";
 
 /*
  * How a worker runs one attempt of a job: a one-shot script per task (OneShotExecutor), or a
@@ -14,7 +15,7 @@ export interface JobRunOptions {
   /** The attempt's work dir: the answered paths must be files inside it. */
   workDir: string;
   /** Aborted when the task is canceled, its lease is lost or the worker stops: the run is killed. */
-  signal?: AbortSignal;
+  signal?: StopSignal;
   /** Called with each progress line the script prints while it runs (`{"progress": 0.4, "message": ...}`). */
   onProgress?: (report: ProgressReport) => void;
   /** This run's time limit in place of the job's (a workflow step's `timeoutMs`). */

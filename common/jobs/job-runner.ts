@@ -25,6 +25,7 @@ import { inProcessLauncher, type ScriptLauncher } from "./launch/script-launcher
 import { jobEnvironmentOf } from "./job-env.js";
 import type { JobDefinition } from "./job-registry.js";
 import { isErrorAnswer, parseAnswerLine, parseProgressLine, type Answer, type ErrorAnswer, type ProgressReport } from "./script-answer.js";
+import type { StopSignal } from "./stop-signal.js";
 
 export { checkAnswer, type Answer } from "./script-answer.js";
 
@@ -235,10 +236,10 @@ class KeptFiles {
       throw new Error(`work dir file name ${JSON.stringify(name)} is not a plain name`);
     }
     this.inDir((dir) => {
-      const fd = openOwnFile(dir, name);
+      const { fd, size } = openOwnFile(dir, name);
       try {
         for (let offset = 0; offset < bytes.byteLength;) offset += writeSync(fd, bytes, offset, bytes.byteLength - offset, offset);
-        if (fstatSync(fd).size > bytes.byteLength) ftruncateSync(fd, bytes.byteLength);
+        if (size > bytes.byteLength) ftruncateSync(fd, bytes.byteLength);
       } finally {
         closeSync(fd);
       }
@@ -286,18 +287,16 @@ class KeptFiles {
   }
 }
 
-/** A regular file with one link: no other name elsewhere writes through to it. */
-function isOwnFile(fd: number): boolean {
-  const stats = fstatSync(fd);
-  return stats.isFile() && stats.nlink === 1;
-}
-
-/** `name` in `dir`, opened for writing: a regular file with one link, made when missing or when something else holds the name. */
-function openOwnFile(dir: OpenDir, name: string): number {
+/**
+ * `name` in `dir`, opened for writing, with its size: a regular file with one link (no other name
+ * elsewhere writes through to it), made when missing or when something else holds the name.
+ */
+function openOwnFile(dir: OpenDir, name: string): { fd: number; size: number } {
   const file = at(dir, name);
   try {
     const fd = openSync(file, KEPT_FILE_FLAGS | O_CREAT, 0o600);
-    if (isOwnFile(fd)) return fd;
+    const stats = fstatSync(fd);
+    if (stats.isFile() && stats.nlink === 1) return { fd, size: stats.size };
     closeSync(fd);
   } catch (err) {
     // A link (ELOOP), a folder (EISDIR), a FIFO with no reader (ENXIO): the name is taken over below.
@@ -310,7 +309,7 @@ function openOwnFile(dir: OpenDir, name: string): number {
     if (errnoCode(err) !== "EISDIR") throw err;
     rmdirSync(file);
   }
-  return openSync(file, KEPT_FILE_FLAGS | O_CREAT | O_EXCL, 0o600);
+  return { fd: openSync(file, KEPT_FILE_FLAGS | O_CREAT | O_EXCL, 0o600), size: 0 };
 }
 
 /** Passes of removeTree over a dir that a live process keeps filling (a warm process's child). */
@@ -471,7 +470,7 @@ export async function runJob(
   request: JobRequest,
   opts: {
     workDir: string;
-    signal?: AbortSignal;
+    signal?: StopSignal;
     onSpawn?: (pid: number) => void;
     launcher?: ScriptLauncher;
     /** Called with each progress line the script prints while it runs. */

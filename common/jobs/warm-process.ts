@@ -15,6 +15,7 @@ import {
 import { checkAnswer, isErrorAnswer, progressOf, type Answer, type ProgressReport } from "./script-answer.js";
 import { endOfRun, killRunNow, markedEnv, StderrTail } from "./launch/job-process.mjs";
 import { endRun, newRunId, OWNER, type RunScope } from "./launch/leftovers.mjs";
+import type { StopSignal } from "./stop-signal.js";
 
 /*
  * One warm job process: started once, it reads one JSON request per line on stdin and answers one
@@ -58,7 +59,7 @@ interface Pending {
   resolve: (reply: WarmReply) => void;
   reject: (err: JobFailedError) => void;
   timer: NodeJS.Timeout;
-  signal: AbortSignal | undefined;
+  signal: StopSignal | undefined;
   onAbort: () => void;
   onProgress: ((report: ProgressReport) => void) | undefined;
 }
@@ -168,7 +169,7 @@ export class WarmProcess {
   request(
     requestId: string,
     request: JobRequest,
-    opts: { timeoutMs: number; signal?: AbortSignal; onProgress?: (report: ProgressReport) => void },
+    opts: { timeoutMs: number; signal?: StopSignal; onProgress?: (report: ProgressReport) => void },
   ): Promise<WarmReply> {
     if (this.stateValue !== "idle") throw new Error(`warm process ${this.pid} of job "${this.job.name}" is ${this.stateValue}, not idle`);
     this.stateValue = "busy";

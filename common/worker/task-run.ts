@@ -16,6 +16,7 @@ import {
   type WorkDir,
 } from "../jobs/job-runner.js";
 import type { ProgressReport } from "../jobs/script-answer.js";
+import type { StopSignal } from "../jobs/stop-signal.js";
 import type { ChildSpec, PulledTask } from "../model/claims.js";
 import { ERROR_CODE, errorMessage, isDocqError } from "../model/errors.js";
 import { blobKeys, outputKeyOf } from "../queue/new-task.js";
@@ -51,7 +52,7 @@ export interface LeasedRun {
   /** The task's `tries` when the lease was granted: the attempt number, in the blob keys it writes. */
   tries: number;
   /** Aborted when the run is stopped from outside: its script is killed. */
-  signal: AbortSignal;
+  signal: StopSignal;
   /** Why the run was stopped from outside, null while it runs on: a stopped run reports nothing (its lease is gone). */
   stoppedFor(): string | null;
   /** Called once the script is over: its slot can take the next task while this one is stored and reported. */

@@ -3,6 +3,7 @@ import type { BlobStore } from "../blobs/blob-store.js";
 import { executorFor, OneShotExecutor } from "../jobs/executor.js";
 import type { JobRegistry } from "../jobs/job-registry.js";
 import { WarmPool, type WarmPoolOptions, type WarmProcessInfo } from "../jobs/warm-pool.js";
+import { RunStop } from "../jobs/stop-signal.js";
 import type { LeaseClaim, PulledTask } from "../model/claims.js";
 import { errorMessage } from "../model/errors.js";
 import type { ProcessedBy } from "../model/task-model.js";
@@ -43,7 +44,7 @@ export interface WorkerPoolOptions {
 
 interface Running {
   claim: LeaseClaim;
-  abort: AbortController;
+  abort: RunStop;
   /** Why the run was stopped from outside; a stopped run reports nothing (its lease is gone). */
   stopped: "canceled" | "lease lost" | "shutdown" | null;
   /** True until its script is over: storing the output and reporting happen outside the slot. */
@@ -235,13 +236,13 @@ export class WorkerPool {
     const claim = { id: task.id, owner: this.opts.owner, tries: task.tries };
     // Fire and forget: a report that fails is superseded by the next one (or by the end of the run).
     const progress = new ProgressThrottle((r) => void this.opts.client.progress(claim, r.progress, r.message).catch(() => false));
-    const run: Running = { claim, abort: new AbortController(), stopped: null, holdsSlot: true, progress };
+    const run: Running = { claim, abort: new RunStop(), stopped: null, holdsSlot: true, progress };
     this.running.set(task.id, run);
     this.inSlot++;
     const leased: LeasedRun = {
       task,
       tries: task.tries,
-      signal: run.abort.signal,
+      signal: run.abort,
       stoppedFor: () => run.stopped,
       scriptOver: () => this.freeSlot(run),
       report: (report) => this.report(run, report),
