@@ -1,7 +1,7 @@
 // Preloaded into the app by `npm run bench -- --cpu-prof DIR` (NODE_OPTIONS=--import=<this file>):
 // Node 20 refuses --cpu-prof in NODE_OPTIONS, and the app is started by testFunctional/helpers.ts
 // with fixed arguments, so this does what --cpu-prof does through the inspector: profile from
-// start to exit, then write DIR/app-<pid>.cpuprofile. Plain JS: it runs before tsx is loaded.
+// start to exit, then write DIR/app-<pid>.cpuprofile. Plain JS, loaded before any module of the app.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import path from "node:path";
