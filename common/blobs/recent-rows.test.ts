@@ -18,6 +18,23 @@ describe("RecentRows", () => {
     assert.equal(rows.get("t2", "input"), null);
   });
 
+  it("keeps the rows of one call as copies, within its bounds, the last of a key repeated in the call", () => {
+    const rows = new RecentRows({ maxBytes: 1_000, maxRows: 6 });
+    const sources = ["one", "two", "three", "four", "five"].map(bytes);
+    rows.addAll([
+      ...sources.map((source, i) => ({ folder: `t${i}`, rest: "input", bytes: source })),
+      { folder: "t0", rest: "input", bytes: bytes("uno") },
+      { folder: "big", rest: "input", bytes: Buffer.alloc(101) },
+    ]);
+    for (const source of sources) source.fill(0);
+    assert.equal(rows.get("t0", "input")?.toString(), "uno");
+    assert.equal(rows.get("t4", "input")?.toString(), "five", "kept as added, not as its caller changed it after");
+    assert.equal(rows.get("big", "input"), null, "a row over a tenth of the byte bound is not kept");
+    assert.ok(rows.size <= 6, `${rows.size} rows kept`);
+    for (const [i, text] of ["two", "three", "four"].entries()) assert.equal(rows.get(`t${i + 1}`, "input")?.toString(), text);
+    assert.equal(rows.keptBytes, "unotwothreefourfive".length);
+  });
+
   it("keeps within its bounds of bytes and of rows, the oldest rows going first and the newest half always kept", () => {
     const byBytes = new RecentRows({ maxBytes: 100, maxRows: 100 });
     for (let i = 0; i <= 20; i++) {

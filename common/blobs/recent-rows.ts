@@ -33,8 +33,38 @@ export class RecentRows {
 
   /** Keeps a copy of `bytes` as `folder/rest` (replacing a kept one). A row larger than a tenth of the bound is not kept. */
   add(folder: string, rest: string, bytes: Uint8Array): void {
-    this.delete(folder, rest);
-    if (bytes.byteLength * 10 > this.maxBytes) return;
+    this.addAll([{ folder, rest, bytes }]);
+  }
+
+  /**
+   * Keeps a copy of each row, as add() does. The rows' bytes are copied into one buffer: a batch's
+   * thousand 1 KB documents copied one by one made a Buffer each and 125 pool blocks of 8 KB (5 % of
+   * a batch submit's event loop, and its collections). One row is copied as before (into the pool).
+   */
+  addAll(rows: readonly { folder: string; rest: string; bytes: Uint8Array }[]): void {
+    let total = 0;
+    for (const { bytes } of rows) if (this.keeps(bytes)) total += bytes.byteLength;
+    const copies = rows.length > 1 ? Buffer.allocUnsafeSlow(total) : null;
+    let offset = 0;
+    for (const { folder, rest, bytes } of rows) {
+      this.delete(folder, rest);
+      if (!this.keeps(bytes)) continue;
+      let copy: Buffer;
+      if (copies === null) copy = Buffer.from(bytes);
+      else {
+        copy = copies.subarray(offset, offset + bytes.byteLength);
+        copy.set(bytes);
+        offset += bytes.byteLength;
+      }
+      this.keep(folder, rest, copy);
+    }
+  }
+
+  private keeps(bytes: Uint8Array): boolean {
+    return bytes.byteLength * 10 <= this.maxBytes;
+  }
+
+  private keep(folder: string, rest: string, bytes: Buffer): void {
     if (this.youngBytes + bytes.byteLength > this.maxBytes / 2 || this.youngRows + 1 > this.maxRows / 2) {
       this.old = this.young;
       this.oldBytes = this.youngBytes;
@@ -45,7 +75,7 @@ export class RecentRows {
     }
     let rests = this.young.get(folder);
     if (rests === undefined) this.young.set(folder, (rests = new Map()));
-    rests.set(rest, Buffer.from(bytes));
+    rests.set(rest, bytes);
     this.youngBytes += bytes.byteLength;
     this.youngRows++;
   }

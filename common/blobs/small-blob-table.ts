@@ -109,10 +109,8 @@ export class SmallBlobTable {
       for (const row of rows) row.reject(err);
       return;
     }
-    for (const row of rows) {
-      if (row.inserted) this.recent.add(row.folder, row.rest, row.bytes);
-      row.resolve(row.inserted);
-    }
+    this.recent.addAll(rows.filter((row) => row.inserted));
+    for (const row of rows) row.resolve(row.inserted);
   }
 
   bytes(folder: string, rest: string): Buffer | null {

@@ -19,7 +19,8 @@ export class RunStop implements StopSignal {
     return this.stopped;
   }
 
-  addEventListener(_type: "abort", listener: () => void): void {
+  /** Every listener is called once at most (`once` or not), as the run is stopped once. */
+  addEventListener(_type: "abort", listener: () => void, _options?: { once?: boolean }): void {
     if (!this.stopped && !this.listeners.includes(listener)) this.listeners.push(listener);
   }
 
