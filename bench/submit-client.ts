@@ -10,7 +10,8 @@ import { authFor, submitUrl, type SubmitOptions } from "../testFunctional/helper
  */
 
 /** Idle sockets are kept (and unref'd by node), so a run of submits reuses its connections. */
-const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+const MAX_SOCKETS = 256;
+const agent = new http.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS });
 
 /** POST /api/tasks with `body` as the document; answers the new task's id. */
 export async function postTask(url: string, body: string, opts: SubmitOptions): Promise<string> {
@@ -32,8 +33,37 @@ export async function postBatchForm(url: string, form: { body: Uint8Array; conte
   return ids as string[];
 }
 
-/** One request written in one piece over a kept-alive socket; its status and its whole answer. */
-function post(target: string, body: string | Uint8Array, contentType: string, appUrl: string): Promise<{ status: number; text: string }> {
+/**
+ * One request written in one piece over a kept-alive socket; its status and its whole answer. A
+ * request on a reused socket that the app closed meanwhile (its keep-alive timeout: the socket was
+ * idle through another figure's requests) fails before the app read it, with EPIPE or ECONNRESET:
+ * it is sent again, as Node's documentation advises. Each such failure destroys its socket, so
+ * the agent soon opens a new one (at most `maxSockets` closed ones are tried).
+ */
+async function post(
+  target: string,
+  body: string | Uint8Array,
+  contentType: string,
+  appUrl: string,
+): Promise<{ status: number; text: string }> {
+  for (let closed = 0; ; closed++) {
+    try {
+      return await postOnce(target, body, contentType, appUrl);
+    } catch (err) {
+      if (!(err instanceof ReusedSocketClosed) || closed >= MAX_SOCKETS) throw err;
+    }
+  }
+}
+
+/** A reused socket the app had closed: the request did not reach the app. */
+class ReusedSocketClosed extends Error {}
+
+function postOnce(
+  target: string,
+  body: string | Uint8Array,
+  contentType: string,
+  appUrl: string,
+): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const length = typeof body === "string" ? Buffer.byteLength(body) : body.byteLength;
     const req = http.request(
@@ -47,7 +77,10 @@ function post(target: string, body: string | Uint8Array, contentType: string, ap
         res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
       },
     );
-    req.on("error", reject);
+    req.on("error", (err: NodeJS.ErrnoException) => {
+      const closed = req.reusedSocket && (err.code === "EPIPE" || err.code === "ECONNRESET");
+      reject(closed ? new ReusedSocketClosed(`${target}: a reused socket was closed by the app (${err.code})`, { cause: err }) : err);
+    });
     req.end(body);
   });
 }
