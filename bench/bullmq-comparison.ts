@@ -1,4 +1,5 @@
 import { measureBullmq, type BullmqCounts, type BullmqFigures } from "./bullmq.js";
+import { describeCpuPerTask, type CpuPerTask } from "./proc-cpu.js";
 import { round, type FigureResult, type Row } from "./report.js";
 
 /*
@@ -105,6 +106,7 @@ export async function bullmqComparisonFigure(results: readonly FigureResult[], q
           : `docq ${pair.docq} ${pair.unit}, BullMQ ${pair.bullmq} ${pair.unit}${pair.lowerIsBetter === true ? " (ratio BullMQ / docq: > 1 is docq ahead)" : ""}`,
     };
   });
+  rows.push(...cpuRows(results, b));
   rows.push({
     measure: "BullMQ and Redis",
     value: null,
@@ -119,4 +121,33 @@ export async function bullmqComparisonFigure(results: readonly FigureResult[], q
       comparisons: pairs.map((pair) => ({ ...pair, ratio: ratioOf(pair) })),
     },
   };
+}
+
+/**
+ * Where a no-op task's CPU goes on each side, at each concurrency both measured (/proc, the first
+ * queued-first run against BullMQ's first jobs): docq's app does its store's work on its own main
+ * thread, where BullMQ's worker hands it to Redis, another process.
+ */
+function cpuRows(results: readonly FigureResult[], b: BullmqFigures): Row[] {
+  const docqCpu = (slots: number): CpuPerTask | null => {
+    const data = results.find((r) => r.key === "warm" && r.skipped === undefined)?.data as
+      { bySlots?: Record<string, { queuedFirst?: { cpu?: CpuPerTask | null } }> } | undefined;
+    return data?.bySlots?.[String(slots)]?.queuedFirst?.cpu ?? null;
+  };
+  return b.sandboxed.flatMap((run): Row[] => {
+    const docq = docqCpu(run.concurrency);
+    if (docq === null || run.cpu === null) return [];
+    const busy = (pct: number | null): string => (pct === null ? "" : ` (busy ${pct} % of the run)`);
+    return [
+      {
+        measure: `CPU per no-op task, ${run.concurrency} slots (µs; the first queued-first run, BullMQ's first jobs)`,
+        value: null,
+        unit: "",
+        note:
+          `docq: ${describeCpuPerTask(docq, "the warm job's processes")}. ` +
+          `BullMQ: its worker's main thread ${run.cpu.workerMainUs} µs${busy(run.cpu.workerMainBusyPct)}, Redis ${run.cpu.redisUs}, ` +
+          `the sandboxed processors ${run.cpu.processorsUs}; the machine's CPUs${busy(run.cpu.machineBusyPct)}`,
+      },
+    ];
+  });
 }

@@ -1,11 +1,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { promises as fs } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Queue, Worker, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import { freePort, tempDir, waitUntil } from "../testFunctional/helpers.js";
 import { log, percentile, sortedNumbers } from "./harness.js";
+import { busyShare, readCpu, type CpuReading } from "./proc-cpu.js";
 import { round } from "./report.js";
 
 /*
@@ -36,6 +38,19 @@ export interface SandboxedRun {
   jobsPerSec: number;
   /** The next `jobs` of the same run, after the first ones: the steady state (JIT warmed up on both sides of the pipe). */
   steady: { runPhaseMs: number; jobsPerSec: number };
+  /** Where the CPU of the first `jobs` went, per job (/proc; null off Linux). */
+  cpu: BullmqCpuPerJob | null;
+}
+
+/** BullMQ's CPU per job, µs: its worker (the bench's main thread), Redis, the sandboxed processors. */
+export interface BullmqCpuPerJob {
+  workerMainUs: number;
+  redisUs: number;
+  processorsUs: number;
+  /** The worker's main thread busy, % of the run phase. */
+  workerMainBusyPct: number | null;
+  /** The machine's CPUs busy, % of the run phase. */
+  machineBusyPct: number | null;
 }
 
 export interface BullmqFigures {
@@ -65,6 +80,7 @@ export async function findRedisServer(): Promise<string | null> {
 
 interface RedisServer {
   port: number;
+  pid: number | undefined;
   version: string;
   stop(): Promise<void>;
 }
@@ -101,7 +117,7 @@ async function startRedis(binary: string): Promise<RedisServer> {
     );
     if (started === "exited") throw new Error(`redis-server exited at start: ${output.trim()}`);
     const version = /version=([\d.]+)/.exec(output)?.[1] ?? "?";
-    return { port, version, stop };
+    return { port, pid: child.pid, version, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -119,7 +135,8 @@ const queueName = (what: string): string => `docq-bench-${what}-${process.pid}-$
  * here climbs over the first thousands of jobs (1,656/s at 2 after 200 jobs, 3,717/s after 4,000,
  * measured 2026-12-04), as docq's does.
  */
-async function sandboxedRun(port: number, concurrency: number, jobs: number): Promise<SandboxedRun> {
+async function sandboxedRun(redis: RedisServer, concurrency: number, jobs: number): Promise<SandboxedRun> {
+  const { port } = redis;
   const connection = { host: "127.0.0.1", port, maxRetriesPerRequest: null };
   const name = queueName(`sandboxed-${concurrency}`);
   const queue = new Queue(name, { connection });
@@ -136,9 +153,15 @@ async function sandboxedRun(port: number, concurrency: number, jobs: number): Pr
   ];
   let done = 0;
   let failed: Error | null = null;
+  /** The CPU counters as the first segment starts and as it ends (by jobs completed). */
+  const readings: Promise<{ done: number; cpu: CpuReading | null }>[] = [];
   const worker = new Worker(name, PROCESSOR, { connection, concurrency, useWorkerThreads: false });
   worker.on("completed", (job: Job) => {
     done++;
+    if (done === warmup || done === warmup + jobs) {
+      const at = done;
+      readings.push(readCpu(process.pid).then((cpu) => ({ done: at, cpu })));
+    }
     const index = (job.data as { i: number }).i;
     if (index < warmup) return;
     const segment = segments[index < warmup + jobs ? 0 : 1]!;
@@ -163,7 +186,38 @@ async function sandboxedRun(port: number, concurrency: number, jobs: number): Pr
     const runPhaseMs = s.finishedLast - s.processedFirst;
     return { runPhaseMs, jobsPerSec: round((jobs / runPhaseMs) * 1000, 1) };
   }) as [{ runPhaseMs: number; jobsPerSec: number }, { runPhaseMs: number; jobsPerSec: number }];
-  return { concurrency, jobs, ...first, steady };
+  const [start, end] = await Promise.all(readings);
+  const cpu =
+    start === undefined || end === undefined || start.cpu === null || end.cpu === null
+      ? null
+      : bullmqCpuPerJob(start.cpu, end.cpu, end.done - start.done, first.runPhaseMs, redis.pid);
+  return { concurrency, jobs, ...first, steady, cpu };
+}
+
+/** BullMQ's CPU per job between two readings of this process (the worker) and its children (Redis, the processors). */
+function bullmqCpuPerJob(
+  before: CpuReading,
+  after: CpuReading,
+  jobs: number,
+  runPhaseMs: number,
+  redisPid: number | undefined,
+): BullmqCpuPerJob {
+  const perJob = (ms: number): number => round((ms * 1000) / jobs);
+  let redis = 0;
+  let processors = 0;
+  for (const [pid, ms] of after.children) {
+    const spent = ms - (before.children.get(pid) ?? 0);
+    if (pid === redisPid) redis += spent;
+    else processors += spent;
+  }
+  const main = after.appMain - before.appMain;
+  return {
+    workerMainUs: perJob(main),
+    redisUs: perJob(redis),
+    processorsUs: perJob(processors),
+    workerMainBusyPct: busyShare(main, runPhaseMs, 1),
+    machineBusyPct: busyShare(after.machineBusy - before.machineBusy, runPhaseMs, os.cpus().length),
+  };
 }
 
 /** `calls` addBulk calls of 1,000 jobs, each with `dataBytes` of data (the bytes docq stores as a document). */
@@ -259,7 +313,7 @@ export async function measureBullmq(counts: BullmqCounts): Promise<{ figures: Bu
     const sandboxed: SandboxedRun[] = [];
     for (const concurrency of [2, 8]) {
       log(`BullMQ: ${counts.sandboxed} jobs through sandboxed no-op processors, concurrency ${concurrency}`);
-      sandboxed.push(await sandboxedRun(redis.port, concurrency, counts.sandboxed));
+      sandboxed.push(await sandboxedRun(redis, concurrency, counts.sandboxed));
     }
     log(`BullMQ: addBulk, ${counts.bulkCalls} calls of 1,000 jobs`);
     const addBulk = await addBulkRun(redis.port, counts.bulkCalls, 1024);

@@ -1,7 +1,7 @@
-import { promises as fs } from "node:fs";
 import { submit, type StartOptions } from "../testFunctional/helpers.js";
 import { BATCH_DOCUMENT_BYTES, BATCH_DOCUMENTS, measureBatchSubmit, postBatchByFetch, type BatchSubmitRun } from "./batch-submit.js";
 import { CLIENT_CONCURRENCY, log, percentile, sortedNumbers, submitMany, waitTaskStatus, withApp, getStats } from "./harness.js";
+import { cpuSince, processCpuMs } from "./proc-cpu.js";
 import { round, type FigureResult } from "./report.js";
 
 /**
@@ -162,25 +162,4 @@ export async function enqueueFigure(opts: {
       batchByFetch,
     },
   };
-}
-
-/** Linux's USER_HZ, what /proc counts CPU time in. */
-const CLOCK_TICKS_PER_SEC = 100;
-
-/** User + system CPU of process `pid` in ms (Linux /proc; null elsewhere or when it is gone). */
-async function processCpuMs(pid: number | undefined): Promise<number | null> {
-  if (pid === undefined) return null;
-  try {
-    const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8");
-    // Fields after the command (which may hold spaces, in parentheses): utime and stime are the 12th and 13th.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SEC;
-  } catch {
-    return null;
-  }
-}
-
-async function cpuSince(pid: number | undefined, start: number | null): Promise<number | null> {
-  const now = await processCpuMs(pid);
-  return now === null || start === null ? null : now - start;
 }

@@ -1,5 +1,6 @@
 import { listAll } from "../testFunctional/helpers.js";
 import { getStats, postBatch, runPhaseOf, waitForCounts } from "./harness.js";
+import { cpuPerTask, readCpu, type CpuPerTask } from "./proc-cpu.js";
 import { round } from "./report.js";
 
 /*
@@ -9,7 +10,8 @@ import { round } from "./report.js";
  * tasks are submitted through POST /api/tasks/batch with one `runAt` a little ahead, so none can
  * start before all are stored; the run phase is read from the records as in figure 2: first
  * startTime to last endTime. Nothing is paused or changed in the app: the tasks are held only by
- * their own `runAt`, and become due together.
+ * their own `runAt`, and become due together. Given the app's pid, the CPU of the run is read from
+ * /proc once the submits are answered and once the last output is seen (proc-cpu.ts).
  */
 
 /** Documents per batch request. */
@@ -25,6 +27,8 @@ export interface QueuedFirstRun {
   queuedBeforeRun: boolean;
   runPhaseMs: number | null;
   runPhaseTasksPerSec: number | null;
+  /** Where the run's CPU went, per task; null without the app's pid, off Linux, or when the run overlapped the submits. */
+  cpu: CpuPerTask | null;
 }
 
 /** The hold: enough for this machine to store `count` small documents, with room to spare. */
@@ -34,7 +38,7 @@ function holdMsFor(count: number): number {
 
 export async function measureQueuedFirst(
   url: string,
-  opts: { job: string; count: number; params?: Record<string, unknown> },
+  opts: { job: string; count: number; params?: Record<string, unknown>; appPid?: number },
 ): Promise<QueuedFirstRun> {
   const { count } = opts;
   const outputBefore = (await getStats(url)).byStatus.output ?? 0;
@@ -53,12 +57,14 @@ export async function measureQueuedFirst(
   }
   const submitDoneMs = performance.now() - t0;
   const queuedBeforeRun = Date.now() < runAt;
+  const cpuBefore = queuedBeforeRun ? await readCpu(opts.appPid) : null;
   await waitForCounts(
     url,
     `${count} ${opts.job} tasks queued first to be output`,
     (c) => (c.output ?? 0) >= outputBefore + count,
     Math.max(120_000, count * 200),
   );
+  const cpuAfter = cpuBefore === null ? null : await readCpu(opts.appPid);
   const runPhaseMs = runPhaseOf((await listAll(url, "status=output")).filter((t) => ids.has(t.id)));
   return {
     count,
@@ -67,5 +73,6 @@ export async function measureQueuedFirst(
     queuedBeforeRun,
     runPhaseMs,
     runPhaseTasksPerSec: runPhaseMs === null || runPhaseMs === 0 ? null : round((count / runPhaseMs) * 1000, 1),
+    cpu: cpuBefore === null || cpuAfter === null ? null : cpuPerTask(cpuBefore, cpuAfter, count, runPhaseMs),
   };
 }

@@ -67,7 +67,12 @@ export async function measureQueueThroughput(opts: {
     let sum = 0;
     for (const t of tasks) if (t.startTime !== null && t.endTime !== null) sum += t.endTime - t.startTime;
     const runPhaseMs = runPhaseOf(tasks);
-    const queued = { job, count, ...(opts.params === undefined ? {} : { params: opts.params }) };
+    const queued = {
+      job,
+      count,
+      ...(opts.params === undefined ? {} : { params: opts.params }),
+      ...(app.process.pid === undefined ? {} : { appPid: app.process.pid }),
+    };
     const queuedFirst = opts.queuedFirst === true ? await measureQueuedFirst(app.url, queued) : undefined;
     const queuedFirstAgain = opts.queuedFirst === true ? await measureQueuedFirst(app.url, queued) : undefined;
     return {

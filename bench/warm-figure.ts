@@ -9,6 +9,8 @@ import {
   type DirectReferences,
   type QueueThroughput,
 } from "./throughput.js";
+import { describeCpuPerTask } from "./proc-cpu.js";
+import type { QueuedFirstRun } from "./queued-first.js";
 import { round, type FigureResult, type Row } from "./report.js";
 
 /** The job figure 6 runs: a no-op kept warm (one long-lived process per slot serving many tasks). */
@@ -95,7 +97,8 @@ export async function warmThroughputFigure(opts: {
             unit: "tasks/s",
             note:
               `batch-submitted with runAt ${run.queuedFirst.holdMs} ms ahead, stored after ${round(run.queuedFirst.submitDoneMs / 1000, 2)} s` +
-              (run.queuedFirst.queuedBeforeRun ? "" : " (after runAt: the run overlapped the submits)"),
+              (run.queuedFirst.queuedBeforeRun ? "" : " (after runAt: the run overlapped the submits)") +
+              (run.queuedFirst.cpu === null ? "" : `; ${cpuNote(run.queuedFirst)}`),
           },
         ]),
     ...(run.queuedFirstAgain === undefined
@@ -105,7 +108,9 @@ export async function warmThroughputFigure(opts: {
             measure: `the same again right after (steady state: the JIT warmed up by the runs before)`,
             value: run.queuedFirstAgain.runPhaseTasksPerSec,
             unit: "tasks/s",
-            note: run.queuedFirstAgain.queuedBeforeRun ? "" : "after runAt: the run overlapped the submits",
+            note: [run.queuedFirstAgain.queuedBeforeRun ? "" : "after runAt: the run overlapped the submits", cpuNote(run.queuedFirstAgain)]
+              .filter((part) => part !== "")
+              .join("; "),
           },
         ]),
   ];
@@ -129,4 +134,9 @@ export async function warmThroughputFigure(opts: {
       ratioVsDirectSpawn: ratioSpawn,
     },
   };
+}
+
+/** The queued-first run's CPU per task, for a row's note ("" when it was not read). */
+function cpuNote(run: QueuedFirstRun): string {
+  return run.cpu === null ? "" : `CPU per task: ${describeCpuPerTask(run.cpu, "the warm job's processes")}`;
 }
