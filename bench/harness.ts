@@ -83,15 +83,16 @@ export async function getStats(url: string): Promise<Stats> {
 }
 
 /**
- * Polls /api/stats until `done(byStatus)`; answers the time (performance.now()) it was first seen.
- * A task in `error` stops the wait at once with that task's error: a bench over failing tasks
- * would measure the wrong thing.
+ * Polls /api/stats every `everyMs` until `done(byStatus)`; answers the time (performance.now()) it
+ * was first seen. A task in `error` stops the wait at once with that task's error: a bench over
+ * failing tasks would measure the wrong thing.
  */
 export async function waitForCounts(
   url: string,
   what: string,
   done: (c: StatusCounts) => boolean,
   timeoutMs: number,
+  everyMs = POLL_MS,
 ): Promise<{ at: number; counts: StatusCounts }> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
@@ -104,7 +105,7 @@ export async function waitForCounts(
     }
     if (done(byStatus)) return { at, counts: byStatus };
     if (at > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; counts ${JSON.stringify(byStatus)}`);
-    await sleep(POLL_MS);
+    await sleep(everyMs);
   }
 }
 
