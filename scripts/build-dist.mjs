@@ -1,4 +1,4 @@
-// Compiles the app's TypeScript (common/, services/; not tests) to dist/ with esbuild, the
+// Compiles the app's TypeScript (common/, services/, bin/; not tests) to dist/ with esbuild, the
 // transpiler tsx uses, once per start rather than on each import: `npm start` then runs plain
 // JavaScript, without tsx's loader thread (about 30 MB of RSS) or its per-import round trips
 // (0.6 s of start-up), and without the run-time naming of every arrow function (keepNames).
@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const DIST = path.join(REPO, "dist");
-const SOURCE_DIRS = ["common", "services"];
+const SOURCE_DIRS = ["common", "services", "bin"];
 const NOT_SHIPPED = [/\.test\.ts$/, /\.contract\.ts$/, /^common\/testing\//];
 const STAMP = path.join(DIST, ".sources");
 const BUILD_INPUTS = ["tsconfig.json", "scripts/build-dist.mjs"];
