@@ -81,6 +81,12 @@ export interface ControllerDeps {
   auth: AuthConfig;
   /** `metrics.public`: /metrics without a key. */
   metricsPublic: boolean;
+  /**
+   * Whether the log level prints moleculer-web's lines per request (`=> GET /api/stats`, `<= 200
+   * ...`, at info). Off, its routes skip them: it builds each line, colours and timing included,
+   * before the logger drops it (about 10 µs a request).
+   */
+  logRequests: boolean;
   /** Embedded mode: this process's queuer, called directly while it serves (common/queue/local-queuer.ts). */
   localQueuer?: LocalQueuer;
   /** The HTTP server could not listen (the port in use, no permission): start-up must fail rather than wait forever. */
@@ -373,6 +379,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       routes: [
         {
           path: "/api",
+          logging: deps.logRequests,
           mappingPolicy: "restrict",
           // The create route streams the body itself; the others take no body.
           bodyParsers: false,
@@ -415,6 +422,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           // The admin's JSON routes (small bodies, parsed by moleculer-web within its limit).
           // A path of its own: moleculer-web keeps one route per path.
           path: "/api/keys",
+          logging: deps.logRequests,
           mappingPolicy: "restrict",
           authentication: true,
           bodyParsers: { json: { strict: true, limit: "16kb" } },
@@ -426,6 +434,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         {
           // PATCH /api/schedules/:id {"paused": true|false}: a small JSON body, parsed by moleculer-web within its limit.
           path: "/api/schedules",
+          logging: deps.logRequests,
           mappingPolicy: "restrict",
           authentication: true,
           bodyParsers: { json: { strict: true, limit: "4kb" } },
@@ -437,6 +446,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         {
           // Swagger UI over /api/openapi.json: static files, open like the document (a page load sends no key).
           path: DOCS_PATH,
+          logging: deps.logRequests,
           mappingPolicy: "restrict",
           authentication: false,
           bodyParsers: false,
@@ -444,6 +454,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         },
         {
           path: "/",
+          logging: deps.logRequests,
           mappingPolicy: "restrict",
           authentication: true,
           bodyParsers: false,

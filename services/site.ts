@@ -22,6 +22,9 @@ import { announceQueuer, queuerTakeoverWatcher } from "./queuer-takeover.js";
 import { stealerService } from "./stealer.service.js";
 import { workerService } from "./worker.service.js";
 
+/** The log levels that print moleculer-web's line per request (it logs them at info). */
+const REQUEST_LOG_LEVELS: ReadonlySet<DocqConfig["logLevel"]> = new Set(["info", "debug", "trace"]);
+
 export const SERVICE_NAMES = ["controller", "queuer", "worker", "stealer"] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
@@ -143,6 +146,7 @@ export async function startSite(config: DocqConfig, services: readonly ServiceNa
         host: config.host,
         auth: config.auth,
         metricsPublic: config.metrics.public,
+        logRequests: REQUEST_LOG_LEVELS.has(config.logLevel),
         ...(localQueuer === undefined ? {} : { localQueuer }),
         onListenError: (err) => listenFailed?.(err),
       }),

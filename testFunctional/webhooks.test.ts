@@ -135,6 +135,12 @@ describe("webhooks and operator logs (embedded app)", () => {
     assert.doesNotMatch(app.output(), /Request error!/, "moleculer-web's own error log of a 4xx is gone");
   });
 
+  it("logs each request at INFO: moleculer-web's line per answer (built only when the level prints it)", async () => {
+    const res = await fetch(`${app.url}/api/jobs`);
+    assert.equal(res.status, 200);
+    await waitUntil("the request to be logged", () => /\bINFO\b.*<= 200 GET \/api\/jobs/.test(app.output()));
+  });
+
   it("logs a failed attempt at WARN with the task id, job, attempt number and the first line of the error", async () => {
     const id = await submit(app.url, "x", { job: "fail", maxTries: 2 });
     const [failed] = await waitAllFinal(app.url, [id], 60_000);
