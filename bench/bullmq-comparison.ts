@@ -1,5 +1,5 @@
 import { measureBullmq, type BullmqCounts, type BullmqFigures } from "./bullmq.js";
-import { describeCpuPerTask, type CpuPerTask } from "./proc-cpu.js";
+import { busyText, describeCpuPerTask, type CpuPerTask } from "./proc-cpu.js";
 import { round, type FigureResult, type Row } from "./report.js";
 
 /*
@@ -137,7 +137,6 @@ function cpuRows(results: readonly FigureResult[], b: BullmqFigures): Row[] {
   return b.sandboxed.flatMap((run): Row[] => {
     const docq = docqCpu(run.concurrency);
     if (docq === null || run.cpu === null) return [];
-    const busy = (pct: number | null): string => (pct === null ? "" : ` (busy ${pct} % of the run)`);
     return [
       {
         measure: `CPU per no-op task, ${run.concurrency} slots (µs; the first queued-first run, BullMQ's first jobs)`,
@@ -145,8 +144,8 @@ function cpuRows(results: readonly FigureResult[], b: BullmqFigures): Row[] {
         unit: "",
         note:
           `docq: ${describeCpuPerTask(docq, "the warm job's processes")}. ` +
-          `BullMQ: its worker's main thread ${run.cpu.workerMainUs} µs${busy(run.cpu.workerMainBusyPct)}, Redis ${run.cpu.redisUs}, ` +
-          `the sandboxed processors ${run.cpu.processorsUs}; the machine's CPUs${busy(run.cpu.machineBusyPct)}`,
+          `BullMQ: its worker's main thread ${run.cpu.workerMainUs} µs${busyText(run.cpu.workerMainBusyPct)}, Redis ${run.cpu.redisUs}, ` +
+          `the sandboxed processors ${run.cpu.processorsUs}; the machine's CPUs${busyText(run.cpu.machineBusyPct)}`,
       },
     ];
   });

@@ -7,7 +7,7 @@ import { Queue, Worker, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import { freePort, tempDir, waitUntil } from "../testFunctional/helpers.js";
 import { log, percentile, sortedNumbers } from "./harness.js";
-import { busyShare, readCpu, type CpuReading } from "./proc-cpu.js";
+import { busyShare, childrenSpentMs, readCpu, type CpuReading } from "./proc-cpu.js";
 import { round } from "./report.js";
 
 /*
@@ -205,8 +205,7 @@ function bullmqCpuPerJob(
   const perJob = (ms: number): number => round((ms * 1000) / jobs);
   let redis = 0;
   let processors = 0;
-  for (const [pid, ms] of after.children) {
-    const spent = ms - (before.children.get(pid) ?? 0);
+  for (const [pid, spent] of childrenSpentMs(before, after)) {
     if (pid === redisPid) redis += spent;
     else processors += spent;
   }

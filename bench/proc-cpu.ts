@@ -120,7 +120,7 @@ export function cpuPerTask(before: CpuReading, after: CpuReading, tasks: number,
   const perTask = (ms: number): number => round((ms * 1000) / tasks);
   const main = after.appMain - before.appMain;
   let children = 0;
-  for (const [pid, ms] of after.children) children += ms - (before.children.get(pid) ?? 0);
+  for (const ms of childrenSpentMs(before, after).values()) children += ms;
   return {
     appMainUs: perTask(main),
     appOtherThreadsUs: perTask(after.appAll - before.appAll - main),
@@ -131,16 +131,25 @@ export function cpuPerTask(before: CpuReading, after: CpuReading, tasks: number,
   };
 }
 
+/** The CPU ms each child spent between two readings (one started between them counts from 0). */
+export function childrenSpentMs(before: CpuReading, after: CpuReading): Map<number, number> {
+  return new Map([...after.children].map(([pid, ms]) => [pid, ms - (before.children.get(pid) ?? 0)]));
+}
+
 /** `ms` of CPU as a % of `cpus` CPUs over `runPhaseMs` (at most 100); null without a run phase. */
 export function busyShare(ms: number, runPhaseMs: number | null, cpus: number): number | null {
   return runPhaseMs === null || runPhaseMs <= 0 ? null : round(Math.min(100, (ms / (runPhaseMs * cpus)) * 100));
 }
 
+/** A busy share as words after a figure: ` (busy 96 % of the run)`, or "" when there is none. */
+export function busyText(pct: number | null): string {
+  return pct === null ? "" : ` (busy ${pct} % of the run)`;
+}
+
 /** A CpuPerTask as words: `the app's main thread 520 µs (busy 96 % of the run), its other threads 60, ...`. */
 export function describeCpuPerTask(cpu: CpuPerTask, childrenAre: string): string {
-  const busy = (pct: number | null): string => (pct === null ? "" : ` (busy ${pct} % of the run)`);
   return (
-    `the app's main thread ${cpu.appMainUs} µs${busy(cpu.appMainBusyPct)}, its other threads ${cpu.appOtherThreadsUs}, ` +
-    `${childrenAre} ${cpu.childrenUs}, the bench ${cpu.benchUs}; the machine's CPUs${busy(cpu.machineBusyPct)}`
+    `the app's main thread ${cpu.appMainUs} µs${busyText(cpu.appMainBusyPct)}, its other threads ${cpu.appOtherThreadsUs}, ` +
+    `${childrenAre} ${cpu.childrenUs}, the bench ${cpu.benchUs}; the machine's CPUs${busyText(cpu.machineBusyPct)}`
   );
 }

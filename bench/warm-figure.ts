@@ -98,7 +98,7 @@ export async function warmThroughputFigure(opts: {
             note:
               `batch-submitted with runAt ${run.queuedFirst.holdMs} ms ahead, stored after ${round(run.queuedFirst.submitDoneMs / 1000, 2)} s` +
               (run.queuedFirst.queuedBeforeRun ? "" : " (after runAt: the run overlapped the submits)") +
-              (run.queuedFirst.cpu === null ? "" : `; ${cpuNote(run.queuedFirst)}`),
+              cpuNote(run.queuedFirst, "; "),
           },
         ]),
     ...(run.queuedFirstAgain === undefined
@@ -108,9 +108,9 @@ export async function warmThroughputFigure(opts: {
             measure: `the same again right after (steady state: the JIT warmed up by the runs before)`,
             value: run.queuedFirstAgain.runPhaseTasksPerSec,
             unit: "tasks/s",
-            note: [run.queuedFirstAgain.queuedBeforeRun ? "" : "after runAt: the run overlapped the submits", cpuNote(run.queuedFirstAgain)]
-              .filter((part) => part !== "")
-              .join("; "),
+            note: run.queuedFirstAgain.queuedBeforeRun
+              ? cpuNote(run.queuedFirstAgain, "")
+              : `after runAt: the run overlapped the submits${cpuNote(run.queuedFirstAgain, "; ")}`,
           },
         ]),
   ];
@@ -136,7 +136,7 @@ export async function warmThroughputFigure(opts: {
   };
 }
 
-/** The queued-first run's CPU per task, for a row's note ("" when it was not read). */
-function cpuNote(run: QueuedFirstRun): string {
-  return run.cpu === null ? "" : `CPU per task: ${describeCpuPerTask(run.cpu, "the warm job's processes")}`;
+/** The queued-first run's CPU per task for a row's note, after `separator` ("" when it was not read). */
+function cpuNote(run: QueuedFirstRun, separator: string): string {
+  return run.cpu === null ? "" : `${separator}CPU per task: ${describeCpuPerTask(run.cpu, "the warm job's processes")}`;
 }

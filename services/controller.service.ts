@@ -376,10 +376,10 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
       port: deps.port,
       ip: deps.host,
       log4XXResponses: false,
+      // Every route logs its requests or none (moleculer-web has no service-wide switch).
       routes: [
         {
           path: "/api",
-          logging: deps.logRequests,
           mappingPolicy: "restrict",
           // The create route streams the body itself; the others take no body.
           bodyParsers: false,
@@ -422,7 +422,6 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
           // The admin's JSON routes (small bodies, parsed by moleculer-web within its limit).
           // A path of its own: moleculer-web keeps one route per path.
           path: "/api/keys",
-          logging: deps.logRequests,
           mappingPolicy: "restrict",
           authentication: true,
           bodyParsers: { json: { strict: true, limit: "16kb" } },
@@ -434,7 +433,6 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         {
           // PATCH /api/schedules/:id {"paused": true|false}: a small JSON body, parsed by moleculer-web within its limit.
           path: "/api/schedules",
-          logging: deps.logRequests,
           mappingPolicy: "restrict",
           authentication: true,
           bodyParsers: { json: { strict: true, limit: "4kb" } },
@@ -446,7 +444,6 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         {
           // Swagger UI over /api/openapi.json: static files, open like the document (a page load sends no key).
           path: DOCS_PATH,
-          logging: deps.logRequests,
           mappingPolicy: "restrict",
           authentication: false,
           bodyParsers: false,
@@ -454,7 +451,6 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
         },
         {
           path: "/",
-          logging: deps.logRequests,
           mappingPolicy: "restrict",
           authentication: true,
           bodyParsers: false,
@@ -463,7 +459,7 @@ export function controllerService(deps: ControllerDeps): ServiceSchema {
             assertNotPreflight(req);
           },
         },
-      ],
+      ].map((route) => ({ ...route, logging: deps.logRequests })),
       onError(
         this: { logger: Record<"info" | "warn" | "error", (...args: unknown[]) => void> },
         req: IncomingMessage,
