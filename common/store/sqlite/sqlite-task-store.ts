@@ -256,6 +256,88 @@ function rowToTask(row: Omit<TaskRow, "children">, children: string[]): Task {
   };
 }
 
+/** Where each column of a statement's rows sits in better-sqlite3's raw row (an array). */
+type RowLayout = Readonly<Record<keyof TaskRow, number>>;
+
+/** The positions of `tasks`' columns in a statement's rows; -1 for `children` when it is left out (childCounted). */
+function rowLayoutOf(columns: readonly { name: string }[]): RowLayout {
+  const position = new Map(columns.map((column, i) => [column.name, i]));
+  const at = (name: keyof TaskRow): number => {
+    const i = position.get(name);
+    if (i !== undefined) return i;
+    if (name === "children") return -1;
+    throw new Error(`a task statement's rows have no column ${name}`);
+  };
+  const layout = { seq: at("seq") } as Record<keyof TaskRow, number>;
+  for (const column of TASK_COLUMNS) layout[column] = at(column);
+  return layout;
+}
+
+/**
+ * A statement whose rows are rows of `tasks`, read as arrays (raw) and made objects here: an
+ * object row from better-sqlite3 costs a property per column whose name it interns each time (7
+ * against 3.5 µs for a row of these 36 columns here), this literal costs a fixed shape's stores.
+ */
+interface TaskRowStatement<Params extends unknown[], Row = TaskRow> {
+  get(...params: Params): Row | undefined;
+  all(...params: Params): Row[];
+}
+
+function taskRows<Params extends unknown[], Row extends Omit<TaskRow, "children"> = TaskRow>(
+  statement: Database.Statement<Params, unknown>,
+): TaskRowStatement<Params, Row> {
+  statement.raw(true);
+  const at = rowLayoutOf(statement.columns());
+  const rowOf = (raw: unknown): Row => {
+    const r = raw as SqlValue[];
+    return {
+      seq: r[at.seq],
+      id: r[at.id],
+      site: r[at.site],
+      user: r[at.user],
+      name: r[at.name],
+      job: r[at.job],
+      params: r[at.params],
+      priority: r[at.priority],
+      status: r[at.status],
+      input: r[at.input],
+      output: r[at.output],
+      tries: r[at.tries],
+      max_tries: r[at.max_tries],
+      submit_time: r[at.submit_time],
+      available_at: r[at.available_at],
+      start_time: r[at.start_time],
+      end_time: r[at.end_time],
+      duration: r[at.duration],
+      lease_owner: r[at.lease_owner],
+      lease_expires_at: r[at.lease_expires_at],
+      processed_by: r[at.processed_by],
+      error: r[at.error],
+      parent_id: r[at.parent_id],
+      depth: r[at.depth],
+      children: r[at.children],
+      children_total: r[at.children_total],
+      children_completed: r[at.children_completed],
+      offload: r[at.offload],
+      attempts: r[at.attempts],
+      progress: r[at.progress],
+      progress_message: r[at.progress_message],
+      callback_url: r[at.callback_url],
+      callback: r[at.callback],
+      workflow: r[at.workflow],
+      inputs: r[at.inputs],
+      timeout_ms: r[at.timeout_ms],
+    } as unknown as Row;
+  };
+  return {
+    get: (...params) => {
+      const raw = statement.get(...params);
+      return raw === undefined ? undefined : rowOf(raw);
+    },
+    all: (...params) => statement.all(...params).map(rowOf),
+  };
+}
+
 /** Written out field by field because createMany runs it 100k times. */
 function taskToColumns(task: Task): TaskColumns {
   return {
@@ -600,28 +682,28 @@ interface FixedStatements {
   insert: Statement<SqlValue[], unknown>;
   insertRows: Statement<SqlValue[], unknown>;
   exists: Statement<[string], number>;
-  get: Statement<[string], TaskRow>;
-  claims: Map<number, Statement<SqlValue[], TaskRow>>;
-  succeed: Statement<[string, string, number, number, ...AttemptParams, string, string, number], TaskRow>;
-  requeue: Statement<[string, string | null, number, ...AttemptParams, string, string, number], TaskRow>;
-  giveUp: Statement<[string, string | null, number, number, ...AttemptParams, string, string, number], TaskRow>;
-  release: Statement<[number, ...AttemptParams, string, string, number], TaskRow>;
-  retry: Statement<[string, number, number, string], TaskRow>;
-  splitParent: Statement<[string, string, number, ...AttemptParams, string, string, number], TaskRow>;
-  childCounted: Statement<[string], Omit<TaskRow, "children">>;
+  get: TaskRowStatement<[string]>;
+  claims: Map<number, TaskRowStatement<SqlValue[]>>;
+  succeed: TaskRowStatement<[string, string, number, number, ...AttemptParams, string, string, number]>;
+  requeue: TaskRowStatement<[string, string | null, number, ...AttemptParams, string, string, number]>;
+  giveUp: TaskRowStatement<[string, string | null, number, number, ...AttemptParams, string, string, number]>;
+  release: TaskRowStatement<[number, ...AttemptParams, string, string, number]>;
+  retry: TaskRowStatement<[string, number, number, string]>;
+  splitParent: TaskRowStatement<[string, string, number, ...AttemptParams, string, string, number]>;
+  childCounted: TaskRowStatement<[string], Omit<TaskRow, "children">>;
   childrenColumn: Statement<[string], string>;
-  childSucceeded: Statement<[number, string], TaskRow>;
-  recountChildren: Statement<[number, number, number, number, string], TaskRow>;
-  failParent: Statement<[string, number, string], TaskRow>;
-  finishWorkflow: Statement<[string, number, string], TaskRow>;
-  cancel: Statement<[string, number, number, ...AttemptParams, string], TaskRow>;
-  progress: Statement<[number, string | null, string, string, number], TaskRow>;
+  childSucceeded: TaskRowStatement<[number, string]>;
+  recountChildren: TaskRowStatement<[number, number, number, number, string]>;
+  failParent: TaskRowStatement<[string, number, string]>;
+  finishWorkflow: TaskRowStatement<[string, number, string]>;
+  cancel: TaskRowStatement<[string, number, number, ...AttemptParams, string]>;
+  progress: TaskRowStatement<[number, string | null, string, string, number]>;
   renew: Statement<SqlValue[], string>;
-  expired: Statement<[number, number], TaskRow>;
+  expired: TaskRowStatement<[number, number]>;
   reloadRows: Statement<[number, number, number], string>;
   nonFinalSeqMin: Statement<[], number | null>;
   nonFinalSeqMax: Statement<[], number | null>;
-  children: Statement<[string], TaskRow>;
+  children: TaskRowStatement<[string]>;
   delete: Statement<[string], unknown>;
   deleteFinishedTree: Statement<[string], string>;
   countByStatus: Statement<[], { status: TaskStatus; count: number }>;
@@ -639,7 +721,7 @@ interface FixedStatements {
 export class SqliteTaskStore implements TaskStore {
   private readonly statements: FixedStatements;
   /** List queries, one per filter shape and cursor (listKey), all prepared in the constructor. */
-  private readonly listStatements = new Map<string, Statement<SqlValue[], TaskRow>>();
+  private readonly listStatements = new Map<string, TaskRowStatement<SqlValue[]>>();
   private readonly insertAll: (tasks: readonly Task[]) => void;
   /** Runs a step of several statements (a split, a cancel, a claim of many chunks) in one IMMEDIATE transaction. */
   private readonly step: <T>(run: () => T) => T;
@@ -672,87 +754,115 @@ export class SqliteTaskStore implements TaskStore {
         `INSERT INTO tasks (${TASK_COLUMNS.join(", ")}) VALUES ${Array.from({ length: INSERT_ROWS_PER_STATEMENT }, () => rowPlaceholders).join(", ")}`,
       ),
       exists: db.prepare<[string], number>(`SELECT 1 FROM tasks WHERE id = ?`).pluck(),
-      get: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE id = ?`),
+      get: taskRows(db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE id = ?`)),
       claims: new Map(
         CLAIM_SIZES.map((size) => [
           size,
-          db.prepare<SqlValue[], TaskRow>(
-            `UPDATE tasks INDEXED BY tasks_id SET status = '${TASK_STATUS.work}', tries = tries + 1, lease_owner = ?, lease_expires_at = ?,` +
-              ` start_time = ?, end_time = NULL, duration = NULL, progress = NULL, progress_message = NULL WHERE id IN (${Array.from({ length: size }, () => "?").join(", ")})` +
-              ` AND ${statusIn("claim")} AND lease_owner IS NULL RETURNING *`,
+          taskRows(
+            db.prepare<SqlValue[]>(
+              `UPDATE tasks INDEXED BY tasks_id SET status = '${TASK_STATUS.work}', tries = tries + 1, lease_owner = ?, lease_expires_at = ?,` +
+                ` start_time = ?, end_time = NULL, duration = NULL, progress = NULL, progress_message = NULL WHERE id IN (${Array.from({ length: size }, () => "?").join(", ")})` +
+                ` AND ${statusIn("claim")} AND lease_owner IS NULL RETURNING *`,
+            ),
           ),
         ]),
       ),
-      succeed: db.prepare(
-        `UPDATE tasks SET status = '${TASK_STATUS.output}', output = ?, processed_by = ?, lease_owner = NULL, lease_expires_at = NULL, error = NULL,` +
-          ` end_time = ?, duration = ? - start_time, ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("succeed")} RETURNING *`,
+      succeed: taskRows(
+        db.prepare(
+          `UPDATE tasks SET status = '${TASK_STATUS.output}', output = ?, processed_by = ?, lease_owner = NULL, lease_expires_at = NULL, error = NULL,` +
+            ` end_time = ?, duration = ? - start_time, ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("succeed")} RETURNING *`,
+        ),
       ),
       // A parent whose merge failed retries the merge: its children are done and must not run again.
-      requeue: db.prepare(
-        `UPDATE tasks SET status = CASE WHEN children_total > 0 THEN '${TASK_STATUS.complete}' ELSE '${TASK_STATUS.input}' END,` +
-          ` error = ?, processed_by = COALESCE(?, processed_by), available_at = ?, lease_owner = NULL, lease_expires_at = NULL,` +
-          ` ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("requeue")} AND tries < max_tries RETURNING *`,
+      requeue: taskRows(
+        db.prepare(
+          `UPDATE tasks SET status = CASE WHEN children_total > 0 THEN '${TASK_STATUS.complete}' ELSE '${TASK_STATUS.input}' END,` +
+            ` error = ?, processed_by = COALESCE(?, processed_by), available_at = ?, lease_owner = NULL, lease_expires_at = NULL,` +
+            ` ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("requeue")} AND tries < max_tries RETURNING *`,
+        ),
       ),
       // Not counted: tries goes back, so the next claim runs the same try number again.
-      release: db.prepare(
-        `UPDATE tasks SET status = CASE WHEN children_total > 0 THEN '${TASK_STATUS.complete}' ELSE '${TASK_STATUS.input}' END,` +
-          ` tries = tries - 1, available_at = ?, lease_owner = NULL, lease_expires_at = NULL, ${APPEND_ATTEMPT}` +
-          ` WHERE ${HELD_BY_CLAIM("release")} RETURNING *`,
+      release: taskRows(
+        db.prepare(
+          `UPDATE tasks SET status = CASE WHEN children_total > 0 THEN '${TASK_STATUS.complete}' ELSE '${TASK_STATUS.input}' END,` +
+            ` tries = tries - 1, available_at = ?, lease_owner = NULL, lease_expires_at = NULL, ${APPEND_ATTEMPT}` +
+            ` WHERE ${HELD_BY_CLAIM("release")} RETURNING *`,
+        ),
       ),
-      retry: db.prepare(
-        `UPDATE tasks SET status = ?, tries = 0, error = NULL, end_time = NULL, duration = NULL, available_at = ?, children_completed = ?,` +
-          ` progress = NULL, progress_message = NULL WHERE id = ? AND ${statusIn("retry")} RETURNING *`,
+      retry: taskRows(
+        db.prepare(
+          `UPDATE tasks SET status = ?, tries = 0, error = NULL, end_time = NULL, duration = NULL, available_at = ?, children_completed = ?,` +
+            ` progress = NULL, progress_message = NULL WHERE id = ? AND ${statusIn("retry")} RETURNING *`,
+        ),
       ),
-      giveUp: db.prepare(
-        `UPDATE tasks SET status = '${TASK_STATUS.error}', error = ?, processed_by = COALESCE(?, processed_by), end_time = ?, duration = ? - start_time,` +
-          ` lease_owner = NULL, lease_expires_at = NULL, ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("giveUp")} RETURNING *`,
+      giveUp: taskRows(
+        db.prepare(
+          `UPDATE tasks SET status = '${TASK_STATUS.error}', error = ?, processed_by = COALESCE(?, processed_by), end_time = ?, duration = ? - start_time,` +
+            ` lease_owner = NULL, lease_expires_at = NULL, ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("giveUp")} RETURNING *`,
+        ),
       ),
-      splitParent: db.prepare(
-        `UPDATE tasks SET status = '${TASK_STATUS.wait}', processed_by = ?, children = ?, children_total = ?, children_completed = 0,` +
-          ` lease_owner = NULL, lease_expires_at = NULL, ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("split")} RETURNING *`,
+      splitParent: taskRows(
+        db.prepare(
+          `UPDATE tasks SET status = '${TASK_STATUS.wait}', processed_by = ?, children = ?, children_total = ?, children_completed = 0,` +
+            ` lease_owner = NULL, lease_expires_at = NULL, ${APPEND_ATTEMPT} WHERE ${HELD_BY_CLAIM("split")} RETURNING *`,
+        ),
       ),
       // A child that is not the last one: the count alone. Assigning status, even to the value it
       // has, rewrites the row's entries in every index on status (4 pages to the WAL per child instead of 1).
       // Read back without its list of children (ChildIdLists): 30 KB for a split of a thousand.
-      childCounted: db.prepare(
-        `UPDATE tasks SET children_completed = children_completed + 1` +
-          ` WHERE id = ? AND ${statusIn("childSucceeded")} AND children_completed + 1 < children_total` +
-          ` RETURNING seq, ${TASK_COLUMNS.filter((column) => column !== "children").join(", ")}`,
+      childCounted: taskRows(
+        db.prepare(
+          `UPDATE tasks SET children_completed = children_completed + 1` +
+            ` WHERE id = ? AND ${statusIn("childSucceeded")} AND children_completed + 1 < children_total` +
+            ` RETURNING seq, ${TASK_COLUMNS.filter((column) => column !== "children").join(", ")}`,
+        ),
       ),
       childrenColumn: db.prepare<[string], string>(`SELECT children FROM tasks WHERE id = ?`).pluck(),
       // SET expressions read the row before the statement: children_completed + 1 is the new count.
-      childSucceeded: db.prepare(
-        `UPDATE tasks SET children_completed = children_completed + 1,` +
-          ` status = CASE WHEN children_completed + 1 >= children_total THEN '${TASK_STATUS.complete}' ELSE status END,` +
-          ` available_at = CASE WHEN children_completed + 1 >= children_total THEN ? ELSE available_at END` +
-          ` WHERE id = ? AND ${statusIn("childSucceeded")} AND children_completed < children_total RETURNING *`,
+      childSucceeded: taskRows(
+        db.prepare(
+          `UPDATE tasks SET children_completed = children_completed + 1,` +
+            ` status = CASE WHEN children_completed + 1 >= children_total THEN '${TASK_STATUS.complete}' ELSE status END,` +
+            ` available_at = CASE WHEN children_completed + 1 >= children_total THEN ? ELSE available_at END` +
+            ` WHERE id = ? AND ${statusIn("childSucceeded")} AND children_completed < children_total RETURNING *`,
+        ),
       ),
-      recountChildren: db.prepare(
-        `UPDATE tasks SET children_completed = ?, status = CASE WHEN ? >= children_total THEN '${TASK_STATUS.complete}' ELSE status END,` +
-          ` available_at = CASE WHEN ? >= children_total THEN ? ELSE available_at END WHERE id = ? AND ${statusIn("recountChildren")} RETURNING *`,
+      recountChildren: taskRows(
+        db.prepare(
+          `UPDATE tasks SET children_completed = ?, status = CASE WHEN ? >= children_total THEN '${TASK_STATUS.complete}' ELSE status END,` +
+            ` available_at = CASE WHEN ? >= children_total THEN ? ELSE available_at END WHERE id = ? AND ${statusIn("recountChildren")} RETURNING *`,
+        ),
       ),
-      failParent: db.prepare(
-        `UPDATE tasks SET status = '${TASK_STATUS.error}', error = ?, end_time = ? WHERE id = ? AND ${statusIn("failParent")} RETURNING *`,
+      failParent: taskRows(
+        db.prepare(
+          `UPDATE tasks SET status = '${TASK_STATUS.error}', error = ?, end_time = ? WHERE id = ? AND ${statusIn("failParent")} RETURNING *`,
+        ),
       ),
-      finishWorkflow: db.prepare(
-        `UPDATE tasks SET status = '${TASK_STATUS.output}', output = ?, error = NULL, end_time = ?, children_completed = children_total` +
-          ` WHERE id = ? AND ${statusIn("finishWorkflow")} RETURNING *`,
+      finishWorkflow: taskRows(
+        db.prepare(
+          `UPDATE tasks SET status = '${TASK_STATUS.output}', output = ?, error = NULL, end_time = ?, children_completed = children_total` +
+            ` WHERE id = ? AND ${statusIn("finishWorkflow")} RETURNING *`,
+        ),
       ),
       // Only a task in work was running an attempt: the others keep their attempts as they are.
-      cancel: db.prepare(
-        `UPDATE tasks SET status = '${TASK_STATUS.canceled}', error = ?, end_time = ?, duration = ? - start_time,` +
-          ` lease_owner = NULL, lease_expires_at = NULL, attempts = CASE WHEN status = '${TASK_STATUS.work}'` +
-          ` THEN ${APPEND_ATTEMPT.replace(/^attempts = /, "")} ELSE attempts END WHERE id = ? AND ${statusIn("cancel")} RETURNING *`,
+      cancel: taskRows(
+        db.prepare(
+          `UPDATE tasks SET status = '${TASK_STATUS.canceled}', error = ?, end_time = ?, duration = ? - start_time,` +
+            ` lease_owner = NULL, lease_expires_at = NULL, attempts = CASE WHEN status = '${TASK_STATUS.work}'` +
+            ` THEN ${APPEND_ATTEMPT.replace(/^attempts = /, "")} ELSE attempts END WHERE id = ? AND ${statusIn("cancel")} RETURNING *`,
+        ),
       ),
-      progress: db.prepare(`UPDATE tasks SET progress = ?, progress_message = ? WHERE ${HELD_BY_CLAIM("progress")} RETURNING *`),
+      progress: taskRows(db.prepare(`UPDATE tasks SET progress = ?, progress_message = ? WHERE ${HELD_BY_CLAIM("progress")} RETURNING *`)),
       renew: db
         .prepare<SqlValue[], string>(
           `UPDATE tasks INDEXED BY tasks_id SET lease_expires_at = ? WHERE lease_owner = ? AND status = '${TASK_STATUS.work}'` +
             ` AND id IN (${Array.from({ length: RENEW_CHUNK }, () => "?").join(", ")}) RETURNING id`,
         )
         .pluck(),
-      expired: db.prepare<[number, number], TaskRow>(
-        `SELECT * FROM tasks INDEXED BY tasks_work_lease WHERE status = '${TASK_STATUS.work}' AND lease_expires_at < ? ORDER BY lease_expires_at, seq LIMIT ?`,
+      expired: taskRows(
+        db.prepare<[number, number], TaskRow>(
+          `SELECT * FROM tasks INDEXED BY tasks_work_lease WHERE status = '${TASK_STATUS.work}' AND lease_expires_at < ? ORDER BY lease_expires_at, seq LIMIT ?`,
+        ),
       ),
       reloadRows: db.prepare<[number, number, number], string>(RELOAD_ROWS_SELECT).pluck(),
       // Two statements: SQLite reads min() or max() alone off the index's end, both together by a scan.
@@ -762,7 +872,7 @@ export class SqliteTaskStore implements TaskStore {
       nonFinalSeqMax: db
         .prepare<[], number | null>(`SELECT max(seq) FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION}`)
         .pluck(),
-      children: db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE parent_id = ? ORDER BY seq`),
+      children: taskRows(db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE parent_id = ? ORDER BY seq`)),
       delete: db.prepare<[string]>(`DELETE FROM tasks WHERE id = ?`),
       // One statement: the root's guard and its whole tree, so a task retried meanwhile stays with its children.
       deleteFinishedTree: db
@@ -835,7 +945,7 @@ export class SqliteTaskStore implements TaskStore {
         const where = conditions.length === 0 ? "" : `WHERE ${conditions.join(" AND ")}`;
         this.listStatements.set(
           listKey(filter, withCursor),
-          db.prepare<SqlValue[], TaskRow>(`SELECT * FROM tasks ${where} ORDER BY seq DESC LIMIT ?`),
+          taskRows(db.prepare<SqlValue[]>(`SELECT * FROM tasks ${where} ORDER BY seq DESC LIMIT ?`)),
         );
       }
     }
