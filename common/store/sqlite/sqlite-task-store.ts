@@ -754,7 +754,7 @@ export class SqliteTaskStore implements TaskStore {
         `INSERT INTO tasks (${TASK_COLUMNS.join(", ")}) VALUES ${Array.from({ length: INSERT_ROWS_PER_STATEMENT }, () => rowPlaceholders).join(", ")}`,
       ),
       exists: db.prepare<[string], number>(`SELECT 1 FROM tasks WHERE id = ?`).pluck(),
-      get: taskRows(db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE id = ?`)),
+      get: taskRows(db.prepare<[string]>(`SELECT * FROM tasks WHERE id = ?`)),
       claims: new Map(
         CLAIM_SIZES.map((size) => [
           size,
@@ -860,7 +860,7 @@ export class SqliteTaskStore implements TaskStore {
         )
         .pluck(),
       expired: taskRows(
-        db.prepare<[number, number], TaskRow>(
+        db.prepare<[number, number]>(
           `SELECT * FROM tasks INDEXED BY tasks_work_lease WHERE status = '${TASK_STATUS.work}' AND lease_expires_at < ? ORDER BY lease_expires_at, seq LIMIT ?`,
         ),
       ),
@@ -872,7 +872,7 @@ export class SqliteTaskStore implements TaskStore {
       nonFinalSeqMax: db
         .prepare<[], number | null>(`SELECT max(seq) FROM tasks INDEXED BY tasks_non_final WHERE ${NON_FINAL_CONDITION}`)
         .pluck(),
-      children: taskRows(db.prepare<[string], TaskRow>(`SELECT * FROM tasks WHERE parent_id = ? ORDER BY seq`)),
+      children: taskRows(db.prepare<[string]>(`SELECT * FROM tasks WHERE parent_id = ? ORDER BY seq`)),
       delete: db.prepare<[string]>(`DELETE FROM tasks WHERE id = ?`),
       // One statement: the root's guard and its whole tree, so a task retried meanwhile stays with its children.
       deleteFinishedTree: db
