@@ -18,7 +18,7 @@ describe("jobListing (GET /api/jobs)", () => {
       "splitter/main.sh": "echo '{}'\n",
       "splitter/job.yaml": "split: true\nwarm: true\n",
       "warmish/main.sh": "echo '{}'\n",
-      "warmish/job.yaml": "warm: true\nmaxRequests: 50\nmaxRssMb: 300\n",
+      "warmish/job.yaml": "warm: true\nmaxRequests: 50\nmaxRssMb: 300\nconcurrency: 4\n",
       "flow/job.yaml":
         'description: two steps\nworkflow:\n  steps:\n    a: { job: plain }\n    b: { job: sleepy, params: { ms: 1 } }\n  flow:\n    - "a  ->  b"\n',
       "loop/job.yaml": "workflow:\n  steps: { a: { job: plain }, b: { job: plain } }\n  flow: [a -> b, b -> a]\n",
@@ -60,6 +60,7 @@ describe("jobListing (GET /api/jobs)", () => {
         paramsSchema: null,
         maxRequests: null,
         maxRssMb: null,
+        concurrency: 1,
         retention: {},
       },
       {
@@ -79,6 +80,7 @@ describe("jobListing (GET /api/jobs)", () => {
         },
         maxRequests: null,
         maxRssMb: null,
+        concurrency: 1,
         retention: { errorMs: 60000 },
       },
       {
@@ -93,6 +95,7 @@ describe("jobListing (GET /api/jobs)", () => {
         paramsSchema: null,
         maxRequests: null,
         maxRssMb: null,
+        concurrency: 1,
         retention: {},
       },
       {
@@ -107,6 +110,7 @@ describe("jobListing (GET /api/jobs)", () => {
         paramsSchema: null,
         maxRequests: 50,
         maxRssMb: 300,
+        concurrency: 4,
         retention: {},
       },
     ]);

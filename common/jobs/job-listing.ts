@@ -32,6 +32,8 @@ export type JobListing =
       /** A warm job's recycling limits (null: none, or not warm). */
       maxRequests: number | null;
       maxRssMb: number | null;
+      /** Requests one warm process of the job holds at once (1 for a one-shot job). */
+      concurrency: number;
       /** This job's own retention windows per final status (ms, null = kept); a status left out keeps the site's. */
       retention: JobRetention;
     }
@@ -80,6 +82,7 @@ export function jobListing(entry: JobCatalogEntry): JobListing {
     paramsSchema: job.paramsSchema === null ? null : paramsJsonSchema(job.paramsSchema),
     maxRequests: job.maxRequests,
     maxRssMb: job.maxRssMb,
+    concurrency: job.concurrency,
     retention: job.retention ?? {},
   };
 }

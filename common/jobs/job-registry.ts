@@ -33,6 +33,8 @@ export interface JobDefinition {
   warm: boolean;
   maxRequests: number | null;
   maxRssMb: number | null;
+  /** Requests one warm process may hold at once (job.yaml `concurrency`, 1 unless said). */
+  concurrency: number;
   /** job.yaml `retention`: this job's own windows per final status (ms, null = keep); a status left out keeps the site's. */
   retention?: JobRetention;
   /**
@@ -56,6 +58,8 @@ export function isWorkflowJob(job: JobDefinition): job is JobDefinition & { work
 const CACHE_TTL_MS = 1000;
 const SCRIPT_EXTENSIONS = [".py", ".js", ".mjs", ".sh"] as const;
 const JOB_YAML = "job.yaml";
+/** The most requests a warm process may hold at once: past that, one process per few slots serves no purpose. */
+export const MAX_WARM_CONCURRENCY = 64;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const PARAM_TYPES = ["string", "number", "integer", "boolean", "object", "array"] as const;
 
@@ -93,6 +97,7 @@ const JobYamlSchema = z
     warm: z.boolean().optional(),
     maxRequests: z.int().min(1).optional(),
     maxRssMb: z.int().min(1).optional(),
+    concurrency: z.int().min(1).max(MAX_WARM_CONCURRENCY).optional(),
     // How long this job's finished tasks are kept, per final status (config `retention` for the others).
     retention: z
       .strictObject({
@@ -112,7 +117,7 @@ const JobYamlSchema = z
       }
     }
     // A limit on a job that is not warm would silently do nothing.
-    for (const key of ["maxRequests", "maxRssMb"] as const) {
+    for (const key of ["maxRequests", "maxRssMb", "concurrency"] as const) {
       if (config[key] !== undefined && config.warm !== true)
         ctx.addIssue({ code: "custom", path: [key], message: "applies to warm jobs only: add warm: true" });
     }
@@ -354,6 +359,7 @@ export class JobRegistry {
       warm: config.warm ?? false,
       maxRequests: config.maxRequests ?? null,
       maxRssMb: config.maxRssMb ?? null,
+      concurrency: config.concurrency ?? 1,
       retention: config.retention ?? {},
     };
   }

@@ -62,6 +62,7 @@ async function shJob(name: string, body: string, overrides: Partial<JobDefinitio
     warm: false,
     maxRequests: null,
     maxRssMb: null,
+    concurrency: 1,
     ...overrides,
   };
 }

@@ -51,9 +51,21 @@ export class JobFailedError extends Error {
   readonly stderrTail: string;
   /** False when the script answered `"retry": false`: the task ends in error at once. */
   readonly retryable: boolean;
+  /**
+   * True when the run was stopped for another task's sake: its warm process, shared with a task
+   * that timed out or was canceled, was killed. Not the task's failure: it runs again, the try not counted.
+   */
+  readonly collateral: boolean;
   constructor(
     message: string,
-    fields: { exitCode: number | null; timedOut?: boolean; canceled?: boolean; stderrTail: string; retryable?: boolean },
+    fields: {
+      exitCode: number | null;
+      timedOut?: boolean;
+      canceled?: boolean;
+      stderrTail: string;
+      retryable?: boolean;
+      collateral?: boolean;
+    },
   ) {
     super(message);
     this.name = "JobFailedError";
@@ -62,6 +74,7 @@ export class JobFailedError extends Error {
     this.canceled = fields.canceled ?? false;
     this.stderrTail = fields.stderrTail;
     this.retryable = fields.retryable ?? true;
+    this.collateral = fields.collateral ?? false;
   }
 }
 

@@ -72,6 +72,7 @@ function definition(name: string, command: string, args: string[], overrides: Pa
     warm: true,
     maxRequests: null,
     maxRssMb: null,
+    concurrency: 1,
     ...overrides,
   };
 }
@@ -85,12 +86,13 @@ async function ctlJob(name: string, overrides: Partial<JobDefinition> = {}): Pro
   const starts = path.join(dir, `${name}.starts`);
   await fs.writeFile(
     file,
-    `import { appendFileSync, writeFileSync } from "node:fs";
+    `import { appendFileSync, existsSync, writeFileSync } from "node:fs";
 import { FatalError, progress, serve } from ${JSON.stringify(JS_HELPER)};
 appendFileSync(${JSON.stringify(starts)}, process.pid + "\\n");
 const held = [];
 serve(async (req) => {
   const p = req.params;
+  while (p.waitFor && !existsSync(p.waitFor)) await new Promise((r) => setTimeout(r, 10));
   if (p.stderr) process.stderr.write(p.stderr + "\\n");
   if (p.log) console.log(p.log);
   if (p.mark) writeFileSync(p.mark, String(process.pid));
@@ -589,7 +591,148 @@ done
   });
 });
 
+describe("WarmPool with concurrency (several requests held by one process)", () => {
+  /**
+   * Sends one request on a fresh work dir and answers once it is sent, with its outcome to come:
+   * its answer's pid or its JobFailedError (in an object: an async function would wait for it).
+   */
+  const send = async (
+    pool: WarmPool,
+    job: JobDefinition,
+    params: Record<string, unknown>,
+    opts: { signal?: AbortSignal; onProgress?: (report: unknown) => void } = {},
+  ): Promise<{ outcome: Promise<number | JobFailedError> }> => {
+    const work = await workDir();
+    const outcome = pool.run(job, request(work, params), { workDir: work.path, ...opts }).then(
+      async (answer) => (JSON.parse(await fs.readFile(answer.kind === "output" ? answer.output : "", "utf8")) as { pid: number }).pid,
+      (err: unknown) => {
+        assert.ok(err instanceof JobFailedError, `expected JobFailedError, got ${String(err)}`);
+        return err;
+      },
+    );
+    return { outcome };
+  };
+
+  it("runs up to `concurrency` requests side by side in one process, and starts another only when it is full", async () => {
+    const { job, starts } = await ctlJob("sharing", { concurrency: 2 });
+    const pool = makePool();
+    const mark = path.join(dir, "sharing.mark");
+    // a and b wait for a mark that only c writes: served in turn, they would never answer.
+    const a = (await send(pool, job, { waitFor: mark })).outcome;
+    await waitUntil("the first process to start", async () => (await startsOf(starts)).length === 1);
+    const b = (await send(pool, job, { waitFor: mark })).outcome;
+    const c = (await send(pool, job, { mark })).outcome;
+    const [pa, pb, pc] = await Promise.all([a, b, c]);
+    assert.equal(typeof pa, "number");
+    assert.equal(pa, pb, "a and b share a process");
+    assert.notEqual(pa, pc, "c found it full and got a second one");
+    assert.equal((await startsOf(starts)).length, 2);
+    // Idle again: the next two requests share one process as well.
+    const [pd, pe] = await Promise.all([
+      (await send(pool, job, { sleepMs: 50 })).outcome,
+      (await send(pool, job, { sleepMs: 50 })).outcome,
+    ]);
+    assert.equal(pd, pe);
+    assert.equal((await startsOf(starts)).length, 2, "no process started for them");
+  });
+
+  it("a canceled request kills the shared process: it fails canceled, the other fails as collateral (not its own failure)", async () => {
+    const { job, starts } = await ctlJob("shared-cancel", { concurrency: 2 });
+    const pool = makePool();
+    const abort = new AbortController();
+    const doomed = (await send(pool, job, { sleepMs: 30_000 }, { signal: abort.signal })).outcome;
+    const bystander = (await send(pool, job, { sleepMs: 30_000 })).outcome;
+    await waitUntil("the process to start", async () => (await startsOf(starts)).length === 1);
+    const [pid] = await startsOf(starts);
+    abort.abort();
+    const [own, other] = await Promise.all([doomed, bystander]);
+    assert.ok(own instanceof JobFailedError && other instanceof JobFailedError);
+    assert.equal(own.canceled, true);
+    assert.equal(own.collateral, false);
+    assert.match(own.message, /^job "shared-cancel" was canceled/);
+    assert.equal(other.collateral, true);
+    assert.equal(other.timedOut, false);
+    assert.match(
+      other.message,
+      new RegExp(
+        `^job "shared-cancel" \\(warm process ${pid}, shared with other requests: concurrency 2\\) was killed because another request it held was canceled$`,
+      ),
+    );
+    await waitUntil("the shared process to be killed", () => !isAlive(pid ?? 0));
+  });
+
+  it("a request that times out fails timed out; the other request of its process fails as collateral", async () => {
+    const { job } = await ctlJob("shared-timeout", { concurrency: 2, timeoutMs: 1500 });
+    const pool = makePool();
+    const late = (await send(pool, job, { sleepMs: 30_000 })).outcome;
+    // Sent later, so its own timeout comes after the first one's.
+    await new Promise((r) => setTimeout(r, 200));
+    const bystander = (await send(pool, job, { sleepMs: 30_000 })).outcome;
+    const [own, other] = await Promise.all([late, bystander]);
+    assert.ok(own instanceof JobFailedError && other instanceof JobFailedError);
+    assert.equal(own.timedOut, true);
+    assert.match(own.message, /^job "shared-timeout" timed out after 1500 ms$/);
+    assert.equal(other.collateral, true);
+    assert.match(other.message, /was killed because another request it held timed out$/);
+  });
+
+  it("progress lines reach the request they name", async () => {
+    const { job } = await ctlJob("shared-progress", { concurrency: 2 });
+    const pool = makePool();
+    const mark = path.join(dir, "shared-progress.mark");
+    const seenA: unknown[] = [];
+    const seenB: unknown[] = [];
+    const a = (await send(pool, job, { waitFor: mark, progress: [[0.5, "a half"]] }, { onProgress: (r) => seenA.push(r) })).outcome;
+    const b = (await send(pool, job, { mark, progress: [[0.25, "b quarter"]] }, { onProgress: (r) => seenB.push(r) })).outcome;
+    const [pa, pb] = await Promise.all([a, b]);
+    assert.equal(pa, pb);
+    assert.deepEqual(seenA, [{ progress: 0.5, message: "a half" }]);
+    assert.deepEqual(seenB, [{ progress: 0.25, message: "b quarter" }]);
+  });
+
+  it("with maxRequests, a process takes no request past its limit and is recycled once its requests are over", async () => {
+    const { job, starts } = await ctlJob("shared-recycle", { concurrency: 2, maxRequests: 3 });
+    const pool = makePool();
+    const [p1, p2] = await Promise.all([
+      (await send(pool, job, { sleepMs: 50 })).outcome,
+      (await send(pool, job, { sleepMs: 50 })).outcome,
+    ]);
+    assert.equal(p1, p2);
+    // Its third request is its last: the fourth goes to another process.
+    const [p3, p4] = await Promise.all([
+      (await send(pool, job, { sleepMs: 200 })).outcome,
+      (await send(pool, job, { sleepMs: 50 })).outcome,
+    ]);
+    assert.equal(p3, p1);
+    assert.notEqual(p4, p1);
+    await waitUntil("the first process to be recycled", () => !isAlive(Number(p1)));
+    await waitUntil("its replacement to start", async () => (await startsOf(starts)).length === 3);
+    assert.ok(logs.some((l) => l.includes(`warm process ${p1} of job "shared-recycle" recycled: it served 3 requests (maxRequests 3)`)));
+  });
+});
+
 describe("job.yaml of a warm job", () => {
+  it("takes concurrency from 1 to 64 on a warm job; refuses it on another, or out of bounds", async () => {
+    const jobs = path.join(dir, "concurrency-jobs");
+    for (const [name, yaml] of [
+      ["wide", "warm: true\nconcurrency: 64\n"],
+      ["plain", "warm: true\n"],
+      ["cold", "concurrency: 2\n"],
+      ["zero", "warm: true\nconcurrency: 0\n"],
+      ["huge", "warm: true\nconcurrency: 65\n"],
+    ] as const) {
+      await fs.mkdir(path.join(jobs, name), { recursive: true });
+      await fs.writeFile(path.join(jobs, name, "job.yaml"), `entry: main.sh\n${yaml}`);
+      await fs.writeFile(path.join(jobs, name, "main.sh"), "exit 0\n");
+    }
+    const registry = new JobRegistry({ dir: jobs, defaultTimeoutMs: 1000 });
+    assert.equal((await registry.resolve("wide")).concurrency, 64);
+    assert.equal((await registry.resolve("plain")).concurrency, 1);
+    await assert.rejects(registry.resolve("cold"), /job\.yaml: concurrency: applies to warm jobs only: add warm: true/);
+    await assert.rejects(registry.resolve("zero"), /job\.yaml: concurrency: /);
+    await assert.rejects(registry.resolve("huge"), /job\.yaml: concurrency: /);
+  });
+
   it("refuses maxRequests or maxRssMb without warm: true, naming the key", async () => {
     const jobs = path.join(dir, "yaml-jobs");
     for (const [name, yaml] of [

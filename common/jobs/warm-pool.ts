@@ -8,12 +8,15 @@ import { WarmProcess, type WarmExit, type WarmProcessState } from "./warm-proces
 
 /*
  * The warm processes of one worker: for each warm job (job.yaml `warm: true`), up to one process
- * per slot, started when a task first needs it and kept alive between tasks. The worker never
- * runs more tasks at once than it has slots, and a process is only started when every process of
- * the job is busy, so a job never has more processes than slots.
+ * per slot, started when a task first needs it and kept alive between tasks. A process holds up to
+ * its job's `concurrency` requests at once (1 unless job.yaml says more): a request goes to a
+ * process that holds some and has room, else to an idle one, else to a new one. The worker never
+ * runs more tasks at once than it has slots, and a process is only started when no process of the
+ * job has room, so a job never has more processes than slots.
  *
  * - A request that times out or is canceled kills its process (and only it); a replacement is
- *   started at once.
+ *   started at once. The other requests that process held fail as collateral: their tasks run
+ *   again without counting the try.
  * - A process that dies by itself fails the request it held (the task follows the retry rule) and
  *   is replaced when next needed: at once after the first crash, then after a backoff growing
  *   with each crash in a row (base · 2^(n-2), capped). During that backoff the job's tasks fail
@@ -60,6 +63,9 @@ export interface WarmProcessInfo {
 /** How often a job's files and definition are compared with those its processes were started from. */
 const SIGNATURE_CHECK_MS = 1000;
 
+/** Why a process takes no more requests and is retired once it holds none (it holds some now). */
+type RetireWhenDone = { why: string; replace: boolean };
+
 interface JobGroup {
   name: string;
   /** The newest definition seen: its limits apply to every process of the job. */
@@ -73,6 +79,8 @@ interface JobGroup {
   crashes: number;
   lastCrash: WarmExit | null;
   restartAt: number;
+  /** Busy processes that take no more requests, with why: retired when their last request is over. */
+  retiring: Map<WarmProcess, RetireWhenDone>;
 }
 
 export class WarmPool implements JobExecutor {
@@ -163,6 +171,7 @@ export class WarmPool implements JobExecutor {
         crashes: 0,
         lastCrash: null,
         restartAt: 0,
+        retiring: new Map(),
       };
       this.groups.set(job.name, group);
       return group;
@@ -180,6 +189,10 @@ export class WarmPool implements JobExecutor {
   }
 
   private acquire(group: JobGroup): WarmProcess {
+    // A busy process with room first: requests in flight share one process rather than wake another.
+    if (group.job.concurrency > 1) {
+      for (const proc of group.procs) if (proc.state === "busy" && this.takesMore(group, proc)) return proc;
+    }
     for (let proc = group.idle.pop(); proc !== undefined; proc = group.idle.pop()) {
       clearTimeout(group.idleTimers.get(proc));
       group.idleTimers.delete(proc);
@@ -211,32 +224,48 @@ export class WarmPool implements JobExecutor {
     return proc;
   }
 
-  /** After a request: back to the idle list, or recycled. */
+  /** Whether a busy process of the group may take one more request: room, its job's version, and its recycling limits not reached. */
+  private takesMore(group: JobGroup, proc: WarmProcess): boolean {
+    const { maxRequests } = group.job;
+    return (
+      proc.hasRoom &&
+      proc.signature === group.signature &&
+      !group.retiring.has(proc) &&
+      (maxRequests === null || proc.served + proc.inFlight < maxRequests)
+    );
+  }
+
+  /** After a request: back to the idle list, or recycled (a process still holding requests only once they are over). */
   private release(group: JobGroup, proc: WarmProcess): void {
-    if (proc.state !== "idle") return; // it died or is being killed: onExit takes it from there
+    if (proc.state !== "idle" && proc.state !== "busy") return; // it died or is being killed: onExit takes it from there
     group.crashes = 0;
     if (this.stopping) {
-      proc.close("stop", this.opts.exitGraceMs);
+      if (proc.state === "idle") proc.close("stop", this.opts.exitGraceMs);
       return;
     }
+    const retire = group.retiring.get(proc) ?? this.recyclingDue(group, proc);
+    if (proc.state === "busy") {
+      if (retire !== null) group.retiring.set(proc, retire);
+      return;
+    }
+    group.retiring.delete(proc);
+    if (retire !== null) this.retire(group, proc, retire.why, retire.replace);
+    else this.makeIdle(group, proc);
+  }
+
+  /** Why `proc` is due to be retired now (maxRequests, maxRssMb, the job changed), or null. */
+  private recyclingDue(group: JobGroup, proc: WarmProcess): RetireWhenDone | null {
     const { maxRequests, maxRssMb } = group.job;
     if (maxRequests !== null && proc.served >= maxRequests) {
-      this.retire(group, proc, `it served ${proc.served} requests (maxRequests ${maxRequests})`, true);
-      return;
+      return { why: `it served ${proc.served} requests (maxRequests ${maxRequests})`, replace: true };
     }
     if (maxRssMb !== null && Date.now() - proc.rssCheckedAt >= this.opts.rssCheckMs) {
       proc.rssCheckedAt = Date.now();
       const rss = proc.rssMb();
-      if (rss !== null && rss > maxRssMb) {
-        this.retire(group, proc, `its RSS is ${Math.round(rss)} MB (maxRssMb ${maxRssMb})`, true);
-        return;
-      }
+      if (rss !== null && rss > maxRssMb) return { why: `its RSS is ${Math.round(rss)} MB (maxRssMb ${maxRssMb})`, replace: true };
     }
-    if (proc.signature !== group.signature) {
-      this.retire(group, proc, "the job changed", false);
-      return;
-    }
-    this.makeIdle(group, proc);
+    if (proc.signature !== group.signature) return { why: "the job changed", replace: false };
+    return null;
   }
 
   /** Starts a process ahead of need (after a kill, a recycle or a clean exit); a failure to start is only logged. */
@@ -265,6 +294,7 @@ export class WarmPool implements JobExecutor {
 
   private forget(group: JobGroup, proc: WarmProcess): void {
     group.procs.delete(proc);
+    group.retiring.delete(proc);
     const i = group.idle.indexOf(proc);
     if (i !== -1) group.idle.splice(i, 1);
     clearTimeout(group.idleTimers.get(proc));

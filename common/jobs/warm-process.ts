@@ -20,8 +20,9 @@ import type { StopSignal } from "./stop-signal.js";
 /*
  * One warm job process: started once, it reads one JSON request per line on stdin and answers one
  * JSON line per request on stdout, `{"requestId": ..., "output": ...}` (or `children`, or
- * `error`). docq sends it one request at a time; an answer is matched by its requestId, other
- * stdout lines are chatter and ignored. It runs in its own process group, so a kill (timeout,
+ * `error`). docq sends it up to its job's `concurrency` requests at a time (one unless job.yaml
+ * says more); an answer is matched by its requestId, in any order, other stdout lines are chatter
+ * and ignored. It runs in its own process group, so a kill (timeout,
  * cancel, recycle, shutdown) takes everything it started; what left the group (setsid) carries the
  * process's run mark in its environment and is killed with it (leftovers.mjs). Processes it starts
  * for a request and leaves running are its own business until it ends: they die with it.
@@ -30,6 +31,7 @@ import type { StopSignal } from "./stop-signal.js";
 /** Why docq ended a warm process. */
 export type WarmKillReason = "timeout" | "cancel" | "protocol" | "recycle" | "idle" | "stop";
 
+/** idle: no request; busy: at least one (it may have room for more: hasRoom). */
 export type WarmProcessState = "idle" | "busy" | "closing" | "exited";
 
 export interface WarmExit {
@@ -40,7 +42,7 @@ export interface WarmExit {
   killedFor: WarmKillReason | null;
   /** Requests it answered. */
   served: number;
-  /** True when it died holding a request. */
+  /** True when it died holding a request (one or more). */
   duringRequest: boolean;
   /** Its stderr since its last request started (or since it started). */
   stderrTail: string;
@@ -62,6 +64,8 @@ interface Pending {
   signal: StopSignal | undefined;
   onAbort: () => void;
   onProgress: ((report: ProgressReport) => void) | undefined;
+  /** Its timeout, for the message. */
+  timeoutMs: number;
 }
 
 /** After the process exits, how long its stdio may stay open (a leftover that escaped the group) before docq stops waiting. */
@@ -85,13 +89,16 @@ export class WarmProcess {
   /** The mark of every process it starts (leftovers.mjs). */
   private readonly runId = newRunId();
   private readonly scope: RunScope | undefined;
-  private pending: Pending | null = null;
+  /** The requests it holds, by requestId (at most `capacity`). */
+  private readonly pending = new Map<string, Pending>();
+  /** Requests it may hold at once: its job's `concurrency`. */
+  readonly capacity: number;
   private killedFor: WarmKillReason | null = null;
+  /** The request whose timeout or cancel killed it: the others it held were only in the way. */
+  private killedForRequest: string | null = null;
   private protocolProblem = "";
   private stdoutBuffer = "";
   private readonly stderrTail = new StderrTail(STDERR_TAIL_CHARS);
-  /** The timeout of the request it holds (or held last), for the message. */
-  private timeoutMs = 0;
   private exitStatus: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   private spawnError: Error | null = null;
   private finalized = false;
@@ -99,8 +106,6 @@ export class WarmProcess {
   private closeWaitTimer: NodeJS.Timeout | undefined;
   private resolveExited!: (exit: WarmExit) => void;
   private readonly onEnd: (exit: WarmExit) => void;
-  /** The abort listener of every request it holds, made once rather than a closure per request. */
-  private readonly cancelOnAbort = (): void => this.kill("cancel");
 
   /**
    * Starts the process at once. Its cwd is a private temp dir under `root`, kept across its
@@ -120,6 +125,7 @@ export class WarmProcess {
     },
   ) {
     this.job = job;
+    this.capacity = Math.max(1, job.concurrency);
     this.signature = opts.signature;
     this.onEnd = opts.onEnd;
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
@@ -161,43 +167,65 @@ export class WarmProcess {
     return this.stateValue;
   }
 
+  /** Requests it holds now. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Whether it can take a request now: alive, and holding fewer than its capacity. */
+  get hasRoom(): boolean {
+    return (this.stateValue === "idle" || this.stateValue === "busy") && this.pending.size < this.capacity;
+  }
+
   /**
    * Sends one request and resolves with its answer. Rejects with a JobFailedError when it answers
    * an error or an invalid answer (the process stays usable), or when it times out, is canceled,
-   * breaks the protocol or dies (the process is then gone).
+   * breaks the protocol or dies (the process is then gone, and every request it held fails).
    */
   request(
     requestId: string,
     request: JobRequest,
     opts: { timeoutMs: number; signal?: StopSignal; onProgress?: (report: ProgressReport) => void },
   ): Promise<WarmReply> {
-    if (this.stateValue !== "idle") throw new Error(`warm process ${this.pid} of job "${this.job.name}" is ${this.stateValue}, not idle`);
+    if (!this.hasRoom) {
+      throw new Error(
+        `warm process ${this.pid} of job "${this.job.name}" is ${this.stateValue} with ${this.pending.size} of ${this.capacity} requests`,
+      );
+    }
+    if (this.pending.has(requestId))
+      throw new Error(`warm process ${this.pid} of job "${this.job.name}" holds request ${requestId} already`);
+    // A process holding other requests shares its stderr between them: the tail is cleared only when it held none.
+    if (this.stateValue === "idle") this.stderrTail.clear();
     this.stateValue = "busy";
-    this.stderrTail.clear();
-    this.timeoutMs = opts.timeoutMs;
     return new Promise<WarmReply>((resolve, reject) => {
       const { signal } = opts;
       const pending: Pending = {
         requestId,
         resolve,
         reject,
-        timer: setTimeout(() => this.kill("timeout"), opts.timeoutMs),
+        timer: setTimeout(() => this.kill("timeout", "", requestId), opts.timeoutMs),
         signal,
-        onAbort: this.cancelOnAbort,
+        onAbort: () => this.kill("cancel", "", requestId),
         onProgress: opts.onProgress,
+        timeoutMs: opts.timeoutMs,
       };
-      this.pending = pending;
+      this.pending.set(requestId, pending);
       signal?.addEventListener("abort", pending.onAbort, { once: true });
       this.child.stdin.write(warmRequestLine(requestId, request));
     });
   }
 
-  /** Ends the process now: SIGKILL to its whole group. Its pending request, if any, fails with `reason`. */
-  kill(reason: WarmKillReason, problem = ""): void {
+  /**
+   * Ends the process now: SIGKILL to its whole group. The requests it holds fail with `reason`;
+   * with `forRequest` (a timeout or cancel of that request) only that one does, and the others
+   * fail as collateral (JobFailedError.collateral: run again, the try not counted).
+   */
+  kill(reason: WarmKillReason, problem = "", forRequest: string | null = null): void {
     if (this.finalized) return;
     if (this.killedFor === null) {
       this.killedFor = reason;
       this.protocolProblem = problem;
+      this.killedForRequest = forRequest;
     }
     if (this.stateValue !== "exited") this.stateValue = "closing";
     this.killGroup();
@@ -258,29 +286,28 @@ export class WarmProcess {
     }
     if (typeof json !== "object" || json === null || Array.isArray(json) || !("requestId" in json)) return;
     const { requestId, ...rest } = json as Record<string, unknown>;
-    const pending = this.pending;
+    const pending = typeof requestId === "string" ? this.pending.get(requestId) : undefined;
     const progress = progressOf(rest);
     if (progress !== null) {
       // Progress of another request (one that timed out, say) is stale chatter, not a broken protocol.
-      if (pending !== null && requestId === pending.requestId) pending.onProgress?.(progress);
+      pending?.onProgress?.(progress);
       return;
     }
-    if (pending === null) {
-      this.kill("protocol", `answered request ${JSON.stringify(requestId)} while it held none: the process was restarted`);
-      return;
-    }
-    if (requestId !== pending.requestId) {
+    if (pending === undefined) {
+      const held = [...this.pending.keys()].map((id) => JSON.stringify(id)).join(", ");
       this.kill(
         "protocol",
-        `answered request ${JSON.stringify(requestId)} while request ${JSON.stringify(pending.requestId)} was asked: the process was restarted`,
+        held === ""
+          ? `answered request ${JSON.stringify(requestId)} while it held none: the process was restarted`
+          : `answered request ${JSON.stringify(requestId)} while request ${held} was asked: the process was restarted`,
       );
       return;
     }
-    this.pending = null;
+    this.pending.delete(pending.requestId);
     this.served++;
     clearTimeout(pending.timer);
     pending.signal?.removeEventListener("abort", pending.onAbort);
-    this.stateValue = "idle";
+    if (this.pending.size === 0) this.stateValue = "idle";
     const answer = checkAnswer(rest);
     if (typeof answer !== "string" && !isErrorAnswer(answer)) {
       // Settled at once: its slot's next request goes out before the other work this turn of the
@@ -322,25 +349,25 @@ export class WarmProcess {
   private settle(): void {
     const stderrTail = this.stderrTail.text;
     const description = this.describeEnd(stderrTail);
-    const pending = this.pending;
-    this.pending = null;
+    const held = [...this.pending.values()];
+    this.pending.clear();
     const exit: WarmExit = {
       pid: this.pid,
       code: this.exitStatus?.code ?? null,
       signal: this.exitStatus?.signal ?? null,
       killedFor: this.killedFor,
       served: this.served,
-      duringRequest: pending !== null,
+      duringRequest: held.length > 0,
       stderrTail,
       description,
     };
     // First the pool counts the end (a crash, its backoff), then the caller learns of it: a retry
     // sent at once must meet the backoff, not a process started before the crash was counted.
     this.onEnd(exit);
-    if (pending !== null) {
+    for (const pending of held) {
       clearTimeout(pending.timer);
       pending.signal?.removeEventListener("abort", pending.onAbort);
-      pending.reject(this.failure(description, stderrTail));
+      pending.reject(this.failure(pending, description, stderrTail));
     }
     // Exited once its dir is gone too: a pool stopping waits for it, so docq stopping leaves no dir.
     // A dir that cannot be removed now is swept by the next worker (its owner is gone by then).
@@ -355,13 +382,21 @@ export class WarmProcess {
     return endOfRun({ signal, exitCode: code, stderrTail, beforeAnswering });
   }
 
-  /** The error of the request it held when it ended, in runJob's words. */
-  private failure(description: string, stderrTail: string): JobFailedError {
+  /** The error of a request it held when it ended, in runJob's words. */
+  private failure(pending: Pending, description: string, stderrTail: string): JobFailedError {
     const name = `job "${this.job.name}"`;
     const code = this.exitStatus?.code ?? null;
+    const culprit = this.killedForRequest;
+    if (culprit !== null && culprit !== pending.requestId) {
+      const why = this.killedFor === "timeout" ? "timed out" : "was canceled";
+      return new JobFailedError(
+        `${name} (warm process ${this.pid}, shared with other requests: concurrency ${this.capacity}) was killed because another request it held ${why}`,
+        { exitCode: code, canceled: true, stderrTail, collateral: true },
+      );
+    }
     switch (this.killedFor) {
       case "timeout":
-        return new JobFailedError(`${name} ${endOfRun({ stoppedFor: "timeout", timeoutMs: this.timeoutMs })}`, {
+        return new JobFailedError(`${name} ${endOfRun({ stoppedFor: "timeout", timeoutMs: pending.timeoutMs })}`, {
           exitCode: code,
           timedOut: true,
           stderrTail,

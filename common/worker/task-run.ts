@@ -32,7 +32,11 @@ import type { WorkDirPool } from "./work-dir-pool.js";
 
 /** What an attempt came to, as the worker reports it to the queue. */
 export type AttemptReport =
-  { kind: "output"; output: string } | { kind: "split"; children: ChildSpec[] } | { kind: "failed"; error: string; retryable: boolean };
+  | { kind: "output"; output: string }
+  | { kind: "split"; children: ChildSpec[] }
+  | { kind: "failed"; error: string; retryable: boolean }
+  /** Stopped for another task's sake (a shared warm process was killed): queued again, the try not counted. */
+  | { kind: "released"; reason: string };
 
 /** What a task run needs from its worker, the same for every task. */
 export interface TaskRunContext {
@@ -93,6 +97,10 @@ export async function runLeasedTask(run: LeasedRun, ctx: TaskRunContext): Promis
     // What is left only takes room until the task's folder is dropped (on cancel or delete); the failure report matters more.
     await deleteBlobs(ctx.blobs, written).catch(() => undefined);
     if (run.stoppedFor() !== null) return;
+    if (err instanceof JobFailedError && err.collateral) {
+      await run.report({ kind: "released", reason: `${err.message}: queued again, the try not counted` });
+      return;
+    }
     // Never retried: an unknown job, a bad request, or a script that answered `"retry": false`.
     const retryable =
       !isDocqError(err, ERROR_CODE.JobNotFound) &&

@@ -299,6 +299,11 @@ export class WorkerPool {
           log.warn(`could not report the failure of ${run.claim.id}: ${errorMessage(err)}`);
           return false;
         });
+      case "released":
+        return client.release(run.claim, report.reason).catch((err: unknown) => {
+          log.warn(`could not release ${run.claim.id} (its lease lapses and the queue runs it again): ${errorMessage(err)}`);
+          return false;
+        });
     }
   }
 

@@ -209,6 +209,48 @@ describe("WorkerPool with warm jobs", () => {
     for (const name of kept) assert.deepEqual(await fs.readdir(path.join(h.dir, "work", name, "out")), [], `${name} is emptied`);
   });
 
+  it("with concurrency 2, the two slots share one process: 500 tasks, each output once", async () => {
+    const job = await pidJob("shared", "concurrency: 2\n");
+    const pool = makePool({ slots: 2 });
+    let outputs = 0;
+    h.queue.on("task:done", (t) => void (t.status === "output" && outputs++));
+    pool.start();
+    const tasks = await Promise.all(Array.from({ length: 500 }, (_, i) => submit(job, `document ${i}`)));
+    await waitUntil("500 tasks to be output", () => outputs === 500, 120_000);
+    const pids = new Set<number>();
+    for (const [i, t] of tasks.entries()) {
+      const done = await task(t.id);
+      assert.equal(done.tries, 1);
+      const out = await outputOf(done);
+      assert.equal(out.input, `document ${i}`);
+      pids.add(out.pid);
+    }
+    assert.deepEqual([...pids], await startsOf(job), "one process, the only one ever started");
+    assert.equal(h.calls.fail.length, 0);
+    assert.equal(h.calls.succeed.length, 500);
+  });
+
+  it("a task that times out in a shared process fails by the retry rule; the task it shared the process with runs again, its try not counted", async () => {
+    const job = await pidJob("shared-timeouts", "timeoutMs: 2000\nconcurrency: 2\n");
+    makePool({ slots: 2 }).start();
+    const stuck = await submit(job, "hang: stuck", { maxTries: 1 });
+    const pid = await hangingPid(stuck.id);
+    const bystander = await submit(job, "hang: bystander", { maxTries: 1 });
+    assert.equal(await hangingPid(bystander.id), pid, "both tasks are held by one process");
+    await fs.writeFile(path.join(h.marks, `${bystander.id}.release`), ""); // its next run answers
+    const failed = await waitStatus(stuck.id, "error");
+    assert.match(failed.error ?? "", /^job "shared-timeouts" timed out after 2000 ms$/);
+    const done = await waitStatus(bystander.id, "output");
+    assert.equal(done.tries, 1, "the bystander's killed run did not count");
+    assert.notEqual((await outputOf(done)).pid, pid);
+    assert.deepEqual(
+      h.calls.fail.map((f) => f.claim.id),
+      [stuck.id],
+      "only the task that timed out failed",
+    );
+    assert.ok(!isAlive(pid));
+  });
+
   it("a task that times out kills and restarts only its own process, and follows the retry rule", async () => {
     const job = await pidJob("timeouts", "timeoutMs: 500\n");
     makePool({ slots: 2 }).start();

@@ -7,8 +7,10 @@
 //   });
 //
 // With `warm: true` in job.yaml docq starts the script once per worker slot and sends one JSON
-// request per line on stdin, each with a "requestId"; serve() calls the handler for each one, in
-// turn, and prints the answer with the same requestId as one JSON line on stdout. Whatever the
+// request per line on stdin, each with a "requestId"; serve() calls the handler for each one as it
+// arrives and prints the answer with the same requestId as one JSON line on stdout. docq sends one
+// request at a time unless job.yaml says `concurrency: N`: then up to N are in flight at once, and
+// an async handler runs them side by side (their answers in any order). Whatever the
 // module does before serve() (imports, loading a model) happens once per process, not per task.
 //
 // Without `warm: true` the same script is a one-shot job: one request without requestId, then the
@@ -24,6 +26,8 @@
 //   progress(0.4, "page 4 of 10");    // while handling a request: shown in the task's record
 //   throw new FatalError("not a PDF"); // no retry
 
+import { AsyncLocalStorage } from "node:async_hooks";
+
 /** A failure no retry can fix: the task ends in error at once (`{"error": ..., "retry": false}`). */
 export class FatalError extends Error {
   constructor(message) {
@@ -32,8 +36,8 @@ export class FatalError extends Error {
   }
 }
 
-/** The request being handled (its requestId, undefined in a one-shot run), for progress(). */
-let current = null;
+/** The request being handled where progress() is called (its requestId, undefined in a one-shot run). */
+const current = new AsyncLocalStorage();
 
 /**
  * Reports how far the current request is (0..1) and what it does. Does nothing outside a handler.
@@ -41,9 +45,10 @@ let current = null;
  * @param {string} [message]
  */
 export function progress(fraction, message) {
-  if (current === null) return;
+  const request = current.getStore();
+  if (request === undefined) return;
   const line = { progress: Number(fraction), ...(message === undefined ? {} : { message: String(message) }) };
-  process.stdout.write(JSON.stringify(current.requestId === undefined ? line : { requestId: current.requestId, ...line }) + "\n");
+  process.stdout.write(JSON.stringify(request.requestId === undefined ? line : { requestId: request.requestId, ...line }) + "\n");
 }
 
 /** @typedef {{ output: string } | { children: { input: string, params?: Record<string, unknown> }[] }} Answer */
@@ -54,24 +59,14 @@ export function progress(fraction, message) {
  */
 export function serve(handle) {
   for (const method of ["log", "info", "debug"]) console[method] = console.error;
-  const queue = [];
   let buffer = "";
-  let running = false;
-
-  const pump = async () => {
-    if (running) return;
-    running = true;
-    while (queue.length > 0) await answer(queue.shift());
-    running = false;
-  };
 
   const answer = async (line) => {
     const request = JSON.parse(line);
     const { requestId, ...rest } = request;
     let reply;
-    current = { requestId };
     try {
-      reply = asAnswer(await handle(rest));
+      reply = asAnswer(await current.run({ requestId }, () => handle(rest)));
     } catch (err) {
       if (err instanceof FatalError) {
         // Answered in a one-shot run too: the answer line counts whatever the exit code.
@@ -85,8 +80,6 @@ export function serve(handle) {
         }
         reply = { error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) };
       }
-    } finally {
-      current = null;
     }
     process.stdout.write(JSON.stringify(requestId === undefined ? reply : { requestId, ...reply }) + "\n");
   };
@@ -98,16 +91,14 @@ export function serve(handle) {
     while (newline !== -1) {
       const line = buffer.slice(0, newline).trim();
       buffer = buffer.slice(newline + 1);
-      if (line !== "") queue.push(line);
+      if (line !== "") void answer(line);
       newline = buffer.indexOf("\n");
     }
-    void pump();
   });
   process.stdin.on("end", () => {
     const last = buffer.trim();
     buffer = "";
-    if (last !== "") queue.push(last);
-    void pump();
+    if (last !== "") void answer(last);
   });
 }
 

@@ -12,7 +12,9 @@
 
 With `warm: true` in job.yaml docq starts the script once per worker slot and sends one JSON
 request per line on stdin, each with a "requestId"; serve() calls handle() for each one and
-prints the answer, with the same requestId, as one JSON line on stdout. Everything before
+prints the answer, with the same requestId, as one JSON line on stdout. With `concurrency: N` in
+job.yaml docq may send up to N requests before the first is answered: serve() answers them in
+turn, in the order they came. Everything before
 serve() (imports, models, connections) is loaded once per process, not once per task.
 
 Without `warm: true` the same script is a one-shot job: one request without requestId, then

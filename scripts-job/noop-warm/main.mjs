@@ -1,6 +1,6 @@
-// noop-warm: the cheapest warm job: an empty output file per request. Node is started once per
-// worker slot (run by docq's own node binary, no interpreter lookup), then each task costs a
-// line in, a file created, a line out.
+// noop-warm: the cheapest warm job: an empty output file per request. Node is started once and
+// kept (run by docq's own node binary, no interpreter lookup; job.yaml lets one process serve two
+// slots), then each task costs a line in, a file created, a line out.
 import { writeFileSync } from "node:fs";
 import { serve } from "../lib/docq-warm.mjs";
 

@@ -135,6 +135,7 @@ export const JobListingSchema = z
         .meta({ description: "the params with their types and bounds, as JSON Schema (what a submission's params are checked with)" }),
       maxRequests: z.int().nullable().meta({ description: "a warm job's process is recycled after this many tasks" }),
       maxRssMb: z.int().nullable().meta({ description: "a warm job's process is recycled above this memory" }),
+      concurrency: z.int().meta({ description: "requests one warm process of the job holds at once (1 for a one-shot job)" }),
       retention: z
         .object({
           outputMs: z.int().nullable().optional(),
