@@ -33,7 +33,7 @@ function JobInfo({ job }) {
     `timeout ${Math.round(job.timeoutMs / 1000)} s`,
     job.maxTries === null ? "default tries" : `${job.maxTries} tries`,
   ];
-  if (job.warm) facts.push("warm");
+  if (job.warm) facts.push(job.concurrency > 1 ? `warm, ${job.concurrency} tasks per process` : "warm");
   if (job.split) facts.push("splits");
   return html`<small class="muted" data-testid="job-info">${facts.join(" · ")}</small>`;
 }
