@@ -148,10 +148,13 @@ describe("/metrics: the queue's figures", () => {
       site.start("worker 1", "worker", env);
       site.start("worker 2", "worker", env);
       await waitUntil(
-        "the site's four processes to report their metrics",
+        "the site's four processes to report their metrics, and the controller to see the queuer's actions",
         async () => {
           // A process that died will never report: stop waiting (a throw would be retried).
           if (site.gone().length > 0) return true;
+          // The queuer reports its metrics before the controller may have its actions (a submit then answers 503).
+          const health = await fetch(`${url}/api/health`).catch(() => null);
+          if (health?.ok !== true) return false;
           const res = await fetch(`${url}/metrics`).catch(() => null);
           if (res?.status !== 200) return false;
           const m = parsePrometheusText(await res.text());

@@ -676,6 +676,22 @@ describe("WarmPool with concurrency (several requests held by one process)", () 
     assert.match(other.message, /was killed because another request it held timed out$/);
   });
 
+  it("a process that dies holding two requests fails both as its own failures (not collateral)", async () => {
+    const { job, starts } = await ctlJob("shared-crash", { concurrency: 2 });
+    const pool = makePool();
+    const first = (await send(pool, job, { sleepMs: 30_000 })).outcome;
+    const second = (await send(pool, job, { sleepMs: 30_000 })).outcome;
+    await waitUntil("the process to start", async () => (await startsOf(starts)).length === 1);
+    const [pid] = await startsOf(starts);
+    process.kill(pid ?? 0, "SIGKILL");
+    for (const outcome of await Promise.all([first, second])) {
+      assert.ok(outcome instanceof JobFailedError);
+      assert.equal(outcome.collateral, false);
+      assert.equal(outcome.canceled, false);
+      assert.match(outcome.message, new RegExp(`^job "shared-crash" \\(warm process ${pid}\\) was killed by SIGKILL`));
+    }
+  });
+
   it("progress lines reach the request they name", async () => {
     const { job } = await ctlJob("shared-progress", { concurrency: 2 });
     const pool = makePool();
