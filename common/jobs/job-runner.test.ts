@@ -622,13 +622,16 @@ describe("openInWorkDir: a folder swapped for a link while docq opens the answer
   it("never opens the file outside, however the swaps fall", async () => {
     const work = await workDir();
     const outside = await fs.mkdtemp(path.join(os.tmpdir(), "docq-outside-test-"));
+    // Both files are written before the racer starts: an attempt must never meet one half written.
+    await fs.mkdir(path.join(work.outputDir, "sub"));
+    await fs.writeFile(path.join(work.outputDir, "sub", "f"), "inside\n");
+    await fs.writeFile(path.join(outside, "f"), "OUTSIDE");
     // A real process keeps swapping out/sub between a folder and a link to `outside`.
     const racer = spawn(
       "/bin/sh",
       [
         "-c",
         `cd "$1" || exit 1
-         mkdir out/sub && echo inside > out/sub/f || exit 1
          while mv out/sub out/held && ln -s "$2" out/sub && rm out/sub && mv out/held out/sub; do :; done`,
         "racer",
         work.path,
@@ -637,7 +640,6 @@ describe("openInWorkDir: a folder swapped for a link while docq opens the answer
       { detached: true, stdio: "ignore" },
     );
     try {
-      await fs.writeFile(path.join(outside, "f"), "OUTSIDE");
       const file = path.join(work.outputDir, "sub", "f");
       const outcomes = new Map<string, number>();
       const buffer = Buffer.alloc(64);

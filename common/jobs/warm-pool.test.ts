@@ -728,20 +728,25 @@ describe("WarmPool with concurrency (several requests held by one process)", () 
 });
 
 describe("job.yaml of a warm job", () => {
+  /** A registry of a fresh jobs folder (under the test dir) with one sh job per [name, job.yaml lines]. */
+  const registryOf = async (folder: string, jobs: readonly (readonly [string, string])[]): Promise<JobRegistry> => {
+    const root = path.join(dir, folder);
+    for (const [name, yaml] of jobs) {
+      await fs.mkdir(path.join(root, name), { recursive: true });
+      await fs.writeFile(path.join(root, name, "job.yaml"), `entry: main.sh\n${yaml}`);
+      await fs.writeFile(path.join(root, name, "main.sh"), "exit 0\n");
+    }
+    return new JobRegistry({ dir: root, defaultTimeoutMs: 1000 });
+  };
+
   it("takes concurrency from 1 to 64 on a warm job; refuses it on another, or out of bounds", async () => {
-    const jobs = path.join(dir, "concurrency-jobs");
-    for (const [name, yaml] of [
+    const registry = await registryOf("concurrency-jobs", [
       ["wide", "warm: true\nconcurrency: 64\n"],
       ["plain", "warm: true\n"],
       ["cold", "concurrency: 2\n"],
       ["zero", "warm: true\nconcurrency: 0\n"],
       ["huge", "warm: true\nconcurrency: 65\n"],
-    ] as const) {
-      await fs.mkdir(path.join(jobs, name), { recursive: true });
-      await fs.writeFile(path.join(jobs, name, "job.yaml"), `entry: main.sh\n${yaml}`);
-      await fs.writeFile(path.join(jobs, name, "main.sh"), "exit 0\n");
-    }
-    const registry = new JobRegistry({ dir: jobs, defaultTimeoutMs: 1000 });
+    ]);
     assert.equal((await registry.resolve("wide")).concurrency, 64);
     assert.equal((await registry.resolve("plain")).concurrency, 1);
     await assert.rejects(registry.resolve("cold"), /job\.yaml: concurrency: applies to warm jobs only: add warm: true/);
@@ -750,16 +755,10 @@ describe("job.yaml of a warm job", () => {
   });
 
   it("refuses maxRequests or maxRssMb without warm: true, naming the key", async () => {
-    const jobs = path.join(dir, "yaml-jobs");
-    for (const [name, yaml] of [
+    const registry = await registryOf("yaml-jobs", [
       ["limited", "maxRequests: 10\n"],
       ["heavy", "warm: false\nmaxRssMb: 100\n"],
-    ] as const) {
-      await fs.mkdir(path.join(jobs, name), { recursive: true });
-      await fs.writeFile(path.join(jobs, name, "job.yaml"), `entry: main.sh\n${yaml}`);
-      await fs.writeFile(path.join(jobs, name, "main.sh"), "exit 0\n");
-    }
-    const registry = new JobRegistry({ dir: jobs, defaultTimeoutMs: 1000 });
+    ]);
     await assert.rejects(registry.resolve("limited"), /job\.yaml: maxRequests: applies to warm jobs only: add warm: true/);
     await assert.rejects(registry.resolve("heavy"), /job\.yaml: maxRssMb: applies to warm jobs only: add warm: true/);
   });

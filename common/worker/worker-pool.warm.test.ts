@@ -177,14 +177,14 @@ async function hangingPid(id: string): Promise<number> {
 }
 
 describe("WorkerPool with warm jobs", () => {
-  it("answers 1,000 tasks with one process per slot", async () => {
-    const job = await pidJob("pids");
+  /** Runs `count` tasks of `job` through a started 2-slot pool, checks each was output once and right; answers the pool and the pids that ran them. */
+  async function runEachOnce(job: string, count: number): Promise<{ pool: WorkerPool; pids: Set<number> }> {
     const pool = makePool({ slots: 2 });
     let outputs = 0;
     h.queue.on("task:done", (t) => void (t.status === "output" && outputs++));
     pool.start();
-    const tasks = await Promise.all(Array.from({ length: 1000 }, (_, i) => submit(job, `document ${i}`)));
-    await waitUntil("1,000 tasks to be output", () => outputs === 1000, 120_000);
+    const tasks = await Promise.all(Array.from({ length: count }, (_, i) => submit(job, `document ${i}`)));
+    await waitUntil(`${count} tasks to be output`, () => outputs === count, 120_000);
     const pids = new Set<number>();
     for (const [i, t] of tasks.entries()) {
       const done = await task(t.id);
@@ -193,6 +193,12 @@ describe("WorkerPool with warm jobs", () => {
       assert.equal(out.input, `document ${i}`);
       pids.add(out.pid);
     }
+    return { pool, pids };
+  }
+
+  it("answers 1,000 tasks with one process per slot", async () => {
+    const job = await pidJob("pids");
+    const { pool, pids } = await runEachOnce(job, 1000);
     assert.equal(pids.size, 2, `tasks ran in ${pids.size} processes`);
     assert.deepEqual([...pids].sort(), (await startsOf(job)).sort(), "the only processes ever started");
     assert.deepEqual(
@@ -211,20 +217,7 @@ describe("WorkerPool with warm jobs", () => {
 
   it("with concurrency 2, the two slots share one process: 500 tasks, each output once", async () => {
     const job = await pidJob("shared", "concurrency: 2\n");
-    const pool = makePool({ slots: 2 });
-    let outputs = 0;
-    h.queue.on("task:done", (t) => void (t.status === "output" && outputs++));
-    pool.start();
-    const tasks = await Promise.all(Array.from({ length: 500 }, (_, i) => submit(job, `document ${i}`)));
-    await waitUntil("500 tasks to be output", () => outputs === 500, 120_000);
-    const pids = new Set<number>();
-    for (const [i, t] of tasks.entries()) {
-      const done = await task(t.id);
-      assert.equal(done.tries, 1);
-      const out = await outputOf(done);
-      assert.equal(out.input, `document ${i}`);
-      pids.add(out.pid);
-    }
+    const { pids } = await runEachOnce(job, 500);
     assert.deepEqual([...pids], await startsOf(job), "one process, the only one ever started");
     assert.equal(h.calls.fail.length, 0);
     assert.equal(h.calls.succeed.length, 500);
