@@ -192,8 +192,6 @@ export class WarmProcess {
         `warm process ${this.pid} of job "${this.job.name}" is ${this.stateValue} with ${this.pending.size} of ${this.capacity} requests`,
       );
     }
-    if (this.pending.has(requestId))
-      throw new Error(`warm process ${this.pid} of job "${this.job.name}" holds request ${requestId} already`);
     // A process holding other requests shares its stderr between them: the tail is cleared only when it held none.
     if (this.stateValue === "idle") this.stderrTail.clear();
     this.stateValue = "busy";
