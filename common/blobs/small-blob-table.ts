@@ -102,6 +102,7 @@ export class SmallBlobTable {
 
   private flush(): void {
     const rows = this.pending;
+    if (rows.length === 0) return;
     this.pending = [];
     try {
       this.insertAll(rows);
@@ -127,6 +128,8 @@ export class SmallBlobTable {
    * that was never a row: each of a split's part outputs).
    */
   delete(folder: string, rest: string): void {
+    // A row still waiting for its commit would come back after the delete.
+    this.flush();
     this.recent.delete(folder, rest);
     if (this.rowExists.get(folder, rest) !== undefined) this.deleteRow.run(folder, rest);
   }
@@ -136,6 +139,7 @@ export class SmallBlobTable {
    * starting so (`t/input`), or the folders starting so (`t`).
    */
   deletePrefix(prefix: string): void {
+    this.flush();
     const slash = prefix.indexOf("/");
     if (slash === -1) {
       this.recent.deleteFolders(prefix);
@@ -161,7 +165,7 @@ export class SmallBlobTable {
 
   /** Closes the file once the rows asked for are written. */
   async close(): Promise<void> {
-    if (this.pending.length > 0) this.flush();
+    this.flush();
     await this.checkpointer.detach();
     if (this.db.open) this.db.close();
   }
