@@ -245,7 +245,8 @@ describe("WorkerPool with warm jobs", () => {
   });
 
   it("a task that times out kills and restarts only its own process, and follows the retry rule", async () => {
-    const job = await pidJob("timeouts", "timeoutMs: 500\n");
+    // 2 s, not less: the other slot's process is spawned and serves 5 tasks while this one hangs, and on a loaded 2-core CI machine a spawn alone has taken over 500 ms.
+    const job = await pidJob("timeouts", "timeoutMs: 2000\n");
     makePool({ slots: 2 }).start();
     const stuck = await submit(job, "hang: stuck", { maxTries: 1 });
     const stuckPid = await hangingPid(stuck.id);
@@ -255,7 +256,7 @@ describe("WorkerPool with warm jobs", () => {
     assert.equal(beforePids.size, 1);
     const [other] = [...beforePids];
     const failed = await waitStatus(stuck.id, "error");
-    assert.match(failed.error ?? "", /^job "timeouts" timed out after 500 ms$/);
+    assert.match(failed.error ?? "", /^job "timeouts" timed out after 2000 ms$/);
     await waitUntil("the stuck process to be killed", () => !isAlive(stuckPid));
     assert.ok(other !== undefined && isAlive(other), "the other process is untouched");
     const after = await Promise.all(Array.from({ length: 20 }, (_, i) => submit(job, `after ${i}`)));
