@@ -221,7 +221,8 @@ describe("WarmPool", () => {
   });
 
   it("a request that overruns its timeout kills and replaces its process only", async () => {
-    const { job, starts } = await ctlJob("slow", { timeoutMs: 400 });
+    // The limit counts from the request, which can be sent before its new process has started: 1.5 s leaves a loaded machine room to start it.
+    const { job, starts } = await ctlJob("slow", { timeoutMs: 1500 });
     const pool = makePool();
     const mark = path.join(dir, "slow.pid");
     const [stuck, ok] = await Promise.allSettled([ask(pool, job, { mark, sleepMs: 30_000 }), ask(pool, job, { sleepMs: 50 })]);
@@ -230,7 +231,7 @@ describe("WarmPool", () => {
     assert.equal(stuck.status, "rejected");
     const err = stuck.status === "rejected" ? (stuck.reason as JobFailedError) : null;
     assert.ok(err instanceof JobFailedError);
-    assert.equal(err.message, 'job "slow" timed out after 400 ms');
+    assert.equal(err.message, 'job "slow" timed out after 1500 ms');
     assert.equal(err.timedOut, true);
     const killed = await readPid(mark);
     await waitUntil("the overrunning process to be gone", () => !isAlive(killed));
