@@ -174,4 +174,63 @@ describe("GroupCommit", () => {
       close();
     }
   });
+
+  it("writes the group's deferred part in its transaction just before the commit (beforeCommit), once per group", async () => {
+    let deferred: string[] = [];
+    let rolledBack = 0;
+    const groups: string[][] = [];
+    const { writer, reader, group, close } = openPair({
+      windowMs: 60_000,
+      beforeCommit: () => {
+        if (deferred.length === 0) return;
+        groups.push(deferred);
+        writer.prepare("INSERT INTO t (id, n) VALUES (?, ?)").run(`sum-of-${deferred.join("-")}`, deferred.length);
+        deferred = [];
+      },
+      afterRollback: () => {
+        deferred = [];
+        rolledBack++;
+      },
+    });
+    const deferring = (id: string) => () => {
+      const changes = insertInto(writer, id)();
+      deferred.push(id);
+      return changes;
+    };
+    try {
+      await Promise.all([group.durable("insert a", deferring("a")), group.durable("insert b", deferring("b"))]);
+      assert.deepEqual(committedIds(reader), ["a", "b", "sum-of-a-b"], "the rows and their deferred part, in one commit");
+      assert.deepEqual(groups, [["a", "b"]]);
+      // A group whose commit fails: the deferred part is dropped with it (afterRollback), and the next group starts afresh.
+      const b = group.durable("insert c", deferring("c"));
+      const orphan = group.durable("insert orphan", () => writer.prepare("INSERT INTO child (id, parent) VALUES ('x', 'nobody')").run());
+      await assert.rejects(b, /FOREIGN KEY constraint failed/);
+      await assert.rejects(orphan, /FOREIGN KEY constraint failed/);
+      assert.equal(rolledBack, 1);
+      assert.deepEqual(deferred, []);
+      await group.durable("insert d", deferring("d"));
+      assert.deepEqual(committedIds(reader), ["a", "b", "d", "sum-of-a-b", "sum-of-d"]);
+    } finally {
+      close();
+    }
+  });
+
+  it("fails the whole group when its deferred part cannot be written: nothing of it is committed", async () => {
+    let rolledBack = 0;
+    const { writer, reader, group, close } = openPair({
+      windowMs: 60_000,
+      beforeCommit: () => {
+        throw new Error("the deferred part failed");
+      },
+      afterRollback: () => rolledBack++,
+    });
+    try {
+      await assert.rejects(group.durable("insert a", insertInto(writer, "a")), /insert a \(one commit\): the deferred part failed/);
+      assert.deepEqual(committedIds(reader), []);
+      assert.equal(rolledBack, 1);
+      assert.equal(writer.inTransaction, false);
+    } finally {
+      close();
+    }
+  });
 });

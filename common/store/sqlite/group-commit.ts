@@ -37,6 +37,13 @@ export interface GroupCommitOptions {
   explain(operation: string, err: unknown): unknown;
   /** Early writes that could not be stored, even run again: their answers are not in the file. */
   onLost(operations: readonly string[], err: unknown): void;
+  /**
+   * Writes the group's deferred part (what its writes leave to be summed once per group) in its
+   * transaction, just before the commit; an error fails the group as a failed commit does.
+   */
+  beforeCommit?(): void;
+  /** The group's transaction was rolled back: what beforeCommit would have written is dropped. */
+  afterRollback?(): void;
 }
 
 interface Waiting {
@@ -112,6 +119,7 @@ export class GroupCommit {
     this.open = null;
     clearTimeout(group.timer);
     try {
+      this.opts.beforeCommit?.();
       this.commitStatement.run();
     } catch (err) {
       if (this.db.inTransaction) this.rollback.run();
@@ -179,6 +187,7 @@ export class GroupCommit {
 
   /** The group's transaction is gone: its durable writes fail, its early ones are run again. */
   private lose(group: OpenGroup, err: unknown): void {
+    this.opts.afterRollback?.();
     const error = this.opts.explain(`${group.waiting.map((w) => w.operation).join(", ") || "early writes"} (one commit)`, err);
     for (const write of group.waiting) write.reject(error);
     if (group.early.length > 0) this.storeAgain(group.early);

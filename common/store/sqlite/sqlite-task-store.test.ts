@@ -323,6 +323,33 @@ describe("SqliteTaskStore", () => {
     }
   });
 
+  it("counts the single creates of one group once, as it commits: a create refused in it (a taken id) is not counted", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const raw = new Database(file, { readonly: true });
+    try {
+      const tasks = Array.from({ length: 12 }, (_, i) =>
+        makeTask({ user: i % 2 === 0 ? "alice" : "bob", site: i % 3 === 0 ? "bb" : "aa", ...(i % 4 === 0 ? { parentId: "p" } : {}) }),
+      );
+      // Asked in one turn: one group, one commit.
+      const asked = [...tasks.map((task) => store.create(task)), store.create({ ...tasks[0]!, name: "the same id again" })];
+      const settled = await Promise.allSettled(asked);
+      assert.equal(settled.filter((s) => s.status === "fulfilled").length, 12);
+      assert.match(String((settled[12] as PromiseRejectedResult).reason), new RegExp(`task ${tasks[0]!.id} already exists`));
+      const counts = await store.countByStatus();
+      assert.equal(counts.input, 12);
+      assert.equal(raw.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM tasks").get()?.n, 12);
+      // Top-level tasks only (no parent): alice's are i = 2, 6, 10; bob's are every odd i.
+      assert.equal(await store.countActive("alice"), 3);
+      assert.equal(await store.countActive("bob"), 6);
+      const stolen = await store.countStolen("aa");
+      assert.equal(stolen.in.bb ?? 0, tasks.filter((t) => t.site === "bb" && t.parentId === null).length);
+    } finally {
+      raw.close();
+      await store.close();
+    }
+  });
+
   it("migrates a version 1 file: counts its existing rows once, then keeps them", async () => {
     // Back to version 1: no count tables, no triggers, none of version 3.
     const file = await fileAtVersion(

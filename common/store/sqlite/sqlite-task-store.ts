@@ -736,6 +736,12 @@ export class SqliteTaskStore implements TaskStore {
   private readonly childLists = new ChildIdLists();
   /** Adds new rows to the counts tables (the triggers count updates and deletes). */
   private readonly insertedCounts: InsertedCounts;
+  /**
+   * The tasks create() inserted in the open group of writes: their counts are added in one pass as
+   * the group commits, in its transaction (a stream of single submits paid three upserts a task).
+   * Every read of the counts commits the open group first (attempt()), so none sees them missing.
+   */
+  private createdInGroup: Task[] = [];
 
   private constructor(
     private readonly db: Database.Database,
@@ -937,6 +943,14 @@ export class SqliteTaskStore implements TaskStore {
           `docq: task store ${file}: ${operations.join(", ")} answered before the commit could not be stored (${errorMessage(err)}):` +
             ` their tasks stay queued in the file and run after the next restart\n`,
         ),
+      beforeCommit: () => {
+        if (this.createdInGroup.length === 0) return;
+        this.insertedCounts.add(this.createdInGroup);
+        this.createdInGroup = [];
+      },
+      afterRollback: () => {
+        this.createdInGroup = [];
+      },
     });
     for (const filter of FILTER_SHAPES) {
       for (const withCursor of [false, true]) {
@@ -1000,8 +1014,11 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   async create(task: Task): Promise<void> {
-    // insertAll is a transaction (in the open group, a savepoint): a row and its counts go in together, or neither.
-    await this.grouped("create", () => this.insertAll([task]));
+    // One statement, undone alone if it fails; the counts of the group's new rows are added once, as it commits (beforeCommit).
+    await this.grouped("create", () => {
+      this.insertRow(task);
+      this.createdInGroup.push(task);
+    });
   }
 
   async createMany(tasks: readonly Task[]): Promise<void> {
@@ -1414,8 +1431,8 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   /**
-   * Inserts one task's row alone, inside insertAll's transaction, which adds it to the counts; a
-   * taken id becomes TASK_EXISTS naming it (throwing rolls the transaction back).
+   * Inserts one task's row alone, not counted: inside insertAll's transaction, which adds it to the
+   * counts, or create()'s group, which adds it as it commits. A taken id becomes TASK_EXISTS naming it.
    */
   private insertRow(task: Task): void {
     try {
