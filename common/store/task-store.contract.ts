@@ -1252,6 +1252,26 @@ export function taskStoreContract(adapterName: string, open: () => Promise<{ sto
 
     describe("usage", () => {
       it(
+        "adds asked in one turn are summed as if asked one after the other",
+        withStore(async (store) => {
+          await Promise.all([
+            store.addUsage("alice", "2024-03-01", { submitted: 1, bytesIn: 5 }),
+            store.addUsage("bob", "2024-03-01", { output: 1 }),
+            store.addUsage("alice", "2024-03-01", { submitted: 2, runMs: 150 }),
+            store.addUsage("alice", "2024-03-02", { error: 1 }),
+            store.addUsage("alice", "2024-03-01", { output: 1, bytesOut: 7 }),
+            store.addUsage("carol", "2024-03-01", {}),
+          ]);
+          assert.deepEqual(await store.usage({ from: "2024-03-01", to: "2024-03-02" }), [
+            usageRow("alice", "2024-03-01", { submitted: 3, output: 1, runMs: 150, bytesIn: 5, bytesOut: 7 }),
+            usageRow("bob", "2024-03-01", { output: 1 }),
+            usageRow("carol", "2024-03-01"),
+            usageRow("alice", "2024-03-02", { error: 1 }),
+          ]);
+        }),
+      );
+
+      it(
         "adds to one row per user and day, made at zero on the first add",
         withStore(async (store) => {
           await store.addUsage("alice", "2024-03-01", { submitted: 1 });

@@ -350,6 +350,44 @@ describe("SqliteTaskStore", () => {
     }
   });
 
+  it("drops a group's sums with its rows when its commit fails: counts and usage stay those of what is stored", async () => {
+    const file = freshFile();
+    const store = SqliteTaskStore.open(file);
+    const other = new Database(file);
+    try {
+      await store.create(makeTask({ user: "alice" }));
+      await store.addUsage("alice", "2024-03-01", { submitted: 1 });
+      // What a full disk would do to the group's sums alone: refuse mallory's usage row.
+      other.exec(
+        "CREATE TRIGGER refuse_mallory BEFORE INSERT ON usage WHEN NEW.user = 'mallory' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+      );
+      const lost = makeTask({ user: "alice" });
+      const asked = await Promise.allSettled([
+        store.create(lost),
+        store.addUsage("alice", "2024-03-01", { submitted: 1 }),
+        store.addUsage("mallory", "2024-03-01", { submitted: 1 }),
+      ]);
+      assert.deepEqual(
+        asked.map((a) => a.status),
+        ["rejected", "rejected", "rejected"],
+        "one group, one failed commit",
+      );
+      assert.match(String((asked[0] as PromiseRejectedResult).reason), /refused/);
+      await store.create(makeTask({ user: "alice" }));
+      await store.addUsage("alice", "2024-03-01", { submitted: 1 });
+      assert.equal(await store.get(lost.id), null);
+      assert.equal((await store.countByStatus()).input, 2);
+      assert.equal(await store.countActive("alice"), 2);
+      assert.deepEqual(
+        (await store.usage({ from: "2024-03-01", to: "2024-03-01" })).map((row) => [row.user, row.submitted]),
+        [["alice", 2]],
+      );
+    } finally {
+      other.close();
+      await store.close();
+    }
+  });
+
   it("migrates a version 1 file: counts its existing rows once, then keeps them", async () => {
     // Back to version 1: no count tables, no triggers, none of version 3.
     const file = await fileAtVersion(

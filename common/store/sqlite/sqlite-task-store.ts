@@ -12,6 +12,7 @@ import { GroupCommit } from "./group-commit.js";
 import { RELOAD_SELECT, reloadRowsAsJson } from "./sqlite-reload-rows.js";
 import { readNonFinal } from "./threaded-reload.js";
 import { ChildIdLists } from "./child-id-lists.js";
+import { GroupSums } from "./group-sums.js";
 import { InsertedCounts } from "./inserted-counts.js";
 import type { WorkflowDefinition } from "../../workflows/workflow-definition.js";
 import { STORE_STEPS, type StoreStep } from "../../model/state-machine.js";
@@ -736,12 +737,8 @@ export class SqliteTaskStore implements TaskStore {
   private readonly childLists = new ChildIdLists();
   /** Adds new rows to the counts tables (the triggers count updates and deletes). */
   private readonly insertedCounts: InsertedCounts;
-  /**
-   * The tasks create() inserted in the open group of writes: their counts are added in one pass as
-   * the group commits, in its transaction (a stream of single submits paid three upserts a task).
-   * Every read of the counts commits the open group first (attempt()), so none sees them missing.
-   */
-  private createdInGroup: Task[] = [];
+  /** The counts of create()'s rows and the usage added in the open group of writes, written as it commits. */
+  private readonly groupSums: GroupSums;
 
   private constructor(
     private readonly db: Database.Database,
@@ -913,6 +910,8 @@ export class SqliteTaskStore implements TaskStore {
       countActive: db.prepare<[string], number>(`SELECT count FROM user_active WHERE user = ?`).pluck(),
     };
 
+    this.groupSums = new GroupSums(this.insertedCounts, this.statements.addUsage);
+
     // IMMEDIATE: take the write lock at BEGIN, so a second process waits on busy_timeout
     // up front instead of failing with SQLITE_BUSY when a read transaction tries to upgrade.
     const insertAll = db.transaction((tasks: readonly Task[]) => {
@@ -943,14 +942,8 @@ export class SqliteTaskStore implements TaskStore {
           `docq: task store ${file}: ${operations.join(", ")} answered before the commit could not be stored (${errorMessage(err)}):` +
             ` their tasks stay queued in the file and run after the next restart\n`,
         ),
-      beforeCommit: () => {
-        if (this.createdInGroup.length === 0) return;
-        this.insertedCounts.add(this.createdInGroup);
-        this.createdInGroup = [];
-      },
-      afterRollback: () => {
-        this.createdInGroup = [];
-      },
+      beforeCommit: () => this.groupSums.write(),
+      afterRollback: () => this.groupSums.drop(),
     });
     for (const filter of FILTER_SHAPES) {
       for (const withCursor of [false, true]) {
@@ -1014,10 +1007,10 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   async create(task: Task): Promise<void> {
-    // One statement, undone alone if it fails; the counts of the group's new rows are added once, as it commits (beforeCommit).
+    // One statement, undone alone if it fails; the counts of the group's new rows are added once, as it commits (group-sums.ts).
     await this.grouped("create", () => {
       this.insertRow(task);
-      this.createdInGroup.push(task);
+      this.groupSums.addCreated(task);
     });
   }
 
@@ -1379,7 +1372,8 @@ export class SqliteTaskStore implements TaskStore {
   async addUsage(user: string, day: string, delta: Partial<UsageCounts>): Promise<void> {
     requireUsageDay(day, "day");
     const counts = usageDelta(delta);
-    await this.grouped("addUsage", () => this.statements.addUsage.run(user, day, ...USAGE_COUNTERS.map((counter) => counts[counter])));
+    // Summed with the group's other usage of the user and day, written as the group commits (group-sums.ts).
+    await this.grouped("addUsage", () => this.groupSums.addUsageOf(user, day, counts));
   }
 
   async usage(query: { user?: string; from: string; to: string }): Promise<UsageRow[]> {
