@@ -4,6 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { inProcessLauncher } from "./script-launcher.js";
+import { shellLaunchSpec } from "../../testing/shell-launch-spec.js";
 
 // Each test file runs in a process of its own: the first launch here is the one that loads execa.
 describe("inProcessLauncher", () => {
@@ -15,15 +16,7 @@ describe("inProcessLauncher", () => {
     await fs.rm(cwd, { recursive: true, force: true });
   });
 
-  const spec = (script: string) => ({
-    command: "/bin/sh",
-    args: ["-c", script],
-    cwd,
-    env: { PATH: process.env.PATH },
-    input: "",
-    maxStdoutBytes: 1024 * 1024,
-    stderrTailChars: 4096,
-  });
+  const spec = (script: string) => shellLaunchSpec(script, cwd);
 
   it("does not start a script killed while the launcher loads, answers it killed, then starts the next ones", async () => {
     const killed = inProcessLauncher.launch(spec("touch started; echo never"));

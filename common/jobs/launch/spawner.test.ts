@@ -8,19 +8,12 @@ import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Spawner } from "./spawner.js";
 import { isAlive } from "../../testing/processes.js";
+import { shellLaunchSpec } from "../../testing/shell-launch-spec.js";
 
 const run = promisify(execFile);
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
-const spec = (script: string, cwd: string) => ({
-  command: "/bin/sh",
-  args: ["-c", script],
-  cwd,
-  env: { PATH: process.env.PATH },
-  input: "",
-  maxStdoutBytes: 1024 * 1024,
-  stderrTailChars: 4096,
-});
+const spec = shellLaunchSpec;
 
 describe("Spawner", () => {
   it("passes the whole job-runner suite when scripts start in the spawner process", async () => {
