@@ -32,14 +32,11 @@ export class GroupSums {
 
   /** Usage added in the open group: summed with the group's other usage of that user and day. */
   addUsageOf(user: string, day: string, counts: UsageCounts): void {
-    const byDay = this.usage.get(user) ?? new Map<string, UsageCounts>();
+    let byDay = this.usage.get(user);
+    if (byDay === undefined) this.usage.set(user, (byDay = new Map()));
     const sum = byDay.get(day);
-    if (sum === undefined) {
-      byDay.set(day, { ...counts });
-    } else {
-      for (const counter of USAGE_COUNTERS) sum[counter] += counts[counter];
-    }
-    this.usage.set(user, byDay);
+    if (sum === undefined) byDay.set(day, { ...counts });
+    else for (const counter of USAGE_COUNTERS) sum[counter] += counts[counter];
   }
 
   /** Writes the sums in the group's transaction (GroupCommit's beforeCommit); a failure fails the group. */
