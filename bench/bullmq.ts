@@ -288,14 +288,16 @@ async function latencyRun(port: number, count: number): Promise<BullmqFigures["l
   return { count, p50: round(percentile(sorted, 50), 2), p99: round(percentile(sorted, 99), 2) };
 }
 
+/** Why BullMQ's figures are skipped on a machine without redis-server. */
+const NO_REDIS = "no redis-server on this machine (Debian: apt-get install redis-server): BullMQ's figures skipped";
+
 /**
- * BullMQ's figures, or null (and why) when redis-server is not installed. Everything it started is
- * stopped and removed before it answers, whatever failed.
+ * Runs `fn` with a private redis-server (answering a ping) and BullMQ's version, or answers why not
+ * when redis-server is not installed. The server is stopped and its dir removed, whatever failed.
  */
-export async function measureBullmq(counts: BullmqCounts): Promise<{ figures: BullmqFigures } | { skipped: string }> {
+async function withRedis<T>(fn: (redis: RedisServer, bullmqVersion: string) => Promise<T>): Promise<{ value: T } | { skipped: string }> {
   const binary = await findRedisServer();
-  if (binary === null)
-    return { skipped: "no redis-server on this machine (Debian: apt-get install redis-server): BullMQ's figures skipped" };
+  if (binary === null) return { skipped: NO_REDIS };
   const redis = await startRedis(binary);
   try {
     // Fail early and clearly when the server does not answer.
@@ -309,6 +311,18 @@ export async function measureBullmq(counts: BullmqCounts): Promise<{ figures: Bu
       ) as { version: string }
     ).version;
     log(`BullMQ ${bullmqVersion} on redis-server ${redis.version} (port ${redis.port}, persistence off)`);
+    return { value: await fn(redis, bullmqVersion) };
+  } finally {
+    await redis.stop();
+  }
+}
+
+/**
+ * BullMQ's figures, or null (and why) when redis-server is not installed. Everything it started is
+ * stopped and removed before it answers, whatever failed.
+ */
+export async function measureBullmq(counts: BullmqCounts): Promise<{ figures: BullmqFigures } | { skipped: string }> {
+  const measured = await withRedis(async (redis, bullmqVersion): Promise<BullmqFigures> => {
     const sandboxed: SandboxedRun[] = [];
     for (const concurrency of [2, 8]) {
       log(`BullMQ: ${counts.sandboxed} jobs through sandboxed no-op processors, concurrency ${concurrency}`);
@@ -320,8 +334,40 @@ export async function measureBullmq(counts: BullmqCounts): Promise<{ figures: Bu
     const add = await addRun(redis.port, counts.adds, 100);
     log(`BullMQ: add → completed, ${counts.latency} jobs one at a time`);
     const latencyMs = await latencyRun(redis.port, counts.latency);
-    return { figures: { redis: redis.version, bullmq: bullmqVersion, sandboxed, addBulk, add, latencyMs } };
-  } finally {
-    await redis.stop();
-  }
+    return { redis: redis.version, bullmq: bullmqVersion, sandboxed, addBulk, add, latencyMs };
+  });
+  return "skipped" in measured ? measured : { figures: measured.value };
+}
+
+/** One pair of alternating rounds: docq's, then BullMQ's right after it. */
+export interface AlternatingPair {
+  /** docq's round (tasks/s), as `docqRound` answered it; null when its figure could not be read. */
+  docq: number | null;
+  /** BullMQ's first `jobs` after its warm-up, and its next `jobs` (both jobs/s). */
+  bullmqFirst: number;
+  bullmqSteady: number;
+}
+
+/**
+ * `rounds` pairs, each a docq round (`docqRound`: its tasks/s) then, seconds later, a BullMQ
+ * sandboxed run at `concurrency` of 2 × `jobs`: the two sides of each pair see the same phase of
+ * the machine, where the figures measured minutes apart (figure 6, then BullMQ's) each saw their own.
+ */
+export async function measureAlternating(opts: {
+  concurrency: number;
+  jobs: number;
+  rounds: number;
+  docqRound: () => Promise<number | null>;
+}): Promise<{ pairs: AlternatingPair[] } | { skipped: string }> {
+  const measured = await withRedis(async (redis) => {
+    const pairs: AlternatingPair[] = [];
+    for (let pair = 1; pair <= opts.rounds; pair++) {
+      log(`docq vs BullMQ, alternating: pair ${pair} of ${opts.rounds} (docq's round, then BullMQ's)`);
+      const docq = await opts.docqRound();
+      const bullmq = await sandboxedRun(redis, opts.concurrency, opts.jobs);
+      pairs.push({ docq, bullmqFirst: bullmq.jobsPerSec, bullmqSteady: bullmq.steady.jobsPerSec });
+    }
+    return pairs;
+  });
+  return "skipped" in measured ? measured : { pairs: measured.value };
 }
