@@ -17,10 +17,11 @@ export interface BatchSubmitRun {
   requestMs: { p50: number; max: number };
 }
 
-/** A form of `count` documents of `bytes` bytes each (different contents), every field shared. */
-function batchForm(request: number, count: number, bytes: number, job: string): FormData {
+/** A form of `count` documents of `bytes` bytes each (different contents), every field shared; `runAt`: when the tasks become due. */
+function batchForm(request: number, count: number, bytes: number, job: string, runAt?: number): FormData {
   const form = new FormData();
   form.set("job", job);
+  if (runAt !== undefined) form.set("runAt", String(runAt));
   const filler = "x".repeat(bytes);
   for (let i = 0; i < count; i++) {
     const head = `request ${request} document ${i}\n`;
@@ -56,11 +57,11 @@ async function encoded(form: FormData): Promise<EncodedForm> {
  */
 export async function measureBatchSubmit(
   url: string,
-  opts: { requests: number; perRequest: number; documentBytes: number; job: string },
+  opts: { requests: number; perRequest: number; documentBytes: number; job: string; runAt?: number },
   client: (url: string, form: EncodedForm) => Promise<string[]> = postBatchForm,
 ): Promise<BatchSubmitRun> {
   const forms = await Promise.all(
-    Array.from({ length: opts.requests }, (_, r) => encoded(batchForm(r, opts.perRequest, opts.documentBytes, opts.job))),
+    Array.from({ length: opts.requests }, (_, r) => encoded(batchForm(r, opts.perRequest, opts.documentBytes, opts.job, opts.runAt))),
   );
   const durations: number[] = [];
   const t0 = performance.now();

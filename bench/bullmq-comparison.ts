@@ -2,7 +2,7 @@ import { measureBullmq, type BullmqCounts, type BullmqFigures } from "./bullmq.j
 import { log } from "./harness.js";
 import { busyText, describeCpuPerTask, type CpuPerTask } from "./proc-cpu.js";
 import { round, type FigureResult, type Row } from "./report.js";
-import { alternatingRows, measureWarmAlternating } from "./warm-alternating.js";
+import { batchPairRow, measureAlternatingPairs, warmPairRows } from "./alternating-pairs.js";
 
 /*
  * `npm run bench -- --vs-bullmq`: BullMQ's figures measured in the same run (bench/bullmq.ts), each
@@ -14,16 +14,17 @@ import { alternatingRows, measureWarmAlternating } from "./warm-alternating.js";
  *   thousands of tasks as the JIT warms up),
  *   POST /api/tasks/batch (figure 1) vs addBulk, POST with 32 in flight (figure 1) vs add with 100,
  *   submit → output p50/p99 (figure 3) vs add → completed;
- *   then the warm comparison at 2 again, in alternating pairs of rounds seconds apart in one app and
- *   one Redis (warm-alternating.ts), where the rows above compare figures measured minutes apart.
+ *   then the warm comparison at 2 and the batch one again, in alternating pairs of rounds seconds
+ *   apart in one app and one Redis (alternating-pairs.ts), where the rows above compare figures
+ *   measured minutes apart.
  * A docq figure not run in this run (--only) leaves its ratio empty, saying so.
  */
 
 export const BULLMQ_COUNTS: BullmqCounts = { sandboxed: 2_000, bulkCalls: 10, adds: 10_000, latency: 500 };
 export const BULLMQ_QUICK_COUNTS: BullmqCounts = { sandboxed: 100, bulkCalls: 1, adds: 300, latency: 30 };
-/** The warm comparison again in alternating pairs (warm-alternating.ts): tasks a round, pairs. */
-const ALTERNATING = { jobs: 2_000, rounds: 5 };
-const ALTERNATING_QUICK = { jobs: 100, rounds: 1 };
+/** The warm and batch comparisons again in alternating pairs (alternating-pairs.ts). */
+const ALTERNATING = { pairs: 5, warmJobs: 2_000, batchRequests: 10 };
+const ALTERNATING_QUICK = { pairs: 1, warmJobs: 100, batchRequests: 1 };
 
 /** A number at `path` in a figure's data, or null. */
 function dataAt(results: readonly FigureResult[], key: string, path: readonly string[]): number | null {
@@ -113,18 +114,20 @@ export async function bullmqComparisonFigure(results: readonly FigureResult[], q
           : `docq ${pair.docq} ${pair.unit}, BullMQ ${pair.bullmq} ${pair.unit}${pair.lowerIsBetter === true ? " (ratio BullMQ / docq: > 1 is docq ahead)" : ""}`,
     };
   });
-  log("docq vs BullMQ: the warm comparison again, in alternating pairs");
-  const alternating = await measureWarmAlternating(quick ? ALTERNATING_QUICK : ALTERNATING);
+  log("docq vs BullMQ: the warm and batch comparisons again, in alternating pairs");
+  const alternating = await measureAlternatingPairs(quick ? ALTERNATING_QUICK : ALTERNATING);
   if ("skipped" in alternating) {
     rows.push({
-      measure: "noop-warm vs sandboxed processors in alternating pairs",
+      measure: "noop-warm and the batch route vs BullMQ in alternating pairs",
       value: null,
       unit: "",
       note: `not measured: ${alternating.skipped}`,
     });
   } else {
-    // After the four warm rows: the same comparison, measured so that the machine's phases cancel out.
-    rows.splice(4, 0, ...alternatingRows(alternating));
+    // Each beside the rows it measures again, so that the machine's phases cancel out.
+    const batchAt = pairs.findIndex((pair) => pair.what.startsWith("POST /api/tasks/batch"));
+    rows.splice(batchAt + 1, 0, batchPairRow(alternating));
+    rows.splice(4, 0, ...warmPairRows(alternating));
   }
   rows.push(...cpuRows(results, b));
   rows.push({

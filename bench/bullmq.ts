@@ -339,35 +339,20 @@ export async function measureBullmq(counts: BullmqCounts): Promise<{ figures: Bu
   return "skipped" in measured ? measured : { figures: measured.value };
 }
 
-/** One pair of alternating rounds: docq's, then BullMQ's right after it. */
-export interface AlternatingPair {
-  /** docq's round (tasks/s), as `docqRound` answered it; null when its figure could not be read. */
-  docq: number | null;
-  /** BullMQ's first `jobs` after its warm-up, and its next `jobs` (both jobs/s). */
-  bullmqFirst: number;
-  bullmqSteady: number;
+/** BullMQ's rounds on one Redis, for a caller that runs them in turn with its own (warm-alternating.ts). */
+export interface BullmqRounds {
+  /** A sandboxed run at `concurrency` of 2 × `jobs` jobs after its warm-up (its first `jobs`, then its next). */
+  sandboxed(concurrency: number, jobs: number): Promise<SandboxedRun>;
+  /** `calls` addBulk calls of 1,000 jobs of `dataBytes` B, after one call not counted. */
+  addBulk(calls: number, dataBytes: number): Promise<BullmqFigures["addBulk"]>;
 }
 
-/**
- * `rounds` pairs, each a docq round (`docqRound`: its tasks/s) then, seconds later, a BullMQ
- * sandboxed run at `concurrency` of 2 × `jobs`: the two sides of each pair see the same phase of
- * the machine, where the figures measured minutes apart (figure 6, then BullMQ's) each saw their own.
- */
-export async function measureAlternating(opts: {
-  concurrency: number;
-  jobs: number;
-  rounds: number;
-  docqRound: () => Promise<number | null>;
-}): Promise<{ pairs: AlternatingPair[] } | { skipped: string }> {
-  const measured = await withRedis(async (redis) => {
-    const pairs: AlternatingPair[] = [];
-    for (let pair = 1; pair <= opts.rounds; pair++) {
-      log(`docq vs BullMQ, alternating: pair ${pair} of ${opts.rounds} (docq's round, then BullMQ's)`);
-      const docq = await opts.docqRound();
-      const bullmq = await sandboxedRun(redis, opts.concurrency, opts.jobs);
-      pairs.push({ docq, bullmqFirst: bullmq.jobsPerSec, bullmqSteady: bullmq.steady.jobsPerSec });
-    }
-    return pairs;
-  });
-  return "skipped" in measured ? measured : { pairs: measured.value };
+/** Runs `fn` with BullMQ's rounds on a private Redis, or answers why not (no redis-server); Redis is stopped after, whatever failed. */
+export async function withBullmq<T>(fn: (rounds: BullmqRounds) => Promise<T>): Promise<{ value: T } | { skipped: string }> {
+  return withRedis((redis) =>
+    fn({
+      sandboxed: (concurrency, jobs) => sandboxedRun(redis, concurrency, jobs),
+      addBulk: (calls, dataBytes) => addBulkRun(redis.port, calls, dataBytes),
+    }),
+  );
 }
