@@ -1,4 +1,5 @@
 import { measureBullmq, type BullmqCounts, type BullmqFigures } from "./bullmq.js";
+import { errorMessage } from "../common/model/errors.js";
 import { log } from "./harness.js";
 import { busyText, describeCpuPerTask, type CpuPerTask } from "./proc-cpu.js";
 import { round, type FigureResult, type Row } from "./report.js";
@@ -115,7 +116,10 @@ export async function bullmqComparisonFigure(results: readonly FigureResult[], q
     };
   });
   log("docq vs BullMQ: the warm and batch comparisons again, in alternating pairs");
-  const alternating = await measureAlternatingPairs(quick ? ALTERNATING_QUICK : ALTERNATING);
+  // A failure here costs these rows only, not BullMQ's figures measured above.
+  const alternating = await measureAlternatingPairs(quick ? ALTERNATING_QUICK : ALTERNATING).catch((err: unknown) => ({
+    skipped: `FAILED: ${errorMessage(err).split("\n")[0]}`,
+  }));
   if ("skipped" in alternating) {
     rows.push({
       measure: "noop-warm and the batch route vs BullMQ in alternating pairs",
