@@ -53,10 +53,19 @@ function median(values: readonly number[]): number | null {
   return values.length === 0 ? null : round(percentile(sortedNumbers(values), 50), 2);
 }
 
-/** docq's rate over BullMQ's, per pair, leaving out pairs whose docq figure is missing. */
-function warmRatios(pairs: readonly WarmPair[], side: "bullmqFirst" | "bullmqSteady"): number[] {
-  return pairs.flatMap((p) => (p.docq === null || p[side] === 0 ? [] : [p.docq / p[side]]));
+/** docq's rate over BullMQ's in one pair; null when docq's figure is missing (or BullMQ's is 0). */
+function pairRatio(docq: number | null, bullmq: number): number | null {
+  return docq === null || bullmq === 0 ? null : docq / bullmq;
 }
+
+/** The pairs' ratios, leaving out those that have none. */
+function ratiosOf(pairs: readonly { docq: number | null; bullmq: number }[]): number[] {
+  return pairs.flatMap((p) => pairRatio(p.docq, p.bullmq) ?? []);
+}
+
+/** The warm pairs against one of BullMQ's two segments. */
+const warmAgainst = (pairs: readonly WarmPair[], side: "bullmqFirst" | "bullmqSteady") =>
+  pairs.map((p) => ({ docq: p.docq, bullmq: p[side] }));
 
 /** The pairs, or why they were not measured (no redis-server, no warm job). */
 export async function measureAlternatingPairs(opts: {
@@ -110,17 +119,20 @@ export async function measureAlternatingPairs(opts: {
     warm: {
       jobs: opts.warmJobs,
       pairs: warm,
-      medianVsFirst: median(warmRatios(warm, "bullmqFirst")),
-      medianVsSteady: median(warmRatios(warm, "bullmqSteady")),
+      medianVsFirst: median(ratiosOf(warmAgainst(warm, "bullmqFirst"))),
+      medianVsSteady: median(ratiosOf(warmAgainst(warm, "bullmqSteady"))),
     },
-    batch: { requests: opts.batchRequests, pairs: batches, median: median(batches.map((p) => p.docq / p.bullmq)) },
+    batch: { requests: opts.batchRequests, pairs: batches, median: median(ratiosOf(batches)) },
   };
 }
 
 /** "docq / BullMQ = ratio" for each pair. */
 function eachPair(pairs: readonly { docq: number | null; bullmq: number }[]): string {
   return pairs
-    .map((p) => `${p.docq ?? "?"} / ${p.bullmq}${p.docq === null || p.bullmq === 0 ? "" : ` = ${round(p.docq / p.bullmq, 2)}`}`)
+    .map((p) => {
+      const ratio = pairRatio(p.docq, p.bullmq);
+      return `${p.docq ?? "?"} / ${p.bullmq}${ratio === null ? "" : ` = ${round(ratio, 2)}`}`;
+    })
     .join("; ");
 }
 
@@ -136,13 +148,13 @@ export function warmPairRows(figure: AlternatingFigure): Row[] {
       measure: `${what}: median of ${pairsText(warm.pairs.length)}, against BullMQ's first ${n} jobs`,
       value: warm.medianVsFirst,
       unit: "× BullMQ",
-      note: `tasks/s, docq / BullMQ: ${eachPair(warm.pairs.map((p) => ({ docq: p.docq, bullmq: p.bullmqFirst })))}`,
+      note: `tasks/s, docq / BullMQ: ${eachPair(warmAgainst(warm.pairs, "bullmqFirst"))}`,
     },
     {
       measure: `the same pairs against BullMQ's next ${n} jobs (its steady state)`,
       value: warm.medianVsSteady,
       unit: "× BullMQ",
-      note: `tasks/s, docq / BullMQ: ${eachPair(warm.pairs.map((p) => ({ docq: p.docq, bullmq: p.bullmqSteady })))}`,
+      note: `tasks/s, docq / BullMQ: ${eachPair(warmAgainst(warm.pairs, "bullmqSteady"))}`,
     },
   ];
 }
