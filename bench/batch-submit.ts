@@ -1,5 +1,6 @@
 import { percentile, postBatch, sortedNumbers } from "./harness.js";
 import { postBatchForm } from "./submit-client.js";
+import { multipartBody, type EncodedForm } from "./multipart-body.js";
 import { round } from "./report.js";
 
 /** The batch submit's figure: documents per request and their size, as the issue sets them. */
@@ -18,41 +19,26 @@ export interface BatchSubmitRun {
 }
 
 /** A form of `count` documents of `bytes` bytes each (different contents), every field shared; `runAt`: when the tasks become due. */
-function batchForm(request: number, count: number, bytes: number, job: string, runAt?: number): FormData {
-  const form = new FormData();
-  form.set("job", job);
-  if (runAt !== undefined) form.set("runAt", String(runAt));
+function batchForm(request: number, count: number, bytes: number, job: string, runAt?: number): EncodedForm {
+  const fields: Array<[string, string]> = [["job", job]];
+  if (runAt !== undefined) fields.push(["runAt", String(runAt)]);
   const filler = "x".repeat(bytes);
-  for (let i = 0; i < count; i++) {
+  const files = Array.from({ length: count }, (_, i) => {
     const head = `request ${request} document ${i}\n`;
-    form.append("file", new Blob([head, filler.slice(head.length)]), `doc-${i}.txt`);
-  }
-  return form;
-}
-
-/** A multipart form as the bytes of its body and their content type (with the boundary). */
-export interface EncodedForm {
-  body: Uint8Array<ArrayBuffer>;
-  contentType: string;
+    return { field: "file", filename: `doc-${i}.txt`, bytes: head + filler.slice(head.length) };
+  });
+  return multipartBody(fields, files);
 }
 
 /** Sends an encoded form through fetch (undici), the tests' client: the batch figure's client before 2026-12-04. */
 export const postBatchByFetch = (url: string, form: EncodedForm): Promise<string[]> =>
   postBatch(url, { body: form.body, headers: { "content-type": form.contentType } });
 
-/** The form as the bytes of its multipart body and their content type (with the boundary). */
-async function encoded(form: FormData): Promise<EncodedForm> {
-  const response = new Response(form);
-  const contentType = response.headers.get("content-type");
-  if (contentType === null) throw new Error("a FormData body has no content type");
-  return { body: new Uint8Array(await response.arrayBuffer()), contentType };
-}
-
 /**
  * POST /api/tasks/batch, `requests` requests of `perRequest` documents of `documentBytes`, one
- * request at a time. The forms are built and encoded before the clock starts, as a client that
- * streams files needs no encoding per part (encoding a FormData of 1,000 parts takes the bench's
- * fetch tens of milliseconds). Each answer is a 201 only once every task of it and its document are
+ * request at a time. The forms are built as plain bytes before the clock starts (multipart-body.ts),
+ * as a client that streams files needs no encoding per part and leaves no garbage of its own to
+ * collect during the round. Each answer is a 201 only once every task of it and its document are
  * stored (as durable as the config's `durability` says).
  */
 export async function measureBatchSubmit(
@@ -60,9 +46,7 @@ export async function measureBatchSubmit(
   opts: { requests: number; perRequest: number; documentBytes: number; job: string; runAt?: number },
   client: (url: string, form: EncodedForm) => Promise<string[]> = postBatchForm,
 ): Promise<BatchSubmitRun> {
-  const forms = await Promise.all(
-    Array.from({ length: opts.requests }, (_, r) => encoded(batchForm(r, opts.perRequest, opts.documentBytes, opts.job, opts.runAt))),
-  );
+  const forms = Array.from({ length: opts.requests }, (_, r) => batchForm(r, opts.perRequest, opts.documentBytes, opts.job, opts.runAt));
   const durations: number[] = [];
   const t0 = performance.now();
   for (const form of forms) {
