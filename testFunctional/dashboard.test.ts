@@ -109,9 +109,9 @@ describe("dashboard in Chromium", () => {
   it("submits a document through the form and sees it reach output in the list, live", async () => {
     await page.getByTestId("nav-submit").click();
     await page.getByTestId("submit-form").waitFor({ timeout: WAIT_MS });
-    // What job.yaml says of the job picked: noop-warm's two requests per process (concurrency: 2).
+    // What job.yaml says of the job picked: noop-warm's two requests per process (concurrency: 2), its documents inline.
     await page.getByTestId("job-select").selectOption("noop-warm");
-    await page.getByTestId("job-info").filter({ hasText: "warm, 2 tasks per process" }).waitFor({ timeout: WAIT_MS });
+    await page.getByTestId("job-info").filter({ hasText: "warm, 2 tasks per process · inline documents" }).waitFor({ timeout: WAIT_MS });
     await page.getByTestId("job-select").selectOption("sleep");
     await page.getByTestId("param-ms").fill("300");
     await page.locator('input[type="file"]').setInputFiles({ name: "report.txt", mimeType: "text/plain", buffer: Buffer.from(document) });

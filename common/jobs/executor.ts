@@ -1,5 +1,5 @@
 import type { JobDefinition } from "./job-registry.js";
-import { runJob, type JobAnswer, type JobRequest } from "./job-runner.js";
+import { runJob, type InlineJobRequest, type JobAnswer, type JobRequest } from "./job-runner.js";
 import type { ScriptLauncher } from "./launch/script-launcher.js";
 import type { ProgressReport } from "./script-answer.js";
 import { Spawner } from "./launch/spawner.js";
@@ -30,6 +30,17 @@ export interface JobExecutor {
    * JobFailedError saying how the run ended when it failed, timed out or was stopped.
    */
   run(job: JobDefinition, request: JobRequest, opts: JobRunOptions): Promise<JobAnswer>;
+  /**
+   * Runs `job` once on an inline request (its document inside, no work dir) and answers the
+   * output's bytes; fails as run() does. Only an executor of warm processes has it.
+   */
+  runInline?(job: JobDefinition, request: InlineJobRequest, opts: Omit<JobRunOptions, "workDir">): Promise<InlineJobAnswer>;
+}
+
+/** What an inline request answered: the output's bytes, and the stderr printed meanwhile. */
+export interface InlineJobAnswer {
+  output: Buffer;
+  stderrTail: string;
 }
 
 /**

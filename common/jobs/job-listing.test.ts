@@ -18,7 +18,7 @@ describe("jobListing (GET /api/jobs)", () => {
       "splitter/main.sh": "echo '{}'\n",
       "splitter/job.yaml": "split: true\nwarm: true\n",
       "warmish/main.sh": "echo '{}'\n",
-      "warmish/job.yaml": "warm: true\nmaxRequests: 50\nmaxRssMb: 300\nconcurrency: 4\n",
+      "warmish/job.yaml": "warm: true\nmaxRequests: 50\nmaxRssMb: 300\nconcurrency: 4\ninline: true\n",
       "flow/job.yaml":
         'description: two steps\nworkflow:\n  steps:\n    a: { job: plain }\n    b: { job: sleepy, params: { ms: 1 } }\n  flow:\n    - "a  ->  b"\n',
       "loop/job.yaml": "workflow:\n  steps: { a: { job: plain }, b: { job: plain } }\n  flow: [a -> b, b -> a]\n",
@@ -61,6 +61,7 @@ describe("jobListing (GET /api/jobs)", () => {
         maxRequests: null,
         maxRssMb: null,
         concurrency: 1,
+        inline: false,
         retention: {},
       },
       {
@@ -81,6 +82,7 @@ describe("jobListing (GET /api/jobs)", () => {
         maxRequests: null,
         maxRssMb: null,
         concurrency: 1,
+        inline: false,
         retention: { errorMs: 60000 },
       },
       {
@@ -96,6 +98,7 @@ describe("jobListing (GET /api/jobs)", () => {
         maxRequests: null,
         maxRssMb: null,
         concurrency: 1,
+        inline: false,
         retention: {},
       },
       {
@@ -111,6 +114,7 @@ describe("jobListing (GET /api/jobs)", () => {
         maxRequests: 50,
         maxRssMb: 300,
         concurrency: 4,
+        inline: true,
         retention: {},
       },
     ]);

@@ -34,6 +34,8 @@ export type JobListing =
       maxRssMb: number | null;
       /** Requests one warm process of the job holds at once (1 for a one-shot job). */
       concurrency: number;
+      /** A warm job whose small documents travel inside its request and answer lines (job.yaml `inline: true`). */
+      inline: boolean;
       /** This job's own retention windows per final status (ms, null = kept); a status left out keeps the site's. */
       retention: JobRetention;
     }
@@ -83,6 +85,7 @@ export function jobListing(entry: JobCatalogEntry): JobListing {
     maxRequests: job.maxRequests,
     maxRssMb: job.maxRssMb,
     concurrency: job.concurrency,
+    inline: job.inline === true,
     retention: job.retention ?? {},
   };
 }

@@ -35,6 +35,12 @@ export interface JobDefinition {
   maxRssMb: number | null;
   /** Requests one warm process may hold at once (job.yaml `concurrency`, 1 unless said). */
   concurrency: number;
+  /**
+   * job.yaml `inline: true` (warm jobs): a small document goes to the process inside its request
+   * line and the output comes back inside the answer (base64), not as files of a work dir (README
+   * "Warm jobs"). Absent: false.
+   */
+  inline?: boolean;
   /** job.yaml `retention`: this job's own windows per final status (ms, null = keep); a status left out keeps the site's. */
   retention?: JobRetention;
   /**
@@ -98,6 +104,7 @@ const JobYamlSchema = z
     maxRequests: z.int().min(1).optional(),
     maxRssMb: z.int().min(1).optional(),
     concurrency: z.int().min(1).max(MAX_WARM_CONCURRENCY).optional(),
+    inline: z.boolean().optional(),
     // How long this job's finished tasks are kept, per final status (config `retention` for the others).
     retention: z
       .strictObject({
@@ -117,7 +124,7 @@ const JobYamlSchema = z
       }
     }
     // A limit on a job that is not warm would silently do nothing.
-    for (const key of ["maxRequests", "maxRssMb", "concurrency"] as const) {
+    for (const key of ["maxRequests", "maxRssMb", "concurrency", "inline"] as const) {
       if (config[key] !== undefined && config.warm !== true)
         ctx.addIssue({ code: "custom", path: [key], message: "applies to warm jobs only: add warm: true" });
     }
@@ -360,6 +367,7 @@ export class JobRegistry {
       maxRequests: config.maxRequests ?? null,
       maxRssMb: config.maxRssMb ?? null,
       concurrency: config.concurrency ?? 1,
+      ...(config.inline === true ? { inline: true } : {}),
       retention: config.retention ?? {},
     };
   }

@@ -40,6 +40,20 @@ export interface JobRequest {
   task: { id: string; name: string; user: string; priority: number; parentId: string | null; depth: number };
 }
 
+/**
+ * A warm job's request with its document inside (job.yaml `inline: true`): the bytes in base64, no
+ * work dir, no outputDir; the answer is `{"outputBase64": ...}`. Only a task in simple mode whose
+ * document is small (the store holds it at hand) is sent so; any other gets a JobRequest.
+ */
+export interface InlineJobRequest {
+  mode: "simple";
+  inline: true;
+  /** The task's document; absent when the task has none. */
+  inputBase64?: string;
+  params: Record<string, unknown>;
+  task: JobRequest["task"];
+}
+
 export type JobAnswer =
   | { kind: "output"; output: string; stderrTail: string }
   | { kind: "children"; children: { input: string; params?: Record<string, unknown> }[]; stderrTail: string };
@@ -610,6 +624,8 @@ export async function placeAnswer(
     return abs;
   };
 
+  if (answer.outputBase64 !== undefined)
+    throw fail("answered outputBase64, which only an inline request takes (job.yaml inline: true): answer the output file's name");
   if (answer.output !== undefined) return { kind: "output", output: place(answer.output, "output", true), stderrTail };
   const children = answer.children ?? [];
   if (request.mode === "simple") throw fail("answered children in simple mode: declare split: true in job.yaml");
@@ -897,8 +913,16 @@ export function requestLine(request: JobRequest): string {
  * A warm job's request line: `requestId` first (a sh loop takes it with one prefix strip), then
  * the one-shot request's keys in their fixed order. The answer line carries the same requestId.
  */
-export function warmRequestLine(requestId: string, request: JobRequest): string {
+export function warmRequestLine(requestId: string, request: JobRequest | InlineJobRequest): string {
+  if (isInlineRequest(request)) {
+    const { mode, inline, inputBase64, params, task } = request;
+    return JSON.stringify({ requestId, mode, inline, ...(inputBase64 === undefined ? {} : { inputBase64 }), params, task }) + "\n";
+  }
   return JSON.stringify({ requestId, ...orderedRequest(request) }) + "\n";
+}
+
+export function isInlineRequest(request: JobRequest | InlineJobRequest): request is InlineJobRequest {
+  return "inline" in request;
 }
 
 function orderedRequest(request: JobRequest): Record<string, unknown> {

@@ -6,7 +6,7 @@ import { mayBeProgressLine } from "./launch/job-process.mjs";
  * What a job script may print on stdout, one JSON object per line, one-shot or warm (a warm line
  * also carries its `requestId`, checked apart):
  *   - its answer (the last non-empty line of a one-shot run): `{"output": ...}`, `{"children": [...]}`,
- *     or `{"error": "why"}` with an optional `"retry": false` (the task then fails at once, no retry);
+ *     `{"outputBase64": ...}` (a warm inline request's answer), or `{"error": "why"}` with an optional `"retry": false` (the task then fails at once, no retry);
  *   - progress before its answer: `{"progress": 0.4, "message": "page 4 of 10"}`.
  * Any other line is chatter and ignored.
  */
@@ -24,8 +24,13 @@ const AnswerSchema = z
       .array(z.object({ input: z.string().min(1), params: z.record(z.string(), z.unknown()).optional() }))
       .min(1, "is empty: a job that does not split answers an output")
       .optional(),
+    // The output's bytes themselves, answering an inline request (job.yaml `inline: true`).
+    outputBase64: z.base64({ error: "must be the output's bytes in base64" }).optional(),
   })
-  .refine((a) => (a.output === undefined) !== (a.children === undefined), "the answer needs exactly one of output or children");
+  .refine(
+    (a) => [a.output, a.children, a.outputBase64].filter((given) => given !== undefined).length === 1,
+    "the answer needs exactly one of output or children (or outputBase64, answering an inline request)",
+  );
 
 export type Answer = z.infer<typeof AnswerSchema>;
 
@@ -95,7 +100,7 @@ export function parseAnswerLine(line: string): Answer | ErrorAnswer | string {
  */
 export function progressOf(json: unknown): ProgressReport | null {
   if (typeof json !== "object" || json === null || Array.isArray(json)) return null;
-  if ("output" in json || "children" in json || "error" in json) return null;
+  if ("output" in json || "children" in json || "outputBase64" in json || "error" in json) return null;
   const result = ProgressSchema.safeParse(json);
   return result.success ? result.data : null;
 }

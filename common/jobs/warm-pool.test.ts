@@ -916,3 +916,164 @@ serve(handle)
     assert.equal((await run(job, { mode: "simple", input: sample }, pool)).kind, "output");
   });
 });
+
+describe("inline requests (job.yaml inline: true)", () => {
+  /** A warm job on `helper` (JS or Python) whose handler's body is `body`, inline. */
+  const inlineJob = async (name: string, source: string, command: string): Promise<JobDefinition> => {
+    const file = path.join(dir, name);
+    await fs.writeFile(file, source);
+    // No __pycache__ left beside the helper in the repository.
+    return definition(name, command, [file], { inline: true, concurrency: 2, env: { PYTHONDONTWRITEBYTECODE: "1" } });
+  };
+  const jsJob = (name: string, body: string): Promise<JobDefinition> =>
+    inlineJob(
+      `${name}.mjs`,
+      `import { existsSync, readFileSync, writeFileSync } from "node:fs";\nimport { serve } from ${JSON.stringify(JS_HELPER)};\nserve(async (req) => {\n${body}\n});\n`,
+      process.execPath,
+    );
+  const PY_LIB = path.join(EXAMPLES, "lib");
+  const pyJob = (name: string, body: string): Promise<JobDefinition> =>
+    inlineJob(
+      `${name}.py`,
+      `import os, sys\nsys.path.insert(0, ${JSON.stringify(PY_LIB)})\nfrom docq_warm import serve\ndef handle(req):\n${body}\nserve(handle)\n`,
+      "python3",
+    );
+  const inlineRequest = (input?: string, params: Record<string, unknown> = {}) => ({
+    mode: "simple" as const,
+    inline: true as const,
+    ...(input === undefined ? {} : { inputBase64: Buffer.from(input).toString("base64") }),
+    params,
+    task: TASK,
+  });
+
+  it("hands the document over in the line and takes the output back in the answer, with no file (JS helper)", async () => {
+    const job = await jsJob(
+      "inline-bytes",
+      `  return { outputBytes: JSON.stringify({ input: req.inputBytes?.toString(), hasFiles: existsSync(process.cwd() + "/inline-1") }) };`,
+    );
+    const pool = makePool();
+    const answer = await pool.runInline(job, inlineRequest("hello inline"), {});
+    assert.deepEqual(JSON.parse(answer.output.toString()), { input: "hello inline", hasFiles: false });
+    const none = await pool.runInline(job, inlineRequest(), {});
+    assert.deepEqual(JSON.parse(none.output.toString()), { hasFiles: false });
+  });
+
+  it("a handler written for files runs unchanged: input and outputDir are made when read, and nothing is left after (JS helper)", async () => {
+    const job = await jsJob(
+      "inline-files",
+      `  const text = readFileSync(req.input, "utf8");
+  writeFileSync(req.outputDir + "/out.txt", text.toUpperCase());
+  return "out.txt";`,
+    );
+    const pool = makePool();
+    for (const input of ["first document", "second, longer document", ""]) {
+      const answer = await pool.runInline(job, inlineRequest(input), {});
+      assert.equal(answer.output.toString(), input.toUpperCase());
+    }
+    const [proc] = pool.processes();
+    assert.ok(proc?.pid !== undefined);
+    // The process's own dir keeps one folder per request held at once, each with an empty out/ and no input.
+    const cwd = await fs.readlink(`/proc/${proc.pid}/cwd`);
+    assert.deepEqual(await fs.readdir(path.join(cwd, "inline-1")), ["out"]);
+    assert.deepEqual(await fs.readdir(path.join(cwd, "inline-1", "out")), []);
+  });
+
+  it("refuses an output outside outputDir, a link, children, or one past 2 MiB as not retryable; the process stays", async () => {
+    const job = await jsJob(
+      "inline-bad",
+      `  const p = req.params;
+  if (p.outside) return "../../escape.txt";
+  if (p.link) { (await import("node:fs")).symlinkSync("/etc/hostname", req.outputDir + "/link"); return "link"; }
+  if (p.children) return { children: [{ input: "a" }] };
+  if (p.huge) return { outputBytes: Buffer.alloc(2 * 1024 * 1024 + 1) };
+  return { outputBytes: "fine" };`,
+    );
+    const pool = makePool();
+    for (const [params, why] of [
+      [{ outside: true }, /is not inside outputDir/],
+      [{ link: true }, /is not a regular file/],
+      [{ children: true }, /a job that splits cannot be inline/],
+      [{ huge: true }, /an inline answer carries at most 2097152/],
+    ] as const) {
+      const err = await failure(pool.runInline(job, inlineRequest("x", params), {}));
+      assert.match(err.message, why);
+      assert.equal(err.retryable, false, err.message);
+    }
+    assert.equal((await pool.runInline(job, inlineRequest("x"), {})).output.toString(), "fine");
+    assert.equal(pool.processes().length, 1);
+  });
+
+  it("a script answering an output file to an inline request fails, naming outputBase64", async () => {
+    const script = path.join(dir, "inline-raw.sh");
+    await fs.writeFile(
+      script,
+      `while IFS= read -r req; do id=\${req#'{"requestId":"'}; id=\${id%%'"'*}; echo "{\\"requestId\\":\\"$id\\",\\"output\\":\\"x\\"}"; done\n`,
+    );
+    const job = definition("inline-raw", "sh", [script], { inline: true });
+    const err = await failure(makePool().runInline(job, inlineRequest("x"), {}));
+    assert.match(
+      err.message,
+      /answered the output file "x" to an inline request \(job\.yaml inline: true\): answer \{"outputBase64": \.\.\.\}/,
+    );
+  });
+
+  it("an outputBase64 answer to a request with files fails; outputBytes from the helper is written as the file output", async () => {
+    const raw = path.join(dir, "b64-raw.sh");
+    await fs.writeFile(
+      raw,
+      `while IFS= read -r req; do id=\${req#'{"requestId":"'}; id=\${id%%'"'*}; echo "{\\"requestId\\":\\"$id\\",\\"outputBase64\\":\\"eA==\\"}"; done\n`,
+    );
+    const pool = makePool();
+    const work = await workDir();
+    const err = await failure(pool.run(definition("b64-raw", "sh", [raw]), request(work), { workDir: work.path }));
+    assert.match(err.message, /answered outputBase64, which only an inline request takes/);
+    const bytesJob = await jsJob("bytes-files", `  return { outputBytes: "as a file" };`);
+    const work2 = await workDir();
+    const answer = await pool.run({ ...bytesJob, inline: false }, request(work2), { workDir: work2.path });
+    assert.equal(answer.kind === "output" ? await fs.readFile(answer.output, "utf8") : null, "as a file");
+  });
+
+  it(
+    "the Python helper: inputBytes and outputBytes, a handler written for files, and outputBytes as a file when asked for files",
+    { skip: NO_PYTHON },
+    async () => {
+      const pool = makePool();
+      const bytes = await pyJob(
+        "inline_bytes",
+        `    return {"outputBytes": req["inputBytes"].upper() + (b"!" if "input" in req else b"?")}`,
+      );
+      assert.equal((await pool.runInline(bytes, inlineRequest("py bytes"), {})).output.toString(), "PY BYTES!");
+      const files = await pyJob(
+        "inline_files",
+        `    with open(req["input"]) as f, open(os.path.join(req["outputDir"], "o.txt"), "w") as o:\n        o.write(f.read()[::-1])\n    return "o.txt"`,
+      );
+      assert.equal((await pool.runInline(files, inlineRequest("abc"), {})).output.toString(), "cba");
+      assert.equal((await pool.runInline(files, inlineRequest("second"), {})).output.toString(), "dnoces");
+      const work = await workDir();
+      const answer = await pool
+        .run({ ...bytes, inline: false }, { ...request(work), input: undefined }, { workDir: work.path })
+        .catch((e: unknown) => e);
+      assert.ok(answer instanceof JobFailedError, "a handler reading inputBytes fails on a request with files");
+      const asFile = await pyJob("bytes_as_file", `    return {"outputBytes": "written"}`);
+      const work2 = await workDir();
+      const out = await pool.run({ ...asFile, inline: false }, request(work2), { workDir: work2.path });
+      assert.equal(out.kind === "output" ? await fs.readFile(out.output, "utf8") : null, "written");
+    },
+  );
+
+  it("job.yaml takes inline: true on a warm job only", async () => {
+    const root = path.join(dir, "inline-yaml");
+    for (const [name, yaml] of [
+      ["fast", "warm: true\ninline: true\n"],
+      ["cold", "inline: true\n"],
+    ] as const) {
+      await fs.mkdir(path.join(root, name), { recursive: true });
+      await fs.writeFile(path.join(root, name, "job.yaml"), `entry: main.sh\n${yaml}`);
+      await fs.writeFile(path.join(root, name, "main.sh"), "exit 0\n");
+    }
+    const registry = new JobRegistry({ dir: root, defaultTimeoutMs: 1000 });
+    assert.equal((await registry.resolve("fast")).inline, true);
+    await assert.rejects(registry.resolve("cold"), /job\.yaml: inline: applies to warm jobs only: add warm: true/);
+    assert.equal((await new JobRegistry({ dir: EXAMPLES, defaultTimeoutMs: 1000 }).resolve("noop-warm")).inline, true);
+  });
+});

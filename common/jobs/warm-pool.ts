@@ -2,9 +2,9 @@ import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { JobDefinition } from "./job-registry.js";
-import type { JobExecutor, JobRunOptions } from "./executor.js";
-import { JobFailedError, placeAnswer, stoppedBeforeStart, type JobAnswer, type JobRequest } from "./job-runner.js";
-import { WarmProcess, type WarmExit, type WarmProcessState } from "./warm-process.js";
+import type { InlineJobAnswer, JobExecutor, JobRunOptions } from "./executor.js";
+import { JobFailedError, placeAnswer, stoppedBeforeStart, type InlineJobRequest, type JobAnswer, type JobRequest } from "./job-runner.js";
+import { WarmProcess, type WarmExit, type WarmProcessState, type WarmReply } from "./warm-process.js";
 
 /*
  * The warm processes of one worker: for each warm job (job.yaml `warm: true`), up to one process
@@ -104,15 +104,37 @@ export class WarmPool implements JobExecutor {
    * JobAnswer, the same JobFailedError (timedOut, canceled, an exit, an invalid answer).
    */
   async run(job: JobDefinition, request: JobRequest, opts: JobRunOptions): Promise<JobAnswer> {
+    const { answer, stderrTail } = await this.ask(job, request, opts);
+    return placeAnswer(answer, request, {
+      workDir: opts.workDir,
+      stderrTail,
+      fail: (message) => new JobFailedError(`job "${job.name}" ${message}`, { exitCode: null, stderrTail }),
+    });
+  }
+
+  /** Runs one inline request (the document inside it) and answers the output's bytes, failing as run() does. */
+  async runInline(job: JobDefinition, request: InlineJobRequest, opts: Omit<JobRunOptions, "workDir">): Promise<InlineJobAnswer> {
+    const { answer, stderrTail } = await this.ask(job, request, opts);
+    if (answer.outputBase64 === undefined) {
+      const given = answer.output === undefined ? "children" : `the output file ${JSON.stringify(answer.output)}`;
+      throw new JobFailedError(
+        `job "${job.name}" answered ${given} to an inline request (job.yaml inline: true): answer {"outputBase64": ...}, as the docq-warm helpers do`,
+        { exitCode: null, stderrTail },
+      );
+    }
+    return { output: Buffer.from(answer.outputBase64, "base64"), stderrTail };
+  }
+
+  /** Sends `request` to a process of `job` with room and answers its valid answer (a failure, a timeout, a crash throw). */
+  private async ask(job: JobDefinition, request: JobRequest | InlineJobRequest, opts: Omit<JobRunOptions, "workDir">): Promise<WarmReply> {
     if (this.stopping) throw stoppedBeforeStart(job, "stop");
     if (opts.signal?.aborted) throw stoppedBeforeStart(job, "cancel");
     // Its group as checked a moment ago, else checked now: no await between a slot freed and the next request.
     const group = this.checkedGroup(job) ?? (await this.checkGroup(job));
     if (this.stopping) throw stoppedBeforeStart(job, "stop");
     const proc = this.acquire(group);
-    let reply;
     try {
-      reply = await proc.request(String(++this.seq), request, {
+      return await proc.request(String(++this.seq), request, {
         timeoutMs: opts.timeoutMs ?? group.job.timeoutMs,
         ...(opts.signal === undefined ? {} : { signal: opts.signal }),
         ...(opts.onProgress === undefined ? {} : { onProgress: opts.onProgress }),
@@ -121,12 +143,6 @@ export class WarmPool implements JobExecutor {
       this.release(group, proc);
       opts.onScriptOver?.();
     }
-    const { stderrTail } = reply;
-    return placeAnswer(reply.answer, request, {
-      workDir: opts.workDir,
-      stderrTail,
-      fail: (message) => new JobFailedError(`job "${job.name}" ${message}`, { exitCode: null, stderrTail }),
-    });
   }
 
   processes(): WarmProcessInfo[] {

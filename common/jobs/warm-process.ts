@@ -10,6 +10,7 @@ import {
   STDERR_TAIL_CHARS,
   STDOUT_MAX_BYTES,
   warmRequestLine,
+  type InlineJobRequest,
   type JobRequest,
 } from "./job-runner.js";
 import { checkAnswer, isErrorAnswer, progressOf, type Answer, type ProgressReport } from "./script-answer.js";
@@ -184,7 +185,7 @@ export class WarmProcess {
    */
   request(
     requestId: string,
-    request: JobRequest,
+    request: JobRequest | InlineJobRequest,
     opts: { timeoutMs: number; signal?: StopSignal; onProgress?: (report: ProgressReport) => void },
   ): Promise<WarmReply> {
     if (!this.hasRoom) {

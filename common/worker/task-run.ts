@@ -4,12 +4,13 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { BlobStore } from "../blobs/blob-store.js";
-import type { JobExecutor } from "../jobs/executor.js";
+import type { JobExecutor, JobRunOptions } from "../jobs/executor.js";
 import type { JobDefinition, JobRegistry } from "../jobs/job-registry.js";
 import {
   JobFailedError,
   openMovableInWorkDir,
   takeAnswered,
+  type InlineJobRequest,
   type JobAnswer,
   type JobMode,
   type JobRequest,
@@ -114,6 +115,18 @@ export async function runLeasedTask(run: LeasedRun, ctx: TaskRunContext): Promis
 async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[]): Promise<AttemptReport> {
   const { task } = run;
   const job = await ctx.registry.resolve(task.job);
+  const executor = ctx.executorOf(job);
+  const runInline = executor.runInline?.bind(executor);
+  const inline = runInline === undefined ? null : inlineRequestOf(task, job, ctx.blobs);
+  if (runInline !== undefined && inline !== null) {
+    // No work dir: the document goes inside the request, the output comes back inside the answer.
+    const { output } = await runScriptOver(run, (opts) => runInline(job, inline, opts));
+    const key = outputKeyOf(task, run.tries);
+    written.push(key);
+    if (output.byteLength <= SMALL_OUTPUT_BYTES) await putAttemptBytes(ctx.blobs, key, output);
+    else await ctx.blobs.put(key, Readable.from([output]), { size: output.byteLength });
+    return { kind: "output", output: key };
+  }
   const work = await ctx.workDirs.acquire();
   /**
    * Files of the work dir docq wrote (a downloaded input) or stored by a copy (a moved one is gone
@@ -161,17 +174,45 @@ async function runScript(run: LeasedRun, job: JobDefinition, work: WorkDir, ctx:
     ...documents,
     outputDir: work.outputDir,
     params: task.params,
-    task: { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth },
+    task: requestTask(task),
   };
+  return runScriptOver(run, (opts) => ctx.executorOf(job).run(job, request, { workDir: work.path, ...opts }));
+}
+
+/** Runs the task's script through `start` with the run's options; the slot is free again once the script is over, however it ended. */
+async function runScriptOver<T>(run: LeasedRun, start: (opts: Omit<JobRunOptions, "workDir">) => Promise<T>): Promise<T> {
+  const { task } = run;
   try {
     const onProgress = run.progress === undefined ? {} : { onProgress: run.progress.bind(run) };
     // A workflow step may set its own timeout in place of its job's.
     const timeout = task.timeoutMs === null || task.timeoutMs === undefined ? {} : { timeoutMs: task.timeoutMs };
     const onScriptOver = (): void => run.scriptOver();
-    return await ctx.executorOf(job).run(job, request, { workDir: work.path, signal: run.signal, onScriptOver, ...onProgress, ...timeout });
+    return await start({ signal: run.signal, onScriptOver, ...onProgress, ...timeout });
   } finally {
     run.scriptOver();
   }
+}
+
+/**
+ * The task's request with its document inside (InlineJobRequest) when its job takes one (warm,
+ * job.yaml `inline: true`) and the task fits it: simple mode, and a document the store holds small
+ * and at hand, or none. Else null: the task gets a work dir and files as any other.
+ */
+function inlineRequestOf(task: PulledTask, job: JobDefinition, blobs: BlobStore): InlineJobRequest | null {
+  if (!job.warm || job.inline !== true || modeOf(task, job) !== "simple") return null;
+  const input = task.input === null ? null : (blobs.readSmall?.(task.input) ?? null);
+  if (task.input !== null && input === null) return null;
+  return {
+    mode: "simple",
+    inline: true,
+    ...(input === null ? {} : { inputBase64: input.toString("base64") }),
+    params: task.params,
+    task: requestTask(task),
+  };
+}
+
+function requestTask(task: PulledTask): JobRequest["task"] {
+  return { id: task.id, name: task.name, user: task.user, priority: task.priority, parentId: task.parentId, depth: task.depth };
 }
 
 /** The request's documents: the parts of a merge (its children's outputs, in order), else the task's input if it has one. */

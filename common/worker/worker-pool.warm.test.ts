@@ -122,10 +122,12 @@ serve(async (req) => {
   return name;
 }
 
-async function submit(job: string, content: string, overrides: { maxTries?: number } = {}): Promise<Task> {
+async function submit(job: string, content: string, overrides: { maxTries?: number; small?: boolean } = {}): Promise<Task> {
   const id = newTaskId("test");
   const input = blobKeys.input(id);
-  await h.blobs.put(input, Readable.from([Buffer.from(content)]));
+  // A small document as the submit route stores it (a row the store holds at hand), or a file.
+  if (overrides.small === true) await h.blobs.putNew(input, Buffer.from(content));
+  else await h.blobs.put(input, Readable.from([Buffer.from(content)]));
   return h.queue.submit({
     id,
     site: "test",
@@ -480,5 +482,60 @@ serve(async (req) => {
         }
       }
     }
+  });
+});
+
+describe("WorkerPool with an inline warm job (job.yaml inline: true)", () => {
+  /** An inline job answering {"inline", "input"}: whether the document came inside the request, and the document read from req.input. */
+  async function inlineJob(name: string, extra = ""): Promise<string> {
+    const folder = path.join(h.jobs, name);
+    await fs.mkdir(folder);
+    await fs.writeFile(path.join(folder, "job.yaml"), "warm: true\ninline: true\nconcurrency: 2\nentry: main.mjs\n");
+    await fs.writeFile(
+      path.join(folder, "main.mjs"),
+      `import { readFileSync } from "node:fs";
+import { serve } from ${JSON.stringify(JS_HELPER)};
+serve((req) => {
+  const input = readFileSync(req.input, "utf8");
+  ${extra}
+  return { outputBytes: JSON.stringify({ inline: "inputBytes" in req, input }) };
+});
+`,
+    );
+    return name;
+  }
+
+  async function outputText(id: string): Promise<string> {
+    const done = await waitStatus(id, "output");
+    assert.ok(done.output !== null);
+    return text(await h.blobs.get(done.output));
+  }
+
+  it("sends a small document inside the request and stores the answered bytes; a large one goes as a file", async () => {
+    const job = await inlineJob("inline-echo");
+    const pool = makePool({ slots: 2 });
+    pool.start();
+    const small = await Promise.all(Array.from({ length: 20 }, (_, i) => submit(job, `small document ${i}`, { small: true })));
+    const large = "x".repeat(100 * 1024);
+    const big = await submit(job, large, { small: true });
+    for (const [i, t] of small.entries()) {
+      assert.deepEqual(JSON.parse(await outputText(t.id)), { inline: true, input: `small document ${i}` });
+    }
+    assert.deepEqual(JSON.parse(await outputText(big.id)), { inline: false, input: large });
+  });
+
+  it("a large answered output is stored too; a script error fails the task by the retry rule", async () => {
+    const job = await inlineJob(
+      "inline-big",
+      `if (input === "big") return { outputBytes: Buffer.alloc(200 * 1024, 65) };
+  if (input === "boom") throw new Error("boom");`,
+    );
+    const pool = makePool({ slots: 2 });
+    pool.start();
+    const big = await submit(job, "big", { small: true });
+    const boom = await submit(job, "boom", { small: true, maxTries: 1 });
+    assert.equal(await outputText(big.id), "A".repeat(200 * 1024));
+    const failed = await waitStatus(boom.id, "error");
+    assert.match(failed.error ?? "", /Error: boom/);
   });
 });

@@ -4,7 +4,7 @@
 //   serve(async (req) => {          // req: the request (mode, input|inputs, outputDir, params, task)
 //     ...                            // write the result under req.outputDir
 //     return "result.json";          // or { output: "result.json" } or { children: [{ input: "part-1" }, ...] }
-//   });
+//   });                              // or { outputBytes: buffer }: the output itself (written as a file when docq asks for files)
 //
 // With `warm: true` in job.yaml docq starts the script once per worker slot and sends one JSON
 // request per line on stdin, each with a "requestId"; serve() calls the handler for each one as it
@@ -12,6 +12,11 @@
 // request at a time unless job.yaml says `concurrency: N`: then up to N are in flight at once, and
 // an async handler runs them side by side (their answers in any order). Whatever the
 // module does before serve() (imports, loading a model) happens once per process, not per task.
+//
+// With `inline: true` as well (small documents, no split) the document comes inside the request
+// line and the output goes back inside the answer. The handler then also gets the document's
+// bytes as req.inputBytes, and answering { outputBytes } spares every file; req.input and
+// req.outputDir still work (made when read), so a handler written for files runs unchanged.
 //
 // Without `warm: true` the same script is a one-shot job: one request without requestId, then the
 // end of stdin; serve() answers it and the process ends (a thrown error then means exit code 1).
@@ -27,6 +32,8 @@
 //   throw new FatalError("not a PDF"); // no retry
 
 import { AsyncLocalStorage } from "node:async_hooks";
+import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import path from "node:path";
 
 /** A failure no retry can fix: the task ends in error at once (`{"error": ..., "retry": false}`). */
 export class FatalError extends Error {
@@ -66,7 +73,10 @@ export function serve(handle) {
     const { requestId, ...rest } = request;
     let reply;
     try {
-      reply = asAnswer(await current.run({ requestId }, () => handle(rest)));
+      reply =
+        rest.inline === true
+          ? await current.run({ requestId }, () => answerInline(handle, rest))
+          : fileAnswer(await current.run({ requestId }, () => handle(rest)), rest);
     } catch (err) {
       if (err instanceof FatalError) {
         // Answered in a one-shot run too: the answer line counts whatever the exit code.
@@ -100,6 +110,110 @@ export function serve(handle) {
     buffer = "";
     if (last !== "") void answer(last);
   });
+}
+
+/** The most bytes an inline answer carries (its line, in base64, stays under docq's 4 MB limit of a stdout line). */
+const INLINE_OUTPUT_MAX_BYTES = 2 * 1024 * 1024;
+
+/** Folders of this process's own dir for inline requests' files, each free again once its request is answered. */
+const freeInlineDirs = [];
+let inlineDirsMade = 0;
+
+/**
+ * An inline request (job.yaml `inline: true`): its document comes inside the line, its output goes
+ * back inside the answer. The handler gets the document's bytes as `inputBytes` and may answer
+ * `{ outputBytes }`: then no file is made at all. `input` and `outputDir` are there too, as
+ * always, but made only when the handler reads them: the document written as `input` in a folder
+ * of this process's own dir (docq made it for this process and removes it when it ends), an empty
+ * `out/` beside it. An output file answered there goes back as its bytes. The folder is kept for
+ * the next request once its `out/` is empty (making and removing folders costs a disk journal's
+ * work per task).
+ */
+async function answerInline(handle, request) {
+  const { inline: _inline, inputBase64, ...rest } = request;
+  const inputBytes = inputBase64 === undefined ? undefined : Buffer.from(inputBase64, "base64");
+  let dir = null;
+  const folder = () => (dir ??= freeInlineDirs.pop() ?? newInlineDir());
+  let inputWritten = false;
+  const req = { ...rest };
+  if (inputBytes !== undefined) {
+    req.inputBytes = inputBytes;
+    Object.defineProperty(req, "input", {
+      enumerable: true,
+      get() {
+        const file = path.join(folder(), "input");
+        if (!inputWritten) writeFileSync(file, inputBytes);
+        inputWritten = true;
+        return file;
+      },
+    });
+  }
+  Object.defineProperty(req, "outputDir", { enumerable: true, get: () => path.join(folder(), "out") });
+  let reusable = false;
+  try {
+    const result = await handle(req);
+    const bytes = inlineOutput(result, dir);
+    reusable = true;
+    if (bytes.byteLength > INLINE_OUTPUT_MAX_BYTES) {
+      throw new FatalError(
+        `the output is ${bytes.byteLength} bytes: an inline answer carries at most ${INLINE_OUTPUT_MAX_BYTES} (drop inline: true from job.yaml for larger outputs)`,
+      );
+    }
+    return { outputBase64: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64") };
+  } finally {
+    if (dir !== null) releaseInlineDir(dir, reusable, inputWritten);
+  }
+}
+
+/** The output's bytes: `{ outputBytes }` as given, or an answered file of the request's outputDir read (and removed). */
+function inlineOutput(result, dir) {
+  if (result !== null && typeof result === "object" && "outputBytes" in result) return bytesOf(result.outputBytes);
+  const answer = asAnswer(result);
+  if (!("output" in answer)) throw new FatalError("answered children to an inline request: a job that splits cannot be inline");
+  if (dir === null) throw new FatalError(`the output ${JSON.stringify(answer.output)} is not inside outputDir`);
+  const outputDir = path.join(dir, "out");
+  const file = path.resolve(outputDir, answer.output);
+  const relative = path.relative(outputDir, file);
+  if (relative === "" || relative.startsWith("..") || path.isAbsolute(relative)) {
+    throw new FatalError(`the output ${JSON.stringify(answer.output)} is not inside outputDir`);
+  }
+  const stats = lstatSync(file);
+  if (!stats.isFile()) throw new FatalError(`the output ${JSON.stringify(answer.output)} is not a regular file`);
+  if (stats.size > INLINE_OUTPUT_MAX_BYTES) {
+    throw new FatalError(
+      `the output is ${stats.size} bytes: an inline answer carries at most ${INLINE_OUTPUT_MAX_BYTES} (drop inline: true from job.yaml for larger outputs)`,
+    );
+  }
+  const bytes = readFileSync(file);
+  unlinkSync(file);
+  return bytes;
+}
+
+/** Keeps the folder for the next request when its `out/` is empty, else removes it: the next request never sees this one's output files. */
+function releaseInlineDir(dir, reusable, inputWritten) {
+  if (inputWritten) rmSync(path.join(dir, "input"), { force: true });
+  if (reusable && readdirSync(path.join(dir, "out")).length === 0) freeInlineDirs.push(dir);
+  else rmSync(dir, { recursive: true, force: true });
+}
+
+function newInlineDir() {
+  const dir = path.resolve(`inline-${++inlineDirsMade}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(path.join(dir, "out"), { recursive: true });
+  return dir;
+}
+
+/** A handler's answer to a request with files: `{ outputBytes }` becomes the file `output` of its outputDir. */
+function fileAnswer(result, request) {
+  if (result === null || typeof result !== "object" || !("outputBytes" in result)) return asAnswer(result);
+  writeFileSync(path.join(request.outputDir, "output"), bytesOf(result.outputBytes));
+  return { output: "output" };
+}
+
+function bytesOf(outputBytes) {
+  if (typeof outputBytes === "string") return Buffer.from(outputBytes);
+  if (outputBytes instanceof Uint8Array) return outputBytes;
+  throw new TypeError(`the handler answered outputBytes of type ${typeof outputBytes}: give a Buffer, a Uint8Array or a string`);
 }
 
 function asAnswer(result) {

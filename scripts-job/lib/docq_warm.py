@@ -7,6 +7,7 @@
     def handle(req):              # req: the request as a dict (mode, input|inputs, outputDir, params, task)
         ...                       # write the result under req["outputDir"]
         return "result.json"      # or {"output": "result.json"} or {"children": [{"input": "part-1"}, ...]}
+                                  # or {"outputBytes": b"..."}: the output itself (a file when docq asks for files)
 
     serve(handle)
 
@@ -16,6 +17,11 @@ prints the answer, with the same requestId, as one JSON line on stdout. With `co
 job.yaml docq may send up to N requests before the first is answered: serve() answers them in
 turn, in the order they came. Everything before
 serve() (imports, models, connections) is loaded once per process, not once per task.
+
+With `inline: true` as well (small documents, no split) the document comes inside the request
+line and the output goes back inside the answer. handle() then also gets the document's bytes as
+req["inputBytes"], and returning {"outputBytes": b"..."} spares every file; req["input"] and
+req["outputDir"] still work (made when read), so a handler written for files runs unchanged.
 
 Without `warm: true` the same script is a one-shot job: one request without requestId, then
 end of input; serve() answers it and returns (an exception then means exit code 1).
@@ -35,7 +41,10 @@ file): the answer then says "retry": false and the task ends in error at once.
             raise Fatal("not a PDF")
 """
 
+import base64
 import json
+import os
+import shutil
 import sys
 import traceback
 
@@ -83,7 +92,10 @@ def serve(handle):
             request_id = request.pop("requestId", None)
             _request_id = request_id
             try:
-                answer = _as_answer(handle(request))
+                if request.get("inline") is True:
+                    answer = _answer_inline(handle, request)
+                else:
+                    answer = _file_answer(handle(request), request)
             except Fatal as err:  # the task fails for good, whatever its tries left
                 answer = {"error": str(err) or "Fatal", "retry": False}
                 failed = request_id is None
@@ -105,6 +117,132 @@ def serve(handle):
         _out = None
     if failed:
         sys.exit(1)
+
+
+# The most bytes an inline answer carries (its line, in base64, stays under docq's 4 MB limit of a stdout line).
+INLINE_OUTPUT_MAX_BYTES = 2 * 1024 * 1024
+
+
+_free_inline_dirs = []
+_inline_dirs_made = [0]
+
+
+class _InlineRequest(dict):
+    """An inline request as handle() sees it: "inputBytes" holds the document; "input" and
+    "outputDir" are made only when read (the document written as `input` in a folder of this
+    process's own dir, which docq made for this process and removes when it ends; an empty `out/`
+    beside it)."""
+
+    def __init__(self, fields, input_bytes):
+        dict.__init__(self, fields)
+        if input_bytes is not None:
+            dict.__setitem__(self, "inputBytes", input_bytes)
+        self._input_bytes = input_bytes
+        self.folder = None
+        self.input_written = False
+
+    def _folder(self):
+        if self.folder is None:
+            self.folder = _free_inline_dirs.pop() if _free_inline_dirs else _new_inline_dir()
+        return self.folder
+
+    def __getitem__(self, key):
+        if key == "outputDir":
+            return os.path.join(self._folder(), "out")
+        if key == "input" and self._input_bytes is not None:
+            path = os.path.join(self._folder(), "input")
+            if not self.input_written:
+                with open(path, "wb") as f:
+                    f.write(self._input_bytes)
+                self.input_written = True
+            return path
+        return dict.__getitem__(self, key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def __contains__(self, key):
+        return key == "outputDir" or (key == "input" and self._input_bytes is not None) or dict.__contains__(self, key)
+
+
+def _new_inline_dir():
+    _inline_dirs_made[0] += 1
+    folder = os.path.abspath("inline-%d" % _inline_dirs_made[0])
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(os.path.join(folder, "out"))
+    return folder
+
+
+def _answer_inline(handle, request):
+    """An inline request (job.yaml inline: true): the document comes inside the line and the output
+    goes back inside the answer. handle() gets the document's bytes as req["inputBytes"] and may
+    return {"outputBytes": b"..."}: then no file is made at all; req["input"] and req["outputDir"]
+    work as always (made when read), and an output file answered there goes back as its bytes."""
+    fields = dict(request)
+    fields.pop("inline", None)
+    input_base64 = fields.pop("inputBase64", None)
+    req = _InlineRequest(fields, None if input_base64 is None else base64.b64decode(input_base64))
+    reusable = False
+    try:
+        data = _inline_output(handle(req), req.folder)
+        reusable = True
+        if len(data) > INLINE_OUTPUT_MAX_BYTES:
+            raise Fatal(
+                "the output is %d bytes: an inline answer carries at most %d (drop inline: true from job.yaml for larger outputs)"
+                % (len(data), INLINE_OUTPUT_MAX_BYTES)
+            )
+        return {"outputBase64": base64.b64encode(data).decode("ascii")}
+    finally:
+        if req.folder is not None:
+            if req.input_written:
+                os.unlink(os.path.join(req.folder, "input"))
+            if reusable and not os.listdir(os.path.join(req.folder, "out")):
+                _free_inline_dirs.append(req.folder)
+            else:
+                shutil.rmtree(req.folder, ignore_errors=True)
+
+
+def _inline_output(result, folder):
+    """The output's bytes: {"outputBytes": ...} as given, or an answered file of outputDir read (and removed)."""
+    if isinstance(result, dict) and "outputBytes" in result:
+        return _bytes_of(result["outputBytes"])
+    answer = _as_answer(result)
+    if "output" not in answer:
+        raise Fatal("answered children to an inline request: a job that splits cannot be inline")
+    if folder is None:
+        raise Fatal("the output %s is not inside outputDir" % json.dumps(answer["output"]))
+    output_dir = os.path.join(folder, "out")
+    path = os.path.abspath(os.path.join(output_dir, answer["output"]))
+    if path == output_dir or os.path.commonpath([output_dir, path]) != output_dir:
+        raise Fatal("the output %s is not inside outputDir" % json.dumps(answer["output"]))
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise Fatal("the output %s is not a regular file" % json.dumps(answer["output"]))
+    if os.path.getsize(path) > INLINE_OUTPUT_MAX_BYTES:
+        raise Fatal(
+            "the output is %d bytes: an inline answer carries at most %d (drop inline: true from job.yaml for larger outputs)"
+            % (os.path.getsize(path), INLINE_OUTPUT_MAX_BYTES)
+        )
+    with open(path, "rb") as f:
+        data = f.read()
+    os.unlink(path)
+    return data
+
+
+def _bytes_of(output_bytes):
+    if isinstance(output_bytes, str):
+        return output_bytes.encode("utf-8")
+    if isinstance(output_bytes, (bytes, bytearray, memoryview)):
+        return bytes(output_bytes)
+    raise TypeError("the handler answered outputBytes of type %s: give bytes or a str" % type(output_bytes).__name__)
+
+
+def _file_answer(result, request):
+    """A handler's answer to a request with files: {"outputBytes": ...} becomes the file `output` of its outputDir."""
+    if not (isinstance(result, dict) and "outputBytes" in result):
+        return _as_answer(result)
+    with open(os.path.join(request["outputDir"], "output"), "wb") as f:
+        f.write(_bytes_of(result["outputBytes"]))
+    return {"output": "output"}
 
 
 def _as_answer(result):

@@ -1,10 +1,6 @@
-// noop-warm: the cheapest warm job: an empty output file per request. Node is started once and
-// kept (run by docq's own node binary, no interpreter lookup; job.yaml lets one process serve two
-// slots), then each task costs a line in, a file created, a line out.
-import { writeFileSync } from "node:fs";
+// noop-warm: the cheapest warm job: an empty output per request. Node is started once and kept
+// (run by docq's own node binary, no interpreter lookup; job.yaml lets one process serve two
+// slots), and with job.yaml's `inline: true` each task costs a line in and a line out, no file.
 import { serve } from "../lib/docq-warm.mjs";
 
-serve((req) => {
-  writeFileSync(`${req.outputDir}/empty`, "");
-  return "empty";
-});
+serve(() => ({ outputBytes: "" }));

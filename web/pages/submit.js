@@ -34,6 +34,7 @@ function JobInfo({ job }) {
     job.maxTries === null ? "default tries" : `${job.maxTries} tries`,
   ];
   if (job.warm) facts.push(job.concurrency > 1 ? `warm, ${job.concurrency} tasks per process` : "warm");
+  if (job.inline) facts.push("inline documents");
   if (job.split) facts.push("splits");
   return html`<small class="muted" data-testid="job-info">${facts.join(" · ")}</small>`;
 }

@@ -136,6 +136,7 @@ export const JobListingSchema = z
       maxRequests: z.int().nullable().meta({ description: "a warm job's process is recycled after this many tasks" }),
       maxRssMb: z.int().nullable().meta({ description: "a warm job's process is recycled above this memory" }),
       concurrency: z.int().meta({ description: "requests one warm process of the job holds at once (1 for a one-shot job)" }),
+      inline: z.boolean().meta({ description: "a warm job whose small documents travel inside its request and answer lines (base64)" }),
       retention: z
         .object({
           outputMs: z.int().nullable().optional(),
