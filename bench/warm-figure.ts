@@ -15,6 +15,8 @@ import { round, type FigureResult, type Row } from "./report.js";
 
 /** The job figure 6 runs: a no-op kept warm (one long-lived process per slot serving many tasks). */
 export const WARM_JOB = "noop-warm";
+/** noop-warm without `inline: true`: the same no-op handing its documents over as files, measured beside it. */
+export const WARM_FILES_JOB = "noop-warm-files";
 /** Figure 6's slot counts: figure 2's 2, and 8 (BullMQ's sandboxed processors are compared at both). */
 export const WARM_SLOTS: readonly number[] = [THROUGHPUT_SLOTS, 8];
 
@@ -70,6 +72,18 @@ export async function warmThroughputFigure(opts: {
     );
   }
   const r = runs[0]!;
+  // The file hand-off every warm job had before inline documents, at figure 2's slots, in an app of its own.
+  let files: QueueThroughput | null = null;
+  if (await jobExists(WARM_FILES_JOB)) {
+    log(`warm: ${opts.count} ${WARM_FILES_JOB} tasks, ${r.slots} slots, queued first (the file hand-off)`);
+    files = await measureQueueThroughput({
+      job: WARM_FILES_JOB,
+      count: opts.count,
+      slots: r.slots,
+      queuedFirst: true,
+      ...(opts.app === undefined ? {} : { app: await opts.app() }),
+    });
+  }
   const direct = opts.direct ?? (await measureDirectReferences(Math.min(opts.count, 2_000)));
   const ratioExeca = round(r.tasksPerSec / direct.execa.perSec, 2);
   const ratioSpawn = round(r.tasksPerSec / direct.spawn.perSec, 2);
@@ -114,10 +128,32 @@ export async function warmThroughputFigure(opts: {
           },
         ]),
   ];
+  const filesRows: Row[] =
+    files?.queuedFirst === undefined
+      ? []
+      : [
+          {
+            measure: `the same no-op with its documents as files (${WARM_FILES_JOB}: no inline: true), ${files.slots} slots, ${files.queuedFirst.count.toLocaleString("en-US")} tasks queued first, in an app of its own`,
+            value: files.queuedFirst.runPhaseTasksPerSec,
+            unit: "tasks/s",
+            note: `a work dir per task, the document written there, the output file read back${cpuNote(files.queuedFirst, "; ")}`,
+          },
+          ...(files.queuedFirstAgain === undefined
+            ? []
+            : [
+                {
+                  measure: `the same again right after (its steady state)`,
+                  value: files.queuedFirstAgain.runPhaseTasksPerSec,
+                  unit: "tasks/s",
+                  note: cpuNote(files.queuedFirstAgain, ""),
+                },
+              ]),
+        ];
   return {
     ...base,
     rows: [
       ...runs.flatMap(rowsOf),
+      ...filesRows,
       {
         measure: `ratio warm docq (${r.slots} slots) / direct execa spawn loop (figure 2)`,
         value: ratioExeca,
@@ -130,6 +166,7 @@ export async function warmThroughputFigure(opts: {
       declaredWarm,
       docq: r,
       bySlots: Object.fromEntries(runs.map((run) => [String(run.slots), run])),
+      withFiles: files,
       ratioVsDirectExeca: ratioExeca,
       ratioVsDirectSpawn: ratioSpawn,
     },

@@ -367,6 +367,7 @@ describe("JobRegistry: the example jobs in scripts-job/", () => {
         "fail",
         "noop",
         "noop-warm",
+        "noop-warm-files",
         "pages",
         "pages-warm",
         "pdfcheck",

@@ -398,8 +398,10 @@ serve(handle)
           ["wordcount-warm", "wordcount"],
           ["pages-warm", "pages"],
           ["noop-warm", "noop"],
+          ["noop-warm-files", "noop"],
         ] as const) {
-          const [a, b] = [await submit(oneShot, doc), await submit(warm, doc)];
+          // Small documents as the submit route stores them: noop-warm's go inline.
+          const [a, b] = [await submit(oneShot, doc, { small: true }), await submit(warm, doc, { small: true })];
           const [x, y] = [await waitStatus(a.id, "output"), await waitStatus(b.id, "output")];
           assert.equal(y.childrenTotal, x.childrenTotal, `${warm} splits as ${oneShot} does`);
           assert.equal(
