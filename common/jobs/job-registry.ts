@@ -128,6 +128,13 @@ const JobYamlSchema = z
       if (config[key] !== undefined && config.warm !== true)
         ctx.addIssue({ code: "custom", path: [key], message: "applies to warm jobs only: add warm: true" });
     }
+    // A split job's tasks split, run a part or merge: none is in simple mode, the only one inline.
+    if (config.inline === true && config.split === true)
+      ctx.addIssue({
+        code: "custom",
+        path: ["inline"],
+        message: "does not apply to a split job: its documents, parts and merges go as files",
+      });
   });
 type JobYaml = z.infer<typeof JobYamlSchema>;
 

@@ -1061,11 +1061,12 @@ describe("inline requests (job.yaml inline: true)", () => {
     },
   );
 
-  it("job.yaml takes inline: true on a warm job only", async () => {
+  it("job.yaml takes inline: true on a warm job that does not split only", async () => {
     const root = path.join(dir, "inline-yaml");
     for (const [name, yaml] of [
       ["fast", "warm: true\ninline: true\n"],
       ["cold", "inline: true\n"],
+      ["splitting", "warm: true\nsplit: true\ninline: true\n"],
     ] as const) {
       await fs.mkdir(path.join(root, name), { recursive: true });
       await fs.writeFile(path.join(root, name, "job.yaml"), `entry: main.sh\n${yaml}`);
@@ -1074,6 +1075,7 @@ describe("inline requests (job.yaml inline: true)", () => {
     const registry = new JobRegistry({ dir: root, defaultTimeoutMs: 1000 });
     assert.equal((await registry.resolve("fast")).inline, true);
     await assert.rejects(registry.resolve("cold"), /job\.yaml: inline: applies to warm jobs only: add warm: true/);
+    await assert.rejects(registry.resolve("splitting"), /job\.yaml: inline: does not apply to a split job/);
     assert.equal((await new JobRegistry({ dir: EXAMPLES, defaultTimeoutMs: 1000 }).resolve("noop-warm")).inline, true);
   });
 });
