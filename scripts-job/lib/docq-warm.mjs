@@ -58,7 +58,7 @@ export function progress(fraction, message) {
   process.stdout.write(JSON.stringify(request.requestId === undefined ? line : { requestId: request.requestId, ...line }) + "\n");
 }
 
-/** @typedef {{ output: string } | { children: { input: string, params?: Record<string, unknown> }[] }} Answer */
+/** @typedef {{ output: string } | { children: { input: string, params?: Record<string, unknown> }[] } | { outputBytes: Uint8Array | string }} Answer */
 
 /**
  * Answers requests from stdin with `handle(request)` until stdin ends.
