@@ -36,9 +36,9 @@ export interface JobDefinition {
   /** Requests one warm process may hold at once (job.yaml `concurrency`, 1 unless said). */
   concurrency: number;
   /**
-   * job.yaml `inline: true` (warm jobs): a small document goes to the process inside its request
-   * line and the output comes back inside the answer (base64), not as files of a work dir (README
-   * "Warm jobs"). Absent: false.
+   * job.yaml `inline: true` (warm jobs): a small document (a child's part, a merge's parts) goes to
+   * the process inside its request line and the output comes back inside the answer (base64), not
+   * as files of a work dir; a split's request stays with files (README "Warm jobs"). Absent: false.
    */
   inline?: boolean;
   /** job.yaml `retention`: this job's own windows per final status (ms, null = keep); a status left out keeps the site's. */
@@ -128,13 +128,6 @@ const JobYamlSchema = z
       if (config[key] !== undefined && config.warm !== true)
         ctx.addIssue({ code: "custom", path: [key], message: "applies to warm jobs only: add warm: true" });
     }
-    // A split job's tasks split, run a part or merge: none is in simple mode, the only one inline.
-    if (config.inline === true && config.split === true)
-      ctx.addIssue({
-        code: "custom",
-        path: ["inline"],
-        message: "does not apply to a split job: its documents, parts and merges go as files",
-      });
   });
 type JobYaml = z.infer<typeof JobYamlSchema>;
 

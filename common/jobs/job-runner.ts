@@ -41,18 +41,30 @@ export interface JobRequest {
 }
 
 /**
- * A warm job's request with its document inside (job.yaml `inline: true`): the bytes in base64, no
- * work dir, no outputDir; the answer is `{"outputBase64": ...}`. Only a task in simple mode whose
- * document is small (the store holds it at hand) is sent so; any other gets a JobRequest.
+ * A warm job's request with its documents inside (job.yaml `inline: true`): the bytes in base64, no
+ * work dir, no outputDir; the answer is `{"outputBase64": ...}`. Sent for a task in simple or child
+ * mode whose document the store holds small and at hand (or that has none), and for a merge whose
+ * parts it all holds so, up to INLINE_MERGE_MAX_BYTES together; any other gets a JobRequest.
  */
-export interface InlineJobRequest {
-  mode: "simple";
+export type InlineJobRequest = {
   inline: true;
-  /** The task's document; absent when the task has none. */
-  inputBase64?: string;
   params: Record<string, unknown>;
   task: JobRequest["task"];
-}
+} & (
+  | {
+      mode: "simple" | "child";
+      /** The task's document; absent when the task has none. */
+      inputBase64?: string;
+    }
+  | {
+      mode: "merge";
+      /** The parts to merge, in order (a split's children's outputs, or a workflow step's upstreams'). */
+      inputsBase64: string[];
+    }
+);
+
+/** The most bytes a merge's parts carry together in an inline request; more go as files. */
+export const INLINE_MERGE_MAX_BYTES = 2 * 1024 * 1024;
 
 export type JobAnswer =
   | { kind: "output"; output: string; stderrTail: string }
@@ -915,8 +927,14 @@ export function requestLine(request: JobRequest): string {
  */
 export function warmRequestLine(requestId: string, request: JobRequest | InlineJobRequest): string {
   if (isInlineRequest(request)) {
-    const { mode, inline, inputBase64, params, task } = request;
-    return JSON.stringify({ requestId, mode, inline, ...(inputBase64 === undefined ? {} : { inputBase64 }), params, task }) + "\n";
+    const { mode, inline, params, task } = request;
+    const documents =
+      request.mode === "merge"
+        ? { inputsBase64: request.inputsBase64 }
+        : request.inputBase64 === undefined
+          ? {}
+          : { inputBase64: request.inputBase64 };
+    return JSON.stringify({ requestId, mode, inline, ...documents, params, task }) + "\n";
   }
   return JSON.stringify({ requestId, ...orderedRequest(request) }) + "\n";
 }

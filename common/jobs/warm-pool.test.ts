@@ -992,7 +992,7 @@ describe("inline requests (job.yaml inline: true)", () => {
     for (const [params, why] of [
       [{ outside: true }, /is not inside outputDir/],
       [{ link: true }, /is not a regular file/],
-      [{ children: true }, /a job that splits cannot be inline/],
+      [{ children: true }, /answered children to an inline request: with inline: true a part or a merge answers an output/],
       [{ huge: true }, /an inline answer carries at most 2097152/],
     ] as const) {
       const err = await failure(pool.runInline(job, inlineRequest("x", params), {}));
@@ -1001,6 +1001,42 @@ describe("inline requests (job.yaml inline: true)", () => {
     }
     assert.equal((await pool.runInline(job, inlineRequest("x"), {})).output.toString(), "fine");
     assert.equal(pool.processes().length, 1);
+  });
+
+  const mergeRequest = (parts: string[]) => ({
+    mode: "merge" as const,
+    inline: true as const,
+    inputsBase64: parts.map((part) => Buffer.from(part).toString("base64")),
+    params: {},
+    task: TASK,
+  });
+
+  it("a merge gets its parts' bytes as inputsBytes, or as files through inputs, removed after (JS helper)", async () => {
+    const job = await jsJob(
+      "inline-merge",
+      `  if (req.params.files) return { outputBytes: req.inputs.map((f) => readFileSync(f, "utf8")).join("|") };
+  return { outputBytes: req.inputsBytes.map((b) => b.toString()).join("+") };`,
+    );
+    const pool = makePool();
+    assert.equal((await pool.runInline(job, mergeRequest(["a", "bb", ""]), {})).output.toString(), "a+bb+");
+    const files = { ...mergeRequest(["x", "yy"]), params: { files: true } };
+    assert.equal((await pool.runInline(job, files, {})).output.toString(), "x|yy");
+    assert.equal((await pool.runInline(job, { ...mergeRequest([]), params: { files: true } }, {})).output.toString(), "");
+    const [proc] = pool.processes();
+    assert.ok(proc?.pid !== undefined);
+    const cwd = await fs.readlink(`/proc/${proc.pid}/cwd`);
+    assert.deepEqual(await fs.readdir(path.join(cwd, "inline-1")), ["out"], "the parts written as files are removed");
+  });
+
+  it("a merge gets its parts' bytes as inputsBytes, or as files through inputs (Python helper)", { skip: NO_PYTHON }, async () => {
+    const job = await pyJob(
+      "inline_merge",
+      `    if req["params"].get("files"):\n        return {"outputBytes": "|".join(open(f).read() for f in req["inputs"])}\n    return {"outputBytes": b"+".join(req["inputsBytes"])}`,
+    );
+    const pool = makePool();
+    assert.equal((await pool.runInline(job, mergeRequest(["a", "bb", ""]), {})).output.toString(), "a+bb+");
+    const files = { ...mergeRequest(["x", "yy"]), params: { files: true } };
+    assert.equal((await pool.runInline(job, files, {})).output.toString(), "x|yy");
   });
 
   it("a script answering an output file to an inline request fails, naming outputBase64", async () => {
@@ -1061,7 +1097,7 @@ describe("inline requests (job.yaml inline: true)", () => {
     },
   );
 
-  it("job.yaml takes inline: true on a warm job that does not split only", async () => {
+  it("job.yaml takes inline: true on a warm job only, split or not", async () => {
     const root = path.join(dir, "inline-yaml");
     for (const [name, yaml] of [
       ["fast", "warm: true\ninline: true\n"],
@@ -1075,7 +1111,7 @@ describe("inline requests (job.yaml inline: true)", () => {
     const registry = new JobRegistry({ dir: root, defaultTimeoutMs: 1000 });
     assert.equal((await registry.resolve("fast")).inline, true);
     await assert.rejects(registry.resolve("cold"), /job\.yaml: inline: applies to warm jobs only: add warm: true/);
-    await assert.rejects(registry.resolve("splitting"), /job\.yaml: inline: does not apply to a split job/);
+    assert.equal((await registry.resolve("splitting")).inline, true);
     assert.equal((await new JobRegistry({ dir: EXAMPLES, defaultTimeoutMs: 1000 }).resolve("noop-warm")).inline, true);
   });
 });

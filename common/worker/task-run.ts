@@ -7,6 +7,7 @@ import type { BlobStore } from "../blobs/blob-store.js";
 import type { JobExecutor, JobRunOptions } from "../jobs/executor.js";
 import type { JobDefinition, JobRegistry } from "../jobs/job-registry.js";
 import {
+  INLINE_MERGE_MAX_BYTES,
   JobFailedError,
   openMovableInWorkDir,
   takeAnswered,
@@ -138,8 +139,8 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
     if (answer.kind === "output") {
       const key = outputKeyOf(task, run.tries);
       written.push(key);
-      // A split's part ends in its parent's merge, which reads every part's output as a file: those stay files.
-      const asBytes = task.depth === 0;
+      // A split's part ends in its parent's merge, which reads every part's output as a file (unless it is inline): those stay files.
+      const asBytes = task.depth === 0 || takesInline(job);
       if (!(await storeAnswered(ctx.blobs, key, answer.output, work.path, { move: true, asBytes }))) stored.push(answer.output);
       return { kind: "output", output: key };
     }
@@ -154,7 +155,9 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
       const key = blobKeys.splitPart(task.id, run.tries, i);
       written.push(key);
       const move = answeredOnce.has(child.input);
-      if (!(await storeAnswered(ctx.blobs, key, child.input, work.path, { move, asBytes: false }))) stored.push(child.input);
+      // An inline job's child gets its part inside its request when the store holds it as a row.
+      const asBytes = takesInline(job);
+      if (!(await storeAnswered(ctx.blobs, key, child.input, work.path, { move, asBytes }))) stored.push(child.input);
     });
     return { kind: "split", children };
   } finally {
@@ -194,21 +197,37 @@ async function runScriptOver<T>(run: LeasedRun, start: (opts: Omit<JobRunOptions
 }
 
 /**
- * The task's request with its document inside (InlineJobRequest) when its job takes one (warm,
- * job.yaml `inline: true`) and the task fits it: simple mode, and a document the store holds small
- * and at hand, or none. Else null: the task gets a work dir and files as any other.
+ * The task's request with its documents inside (InlineJobRequest) when its job takes one (warm,
+ * job.yaml `inline: true`) and the task fits it: in simple or child mode with a document the store
+ * holds small and at hand (or none), or a merge whose parts it all holds so, up to
+ * INLINE_MERGE_MAX_BYTES together. Else null: the task gets a work dir and files as any other
+ * (a split always: it answers its parts as files).
  */
 function inlineRequestOf(task: PulledTask, job: JobDefinition, blobs: BlobStore): InlineJobRequest | null {
-  if (!job.warm || job.inline !== true || modeOf(task, job) !== "simple") return null;
+  if (!takesInline(job)) return null;
+  const mode = modeOf(task, job);
+  const common = { inline: true, params: task.params, task: requestTask(task) } as const;
+  if (mode === "merge") {
+    const parts = mergeInputsOf(task);
+    const inputsBase64: string[] = [];
+    let total = 0;
+    for (const key of parts) {
+      const bytes = blobs.readSmall?.(key) ?? null;
+      if (bytes === null) return null;
+      total += bytes.byteLength;
+      if (total > INLINE_MERGE_MAX_BYTES) return null;
+      inputsBase64.push(bytes.toString("base64"));
+    }
+    return { mode, inputsBase64, ...common };
+  }
+  if (mode === "split") return null;
   const input = task.input === null ? null : (blobs.readSmall?.(task.input) ?? null);
   if (task.input !== null && input === null) return null;
-  return {
-    mode: "simple",
-    inline: true,
-    ...(input === null ? {} : { inputBase64: input.toString("base64") }),
-    params: task.params,
-    task: requestTask(task),
-  };
+  return { mode, ...(input === null ? {} : { inputBase64: input.toString("base64") }), ...common };
+}
+
+function takesInline(job: JobDefinition): boolean {
+  return job.warm && job.inline === true;
 }
 
 function requestTask(task: PulledTask): JobRequest["task"] {
@@ -224,14 +243,19 @@ async function documentsOf(
   written: string[],
 ): Promise<{ input?: string; inputs?: string[] }> {
   if (mode === "merge") {
-    // A workflow step's upstream outputs travel in its record (a site that stole it has no mergeInputs).
-    const mergeInputs = task.mergeInputs ?? task.inputs ?? undefined;
-    if (mergeInputs === undefined) {
-      throw new Error(`task ${task.id} was leased for its merge without its children's outputs (mergeInputs)`);
-    }
-    return { inputs: await Promise.all(mergeInputs.map((key, i) => localFile(blobs, key, work, `input-${i}`, written))) };
+    return { inputs: await Promise.all(mergeInputsOf(task).map((key, i) => localFile(blobs, key, work, `input-${i}`, written))) };
   }
   return task.input === null ? {} : { input: await localFile(blobs, task.input, work, SINGLE_INPUT, written) };
+}
+
+/** The keys of a merge's parts, in order. */
+function mergeInputsOf(task: PulledTask): readonly string[] {
+  // A workflow step's upstream outputs travel in its record (a site that stole it has no mergeInputs).
+  const mergeInputs = task.mergeInputs ?? task.inputs ?? undefined;
+  if (mergeInputs === undefined) {
+    throw new Error(`task ${task.id} was leased for its merge without its children's outputs (mergeInputs)`);
+  }
+  return mergeInputs;
 }
 
 /**

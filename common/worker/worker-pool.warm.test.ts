@@ -526,6 +526,64 @@ serve((req) => {
     assert.deepEqual(JSON.parse(await outputText(big.id)), { inline: false, input: large });
   });
 
+  it("a split job: its parts and its merge go inline when small; a large part, or a merge with a large part, gets files", async () => {
+    const folder = path.join(h.jobs, "inline-split");
+    await fs.mkdir(folder);
+    await fs.writeFile(path.join(folder, "job.yaml"), "warm: true\nsplit: true\ninline: true\nconcurrency: 2\nentry: main.mjs\n");
+    await fs.writeFile(
+      path.join(folder, "main.mjs"),
+      `import { readFileSync, writeFileSync } from "node:fs";
+import { serve } from ${JSON.stringify(JS_HELPER)};
+serve((req) => {
+  if (req.mode === "split") {
+    const lines = readFileSync(req.input, "utf8").split("\\n").filter((l) => l !== "");
+    lines.forEach((l, i) => writeFileSync(req.outputDir + "/p" + i, l === "big" ? "b".repeat(100 * 1024) : l));
+    return { children: lines.map((_, i) => ({ input: "p" + i })) };
+  }
+  if (req.mode === "child") {
+    const input = readFileSync(req.input, "utf8");
+    const pad = input === "wide" ? "w".repeat(100 * 1024) : "";
+    return { outputBytes: JSON.stringify({ inline: "inputBytes" in req, head: input.slice(0, 5), pad }) };
+  }
+  const parts = req.inputs.map((f) => JSON.parse(readFileSync(f, "utf8")));
+  return { outputBytes: JSON.stringify({ mode: req.mode, inline: "inputsBytes" in req, parts: parts.map((p) => [p.inline, p.head]) }) };
+});
+`,
+    );
+    makePool({ slots: 2 }).start();
+    const cases = [
+      [
+        "one\ntwo\nthree\n",
+        true,
+        [
+          [true, "one"],
+          [true, "two"],
+          [true, "three"],
+        ],
+      ],
+      [
+        "one\nbig\n",
+        true,
+        [
+          [true, "one"],
+          [false, "bbbbb"],
+        ],
+      ],
+      [
+        "one\nwide\n",
+        false,
+        [
+          [true, "one"],
+          [true, "wide"],
+        ],
+      ],
+    ] as const;
+    for (const [doc, mergeInline, parts] of cases) {
+      const t = await submit("inline-split", doc, { small: true });
+      assert.deepEqual(JSON.parse(await outputText(t.id)), { mode: "merge", inline: mergeInline, parts }, JSON.stringify(doc));
+    }
+  });
+
   it("a large answered output is stored too; a script error fails the task by the retry rule", async () => {
     const job = await inlineJob(
       "inline-big",

@@ -13,10 +13,11 @@
 // an async handler runs them side by side (their answers in any order). Whatever the
 // module does before serve() (imports, loading a model) happens once per process, not per task.
 //
-// With `inline: true` as well (small documents, no split) the document comes inside the request
-// line and the output goes back inside the answer. The handler then also gets the document's
-// bytes as req.inputBytes, and answering { outputBytes } spares every file; req.input and
-// req.outputDir still work (made when read), so a handler written for files runs unchanged.
+// With `inline: true` as well, a small document comes inside the request line and the output goes
+// back inside the answer. The handler then also gets the document's bytes as req.inputBytes (a
+// merge: its parts' as req.inputsBytes), and answering { outputBytes } spares every file;
+// req.input, req.inputs and req.outputDir still work (made when read), so a handler written for
+// files runs unchanged. A split request always comes with files (it answers its parts as files).
 //
 // Without `warm: true` the same script is a one-shot job: one request without requestId, then the
 // end of stdin; serve() answers it and the process ends (a thrown error then means exit code 1).
@@ -120,32 +121,42 @@ const freeInlineDirs = [];
 let inlineDirsMade = 0;
 
 /**
- * An inline request (job.yaml `inline: true`): its document comes inside the line, its output goes
- * back inside the answer. The handler gets the document's bytes as `inputBytes` and may answer
- * `{ outputBytes }`: then no file is made at all. `input` and `outputDir` are there too, as
- * always, but made only when the handler reads them: the document written as `input` in a folder
- * of this process's own dir (docq made it for this process and removes it when it ends), an empty
- * `out/` beside it. An output file answered there goes back as its bytes. The folder is kept for
- * the next request once its `out/` is empty (making and removing folders costs a disk journal's
- * work per task).
+ * An inline request (job.yaml `inline: true`): its documents come inside the line, its output goes
+ * back inside the answer. The handler gets the document's bytes as `inputBytes` (a merge: its
+ * parts' as `inputsBytes`) and may answer `{ outputBytes }`: then no file is made at all. `input`
+ * (or `inputs`) and `outputDir` are there too, as always, but made only when the handler reads
+ * them: the documents written in a folder of this process's own dir (docq made it for this process
+ * and removes it when it ends), an empty `out/` beside them. An output file answered there goes
+ * back as its bytes. The folder is kept for the next request once its `out/` is empty (making and
+ * removing folders costs a disk journal's work per task).
  */
 async function answerInline(handle, request) {
-  const { inline: _inline, inputBase64, ...rest } = request;
-  const inputBytes = inputBase64 === undefined ? undefined : Buffer.from(inputBase64, "base64");
+  const { inline: _inline, inputBase64, inputsBase64, ...rest } = request;
   let dir = null;
   const folder = () => (dir ??= freeInlineDirs.pop() ?? newInlineDir());
-  let inputWritten = false;
+  /** The documents written into the folder, removed again once the request is answered. */
+  const written = [];
+  const writeOnce = (name, bytes) => {
+    const file = path.join(folder(), name);
+    if (!written.includes(name)) {
+      writeFileSync(file, bytes);
+      written.push(name);
+    }
+    return file;
+  };
   const req = { ...rest };
-  if (inputBytes !== undefined) {
+  if (inputBase64 !== undefined) {
+    const inputBytes = Buffer.from(inputBase64, "base64");
     req.inputBytes = inputBytes;
-    Object.defineProperty(req, "input", {
+    Object.defineProperty(req, "input", { enumerable: true, get: () => writeOnce("input", inputBytes) });
+  }
+  if (inputsBase64 !== undefined) {
+    const inputsBytes = inputsBase64.map((part) => Buffer.from(part, "base64"));
+    req.inputsBytes = inputsBytes;
+    let inputs = null;
+    Object.defineProperty(req, "inputs", {
       enumerable: true,
-      get() {
-        const file = path.join(folder(), "input");
-        if (!inputWritten) writeFileSync(file, inputBytes);
-        inputWritten = true;
-        return file;
-      },
+      get: () => (inputs ??= inputsBytes.map((bytes, i) => writeOnce(`input-${i}`, bytes))),
     });
   }
   Object.defineProperty(req, "outputDir", { enumerable: true, get: () => path.join(folder(), "out") });
@@ -154,22 +165,23 @@ async function answerInline(handle, request) {
     const result = await handle(req);
     const bytes = inlineOutput(result, dir);
     reusable = true;
-    if (bytes.byteLength > INLINE_OUTPUT_MAX_BYTES) {
-      throw new FatalError(
-        `the output is ${bytes.byteLength} bytes: an inline answer carries at most ${INLINE_OUTPUT_MAX_BYTES} (drop inline: true from job.yaml for larger outputs)`,
-      );
-    }
     return { outputBase64: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64") };
   } finally {
-    if (dir !== null) releaseInlineDir(dir, reusable, inputWritten);
+    if (dir !== null) releaseInlineDir(dir, reusable, written);
   }
 }
 
 /** The output's bytes: `{ outputBytes }` as given, or an answered file of the request's outputDir read (and removed). */
 function inlineOutput(result, dir) {
-  if (result !== null && typeof result === "object" && "outputBytes" in result) return bytesOf(result.outputBytes);
+  if (result !== null && typeof result === "object" && "outputBytes" in result) {
+    const bytes = bytesOf(result.outputBytes);
+    checkInlineSize(bytes.byteLength);
+    return bytes;
+  }
   const answer = asAnswer(result);
-  if (!("output" in answer)) throw new FatalError("answered children to an inline request: a job that splits cannot be inline");
+  if (!("output" in answer)) {
+    throw new FatalError("answered children to an inline request: with inline: true a part or a merge answers an output (only a split request, which comes with files, answers children)");
+  }
   if (dir === null) throw new FatalError(`the output ${JSON.stringify(answer.output)} is not inside outputDir`);
   const outputDir = path.join(dir, "out");
   const file = path.resolve(outputDir, answer.output);
@@ -179,19 +191,23 @@ function inlineOutput(result, dir) {
   }
   const stats = lstatSync(file);
   if (!stats.isFile()) throw new FatalError(`the output ${JSON.stringify(answer.output)} is not a regular file`);
-  if (stats.size > INLINE_OUTPUT_MAX_BYTES) {
-    throw new FatalError(
-      `the output is ${stats.size} bytes: an inline answer carries at most ${INLINE_OUTPUT_MAX_BYTES} (drop inline: true from job.yaml for larger outputs)`,
-    );
-  }
+  checkInlineSize(stats.size);
   const bytes = readFileSync(file);
   unlinkSync(file);
   return bytes;
 }
 
+/** Throws, saying so, when an output of `size` bytes does not fit an inline answer. */
+function checkInlineSize(size) {
+  if (size > INLINE_OUTPUT_MAX_BYTES)
+    throw new FatalError(
+    `the output is ${size} bytes: an inline answer carries at most ${INLINE_OUTPUT_MAX_BYTES} (drop inline: true from job.yaml for larger outputs)`,
+  );
+}
+
 /** Keeps the folder for the next request when its `out/` is empty, else removes it: the next request never sees this one's output files. */
-function releaseInlineDir(dir, reusable, inputWritten) {
-  if (inputWritten) rmSync(path.join(dir, "input"), { force: true });
+function releaseInlineDir(dir, reusable, written) {
+  for (const name of written) rmSync(path.join(dir, name), { force: true });
   if (reusable && readdirSync(path.join(dir, "out")).length === 0) freeInlineDirs.push(dir);
   else rmSync(dir, { recursive: true, force: true });
 }

@@ -18,10 +18,11 @@ job.yaml docq may send up to N requests before the first is answered: serve() an
 turn, in the order they came. Everything before
 serve() (imports, models, connections) is loaded once per process, not once per task.
 
-With `inline: true` as well (small documents, no split) the document comes inside the request
-line and the output goes back inside the answer. handle() then also gets the document's bytes as
-req["inputBytes"], and returning {"outputBytes": b"..."} spares every file; req["input"] and
-req["outputDir"] still work (made when read), so a handler written for files runs unchanged.
+With `inline: true` as well, a small document comes inside the request line and the output goes
+back inside the answer. handle() then also gets the document's bytes as req["inputBytes"] (a
+merge: its parts' as req["inputsBytes"]), and returning {"outputBytes": b"..."} spares every file;
+req["input"], req["inputs"] and req["outputDir"] still work (made when read), so a handler written
+for files runs unchanged. A split request always comes with files (it answers its parts as files).
 
 Without `warm: true` the same script is a one-shot job: one request without requestId, then
 end of input; serve() answers it and returns (an exception then means exit code 1).
@@ -128,41 +129,54 @@ _inline_dirs_made = [0]
 
 
 class _InlineRequest(dict):
-    """An inline request as handle() sees it: "inputBytes" holds the document; "input" and
-    "outputDir" are made only when read (the document written as `input` in a folder of this
-    process's own dir, which docq made for this process and removes when it ends; an empty `out/`
-    beside it)."""
+    """An inline request as handle() sees it: "inputBytes" holds the document (a merge:
+    "inputsBytes" its parts); "input" (or "inputs") and "outputDir" are made only when read (the
+    documents written in a folder of this process's own dir, which docq made for this process and
+    removes when it ends; an empty `out/` beside them)."""
 
-    def __init__(self, fields, input_bytes):
+    def __init__(self, fields, input_bytes, inputs_bytes):
         dict.__init__(self, fields)
         if input_bytes is not None:
             dict.__setitem__(self, "inputBytes", input_bytes)
+        if inputs_bytes is not None:
+            dict.__setitem__(self, "inputsBytes", inputs_bytes)
         self._input_bytes = input_bytes
+        self._inputs_bytes = inputs_bytes
         self.folder = None
-        self.input_written = False
+        self.written = []
 
     def _folder(self):
         if self.folder is None:
             self.folder = _free_inline_dirs.pop() if _free_inline_dirs else _new_inline_dir()
         return self.folder
 
+    def _write_once(self, name, data):
+        path = os.path.join(self._folder(), name)
+        if name not in self.written:
+            with open(path, "wb") as f:
+                f.write(data)
+            self.written.append(name)
+        return path
+
     def __getitem__(self, key):
         if key == "outputDir":
             return os.path.join(self._folder(), "out")
         if key == "input" and self._input_bytes is not None:
-            path = os.path.join(self._folder(), "input")
-            if not self.input_written:
-                with open(path, "wb") as f:
-                    f.write(self._input_bytes)
-                self.input_written = True
-            return path
+            return self._write_once("input", self._input_bytes)
+        if key == "inputs" and self._inputs_bytes is not None:
+            return [self._write_once("input-%d" % i, data) for i, data in enumerate(self._inputs_bytes)]
         return dict.__getitem__(self, key)
 
     def get(self, key, default=None):
         return self[key] if key in self else default
 
     def __contains__(self, key):
-        return key == "outputDir" or (key == "input" and self._input_bytes is not None) or dict.__contains__(self, key)
+        return (
+            key == "outputDir"
+            or (key == "input" and self._input_bytes is not None)
+            or (key == "inputs" and self._inputs_bytes is not None)
+            or dict.__contains__(self, key)
+        )
 
 
 def _new_inline_dir():
@@ -174,28 +188,29 @@ def _new_inline_dir():
 
 
 def _answer_inline(handle, request):
-    """An inline request (job.yaml inline: true): the document comes inside the line and the output
-    goes back inside the answer. handle() gets the document's bytes as req["inputBytes"] and may
-    return {"outputBytes": b"..."}: then no file is made at all; req["input"] and req["outputDir"]
-    work as always (made when read), and an output file answered there goes back as its bytes."""
+    """An inline request (job.yaml inline: true): the documents come inside the line and the output
+    goes back inside the answer. handle() gets the document's bytes as req["inputBytes"] (a merge:
+    its parts' as req["inputsBytes"]) and may return {"outputBytes": b"..."}: then no file is made
+    at all; req["input"], req["inputs"] and req["outputDir"] work as always (made when read), and
+    an output file answered there goes back as its bytes."""
     fields = dict(request)
     fields.pop("inline", None)
     input_base64 = fields.pop("inputBase64", None)
-    req = _InlineRequest(fields, None if input_base64 is None else base64.b64decode(input_base64))
+    inputs_base64 = fields.pop("inputsBase64", None)
+    req = _InlineRequest(
+        fields,
+        None if input_base64 is None else base64.b64decode(input_base64),
+        None if inputs_base64 is None else [base64.b64decode(part) for part in inputs_base64],
+    )
     reusable = False
     try:
         data = _inline_output(handle(req), req.folder)
         reusable = True
-        if len(data) > INLINE_OUTPUT_MAX_BYTES:
-            raise Fatal(
-                "the output is %d bytes: an inline answer carries at most %d (drop inline: true from job.yaml for larger outputs)"
-                % (len(data), INLINE_OUTPUT_MAX_BYTES)
-            )
         return {"outputBase64": base64.b64encode(data).decode("ascii")}
     finally:
         if req.folder is not None:
-            if req.input_written:
-                os.unlink(os.path.join(req.folder, "input"))
+            for name in req.written:
+                os.unlink(os.path.join(req.folder, name))
             if reusable and not os.listdir(os.path.join(req.folder, "out")):
                 _free_inline_dirs.append(req.folder)
             else:
@@ -205,10 +220,15 @@ def _answer_inline(handle, request):
 def _inline_output(result, folder):
     """The output's bytes: {"outputBytes": ...} as given, or an answered file of outputDir read (and removed)."""
     if isinstance(result, dict) and "outputBytes" in result:
-        return _bytes_of(result["outputBytes"])
+        data = _bytes_of(result["outputBytes"])
+        _check_inline_size(len(data))
+        return data
     answer = _as_answer(result)
     if "output" not in answer:
-        raise Fatal("answered children to an inline request: a job that splits cannot be inline")
+        raise Fatal(
+            "answered children to an inline request: with inline: true a part or a merge answers an output"
+            " (only a split request, which comes with files, answers children)"
+        )
     if folder is None:
         raise Fatal("the output %s is not inside outputDir" % json.dumps(answer["output"]))
     output_dir = os.path.join(folder, "out")
@@ -217,15 +237,20 @@ def _inline_output(result, folder):
         raise Fatal("the output %s is not inside outputDir" % json.dumps(answer["output"]))
     if os.path.islink(path) or not os.path.isfile(path):
         raise Fatal("the output %s is not a regular file" % json.dumps(answer["output"]))
-    if os.path.getsize(path) > INLINE_OUTPUT_MAX_BYTES:
-        raise Fatal(
-            "the output is %d bytes: an inline answer carries at most %d (drop inline: true from job.yaml for larger outputs)"
-            % (os.path.getsize(path), INLINE_OUTPUT_MAX_BYTES)
-        )
+    _check_inline_size(os.path.getsize(path))
     with open(path, "rb") as f:
         data = f.read()
     os.unlink(path)
     return data
+
+
+def _check_inline_size(size):
+    """Raises Fatal, saying so, when an output of `size` bytes does not fit an inline answer."""
+    if size > INLINE_OUTPUT_MAX_BYTES:
+        raise Fatal(
+            "the output is %d bytes: an inline answer carries at most %d (drop inline: true from job.yaml for larger outputs)"
+            % (size, INLINE_OUTPUT_MAX_BYTES)
+        )
 
 
 def _bytes_of(output_bytes):
