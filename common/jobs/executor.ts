@@ -32,16 +32,15 @@ export interface JobExecutor {
   run(job: JobDefinition, request: JobRequest, opts: JobRunOptions): Promise<JobAnswer>;
   /**
    * Runs `job` once on an inline request (its document inside, no work dir) and answers the
-   * output's bytes; fails as run() does. Only an executor of warm processes has it.
+   * output's bytes, or a split's parts' bytes; fails as run() does. Only an executor of warm processes has it.
    */
   runInline?(job: JobDefinition, request: InlineJobRequest, opts: Omit<JobRunOptions, "workDir">): Promise<InlineJobAnswer>;
 }
 
-/** What an inline request answered: the output's bytes, and the stderr printed meanwhile. */
-export interface InlineJobAnswer {
-  output: Buffer;
-  stderrTail: string;
-}
+/** What an inline request answered: the output's bytes or its parts' (a split), and the stderr printed meanwhile. */
+export type InlineJobAnswer =
+  | { kind: "output"; output: Buffer; stderrTail: string }
+  | { kind: "children"; children: { input: Buffer; params?: Record<string, unknown> }[]; stderrTail: string };
 
 /**
  * Starts one script per run: from this process, or through spawner processes (`useSpawner`), which

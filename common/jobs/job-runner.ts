@@ -42,9 +42,10 @@ export interface JobRequest {
 
 /**
  * A warm job's request with its documents inside (job.yaml `inline: true`): the bytes in base64, no
- * work dir, no outputDir; the answer is `{"outputBase64": ...}`. Sent for a task in simple or child
- * mode whose document the store holds small and at hand (or that has none), and for a merge whose
- * parts it all holds so, up to INLINE_MERGE_MAX_BYTES together; any other gets a JobRequest.
+ * work dir, no outputDir; the answer is `{"outputBase64": ...}`, or children with `inputBase64` (a
+ * split, or a child that splits again). Sent for a task whose document the store holds small and at
+ * hand (or that has none), and for a merge whose parts it all holds so, up to
+ * INLINE_MERGE_MAX_BYTES together; any other gets a JobRequest.
  */
 export type InlineJobRequest = {
   inline: true;
@@ -52,7 +53,7 @@ export type InlineJobRequest = {
   task: JobRequest["task"];
 } & (
   | {
-      mode: "simple" | "child";
+      mode: "simple" | "child" | "split";
       /** The task's document; absent when the task has none. */
       inputBase64?: string;
     }
@@ -640,10 +641,9 @@ export async function placeAnswer(
     throw fail("answered outputBase64, which only an inline request takes (job.yaml inline: true): answer the output file's name");
   if (answer.output !== undefined) return { kind: "output", output: place(answer.output, "output", true), stderrTail };
   const children = answer.children ?? [];
-  if (request.mode === "simple") throw fail("answered children in simple mode: declare split: true in job.yaml");
-  if (request.mode === "merge") throw fail("answered children in merge mode: a merge answers an output");
+  checkChildrenMode(request.mode, fail);
   const placed = children.map((c) => ({
-    input: place(c.input, "child input", false),
+    input: place(childFile(c, fail), "child input", false),
     ...(c.params === undefined ? {} : { params: c.params }),
   }));
   return { kind: "children", children: placed, stderrTail };
@@ -911,6 +911,22 @@ function openFileIn(dir: OpenDir, name: string): OpenedFile | string {
   }
   closeSync(fd);
   return problem;
+}
+
+/** Children are answered in split and child mode only. */
+export function checkChildrenMode(mode: JobMode, fail: (message: string) => Error): void {
+  if (mode === "simple") throw fail("answered children in simple mode: declare split: true in job.yaml");
+  if (mode === "merge") throw fail("answered children in merge mode: a merge answers an output");
+}
+
+/** A child's file, answering a request with files (inputBase64 answers an inline request only). */
+function childFile(child: { input?: string | undefined; inputBase64?: string | undefined }, fail: (message: string) => Error): string {
+  if (child.input === undefined) {
+    throw fail(
+      "answered a child's inputBase64, which only an inline request takes (job.yaml inline: true): answer the part's file name as input",
+    );
+  }
+  return child.input;
 }
 
 /**

@@ -6,7 +6,7 @@ import { mayBeProgressLine } from "./launch/job-process.mjs";
  * What a job script may print on stdout, one JSON object per line, one-shot or warm (a warm line
  * also carries its `requestId`, checked apart):
  *   - its answer (the last non-empty line of a one-shot run): `{"output": ...}`, `{"children": [...]}`,
- *     `{"outputBase64": ...}` (a warm inline request's answer), or `{"error": "why"}` with an optional `"retry": false` (the task then fails at once, no retry);
+ *     `{"outputBase64": ...}` (a warm inline request's answer; its children give `inputBase64` for `input`), or `{"error": "why"}` with an optional `"retry": false` (the task then fails at once, no retry);
  *   - progress before its answer: `{"progress": 0.4, "message": "page 4 of 10"}`.
  * Any other line is chatter and ignored.
  */
@@ -21,7 +21,19 @@ const AnswerSchema = z
   .object({
     output: z.string().min(1).optional(),
     children: z
-      .array(z.object({ input: z.string().min(1), params: z.record(z.string(), z.unknown()).optional() }))
+      .array(
+        z
+          .object({
+            input: z.string().min(1).optional(),
+            // The part's bytes themselves, answering an inline request (job.yaml `inline: true`).
+            inputBase64: z.base64({ error: "must be the part's bytes in base64" }).optional(),
+            params: z.record(z.string(), z.unknown()).optional(),
+          })
+          .refine(
+            (c) => (c.input === undefined) !== (c.inputBase64 === undefined),
+            "a child needs exactly one of input (a file) or inputBase64 (its bytes, answering an inline request)",
+          ),
+      )
       .min(1, "is empty: a job that does not split answers an output")
       .optional(),
     // The output's bytes themselves, answering an inline request (job.yaml `inline: true`).

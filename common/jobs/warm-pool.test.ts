@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import type { InlineJobAnswer } from "./executor.js";
 import { JobRegistry, type JobDefinition } from "./job-registry.js";
 import {
   createWorkDir,
@@ -826,10 +827,7 @@ describe("the warm example jobs and helpers", () => {
         assert.equal(await text(b), await text(a));
         continue;
       }
-      assert.deepEqual(
-        b.children.map((c) => path.basename(c.input)),
-        a.children.map((c) => path.basename(c.input)),
-      );
+      // The parts' contents, in order (their file names are the helpers' own: part-<i>).
       const read = (files: { input: string }[]): Promise<string[]> => Promise.all(files.map((c) => fs.readFile(c.input, "latin1")));
       assert.deepEqual(await read(b.children), await read(a.children));
       const outputs: string[] = [];
@@ -917,6 +915,12 @@ serve(handle)
   });
 });
 
+/** The output bytes of an inline answer (it fails when the answer is children). */
+function bytesOf(answer: InlineJobAnswer): Buffer {
+  assert.equal(answer.kind, "output");
+  return answer.kind === "output" ? answer.output : Buffer.alloc(0);
+}
+
 describe("inline requests (job.yaml inline: true)", () => {
   /** A warm job on `helper` (JS or Python) whose handler's body is `body`, inline. */
   const inlineJob = async (name: string, source: string, command: string): Promise<JobDefinition> => {
@@ -953,9 +957,9 @@ describe("inline requests (job.yaml inline: true)", () => {
     );
     const pool = makePool();
     const answer = await pool.runInline(job, inlineRequest("hello inline"), {});
-    assert.deepEqual(JSON.parse(answer.output.toString()), { input: "hello inline", hasFiles: false });
+    assert.deepEqual(JSON.parse(bytesOf(answer).toString()), { input: "hello inline", hasFiles: false });
     const none = await pool.runInline(job, inlineRequest(), {});
-    assert.deepEqual(JSON.parse(none.output.toString()), { hasFiles: false });
+    assert.deepEqual(JSON.parse(bytesOf(none).toString()), { hasFiles: false });
   });
 
   it("a handler written for files runs unchanged: input and outputDir are made when read, and nothing is left after (JS helper)", async () => {
@@ -968,7 +972,7 @@ describe("inline requests (job.yaml inline: true)", () => {
     const pool = makePool();
     for (const input of ["first document", "second, longer document", ""]) {
       const answer = await pool.runInline(job, inlineRequest(input), {});
-      assert.equal(answer.output.toString(), input.toUpperCase());
+      assert.equal(bytesOf(answer).toString(), input.toUpperCase());
     }
     const [proc] = pool.processes();
     assert.ok(proc?.pid !== undefined);
@@ -985,6 +989,7 @@ describe("inline requests (job.yaml inline: true)", () => {
   if (p.outside) return "../../escape.txt";
   if (p.link) { (await import("node:fs")).symlinkSync("/etc/hostname", req.outputDir + "/link"); return "link"; }
   if (p.children) return { children: [{ input: "a" }] };
+  if (p.bytesChildren) return { children: [{ inputBytes: "a" }] };
   if (p.huge) return { outputBytes: Buffer.alloc(2 * 1024 * 1024 + 1) };
   return { outputBytes: "fine" };`,
     );
@@ -992,14 +997,17 @@ describe("inline requests (job.yaml inline: true)", () => {
     for (const [params, why] of [
       [{ outside: true }, /is not inside outputDir/],
       [{ link: true }, /is not a regular file/],
-      [{ children: true }, /answered children to an inline request: with inline: true a part or a merge answers an output/],
+      [{ children: true }, /the child input "a" is not inside outputDir/],
       [{ huge: true }, /an inline answer carries at most 2097152/],
     ] as const) {
       const err = await failure(pool.runInline(job, inlineRequest("x", params), {}));
       assert.match(err.message, why);
       assert.equal(err.retryable, false, err.message);
     }
-    assert.equal((await pool.runInline(job, inlineRequest("x"), {})).output.toString(), "fine");
+    // Parts answered to a request in simple mode: docq refuses them, as for a job answering files.
+    const simple = await failure(pool.runInline(job, inlineRequest("x", { bytesChildren: true }), {}));
+    assert.match(simple.message, /answered children in simple mode: declare split: true in job\.yaml/);
+    assert.equal(bytesOf(await pool.runInline(job, inlineRequest("x"), {})).toString(), "fine");
     assert.equal(pool.processes().length, 1);
   });
 
@@ -1018,10 +1026,10 @@ describe("inline requests (job.yaml inline: true)", () => {
   return { outputBytes: req.inputsBytes.map((b) => b.toString()).join("+") };`,
     );
     const pool = makePool();
-    assert.equal((await pool.runInline(job, mergeRequest(["a", "bb", ""]), {})).output.toString(), "a+bb+");
+    assert.equal(bytesOf(await pool.runInline(job, mergeRequest(["a", "bb", ""]), {})).toString(), "a+bb+");
     const files = { ...mergeRequest(["x", "yy"]), params: { files: true } };
-    assert.equal((await pool.runInline(job, files, {})).output.toString(), "x|yy");
-    assert.equal((await pool.runInline(job, { ...mergeRequest([]), params: { files: true } }, {})).output.toString(), "");
+    assert.equal(bytesOf(await pool.runInline(job, files, {})).toString(), "x|yy");
+    assert.equal(bytesOf(await pool.runInline(job, { ...mergeRequest([]), params: { files: true } }, {})).toString(), "");
     const [proc] = pool.processes();
     assert.ok(proc?.pid !== undefined);
     const cwd = await fs.readlink(`/proc/${proc.pid}/cwd`);
@@ -1034,9 +1042,83 @@ describe("inline requests (job.yaml inline: true)", () => {
       `    if req["params"].get("files"):\n        return {"outputBytes": "|".join(open(f).read() for f in req["inputs"])}\n    return {"outputBytes": b"+".join(req["inputsBytes"])}`,
     );
     const pool = makePool();
-    assert.equal((await pool.runInline(job, mergeRequest(["a", "bb", ""]), {})).output.toString(), "a+bb+");
+    assert.equal(bytesOf(await pool.runInline(job, mergeRequest(["a", "bb", ""]), {})).toString(), "a+bb+");
     const files = { ...mergeRequest(["x", "yy"]), params: { files: true } };
-    assert.equal((await pool.runInline(job, files, {})).output.toString(), "x|yy");
+    assert.equal(bytesOf(await pool.runInline(job, files, {})).toString(), "x|yy");
+  });
+
+  const splitRequest = (input: string) => ({ ...inlineRequest(input), mode: "split" as const });
+  const partsOf = (answer: InlineJobAnswer): [string, unknown][] => {
+    assert.equal(answer.kind, "children");
+    return answer.kind === "children" ? answer.children.map((c) => [c.input.toString(), c.params]) : [];
+  };
+
+  it("a split answers its parts' bytes: given as inputBytes, or files of outputDir read once each and removed (JS helper)", async () => {
+    const job = await jsJob(
+      "inline-split",
+      `  if (req.params.huge) return { children: [{ inputBytes: Buffer.alloc(1024 * 1024) }, { inputBytes: Buffer.alloc(1024 * 1024 + 1) }] };
+  const [a, b] = req.inputBytes.toString().split(" ");
+  writeFileSync(req.outputDir + "/shared", b);
+  return { children: [{ inputBytes: a, params: { n: 1 } }, { input: "shared" }, { input: "shared", params: { n: 3 } }] };`,
+    );
+    const pool = makePool();
+    assert.deepEqual(partsOf(await pool.runInline(job, splitRequest("left right"), {})), [
+      ["left", { n: 1 }],
+      ["right", undefined],
+      ["right", { n: 3 }],
+    ]);
+    const [proc] = pool.processes();
+    assert.ok(proc?.pid !== undefined);
+    const cwd = await fs.readlink(`/proc/${proc.pid}/cwd`);
+    assert.deepEqual(await fs.readdir(path.join(cwd, "inline-1", "out")), [], "the answered files are removed");
+    const err = await failure(pool.runInline(job, { ...splitRequest("x"), params: { huge: true } }, {}));
+    assert.match(err.message, /the parts together: 2097153 bytes, and an inline answer carries at most 2097152/);
+    assert.equal(err.retryable, false);
+  });
+
+  it("a split answers its parts' bytes (Python helper); inputBytes to a request with files become files", { skip: NO_PYTHON }, async () => {
+    const job = await pyJob(
+      "inline_split",
+      `    a, b = req["inputBytes"].split(b" ") if "inputBytes" in req else open(req["input"], "rb").read().split(b" ")\n    with open(os.path.join(req["outputDir"], "f"), "wb") as f:\n        f.write(b)\n    return {"children": [{"inputBytes": a, "params": {"n": 1}}, {"input": "f"}]}`,
+    );
+    const pool = makePool();
+    assert.deepEqual(partsOf(await pool.runInline(job, splitRequest("py thon"), {})), [
+      ["py", { n: 1 }],
+      ["thon", undefined],
+    ]);
+    const work = await workDir();
+    const split = { ...request(work), mode: "split" as const, input: path.join(dir, "split-input.txt") };
+    await fs.writeFile(split.input, "with files");
+    const answer = await pool.run({ ...job, inline: false }, split, { workDir: work.path });
+    assert.equal(answer.kind, "children");
+    const files = answer.kind === "children" ? answer.children : [];
+    assert.deepEqual(await Promise.all(files.map((c) => fs.readFile(c.input, "utf8"))), ["with", "files"]);
+    assert.deepEqual(
+      files.map((c) => c.params),
+      [{ n: 1 }, undefined],
+    );
+  });
+
+  it("a child file answered to an inline request fails, naming inputBase64; inputBase64 to a request with files fails", async () => {
+    const answerWith = async (name: string, answer: string): Promise<JobDefinition> => {
+      const script = path.join(dir, `${name}.sh`);
+      await fs.writeFile(
+        script,
+        `while IFS= read -r req; do id=\${req#'{"requestId":"'}; id=\${id%%'"'*}; echo "{\\"requestId\\":\\"$id\\",${answer}}"; done\n`,
+      );
+      return definition(name, "sh", [script], { inline: true });
+    };
+    const pool = makePool();
+    const fileChild = await answerWith("child-file", `\\"children\\":[{\\"input\\":\\"x\\"}]`);
+    const err = await failure(pool.runInline(fileChild, splitRequest("x"), {}));
+    assert.match(
+      err.message,
+      /answered the child file "x" to an inline request \(job\.yaml inline: true\): answer its bytes as inputBase64/,
+    );
+    const bytesChild = await answerWith("child-bytes", `\\"children\\":[{\\"inputBase64\\":\\"eA==\\"}]`);
+    const work = await workDir();
+    const err2 = await failure(pool.run({ ...bytesChild, inline: false }, { ...request(work), mode: "split" }, { workDir: work.path }));
+    assert.match(err2.message, /answered a child's inputBase64, which only an inline request takes/);
   });
 
   it("a script answering an output file to an inline request fails, naming outputBase64", async () => {
@@ -1078,13 +1160,13 @@ describe("inline requests (job.yaml inline: true)", () => {
         "inline_bytes",
         `    return {"outputBytes": req["inputBytes"].upper() + (b"!" if "input" in req else b"?")}`,
       );
-      assert.equal((await pool.runInline(bytes, inlineRequest("py bytes"), {})).output.toString(), "PY BYTES!");
+      assert.equal(bytesOf(await pool.runInline(bytes, inlineRequest("py bytes"), {})).toString(), "PY BYTES!");
       const files = await pyJob(
         "inline_files",
         `    with open(req["input"]) as f, open(os.path.join(req["outputDir"], "o.txt"), "w") as o:\n        o.write(f.read()[::-1])\n    return "o.txt"`,
       );
-      assert.equal((await pool.runInline(files, inlineRequest("abc"), {})).output.toString(), "cba");
-      assert.equal((await pool.runInline(files, inlineRequest("second"), {})).output.toString(), "dnoces");
+      assert.equal(bytesOf(await pool.runInline(files, inlineRequest("abc"), {})).toString(), "cba");
+      assert.equal(bytesOf(await pool.runInline(files, inlineRequest("second"), {})).toString(), "dnoces");
       const work = await workDir();
       const answer = await pool
         .run({ ...bytes, inline: false }, { ...request(work), input: undefined }, { workDir: work.path })

@@ -3,7 +3,15 @@ import os from "node:os";
 import path from "node:path";
 import type { JobDefinition } from "./job-registry.js";
 import type { InlineJobAnswer, JobExecutor, JobRunOptions } from "./executor.js";
-import { JobFailedError, placeAnswer, stoppedBeforeStart, type InlineJobRequest, type JobAnswer, type JobRequest } from "./job-runner.js";
+import {
+  checkChildrenMode,
+  JobFailedError,
+  placeAnswer,
+  stoppedBeforeStart,
+  type InlineJobRequest,
+  type JobAnswer,
+  type JobRequest,
+} from "./job-runner.js";
 import { WarmProcess, type WarmExit, type WarmProcessState, type WarmReply } from "./warm-process.js";
 
 /*
@@ -112,17 +120,25 @@ export class WarmPool implements JobExecutor {
     });
   }
 
-  /** Runs one inline request (the document inside it) and answers the output's bytes, failing as run() does. */
+  /** Runs one inline request (the documents inside it) and answers the output's bytes or the parts', failing as run() does. */
   async runInline(job: JobDefinition, request: InlineJobRequest, opts: Omit<JobRunOptions, "workDir">): Promise<InlineJobAnswer> {
     const { answer, stderrTail } = await this.ask(job, request, opts);
-    if (answer.outputBase64 === undefined) {
-      const given = answer.output === undefined ? "children" : `the output file ${JSON.stringify(answer.output)}`;
-      throw new JobFailedError(
-        `job "${job.name}" answered ${given} to an inline request (job.yaml inline: true): answer {"outputBase64": ...}, as the docq-warm helpers do`,
-        { exitCode: null, stderrTail },
-      );
-    }
-    return { output: Buffer.from(answer.outputBase64, "base64"), stderrTail };
+    const fail = (message: string): JobFailedError => new JobFailedError(`job "${job.name}" ${message}`, { exitCode: null, stderrTail });
+    /** A file answered where the inline request wants bytes. */
+    const fileAnswered = (what: string, instead: string): JobFailedError =>
+      fail(`answered ${what} to an inline request (job.yaml inline: true): answer ${instead}, as the docq-warm helpers do`);
+    if (answer.outputBase64 !== undefined) return { kind: "output", output: Buffer.from(answer.outputBase64, "base64"), stderrTail };
+    if (answer.output !== undefined) throw fileAnswered(`the output file ${JSON.stringify(answer.output)}`, '{"outputBase64": ...}');
+    const children = answer.children ?? [];
+    checkChildrenMode(request.mode, fail);
+    return {
+      kind: "children",
+      children: children.map(({ input, inputBase64, params }) => {
+        if (inputBase64 === undefined) throw fileAnswered(`the child file ${JSON.stringify(input)}`, "its bytes as inputBase64");
+        return { input: Buffer.from(inputBase64, "base64"), ...(params === undefined ? {} : { params }) };
+      }),
+      stderrTail,
+    };
   }
 
   /** Sends `request` to a process of `job` with room and answers its valid answer (a failure, a timeout, a crash throw). */

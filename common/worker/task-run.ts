@@ -120,13 +120,25 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
   const runInline = executor.runInline?.bind(executor);
   const inline = runInline === undefined ? null : inlineRequestOf(task, job, ctx.blobs);
   if (runInline !== undefined && inline !== null) {
-    // No work dir: the document goes inside the request, the output comes back inside the answer.
-    const { output } = await runScriptOver(run, (opts) => runInline(job, inline, opts));
-    const key = outputKeyOf(task, run.tries);
-    written.push(key);
-    if (output.byteLength <= SMALL_OUTPUT_BYTES) await putAttemptBytes(ctx.blobs, key, output);
-    else await ctx.blobs.put(key, Readable.from([output]), { size: output.byteLength });
-    return { kind: "output", output: key };
+    // No work dir: the documents go inside the request, the output (or the parts) come back inside the answer.
+    const answer = await runScriptOver(run, (opts) => runInline(job, inline, opts));
+    if (answer.kind === "output") {
+      const key = outputKeyOf(task, run.tries);
+      written.push(key);
+      await putBytes(ctx.blobs, key, answer.output);
+      return { kind: "output", output: key };
+    }
+    const keys = answer.children.map((_, i) => blobKeys.splitPart(task.id, run.tries, i));
+    written.push(...keys);
+    // All at once: the rows share a commit per turn of the event loop (the bytes are in memory already).
+    await Promise.all(answer.children.map((child, i) => putBytes(ctx.blobs, keys[i] as string, child.input)));
+    return {
+      kind: "split",
+      children: answer.children.map((child, i) => ({
+        input: keys[i] as string,
+        ...(child.params === undefined ? {} : { params: child.params }),
+      })),
+    };
   }
   const work = await ctx.workDirs.acquire();
   /**
@@ -198,10 +210,9 @@ async function runScriptOver<T>(run: LeasedRun, start: (opts: Omit<JobRunOptions
 
 /**
  * The task's request with its documents inside (InlineJobRequest) when its job takes one (warm,
- * job.yaml `inline: true`) and the task fits it: in simple or child mode with a document the store
- * holds small and at hand (or none), or a merge whose parts it all holds so, up to
- * INLINE_MERGE_MAX_BYTES together. Else null: the task gets a work dir and files as any other
- * (a split always: it answers its parts as files).
+ * job.yaml `inline: true`) and the task fits it: a document the store holds small and at hand (or
+ * none), or a merge whose parts it all holds so, up to INLINE_MERGE_MAX_BYTES together. Else null:
+ * the task gets a work dir and files as any other.
  */
 function inlineRequestOf(task: PulledTask, job: JobDefinition, blobs: BlobStore): InlineJobRequest | null {
   if (!takesInline(job)) return null;
@@ -220,7 +231,6 @@ function inlineRequestOf(task: PulledTask, job: JobDefinition, blobs: BlobStore)
     }
     return { mode, inputsBase64, ...common };
   }
-  if (mode === "split") return null;
   const input = task.input === null ? null : (blobs.readSmall?.(task.input) ?? null);
   if (task.input !== null && input === null) return null;
   return { mode, ...(input === null ? {} : { inputBase64: input.toString("base64") }), ...common };
@@ -381,6 +391,12 @@ async function storeAnswered(
   }
   await copyInto(blobs, key, movable);
   return false;
+}
+
+/** Stores bytes an inline request answered under an attempt's key: a small one as a new key's bytes, else as a blob. */
+async function putBytes(blobs: BlobStore, key: string, bytes: Buffer): Promise<void> {
+  if (bytes.byteLength <= SMALL_OUTPUT_BYTES) await putAttemptBytes(blobs, key, bytes);
+  else await blobs.put(key, Readable.from([bytes]), { size: bytes.byteLength });
 }
 
 /**

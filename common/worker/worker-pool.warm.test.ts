@@ -526,7 +526,7 @@ serve((req) => {
     assert.deepEqual(JSON.parse(await outputText(big.id)), { inline: false, input: large });
   });
 
-  it("a split job: its parts and its merge go inline when small; a large part, or a merge with a large part, gets files", async () => {
+  it("a split job: its split, parts and merge go inline when small; a large document, part, or a merge with a large part gets files", async () => {
     const folder = path.join(h.jobs, "inline-split");
     await fs.mkdir(folder);
     await fs.writeFile(path.join(folder, "job.yaml"), "warm: true\nsplit: true\ninline: true\nconcurrency: 2\nentry: main.mjs\n");
@@ -536,45 +536,65 @@ serve((req) => {
 import { serve } from ${JSON.stringify(JS_HELPER)};
 serve((req) => {
   if (req.mode === "split") {
-    const lines = readFileSync(req.input, "utf8").split("\\n").filter((l) => l !== "");
-    lines.forEach((l, i) => writeFileSync(req.outputDir + "/p" + i, l === "big" ? "b".repeat(100 * 1024) : l));
-    return { children: lines.map((_, i) => ({ input: "p" + i })) };
+    const lines = readFileSync(req.input, "utf8").split("\\n").filter((l) => l !== "" && !l.startsWith("#"));
+    const params = { splitInline: "inputBytes" in req };
+    const bytes = (l) => (l === "big" ? "b".repeat(100 * 1024) : l);
+    // Half the parts as files, half as bytes: the helper sends either as bytes to an inline request, or as files.
+    lines.forEach((l, i) => i % 2 === 0 && writeFileSync(req.outputDir + "/p" + i, bytes(l)));
+    return { children: lines.map((l, i) => (i % 2 === 0 ? { input: "p" + i, params } : { inputBytes: bytes(l), params })) };
   }
   if (req.mode === "child") {
     const input = readFileSync(req.input, "utf8");
     const pad = input === "wide" ? "w".repeat(100 * 1024) : "";
-    return { outputBytes: JSON.stringify({ inline: "inputBytes" in req, head: input.slice(0, 5), pad }) };
+    return { outputBytes: JSON.stringify({ inline: "inputBytes" in req, head: input.slice(0, 5), pad, split: req.params.splitInline }) };
   }
   const parts = req.inputs.map((f) => JSON.parse(readFileSync(f, "utf8")));
-  return { outputBytes: JSON.stringify({ mode: req.mode, inline: "inputsBytes" in req, parts: parts.map((p) => [p.inline, p.head]) }) };
+  return { outputBytes: JSON.stringify({ mode: req.mode, inline: "inputsBytes" in req, parts: parts.map((p) => [p.inline, p.head, p.split]) }) };
 });
 `,
     );
     makePool({ slots: 2 }).start();
+    // [document, the merge inline, each part: [the child inline, its first bytes, the split inline]]
     const cases = [
       [
         "one\ntwo\nthree\n",
         true,
         [
-          [true, "one"],
-          [true, "two"],
-          [true, "three"],
+          [true, "one", true],
+          [true, "two", true],
+          [true, "three", true],
         ],
       ],
       [
         "one\nbig\n",
         true,
         [
-          [true, "one"],
-          [false, "bbbbb"],
+          [true, "one", true],
+          [false, "bbbbb", true],
+        ],
+      ],
+      [
+        "big\none\n",
+        true,
+        [
+          [false, "bbbbb", true],
+          [true, "one", true],
         ],
       ],
       [
         "one\nwide\n",
         false,
         [
-          [true, "one"],
-          [true, "wide"],
+          [true, "one", true],
+          [true, "wide", true],
+        ],
+      ],
+      [
+        `one\n#${"x".repeat(70 * 1024)}\ntwo\n`,
+        true,
+        [
+          [true, "one", false],
+          [true, "two", false],
         ],
       ],
     ] as const;

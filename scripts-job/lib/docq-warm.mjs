@@ -5,6 +5,7 @@
 //     ...                            // write the result under req.outputDir
 //     return "result.json";          // or { output: "result.json" } or { children: [{ input: "part-1" }, ...] }
 //   });                              // or { outputBytes: buffer }: the output itself (written as a file when docq asks for files)
+//                                    // or { children: [{ inputBytes: buffer }, ...] }: each part itself (the same)
 //
 // With `warm: true` in job.yaml docq starts the script once per worker slot and sends one JSON
 // request per line on stdin, each with a "requestId"; serve() calls the handler for each one as it
@@ -15,9 +16,9 @@
 //
 // With `inline: true` as well, a small document comes inside the request line and the output goes
 // back inside the answer. The handler then also gets the document's bytes as req.inputBytes (a
-// merge: its parts' as req.inputsBytes), and answering { outputBytes } spares every file;
-// req.input, req.inputs and req.outputDir still work (made when read), so a handler written for
-// files runs unchanged. A split request always comes with files (it answers its parts as files).
+// merge: its parts' as req.inputsBytes), and answering { outputBytes } (a split: children with
+// inputBytes) spares every file; req.input, req.inputs and req.outputDir still work (made when
+// read), so a handler written for files runs unchanged.
 //
 // Without `warm: true` the same script is a one-shot job: one request without requestId, then the
 // end of stdin; serve() answers it and the process ends (a thrown error then means exit code 1).
@@ -59,7 +60,7 @@ export function progress(fraction, message) {
   process.stdout.write(JSON.stringify(request.requestId === undefined ? line : { requestId: request.requestId, ...line }) + "\n");
 }
 
-/** @typedef {{ output: string } | { children: { input: string, params?: Record<string, unknown> }[] } | { outputBytes: Uint8Array | string }} Answer */
+/** @typedef {{ output: string } | { children: (({ input: string } | { inputBytes: Uint8Array | string }) & { params?: Record<string, unknown> })[] } | { outputBytes: Uint8Array | string }} Answer */
 
 /**
  * Answers requests from stdin with `handle(request)` until stdin ends.
@@ -162,47 +163,73 @@ async function answerInline(handle, request) {
   Object.defineProperty(req, "outputDir", { enumerable: true, get: () => path.join(folder(), "out") });
   let reusable = false;
   try {
-    const result = await handle(req);
-    const bytes = inlineOutput(result, dir);
+    const reply = inlineReply(await handle(req), dir);
     reusable = true;
-    return { outputBase64: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64") };
+    return reply;
   } finally {
     if (dir !== null) releaseInlineDir(dir, reusable, written);
   }
 }
 
-/** The output's bytes: `{ outputBytes }` as given, or an answered file of the request's outputDir read (and removed). */
-function inlineOutput(result, dir) {
-  if (result !== null && typeof result === "object" && "outputBytes" in result) {
+/**
+ * The answer to an inline request: the output's bytes (`{ outputBytes }`, or a file answered in
+ * outputDir, read and removed), or each child's (`inputBytes`, or a file answered in outputDir).
+ */
+function inlineReply(result, dir) {
+  if (isBytesAnswer(result)) {
     const bytes = bytesOf(result.outputBytes);
-    checkInlineSize(bytes.byteLength);
-    return bytes;
+    checkInlineSize(bytes.byteLength, "the output");
+    return { outputBase64: base64Of(bytes) };
   }
   const answer = asAnswer(result);
-  if (!("output" in answer)) {
-    throw new FatalError("answered children to an inline request: with inline: true a part or a merge answers an output (only a split request, which comes with files, answers children)");
+  if ("output" in answer) {
+    const file = answeredFile(answer.output, dir, "output");
+    const bytes = readFileSync(file);
+    checkInlineSize(bytes.byteLength, "the output");
+    unlinkSync(file);
+    return { outputBase64: base64Of(bytes) };
   }
-  if (dir === null) throw new FatalError(`the output ${JSON.stringify(answer.output)} is not inside outputDir`);
-  const outputDir = path.join(dir, "out");
-  const file = path.resolve(outputDir, answer.output);
-  const relative = path.relative(outputDir, file);
-  if (relative === "" || relative.startsWith("..") || path.isAbsolute(relative)) {
-    throw new FatalError(`the output ${JSON.stringify(answer.output)} is not inside outputDir`);
-  }
-  const stats = lstatSync(file);
-  if (!stats.isFile()) throw new FatalError(`the output ${JSON.stringify(answer.output)} is not a regular file`);
-  checkInlineSize(stats.size);
-  const bytes = readFileSync(file);
-  unlinkSync(file);
-  return bytes;
+  /** Files answered for parts, read once each (one file may be several parts' input) and removed after. */
+  const files = new Map();
+  let total = 0;
+  const children = answer.children.map((child) => {
+    let bytes;
+    if (child.inputBytes !== undefined) bytes = bytesOf(child.inputBytes);
+    else {
+      const file = answeredFile(child.input, dir, "child input");
+      if (!files.has(file)) files.set(file, readFileSync(file));
+      bytes = files.get(file);
+    }
+    total += bytes.byteLength;
+    checkInlineSize(total, "the parts together");
+    return { inputBase64: base64Of(bytes), ...(child.params === undefined ? {} : { params: child.params }) };
+  });
+  for (const file of files.keys()) unlinkSync(file);
+  return { children };
 }
 
-/** Throws, saying so, when an output of `size` bytes does not fit an inline answer. */
-function checkInlineSize(size) {
-  if (size > INLINE_OUTPUT_MAX_BYTES)
-    throw new FatalError(
-    `the output is ${size} bytes: an inline answer carries at most ${INLINE_OUTPUT_MAX_BYTES} (drop inline: true from job.yaml for larger outputs)`,
+/** The path of a file the handler answered: a regular file inside the request's outputDir, else a FatalError. */
+function answeredFile(name, dir, what) {
+  const outside = () => new FatalError(`the ${what} ${JSON.stringify(name)} is not inside outputDir`);
+  if (dir === null) throw outside();
+  const outputDir = path.join(dir, "out");
+  const file = path.resolve(outputDir, name);
+  const relative = path.relative(outputDir, file);
+  if (relative === "" || relative.startsWith("..") || path.isAbsolute(relative)) throw outside();
+  if (!lstatSync(file).isFile()) throw new FatalError(`the ${what} ${JSON.stringify(name)} is not a regular file`);
+  return file;
+}
+
+/** A FatalError saying so when `size` bytes (`what`) do not fit an inline answer. */
+function checkInlineSize(size, what) {
+  if (size <= INLINE_OUTPUT_MAX_BYTES) return;
+  throw new FatalError(
+    `${what}: ${size} bytes, and an inline answer carries at most ${INLINE_OUTPUT_MAX_BYTES} (drop inline: true from job.yaml for larger outputs)`,
   );
+}
+
+function base64Of(bytes) {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
 }
 
 /** Keeps the folder for the next request when its `out/` is empty, else removes it: the next request never sees this one's output files. */
@@ -219,17 +246,33 @@ function newInlineDir() {
   return dir;
 }
 
-/** A handler's answer to a request with files: `{ outputBytes }` becomes the file `output` of its outputDir. */
+/**
+ * A handler's answer to a request with files: `{ outputBytes }` becomes the file `output` of its
+ * outputDir, a child's `inputBytes` the file `part-<i>`.
+ */
 function fileAnswer(result, request) {
-  if (result === null || typeof result !== "object" || !("outputBytes" in result)) return asAnswer(result);
-  writeFileSync(path.join(request.outputDir, "output"), bytesOf(result.outputBytes));
-  return { output: "output" };
+  if (isBytesAnswer(result)) {
+    writeFileSync(path.join(request.outputDir, "output"), bytesOf(result.outputBytes));
+    return { output: "output" };
+  }
+  const answer = asAnswer(result);
+  if (!("children" in answer) || !answer.children.some((child) => child.inputBytes !== undefined)) return answer;
+  const children = answer.children.map(({ inputBytes, ...child }, i) => {
+    if (inputBytes === undefined) return child;
+    writeFileSync(path.join(request.outputDir, `part-${i}`), bytesOf(inputBytes));
+    return { ...child, input: `part-${i}` };
+  });
+  return { ...answer, children };
+}
+
+function isBytesAnswer(result) {
+  return result !== null && typeof result === "object" && "outputBytes" in result;
 }
 
 function bytesOf(outputBytes) {
   if (typeof outputBytes === "string") return Buffer.from(outputBytes);
   if (outputBytes instanceof Uint8Array) return outputBytes;
-  throw new TypeError(`the handler answered outputBytes of type ${typeof outputBytes}: give a Buffer, a Uint8Array or a string`);
+  throw new TypeError(`the handler answered bytes of type ${typeof outputBytes}: give a Buffer, a Uint8Array or a string`);
 }
 
 function asAnswer(result) {

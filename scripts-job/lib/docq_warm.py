@@ -8,6 +8,7 @@
         ...                       # write the result under req["outputDir"]
         return "result.json"      # or {"output": "result.json"} or {"children": [{"input": "part-1"}, ...]}
                                   # or {"outputBytes": b"..."}: the output itself (a file when docq asks for files)
+                                  # or {"children": [{"inputBytes": b"..."}, ...]}: each part itself (the same)
 
     serve(handle)
 
@@ -20,9 +21,9 @@ serve() (imports, models, connections) is loaded once per process, not once per 
 
 With `inline: true` as well, a small document comes inside the request line and the output goes
 back inside the answer. handle() then also gets the document's bytes as req["inputBytes"] (a
-merge: its parts' as req["inputsBytes"]), and returning {"outputBytes": b"..."} spares every file;
-req["input"], req["inputs"] and req["outputDir"] still work (made when read), so a handler written
-for files runs unchanged. A split request always comes with files (it answers its parts as files).
+merge: its parts' as req["inputsBytes"]), and returning {"outputBytes": b"..."} (a split: children
+with "inputBytes") spares every file; req["input"], req["inputs"] and req["outputDir"] still work
+(made when read), so a handler written for files runs unchanged.
 
 Without `warm: true` the same script is a one-shot job: one request without requestId, then
 end of input; serve() answers it and returns (an exception then means exit code 1).
@@ -190,9 +191,9 @@ def _new_inline_dir():
 def _answer_inline(handle, request):
     """An inline request (job.yaml inline: true): the documents come inside the line and the output
     goes back inside the answer. handle() gets the document's bytes as req["inputBytes"] (a merge:
-    its parts' as req["inputsBytes"]) and may return {"outputBytes": b"..."}: then no file is made
-    at all; req["input"], req["inputs"] and req["outputDir"] work as always (made when read), and
-    an output file answered there goes back as its bytes."""
+    its parts' as req["inputsBytes"]) and may return {"outputBytes": b"..."} (a split: children with
+    "inputBytes"): then no file is made at all; req["input"], req["inputs"] and req["outputDir"]
+    work as always (made when read), and a file answered there goes back as its bytes."""
     fields = dict(request)
     fields.pop("inline", None)
     input_base64 = fields.pop("inputBase64", None)
@@ -204,9 +205,9 @@ def _answer_inline(handle, request):
     )
     reusable = False
     try:
-        data = _inline_output(handle(req), req.folder)
+        reply = _inline_reply(handle(req), req.folder)
         reusable = True
-        return {"outputBase64": base64.b64encode(data).decode("ascii")}
+        return reply
     finally:
         if req.folder is not None:
             for name in req.written:
@@ -217,39 +218,67 @@ def _answer_inline(handle, request):
                 shutil.rmtree(req.folder, ignore_errors=True)
 
 
-def _inline_output(result, folder):
-    """The output's bytes: {"outputBytes": ...} as given, or an answered file of outputDir read (and removed)."""
+def _inline_reply(result, folder):
+    """The answer to an inline request: the output's bytes ({"outputBytes": ...}, or a file answered
+    in outputDir, read and removed), or each child's ("inputBytes", or a file answered in outputDir)."""
     if isinstance(result, dict) and "outputBytes" in result:
         data = _bytes_of(result["outputBytes"])
-        _check_inline_size(len(data))
-        return data
+        _check_inline_size(len(data), "the output")
+        return {"outputBase64": _base64_of(data)}
     answer = _as_answer(result)
-    if "output" not in answer:
-        raise Fatal(
-            "answered children to an inline request: with inline: true a part or a merge answers an output"
-            " (only a split request, which comes with files, answers children)"
-        )
+    if "output" in answer:
+        path = _answered_file(answer["output"], folder, "output")
+        _check_inline_size(os.path.getsize(path), "the output")
+        with open(path, "rb") as f:
+            data = f.read()
+        os.unlink(path)
+        return {"outputBase64": _base64_of(data)}
+    files = {}  # files answered for parts, read once each (one may be several parts' input) and removed after
+    total = 0
+    children = []
+    for child in answer["children"]:
+        if "inputBytes" in child:
+            data = _bytes_of(child["inputBytes"])
+        else:
+            path = _answered_file(child["input"], folder, "child input")
+            if path not in files:
+                with open(path, "rb") as f:
+                    files[path] = f.read()
+            data = files[path]
+        total += len(data)
+        _check_inline_size(total, "the parts together")
+        part = {"inputBase64": _base64_of(data)}
+        if "params" in child:
+            part["params"] = child["params"]
+        children.append(part)
+    for path in files:
+        os.unlink(path)
+    return {"children": children}
+
+
+def _answered_file(name, folder, what):
+    """The path of a file the handler answered: a regular file inside the request's outputDir, else Fatal."""
     if folder is None:
-        raise Fatal("the output %s is not inside outputDir" % json.dumps(answer["output"]))
+        raise Fatal("the %s %s is not inside outputDir" % (what, json.dumps(name)))
     output_dir = os.path.join(folder, "out")
-    path = os.path.abspath(os.path.join(output_dir, answer["output"]))
+    path = os.path.abspath(os.path.join(output_dir, name))
     if path == output_dir or os.path.commonpath([output_dir, path]) != output_dir:
-        raise Fatal("the output %s is not inside outputDir" % json.dumps(answer["output"]))
+        raise Fatal("the %s %s is not inside outputDir" % (what, json.dumps(name)))
     if os.path.islink(path) or not os.path.isfile(path):
-        raise Fatal("the output %s is not a regular file" % json.dumps(answer["output"]))
-    _check_inline_size(os.path.getsize(path))
-    with open(path, "rb") as f:
-        data = f.read()
-    os.unlink(path)
-    return data
+        raise Fatal("the %s %s is not a regular file" % (what, json.dumps(name)))
+    return path
 
 
-def _check_inline_size(size):
-    """Raises Fatal, saying so, when an output of `size` bytes does not fit an inline answer."""
+def _base64_of(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+def _check_inline_size(size, what):
+    """Raises Fatal, saying so, when `size` bytes (`what`) do not fit an inline answer."""
     if size > INLINE_OUTPUT_MAX_BYTES:
         raise Fatal(
-            "the output is %d bytes: an inline answer carries at most %d (drop inline: true from job.yaml for larger outputs)"
-            % (size, INLINE_OUTPUT_MAX_BYTES)
+            "%s: %d bytes, and an inline answer carries at most %d (drop inline: true from job.yaml for larger outputs)"
+            % (what, size, INLINE_OUTPUT_MAX_BYTES)
         )
 
 
@@ -258,16 +287,28 @@ def _bytes_of(output_bytes):
         return output_bytes.encode("utf-8")
     if isinstance(output_bytes, (bytes, bytearray, memoryview)):
         return bytes(output_bytes)
-    raise TypeError("the handler answered outputBytes of type %s: give bytes or a str" % type(output_bytes).__name__)
+    raise TypeError("the handler answered bytes of type %s: give bytes or a str" % type(output_bytes).__name__)
 
 
 def _file_answer(result, request):
-    """A handler's answer to a request with files: {"outputBytes": ...} becomes the file `output` of its outputDir."""
-    if not (isinstance(result, dict) and "outputBytes" in result):
-        return _as_answer(result)
-    with open(os.path.join(request["outputDir"], "output"), "wb") as f:
-        f.write(_bytes_of(result["outputBytes"]))
-    return {"output": "output"}
+    """A handler's answer to a request with files: {"outputBytes": ...} becomes the file `output` of
+    its outputDir, a child's "inputBytes" the file `part-<i>`."""
+    if isinstance(result, dict) and "outputBytes" in result:
+        with open(os.path.join(request["outputDir"], "output"), "wb") as f:
+            f.write(_bytes_of(result["outputBytes"]))
+        return {"output": "output"}
+    answer = _as_answer(result)
+    if "children" not in answer or not any("inputBytes" in child for child in answer["children"]):
+        return answer
+    children = []
+    for i, child in enumerate(answer["children"]):
+        child = dict(child)
+        if "inputBytes" in child:
+            with open(os.path.join(request["outputDir"], "part-%d" % i), "wb") as f:
+                f.write(_bytes_of(child.pop("inputBytes")))
+            child["input"] = "part-%d" % i
+        children.append(child)
+    return dict(answer, children=children)
 
 
 def _as_answer(result):
