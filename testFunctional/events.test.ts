@@ -290,7 +290,7 @@ describe("cluster mode: the queuer's events reach every controller of the site",
   before(async () => {
     nats = await startNats();
     const dataDir = await tempDir("events-cluster");
-    const env = { DOCQ_NATS_URL: nats.url, DATA_DIR: dataDir, DOCQ_SLOTS: "2", DOCQ_LOG_LEVEL: "warn" };
+    const env = { DOCQ_NATS_URL: nats.url, DATA_DIR: dataDir, DOCQ_SLOTS: "2", DOCQ_LOG_LEVEL: "info" };
     for (const name of ["controller 1", "controller 2"]) {
       const port = await freePort();
       urls.push(`http://127.0.0.1:${port}`);
@@ -333,7 +333,12 @@ describe("cluster mode: the queuer's events reach every controller of the site",
         "a first task's output on both streams",
         () => statusesOf(onOne.events, warmUp).includes("output") && statusesOf(onTwo.events, warmUp).includes("output"),
         60_000,
-      );
+      ).catch(async (err: unknown) => {
+        // What each side saw, for a failure that only a loaded machine shows.
+        const record = await fetch(`${one}/api/tasks/${warmUp}`).then((res) => res.text(), String);
+        const seen = `on one: ${statusesOf(onOne.events, warmUp).join(",")}; on two: ${statusesOf(onTwo.events, warmUp).join(",")}`;
+        throw new Error(`${String(err)}\n${seen}\ntask: ${record}\n${site.outputs()}`);
+      });
       const a = await submit(one, "a document", { job: "wordcount" });
       await waitUntil(
         "a's output on both streams",

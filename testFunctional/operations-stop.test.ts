@@ -209,8 +209,11 @@ describe("graceful stop of a worker process in cluster mode", () => {
       90_000,
       250,
     );
-    const id = await submit(url, "three seconds\n", { job: "sleep", params: { ms: 3000 } });
-    await waitRunning(url, id);
+    const id = await submit(url, "three seconds\n", { job: "progress", params: { steps: 3, ms: 1000 } });
+    // Running on the worker, not only leased: in cluster mode the lease is granted before the pull's
+    // answer crosses NATS, and a worker stopping meanwhile hands the task back untried. Its first
+    // progress line shows the script runs.
+    await waitUntil(`task ${id} to report progress`, async () => (await getTask(url, id)).progress !== null, 60_000, 50);
     const exited = new Promise<number | null>((resolve) => worker.once("exit", (code) => resolve(code)));
     worker.kill("SIGTERM");
     assert.equal(await exited, 0, outputs());
