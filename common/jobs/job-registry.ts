@@ -36,9 +36,9 @@ export interface JobDefinition {
   /** Requests one warm process may hold at once (job.yaml `concurrency`, 1 unless said). */
   concurrency: number;
   /**
-   * job.yaml `inline: true` (warm jobs): a small document (a child's part, a merge's parts) goes to
-   * the process inside its request line and the output comes back inside the answer (base64), not
-   * as files of a work dir; a split's request stays with files (README "Warm jobs"). Absent: false.
+   * job.yaml `inline: true` (warm jobs): a small document (a split's, a child's part, a merge's
+   * parts) goes to the process inside its request line and the output (or the split's parts) comes
+   * back inside the answer (base64), not as files of a work dir (README "Warm jobs"). Absent: false.
    */
   inline?: boolean;
   /** job.yaml `retention`: this job's own windows per final status (ms, null = keep); a status left out keeps the site's. */

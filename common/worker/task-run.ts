@@ -162,13 +162,13 @@ async function runAndStore(run: LeasedRun, ctx: TaskRunContext, written: string[
     }));
     // A file answered for several parts (one document, different params) is copied for each: a move would take it from the next.
     const answeredOnce = filesAnsweredOnce(answer.children.map((child) => child.input));
+    // An inline job's child gets its part inside its request when the store holds it as a row.
+    const asBytes = takesInline(job);
     // A few at once: a thousand parts one after the other wait a thousand times for the thread pool.
     await eachWithin(PART_PUTS_AT_ONCE, answer.children, async (child, i) => {
       const key = blobKeys.splitPart(task.id, run.tries, i);
       written.push(key);
       const move = answeredOnce.has(child.input);
-      // An inline job's child gets its part inside its request when the store holds it as a row.
-      const asBytes = takesInline(job);
       if (!(await storeAnswered(ctx.blobs, key, child.input, work.path, { move, asBytes }))) stored.push(child.input);
     });
     return { kind: "split", children };

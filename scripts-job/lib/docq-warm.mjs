@@ -183,9 +183,9 @@ function inlineReply(result, dir) {
   }
   const answer = asAnswer(result);
   if ("output" in answer) {
-    const file = answeredFile(answer.output, dir, "output");
+    const { file, size } = answeredFile(answer.output, dir, "output");
+    checkInlineSize(size, "the output");
     const bytes = readFileSync(file);
-    checkInlineSize(bytes.byteLength, "the output");
     unlinkSync(file);
     return { outputBase64: base64Of(bytes) };
   }
@@ -196,7 +196,7 @@ function inlineReply(result, dir) {
     let bytes;
     if (child.inputBytes !== undefined) bytes = bytesOf(child.inputBytes);
     else {
-      const file = answeredFile(child.input, dir, "child input");
+      const { file } = answeredFile(child.input, dir, "child input");
       if (!files.has(file)) files.set(file, readFileSync(file));
       bytes = files.get(file);
     }
@@ -208,7 +208,7 @@ function inlineReply(result, dir) {
   return { children };
 }
 
-/** The path of a file the handler answered: a regular file inside the request's outputDir, else a FatalError. */
+/** A file the handler answered, its path and size: a regular file inside the request's outputDir, else a FatalError. */
 function answeredFile(name, dir, what) {
   const outside = () => new FatalError(`the ${what} ${JSON.stringify(name)} is not inside outputDir`);
   if (dir === null) throw outside();
@@ -216,8 +216,9 @@ function answeredFile(name, dir, what) {
   const file = path.resolve(outputDir, name);
   const relative = path.relative(outputDir, file);
   if (relative === "" || relative.startsWith("..") || path.isAbsolute(relative)) throw outside();
-  if (!lstatSync(file).isFile()) throw new FatalError(`the ${what} ${JSON.stringify(name)} is not a regular file`);
-  return file;
+  const stats = lstatSync(file);
+  if (!stats.isFile()) throw new FatalError(`the ${what} ${JSON.stringify(name)} is not a regular file`);
+  return { file, size: stats.size };
 }
 
 /** A FatalError saying so when `size` bytes (`what`) do not fit an inline answer. */
