@@ -60,13 +60,10 @@ cleanup() {
 # another in a lane of their own, so no two of them ever share the machine's cores. The other files
 # run in two more lanes beside it (most of their time is waiting on processes, not computing): the
 # two that start several processes of their own (one site on PostgreSQL, four small sites) one in
-# each, the rest dealt alternately. The run takes the longest lane's time. Two pairs of files
-# neighbouring in the deal are swapped, which leaves the deal of the others as it was: dealt,
-# the second lane took 5.6 min where the third took 3.6 (CI of 2026-12-05); swapped, by those
-# files' times, 4.5 and 4.8.
+# each, the rest dealt alternately. The run takes the longest lane's time.
 HEAVY=(testFunctional/cluster.test.ts testFunctional/crash.test.ts testFunctional/stealing.test.ts)
-SECOND_LANE_FIRST=(testFunctional/postgres-site.test.ts testFunctional/http-hardening.test.ts testFunctional/s3-blobs.test.ts)
-THIRD_LANE_FIRST=(testFunctional/stealing-pays.test.ts testFunctional/events.test.ts testFunctional/operations-stop.test.ts)
+SECOND_LANE_FIRST=(testFunctional/postgres-site.test.ts)
+THIRD_LANE_FIRST=(testFunctional/stealing-pays.test.ts)
 
 in_list() {
   local file=$1 item
