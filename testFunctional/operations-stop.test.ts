@@ -145,8 +145,9 @@ describe("graceful stop (SIGTERM)", () => {
     const slow = await submit(app.url, "slow\n", { job: "sleep-warm", params: { ms: 600_000 } });
     await waitRunning(app.url, quick);
     await waitRunning(app.url, slow);
-    const warmPids = await warmProcessesOf(app.process.pid!);
-    assert.ok(warmPids.length > 0, "the warm processes run");
+    // A leased task's record says `work` before its warm process is started: wait for the process.
+    let warmPids: number[] = [];
+    await waitUntil("the warm processes to run", async () => (warmPids = await warmProcessesOf(app.process.pid!)).length > 0, 30_000);
     assert.equal(await signalAndWait(app, "SIGTERM"), 0, app.output());
     assert.equal((await storedTask(dataDir, quick)).status, "output", app.output());
     const released = await storedTask(dataDir, slow);
