@@ -102,10 +102,31 @@ describe("POST /api/tasks/batch", () => {
     outputs.forEach((output, i) => assert.deepEqual(output, wc(docs[i]!), `task ${i}`));
   });
 
+  it("runs each file's own job from tasks when the form gives no shared job", async () => {
+    const docs = ["one two\n", "three\n", "four five six\n"];
+    const tasks = [{ job: "wordcount-warm" }, { job: "noop" }, { job: "wordcount-warm", priority: 70 }];
+    const res = await fetch(`${app.url}/api/tasks/batch`, {
+      method: "POST",
+      body: batchForm(docs, { priority: "30", tasks: JSON.stringify(tasks) }),
+    });
+    assert.equal(res.status, 201, await res.clone().text());
+    const { ids } = (await res.json()) as { ids: string[] };
+    const done = await waitAllFinal(app.url, ids, 60_000);
+    assert.deepEqual(
+      done.map((task) => [task.job, task.priority, task.status]),
+      [
+        ["wordcount-warm", 30, "output"],
+        ["noop", 30, "output"],
+        ["wordcount-warm", 70, "output"],
+      ],
+    );
+    assert.deepEqual(await (await fetch(`${app.url}/api/tasks/${ids[2]}/result`)).json(), wc(docs[2]!));
+  });
+
   it("refuses the whole batch for one bad part, naming its position, and stores nothing", async () => {
     const docs = Array.from({ length: 1000 }, (_, i) => documentOf(i));
     const before = { tasks: (await listAll(app.url, "")).length, files: await storedFiles(app.dataDir) };
-    const refusals: Array<{ form: FormData; status: number; field: string }> = [];
+    const refusals: Array<{ form: FormData; status: number; field: string; message?: string }> = [];
 
     const badPriority = docs.map(() => ({}) as Record<string, unknown>);
     badPriority[500] = { priority: 500 };
@@ -121,6 +142,7 @@ describe("POST /api/tasks/batch", () => {
       form: batchForm(docs, { job: "wordcount-warm", tasks: JSON.stringify(badJob) }),
       status: 400,
       field: "tasks[700].job",
+      message: 'tasks[700].job: unknown job "no-such-job"',
     });
 
     // Last: documents are counted as they are stored, several at once, so a file after it could be the one seen to cross.
@@ -134,12 +156,25 @@ describe("POST /api/tasks/batch", () => {
       field: "tasks[0].user",
     });
     refusals.push({ form: batchForm(docs.slice(0, 3), { priority: "7" }), status: 400, field: "job" });
+    // No shared job: the entry that gives none is named by its file.
+    refusals.push({
+      form: batchForm(docs.slice(0, 3), { tasks: '[{"job": "wordcount-warm"}, {}, {"job": "noop"}]' }),
+      status: 400,
+      field: "job",
+      message: "file[1]: job: is required",
+    });
+    refusals.push({
+      form: batchForm(docs.slice(0, 3), { priority: "900", tasks: '[{"job": "noop"}, {"job": "noop"}, {"job": "noop"}]' }),
+      status: 400,
+      field: "priority",
+    });
     refusals.push({ form: batchForm([...docs.slice(0, 3), ""], { job: "wordcount-warm" }), status: 400, field: "file[3]" });
 
-    for (const { form, status, field } of refusals) {
+    for (const { form, status, field, message } of refusals) {
       const answer = await postForm(app.url, form);
       assert.equal(answer.status, status, `${field}: ${JSON.stringify(answer.body)}`);
       assert.equal(answer.body.field, field, answer.body.error);
+      if (message !== undefined) assert.ok(answer.body.error.startsWith(message), answer.body.error);
     }
     const raw = await fetch(`${app.url}/api/tasks/batch?job=wordcount-warm`, { method: "POST", body: "just text" });
     assert.equal(raw.status, 400);

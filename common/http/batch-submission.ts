@@ -10,6 +10,7 @@ import { parseBatchOverrides, taskFieldsOf, type TaskOverride } from "./batch-fi
 import {
   MAX_FORM_FIELD_BYTES,
   MAX_FORM_FIELDS,
+  checkSharedTaskFields,
   parseCreateTaskRequest,
   type CreateTaskFields,
   type UploadRequest,
@@ -46,6 +47,9 @@ export interface BatchFormOptions<T> {
   log: TaskDocumentsLog;
 }
 
+/** What applies to each file: the shared fields, or one entry of `tasks` per file over them. */
+type BatchPlan = { fields: CreateTaskFields; overrides: null } | { fields: null; overrides: TaskOverride[] };
+
 function tooLargeBatch(maxBytes: number, index: number): Error {
   return docqError(
     ERROR_CODE.PayloadTooLarge,
@@ -74,7 +78,10 @@ function atPosition(err: unknown, index: number, override: TaskOverride | undefi
   if (!(err instanceof DocqError) || err.field === undefined || err.field.startsWith("file[") || err.field.startsWith("tasks")) return err;
   const own = override !== undefined && Object.hasOwn(override, err.field);
   const field = own ? `tasks[${index}].${err.field}` : err.field;
-  return new DocqError(err.code, `${own ? "" : `file[${index}]: `}${own ? `tasks[${index}].` : ""}${err.message}`, {
+  // "priority: must be ..." becomes "tasks[3].priority: must be ..."; a message not led by its field gets it.
+  const named = err.message.startsWith(`${err.field}:`) ? err.message.slice(err.field.length + 1).trimStart() : err.message;
+  const message = own ? `${field}: ${named}` : `file[${index}]: ${err.message}`;
+  return new DocqError(err.code, message, {
     field,
     cause: err,
     ...(err.details === undefined ? {} : { details: err.details }),
@@ -164,12 +171,20 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
   const files: Array<{ id: string; input: string; stored: Promise<{ size: number; prepared: T }> }> = [];
   const budget = { used: 0, max: req.maxBytes };
   const inFlight = new ByteBudget(BYTES_IN_FLIGHT);
-  /** The fields every task shares and the per-task entries, checked once, at the first file. */
-  let plan: { fields: CreateTaskFields; overrides: TaskOverride[] | null } | null = null;
-  const planOf = (): { fields: CreateTaskFields; overrides: TaskOverride[] | null } => {
+  /**
+   * The fields every task shares (checked whole when they are all a task has) or the per-task
+   * entries (each task's fields checked with its own entry over the shared ones), at the first file.
+   */
+  let plan: BatchPlan | null = null;
+  const planOf = (): BatchPlan => {
     if (plan !== null) return plan;
     const { tasks, ...rest } = shared;
-    plan = { fields: parseCreateTaskRequest(opts.query, rest), overrides: tasks === undefined ? null : parseBatchOverrides(tasks) };
+    if (tasks === undefined) {
+      plan = { fields: parseCreateTaskRequest(opts.query, rest), overrides: null };
+    } else {
+      checkSharedTaskFields(opts.query, rest);
+      plan = { fields: null, overrides: parseBatchOverrides(tasks) };
+    }
     return plan;
   };
 
@@ -202,7 +217,7 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
         fail(badField(name, "is a file: each document goes in a part named file"));
         return;
       }
-      let batch: { fields: CreateTaskFields; overrides: TaskOverride[] | null };
+      let batch: BatchPlan;
       try {
         // A bad shared field or tasks entry refuses the batch as it is, named as given (priority, tasks[3].job).
         batch = planOf();
@@ -217,7 +232,7 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
       const override = batch.overrides?.[index];
       let prepared: Promise<T>;
       try {
-        const own = override === undefined ? batch.fields : taskFieldsOf(opts.query, shared, override);
+        const own = batch.fields ?? taskFieldsOf(opts.query, shared, override ?? {});
         prepared = Promise.resolve(opts.prepare(own, index, shared.user ?? opts.query.user));
       } catch (err) {
         prepared = Promise.reject(err);

@@ -154,9 +154,25 @@ const HttpCreateFieldsSchema = z.object(
  * Each must be text, or it would be coerced (`priority[]=7` is the number 7 to Number()) or dropped.
  */
 export function parseCreateTaskRequest(query: Record<string, unknown>, form: Record<string, string> = {}): CreateTaskFields {
+  checkQueryText(query);
+  return parseCreateTaskFields({ ...query, ...form });
+}
+
+function checkQueryText(query: Record<string, unknown>): void {
   const text = HttpCreateFieldsSchema.safeParse(query);
   if (!text.success) throw badRequestOf(text.error.issues);
-  return parseCreateTaskFields({ ...query, ...form });
+}
+
+const SharedFieldsSchema = CreateTaskFieldsSchema.partial({ job: true });
+
+/**
+ * The fields a batch's tasks share when its `tasks` field gives each its own entry: checked as a
+ * create request's, except that `job` may be left to the entries.
+ */
+export function checkSharedTaskFields(query: Record<string, unknown>, form: Record<string, string>): void {
+  checkQueryText(query);
+  const result = SharedFieldsSchema.safeParse({ ...query, ...form });
+  if (!result.success) throw badRequestOf(result.error.issues);
 }
 
 const LIMIT_MESSAGE = "must be an integer 1..1000";
