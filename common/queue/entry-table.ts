@@ -74,6 +74,11 @@ export class EntryTable {
     return this.ids.find(id);
   }
 
+  /** Makes room in the id columns too, and in the list of ids to settle (see IdColumns.reservePending). */
+  reserveIds(count: number): void {
+    this.ids.reservePending(count);
+  }
+
   /** Makes the ids allocated since the last lookup findable now (see IdColumns.link), not at the next lookup. */
   settleIds(): void {
     this.ids.settle();
@@ -137,9 +142,14 @@ export class EntryTable {
     this.nextHandle = 0;
   }
 
-  private grow(): void {
+  /** Makes room for `count` entries at once: a reload that knows how many it brings copies no column as it fills them. */
+  reserve(count: number): void {
+    if (count > this.capacity) this.grow(count);
+  }
+
+  private grow(atLeast = 0): void {
     // Doubling: fewer copies of every column while a reload fills it.
-    const capacity = Math.max(INITIAL_CAPACITY, this.capacity * 2);
+    const capacity = Math.max(INITIAL_CAPACITY, this.capacity * 2, atLeast);
     this.priority = grown(this.priority, new Int8Array(capacity));
     this.submitTime = grown(this.submitTime, new Float64Array(capacity));
     this.availableAt = grown(this.availableAt, new Float64Array(capacity));
@@ -167,6 +177,14 @@ export class HandleHeap {
 
   peek(): number | undefined {
     return this.size === 0 ? undefined : this.items[0];
+  }
+
+  /** Makes room for `count` handles at once. */
+  reserve(count: number): void {
+    if (count <= this.items.length) return;
+    const bigger = new Int32Array(count);
+    bigger.set(this.items.subarray(0, this.size));
+    this.items = bigger;
   }
 
   push(handle: number): void {

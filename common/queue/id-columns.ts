@@ -147,6 +147,15 @@ export class IdColumns {
     this.pending[this.pendingCount++] = handle;
   }
 
+  /** Makes room for `count` more handles waiting to be settled: a reload links that many before its settle. */
+  reservePending(count: number): void {
+    const needed = this.pendingCount + count;
+    if (needed <= this.pending.length) return;
+    const bigger = new Int32Array(needed);
+    bigger.set(this.pending.subarray(0, this.pendingCount));
+    this.pending = bigger;
+  }
+
   /** Makes `handle`'s id unfindable; it can still be read until released. */
   unlink(handle: number): void {
     this.settle();

@@ -172,6 +172,28 @@ describe("PriorityIndex", () => {
     );
   });
 
+  it("keeps every entry and its order when room was reserved, with fewer or more entries than reserved", () => {
+    for (const [reserved, added] of [
+      [5_000, 3_000],
+      [2_000, 7_000],
+    ] as const) {
+      const index = new PriorityIndex();
+      index.add(entry(newTaskId("s"), 50, 0), 10);
+      index.reserve(reserved);
+      const ids = Array.from({ length: added }, () => newTaskId("s"));
+      ids.forEach((id, i) => index.addAbsent(entry(id, i % 3, i + 1, i % 10 === 0 ? 20 : 0), 10));
+      index.settle();
+      assert.equal(index.size, added + 1);
+      for (const id of ids) assert.ok(index.has(id), id);
+      const taken = index.take(added + 1, 30);
+      assert.equal(taken.length, added + 1);
+      for (let i = 1; i < taken.length; i++) {
+        const [a, b] = [taken[i - 1]!, taken[i]!];
+        assert.ok(a.priority > b.priority || (a.priority === b.priority && a.submitTime < b.submitTime), `${i}: out of order`);
+      }
+    }
+  });
+
   it("keeps its counts right through adds, replacements, removals, takes and backoffs elapsing, without walking the entries", () => {
     const index = new PriorityIndex();
     const model = new Map<string, { priority: number; availableAt: number }>();

@@ -67,6 +67,16 @@ export class PriorityIndex {
     this.insert(entry, now);
   }
 
+  /**
+   * Makes room for `count` more ready entries at once (a reload that knows how many tasks it
+   * brings): the columns, the ids and the heap are then filled without being copied as they grow.
+   */
+  reserve(count: number): void {
+    this.table.reserve(this.liveCount + count);
+    this.table.reserveIds(count);
+    this.ready.reserve(this.ready.size + count);
+  }
+
   /** Does now what the next lookup would (enter the ids added since into their table): a reload's end. */
   settle(): void {
     this.table.settleIds();
