@@ -99,6 +99,8 @@ export class WarmProcess {
   private killedForRequest: string | null = null;
   private protocolProblem = "";
   private stdoutBuffer = "";
+  /** Its stdin holds this turn's requests, written at the turn's end (writeCorked). */
+  private stdinCorked = false;
   private readonly stderrTail = new StderrTail(STDERR_TAIL_CHARS);
   private exitStatus: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   private spawnError: Error | null = null;
@@ -210,8 +212,22 @@ export class WarmProcess {
       };
       this.pending.set(requestId, pending);
       signal?.addEventListener("abort", pending.onAbort, { once: true });
-      this.child.stdin.write(warmRequestLine(requestId, request));
+      this.writeCorked(warmRequestLine(requestId, request));
     });
+  }
+
+  /** Requests written in one turn leave in one write: one wake-up of the process for all of them. */
+  private writeCorked(line: string): void {
+    const { stdin } = this.child;
+    if (!this.stdinCorked) {
+      this.stdinCorked = true;
+      stdin.cork();
+      process.nextTick(() => {
+        this.stdinCorked = false;
+        stdin.uncork();
+      });
+    }
+    stdin.write(line);
   }
 
   /**

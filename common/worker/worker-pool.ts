@@ -74,6 +74,8 @@ export class WorkerPool {
    */
   private reporting = 0;
   private pulling = false;
+  /** A wake-up is due at the end of this turn (wakeSoon). */
+  private wakeQueued = false;
   private pullAgain = false;
   private stopping = false;
   /** Stopping gracefully (drain): tasks pulled meanwhile are released rather than left to lapse. */
@@ -265,7 +267,20 @@ export class WorkerPool {
     run.progress.flush();
     run.progress.stop();
     this.inSlot--;
-    this.wake();
+    this.wakeSoon();
+  }
+
+  /**
+   * Wakes once the current turn's callbacks are over: slots freed by answers read together (a warm
+   * process answering several requests in one write) are filled by one pull, one claim for all.
+   */
+  private wakeSoon(): void {
+    if (this.wakeQueued) return;
+    this.wakeQueued = true;
+    process.nextTick(() => {
+      this.wakeQueued = false;
+      this.wake();
+    });
   }
 
   private stopRun(run: Running, why: NonNullable<Running["stopped"]>): void {
@@ -278,7 +293,7 @@ export class WorkerPool {
   private async report(run: Running, report: AttemptReport): Promise<boolean> {
     this.reporting++;
     // Its slot's next task may start meanwhile.
-    this.wake();
+    this.wakeSoon();
     try {
       return await this.reportToQueue(run, report);
     } finally {

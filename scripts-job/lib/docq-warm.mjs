@@ -60,6 +60,21 @@ export function progress(fraction, message) {
   process.stdout.write(JSON.stringify(request.requestId === undefined ? line : { requestId: request.requestId, ...line }) + "\n");
 }
 
+let stdoutCorked = false;
+
+/** Answers written in one turn leave in one write: docq reads them together and fills their slots at once. */
+function writeCorked(text) {
+  if (!stdoutCorked) {
+    stdoutCorked = true;
+    process.stdout.cork();
+    process.nextTick(() => {
+      stdoutCorked = false;
+      process.stdout.uncork();
+    });
+  }
+  process.stdout.write(text);
+}
+
 /** @typedef {{ output: string } | { children: (({ input: string } | { inputBytes: Uint8Array | string }) & { params?: Record<string, unknown> })[] } | { outputBytes: Uint8Array | string }} Answer */
 
 /**
@@ -93,7 +108,7 @@ export function serve(handle) {
         reply = { error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) };
       }
     }
-    process.stdout.write(JSON.stringify(requestId === undefined ? reply : { requestId, ...reply }) + "\n");
+    writeCorked(JSON.stringify(requestId === undefined ? reply : { requestId, ...reply }) + "\n");
   };
 
   process.stdin.setEncoding("utf8");
