@@ -98,6 +98,8 @@ const MAX_WAKE_WAIT_MS = 3_600_000;
 
 /** A user over maxQueued may retry once some of their tasks finish. */
 const QUEUED_RETRY_AFTER_S = 10;
+/** The least room a reload leaves in the index beyond the tasks it brings (see reload). */
+const RESERVE_SLACK_MIN = 1024;
 
 function secondsToNextDay(now: number): number {
   const day = 86_400_000;
@@ -193,11 +195,13 @@ export class TaskQueue extends EventEmitter<TaskQueueEvents> {
     // (a submit between two batches of a remote store), no entry needs its id looked up first.
     const othersAdded = this.index.size === 0 ? this.index.addCount : NaN;
     if (this.index.size === 0) {
-      // The store's counts say how many entries come: room for them all at once (a million: 0.2 s less of copies).
+      // The store's counts say how many entries come: room for them all at once (a million: 0.2 s
+      // less of copies), and for the tasks in work, which a restart queues again, and some more:
+      // filled to the brim, the first submit after start would double every column (+50 MB).
       const counts = await this.store.countByStatus();
-      let queued = 0;
-      for (const status of QUEUED_STATUSES) queued += counts[status];
-      this.index.reserve(queued);
+      let coming = counts[S.work];
+      for (const status of QUEUED_STATUSES) coming += counts[status];
+      this.index.reserve(coming + Math.max(RESERVE_SLACK_MIN, Math.ceil(coming / 8)));
     }
     for await (const batch of this.store.loadNonFinal()) {
       for (const entry of batch) {
