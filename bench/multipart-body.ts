@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { formEnd, newBoundary, PART_END, partHeader } from "../common/http/multipart-files.js";
 
 /*
  * A multipart/form-data body built as one buffer. The bench built its batch forms as a FormData of
@@ -24,22 +24,17 @@ export interface FilePart {
 
 /** The form: its fields first (in order), then its files, as a browser's FormData encodes them (no content type given: octet-stream). */
 export function multipartBody(fields: ReadonlyArray<readonly [string, string]>, files: readonly FilePart[]): EncodedForm {
-  const boundary = `----docq-bench-${randomUUID()}`;
+  const boundary = newBoundary();
   const pieces: Uint8Array[] = [];
-  for (const [name, value] of fields) {
-    pieces.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${quoted(name)}"\r\n\r\n${value}\r\n`));
-  }
+  for (const [name, value] of fields) pieces.push(Buffer.from(partHeader(boundary, name) + value + PART_END));
   for (const file of files) {
     pieces.push(
-      Buffer.from(
-        `--${boundary}\r\nContent-Disposition: form-data; name="${quoted(file.field)}"; filename="${quoted(file.filename)}"\r\n` +
-          "Content-Type: application/octet-stream\r\n\r\n",
-      ),
+      Buffer.from(partHeader(boundary, file.field, file.filename)),
       typeof file.bytes === "string" ? Buffer.from(file.bytes) : file.bytes,
       CRLF,
     );
   }
-  pieces.push(Buffer.from(`--${boundary}--\r\n`));
+  pieces.push(Buffer.from(formEnd(boundary)));
   const joined = Buffer.concat(pieces);
   // A body of its own (not a slice of Node's shared pool), as fetch and http.request take it.
   const body = new Uint8Array(new ArrayBuffer(joined.byteLength));
@@ -47,9 +42,4 @@ export function multipartBody(fields: ReadonlyArray<readonly [string, string]>, 
   return { body, contentType: `multipart/form-data; boundary=${boundary}` };
 }
 
-const CRLF = Buffer.from("\r\n");
-
-/** A name or file name inside the header's quotes, escaped as the HTML spec's form encoding does. */
-function quoted(name: string): string {
-  return name.replace(/\r/g, "%0D").replace(/\n/g, "%0A").replace(/"/g, "%22");
-}
+const CRLF = Buffer.from(PART_END);

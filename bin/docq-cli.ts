@@ -1,12 +1,12 @@
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
-import { createReadStream, createWriteStream, openAsBlob, promises as fs } from "node:fs";
-import path from "node:path";
+import { createReadStream, createWriteStream, promises as fs } from "node:fs";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import cliProgress from "cli-progress";
 import { Command, InvalidArgumentError, Option } from "commander";
 import type { Task } from "../common/model/task-model.js";
 import { followTask } from "./follow-task.js";
+import { multipartFromFiles } from "../common/http/multipart-files.js";
 
 /**
  * `docq`: the REST API from a terminal. DOCQ_URL (default http://localhost:3000) or --url names
@@ -155,12 +155,20 @@ async function submitBatch(conn: Conn, files: readonly string[], sizes: readonly
   bar?.start(files.length, 0);
   try {
     for (const { from, to } of batchesOf(sizes)) {
-      const form = new FormData();
-      if (opts.name === undefined) form.set("tasks", JSON.stringify(files.slice(from, to).map((file) => ({ name: file.slice(-500) }))));
-      for (const file of files.slice(from, to)) form.append("file", await openAsBlob(file), path.basename(file));
+      const batch = files.slice(from, to);
+      const fields: Array<[string, string]> =
+        opts.name === undefined ? [["tasks", JSON.stringify(batch.map((file) => ({ name: file.slice(-500) })))]] : [];
+      // The bar moves as each file is sent, not once per batch.
+      const form = multipartFromFiles(fields, "file", batch, (i) => bar?.update(from + i + 1));
       let res: Response;
       try {
-        res = await api(conn, `/api/tasks/batch?${submitQuery(opts)}`, { method: "POST", body: form });
+        res = await api(conn, `/api/tasks/batch?${submitQuery(opts)}`, {
+          method: "POST",
+          headers: { "content-type": form.contentType },
+          body: Readable.toWeb(form.body) as ReadableStream<Uint8Array>,
+          // A streamed request body: undici sends it as it is read.
+          duplex: "half",
+        } as RequestInit);
       } catch (err) {
         const done = from === 0 ? "none was submitted" : `the first ${from} were submitted (their ids above)`;
         throw new CliError(
