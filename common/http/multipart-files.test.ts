@@ -13,7 +13,7 @@ interface ParsedForm {
 }
 
 /** Reads a form back with the parser the server uses. */
-async function parse(contentType: string, body: AsyncIterable<Uint8Array>): Promise<ParsedForm> {
+async function parse(contentType: string, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<ParsedForm> {
   const parsed: ParsedForm = { fields: [], files: [] };
   const form = busboy({ headers: { "content-type": contentType } });
   const done = new Promise<void>((resolve, reject) => {

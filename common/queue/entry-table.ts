@@ -74,7 +74,7 @@ export class EntryTable {
     return this.ids.find(id);
   }
 
-  /** Makes room in the id columns too, and in the list of ids to settle (see IdColumns.reservePending). */
+  /** Makes room for `count` more ids waiting to be settled (see IdColumns.reservePending); reserve grows the id columns. */
   reserveIds(count: number): void {
     this.ids.reservePending(count);
   }
