@@ -181,18 +181,11 @@ export class HandleHeap {
 
   /** Makes room for `count` handles at once. */
   reserve(count: number): void {
-    if (count <= this.items.length) return;
-    const bigger = new Int32Array(count);
-    bigger.set(this.items.subarray(0, this.size));
-    this.items = bigger;
+    if (count > this.items.length) this.resize(count);
   }
 
   push(handle: number): void {
-    if (this.size === this.items.length) {
-      const bigger = new Int32Array(Math.ceil(this.items.length * 1.5));
-      bigger.set(this.items);
-      this.items = bigger;
-    }
+    if (this.size === this.items.length) this.resize(Math.ceil(this.items.length * 1.5));
     const items = this.items;
     let i = this.size++;
     while (i > 0) {
@@ -228,5 +221,11 @@ export class HandleHeap {
   clear(): void {
     this.items = new Int32Array(INITIAL_CAPACITY);
     this.size = 0;
+  }
+
+  private resize(capacity: number): void {
+    const bigger = new Int32Array(capacity);
+    bigger.set(this.items.subarray(0, this.size));
+    this.items = bigger;
   }
 }

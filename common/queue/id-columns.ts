@@ -139,19 +139,18 @@ export class IdColumns {
       this.plain.set(handle, id);
     }
     this.hash[handle] = p.hash;
-    if (this.pendingCount === this.pending.length) {
-      const bigger = new Int32Array(2 * this.pending.length);
-      bigger.set(this.pending);
-      this.pending = bigger;
-    }
+    if (this.pendingCount === this.pending.length) this.growPending(2 * this.pending.length);
     this.pending[this.pendingCount++] = handle;
   }
 
   /** Makes room for `count` more handles waiting to be settled: a reload links that many before its settle. */
   reservePending(count: number): void {
     const needed = this.pendingCount + count;
-    if (needed <= this.pending.length) return;
-    const bigger = new Int32Array(needed);
+    if (needed > this.pending.length) this.growPending(needed);
+  }
+
+  private growPending(capacity: number): void {
+    const bigger = new Int32Array(capacity);
     bigger.set(this.pending.subarray(0, this.pendingCount));
     this.pending = bigger;
   }
