@@ -61,10 +61,12 @@ async function postForm(url: string, form: FormData): Promise<{ status: number; 
   });
 }
 
-function batchForm(docs: readonly string[], fields: Record<string, string>): FormData {
+/** A batch form: `fields`, then one file per document, then `after` (fields given after the files). */
+function batchForm(docs: readonly string[], fields: Record<string, string>, after: Record<string, string> = {}): FormData {
   const form = new FormData();
   for (const [name, value] of Object.entries(fields)) form.set(name, value);
   docs.forEach((doc, i) => form.append("file", new Blob([doc]), `doc${i}.txt`));
+  for (const [name, value] of Object.entries(after)) form.set(name, value);
   return form;
 }
 
@@ -123,6 +125,26 @@ describe("POST /api/tasks/batch", () => {
     assert.deepEqual(await (await fetch(`${app.url}/api/tasks/${ids[2]}/result`)).json(), wc(docs[2]!));
   });
 
+  it("applies fields given after the files to every task, tasks' entries over them", async () => {
+    const docs = ["one two\n", "three\n", "four five six\n"];
+    const res = await fetch(`${app.url}/api/tasks/batch`, {
+      method: "POST",
+      body: batchForm(docs, { name: "early" }, { job: "wordcount-warm", priority: "20", tasks: '[{}, {"job": "noop"}, {"priority": 80}]' }),
+    });
+    assert.equal(res.status, 201, await res.clone().text());
+    const { ids } = (await res.json()) as { ids: string[] };
+    const done = await waitAllFinal(app.url, ids, 60_000);
+    assert.deepEqual(
+      done.map((task) => [task.job, task.priority, task.name, task.status]),
+      [
+        ["wordcount-warm", 20, "early", "output"],
+        ["noop", 20, "early", "output"],
+        ["wordcount-warm", 80, "early", "output"],
+      ],
+    );
+    assert.deepEqual(await (await fetch(`${app.url}/api/tasks/${ids[0]}/result`)).json(), wc(docs[0]!));
+  });
+
   it("refuses the whole batch for one bad part, naming its position, and stores nothing", async () => {
     const docs = Array.from({ length: 1000 }, (_, i) => documentOf(i));
     const before = { tasks: (await listAll(app.url, "")).length, files: await storedFiles(app.dataDir) };
@@ -169,6 +191,16 @@ describe("POST /api/tasks/batch", () => {
       field: "priority",
     });
     refusals.push({ form: batchForm([...docs.slice(0, 3), ""], { job: "wordcount-warm" }), status: 400, field: "file[3]" });
+    // Fields after the files: checked once the form has ended, the documents stored meanwhile then dropped.
+    refusals.push({ form: batchForm(docs, {}, { priority: "7" }), status: 400, field: "job" });
+    refusals.push({ form: batchForm(docs.slice(0, 3), {}, { job: "noop", tasks: "[{}, {}]" }), status: 400, field: "tasks" });
+    refusals.push({
+      form: batchForm(docs, {}, { job: "noop", tasks: JSON.stringify(badJob) }),
+      status: 400,
+      field: "tasks[700].job",
+      message: 'tasks[700].job: unknown job "no-such-job"',
+    });
+    refusals.push({ form: batchForm(docs.slice(0, 3), { job: "noop" }, { priority: "high" }), status: 400, field: "priority" });
 
     for (const { form, status, field, message } of refusals) {
       const answer = await postForm(app.url, form);

@@ -39,7 +39,7 @@ export function parseBatchOverrides(text: string): TaskOverride[] {
   const message =
     unknownKey !== undefined
       ? unknownKey === "user"
-        ? "the user is the whole batch's: give it once, before the files"
+        ? "the user is the whole batch's: give it once, as a field of the form"
         : `is not a field a task sets (${OVERRIDABLE.join(", ")})`
       : issue.code === "invalid_type" && index !== undefined
         ? "must be a JSON object"

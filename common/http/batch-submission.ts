@@ -11,15 +11,17 @@ import {
   MAX_FORM_FIELD_BYTES,
   MAX_FORM_FIELDS,
   checkSharedTaskFields,
+  CreateTaskFieldsSchema,
   parseCreateTaskRequest,
   type CreateTaskFields,
   type UploadRequest,
 } from "./task-submission.js";
 
 /**
- * `POST /api/tasks/batch`: a multipart form whose fields (all before the first file) apply to every
- * task, one `file` part per task, and optionally a `tasks` field (a JSON array, one object per file
- * in order) overriding fields per task. Limits: at most MAX_BATCH_FILES files, and the documents
+ * `POST /api/tasks/batch`: a multipart form whose fields apply to every task (before the files,
+ * they are checked before any document is stored; after, at the form's end), one `file` part per
+ * task, and optionally a `tasks` field (a JSON array, one object per file in order) overriding
+ * fields per task. Limits: at most MAX_BATCH_FILES files, and the documents
  * together at most `maxBytes` (maxBodyBytes, the limit of one document).
  */
 export const MAX_BATCH_FILES = MAX_SUBMIT_MANY;
@@ -86,6 +88,28 @@ function atPosition(err: unknown, index: number, override: TaskOverride | undefi
     cause: err,
     ...(err.details === undefined ? {} : { details: err.details }),
   });
+}
+
+/** A file's fields as checked when it arrived; null: they lacked a field that may still come (checked at the form's end). */
+type Early<T> = { prepared: T } | null;
+
+/**
+ * A refusal for a field nobody has given (in the query, the shared fields or the task's entry):
+ * a missing field, which a field later in the form may still give.
+ */
+function notGivenYet(
+  err: unknown,
+  query: Record<string, unknown>,
+  shared: Record<string, string>,
+  override: TaskOverride | undefined,
+): boolean {
+  if (!(err instanceof DocqError) || err.field === undefined) return false;
+  // A task entry's refusal (tasks[3].job) is of a value given; so is one of the form itself (body, file[3]).
+  const { field } = err;
+  if (!Object.hasOwn(CreateTaskFieldsSchema.shape, field)) return false;
+  const givenIn = (values: object | undefined): boolean =>
+    values !== undefined && Object.hasOwn(values, field) && (values as Record<string, unknown>)[field] !== undefined;
+  return !givenIn(query) && !givenIn(shared) && !givenIn(override);
 }
 
 /**
@@ -168,14 +192,13 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
     throw docqError(ERROR_CODE.BadRequest, `malformed multipart form: ${errorMessage(err)}`, { field: "body", cause: err });
   }
   const shared: Record<string, string> = {};
-  const files: Array<{ id: string; input: string; stored: Promise<{ size: number; prepared: T }> }> = [];
+  const files: Array<{ id: string; input: string; stored: Promise<{ size: number; early: Early<T> }> }> = [];
   const budget = { used: 0, max: req.maxBytes };
   const inFlight = new ByteBudget(BYTES_IN_FLIGHT);
-  /**
-   * The fields every task shares (checked whole when they are all a task has) or the per-task
-   * entries (each task's fields checked with its own entry over the shared ones), at the first file.
-   */
+  /** What applies to each file, made of the fields given so far; made again when another field comes. */
   let plan: BatchPlan | null = null;
+  /** A field came after a file: the files before it were checked without it, and are checked again at the form's end. */
+  let late = false;
   const planOf = (): BatchPlan => {
     if (plan !== null) return plan;
     const { tasks, ...rest } = shared;
@@ -186,6 +209,39 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
       plan = { fields: null, overrides: parseBatchOverrides(tasks) };
     }
     return plan;
+  };
+  const givenUser = (): unknown => shared.user ?? opts.query.user;
+  /** The task at `index`'s fields under `batch`, prepared; a refusal named by position. */
+  const prepareAt = async (batch: BatchPlan, index: number): Promise<T> => {
+    const override = batch.overrides?.[index];
+    try {
+      return await opts.prepare(batch.fields ?? taskFieldsOf(opts.query, shared, override ?? {}), index, givenUser());
+    } catch (err) {
+      throw atPosition(err, index, override);
+    }
+  };
+  /**
+   * A file's fields checked as it arrives, so a bad request stops before its documents are stored.
+   * A refusal for a field not given yet (no job so far) waits for the form's end: a field after
+   * the files may still give it. A field given can not be given again, so its refusal is final.
+   */
+  const earlyPrepare = async (index: number): Promise<Early<T>> => {
+    let batch: BatchPlan;
+    try {
+      batch = planOf();
+    } catch (err) {
+      if (notGivenYet(err, opts.query, shared, undefined)) return null;
+      throw err;
+    }
+    if (batch.overrides !== null && index >= batch.overrides.length) {
+      throw badField(`file[${index}]`, `tasks has ${batch.overrides.length} entries, one per file, but this is file ${index + 1}`);
+    }
+    try {
+      return { prepared: await prepareAt(batch, index) };
+    } catch (err) {
+      if (notGivenYet(err, opts.query, shared, batch.overrides?.[index])) return null;
+      throw err;
+    }
   };
 
   const parsed = new Promise<void>((resolve, reject) => {
@@ -200,10 +256,12 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
     form.on("field", (name, value, info) => {
       if (info.nameTruncated) fail(badField(name, "the name of this form field is too long"));
       else if (info.valueTruncated) fail(badField(name, `is longer than ${MAX_FORM_FIELD_BYTES} bytes, the limit of a form field`));
-      else if (files.length > 0)
-        fail(badField(name, "comes after a file: every field goes before the first file (per-task values go in the field tasks)"));
       else if (Object.hasOwn(shared, name)) fail(badField(name, "is given twice in the form"));
-      else shared[name] = value;
+      else {
+        shared[name] = value;
+        plan = null;
+        if (files.length > 0) late = true;
+      }
     });
     form.on("fieldsLimit", () =>
       fail(docqError(ERROR_CODE.BadRequest, `the form has more than ${MAX_FORM_FIELDS} fields besides the files`, { field: "body" })),
@@ -217,26 +275,6 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
         fail(badField(name, "is a file: each document goes in a part named file"));
         return;
       }
-      let batch: BatchPlan;
-      try {
-        // A bad shared field or tasks entry refuses the batch as it is, named as given (priority, tasks[3].job).
-        batch = planOf();
-        if (batch.overrides !== null && index >= batch.overrides.length) {
-          throw badField(`file[${index}]`, `tasks has ${batch.overrides.length} entries, one per file, but this is file ${index + 1}`);
-        }
-      } catch (err) {
-        file.resume();
-        fail(err);
-        return;
-      }
-      const override = batch.overrides?.[index];
-      let prepared: Promise<T>;
-      try {
-        const own = batch.fields ?? taskFieldsOf(opts.query, shared, override ?? {});
-        prepared = Promise.resolve(opts.prepare(own, index, shared.user ?? opts.query.user));
-      } catch (err) {
-        prepared = Promise.reject(err);
-      }
       const id = opts.newId();
       const input = blobKeys.input(id);
       let truncated = false;
@@ -244,8 +282,8 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
         truncated = true;
         fail(tooLargeBatch(req.maxBytes, index));
       });
-      const stored = prepared.then(
-        async (value) => {
+      const stored = earlyPrepare(index).then(
+        async (early) => {
           // Until there is room the part is not read: the parser waits, and the memory held stays bounded.
           await inFlight.reserve(BUFFERED_BYTES);
           let held = BUFFERED_BYTES;
@@ -271,14 +309,14 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
               ({ size } = await blobs.put(input, file.pipe(counted)));
               if (truncated) throw tooLargeBatch(req.maxBytes, index);
             }
-            return { size, prepared: value };
+            return { size, early };
           } finally {
             inFlight.release(held);
           }
         },
         (err: unknown) => {
           file.resume();
-          throw atPosition(err, index, override);
+          throw err;
         },
       );
       stored.catch(fail);
@@ -296,12 +334,15 @@ export async function storeBatchForm<T>(req: UploadRequest, blobs: BlobStore, op
   try {
     await parsed;
     if (files.length === 0) throw badField("file", "the batch holds no file: send one part named file per task");
-    const { overrides } = planOf();
+    // Every field is in: a refusal now is final, named as given (priority, tasks, tasks[3].job).
+    const batch = planOf();
+    const { overrides } = batch;
     if (overrides !== null && overrides.length !== files.length) {
       throw badField("tasks", `has ${overrides.length} entries but the batch holds ${files.length} files: give one entry per file`);
     }
     const done = await Promise.all(files.map((f) => f.stored));
-    return files.map((f, i) => ({ id: f.id, input: f.input, size: done[i]!.size, prepared: done[i]!.prepared }));
+    const prepared = await Promise.all(done.map(({ early }, i) => (early !== null && !late ? early.prepared : prepareAt(batch, i))));
+    return files.map((f, i) => ({ id: f.id, input: f.input, size: done[i]!.size, prepared: prepared[i]! }));
   } catch (err) {
     // Let every store still writing end first, so the drop leaves nothing behind.
     await Promise.allSettled(files.map((f) => f.stored));

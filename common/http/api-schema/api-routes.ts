@@ -84,7 +84,8 @@ export const API_ROUTES: readonly ApiRoute[] = [
     tags: ["tasks"],
     summary: "Submit many documents in one request, all or none; answers once every task is durable",
     description:
-      "A multipart form: the fields (before the first file) apply to every task, then one part named `file` per task. " +
+      "A multipart form: the fields apply to every task (given before the first file, they are checked before any document is stored), " +
+      "and one part named `file` per task. " +
       "The optional field `tasks`, a JSON array with one object per file in order, sets a task's own job, priority, name, params, " +
       "maxTries, callbackUrl, runAt or delayMs. At most 1,000 files, and maxBodyBytes for the documents together. " +
       "A refusal names the position: `file[7]`, `tasks[3].priority`; nothing of a refused batch is kept.",
