@@ -93,14 +93,20 @@ describe("plates: a backlog is drained by its plate-mate first", () => {
     // a runs 2 at once; the other 2 fill b's free slots. (What b would only buffer, to run after
     // its slots free, is the cost rule's call: an idle site of the other plate, asking once the
     // hold is over, can rightly get it. That happened on a loaded machine: the test then said
-    // nothing about plates.)
-    const ids = await submitBatch(app("a").url, SLOTS + SLOTS, 1000);
-    const tasks = await waitAllFinal(app("a").url, ids, 60_000);
-    for (const t of tasks) assert.equal(t.status, "output", `${t.id}: ${t.error}`);
-    const counts = ranAt(tasks);
-    console.log(`# ${ids.length} sleep-warm(1 s) tasks of a ran at ${JSON.stringify(counts)}`);
+    // nothing about plates.) A round where b took none says nothing either: b's stealer asked
+    // after the hold, or a heard no fresh backlog news of b in time (the CI's other lanes had the
+    // cores), so a did not wait for it. Such a round is run again, up to three in all.
+    let counts: Partial<Record<SiteName, number>> = {};
+    for (let round = 1; round <= 3; round++) {
+      const ids = await submitBatch(app("a").url, SLOTS + SLOTS, 1000);
+      const tasks = await waitAllFinal(app("a").url, ids, 60_000);
+      for (const t of tasks) assert.equal(t.status, "output", `${t.id}: ${t.error}`);
+      counts = ranAt(tasks);
+      console.log(`# round ${round}: ${ids.length} sleep-warm(1 s) tasks of a ran at ${JSON.stringify(counts)}`);
+      if ((counts.b ?? 0) > 0) break;
+    }
+    assert.ok((counts.b ?? 0) > 0, `b took a share in one of three rounds: ${JSON.stringify(counts)}`);
     assert.equal(counts.c, undefined, `none went to c of the other plate: ${JSON.stringify(counts)}`);
     assert.equal(counts.d, undefined, `none went to d of the other plate: ${JSON.stringify(counts)}`);
-    assert.ok((counts.b ?? 0) > 0, `b took a share: ${JSON.stringify(counts)}`);
   });
 });
