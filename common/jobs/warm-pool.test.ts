@@ -903,6 +903,66 @@ serve(handle)
     }
   });
 
+  it(
+    "the Python helper runs up to `concurrency` requests side by side, each progress() reported for its own",
+    { skip: NO_PYTHON },
+    async () => {
+      const file = path.join(dir, "pyshare.py");
+      await fs.writeFile(
+        file,
+        `import os, sys, time
+sys.path.insert(0, ${JSON.stringify(path.join(EXAMPLES, "lib"))})
+from docq_warm import serve, progress
+
+def handle(req):
+    p = req["params"]
+    progress(0.5, p["name"])
+    deadline = time.monotonic() + 20
+    while p.get("waitFor") and not os.path.exists(p["waitFor"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if p.get("mark"):
+        open(p["mark"], "w").close()
+    if p.get("throw"):
+        raise ValueError(p["throw"])
+    with open(os.path.join(req["outputDir"], "out.json"), "w") as f:
+        f.write('{"pid": %d, "waited": %s}' % (os.getpid(), "true" if os.path.exists(p.get("waitFor") or "") else "false"))
+    return "out.json"
+
+serve(handle)
+`,
+      );
+      const job = definition("pyshare", "python3", [file], { concurrency: 3, env: { PYTHONDONTWRITEBYTECODE: "1" } });
+      const pool = makePool();
+      const mark = path.join(dir, "pyshare.mark");
+      const asked = async (params: Record<string, unknown>) => {
+        const work = await workDir();
+        const seen: unknown[] = [];
+        const answer = pool.run(job, request(work, params), { workDir: work.path, onProgress: (r) => seen.push(r) }).then(
+          async (a) => JSON.parse(await fs.readFile(a.kind === "output" ? a.output : "", "utf8")) as { pid: number; waited: boolean },
+          (err: unknown) => err,
+        );
+        return { answer, seen };
+      };
+      // a waits for the mark that c writes, b fails meanwhile: answered in turn, a would hold the others up for 20 s.
+      const started = Date.now();
+      const a = await asked({ name: "a", waitFor: mark });
+      const b = await asked({ name: "b", throw: "not this one" });
+      const c = await asked({ name: "c", mark });
+      const [ra, rb, rc] = await Promise.all([a.answer, b.answer, c.answer]);
+      assert.ok(Date.now() - started < 10_000, "a was answered once c wrote its mark, not after its own 20 s");
+      assert.ok(!(ra instanceof Error) && !(rc instanceof Error), `a: ${String(ra)}, c: ${String(rc)}`);
+      const [outA, outC] = [ra as { pid: number; waited: boolean }, rc as { pid: number; waited: boolean }];
+      assert.equal(outA.waited, true);
+      assert.equal(outA.pid, outC.pid, "one process held them all");
+      assert.ok(rb instanceof JobFailedError && /ValueError: not this one/.test(rb.message), String(rb));
+      assert.deepEqual(
+        [a.seen, b.seen, c.seen],
+        [[{ progress: 0.5, message: "a" }], [{ progress: 0.5, message: "b" }], [{ progress: 0.5, message: "c" }]],
+      );
+      assert.equal(pool.processes().length, 1);
+    },
+  );
+
   it("the Python helper answers a handler's exception as an error, with the traceback in the tail", { skip: NO_PYTHON }, async () => {
     const pool = makePool();
     const job = await registry.resolve("wordcount-warm");

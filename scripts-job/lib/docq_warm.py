@@ -15,9 +15,13 @@
 With `warm: true` in job.yaml docq starts the script once per worker slot and sends one JSON
 request per line on stdin, each with a "requestId"; serve() calls handle() for each one and
 prints the answer, with the same requestId, as one JSON line on stdout. With `concurrency: N` in
-job.yaml docq may send up to N requests before the first is answered: serve() answers them in
-turn, in the order they came. Everything before
-serve() (imports, models, connections) is loaded once per process, not once per task.
+job.yaml docq may send up to N requests before the first is answered: serve() calls handle() for
+each in a thread of its own as it arrives (threads are kept and reused), so a handler that waits
+(a subprocess, a socket, a model server, time.sleep) lets the others go on; where they compute,
+Python's GIL runs one at a time. Answers go out as each is done, in any order. A handler that
+shares state between requests must then guard it (threading.Lock); with the default
+concurrency of 1 docq sends the next request only after the answer, so they never overlap.
+Everything before serve() (imports, models, connections) is loaded once per process, not once per task.
 
 With `inline: true` as well, a small document comes inside the request line and the output goes
 back inside the answer. handle() then also gets the document's bytes as req["inputBytes"] (a
@@ -46,8 +50,10 @@ file): the answer then says "retry": false and the task ends in error at once.
 import base64
 import json
 import os
+import queue
 import shutil
 import sys
+import threading
 import traceback
 
 __all__ = ["serve", "progress", "Fatal"]
@@ -57,9 +63,17 @@ class Fatal(Exception):
     """A failure no retry can fix: the task ends in error at once ({"error": ..., "retry": false})."""
 
 
-# Where answers and progress go (the real stdout, saved by serve()), and the request being handled.
+# Where answers and progress go (the real stdout, saved by serve()), one line at a time whichever
+# thread writes it; and the request a thread is handling.
 _out = None
-_request_id = None
+_out_lock = threading.Lock()
+_current = threading.local()
+
+
+def _write_line(line):
+    with _out_lock:
+        _out.write(json.dumps(line) + "\n")
+        _out.flush()
 
 
 def progress(fraction, message=None):
@@ -69,20 +83,20 @@ def progress(fraction, message=None):
     line = {"progress": float(fraction)}
     if message is not None:
         line["message"] = str(message)
-    if _request_id is not None:
-        line["requestId"] = _request_id
-    _out.write(json.dumps(line) + "\n")
-    _out.flush()
+    request_id = getattr(_current, "request_id", None)
+    if request_id is not None:
+        line["requestId"] = request_id
+    _write_line(line)
 
 
 def serve(handle):
     """Answers requests from stdin with handle(request) until stdin ends."""
-    global _out, _request_id
+    global _out
     stdin = sys.stdin.buffer
     out = sys.stdout
     _out = out
     sys.stdout = sys.stderr
-    failed = False
+    handlers = _Handlers(handle)
     try:
         while True:
             line = stdin.readline()
@@ -92,33 +106,95 @@ def serve(handle):
                 continue
             request = json.loads(line)
             request_id = request.pop("requestId", None)
-            _request_id = request_id
-            try:
-                if request.get("inline") is True:
-                    answer = _answer_inline(handle, request)
-                else:
-                    answer = _file_answer(handle(request), request)
-            except Fatal as err:  # the task fails for good, whatever its tries left
-                answer = {"error": str(err) or "Fatal", "retry": False}
-                failed = request_id is None
-            except Exception as err:  # the task fails, not the process
-                traceback.print_exc(file=sys.stderr)
-                sys.stderr.flush()
-                if request_id is None:
-                    failed = True
-                    continue
-                answer = {"error": "%s: %s" % (type(err).__name__, err)}
-            finally:
-                _request_id = None
-            if request_id is not None:
-                answer = dict(answer, requestId=request_id)
-            out.write(json.dumps(answer) + "\n")
-            out.flush()
+            if request_id is None:
+                # One-shot: the one request, here; its failure is the exit code.
+                answer_line, ok = _answer(handle, request, None)
+                if answer_line is not None:
+                    _write_line(answer_line)
+                handlers.failed = handlers.failed or not ok
+            else:
+                handlers.start(request_id, request)
     finally:
+        handlers.stop()
         sys.stdout = out
         _out = None
-    if failed:
+    if handlers.failed:
         sys.exit(1)
+
+
+def _answer(handle, request, request_id):
+    """Handles one request: its answer line (a warm request's carries its id; None: a one-shot
+    request's exception, which has none) and whether a one-shot request succeeded."""
+    _current.request_id = request_id
+    try:
+        if request.get("inline") is True:
+            answer = _answer_inline(handle, request)
+        else:
+            answer = _file_answer(handle(request), request)
+        ok = True
+    except Fatal as err:  # the task fails for good, whatever its tries left
+        answer = {"error": str(err) or "Fatal", "retry": False}
+        ok = request_id is not None
+    except Exception as err:  # the task fails, not the process
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+        if request_id is None:
+            return None, False
+        answer = {"error": "%s: %s" % (type(err).__name__, err)}
+        ok = True
+    finally:
+        _current.request_id = None
+    return (answer if request_id is None else dict(answer, requestId=request_id)), ok
+
+
+class _Handlers:
+    """The threads that handle warm requests: one per request held at once (docq sends at most
+    `concurrency` before their answers), each kept for the next request once it has answered."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.requests = queue.Queue()
+        self.threads = []
+        self.idle = 0
+        self.lock = threading.Lock()
+        self.failed = False
+
+    def start(self, request_id, request):
+        with self.lock:
+            if self.idle > 0:
+                self.idle -= 1
+            else:
+                thread = threading.Thread(target=self._run, name="docq-request-%d" % (len(self.threads) + 1), daemon=True)
+                self.threads.append(thread)
+                thread.start()
+        self.requests.put((request_id, request))
+
+    def _run(self):
+        while True:
+            item = self.requests.get()
+            if item is None:
+                return
+            request_id, request = item
+            try:
+                line, _ = _answer(self.handle, request, request_id)
+            except BaseException as err:  # sys.exit() in a handler: the process ends, as it does without threads
+                traceback.print_exc(file=sys.stderr)
+                sys.stderr.flush()
+                os._exit(err.code if isinstance(err, SystemExit) and isinstance(err.code, int) else 1)
+            # Free before the answer leaves: the request docq sends on reading it finds this thread.
+            with self.lock:
+                self.idle += 1
+            try:
+                _write_line(line)
+            except OSError:  # docq is gone: nobody to answer
+                traceback.print_exc(file=sys.stderr)
+
+    def stop(self):
+        """Lets every request held finish and answer, then ends the threads."""
+        for _ in self.threads:
+            self.requests.put(None)
+        for thread in self.threads:
+            thread.join()
 
 
 # The most bytes an inline answer carries (its line, in base64, stays under docq's 4 MB limit of a stdout line).
@@ -127,6 +203,7 @@ INLINE_OUTPUT_MAX_BYTES = 2 * 1024 * 1024
 
 _free_inline_dirs = []
 _inline_dirs_made = [0]
+_inline_dirs_lock = threading.Lock()
 
 
 class _InlineRequest(dict):
@@ -148,7 +225,10 @@ class _InlineRequest(dict):
 
     def _folder(self):
         if self.folder is None:
-            self.folder = _free_inline_dirs.pop() if _free_inline_dirs else _new_inline_dir()
+            try:
+                self.folder = _free_inline_dirs.pop()
+            except IndexError:
+                self.folder = _new_inline_dir()
         return self.folder
 
     def _write_once(self, name, data):
@@ -181,8 +261,10 @@ class _InlineRequest(dict):
 
 
 def _new_inline_dir():
-    _inline_dirs_made[0] += 1
-    folder = os.path.abspath("inline-%d" % _inline_dirs_made[0])
+    with _inline_dirs_lock:
+        _inline_dirs_made[0] += 1
+        number = _inline_dirs_made[0]
+    folder = os.path.abspath("inline-%d" % number)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(os.path.join(folder, "out"))
     return folder
