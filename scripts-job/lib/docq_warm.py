@@ -97,6 +97,7 @@ def serve(handle):
     _out = out
     sys.stdout = sys.stderr
     handlers = _Handlers(handle)
+    failed = False
     try:
         while True:
             line = stdin.readline()
@@ -111,14 +112,14 @@ def serve(handle):
                 answer_line, ok = _answer(handle, request, None)
                 if answer_line is not None:
                     _write_line(answer_line)
-                handlers.failed = handlers.failed or not ok
+                failed = failed or not ok
             else:
                 handlers.start(request_id, request)
     finally:
         handlers.stop()
         sys.stdout = out
         _out = None
-    if handlers.failed:
+    if failed:
         sys.exit(1)
 
 
@@ -157,7 +158,6 @@ class _Handlers:
         self.threads = []
         self.idle = 0
         self.lock = threading.Lock()
-        self.failed = False
 
     def start(self, request_id, request):
         with self.lock:
